@@ -1,0 +1,58 @@
+//! `incept inspect`: print a model's IR, statistics or a Graphviz picture.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use incept_ir::stats::Stats;
+use incept_ir::text;
+
+use crate::cli::shapes::{ShapeArgs, load_model};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Format {
+    /// The IR text form (parses back with the same printer).
+    Text,
+    /// Graphviz DOT (`incept inspect m.onnx --format dot | dot -Tsvg > m.svg`).
+    Dot,
+}
+
+/// Print a model in incept's IR text form, its statistics, or a DOT graph.
+///
+/// The IR shows every value with its dtype and shape, ops with their attributes in canonical form
+/// (defaults made explicit, auto_pad resolved), and large constants as a short content hash.
+#[derive(Args)]
+pub struct InspectArgs {
+    /// The ONNX model.
+    model: PathBuf,
+    /// Print statistics instead of the IR: op histogram, parameter count, MACs per op kind and in
+    /// total, the largest activation.
+    #[arg(long)]
+    stats: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    #[command(flatten)]
+    shapes: ShapeArgs,
+}
+
+pub fn run(a: InspectArgs) -> Result<()> {
+    let g = load_model(&a.model, &a.shapes, &[])?;
+    incept_ir::verify::verify(&g)?;
+    if a.stats {
+        println!("model: {}", a.model.display());
+        for v in g.input_values() {
+            println!("input: {} {}", g.value(v).name, text::print::format_type(g.ty(v)));
+        }
+        for &v in g.outputs() {
+            println!("output: {} {}", g.value(v).name, text::print::format_type(g.ty(v)));
+        }
+        print!("{}", Stats::of(&g));
+        return Ok(());
+    }
+    match a.format {
+        Format::Text => print!("{}", text::print(&g)?),
+        Format::Dot => print!("{}", text::dot::to_dot(&g)?),
+    }
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! `incept run`: run a model on inputs from `.npy` files or an ONNX test data folder.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use incept_ir::{Tensor, interp, npy, onnx};
+
+use crate::cli::shapes::{ShapeArgs, load_model};
+
+/// Run a model and write or print its outputs.
+///
+/// Inputs come from `.npy` files (one per graph input, in order, or as NAME=FILE), or from an ONNX
+/// test data folder holding input_0.pb, input_1.pb, ...; when that folder also holds
+/// output_N.pb, the results are compared with them. Symbolic dims bind to the given data.
+#[derive(Args)]
+pub struct RunArgs {
+    /// The ONNX model.
+    model: PathBuf,
+    /// Run with the reference interpreter (plain loops, f64 accumulation): the definition of
+    /// what each op means. It is currently the only engine; the JIT arrives with the backend.
+    #[arg(long)]
+    reference: bool,
+    /// An input: FILE.npy, NAME=FILE.npy, or a test data folder with input_N.pb (repeatable).
+    #[arg(long = "input", short = 'i', value_name = "FILE|NAME=FILE|DIR")]
+    inputs: Vec<String>,
+    /// Where to write outputs as .npy: one path per output, or one existing folder that gets
+    /// OUTPUT_NAME.npy files. Without it, outputs are summarised on stdout.
+    #[arg(long = "output", short = 'o', value_name = "PATH")]
+    outputs: Vec<PathBuf>,
+    #[command(flatten)]
+    shapes: ShapeArgs,
+}
+
+/// Tensors read from `--input` arguments, and expected outputs found beside them.
+struct Loaded {
+    inputs: Vec<(Option<String>, Tensor)>,
+    expected: Vec<Tensor>,
+}
+
+fn read_pb_dir(dir: &Path, prefix: &str) -> Result<Vec<(String, Tensor)>> {
+    let mut out = vec![];
+    for i in 0.. {
+        let p = dir.join(format!("{prefix}_{i}.pb"));
+        if !p.exists() {
+            break;
+        }
+        out.push(onnx::read_tensor_file(&p).with_context(|| format!("cannot read '{}'", p.display()))?);
+    }
+    Ok(out)
+}
+
+fn load_inputs(args: &[String]) -> Result<Loaded> {
+    let mut loaded = Loaded { inputs: vec![], expected: vec![] };
+    for a in args {
+        let (name, path) = match a.split_once('=') {
+            Some((n, p)) if !Path::new(a).exists() => (Some(n.to_string()), PathBuf::from(p)),
+            _ => (None, PathBuf::from(a)),
+        };
+        if path.is_dir() {
+            let ins = read_pb_dir(&path, "input")?;
+            if ins.is_empty() {
+                bail!("folder '{}' has no input_0.pb", path.display());
+            }
+            for (n, t) in ins {
+                loaded.inputs.push(((!n.is_empty()).then_some(n), t));
+            }
+            loaded.expected.extend(read_pb_dir(&path, "output")?.into_iter().map(|(_, t)| t));
+        } else {
+            let t = npy::read(&path)?;
+            loaded.inputs.push((name, t));
+        }
+    }
+    Ok(loaded)
+}
+
+/// Largest absolute difference and the largest difference relative to the expected max |value|.
+pub fn compare(got: &Tensor, want: &Tensor) -> Result<(f64, f64)> {
+    if got.shape() != want.shape() {
+        bail!("shape {:?} differs from the expected {:?}", got.shape(), want.shape());
+    }
+    let (g, w) = (got.to_f64s()?, want.to_f64s()?);
+    let scale = w.iter().fold(0f64, |m, v| m.max(v.abs()));
+    let max_abs = g.iter().zip(&w).fold(0f64, |m, (a, b)| if a.is_nan() != b.is_nan() { f64::INFINITY } else if a.is_nan() { m } else { m.max((a - b).abs()) });
+    Ok((max_abs, if scale > 0.0 { max_abs / scale } else { max_abs }))
+}
+
+fn summary(t: &Tensor) -> String {
+    let Ok(v) = t.to_f64s() else { return format!("{} values", t.numel()) };
+    let shown: Vec<String> = v.iter().take(8).map(|x| format!("{x:.6}")).collect();
+    let mut s = format!("[{}{}]", shown.join(", "), if v.len() > 8 { ", ..." } else { "" });
+    if v.len() > 1 {
+        let (min, max) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        s.push_str(&format!("  min {min:.6} max {max:.6} mean {mean:.6}"));
+    }
+    // A row of class scores: show the best classes.
+    let rows = t.shape().iter().rev().skip(1).product::<usize>();
+    if rows == 1 && v.len() > 1 && v.len() <= 100_000 {
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]));
+        let top: Vec<String> = idx.iter().take(5).map(|&i| format!("{i}: {:.6}", v[i])).collect();
+        s.push_str(&format!("\n    top-5: {}", top.join(", ")));
+    }
+    s
+}
+
+pub fn run(a: RunArgs) -> Result<()> {
+    if !a.reference {
+        bail!("only the reference interpreter exists so far; pass --reference (the JIT backend is not built yet)");
+    }
+    let loaded = load_inputs(&a.inputs)?;
+    let g = load_model(&a.model, &a.shapes, &loaded.inputs)?;
+    let inputs = interp::bind_inputs(&g, loaded.inputs)?;
+    let start = Instant::now();
+    let outs = interp::run(&g, &inputs)?;
+    eprintln!("reference interpreter: {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
+    let names: Vec<String> = g.outputs().iter().map(|&v| g.value(v).name.clone()).collect();
+
+    if !loaded.expected.is_empty() {
+        if loaded.expected.len() != outs.len() {
+            bail!("the test data has {} outputs, the model {}", loaded.expected.len(), outs.len());
+        }
+        for ((name, got), want) in names.iter().zip(&outs).zip(&loaded.expected) {
+            let (abs, rel) = compare(got, want).with_context(|| format!("output '{name}'"))?;
+            println!("{name}: max abs diff {abs:.3e}, relative {rel:.3e} vs the expected output");
+        }
+    }
+    match a.outputs.as_slice() {
+        [] => {
+            for (name, t) in names.iter().zip(&outs) {
+                println!("{name} {}{:?}: {}", t.dtype(), t.shape(), summary(t));
+            }
+        }
+        [dir] if dir.is_dir() => {
+            for (name, t) in names.iter().zip(&outs) {
+                let file: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' }).collect();
+                let p = dir.join(format!("{file}.npy"));
+                npy::write(&p, t)?;
+                eprintln!("wrote {}", p.display());
+            }
+        }
+        paths => {
+            if paths.len() != outs.len() {
+                bail!("{} output path(s) given for {} model output(s) ({})", paths.len(), outs.len(), names.join(", "));
+            }
+            for (p, t) in paths.iter().zip(&outs) {
+                npy::write(p, t)?;
+                eprintln!("wrote {}", p.display());
+            }
+        }
+    }
+    Ok(())
+}

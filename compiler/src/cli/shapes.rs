@@ -1,0 +1,64 @@
+//! `--shape NAME=D0,D1,...` and `--dim SYMBOL=N`: fixing shapes the model leaves symbolic.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use incept_ir::onnx::{self, ImportOptions};
+use incept_ir::{Graph, Tensor};
+
+/// Shape options shared by the subcommands that load a model.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ShapeArgs {
+    /// Fix the shape of a graph input, e.g. `--shape input=1,3,224,224` (repeatable).
+    #[arg(long = "shape", value_name = "NAME=D0,D1,...")]
+    pub shapes: Vec<String>,
+    /// Bind a symbolic dimension, e.g. `--dim N=1` for a dynamic batch (repeatable).
+    #[arg(long = "dim", value_name = "SYMBOL=N")]
+    pub dims: Vec<String>,
+}
+
+fn split_eq<'a>(s: &'a str, flag: &str) -> Result<(&'a str, &'a str)> {
+    match s.rsplit_once('=') {
+        Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k, v)),
+        _ => bail!("{flag} expects KEY=VALUE, got '{s}'"),
+    }
+}
+
+impl ShapeArgs {
+    pub fn import_options(&self) -> Result<ImportOptions> {
+        let mut opts = ImportOptions::default();
+        for s in &self.shapes {
+            let (name, dims) = split_eq(s, "--shape")?;
+            let dims: Vec<usize> = dims
+                .split(',')
+                .map(|d| d.trim().parse::<usize>().with_context(|| format!("--shape {s}: '{d}' is not a dimension")))
+                .collect::<Result<_>>()?;
+            opts.input_shapes.insert(name.to_string(), dims);
+        }
+        for s in &self.dims {
+            let (sym, n) = split_eq(s, "--dim")?;
+            let n: usize = n.parse().with_context(|| format!("--dim {s}: '{n}' is not a size"))?;
+            opts.dims.insert(sym.to_string(), n);
+        }
+        Ok(opts)
+    }
+}
+
+/// Loads a model with the user's shape options, plus the shapes of the given input tensors for
+/// inputs the user did not fix (so a dynamic batch binds to the data it runs on).
+pub fn load_model(path: &Path, shapes: &ShapeArgs, inputs: &[(Option<String>, Tensor)]) -> Result<Graph> {
+    let mut opts = shapes.import_options()?;
+    let (model, ext) = onnx::open(path).with_context(|| format!("cannot load '{}'", path.display()))?;
+    let names = onnx::graph_input_names(&model);
+    let all_named = inputs.iter().all(|(n, _)| n.is_some());
+    for (i, (name, t)) in inputs.iter().enumerate() {
+        let name = if all_named { name.clone() } else { names.get(i).cloned() };
+        if let Some(name) = name {
+            if names.contains(&name) {
+                opts.input_shapes.entry(name).or_insert_with(|| t.shape().to_vec());
+            }
+        }
+    }
+    onnx::import_model(&model, &ext, &opts).with_context(|| format!("cannot import '{}'", path.display()))
+}

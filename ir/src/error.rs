@@ -1,0 +1,93 @@
+//! Error types of the IR crate. Messages name the node, the op and what was expected versus found.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::tensor::TensorError;
+
+/// What is wrong with one op: its attributes, inputs or shapes. The graph-level [`Error::Node`]
+/// adds the node name and op type.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum OpError {
+    /// The model is malformed for this op (wrong input count, inconsistent shapes, bad attribute).
+    #[error("{0}")]
+    Invalid(String),
+    /// Valid ONNX that incept does not handle.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// A shape that depends on data known only at run time, or on an unbound symbolic dimension.
+    #[error("unsupported dynamic shape: {0}")]
+    DynamicShape(String),
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
+}
+
+/// Returns early with `OpError::Invalid(format!(...))`.
+#[macro_export]
+macro_rules! invalid {
+    ($($arg:tt)*) => { return Err($crate::error::OpError::Invalid(format!($($arg)*))) };
+}
+
+/// One unsupported op type found in a model, with every node that uses it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnsupportedOp {
+    pub op_type: String,
+    pub domain: String,
+    pub opset: Option<i64>,
+    pub nodes: Vec<String>,
+    pub reason: String,
+}
+
+impl fmt::Display for UnsupportedOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let domain = if self.domain.is_empty() { "ai.onnx" } else { &self.domain };
+        write!(f, "{} (domain {domain}", self.op_type)?;
+        match self.opset {
+            Some(v) => write!(f, ", opset {v}")?,
+            None => write!(f, ", domain not imported")?,
+        }
+        write!(f, "): {}; nodes: ", self.reason)?;
+        const SHOWN: usize = 8;
+        let names: Vec<String> = self.nodes.iter().take(SHOWN).map(|n| format!("'{n}'")).collect();
+        f.write_str(&names.join(", "))?;
+        if self.nodes.len() > SHOWN {
+            write!(f, " and {} more", self.nodes.len() - SHOWN)?;
+        }
+        Ok(())
+    }
+}
+
+/// Errors of import, verification, parsing and interpretation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read '{}': {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("not a valid ONNX model: protobuf decoding failed: {0}")]
+    Decode(#[from] prost::DecodeError),
+    #[error("{0}")]
+    Model(String),
+    #[error("node '{node}' ({op}): {source}")]
+    Node { node: String, op: String, source: OpError },
+    #[error("the model uses operators incept does not support:\n{}", list_unsupported(.0))]
+    UnsupportedOps(Vec<UnsupportedOp>),
+    #[error("external data of tensor '{tensor}': {msg}")]
+    ExternalData { tensor: String, msg: String },
+    #[error("verifier: {0}")]
+    Verify(String),
+    #[error("IR text, line {line}, column {col}: {msg}")]
+    Parse { line: usize, col: usize, msg: String },
+    #[error("input '{name}': {msg}")]
+    Input { name: String, msg: String },
+}
+
+fn list_unsupported(ops: &[UnsupportedOp]) -> String {
+    ops.iter().map(|o| format!("  - {o}")).collect::<Vec<_>>().join("\n")
+}
+
+impl Error {
+    pub fn node(node: &str, op: &str, source: OpError) -> Error {
+        Error::Node { node: node.to_string(), op: op.to_string(), source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

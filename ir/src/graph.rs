@@ -1,0 +1,390 @@
+//! The graph IR: a petgraph `StableGraph` of nodes, each an [`Op`] with ordered inputs and typed
+//! outputs. Graph inputs and constants are nodes too (`Op::Input`, `Op::Const`), so every value
+//! has exactly one producer and every use is an edge.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use petgraph::Direction;
+use petgraph::stable_graph::{NodeIndex, StableGraph};
+use petgraph::visit::EdgeRef;
+
+use crate::error::{Error, OpError, Result};
+use crate::ops::{Const, InputOp, Op};
+use crate::shape::{Dim, TensorType};
+use crate::tensor::Tensor;
+
+pub type NodeId = NodeIndex<u32>;
+
+/// One output of one node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ValueId {
+    pub node: NodeId,
+    pub slot: usize,
+}
+
+impl ValueId {
+    pub fn new(node: NodeId, slot: usize) -> ValueId {
+        ValueId { node, slot }
+    }
+}
+
+/// A named, typed value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Value {
+    pub name: String,
+    pub ty: TensorType,
+}
+
+/// One op application.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// The node's name (from ONNX, or generated); used in error messages.
+    pub name: String,
+    pub op: Op,
+    inputs: Vec<Option<ValueId>>,
+    pub outputs: Vec<Value>,
+    /// Creation order, for a stable topological order.
+    seq: u64,
+}
+
+impl Node {
+    /// Input slots in order; `None` is an omitted optional input.
+    pub fn inputs(&self) -> &[Option<ValueId>] {
+        &self.inputs
+    }
+
+    /// The present inputs, in order.
+    pub fn input_values(&self) -> impl Iterator<Item = ValueId> + '_ {
+        self.inputs.iter().flatten().copied()
+    }
+}
+
+/// An edge mirrors one input slot: from output `from_slot` of the source to input `to_slot`.
+#[derive(Clone, Copy, Debug)]
+pub struct Edge {
+    pub from_slot: usize,
+    pub to_slot: usize,
+}
+
+/// A dataflow graph with static or symbolic shapes.
+#[derive(Clone, Debug)]
+pub struct Graph {
+    pub name: String,
+    g: StableGraph<Node, Edge>,
+    inputs: Vec<NodeId>,
+    outputs: Vec<ValueId>,
+    names: HashMap<String, ValueId>,
+    next_seq: u64,
+}
+
+impl Graph {
+    pub fn new(name: &str) -> Graph {
+        Graph { name: name.to_string(), g: StableGraph::new(), inputs: vec![], outputs: vec![], names: HashMap::new(), next_seq: 0 }
+    }
+
+    fn check_name(&self, name: &str) -> Result<()> {
+        if name.is_empty() {
+            return Err(Error::Model("a value has an empty name".into()));
+        }
+        if self.names.contains_key(name) {
+            return Err(Error::Model(format!("value '{name}' is defined more than once")));
+        }
+        Ok(())
+    }
+
+    /// Adds a node whose output types are already known. Inputs must exist.
+    pub fn add_node_typed(&mut self, name: &str, op: Op, inputs: Vec<Option<ValueId>>, outputs: Vec<Value>) -> Result<NodeId> {
+        for o in &outputs {
+            self.check_name(&o.name)?;
+        }
+        let mut seen = HashSet::new();
+        if let Some(dup) = outputs.iter().find(|o| !seen.insert(o.name.as_str())) {
+            return Err(Error::Model(format!("node '{name}' defines value '{}' twice", dup.name)));
+        }
+        for v in inputs.iter().flatten() {
+            if !self.g.contains_node(v.node) || v.slot >= self.g[v.node].outputs.len() {
+                return Err(Error::Model(format!("node '{name}' reads a value that does not exist")));
+            }
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let id = self.g.add_node(Node { name: name.to_string(), op, inputs: inputs.clone(), outputs, seq });
+        for (slot, v) in self.g[id].outputs.iter().enumerate() {
+            self.names.insert(v.name.clone(), ValueId::new(id, slot));
+        }
+        for (to_slot, v) in inputs.iter().enumerate() {
+            if let Some(v) = v {
+                self.g.add_edge(v.node, id, Edge { from_slot: v.slot, to_slot });
+            }
+        }
+        Ok(id)
+    }
+
+    /// Adds a node, inferring its output types from its inputs (constant inputs are visible to
+    /// inference). `output_names` gives the number of outputs.
+    pub fn add_node(&mut self, name: &str, mut op: Op, inputs: Vec<Option<ValueId>>, output_names: Vec<String>) -> Result<NodeId> {
+        let types = {
+            let known = crate::infer::KnownValues::default();
+            crate::infer::infer_op(self, &mut op, &inputs, output_names.len(), &known)
+                .map_err(|e| Error::node(name, op.name(), e))?
+        };
+        let outputs = output_names.into_iter().zip(types).map(|(name, ty)| Value { name, ty }).collect();
+        self.add_node_typed(name, op, inputs, outputs)
+    }
+
+    /// Adds a graph input.
+    pub fn add_input(&mut self, name: &str, ty: TensorType) -> Result<ValueId> {
+        let id = self.add_node_typed(name, Op::Input(InputOp), vec![], vec![Value { name: name.to_string(), ty }])?;
+        self.inputs.push(id);
+        Ok(ValueId::new(id, 0))
+    }
+
+    /// Adds a constant.
+    pub fn add_const(&mut self, name: &str, value: Tensor) -> Result<ValueId> {
+        let ty = TensorType::known(value.dtype(), value.shape());
+        let id = self.add_node_typed(name, Op::Const(Const { value }), vec![], vec![Value { name: name.to_string(), ty }])?;
+        Ok(ValueId::new(id, 0))
+    }
+
+    /// Removes a node. Its outputs must have no users left (graph outputs count as users).
+    pub fn remove_node(&mut self, id: NodeId) -> Result<Node> {
+        if self.g.edges_directed(id, Direction::Outgoing).next().is_some() || self.outputs.iter().any(|v| v.node == id) {
+            let name = self.g.node_weight(id).map_or("?", |n| n.name.as_str());
+            return Err(Error::Model(format!("cannot remove node '{name}': its outputs are still used")));
+        }
+        let node = self.g.remove_node(id).ok_or_else(|| Error::Model("no such node".into()))?;
+        for v in &node.outputs {
+            self.names.remove(&v.name);
+        }
+        self.inputs.retain(|&i| i != id);
+        Ok(node)
+    }
+
+    /// Points input `slot` of `node` at another value (or at nothing).
+    pub fn set_input(&mut self, node: NodeId, slot: usize, value: Option<ValueId>) {
+        let old: Vec<_> = self
+            .g
+            .edges_directed(node, Direction::Incoming)
+            .filter(|e| e.weight().to_slot == slot)
+            .map(|e| e.id())
+            .collect();
+        for e in old {
+            self.g.remove_edge(e);
+        }
+        if let Some(v) = value {
+            self.g.add_edge(v.node, node, Edge { from_slot: v.slot, to_slot: slot });
+        }
+        let inputs = &mut self.g[node].inputs;
+        if slot >= inputs.len() {
+            inputs.resize(slot + 1, None);
+        }
+        inputs[slot] = value;
+    }
+
+    /// Replaces every use of `old` (including graph outputs) with `new`.
+    pub fn replace_uses(&mut self, old: ValueId, new: ValueId) {
+        for (node, slot) in self.users(old) {
+            self.set_input(node, slot, Some(new));
+        }
+        for o in &mut self.outputs {
+            if *o == old {
+                *o = new;
+            }
+        }
+    }
+
+    /// Every (node, input slot) that reads `v`.
+    pub fn users(&self, v: ValueId) -> Vec<(NodeId, usize)> {
+        let mut out: Vec<(NodeId, usize)> = self
+            .g
+            .edges_directed(v.node, Direction::Outgoing)
+            .filter(|e| e.weight().from_slot == v.slot)
+            .map(|e| (e.target(), e.weight().to_slot))
+            .collect();
+        out.sort();
+        out
+    }
+
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.g[id]
+    }
+
+    /// Mutable access to a node's name, op and output values (inputs change through
+    /// [`Graph::set_input`] so that edges stay in sync).
+    pub fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        &mut self.g[id]
+    }
+
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.g.contains_node(id)
+    }
+
+    pub fn value(&self, v: ValueId) -> &Value {
+        &self.g[v.node].outputs[v.slot]
+    }
+
+    pub fn ty(&self, v: ValueId) -> &TensorType {
+        &self.value(v).ty
+    }
+
+    /// The value of a constant, if `v` is one.
+    pub fn const_value(&self, v: ValueId) -> Option<&Tensor> {
+        match &self.g[v.node].op {
+            Op::Const(c) => Some(&c.value),
+            _ => None,
+        }
+    }
+
+    pub fn value_by_name(&self, name: &str) -> Option<ValueId> {
+        self.names.get(name).copied()
+    }
+
+    /// A value name not used yet, derived from `base`.
+    pub fn fresh_name(&self, base: &str) -> String {
+        if !self.names.contains_key(base) && !base.is_empty() {
+            return base.to_string();
+        }
+        (1..).map(|i| format!("{base}_{i}")).find(|n| !self.names.contains_key(n)).unwrap_or_default()
+    }
+
+    /// Graph input nodes in order.
+    pub fn inputs(&self) -> &[NodeId] {
+        &self.inputs
+    }
+
+    /// Graph input values in order.
+    pub fn input_values(&self) -> Vec<ValueId> {
+        self.inputs.iter().map(|&n| ValueId::new(n, 0)).collect()
+    }
+
+    pub fn outputs(&self) -> &[ValueId] {
+        &self.outputs
+    }
+
+    pub fn set_outputs(&mut self, outputs: Vec<ValueId>) {
+        self.outputs = outputs;
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.g.node_count()
+    }
+
+    /// All node ids, in no particular order.
+    pub fn node_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.g.node_indices()
+    }
+
+    /// The petgraph graph, for algorithms (read-only).
+    pub fn petgraph(&self) -> &StableGraph<Node, Edge> {
+        &self.g
+    }
+
+    /// Nodes in a deterministic topological order: among ready nodes the oldest comes first, so an
+    /// imported graph keeps the model's own order. Errors on a cycle, naming nodes on it.
+    pub fn topo_order(&self) -> Result<Vec<NodeId>> {
+        let mut indeg: HashMap<NodeId, usize> = HashMap::new();
+        for id in self.g.node_indices() {
+            indeg.insert(id, self.g.edges_directed(id, Direction::Incoming).count());
+        }
+        let mut ready: BTreeSet<(u64, NodeId)> =
+            indeg.iter().filter(|(_, d)| **d == 0).map(|(&id, _)| (self.g[id].seq, id)).collect();
+        let mut order = Vec::with_capacity(self.g.node_count());
+        while let Some(first) = ready.pop_first() {
+            let id = first.1;
+            order.push(id);
+            for e in self.g.edges_directed(id, Direction::Outgoing) {
+                let t = e.target();
+                if let Some(d) = indeg.get_mut(&t) {
+                    *d -= 1;
+                    if *d == 0 {
+                        ready.insert((self.g[t].seq, t));
+                    }
+                }
+            }
+        }
+        if order.len() != self.g.node_count() {
+            let placed: HashSet<NodeId> = order.iter().copied().collect();
+            let mut stuck: Vec<&str> = self.g.node_indices().filter(|i| !placed.contains(i)).map(|i| self.g[i].name.as_str()).collect();
+            stuck.sort();
+            stuck.truncate(8);
+            return Err(Error::Verify(format!("the graph has a cycle through nodes {}", stuck.join(", "))));
+        }
+        Ok(order)
+    }
+
+    /// Binds symbolic dims (e.g. `N = 1`) in the graph inputs and re-runs shape inference.
+    pub fn bind_dims(&mut self, bindings: &HashMap<String, usize>) -> Result<()> {
+        for &id in &self.inputs.clone() {
+            let ty = self.g[id].outputs[0].ty.bind(bindings);
+            self.g[id].outputs[0].ty = ty;
+        }
+        self.infer_shapes()
+    }
+
+    /// Sets the shape of a graph input (by name) and re-runs shape inference.
+    pub fn set_input_shape(&mut self, name: &str, dims: &[usize]) -> Result<()> {
+        let id = *self
+            .inputs
+            .iter()
+            .find(|&&i| self.g[i].outputs[0].name == name)
+            .ok_or_else(|| Error::Input { name: name.into(), msg: format!("no such graph input (inputs: {})", self.input_names().join(", ")) })?;
+        let old = self.g[id].outputs[0].ty.clone();
+        if old.rank() != dims.len() {
+            return Err(Error::Input { name: name.into(), msg: format!("has rank {}, the given shape {dims:?} has {}", old.rank(), dims.len()) });
+        }
+        for (d, &n) in old.shape.iter().zip(dims) {
+            if let Dim::Known(k) = d {
+                if *k != n {
+                    return Err(Error::Input { name: name.into(), msg: format!("has fixed shape {old}, cannot set {dims:?}") });
+                }
+            }
+        }
+        self.g[id].outputs[0].ty = TensorType::known(old.dtype, dims);
+        self.infer_shapes()
+    }
+
+    pub fn input_names(&self) -> Vec<String> {
+        self.inputs.iter().map(|&i| self.g[i].outputs[0].name.clone()).collect()
+    }
+
+    /// Symbols that appear in any value's shape.
+    pub fn symbols(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for id in self.g.node_indices() {
+            for v in &self.g[id].outputs {
+                for d in &v.ty.shape {
+                    if let Dim::Sym(s) = d {
+                        out.insert(s.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Re-infers every node's output types in topological order (after inputs changed).
+    pub fn infer_shapes(&mut self) -> Result<()> {
+        let mut known = crate::infer::KnownValues::default();
+        for id in self.topo_order()? {
+            if matches!(self.g[id].op, Op::Input(_)) {
+                continue;
+            }
+            let mut op = self.g[id].op.clone();
+            let inputs = self.g[id].inputs.clone();
+            let n = self.g[id].outputs.len();
+            let types = crate::infer::infer_op(self, &mut op, &inputs, n, &known).map_err(|e| Error::node(&self.g[id].name, op.name(), e))?;
+            crate::infer::learn_values(self, &op, &inputs, &types, id, &mut known);
+            let node = &mut self.g[id];
+            node.op = op;
+            for (v, t) in node.outputs.iter_mut().zip(types) {
+                v.ty = t;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Wraps an op error with the node it came from.
+pub fn node_error(node: &Node, e: OpError) -> Error {
+    Error::node(&node.name, node.op.name(), e)
+}

@@ -1,0 +1,142 @@
+//! Opset normalisation: older op versions are rewritten into the form of the newest opset, so the
+//! rest of incept sees one form per op. Attributes that later became inputs (Clip min/max, Pad
+//! pads, Slice starts/ends, Squeeze/Unsqueeze/Split/Reduce axes, Upsample scales) become constant
+//! inputs; changed defaults (Softmax axis, Resize-10 rounding) become explicit attributes.
+
+use crate::attrs::{AttrValue, Attrs};
+use crate::dtype::DType;
+use crate::error::{OpError, Result};
+use crate::graph::{Graph, ValueId};
+use crate::invalid;
+use crate::tensor::Tensor;
+
+/// One node being imported.
+pub struct Upgrade<'a> {
+    pub graph: &'a mut Graph,
+    pub node: &'a str,
+    pub opset: i64,
+    pub attrs: &'a mut Attrs,
+    pub inputs: &'a mut Vec<Option<ValueId>>,
+}
+
+impl Upgrade<'_> {
+    fn add_const(&mut self, what: &str, t: Tensor) -> Result<ValueId, OpError> {
+        let name = self.graph.fresh_name(&format!("{}/{what}", self.node));
+        self.graph.add_const(&name, t).map_err(|e| OpError::Invalid(e.to_string()))
+    }
+
+    fn set_input(&mut self, slot: usize, v: Option<ValueId>) {
+        if self.inputs.len() <= slot {
+            self.inputs.resize(slot + 1, None);
+        }
+        self.inputs[slot] = v;
+    }
+
+    fn input_dtype(&self) -> Result<DType, OpError> {
+        match self.inputs.first().copied().flatten() {
+            Some(v) => Ok(self.graph.ty(v).dtype),
+            None => invalid!("input 0 is required but missing"),
+        }
+    }
+
+    /// A scalar of the input's float type.
+    fn scalar_like_input(&self, v: f32) -> Result<Tensor, OpError> {
+        Ok(match self.input_dtype()? {
+            DType::F64 => Tensor::scalar(v as f64),
+            DType::F32 => Tensor::scalar(v),
+            d => return Err(OpError::Unsupported(format!("this op version on {d}"))),
+        })
+    }
+
+    /// Moves an ints attribute to a constant i64 input at `slot`.
+    fn ints_to_input(&mut self, attr: &str, slot: usize) -> Result<(), OpError> {
+        if let Some(v) = self.attrs.opt_ints(attr)? {
+            let t = Tensor::from_vec(vec![v.len()], v);
+            let c = self.add_const(attr, t)?;
+            self.set_input(slot, Some(c));
+        }
+        Ok(())
+    }
+
+    /// Rewrites the node into its newest form; returns the op type to build.
+    pub fn run(mut self, op_type: &str) -> Result<&'static str, OpError> {
+        let op = self.opset;
+        match op_type {
+            "Clip" if op < 11 => {
+                for (attr, slot) in [("min", 1), ("max", 2)] {
+                    if let Some(v) = self.attrs.opt_float(attr)? {
+                        let t = self.scalar_like_input(v)?;
+                        let c = self.add_const(attr, t)?;
+                        self.set_input(slot, Some(c));
+                    }
+                }
+            }
+            "Pad" if op < 11 => {
+                let pads = self.attrs.opt_ints("pads")?.ok_or_else(|| OpError::Invalid("attribute 'pads' is required".into()))?;
+                let t = Tensor::from_vec(vec![pads.len()], pads);
+                let p = self.add_const("pads", t)?;
+                self.set_input(1, Some(p));
+                let value = self.attrs.float("value", 0.0)?;
+                if value != 0.0 {
+                    let t = self.scalar_like_input(value)?;
+                    let c = self.add_const("value", t)?;
+                    self.set_input(2, Some(c));
+                }
+            }
+            "Slice" if op < 10 => {
+                for (attr, slot) in [("starts", 1), ("ends", 2), ("axes", 3)] {
+                    self.ints_to_input(attr, slot)?;
+                }
+            }
+            "Squeeze" | "Unsqueeze" | "Split" if op < 13 => {
+                let attr = if op_type == "Split" { "split" } else { "axes" };
+                self.ints_to_input(attr, 1)?;
+            }
+            "ReduceSum" if op < 13 => self.ints_to_input("axes", 1)?,
+            "ReduceMean" | "ReduceMax" if op < 18 => self.ints_to_input("axes", 1)?,
+            "Softmax" | "LogSoftmax" if op < 13 => {
+                // Before 13: default axis 1 and the input is flattened to 2-D at the axis.
+                if !self.attrs.contains("axis") {
+                    self.attrs.insert("axis", AttrValue::Int(1));
+                }
+                self.attrs.insert("coerce_2d", AttrValue::Int(1));
+            }
+            "Dropout" => {
+                if let Some(mode) = self.inputs.get(2).copied().flatten() {
+                    let training = match self.graph.const_value(mode) {
+                        Some(t) => t.to_f64s()?.first().copied().unwrap_or(0.0) != 0.0,
+                        None => return Err(OpError::Unsupported("Dropout with a training_mode computed at run time".into())),
+                    };
+                    if training {
+                        return Err(OpError::Unsupported("Dropout in training mode".into()));
+                    }
+                }
+                self.inputs.truncate(1);
+            }
+            "Resize" if op < 11 => {
+                // Resize-10: (X, scales), asymmetric coordinates.
+                let scales = self.inputs.get(1).copied().flatten();
+                self.inputs.truncate(1);
+                self.set_input(2, scales);
+                self.attrs.insert("coordinate_transformation_mode", AttrValue::Str("asymmetric".into()));
+                self.attrs.insert("nearest_mode", AttrValue::Str("simple".into()));
+            }
+            "Upsample" => {
+                let scales = if op < 9 {
+                    let s = self.attrs.opt_floats("scales")?.ok_or_else(|| OpError::Invalid("attribute 'scales' is required".into()))?;
+                    let t = Tensor::from_vec(vec![s.len()], s);
+                    Some(self.add_const("scales", t)?)
+                } else {
+                    self.inputs.get(1).copied().flatten()
+                };
+                self.inputs.truncate(1);
+                self.set_input(2, scales);
+                self.attrs.insert("coordinate_transformation_mode", AttrValue::Str("asymmetric".into()));
+                self.attrs.insert("nearest_mode", AttrValue::Str("simple".into()));
+                return Ok("Resize");
+            }
+            _ => {}
+        }
+        Ok(crate::ops::op_info(op_type).map_or("", |i| i.name))
+    }
+}

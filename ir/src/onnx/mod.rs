@@ -1,0 +1,78 @@
+//! ONNX import: protobuf messages, model loading (memory-mapped, zero-copy weights), external
+//! data, model-local function inlining, opset normalisation and graph construction.
+
+pub mod functions;
+pub mod import;
+pub mod legacy;
+pub mod proto;
+pub mod tensor;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use bytes::Bytes;
+use prost::Message;
+
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+
+pub use import::import_model;
+pub use tensor::{ExternalData, map_file, tensor_from_proto};
+
+/// Lowest and highest ONNX IR versions accepted.
+pub const MIN_IR_VERSION: i64 = 3;
+pub const MAX_IR_VERSION: i64 = 14;
+
+/// Shapes the user fixes at import: whole input shapes by input name, and symbolic dims by symbol.
+#[derive(Clone, Debug, Default)]
+pub struct ImportOptions {
+    pub input_shapes: HashMap<String, Vec<usize>>,
+    pub dims: HashMap<String, usize>,
+}
+
+/// Decodes a model without copying its weights (they stay slices of `bytes`).
+pub fn decode(bytes: Bytes) -> Result<proto::ModelProto> {
+    Ok(proto::ModelProto::decode(bytes)?)
+}
+
+/// Decodes a model file (memory-mapped) and prepares external data resolution next to it.
+pub fn open(path: &Path) -> Result<(proto::ModelProto, ExternalData)> {
+    let bytes = map_file(path)?;
+    if bytes.is_empty() {
+        return Err(Error::Model(format!("'{}' is empty", path.display())));
+    }
+    let model = decode(bytes)?;
+    let dir = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p }).map(Path::to_path_buf);
+    Ok((model, ExternalData::new(dir)))
+}
+
+/// Loads a model file. External data files resolve relative to the file's folder.
+pub fn load(path: &Path, opts: &ImportOptions) -> Result<Graph> {
+    let (model, ext) = open(path)?;
+    import_model(&model, &ext, opts)
+}
+
+/// Names of the graph inputs that are not initializers, in order.
+pub fn graph_input_names(model: &proto::ModelProto) -> Vec<String> {
+    let Some(g) = &model.graph else { return vec![] };
+    let inits: std::collections::HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+    g.input.iter().filter(|i| !inits.contains(i.name.as_str())).map(|i| i.name.clone()).collect()
+}
+
+/// Loads a model from memory. Models with external data must be loaded from their path instead.
+pub fn load_bytes(bytes: Bytes, opts: &ImportOptions) -> Result<Graph> {
+    if bytes.is_empty() {
+        return Err(Error::Model("the model is empty (0 bytes)".into()));
+    }
+    let model = decode(bytes)?;
+    import_model(&model, &ExternalData::new(None), opts)
+}
+
+/// Reads one tensor of an ONNX test data set (`input_0.pb`, `output_0.pb`): its name and value.
+pub fn read_tensor_file(path: &Path) -> Result<(String, crate::tensor::Tensor)> {
+    let bytes = map_file(path)?;
+    let t = proto::TensorProto::decode(bytes)?;
+    let dir = path.parent().map(Path::to_path_buf);
+    let value = tensor_from_proto(&t, &ExternalData::new(dir))?;
+    Ok((t.name, value))
+}

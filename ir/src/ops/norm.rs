@@ -1,0 +1,154 @@
+//! BatchNormalization (inference) and LRN.
+
+use crate::attrs::{AttrList, AttrValue, Attrs};
+use crate::error::OpError;
+use crate::invalid;
+use crate::ops::conv::from_f64;
+use crate::ops::{InferCx, Op, OpDef, expect_float, input, same_dtype};
+use crate::shape::TensorType;
+use crate::tensor::Tensor;
+
+/// `y = (x - mean) / sqrt(var + epsilon) * scale + bias`, per channel (dim 1). The parameters have
+/// shape `[C]`, or `[C, spatial...]` for the old `spatial = 0` form, which normalises per
+/// activation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchNorm {
+    pub epsilon: f32,
+}
+
+impl BatchNorm {
+    pub fn build(a: &mut Attrs) -> Result<Op, OpError> {
+        let epsilon = a.float("epsilon", 1e-5)?;
+        a.ignore("momentum");
+        a.ignore("spatial"); // checked by the importer against the parameter shapes
+        if a.int("training_mode", 0)? != 0 {
+            return Err(OpError::Unsupported("BatchNormalization with training_mode = 1".into()));
+        }
+        Ok(Op::BatchNorm(BatchNorm { epsilon }))
+    }
+}
+
+impl OpDef for BatchNorm {
+    fn name(&self) -> &'static str {
+        "BatchNormalization"
+    }
+
+    fn infer(&mut self, cx: &InferCx) -> Result<Vec<TensorType>, OpError> {
+        cx.arity(5, 5)?;
+        if cx.n_outputs != 1 {
+            return Err(OpError::Unsupported("BatchNormalization's training outputs (mean, var)".into()));
+        }
+        let x = cx.ty(0)?;
+        expect_float(x, "input")?;
+        if x.rank() < 2 {
+            invalid!("input must have rank >= 2, found {x}");
+        }
+        for (i, name) in [(1, "scale"), (2, "bias"), (3, "mean"), (4, "var")] {
+            let p = cx.ty(i)?;
+            same_dtype(x, p, name)?;
+            if p.rank() == 0 || p.shape[0] != x.shape[1] || p.rank() > 1 && p.shape[..] != x.shape[1..] {
+                invalid!("{name} {p} must have shape [C] or [C, spatial...] for input {x}");
+            }
+        }
+        Ok(vec![x.clone()])
+    }
+
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let p: Vec<Vec<f64>> = (1..5).map(|i| input(inputs, i)?.to_f64s().map_err(OpError::from)).collect::<Result<_, _>>()?;
+        let (scale, bias, mean, var) = (&p[0], &p[1], &p[2], &p[3]);
+        let xs = x.shape();
+        let c = xs[1];
+        let inner: usize = xs[2..].iter().product();
+        // Per-channel parameters repeat over the spatial positions; per-activation ones do not.
+        let per_act = scale.len() != c;
+        let xv = x.to_f64s()?;
+        let eps = self.epsilon as f64;
+        let out: Vec<f64> = xv
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let k = if per_act { i % (c * inner) } else { (i / inner) % c };
+                (v - mean[k]) / (var[k] + eps).sqrt() * scale[k] + bias[k]
+            })
+            .collect();
+        Ok(vec![from_f64(x.dtype(), xs.to_vec(), out)])
+    }
+
+    fn attrs(&self) -> AttrList {
+        vec![("epsilon", AttrValue::Float(self.epsilon))]
+    }
+}
+
+/// Local response normalisation across channels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lrn {
+    pub alpha: f32,
+    pub beta: f32,
+    pub bias: f32,
+    pub size: usize,
+}
+
+impl Lrn {
+    pub fn build(a: &mut Attrs) -> Result<Op, OpError> {
+        let size = a.opt_int("size")?.ok_or_else(|| OpError::Invalid("attribute 'size' is required".into()))?;
+        if size < 1 {
+            invalid!("size must be positive, found {size}");
+        }
+        Ok(Op::Lrn(Lrn {
+            alpha: a.float("alpha", 1e-4)?,
+            beta: a.float("beta", 0.75)?,
+            bias: a.float("bias", 1.0)?,
+            size: size as usize,
+        }))
+    }
+}
+
+impl OpDef for Lrn {
+    fn name(&self) -> &'static str {
+        "LRN"
+    }
+
+    fn infer(&mut self, cx: &InferCx) -> Result<Vec<TensorType>, OpError> {
+        cx.arity(1, 1)?;
+        let x = cx.ty(0)?;
+        expect_float(x, "input")?;
+        if x.rank() < 3 {
+            invalid!("input must have rank >= 3, found {x}");
+        }
+        Ok(vec![x.clone()])
+    }
+
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let xs = x.shape();
+        let (n, c) = (xs[0], xs[1]);
+        let inner: usize = xs[2..].iter().product();
+        let xv = x.to_f64s()?;
+        let before = (self.size - 1) / 2;
+        let after = self.size - 1 - before;
+        let mut out = vec![0f64; xv.len()];
+        for ni in 0..n {
+            for ci in 0..c {
+                let lo = ci.saturating_sub(before);
+                let hi = (ci + after).min(c - 1);
+                for s in 0..inner {
+                    let sq: f64 = (lo..=hi).map(|k| xv[(ni * c + k) * inner + s].powi(2)).sum();
+                    let i = (ni * c + ci) * inner + s;
+                    let den = (self.bias as f64 + self.alpha as f64 / self.size as f64 * sq).powf(self.beta as f64);
+                    out[i] = xv[i] / den;
+                }
+            }
+        }
+        Ok(vec![from_f64(x.dtype(), xs.to_vec(), out)])
+    }
+
+    fn attrs(&self) -> AttrList {
+        vec![
+            ("alpha", AttrValue::Float(self.alpha)),
+            ("beta", AttrValue::Float(self.beta)),
+            ("bias", AttrValue::Float(self.bias)),
+            ("size", AttrValue::Int(self.size as i64)),
+        ]
+    }
+}

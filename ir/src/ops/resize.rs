@@ -1,0 +1,345 @@
+//! Resize (nearest and linear, every coordinate transformation mode). Upsample and the opset-10
+//! Resize are imported as this op with the asymmetric transform and floor rounding they implied.
+
+use crate::attrs::{AttrList, AttrValue, Attrs};
+use crate::error::OpError;
+use crate::invalid;
+use crate::ops::conv::from_f64;
+use crate::ops::{InferCx, Op, OpDef, expect_float, input, need_known, norm_axis, opt_input};
+use crate::shape::{Dim, TensorType};
+use crate::tensor::Tensor;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResizeMode {
+    Nearest,
+    Linear,
+}
+
+/// How an output coordinate maps back to an input coordinate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoordMode {
+    HalfPixel,
+    HalfPixelSymmetric,
+    PytorchHalfPixel,
+    AlignCorners,
+    Asymmetric,
+    TfHalfPixelForNn,
+    TfCropAndResize,
+}
+
+const COORD_MODES: [(CoordMode, &str); 7] = [
+    (CoordMode::HalfPixel, "half_pixel"),
+    (CoordMode::HalfPixelSymmetric, "half_pixel_symmetric"),
+    (CoordMode::PytorchHalfPixel, "pytorch_half_pixel"),
+    (CoordMode::AlignCorners, "align_corners"),
+    (CoordMode::Asymmetric, "asymmetric"),
+    (CoordMode::TfHalfPixelForNn, "tf_half_pixel_for_nn"),
+    (CoordMode::TfCropAndResize, "tf_crop_and_resize"),
+];
+
+/// How nearest mode rounds a fractional input coordinate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NearestMode {
+    RoundPreferFloor,
+    RoundPreferCeil,
+    Floor,
+    Ceil,
+    /// Upsample and opset-10 Resize: floor when enlarging, ceil when shrinking (what ONNX Runtime
+    /// does for those ops). Not an ONNX attribute value; only the importer sets it.
+    Simple,
+}
+
+const NEAREST_MODES: [(NearestMode, &str); 5] = [
+    (NearestMode::RoundPreferFloor, "round_prefer_floor"),
+    (NearestMode::RoundPreferCeil, "round_prefer_ceil"),
+    (NearestMode::Floor, "floor"),
+    (NearestMode::Ceil, "ceil"),
+    (NearestMode::Simple, "simple"),
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AspectPolicy {
+    Stretch,
+    NotLarger,
+    NotSmaller,
+}
+
+/// Resize with inputs X, roi (tf_crop_and_resize only), scales, sizes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resize {
+    pub mode: ResizeMode,
+    pub coord: CoordMode,
+    pub nearest: NearestMode,
+    pub extrapolation_value: f32,
+    pub axes: Option<Vec<i64>>,
+    pub aspect: AspectPolicy,
+}
+
+fn lookup<T: Copy>(table: &[(T, &str)], s: &str, what: &str) -> Result<T, OpError> {
+    table.iter().find(|(_, n)| *n == s).map(|(v, _)| *v).ok_or_else(|| OpError::Invalid(format!("unknown {what} '{s}'")))
+}
+
+fn name_of<T: Copy + PartialEq>(table: &[(T, &'static str)], v: T) -> &'static str {
+    table.iter().find(|(x, _)| *x == v).map_or("?", |(_, n)| n)
+}
+
+impl Resize {
+    pub fn build(a: &mut Attrs) -> Result<Op, OpError> {
+        let mode = match a.string("mode", "nearest")?.as_str() {
+            "nearest" => ResizeMode::Nearest,
+            "linear" | "bilinear" | "trilinear" => ResizeMode::Linear,
+            "cubic" => return Err(OpError::Unsupported("Resize mode 'cubic'".into())),
+            m => invalid!("unknown mode '{m}'"),
+        };
+        let coord = lookup(&COORD_MODES, &a.string("coordinate_transformation_mode", "half_pixel")?, "coordinate_transformation_mode")?;
+        let nearest = lookup(&NEAREST_MODES, &a.string("nearest_mode", "round_prefer_floor")?, "nearest_mode")?;
+        let extrapolation_value = a.float("extrapolation_value", 0.0)?;
+        // Cubic-only attributes.
+        a.ignore("cubic_coeff_a");
+        a.ignore("exclude_outside");
+        if a.int("antialias", 0)? != 0 && mode == ResizeMode::Linear {
+            return Err(OpError::Unsupported("Resize with antialias".into()));
+        }
+        let axes = a.opt_ints("axes")?;
+        let aspect = match a.string("keep_aspect_ratio_policy", "stretch")?.as_str() {
+            "stretch" => AspectPolicy::Stretch,
+            "not_larger" => AspectPolicy::NotLarger,
+            "not_smaller" => AspectPolicy::NotSmaller,
+            p => invalid!("unknown keep_aspect_ratio_policy '{p}'"),
+        };
+        Ok(Op::Resize(Resize { mode, coord, nearest, extrapolation_value, axes, aspect }))
+    }
+
+    /// Output dims and the per-dim scales, from the input dims and scales or sizes.
+    fn plan(&self, x: &[Dim], scales: Option<&[f64]>, sizes: Option<&[i64]>) -> Result<(Vec<Dim>, Vec<f64>), OpError> {
+        let rank = x.len();
+        let axes: Vec<usize> = match &self.axes {
+            Some(a) => a.iter().map(|&v| norm_axis(v, rank)).collect::<Result<_, _>>()?,
+            None => (0..rank).collect(),
+        };
+        let scales = scales.filter(|s| !s.is_empty());
+        let sizes = sizes.filter(|s| !s.is_empty());
+        let mut out: Vec<Dim> = x.to_vec();
+        let mut sc = vec![1f64; rank];
+        match (scales, sizes) {
+            (Some(s), None) => {
+                if s.len() != axes.len() {
+                    invalid!("scales has {} entries for {} axes", s.len(), axes.len());
+                }
+                for (&ax, &v) in axes.iter().zip(s) {
+                    if !(v > 0.0) {
+                        invalid!("scale {v} must be positive");
+                    }
+                    sc[ax] = v;
+                    if v == 1.0 && self.coord != CoordMode::TfCropAndResize {
+                        continue;
+                    }
+                    let d = need_known(&x[ax], &format!("resized dim {ax}"))? as f64;
+                    out[ax] = Dim::Known((d * v).floor() as usize);
+                }
+            }
+            (None, Some(z)) => {
+                if z.len() != axes.len() {
+                    invalid!("sizes has {} entries for {} axes", z.len(), axes.len());
+                }
+                let dims: Vec<f64> = axes.iter().map(|&ax| need_known(&x[ax], "resized dim").map(|d| d as f64)).collect::<Result<_, _>>()?;
+                if z.iter().any(|&v| v < 0) {
+                    invalid!("sizes {z:?} has a negative entry");
+                }
+                let ratios: Vec<f64> = z.iter().zip(&dims).map(|(&s, &d)| s as f64 / d).collect();
+                let uniform = match self.aspect {
+                    AspectPolicy::Stretch => None,
+                    AspectPolicy::NotLarger => Some(ratios.iter().copied().fold(f64::INFINITY, f64::min)),
+                    AspectPolicy::NotSmaller => Some(ratios.iter().copied().fold(0.0, f64::max)),
+                };
+                for (i, &ax) in axes.iter().enumerate() {
+                    match uniform {
+                        None => {
+                            sc[ax] = ratios[i];
+                            out[ax] = Dim::Known(z[i] as usize);
+                        }
+                        Some(r) => {
+                            sc[ax] = r;
+                            // Round half up.
+                            out[ax] = Dim::Known((dims[i] * r + 0.5).floor() as usize);
+                        }
+                    }
+                }
+            }
+            (Some(_), Some(_)) => invalid!("only one of scales and sizes may be given"),
+            (None, None) => invalid!("one of scales and sizes is required"),
+        }
+        Ok((out, sc))
+    }
+
+    /// Maps output coordinate `o` of an axis back to the input. As in the ONNX reference, the
+    /// modes that look at the output length use the real-valued `scale * d_in`, not the rounded
+    /// output size.
+    fn source(&self, o: usize, d_in: usize, d_out: usize, scale: f64, roi: (f64, f64)) -> f64 {
+        let (o, din) = (o as f64, d_in as f64);
+        let ow = scale * din;
+        match self.coord {
+            CoordMode::HalfPixel => (o + 0.5) / scale - 0.5,
+            CoordMode::HalfPixelSymmetric => {
+                let adjust = d_out as f64 / ow;
+                let center = din / 2.0;
+                center * (1.0 - adjust) + (o + 0.5) / scale - 0.5
+            }
+            CoordMode::PytorchHalfPixel => {
+                if ow == 1.0 {
+                    -0.5
+                } else {
+                    (o + 0.5) / scale - 0.5
+                }
+            }
+            CoordMode::AlignCorners => {
+                if ow == 1.0 {
+                    0.0
+                } else {
+                    o * (din - 1.0) / (ow - 1.0)
+                }
+            }
+            CoordMode::Asymmetric => o / scale,
+            CoordMode::TfHalfPixelForNn => (o + 0.5) / scale,
+            CoordMode::TfCropAndResize => {
+                let (s, e) = roi;
+                let x = if ow == 1.0 { (e - s) * (din - 1.0) / 2.0 } else { o * (e - s) * (din - 1.0) / (ow - 1.0) };
+                x + s * (din - 1.0)
+            }
+        }
+    }
+
+    fn round(&self, x: f64, scale: f64) -> f64 {
+        match self.nearest {
+            NearestMode::Simple => {
+                if scale < 1.0 {
+                    x.ceil()
+                } else {
+                    x.floor()
+                }
+            }
+            NearestMode::Floor => x.floor(),
+            NearestMode::Ceil => x.ceil(),
+            NearestMode::RoundPreferFloor => {
+                if x.fract().abs() == 0.5 { x.floor() } else { x.round() }
+            }
+            NearestMode::RoundPreferCeil => {
+                if x.fract().abs() == 0.5 { x.ceil() } else { x.round() }
+            }
+        }
+    }
+
+    /// Per output index of one axis: the input taps and weights, or `None` to extrapolate.
+    fn taps(&self, d_in: usize, d_out: usize, scale: f64, roi: (f64, f64)) -> Vec<Option<Vec<(usize, f64)>>> {
+        (0..d_out)
+            .map(|o| {
+                let x = self.source(o, d_in, d_out, scale, roi);
+                let last = d_in as f64 - 1.0;
+                if self.coord == CoordMode::TfCropAndResize && (x < 0.0 || x > last) {
+                    return None;
+                }
+                Some(match self.mode {
+                    ResizeMode::Nearest => vec![(self.round(x, scale).clamp(0.0, last) as usize, 1.0)],
+                    ResizeMode::Linear => {
+                        let x = x.clamp(0.0, last);
+                        let i0 = x.floor();
+                        let w = x - i0;
+                        let i0 = i0 as usize;
+                        vec![(i0, 1.0 - w), ((i0 + 1).min(d_in - 1), w)]
+                    }
+                })
+            })
+            .collect()
+    }
+}
+
+impl OpDef for Resize {
+    fn name(&self) -> &'static str {
+        "Resize"
+    }
+
+    fn infer(&mut self, cx: &InferCx) -> Result<Vec<TensorType>, OpError> {
+        cx.arity(1, 4)?;
+        let x = cx.ty(0)?;
+        expect_float(x, "input")?;
+        let scales = cx.const_floats(2, "scales")?;
+        let sizes = cx.const_ints(3, "sizes")?;
+        let (out, _) = self.plan(&x.shape, scales.as_deref(), sizes.as_deref())?;
+        Ok(vec![TensorType::new(x.dtype, out)])
+    }
+
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let roi = opt_input(inputs, 1).map(|t| t.to_f64s()).transpose()?;
+        let scales = opt_input(inputs, 2).map(|t| t.to_f64s()).transpose()?;
+        let sizes = opt_input(inputs, 3).map(|t| t.to_i64s()).transpose()?;
+        let ks = crate::shape::known_shape(x.shape());
+        let (out, sc) = self.plan(&ks, scales.as_deref(), sizes.as_deref())?;
+        let out: Vec<usize> = out.iter().filter_map(Dim::known).collect();
+        let rank = x.rank();
+        let axes: Vec<usize> = match &self.axes {
+            Some(a) => a.iter().map(|&v| norm_axis(v, rank)).collect::<Result<_, _>>()?,
+            None => (0..rank).collect(),
+        };
+        let roi_of = |ax: usize| -> (f64, f64) {
+            match (&roi, axes.iter().position(|&a| a == ax)) {
+                (Some(r), Some(i)) if r.len() == 2 * axes.len() => (r[i], r[axes.len() + i]),
+                _ => (0.0, 1.0),
+            }
+        };
+        // Separable: resample one axis at a time.
+        let mut cur = x.to_f64s()?;
+        let mut shape = x.shape().to_vec();
+        let ev = self.extrapolation_value as f64;
+        for ax in 0..rank {
+            if shape[ax] == out[ax] && sc[ax] == 1.0 && self.coord != CoordMode::TfCropAndResize {
+                continue;
+            }
+            let taps = self.taps(shape[ax], out[ax], sc[ax], roi_of(ax));
+            let outer: usize = shape[..ax].iter().product();
+            let inner: usize = shape[ax + 1..].iter().product();
+            let mut next = vec![0f64; outer * out[ax] * inner];
+            for o in 0..outer {
+                for (j, t) in taps.iter().enumerate() {
+                    let dst = &mut next[(o * out[ax] + j) * inner..][..inner];
+                    match t {
+                        None => dst.fill(ev),
+                        Some(t) => {
+                            for &(i, w) in t {
+                                let src = &cur[(o * shape[ax] + i) * inner..][..inner];
+                                for (d, s) in dst.iter_mut().zip(src) {
+                                    *d += w * s;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            cur = next;
+            shape[ax] = out[ax];
+        }
+        Ok(vec![from_f64(x.dtype(), shape, cur)])
+    }
+
+    fn attrs(&self) -> AttrList {
+        let mut a = vec![
+            ("mode", AttrValue::Str(if self.mode == ResizeMode::Nearest { "nearest" } else { "linear" }.into())),
+            ("coordinate_transformation_mode", AttrValue::Str(name_of(&COORD_MODES, self.coord).into())),
+        ];
+        if self.mode == ResizeMode::Nearest {
+            a.push(("nearest_mode", AttrValue::Str(name_of(&NEAREST_MODES, self.nearest).into())));
+        }
+        if self.coord == CoordMode::TfCropAndResize {
+            a.push(("extrapolation_value", AttrValue::Float(self.extrapolation_value)));
+        }
+        if let Some(axes) = &self.axes {
+            a.push(("axes", AttrValue::Ints(axes.clone())));
+        }
+        match self.aspect {
+            AspectPolicy::Stretch => {}
+            AspectPolicy::NotLarger => a.push(("keep_aspect_ratio_policy", AttrValue::Str("not_larger".into()))),
+            AspectPolicy::NotSmaller => a.push(("keep_aspect_ratio_policy", AttrValue::Str("not_smaller".into()))),
+        }
+        a
+    }
+}
