@@ -48,17 +48,6 @@ impl ShapeArgs {
 /// Loads a model with the user's shape options, plus the shapes of the given input tensors for
 /// inputs the user did not fix (so a dynamic batch binds to the data it runs on).
 pub fn load_model(path: &Path, shapes: &ShapeArgs, inputs: &[(Option<String>, Tensor)]) -> Result<Graph> {
-    let mut opts = shapes.import_options()?;
-    let (model, ext) = onnx::open(path).with_context(|| format!("cannot load '{}'", path.display()))?;
-    let names = onnx::graph_input_names(&model);
-    let all_named = inputs.iter().all(|(n, _)| n.is_some());
-    for (i, (name, t)) in inputs.iter().enumerate() {
-        let name = if all_named { name.clone() } else { names.get(i).cloned() };
-        if let Some(name) = name {
-            if names.contains(&name) {
-                opts.input_shapes.entry(name).or_insert_with(|| t.shape().to_vec());
-            }
-        }
-    }
-    onnx::import_model(&model, &ext, &opts).with_context(|| format!("cannot import '{}'", path.display()))
+    let opts = shapes.import_options()?;
+    onnx::load_for_inputs(path, &opts, inputs).with_context(|| format!("cannot load '{}'", path.display()))
 }

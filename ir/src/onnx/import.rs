@@ -54,7 +54,21 @@ pub fn import_model(model: &ModelProto, ext: &ExternalData, opts: &ImportOptions
     // Old models list initializers among the inputs as well; they are constants here.
     for vi in graph.input.iter().filter(|vi| !init_names.contains(vi.name.as_str())) {
         let ty = input_type(vi, opts)?;
-        g.add_input(&vi.name, ty)?;
+        match opts.frozen_inputs.get(&vi.name) {
+            Some(t) => {
+                let mut syms = HashMap::new();
+                crate::interp::check_type(&vi.name, t, &ty, &mut syms)?;
+                g.add_const(&vi.name, t.clone())?;
+            }
+            None => {
+                g.add_input(&vi.name, ty)?;
+            }
+        }
+    }
+    for name in opts.frozen_inputs.keys() {
+        if !graph.input.iter().any(|vi| &vi.name == name) {
+            return Err(Error::Input { name: name.clone(), msg: "is frozen but is not a graph input".into() });
+        }
     }
     for (name, _) in &opts.input_shapes {
         if !graph.input.iter().any(|vi| &vi.name == name && !init_names.contains(vi.name.as_str())) {

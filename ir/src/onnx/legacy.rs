@@ -58,6 +58,62 @@ impl Upgrade<'_> {
         Ok(())
     }
 
+    /// Before opset 7, binary ops broadcast only when `broadcast = 1`, aligning B with A at `axis`
+    /// (suffix-aligned when absent, which is what numpy does). A B aligned elsewhere is reshaped
+    /// with trailing 1s so that numpy broadcasting gives the same result.
+    fn legacy_broadcast(&mut self) -> Result<(), OpError> {
+        let broadcast = self.attrs.int("broadcast", 0)? != 0;
+        let axis = self.attrs.opt_int("axis")?;
+        let (Some(Some(a)), Some(Some(b))) = (self.inputs.first().copied(), self.inputs.get(1).copied()) else {
+            invalid!("expects 2 inputs");
+        };
+        let (ra, rb) = (self.graph.ty(a).rank(), self.graph.ty(b).rank());
+        if !broadcast || axis.is_none() {
+            return Ok(());
+        }
+        let axis = crate::ops::norm_axis(axis.unwrap_or(0), ra)?;
+        if axis + rb > ra {
+            invalid!("B of rank {rb} does not fit into A of rank {ra} at axis {axis}");
+        }
+        if axis + rb == ra {
+            return Ok(());
+        }
+        let mut target: Vec<i64> = Vec::with_capacity(ra - axis);
+        for d in &self.graph.ty(b).shape {
+            target.push(crate::ops::need_known(d, "dim of B")? as i64);
+        }
+        target.resize(ra - axis, 1);
+        self.reshape_input(1, b, target)
+    }
+
+    /// Before opset 7 a 1-D PRelu slope of size C applied per channel (dim 1); numpy broadcasting
+    /// needs it as `[C, 1, ...]`.
+    fn legacy_prelu_slope(&mut self) -> Result<(), OpError> {
+        let (Some(Some(x)), Some(Some(s))) = (self.inputs.first().copied(), self.inputs.get(1).copied()) else {
+            invalid!("expects 2 inputs");
+        };
+        let (xt, st) = (self.graph.ty(x).clone(), self.graph.ty(s).clone());
+        if st.rank() != 1 || xt.rank() < 3 || st.shape[0] == crate::shape::Dim::Known(1) {
+            return Ok(());
+        }
+        let c = crate::ops::need_known(&st.shape[0], "slope size")? as i64;
+        let mut target = vec![c];
+        target.resize(xt.rank() - 1, 1);
+        self.reshape_input(1, s, target)
+    }
+
+    /// Replaces input `slot` by `value` reshaped to `target`.
+    fn reshape_input(&mut self, slot: usize, value: ValueId, target: Vec<i64>) -> Result<(), OpError> {
+        let shape = self.add_const("broadcast_shape", Tensor::from_vec(vec![target.len()], target))?;
+        let name = self.graph.fresh_name(&format!("{}/broadcast", self.node));
+        let id = self
+            .graph
+            .add_node(&name, crate::ops::Op::Reshape(crate::ops::Reshape { allowzero: false }), vec![Some(value), Some(shape)], vec![name.clone()])
+            .map_err(|e| OpError::Invalid(e.to_string()))?;
+        self.inputs[slot] = Some(ValueId::new(id, 0));
+        Ok(())
+    }
+
     /// Rewrites the node into its newest form; returns the op type to build.
     pub fn run(mut self, op_type: &str) -> Result<&'static str, OpError> {
         let op = self.opset;
@@ -101,6 +157,10 @@ impl Upgrade<'_> {
                 }
                 self.attrs.insert("coerce_2d", AttrValue::Int(1));
             }
+            "Add" | "Sub" | "Mul" | "Div" | "Pow" if op < 7 => self.legacy_broadcast()?,
+            "Gemm" if op < 7 => self.attrs.ignore("broadcast"),
+            "PRelu" if op < 7 => self.legacy_prelu_slope()?,
+            "BatchNormalization" if op < 7 => self.attrs.ignore("is_test"),
             "Dropout" => {
                 if let Some(mode) = self.inputs.get(2).copied().flatten() {
                     let training = match self.graph.const_value(mode) {

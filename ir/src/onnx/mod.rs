@@ -28,6 +28,9 @@ pub const MAX_IR_VERSION: i64 = 14;
 pub struct ImportOptions {
     pub input_shapes: HashMap<String, Vec<usize>>,
     pub dims: HashMap<String, usize>,
+    /// Graph inputs replaced by constants (e.g. a shape or scales input that is fixed for a
+    /// deployment): they stop being inputs, and shape inference sees their values.
+    pub frozen_inputs: HashMap<String, crate::tensor::Tensor>,
 }
 
 /// Decodes a model without copying its weights (they stay slices of `bytes`).
@@ -50,6 +53,23 @@ pub fn open(path: &Path) -> Result<(proto::ModelProto, ExternalData)> {
 pub fn load(path: &Path, opts: &ImportOptions) -> Result<Graph> {
     let (model, ext) = open(path)?;
     import_model(&model, &ext, opts)
+}
+
+/// Loads a model file, fixing the shapes of inputs the options leave open to those of the given
+/// tensors (matched by name when all are named, else by order), so that symbolic dims bind to the
+/// data the model will run on.
+pub fn load_for_inputs(path: &Path, opts: &ImportOptions, inputs: &[(Option<String>, crate::tensor::Tensor)]) -> Result<Graph> {
+    let (model, ext) = open(path)?;
+    let names = graph_input_names(&model);
+    let all_named = inputs.iter().all(|(n, _)| n.is_some());
+    let mut opts = opts.clone();
+    for (i, (name, t)) in inputs.iter().enumerate() {
+        let name = if all_named { name.clone() } else { names.get(i).cloned() };
+        if let Some(name) = name.filter(|n| names.contains(n)) {
+            opts.input_shapes.entry(name).or_insert_with(|| t.shape().to_vec());
+        }
+    }
+    import_model(&model, &ext, &opts)
 }
 
 /// Names of the graph inputs that are not initializers, in order.

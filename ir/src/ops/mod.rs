@@ -299,7 +299,7 @@ pub struct OpInfo {
 }
 
 /// Lowest and highest ai.onnx opset versions incept accepts.
-pub const MIN_OPSET: i64 = 7;
+pub const MIN_OPSET: i64 = 6;
 pub const MAX_OPSET: i64 = 28;
 
 macro_rules! registry {
@@ -313,9 +313,9 @@ macro_rules! registry {
 
 registry! {
     "Abs", 6, "elementwise", "" => |a| Unary::build("Abs", a);
-    "Add", 7, "binary", "numpy broadcasting" => |a| Binary::build("Add", a);
-    "AveragePool", 7, "pool", "ceil_mode, count_include_pad, asymmetric pads, dilations" => |a| Pool::build(PoolKind::Avg, a);
-    "BatchNormalization", 7, "norm", "inference mode only" => BatchNorm::build;
+    "Add", 6, "binary", "numpy broadcasting (opset 6: broadcast/axis attributes)" => |a| Binary::build("Add", a);
+    "AveragePool", 1, "pool", "ceil_mode, count_include_pad, asymmetric pads, dilations" => |a| Pool::build(PoolKind::Avg, a);
+    "BatchNormalization", 6, "norm", "inference mode only; old spatial = 0 form" => BatchNorm::build;
     "Cast", 6, "elementwise", "between f32, f64, int and bool types" => Cast::build;
     "Clip", 6, "elementwise", "min/max as attributes before opset 11, inputs after" => Clip::build;
     "Concat", 4, "layout", "" => Concat::build;
@@ -324,15 +324,15 @@ registry! {
     "Conv", 1, "conv", "any group count, strides, dilations, pads, auto_pad" => Conv::build;
     "ConvTranspose", 1, "conv", "groups, strides, dilations, output_padding, output_shape" => ConvTranspose::build;
     "DepthToSpace", 1, "layout", "DCR and CRD modes" => DepthToSpace::build;
-    "Div", 7, "binary", "numpy broadcasting" => |a| Binary::build("Div", a);
-    "Dropout", 7, "elementwise", "inference: identity, mask of ones" => Dropout::build;
+    "Div", 6, "binary", "numpy broadcasting (opset 6: broadcast/axis attributes)" => |a| Binary::build("Div", a);
+    "Dropout", 6, "elementwise", "inference: identity, mask of ones" => Dropout::build;
     "Elu", 6, "elementwise", "" => |a| Unary::build("Elu", a);
     "Erf", 9, "elementwise", "" => |a| Unary::build("Erf", a);
     "Exp", 6, "elementwise", "" => |a| Unary::build("Exp", a);
     "Expand", 8, "layout", "" => Expand::build;
     "Flatten", 1, "layout", "" => Flatten::build;
     "Gather", 1, "shape", "" => Gather::build;
-    "Gemm", 7, "matmul", "" => Gemm::build;
+    "Gemm", 6, "matmul", "" => Gemm::build;
     "GlobalAveragePool", 1, "pool", "" => |a| GlobalPool::build(PoolKind::Avg, a);
     "GlobalMaxPool", 1, "pool", "" => |a| GlobalPool::build(PoolKind::Max, a);
     "HardSigmoid", 6, "elementwise", "" => |a| Unary::build("HardSigmoid", a);
@@ -346,11 +346,11 @@ registry! {
     "Max", 6, "binary", "variadic, numpy broadcasting" => |a| Variadic::build("Max", a);
     "MaxPool", 1, "pool", "ceil_mode, dilations, asymmetric pads; no indices output" => |a| Pool::build(PoolKind::Max, a);
     "Min", 6, "binary", "variadic, numpy broadcasting" => |a| Variadic::build("Min", a);
-    "Mul", 7, "binary", "numpy broadcasting" => |a| Binary::build("Mul", a);
+    "Mul", 6, "binary", "numpy broadcasting (opset 6: broadcast/axis attributes)" => |a| Binary::build("Mul", a);
     "Neg", 6, "elementwise", "" => |a| Unary::build("Neg", a);
-    "PRelu", 7, "binary", "slope broadcast to the input" => |a| Binary::build("PRelu", a);
+    "PRelu", 6, "binary", "slope broadcast to the input" => |a| Binary::build("PRelu", a);
     "Pad", 2, "pad", "constant, reflect, edge" => Pad::build;
-    "Pow", 7, "binary", "" => |a| Binary::build("Pow", a);
+    "Pow", 1, "binary", "numpy broadcasting; exponent may have another numeric type" => |a| Binary::build("Pow", a);
     "Range", 11, "shape", "" => Range::build;
     "ReduceMax", 1, "reduce", "" => |a| Reduce::build(ReduceKind::Max, a);
     "ReduceMean", 1, "reduce", "" => |a| Reduce::build(ReduceKind::Mean, a);
@@ -366,7 +366,7 @@ registry! {
     "Split", 2, "layout", "" => Split::build;
     "Sqrt", 6, "elementwise", "" => |a| Unary::build("Sqrt", a);
     "Squeeze", 1, "layout", "" => Squeeze::build;
-    "Sub", 7, "binary", "numpy broadcasting" => |a| Binary::build("Sub", a);
+    "Sub", 6, "binary", "numpy broadcasting (opset 6: broadcast/axis attributes)" => |a| Binary::build("Sub", a);
     "Sum", 6, "binary", "variadic, numpy broadcasting" => |a| Variadic::build("Sum", a);
     "Tanh", 6, "elementwise", "" => |a| Unary::build("Tanh", a);
     "Transpose", 1, "layout", "" => Transpose::build;

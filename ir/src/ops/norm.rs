@@ -20,7 +20,8 @@ impl BatchNorm {
     pub fn build(a: &mut Attrs) -> Result<Op, OpError> {
         let epsilon = a.float("epsilon", 1e-5)?;
         a.ignore("momentum");
-        a.ignore("spatial"); // checked by the importer against the parameter shapes
+        // spatial = 0 (before opset 9) means per-activation parameters; their shapes say which form.
+        a.ignore("spatial");
         if a.int("training_mode", 0)? != 0 {
             return Err(OpError::Unsupported("BatchNormalization with training_mode = 1".into()));
         }

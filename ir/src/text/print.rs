@@ -10,7 +10,7 @@ use crate::shape::{Dim, TensorType};
 use crate::tensor::Tensor;
 
 /// Constants with at most this many elements print their values inline.
-pub const INLINE_LIMIT: usize = 16;
+pub const INLINE_LIMIT: usize = 8;
 
 /// True for names that print without quotes.
 pub fn is_plain(name: &str) -> bool {
