@@ -1,0 +1,46 @@
+//! The full-size ResNet50, InceptionV3 and Xception from ../shared/zoo/make_zoo.py (about 100 MB
+//! each, so not committed). Set INCEPT_ZOO_DIR to the folder make_zoo.py wrote; without it, or
+//! without the files, the test says it was skipped.
+
+use std::path::PathBuf;
+
+use incept_ir::text::{self, ConstPool};
+use incept_ir::{interp, npy, onnx, verify};
+use incept_tests::max_rel_err;
+
+const MODELS: [&str; 3] = ["ResNet50", "InceptionV3", "Xception"];
+
+fn zoo_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(std::env::var_os("INCEPT_ZOO_DIR")?);
+    dir.is_dir().then_some(dir)
+}
+
+#[test]
+fn zoo_models_import_print_and_match_onnx_runtime() {
+    let Some(dir) = zoo_dir() else {
+        println!("skipped: set INCEPT_ZOO_DIR to the output folder of ../shared/zoo/make_zoo.py to run the zoo test");
+        return;
+    };
+    for name in MODELS {
+        let path = dir.join(format!("{name}.onnx"));
+        if !path.exists() {
+            println!("skipped {name}: {} not found", path.display());
+            continue;
+        }
+        let start = std::time::Instant::now();
+        let g = onnx::load(&path, &Default::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let import_ms = start.elapsed().as_secs_f64() * 1e3;
+        verify::verify(&g).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let printed = text::print(&g).expect("print");
+        let parsed = text::parse_with(&printed, &ConstPool::from_graph(&g)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(printed, text::print(&parsed).expect("print"), "{name}: print -> parse -> print differs");
+        let input = npy::read(&dir.join(format!("{name}.input.npy"))).expect("input");
+        let want = npy::read(&dir.join(format!("{name}.ort_output.npy"))).expect("ORT output");
+        let start = std::time::Instant::now();
+        let got = interp::run(&g, &[input]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let run_s = start.elapsed().as_secs_f64();
+        let err = max_rel_err(&got[0], &want).expect("compare");
+        println!("{name}: import {import_ms:.1} ms, {} nodes, reference run {run_s:.1} s, relative error {err:.2e}", g.node_count());
+        assert!(err <= 1e-4, "{name}: relative error {err:e} exceeds 1e-4");
+    }
+}
