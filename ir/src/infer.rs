@@ -45,7 +45,7 @@ pub fn infer_op(g: &Graph, op: &mut Op, inputs: &[Option<ValueId>], n_outputs: u
             .try_fold(1usize, |acc, d| acc.checked_mul(d))
             .is_none_or(|n| n > MAX_ELEMENTS);
         if too_big {
-            return Err(OpError::Invalid(format!("output {t} has more than 2^33 elements")));
+            return Err(OpError::Invalid(format!("output {t} has more than 2^31 elements")));
         }
     }
     Ok(types)

@@ -36,9 +36,10 @@ pub enum TensorError {
     DType { expected: DType, got: DType },
 }
 
-/// Largest number of elements a tensor may claim (2^33: 32 GiB of f32). Larger claims are refused
+/// Largest number of elements a tensor may claim (2^31: 8 GiB of f32, far above any CNN activation).
+/// Larger claims are refused
 /// before anything is allocated.
-pub const MAX_ELEMENTS: usize = 1 << 33;
+pub const MAX_ELEMENTS: usize = 1 << 31;
 
 /// Number of elements of a shape, or `None` when it overflows or exceeds [`MAX_ELEMENTS`].
 pub fn checked_numel(shape: &[usize]) -> Option<usize> {

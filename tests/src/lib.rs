@@ -70,3 +70,61 @@ pub fn allclose(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Result<(),
     }
     Ok(())
 }
+
+/// Small builders for hand-made ONNX models in tests.
+pub mod build {
+    use incept_ir::onnx::proto::*;
+
+    pub fn tensor_type(elem: i32, dims: &[i64]) -> TypeProto {
+        TypeProto {
+            value: Some(TypeValue::TensorType(TypeTensor {
+                elem_type: elem,
+                shape: Some(TensorShapeProto {
+                    dim: dims.iter().map(|&d| Dimension { value: Some(DimensionValue::DimValue(d)), denotation: String::new() }).collect(),
+                }),
+            })),
+            denotation: String::new(),
+        }
+    }
+
+    pub fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
+        ValueInfoProto { name: name.into(), r#type: Some(tensor_type(1, dims)), doc_string: String::new() }
+    }
+
+    pub fn f32_tensor(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
+        TensorProto { name: name.into(), dims: dims.to_vec(), data_type: 1, float_data: data.to_vec(), ..Default::default() }
+    }
+
+    pub fn i64_tensor(name: &str, dims: &[i64], data: &[i64]) -> TensorProto {
+        TensorProto { name: name.into(), dims: dims.to_vec(), data_type: 7, int64_data: data.to_vec(), ..Default::default() }
+    }
+
+    pub fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
+        NodeProto {
+            op_type: op.into(),
+            name: name.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    pub fn ints_attr(name: &str, v: &[i64]) -> AttributeProto {
+        AttributeProto { name: name.into(), r#type: attribute_type::INTS, ints: v.to_vec(), ..Default::default() }
+    }
+
+    /// An opset-17 model.
+    pub fn model(nodes: Vec<NodeProto>, inputs: Vec<ValueInfoProto>, outputs: Vec<ValueInfoProto>, inits: Vec<TensorProto>) -> ModelProto {
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+            graph: Some(GraphProto { node: nodes, name: "test".into(), initializer: inits, input: inputs, output: outputs, ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    pub fn encode(m: &ModelProto) -> bytes::Bytes {
+        use prost::Message;
+        bytes::Bytes::from(m.encode_to_vec())
+    }
+}

@@ -103,7 +103,7 @@ pub fn tensor_from_proto(t: &TensorProto, ext: &ExternalData) -> Result<Tensor> 
         }
         dims.push(d as usize);
     }
-    let numel = checked_numel(&dims).ok_or_else(|| bad(format!("shape {:?} claims more than 2^33 elements", t.dims)))?;
+    let numel = checked_numel(&dims).ok_or_else(|| bad(format!("shape {:?} claims more than 2^31 elements", t.dims)))?;
     let nbytes = numel * dtype.size();
     let wrap = |data: Bytes| Tensor::from_bytes(dtype, dims.clone(), data).map_err(|e| bad(e.to_string()));
     if t.data_location == data_location::EXTERNAL {

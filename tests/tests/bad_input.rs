@@ -1,0 +1,305 @@
+//! Malformed models give clear errors that name the node or field, never a panic and never an
+//! absurd allocation. The last test feeds thousands of mutated fixtures through import + verify.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use bytes::Bytes;
+use incept_ir::onnx::proto::{StringStringEntryProto, data_location};
+use incept_ir::onnx::{self, ImportOptions};
+use incept_ir::text::parse::SplitMix;
+use incept_ir::verify;
+use incept_tests::build::*;
+use incept_tests::{FIXTURES, fixtures_dir};
+
+fn import_err(bytes: Bytes) -> String {
+    match onnx::load_bytes(bytes, &ImportOptions::default()) {
+        Ok(_) => panic!("import succeeded on a bad model"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn fixture_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(fixtures_dir().join(format!("{name}.onnx"))).expect("fixture")
+}
+
+/// A valid relu model, used as the base of several cases.
+fn relu_model() -> incept_ir::onnx::proto::ModelProto {
+    model(vec![node("Relu", "relu1", &["x"], &["y"])], vec![value("x", &[1, 4])], vec![value("y", &[1, 4])], vec![])
+}
+
+#[test]
+fn valid_base_model_imports() {
+    onnx::load_bytes(encode(&relu_model()), &ImportOptions::default()).expect("the base model is valid");
+}
+
+#[test]
+fn truncated_file() {
+    let bytes = fixture_bytes("mini_resnet");
+    let e = import_err(Bytes::from(bytes[..bytes.len() / 2].to_vec()));
+    assert!(e.contains("protobuf decoding failed"), "{e}");
+}
+
+#[test]
+fn empty_file() {
+    let e = import_err(Bytes::new());
+    assert!(e.contains("empty"), "{e}");
+}
+
+#[test]
+fn random_bytes() {
+    let mut rng = SplitMix(7);
+    for _ in 0..200 {
+        let n = (rng.next_u64() % 4096) as usize;
+        let v: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
+        assert!(onnx::load_bytes(Bytes::from(v), &ImportOptions::default()).is_err());
+    }
+}
+
+#[test]
+fn wrong_wire_type() {
+    // Field 7 (graph) must be length-delimited; here it is a varint.
+    let e = import_err(Bytes::from_static(&[0x08, 0x08, 0x38, 0x01]));
+    assert!(e.contains("protobuf decoding failed") && e.contains("wire type"), "{e}");
+}
+
+#[test]
+fn not_an_onnx_model() {
+    // A valid protobuf without an IR version.
+    let e = import_err(Bytes::from_static(&[0x12, 0x03, b'a', b'b', b'c']));
+    assert!(e.contains("ir_version"), "{e}");
+}
+
+#[test]
+fn missing_initializer() {
+    let m = model(
+        vec![node("Conv", "conv1", &["x", "w"], &["y"])],
+        vec![value("x", &[1, 3, 8, 8])],
+        vec![value("y", &[1, 4, 6, 6])],
+        vec![],
+    );
+    let e = import_err(encode(&m));
+    assert!(e.contains("'conv1'") && e.contains("'w'"), "{e}");
+}
+
+#[test]
+fn undefined_value() {
+    let m = model(
+        vec![node("Relu", "r1", &["x"], &["a"]), node("Add", "add1", &["a", "nowhere"], &["y"])],
+        vec![value("x", &[2])],
+        vec![value("y", &[2])],
+        vec![],
+    );
+    let e = import_err(encode(&m));
+    assert!(e.contains("'add1'") && e.contains("'nowhere'"), "{e}");
+}
+
+#[test]
+fn cycle() {
+    let m = model(
+        vec![node("Add", "a1", &["x", "c"], &["b"]), node("Relu", "r1", &["b"], &["c"])],
+        vec![value("x", &[2])],
+        vec![value("c", &[2])],
+        vec![],
+    );
+    let e = import_err(encode(&m));
+    assert!(e.contains("cycle") && e.contains("'a1'") && e.contains("'r1'"), "{e}");
+}
+
+#[test]
+fn reshape_to_wrong_element_count() {
+    let m = model(
+        vec![node("Reshape", "reshape1", &["x", "shape"], &["y"])],
+        vec![value("x", &[2, 3])],
+        vec![value("y", &[4, 2])],
+        vec![i64_tensor("shape", &[2], &[4, 2])],
+    );
+    let e = import_err(encode(&m));
+    assert!(e.contains("'reshape1'") && e.contains("Reshape") && e.contains("6 elements"), "{e}");
+}
+
+#[test]
+fn huge_tensor_claim() {
+    let mut m = relu_model();
+    let g = m.graph.as_mut().expect("graph");
+    g.initializer.push(f32_tensor("big", &[1 << 20, 1 << 20], &[]));
+    let e = import_err(encode(&m));
+    assert!(e.contains("'big'") && e.contains("2^31"), "{e}");
+    // The same claim on a graph input: the shape is fine to hold, but no op may produce 2^40 elements.
+    let m = model(vec![node("Relu", "relu_big", &["x"], &["y"])], vec![value("x", &[1 << 20, 1 << 20])], vec![value("y", &[1 << 20, 1 << 20])], vec![]);
+    let e = import_err(encode(&m));
+    assert!(e.contains("'relu_big'") && e.contains("2^31"), "{e}");
+}
+
+#[test]
+fn raw_data_length_mismatch() {
+    let mut m = relu_model();
+    let mut t = f32_tensor("w", &[4], &[]);
+    t.raw_data = Bytes::from_static(&[0; 12]);
+    m.graph.as_mut().expect("graph").initializer.push(t);
+    let e = import_err(encode(&m));
+    assert!(e.contains("'w'") && e.contains("12 bytes"), "{e}");
+}
+
+#[test]
+fn unsupported_ops_are_listed_together() {
+    let m = model(
+        vec![
+            node("Relu", "r1", &["x"], &["a"]),
+            node("LSTM", "lstm1", &["a"], &["b"]),
+            node("LSTM", "lstm2", &["b"], &["c"]),
+            node("Gelu", "gelu1", &["c"], &["y"]),
+        ],
+        vec![value("x", &[2])],
+        vec![value("y", &[2])],
+        vec![],
+    );
+    let e = import_err(encode(&m));
+    assert!(e.contains("LSTM") && e.contains("'lstm1'") && e.contains("'lstm2'") && e.contains("Gelu") && e.contains("'gelu1'") && e.contains("opset 17"), "{e}");
+    let mut m = relu_model();
+    m.graph.as_mut().expect("graph").node[0].domain = "com.microsoft".into();
+    let e = import_err(encode(&m));
+    assert!(e.contains("com.microsoft") && e.contains("'relu1'"), "{e}");
+}
+
+#[test]
+fn unsupported_versions() {
+    let mut m = relu_model();
+    m.ir_version = 99;
+    assert!(import_err(encode(&m)).contains("IR version 99"));
+    let mut m = relu_model();
+    m.opset_import[0].version = 3;
+    assert!(import_err(encode(&m)).contains("opset 3"));
+}
+
+#[test]
+fn bad_attribute() {
+    let mut n = node("Conv", "conv1", &["x", "w"], &["y"]);
+    n.attribute.push(ints_attr("strides", &[0, 1]));
+    let m = model(vec![n], vec![value("x", &[1, 1, 4, 4])], vec![value("y", &[1, 1, 2, 2])], vec![f32_tensor("w", &[1, 1, 3, 3], &[0.0; 9])]);
+    let e = import_err(encode(&m));
+    assert!(e.contains("'conv1'") && e.contains("strides"), "{e}");
+    let mut n = node("Relu", "relu1", &["x"], &["y"]);
+    n.attribute.push(ints_attr("bogus", &[1]));
+    let m = model(vec![n], vec![value("x", &[2])], vec![value("y", &[2])], vec![]);
+    let e = import_err(encode(&m));
+    assert!(e.contains("'relu1'") && e.contains("bogus"), "{e}");
+}
+
+fn external_model(location: &str) -> incept_ir::onnx::proto::ModelProto {
+    let mut m = model(vec![node("Add", "add1", &["x", "w"], &["y"])], vec![value("x", &[4])], vec![value("y", &[4])], vec![]);
+    let mut t = f32_tensor("w", &[4], &[]);
+    t.data_location = data_location::EXTERNAL;
+    t.external_data = vec![StringStringEntryProto { key: "location".into(), value: location.into() }];
+    m.graph.as_mut().expect("graph").initializer.push(t);
+    m
+}
+
+#[test]
+fn external_data_resolves_inside_and_refuses_escapes() {
+    use prost::Message;
+    let root = std::env::temp_dir().join(format!("incept-extdata-{}", std::process::id()));
+    let dir = root.join("model");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let weights: Vec<u8> = [1f32, 2.0, 3.0, 4.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(dir.join("weights.bin"), &weights).expect("write");
+    std::fs::write(root.join("outside.bin"), &weights).expect("write");
+
+    let write = |name: &str, loc: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, external_model(loc).encode_to_vec()).expect("write model");
+        p
+    };
+    let ok = write("ok.onnx", "weights.bin");
+    let g = onnx::load(&ok, &ImportOptions::default()).expect("external data inside the folder loads");
+    let w = g.const_value(g.value_by_name("w").expect("w")).expect("const");
+    assert_eq!(w.view::<f32>().expect("f32").as_ref(), &[1.0, 2.0, 3.0, 4.0]);
+
+    for loc in ["../outside.bin", "/etc/passwd", "sub/../../outside.bin"] {
+        let p = write("bad.onnx", loc);
+        let e = onnx::load(&p, &ImportOptions::default()).expect_err(loc).to_string();
+        assert!(e.contains("'w'") && e.contains(loc), "{loc}: {e}");
+    }
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(root.join("outside.bin"), dir.join("link.bin")).expect("symlink");
+        let p = write("link.onnx", "link.bin");
+        let e = onnx::load(&p, &ImportOptions::default()).expect_err("symlink escape").to_string();
+        assert!(e.contains("outside the model's folder"), "{e}");
+    }
+    // From memory there is no folder to resolve against.
+    let e = onnx::load_bytes(encode(&external_model("weights.bin")), &ImportOptions::default()).expect_err("from bytes").to_string();
+    assert!(e.contains("'w'") && e.contains("path"), "{e}");
+    // Offsets past the end of the file.
+    let mut m = external_model("weights.bin");
+    m.graph.as_mut().expect("graph").initializer[0].external_data.push(StringStringEntryProto { key: "offset".into(), value: "1000".into() });
+    let p = dir.join("off.onnx");
+    std::fs::write(&p, m.encode_to_vec()).expect("write");
+    let e = onnx::load(&p, &ImportOptions::default()).expect_err("offset").to_string();
+    assert!(e.contains("'w'") && e.contains("beyond the end"), "{e}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Applies one random mutation: flip bytes, truncate, duplicate or delete a span, or overwrite a
+/// span with random bytes.
+fn mutate(data: &[u8], rng: &mut SplitMix) -> Vec<u8> {
+    let mut v = data.to_vec();
+    let n = v.len().max(1);
+    let pos = (rng.next_u64() as usize) % n;
+    let len = 1 + (rng.next_u64() as usize) % 16;
+    match rng.next_u64() % 5 {
+        0 => {
+            for _ in 0..len {
+                let i = (rng.next_u64() as usize) % n;
+                if i < v.len() {
+                    v[i] ^= 1 << (rng.next_u64() % 8);
+                }
+            }
+        }
+        1 => v.truncate(pos),
+        2 => {
+            let end = (pos + len * 8).min(v.len());
+            let span = v[pos.min(v.len())..end].to_vec();
+            v.splice(pos.min(v.len())..pos.min(v.len()), span);
+        }
+        3 => {
+            let end = (pos + len).min(v.len());
+            v.drain(pos.min(v.len())..end);
+        }
+        _ => {
+            for i in pos..(pos + len).min(v.len()) {
+                v[i] = rng.next_u64() as u8;
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn mutated_fixtures_never_panic() {
+    const PER_FIXTURE: usize = 500;
+    let mut rng = SplitMix(0x1ce9_7);
+    let (mut imported, mut rejected) = (0, 0);
+    for name in FIXTURES {
+        let original = fixture_bytes(name);
+        for i in 0..PER_FIXTURE {
+            let mut data = mutate(&original, &mut rng);
+            // Sometimes stack a second mutation.
+            if i % 3 == 0 {
+                data = mutate(&data, &mut rng);
+            }
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                onnx::load_bytes(Bytes::from(data), &ImportOptions::default()).and_then(|g| verify::verify(&g).map(|_| g))
+            }));
+            match result {
+                Ok(Ok(_)) => imported += 1,
+                Ok(Err(e)) => {
+                    rejected += 1;
+                    assert!(!e.to_string().is_empty());
+                }
+                Err(_) => panic!("{name}: mutation {i} panicked"),
+            }
+        }
+    }
+    println!("mutated fixtures: {imported} still import and verify, {rejected} rejected with an error, 0 panics");
+    assert_eq!(imported + rejected, FIXTURES.len() * PER_FIXTURE);
+}
