@@ -36,9 +36,8 @@ pub enum TensorError {
     DType { expected: DType, got: DType },
 }
 
-/// Largest number of elements a tensor may claim (2^31: 8 GiB of f32, far above any CNN activation).
-/// Larger claims are refused
-/// before anything is allocated.
+/// Largest number of elements a tensor may claim (2^31: 8 GiB of f32, far above any CNN
+/// activation). Larger claims are refused before anything is allocated.
 pub const MAX_ELEMENTS: usize = 1 << 31;
 
 /// Number of elements of a shape, or `None` when it overflows or exceeds [`MAX_ELEMENTS`].
