@@ -60,14 +60,14 @@ impl fmt::Display for UnsupportedOp {
 /// Errors of import, verification, parsing and interpretation.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read '{}': {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot read '{}': {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("not a valid ONNX model: protobuf decoding failed: {0}")]
-    Decode(#[from] prost::DecodeError),
+    Decode(prost::DecodeError),
     #[error("{0}")]
     Model(String),
-    #[error("node '{node}' ({op}): {source}")]
-    Node { node: String, op: String, source: OpError },
+    #[error("node '{node}' ({op}): {error}")]
+    Node { node: String, op: String, error: OpError },
     #[error("the model uses operators incept does not support:\n{}", list_unsupported(.0))]
     UnsupportedOps(Vec<UnsupportedOp>),
     #[error("external data of tensor '{tensor}': {msg}")]
@@ -84,9 +84,16 @@ fn list_unsupported(ops: &[UnsupportedOp]) -> String {
     ops.iter().map(|o| format!("  - {o}")).collect::<Vec<_>>().join("\n")
 }
 
+// Not `#[from]`: the message already includes the decoder's, and a source would print it twice.
+impl From<prost::DecodeError> for Error {
+    fn from(e: prost::DecodeError) -> Error {
+        Error::Decode(e)
+    }
+}
+
 impl Error {
-    pub fn node(node: &str, op: &str, source: OpError) -> Error {
-        Error::Node { node: node.to_string(), op: op.to_string(), source }
+    pub fn node(node: &str, op: &str, error: OpError) -> Error {
+        Error::Node { node: node.to_string(), op: op.to_string(), error }
     }
 }
 

@@ -79,7 +79,14 @@ pub struct Graph {
 
 impl Graph {
     pub fn new(name: &str) -> Graph {
-        Graph { name: name.to_string(), g: StableGraph::new(), inputs: vec![], outputs: vec![], names: HashMap::new(), next_seq: 0 }
+        Graph {
+            name: name.to_string(),
+            g: StableGraph::new(),
+            inputs: vec![],
+            outputs: vec![],
+            names: HashMap::new(),
+            next_seq: 0,
+        }
     }
 
     fn check_name(&self, name: &str) -> Result<()> {
@@ -93,7 +100,13 @@ impl Graph {
     }
 
     /// Adds a node whose output types are already known. Inputs must exist.
-    pub fn add_node_typed(&mut self, name: &str, op: Op, inputs: Vec<Option<ValueId>>, outputs: Vec<Value>) -> Result<NodeId> {
+    pub fn add_node_typed(
+        &mut self,
+        name: &str,
+        op: Op,
+        inputs: Vec<Option<ValueId>>,
+        outputs: Vec<Value>,
+    ) -> Result<NodeId> {
         for o in &outputs {
             self.check_name(&o.name)?;
         }
@@ -122,7 +135,13 @@ impl Graph {
 
     /// Adds a node, inferring its output types from its inputs (constant inputs are visible to
     /// inference). `output_names` gives the number of outputs.
-    pub fn add_node(&mut self, name: &str, mut op: Op, inputs: Vec<Option<ValueId>>, output_names: Vec<String>) -> Result<NodeId> {
+    pub fn add_node(
+        &mut self,
+        name: &str,
+        mut op: Op,
+        inputs: Vec<Option<ValueId>>,
+        output_names: Vec<String>,
+    ) -> Result<NodeId> {
         let types = {
             let known = crate::infer::KnownValues::default();
             crate::infer::infer_op(self, &mut op, &inputs, output_names.len(), &known)
@@ -142,13 +161,15 @@ impl Graph {
     /// Adds a constant.
     pub fn add_const(&mut self, name: &str, value: Tensor) -> Result<ValueId> {
         let ty = TensorType::known(value.dtype(), value.shape());
-        let id = self.add_node_typed(name, Op::Const(Const { value }), vec![], vec![Value { name: name.to_string(), ty }])?;
+        let id =
+            self.add_node_typed(name, Op::Const(Const { value }), vec![], vec![Value { name: name.to_string(), ty }])?;
         Ok(ValueId::new(id, 0))
     }
 
     /// Removes a node. Its outputs must have no users left (graph outputs count as users).
     pub fn remove_node(&mut self, id: NodeId) -> Result<Node> {
-        if self.g.edges_directed(id, Direction::Outgoing).next().is_some() || self.outputs.iter().any(|v| v.node == id) {
+        if self.g.edges_directed(id, Direction::Outgoing).next().is_some() || self.outputs.iter().any(|v| v.node == id)
+        {
             let name = self.g.node_weight(id).map_or("?", |n| n.name.as_str());
             return Err(Error::Model(format!("cannot remove node '{name}': its outputs are still used")));
         }
@@ -304,7 +325,8 @@ impl Graph {
         }
         if order.len() != self.g.node_count() {
             let placed: HashSet<NodeId> = order.iter().copied().collect();
-            let mut stuck: Vec<&str> = self.g.node_indices().filter(|i| !placed.contains(i)).map(|i| self.g[i].name.as_str()).collect();
+            let mut stuck: Vec<&str> =
+                self.g.node_indices().filter(|i| !placed.contains(i)).map(|i| self.g[i].name.as_str()).collect();
             stuck.sort();
             stuck.truncate(8);
             return Err(Error::Verify(format!("the graph has a cycle through nodes {}", stuck.join(", "))));
@@ -323,20 +345,25 @@ impl Graph {
 
     /// Sets the shape of a graph input (by name) and re-runs shape inference.
     pub fn set_input_shape(&mut self, name: &str, dims: &[usize]) -> Result<()> {
-        let id = *self
-            .inputs
-            .iter()
-            .find(|&&i| self.g[i].outputs[0].name == name)
-            .ok_or_else(|| Error::Input { name: name.into(), msg: format!("no such graph input (inputs: {})", self.input_names().join(", ")) })?;
+        let id = *self.inputs.iter().find(|&&i| self.g[i].outputs[0].name == name).ok_or_else(|| Error::Input {
+            name: name.into(),
+            msg: format!("no such graph input (inputs: {})", self.input_names().join(", ")),
+        })?;
         let old = self.g[id].outputs[0].ty.clone();
         if old.rank() != dims.len() {
-            return Err(Error::Input { name: name.into(), msg: format!("has rank {}, the given shape {dims:?} has {}", old.rank(), dims.len()) });
+            return Err(Error::Input {
+                name: name.into(),
+                msg: format!("has rank {}, the given shape {dims:?} has {}", old.rank(), dims.len()),
+            });
         }
         for (d, &n) in old.shape.iter().zip(dims) {
-            if let Dim::Known(k) = d {
-                if *k != n {
-                    return Err(Error::Input { name: name.into(), msg: format!("has fixed shape {old}, cannot set {dims:?}") });
-                }
+            if let Dim::Known(k) = d
+                && *k != n
+            {
+                return Err(Error::Input {
+                    name: name.into(),
+                    msg: format!("has fixed shape {old}, cannot set {dims:?}"),
+                });
             }
         }
         self.g[id].outputs[0].ty = TensorType::known(old.dtype, dims);
@@ -372,7 +399,8 @@ impl Graph {
             let mut op = self.g[id].op.clone();
             let inputs = self.g[id].inputs.clone();
             let n = self.g[id].outputs.len();
-            let types = crate::infer::infer_op(self, &mut op, &inputs, n, &known).map_err(|e| Error::node(&self.g[id].name, op.name(), e))?;
+            let types = crate::infer::infer_op(self, &mut op, &inputs, n, &known)
+                .map_err(|e| Error::node(&self.g[id].name, op.name(), e))?;
             crate::infer::learn_values(self, &op, &inputs, &types, id, &mut known);
             let node = &mut self.g[id];
             node.op = op;

@@ -28,7 +28,13 @@ const MAX_LEARNED_ELEMENTS: usize = 1 << 16;
 
 /// Infers the output types of `op` applied to `inputs`, checking the declared output count and
 /// refusing absurd sizes.
-pub fn infer_op(g: &Graph, op: &mut Op, inputs: &[Option<ValueId>], n_outputs: usize, known: &KnownValues) -> Result<Vec<TensorType>, OpError> {
+pub fn infer_op(
+    g: &Graph,
+    op: &mut Op,
+    inputs: &[Option<ValueId>],
+    n_outputs: usize,
+    known: &KnownValues,
+) -> Result<Vec<TensorType>, OpError> {
     let ins: Vec<Option<InferInput>> =
         inputs.iter().map(|v| v.map(|v| InferInput { ty: g.ty(v), value: known.get(g, v) })).collect();
     let cx = InferCx::new(&ins, n_outputs);
@@ -53,12 +59,19 @@ pub fn infer_op(g: &Graph, op: &mut Op, inputs: &[Option<ValueId>], n_outputs: u
 
 /// After inferring a node, records the values of its outputs when they can be known at compile
 /// time: `Shape` of a static shape, and small ops whose inputs are all known.
-pub fn learn_values(g: &Graph, op: &Op, inputs: &[Option<ValueId>], types: &[TensorType], id: NodeId, known: &mut KnownValues) {
+pub fn learn_values(
+    g: &Graph,
+    op: &Op,
+    inputs: &[Option<ValueId>],
+    types: &[TensorType],
+    id: NodeId,
+    known: &mut KnownValues,
+) {
     if let Op::Shape(s) = op {
-        if let Some(v) = inputs.first().copied().flatten() {
-            if let Some(t) = s.value(&g.ty(v).shape) {
-                known.map.insert(ValueId::new(id, 0), t);
-            }
+        if let Some(v) = inputs.first().copied().flatten()
+            && let Some(t) = s.value(&g.ty(v).shape)
+        {
+            known.map.insert(ValueId::new(id, 0), t);
         }
         return;
     }

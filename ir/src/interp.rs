@@ -25,10 +25,10 @@ pub fn check_type(name: &str, t: &Tensor, want: &TensorType, syms: &mut HashMap<
         match d {
             Dim::Known(k) if *k != n => return Err(bad(format!("expected shape {}, got {got}", format_type(want)))),
             Dim::Sym(s) => {
-                if let Some(&prev) = syms.get(s) {
-                    if prev != n {
-                        return Err(bad(format!("dimension {s} is {prev} in another input but {n} here (shape {got})")));
-                    }
+                if let Some(&prev) = syms.get(s)
+                    && prev != n
+                {
+                    return Err(bad(format!("dimension {s} is {prev} in another input but {n} here (shape {got})")));
                 }
                 syms.insert(s.clone(), n);
             }
@@ -102,17 +102,33 @@ pub fn run_observed(g: &Graph, inputs: &[Tensor], mut observe: impl FnMut(&str, 
         let args: Vec<Option<&Tensor>> = node
             .inputs()
             .iter()
-            .map(|i| i.map(|v| env.get(&v).ok_or_else(|| Error::Model(format!("node '{}' reads a value that was not computed", node.name)))).transpose())
+            .map(|i| {
+                i.map(|v| {
+                    env.get(&v).ok_or_else(|| {
+                        Error::Model(format!("node '{}' reads a value that was not computed", node.name))
+                    })
+                })
+                .transpose()
+            })
             .collect::<Result<_>>()?;
         let outs = node.op.eval(&args).map_err(|e| node_error(node, e))?;
         if outs.len() < node.outputs.len() {
-            return Err(Error::Model(format!("node '{}' produced {} outputs, {} declared", node.name, outs.len(), node.outputs.len())));
+            return Err(Error::Model(format!(
+                "node '{}' produced {} outputs, {} declared",
+                node.name,
+                outs.len(),
+                node.outputs.len()
+            )));
         }
         let outs: Vec<Tensor> = outs.into_iter().take(node.outputs.len()).collect();
         for (t, v) in outs.iter().zip(&node.outputs) {
             let mut local = syms.clone();
             check_type(&v.name, t, &v.ty, &mut local).map_err(|e| {
-                Error::Model(format!("internal error: node '{}' ({}) computed a result that disagrees with shape inference: {e}", node.name, node.op.name()))
+                Error::Model(format!(
+                    "internal error: node '{}' ({}) computed a result that disagrees with shape inference: {e}",
+                    node.name,
+                    node.op.name()
+                ))
             })?;
         }
         observe(&node.name, &outs);
@@ -133,6 +149,8 @@ pub fn run_observed(g: &Graph, inputs: &[Tensor], mut observe: impl FnMut(&str, 
     }
     g.outputs()
         .iter()
-        .map(|v| env.get(v).cloned().ok_or_else(|| Error::Model(format!("output '{}' was not computed", g.value(*v).name))))
+        .map(|v| {
+            env.get(v).cloned().ok_or_else(|| Error::Model(format!("output '{}' was not computed", g.value(*v).name)))
+        })
         .collect()
 }

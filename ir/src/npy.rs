@@ -47,11 +47,7 @@ fn dtype_descr(d: DType) -> &'static str {
 fn header_field<'a>(header: &'a str, key: &str) -> Option<&'a str> {
     let k = header.find(&format!("'{key}'"))?;
     let rest = header[k + key.len() + 2..].trim_start().strip_prefix(':')?.trim_start();
-    let end = if rest.starts_with('(') {
-        rest.find(')')? + 1
-    } else {
-        rest.find([',', '}']).unwrap_or(rest.len())
-    };
+    let end = if rest.starts_with('(') { rest.find(')')? + 1 } else { rest.find([',', '}']).unwrap_or(rest.len()) };
     Some(rest[..end].trim())
 }
 
@@ -74,8 +70,10 @@ pub fn parse(data: Bytes, what: &str) -> Result<Tensor> {
     };
     let end = start.checked_add(hlen).filter(|&e| e <= data.len()).ok_or_else(|| bad("truncated header".into()))?;
     let header = std::str::from_utf8(&data[start..end]).map_err(|_| bad("header is not text".into()))?;
-    let descr = header_field(header, "descr").ok_or_else(|| bad("no 'descr' in header".into()))?.trim_matches(['\'', '"']);
-    let dtype = descr_dtype(descr).ok_or_else(|| bad(format!("element type '{descr}' is not supported (little-endian numeric types only)")))?;
+    let descr =
+        header_field(header, "descr").ok_or_else(|| bad("no 'descr' in header".into()))?.trim_matches(['\'', '"']);
+    let dtype = descr_dtype(descr)
+        .ok_or_else(|| bad(format!("element type '{descr}' is not supported (little-endian numeric types only)")))?;
     let fortran = header_field(header, "fortran_order").ok_or_else(|| bad("no 'fortran_order' in header".into()))?;
     if fortran != "False" {
         return Err(bad("Fortran-ordered arrays are not supported; save with np.ascontiguousarray".into()));
@@ -91,14 +89,18 @@ pub fn parse(data: Bytes, what: &str) -> Result<Tensor> {
     let numel = checked_numel(&shape).ok_or_else(|| bad(format!("shape {shape:?} is too large")))?;
     let body = data.slice(end..);
     if body.len() != numel * dtype.size() {
-        return Err(bad(format!("shape {shape:?} of {dtype} needs {} bytes of data, the file has {}", numel * dtype.size(), body.len())));
+        return Err(bad(format!(
+            "shape {shape:?} of {dtype} needs {} bytes of data, the file has {}",
+            numel * dtype.size(),
+            body.len()
+        )));
     }
     Tensor::from_bytes(dtype, shape, body).map_err(|e| bad(e.to_string()))
 }
 
 /// Reads a `.npy` file.
 pub fn read(path: &Path) -> Result<Tensor> {
-    let data = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let data = std::fs::read(path).map_err(|error| Error::Io { path: path.to_path_buf(), error })?;
     parse(Bytes::from(data), &path.display().to_string())
 }
 
@@ -123,5 +125,5 @@ pub fn to_bytes(t: &Tensor) -> Vec<u8> {
 
 /// Writes a tensor to a `.npy` file.
 pub fn write(path: &Path, t: &Tensor) -> Result<()> {
-    std::fs::write(path, to_bytes(t)).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    std::fs::write(path, to_bytes(t)).map_err(|error| Error::Io { path: path.to_path_buf(), error })
 }

@@ -20,13 +20,21 @@ pub struct Stats {
     pub total_macs: u64,
     /// The largest intermediate or output value: name, type, bytes.
     pub largest: Option<(String, String, usize)>,
-    /// Symbolic dims left unbound (their values count as 0 elements).
+    /// Symbolic dims of the graph (counted as 1).
     pub symbols: Vec<String>,
 }
 
 impl Stats {
+    /// Statistics of a graph; symbolic dims count as 1 (e.g. per item of a dynamic batch).
     pub fn of(g: &Graph) -> Stats {
-        let mut s = Stats { symbols: g.symbols().into_iter().collect(), ..Stats::default() };
+        let symbols: Vec<String> = g.symbols().into_iter().collect();
+        if !symbols.is_empty() {
+            let mut bound = g.clone();
+            if bound.bind_dims(&symbols.iter().map(|s| (s.clone(), 1)).collect()).is_ok() {
+                return Stats { symbols, ..Stats::of(&bound) };
+            }
+        }
+        let mut s = Stats { symbols, ..Stats::default() };
         for id in g.node_ids() {
             let node = g.node(id);
             match &node.op {
@@ -38,7 +46,8 @@ impl Stats {
                 }
                 op => {
                     *s.ops.entry(op.name().to_string()).or_default() += 1;
-                    let ins: Vec<Option<&crate::shape::TensorType>> = node.inputs().iter().map(|i| i.map(|v| g.ty(v))).collect();
+                    let ins: Vec<Option<&crate::shape::TensorType>> =
+                        node.inputs().iter().map(|i| i.map(|v| g.ty(v))).collect();
                     let types: Vec<_> = node.outputs.iter().map(|v| v.ty.clone()).collect();
                     let m = op.macs(&ins, &types);
                     if m > 0 {
@@ -77,7 +86,11 @@ impl fmt::Display for Stats {
             writeln!(f, "largest activation: {name} {ty} ({bytes} bytes)")?;
         }
         if !self.symbols.is_empty() {
-            writeln!(f, "unbound symbolic dims: {} (counted as 0; bind with --dim)", self.symbols.join(", "))?;
+            writeln!(
+                f,
+                "symbolic dims {} counted as 1 (bind them with --dim for other sizes)",
+                self.symbols.join(", ")
+            )?;
         }
         writeln!(f, "{:<24} {:>6} {:>16} {:>7}", "op", "count", "MACs", "share")?;
         for (op, count) in &self.ops {

@@ -42,10 +42,7 @@ pub const MAX_ELEMENTS: usize = 1 << 31;
 
 /// Number of elements of a shape, or `None` when it overflows or exceeds [`MAX_ELEMENTS`].
 pub fn checked_numel(shape: &[usize]) -> Option<usize> {
-    shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .filter(|&n| n <= MAX_ELEMENTS)
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).filter(|&n| n <= MAX_ELEMENTS)
 }
 
 struct VecOwner<T: Pod>(Vec<T>);

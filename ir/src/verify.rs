@@ -25,7 +25,9 @@ pub fn verify(g: &Graph) -> Result<()> {
             if !names.insert(v.name.as_str()) {
                 return fail(format!("value '{}' is defined more than once", v.name));
             }
-            if g.value_by_name(&v.name) != Some(ValueId::new(id, node.outputs.iter().position(|o| o.name == v.name).unwrap_or(0))) {
+            if g.value_by_name(&v.name)
+                != Some(ValueId::new(id, node.outputs.iter().position(|o| o.name == v.name).unwrap_or(0)))
+            {
                 return fail(format!("value '{}' is missing from the name table", v.name));
             }
         }
@@ -34,7 +36,8 @@ pub fn verify(g: &Graph) -> Result<()> {
             .map(|e| (e.weight().to_slot, ValueId::new(e.source(), e.weight().from_slot)))
             .collect();
         from_edges.sort();
-        let from_inputs: Vec<(usize, ValueId)> = node.inputs().iter().enumerate().filter_map(|(i, v)| v.map(|v| (i, v))).collect();
+        let from_inputs: Vec<(usize, ValueId)> =
+            node.inputs().iter().enumerate().filter_map(|(i, v)| v.map(|v| (i, v))).collect();
         if from_edges != from_inputs {
             return fail(format!("node '{}': edges do not match its inputs", node.name));
         }
@@ -62,7 +65,8 @@ pub fn verify(g: &Graph) -> Result<()> {
             continue;
         }
         let mut op = node.op.clone();
-        let types = infer_op(g, &mut op, node.inputs(), node.outputs.len(), &known).map_err(|e| Error::Verify(format!("node '{}' ({}): {e}", node.name, node.op.name())))?;
+        let types = infer_op(g, &mut op, node.inputs(), node.outputs.len(), &known)
+            .map_err(|e| Error::Verify(format!("node '{}' ({}): {e}", node.name, node.op.name())))?;
         for (v, t) in node.outputs.iter().zip(&types) {
             if v.ty != *t {
                 return fail(format!(

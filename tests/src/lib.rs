@@ -80,7 +80,10 @@ pub mod build {
             value: Some(TypeValue::TensorType(TypeTensor {
                 elem_type: elem,
                 shape: Some(TensorShapeProto {
-                    dim: dims.iter().map(|&d| Dimension { value: Some(DimensionValue::DimValue(d)), denotation: String::new() }).collect(),
+                    dim: dims
+                        .iter()
+                        .map(|&d| Dimension { value: Some(DimensionValue::DimValue(d)), denotation: String::new() })
+                        .collect(),
                 }),
             })),
             denotation: String::new(),
@@ -92,11 +95,23 @@ pub mod build {
     }
 
     pub fn f32_tensor(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
-        TensorProto { name: name.into(), dims: dims.to_vec(), data_type: 1, float_data: data.to_vec(), ..Default::default() }
+        TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: 1,
+            float_data: data.to_vec(),
+            ..Default::default()
+        }
     }
 
     pub fn i64_tensor(name: &str, dims: &[i64], data: &[i64]) -> TensorProto {
-        TensorProto { name: name.into(), dims: dims.to_vec(), data_type: 7, int64_data: data.to_vec(), ..Default::default() }
+        TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: 7,
+            int64_data: data.to_vec(),
+            ..Default::default()
+        }
     }
 
     pub fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
@@ -114,11 +129,23 @@ pub mod build {
     }
 
     /// An opset-17 model.
-    pub fn model(nodes: Vec<NodeProto>, inputs: Vec<ValueInfoProto>, outputs: Vec<ValueInfoProto>, inits: Vec<TensorProto>) -> ModelProto {
+    pub fn model(
+        nodes: Vec<NodeProto>,
+        inputs: Vec<ValueInfoProto>,
+        outputs: Vec<ValueInfoProto>,
+        inits: Vec<TensorProto>,
+    ) -> ModelProto {
         ModelProto {
             ir_version: 8,
             opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
-            graph: Some(GraphProto { node: nodes, name: "test".into(), initializer: inits, input: inputs, output: outputs, ..Default::default() }),
+            graph: Some(GraphProto {
+                node: nodes,
+                name: "test".into(),
+                initializer: inits,
+                input: inputs,
+                output: outputs,
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }

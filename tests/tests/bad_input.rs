@@ -125,7 +125,12 @@ fn huge_tensor_claim() {
     let e = import_err(encode(&m));
     assert!(e.contains("'big'") && e.contains("2^31"), "{e}");
     // The same claim on a graph input: the shape is fine to hold, but no op may produce 2^40 elements.
-    let m = model(vec![node("Relu", "relu_big", &["x"], &["y"])], vec![value("x", &[1 << 20, 1 << 20])], vec![value("y", &[1 << 20, 1 << 20])], vec![]);
+    let m = model(
+        vec![node("Relu", "relu_big", &["x"], &["y"])],
+        vec![value("x", &[1 << 20, 1 << 20])],
+        vec![value("y", &[1 << 20, 1 << 20])],
+        vec![],
+    );
     let e = import_err(encode(&m));
     assert!(e.contains("'relu_big'") && e.contains("2^31"), "{e}");
 }
@@ -154,7 +159,15 @@ fn unsupported_ops_are_listed_together() {
         vec![],
     );
     let e = import_err(encode(&m));
-    assert!(e.contains("LSTM") && e.contains("'lstm1'") && e.contains("'lstm2'") && e.contains("Gelu") && e.contains("'gelu1'") && e.contains("opset 17"), "{e}");
+    assert!(
+        e.contains("LSTM")
+            && e.contains("'lstm1'")
+            && e.contains("'lstm2'")
+            && e.contains("Gelu")
+            && e.contains("'gelu1'")
+            && e.contains("opset 17"),
+        "{e}"
+    );
     let mut m = relu_model();
     m.graph.as_mut().expect("graph").node[0].domain = "com.microsoft".into();
     let e = import_err(encode(&m));
@@ -175,7 +188,12 @@ fn unsupported_versions() {
 fn bad_attribute() {
     let mut n = node("Conv", "conv1", &["x", "w"], &["y"]);
     n.attribute.push(ints_attr("strides", &[0, 1]));
-    let m = model(vec![n], vec![value("x", &[1, 1, 4, 4])], vec![value("y", &[1, 1, 2, 2])], vec![f32_tensor("w", &[1, 1, 3, 3], &[0.0; 9])]);
+    let m = model(
+        vec![n],
+        vec![value("x", &[1, 1, 4, 4])],
+        vec![value("y", &[1, 1, 2, 2])],
+        vec![f32_tensor("w", &[1, 1, 3, 3], &[0.0; 9])],
+    );
     let e = import_err(encode(&m));
     assert!(e.contains("'conv1'") && e.contains("strides"), "{e}");
     let mut n = node("Relu", "relu1", &["x"], &["y"]);
@@ -186,7 +204,8 @@ fn bad_attribute() {
 }
 
 fn external_model(location: &str) -> incept_ir::onnx::proto::ModelProto {
-    let mut m = model(vec![node("Add", "add1", &["x", "w"], &["y"])], vec![value("x", &[4])], vec![value("y", &[4])], vec![]);
+    let mut m =
+        model(vec![node("Add", "add1", &["x", "w"], &["y"])], vec![value("x", &[4])], vec![value("y", &[4])], vec![]);
     let mut t = f32_tensor("w", &[4], &[]);
     t.data_location = data_location::EXTERNAL;
     t.external_data = vec![StringStringEntryProto { key: "location".into(), value: location.into() }];
@@ -227,11 +246,15 @@ fn external_data_resolves_inside_and_refuses_escapes() {
         assert!(e.contains("outside the model's folder"), "{e}");
     }
     // From memory there is no folder to resolve against.
-    let e = onnx::load_bytes(encode(&external_model("weights.bin")), &ImportOptions::default()).expect_err("from bytes").to_string();
+    let e = onnx::load_bytes(encode(&external_model("weights.bin")), &ImportOptions::default())
+        .expect_err("from bytes")
+        .to_string();
     assert!(e.contains("'w'") && e.contains("path"), "{e}");
     // Offsets past the end of the file.
     let mut m = external_model("weights.bin");
-    m.graph.as_mut().expect("graph").initializer[0].external_data.push(StringStringEntryProto { key: "offset".into(), value: "1000".into() });
+    m.graph.as_mut().expect("graph").initializer[0]
+        .external_data
+        .push(StringStringEntryProto { key: "offset".into(), value: "1000".into() });
     let p = dir.join("off.onnx");
     std::fs::write(&p, m.encode_to_vec()).expect("write");
     let e = onnx::load(&p, &ImportOptions::default()).expect_err("offset").to_string();
@@ -277,7 +300,7 @@ fn mutate(data: &[u8], rng: &mut SplitMix) -> Vec<u8> {
 #[test]
 fn mutated_fixtures_never_panic() {
     const PER_FIXTURE: usize = 500;
-    let mut rng = SplitMix(0x1ce9_7);
+    let mut rng = SplitMix(0x1ce97);
     let (mut imported, mut rejected) = (0, 0);
     for name in FIXTURES {
         let original = fixture_bytes(name);
@@ -288,7 +311,8 @@ fn mutated_fixtures_never_panic() {
                 data = mutate(&data, &mut rng);
             }
             let result = catch_unwind(AssertUnwindSafe(|| {
-                onnx::load_bytes(Bytes::from(data), &ImportOptions::default()).and_then(|g| verify::verify(&g).map(|_| g))
+                onnx::load_bytes(Bytes::from(data), &ImportOptions::default())
+                    .and_then(|g| verify::verify(&g).map(|_| g))
             }));
             match result {
                 Ok(Ok(_)) => imported += 1,

@@ -39,7 +39,7 @@ fn import_case(model: &Path, inputs: Vec<Tensor>) -> Result<(Graph, Vec<Tensor>)
         }
         Ok((onnx::load(model, &opts)?, rest))
     };
-    let dynamic = |e: &Error| matches!(e, Error::Node { source: OpError::DynamicShape(_), .. });
+    let dynamic = |e: &Error| matches!(e, Error::Node { error: OpError::DynamicShape(_), .. });
     match attempt(&|_| false) {
         Err(e) if dynamic(&e) => match attempt(&|t| t.dtype().is_int()) {
             Err(e) if dynamic(&e) => attempt(&|_| true),
@@ -82,7 +82,8 @@ fn run_case(dir: &Path, (rtol, atol): (f64, f64)) -> Result<usize, String> {
             return Err(format!("{} outputs, expected {}", outs.len(), expected.len()));
         }
         for (k, (got, want)) in outs.iter().zip(&expected).enumerate() {
-            allclose(got, want, rtol, atol).map_err(|e| format!("{}: output {k}: {e}", set.file_name().unwrap_or_default().to_string_lossy()))?;
+            allclose(got, want, rtol, atol)
+                .map_err(|e| format!("{}: output {k}: {e}", set.file_name().unwrap_or_default().to_string_lossy()))?;
         }
     }
     Ok(sets.len())

@@ -8,7 +8,8 @@ use incept_tests::{FIXTURES, fixtures_dir, max_rel_err};
 fn load(name: &str) -> incept_ir::Graph {
     let dir = fixtures_dir();
     let input = npy::read(&dir.join(format!("{name}.input.npy"))).expect("input");
-    onnx::load_for_inputs(&dir.join(format!("{name}.onnx")), &Default::default(), &[(None, input)]).unwrap_or_else(|e| panic!("{name}: {e}"))
+    onnx::load_for_inputs(&dir.join(format!("{name}.onnx")), &Default::default(), &[(None, input)])
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 #[test]

@@ -40,7 +40,10 @@ fn zoo_models_import_print_and_match_onnx_runtime() {
         let got = interp::run(&g, &[input]).unwrap_or_else(|e| panic!("{name}: {e}"));
         let run_s = start.elapsed().as_secs_f64();
         let err = max_rel_err(&got[0], &want).expect("compare");
-        println!("{name}: import {import_ms:.1} ms, {} nodes, reference run {run_s:.1} s, relative error {err:.2e}", g.node_count());
+        println!(
+            "{name}: import {import_ms:.1} ms, {} nodes, reference run {run_s:.1} s, relative error {err:.2e}",
+            g.node_count()
+        );
         assert!(err <= 1e-4, "{name}: relative error {err:e} exceeds 1e-4");
     }
 }

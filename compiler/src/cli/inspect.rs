@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 use incept_ir::stats::Stats;
 use incept_ir::text;
 
+use crate::cli::out;
 use crate::cli::shapes::{ShapeArgs, load_model};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -40,19 +41,18 @@ pub fn run(a: InspectArgs) -> Result<()> {
     let g = load_model(&a.model, &a.shapes, &[])?;
     incept_ir::verify::verify(&g)?;
     if a.stats {
-        println!("model: {}", a.model.display());
+        let mut s = format!("model: {}\n", a.model.display());
         for v in g.input_values() {
-            println!("input: {} {}", g.value(v).name, text::print::format_type(g.ty(v)));
+            s.push_str(&format!("input: {} {}\n", g.value(v).name, text::print::format_type(g.ty(v))));
         }
         for &v in g.outputs() {
-            println!("output: {} {}", g.value(v).name, text::print::format_type(g.ty(v)));
+            s.push_str(&format!("output: {} {}\n", g.value(v).name, text::print::format_type(g.ty(v))));
         }
-        print!("{}", Stats::of(&g));
-        return Ok(());
+        s.push_str(&Stats::of(&g).to_string());
+        return out(&s);
     }
     match a.format {
-        Format::Text => print!("{}", text::print(&g)?),
-        Format::Dot => print!("{}", text::dot::to_dot(&g)?),
+        Format::Text => out(&text::print(&g)?),
+        Format::Dot => out(&text::dot::to_dot(&g)?),
     }
-    Ok(())
 }

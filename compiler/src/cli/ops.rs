@@ -13,11 +13,11 @@ pub struct OpsArgs {
 
 pub fn run(a: OpsArgs) -> Result<()> {
     if a.markdown {
-        print!("{}", incept_ir::ops::markdown_table());
-    } else {
-        for o in incept_ir::ops::OPS {
-            println!("{:<20} since opset {:<3} {}", o.name, o.since, o.notes);
-        }
+        return crate::cli::out(&incept_ir::ops::markdown_table());
     }
-    Ok(())
+    let mut s = String::new();
+    for o in incept_ir::ops::OPS {
+        s.push_str(&format!("{:<20} since opset {:<3} {}\n", o.name, o.since.max(incept_ir::ops::MIN_OPSET), o.notes));
+    }
+    crate::cli::out(&s)
 }

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use incept_ir::{Tensor, interp, npy, onnx};
 
+use crate::cli::out;
 use crate::cli::shapes::{ShapeArgs, load_model};
 
 /// Run a model and write or print its outputs.
@@ -82,7 +83,15 @@ pub fn compare(got: &Tensor, want: &Tensor) -> Result<(f64, f64)> {
     }
     let (g, w) = (got.to_f64s()?, want.to_f64s()?);
     let scale = w.iter().fold(0f64, |m, v| m.max(v.abs()));
-    let max_abs = g.iter().zip(&w).fold(0f64, |m, (a, b)| if a.is_nan() != b.is_nan() { f64::INFINITY } else if a.is_nan() { m } else { m.max((a - b).abs()) });
+    let max_abs = g.iter().zip(&w).fold(0f64, |m, (a, b)| {
+        if a.is_nan() != b.is_nan() {
+            f64::INFINITY
+        } else if a.is_nan() {
+            m
+        } else {
+            m.max((a - b).abs())
+        }
+    });
     Ok((max_abs, if scale > 0.0 { max_abs / scale } else { max_abs }))
 }
 
@@ -124,18 +133,21 @@ pub fn run(a: RunArgs) -> Result<()> {
         }
         for ((name, got), want) in names.iter().zip(&outs).zip(&loaded.expected) {
             let (abs, rel) = compare(got, want).with_context(|| format!("output '{name}'"))?;
-            println!("{name}: max abs diff {abs:.3e}, relative {rel:.3e} vs the expected output");
+            out(&format!("{name}: max abs diff {abs:.3e}, relative {rel:.3e} vs the expected output\n"))?;
         }
     }
     match a.outputs.as_slice() {
         [] => {
             for (name, t) in names.iter().zip(&outs) {
-                println!("{name} {}{:?}: {}", t.dtype(), t.shape(), summary(t));
+                out(&format!("{name} {}{:?}: {}\n", t.dtype(), t.shape(), summary(t)))?;
             }
         }
         [dir] if dir.is_dir() => {
             for (name, t) in names.iter().zip(&outs) {
-                let file: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' }).collect();
+                let file: String = name
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' })
+                    .collect();
                 let p = dir.join(format!("{file}.npy"));
                 npy::write(&p, t)?;
                 eprintln!("wrote {}", p.display());

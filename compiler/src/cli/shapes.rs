@@ -49,5 +49,9 @@ impl ShapeArgs {
 /// inputs the user did not fix (so a dynamic batch binds to the data it runs on).
 pub fn load_model(path: &Path, shapes: &ShapeArgs, inputs: &[(Option<String>, Tensor)]) -> Result<Graph> {
     let opts = shapes.import_options()?;
-    onnx::load_for_inputs(path, &opts, inputs).with_context(|| format!("cannot load '{}'", path.display()))
+    onnx::load_for_inputs(path, &opts, inputs).map_err(|e| match e {
+        // The I/O error already names the file.
+        incept_ir::Error::Io { .. } => anyhow::Error::new(e),
+        e => anyhow::Error::new(e).context(format!("cannot load '{}'", path.display())),
+    })
 }

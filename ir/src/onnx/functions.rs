@@ -43,7 +43,11 @@ fn expand(
     counter: &mut usize,
 ) -> Result<()> {
     let Some(f) = funcs.get(&(n.domain.clone(), n.op_type.clone())) else {
-        out.push(FlatNode { proto: n.clone(), opset: opset_of(imports, ""), domain_opset: opset_of(imports, &n.domain) });
+        out.push(FlatNode {
+            proto: n.clone(),
+            opset: opset_of(imports, ""),
+            domain_opset: opset_of(imports, &n.domain),
+        });
         return Ok(());
     };
     if depth >= MAX_DEPTH {

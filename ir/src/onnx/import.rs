@@ -40,7 +40,9 @@ pub fn import_model(model: &ModelProto, ext: &ExternalData, opts: &ImportOptions
         .map(|o| o.version)
         .ok_or_else(|| Error::Model("the model imports no ai.onnx opset".into()))?;
     if !(MIN_OPSET..=MAX_OPSET).contains(&opset) {
-        return Err(Error::Model(format!("ai.onnx opset {opset} is not supported (incept reads opsets {MIN_OPSET} to {MAX_OPSET})")));
+        return Err(Error::Model(format!(
+            "ai.onnx opset {opset} is not supported (incept reads opsets {MIN_OPSET} to {MAX_OPSET})"
+        )));
     }
     let graph = model.graph.as_ref().ok_or_else(|| Error::Model("the model has no graph".into()))?;
     if !graph.sparse_initializer.is_empty() {
@@ -70,10 +72,13 @@ pub fn import_model(model: &ModelProto, ext: &ExternalData, opts: &ImportOptions
             return Err(Error::Input { name: name.clone(), msg: "is frozen but is not a graph input".into() });
         }
     }
-    for (name, _) in &opts.input_shapes {
+    for name in opts.input_shapes.keys() {
         if !graph.input.iter().any(|vi| &vi.name == name && !init_names.contains(vi.name.as_str())) {
             let names: Vec<String> = g.input_names();
-            return Err(Error::Input { name: name.clone(), msg: format!("no such graph input (inputs: {})", names.join(", ")) });
+            return Err(Error::Input {
+                name: name.clone(),
+                msg: format!("no such graph input (inputs: {})", names.join(", ")),
+            });
         }
     }
     for t in &graph.initializer {
@@ -91,7 +96,9 @@ pub fn import_model(model: &ModelProto, ext: &ExternalData, opts: &ImportOptions
 
     let mut outputs = Vec::with_capacity(graph.output.len());
     for vi in &graph.output {
-        let v = g.value_by_name(&vi.name).ok_or_else(|| Error::Model(format!("graph output '{}' is not produced by any node", vi.name)))?;
+        let v = g
+            .value_by_name(&vi.name)
+            .ok_or_else(|| Error::Model(format!("graph output '{}' is not produced by any node", vi.name)))?;
         check_declared(&g, v, vi)?;
         outputs.push(v);
     }
@@ -123,7 +130,13 @@ fn check_supported(nodes: &[FlatNode]) -> Result<()> {
         if let Some(reason) = reason {
             let opset = if is_default_domain(&p.domain) { n.opset } else { n.domain_opset };
             bad.entry((p.domain.clone(), p.op_type.clone()))
-                .or_insert_with(|| UnsupportedOp { op_type: p.op_type.clone(), domain: p.domain.clone(), opset, nodes: vec![], reason })
+                .or_insert_with(|| UnsupportedOp {
+                    op_type: p.op_type.clone(),
+                    domain: p.domain.clone(),
+                    opset,
+                    nodes: vec![],
+                    reason,
+                })
                 .nodes
                 .push(name);
         }
@@ -138,7 +151,8 @@ fn input_type(vi: &ValueInfoProto, opts: &ImportOptions) -> Result<TensorType> {
         Some(_) => return Err(bad("is not a tensor (sequences, maps and optionals are not supported)".into())),
         None => return Err(bad("has no type".into())),
     };
-    let dtype = DType::from_onnx(tt.elem_type).ok_or_else(|| bad(format!("has unsupported element type {}", DType::onnx_code_name(tt.elem_type))))?;
+    let dtype = DType::from_onnx(tt.elem_type)
+        .ok_or_else(|| bad(format!("has unsupported element type {}", DType::onnx_code_name(tt.elem_type))))?;
     let user = opts.input_shapes.get(&vi.name);
     let Some(shape) = tt.shape.as_ref() else {
         return match user {
@@ -164,11 +178,11 @@ fn input_type(vi: &ValueInfoProto, opts: &ImportOptions) -> Result<TensorType> {
             return Err(bad(format!("has rank {}, the given shape {user:?} has {}", dims.len(), user.len())));
         }
         for (d, &u) in dims.iter().zip(user) {
-            if let Dim::Known(k) = d {
-                if *k != u {
-                    let ty = format_type(&TensorType::new(dtype, dims.clone()));
-                    return Err(bad(format!("has fixed shape {ty}, cannot set {user:?}")));
-                }
+            if let Dim::Known(k) = d
+                && *k != u
+            {
+                let ty = format_type(&TensorType::new(dtype, dims.clone()));
+                return Err(bad(format!("has fixed shape {ty}, cannot set {user:?}")));
             }
         }
         return Ok(TensorType::known(dtype, user));
@@ -199,7 +213,9 @@ fn order_nodes(nodes: &[FlatNode], g: &Graph) -> Result<Vec<usize>> {
                 return Err(Error::Node {
                     node: name,
                     op: n.proto.op_type.clone(),
-                    source: OpError::Invalid(format!("reads value '{inp}', which no node, input or initializer defines")),
+                    error: OpError::Invalid(format!(
+                        "reads value '{inp}', which no node, input or initializer defines"
+                    )),
                 });
             }
         }
@@ -216,7 +232,11 @@ fn order_nodes(nodes: &[FlatNode], g: &Graph) -> Result<Vec<usize>> {
         }
     }
     if order.len() != nodes.len() {
-        let stuck: Vec<String> = (0..nodes.len()).filter(|&i| waiting[i] > 0).take(8).map(|i| format!("'{}'", node_name(&nodes[i].proto))).collect();
+        let stuck: Vec<String> = (0..nodes.len())
+            .filter(|&i| waiting[i] > 0)
+            .take(8)
+            .map(|i| format!("'{}'", node_name(&nodes[i].proto)))
+            .collect();
         return Err(Error::Model(format!("the graph has a cycle through nodes {}", stuck.join(", "))));
     }
     Ok(order)
@@ -261,19 +281,19 @@ fn import_node(g: &mut Graph, n: &FlatNode, ext: &ExternalData, known: &mut Know
         return Ok(());
     }
 
-    let mut inputs: Vec<Option<ValueId>> = p
-        .input
-        .iter()
-        .map(|s| if s.is_empty() { None } else { g.value_by_name(s) })
-        .collect();
+    let mut inputs: Vec<Option<ValueId>> =
+        p.input.iter().map(|s| if s.is_empty() { None } else { g.value_by_name(s) }).collect();
     let opset = n.opset.unwrap_or(MAX_OPSET);
-    let op_type = Upgrade { graph: g, node: &name, opset, attrs: &mut attrs, inputs: &mut inputs }.run(&p.op_type).map_err(wrap)?;
+    let op_type = Upgrade { graph: g, node: &name, opset, attrs: &mut attrs, inputs: &mut inputs }
+        .run(&p.op_type)
+        .map_err(wrap)?;
     while inputs.last().is_some_and(|i| i.is_none()) {
         inputs.pop();
     }
     let mut op = Op::from_attrs(op_type, attrs).map_err(wrap)?;
     let types = infer_op(g, &mut op, &inputs, outputs.len(), known).map_err(wrap)?;
-    let values: Vec<Value> = outputs.into_iter().zip(types.iter().cloned()).map(|(name, ty)| Value { name, ty }).collect();
+    let values: Vec<Value> =
+        outputs.into_iter().zip(types.iter().cloned()).map(|(name, ty)| Value { name, ty }).collect();
     let id = g.add_node_typed(&name, op, inputs, values)?;
     let node = g.node(id);
     learn_values(g, &node.op, node.inputs(), &types, id, known);
@@ -345,11 +365,17 @@ fn constant_value(mut a: Attrs) -> std::result::Result<Tensor, OpError> {
 fn check_declared(g: &Graph, v: ValueId, vi: &ValueInfoProto) -> Result<()> {
     let Some(TypeValue::TensorType(tt)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref()) else { return Ok(()) };
     let got = g.ty(v);
-    let mismatch = |what: &str| Error::Model(format!("graph output '{}': the model declares {what}, but shape inference gives {}", vi.name, format_type(got)));
-    if let Some(d) = DType::from_onnx(tt.elem_type) {
-        if d != got.dtype {
-            return Err(mismatch(&format!("type {d}")));
-        }
+    let mismatch = |what: &str| {
+        Error::Model(format!(
+            "graph output '{}': the model declares {what}, but shape inference gives {}",
+            vi.name,
+            format_type(got)
+        ))
+    };
+    if let Some(d) = DType::from_onnx(tt.elem_type)
+        && d != got.dtype
+    {
+        return Err(mismatch(&format!("type {d}")));
     }
     if let Some(shape) = &tt.shape {
         use crate::onnx::proto::DimensionValue as DV;
@@ -358,15 +384,20 @@ fn check_declared(g: &Graph, v: ValueId, vi: &ValueInfoProto) -> Result<()> {
                 return Err(mismatch(&format!("rank {}", shape.dim.len())));
             }
             for (d, gd) in shape.dim.iter().zip(&got.shape) {
-                if let (Some(DV::DimValue(want)), Dim::Known(have)) = (&d.value, gd) {
-                    if *want >= 0 && *want as usize != *have {
-                        let dims: Vec<String> = shape.dim.iter().map(|d| match &d.value {
+                if let (Some(DV::DimValue(want)), Dim::Known(have)) = (&d.value, gd)
+                    && *want >= 0
+                    && *want as usize != *have
+                {
+                    let dims: Vec<String> = shape
+                        .dim
+                        .iter()
+                        .map(|d| match &d.value {
                             Some(DV::DimValue(v)) => v.to_string(),
                             Some(DV::DimParam(p)) => p.clone(),
                             None => "?".into(),
-                        }).collect();
-                        return Err(mismatch(&format!("shape [{}]", dims.join(","))));
-                    }
+                        })
+                        .collect();
+                    return Err(mismatch(&format!("shape [{}]", dims.join(","))));
                 }
             }
         }

@@ -108,7 +108,12 @@ impl Upgrade<'_> {
         let name = self.graph.fresh_name(&format!("{}/broadcast", self.node));
         let id = self
             .graph
-            .add_node(&name, crate::ops::Op::Reshape(crate::ops::Reshape { allowzero: false }), vec![Some(value), Some(shape)], vec![name.clone()])
+            .add_node(
+                &name,
+                crate::ops::Op::Reshape(crate::ops::Reshape { allowzero: false }),
+                vec![Some(value), Some(shape)],
+                vec![name.clone()],
+            )
             .map_err(|e| OpError::Invalid(e.to_string()))?;
         self.inputs[slot] = Some(ValueId::new(id, 0));
         Ok(())
@@ -128,7 +133,10 @@ impl Upgrade<'_> {
                 }
             }
             "Pad" if op < 11 => {
-                let pads = self.attrs.opt_ints("pads")?.ok_or_else(|| OpError::Invalid("attribute 'pads' is required".into()))?;
+                let pads = self
+                    .attrs
+                    .opt_ints("pads")?
+                    .ok_or_else(|| OpError::Invalid("attribute 'pads' is required".into()))?;
                 let t = Tensor::from_vec(vec![pads.len()], pads);
                 let p = self.add_const("pads", t)?;
                 self.set_input(1, Some(p));
@@ -165,7 +173,11 @@ impl Upgrade<'_> {
                 if let Some(mode) = self.inputs.get(2).copied().flatten() {
                     let training = match self.graph.const_value(mode) {
                         Some(t) => t.to_f64s()?.first().copied().unwrap_or(0.0) != 0.0,
-                        None => return Err(OpError::Unsupported("Dropout with a training_mode computed at run time".into())),
+                        None => {
+                            return Err(OpError::Unsupported(
+                                "Dropout with a training_mode computed at run time".into(),
+                            ));
+                        }
                     };
                     if training {
                         return Err(OpError::Unsupported("Dropout in training mode".into()));
@@ -183,7 +195,10 @@ impl Upgrade<'_> {
             }
             "Upsample" => {
                 let scales = if op < 9 {
-                    let s = self.attrs.opt_floats("scales")?.ok_or_else(|| OpError::Invalid("attribute 'scales' is required".into()))?;
+                    let s = self
+                        .attrs
+                        .opt_floats("scales")?
+                        .ok_or_else(|| OpError::Invalid("attribute 'scales' is required".into()))?;
                     let t = Tensor::from_vec(vec![s.len()], s);
                     Some(self.add_const("scales", t)?)
                 } else {

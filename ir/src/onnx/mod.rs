@@ -58,7 +58,11 @@ pub fn load(path: &Path, opts: &ImportOptions) -> Result<Graph> {
 /// Loads a model file, fixing the shapes of inputs the options leave open to those of the given
 /// tensors (matched by name when all are named, else by order), so that symbolic dims bind to the
 /// data the model will run on.
-pub fn load_for_inputs(path: &Path, opts: &ImportOptions, inputs: &[(Option<String>, crate::tensor::Tensor)]) -> Result<Graph> {
+pub fn load_for_inputs(
+    path: &Path,
+    opts: &ImportOptions,
+    inputs: &[(Option<String>, crate::tensor::Tensor)],
+) -> Result<Graph> {
     let (model, ext) = open(path)?;
     let names = graph_input_names(&model);
     let all_named = inputs.iter().all(|(n, _)| n.is_some());

@@ -15,7 +15,7 @@ use crate::tensor::{Tensor, checked_numel};
 
 /// Maps a file read-only and wraps it as `Bytes` without copying.
 pub fn map_file(path: &Path) -> Result<Bytes> {
-    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let io = |error| Error::Io { path: path.to_path_buf(), error };
     let file = File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
     if len == 0 {
@@ -42,14 +42,19 @@ impl ExternalData {
     fn load(&self, tensor: &str, location: &str, offset: u64, length: Option<u64>) -> Result<Bytes> {
         let err = |msg: String| Error::ExternalData { tensor: tensor.to_string(), msg };
         let Some(dir) = &self.dir else {
-            return Err(err("the model was loaded from memory, so external data files cannot be resolved; load it from its path".into()));
+            return Err(err(
+                "the model was loaded from memory, so external data files cannot be resolved; load it from its path"
+                    .into(),
+            ));
         };
         let rel = Path::new(location);
         if location.is_empty() {
             return Err(err("empty location".into()));
         }
         if rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
-            return Err(err(format!("location '{location}' must be a relative path inside the model's folder (no absolute paths, no '..')")));
+            return Err(err(format!(
+                "location '{location}' must be a relative path inside the model's folder (no absolute paths, no '..')"
+            )));
         }
         let path = dir.join(rel);
         let canon_dir = dir.canonicalize().map_err(|e| err(format!("cannot resolve the model folder: {e}")))?;
@@ -103,14 +108,19 @@ pub fn tensor_from_proto(t: &TensorProto, ext: &ExternalData) -> Result<Tensor> 
         }
         dims.push(d as usize);
     }
-    let numel = checked_numel(&dims).ok_or_else(|| bad(format!("shape {:?} claims more than 2^31 elements", t.dims)))?;
+    let numel =
+        checked_numel(&dims).ok_or_else(|| bad(format!("shape {:?} claims more than 2^31 elements", t.dims)))?;
     let nbytes = numel * dtype.size();
     let wrap = |data: Bytes| Tensor::from_bytes(dtype, dims.clone(), data).map_err(|e| bad(e.to_string()));
     if t.data_location == data_location::EXTERNAL {
         let mut location = None;
         let (mut offset, mut length) = (0u64, None);
         for kv in &t.external_data {
-            let num = || kv.value.parse::<u64>().map_err(|_| bad(format!("external_data {} '{}' is not a number", kv.key, kv.value)));
+            let num = || {
+                kv.value
+                    .parse::<u64>()
+                    .map_err(|_| bad(format!("external_data {} '{}' is not a number", kv.key, kv.value)))
+            };
             match kv.key.as_str() {
                 "location" => location = Some(kv.value.clone()),
                 "offset" => offset = num()?,
@@ -130,7 +140,11 @@ pub fn tensor_from_proto(t: &TensorProto, ext: &ExternalData) -> Result<Tensor> 
     }
     if !t.raw_data.is_empty() || numel == 0 {
         if t.raw_data.len() != nbytes {
-            return Err(bad(format!("raw_data has {} bytes, shape {:?} of {dtype} needs {nbytes}", t.raw_data.len(), t.dims)));
+            return Err(bad(format!(
+                "raw_data has {} bytes, shape {:?} of {dtype} needs {nbytes}",
+                t.raw_data.len(),
+                t.dims
+            )));
         }
         return wrap(t.raw_data.clone());
     }

@@ -44,9 +44,8 @@ pub fn broadcast_offsets(inp: &[usize], out: &[usize]) -> Vec<usize> {
     let pad = rank - inp.len();
     let in_strides = strides_of(inp);
     // Stride 0 along broadcast dims.
-    let strides: Vec<usize> = (0..rank)
-        .map(|k| if k < pad || inp[k - pad] == 1 { 0 } else { in_strides[k - pad] })
-        .collect();
+    let strides: Vec<usize> =
+        (0..rank).map(|k| if k < pad || inp[k - pad] == 1 { 0 } else { in_strides[k - pad] }).collect();
     let numel: usize = out.iter().product();
     let mut offs = Vec::with_capacity(numel);
     if numel == 0 {
@@ -130,16 +129,46 @@ macro_rules! with_numeric {
     ($dt:expr, $T:ident => $body:expr) => {{
         use $crate::dtype::DType;
         match $dt {
-            DType::F32 => { type $T = f32; $body }
-            DType::F64 => { type $T = f64; $body }
-            DType::I8 => { type $T = i8; $body }
-            DType::U8 => { type $T = u8; $body }
-            DType::I16 => { type $T = i16; $body }
-            DType::U16 => { type $T = u16; $body }
-            DType::I32 => { type $T = i32; $body }
-            DType::U32 => { type $T = u32; $body }
-            DType::I64 => { type $T = i64; $body }
-            DType::U64 => { type $T = u64; $body }
+            DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            DType::I8 => {
+                type $T = i8;
+                $body
+            }
+            DType::U8 => {
+                type $T = u8;
+                $body
+            }
+            DType::I16 => {
+                type $T = i16;
+                $body
+            }
+            DType::U16 => {
+                type $T = u16;
+                $body
+            }
+            DType::I32 => {
+                type $T = i32;
+                $body
+            }
+            DType::U32 => {
+                type $T = u32;
+                $body
+            }
+            DType::I64 => {
+                type $T = i64;
+                $body
+            }
+            DType::U64 => {
+                type $T = u64;
+                $body
+            }
             d => Err($crate::error::OpError::Unsupported(format!("arithmetic on {d}"))),
         }
     }};

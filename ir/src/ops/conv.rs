@@ -129,7 +129,11 @@ impl Window {
                     let span = (self.kernel[i] - 1) * self.dilations[i] + 1;
                     let total = ((out - 1) * self.strides[i] + span).saturating_sub(input[i]);
                     let small = total / 2;
-                    let (b, e) = if self.auto_pad == AutoPad::SameUpper { (small, total - small) } else { (total - small, small) };
+                    let (b, e) = if self.auto_pad == AutoPad::SameUpper {
+                        (small, total - small)
+                    } else {
+                        (total - small, small)
+                    };
                     self.pads[i] = b;
                     self.pads[n + i] = e;
                 }
@@ -273,12 +277,15 @@ impl OpDef for Conv {
                 acc.fill(bv[mi]);
                 for ci in 0..cg {
                     let xc = &xv[(ni * c + g * cg + ci) * id * ih * iw..][..id * ih * iw];
-                    for (kz, ky, kx) in (0..kd).flat_map(|a| (0..kh).flat_map(move |b| (0..kw).map(move |c| (a, b, c)))) {
+                    for (kz, ky, kx) in (0..kd).flat_map(|a| (0..kh).flat_map(move |b| (0..kw).map(move |c| (a, b, c))))
+                    {
                         let wt = wv[(((mi * cg + ci) * kd + kz) * kh + ky) * kw + kx];
                         for oz in 0..od {
                             let Some(iz) = (oz * sd + kz * dd).checked_sub(pd).filter(|&v| v < id) else { continue };
                             for oy in 0..oh {
-                                let Some(iy) = (oy * sh + ky * dh).checked_sub(ph).filter(|&v| v < ih) else { continue };
+                                let Some(iy) = (oy * sh + ky * dh).checked_sub(ph).filter(|&v| v < ih) else {
+                                    continue;
+                                };
                                 let row = &xc[(iz * ih + iy) * iw..][..iw];
                                 let orow = &mut acc[(oz * oh + oy) * ow..][..ow];
                                 for (ox, o) in orow.iter_mut().enumerate() {
@@ -394,7 +401,11 @@ impl ConvTranspose {
                 let f = full(i, &self.window, &self.output_padding);
                 let p = self.window.pads[i] + self.window.pads[n + i];
                 if f <= p {
-                    invalid!("pads {}+{} leave no output in spatial dim {i}", self.window.pads[i], self.window.pads[n + i]);
+                    invalid!(
+                        "pads {}+{} leave no output in spatial dim {i}",
+                        self.window.pads[i],
+                        self.window.pads[n + i]
+                    );
                 }
                 Ok(f - p)
             })
@@ -477,9 +488,13 @@ impl OpDef for ConvTranspose {
                             for kx in 0..kw {
                                 let wt = wv[(((cin * mg + mo) * kd + kz) * kh + ky) * kw + kx];
                                 for iz in 0..id {
-                                    let Some(oz) = (iz * sd + kz * dd).checked_sub(pd).filter(|&v| v < od) else { continue };
+                                    let Some(oz) = (iz * sd + kz * dd).checked_sub(pd).filter(|&v| v < od) else {
+                                        continue;
+                                    };
                                     for iy in 0..ih {
-                                        let Some(oy) = (iy * sh + ky * dh).checked_sub(ph).filter(|&v| v < oh) else { continue };
+                                        let Some(oy) = (iy * sh + ky * dh).checked_sub(ph).filter(|&v| v < oh) else {
+                                            continue;
+                                        };
                                         for ix in 0..iw {
                                             if let Some(ox) = (ix * sw + kx * dw).checked_sub(pw).filter(|&v| v < ow) {
                                                 acc[(oz * oh + oy) * ow + ox] += wt * xc[(iz * ih + iy) * iw + ix];

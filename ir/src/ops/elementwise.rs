@@ -328,8 +328,12 @@ impl OpDef for Cast {
         let shape = x.shape().to_vec();
         let out = match x.dtype() {
             DType::F32 | DType::F64 => cast_from_f64(&x.to_f64s()?, self.to, shape)?,
-            DType::Bool => cast_from_i128(&x.view_bool()?.iter().map(|&b| b as i128).collect::<Vec<_>>(), self.to, shape)?,
-            DType::U64 => cast_from_i128(&x.view::<u64>()?.iter().map(|&b| b as i128).collect::<Vec<_>>(), self.to, shape)?,
+            DType::Bool => {
+                cast_from_i128(&x.view_bool()?.iter().map(|&b| b as i128).collect::<Vec<_>>(), self.to, shape)?
+            }
+            DType::U64 => {
+                cast_from_i128(&x.view::<u64>()?.iter().map(|&b| b as i128).collect::<Vec<_>>(), self.to, shape)?
+            }
             DType::F16 => return Err(OpError::Unsupported("Cast from f16".into())),
             _ => cast_from_i128(&x.to_i64s()?.iter().map(|&b| b as i128).collect::<Vec<_>>(), self.to, shape)?,
         };

@@ -217,7 +217,9 @@ impl OpDef for Transpose {
             self.perm = (0..x.rank()).rev().collect();
         }
         let mut seen = vec![false; x.rank()];
-        if self.perm.len() != x.rank() || self.perm.iter().any(|&p| p >= x.rank() || std::mem::replace(&mut seen[p], true)) {
+        if self.perm.len() != x.rank()
+            || self.perm.iter().any(|&p| p >= x.rank() || std::mem::replace(&mut seen[p], true))
+        {
             invalid!("perm {:?} is not a permutation of the {} dims of {x}", self.perm, x.rank());
         }
         Ok(vec![TensorType::new(x.dtype, self.perm.iter().map(|&p| x.shape[p].clone()).collect())])
@@ -420,7 +422,7 @@ impl Split {
                     invalid!("no outputs");
                 }
                 let part = dim.div_ceil(n);
-                if self.num_outputs.is_none() && dim % n != 0 {
+                if self.num_outputs.is_none() && !dim.is_multiple_of(n) {
                     invalid!("dim {dim} does not split evenly into {n} outputs");
                 }
                 Ok((0..n).map(|i| part.min(dim.saturating_sub(i * part))).collect())
@@ -503,7 +505,13 @@ impl Slice {
         Ok(Op::Slice(Slice))
     }
 
-    fn spec(x: &[Dim], starts: &[i64], ends: &[i64], axes: Option<&[i64]>, steps: Option<&[i64]>) -> Result<(SliceSpec, Shape), OpError> {
+    fn spec(
+        x: &[Dim],
+        starts: &[i64],
+        ends: &[i64],
+        axes: Option<&[i64]>,
+        steps: Option<&[i64]>,
+    ) -> Result<(SliceSpec, Shape), OpError> {
         let n = starts.len();
         if ends.len() != n || axes.is_some_and(|a| a.len() != n) || steps.is_some_and(|s| s.len() != n) {
             invalid!("starts, ends, axes and steps must have the same length");

@@ -107,6 +107,9 @@ impl OpDef for Gemm {
     }
 }
 
+/// Output shape, batch shape, and (M, K, N).
+type MatMulPlan = (Vec<Dim>, Vec<Dim>, [Dim; 3]);
+
 /// numpy `matmul`: batched over leading dims with broadcasting; 1-D operands are promoted to
 /// matrices and the added dim removed from the result.
 #[derive(Clone, Debug, PartialEq)]
@@ -118,7 +121,7 @@ impl MatMul {
     }
 
     /// Output shape, batch shape, (M, K, N) of the promoted operands.
-    fn plan(a: &[Dim], b: &[Dim]) -> Result<(Vec<Dim>, Vec<Dim>, [Dim; 3]), OpError> {
+    fn plan(a: &[Dim], b: &[Dim]) -> Result<MatMulPlan, OpError> {
         if a.is_empty() || b.is_empty() {
             invalid!("MatMul operands must have rank >= 1");
         }

@@ -449,16 +449,46 @@ macro_rules! with_dtype {
     ($dt:expr, $T:ident => $body:expr) => {{
         use $crate::dtype::DType;
         match $dt {
-            DType::F32 => { type $T = f32; $body }
-            DType::F64 => { type $T = f64; $body }
-            DType::I8 => { type $T = i8; $body }
-            DType::U8 | DType::Bool => { type $T = u8; $body }
-            DType::I16 => { type $T = i16; $body }
-            DType::U16 | DType::F16 => { type $T = u16; $body }
-            DType::I32 => { type $T = i32; $body }
-            DType::U32 => { type $T = u32; $body }
-            DType::I64 => { type $T = i64; $body }
-            DType::U64 => { type $T = u64; $body }
+            DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            DType::I8 => {
+                type $T = i8;
+                $body
+            }
+            DType::U8 | DType::Bool => {
+                type $T = u8;
+                $body
+            }
+            DType::I16 => {
+                type $T = i16;
+                $body
+            }
+            DType::U16 | DType::F16 => {
+                type $T = u16;
+                $body
+            }
+            DType::I32 => {
+                type $T = i32;
+                $body
+            }
+            DType::U32 => {
+                type $T = u32;
+                $body
+            }
+            DType::I64 => {
+                type $T = i64;
+                $body
+            }
+            DType::U64 => {
+                type $T = u64;
+                $body
+            }
         }
     }};
 }
@@ -485,9 +515,7 @@ pub fn raw_tensor<T: crate::tensor::Element>(dtype: DType, shape: Vec<usize>, v:
 
 /// The supported-op table as Markdown (the README embeds it; a test keeps the two equal).
 pub fn markdown_table() -> String {
-    let mut s = format!(
-        "| op | opsets | notes |\n|---|---|---|\n"
-    );
+    let mut s = "| op | opsets | notes |\n|---|---|---|\n".to_string();
     for o in OPS {
         let from = o.since.max(MIN_OPSET);
         s.push_str(&format!("| {} | {from}-{MAX_OPSET} | {} |\n", o.name, o.notes));

@@ -56,7 +56,8 @@ impl OpDef for BatchNorm {
 
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = input(inputs, 0)?;
-        let p: Vec<Vec<f64>> = (1..5).map(|i| input(inputs, i)?.to_f64s().map_err(OpError::from)).collect::<Result<_, _>>()?;
+        let p: Vec<Vec<f64>> =
+            (1..5).map(|i| input(inputs, i)?.to_f64s().map_err(OpError::from)).collect::<Result<_, _>>()?;
         let (scale, bias, mean, var) = (&p[0], &p[1], &p[2], &p[3]);
         let xs = x.shape();
         let c = xs[1];

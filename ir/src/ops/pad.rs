@@ -74,10 +74,10 @@ impl OpDef for Pad {
         let x = cx.ty(0)?;
         let pads = cx.const_ints(1, "pads")?.unwrap_or_default();
         let axes = cx.const_ints(3, "axes")?;
-        if let Some(v) = cx.opt_ty(2) {
-            if v.dtype != x.dtype || v.numel() != Some(1) {
-                invalid!("constant_value {v} must be one element of the input's type {}", x.dtype);
-            }
+        if let Some(v) = cx.opt_ty(2)
+            && (v.dtype != x.dtype || v.numel() != Some(1))
+        {
+            invalid!("constant_value {v} must be one element of the input's type {}", x.dtype);
         }
         let pads = Pad::full_pads(x.rank(), &pads, axes.as_deref())?;
         let shape = x
@@ -109,7 +109,8 @@ impl OpDef for Pad {
         let axes = opt_input(inputs, 3).map(|a| a.to_i64s()).transpose()?;
         let pads = Pad::full_pads(x.rank(), &pads, axes.as_deref())?;
         let xs = x.shape();
-        let out_shape: Vec<usize> = xs.iter().zip(&pads).map(|(&d, &(b, e))| (d as i64 + b + e).max(0) as usize).collect();
+        let out_shape: Vec<usize> =
+            xs.iter().zip(&pads).map(|(&d, &(b, e))| (d as i64 + b + e).max(0) as usize).collect();
         let strides = strides_of(xs);
         let mode = self.mode;
         // Maps an output coordinate to an input coordinate, or None for the constant fill.

@@ -97,7 +97,9 @@ impl OpDef for Pool {
                                 for kx in 0..kw {
                                     let xx = pos(ox, kx, sw, dw, pw);
                                     let inside = |v: i64, size: usize| v >= 0 && (v as usize) < size;
-                                    let in_pad = |v: i64, size: usize, p: usize, q: usize| v >= -(p as i64) && v < (size + q) as i64;
+                                    let in_pad = |v: i64, size: usize, p: usize, q: usize| {
+                                        v >= -(p as i64) && v < (size + q) as i64
+                                    };
                                     if inside(z, id) && inside(y, ih) && inside(xx, iw) {
                                         let v = xp[(z as usize * ih + y as usize) * iw + xx as usize];
                                         sum += v;
@@ -182,7 +184,9 @@ impl OpDef for GlobalPool {
                 let s = &xv[p * size..][..size];
                 match self.kind {
                     PoolKind::Avg => s.iter().sum::<f64>() / size as f64,
-                    PoolKind::Max => s.iter().copied().fold(f64::NEG_INFINITY, |a, b| if b > a || b.is_nan() { b } else { a }),
+                    PoolKind::Max => {
+                        s.iter().copied().fold(f64::NEG_INFINITY, |a, b| if b > a || b.is_nan() { b } else { a })
+                    }
                 }
             })
             .collect();

@@ -114,7 +114,8 @@ impl OpDef for Reduce {
         if self.kind == ReduceKind::Mean {
             acc.iter_mut().for_each(|a| *a /= count as f64);
         }
-        let shape: Vec<usize> = self.out_shape(&crate::shape::known_shape(xs), &mask).iter().filter_map(Dim::known).collect();
+        let shape: Vec<usize> =
+            self.out_shape(&crate::shape::known_shape(xs), &mask).iter().filter_map(Dim::known).collect();
         Ok(vec![from_f64(x.dtype(), shape, acc)])
     }
 

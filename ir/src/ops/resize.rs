@@ -76,7 +76,11 @@ pub struct Resize {
 }
 
 fn lookup<T: Copy>(table: &[(T, &str)], s: &str, what: &str) -> Result<T, OpError> {
-    table.iter().find(|(_, n)| *n == s).map(|(v, _)| *v).ok_or_else(|| OpError::Invalid(format!("unknown {what} '{s}'")))
+    table
+        .iter()
+        .find(|(_, n)| *n == s)
+        .map(|(v, _)| *v)
+        .ok_or_else(|| OpError::Invalid(format!("unknown {what} '{s}'")))
 }
 
 fn name_of<T: Copy + PartialEq>(table: &[(T, &'static str)], v: T) -> &'static str {
@@ -91,7 +95,11 @@ impl Resize {
             "cubic" => return Err(OpError::Unsupported("Resize mode 'cubic'".into())),
             m => invalid!("unknown mode '{m}'"),
         };
-        let coord = lookup(&COORD_MODES, &a.string("coordinate_transformation_mode", "half_pixel")?, "coordinate_transformation_mode")?;
+        let coord = lookup(
+            &COORD_MODES,
+            &a.string("coordinate_transformation_mode", "half_pixel")?,
+            "coordinate_transformation_mode",
+        )?;
         let nearest = lookup(&NEAREST_MODES, &a.string("nearest_mode", "round_prefer_floor")?, "nearest_mode")?;
         let extrapolation_value = a.float("extrapolation_value", 0.0)?;
         // Cubic-only attributes.
@@ -127,7 +135,7 @@ impl Resize {
                     invalid!("scales has {} entries for {} axes", s.len(), axes.len());
                 }
                 for (&ax, &v) in axes.iter().zip(s) {
-                    if !(v > 0.0) {
+                    if v.is_nan() || v <= 0.0 {
                         invalid!("scale {v} must be positive");
                     }
                     sc[ax] = v;
@@ -142,7 +150,10 @@ impl Resize {
                 if z.len() != axes.len() {
                     invalid!("sizes has {} entries for {} axes", z.len(), axes.len());
                 }
-                let dims: Vec<f64> = axes.iter().map(|&ax| need_known(&x[ax], "resized dim").map(|d| d as f64)).collect::<Result<_, _>>()?;
+                let dims: Vec<f64> = axes
+                    .iter()
+                    .map(|&ax| need_known(&x[ax], "resized dim").map(|d| d as f64))
+                    .collect::<Result<_, _>>()?;
                 if z.iter().any(|&v| v < 0) {
                     invalid!("sizes {z:?} has a negative entry");
                 }
@@ -221,10 +232,18 @@ impl Resize {
             NearestMode::Floor => x.floor(),
             NearestMode::Ceil => x.ceil(),
             NearestMode::RoundPreferFloor => {
-                if x.fract().abs() == 0.5 { x.floor() } else { x.round() }
+                if x.fract().abs() == 0.5 {
+                    x.floor()
+                } else {
+                    x.round()
+                }
             }
             NearestMode::RoundPreferCeil => {
-                if x.fract().abs() == 0.5 { x.ceil() } else { x.round() }
+                if x.fract().abs() == 0.5 {
+                    x.ceil()
+                } else {
+                    x.round()
+                }
             }
         }
     }

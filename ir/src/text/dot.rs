@@ -23,12 +23,15 @@ pub fn to_dot(g: &Graph) -> Result<String, crate::error::Error> {
             Op::Const(_) => continue,
             Op::Input(_) => {
                 let v = &node.outputs[0];
-                let _ = writeln!(out, "  n{key} [shape=ellipse, label=\"{}\\n{}\"];", escape(&v.name), format_type(&v.ty));
+                let _ =
+                    writeln!(out, "  n{key} [shape=ellipse, label=\"{}\\n{}\"];", escape(&v.name), format_type(&v.ty));
             }
             op => {
                 let consts: Vec<String> = node
                     .input_values()
-                    .filter_map(|v| g.const_value(v).map(|t| format_type(&crate::shape::TensorType::known(t.dtype(), t.shape()))))
+                    .filter_map(|v| {
+                        g.const_value(v).map(|t| format_type(&crate::shape::TensorType::known(t.dtype(), t.shape())))
+                    })
                     .collect();
                 let mut label = format!("{}\\n{}", op.name(), escape(&node.name));
                 for c in consts {
@@ -46,7 +49,12 @@ pub fn to_dot(g: &Graph) -> Result<String, crate::error::Error> {
         }
     }
     for (i, &v) in g.outputs().iter().enumerate() {
-        let _ = writeln!(out, "  out{i} [shape=ellipse, label=\"{}\"];\n  n{} -> out{i};", escape(&g.value(v).name), v.node.index());
+        let _ = writeln!(
+            out,
+            "  out{i} [shape=ellipse, label=\"{}\"];\n  n{} -> out{i};",
+            escape(&g.value(v).name),
+            v.node.index()
+        );
     }
     out.push_str("}\n");
     Ok(out)

@@ -108,9 +108,14 @@ fn lex(text: &str) -> Result<Vec<Token>> {
                             Some('"') => s.push('"'),
                             Some('\\') => s.push('\\'),
                             Some('u') => {
-                                let end = (j..chars.len()).find(|&k| chars[k] == '}').ok_or_else(|| err(l0, c0, "bad \\u escape".into()))?;
+                                let end = (j..chars.len())
+                                    .find(|&k| chars[k] == '}')
+                                    .ok_or_else(|| err(l0, c0, "bad \\u escape".into()))?;
                                 let hex: String = chars[j + 3..end].iter().collect();
-                                let ch = u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32).ok_or_else(|| err(l0, c0, "bad \\u escape".into()))?;
+                                let ch = u32::from_str_radix(&hex, 16)
+                                    .ok()
+                                    .and_then(char::from_u32)
+                                    .ok_or_else(|| err(l0, c0, "bad \\u escape".into()))?;
                                 s.push(ch);
                                 j = end - 1;
                             }
@@ -335,18 +340,16 @@ impl Parser<'_> {
             }
         }
         let mut attrs = vec![];
-        if self.eat('{') {
-            if !self.eat('}') {
-                loop {
-                    let Tok::Ident(k) = self.next() else { return self.err("expected an attribute name") };
-                    self.expect('=')?;
-                    let v = self.attr_value()?;
-                    attrs.push((k, v));
-                    if self.eat('}') {
-                        break;
-                    }
-                    self.expect(',')?;
+        if self.eat('{') && !self.eat('}') {
+            loop {
+                let Tok::Ident(k) = self.next() else { return self.err("expected an attribute name") };
+                self.expect('=')?;
+                let v = self.attr_value()?;
+                attrs.push((k, v));
+                if self.eat('}') {
+                    break;
                 }
+                self.expect(',')?;
             }
         }
         self.expect(':')?;
@@ -364,7 +367,12 @@ impl Parser<'_> {
         let id = g.add_node(&name, op, inputs, outs).or_else(|e| self.err(e.to_string()))?;
         for (v, want) in g.node(id).outputs.iter().zip(&types) {
             if v.ty != *want {
-                return self.err(format!("%{} is declared {} but infers as {}", v.name, format_type(want), format_type(&v.ty)));
+                return self.err(format!(
+                    "%{} is declared {} but infers as {}",
+                    v.name,
+                    format_type(want),
+                    format_type(&v.ty)
+                ));
             }
         }
         self.pos = here;
@@ -529,7 +537,11 @@ impl Parser<'_> {
                     vec![self.literal()?]
                 };
                 if vals.len() != numel {
-                    return self.err(format!("constant {} needs {numel} values, found {}", format_type(&ty), vals.len()));
+                    return self.err(format!(
+                        "constant {} needs {numel} values, found {}",
+                        format_type(&ty),
+                        vals.len()
+                    ));
                 }
                 self.tensor_from_literals(ty.dtype, dims, &vals)
             }

@@ -52,12 +52,17 @@ fn format_values(t: &Tensor) -> Vec<String> {
     match t.dtype() {
         DType::F32 => t.view::<f32>().map(|v| v.iter().map(|&x| fmt_f32(x)).collect()).unwrap_or_default(),
         DType::F64 => t.view::<f64>().map(|v| v.iter().map(|&x| fmt_f64(x)).collect()).unwrap_or_default(),
-        DType::Bool => t.view_bool().map(|v| v.iter().map(|&b| if b != 0 { "true" } else { "false" }.to_string()).collect()).unwrap_or_default(),
+        DType::Bool => t
+            .view_bool()
+            .map(|v| v.iter().map(|&b| if b != 0 { "true" } else { "false" }.to_string()).collect())
+            .unwrap_or_default(),
         DType::I8 => ints::<i8>(t),
         DType::U8 => ints::<u8>(t),
         DType::I16 => ints::<i16>(t),
         DType::U16 => ints::<u16>(t),
-        DType::F16 => crate::ops::raw_view::<u16>(t).map(|v| v.iter().map(|x| x.to_string()).collect()).unwrap_or_default(),
+        DType::F16 => {
+            crate::ops::raw_view::<u16>(t).map(|v| v.iter().map(|x| x.to_string()).collect()).unwrap_or_default()
+        }
         DType::I32 => ints::<i32>(t),
         DType::U32 => ints::<u32>(t),
         DType::I64 => ints::<i64>(t),
@@ -97,7 +102,8 @@ pub fn print(g: &Graph) -> Result<String, crate::error::Error> {
             }
             op => {
                 let outs: Vec<String> = node.outputs.iter().map(|v| format!("%{}", name(&v.name))).collect();
-                let ins: Vec<String> = node.inputs().iter().map(|i| i.map_or("_".to_string(), |v| value_ref(g, v))).collect();
+                let ins: Vec<String> =
+                    node.inputs().iter().map(|i| i.map_or("_".to_string(), |v| value_ref(g, v))).collect();
                 let _ = write!(out, "  {} = {}({})", outs.join(", "), op.name(), ins.join(", "));
                 let attrs = op.attrs();
                 if !attrs.is_empty() {

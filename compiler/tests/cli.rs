@@ -1,0 +1,142 @@
+//! The `incept` binary end to end: output formats, the reference run, and clean errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use incept_ir::npy;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+fn incept(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_incept")).args(args).output().expect("run incept")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs a command that must fail cleanly; returns its stderr.
+fn fails(args: &[&str]) -> String {
+    let o = incept(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{args:?} should fail with exit code 1: {err}");
+    assert!(err.starts_with("error: "), "{args:?}: {err}");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{args:?}: {err}");
+    err
+}
+
+fn model(name: &str) -> String {
+    fixtures().join(format!("{name}.onnx")).display().to_string()
+}
+
+#[test]
+fn inspect_prints_ir_stats_and_dot() {
+    let o = incept(&["inspect", &model("mini_inception")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ir = stdout(&o);
+    assert!(ir.starts_with("graph \"tf2onnx\" {") && ir.contains("Concat(") && ir.trim_end().ends_with('}'), "{ir}");
+
+    let o = incept(&["inspect", &model("mini_inception"), "--stats"]);
+    let s = stdout(&o);
+    assert!(o.status.success());
+    assert!(
+        s.contains("MACs: 38.21 M (38210328)") && s.contains("parameters:") && s.contains("largest activation:"),
+        "{s}"
+    );
+    assert!(s.lines().any(|l| l.starts_with("Conv") && l.contains("24")), "{s}");
+
+    let o = incept(&["inspect", &model("mini_xception"), "--format", "dot"]);
+    assert!(o.status.success() && stdout(&o).starts_with("digraph"));
+}
+
+#[test]
+fn symbolic_dims_bind_from_flags() {
+    let o = incept(&["inspect", &model("torch_resnet_mini")]);
+    assert!(stdout(&o).contains("input %input : f32[N,3,64,64]"));
+    let o = incept(&["inspect", &model("torch_resnet_mini"), "--dim", "N=2"]);
+    assert!(stdout(&o).contains("input %input : f32[2,3,64,64]"), "{}", stderr(&o));
+    let o = incept(&["inspect", &model("torch_resnet_mini"), "--shape", "input=4,3,64,64", "--stats"]);
+    assert!(stdout(&o).contains("output: output f32[4,10]"), "{}", stderr(&o));
+    let e = fails(&["inspect", &model("torch_resnet_mini"), "--shape", "input=4,3,32,64"]);
+    assert!(e.contains("input") && e.contains("fixed shape"), "{e}");
+    let e = fails(&["inspect", &model("torch_resnet_mini"), "--shape", "nope=1"]);
+    assert!(e.contains("nope") && e.contains("no such graph input"), "{e}");
+    let e = fails(&["inspect", &model("torch_resnet_mini"), "--dim", "N"]);
+    assert!(e.contains("--dim expects KEY=VALUE"), "{e}");
+}
+
+#[test]
+fn run_reference_writes_npy_matching_onnx_runtime() {
+    let dir = std::env::temp_dir().join(format!("incept-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let out = dir.join("out.npy");
+    let input = fixtures().join("torch_separable_mini.input.npy");
+    let o = incept(&[
+        "run",
+        "--reference",
+        &model("torch_separable_mini"),
+        "-i",
+        input.to_str().unwrap_or_default(),
+        "-o",
+        out.to_str().unwrap_or_default(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = npy::read(&out).expect("output npy");
+    let want = npy::read(&fixtures().join("torch_separable_mini.ort_output.npy")).expect("ort");
+    let (g, w) = (got.view::<f32>().expect("f32"), want.view::<f32>().expect("f32"));
+    let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(g.iter().zip(w.iter()).all(|(a, b)| (a - b).abs() <= 1e-4 * scale));
+
+    // Without -o the outputs are summarised, with the top classes.
+    let o =
+        incept(&["run", "--reference", &model("torch_separable_mini"), "-i", &format!("input={}", input.display())]);
+    assert!(stdout(&o).contains("output f32[1, 10]") && stdout(&o).contains("top-5"), "{}", stdout(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn run_reads_onnx_test_data_folders() {
+    let case =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/conformance/data/node/test_conv_with_strides_padding");
+    let o = incept(&[
+        "run",
+        "--reference",
+        case.join("model.onnx").to_str().unwrap_or_default(),
+        "-i",
+        case.join("test_data_set_0").to_str().unwrap_or_default(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("max abs diff 0.000e0"), "{}", stdout(&o));
+}
+
+#[test]
+fn errors_are_clean() {
+    let e = fails(&["inspect", "/no/such/model.onnx"]);
+    assert!(e.contains("/no/such/model.onnx"), "{e}");
+    let e = fails(&["inspect", &fixtures().join("mini_resnet.input.npy").display().to_string()]);
+    assert!(e.contains("protobuf") || e.contains("ONNX"), "{e}");
+    let input = fixtures().join("mini_resnet.input.npy").display().to_string();
+    let e = fails(&["run", &model("mini_resnet"), "-i", &input]);
+    assert!(e.contains("--reference"), "{e}");
+    let e = fails(&["run", "--reference", &model("mini_inception"), "-i", &input]);
+    assert!(e.contains("input") && e.contains("fixed shape"), "{e}");
+    let e = fails(&["run", "--reference", &model("mini_resnet")]);
+    assert!(e.contains("1 input(s)") && e.contains("0 given"), "{e}");
+    let e = fails(&["run", "--reference", &model("mini_resnet"), "-i", "/no/such.npy"]);
+    assert!(e.contains("/no/such.npy"), "{e}");
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let o = incept(&["--help"]);
+    let h = stdout(&o);
+    assert!(o.status.success() && h.contains("inspect") && h.contains("run") && h.contains("ops"), "{h}");
+    let o = incept(&["run", "--help"]);
+    assert!(stdout(&o).contains("--reference") && stdout(&o).contains("test data folder"));
+}
