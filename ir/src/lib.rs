@@ -2,6 +2,9 @@
 //! form that prints and parses, a verifier, and the reference interpreter that defines what every
 //! op means.
 
+// Index loops read closest to the definitions they implement (the reference semantics).
+#![allow(clippy::needless_range_loop)]
+
 pub mod attrs;
 pub mod dtype;
 pub mod error;
