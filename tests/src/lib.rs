@@ -128,6 +128,32 @@ pub mod build {
         AttributeProto { name: name.into(), r#type: attribute_type::INTS, ints: v.to_vec(), ..Default::default() }
     }
 
+    pub fn int_attr(name: &str, v: i64) -> AttributeProto {
+        AttributeProto { name: name.into(), r#type: attribute_type::INT, i: v, ..Default::default() }
+    }
+
+    pub fn float_attr(name: &str, v: f32) -> AttributeProto {
+        AttributeProto { name: name.into(), r#type: attribute_type::FLOAT, f: v, ..Default::default() }
+    }
+
+    pub fn floats_attr(name: &str, v: &[f32]) -> AttributeProto {
+        AttributeProto { name: name.into(), r#type: attribute_type::FLOATS, floats: v.to_vec(), ..Default::default() }
+    }
+
+    pub fn str_attr(name: &str, v: &str) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            r#type: attribute_type::STRING,
+            s: bytes::Bytes::copy_from_slice(v.as_bytes()),
+            ..Default::default()
+        }
+    }
+
+    /// A node with attributes, named after its first output.
+    pub fn node_with(op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
+        NodeProto { attribute: attrs, ..node(op, outputs[0], inputs, outputs) }
+    }
+
     /// An opset-17 model.
     pub fn model(
         nodes: Vec<NodeProto>,
@@ -135,9 +161,20 @@ pub mod build {
         outputs: Vec<ValueInfoProto>,
         inits: Vec<TensorProto>,
     ) -> ModelProto {
+        model_opset(17, nodes, inputs, outputs, inits)
+    }
+
+    /// A model importing the given ai.onnx opset.
+    pub fn model_opset(
+        opset: i64,
+        nodes: Vec<NodeProto>,
+        inputs: Vec<ValueInfoProto>,
+        outputs: Vec<ValueInfoProto>,
+        inits: Vec<TensorProto>,
+    ) -> ModelProto {
         ModelProto {
-            ir_version: 8,
-            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+            ir_version: if opset < 9 { 3 } else { 8 },
+            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: opset }],
             graph: Some(GraphProto {
                 node: nodes,
                 name: "test".into(),
