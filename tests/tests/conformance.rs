@@ -39,7 +39,12 @@ fn import_case(model: &Path, inputs: Vec<Tensor>) -> Result<(Graph, Vec<Tensor>)
         }
         Ok((onnx::load(model, &opts)?, rest))
     };
-    let dynamic = |e: &Error| matches!(e, Error::Node { error: OpError::DynamicShape(_), .. });
+    // Shapes, or other inputs that must be constants (Dropout's training_mode), known only at run time.
+    let dynamic = |e: &Error| match e {
+        Error::Node { error: OpError::DynamicShape(_), .. } => true,
+        Error::Node { error: OpError::Unsupported(m), .. } => m.contains("computed at run time"),
+        _ => false,
+    };
     match attempt(&|_| false) {
         Err(e) if dynamic(&e) => match attempt(&|t| t.dtype().is_int()) {
             Err(e) if dynamic(&e) => attempt(&|_| true),

@@ -179,8 +179,17 @@ impl Upgrade<'_> {
                             ));
                         }
                     };
-                    if training {
-                        return Err(OpError::Unsupported("Dropout in training mode".into()));
+                    // In training mode only a ratio of 0 is deterministic (nothing is dropped).
+                    let ratio = match self.inputs.get(1).copied().flatten() {
+                        Some(r) => {
+                            self.graph.const_value(r).and_then(|t| t.to_f64s().ok()).and_then(|v| v.first().copied())
+                        }
+                        None => Some(0.5),
+                    };
+                    if training && ratio != Some(0.0) {
+                        return Err(OpError::Unsupported(
+                            "Dropout in training mode (random) with a nonzero ratio".into(),
+                        ));
                     }
                 }
                 self.inputs.truncate(1);

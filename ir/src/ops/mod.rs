@@ -344,7 +344,7 @@ registry! {
     "LogSoftmax", 1, "softmax", "2-D coercion before opset 13" => |a| Softmax::build(true, a);
     "MatMul", 1, "matmul", "batched, numpy broadcasting" => MatMul::build;
     "Max", 6, "binary", "variadic, numpy broadcasting" => |a| Variadic::build("Max", a);
-    "MaxPool", 1, "pool", "ceil_mode, dilations, asymmetric pads; no indices output" => |a| Pool::build(PoolKind::Max, a);
+    "MaxPool", 1, "pool", "ceil_mode, dilations, asymmetric pads, Indices output" => |a| Pool::build(PoolKind::Max, a);
     "Min", 6, "binary", "variadic, numpy broadcasting" => |a| Variadic::build("Min", a);
     "Mul", 6, "binary", "numpy broadcasting (opset 6: broadcast/axis attributes)" => |a| Binary::build("Mul", a);
     "Neg", 6, "elementwise", "" => |a| Unary::build("Neg", a);
@@ -357,7 +357,7 @@ registry! {
     "ReduceSum", 1, "reduce", "" => |a| Reduce::build(ReduceKind::Sum, a);
     "Relu", 6, "elementwise", "" => |a| Unary::build("Relu", a);
     "Reshape", 5, "layout", "allowzero" => Reshape::build;
-    "Resize", 10, "resize", "nearest and linear (any coordinate transform), no cubic, no antialias" => Resize::build;
+    "Resize", 10, "resize", "nearest, linear, cubic, antialias; every coordinate transform" => Resize::build;
     "Shape", 1, "shape", "start/end" => ShapeOf::build;
     "Sigmoid", 6, "elementwise", "" => |a| Unary::build("Sigmoid", a);
     "Slice", 1, "layout", "" => Slice::build;

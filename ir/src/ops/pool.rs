@@ -23,6 +23,8 @@ pub struct Pool {
     /// Average pool only: divide by the window size including padding (clipped to the padded
     /// input) rather than by the number of real elements.
     pub count_include_pad: bool,
+    /// Max pool only: the optional Indices output counts in column-major order.
+    pub column_major_indices: bool,
 }
 
 impl Pool {
@@ -32,15 +34,11 @@ impl Pool {
             invalid!("attribute 'kernel_shape' is required");
         }
         let ceil_mode = a.int("ceil_mode", 0)? != 0;
-        let count_include_pad = match kind {
-            PoolKind::Avg => a.int("count_include_pad", 0)? != 0,
-            PoolKind::Max => {
-                // Only affects the Indices output, which is not supported.
-                a.ignore("storage_order");
-                false
-            }
+        let (count_include_pad, column_major_indices) = match kind {
+            PoolKind::Avg => (a.int("count_include_pad", 0)? != 0, false),
+            PoolKind::Max => (false, a.int("storage_order", 0)? != 0),
         };
-        Ok(Op::Pool(Pool { kind, window, ceil_mode, count_include_pad }))
+        Ok(Op::Pool(Pool { kind, window, ceil_mode, count_include_pad, column_major_indices }))
     }
 }
 
@@ -54,8 +52,9 @@ impl OpDef for Pool {
 
     fn infer(&mut self, cx: &InferCx) -> Result<Vec<TensorType>, OpError> {
         cx.arity(1, 1)?;
-        if cx.n_outputs != 1 {
-            return Err(OpError::Unsupported("MaxPool's Indices output".into()));
+        let max_outputs = if self.kind == PoolKind::Max { 2 } else { 1 };
+        if cx.n_outputs > max_outputs {
+            invalid!("has at most {max_outputs} output(s), found {}", cx.n_outputs);
         }
         let x = cx.ty(0)?;
         expect_float(x, "input")?;
@@ -63,7 +62,11 @@ impl OpDef for Pool {
         let out = self.window.resolve(&spatial, self.ceil_mode)?;
         let mut shape = x.shape[..2].to_vec();
         shape.extend(out.into_iter().map(Dim::Known));
-        Ok(vec![TensorType::new(x.dtype, shape)])
+        let mut types = vec![TensorType::new(x.dtype, shape.clone())];
+        if cx.n_outputs == 2 {
+            types.push(TensorType::new(crate::dtype::DType::I64, shape));
+        }
+        Ok(types)
     }
 
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
@@ -82,6 +85,12 @@ impl OpDef for Pool {
         let xv = x.to_f64s()?;
         let planes = xs[0] * xs[1];
         let mut out = Vec::with_capacity(planes * od * oh * ow);
+        let mut indices: Vec<i64> = Vec::with_capacity(out.capacity());
+        // Flat index of an input element (row-major, or column-major over the spatial dims).
+        let flat = |pl: usize, z: usize, y: usize, x: usize| -> i64 {
+            let spatial = if self.column_major_indices { z + y * id + x * id * ih } else { (z * ih + y) * iw + x };
+            (pl * id * ih * iw + spatial) as i64
+        };
         // A window coordinate is real when inside the input, padding when inside the pads.
         let pos = |o: usize, k: usize, s: usize, d: usize, p: usize| (o * s + k * d) as i64 - p as i64;
         for pl in 0..planes {
@@ -89,7 +98,9 @@ impl OpDef for Pool {
             for oz in 0..od {
                 for oy in 0..oh {
                     for ox in 0..ow {
-                        let (mut sum, mut max, mut real, mut padded) = (0f64, f64::NEG_INFINITY, 0usize, 0usize);
+                        let (mut sum, mut real, mut padded) = (0f64, 0usize, 0usize);
+                        // The first real element, then any strictly greater one (ONNX reference).
+                        let mut max: Option<(f64, i64)> = None;
                         for kz in 0..kd {
                             let z = pos(oz, kz, sd, dd, pd);
                             for ky in 0..kh {
@@ -101,10 +112,11 @@ impl OpDef for Pool {
                                         v >= -(p as i64) && v < (size + q) as i64
                                     };
                                     if inside(z, id) && inside(y, ih) && inside(xx, iw) {
-                                        let v = xp[(z as usize * ih + y as usize) * iw + xx as usize];
+                                        let (z, y, xx) = (z as usize, y as usize, xx as usize);
+                                        let v = xp[(z * ih + y) * iw + xx];
                                         sum += v;
-                                        if v > max || v.is_nan() {
-                                            max = v;
+                                        if max.is_none_or(|(m, _)| v > m) {
+                                            max = Some((v, flat(pl, z, y, xx)));
                                         }
                                         real += 1;
                                     }
@@ -115,7 +127,11 @@ impl OpDef for Pool {
                             }
                         }
                         out.push(match self.kind {
-                            PoolKind::Max => max,
+                            PoolKind::Max => {
+                                let (m, i) = max.unwrap_or((f64::NEG_INFINITY, -1));
+                                indices.push(i);
+                                m
+                            }
                             PoolKind::Avg => {
                                 let div = if self.count_include_pad { padded } else { real };
                                 if div == 0 { 0.0 } else { sum / div as f64 }
@@ -127,7 +143,11 @@ impl OpDef for Pool {
         }
         let mut shape = xs[..2].to_vec();
         shape.extend(osp);
-        Ok(vec![from_f64(x.dtype(), shape, out)])
+        let mut outs = vec![from_f64(x.dtype(), shape.clone(), out)];
+        if self.kind == PoolKind::Max {
+            outs.push(Tensor::from_vec(shape, indices));
+        }
+        Ok(outs)
     }
 
     fn attrs(&self) -> AttrList {
@@ -136,6 +156,9 @@ impl OpDef for Pool {
         out.push(("ceil_mode", AttrValue::Int(self.ceil_mode as i64)));
         if self.kind == PoolKind::Avg {
             out.push(("count_include_pad", AttrValue::Int(self.count_include_pad as i64)));
+        }
+        if self.column_major_indices {
+            out.push(("storage_order", AttrValue::Int(1)));
         }
         out
     }

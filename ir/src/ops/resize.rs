@@ -1,5 +1,6 @@
-//! Resize (nearest and linear, every coordinate transformation mode). Upsample and the opset-10
-//! Resize are imported as this op with the asymmetric transform and floor rounding they implied.
+//! Resize (nearest, linear and cubic, with antialiasing, every coordinate transformation mode).
+//! Upsample and the opset-10 Resize are imported as this op with the asymmetric transform and the
+//! rounding they implied.
 
 use crate::attrs::{AttrList, AttrValue, Attrs};
 use crate::error::OpError;
@@ -13,6 +14,7 @@ use crate::tensor::Tensor;
 pub enum ResizeMode {
     Nearest,
     Linear,
+    Cubic,
 }
 
 /// How an output coordinate maps back to an input coordinate.
@@ -73,6 +75,12 @@ pub struct Resize {
     pub extrapolation_value: f32,
     pub axes: Option<Vec<i64>>,
     pub aspect: AspectPolicy,
+    /// Cubic only: the kernel's `A` and whether taps outside the input are dropped (and the rest
+    /// renormalised) instead of repeating the edge.
+    pub cubic_coeff_a: f32,
+    pub exclude_outside: bool,
+    /// Linear and cubic: widen the filter by 1/scale when shrinking.
+    pub antialias: bool,
 }
 
 fn lookup<T: Copy>(table: &[(T, &str)], s: &str, what: &str) -> Result<T, OpError> {
@@ -92,7 +100,7 @@ impl Resize {
         let mode = match a.string("mode", "nearest")?.as_str() {
             "nearest" => ResizeMode::Nearest,
             "linear" | "bilinear" | "trilinear" => ResizeMode::Linear,
-            "cubic" => return Err(OpError::Unsupported("Resize mode 'cubic'".into())),
+            "cubic" | "bicubic" => ResizeMode::Cubic,
             m => invalid!("unknown mode '{m}'"),
         };
         let coord = lookup(
@@ -102,12 +110,10 @@ impl Resize {
         )?;
         let nearest = lookup(&NEAREST_MODES, &a.string("nearest_mode", "round_prefer_floor")?, "nearest_mode")?;
         let extrapolation_value = a.float("extrapolation_value", 0.0)?;
-        // Cubic-only attributes.
-        a.ignore("cubic_coeff_a");
-        a.ignore("exclude_outside");
-        if a.int("antialias", 0)? != 0 && mode == ResizeMode::Linear {
-            return Err(OpError::Unsupported("Resize with antialias".into()));
-        }
+        let cubic_coeff_a = a.float("cubic_coeff_a", -0.75)?;
+        let exclude_outside = a.int("exclude_outside", 0)? != 0;
+        // Nearest mode has no filter to widen.
+        let antialias = a.int("antialias", 0)? != 0 && mode != ResizeMode::Nearest;
         let axes = a.opt_ints("axes")?;
         let aspect = match a.string("keep_aspect_ratio_policy", "stretch")?.as_str() {
             "stretch" => AspectPolicy::Stretch,
@@ -115,7 +121,17 @@ impl Resize {
             "not_smaller" => AspectPolicy::NotSmaller,
             p => invalid!("unknown keep_aspect_ratio_policy '{p}'"),
         };
-        Ok(Op::Resize(Resize { mode, coord, nearest, extrapolation_value, axes, aspect }))
+        Ok(Op::Resize(Resize {
+            mode,
+            coord,
+            nearest,
+            extrapolation_value,
+            axes,
+            aspect,
+            cubic_coeff_a,
+            exclude_outside,
+            antialias,
+        }))
     }
 
     /// Output dims and the per-dim scales, from the input dims and scales or sizes.
@@ -248,6 +264,45 @@ impl Resize {
         }
     }
 
+    /// Filter weights for taps at offsets `first..first + n` from `i0`, where the sample point is
+    /// `i0 + ratio` with `ratio` in (0, 1] (the ONNX reference's convention: the left neighbour is
+    /// preferred on exact hits).
+    fn filter(&self, ratio: f64, scale: f64) -> (i64, Vec<f64>) {
+        let a = self.cubic_coeff_a as f64;
+        let cubic = |x: f64| {
+            let x = x.abs();
+            if x <= 1.0 {
+                ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+            } else if x < 2.0 {
+                ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
+            } else {
+                0.0
+            }
+        };
+        let (first, weights): (i64, Vec<f64>) = match (self.mode, self.antialias) {
+            (ResizeMode::Linear, false) | (ResizeMode::Nearest, _) => (0, vec![1.0 - ratio, ratio]),
+            (ResizeMode::Cubic, false) => (-1, (-1..3).map(|i| cubic(i as f64 - ratio)).collect()),
+            (ResizeMode::Linear, true) => {
+                // A triangle stretched by 1/scale when shrinking.
+                let s = scale.min(1.0);
+                let first = (-1.0 / s).floor() as i64 + 1;
+                let n = 2 - 2 * first;
+                (first, (first..first + n).map(|i| (1.0 - ((i as f64 - ratio) * s).abs()).clamp(0.0, 1.0)).collect())
+            }
+            (ResizeMode::Cubic, true) => {
+                let s = scale.min(1.0);
+                let first = (-2.0 / s).floor() as i64 + 1;
+                let n = 2 - 2 * first;
+                (first, (first..first + n).map(|i| cubic(s * (i as f64 - ratio))).collect())
+            }
+        };
+        if self.antialias {
+            let sum: f64 = weights.iter().sum();
+            return (first, weights.into_iter().map(|w| w / sum).collect());
+        }
+        (first, weights)
+    }
+
     /// Per output index of one axis: the input taps and weights, or `None` to extrapolate.
     fn taps(&self, d_in: usize, d_out: usize, scale: f64, roi: (f64, f64)) -> Vec<Option<Vec<(usize, f64)>>> {
         (0..d_out)
@@ -257,16 +312,30 @@ impl Resize {
                 if self.coord == CoordMode::TfCropAndResize && (x < 0.0 || x > last) {
                     return None;
                 }
-                Some(match self.mode {
-                    ResizeMode::Nearest => vec![(self.round(x, scale).clamp(0.0, last) as usize, 1.0)],
-                    ResizeMode::Linear => {
-                        let x = x.clamp(0.0, last);
-                        let i0 = x.floor();
-                        let w = x - i0;
-                        let i0 = i0 as usize;
-                        vec![(i0, 1.0 - w), ((i0 + 1).min(d_in - 1), w)]
+                if self.mode == ResizeMode::Nearest {
+                    return Some(vec![(self.round(x, scale).clamp(0.0, last) as usize, 1.0)]);
+                }
+                let i0 = x.ceil() - 1.0;
+                let (first, mut weights) = self.filter(x - i0, scale);
+                let base = i0 as i64 + first;
+                if self.exclude_outside && self.mode == ResizeMode::Cubic {
+                    for (k, w) in weights.iter_mut().enumerate() {
+                        let i = base + k as i64;
+                        if i < 0 || i > last as i64 {
+                            *w = 0.0;
+                        }
                     }
-                })
+                    let sum: f64 = weights.iter().sum();
+                    weights.iter_mut().for_each(|w| *w /= sum);
+                }
+                // Taps outside the input repeat the edge.
+                Some(
+                    weights
+                        .into_iter()
+                        .enumerate()
+                        .map(|(k, w)| ((base + k as i64).clamp(0, last as i64) as usize, w))
+                        .collect(),
+                )
             })
             .collect()
     }
@@ -342,7 +411,17 @@ impl OpDef for Resize {
 
     fn attrs(&self) -> AttrList {
         let mut a = vec![
-            ("mode", AttrValue::Str(if self.mode == ResizeMode::Nearest { "nearest" } else { "linear" }.into())),
+            (
+                "mode",
+                AttrValue::Str(
+                    match self.mode {
+                        ResizeMode::Nearest => "nearest",
+                        ResizeMode::Linear => "linear",
+                        ResizeMode::Cubic => "cubic",
+                    }
+                    .into(),
+                ),
+            ),
             ("coordinate_transformation_mode", AttrValue::Str(name_of(&COORD_MODES, self.coord).into())),
         ];
         if self.mode == ResizeMode::Nearest {
@@ -350,6 +429,13 @@ impl OpDef for Resize {
         }
         if self.coord == CoordMode::TfCropAndResize {
             a.push(("extrapolation_value", AttrValue::Float(self.extrapolation_value)));
+        }
+        if self.mode == ResizeMode::Cubic {
+            a.push(("cubic_coeff_a", AttrValue::Float(self.cubic_coeff_a)));
+            a.push(("exclude_outside", AttrValue::Int(self.exclude_outside as i64)));
+        }
+        if self.antialias {
+            a.push(("antialias", AttrValue::Int(1)));
         }
         if let Some(axes) = &self.axes {
             a.push(("axes", AttrValue::Ints(axes.clone())));
