@@ -189,6 +189,40 @@ pub fn to3(v: &[usize], fill: usize) -> [usize; 3] {
     out
 }
 
+/// What Conv and ConvTranspose check alike about their input and weights.
+struct ConvInputs<'a> {
+    x: &'a TensorType,
+    w: &'a TensorType,
+    /// Static weight dims.
+    ws: Vec<usize>,
+    /// Static spatial dims of the input.
+    spatial: Vec<usize>,
+    /// Input channels.
+    c: usize,
+}
+
+impl<'a> ConvInputs<'a> {
+    /// Checks types and ranks, and takes `kernel_shape` from the weights when absent.
+    fn check(cx: &InferCx<'a>, window: &mut Window) -> Result<ConvInputs<'a>, OpError> {
+        cx.arity(2, 3)?;
+        let (x, w) = (cx.ty(0)?, cx.ty(1)?);
+        expect_float(x, "input")?;
+        same_dtype(x, w, "input and weights")?;
+        let spatial = spatial_dims(x, "input")?;
+        let ws = w.static_dims().ok_or_else(|| OpError::DynamicShape("weights with symbolic shape".into()))?;
+        if ws.len() != x.rank() {
+            invalid!("weights {w} must have the input's rank {}", x.rank());
+        }
+        if window.kernel.is_empty() {
+            window.kernel = ws[2..].to_vec();
+        } else if window.kernel != ws[2..] {
+            invalid!("kernel_shape {:?} disagrees with weights {w}", window.kernel);
+        }
+        let c = need_known(&x.shape[1], "input channel count")?;
+        Ok(ConvInputs { x, w, ws, spatial, c })
+    }
+}
+
 /// Convolution (cross-correlation, ONNX semantics), any number of groups.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Conv {
@@ -213,21 +247,7 @@ impl OpDef for Conv {
     }
 
     fn infer(&mut self, cx: &InferCx) -> Result<Vec<TensorType>, OpError> {
-        cx.arity(2, 3)?;
-        let (x, w) = (cx.ty(0)?, cx.ty(1)?);
-        expect_float(x, "input")?;
-        same_dtype(x, w, "input and weights")?;
-        let spatial = spatial_dims(x, "input")?;
-        let ws = w.static_dims().ok_or_else(|| OpError::DynamicShape("weights with symbolic shape".into()))?;
-        if ws.len() != x.rank() {
-            invalid!("weights {w} must have the input's rank {}", x.rank());
-        }
-        if self.window.kernel.is_empty() {
-            self.window.kernel = ws[2..].to_vec();
-        } else if self.window.kernel != ws[2..] {
-            invalid!("kernel_shape {:?} disagrees with weights {w}", self.window.kernel);
-        }
-        let c = need_known(&x.shape[1], "input channel count")?;
+        let ConvInputs { x, w, ws, spatial, c } = ConvInputs::check(cx, &mut self.window)?;
         let m = ws[0];
         if c != ws[1] * self.group {
             invalid!("input has {c} channels but weights {w} with group {} expect {}", self.group, ws[1] * self.group);
@@ -419,21 +439,7 @@ impl OpDef for ConvTranspose {
     }
 
     fn infer(&mut self, cx: &InferCx) -> Result<Vec<TensorType>, OpError> {
-        cx.arity(2, 3)?;
-        let (x, w) = (cx.ty(0)?, cx.ty(1)?);
-        expect_float(x, "input")?;
-        same_dtype(x, w, "input and weights")?;
-        let spatial = spatial_dims(x, "input")?;
-        let ws = w.static_dims().ok_or_else(|| OpError::DynamicShape("weights with symbolic shape".into()))?;
-        if ws.len() != x.rank() {
-            invalid!("weights {w} must have the input's rank {}", x.rank());
-        }
-        if self.window.kernel.is_empty() {
-            self.window.kernel = ws[2..].to_vec();
-        } else if self.window.kernel != ws[2..] {
-            invalid!("kernel_shape {:?} disagrees with weights {w}", self.window.kernel);
-        }
-        let c = need_known(&x.shape[1], "input channel count")?;
+        let ConvInputs { x, w, ws, spatial, c } = ConvInputs::check(cx, &mut self.window)?;
         if c != ws[0] || c % self.group != 0 {
             invalid!("input has {c} channels but weights {w} (group {}) expect {}", self.group, ws[0]);
         }
