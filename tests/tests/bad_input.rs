@@ -124,15 +124,15 @@ fn huge_tensor_claim() {
     g.initializer.push(f32_tensor("big", &[1 << 20, 1 << 20], &[]));
     let e = import_err(encode(&m));
     assert!(e.contains("'big'") && e.contains("2^31"), "{e}");
-    // The same claim on a graph input: the shape is fine to hold, but no op may produce 2^40 elements.
+    // No op may produce 2^40 elements either.
     let m = model(
-        vec![node("Relu", "relu_big", &["x"], &["y"])],
-        vec![value("x", &[1 << 20, 1 << 20])],
+        vec![node("Expand", "expand_big", &["x", "shape"], &["y"])],
+        vec![value("x", &[1])],
         vec![value("y", &[1 << 20, 1 << 20])],
-        vec![],
+        vec![i64_tensor("shape", &[2], &[1 << 20, 1 << 20])],
     );
     let e = import_err(encode(&m));
-    assert!(e.contains("'relu_big'") && e.contains("2^31"), "{e}");
+    assert!(e.contains("'expand_big'") && e.contains("2^31"), "{e}");
 }
 
 #[test]
@@ -326,4 +326,66 @@ fn mutated_fixtures_never_panic() {
     }
     println!("mutated fixtures: {imported} still import and verify, {rejected} rejected with an error, 0 panics");
     assert_eq!(imported + rejected, FIXTURES.len() * PER_FIXTURE);
+}
+
+#[test]
+fn absurd_attribute_values_are_refused_not_overflowed() {
+    let conv = |attr: incept_ir::onnx::proto::AttributeProto| {
+        let mut n = node("Conv", "conv1", &["x", "w"], &["y"]);
+        n.attribute.push(attr);
+        model(
+            vec![n],
+            vec![value("x", &[1, 1, 4, 4])],
+            vec![value("y", &[1, 1, 2, 2])],
+            vec![f32_tensor("w", &[1, 1, 3, 3], &[0.0; 9])],
+        )
+    };
+    for attr in [
+        ints_attr("strides", &[i64::MAX, 1]),
+        ints_attr("dilations", &[1 << 40, 1]),
+        ints_attr("pads", &[i64::MAX, 0, 0, 0]),
+        int_attr("group", i64::MIN),
+    ] {
+        let name = attr.name.clone();
+        let e = import_err(encode(&conv(attr)));
+        assert!(e.contains("'conv1'") && e.contains(&name), "{name}: {e}");
+    }
+    let pad = model(
+        vec![node("Pad", "pad1", &["x", "pads"], &["y"])],
+        vec![value("x", &[2])],
+        vec![value("y", &[2])],
+        vec![i64_tensor("pads", &[2], &[i64::MAX, i64::MAX])],
+    );
+    assert!(import_err(encode(&pad)).contains("'pad1'"));
+    let slice = model(
+        vec![node("Slice", "slice1", &["x", "s", "e", "a", "st"], &["y"])],
+        vec![value("x", &[4])],
+        vec![value("y", &[4])],
+        vec![
+            i64_tensor("s", &[1], &[0]),
+            i64_tensor("e", &[1], &[4]),
+            i64_tensor("a", &[1], &[0]),
+            i64_tensor("st", &[1], &[i64::MIN]),
+        ],
+    );
+    assert!(import_err(encode(&slice)).contains("'slice1'"));
+    let split = model(
+        vec![node("Split", "split1", &["x", "sizes"], &["a", "b", "c"])],
+        vec![value("x", &[4])],
+        vec![value("a", &[1]), value("b", &[1]), value("c", &[2])],
+        vec![i64_tensor("sizes", &[3], &[i64::MAX, i64::MAX, 2])],
+    );
+    assert!(import_err(encode(&split)).contains("'split1'"));
+    let mut d2s = node("DepthToSpace", "d2s", &["x"], &["y"]);
+    d2s.attribute.push(int_attr("blocksize", 1 << 40));
+    let m = model(vec![d2s], vec![value("x", &[1, 4, 2, 2])], vec![value("y", &[1, 1, 4, 4])], vec![]);
+    assert!(import_err(encode(&m)).contains("'d2s'"));
+    let m = model(
+        vec![node("Relu", "r", &["x"], &["y"])],
+        vec![value("x", &[1 << 62, 4])],
+        vec![value("y", &[1 << 62, 4])],
+        vec![],
+    );
+    let e = import_err(encode(&m));
+    assert!(e.contains("'x'") && e.contains("2^31"), "{e}");
 }

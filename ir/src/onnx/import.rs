@@ -173,7 +173,14 @@ fn input_type(vi: &ValueInfoProto, opts: &ImportOptions) -> Result<TensorType> {
             _ => Dim::Sym(format!("{}_dim{i}", vi.name)),
         });
     }
+    let known: Vec<usize> = dims.iter().filter_map(Dim::known).collect();
+    if crate::tensor::checked_numel(&known).is_none() {
+        return Err(bad(format!("shape {} has more than 2^31 elements", shape_text(&dims))));
+    }
     if let Some(user) = user {
+        if crate::tensor::checked_numel(user).is_none() {
+            return Err(bad(format!("the given shape {user:?} has more than 2^31 elements")));
+        }
         if user.len() != dims.len() {
             return Err(bad(format!("has rank {}, the given shape {user:?} has {}", dims.len(), user.len())));
         }
@@ -188,6 +195,10 @@ fn input_type(vi: &ValueInfoProto, opts: &ImportOptions) -> Result<TensorType> {
         return Ok(TensorType::known(dtype, user));
     }
     Ok(TensorType::new(dtype, dims))
+}
+
+fn shape_text(dims: &[Dim]) -> String {
+    format!("[{}]", dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","))
 }
 
 /// Orders node indices so that every value is produced before it is read, keeping the model's

@@ -50,22 +50,26 @@ pub struct Window {
     pub auto_pad: AutoPad,
 }
 
-fn positive(v: Vec<i64>, what: &str) -> Result<Vec<usize>, OpError> {
+/// Largest value a size-like attribute may take. Keeping kernels, strides, dilations and pads
+/// below 2^31 keeps every window computation far from overflow.
+pub const MAX_ATTR: i64 = crate::tensor::MAX_ELEMENTS as i64;
+
+pub(crate) fn positive(v: Vec<i64>, what: &str) -> Result<Vec<usize>, OpError> {
     v.into_iter()
         .map(|x| {
-            if x < 1 {
-                invalid!("{what} must be positive, found {x}")
+            if !(1..=MAX_ATTR).contains(&x) {
+                invalid!("{what} must be between 1 and 2^31, found {x}")
             }
             Ok(x as usize)
         })
         .collect()
 }
 
-fn non_negative(v: Vec<i64>, what: &str) -> Result<Vec<usize>, OpError> {
+pub(crate) fn non_negative(v: Vec<i64>, what: &str) -> Result<Vec<usize>, OpError> {
     v.into_iter()
         .map(|x| {
-            if x < 0 {
-                invalid!("{what} must not be negative, found {x}")
+            if !(0..=MAX_ATTR).contains(&x) {
+                invalid!("{what} must be between 0 and 2^31, found {x}")
             }
             Ok(x as usize)
         })
@@ -233,11 +237,8 @@ pub struct Conv {
 impl Conv {
     pub fn build(a: &mut Attrs) -> Result<Op, OpError> {
         let window = Window::from_attrs(a)?;
-        let group = a.int("group", 1)?;
-        if group < 1 {
-            invalid!("group must be positive, found {group}");
-        }
-        Ok(Op::Conv(Conv { window, group: group as usize }))
+        let group = positive(vec![a.int("group", 1)?], "group")?[0];
+        Ok(Op::Conv(Conv { window, group }))
     }
 }
 
@@ -358,13 +359,10 @@ pub struct ConvTranspose {
 impl ConvTranspose {
     pub fn build(a: &mut Attrs) -> Result<Op, OpError> {
         let window = Window::from_attrs(a)?;
-        let group = a.int("group", 1)?;
-        if group < 1 {
-            invalid!("group must be positive, found {group}");
-        }
+        let group = positive(vec![a.int("group", 1)?], "group")?[0];
         let output_padding = non_negative(a.opt_ints("output_padding")?.unwrap_or_default(), "output_padding")?;
         let output_shape = positive(a.opt_ints("output_shape")?.unwrap_or_default(), "output_shape")?;
-        Ok(Op::ConvTranspose(ConvTranspose { window, group: group as usize, output_padding, output_shape }))
+        Ok(Op::ConvTranspose(ConvTranspose { window, group, output_padding, output_shape }))
     }
 
     /// Resolves pads from `output_shape`/`auto_pad` and returns the output spatial sizes.

@@ -411,7 +411,7 @@ impl Split {
     fn sizes(&self, dim: usize, split: Option<Vec<i64>>, n_outputs: usize) -> Result<Vec<usize>, OpError> {
         match split {
             Some(s) => {
-                if s.iter().any(|&v| v < 0) || s.iter().sum::<i64>() != dim as i64 {
+                if s.iter().any(|&v| v < 0) || s.iter().map(|&v| v as i128).sum::<i128>() != dim as i128 {
                     invalid!("split sizes {s:?} do not add up to the dim {dim}");
                 }
                 Ok(s.into_iter().map(|v| v as usize).collect())
@@ -534,8 +534,8 @@ impl Slice {
                 invalid!("axis {ax} is sliced twice");
             }
             let step = steps.map_or(1, |s| s[i]);
-            if step == 0 {
-                invalid!("step must not be 0");
+            if step == 0 || step.unsigned_abs() > crate::ops::conv::MAX_ATTR as u64 {
+                invalid!("step {step} must be nonzero and within 2^31");
             }
             let dim = need_known(&x[ax], &format!("sliced dim {ax}"))? as i64;
             let fix = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
@@ -645,8 +645,7 @@ pub struct DepthToSpace {
 
 fn blocksize(a: &mut Attrs) -> Result<usize, OpError> {
     match a.opt_int("blocksize")? {
-        Some(b) if b >= 1 => Ok(b as usize),
-        Some(b) => invalid!("blocksize must be positive, found {b}"),
+        Some(b) => Ok(crate::ops::conv::positive(vec![b], "blocksize")?[0]),
         None => invalid!("attribute 'blocksize' is required"),
     }
 }

@@ -94,9 +94,7 @@ pub struct Lrn {
 impl Lrn {
     pub fn build(a: &mut Attrs) -> Result<Op, OpError> {
         let size = a.opt_int("size")?.ok_or_else(|| OpError::Invalid("attribute 'size' is required".into()))?;
-        if size < 1 {
-            invalid!("size must be positive, found {size}");
-        }
+        let size = crate::ops::conv::positive(vec![size], "size")?[0] as i64;
         Ok(Op::Lrn(Lrn {
             alpha: a.float("alpha", 1e-4)?,
             beta: a.float("beta", 0.75)?,

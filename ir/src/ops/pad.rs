@@ -56,6 +56,10 @@ impl Pad {
         if pads.len() != 2 * axes.len() {
             invalid!("pads has {} entries, expected {} (2 per padded axis)", pads.len(), 2 * axes.len());
         }
+        let limit = crate::ops::conv::MAX_ATTR;
+        if let Some(p) = pads.iter().find(|p| p.unsigned_abs() > limit as u64) {
+            invalid!("pad {p} is beyond 2^31");
+        }
         let mut out = vec![(0, 0); rank];
         for (i, &ax) in axes.iter().enumerate() {
             out[ax] = (pads[i], pads[axes.len() + i]);
