@@ -1,5 +1,6 @@
-//! incept's compiler: optimisation passes, lowering and code generation (arriving with their
-//! issues), and the `incept` command-line tool. Today it drives the IR crate: import, inspection and
-//! the reference interpreter.
+//! incept's compiler: optimisation passes over the graph IR (this crate), then lowering and code
+//! generation, and the `incept` command-line tool.
+
+pub mod passes;
 
 pub use incept_ir as ir;

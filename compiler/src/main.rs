@@ -8,8 +8,9 @@ use clap::{Parser, Subcommand};
 
 /// incept: a compiler for ONNX convolutional networks on CPUs.
 ///
-/// Today incept imports ONNX models into its graph IR, prints and inspects them, and runs them with
-/// the reference interpreter (the definition every optimisation and kernel is checked against).
+/// Today incept imports ONNX models into its graph IR, optimises them with exact graph rewrites,
+/// prints and inspects them, and runs them with the reference interpreter (the definition every
+/// optimisation and kernel is checked against).
 #[derive(Parser)]
 #[command(name = "incept", version, about, long_about, propagate_version = true)]
 struct Cli {
@@ -22,6 +23,7 @@ enum Command {
     Inspect(cli::inspect::InspectArgs),
     Run(cli::run::RunArgs),
     Ops(cli::ops::OpsArgs),
+    Passes(cli::passes::PassesArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => cli::inspect::run(a),
         Command::Run(a) => cli::run::run(a),
         Command::Ops(a) => cli::ops::run(a),
+        Command::Passes(a) => cli::passes::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

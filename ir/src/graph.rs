@@ -214,6 +214,24 @@ impl Graph {
         }
     }
 
+    /// Renames a value; the new name must be unused.
+    pub fn rename_value(&mut self, v: ValueId, name: &str) -> Result<()> {
+        if self.value(v).name == name {
+            return Ok(());
+        }
+        self.check_name(name)?;
+        let old = std::mem::replace(&mut self.g[v.node].outputs[v.slot].name, name.to_string());
+        self.names.remove(&old);
+        self.names.insert(name.to_string(), v);
+        Ok(())
+    }
+
+    /// True when some node reads `v` or it is a graph output.
+    pub fn is_used(&self, v: ValueId) -> bool {
+        self.outputs.contains(&v)
+            || self.g.edges_directed(v.node, Direction::Outgoing).any(|e| e.weight().from_slot == v.slot)
+    }
+
     /// Every (node, input slot) that reads `v`.
     pub fn users(&self, v: ValueId) -> Vec<(NodeId, usize)> {
         let mut out: Vec<(NodeId, usize)> = self

@@ -2,6 +2,8 @@
 
 pub mod inspect;
 pub mod ops;
+pub mod optimize;
+pub mod passes;
 pub mod run;
 pub mod shapes;
 

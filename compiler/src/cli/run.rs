@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use incept_ir::{Tensor, interp, npy, onnx};
 
+use crate::cli::optimize::{OptArgs, optimize};
 use crate::cli::out;
 use crate::cli::shapes::{ShapeArgs, load_model};
 
@@ -32,6 +33,10 @@ pub struct RunArgs {
     outputs: Vec<PathBuf>,
     #[command(flatten)]
     shapes: ShapeArgs,
+    /// Optimisation passes apply before interpreting, so a numerical difference can be bisected
+    /// pass by pass (-O0, --passes, --disable-pass).
+    #[command(flatten)]
+    opt: OptArgs,
 }
 
 /// Tensors read from `--input` arguments, and expected outputs found beside them.
@@ -120,7 +125,8 @@ pub fn run(a: RunArgs) -> Result<()> {
         bail!("only the reference interpreter exists so far; pass --reference (the JIT backend is not built yet)");
     }
     let loaded = load_inputs(&a.inputs)?;
-    let g = load_model(&a.model, &a.shapes, &loaded.inputs)?;
+    let mut g = load_model(&a.model, &a.shapes, &loaded.inputs)?;
+    optimize(&mut g, &a.opt.manager()?)?;
     let inputs = interp::bind_inputs(&g, loaded.inputs)?;
     let start = Instant::now();
     let outs = interp::run(&g, &inputs)?;
