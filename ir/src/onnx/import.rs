@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use crate::attrs::{AttrValue, Attrs};
 use crate::dtype::DType;
 use crate::error::{Error, OpError, Result, UnsupportedOp};
-use crate::graph::{Graph, Value, ValueId};
-use crate::infer::{KnownValues, infer_op, learn_values};
+use crate::graph::{Graph, ValueId};
+use crate::infer::KnownValues;
 use crate::onnx::functions::{FlatNode, flatten};
 use crate::onnx::legacy::Upgrade;
 use crate::onnx::proto::{AttributeProto, ModelProto, TypeValue, ValueInfoProto, attribute_type as at};
@@ -301,13 +301,8 @@ fn import_node(g: &mut Graph, n: &FlatNode, ext: &ExternalData, known: &mut Know
     while inputs.last().is_some_and(|i| i.is_none()) {
         inputs.pop();
     }
-    let mut op = Op::from_attrs(op_type, attrs).map_err(wrap)?;
-    let types = infer_op(g, &mut op, &inputs, outputs.len(), known).map_err(wrap)?;
-    let values: Vec<Value> =
-        outputs.into_iter().zip(types.iter().cloned()).map(|(name, ty)| Value { name, ty }).collect();
-    let id = g.add_node_typed(&name, op, inputs, values)?;
-    let node = g.node(id);
-    learn_values(g, &node.op, node.inputs(), &types, id, known);
+    let op = Op::from_attrs(op_type, attrs).map_err(wrap)?;
+    g.add_node_known(&name, op, inputs, outputs, known)?;
     Ok(())
 }
 

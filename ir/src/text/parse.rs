@@ -42,7 +42,7 @@ pub fn parse(text: &str) -> Result<Graph> {
 /// Parses a graph, resolving hashed constants from `pool`.
 pub fn parse_with(text: &str, pool: &ConstPool) -> Result<Graph> {
     let toks = lex(text)?;
-    Parser { toks, pos: 0, pool }.graph()
+    Parser { toks, pos: 0, pool, known: Default::default() }.graph()
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -190,6 +190,8 @@ struct Parser<'a> {
     toks: Vec<Token>,
     pos: usize,
     pool: &'a ConstPool,
+    /// Values inference learned so far (shape subgraphs), as during import.
+    known: crate::infer::KnownValues,
 }
 
 impl Parser<'_> {
@@ -364,7 +366,10 @@ impl Parser<'_> {
         if types.len() != outs.len() {
             return self.err(format!("{} outputs but {} types", outs.len(), types.len()));
         }
-        let id = g.add_node(&name, op, inputs, outs).or_else(|e| self.err(e.to_string()))?;
+        let id = match g.add_node_known(&name, op, inputs, outs, &mut self.known) {
+            Ok(id) => id,
+            Err(e) => return self.err(e.to_string()),
+        };
         for (v, want) in g.node(id).outputs.iter().zip(&types) {
             if v.ty != *want {
                 return self.err(format!(
