@@ -3,7 +3,8 @@
 mod common;
 use common::*;
 
-const FOLDS: [&str; 5] = ["fold-batchnorm", "batchnorm-to-affine", "fold-affine", "fold-affine-before-conv", "dead-code"];
+const FOLDS: [&str; 5] =
+    ["fold-batchnorm", "batchnorm-to-affine", "fold-affine", "fold-affine-before-conv", "dead-code"];
 const TOL: f64 = 1e-5;
 
 /// BN parameters for 4 channels, and a BN of `%y` into `%z` with output type `ty`.
@@ -64,8 +65,16 @@ fn conv_transpose_gemm_and_matmul() {
             "f32[2,4]",
             "Gemm",
         ),
-        ("  input %x : f32[2,5]\n  %w = const f32[5,4] random(5)\n  %y = Gemm(%x, %w) : f32[2,4]\n", "f32[2,4]", "Gemm"),
-        ("  input %x : f32[2,5]\n  %w = const f32[5,4] random(6)\n  %y = MatMul(%x, %w) : f32[2,4]\n", "f32[2,4]", "Gemm"),
+        (
+            "  input %x : f32[2,5]\n  %w = const f32[5,4] random(5)\n  %y = Gemm(%x, %w) : f32[2,4]\n",
+            "f32[2,4]",
+            "Gemm",
+        ),
+        (
+            "  input %x : f32[2,5]\n  %w = const f32[5,4] random(6)\n  %y = MatMul(%x, %w) : f32[2,4]\n",
+            "f32[2,4]",
+            "Gemm",
+        ),
     ];
     for (body, ty, op) in cases {
         let (before, after, _) = run_passes(&graph(body, ty), &FOLDS);
@@ -90,7 +99,10 @@ fn conv_output_with_two_users_does_not_fold() {
     // The BN is a standalone scale and shift now; the conv keeps its weights.
     assert_eq!((count(&after, "BatchNormalization"), count(&after, "Mul")), (0, 1));
     let w = after.value_by_name("w").expect("original weights kept");
-    assert_eq!(after.const_value(w).map(|t| t.content_hash()), before.const_value(before.value_by_name("w").expect("w")).map(|t| t.content_hash()));
+    assert_eq!(
+        after.const_value(w).map(|t| t.content_hash()),
+        before.const_value(before.value_by_name("w").expect("w")).map(|t| t.content_hash())
+    );
     insta::assert_snapshot!(print(&after));
 }
 

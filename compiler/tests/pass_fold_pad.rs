@@ -20,7 +20,13 @@ fn padded(pad_value: &str, mode: &str, consumer: &str, out: &str, pre: &str) -> 
 const CONV: &str = "Conv(%p, %w) {pads=[0,1,0,1]}";
 
 fn conv_src(pad_value: &str, mode: &str) -> String {
-    padded(pad_value, mode, CONV, "f32[1,3,5,7]", "  %src = Relu(%x) : f32[1,2,5,5]\n  %w = const f32[3,2,3,3] random(1)\n")
+    padded(
+        pad_value,
+        mode,
+        CONV,
+        "f32[1,3,5,7]",
+        "  %src = Relu(%x) : f32[1,2,5,5]\n  %w = const f32[3,2,3,3] random(1)\n",
+    )
 }
 
 #[test]

@@ -25,7 +25,10 @@ graph g {
 fn identity_dead_code_and_cse() {
     let (before, after, stats) = run_passes(CLEANUP, &["remove-identity", "dead-code", "cse"]);
     assert_same(&before, &after, 0.0);
-    assert_eq!((count(&after, "Identity"), count(&after, "Dropout"), count(&after, "Sigmoid"), count(&after, "Relu")), (0, 0, 0, 1));
+    assert_eq!(
+        (count(&after, "Identity"), count(&after, "Dropout"), count(&after, "Sigmoid"), count(&after, "Relu")),
+        (0, 0, 0, 1)
+    );
     assert!(stats.iter().all(|s| s.applied > 0), "{stats:?}");
     insta::assert_snapshot!(print(&after));
 }

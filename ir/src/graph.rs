@@ -135,7 +135,13 @@ impl Graph {
 
     /// Adds a node, inferring its output types from its inputs (constant inputs are visible to
     /// inference). `output_names` gives the number of outputs.
-    pub fn add_node(&mut self, name: &str, op: Op, inputs: Vec<Option<ValueId>>, output_names: Vec<String>) -> Result<NodeId> {
+    pub fn add_node(
+        &mut self,
+        name: &str,
+        op: Op,
+        inputs: Vec<Option<ValueId>>,
+        output_names: Vec<String>,
+    ) -> Result<NodeId> {
         self.add_node_known(name, op, inputs, output_names, &mut crate::infer::KnownValues::default())
     }
 
@@ -151,7 +157,8 @@ impl Graph {
     ) -> Result<NodeId> {
         let types = crate::infer::infer_op(self, &mut op, &inputs, output_names.len(), known)
             .map_err(|e| Error::node(name, op.name(), e))?;
-        let outputs = output_names.into_iter().zip(types.iter().cloned()).map(|(name, ty)| Value { name, ty }).collect();
+        let outputs =
+            output_names.into_iter().zip(types.iter().cloned()).map(|(name, ty)| Value { name, ty }).collect();
         let id = self.add_node_typed(name, op, inputs, outputs)?;
         let node = &self.g[id];
         crate::infer::learn_values(self, &node.op, node.inputs(), &types, id, known);

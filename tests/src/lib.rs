@@ -192,3 +192,84 @@ pub mod build {
         bytes::Bytes::from(m.encode_to_vec())
     }
 }
+
+/// Loading the vendored ONNX backend cases (shared by the conformance and optimisation tests).
+pub mod conformance {
+    use std::path::{Path, PathBuf};
+
+    use incept_ir::onnx::{self, ImportOptions};
+    use incept_ir::{Error, Graph, OpError, Tensor};
+
+    /// The vendored cases listed in MANIFEST.txt, as `suite/case`.
+    pub fn cases() -> Vec<String> {
+        let manifest =
+            std::fs::read_to_string(super::repo_root().join("tests/conformance/MANIFEST.txt")).expect("MANIFEST.txt");
+        manifest.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).map(str::to_string).collect()
+    }
+
+    /// The folder of a case.
+    pub fn case_dir(case: &str) -> PathBuf {
+        super::repo_root().join("tests/conformance/data").join(case)
+    }
+
+    /// The `test_data_set_*` folders of a case, sorted.
+    pub fn test_sets(dir: &Path) -> Result<Vec<PathBuf>, String> {
+        let mut sets: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| e.to_string())?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_")))
+            .collect();
+        sets.sort();
+        Ok(sets)
+    }
+
+    /// The `PREFIX_N.pb` tensors of a test data set, in order.
+    pub fn read_set(set: &Path, prefix: &str) -> Result<Vec<Tensor>, String> {
+        let mut out = vec![];
+        for i in 0.. {
+            let p = set.join(format!("{prefix}_{i}.pb"));
+            if !p.exists() {
+                break;
+            }
+            out.push(onnx::read_tensor_file(&p).map_err(|e| format!("{}: {e}", p.display()))?.1);
+        }
+        Ok(out)
+    }
+
+    /// Imports a case. The backend tests feed shapes, axes, pads and scales as graph inputs, which
+    /// incept needs at compile time: when import reports a dynamic shape, the integer inputs are frozen
+    /// to their test values, then (if still dynamic) every input. The ops themselves still run in the
+    /// interpreter either way; freezing only fixes what shape inference may know.
+    pub fn import_case(model: &Path, inputs: Vec<Tensor>) -> Result<(Graph, Vec<Tensor>), String> {
+        let (proto, _) = onnx::open(model).map_err(|e| format!("open: {e}"))?;
+        let names = onnx::graph_input_names(&proto);
+        let attempt = |freeze: &dyn Fn(&Tensor) -> bool| -> Result<(Graph, Vec<Tensor>), Error> {
+            let mut opts = ImportOptions::default();
+            let mut rest = vec![];
+            for (name, t) in names.iter().zip(&inputs) {
+                if freeze(t) {
+                    opts.frozen_inputs.insert(name.clone(), t.clone());
+                } else {
+                    opts.input_shapes.insert(name.clone(), t.shape().to_vec());
+                    rest.push(t.clone());
+                }
+            }
+            Ok((onnx::load(model, &opts)?, rest))
+        };
+        // Shapes, or other inputs that must be constants (Dropout's training_mode), known only at run time.
+        let dynamic = |e: &Error| match e {
+            Error::Node { error: OpError::DynamicShape(_), .. } => true,
+            Error::Node { error: OpError::Unsupported(m), .. } => m.contains("computed at run time"),
+            _ => false,
+        };
+        match attempt(&|_| false) {
+            Err(e) if dynamic(&e) => match attempt(&|t| t.dtype().is_int()) {
+                Err(e) if dynamic(&e) => attempt(&|_| true),
+                r => r,
+            },
+            r => r,
+        }
+        .map_err(|e| format!("import: {e}"))
+    }
+}

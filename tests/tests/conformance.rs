@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use incept_ir::onnx::{self, ImportOptions};
-use incept_ir::{Error, Graph, OpError, Tensor, interp};
+use incept_ir::interp;
+use incept_tests::conformance::{cases, import_case, read_set, test_sets};
 use incept_tests::{allclose, repo_root};
 
 /// The ONNX backend tests' own default tolerances are rtol 1e-3, atol 1e-7; the reference
@@ -19,67 +19,14 @@ const ATOL: f64 = 1e-6;
 const ONNX_RTOL: f64 = 1e-3;
 const ONNX_ATOL: f64 = 1e-7;
 
-/// Imports a case. The backend tests feed shapes, axes, pads and scales as graph inputs, which
-/// incept needs at compile time: when import reports a dynamic shape, the integer inputs are frozen
-/// to their test values, then (if still dynamic) every input. The ops themselves still run in the
-/// interpreter either way; freezing only fixes what shape inference may know.
-fn import_case(model: &Path, inputs: Vec<Tensor>) -> Result<(Graph, Vec<Tensor>), String> {
-    let (proto, _) = onnx::open(model).map_err(|e| format!("open: {e}"))?;
-    let names = onnx::graph_input_names(&proto);
-    let attempt = |freeze: &dyn Fn(&Tensor) -> bool| -> Result<(Graph, Vec<Tensor>), Error> {
-        let mut opts = ImportOptions::default();
-        let mut rest = vec![];
-        for (name, t) in names.iter().zip(&inputs) {
-            if freeze(t) {
-                opts.frozen_inputs.insert(name.clone(), t.clone());
-            } else {
-                opts.input_shapes.insert(name.clone(), t.shape().to_vec());
-                rest.push(t.clone());
-            }
-        }
-        Ok((onnx::load(model, &opts)?, rest))
-    };
-    // Shapes, or other inputs that must be constants (Dropout's training_mode), known only at run time.
-    let dynamic = |e: &Error| match e {
-        Error::Node { error: OpError::DynamicShape(_), .. } => true,
-        Error::Node { error: OpError::Unsupported(m), .. } => m.contains("computed at run time"),
-        _ => false,
-    };
-    match attempt(&|_| false) {
-        Err(e) if dynamic(&e) => match attempt(&|t| t.dtype().is_int()) {
-            Err(e) if dynamic(&e) => attempt(&|_| true),
-            r => r,
-        },
-        r => r,
-    }
-    .map_err(|e| format!("import: {e}"))
-}
-
 fn run_case(dir: &Path, (rtol, atol): (f64, f64)) -> Result<usize, String> {
-    let mut sets: Vec<_> = fs::read_dir(dir)
-        .map_err(|e| e.to_string())?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_")))
-        .collect();
-    sets.sort();
+    let sets = test_sets(dir)?;
     if sets.is_empty() {
         return Err("no test_data_set_* folder".into());
     }
-    let read_all = |set: &Path, prefix: &str| -> Result<Vec<incept_ir::Tensor>, String> {
-        let mut out = vec![];
-        for i in 0.. {
-            let p = set.join(format!("{prefix}_{i}.pb"));
-            if !p.exists() {
-                break;
-            }
-            out.push(onnx::read_tensor_file(&p).map_err(|e| format!("{}: {e}", p.display()))?.1);
-        }
-        Ok(out)
-    };
     for set in &sets {
-        let inputs = read_all(set, "input")?;
-        let expected = read_all(set, "output")?;
+        let inputs = read_set(set, "input")?;
+        let expected = read_set(set, "output")?;
         let (g, inputs) = import_case(&dir.join("model.onnx"), inputs)?;
         incept_ir::verify::verify(&g).map_err(|e| format!("verify: {e}"))?;
         let outs = interp::run(&g, &inputs).map_err(|e| format!("run: {e}"))?;
@@ -114,8 +61,8 @@ fn exclusions() -> (BTreeMap<String, String>, BTreeMap<String, String>) {
 #[test]
 fn onnx_backend_cases() {
     let data = repo_root().join("tests/conformance/data");
-    let manifest = fs::read_to_string(repo_root().join("tests/conformance/MANIFEST.txt")).expect("MANIFEST.txt exists");
-    let cases: Vec<&str> = manifest.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
+    let cases = cases();
+    let cases: Vec<&str> = cases.iter().map(String::as_str).collect();
     assert!(cases.len() > 500, "expected the vendored cases, found {}", cases.len());
     let (excluded, loose) = exclusions();
     let (mut passed, mut excluded_failed) = (0, 0);
