@@ -54,8 +54,8 @@ pub fn run(a: InspectArgs) -> Result<()> {
     let mut pm = a.opt.manager()?;
     pm.print_after = a.print_after.clone();
     pm.diff = a.diff;
-    let (stats, snapshots) = optimize(&mut g, &pm)?;
-    for snap in &snapshots {
+    let opt = optimize(&mut g, &pm, &a.opt)?;
+    for snap in &opt.report.snapshots {
         match &snap.before {
             Some(before) => {
                 let diff = similar::TextDiff::from_lines(before.as_str(), snap.text.as_str());
@@ -69,7 +69,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
             None => out(&format!("; IR after {}\n{}", snap.pass, snap.text))?,
         }
     }
-    let summary = if stats.is_empty() { String::new() } else { crate::cli::optimize::summary(&stats) };
+    let summary = opt.summary;
     if a.stats {
         let mut s = format!("model: {}\n", a.model.display());
         for v in g.input_values() {

@@ -1,9 +1,10 @@
 //! The optimisation options shared by `inspect` and `run`: -O levels, explicit pass lists,
-//! disabled passes, and the pass summary.
+//! disabled passes, approximate factorisation, and the pass summary.
 
 use anyhow::Result;
 use clap::Args;
-use incept_compiler::passes::{PassManager, PassOptions, PassStats, Pipeline, manager::Snapshot};
+use incept_compiler::passes::factorize;
+use incept_compiler::passes::{PassManager, PassOptions, PassStats, Pipeline, RunReport};
 use incept_ir::Graph;
 
 #[derive(Args, Clone, Debug)]
@@ -18,21 +19,51 @@ pub struct OptArgs {
     /// Leave a pass out of the pipeline (repeatable).
     #[arg(long = "disable-pass", value_name = "NAME")]
     pub disable: Vec<String>,
+    /// APPROXIMATE: also factorise convs whose weights factor only within this relative
+    /// (Frobenius) error, where that cuts MACs. Changes results; see --factorize-report.
+    #[arg(long = "factorize-tolerance", value_name = "T")]
+    pub factorize_tolerance: Option<f64>,
+    /// Print every factorised (or, with a tolerance, considered) conv: form, rank, MACs, weight
+    /// error, and the whole model's output error on a seeded random input.
+    #[arg(long = "factorize-report")]
+    pub factorize_report: bool,
 }
 
 impl OptArgs {
     pub fn manager(&self) -> Result<PassManager> {
+        if let Some(t) = self.factorize_tolerance {
+            anyhow::ensure!(t > 0.0 && t < 1.0, "--factorize-tolerance must be between 0 and 1, got {t}");
+        }
         let pipeline = match &self.passes {
             Some(list) => Pipeline::Explicit(list.clone()),
             None => Pipeline::from_level(self.level),
         };
-        Ok(PassManager::new(&pipeline, &self.disable, PassOptions::default())?)
+        let options = PassOptions { factorize_tolerance: self.factorize_tolerance };
+        Ok(PassManager::new(&pipeline, &self.disable, options)?)
     }
 }
 
-/// Runs the pipeline over `g`.
-pub fn optimize(g: &mut Graph, pm: &PassManager) -> Result<(Vec<PassStats>, Vec<Snapshot>)> {
-    Ok(pm.run(g)?)
+/// What optimising produced besides the graph: the report, and the summary text to print.
+pub struct Optimized {
+    pub report: RunReport,
+    pub summary: String,
+}
+
+/// Runs the pipeline over `g`; builds the pass summary, with the factorisation report when any
+/// conv was factorised or the user asked for it.
+pub fn optimize(g: &mut Graph, pm: &PassManager, args: &OptArgs) -> Result<Optimized> {
+    let original = (args.factorize_report || args.factorize_tolerance.is_some()).then(|| g.clone());
+    let report = pm.run(g)?;
+    let mut summary = if report.stats.is_empty() { String::new() } else { self::summary(&report.stats) };
+    let approximated = report.factorizations.iter().any(|r| r.applied && r.approximate);
+    if args.factorize_report || report.factorizations.iter().any(|r| r.applied) {
+        let err = match (&original, approximated) {
+            (Some(orig), true) => Some(factorize::output_error(orig, g, 7)?),
+            _ => None,
+        };
+        summary.push_str(&factorize::report(&report.factorizations, err));
+    }
+    Ok(Optimized { report, summary })
 }
 
 fn human(n: u64) -> String {

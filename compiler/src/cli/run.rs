@@ -126,7 +126,10 @@ pub fn run(a: RunArgs) -> Result<()> {
     }
     let loaded = load_inputs(&a.inputs)?;
     let mut g = load_model(&a.model, &a.shapes, &loaded.inputs)?;
-    optimize(&mut g, &a.opt.manager()?)?;
+    let opt = optimize(&mut g, &a.opt.manager()?, &a.opt)?;
+    if a.opt.factorize_report || opt.report.factorizations.iter().any(|r| r.approximate && r.applied) {
+        eprint!("{}", opt.summary);
+    }
     let inputs = interp::bind_inputs(&g, loaded.inputs)?;
     let start = Instant::now();
     let outs = interp::run(&g, &inputs)?;

@@ -45,6 +45,16 @@ pub struct PassStats {
     pub millis: f64,
 }
 
+/// Everything a pipeline run reports.
+pub struct RunReport {
+    /// Per pass, in pipeline order.
+    pub stats: Vec<PassStats>,
+    /// The IR after passes, as asked for with `print_after` / `diff`.
+    pub snapshots: Vec<Snapshot>,
+    /// Every conv the factorisation passes rewrote (and, in approximate mode, considered).
+    pub factorizations: Vec<crate::passes::factorize::FactorizeRecord>,
+}
+
 /// Printed IR after a pass that changed the graph, for `--print-after` and `--diff`.
 pub struct Snapshot {
     pub pass: &'static str,
@@ -93,10 +103,16 @@ impl PassManager {
             }
             Ok(out)
         };
+        // An approximation tolerance adds the approximate factorisation right after the exact one.
+        let mut declutter = declutter_names();
+        if options.factorize_tolerance.is_some() {
+            let at = declutter.iter().position(|&n| n == "factorize").map_or(declutter.len(), |i| i + 1);
+            declutter.insert(at, "factorize-approx");
+        }
         let groups = match pipeline {
             Pipeline::None => vec![],
-            Pipeline::Declutter => vec![pick(&declutter_names())?],
-            Pipeline::Full => vec![pick(&declutter_names())?, pick(&lower_names())?],
+            Pipeline::Declutter => vec![pick(&declutter)?],
+            Pipeline::Full => vec![pick(&declutter)?, pick(&lower_names())?],
             Pipeline::Explicit(names) => {
                 let names: Vec<&str> = names.iter().map(String::as_str).collect();
                 vec![pick(&names)?]
@@ -110,10 +126,9 @@ impl PassManager {
         self.groups.iter().flatten().map(|p| p.name()).collect()
     }
 
-    /// Runs every group to a fixed point. Returns per-pass statistics (in pipeline order) and the
-    /// snapshots asked for with `print_after`.
-    pub fn run(&self, g: &mut Graph) -> Result<(Vec<PassStats>, Vec<Snapshot>), PassError> {
-        let cx = PassContext { options: &self.options };
+    /// Runs every group to a fixed point.
+    pub fn run(&self, g: &mut Graph) -> Result<RunReport, PassError> {
+        let cx = PassContext { options: &self.options, factorize: Default::default() };
         let mut stats: Vec<PassStats> =
             self.groups.iter().flatten().map(|p| PassStats { name: p.name(), ..PassStats::default() }).collect();
         let mut snapshots = vec![];
@@ -151,7 +166,8 @@ impl PassManager {
             }
             index += group.len();
         }
-        Ok((stats, snapshots))
+        let factorizations = cx.factorize.records.into_inner().unwrap_or_default();
+        Ok(RunReport { stats, snapshots, factorizations })
     }
 }
 

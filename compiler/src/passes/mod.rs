@@ -5,6 +5,7 @@
 //! groups of passes to a fixed point, runs the verifier after every pass, and records per-pass
 //! statistics. Two stages: `declutter` (portable and exact) and `lower` (target-specific).
 
+pub mod factorize;
 pub mod fold;
 pub mod manager;
 pub mod pad;
@@ -16,7 +17,7 @@ pub mod util;
 use incept_ir::graph::{Graph, NodeId};
 use incept_ir::{Error as IrError, OpError};
 
-pub use manager::{PassManager, PassStats, Pipeline};
+pub use manager::{PassManager, PassStats, Pipeline, RunReport};
 pub use patch::{Patch, PatchValue};
 
 /// Whether a pass keeps results identical up to float rounding.
@@ -38,6 +39,8 @@ pub struct PassOptions {
 /// What passes see besides the graph.
 pub struct PassContext<'a> {
     pub options: &'a PassOptions,
+    /// The factorisation passes' report and bookkeeping.
+    pub factorize: factorize::FactorizeState,
 }
 
 /// One rewrite rule.
@@ -78,6 +81,8 @@ pub fn all_passes() -> Vec<Box<dyn Pass>> {
         Box::new(fold::FoldAffineBefore),
         Box::new(pad::FoldPad),
         Box::new(transpose::FoldTranspose),
+        Box::new(factorize::Factorize),
+        Box::new(factorize::FactorizeApprox),
     ]
 }
 
@@ -94,6 +99,7 @@ pub fn declutter_names() -> Vec<&'static str> {
         "fold-affine-before-conv",
         "fold-pad",
         "fold-transpose",
+        "factorize",
     ]
 }
 

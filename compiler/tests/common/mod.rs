@@ -18,7 +18,7 @@ pub fn run_with(src: &str, passes: &[&str], options: PassOptions) -> (Graph, Gra
     let mut after = before.clone();
     let pipeline = Pipeline::Explicit(passes.iter().map(|s| s.to_string()).collect());
     let pm = PassManager::new(&pipeline, &[], options).expect("pipeline");
-    let (stats, _) = pm.run(&mut after).unwrap_or_else(|e| panic!("{e}"));
+    let stats = pm.run(&mut after).unwrap_or_else(|e| panic!("{e}")).stats;
     verify::verify(&after).expect("output graph verifies");
     (before, after, stats)
 }

@@ -1,0 +1,425 @@
+//! Factorising large square convolutions into cheaper ones (the mission's "rewrite 5x5 into
+//! stacked 3x3 or separable forms"). For a KxK conv with constant weights, three forms:
+//!
+//! 1. spatially separable: a Kx1 conv (C_in -> R) then a 1xK conv (R -> C_out); exact when the
+//!    matrix `W[(i, ky), (o, kx)]` has rank R (found by SVD);
+//! 2. depthwise separable: a KxK depthwise conv (C_in -> C_in * D) then a 1x1 conv (-> C_out);
+//!    exact when every `W[:, i, :, :]` (C_out x K^2) has rank <= D;
+//! 3. stacked: a (K-2)x(K-2) conv (C_in -> M, the original padding, stride 1) then a 3x3 conv
+//!    (M -> C_out, the original stride, no padding); for K = 5 Inception-v3's two 3x3 convs. The
+//!    composite of the two, computed on the same zero-padded input, is exactly the KxK conv, borders
+//!    included. Found by alternating least squares; a 7x7 becomes 5x5 + 3x3, and the 5x5 can
+//!    factor again.
+//!
+//! `factorize` (exact, in -O1) rewrites only when the factors reproduce the weights within
+//! float rounding (relative Frobenius error <= 1e-6) and the rewrite cuts MACs.
+//! `factorize-approx` (opt-in, `--factorize-tolerance T`) takes the cheapest form whose weight
+//! error is <= T and records every candidate in the factorisation report.
+
+pub mod stacked;
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use incept_ir::graph::{Graph, NodeId, ValueId};
+use incept_ir::ops::conv::{AutoPad, Window};
+use incept_ir::ops::{Conv, Op};
+use incept_ir::{DType, OpError};
+
+use crate::linalg::{Mat, svd};
+use crate::passes::util::float_tensor;
+use crate::passes::{Exactness, Pass, PassContext, Patch};
+use stacked::Kernels;
+
+/// Weight error under which a factorisation counts as exact (f32 rounding is ~6e-8).
+pub const EXACT_TOLERANCE: f64 = 1e-6;
+
+/// One conv the factorisation passes looked at.
+#[derive(Clone, Debug)]
+pub struct FactorizeRecord {
+    pub node: String,
+    /// `separable`, `depthwise` or `stacked`; the best form found even when not applied.
+    pub form: &'static str,
+    /// R, D or M.
+    pub rank: usize,
+    pub macs_before: u64,
+    pub macs_after: u64,
+    /// Relative Frobenius error of the factored weights.
+    pub weight_error: f64,
+    pub applied: bool,
+    pub approximate: bool,
+    /// Why it was not applied.
+    pub note: String,
+}
+
+/// What the factorisation passes share across a pipeline run.
+#[derive(Default)]
+pub struct FactorizeState {
+    pub records: Mutex<Vec<FactorizeRecord>>,
+    /// Convs made by an approximate rewrite; they are not approximated again (errors would
+    /// compound beyond the tolerance).
+    made: Mutex<HashSet<String>>,
+}
+
+/// A candidate: a 2-D conv, group 1, square odd-or-even kernel K >= 3, unit dilations, constant
+/// float weights, static shapes.
+struct Candidate<'a> {
+    conv: &'a Conv,
+    x: ValueId,
+    bias: Option<ValueId>,
+    w: Vec<f64>,
+    dtype: DType,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    /// Input height and width, output height and width, batch.
+    hw: [usize; 5],
+}
+
+impl Candidate<'_> {
+    fn macs(&self) -> u64 {
+        let [n, _, _, ho, wo] = self.hw;
+        (n * ho * wo * self.cout * self.cin * self.k * self.k) as u64
+    }
+
+    fn at(&self, o: usize, i: usize, y: usize, x: usize) -> f64 {
+        self.w[((o * self.cin + i) * self.k + y) * self.k + x]
+    }
+}
+
+fn candidate<'a>(g: &'a Graph, id: NodeId) -> Option<Candidate<'a>> {
+    let node = g.node(id);
+    let Op::Conv(conv) = &node.op else { return None };
+    let x = node.inputs().first().copied().flatten()?;
+    let wv = node.inputs().get(1).copied().flatten()?;
+    let wt = g.const_value(wv)?;
+    let ws = wt.shape();
+    let k = *ws.get(2)?;
+    if conv.group != 1 || ws.len() != 4 || ws[3] != k || k < 3 || conv.window.dilations.iter().any(|&d| d != 1) {
+        return None;
+    }
+    if !matches!(wt.dtype(), DType::F32 | DType::F64) {
+        return None;
+    }
+    let xd = g.ty(x).static_dims()?;
+    let od = g.ty(ValueId::new(id, 0)).static_dims()?;
+    Some(Candidate {
+        conv,
+        x,
+        bias: node.inputs().get(2).copied().flatten(),
+        w: wt.to_f64s().ok()?,
+        dtype: wt.dtype(),
+        cin: ws[1],
+        cout: ws[0],
+        k,
+        hw: [xd[0], xd[2], xd[3], od[2], od[3]],
+    })
+}
+
+/// A factorisation ready to become a patch.
+struct Plan {
+    form: &'static str,
+    rank: usize,
+    macs: u64,
+    error: f64,
+    /// (weights shape, values, window) of the first and second conv; the bias goes on the second.
+    first: (Vec<usize>, Vec<f64>, Window, usize),
+    second: (Vec<usize>, Vec<f64>, Window),
+}
+
+fn window(kernel: [usize; 2], strides: [usize; 2], pads: [usize; 4]) -> Window {
+    Window {
+        kernel: kernel.to_vec(),
+        strides: strides.to_vec(),
+        pads: pads.to_vec(),
+        dilations: vec![1, 1],
+        auto_pad: AutoPad::NotSet,
+    }
+}
+
+fn separable(c: &Candidate, tol: f64) -> Plan {
+    let (k, cin, cout) = (c.k, c.cin, c.cout);
+    let m = Mat::from_fn(cin * k, cout * k, |r, col| c.at(col / k, r / k, r % k, col % k));
+    let d = svd(&m);
+    let r = d.rank_for(tol).max(1);
+    let [n, _, wi, ho, wo] = c.hw;
+    let macs = (n * ho * wi * r * cin * k + n * ho * wo * cout * r * k) as u64;
+    let p = &c.conv.window.pads;
+    let s = &c.conv.window.strides;
+    let mut v = vec![0.0; r * cin * k];
+    let mut h = vec![0.0; cout * r * k];
+    for rr in 0..r {
+        let sq = d.s[rr].sqrt();
+        for row in 0..cin * k {
+            v[rr * cin * k + row] = d.u.at(row, rr) * sq;
+        }
+        for col in 0..cout * k {
+            let (o, kx) = (col / k, col % k);
+            h[(o * r + rr) * k + kx] = d.vt.at(rr, col) * sq;
+        }
+    }
+    Plan {
+        form: "separable",
+        rank: r,
+        macs,
+        error: d.truncation_error(r),
+        first: (vec![r, cin, k, 1], v, window([k, 1], [s[0], 1], [p[0], 0, p[2], 0]), 1),
+        second: (vec![cout, r, 1, k], h, window([1, k], [1, s[1]], [0, p[1], 0, p[3]])),
+    }
+}
+
+fn depthwise(c: &Candidate, tol: f64) -> Plan {
+    let (k, cin, cout) = (c.k, c.cin, c.cout);
+    let decomps: Vec<_> = (0..cin).map(|i| svd(&Mat::from_fn(cout, k * k, |o, j| c.at(o, i, j / k, j % k)))).collect();
+    let total: f64 = c.w.iter().map(|v| v * v).sum::<f64>().max(1e-300);
+    let maxd = cout.min(k * k);
+    let error = |dd: usize| {
+        (decomps.iter().map(|d| d.s.iter().skip(dd).map(|v| v * v).sum::<f64>()).sum::<f64>() / total).sqrt()
+    };
+    let dm = (1..=maxd).find(|&dd| error(dd) <= tol).unwrap_or(maxd);
+    let [n, _, _, ho, wo] = c.hw;
+    let macs = (n * ho * wo * (cin * dm * k * k + cin * dm * cout)) as u64;
+    let mut dw = vec![0.0; cin * dm * k * k];
+    let mut pw = vec![0.0; cout * cin * dm];
+    for (i, d) in decomps.iter().enumerate() {
+        for dd in 0..dm.min(d.s.len()) {
+            let sq = d.s[dd].sqrt();
+            for j in 0..k * k {
+                dw[(i * dm + dd) * k * k + j] = d.vt.at(dd, j) * sq;
+            }
+            for o in 0..cout {
+                pw[o * cin * dm + i * dm + dd] = d.u.at(o, dd) * sq;
+            }
+        }
+    }
+    let w = &c.conv.window;
+    Plan {
+        form: "depthwise",
+        rank: dm,
+        macs,
+        error: error(dm),
+        first: (
+            vec![cin * dm, 1, k, k],
+            dw,
+            window([k, k], [w.strides[0], w.strides[1]], [w.pads[0], w.pads[1], w.pads[2], w.pads[3]]),
+            cin,
+        ),
+        second: (vec![cout, cin * dm, 1, 1], pw, window([1, 1], [1, 1], [0; 4])),
+    }
+}
+
+/// Numerical rank of `W(z) = sum_k W[:, :, k] z^k` at a few points: a lower bound on the mid
+/// channels of any stacked factorisation (and its exact value for generic factors).
+fn polynomial_rank(c: &Candidate, tol: f64) -> usize {
+    let mut best = 0;
+    for (z1, z2) in [(0.7, 1.3), (1.2, 0.8), (0.9, 1.1)] {
+        let m = Mat::from_fn(c.cout, c.cin, |o, i| {
+            let mut s = 0.0;
+            for y in 0..c.k {
+                for x in 0..c.k {
+                    s += c.at(o, i, y, x) * f64::powi(z1, y as i32) * f64::powi(z2, x as i32);
+                }
+            }
+            s
+        });
+        best = best.max(svd(&m).rank_for(tol));
+    }
+    best
+}
+
+fn stacked_plan(c: &Candidate, tol: f64, exact: bool) -> Option<Plan> {
+    if c.k < 5 || c.k % 2 == 0 {
+        return None;
+    }
+    let full = c.cin.min(c.cout);
+    let mid = polynomial_rank(c, if exact { 1e-5 } else { tol }).max(1);
+    // With full rank there is no low-rank structure to find; ALS would only burn time.
+    if mid >= full {
+        return None;
+    }
+    let [n, hi, wi, ho, wo] = c.hw;
+    let w = &c.conv.window;
+    let (h1, w1) = (hi + w.pads[0] + w.pads[2] + 3 - c.k, wi + w.pads[1] + w.pads[3] + 3 - c.k);
+    let p = c.k - 2;
+    let macs = (n * h1 * w1 * mid * c.cin * p * p + n * ho * wo * c.cout * mid * 9) as u64;
+    if macs >= c.macs() {
+        return None;
+    }
+    let target = Kernels { outs: c.cout, ins: c.cin, size: c.k, data: c.w.clone() };
+    let f = stacked::factorize(&target, mid, if exact { tol / 4.0 } else { tol }, if exact { 600 } else { 200 }, 1);
+    Some(Plan {
+        form: "stacked",
+        rank: mid,
+        macs,
+        error: f.error,
+        first: (
+            vec![mid, c.cin, p, p],
+            f.first.data,
+            window([p, p], [1, 1], [w.pads[0], w.pads[1], w.pads[2], w.pads[3]]),
+            1,
+        ),
+        second: (vec![c.cout, mid, 3, 3], f.second.data, window([3, 3], [w.strides[0], w.strides[1]], [0; 4])),
+    })
+}
+
+fn rewrite(
+    g: &Graph,
+    id: NodeId,
+    tol: f64,
+    approximate: bool,
+    state: &FactorizeState,
+) -> Result<Option<Patch>, OpError> {
+    let Some(c) = candidate(g, id) else { return Ok(None) };
+    let name = g.node(id).name.clone();
+    if approximate && state.made.lock().map(|m| m.contains(&name)).unwrap_or(false) {
+        return Ok(None);
+    }
+    let before = c.macs();
+    let plans: Vec<Plan> = [Some(separable(&c, tol)), Some(depthwise(&c, tol)), stacked_plan(&c, tol, !approximate)]
+        .into_iter()
+        .flatten()
+        .collect();
+    let fits = |p: &&Plan| p.error <= tol && p.macs < before;
+    let best = plans.iter().filter(fits).min_by_key(|p| p.macs);
+    let record = |p: &Plan, applied: bool, note: &str| FactorizeRecord {
+        node: name.clone(),
+        form: p.form,
+        rank: p.rank,
+        macs_before: before,
+        macs_after: if applied { p.macs } else { before },
+        weight_error: p.error,
+        applied,
+        approximate,
+        note: note.to_string(),
+    };
+    let Some(plan) = best else {
+        if approximate {
+            // Report the cheapest form within the tolerance, or else the most accurate one that
+            // still saves MACs, so the user sees how far off the tolerance is.
+            let shown = plans
+                .iter()
+                .filter(|p| p.error <= tol)
+                .min_by_key(|p| p.macs)
+                .or_else(|| plans.iter().filter(|p| p.macs < before).min_by(|a, b| a.error.total_cmp(&b.error)));
+            if let (Some(p), Ok(mut r)) = (shown, state.records.lock()) {
+                let note = if p.error <= tol {
+                    "no MAC saving within the tolerance"
+                } else {
+                    "no MAC-saving form within the tolerance"
+                };
+                r.push(record(p, false, note));
+            }
+        }
+        return Ok(None);
+    };
+    let mut patch = Patch::new();
+    let (s1, v1, win1, group1) = &plan.first;
+    let (s2, v2, win2) = &plan.second;
+    let w1 = patch.add_const(&format!("{name}/{}_w1", plan.form), float_tensor(c.dtype, s1.clone(), v1.clone()));
+    let w2 = patch.add_const(&format!("{name}/{}_w2", plan.form), float_tensor(c.dtype, s2.clone(), v2.clone()));
+    let (n1, n2) = (format!("{name}/{}1", plan.form), format!("{name}/{}2", plan.form));
+    let mid = patch.add(&n1, Op::Conv(Conv { window: win1.clone(), group: *group1 }), vec![c.x.into(), w1]);
+    let mut inputs = vec![mid, w2];
+    inputs.extend(c.bias.map(crate::passes::PatchValue::from));
+    let y = patch.add(&n2, Op::Conv(Conv { window: win2.clone(), group: 1 }), inputs);
+    patch.replace(ValueId::new(id, 0), y);
+    if let Ok(mut r) = state.records.lock() {
+        r.push(record(plan, true, ""));
+    }
+    if approximate && let Ok(mut m) = state.made.lock() {
+        m.insert(n1);
+        m.insert(n2);
+    }
+    Ok(Some(patch))
+}
+
+/// Exact factorisation (-O1).
+pub struct Factorize;
+
+impl Pass for Factorize {
+    fn name(&self) -> &'static str {
+        "factorize"
+    }
+    fn description(&self) -> &'static str {
+        "split KxK convs whose weights factor exactly into separable, depthwise-separable or stacked 3x3 forms"
+    }
+    fn rewrite(&self, g: &Graph, id: NodeId, cx: &PassContext) -> Result<Option<Patch>, OpError> {
+        rewrite(g, id, EXACT_TOLERANCE, false, &cx.factorize)
+    }
+}
+
+/// Approximate factorisation within `--factorize-tolerance` (opt-in).
+pub struct FactorizeApprox;
+
+impl Pass for FactorizeApprox {
+    fn name(&self) -> &'static str {
+        "factorize-approx"
+    }
+    fn description(&self) -> &'static str {
+        "like factorize, allowing a relative weight error up to --factorize-tolerance (approximate, opt-in)"
+    }
+    fn exactness(&self) -> Exactness {
+        Exactness::Approximate
+    }
+    fn rewrite(&self, g: &Graph, id: NodeId, cx: &PassContext) -> Result<Option<Patch>, OpError> {
+        match cx.options.factorize_tolerance {
+            Some(t) => rewrite(g, id, t, true, &cx.factorize),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The largest output difference, relative to the largest reference output magnitude, between two
+/// graphs with the same inputs, on seeded uniform [-1, 1) inputs (the measured error of an
+/// approximate rewrite on the whole model).
+pub fn output_error(reference: &Graph, changed: &Graph, seed: u64) -> Result<f64, incept_ir::Error> {
+    let mut rng = incept_ir::text::parse::SplitMix(seed);
+    let mut inputs = vec![];
+    for v in reference.input_values() {
+        let ty = reference.ty(v);
+        let dims = ty.static_dims().ok_or_else(|| incept_ir::Error::Input {
+            name: reference.value(v).name.clone(),
+            msg: "has symbolic dims; bind them (--dim/--shape) to measure the output error".into(),
+        })?;
+        let n: usize = dims.iter().product();
+        inputs.push(float_tensor(ty.dtype, dims, (0..n).map(|_| rng.uniform()).collect()));
+    }
+    let a = incept_ir::interp::run(reference, &inputs)?;
+    let b = incept_ir::interp::run(changed, &inputs)?;
+    let mut worst = 0f64;
+    for (x, y) in a.iter().zip(&b) {
+        let (x, y) = (x.to_f64s().map_err(OpError::from), y.to_f64s().map_err(OpError::from));
+        let (Ok(x), Ok(y)) = (x, y) else { continue };
+        let scale = x.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-300);
+        let d = x.iter().zip(&y).fold(0f64, |m, (p, q)| m.max((p - q).abs()));
+        worst = worst.max(d / scale);
+    }
+    Ok(worst)
+}
+
+/// The factorisation report as IR comment lines.
+pub fn report(records: &[FactorizeRecord], output_error: Option<f64>) -> String {
+    let mut s = String::from("; factorisation\n");
+    s.push_str(&format!(
+        "; {:<40} {:<10} {:>5} {:>12} {:>12} {:>12} {}\n",
+        "conv", "form", "rank", "MACs before", "MACs after", "weight err", "status"
+    ));
+    for r in records {
+        let status = if r.applied {
+            if r.approximate { "applied (approximate)".to_string() } else { "applied (exact)".to_string() }
+        } else {
+            format!("not applied: {}", r.note)
+        };
+        s.push_str(&format!(
+            "; {:<40} {:<10} {:>5} {:>12} {:>12} {:>12.3e} {status}\n",
+            r.node, r.form, r.rank, r.macs_before, r.macs_after, r.weight_error
+        ));
+    }
+    let (before, after): (u64, u64) =
+        records.iter().filter(|r| r.applied).fold((0, 0), |(a, b), r| (a + r.macs_before, b + r.macs_after));
+    s.push_str(&format!("; rewritten convs: {} MACs -> {} MACs\n", before, after));
+    if let Some(e) = output_error {
+        s.push_str(&format!("; measured output error vs the unfactorised model (seeded random input): {e:.3e}\n"));
+    }
+    s
+}
