@@ -228,7 +228,7 @@ fn polynomial_rank(c: &Candidate, tol: f64) -> usize {
 }
 
 fn stacked_plan(c: &Candidate, tol: f64, exact: bool) -> Option<Plan> {
-    if c.k < 5 || c.k % 2 == 0 {
+    if c.k < 5 || c.k.is_multiple_of(2) {
         return None;
     }
     let full = c.cin.min(c.cout);
