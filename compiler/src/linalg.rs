@@ -56,7 +56,7 @@ impl Svd {
             return 0.0;
         }
         let rest: f64 = self.s.iter().skip(rank).map(|v| v * v).sum();
-        (rest / total).sqrt()
+        (rest.max(0.0) / total).sqrt()
     }
 
     /// The smallest rank whose truncation error is at most `tol`.

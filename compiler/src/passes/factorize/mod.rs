@@ -61,8 +61,8 @@ pub struct FactorizeState {
     made: Mutex<HashSet<String>>,
 }
 
-/// A candidate: a 2-D conv, group 1, square odd-or-even kernel K >= 3, unit dilations, constant
-/// float weights, static shapes.
+/// A candidate: a 2-D conv, group 1, square kernel K >= 5, unit dilations, constant float weights,
+/// static shapes.
 struct Candidate<'a> {
     conv: &'a Conv,
     x: ValueId,
@@ -95,7 +95,7 @@ fn candidate<'a>(g: &'a Graph, id: NodeId) -> Option<Candidate<'a>> {
     let wt = g.const_value(wv)?;
     let ws = wt.shape();
     let k = *ws.get(2)?;
-    if conv.group != 1 || ws.len() != 4 || ws[3] != k || k < 3 || conv.window.dilations.iter().any(|&d| d != 1) {
+    if conv.group != 1 || ws.len() != 4 || ws[3] != k || k < 5 || conv.window.dilations.iter().any(|&d| d != 1) {
         return None;
     }
     if !matches!(wt.dtype(), DType::F32 | DType::F64) {
@@ -137,74 +137,141 @@ fn window(kernel: [usize; 2], strides: [usize; 2], pads: [usize; 4]) -> Window {
     }
 }
 
-fn separable(c: &Candidate, tol: f64) -> Plan {
-    let (k, cin, cout) = (c.k, c.cin, c.cout);
-    let m = Mat::from_fn(cin * k, cout * k, |r, col| c.at(col / k, r / k, r % k, col % k));
-    let d = svd(&m);
-    let r = d.rank_for(tol).max(1);
-    let [n, _, wi, ho, wo] = c.hw;
-    let macs = (n * ho * wi * r * cin * k + n * ho * wo * cout * r * k) as u64;
-    let p = &c.conv.window.pads;
-    let s = &c.conv.window.strides;
-    let mut v = vec![0.0; r * cin * k];
-    let mut h = vec![0.0; cout * r * k];
-    for rr in 0..r {
-        let sq = d.s[rr].sqrt();
-        for row in 0..cin * k {
-            v[rr * cin * k + row] = d.u.at(row, rr) * sq;
-        }
-        for col in 0..cout * k {
-            let (o, kx) = (col / k, col % k);
-            h[(o * r + rr) * k + kx] = d.vt.at(rr, col) * sq;
-        }
+/// A form analysed at every rank: its weight error and MACs per rank, and how to build it.
+trait Form {
+    fn name(&self) -> &'static str;
+    /// Largest meaningful rank.
+    fn max_rank(&self) -> usize;
+    fn error(&self, rank: usize) -> f64;
+    fn macs(&self, rank: usize) -> u64;
+    fn build(&self, rank: usize) -> Plan;
+}
+
+/// The rank a form would use: the smallest within `tol` if that saves MACs. Otherwise `Err` with
+/// the largest MAC-saving rank and its error (for the report), if any rank saves MACs.
+fn choose(f: &dyn Form, tol: f64, before: u64) -> Result<usize, Option<(usize, f64)>> {
+    let rank = (1..=f.max_rank()).find(|&r| f.error(r) <= tol).unwrap_or(f.max_rank());
+    if f.error(rank) <= tol && f.macs(rank) < before {
+        return Ok(rank);
     }
-    Plan {
-        form: "separable",
-        rank: r,
-        macs,
-        error: d.truncation_error(r),
-        first: (vec![r, cin, k, 1], v, window([k, 1], [s[0], 1], [p[0], 0, p[2], 0]), 1),
-        second: (vec![cout, r, 1, k], h, window([1, k], [1, s[1]], [0, p[1], 0, p[3]])),
+    Err((1..=f.max_rank()).rev().find(|&r| f.macs(r) < before).map(|r| (r, f.error(r))))
+}
+
+/// Spatially separable: SVD of `W[(i, ky), (o, kx)]`.
+struct Separable<'a> {
+    c: &'a Candidate<'a>,
+    d: crate::linalg::Svd,
+}
+
+impl<'a> Separable<'a> {
+    fn new(c: &'a Candidate<'a>) -> Separable<'a> {
+        let (k, cin, cout) = (c.k, c.cin, c.cout);
+        Separable { c, d: svd(&Mat::from_fn(cin * k, cout * k, |r, col| c.at(col / k, r / k, r % k, col % k))) }
     }
 }
 
-fn depthwise(c: &Candidate, tol: f64) -> Plan {
-    let (k, cin, cout) = (c.k, c.cin, c.cout);
-    let decomps: Vec<_> = (0..cin).map(|i| svd(&Mat::from_fn(cout, k * k, |o, j| c.at(o, i, j / k, j % k)))).collect();
-    let total: f64 = c.w.iter().map(|v| v * v).sum::<f64>().max(1e-300);
-    let maxd = cout.min(k * k);
-    let error = |dd: usize| {
-        (decomps.iter().map(|d| d.s.iter().skip(dd).map(|v| v * v).sum::<f64>()).sum::<f64>() / total).sqrt()
-    };
-    let dm = (1..=maxd).find(|&dd| error(dd) <= tol).unwrap_or(maxd);
-    let [n, _, _, ho, wo] = c.hw;
-    let macs = (n * ho * wo * (cin * dm * k * k + cin * dm * cout)) as u64;
-    let mut dw = vec![0.0; cin * dm * k * k];
-    let mut pw = vec![0.0; cout * cin * dm];
-    for (i, d) in decomps.iter().enumerate() {
-        for dd in 0..dm.min(d.s.len()) {
-            let sq = d.s[dd].sqrt();
-            for j in 0..k * k {
-                dw[(i * dm + dd) * k * k + j] = d.vt.at(dd, j) * sq;
+impl Form for Separable<'_> {
+    fn name(&self) -> &'static str {
+        "separable"
+    }
+    fn max_rank(&self) -> usize {
+        self.d.s.len()
+    }
+    fn error(&self, r: usize) -> f64 {
+        self.d.truncation_error(r)
+    }
+    fn macs(&self, r: usize) -> u64 {
+        let c = self.c;
+        let [n, _, wi, ho, wo] = c.hw;
+        (n * ho * wi * r * c.cin * c.k + n * ho * wo * c.cout * r * c.k) as u64
+    }
+    fn build(&self, r: usize) -> Plan {
+        let (c, d) = (self.c, &self.d);
+        let (k, cin, cout) = (c.k, c.cin, c.cout);
+        let (p, s) = (&c.conv.window.pads, &c.conv.window.strides);
+        let mut v = vec![0.0; r * cin * k];
+        let mut h = vec![0.0; cout * r * k];
+        for rr in 0..r {
+            let sq = d.s[rr].sqrt();
+            for row in 0..cin * k {
+                v[rr * cin * k + row] = d.u.at(row, rr) * sq;
             }
-            for o in 0..cout {
-                pw[o * cin * dm + i * dm + dd] = d.u.at(o, dd) * sq;
+            for col in 0..cout * k {
+                h[(col / k * r + rr) * k + col % k] = d.vt.at(rr, col) * sq;
             }
         }
+        Plan {
+            form: self.name(),
+            rank: r,
+            macs: self.macs(r),
+            error: self.error(r),
+            first: (vec![r, cin, k, 1], v, window([k, 1], [s[0], 1], [p[0], 0, p[2], 0]), 1),
+            second: (vec![cout, r, 1, k], h, window([1, k], [1, s[1]], [0, p[1], 0, p[3]])),
+        }
     }
-    let w = &c.conv.window;
-    Plan {
-        form: "depthwise",
-        rank: dm,
-        macs,
-        error: error(dm),
-        first: (
-            vec![cin * dm, 1, k, k],
-            dw,
-            window([k, k], [w.strides[0], w.strides[1]], [w.pads[0], w.pads[1], w.pads[2], w.pads[3]]),
-            cin,
-        ),
-        second: (vec![cout, cin * dm, 1, 1], pw, window([1, 1], [1, 1], [0; 4])),
+}
+
+/// Depthwise separable: an SVD of `W[:, i, :]` (C_out x K^2) per input channel.
+struct Depthwise<'a> {
+    c: &'a Candidate<'a>,
+    decomps: Vec<crate::linalg::Svd>,
+    total: f64,
+}
+
+impl<'a> Depthwise<'a> {
+    fn new(c: &'a Candidate<'a>) -> Depthwise<'a> {
+        let k = c.k;
+        let decomps = (0..c.cin).map(|i| svd(&Mat::from_fn(c.cout, k * k, |o, j| c.at(o, i, j / k, j % k)))).collect();
+        Depthwise { c, decomps, total: c.w.iter().map(|v| v * v).sum::<f64>().max(1e-300) }
+    }
+}
+
+impl Form for Depthwise<'_> {
+    fn name(&self) -> &'static str {
+        "depthwise"
+    }
+    fn max_rank(&self) -> usize {
+        self.c.cout.min(self.c.k * self.c.k)
+    }
+    fn error(&self, dm: usize) -> f64 {
+        let rest: f64 = self.decomps.iter().map(|d| d.s.iter().skip(dm).map(|v| v * v).sum::<f64>()).sum();
+        (rest.max(0.0) / self.total).sqrt()
+    }
+    fn macs(&self, dm: usize) -> u64 {
+        let c = self.c;
+        let [n, _, _, ho, wo] = c.hw;
+        (n * ho * wo * (c.cin * dm * c.k * c.k + c.cin * dm * c.cout)) as u64
+    }
+    fn build(&self, dm: usize) -> Plan {
+        let c = self.c;
+        let (k, cin, cout) = (c.k, c.cin, c.cout);
+        let mut dw = vec![0.0; cin * dm * k * k];
+        let mut pw = vec![0.0; cout * cin * dm];
+        for (i, d) in self.decomps.iter().enumerate() {
+            for dd in 0..dm.min(d.s.len()) {
+                let sq = d.s[dd].sqrt();
+                for j in 0..k * k {
+                    dw[(i * dm + dd) * k * k + j] = d.vt.at(dd, j) * sq;
+                }
+                for o in 0..cout {
+                    pw[o * cin * dm + i * dm + dd] = d.u.at(o, dd) * sq;
+                }
+            }
+        }
+        let w = &c.conv.window;
+        Plan {
+            form: self.name(),
+            rank: dm,
+            macs: self.macs(dm),
+            error: self.error(dm),
+            first: (
+                vec![cin * dm, 1, k, k],
+                dw,
+                window([k, k], [w.strides[0], w.strides[1]], [w.pads[0], w.pads[1], w.pads[2], w.pads[3]]),
+                cin,
+            ),
+            second: (vec![cout, cin * dm, 1, 1], pw, window([1, 1], [1, 1], [0; 4])),
+        }
     }
 }
 
@@ -275,39 +342,46 @@ fn rewrite(
         return Ok(None);
     }
     let before = c.macs();
-    let plans: Vec<Plan> = [Some(separable(&c, tol)), Some(depthwise(&c, tol)), stacked_plan(&c, tol, !approximate)]
-        .into_iter()
-        .flatten()
-        .collect();
-    let fits = |p: &&Plan| p.error <= tol && p.macs < before;
-    let best = plans.iter().filter(fits).min_by_key(|p| p.macs);
-    let record = |p: &Plan, applied: bool, note: &str| FactorizeRecord {
-        node: name.clone(),
-        form: p.form,
-        rank: p.rank,
-        macs_before: before,
-        macs_after: if applied { p.macs } else { before },
-        weight_error: p.error,
-        applied,
-        approximate,
-        note: note.to_string(),
-    };
-    let Some(plan) = best else {
-        if approximate {
-            // Report the cheapest form within the tolerance, or else the most accurate one that
-            // still saves MACs, so the user sees how far off the tolerance is.
-            let shown = plans
-                .iter()
-                .filter(|p| p.error <= tol)
-                .min_by_key(|p| p.macs)
-                .or_else(|| plans.iter().filter(|p| p.macs < before).min_by(|a, b| a.error.total_cmp(&b.error)));
-            if let (Some(p), Ok(mut r)) = (shown, state.records.lock()) {
-                let note = if p.error <= tol {
-                    "no MAC saving within the tolerance"
-                } else {
-                    "no MAC-saving form within the tolerance"
-                };
-                r.push(record(p, false, note));
+    let record =
+        |form: &'static str, rank: usize, macs_after: u64, error: f64, applied: bool, note: &str| FactorizeRecord {
+            node: name.clone(),
+            form,
+            rank,
+            macs_before: before,
+            macs_after,
+            weight_error: error,
+            applied,
+            approximate,
+            note: note.to_string(),
+        };
+    let (sep, dw) = (Separable::new(&c), Depthwise::new(&c));
+    let mut plans: Vec<Plan> = vec![];
+    // For the report: the most accurate MAC-saving rank of each form that missed the tolerance.
+    let mut misses: Vec<(&'static str, usize, f64)> = vec![];
+    for f in [&sep as &dyn Form, &dw] {
+        match choose(f, tol, before) {
+            Ok(r) => plans.push(f.build(r)),
+            Err(Some((r, e))) => misses.push((f.name(), r, e)),
+            Err(None) => {}
+        }
+    }
+    match stacked_plan(&c, tol, !approximate) {
+        Some(p) if p.error <= tol && p.macs < before => plans.push(p),
+        Some(p) if p.macs < before => misses.push((p.form, p.rank, p.error)),
+        _ => {}
+    }
+    let Some(plan) = plans.into_iter().min_by_key(|p| p.macs) else {
+        if approximate && let Ok(mut r) = state.records.lock() {
+            match misses.iter().min_by(|a, b| a.2.total_cmp(&b.2)) {
+                Some(&(form, rank, e)) => r.push(record(
+                    form,
+                    rank,
+                    before,
+                    e,
+                    false,
+                    &format!("the best MAC-saving rank has error {e:.3e} > {tol:e}"),
+                )),
+                None => r.push(record("-", 0, before, 0.0, false, "no form saves MACs")),
             }
         }
         return Ok(None);
@@ -324,7 +398,7 @@ fn rewrite(
     let y = patch.add(&n2, Op::Conv(Conv { window: win2.clone(), group: 1 }), inputs);
     patch.replace(ValueId::new(id, 0), y);
     if let Ok(mut r) = state.records.lock() {
-        r.push(record(plan, true, ""));
+        r.push(record(plan.form, plan.rank, plan.macs, plan.error, true, ""));
     }
     if approximate && let Ok(mut m) = state.made.lock() {
         m.insert(n1);
