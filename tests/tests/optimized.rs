@@ -31,6 +31,11 @@ fn fixtures_before_and_after_o2_agree() {
         let a = interp::run(&g, std::slice::from_ref(&input)).expect("run -O0");
         let b = interp::run(&o2, &[input]).expect("run -O2");
         let d = worst(&b, &a);
+        // The optimised IR, fused ops included, prints and parses back to itself.
+        let printed = incept_ir::text::print(&o2).expect("print");
+        let parsed = incept_ir::text::parse_with(&printed, &incept_ir::text::ConstPool::from_graph(&o2))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(printed, incept_ir::text::print(&parsed).expect("print"), "{name}: -O2 IR does not round-trip");
         let ort = npy::read(&dir.join(format!("{name}.ort_output.npy"))).expect("ORT");
         let e = max_rel_err(&b[0], &ort).expect("compare");
         println!(

@@ -86,9 +86,13 @@ fn fold_after(
     let one = vec![1.0; channels];
     let zero = vec![0.0; channels];
     let (scale, shift) = (scale.unwrap_or(&one), shift.unwrap_or(&zero));
-    let new_w: Vec<f64> = wf.iter().enumerate().map(|(i, &v)| v * scale[channel_of(i)]).collect();
-    let w2 =
-        patch.add_const(&format!("{}/folded_weight", g.value(wv).name), float_tensor(w.dtype(), ws.to_vec(), new_w));
+    // A shift alone leaves the weights as they are.
+    let w2 = if scale.iter().all(|&s| s == 1.0) {
+        PatchValue::Old(wv)
+    } else {
+        let new_w: Vec<f64> = wf.iter().enumerate().map(|(i, &v)| v * scale[channel_of(i)]).collect();
+        patch.add_const(&format!("{}/folded", g.value(wv).name), float_tensor(w.dtype(), ws.to_vec(), new_w))
+    };
     let dtype = w.dtype();
     match &node.op {
         Op::Conv(_) | Op::ConvTranspose(_) => {
@@ -297,8 +301,7 @@ impl Pass for FoldAffineBefore {
         let (w2, b2) = match kind {
             Binary::Mul => {
                 let new_w: Vec<f64> = wf.iter().enumerate().map(|(i, &x)| x * v[input_channel(i)]).collect();
-                let w2 =
-                    p.add_const(&format!("{}/folded_weight", g.value(wv).name), float_tensor(dtype, ws.clone(), new_w));
+                let w2 = p.add_const(&format!("{}/folded", g.value(wv).name), float_tensor(dtype, ws.clone(), new_w));
                 (w2, node.inputs().get(2).copied().flatten().map(PatchValue::from))
             }
             _ => {

@@ -33,7 +33,8 @@ impl Pipeline {
     }
 }
 
-/// What one pass did over a whole run of the pipeline.
+/// What one pass did over a whole run of the pipeline: `*_before` is the graph it first changed,
+/// `*_after` that plus its own changes (other passes' effects in between are not counted).
 #[derive(Clone, Debug, Default)]
 pub struct PassStats {
     pub name: &'static str,
@@ -140,22 +141,23 @@ impl PassManager {
                 for (k, pass) in group.iter().enumerate() {
                     let st = &mut stats[base + k];
                     let (nodes, macs) = (op_nodes(g), Stats::of(g).total_macs);
-                    if st.applied == 0 && st.millis == 0.0 {
-                        st.nodes_before = nodes;
-                        st.macs_before = macs;
-                    }
                     let wants_text = self.diff || self.print_after.iter().any(|p| p == "all" || p == pass.name());
                     let before = if self.diff { Some(print(g, pass.name())?) } else { None };
                     let start = Instant::now();
                     let applied = sweep(pass.as_ref(), g, &cx)?;
                     st.millis += start.elapsed().as_secs_f64() * 1e3;
+                    // Before/after count this pass's own changes, from the graph it first changed
+                    // (or first saw, if it never applied).
+                    if st.applied == 0 {
+                        (st.nodes_before, st.macs_before, st.nodes_after, st.macs_after) = (nodes, macs, nodes, macs);
+                    }
                     st.applied += applied;
                     if applied > 0 {
                         verify(g).map_err(|error| PassError::Verify { pass: pass.name(), error })?;
                         changed = true;
+                        st.nodes_after = (st.nodes_after + op_nodes(g)).saturating_sub(nodes);
+                        st.macs_after = (st.macs_after + Stats::of(g).total_macs).saturating_sub(macs);
                     }
-                    st.nodes_after = op_nodes(g);
-                    st.macs_after = Stats::of(g).total_macs;
                     if applied > 0 && wants_text {
                         snapshots.push(Snapshot { pass: pass.name(), text: print(g, pass.name())?, before });
                     }

@@ -7,6 +7,7 @@
 
 pub mod factorize;
 pub mod fold;
+pub mod fuse;
 pub mod manager;
 pub mod pad;
 pub mod patch;
@@ -83,6 +84,8 @@ pub fn all_passes() -> Vec<Box<dyn Pass>> {
         Box::new(transpose::FoldTranspose),
         Box::new(factorize::Factorize),
         Box::new(factorize::FactorizeApprox),
+        Box::new(fuse::FuseEpilogue),
+        Box::new(fuse::FuseElementwise),
     ]
 }
 
@@ -105,5 +108,5 @@ pub fn declutter_names() -> Vec<&'static str> {
 
 /// The passes of the `lower` stage (added to declutter at -O2).
 pub fn lower_names() -> Vec<&'static str> {
-    vec![]
+    vec!["fuse-epilogue", "fuse-elementwise", "dead-code"]
 }

@@ -12,6 +12,7 @@ use crate::tensor::Tensor;
 pub mod binary;
 pub mod conv;
 pub mod elementwise;
+pub mod fused;
 pub mod layout;
 pub mod matmul;
 pub mod norm;
@@ -25,6 +26,7 @@ pub mod softmax;
 pub use binary::{Binary, Variadic};
 pub use conv::{Conv, ConvTranspose};
 pub use elementwise::{Cast, Clip, Dropout, Identity, Unary};
+pub use fused::{Activation, Elementwise, Expr, Fused, Step};
 pub use layout::{
     Concat, DepthToSpace, Expand, Flatten, Reshape, Slice, SpaceToDepth, Split, Squeeze, Transpose, Unsqueeze,
 };
@@ -251,6 +253,8 @@ op_enum! {
     Range(Range),
     Reduce(Reduce),
     Resize(Resize),
+    Fused(Fused),
+    Elementwise(Elementwise),
 }
 
 impl Op {

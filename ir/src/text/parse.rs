@@ -6,7 +6,7 @@ use crate::attrs::{AttrValue, Attrs};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};
-use crate::ops::Op;
+use crate::ops::{Activation, Elementwise, Expr, Fused, Op, Step};
 use crate::shape::{Dim, TensorType};
 use crate::tensor::{Tensor, checked_numel};
 use crate::text::print::{format_type, short_hash};
@@ -354,6 +354,20 @@ impl Parser<'_> {
                 self.expect(',')?;
             }
         }
+        // Fused ops: `epilogue(add %r, relu)` after a base op, or `expr(...)` for Elementwise.
+        let mut steps: Option<Vec<Step>> = None;
+        let mut expr = None;
+        if let Tok::Ident(k) = self.peek().clone() {
+            if k == "epilogue" {
+                self.next();
+                steps = Some(self.epilogue(g, &mut inputs)?);
+            } else if k == "expr" {
+                self.next();
+                self.expect('(')?;
+                expr = Some(self.expr(g, &inputs)?);
+                self.expect(')')?;
+            }
+        }
         self.expect(':')?;
         let mut types = vec![self.ty()?];
         while self.eat(',') {
@@ -362,7 +376,21 @@ impl Parser<'_> {
         let name = self.node_name().unwrap_or_else(|| outs[0].clone());
         let here = self.pos;
         self.pos = start;
-        let op = Op::from_attrs(&op_name, Attrs::new(attrs)).or_else(|e| self.err(format!("{op_name}: {e}")))?;
+        let extra = steps.as_ref().map_or(0, |s| s.iter().filter(|s| matches!(s, Step::Add { .. })).count());
+        let base_inputs = inputs.len() - extra;
+        let op = match (expr, op_name.as_str()) {
+            (Some(expr), "Elementwise") => Op::Elementwise(Elementwise { expr }),
+            (None, "Elementwise") => return self.err("Elementwise needs an expr(...) clause"),
+            (Some(_), _) => return self.err("only Elementwise takes an expr(...) clause"),
+            (None, _) => {
+                let base =
+                    Op::from_attrs(&op_name, Attrs::new(attrs)).or_else(|e| self.err(format!("{op_name}: {e}")))?;
+                match steps {
+                    Some(steps) => Op::Fused(Fused { base: Box::new(base), base_inputs, steps }),
+                    None => base,
+                }
+            }
+        };
         if types.len() != outs.len() {
             return self.err(format!("{} outputs but {} types", outs.len(), types.len()));
         }
@@ -382,6 +410,76 @@ impl Parser<'_> {
         }
         self.pos = here;
         Ok(())
+    }
+
+    /// `(step, ...)` after `epilogue`; `add %v` appends %v to the node's inputs.
+    fn epilogue(&mut self, g: &Graph, inputs: &mut Vec<Option<ValueId>>) -> Result<Vec<Step>> {
+        self.expect('(')?;
+        let mut steps = vec![];
+        loop {
+            let Tok::Ident(name) = self.next() else { return self.err("expected an epilogue step") };
+            if name == "add" {
+                let v = self.value_ref(g)?;
+                inputs.push(Some(v));
+                steps.push(Step::Add { operand: inputs.len() - 1 });
+            } else {
+                let params = if self.eat('(') { self.params()? } else { vec![] };
+                steps.push(Step::Act(Activation::from_text(&name, &params).or_else(|e| self.err(e.to_string()))?));
+            }
+            if self.eat(')') {
+                return Ok(steps);
+            }
+            self.expect(',')?;
+        }
+    }
+
+    /// Numeric parameters up to and including `)`; `_` is an absent one.
+    fn params(&mut self) -> Result<Vec<Option<f32>>> {
+        let mut out = vec![];
+        loop {
+            if *self.peek() == Tok::Ident("_".into()) {
+                self.next();
+                out.push(None);
+            } else {
+                let (n, _) = self.number()?;
+                match parse_f32(&n) {
+                    Some(v) => out.push(Some(v)),
+                    None => return self.err(format!("bad number '{n}'")),
+                }
+            }
+            if self.eat(')') {
+                return Ok(out);
+            }
+            self.expect(',')?;
+        }
+    }
+
+    /// An elementwise expression over the node's inputs.
+    fn expr(&mut self, g: &Graph, inputs: &[Option<ValueId>]) -> Result<Expr> {
+        if let Tok::Value(_) = self.peek() {
+            let v = self.value_ref(g)?;
+            return match inputs.iter().position(|i| *i == Some(v)) {
+                Some(i) => Ok(Expr::Input(i)),
+                None => self.err(format!("%{} is not an input of this node", g.value(v).name)),
+            };
+        }
+        let Tok::Ident(name) = self.next() else { return self.err("expected a function or a %value") };
+        self.expect('(')?;
+        let first = self.expr(g, inputs)?;
+        if let Some(b) = crate::ops::fused::binary_from_text(&name) {
+            self.expect(',')?;
+            let second = self.expr(g, inputs)?;
+            self.expect(')')?;
+            return Ok(Expr::Binary(b, Box::new(first), Box::new(second)));
+        }
+        let params = if self.eat(',') {
+            self.params()?
+        } else {
+            self.expect(')')?;
+            vec![]
+        };
+        let act = Activation::from_text(&name, &params).or_else(|e| self.err(e.to_string()))?;
+        Ok(Expr::Act(act, Box::new(first)))
     }
 
     fn node_name(&mut self) -> Option<String> {

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use crate::attrs::{fmt_f32, fmt_f64, quote};
 use crate::dtype::DType;
 use crate::graph::{Graph, ValueId};
-use crate::ops::Op;
+use crate::ops::{Op, Step};
 use crate::shape::{Dim, TensorType};
 use crate::tensor::Tensor;
 
@@ -104,11 +104,35 @@ pub fn print(g: &Graph) -> Result<String, crate::error::Error> {
                 let outs: Vec<String> = node.outputs.iter().map(|v| format!("%{}", name(&v.name))).collect();
                 let ins: Vec<String> =
                     node.inputs().iter().map(|i| i.map_or("_".to_string(), |v| value_ref(g, v))).collect();
-                let _ = write!(out, "  {} = {}({})", outs.join(", "), op.name(), ins.join(", "));
+                // A fused op lists its base op's inputs; the epilogue names its own operands.
+                let shown = match op {
+                    Op::Fused(f) => &ins[..f.base_inputs.min(ins.len())],
+                    _ => &ins[..],
+                };
+                let _ = write!(out, "  {} = {}({})", outs.join(", "), op.name(), shown.join(", "));
                 let attrs = op.attrs();
                 if !attrs.is_empty() {
                     let a: Vec<String> = attrs.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     let _ = write!(out, " {{{}}}", a.join(", "));
+                }
+                match op {
+                    Op::Fused(f) => {
+                        let steps: Vec<String> = f
+                            .steps
+                            .iter()
+                            .map(|s| match s {
+                                Step::Add { operand } => {
+                                    format!("add {}", ins.get(*operand).map_or("?", |s| s.as_str()))
+                                }
+                                Step::Act(a) => a.text(),
+                            })
+                            .collect();
+                        let _ = write!(out, " epilogue({})", steps.join(", "));
+                    }
+                    Op::Elementwise(e) => {
+                        let _ = write!(out, " expr({})", e.expr.text(&ins));
+                    }
+                    _ => {}
                 }
                 let types: Vec<String> = node.outputs.iter().map(|v| format_type(&v.ty)).collect();
                 let _ = write!(out, " : {}", types.join(", "));
