@@ -140,3 +140,59 @@ fn help_explains_the_commands() {
     let o = incept(&["run", "--help"]);
     assert!(stdout(&o).contains("--reference") && stdout(&o).contains("test data folder"));
 }
+
+#[test]
+fn optimisation_flags() {
+    let m = model("torch_separable_mini");
+    // -O2 is the default: BatchNorm folded, Clip fused into the conv epilogues.
+    let o = incept(&["inspect", &m]);
+    let ir = stdout(&o);
+    assert!(
+        o.status.success() && !ir.contains("BatchNormalization(") && ir.contains("epilogue(clip(0.0, 6.0))"),
+        "{ir}"
+    );
+    assert!(ir.contains("; fold-batchnorm") && ir.contains("; fuse-epilogue"), "{ir}");
+    // -O0 leaves the imported graph; -O1 folds but does not fuse.
+    let o0 = stdout(&incept(&["inspect", &m, "-O0"]));
+    assert!(o0.contains("BatchNormalization(") && !o0.contains("; pass"));
+    let o1 = stdout(&incept(&["inspect", &m, "-O1"]));
+    assert!(!o1.contains("BatchNormalization(") && !o1.contains("epilogue(") && o1.contains("Clip("));
+    // An explicit list, and a disabled pass.
+    let p = stdout(&incept(&["inspect", &m, "--passes", "fold-batchnorm,dead-code"]));
+    assert!(!p.contains("BatchNormalization(") && p.contains("Clip(") && !p.contains("; cse"));
+    let d =
+        stdout(&incept(&["inspect", &m, "--disable-pass", "fold-batchnorm", "--disable-pass", "batchnorm-to-affine"]));
+    assert!(d.contains("BatchNormalization("), "{d}");
+    let e = fails(&["inspect", &m, "--passes", "nope"]);
+    assert!(e.contains("unknown pass 'nope'") && e.contains("fold-batchnorm"), "{e}");
+    // A malformed command line is a usage error (exit code 2, clap's convention).
+    let o = incept(&["inspect", &m, "-O7"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("7 is not in 0..=2"), "{}", stderr(&o));
+    // --print-after and --diff.
+    let pa = stdout(&incept(&["inspect", &m, "--print-after", "fold-batchnorm"]));
+    assert!(pa.contains("; IR after fold-batchnorm\ngraph"), "{pa}");
+    let diff = stdout(&incept(&["inspect", &m, "--diff"]));
+    assert!(
+        diff.contains("--- before fold-batchnorm")
+            && diff.contains("+++ after fold-batchnorm")
+            && diff.contains("-  %"),
+        "{diff}"
+    );
+}
+
+#[test]
+fn run_applies_the_pipeline_and_reports_factorisation() {
+    let m = model("torch_inception_mini");
+    let input = fixtures().join("torch_inception_mini.input.npy").display().to_string();
+    let a = stdout(&incept(&["run", "--reference", &m, "-i", &input, "-O0"]));
+    let b = stdout(&incept(&["run", "--reference", &m, "-i", &input, "-O2"]));
+    assert!(a.contains("top-5") && b.contains("top-5"));
+    let top =
+        |s: &str| s.lines().find(|l| l.contains("top-5")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string());
+    assert_eq!(top(&a), top(&b), "-O0 and -O2 disagree on the best class");
+    let o = incept(&["run", "--reference", &m, "-i", &input, "--factorize-report"]);
+    assert!(o.status.success() && stderr(&o).contains("; factorisation"), "{}", stderr(&o));
+    let e = fails(&["run", "--reference", &m, "-i", &input, "--factorize-tolerance", "2"]);
+    assert!(e.contains("between 0 and 1"), "{e}");
+}

@@ -146,6 +146,7 @@ fn stacked_5x5_prints_as_two_3x3_convs() {
     // The first 3x3 carries the 5x5's padding; the second has none.
     assert!(text.contains("kernel_shape=[3, 3], strides=[1, 1], pads=[2, 2, 2, 2]"), "{text}");
     assert!(text.contains("kernel_shape=[3, 3], strides=[1, 1], pads=[0, 0, 0, 0]"), "{text}");
+    insta::assert_snapshot!(text);
 }
 
 #[test]

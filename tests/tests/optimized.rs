@@ -131,3 +131,37 @@ fn zoo_models_after_o2() {
         assert!(e <= 1e-4, "{name}: {e:e}");
     }
 }
+
+#[test]
+fn zoo_inception_approximate_factorisation_report() {
+    let Some(dir) = std::env::var_os("INCEPT_ZOO_DIR").map(std::path::PathBuf::from).filter(|d| d.is_dir()) else {
+        println!("skipped: set INCEPT_ZOO_DIR to the output folder of ../shared/zoo/make_zoo.py");
+        return;
+    };
+    let path = dir.join("InceptionV3.onnx");
+    if !path.exists() {
+        println!("skipped: {} not found", path.display());
+        return;
+    }
+    let g = onnx::load(&path, &Default::default()).expect("import");
+    for tol in [1e-2, 1e-1] {
+        let mut o = g.clone();
+        let pm =
+            PassManager::new(&Pipeline::Full, &[], PassOptions { factorize_tolerance: Some(tol) }).expect("pipeline");
+        let report = pm.run(&mut o).expect("run");
+        verify::verify(&o).expect("verify");
+        // Every 5x5 conv is considered and reported, with its error and MACs.
+        let fives =
+            g.node_ids().filter(|&id| matches!(&g.node(id).op, Op::Conv(c) if c.window.kernel == [5, 5])).count();
+        assert!(fives > 0);
+        assert_eq!(report.factorizations.len(), fives, "{:?}", report.factorizations);
+        let err = incept_compiler::passes::factorize::output_error(&g, &o, 7).expect("measure");
+        print!("tolerance {tol:e}:\n{}", incept_compiler::passes::factorize::report(&report.factorizations, Some(err)));
+        for r in &report.factorizations {
+            assert!(r.macs_before > 0 && r.weight_error.is_finite());
+            if r.applied {
+                assert!(r.weight_error <= tol && r.macs_after < r.macs_before);
+            }
+        }
+    }
+}
