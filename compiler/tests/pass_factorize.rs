@@ -175,6 +175,7 @@ fn approximate_mode_respects_its_tolerance_and_reports() {
     let (approx, report) = factorize(&g, Some(0.05));
     let r = report.factorizations.iter().find(|r| r.applied).expect("applied within 5%");
     assert!(r.approximate && r.weight_error <= 0.05 && r.macs_after < r.macs_before, "{r:?}");
+    insta::assert_snapshot!(print(&approx));
     let err = incept_compiler::passes::factorize::output_error(&g, &approx, 7).expect("measure");
     assert!(err > 1e-6 && err < 0.2, "output error {err}");
     // A tighter tolerance than the noise allows leaves the conv alone, and says why.

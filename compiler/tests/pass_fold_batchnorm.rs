@@ -228,6 +228,7 @@ fn tf2onnx_scale_and_shift_after_conv() {
     let (before, after, _) = run_passes(src, &FOLDS);
     assert_same(&before, &after, TOL);
     assert_eq!((count(&after, "Mul"), count(&after, "Add"), count(&after, "Conv")), (0, 0, 1));
+    insta::assert_snapshot!(print(&after));
     // A constant that broadcasts along the width, not the channels, is not per-channel.
     let src = src.replace("%s = const f32[1,4,1,1] [1.5, 0.5, 2.0, 1.0]", "%s = const f32[3] [1.5, 0.5, 2.0]");
     let (before, after, _) = run_passes(&src, &FOLDS);
