@@ -1,4 +1,19 @@
-//! incept's slim runtime: it will hold a compiled plan (kernels, weights, one arena), validate
-//! inputs and run kernels in parallel. It must never depend on cranelift, petgraph or prost, so that
-//! an application can link it alone; `tests/tests/runtime_deps.rs` checks that. The plan and its
-//! executor arrive with the JIT backend.
+//! incept's slim runtime: it holds a compiled plan (machine code, packed weights, the step list
+//! and the arena size), validates inputs and runs the kernels, in parallel over their tiles.
+//!
+//! It never depends on cranelift, petgraph or prost (a workspace test checks the dependency
+//! tree), so an application can link it alone; a plan is plain data that a later stage can write
+//! to a file and load again.
+
+pub mod buffer;
+pub mod code;
+pub mod error;
+pub mod helpers;
+pub mod model;
+pub mod plan;
+pub mod tensor;
+
+pub use error::RunError;
+pub use model::{Model, RunOptions, StepTiming};
+pub use plan::{IoSpec, Kernel, KernelFn, Operand, Plan, Slot, Step};
+pub use tensor::{DType, Tensor};

@@ -1,0 +1,294 @@
+//! A thin layer over Cranelift's `FunctionBuilder` for writing kernels: the kernel signature,
+//! operand pointers, constants, f32 and f32x4 loads and stores, counted loops and FMA.
+//!
+//! Every kernel has the runtime's ABI `fn(args: *const *mut u8, begin: usize, end: usize)`.
+
+use std::collections::HashMap;
+
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{
+    AbiParam, BlockArg, Function, InstBuilder, MemFlagsData, SigRef, Signature, Type, UserFuncName, Value, types,
+};
+use cranelift_codegen::isa::TargetIsa;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+
+pub use cranelift_codegen::ir::types::{F32, F32X4, I8, I32, I64};
+
+/// Builds one kernel function.
+pub struct Kb<'a> {
+    pub b: FunctionBuilder<'a>,
+    args: Value,
+    pub begin: Value,
+    pub end: Value,
+    operands: HashMap<usize, Value>,
+    fma: bool,
+    unary_sig: Option<SigRef>,
+    binary_sig: Option<SigRef>,
+}
+
+/// Flags for loads of memory the kernel never writes (inputs, weights): they may move and merge.
+pub fn ro() -> MemFlagsData {
+    MemFlagsData::new().with_notrap().with_readonly().with_can_move()
+}
+
+/// Flags for ordinary loads and stores.
+pub fn rw() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+/// The kernel signature for an ISA.
+pub fn kernel_signature(isa: &dyn TargetIsa) -> Signature {
+    let mut sig = Signature::new(isa.default_call_conv());
+    for _ in 0..3 {
+        sig.params.push(AbiParam::new(I64));
+    }
+    sig
+}
+
+/// Whether the ISA has fused multiply-add (else `fma` would become a libcall).
+pub fn has_fma(isa: &dyn TargetIsa) -> bool {
+    isa.isa_flags().iter().any(|f| f.name == "has_fma" && f.as_bool().unwrap_or(false))
+}
+
+/// Creates a function with the kernel signature and runs `body` to fill it.
+pub fn build_kernel(isa: &dyn TargetIsa, id: u32, body: impl FnOnce(&mut Kb)) -> Function {
+    let mut func = Function::with_name_signature(UserFuncName::user(0, id), kernel_signature(isa));
+    let mut fctx = FunctionBuilderContext::new();
+    {
+        let mut b = FunctionBuilder::new(&mut func, &mut fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let p = b.block_params(entry).to_vec();
+        let mut kb = Kb {
+            b,
+            args: p[0],
+            begin: p[1],
+            end: p[2],
+            operands: HashMap::new(),
+            fma: has_fma(isa),
+            unary_sig: None,
+            binary_sig: None,
+        };
+        body(&mut kb);
+        kb.b.ins().return_(&[]);
+        kb.b.seal_all_blocks();
+        kb.b.finalize(isa.frontend_config());
+    }
+    func
+}
+
+impl Kb<'_> {
+    /// The pointer in operand slot `i` (loaded once, in the entry block, on first use).
+    pub fn operand(&mut self, i: usize) -> Value {
+        if let Some(&v) = self.operands.get(&i) {
+            return v;
+        }
+        let v = self.b.ins().load(I64, ro(), self.args, (i * 8) as i32);
+        self.operands.insert(i, v);
+        v
+    }
+
+    /// Loads every operand pointer up front (call in the entry block so they dominate all uses).
+    pub fn operands(&mut self, n: usize) -> Vec<Value> {
+        (0..n).map(|i| self.operand(i)).collect()
+    }
+
+    pub fn iconst(&mut self, v: i64) -> Value {
+        self.b.ins().iconst(I64, v)
+    }
+
+    pub fn fconst(&mut self, v: f32) -> Value {
+        self.b.ins().f32const(v)
+    }
+
+    pub fn vconst(&mut self, v: f32) -> Value {
+        let s = self.fconst(v);
+        self.b.ins().splat(F32X4, s)
+    }
+
+    pub fn splat(&mut self, v: Value) -> Value {
+        self.b.ins().splat(F32X4, v)
+    }
+
+    pub fn add(&mut self, a: Value, b: Value) -> Value {
+        self.b.ins().iadd(a, b)
+    }
+
+    pub fn mul(&mut self, a: Value, b: Value) -> Value {
+        self.b.ins().imul(a, b)
+    }
+
+    /// `a + c` for a constant c.
+    pub fn addi(&mut self, a: Value, c: i64) -> Value {
+        if c == 0 {
+            return a;
+        }
+        let k = self.iconst(c);
+        self.b.ins().iadd(a, k)
+    }
+
+    /// `a * c` for a constant c.
+    pub fn muli(&mut self, a: Value, c: i64) -> Value {
+        if c == 1 {
+            return a;
+        }
+        let k = self.iconst(c);
+        self.b.ins().imul(a, k)
+    }
+
+    /// `a / c` and `a % c` (unsigned) for a positive constant c.
+    pub fn divmod(&mut self, a: Value, c: i64) -> (Value, Value) {
+        if c == 1 {
+            let z = self.iconst(0);
+            return (a, z);
+        }
+        let k = self.iconst(c);
+        let q = self.b.ins().udiv(a, k);
+        let qc = self.b.ins().imul(q, k);
+        let r = self.b.ins().isub(a, qc);
+        (q, r)
+    }
+
+    /// `base + index * bytes`.
+    pub fn elem(&mut self, base: Value, index: Value, bytes: i64) -> Value {
+        let off = self.muli(index, bytes);
+        self.b.ins().iadd(base, off)
+    }
+
+    pub fn load_f32(&mut self, p: Value, off: i32, flags: MemFlagsData) -> Value {
+        self.b.ins().load(F32, flags, p, off)
+    }
+
+    pub fn store_f32(&mut self, v: Value, p: Value, off: i32) {
+        self.b.ins().store(rw(), v, p, off);
+    }
+
+    pub fn load_v(&mut self, p: Value, off: i32, flags: MemFlagsData) -> Value {
+        self.b.ins().load(F32X4, flags, p, off)
+    }
+
+    pub fn store_v(&mut self, v: Value, p: Value, off: i32) {
+        self.b.ins().store(rw(), v, p, off);
+    }
+
+    /// `a * b + c` (fused when the host has FMA).
+    pub fn fma(&mut self, a: Value, b: Value, c: Value) -> Value {
+        if self.fma {
+            self.b.ins().fma(a, b, c)
+        } else {
+            let m = self.b.ins().fmul(a, b);
+            self.b.ins().fadd(m, c)
+        }
+    }
+
+    pub fn var(&mut self, ty: Type, init: Value) -> Variable {
+        let v = self.b.declare_var(ty);
+        self.b.def_var(v, init);
+        v
+    }
+
+    /// `for i in (lo..hi).step_by(step)`, testing the condition at the top of the loop.
+    pub fn for_range(&mut self, lo: Value, hi: Value, step: i64, mut body: impl FnMut(&mut Self, Value)) {
+        let header = self.b.create_block();
+        let body_block = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.append_block_param(header, I64);
+        self.b.ins().jump(header, &[BlockArg::Value(lo)]);
+        self.b.switch_to_block(header);
+        let i = self.b.block_params(header)[0];
+        let go = self.b.ins().icmp(IntCC::SignedLessThan, i, hi);
+        self.b.ins().brif(go, body_block, &[], exit, &[]);
+        self.b.switch_to_block(body_block);
+        body(self, i);
+        let next = self.addi(i, step);
+        self.b.ins().jump(header, &[BlockArg::Value(next)]);
+        self.b.switch_to_block(exit);
+    }
+
+    /// A loop with constant bounds.
+    pub fn for_const(&mut self, lo: i64, hi: i64, step: i64, body: impl FnMut(&mut Self, Value)) {
+        if lo >= hi {
+            return;
+        }
+        let (l, h) = (self.iconst(lo), self.iconst(hi));
+        self.for_range(l, h, step, body);
+    }
+
+    /// Runs `body` when `cond` (an i8 condition) holds.
+    pub fn if_then(&mut self, cond: Value, body: impl FnOnce(&mut Self)) {
+        let then = self.b.create_block();
+        let join = self.b.create_block();
+        self.b.ins().brif(cond, then, &[], join, &[]);
+        self.b.switch_to_block(then);
+        body(self);
+        self.b.ins().jump(join, &[]);
+        self.b.switch_to_block(join);
+    }
+
+    /// `a < b` for signed integers.
+    pub fn lt(&mut self, a: Value, b: Value) -> Value {
+        self.b.ins().icmp(IntCC::SignedLessThan, a, b)
+    }
+
+    /// `lo <= a < hi` for signed integers.
+    pub fn in_range(&mut self, a: Value, lo: i64, hi: i64) -> Value {
+        let l = self.iconst(lo);
+        let h = self.iconst(hi);
+        let c1 = self.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, a, l);
+        let c2 = self.b.ins().icmp(IntCC::SignedLessThan, a, h);
+        self.b.ins().band(c1, c2)
+    }
+
+    /// Calls helper `index` of the runtime's table (operand `table`) on one f32.
+    pub fn call_unary(&mut self, table: Value, index: usize, x: Value) -> Value {
+        let sig = *self.unary_sig.get_or_insert_with(|| {
+            let mut s = Signature::new(cranelift_codegen::isa::CallConv::SystemV);
+            s.params.push(AbiParam::new(F32));
+            s.returns.push(AbiParam::new(F32));
+            self.b.import_signature(s)
+        });
+        let f = self.b.ins().load(I64, ro(), table, (index * 8) as i32);
+        let call = self.b.ins().call_indirect(sig, f, &[x]);
+        self.b.inst_results(call)[0]
+    }
+
+    /// Calls two-argument helper `index` on two f32.
+    pub fn call_binary(&mut self, table: Value, index: usize, x: Value, y: Value) -> Value {
+        let sig = *self.binary_sig.get_or_insert_with(|| {
+            let mut s = Signature::new(cranelift_codegen::isa::CallConv::SystemV);
+            s.params.push(AbiParam::new(F32));
+            s.params.push(AbiParam::new(F32));
+            s.returns.push(AbiParam::new(F32));
+            self.b.import_signature(s)
+        });
+        let f = self.b.ins().load(I64, ro(), table, (index * 8) as i32);
+        let call = self.b.ins().call_indirect(sig, f, &[x, y]);
+        self.b.inst_results(call)[0]
+    }
+
+    /// Applies a scalar function to each lane of an f32x4.
+    pub fn per_lane(&mut self, v: Value, mut f: impl FnMut(&mut Self, Value) -> Value) -> Value {
+        let mut out = v;
+        for lane in 0..4u8 {
+            let x = self.b.ins().extractlane(v, lane);
+            let y = f(self, x);
+            out = self.b.ins().insertlane(out, y, lane);
+        }
+        out
+    }
+
+    /// `x < y` for floats (scalar or vector), as a mask usable by `select`/`bitselect`.
+    pub fn flt(&mut self, x: Value, y: Value) -> Value {
+        self.b.ins().fcmp(FloatCC::LessThan, x, y)
+    }
+
+    pub fn ty(&self, v: Value) -> Type {
+        self.b.func.dfg.value_type(v)
+    }
+
+    /// True for f32x4 values.
+    pub fn is_vec(&self, v: Value) -> bool {
+        self.ty(v) == types::F32X4
+    }
+}

@@ -1,0 +1,142 @@
+//! Kernel plan -> machine code: each distinct kernel spec becomes one Cranelift function,
+//! compiled in parallel and laid out in one position-independent code blob.
+
+pub mod builder;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use cranelift_codegen::control::ControlPlane;
+use cranelift_codegen::isa::TargetIsa;
+use cranelift_codegen::settings::{self, Configurable};
+use rayon::prelude::*;
+
+use builder::Kb;
+
+/// Errors of code generation.
+#[derive(Debug, thiserror::Error)]
+pub enum CodegenError {
+    #[error("cannot target this CPU: {0}")]
+    Isa(String),
+    #[error("kernel {kernel}: Cranelift: {msg}")]
+    Compile { kernel: String, msg: String },
+}
+
+/// A kernel specialised for one node (or several identical ones): everything it needs is baked
+/// in, and its `Debug` form identifies it (equal specs compile once).
+pub trait KernelSpec: Debug + Send + Sync {
+    /// A short readable name for profiles (`conv3x3 64->64 56x56`).
+    fn name(&self) -> String;
+    /// Emits the kernel body.
+    fn emit(&self, kb: &mut Kb);
+}
+
+/// The host ISA with `opt_level=speed`; FMA and SSE4.1/AVX follow the host CPU.
+pub fn host_isa() -> Result<Arc<dyn TargetIsa>, CodegenError> {
+    let mut flags = settings::builder();
+    flags.set("opt_level", "speed").map_err(|e| CodegenError::Isa(e.to_string()))?;
+    flags
+        .set("enable_verifier", if cfg!(debug_assertions) { "true" } else { "false" })
+        .map_err(|e| CodegenError::Isa(e.to_string()))?;
+    let isa = cranelift_native::builder().map_err(|e| CodegenError::Isa(e.to_string()))?;
+    isa.finish(settings::Flags::new(flags)).map_err(|e| CodegenError::Isa(e.to_string()))
+}
+
+/// Compiles one kernel to machine code. The code must need no relocation.
+pub fn compile_kernel(isa: &dyn TargetIsa, id: u32, spec: &dyn KernelSpec) -> Result<Vec<u8>, CodegenError> {
+    let func = builder::build_kernel(isa, id, |kb| spec.emit(kb));
+    let mut ctx = cranelift_codegen::Context::for_function(func);
+    let code = ctx
+        .compile(isa, &mut ControlPlane::default())
+        .map_err(|e| CodegenError::Compile { kernel: spec.name(), msg: format!("{:?}", e.inner) })?;
+    if !code.buffer.relocs().is_empty() {
+        return Err(CodegenError::Compile { kernel: spec.name(), msg: "the code needs relocations".into() });
+    }
+    Ok(code.code_buffer().to_vec())
+}
+
+/// Compiled kernels laid out in one blob: (code, per-kernel offset and length).
+pub struct CodeBlob {
+    pub code: Vec<u8>,
+    pub offsets: Vec<(usize, usize)>,
+}
+
+/// Compiles every spec (in parallel) and concatenates the code, each kernel 64-byte aligned.
+pub fn compile_all(isa: &dyn TargetIsa, specs: &[Arc<dyn KernelSpec>]) -> Result<CodeBlob, CodegenError> {
+    let compiled: Vec<Vec<u8>> = specs
+        .par_iter()
+        .enumerate()
+        .map(|(i, s)| compile_kernel(isa, i as u32, s.as_ref()))
+        .collect::<Result<_, _>>()?;
+    let mut code = vec![];
+    let mut offsets = vec![];
+    for c in compiled {
+        // Pad with int3 so a stray jump traps.
+        code.resize(code.len().next_multiple_of(64), 0xcc);
+        offsets.push((code.len(), c.len()));
+        code.extend_from_slice(&c);
+    }
+    Ok(CodeBlob { code, offsets })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use builder::{Kb, ro};
+    use incept_runtime::{DType, IoSpec, Kernel, Model, Operand, Plan, RunOptions, Slot, Step, Tensor};
+
+    /// out[i] = in[i] * 2 + 1 over tiles of 4 elements.
+    #[derive(Debug)]
+    struct Affine;
+
+    impl KernelSpec for Affine {
+        fn name(&self) -> String {
+            "affine".into()
+        }
+        fn emit(&self, kb: &mut Kb) {
+            let [x, y] = [kb.operand(0), kb.operand(1)];
+            let (two, one) = (kb.vconst(2.0), kb.vconst(1.0));
+            let (begin, end) = (kb.begin, kb.end);
+            kb.for_range(begin, end, 1, |kb, t| {
+                let off = kb.muli(t, 16);
+                let px = kb.add(x, off);
+                let py = kb.add(y, off);
+                let v = kb.load_v(px, 0, ro());
+                let r = kb.fma(v, two, one);
+                kb.store_v(r, py, 0);
+            });
+        }
+    }
+
+    #[test]
+    fn a_compiled_kernel_runs_in_the_runtime() {
+        let isa = host_isa().expect("isa");
+        let blob = compile_all(isa.as_ref(), &[Arc::new(Affine)]).expect("compile");
+        let plan = Plan {
+            code: blob.code,
+            kernels: vec![Kernel { offset: blob.offsets[0].0, len: blob.offsets[0].1, name: "affine".into() }],
+            steps: vec![Step {
+                kernel: 0,
+                operands: vec![
+                    Operand { slot: Slot::Input(0), offset: 0 },
+                    Operand { slot: Slot::Output(0), offset: 0 },
+                ],
+                tiles: 3,
+                name: "n".into(),
+                op: "Affine".into(),
+                flops: 24,
+            }],
+            weights: incept_runtime::buffer::AlignedBuf::zeroed(0),
+            arena_size: 0,
+            inputs: vec![IoSpec { name: "x".into(), dtype: DType::F32, shape: vec![12] }],
+            outputs: vec![IoSpec { name: "y".into(), dtype: DType::F32, shape: vec![12] }],
+        };
+        for threads in [1, 2] {
+            let model = Model::new(plan.clone(), &RunOptions { threads }).expect("load");
+            let x: Vec<f32> = (0..12).map(|i| i as f32).collect();
+            let out = model.run(&[Tensor::from_f32(&[12], &x).expect("tensor")]).expect("run");
+            let y = out[0].to_f32_vec().expect("f32");
+            assert_eq!(y, x.iter().map(|v| v * 2.0 + 1.0).collect::<Vec<_>>());
+        }
+    }
+}

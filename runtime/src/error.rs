@@ -1,0 +1,16 @@
+//! Errors of running a model: wrong inputs (with expected versus got), or a broken plan.
+
+/// Why a run (or loading a plan) failed.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum RunError {
+    #[error("the model takes {expected} input(s) ({names}), {got} given")]
+    InputCount { expected: usize, got: usize, names: String },
+    #[error("input '{name}': expected {expected}, got {got}")]
+    Input { name: String, expected: String, got: String },
+    #[error("no input named '{name}' (inputs: {names})")]
+    UnknownInput { name: String, names: String },
+    #[error("invalid plan: {0}")]
+    Plan(String),
+    #[error("cannot map executable code: {0}")]
+    Code(String),
+}

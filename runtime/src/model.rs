@@ -1,0 +1,216 @@
+//! Running a plan: input validation, an arena per concurrent run, and the steps' tiles spread
+//! over a thread pool.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+
+use crate::buffer::AlignedBuf;
+use crate::code::ExecutableCode;
+use crate::error::RunError;
+use crate::helpers;
+use crate::plan::{KernelFn, Plan, Slot};
+use crate::tensor::Tensor;
+
+/// How to run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Worker threads; 0 means the number of physical cores. 1 runs everything inline.
+    pub threads: usize,
+}
+
+/// Time spent in one step of one run.
+#[derive(Clone, Debug)]
+pub struct StepTiming {
+    pub step: usize,
+    pub time: Duration,
+}
+
+/// A compiled model, ready to run. `run` takes `&self` and may be called from several threads at
+/// once: each call takes its own arena from a pool.
+pub struct Model {
+    plan: Plan,
+    // Keeps the executable mapping alive for as long as `kernels` may be called.
+    _code: ExecutableCode,
+    kernels: Vec<KernelFn>,
+    pool: Option<rayon::ThreadPool>,
+    threads: usize,
+    arenas: Mutex<Vec<AlignedBuf>>,
+    helpers: Box<[usize; 6]>,
+}
+
+/// The operand pointers of one step, shared (read-only) by the threads that run its tiles.
+struct Args(Vec<*mut u8>);
+// SAFETY: the pointers refer to buffers that outlive the step, and tiles write disjoint parts.
+unsafe impl Sync for Args {}
+unsafe impl Send for Args {}
+
+impl Model {
+    /// Loads a plan: validates it, maps its code executable and starts the thread pool.
+    pub fn new(plan: Plan, options: &RunOptions) -> Result<Model, RunError> {
+        plan.validate().map_err(RunError::Plan)?;
+        let code = ExecutableCode::new(&plan.code)?;
+        let kernels = plan
+            .kernels
+            .iter()
+            .map(|k| {
+                let addr = code
+                    .address(k.offset)
+                    .ok_or_else(|| RunError::Plan(format!("kernel {} is outside the code", k.name)))?;
+                // SAFETY: the plan's code holds a function with the kernel ABI at this offset
+                // (the compiler emitted it so); validate() checked the bounds.
+                Ok(unsafe { std::mem::transmute::<*const u8, KernelFn>(addr) })
+            })
+            .collect::<Result<Vec<_>, RunError>>()?;
+        let threads = if options.threads == 0 { num_cpus::get_physical().max(1) } else { options.threads };
+        let pool = if threads > 1 {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .map_err(|e| RunError::Plan(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        Ok(Model {
+            plan,
+            _code: code,
+            kernels,
+            pool,
+            threads,
+            arenas: Mutex::new(vec![]),
+            helpers: Box::new(helpers::table()),
+        })
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs the model on inputs given in the model's input order.
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
+        let refs: Vec<&Tensor> = inputs.iter().collect();
+        self.run_inner(&refs, None)
+    }
+
+    /// Runs the model on inputs given by name.
+    pub fn run_named(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>, RunError> {
+        let names = || self.plan.inputs.iter().map(|i| i.name.clone()).collect::<Vec<_>>().join(", ");
+        for (n, _) in inputs {
+            if !self.plan.inputs.iter().any(|i| i.name == *n) {
+                return Err(RunError::UnknownInput { name: n.to_string(), names: names() });
+            }
+        }
+        let mut ordered = vec![];
+        for spec in &self.plan.inputs {
+            match inputs.iter().find(|(n, _)| *n == spec.name) {
+                Some((_, t)) => ordered.push(*t),
+                None => {
+                    return Err(RunError::InputCount {
+                        expected: self.plan.inputs.len(),
+                        got: inputs.len(),
+                        names: names(),
+                    });
+                }
+            }
+        }
+        self.run_inner(&ordered, None)
+    }
+
+    /// Runs the model and reports the time of every step.
+    pub fn run_timed(&self, inputs: &[Tensor]) -> Result<(Vec<Tensor>, Vec<StepTiming>), RunError> {
+        let refs: Vec<&Tensor> = inputs.iter().collect();
+        let mut timings = Vec::with_capacity(self.plan.steps.len());
+        let out = self.run_inner(&refs, Some(&mut timings))?;
+        Ok((out, timings))
+    }
+
+    fn check_inputs(&self, inputs: &[&Tensor]) -> Result<(), RunError> {
+        let specs = &self.plan.inputs;
+        if inputs.len() != specs.len() {
+            let names = specs.iter().map(|i| i.name.clone()).collect::<Vec<_>>().join(", ");
+            return Err(RunError::InputCount { expected: specs.len(), got: inputs.len(), names });
+        }
+        for (t, s) in inputs.iter().zip(specs) {
+            if t.dtype() != s.dtype || t.shape() != s.shape.as_slice() {
+                let expected =
+                    format!("{}[{}]", s.dtype, s.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","));
+                return Err(RunError::Input { name: s.name.clone(), expected, got: t.type_string() });
+            }
+        }
+        Ok(())
+    }
+
+    fn run_inner(
+        &self,
+        inputs: &[&Tensor],
+        mut timings: Option<&mut Vec<StepTiming>>,
+    ) -> Result<Vec<Tensor>, RunError> {
+        self.check_inputs(inputs)?;
+        let mut outputs: Vec<Tensor> = self.plan.outputs.iter().map(|o| Tensor::zeros(o.dtype, &o.shape)).collect();
+        let mut arena = self
+            .arenas
+            .lock()
+            .ok()
+            .and_then(|mut a| a.pop())
+            .unwrap_or_else(|| AlignedBuf::zeroed(self.plan.arena_size));
+        {
+            let arena_ptr = arena.as_mut_ptr();
+            let weights_ptr = self.plan.weights.as_ptr() as *mut u8;
+            let helpers_ptr = self.helpers.as_ptr() as *mut u8;
+            let input_ptrs: Vec<*mut u8> = inputs.iter().map(|t| t.as_ptr() as *mut u8).collect();
+            let output_ptrs: Vec<*mut u8> = outputs.iter_mut().map(|t| t.as_mut_ptr()).collect();
+            for (i, step) in self.plan.steps.iter().enumerate() {
+                let args = Args(
+                    step.operands
+                        .iter()
+                        .map(|o| {
+                            let base = match o.slot {
+                                Slot::Arena => arena_ptr,
+                                Slot::Weights => weights_ptr,
+                                Slot::Input(k) => input_ptrs[k],
+                                Slot::Output(k) => output_ptrs[k],
+                                Slot::Helpers => helpers_ptr,
+                            };
+                            base.wrapping_add(o.offset)
+                        })
+                        .collect(),
+                );
+                let start = timings.is_some().then(Instant::now);
+                self.call(self.kernels[step.kernel], &args, step.tiles);
+                if let (Some(t), Some(start)) = (timings.as_deref_mut(), start) {
+                    t.push(StepTiming { step: i, time: start.elapsed() });
+                }
+            }
+        }
+        if let Ok(mut pool) = self.arenas.lock() {
+            pool.push(arena);
+        }
+        Ok(outputs)
+    }
+
+    /// Calls a kernel over `tiles` tiles: inline, or in contiguous chunks on the pool.
+    fn call(&self, f: KernelFn, args: &Args, tiles: usize) {
+        let run = |lo: usize, hi: usize| {
+            // SAFETY: the operands were laid out by the compiler for exactly this kernel, point
+            // into live buffers of the right sizes (checked when the plan was validated and the
+            // inputs checked), and the tile range is within the kernel's iteration space.
+            unsafe { f(args.0.as_ptr(), lo, hi) }
+        };
+        match &self.pool {
+            Some(pool) if tiles > 1 => {
+                let chunks = tiles.min(self.threads * 4);
+                pool.install(|| {
+                    (0..chunks).into_par_iter().for_each(|c| run(c * tiles / chunks, (c + 1) * tiles / chunks));
+                });
+            }
+            _ => run(0, tiles),
+        }
+    }
+}
