@@ -226,6 +226,24 @@ impl Kb<'_> {
         self.b.switch_to_block(join);
     }
 
+    /// `a == c` for a constant c.
+    pub fn eqi(&mut self, a: Value, c: i64) -> Value {
+        let k = self.iconst(c);
+        self.b.ins().icmp(IntCC::Equal, a, k)
+    }
+
+    /// `c - a` for a constant c.
+    pub fn rsubi(&mut self, c: i64, a: Value) -> Value {
+        let k = self.iconst(c);
+        self.b.ins().isub(k, a)
+    }
+
+    /// `min(a, c)` (signed) for a constant c.
+    pub fn mini(&mut self, a: Value, c: i64) -> Value {
+        let k = self.iconst(c);
+        self.b.ins().smin(a, k)
+    }
+
     /// `a < b` for signed integers.
     pub fn lt(&mut self, a: Value, b: Value) -> Value {
         self.b.ins().icmp(IntCC::SignedLessThan, a, b)

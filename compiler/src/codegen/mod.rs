@@ -2,6 +2,7 @@
 //! compiled in parallel and laid out in one position-independent code blob.
 
 pub mod builder;
+pub mod kernels;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -138,5 +139,178 @@ mod tests {
             let y = out[0].to_f32_vec().expect("f32");
             assert_eq!(y, x.iter().map(|v| v * 2.0 + 1.0).collect::<Vec<_>>());
         }
+    }
+}
+
+/// Runs one kernel on f32 inputs (test support): operands are the inputs in order, then the
+/// output, then the helper table when `helpers`.
+#[cfg(test)]
+pub(crate) fn run_one(
+    spec: Arc<dyn KernelSpec>,
+    tiles: usize,
+    inputs: &[Vec<f32>],
+    out_len: usize,
+    helpers: bool,
+    threads: usize,
+) -> Vec<f32> {
+    use incept_runtime::{DType, IoSpec, Kernel, Model, Operand, Plan, RunOptions, Slot, Step, Tensor};
+    let isa = host_isa().expect("isa");
+    let blob = compile_all(isa.as_ref(), &[spec]).expect("compile");
+    let mut operands: Vec<Operand> = (0..inputs.len()).map(|k| Operand { slot: Slot::Input(k), offset: 0 }).collect();
+    operands.push(Operand { slot: Slot::Output(0), offset: 0 });
+    if helpers {
+        operands.push(Operand { slot: Slot::Helpers, offset: 0 });
+    }
+    let plan = Plan {
+        code: blob.code,
+        kernels: vec![Kernel { offset: blob.offsets[0].0, len: blob.offsets[0].1, name: "k".into() }],
+        steps: vec![Step { kernel: 0, operands, tiles, name: "n".into(), op: "op".into(), flops: 0 }],
+        weights: incept_runtime::buffer::AlignedBuf::zeroed(0),
+        arena_size: 0,
+        inputs: inputs
+            .iter()
+            .enumerate()
+            .map(|(k, v)| IoSpec { name: format!("i{k}"), dtype: DType::F32, shape: vec![v.len()] })
+            .collect(),
+        outputs: vec![IoSpec { name: "o".into(), dtype: DType::F32, shape: vec![out_len] }],
+    };
+    let model = Model::new(plan, &RunOptions { threads }).expect("load");
+    let ins: Vec<Tensor> = inputs.iter().map(|v| Tensor::from_f32(&[v.len()], v).expect("tensor")).collect();
+    model.run(&ins).expect("run")[0].to_f32_vec().expect("f32")
+}
+
+#[cfg(test)]
+mod gemm_tests {
+    use super::*;
+    use incept_ir::ops::{Activation, Unary};
+    use kernels::gemm::{GemmSpec, GemmStep, Mat, NR};
+
+    fn rand(n: usize, seed: u64) -> Vec<f32> {
+        let mut r = incept_ir::text::parse::SplitMix(seed);
+        (0..n).map(|_| r.uniform() as f32).collect()
+    }
+
+    /// Packs row-major A [m, k] into MR-row panels [panel][k][mr] (zero rows at the end).
+    fn pack_a(a: &[f32], m: usize, k: usize, mr: usize) -> Vec<f32> {
+        let pm = m.div_ceil(mr);
+        let mut out = vec![0.0; pm * k * mr];
+        for i in 0..m {
+            for kk in 0..k {
+                out[(i / mr) * k * mr + kk * mr + i % mr] = a[i * k + kk];
+            }
+        }
+        out
+    }
+
+    fn pack_b(b: &[f32], k: usize, n: usize) -> Vec<f32> {
+        let pn = n.div_ceil(NR);
+        let mut out = vec![0.0; pn * k * NR];
+        for kk in 0..k {
+            for j in 0..n {
+                out[(j / NR) * k * NR + kk * NR + j % NR] = b[kk * n + j];
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn gemm_matches_naive_for_odd_shapes_layouts_and_threads() {
+        for (m, n, k, mr, kc) in
+            [(1, 1, 1, 12, 4), (13, 7, 9, 12, 4), (25, 17, 33, 12, 16), (5, 8, 3, 4, 2), (30, 9, 70, 12, 32)]
+        {
+            let (a, b) = (rand(m * k, 1), rand(k * n, 2));
+            let bias = rand(m, 3);
+            let res = rand(m * n, 4);
+            let mut want = vec![0f32; m * n];
+            for i in 0..m {
+                for j in 0..n {
+                    let s: f64 = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum();
+                    want[i * n + j] = ((s as f32 * 0.5 + bias[i] + res[i * n + j]).max(0.0)).min(6.0);
+                }
+            }
+            for packed in [false, true] {
+                let (a_in, a_mat) = if packed {
+                    (
+                        pack_a(&a, m, k, mr),
+                        Mat { rs: 1, cs: mr as isize, panel_stride: (k * mr) as isize, batch_stride: 0, batch_mod: 0 },
+                    )
+                } else {
+                    (
+                        a.clone(),
+                        Mat { rs: k as isize, cs: 1, panel_stride: (mr * k) as isize, batch_stride: 0, batch_mod: 0 },
+                    )
+                };
+                let (b_in, b_mat) = if packed {
+                    (
+                        pack_b(&b, k, n),
+                        Mat { rs: NR as isize, cs: 1, panel_stride: (k * NR) as isize, batch_stride: 0, batch_mod: 0 },
+                    )
+                } else if n % NR == 0 {
+                    (b.clone(), Mat { rs: n as isize, cs: 1, panel_stride: NR as isize, batch_stride: 0, batch_mod: 0 })
+                } else {
+                    continue; // row-major B needs whole panels
+                };
+                let spec = GemmSpec {
+                    m,
+                    n,
+                    k,
+                    batch: 1,
+                    a: a_mat,
+                    b: b_mat,
+                    c: Mat::row_major(n, 0),
+                    alpha: 0.5,
+                    bias: Some(Mat { rs: 1, cs: 0, panel_stride: 0, batch_stride: 0, batch_mod: 0 }),
+                    steps: vec![
+                        GemmStep::Add(Mat::row_major(n, 0)),
+                        GemmStep::Act(Activation::Unary(Unary::Relu)),
+                        GemmStep::Act(Activation::Clip { min: None, max: Some(6.0) }),
+                    ],
+                    mr,
+                    kc,
+                    m_panels: 2,
+                    n_panels: 2,
+                };
+                // Run with C as the output: operands A, B, C(out), bias, residual.
+                let got = run_gemm(&spec, &a_in, &b_in, &bias, &res);
+                let err = got.iter().zip(&want).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+                assert!(err < 1e-4, "{m}x{n}x{k} packed={packed}: {err}");
+            }
+        }
+    }
+
+    fn run_gemm(spec: &GemmSpec, a: &[f32], b: &[f32], bias: &[f32], res: &[f32]) -> Vec<f32> {
+        use incept_runtime::{DType, IoSpec, Kernel, Model, Operand, Plan, RunOptions, Slot, Step, Tensor};
+        let isa = host_isa().expect("isa");
+        let blob = compile_all(isa.as_ref(), &[Arc::new(spec.clone())]).expect("compile");
+        let op = |slot| Operand { slot, offset: 0 };
+        let plan = Plan {
+            code: blob.code,
+            kernels: vec![Kernel { offset: 0, len: blob.offsets[0].1, name: "gemm".into() }],
+            steps: vec![Step {
+                kernel: 0,
+                operands: vec![
+                    op(Slot::Input(0)),
+                    op(Slot::Input(1)),
+                    op(Slot::Output(0)),
+                    op(Slot::Input(2)),
+                    op(Slot::Input(3)),
+                ],
+                tiles: spec.tiles(),
+                name: "g".into(),
+                op: "Gemm".into(),
+                flops: 0,
+            }],
+            weights: incept_runtime::buffer::AlignedBuf::zeroed(0),
+            arena_size: 0,
+            inputs: [a, b, bias, res]
+                .iter()
+                .enumerate()
+                .map(|(k, v)| IoSpec { name: format!("i{k}"), dtype: DType::F32, shape: vec![v.len()] })
+                .collect(),
+            outputs: vec![IoSpec { name: "c".into(), dtype: DType::F32, shape: vec![spec.m * spec.n] }],
+        };
+        let model = Model::new(plan, &RunOptions { threads: 2 }).expect("load");
+        let ins: Vec<Tensor> = [a, b, bias, res].iter().map(|v| Tensor::from_f32(&[v.len()], v).expect("t")).collect();
+        model.run(&ins).expect("run")[0].to_f32_vec().expect("f32")
     }
 }

@@ -1,0 +1,424 @@
+//! Matrix multiply with a fused epilogue: `C = alpha * A B + bias`, then adds and activations.
+//! Used by Gemm, MatMul and, on packed im2col panels, by convolution.
+//!
+//! A is read as MR-row panels and B as NR(=4)-column panels through strides, so the same kernel
+//! serves weights packed at compile time (`[panel][k][MR]`, `[panel][k][NR]`) and activations laid
+//! out row-major. The innermost register tile is emitted by [`Microkernel`]: MR f32x4 accumulators,
+//! one B vector and a broadcast of A per row (see KERNEL-NOTES.md for why this shape).
+
+use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_frontend::Variable;
+use incept_ir::ops::Activation;
+
+use crate::codegen::KernelSpec;
+use crate::codegen::builder::{F32X4, Kb, ro};
+use crate::codegen::kernels::math::{act_needs_helpers, emit_act};
+
+/// Columns of a B panel and of the register tile (one f32x4).
+pub const NR: usize = 4;
+
+/// How a 2-D operand is addressed (in elements): element (r, c) of batch b is at
+/// `(b mod batch_mod) * batch_stride + (r / panel_rows) * panel_stride + (r % panel_rows) * rs + c * cs`
+/// (for A the rows are m and the columns k; for B the rows are k and the columns n, with
+/// panels over n instead: see [`Mat::b_index`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Mat {
+    pub rs: isize,
+    pub cs: isize,
+    pub panel_stride: isize,
+    pub batch_stride: isize,
+    /// 0: no modulo.
+    pub batch_mod: usize,
+}
+
+impl Mat {
+    /// A row-major [rows, cols] matrix (panels are just groups of rows).
+    pub fn row_major(cols: usize, batch_stride: usize) -> Mat {
+        Mat { rs: cols as isize, cs: 1, panel_stride: 0, batch_stride: batch_stride as isize, batch_mod: 0 }
+    }
+}
+
+/// One epilogue step: add operand `i` (laid out over (m, n) by a [`Mat`]) or an activation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GemmStep {
+    Add(Mat),
+    Act(Activation),
+}
+
+/// `C[m, n] = alpha * sum_k A[m, k] B[k, n] (+ bias) (epilogue)`, `batch` independent problems.
+/// Operands: A, B, C, bias (if any), one per `Add` step, then the helper table when needed.
+#[derive(Clone, Debug)]
+pub struct GemmSpec {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub batch: usize,
+    /// A(m, k): rows are m; `panel_stride` jumps MR rows.
+    pub a: Mat,
+    /// B(k, n): `rs` steps k, `cs` must be 1 within an NR-wide panel, `panel_stride` jumps NR columns.
+    pub b: Mat,
+    /// C(m, n), row-major within a batch.
+    pub c: Mat,
+    pub alpha: f32,
+    pub bias: Option<Mat>,
+    pub steps: Vec<GemmStep>,
+    /// Rows of the register tile (<= 12).
+    pub mr: usize,
+    /// K block kept in L1.
+    pub kc: usize,
+    /// Panels per tile along m and n.
+    pub m_panels: usize,
+    pub n_panels: usize,
+}
+
+impl GemmSpec {
+    fn pm(&self) -> usize {
+        self.m.div_ceil(self.mr)
+    }
+    fn pn(&self) -> usize {
+        self.n.div_ceil(NR)
+    }
+    fn m_tiles(&self) -> usize {
+        self.pm().div_ceil(self.m_panels)
+    }
+    fn n_tiles(&self) -> usize {
+        self.pn().div_ceil(self.n_panels)
+    }
+    pub fn tiles(&self) -> usize {
+        self.batch * self.m_tiles() * self.n_tiles()
+    }
+    pub fn needs_helpers(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s, GemmStep::Act(a) if act_needs_helpers(a)))
+    }
+    pub fn flops(&self) -> u64 {
+        2 * (self.batch * self.m * self.n * self.k) as u64
+    }
+}
+
+/// Pointer to element (r, c) of operand `base` for batch `bvalue`.
+fn batch_base(kb: &mut Kb, base: Value, mat: &Mat, b: Value) -> Value {
+    let idx = if mat.batch_mod > 0 { kb.divmod(b, mat.batch_mod as i64).1 } else { b };
+    let off = kb.muli(idx, mat.batch_stride as i64);
+    kb.elem(base, off, 4)
+}
+
+/// The innermost register tile: `rows` x NR outputs, kept in f32x4 accumulators over a K block.
+/// Other tile shapes or instruction sets can be added beside this without touching the loop nest.
+pub struct Microkernel {
+    pub rows: usize,
+}
+
+impl Microkernel {
+    /// Accumulates `kc` steps: acc[r] += A(r, k) * B(k, 0..4). `a` and `b` point at the panels'
+    /// first k of the block; `a_rs`/`a_cs` and `b_rs` are element strides.
+    #[allow(clippy::too_many_arguments)]
+    pub fn accumulate(
+        &self,
+        kb: &mut Kb,
+        acc: &[Variable],
+        a: Value,
+        a_rs: isize,
+        a_cs: isize,
+        b: Value,
+        b_rs: isize,
+        kc: Value,
+    ) {
+        // Two k steps per iteration, then the odd one.
+        let pairs = {
+            let two = kb.iconst(2);
+            let q = kb.b.ins().udiv(kc, two);
+            kb.muli(q, 2)
+        };
+        let zero = kb.iconst(0);
+        let step = |kb: &mut Kb, k: Value, unroll: usize| {
+            for u in 0..unroll {
+                let ku = kb.addi(k, u as i64);
+                let bo = kb.muli(ku, b_rs as i64 * 4);
+                let pb = kb.add(b, bo);
+                let bv = kb.load_v(pb, 0, ro());
+                let ao = kb.muli(ku, a_cs as i64 * 4);
+                let pa = kb.add(a, ao);
+                for (r, &v) in acc.iter().enumerate() {
+                    let av = kb.load_f32(pa, (r as isize * a_rs * 4) as i32, ro());
+                    let avs = kb.splat(av);
+                    let cur = kb.b.use_var(v);
+                    let nv = kb.fma(avs, bv, cur);
+                    kb.b.def_var(v, nv);
+                }
+            }
+        };
+        kb.for_range(zero, pairs, 2, |kb, k| step(kb, k, 2));
+        let odd = kb.lt(pairs, kc);
+        kb.if_then(odd, |kb| step(kb, pairs, 1));
+    }
+}
+
+impl KernelSpec for GemmSpec {
+    fn name(&self) -> String {
+        format!("gemm {}x{}x{} b{}", self.m, self.n, self.k, self.batch)
+    }
+
+    fn emit(&self, kb: &mut Kb) {
+        let n_adds = self.steps.iter().filter(|s| matches!(s, GemmStep::Add(_))).count();
+        let n_ops = 3 + self.bias.is_some() as usize + n_adds;
+        let ops = kb.operands(n_ops);
+        let helpers = self.needs_helpers().then(|| kb.operand(n_ops));
+        let (pm, pn, mt, nt) = (self.pm(), self.pn(), self.m_tiles(), self.n_tiles());
+        let mr = self.mr;
+        let kcv = self.kc;
+        let (begin, end) = (kb.begin, kb.end);
+        kb.for_range(begin, end, 1, |kb, t| {
+            let (bm, tn) = kb.divmod(t, nt as i64);
+            let (bi, tm) = kb.divmod(bm, mt as i64);
+            let a0 = batch_base(kb, ops[0], &self.a, bi);
+            let b0 = batch_base(kb, ops[1], &self.b, bi);
+            let c0 = batch_base(kb, ops[2], &self.c, bi);
+            let mut extra = 3;
+            let bias0 = self.bias.as_ref().map(|m| {
+                let v = batch_base(kb, ops[extra], m, bi);
+                extra += 1;
+                (v, *m)
+            });
+            let adds: Vec<(Value, Mat)> = self
+                .steps
+                .iter()
+                .filter_map(|s| match s {
+                    GemmStep::Add(m) => {
+                        let v = batch_base(kb, ops[extra], m, bi);
+                        extra += 1;
+                        Some((v, *m))
+                    }
+                    _ => None,
+                })
+                .collect();
+            // Panel ranges of this tile.
+            let i0 = kb.muli(tm, self.m_panels as i64);
+            let i1 = {
+                let e = kb.addi(i0, self.m_panels as i64);
+                let p = kb.iconst(pm as i64);
+                kb.b.ins().smin(e, p)
+            };
+            let j0 = kb.muli(tn, self.n_panels as i64);
+            let j1 = {
+                let e = kb.addi(j0, self.n_panels as i64);
+                let p = kb.iconst(pn as i64);
+                kb.b.ins().smin(e, p)
+            };
+            let kk = self.k as i64;
+            let blocks = self.k.div_ceil(kcv) as i64;
+            kb.for_const(0, blocks, 1, |kb, pc| {
+                let k0 = kb.muli(pc, kcv as i64);
+                let kc = {
+                    let rest = kb.rsubi(kk, k0);
+                    kb.mini(rest, kcv as i64)
+                };
+                let first = kb.eqi(pc, 0);
+                let last = kb.eqi(pc, blocks - 1);
+                kb.for_range(j0, j1, 1, |kb, j| {
+                    kb.for_range(i0, i1, 1, |kb, i| {
+                        // Full panels take the MR-row kernel; the last, partial one its own.
+                        let rows_full = mr;
+                        let rem = self.m % mr;
+                        let emit_panel = |kb: &mut Kb, rows: usize| {
+                            self.panel(kb, rows, i, j, k0, kc, first, last, a0, b0, c0, bias0, &adds, helpers);
+                        };
+                        if rem == 0 {
+                            emit_panel(kb, rows_full);
+                        } else {
+                            let is_last = kb.eqi(i, pm as i64 - 1);
+                            let (full_b, part_b, join) =
+                                (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+                            kb.b.ins().brif(is_last, part_b, &[], full_b, &[]);
+                            kb.b.switch_to_block(full_b);
+                            emit_panel(kb, rows_full);
+                            kb.b.ins().jump(join, &[]);
+                            kb.b.switch_to_block(part_b);
+                            emit_panel(kb, rem);
+                            kb.b.ins().jump(join, &[]);
+                            kb.b.switch_to_block(join);
+                        }
+                    });
+                });
+            });
+        });
+    }
+}
+
+impl GemmSpec {
+    /// One register tile: `rows` x NR outputs at panel (i, j), over the K block [k0, k0 + kc).
+    #[allow(clippy::too_many_arguments)]
+    fn panel(
+        &self,
+        kb: &mut Kb,
+        rows: usize,
+        i: Value,
+        j: Value,
+        k0: Value,
+        kc: Value,
+        first: Value,
+        last: Value,
+        a0: Value,
+        b0: Value,
+        c0: Value,
+        bias: Option<(Value, Mat)>,
+        adds: &[(Value, Mat)],
+        helpers: Option<Value>,
+    ) {
+        let mr = self.mr as i64;
+        // Output rows m = i*MR + r and columns n = j*NR + c.
+        let m0 = kb.muli(i, mr);
+        let n0 = kb.muli(j, NR as i64);
+        let ncols = {
+            let rest = kb.rsubi(self.n as i64, n0);
+            kb.mini(rest, NR as i64)
+        };
+        let full_cols = kb.eqi(ncols, NR as i64);
+        // C tile pointer: c0 + m0*rs + n0.
+        let c_row = kb.muli(m0, self.c.rs as i64);
+        let c_off = kb.add(c_row, n0);
+        let pc = kb.elem(c0, c_off, 4);
+        // Accumulators start at zero on the first K block, else from C.
+        let zero = kb.vconst(0.0);
+        let acc: Vec<Variable> = (0..rows).map(|_| kb.var(F32X4, zero)).collect();
+        let not_first = {
+            let (blk_load, join) = (kb.b.create_block(), kb.b.create_block());
+            kb.b.ins().brif(first, join, &[], blk_load, &[]);
+            kb.b.switch_to_block(blk_load);
+            (blk_load, join)
+        };
+        for (r, &v) in acc.iter().enumerate() {
+            let val = self.load_tile_row(kb, pc, r, full_cols, ncols);
+            kb.b.def_var(v, val);
+        }
+        kb.b.ins().jump(not_first.1, &[]);
+        kb.b.switch_to_block(not_first.1);
+        // A panel at (m panel i, k0), B panel at (n panel j, k0).
+        let a_panel = {
+            let pi = kb.muli(i, self.a.panel_stride as i64);
+            let kk = kb.muli(k0, self.a.cs as i64);
+            let o = kb.add(pi, kk);
+            kb.elem(a0, o, 4)
+        };
+        let b_panel = {
+            let pj = kb.muli(j, self.b.panel_stride as i64);
+            let kk = kb.muli(k0, self.b.rs as i64);
+            let o = kb.add(pj, kk);
+            kb.elem(b0, o, 4)
+        };
+        Microkernel { rows }.accumulate(kb, &acc, a_panel, self.a.rs, self.a.cs, b_panel, self.b.rs, kc);
+        // Not the last K block: store partial sums. The last: finish and store.
+        let (store_b, finish_b, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+        kb.b.ins().brif(last, finish_b, &[], store_b, &[]);
+        kb.b.switch_to_block(store_b);
+        for (r, &v) in acc.iter().enumerate() {
+            let val = kb.b.use_var(v);
+            self.store_tile_row(kb, pc, r, val, full_cols, ncols);
+        }
+        kb.b.ins().jump(join, &[]);
+        kb.b.switch_to_block(finish_b);
+        let alpha = (self.alpha != 1.0).then(|| kb.vconst(self.alpha));
+        for (r, &v) in acc.iter().enumerate() {
+            let mut val = kb.b.use_var(v);
+            if let Some(a) = alpha {
+                val = kb.b.ins().fmul(val, a);
+            }
+            let m = kb.addi(m0, r as i64);
+            if let Some((bp, mat)) = bias {
+                let bv = self.load_operand(kb, bp, &mat, m, n0, full_cols, ncols);
+                val = kb.b.ins().fadd(val, bv);
+            }
+            let mut add_i = 0;
+            for s in &self.steps {
+                match s {
+                    GemmStep::Add(_) => {
+                        let (p, mat) = adds[add_i];
+                        add_i += 1;
+                        let ov = self.load_operand(kb, p, &mat, m, n0, full_cols, ncols);
+                        val = kb.b.ins().fadd(val, ov);
+                    }
+                    GemmStep::Act(a) => val = emit_act(kb, a, val, helpers),
+                }
+            }
+            self.store_tile_row(kb, pc, r, val, full_cols, ncols);
+        }
+        kb.b.ins().jump(join, &[]);
+        kb.b.switch_to_block(join);
+    }
+
+    /// Loads row r of the C tile (all NR columns, or the valid ones with zeros after).
+    fn load_tile_row(&self, kb: &mut Kb, pc: Value, r: usize, full: Value, ncols: Value) -> Value {
+        let off = (r as isize * self.c.rs * 4) as i32;
+        let (fb, pb, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+        kb.b.append_block_param(join, F32X4);
+        kb.b.ins().brif(full, fb, &[], pb, &[]);
+        kb.b.switch_to_block(fb);
+        let v = kb.load_v(pc, off, crate::codegen::builder::rw());
+        kb.b.ins().jump(join, &[cranelift_codegen::ir::BlockArg::Value(v)]);
+        kb.b.switch_to_block(pb);
+        let mut v = kb.vconst(0.0);
+        for c in 0..NR {
+            let cv = kb.iconst(c as i64);
+            let inside = kb.lt(cv, ncols);
+            let (lb, nb) = (kb.b.create_block(), kb.b.create_block());
+            kb.b.append_block_param(nb, F32X4);
+            kb.b.ins().brif(inside, lb, &[], nb, &[cranelift_codegen::ir::BlockArg::Value(v)]);
+            kb.b.switch_to_block(lb);
+            let x = kb.load_f32(pc, off + 4 * c as i32, crate::codegen::builder::rw());
+            let nv = kb.b.ins().insertlane(v, x, c as u8);
+            kb.b.ins().jump(nb, &[cranelift_codegen::ir::BlockArg::Value(nv)]);
+            kb.b.switch_to_block(nb);
+            v = kb.b.block_params(nb)[0];
+        }
+        kb.b.ins().jump(join, &[cranelift_codegen::ir::BlockArg::Value(v)]);
+        kb.b.switch_to_block(join);
+        kb.b.block_params(join)[0]
+    }
+
+    /// Stores row r of the C tile (all NR columns, or only the valid ones).
+    fn store_tile_row(&self, kb: &mut Kb, pc: Value, r: usize, v: Value, full: Value, ncols: Value) {
+        let off = (r as isize * self.c.rs * 4) as i32;
+        let (fb, pb, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+        kb.b.ins().brif(full, fb, &[], pb, &[]);
+        kb.b.switch_to_block(fb);
+        kb.store_v(v, pc, off);
+        kb.b.ins().jump(join, &[]);
+        kb.b.switch_to_block(pb);
+        for c in 0..NR {
+            let cv = kb.iconst(c as i64);
+            let inside = kb.lt(cv, ncols);
+            kb.if_then(inside, |kb| {
+                let x = kb.b.ins().extractlane(v, c as u8);
+                kb.store_f32(x, pc, off + 4 * c as i32);
+            });
+        }
+        kb.b.ins().jump(join, &[]);
+        kb.b.switch_to_block(join);
+    }
+
+    /// An epilogue operand at row m, columns n0..n0+4: a vector when it varies along n, a splat
+    /// when it does not (per-row bias).
+    #[allow(clippy::too_many_arguments)]
+    fn load_operand(
+        &self,
+        kb: &mut Kb,
+        base: Value,
+        mat: &Mat,
+        m: Value,
+        n0: Value,
+        full: Value,
+        ncols: Value,
+    ) -> Value {
+        let row = kb.muli(m, mat.rs as i64);
+        if mat.cs == 0 {
+            let p = kb.elem(base, row, 4);
+            let s = kb.load_f32(p, 0, ro());
+            return kb.splat(s);
+        }
+        let col = kb.muli(n0, mat.cs as i64);
+        let o = kb.add(row, col);
+        let p = kb.elem(base, o, 4);
+        // Reuse the tile-row loader's masking with the operand's own row stride.
+        let spec = GemmSpec { c: Mat { rs: 0, ..*mat }, ..self.clone() };
+        spec.load_tile_row(kb, p, 0, full, ncols)
+    }
+}

@@ -1,0 +1,149 @@
+//! Elementwise math in generated code, for scalars (f32) and vectors (f32x4) alike:
+//! activations, binary ops and fused expressions. Transcendental functions call the runtime's
+//! helpers (lane by lane for vectors).
+
+use cranelift_codegen::ir::{InstBuilder, Value};
+use incept_ir::ops::{Activation, Binary, Expr, Unary};
+use incept_runtime::helpers::index as h;
+
+use crate::codegen::builder::Kb;
+
+/// Whether computing the activation calls a helper (so the kernel needs the helper table).
+pub fn act_needs_helpers(a: &Activation) -> bool {
+    matches!(
+        a,
+        Activation::Unary(Unary::Sigmoid | Unary::Tanh | Unary::Exp | Unary::Log | Unary::Erf | Unary::Elu { .. })
+    )
+}
+
+pub fn expr_needs_helpers(e: &Expr) -> bool {
+    match e {
+        Expr::Input(_) => false,
+        Expr::Act(a, x) => act_needs_helpers(a) || expr_needs_helpers(x),
+        Expr::Binary(b, l, r) => *b == Binary::Pow || expr_needs_helpers(l) || expr_needs_helpers(r),
+    }
+}
+
+fn konst(kb: &mut Kb, like: Value, v: f32) -> Value {
+    if kb.is_vec(like) { kb.vconst(v) } else { kb.fconst(v) }
+}
+
+fn helper1(kb: &mut Kb, helpers: Option<Value>, index: usize, x: Value) -> Value {
+    let table = helpers.expect("kernel has the helper table");
+    if kb.is_vec(x) { kb.per_lane(x, |kb, s| kb.call_unary(table, index, s)) } else { kb.call_unary(table, index, x) }
+}
+
+/// `max(x, 0) + a * min(x, 0)`: leaky ReLU and PRelu, exact in both branches.
+fn leaky(kb: &mut Kb, x: Value, a: Value) -> Value {
+    let z = konst(kb, x, 0.0);
+    let pos = kb.b.ins().fmax(x, z);
+    let neg = kb.b.ins().fmin(x, z);
+    kb.fma(a, neg, pos)
+}
+
+fn clamp(kb: &mut Kb, x: Value, lo: Option<f32>, hi: Option<f32>) -> Value {
+    let mut v = x;
+    if let Some(l) = lo {
+        let c = konst(kb, x, l);
+        v = kb.b.ins().fmax(v, c);
+    }
+    if let Some(h) = hi {
+        let c = konst(kb, x, h);
+        v = kb.b.ins().fmin(v, c);
+    }
+    v
+}
+
+/// Applies an activation.
+pub fn emit_act(kb: &mut Kb, a: &Activation, x: Value, helpers: Option<Value>) -> Value {
+    match a {
+        Activation::Clip { min, max } => clamp(kb, x, *min, *max),
+        Activation::Unary(u) => match u {
+            Unary::Relu => {
+                let z = konst(kb, x, 0.0);
+                kb.b.ins().fmax(x, z)
+            }
+            Unary::LeakyRelu { alpha } => {
+                let a = konst(kb, x, *alpha);
+                leaky(kb, x, a)
+            }
+            Unary::Neg => kb.b.ins().fneg(x),
+            Unary::Abs => kb.b.ins().fabs(x),
+            Unary::Sqrt => kb.b.ins().sqrt(x),
+            Unary::HardSigmoid { alpha, beta } => {
+                let (a, b) = (konst(kb, x, *alpha), konst(kb, x, *beta));
+                let y = kb.fma(x, a, b);
+                clamp(kb, y, Some(0.0), Some(1.0))
+            }
+            Unary::HardSwish => {
+                let (a, b) = (konst(kb, x, 1.0 / 6.0), konst(kb, x, 0.5));
+                let y = kb.fma(x, a, b);
+                let g = clamp(kb, y, Some(0.0), Some(1.0));
+                kb.b.ins().fmul(x, g)
+            }
+            Unary::Sigmoid => {
+                let n = kb.b.ins().fneg(x);
+                let e = helper1(kb, helpers, h::EXP, n);
+                let one = konst(kb, x, 1.0);
+                let d = kb.b.ins().fadd(one, e);
+                kb.b.ins().fdiv(one, d)
+            }
+            Unary::Tanh => helper1(kb, helpers, h::TANH, x),
+            Unary::Exp => helper1(kb, helpers, h::EXP, x),
+            Unary::Log => helper1(kb, helpers, h::LOG, x),
+            Unary::Erf => helper1(kb, helpers, h::ERF, x),
+            Unary::Elu { alpha } => {
+                let z = konst(kb, x, 0.0);
+                let neg = kb.b.ins().fmin(x, z);
+                let pos = kb.b.ins().fmax(x, z);
+                let e = helper1(kb, helpers, h::EXP, neg);
+                let one = konst(kb, x, 1.0);
+                let em1 = kb.b.ins().fsub(e, one);
+                let a = konst(kb, x, *alpha);
+                kb.fma(a, em1, pos)
+            }
+        },
+    }
+}
+
+/// Applies a binary op.
+pub fn emit_binary(kb: &mut Kb, b: Binary, x: Value, y: Value, helpers: Option<Value>) -> Value {
+    match b {
+        Binary::Add => kb.b.ins().fadd(x, y),
+        Binary::Sub => kb.b.ins().fsub(x, y),
+        Binary::Mul => kb.b.ins().fmul(x, y),
+        Binary::Div => kb.b.ins().fdiv(x, y),
+        Binary::PRelu => leaky(kb, x, y),
+        Binary::Pow => {
+            let table = helpers.expect("kernel has the helper table");
+            if kb.is_vec(x) {
+                let mut out = x;
+                for lane in 0..4u8 {
+                    let a = kb.b.ins().extractlane(x, lane);
+                    let e = kb.b.ins().extractlane(y, lane);
+                    let r = kb.call_binary(table, h::POW, a, e);
+                    out = kb.b.ins().insertlane(out, r, lane);
+                }
+                out
+            } else {
+                kb.call_binary(table, h::POW, x, y)
+            }
+        }
+    }
+}
+
+/// Evaluates an expression over `leaves`.
+pub fn emit_expr(kb: &mut Kb, e: &Expr, leaves: &[Value], helpers: Option<Value>) -> Value {
+    match e {
+        Expr::Input(i) => leaves[*i],
+        Expr::Act(a, x) => {
+            let v = emit_expr(kb, x, leaves, helpers);
+            emit_act(kb, a, v, helpers)
+        }
+        Expr::Binary(b, l, r) => {
+            let x = emit_expr(kb, l, leaves, helpers);
+            let y = emit_expr(kb, r, leaves, helpers);
+            emit_binary(kb, *b, x, y, helpers)
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Kernel families. Each spec is specialised to exact shapes and constants and emits one
+//! Cranelift function with the runtime's kernel ABI.
+
+pub mod copy;
+pub mod elementwise;
+pub mod gemm;
+pub mod math;
+pub mod nd;
