@@ -2,7 +2,11 @@
 //! generation, and the `incept` command-line tool.
 
 pub mod codegen;
+pub mod compile;
 pub mod linalg;
+pub mod lower;
 pub mod passes;
+pub mod plan;
 
+pub use compile::{CompileOptions, CompileReport, compile, compile_graph, compile_with_report};
 pub use incept_ir as ir;

@@ -142,43 +142,6 @@ mod tests {
     }
 }
 
-/// Runs one kernel on f32 inputs (test support): operands are the inputs in order, then the
-/// output, then the helper table when `helpers`.
-#[cfg(test)]
-pub(crate) fn run_one(
-    spec: Arc<dyn KernelSpec>,
-    tiles: usize,
-    inputs: &[Vec<f32>],
-    out_len: usize,
-    helpers: bool,
-    threads: usize,
-) -> Vec<f32> {
-    use incept_runtime::{DType, IoSpec, Kernel, Model, Operand, Plan, RunOptions, Slot, Step, Tensor};
-    let isa = host_isa().expect("isa");
-    let blob = compile_all(isa.as_ref(), &[spec]).expect("compile");
-    let mut operands: Vec<Operand> = (0..inputs.len()).map(|k| Operand { slot: Slot::Input(k), offset: 0 }).collect();
-    operands.push(Operand { slot: Slot::Output(0), offset: 0 });
-    if helpers {
-        operands.push(Operand { slot: Slot::Helpers, offset: 0 });
-    }
-    let plan = Plan {
-        code: blob.code,
-        kernels: vec![Kernel { offset: blob.offsets[0].0, len: blob.offsets[0].1, name: "k".into() }],
-        steps: vec![Step { kernel: 0, operands, tiles, name: "n".into(), op: "op".into(), flops: 0 }],
-        weights: incept_runtime::buffer::AlignedBuf::zeroed(0),
-        arena_size: 0,
-        inputs: inputs
-            .iter()
-            .enumerate()
-            .map(|(k, v)| IoSpec { name: format!("i{k}"), dtype: DType::F32, shape: vec![v.len()] })
-            .collect(),
-        outputs: vec![IoSpec { name: "o".into(), dtype: DType::F32, shape: vec![out_len] }],
-    };
-    let model = Model::new(plan, &RunOptions { threads }).expect("load");
-    let ins: Vec<Tensor> = inputs.iter().map(|v| Tensor::from_f32(&[v.len()], v).expect("tensor")).collect();
-    model.run(&ins).expect("run")[0].to_f32_vec().expect("f32")
-}
-
 #[cfg(test)]
 mod gemm_tests {
     use super::*;
@@ -225,7 +188,7 @@ mod gemm_tests {
             for i in 0..m {
                 for j in 0..n {
                     let s: f64 = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum();
-                    want[i * n + j] = ((s as f32 * 0.5 + bias[i] + res[i * n + j]).max(0.0)).min(6.0);
+                    want[i * n + j] = (s as f32 * 0.5 + bias[i] + res[i * n + j]).clamp(0.0, 6.0);
                 }
             }
             for packed in [false, true] {

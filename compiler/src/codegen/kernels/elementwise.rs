@@ -2,11 +2,10 @@
 //! dim (f32x4) with a scalar tail, tiled over rows and column chunks.
 
 use cranelift_codegen::ir::{InstBuilder, Value};
-use incept_ir::ops::Expr;
 
 use crate::codegen::KernelSpec;
 use crate::codegen::builder::{Kb, ro};
-use crate::codegen::kernels::math::{emit_expr, expr_needs_helpers};
+use crate::codegen::kernels::math::{KExpr, emit_expr, expr_needs_helpers};
 use crate::codegen::kernels::nd::{broadcast_strides, collapse, contiguous, emit_offsets};
 
 /// Columns per tile, so that long rows still spread over threads.
@@ -20,11 +19,11 @@ pub struct ElementwiseSpec {
     pub dims: Vec<usize>,
     /// Per input, element strides over `dims` (0 where broadcast).
     pub strides: Vec<Vec<isize>>,
-    pub expr: Expr,
+    pub expr: KExpr,
 }
 
 impl ElementwiseSpec {
-    pub fn new(out: &[usize], inputs: &[Vec<usize>], expr: Expr) -> ElementwiseSpec {
+    pub fn new(out: &[usize], inputs: &[Vec<usize>], expr: KExpr) -> ElementwiseSpec {
         let mut all: Vec<Vec<isize>> = inputs.iter().map(|s| broadcast_strides(s, out)).collect();
         all.push(contiguous(out));
         let (dims, mut strides) = collapse(out, &all);
@@ -101,7 +100,8 @@ impl KernelSpec for ElementwiseSpec {
                             }
                         })
                         .collect();
-                    let r = emit_expr(kb, &self.expr, &leaves, helpers);
+                    let like = kb.vconst(0.0);
+                    let r = emit_expr(kb, &self.expr, &leaves, like, helpers);
                     let p = kb.elem(bases[n], c, 4);
                     kb.store_v(r, p, 0);
                 });
@@ -112,14 +112,16 @@ impl KernelSpec for ElementwiseSpec {
                 let tail = kb.b.ins().iadd(c0, full);
                 kb.for_range(tail, c1, 1, |kb, c| {
                     let leaves: Vec<Value> = (0..n).map(|k| scalar_leaf(kb, k, c)).collect();
-                    let r = emit_expr(kb, &self.expr, &leaves, helpers);
+                    let like = kb.fconst(0.0);
+                    let r = emit_expr(kb, &self.expr, &leaves, like, helpers);
                     let p = kb.elem(bases[n], c, 4);
                     kb.store_f32(r, p, 0);
                 });
             } else {
                 kb.for_range(c0, c1, 1, |kb, c| {
                     let leaves: Vec<Value> = (0..n).map(|k| scalar_leaf(kb, k, c)).collect();
-                    let r = emit_expr(kb, &self.expr, &leaves, helpers);
+                    let like = kb.fconst(0.0);
+                    let r = emit_expr(kb, &self.expr, &leaves, like, helpers);
                     let p = kb.elem(bases[n], c, 4);
                     kb.store_f32(r, p, 0);
                 });

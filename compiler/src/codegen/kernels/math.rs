@@ -16,11 +16,46 @@ pub fn act_needs_helpers(a: &Activation) -> bool {
     )
 }
 
-pub fn expr_needs_helpers(e: &Expr) -> bool {
+/// A binary op of a kernel expression: the IR's, plus max and min (Max/Min nodes).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Bin {
+    Ir(Binary),
+    Max,
+    Min,
+}
+
+/// An expression a kernel evaluates per element: the IR's [`Expr`] plus constants and max/min.
+#[derive(Clone, Debug, PartialEq)]
+pub enum KExpr {
+    In(usize),
+    Const(f32),
+    Act(Activation, Box<KExpr>),
+    Bin(Bin, Box<KExpr>, Box<KExpr>),
+}
+
+impl KExpr {
+    pub fn from_ir(e: &Expr) -> KExpr {
+        match e {
+            Expr::Input(i) => KExpr::In(*i),
+            Expr::Act(a, x) => KExpr::Act(a.clone(), Box::new(KExpr::from_ir(x))),
+            Expr::Binary(b, l, r) => KExpr::Bin(Bin::Ir(*b), Box::new(KExpr::from_ir(l)), Box::new(KExpr::from_ir(r))),
+        }
+    }
+
+    pub fn bin(b: Bin, l: KExpr, r: KExpr) -> KExpr {
+        KExpr::Bin(b, Box::new(l), Box::new(r))
+    }
+
+    pub fn act(a: Activation, x: KExpr) -> KExpr {
+        KExpr::Act(a, Box::new(x))
+    }
+}
+
+pub fn expr_needs_helpers(e: &KExpr) -> bool {
     match e {
-        Expr::Input(_) => false,
-        Expr::Act(a, x) => act_needs_helpers(a) || expr_needs_helpers(x),
-        Expr::Binary(b, l, r) => *b == Binary::Pow || expr_needs_helpers(l) || expr_needs_helpers(r),
+        KExpr::In(_) | KExpr::Const(_) => false,
+        KExpr::Act(a, x) => act_needs_helpers(a) || expr_needs_helpers(x),
+        KExpr::Bin(b, l, r) => *b == Bin::Ir(Binary::Pow) || expr_needs_helpers(l) || expr_needs_helpers(r),
     }
 }
 
@@ -132,18 +167,23 @@ pub fn emit_binary(kb: &mut Kb, b: Binary, x: Value, y: Value, helpers: Option<V
     }
 }
 
-/// Evaluates an expression over `leaves`.
-pub fn emit_expr(kb: &mut Kb, e: &Expr, leaves: &[Value], helpers: Option<Value>) -> Value {
+/// Evaluates an expression over `leaves` (all scalars or all vectors, like `like`).
+pub fn emit_expr(kb: &mut Kb, e: &KExpr, leaves: &[Value], like: Value, helpers: Option<Value>) -> Value {
     match e {
-        Expr::Input(i) => leaves[*i],
-        Expr::Act(a, x) => {
-            let v = emit_expr(kb, x, leaves, helpers);
+        KExpr::In(i) => leaves[*i],
+        KExpr::Const(c) => konst(kb, like, *c),
+        KExpr::Act(a, x) => {
+            let v = emit_expr(kb, x, leaves, like, helpers);
             emit_act(kb, a, v, helpers)
         }
-        Expr::Binary(b, l, r) => {
-            let x = emit_expr(kb, l, leaves, helpers);
-            let y = emit_expr(kb, r, leaves, helpers);
-            emit_binary(kb, *b, x, y, helpers)
+        KExpr::Bin(b, l, r) => {
+            let x = emit_expr(kb, l, leaves, like, helpers);
+            let y = emit_expr(kb, r, leaves, like, helpers);
+            match b {
+                Bin::Ir(b) => emit_binary(kb, *b, x, y, helpers),
+                Bin::Max => kb.b.ins().fmax(x, y),
+                Bin::Min => kb.b.ins().fmin(x, y),
+            }
         }
     }
 }

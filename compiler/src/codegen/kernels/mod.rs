@@ -1,8 +1,11 @@
 //! Kernel families. Each spec is specialised to exact shapes and constants and emits one
 //! Cranelift function with the runtime's kernel ABI.
 
+pub mod conv;
 pub mod copy;
 pub mod elementwise;
 pub mod gemm;
 pub mod math;
 pub mod nd;
+pub mod pool;
+pub mod reduce;

@@ -1,0 +1,412 @@
+//! Convolution kernels: im2col into packed B panels for the GEMM kernel (dense and grouped
+//! convs), and a direct depthwise kernel.
+
+use cranelift_codegen::ir::{InstBuilder, Value};
+use incept_ir::ops::Activation;
+
+use crate::codegen::KernelSpec;
+use crate::codegen::builder::{Kb, ro};
+use crate::codegen::kernels::gemm::NR;
+use crate::codegen::kernels::math::{act_needs_helpers, emit_act};
+
+/// 2-D window geometry (after padding resolution).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Geom {
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    /// Top and left pads (bottom/right follow from the output size).
+    pub ph: usize,
+    pub pw: usize,
+    pub dh: usize,
+    pub dw: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+/// Writes the im2col matrix of one group of one image as packed B panels:
+/// `P[b][j][k][c] = X[img, g*cin + ci, oy*sh - ph + ky*dh, ox*sw - pw + kx*dw]` (0 outside),
+/// k = (ci, ky, kx), column j*NR + c = (oy, ox). Operands: X, P. Tiles: batch x panels.
+#[derive(Clone, Debug)]
+pub struct Im2colSpec {
+    pub batch: usize,
+    pub groups: usize,
+    pub c_total: usize,
+    pub cin: usize,
+    pub g: Geom,
+}
+
+impl Im2colSpec {
+    pub fn k(&self) -> usize {
+        self.cin * self.g.kh * self.g.kw
+    }
+    pub fn n(&self) -> usize {
+        self.g.oh * self.g.ow
+    }
+    pub fn panels(&self) -> usize {
+        self.n().div_ceil(NR)
+    }
+    pub fn tiles(&self) -> usize {
+        self.batch * self.panels()
+    }
+    /// Bytes of the packed buffer.
+    pub fn bytes(&self) -> usize {
+        self.batch * self.panels() * self.k() * NR * 4
+    }
+}
+
+impl KernelSpec for Im2colSpec {
+    fn name(&self) -> String {
+        let g = &self.g;
+        format!("im2col {}x{} s{} {}x{}x{}", g.kh, g.kw, g.sh, self.cin, g.h, g.w)
+    }
+
+    fn emit(&self, kb: &mut Kb) {
+        let [x, p] = [kb.operand(0), kb.operand(1)];
+        let g = self.g.clone();
+        let (pn, k, hw) = (self.panels(), self.k(), g.h * g.w);
+        let (begin, end) = (kb.begin, kb.end);
+        kb.for_range(begin, end, 1, |kb, t| {
+            let (b, j) = kb.divmod(t, pn as i64);
+            let (img, grp) = kb.divmod(b, self.groups as i64);
+            let ch0 = {
+                let a = kb.muli(img, self.c_total as i64);
+                let c = kb.muli(grp, self.cin as i64);
+                kb.add(a, c)
+            };
+            let xb = {
+                let o = kb.muli(ch0, hw as i64);
+                kb.elem(x, o, 4)
+            };
+            let pb = {
+                let o = kb.muli(t, (k * NR) as i64);
+                kb.elem(p, o, 4)
+            };
+            // Per column: (iy0, ix0) and validity.
+            let n0 = kb.muli(j, NR as i64);
+            let cols: Vec<(Value, Value, Value)> = (0..NR)
+                .map(|c| {
+                    let n = kb.addi(n0, c as i64);
+                    let nn = kb.iconst(self.n() as i64);
+                    let valid = kb.lt(n, nn);
+                    let (oy, ox) = kb.divmod(n, g.ow as i64);
+                    let iy0 = {
+                        let a = kb.muli(oy, g.sh as i64);
+                        kb.addi(a, -(g.ph as i64))
+                    };
+                    let ix0 = {
+                        let a = kb.muli(ox, g.sw as i64);
+                        kb.addi(a, -(g.pw as i64))
+                    };
+                    (iy0, ix0, valid)
+                })
+                .collect();
+            // The vector path: stride 1, all four columns in one output row, fully inside.
+            let same_row = if g.sw == 1 && g.dw == 1 {
+                let (_, ox) = kb.divmod(n0, g.ow as i64);
+                let lim = kb.iconst(g.ow as i64 - 3);
+                let fits = kb.lt(ox, lim);
+                let valid = cols[NR - 1].2;
+                Some(kb.b.ins().band(fits, valid))
+            } else {
+                None
+            };
+            let zero = kb.fconst(0.0);
+            kb.for_const(0, self.cin as i64, 1, |kb, ci| {
+                let xc = {
+                    let o = kb.muli(ci, hw as i64);
+                    kb.elem(xb, o, 4)
+                };
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        let kidx = {
+                            let a = kb.muli(ci, (g.kh * g.kw) as i64);
+                            kb.addi(a, (ky * g.kw + kx) as i64)
+                        };
+                        let dst = {
+                            let o = kb.muli(kidx, NR as i64);
+                            kb.elem(pb, o, 4)
+                        };
+                        let scalar = |kb: &mut Kb| {
+                            for (c, &(iy0, ix0, valid)) in cols.iter().enumerate() {
+                                let iy = kb.addi(iy0, (ky * g.dh) as i64);
+                                let ix = kb.addi(ix0, (kx * g.dw) as i64);
+                                let iny = kb.in_range(iy, 0, g.h as i64);
+                                let inx = kb.in_range(ix, 0, g.w as i64);
+                                let inside = kb.b.ins().band(iny, inx);
+                                let inside = kb.b.ins().band(inside, valid);
+                                // Clamp the address so the load never leaves the plane.
+                                let iyc = clamp(kb, iy, g.h as i64 - 1);
+                                let ixc = clamp(kb, ix, g.w as i64 - 1);
+                                let off = {
+                                    let r = kb.muli(iyc, g.w as i64);
+                                    kb.add(r, ixc)
+                                };
+                                let pv = kb.elem(xc, off, 4);
+                                let v = kb.load_f32(pv, 0, ro());
+                                let v = kb.b.ins().select(inside, v, zero);
+                                kb.store_f32(v, dst, (c * 4) as i32);
+                            }
+                        };
+                        match same_row {
+                            Some(row_ok) => {
+                                let (iy0, ix0, _) = cols[0];
+                                let iy = kb.addi(iy0, (ky * g.dh) as i64);
+                                let ix = kb.addi(ix0, kx as i64);
+                                let iny = kb.in_range(iy, 0, g.h as i64);
+                                let inx = kb.in_range(ix, 0, g.w as i64 - 3);
+                                let ok = kb.b.ins().band(iny, inx);
+                                let ok = kb.b.ins().band(ok, row_ok);
+                                let (vb, sb, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+                                kb.b.ins().brif(ok, vb, &[], sb, &[]);
+                                kb.b.switch_to_block(vb);
+                                let off = {
+                                    let r = kb.muli(iy, g.w as i64);
+                                    kb.add(r, ix)
+                                };
+                                let pv = kb.elem(xc, off, 4);
+                                let v = kb.load_v(pv, 0, ro());
+                                kb.store_v(v, dst, 0);
+                                kb.b.ins().jump(join, &[]);
+                                kb.b.switch_to_block(sb);
+                                scalar(kb);
+                                kb.b.ins().jump(join, &[]);
+                                kb.b.switch_to_block(join);
+                            }
+                            None => scalar(kb),
+                        }
+                    }
+                }
+            });
+        });
+    }
+}
+
+/// `min(max(v, 0), hi)`.
+fn clamp(kb: &mut Kb, v: Value, hi: i64) -> Value {
+    let z = kb.iconst(0);
+    let a = kb.b.ins().smax(v, z);
+    kb.mini(a, hi)
+}
+
+/// An epilogue step of a depthwise conv: add an operand laid out like the output (`per_channel`
+/// false) or one value per channel, or an activation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DwStep {
+    Add { per_channel: bool },
+    Act(Activation),
+}
+
+/// Depthwise conv: output channel oc reads input channel oc / mult. One tile per output plane;
+/// rows vectorised (f32x4 along x) where stride is 1 and all taps are inside, scalar elsewhere.
+/// Operands: X, W ([C_out, kh*kw]), Y, bias (if any), one per Add step, helpers (if needed).
+#[derive(Clone, Debug)]
+pub struct DepthwiseSpec {
+    pub n: usize,
+    pub c_in: usize,
+    pub mult: usize,
+    pub g: Geom,
+    pub bias: bool,
+    pub steps: Vec<DwStep>,
+}
+
+impl DepthwiseSpec {
+    pub fn c_out(&self) -> usize {
+        self.c_in * self.mult
+    }
+    pub fn tiles(&self) -> usize {
+        self.n * self.c_out()
+    }
+    pub fn needs_helpers(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s, DwStep::Act(a) if act_needs_helpers(a)))
+    }
+}
+
+impl KernelSpec for DepthwiseSpec {
+    fn name(&self) -> String {
+        let g = &self.g;
+        format!("depthwise {}x{} s{} c{} {}x{}", g.kh, g.kw, g.sh, self.c_out(), g.h, g.w)
+    }
+
+    fn emit(&self, kb: &mut Kb) {
+        let adds = self.steps.iter().filter(|s| matches!(s, DwStep::Add { .. })).count();
+        let n_ops = 3 + self.bias as usize + adds;
+        let ops = kb.operands(n_ops);
+        let helpers = self.needs_helpers().then(|| kb.operand(n_ops));
+        let g = self.g.clone();
+        let (hw, ohw, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
+        let c_out = self.c_out();
+        // Output columns whose taps are all inside horizontally (for the vector path).
+        let x_lo = g.pw.div_ceil(g.sw);
+        let x_hi = if g.w + g.pw > (g.kw - 1) * g.dw {
+            ((g.w + g.pw - (g.kw - 1) * g.dw - 1) / g.sw + 1).min(g.ow)
+        } else {
+            0
+        };
+        let (begin, end) = (kb.begin, kb.end);
+        kb.for_range(begin, end, 1, |kb, t| {
+            let (img, oc) = kb.divmod(t, c_out as i64);
+            let ic = kb.divmod(oc, self.mult as i64).0;
+            let xplane = {
+                let a = kb.muli(img, self.c_in as i64);
+                let b = kb.add(a, ic);
+                let o = kb.muli(b, hw as i64);
+                kb.elem(ops[0], o, 4)
+            };
+            let wrow = {
+                let o = kb.muli(oc, taps as i64);
+                kb.elem(ops[1], o, 4)
+            };
+            let yplane = {
+                let o = kb.muli(t, ohw as i64);
+                kb.elem(ops[2], o, 4)
+            };
+            let mut next = 3;
+            let bias = self.bias.then(|| {
+                let p = kb.elem(ops[next], oc, 4);
+                next += 1;
+                kb.load_f32(p, 0, ro())
+            });
+            let add_ptrs: Vec<(Value, bool)> = self
+                .steps
+                .iter()
+                .filter_map(|s| match s {
+                    DwStep::Add { per_channel } => {
+                        let base = ops[next];
+                        next += 1;
+                        Some(if *per_channel {
+                            (kb.elem(base, oc, 4), true)
+                        } else {
+                            (yplane_of(kb, base, t, ohw), false)
+                        })
+                    }
+                    _ => None,
+                })
+                .collect();
+            let ws: Vec<Value> = (0..taps).map(|i| kb.load_f32(wrow, (i * 4) as i32, ro())).collect();
+            let wv: Vec<Value> = ws.iter().map(|&w| kb.splat(w)).collect();
+            let finish = |kb: &mut Kb, mut v: Value, out: Value, idx: Value| -> Value {
+                let vec = kb.is_vec(v);
+                if let Some(b) = bias {
+                    let bb = if vec { kb.splat(b) } else { b };
+                    v = kb.b.ins().fadd(v, bb);
+                }
+                let mut a = 0;
+                for s in &self.steps {
+                    match s {
+                        DwStep::Add { .. } => {
+                            let (p, per_channel) = add_ptrs[a];
+                            a += 1;
+                            let o = if per_channel {
+                                let s = kb.load_f32(p, 0, ro());
+                                if vec { kb.splat(s) } else { s }
+                            } else {
+                                let q = kb.elem(p, idx, 4);
+                                if vec { kb.load_v(q, 0, ro()) } else { kb.load_f32(q, 0, ro()) }
+                            };
+                            v = kb.b.ins().fadd(v, o);
+                        }
+                        DwStep::Act(act) => v = emit_act(kb, act, v, helpers),
+                    }
+                }
+                let _ = out;
+                v
+            };
+            kb.for_const(0, g.oh as i64, 1, |kb, oy| {
+                let iy0 = {
+                    let a = kb.muli(oy, g.sh as i64);
+                    kb.addi(a, -(g.ph as i64))
+                };
+                let yrow = {
+                    let o = kb.muli(oy, g.ow as i64);
+                    kb.elem(yplane, o, 4)
+                };
+                let row_base = kb.muli(oy, g.ow as i64);
+                // One output, all taps bounds-checked.
+                let scalar = |kb: &mut Kb, ox: Value| {
+                    let ix0 = {
+                        let a = kb.muli(ox, g.sw as i64);
+                        kb.addi(a, -(g.pw as i64))
+                    };
+                    let mut acc = kb.fconst(0.0);
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            let iy = kb.addi(iy0, (ky * g.dh) as i64);
+                            let ix = kb.addi(ix0, (kx * g.dw) as i64);
+                            let iny = kb.in_range(iy, 0, g.h as i64);
+                            let inx = kb.in_range(ix, 0, g.w as i64);
+                            let inside = kb.b.ins().band(iny, inx);
+                            let iyc = clamp(kb, iy, g.h as i64 - 1);
+                            let ixc = clamp(kb, ix, g.w as i64 - 1);
+                            let off = {
+                                let r = kb.muli(iyc, g.w as i64);
+                                kb.add(r, ixc)
+                            };
+                            let p = kb.elem(xplane, off, 4);
+                            let v = kb.load_f32(p, 0, ro());
+                            let z = kb.fconst(0.0);
+                            let v = kb.b.ins().select(inside, v, z);
+                            acc = kb.fma(v, ws[ky * g.kw + kx], acc);
+                        }
+                    }
+                    let idx = kb.add(row_base, ox);
+                    let r = finish(kb, acc, yrow, idx);
+                    let p = kb.elem(yrow, ox, 4);
+                    kb.store_f32(r, p, 0);
+                };
+                let vector = g.sw == 1 && x_hi >= x_lo + 4;
+                if vector {
+                    // Left border, vector middle (rows fully inside vertically only), right border.
+                    let rows_inside = {
+                        let lo = kb.in_range(iy0, 0, g.h as i64);
+                        let last = kb.addi(iy0, ((g.kh - 1) * g.dh) as i64);
+                        let hi = kb.in_range(last, 0, g.h as i64);
+                        kb.b.ins().band(lo, hi)
+                    };
+                    let (vb, sb, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+                    kb.b.ins().brif(rows_inside, vb, &[], sb, &[]);
+                    kb.b.switch_to_block(vb);
+                    kb.for_const(0, x_lo as i64, 1, |kb, ox| scalar(kb, ox));
+                    let vend = x_lo + (x_hi - x_lo) / 4 * 4;
+                    kb.for_const(x_lo as i64, vend as i64, 4, |kb, ox| {
+                        let ix0 = kb.addi(ox, -(g.pw as i64));
+                        let mut acc = kb.vconst(0.0);
+                        for ky in 0..g.kh {
+                            let iy = kb.addi(iy0, (ky * g.dh) as i64);
+                            let rowp = {
+                                let r = kb.muli(iy, g.w as i64);
+                                let o = kb.add(r, ix0);
+                                kb.elem(xplane, o, 4)
+                            };
+                            for kx in 0..g.kw {
+                                let v = kb.load_v(rowp, (kx * g.dw * 4) as i32, ro());
+                                acc = kb.fma(v, wv[ky * g.kw + kx], acc);
+                            }
+                        }
+                        let idx = kb.add(row_base, ox);
+                        let r = finish(kb, acc, yrow, idx);
+                        let p = kb.elem(yrow, ox, 4);
+                        kb.store_v(r, p, 0);
+                    });
+                    kb.for_const(vend as i64, g.ow as i64, 1, |kb, ox| scalar(kb, ox));
+                    kb.b.ins().jump(join, &[]);
+                    kb.b.switch_to_block(sb);
+                    kb.for_const(0, g.ow as i64, 1, |kb, ox| scalar(kb, ox));
+                    kb.b.ins().jump(join, &[]);
+                    kb.b.switch_to_block(join);
+                } else {
+                    kb.for_const(0, g.ow as i64, 1, |kb, ox| scalar(kb, ox));
+                }
+            });
+        });
+    }
+}
+
+/// Plane `t` of a tensor laid out like the output.
+fn yplane_of(kb: &mut Kb, base: Value, t: Value, ohw: usize) -> Value {
+    let o = kb.muli(t, ohw as i64);
+    kb.elem(base, o, 4)
+}

@@ -1,0 +1,169 @@
+//! Pooling: windowed max/average and global pools.
+
+use cranelift_codegen::ir::{InstBuilder, Value};
+
+use crate::codegen::KernelSpec;
+use crate::codegen::builder::{Kb, ro};
+use crate::codegen::kernels::conv::Geom;
+
+/// Max or average over 2-D windows, one tile per (image, channel) plane, taps unrolled with
+/// bounds checks. Operands: X, Y.
+#[derive(Clone, Debug)]
+pub struct PoolSpec {
+    pub max: bool,
+    pub planes: usize,
+    pub g: Geom,
+    /// Bottom and right pads (for count_include_pad's divisor).
+    pub pb: usize,
+    pub pr: usize,
+    pub count_include_pad: bool,
+}
+
+impl KernelSpec for PoolSpec {
+    fn name(&self) -> String {
+        let g = &self.g;
+        format!("{}pool {}x{} s{} {}x{}", if self.max { "max" } else { "avg" }, g.kh, g.kw, g.sh, g.h, g.w)
+    }
+
+    fn emit(&self, kb: &mut Kb) {
+        let [x, y] = [kb.operand(0), kb.operand(1)];
+        let g = self.g.clone();
+        let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
+        let (begin, end) = (kb.begin, kb.end);
+        kb.for_range(begin, end, 1, |kb, t| {
+            let xp = {
+                let o = kb.muli(t, hw as i64);
+                kb.elem(x, o, 4)
+            };
+            let yp = {
+                let o = kb.muli(t, ohw as i64);
+                kb.elem(y, o, 4)
+            };
+            kb.for_const(0, g.oh as i64, 1, |kb, oy| {
+                kb.for_const(0, g.ow as i64, 1, |kb, ox| {
+                    let iy0 = {
+                        let a = kb.muli(oy, g.sh as i64);
+                        kb.addi(a, -(g.ph as i64))
+                    };
+                    let ix0 = {
+                        let a = kb.muli(ox, g.sw as i64);
+                        kb.addi(a, -(g.pw as i64))
+                    };
+                    let mut acc = kb.fconst(if self.max { f32::NEG_INFINITY } else { 0.0 });
+                    let mut real = kb.fconst(0.0);
+                    let mut padded = kb.fconst(0.0);
+                    let one = kb.fconst(1.0);
+                    let zero = kb.fconst(0.0);
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            let iy = kb.addi(iy0, (ky * g.dh) as i64);
+                            let ix = kb.addi(ix0, (kx * g.dw) as i64);
+                            let iny = kb.in_range(iy, 0, g.h as i64);
+                            let inx = kb.in_range(ix, 0, g.w as i64);
+                            let inside = kb.b.ins().band(iny, inx);
+                            let iyc = clamp(kb, iy, g.h as i64 - 1);
+                            let ixc = clamp(kb, ix, g.w as i64 - 1);
+                            let off = {
+                                let r = kb.muli(iyc, g.w as i64);
+                                kb.add(r, ixc)
+                            };
+                            let p = kb.elem(xp, off, 4);
+                            let v = kb.load_f32(p, 0, ro());
+                            if self.max {
+                                let m = kb.b.ins().fmax(acc, v);
+                                acc = kb.b.ins().select(inside, m, acc);
+                            } else {
+                                let a = kb.b.ins().fadd(acc, v);
+                                acc = kb.b.ins().select(inside, a, acc);
+                                let r = kb.b.ins().fadd(real, one);
+                                real = kb.b.ins().select(inside, r, real);
+                                let py = kb.in_range(iy, -(g.ph as i64), (g.h + self.pb) as i64);
+                                let px = kb.in_range(ix, -(g.pw as i64), (g.w + self.pr) as i64);
+                                let inpad = kb.b.ins().band(py, px);
+                                let q = kb.b.ins().fadd(padded, one);
+                                padded = kb.b.ins().select(inpad, q, padded);
+                            }
+                        }
+                    }
+                    if !self.max {
+                        let div = if self.count_include_pad { padded } else { real };
+                        let is_zero = kb.b.ins().fcmp(cranelift_codegen::ir::condcodes::FloatCC::Equal, div, zero);
+                        let q = kb.b.ins().fdiv(acc, div);
+                        acc = kb.b.ins().select(is_zero, zero, q);
+                    }
+                    let idx = {
+                        let r = kb.muli(oy, g.ow as i64);
+                        kb.add(r, ox)
+                    };
+                    let p = kb.elem(yp, idx, 4);
+                    kb.store_f32(acc, p, 0);
+                });
+            });
+        });
+    }
+}
+
+fn clamp(kb: &mut Kb, v: Value, hi: i64) -> Value {
+    let z = kb.iconst(0);
+    let a = kb.b.ins().smax(v, z);
+    kb.mini(a, hi)
+}
+
+/// Mean or max over each plane of `size` elements (f32x4 accumulation, then across lanes).
+/// Operands: X, Y. One tile per plane.
+#[derive(Clone, Debug)]
+pub struct GlobalPoolSpec {
+    pub max: bool,
+    pub planes: usize,
+    pub size: usize,
+}
+
+impl KernelSpec for GlobalPoolSpec {
+    fn name(&self) -> String {
+        format!("global{}pool {}", if self.max { "max" } else { "avg" }, self.size)
+    }
+
+    fn emit(&self, kb: &mut Kb) {
+        let [x, y] = [kb.operand(0), kb.operand(1)];
+        let size = self.size;
+        let (begin, end) = (kb.begin, kb.end);
+        kb.for_range(begin, end, 1, |kb, t| {
+            let xp = {
+                let o = kb.muli(t, size as i64);
+                kb.elem(x, o, 4)
+            };
+            let init = if self.max { f32::NEG_INFINITY } else { 0.0 };
+            let iv = kb.vconst(init);
+            let acc = kb.var(crate::codegen::builder::F32X4, iv);
+            let vend = size / 4 * 4;
+            kb.for_const(0, vend as i64, 4, |kb, i| {
+                let p = kb.elem(xp, i, 4);
+                let v = kb.load_v(p, 0, ro());
+                let a = kb.b.use_var(acc);
+                let n = if self.max { kb.b.ins().fmax(a, v) } else { kb.b.ins().fadd(a, v) };
+                kb.b.def_var(acc, n);
+            });
+            let a = kb.b.use_var(acc);
+            let mut s = kb.b.ins().extractlane(a, 0);
+            for lane in 1..4u8 {
+                let l = kb.b.ins().extractlane(a, lane);
+                s = if self.max { kb.b.ins().fmax(s, l) } else { kb.b.ins().fadd(s, l) };
+            }
+            let sv = kb.var(crate::codegen::builder::F32, s);
+            kb.for_const(vend as i64, size as i64, 1, |kb, i| {
+                let p = kb.elem(xp, i, 4);
+                let v = kb.load_f32(p, 0, ro());
+                let a = kb.b.use_var(sv);
+                let n = if self.max { kb.b.ins().fmax(a, v) } else { kb.b.ins().fadd(a, v) };
+                kb.b.def_var(sv, n);
+            });
+            let mut r = kb.b.use_var(sv);
+            if !self.max {
+                let d = kb.fconst(size as f32);
+                r = kb.b.ins().fdiv(r, d);
+            }
+            let p = kb.elem(y, t, 4);
+            kb.store_f32(r, p, 0);
+        });
+    }
+}

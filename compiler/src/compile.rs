@@ -1,0 +1,198 @@
+//! `compile`: an ONNX model (path or bytes) to a runnable [`incept_runtime::Model`]: import,
+//! passes, lowering, memory planning, code generation.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use incept_ir::onnx::{self, ImportOptions};
+use incept_ir::{DType, Graph};
+use incept_runtime::{IoSpec, Kernel, Model, Operand, Plan, RunOptions, Slot, Step};
+
+use crate::codegen::{self, CodegenError};
+use crate::lower::{self, LOperand, LowerError, Lowered, Place};
+use crate::passes::{PassError, PassManager, PassOptions, Pipeline};
+use crate::plan::{ArenaPlan, plan_arena};
+
+/// What to compile from.
+pub enum Source<'a> {
+    Path(&'a Path),
+    Bytes(Bytes),
+}
+
+impl<'a> From<&'a Path> for Source<'a> {
+    fn from(p: &'a Path) -> Source<'a> {
+        Source::Path(p)
+    }
+}
+
+impl From<Bytes> for Source<'_> {
+    fn from(b: Bytes) -> Self {
+        Source::Bytes(b)
+    }
+}
+
+/// Options of `compile`.
+#[derive(Clone, Debug)]
+pub struct CompileOptions {
+    /// Input shapes and symbolic dims to fix.
+    pub import: ImportOptions,
+    pub pipeline: Pipeline,
+    pub disabled_passes: Vec<String>,
+    pub passes: PassOptions,
+    /// Worker threads of the compiled model (0: physical cores; 1: inline).
+    pub threads: usize,
+}
+
+impl Default for CompileOptions {
+    fn default() -> CompileOptions {
+        CompileOptions {
+            import: ImportOptions::default(),
+            pipeline: Pipeline::Full,
+            disabled_passes: vec![],
+            passes: PassOptions::default(),
+            threads: 0,
+        }
+    }
+}
+
+/// Errors of `compile`.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error(transparent)]
+    Import(#[from] incept_ir::Error),
+    #[error(transparent)]
+    Passes(#[from] PassError),
+    #[error(transparent)]
+    Lower(#[from] LowerError),
+    #[error(transparent)]
+    Codegen(#[from] CodegenError),
+    #[error("loading the compiled plan: {0}")]
+    Runtime(#[from] incept_runtime::RunError),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Time per stage and the size of what was produced.
+#[derive(Clone, Debug, Default)]
+pub struct CompileReport {
+    pub stages: Vec<(&'static str, Duration)>,
+    pub kernels: usize,
+    pub steps: usize,
+    pub code_bytes: usize,
+    pub weight_bytes: usize,
+    pub arena_bytes: usize,
+    pub arena_lower_bound: usize,
+}
+
+/// Compiles a model file or bytes.
+pub fn compile<'a>(source: impl Into<Source<'a>>, options: &CompileOptions) -> Result<Model, CompileError> {
+    Ok(compile_with_report(source, options)?.0)
+}
+
+/// Compiles and reports the time of each stage.
+pub fn compile_with_report<'a>(
+    source: impl Into<Source<'a>>,
+    options: &CompileOptions,
+) -> Result<(Model, CompileReport), CompileError> {
+    let start = Instant::now();
+    let g = match source.into() {
+        Source::Path(p) => onnx::load(p, &options.import)?,
+        Source::Bytes(b) => onnx::load_bytes(b, &options.import)?,
+    };
+    let import = start.elapsed();
+    let (model, mut report) = compile_graph(g, options)?;
+    report.stages.insert(0, ("import", import));
+    Ok((model, report))
+}
+
+/// Compiles an imported graph.
+pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, CompileReport), CompileError> {
+    let mut report = CompileReport::default();
+    let t = Instant::now();
+    let pm = PassManager::new(&options.pipeline, &options.disabled_passes, options.passes.clone())?;
+    pm.run(&mut g)?;
+    report.stages.push(("passes", t.elapsed()));
+    let t = Instant::now();
+    let lowered = lower::lower(&g)?;
+    report.stages.push(("lowering", t.elapsed()));
+    let t = Instant::now();
+    let arena = plan_arena(&lowered);
+    report.stages.push(("memory plan", t.elapsed()));
+    let t = Instant::now();
+    let isa = codegen::host_isa()?;
+    let blob = codegen::compile_all(isa.as_ref(), &lowered.specs)?;
+    report.stages.push(("codegen", t.elapsed()));
+    let t = Instant::now();
+    let plan = assemble(&lowered, &arena, blob)?;
+    report.kernels = plan.kernels.len();
+    report.steps = plan.steps.len();
+    report.code_bytes = plan.code.len();
+    report.weight_bytes = plan.weights.len();
+    report.arena_bytes = arena.size;
+    report.arena_lower_bound = arena.lower_bound;
+    let model = Model::new(plan, &RunOptions { threads: options.threads })?;
+    report.stages.push(("load", t.elapsed()));
+    Ok((model, report))
+}
+
+fn runtime_dtype(d: DType) -> Result<incept_runtime::DType, CompileError> {
+    use incept_runtime::DType as R;
+    Ok(match d {
+        DType::F32 => R::F32,
+        DType::F64 => R::F64,
+        DType::I32 => R::I32,
+        DType::I64 => R::I64,
+        DType::U8 => R::U8,
+        DType::I8 => R::I8,
+        DType::Bool => R::Bool,
+        other => return Err(CompileError::Unsupported(format!("{other} graph inputs or outputs"))),
+    })
+}
+
+/// The runtime plan: operands resolved to (slot, byte offset).
+fn assemble(l: &Lowered, arena: &ArenaPlan, blob: codegen::CodeBlob) -> Result<Plan, CompileError> {
+    let kernels: Vec<Kernel> =
+        blob.offsets.iter().zip(&l.specs).map(|(&(offset, len), s)| Kernel { offset, len, name: s.name() }).collect();
+    let steps = l
+        .steps
+        .iter()
+        .map(|s| Step {
+            kernel: s.kernel,
+            operands: s
+                .operands
+                .iter()
+                .map(|o| match *o {
+                    LOperand::Helpers => Operand { slot: Slot::Helpers, offset: 0 },
+                    LOperand::Buf(r) => {
+                        let b = &l.buffers[r.buf];
+                        match b.place {
+                            Place::Arena => Operand { slot: Slot::Arena, offset: arena.offsets[r.buf] + r.offset },
+                            Place::Weight(o) => Operand { slot: Slot::Weights, offset: o + r.offset },
+                            Place::Input(k) => Operand { slot: Slot::Input(k), offset: r.offset },
+                            Place::Output(k) => Operand { slot: Slot::Output(k), offset: r.offset },
+                        }
+                    }
+                })
+                .collect(),
+            tiles: s.tiles,
+            name: s.name.clone(),
+            op: s.op.clone(),
+            flops: s.flops,
+        })
+        .collect();
+    let io = |v: &[lower::Io]| -> Result<Vec<IoSpec>, CompileError> {
+        v.iter()
+            .map(|i| Ok(IoSpec { name: i.name.clone(), dtype: runtime_dtype(i.dtype)?, shape: i.shape.clone() }))
+            .collect()
+    };
+    Ok(Plan {
+        code: blob.code,
+        kernels,
+        steps,
+        weights: incept_runtime::buffer::AlignedBuf::from_bytes(&l.weights),
+        arena_size: arena.size,
+        inputs: io(&l.inputs)?,
+        outputs: io(&l.outputs)?,
+    })
+}

@@ -1,0 +1,275 @@
+//! Lowering: the optimised graph becomes a kernel plan: kernel specs (deduplicated), buffers
+//! (arena, weights, graph inputs and outputs) and the steps that call kernels on them.
+//! Reshape-like ops become views of their input's buffer; weights are packed once here into the
+//! layout their kernel wants.
+
+mod ops;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use incept_ir::graph::{Graph, ValueId};
+use incept_ir::{DType, Op};
+
+use crate::codegen::KernelSpec;
+use crate::codegen::kernels::copy::CopySpec;
+use crate::codegen::kernels::nd::contiguous;
+
+/// Errors of lowering, naming the node.
+#[derive(Debug, thiserror::Error)]
+pub enum LowerError {
+    #[error("node '{node}' ({op}): the JIT backend does not support {what}")]
+    Unsupported { node: String, op: String, what: String },
+    #[error("value '{0}' has a symbolic shape; bind it with --dim or --shape before compiling")]
+    Symbolic(String),
+    #[error("{0}")]
+    Graph(#[from] incept_ir::Error),
+}
+
+pub type BufId = usize;
+
+/// Where a buffer lives at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    Arena,
+    Input(usize),
+    Output(usize),
+    /// Byte offset in the packed weights.
+    Weight(usize),
+}
+
+#[derive(Clone, Debug)]
+pub struct Buffer {
+    pub bytes: usize,
+    pub place: Place,
+    pub name: String,
+}
+
+/// A position in a buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BufRef {
+    pub buf: BufId,
+    pub offset: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LOperand {
+    Buf(BufRef),
+    Helpers,
+}
+
+/// One kernel call of the plan.
+#[derive(Clone, Debug)]
+pub struct LStep {
+    pub kernel: usize,
+    pub operands: Vec<LOperand>,
+    pub tiles: usize,
+    pub name: String,
+    pub op: String,
+    pub flops: u64,
+    /// Buffers the step reads and writes (for lifetimes).
+    pub reads: Vec<BufId>,
+    pub writes: Vec<BufId>,
+}
+
+/// The name, dtype and shape of a graph input or output.
+#[derive(Clone, Debug)]
+pub struct Io {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub buf: BufId,
+}
+
+/// The lowered model.
+pub struct Lowered {
+    pub buffers: Vec<Buffer>,
+    pub steps: Vec<LStep>,
+    pub specs: Vec<Arc<dyn KernelSpec>>,
+    pub weights: Vec<u8>,
+    pub inputs: Vec<Io>,
+    pub outputs: Vec<Io>,
+}
+
+pub(crate) struct Lowerer<'g> {
+    g: &'g Graph,
+    out: Lowered,
+    values: HashMap<ValueId, BufRef>,
+    spec_keys: HashMap<String, usize>,
+}
+
+/// Lowers an optimised graph with static shapes.
+pub fn lower(g: &Graph) -> Result<Lowered, LowerError> {
+    let mut l = Lowerer {
+        g,
+        out: Lowered {
+            buffers: vec![],
+            steps: vec![],
+            specs: vec![],
+            weights: vec![],
+            inputs: vec![],
+            outputs: vec![],
+        },
+        values: HashMap::new(),
+        spec_keys: HashMap::new(),
+    };
+    for (k, v) in g.input_values().into_iter().enumerate() {
+        let shape = l.shape(v)?;
+        let ty = g.ty(v);
+        let bytes = shape.iter().product::<usize>() * ty.dtype.size();
+        let buf = l.buffer(bytes, Place::Input(k), &g.value(v).name);
+        l.values.insert(v, BufRef { buf, offset: 0 });
+        l.out.inputs.push(Io { name: g.value(v).name.clone(), dtype: ty.dtype, shape, buf });
+    }
+    for id in g.topo_order()? {
+        let node = g.node(id);
+        if matches!(node.op, Op::Input(_) | Op::Const(_)) {
+            continue;
+        }
+        l.node(id)?;
+    }
+    l.outputs()?;
+    Ok(l.out)
+}
+
+impl<'g> Lowerer<'g> {
+    fn shape(&self, v: ValueId) -> Result<Vec<usize>, LowerError> {
+        self.g.ty(v).static_dims().ok_or_else(|| LowerError::Symbolic(self.g.value(v).name.clone()))
+    }
+
+    fn buffer(&mut self, bytes: usize, place: Place, name: &str) -> BufId {
+        self.out.buffers.push(Buffer { bytes, place, name: name.to_string() });
+        self.out.buffers.len() - 1
+    }
+
+    /// A new arena buffer.
+    fn scratch(&mut self, bytes: usize, name: &str) -> BufRef {
+        BufRef { buf: self.buffer(bytes, Place::Arena, name), offset: 0 }
+    }
+
+    /// Appends bytes to the weights, 64-byte aligned.
+    fn weight(&mut self, bytes: &[u8], name: &str) -> BufRef {
+        let w = &mut self.out.weights;
+        w.resize(w.len().next_multiple_of(64), 0);
+        let offset = w.len();
+        w.extend_from_slice(bytes);
+        let buf = self.buffer(bytes.len(), Place::Weight(offset), name);
+        BufRef { buf, offset: 0 }
+    }
+
+    fn weight_f32(&mut self, values: &[f32], name: &str) -> BufRef {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.weight(&bytes, name)
+    }
+
+    /// Where a value's data is: a constant goes into the weights on first use.
+    fn value(&mut self, v: ValueId) -> Result<BufRef, LowerError> {
+        if let Some(&r) = self.values.get(&v) {
+            return Ok(r);
+        }
+        let t = self.g.const_value(v).ok_or_else(|| LowerError::Unsupported {
+            node: self.g.value(v).name.clone(),
+            op: "?".into(),
+            what: "a value computed before it is used".into(),
+        })?;
+        let r = self.weight(&t.bytes().clone(), &self.g.value(v).name.clone());
+        self.values.insert(v, r);
+        Ok(r)
+    }
+
+    /// A fresh arena buffer for output `slot` of a node.
+    fn define(&mut self, v: ValueId) -> Result<BufRef, LowerError> {
+        let shape = self.shape(v)?;
+        let bytes = shape.iter().product::<usize>() * self.g.ty(v).dtype.size();
+        let r = self.scratch(bytes.max(4), &self.g.value(v).name.clone());
+        self.values.insert(v, r);
+        Ok(r)
+    }
+
+    /// Registers a kernel spec (equal specs share one kernel).
+    fn kernel(&mut self, spec: Arc<dyn KernelSpec>) -> usize {
+        let key = format!("{spec:?}");
+        if let Some(&k) = self.spec_keys.get(&key) {
+            return k;
+        }
+        self.out.specs.push(spec);
+        let k = self.out.specs.len() - 1;
+        self.spec_keys.insert(key, k);
+        k
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        spec: Arc<dyn KernelSpec>,
+        tiles: usize,
+        reads: &[BufRef],
+        writes: &[BufRef],
+        helpers: bool,
+        node: &str,
+        op: &str,
+        flops: u64,
+    ) {
+        let kernel = self.kernel(spec);
+        let mut operands: Vec<LOperand> = reads.iter().chain(writes).map(|&r| LOperand::Buf(r)).collect();
+        if helpers {
+            operands.push(LOperand::Helpers);
+        }
+        self.out.steps.push(LStep {
+            kernel,
+            operands,
+            tiles,
+            name: node.to_string(),
+            op: op.to_string(),
+            flops,
+            reads: reads.iter().map(|r| r.buf).collect(),
+            writes: writes.iter().map(|r| r.buf).collect(),
+        });
+    }
+
+    /// Every graph output ends in its own output slot: a buffer produced here is retargeted there,
+    /// anything else (an input, a constant, a view at an offset, a repeated output) is copied.
+    fn outputs(&mut self) -> Result<(), LowerError> {
+        for (k, &v) in self.g.outputs().iter().enumerate() {
+            let shape = self.shape(v)?;
+            let dtype = self.g.ty(v).dtype;
+            let bytes = shape.iter().product::<usize>() * dtype.size();
+            let src = self.value(v)?;
+            let b = &mut self.out.buffers[src.buf];
+            let buf = if b.place == Place::Arena && src.offset == 0 && b.bytes == bytes.max(4) {
+                b.place = Place::Output(k);
+                b.bytes = bytes;
+                src.buf
+            } else {
+                let dst = self.buffer(bytes, Place::Output(k), &self.g.value(v).name.clone());
+                let n = shape.iter().product::<usize>().max(1);
+                let spec = CopySpec::new(&[n], vec![1], vec![1], 0, 0, dtype.size());
+                let tiles = spec.tiles();
+                self.step(Arc::new(spec), tiles, &[src], &[BufRef { buf: dst, offset: 0 }], false, "output", "Copy", 0);
+                dst
+            };
+            self.out.outputs.push(Io { name: self.g.value(v).name.clone(), dtype, shape, buf });
+        }
+        Ok(())
+    }
+
+    /// Copies `src` (read with `in_strides` over `dims`) into a new buffer for `v`.
+    #[allow(clippy::too_many_arguments)]
+    fn strided_copy(
+        &mut self,
+        v: ValueId,
+        src: BufRef,
+        dims: &[usize],
+        in_strides: Vec<isize>,
+        in_offset: isize,
+        node: &str,
+        op: &str,
+    ) -> Result<(), LowerError> {
+        let elem = self.g.ty(v).dtype.size();
+        let dst = self.define(v)?;
+        let spec = CopySpec::new(dims, in_strides, contiguous(dims), in_offset, 0, elem);
+        let tiles = spec.tiles();
+        self.step(Arc::new(spec), tiles, &[src], &[dst], false, node, op, 0);
+        Ok(())
+    }
+}
