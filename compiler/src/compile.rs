@@ -196,3 +196,26 @@ fn assemble(l: &Lowered, arena: &ArenaPlan, blob: codegen::CodeBlob) -> Result<P
         outputs: io(&l.outputs)?,
     })
 }
+
+/// An IR tensor as a runtime tensor (f32, f64, i32, i64, u8, i8, bool).
+pub fn to_runtime(t: &incept_ir::Tensor) -> Result<incept_runtime::Tensor, CompileError> {
+    let d = runtime_dtype(t.dtype())?;
+    incept_runtime::Tensor::from_bytes(d, t.shape(), t.bytes())
+        .ok_or_else(|| CompileError::Unsupported("tensor bytes and shape disagree".into()))
+}
+
+/// A runtime tensor as an IR tensor.
+pub fn from_runtime(t: &incept_runtime::Tensor) -> Result<incept_ir::Tensor, CompileError> {
+    use incept_runtime::DType as R;
+    let d = match t.dtype() {
+        R::F32 => DType::F32,
+        R::F64 => DType::F64,
+        R::I32 => DType::I32,
+        R::I64 => DType::I64,
+        R::U8 => DType::U8,
+        R::I8 => DType::I8,
+        R::Bool => DType::Bool,
+    };
+    incept_ir::Tensor::from_bytes(d, t.shape().to_vec(), Bytes::copy_from_slice(t.bytes()))
+        .map_err(|e| CompileError::Unsupported(e.to_string()))
+}

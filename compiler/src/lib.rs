@@ -8,5 +8,7 @@ pub mod lower;
 pub mod passes;
 pub mod plan;
 
-pub use compile::{CompileOptions, CompileReport, compile, compile_graph, compile_with_report};
+pub use compile::{
+    CompileOptions, CompileReport, compile, compile_graph, compile_with_report, from_runtime, to_runtime,
+};
 pub use incept_ir as ir;

@@ -8,9 +8,9 @@ use clap::{Parser, Subcommand};
 
 /// incept: a compiler for ONNX convolutional networks on CPUs.
 ///
-/// Today incept imports ONNX models into its graph IR, optimises them with exact graph rewrites,
-/// prints and inspects them, and runs them with the reference interpreter (the definition every
-/// optimisation and kernel is checked against).
+/// incept imports ONNX models into its graph IR, optimises them with exact graph rewrites, and
+/// compiles them with Cranelift to shape-specialised, vectorised kernels that a slim runtime runs
+/// in parallel. The reference interpreter (`run --reference`) defines what every op means.
 #[derive(Parser)]
 #[command(name = "incept", version, about, long_about, propagate_version = true)]
 struct Cli {
@@ -20,6 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Compile(cli::compile::CompileArgs),
+    Bench(cli::bench::BenchArgs),
     Inspect(cli::inspect::InspectArgs),
     Run(cli::run::RunArgs),
     Ops(cli::ops::OpsArgs),
@@ -33,6 +35,8 @@ fn main() -> ExitCode {
     }));
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Compile(a) => cli::compile::run(a),
+        Command::Bench(a) => cli::bench::run(a),
         Command::Inspect(a) => cli::inspect::run(a),
         Command::Run(a) => cli::run::run(a),
         Command::Ops(a) => cli::ops::run(a),

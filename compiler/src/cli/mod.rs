@@ -1,5 +1,7 @@
 //! Subcommands of the `incept` tool and the options they share.
 
+pub mod bench;
+pub mod compile;
 pub mod inspect;
 pub mod ops;
 pub mod optimize;

@@ -11,7 +11,8 @@ use crate::cli::optimize::{OptArgs, optimize};
 use crate::cli::out;
 use crate::cli::shapes::{ShapeArgs, load_model};
 
-/// Run a model and write or print its outputs.
+/// Run a model (compiled to machine code, or with --reference the interpreter) and write or
+/// print its outputs.
 ///
 /// Inputs come from `.npy` files (one per graph input, in order, or as NAME=FILE), or from an ONNX
 /// test data folder holding input_0.pb, input_1.pb, ...; when that folder also holds
@@ -21,9 +22,12 @@ pub struct RunArgs {
     /// The ONNX model.
     model: PathBuf,
     /// Run with the reference interpreter (plain loops, f64 accumulation): the definition of
-    /// what each op means. It is currently the only engine; the JIT arrives with the backend.
+    /// what each op means. Without it the model is compiled to machine code and run.
     #[arg(long)]
     reference: bool,
+    /// Worker threads of the compiled model (0 = physical cores; 1 runs inline).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    threads: usize,
     /// An input: FILE.npy, NAME=FILE.npy, or a test data folder with input_N.pb (repeatable).
     #[arg(long = "input", short = 'i', value_name = "FILE|NAME=FILE|DIR")]
     inputs: Vec<String>,
@@ -121,9 +125,6 @@ fn summary(t: &Tensor) -> String {
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
-    if !a.reference {
-        bail!("only the reference interpreter exists so far; pass --reference (the JIT backend is not built yet)");
-    }
     let loaded = load_inputs(&a.inputs)?;
     let mut g = load_model(&a.model, &a.shapes, &loaded.inputs)?;
     let opt = optimize(&mut g, &a.opt.manager()?, &a.opt)?;
@@ -131,9 +132,33 @@ pub fn run(a: RunArgs) -> Result<()> {
         eprint!("{}", opt.summary);
     }
     let inputs = interp::bind_inputs(&g, loaded.inputs)?;
-    let start = Instant::now();
-    let outs = interp::run(&g, &inputs)?;
-    eprintln!("reference interpreter: {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
+    let outs = if a.reference {
+        let start = Instant::now();
+        let outs = interp::run(&g, &inputs)?;
+        eprintln!("reference interpreter: {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
+        outs
+    } else {
+        // The graph is already optimised: compile it as it is.
+        let options = incept_compiler::CompileOptions {
+            pipeline: incept_compiler::passes::Pipeline::None,
+            threads: a.threads,
+            ..Default::default()
+        };
+        let start = Instant::now();
+        let (model, _) = incept_compiler::compile_graph(g.clone(), &options)?;
+        let compiled = start.elapsed();
+        let rt: Vec<incept_runtime::Tensor> =
+            inputs.iter().map(incept_compiler::to_runtime).collect::<Result<_, _>>()?;
+        let start = Instant::now();
+        let outs = model.run(&rt)?;
+        eprintln!(
+            "compiled in {:.1} ms, ran in {:.1} ms ({} threads)",
+            compiled.as_secs_f64() * 1e3,
+            start.elapsed().as_secs_f64() * 1e3,
+            model.threads()
+        );
+        outs.iter().map(incept_compiler::from_runtime).collect::<Result<_, _>>()?
+    };
     let names: Vec<String> = g.outputs().iter().map(|&v| g.value(v).name.clone()).collect();
 
     if !loaded.expected.is_empty() {

@@ -1,0 +1,167 @@
+//! `incept bench`: latency of a compiled model.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use incept_compiler::compile_with_report;
+use incept_runtime::{DType, Tensor};
+
+use crate::cli::compile::BackendArgs;
+use crate::cli::out;
+
+/// Measure a compiled model: warm-up runs, then latency (min, median, p90) and throughput over
+/// `--iters` runs on a seeded random input (or the given .npy inputs).
+#[derive(Args)]
+pub struct BenchArgs {
+    /// The ONNX model.
+    model: PathBuf,
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// Timed runs.
+    #[arg(long, default_value_t = 50)]
+    iters: usize,
+    /// Untimed runs first.
+    #[arg(long, default_value_t = 5)]
+    warmup: usize,
+    /// Inputs as .npy files, in order (default: seeded uniform [-1, 1) of the model's shapes).
+    #[arg(long = "input", short = 'i')]
+    inputs: Vec<PathBuf>,
+    /// Time every kernel call and print the 20 most expensive steps, with GFLOP/s for convs and
+    /// matrix products.
+    #[arg(long)]
+    profile: bool,
+    /// Print one JSON object (median_ms, min_ms, p90_ms, threads, iters, ...) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn random_input(shape: &[usize], dtype: DType, seed: u64) -> Result<Tensor> {
+    if dtype != DType::F32 {
+        bail!("bench makes random inputs for f32 only; give --input for {dtype}");
+    }
+    let mut rng = incept_ir::text::parse::SplitMix(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.uniform() as f32).collect();
+    Tensor::from_f32(shape, &v).context("input")
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    anyhow::ensure!(a.iters > 0, "--iters must be at least 1");
+    let opts = a.backend.options()?;
+    let t0 = Instant::now();
+    let (model, report) = compile_with_report(a.model.as_path(), &opts)
+        .with_context(|| format!("cannot compile '{}'", a.model.display()))?;
+    let compile_s = t0.elapsed().as_secs_f64();
+    let inputs: Vec<Tensor> = if a.inputs.is_empty() {
+        model
+            .plan()
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(k, s)| random_input(&s.shape, s.dtype, 1 + k as u64))
+            .collect::<Result<_>>()?
+    } else {
+        a.inputs
+            .iter()
+            .map(|p| incept_compiler::to_runtime(&incept_ir::npy::read(p)?).map_err(anyhow::Error::from))
+            .collect::<Result<_>>()?
+    };
+    for _ in 0..a.warmup {
+        model.run(&inputs)?;
+    }
+    let mut times = Vec::with_capacity(a.iters);
+    let mut per_step = vec![0f64; model.plan().steps.len()];
+    let show_progress = !a.json && a.iters >= 20;
+    for i in 0..a.iters {
+        let t = Instant::now();
+        if a.profile {
+            let (_, timings) = model.run_timed(&inputs)?;
+            for st in timings {
+                per_step[st.step] += st.time.as_secs_f64();
+            }
+        } else {
+            model.run(&inputs)?;
+        }
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        if show_progress && (i + 1) % (a.iters / 20).max(1) == 0 {
+            eprint!("\r[{:<20}] {}/{}", "#".repeat((i + 1) * 20 / a.iters), i + 1, a.iters);
+            let _ = std::io::stderr().flush();
+        }
+    }
+    if show_progress {
+        eprintln!();
+    }
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let (min, median, p90) = (sorted[0], percentile(&sorted, 0.5), percentile(&sorted, 0.9));
+    let throughput = 1e3 / median;
+    if a.json {
+        out(&format!(
+            "{{\"model\": {:?}, \"threads\": {}, \"iters\": {}, \"min_ms\": {:.4}, \"median_ms\": {:.4}, \"p90_ms\": {:.4}, \"throughput_per_s\": {:.3}, \"compile_s\": {:.4}}}\n",
+            a.model.display().to_string(),
+            model.threads(),
+            a.iters,
+            min,
+            median,
+            p90,
+            throughput,
+            compile_s
+        ))?;
+        return Ok(());
+    }
+    let mut s = format!(
+        "{}: {} threads, {} runs after {} warm-up\nlatency min {:.3} ms, median {:.3} ms, p90 {:.3} ms; throughput {:.2} runs/s\n",
+        a.model.display(),
+        model.threads(),
+        a.iters,
+        a.warmup,
+        min,
+        median,
+        p90,
+        throughput
+    );
+    s.push_str(&crate::cli::compile::summary(&report, false));
+    if a.profile {
+        let plan = model.plan();
+        let total: f64 = per_step.iter().sum();
+        let mut order: Vec<usize> = (0..per_step.len()).collect();
+        order.sort_by(|&x, &y| per_step[y].total_cmp(&per_step[x]));
+        s.push_str(&format!("{:<44} {:<10} {:>9} {:>6} {:>9}\n", "step", "op", "ms/run", "share", "GFLOP/s"));
+        for &i in order.iter().take(20) {
+            let st = &plan.steps[i];
+            let ms = per_step[i] / a.iters as f64 * 1e3;
+            let gflops = if st.flops > 0 && ms > 0.0 {
+                format!("{:.1}", st.flops as f64 / (ms * 1e-3) / 1e9)
+            } else {
+                "-".into()
+            };
+            let name: String = st.name.chars().rev().take(44).collect::<Vec<_>>().into_iter().rev().collect();
+            s.push_str(&format!(
+                "{name:<44} {:<10} {ms:>9.3} {:>5.1}% {gflops:>9}\n",
+                st.op,
+                100.0 * per_step[i] / total.max(1e-12)
+            ));
+        }
+        // Per op family.
+        let mut fam: std::collections::BTreeMap<&str, f64> = Default::default();
+        for (i, st) in plan.steps.iter().enumerate() {
+            *fam.entry(st.op.as_str()).or_default() += per_step[i];
+        }
+        s.push_str("by op:");
+        let mut fams: Vec<_> = fam.into_iter().collect();
+        fams.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (op, t) in fams {
+            s.push_str(&format!(" {op} {:.1}%", 100.0 * t / total.max(1e-12)));
+        }
+        s.push('\n');
+    }
+    out(&s)
+}

@@ -1,0 +1,82 @@
+//! `incept compile`: compile a model to machine code and report what it took.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use incept_compiler::passes::{PassOptions, Pipeline};
+use incept_compiler::{CompileOptions, CompileReport, compile_with_report};
+
+use crate::cli::out;
+use crate::cli::shapes::ShapeArgs;
+
+/// Options shared by compile, run and bench.
+#[derive(Args, Clone, Debug)]
+pub struct BackendArgs {
+    /// Worker threads of the compiled model (0 = physical cores; 1 runs inline without a pool).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub threads: usize,
+    /// Optimisation level of the graph passes (0, 1 or 2; see `incept inspect`).
+    #[arg(short = 'O', default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=2), value_name = "LEVEL")]
+    pub level: u8,
+    /// Leave a pass out (repeatable).
+    #[arg(long = "disable-pass", value_name = "NAME")]
+    pub disable: Vec<String>,
+    #[command(flatten)]
+    pub shapes: ShapeArgs,
+}
+
+impl BackendArgs {
+    pub fn options(&self) -> Result<CompileOptions> {
+        Ok(CompileOptions {
+            import: self.shapes.import_options()?,
+            pipeline: Pipeline::from_level(self.level),
+            disabled_passes: self.disable.clone(),
+            passes: PassOptions::default(),
+            threads: self.threads,
+        })
+    }
+}
+
+/// Compile a model to vectorised machine code (Cranelift) and report the time per stage
+/// (import, passes, lowering, memory plan, codegen), the code size and the arena size next to its
+/// lower bound. Nothing is written yet: run and bench compile the same way in memory.
+#[derive(Args)]
+pub struct CompileArgs {
+    /// The ONNX model.
+    model: PathBuf,
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// Print the time of every stage.
+    #[arg(long)]
+    timings: bool,
+}
+
+pub fn summary(r: &CompileReport, timings: bool) -> String {
+    let total: f64 = r.stages.iter().map(|(_, d)| d.as_secs_f64()).sum();
+    let mut s = format!(
+        "compiled in {:.3} s: {} kernels, {} steps, {} bytes of code, {} bytes of weights\narena {} bytes (lower bound {}, ratio {:.3})\n",
+        total,
+        r.kernels,
+        r.steps,
+        r.code_bytes,
+        r.weight_bytes,
+        r.arena_bytes,
+        r.arena_lower_bound,
+        if r.arena_lower_bound > 0 { r.arena_bytes as f64 / r.arena_lower_bound as f64 } else { 1.0 }
+    );
+    if timings {
+        for (name, d) in &r.stages {
+            s.push_str(&format!("  {name:<12} {:>9.1} ms\n", d.as_secs_f64() * 1e3));
+        }
+    }
+    s
+}
+
+pub fn run(a: CompileArgs) -> Result<()> {
+    let opts = a.backend.options()?;
+    let (model, report) = compile_with_report(a.model.as_path(), &opts)
+        .with_context(|| format!("cannot compile '{}'", a.model.display()))?;
+    out(&summary(&report, a.timings))?;
+    out(&format!("threads: {}\n", model.threads()))
+}
