@@ -120,8 +120,8 @@ pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, C
     let arena = plan_arena(&lowered);
     report.stages.push(("memory plan", t.elapsed()));
     let t = Instant::now();
-    let isa = codegen::host_isa()?;
-    let blob = codegen::compile_all(isa.as_ref(), &lowered.specs)?;
+    let isas = codegen::Isas::host()?;
+    let blob = codegen::compile_all(&isas, &lowered.specs)?;
     report.stages.push(("codegen", t.elapsed()));
     let t = Instant::now();
     let plan = assemble(&lowered, &arena, blob)?;

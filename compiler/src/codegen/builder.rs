@@ -84,7 +84,9 @@ impl Kb<'_> {
         if let Some(&v) = self.operands.get(&i) {
             return v;
         }
-        let v = self.b.ins().load(I64, ro(), self.args, (i * 8) as i32);
+        // Plain flags: the pointer loads stay in the entry block instead of being rematerialised
+        // next to their uses.
+        let v = self.b.ins().load(I64, rw(), self.args, (i * 8) as i32);
         self.operands.insert(i, v);
         v
     }

@@ -30,12 +30,39 @@ pub trait KernelSpec: Debug + Send + Sync {
     fn name(&self) -> String;
     /// Emits the kernel body.
     fn emit(&self, kb: &mut Kb);
+    /// Whether Cranelift may reschedule the kernel (`opt_level=speed`). Register-tiled
+    /// microkernels are emitted in the order they should run: Cranelift's scheduling interleaves
+    /// unrolled steps and spills (KERNEL-NOTES.md), so they opt out.
+    fn optimize(&self) -> bool {
+        true
+    }
 }
 
-/// The host ISA with `opt_level=speed`; FMA and SSE4.1/AVX follow the host CPU.
+/// The host ISAs: `opt_level=speed` and `none` (for kernels that keep their emitted schedule).
+/// FMA and SSE4.1/AVX follow the host CPU.
+pub struct Isas {
+    pub speed: Arc<dyn TargetIsa>,
+    pub none: Arc<dyn TargetIsa>,
+}
+
+impl Isas {
+    pub fn host() -> Result<Isas, CodegenError> {
+        Ok(Isas { speed: host_isa_with("speed")?, none: host_isa_with("none")? })
+    }
+
+    fn for_spec(&self, spec: &dyn KernelSpec) -> &dyn TargetIsa {
+        if spec.optimize() { self.speed.as_ref() } else { self.none.as_ref() }
+    }
+}
+
+/// The host ISA with `opt_level=speed`.
 pub fn host_isa() -> Result<Arc<dyn TargetIsa>, CodegenError> {
+    host_isa_with("speed")
+}
+
+fn host_isa_with(opt_level: &str) -> Result<Arc<dyn TargetIsa>, CodegenError> {
     let mut flags = settings::builder();
-    flags.set("opt_level", "speed").map_err(|e| CodegenError::Isa(e.to_string()))?;
+    flags.set("opt_level", opt_level).map_err(|e| CodegenError::Isa(e.to_string()))?;
     flags
         .set("enable_verifier", if cfg!(debug_assertions) { "true" } else { "false" })
         .map_err(|e| CodegenError::Isa(e.to_string()))?;
@@ -47,9 +74,15 @@ pub fn host_isa() -> Result<Arc<dyn TargetIsa>, CodegenError> {
 pub fn compile_kernel(isa: &dyn TargetIsa, id: u32, spec: &dyn KernelSpec) -> Result<Vec<u8>, CodegenError> {
     let func = builder::build_kernel(isa, id, |kb| spec.emit(kb));
     let mut ctx = cranelift_codegen::Context::for_function(func);
+    // INCEPT_DUMP_KERNELS=substring prints the machine code listing of matching kernels.
+    let dump = std::env::var("INCEPT_DUMP_KERNELS").ok().filter(|f| spec.name().contains(f.as_str()));
+    ctx.set_disasm(dump.is_some());
     let code = ctx
         .compile(isa, &mut ControlPlane::default())
         .map_err(|e| CodegenError::Compile { kernel: spec.name(), msg: format!("{:?}", e.inner) })?;
+    if dump.is_some() {
+        eprintln!("=== {}\n{}", spec.name(), code.vcode.as_deref().unwrap_or("(no listing)"));
+    }
     if !code.buffer.relocs().is_empty() {
         return Err(CodegenError::Compile { kernel: spec.name(), msg: "the code needs relocations".into() });
     }
@@ -63,11 +96,11 @@ pub struct CodeBlob {
 }
 
 /// Compiles every spec (in parallel) and concatenates the code, each kernel 64-byte aligned.
-pub fn compile_all(isa: &dyn TargetIsa, specs: &[Arc<dyn KernelSpec>]) -> Result<CodeBlob, CodegenError> {
+pub fn compile_all(isas: &Isas, specs: &[Arc<dyn KernelSpec>]) -> Result<CodeBlob, CodegenError> {
     let compiled: Vec<Vec<u8>> = specs
         .par_iter()
         .enumerate()
-        .map(|(i, s)| compile_kernel(isa, i as u32, s.as_ref()))
+        .map(|(i, s)| compile_kernel(isas.for_spec(s.as_ref()), i as u32, s.as_ref()))
         .collect::<Result<_, _>>()?;
     let mut code = vec![];
     let mut offsets = vec![];
@@ -111,8 +144,7 @@ mod tests {
 
     #[test]
     fn a_compiled_kernel_runs_in_the_runtime() {
-        let isa = host_isa().expect("isa");
-        let blob = compile_all(isa.as_ref(), &[Arc::new(Affine)]).expect("compile");
+        let blob = compile_all(&Isas::host().expect("isa"), &[Arc::new(Affine)]).expect("compile");
         let plan = Plan {
             code: blob.code,
             kernels: vec![Kernel { offset: blob.offsets[0].0, len: blob.offsets[0].1, name: "affine".into() }],
@@ -243,8 +275,7 @@ mod gemm_tests {
 
     fn run_gemm(spec: &GemmSpec, a: &[f32], b: &[f32], bias: &[f32], res: &[f32]) -> Vec<f32> {
         use incept_runtime::{DType, IoSpec, Kernel, Model, Operand, Plan, RunOptions, Slot, Step, Tensor};
-        let isa = host_isa().expect("isa");
-        let blob = compile_all(isa.as_ref(), &[Arc::new(spec.clone())]).expect("compile");
+        let blob = compile_all(&Isas::host().expect("isa"), &[Arc::new(spec.clone())]).expect("compile");
         let op = |slot| Operand { slot, offset: 0 };
         let plan = Plan {
             code: blob.code,

@@ -5,7 +5,7 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 use incept_ir::ops::Activation;
 
 use crate::codegen::KernelSpec;
-use crate::codegen::builder::{Kb, ro};
+use crate::codegen::builder::{I64, Kb, ro};
 use crate::codegen::kernels::gemm::NR;
 use crate::codegen::kernels::math::{act_needs_helpers, emit_act};
 
@@ -115,6 +115,65 @@ impl KernelSpec for Im2colSpec {
                 None
             };
             let zero = kb.fconst(0.0);
+            // Interior panels: the four outputs share a row and every tap of every input channel
+            // is inside the image, so the copy needs no checks (a vector load for stride 1, four
+            // loads otherwise).
+            let interior = {
+                let (iy0, ix0, valid) = cols[0];
+                let (_, ox) = kb.divmod(n0, g.ow as i64);
+                let lim = kb.iconst(g.ow as i64 - 3);
+                let one_row = kb.lt(ox, lim);
+                let last_valid = cols[NR - 1].2;
+                let y_last = kb.addi(iy0, ((g.kh - 1) * g.dh) as i64);
+                let x_last = kb.addi(ix0, (3 * g.sw + (g.kw - 1) * g.dw) as i64);
+                let c1 = kb.in_range(iy0, 0, g.h as i64);
+                let c2 = kb.in_range(y_last, 0, g.h as i64);
+                let c3 = kb.in_range(ix0, 0, g.w as i64);
+                let c4 = kb.in_range(x_last, 0, g.w as i64);
+                let mut ok = kb.b.ins().band(one_row, last_valid);
+                for c in [c1, c2, c3, c4, valid] {
+                    ok = kb.b.ins().band(ok, c);
+                }
+                ok
+            };
+            let (fast_b, slow_b, done_b) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+            kb.b.ins().brif(interior, fast_b, &[], slow_b, &[]);
+            kb.b.switch_to_block(fast_b);
+            {
+                let (iy0, ix0, _) = cols[0];
+                let start = {
+                    let r = kb.muli(iy0, g.w as i64);
+                    let o = kb.add(r, ix0);
+                    kb.elem(xb, o, 4)
+                };
+                let px = kb.var(I64, start);
+                let pd = kb.var(I64, pb);
+                kb.for_const(0, self.cin as i64, 1, |kb, _| {
+                    let base = kb.b.use_var(px);
+                    let dst = kb.b.use_var(pd);
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            let off = ((ky * g.dh * g.w + kx * g.dw) * 4) as i32;
+                            let slot = ((ky * g.kw + kx) * NR * 4) as i32;
+                            if g.sw == 1 {
+                                let v = kb.load_v(base, off, ro());
+                                kb.store_v(v, dst, slot);
+                            } else {
+                                for c in 0..NR {
+                                    let v = kb.load_f32(base, off + (c * g.sw * 4) as i32, ro());
+                                    kb.store_f32(v, dst, slot + (c * 4) as i32);
+                                }
+                            }
+                        }
+                    }
+                    let nb = kb.addi(base, (hw * 4) as i64);
+                    let nd = kb.addi(dst, (g.kh * g.kw * NR * 4) as i64);
+                    kb.b.def_var(px, nb);
+                    kb.b.def_var(pd, nd);
+                });
+            }
+            kb.b.ins().jump(done_b, &[]);
+            kb.b.switch_to_block(slow_b);
             kb.for_const(0, self.cin as i64, 1, |kb, ci| {
                 let xc = {
                     let o = kb.muli(ci, hw as i64);
@@ -181,6 +240,8 @@ impl KernelSpec for Im2colSpec {
                     }
                 }
             });
+            kb.b.ins().jump(done_b, &[]);
+            kb.b.switch_to_block(done_b);
         });
     }
 }

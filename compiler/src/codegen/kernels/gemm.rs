@@ -11,7 +11,7 @@ use cranelift_frontend::Variable;
 use incept_ir::ops::Activation;
 
 use crate::codegen::KernelSpec;
-use crate::codegen::builder::{F32X4, Kb, ro};
+use crate::codegen::builder::{F32X4, I64, Kb, ro};
 use crate::codegen::kernels::math::{act_needs_helpers, emit_act};
 
 /// Columns of a B panel and of the register tile (one f32x4).
@@ -123,39 +123,56 @@ impl Microkernel {
         b_rs: isize,
         kc: Value,
     ) {
-        // Two k steps per iteration, then the odd one.
-        let pairs = {
-            let two = kb.iconst(2);
-            let q = kb.b.ins().udiv(kc, two);
-            kb.muli(q, 2)
+        // Walk both panels with pointer increments (no multiplies in the loop), `unroll` k steps
+        // per iteration, then the remaining ones one at a time. Cranelift's FMA writes its result
+        // over a multiplicand, so each step shifts the accumulators by one register; after
+        // rows + 1 steps they are back where they started, and the loop needs no moves.
+        let unroll: i64 =
+            std::env::var("INCEPT_GEMM_UNROLL").ok().and_then(|v| v.parse().ok()).unwrap_or(acc.len() as i64 + 1);
+        let (da, db) = (a_cs as i64 * 4, b_rs as i64 * 4);
+        let pa = kb.var(I64, a);
+        let pb = kb.var(I64, b);
+        let step = |kb: &mut Kb| {
+            let (a, b) = (kb.b.use_var(pa), kb.b.use_var(pb));
+            let bv = kb.load_v(b, 0, ro());
+            for (r, &v) in acc.iter().enumerate() {
+                let av = kb.load_f32(a, (r as isize * a_rs * 4) as i32, ro());
+                let avs = kb.splat(av);
+                let cur = kb.b.use_var(v);
+                let nv = kb.fma(avs, bv, cur);
+                kb.b.def_var(v, nv);
+            }
+            let a2 = kb.addi(a, da);
+            let b2 = kb.addi(b, db);
+            kb.b.def_var(pa, a2);
+            kb.b.def_var(pb, b2);
         };
         let zero = kb.iconst(0);
-        let step = |kb: &mut Kb, k: Value, unroll: usize| {
-            for u in 0..unroll {
-                let ku = kb.addi(k, u as i64);
-                let bo = kb.muli(ku, b_rs as i64 * 4);
-                let pb = kb.add(b, bo);
-                let bv = kb.load_v(pb, 0, ro());
-                let ao = kb.muli(ku, a_cs as i64 * 4);
-                let pa = kb.add(a, ao);
-                for (r, &v) in acc.iter().enumerate() {
-                    let av = kb.load_f32(pa, (r as isize * a_rs * 4) as i32, ro());
-                    let avs = kb.splat(av);
-                    let cur = kb.b.use_var(v);
-                    let nv = kb.fma(avs, bv, cur);
-                    kb.b.def_var(v, nv);
-                }
-            }
+        let main = if unroll > 1 {
+            let u = kb.iconst(unroll);
+            let q = kb.b.ins().udiv(kc, u);
+            kb.muli(q, unroll)
+        } else {
+            kc
         };
-        kb.for_range(zero, pairs, 2, |kb, k| step(kb, k, 2));
-        let odd = kb.lt(pairs, kc);
-        kb.if_then(odd, |kb| step(kb, pairs, 1));
+        kb.for_range(zero, main, unroll, |kb, _| {
+            for _ in 0..unroll {
+                step(kb);
+            }
+        });
+        if unroll > 1 {
+            kb.for_range(main, kc, 1, |kb, _| step(kb));
+        }
     }
 }
 
 impl KernelSpec for GemmSpec {
     fn name(&self) -> String {
         format!("gemm {}x{}x{} b{}", self.m, self.n, self.k, self.batch)
+    }
+
+    fn optimize(&self) -> bool {
+        std::env::var("INCEPT_GEMM_OPT").map(|v| v == "1").unwrap_or(false)
     }
 
     fn emit(&self, kb: &mut Kb) {
