@@ -41,3 +41,64 @@ fn fixtures_match_onnx_runtime() {
         }
     }
 }
+
+/// Every vendored ONNX backend case that the reference interpreter passes, compiled and run by the
+/// JIT, matches the expected outputs; cases listed in tests/conformance/jit_exclusions.txt (each
+/// with a reason) may be refused by the compiler (with an error), and an excluded case that passes
+/// is reported.
+#[test]
+fn conformance_cases_through_the_jit() {
+    use incept_tests::conformance::{case_dir, cases, import_case, read_set, test_sets};
+    let root = incept_tests::repo_root();
+    let excluded_ref = std::fs::read_to_string(root.join("tests/conformance/exclusions.txt")).expect("exclusions");
+    let jit_excl = std::fs::read_to_string(root.join("tests/conformance/jit_exclusions.txt")).expect("jit exclusions");
+    let listed = |text: &str, case: &str| {
+        text.lines().any(|l| l.split('|').next().map(|c| c.trim().trim_start_matches("~ ")) == Some(case))
+    };
+    let (mut passed, mut excluded) = (0, 0);
+    let mut failures = vec![];
+    let mut stale = vec![];
+    for case in cases() {
+        if listed(&excluded_ref, &case) {
+            continue;
+        }
+        if std::env::var_os("INCEPT_TRACE_CASES").is_some() {
+            eprintln!("case {case}");
+        }
+        let dir = case_dir(&case);
+        let result = (|| -> Result<(), String> {
+            for set in test_sets(&dir)? {
+                let inputs = read_set(&set, "input")?;
+                let expected = read_set(&set, "output")?;
+                let (g, inputs) = import_case(&dir.join("model.onnx"), inputs)?;
+                let opts = CompileOptions { threads: 1, ..Default::default() };
+                let (model, _) = incept_compiler::compile_graph(g, &opts).map_err(|e| format!("compile: {e}"))?;
+                let ins: Vec<incept_runtime::Tensor> = inputs
+                    .iter()
+                    .map(|t| incept_compiler::to_runtime(t).map_err(|e| e.to_string()))
+                    .collect::<Result<_, _>>()?;
+                let outs = model.run(&ins).map_err(|e| format!("run: {e}"))?;
+                for (k, (got, want)) in outs.iter().zip(&expected).enumerate() {
+                    let got = incept_compiler::from_runtime(got).map_err(|e| e.to_string())?;
+                    incept_tests::allclose(&got, want, 1e-4, 1e-5).map_err(|e| format!("output {k}: {e}"))?;
+                }
+            }
+            Ok(())
+        })();
+        match (result, listed(&jit_excl, &case)) {
+            (Ok(()), false) => passed += 1,
+            (Ok(()), true) => stale.push(case.clone()),
+            // An excluded case must be refused by the compiler, never run and come out wrong.
+            (Err(e), true) if e.starts_with("compile:") => excluded += 1,
+            (Err(e), true) => failures.push(format!("{case} (excluded, but it compiled and failed): {e}")),
+            (Err(e), false) => failures.push(format!("{case}: {e}")),
+        }
+    }
+    println!(
+        "JIT conformance: {passed} cases pass, {excluded} excluded, {} unexpected failures, {} stale exclusions",
+        failures.len(),
+        stale.len()
+    );
+    assert!(failures.is_empty(), "{} JIT failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(stale.is_empty(), "JIT exclusions that now pass:\n{}", stale.join("\n"));
+}

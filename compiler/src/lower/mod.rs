@@ -126,6 +126,19 @@ pub fn lower(g: &Graph) -> Result<Lowered, LowerError> {
         if matches!(node.op, Op::Input(_) | Op::Const(_)) {
             continue;
         }
+        // A node whose outputs are all empty computes nothing; its kernels would only see
+        // degenerate loops.
+        let outs: Vec<ValueId> = (0..node.outputs.len()).map(|k| ValueId::new(id, k)).collect();
+        let mut empty = !outs.is_empty();
+        for &v in &outs {
+            empty &= l.shape(v)?.contains(&0);
+        }
+        if empty {
+            for v in outs {
+                l.define(v)?;
+            }
+            continue;
+        }
         l.node(id)?;
     }
     l.outputs()?;
@@ -236,13 +249,15 @@ impl<'g> Lowerer<'g> {
             let bytes = shape.iter().product::<usize>() * dtype.size();
             let src = self.value(v)?;
             let b = &mut self.out.buffers[src.buf];
-            let buf = if b.place == Place::Arena && src.offset == 0 && b.bytes == bytes.max(4) {
+            let buf = if bytes == 0 {
+                self.buffer(0, Place::Output(k), &self.g.value(v).name.clone())
+            } else if b.place == Place::Arena && src.offset == 0 && b.bytes == bytes.max(4) {
                 b.place = Place::Output(k);
                 b.bytes = bytes;
                 src.buf
             } else {
                 let dst = self.buffer(bytes, Place::Output(k), &self.g.value(v).name.clone());
-                let n = shape.iter().product::<usize>().max(1);
+                let n = shape.iter().product::<usize>();
                 let spec = CopySpec::new(&[n], vec![1], vec![1], 0, 0, dtype.size());
                 let tiles = spec.tiles();
                 self.step(Arc::new(spec), tiles, &[src], &[BufRef { buf: dst, offset: 0 }], false, "output", "Copy", 0);

@@ -8,14 +8,16 @@ use incept_ir::ops::conv::Window;
 use incept_ir::ops::{Activation, Binary, Op, PoolKind, Step, Unary, Variadic};
 
 use super::{BufRef, LowerError, Lowerer};
-use crate::codegen::kernels::conv::{DepthwiseSpec, DwStep, Geom, Im2colSpec};
+use crate::codegen::kernels::conv::{Col2ImSpec, DepthwiseSpec, DwStep, Geom, Im2colSpec};
 use crate::codegen::kernels::copy::CopySpec;
 use crate::codegen::kernels::elementwise::ElementwiseSpec;
 use crate::codegen::kernels::gemm::{GemmSpec, GemmStep, Mat, NR};
 use crate::codegen::kernels::math::{Bin, KExpr, act_needs_helpers};
 use crate::codegen::kernels::nd::{broadcast_strides, contiguous};
+use crate::codegen::kernels::norm::LrnSpec;
 use crate::codegen::kernels::pool::{GlobalPoolSpec, PoolSpec};
 use crate::codegen::kernels::reduce::{ReduceSpec, SoftmaxSpec};
+use crate::codegen::kernels::resample::ResampleSpec;
 
 /// Rows of the GEMM register tile, the K block and the panels per tile.
 const MR: usize = 12;
@@ -51,7 +53,14 @@ impl Lowerer<'_> {
                 let r = self.value(x)?;
                 self.values.insert(out, r);
                 if node.outputs.len() > 1 {
-                    return Err(self.unsupported(id, "Dropout's mask output"));
+                    // Dropout at inference keeps everything: its mask is a constant of all true.
+                    let mask = ValueId::new(id, 1);
+                    let n: usize = self.shape(mask)?.iter().product();
+                    let elem = self.g.ty(mask).dtype.size();
+                    let mut bytes = vec![0u8; n * elem];
+                    bytes.chunks_mut(elem.max(1)).for_each(|c| c[0] = 1);
+                    let r = self.weight(&bytes, &format!("{name}.mask"));
+                    self.values.insert(mask, r);
                 }
                 Ok(())
             }
@@ -65,7 +74,7 @@ impl Lowerer<'_> {
                 self.values.insert(out, r);
                 Ok(())
             }
-            Op::Conv(_) | Op::Gemm(_) | Op::MatMul(_) => self.linear(id, &node.op.clone(), &[]),
+            Op::Conv(_) | Op::ConvTranspose(_) | Op::Gemm(_) | Op::MatMul(_) => self.linear(id, &node.op.clone(), &[]),
             Op::Fused(f) => {
                 let f = f.clone();
                 self.linear(id, &f.base, &f.steps)
@@ -109,36 +118,57 @@ impl Lowerer<'_> {
                 let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
                 self.f32_only(id, x)?;
                 let s = self.shape(x)?;
-                let axes: Vec<usize> = match self.in_val(id, 1).and_then(|a| self.g.const_value(a)) {
-                    Some(t) => t
-                        .to_i64s()
-                        .map_err(|e| self.unsupported(id, e.to_string()))?
-                        .iter()
-                        .map(|&a| if a < 0 { (a + s.len() as i64) as usize } else { a as usize })
-                        .collect(),
-                    None if r.noop_with_empty_axes => vec![],
-                    None => (0..s.len()).collect(),
+                let given = match self.in_val(id, 1) {
+                    Some(a) => Some(
+                        self.g
+                            .const_value(a)
+                            .ok_or_else(|| self.unsupported(id, "axes computed at run time"))?
+                            .to_i64s()
+                            .map_err(|e| self.unsupported(id, e.to_string()))?,
+                    ),
+                    None => None,
                 };
+                let mask = r.axes(s.len(), given.as_deref()).map_err(|e| self.unsupported(id, e.to_string()))?;
                 let src = self.value(x)?;
+                let Some(mask) = mask else {
+                    self.values.insert(out, src);
+                    return Ok(());
+                };
+                let axes: Vec<usize> = (0..s.len()).filter(|&a| mask[a]).collect();
                 if axes.is_empty() {
                     self.values.insert(out, src);
                     return Ok(());
                 }
-                let (lo, hi) = (*axes.iter().min().unwrap_or(&0), *axes.iter().max().unwrap_or(&0));
-                if hi - lo + 1 != axes.len() {
-                    return Err(self.unsupported(id, "a reduction over non-adjacent axes"));
-                }
-                let len: usize = s[lo..=hi].iter().product();
-                let inner: usize = s[hi + 1..].iter().product();
-                let outputs = s.iter().product::<usize>() / len.max(1);
                 let kind = match r.kind {
                     incept_ir::ops::ReduceKind::Sum => 0,
                     incept_ir::ops::ReduceKind::Mean => 1,
                     incept_ir::ops::ReduceKind::Max => 2,
                 };
-                let spec = ReduceSpec { outputs, len, inner, kind };
-                let dst = self.define(out)?;
-                self.step(Arc::new(spec), outputs, &[src], &[dst], false, &name, node.op.name(), 0);
+                // Runs of adjacent axes, reduced last run first (a mean of means over equal-sized
+                // groups is the mean).
+                let mut runs: Vec<(usize, usize)> = vec![];
+                for &a in &axes {
+                    match runs.last_mut() {
+                        Some((_, hi)) if *hi + 1 == a => *hi = a,
+                        _ => runs.push((a, a)),
+                    }
+                }
+                let mut shape = s.clone();
+                let mut cur = src;
+                for (k, &(lo, hi)) in runs.iter().rev().enumerate() {
+                    let len: usize = shape[lo..=hi].iter().product();
+                    let inner: usize = shape[hi + 1..].iter().product();
+                    let outputs = shape[..lo].iter().product::<usize>() * inner;
+                    shape[lo..=hi].iter_mut().for_each(|d| *d = 1);
+                    let dst = if k + 1 == runs.len() {
+                        self.define(out)?
+                    } else {
+                        self.scratch((outputs * 4).max(4), &format!("{name}.run{k}"))
+                    };
+                    let spec = ReduceSpec { outputs, len, inner, kind };
+                    self.step(Arc::new(spec), outputs, &[cur], &[dst], false, &name, node.op.name(), 0);
+                    cur = dst;
+                }
                 Ok(())
             }
             Op::Concat(c) => {
@@ -249,7 +279,10 @@ impl Lowerer<'_> {
                 }
                 Ok(())
             }
-            Op::Pad(p) => self.pad(id, p.mode),
+            Op::Pad(p) => {
+                let p = p.clone();
+                self.pad(id, &p)
+            }
             Op::BatchNorm(bn) => {
                 // Parameters known only at run time (constant ones were folded away).
                 let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
@@ -285,8 +318,90 @@ impl Lowerer<'_> {
                 );
                 self.emit_elementwise(id, &inputs, &shapes, e)
             }
+            Op::Lrn(l) => {
+                let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
+                self.f32_only(id, x)?;
+                let s = self.shape(x)?;
+                let spec = LrnSpec {
+                    n: s[0],
+                    c: s[1],
+                    inner: s[2..].iter().product(),
+                    size: l.size,
+                    alpha: l.alpha,
+                    beta: l.beta,
+                    bias: l.bias,
+                };
+                let src = self.value(x)?;
+                let dst = self.define(out)?;
+                self.step(Arc::new(spec), s[0] * s[1], &[src], &[dst], true, &name, "LRN", 0);
+                Ok(())
+            }
+            Op::Resize(r) => {
+                let r = r.clone();
+                self.resize(id, &r)
+            }
             other => Err(self.unsupported(id, format!("{} yet", other.name()))),
         }
+    }
+
+    /// Resize as one resampling step per changed axis, with tap tables from the op's own plan.
+    fn resize(&mut self, id: NodeId, r: &incept_ir::ops::Resize) -> Result<(), LowerError> {
+        let name = self.g.node(id).name.clone();
+        let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
+        self.f32_only(id, x)?;
+        let mut shape = self.shape(x)?;
+        let konst = |i: usize, what: &str| -> Result<Option<incept_ir::Tensor>, LowerError> {
+            match self.in_val(id, i) {
+                None => Ok(None),
+                Some(v) => match self.g.const_value(v) {
+                    Some(t) => Ok(Some(t.clone())),
+                    None => Err(self.unsupported(id, format!("{what} computed at run time"))),
+                },
+            }
+        };
+        let err = |e: &dyn std::fmt::Display| self.unsupported(id, e.to_string());
+        let roi = konst(1, "a region of interest")?.map(|t| t.to_f64s()).transpose().map_err(|e| err(&e))?;
+        let scales = konst(2, "scales")?.map(|t| t.to_f64s()).transpose().map_err(|e| err(&e))?;
+        let sizes = konst(3, "sizes")?.map(|t| t.to_i64s()).transpose().map_err(|e| err(&e))?;
+        let passes = r.passes(&shape, roi.as_deref(), scales.as_deref(), sizes.as_deref()).map_err(|e| err(&e))?;
+        let out = ValueId::new(id, 0);
+        let mut cur = self.value(x)?;
+        if passes.is_empty() {
+            self.values.insert(out, cur);
+            return Ok(());
+        }
+        let n = passes.len();
+        for (k, p) in passes.into_iter().enumerate() {
+            let outer: usize = shape[..p.axis].iter().product();
+            let inner: usize = shape[p.axis + 1..].iter().product();
+            let taps = p.taps.iter().map(|t| t.as_ref().map_or(0, Vec::len)).max().unwrap_or(0);
+            let (mut offs, mut wts, mut bias) = (vec![], vec![], vec![]);
+            for t in &p.taps {
+                let t = t.as_deref().unwrap_or(&[]);
+                for k in 0..taps {
+                    let (i, w) = t.get(k).copied().unwrap_or((0, 0.0));
+                    offs.extend_from_slice(&((i * inner * 4) as i64).to_le_bytes());
+                    wts.push(w as f32);
+                }
+                bias.push(if t.is_empty() { r.extrapolation_value } else { -0.0 });
+            }
+            let offs = self.weight(&offs, &format!("{name}.taps{k}"));
+            let wts = self.weight_f32(&wts, &format!("{name}.weights{k}"));
+            let bias = self.weight_f32(&bias, &format!("{name}.bias{k}"));
+            shape[p.axis] = p.d_out;
+            let dst = if k + 1 == n {
+                self.define(out)?
+            } else {
+                let bytes = shape.iter().product::<usize>() * 4;
+                self.scratch(bytes.max(4), &format!("{name}.pass{k}"))
+            };
+            let spec = ResampleSpec { outer, d_in: p.d_in, d_out: p.d_out, inner, taps };
+            let tiles = spec.tiles();
+            let flops = (tiles * inner * taps * 2) as u64;
+            self.step(Arc::new(spec), tiles, &[cur, offs, wts, bias], &[dst], false, &name, "Resize", flops);
+            cur = dst;
+        }
+        Ok(())
     }
 
     /// Unary, binary, clip, variadic and fused elementwise ops.
@@ -297,17 +412,26 @@ impl Lowerer<'_> {
             Op::Unary(u) => (KExpr::act(Activation::Unary(u.clone()), KExpr::In(0)), vec![ins[0]]),
             Op::Binary(b) => (KExpr::bin(Bin::Ir(*b), KExpr::In(0), KExpr::In(1)), ins.clone()),
             Op::Clip(_) => {
-                let bound = |i: usize| -> Result<Option<f32>, LowerError> {
-                    match self.in_val(id, i) {
-                        None => Ok(None),
-                        Some(v) => match self.g.const_value(v) {
-                            Some(t) => Ok(t.to_f64s().ok().and_then(|x| x.first().map(|&x| x as f32))),
-                            None => Err(self.unsupported(id, "Clip bounds computed at run time")),
+                // max with the lower bound, then min with the upper (so lo > hi gives hi). A
+                // constant bound folds into the kernel; one computed at run time is read as a
+                // broadcast scalar.
+                let mut e = KExpr::In(0);
+                let mut inputs = vec![ins[0]];
+                for (i, b) in [(1, Bin::Max), (2, Bin::Min)] {
+                    let Some(v) = self.in_val(id, i) else { continue };
+                    let rhs = match self.g.const_value(v) {
+                        Some(t) => match t.to_f64s().ok().and_then(|x| x.first().copied()) {
+                            Some(c) => KExpr::Const(c as f32),
+                            None => continue,
                         },
-                    }
-                };
-                let (lo, hi) = (bound(1)?, bound(2)?);
-                (KExpr::act(Activation::Clip { min: lo, max: hi }, KExpr::In(0)), vec![ins[0]])
+                        None => {
+                            inputs.push(v);
+                            KExpr::In(inputs.len() - 1)
+                        }
+                    };
+                    e = KExpr::bin(b, e, rhs);
+                }
+                (e, inputs)
             }
             Op::Elementwise(e) => (KExpr::from_ir(&e.expr), ins.clone()),
             Op::Variadic(v) => {
@@ -427,11 +551,14 @@ impl Lowerer<'_> {
                 }
             }
         }
+        // A transposed conv's output is a gather of GEMM columns, which has no epilogue of its own.
+        let fusable = fusable && !matches!(base, Op::ConvTranspose(_));
         let (own_steps, after): (Vec<Step>, Vec<Step>) =
             if fusable { (steps.to_vec(), vec![]) } else { (vec![], steps.to_vec()) };
         let dst = self.define(out)?;
         match base {
             Op::Conv(c) => self.conv(id, c, &inputs, &own_steps, &mats, dst)?,
+            Op::ConvTranspose(c) => self.conv_transpose(id, c, &inputs, dst)?,
             Op::Gemm(gm) => {
                 self.gemm(id, gm.alpha, gm.beta, gm.trans_a, gm.trans_b, &inputs, &own_steps, &mats, dst)?
             }
@@ -497,19 +624,16 @@ impl Lowerer<'_> {
         let name = self.g.node(id).name.clone();
         let x = inputs[0].ok_or_else(|| self.unsupported(id, "a missing input"))?;
         let wv = inputs.get(1).copied().flatten().ok_or_else(|| self.unsupported(id, "missing weights"))?;
-        let Some(w) = self.g.const_value(wv) else { return Err(self.unsupported(id, "weights computed at run time")) };
-        let w = w.view::<f32>().map_err(|e| self.unsupported(id, e.to_string()))?.into_owned();
-        let bias = match inputs.get(2).copied().flatten() {
-            Some(b) => Some(
-                self.g
-                    .const_value(b)
-                    .ok_or_else(|| self.unsupported(id, "a bias computed at run time"))?
-                    .view::<f32>()
-                    .map_err(|e| self.unsupported(id, e.to_string()))?
-                    .into_owned(),
-            ),
+        self.f32_only(id, wv)?;
+        // Constant weights are packed now; weights computed at run time are read in place.
+        let w = match self.g.const_value(wv) {
+            Some(t) => Some(t.view::<f32>().map_err(|e| self.unsupported(id, e.to_string()))?.into_owned()),
             None => None,
         };
+        let bias = inputs.get(2).copied().flatten();
+        if let Some(b) = bias {
+            self.f32_only(id, b)?;
+        }
         let xs = self.shape(x)?;
         let os = self.shape(ValueId::new(id, 0))?;
         if xs.len() == 5 || xs.len() < 3 {
@@ -526,9 +650,9 @@ impl Lowerer<'_> {
         if g == cin_total && g > 1 {
             // Depthwise: direct kernel.
             let mult = cout / cin_total;
-            let wref = self.weight_f32(&w, &format!("{name}/weights"));
+            let wref = self.value(wv)?;
             let mut reads = vec![src, wref];
-            let bias_ref = bias.as_ref().map(|b| self.weight_f32(b, &format!("{name}/bias")));
+            let bias_ref = bias.map(|b| self.value(b)).transpose()?;
             reads.extend(bias_ref);
             let mut dsteps = vec![];
             let mut ai = 0;
@@ -546,7 +670,7 @@ impl Lowerer<'_> {
                     GemmStep::Act(a) => dsteps.push(DwStep::Act(a)),
                 }
             }
-            let spec = DepthwiseSpec { n, c_in: cin_total, mult, g: geom, bias: bias.is_some(), steps: dsteps };
+            let spec = DepthwiseSpec { n, c_in: cin_total, mult, g: geom, bias: bias_ref.is_some(), steps: dsteps };
             let tiles = spec.tiles();
             // Operands: X, W, Y, bias, adds: Y comes third.
             let mut ops = vec![reads[0], reads[1]];
@@ -561,22 +685,36 @@ impl Lowerer<'_> {
         let hw_out = geom.oh * geom.ow;
         let mr = MR.min(mg).max(1);
         let pm = mg.div_ceil(mr);
-        // A: weights of each group as MR-row panels [g][panel][k][mr].
-        let mut packed = vec![0f32; g * pm * k * mr];
-        for gi in 0..g {
-            for m in 0..mg {
-                for kk in 0..k {
-                    packed[((gi * pm + m / mr) * k + kk) * mr + m % mr] = w[(gi * mg + m) * k + kk];
+        let (a_ref, a) = match &w {
+            Some(w) => {
+                // A: weights of each group as MR-row panels [g][panel][k][mr].
+                let mut packed = vec![0f32; g * pm * k * mr];
+                for gi in 0..g {
+                    for m in 0..mg {
+                        for kk in 0..k {
+                            packed[((gi * pm + m / mr) * k + kk) * mr + m % mr] = w[(gi * mg + m) * k + kk];
+                        }
+                    }
                 }
+                let a = Mat {
+                    rs: 1,
+                    cs: mr as isize,
+                    panel_stride: (k * mr) as isize,
+                    batch_stride: (pm * k * mr) as isize,
+                    batch_mod: g,
+                };
+                (self.weight_f32(&packed, &format!("{name}/packed_weights")), a)
             }
-        }
-        let a_ref = self.weight_f32(&packed, &format!("{name}/packed_weights"));
-        let a = Mat {
-            rs: 1,
-            cs: mr as isize,
-            panel_stride: (k * mr) as isize,
-            batch_stride: (pm * k * mr) as isize,
-            batch_mod: g,
+            None => {
+                let a = Mat {
+                    rs: k as isize,
+                    cs: 1,
+                    panel_stride: (mr * k) as isize,
+                    batch_stride: (mg * k) as isize,
+                    batch_mod: g,
+                };
+                (self.value(wv)?, a)
+            }
         };
         let direct = geom.kh == 1
             && geom.kw == 1
@@ -615,7 +753,7 @@ impl Lowerer<'_> {
                 },
             )
         };
-        let bias_ref = bias.as_ref().map(|bv| self.weight_f32(bv, &format!("{name}/bias")));
+        let bias_ref = bias.map(|b| self.value(b)).transpose()?;
         let spec = GemmSpec {
             m: mg,
             n: hw_out,
@@ -640,6 +778,131 @@ impl Lowerer<'_> {
         Ok(())
     }
 
+    /// ConvTranspose as a GEMM that gives every input pixel's contribution to each kernel tap
+    /// (`cols = W^T X` per image and group), then a gather of those columns into the output.
+    fn conv_transpose(
+        &mut self,
+        id: NodeId,
+        c: &incept_ir::ops::ConvTranspose,
+        inputs: &[Option<ValueId>],
+        dst: BufRef,
+    ) -> Result<(), LowerError> {
+        let name = self.g.node(id).name.clone();
+        let x = inputs[0].ok_or_else(|| self.unsupported(id, "a missing input"))?;
+        let wv = inputs.get(1).copied().flatten().ok_or_else(|| self.unsupported(id, "missing weights"))?;
+        self.f32_only(id, wv)?;
+        // Constant weights are packed now; weights computed at run time are read in place.
+        let w = match self.g.const_value(wv) {
+            Some(t) => Some(t.view::<f32>().map_err(|e| self.unsupported(id, e.to_string()))?.into_owned()),
+            None => None,
+        };
+        let bias = inputs.get(2).copied().flatten();
+        if let Some(b) = bias {
+            self.f32_only(id, b)?;
+        }
+        let xs = self.shape(x)?;
+        let os = self.shape(ValueId::new(id, 0))?;
+        if xs.len() != 3 && xs.len() != 4 {
+            return Err(self.unsupported(id, format!("{}-D transposed convolution", xs.len() - 2)));
+        }
+        let mut c = c.clone();
+        c.resolve(&xs[2..]).map_err(|e| self.unsupported(id, e.to_string()))?;
+        let geom = geom(&c.window, &xs, &os);
+        let (n, cin, m) = (xs[0], xs[1], os[1]);
+        let g = c.group;
+        let (cg, mg) = (cin / g, m / g);
+        let taps = geom.kh * geom.kw;
+        let (gm, gn, gk) = (mg * taps, geom.h * geom.w, cg);
+        // A: W^T of each group, [M = (mo, ky, kx)] x [K = ci], in MR-row panels.
+        let mr = MR.min(gm).max(1);
+        let pm = gm.div_ceil(mr);
+        let (a_ref, a) = match &w {
+            Some(w) => {
+                let mut packed = vec![0f32; g * pm * gk * mr];
+                for gi in 0..g {
+                    for row in 0..gm {
+                        for ci in 0..gk {
+                            packed[((gi * pm + row / mr) * gk + ci) * mr + row % mr] = w[(gi * cg + ci) * gm + row];
+                        }
+                    }
+                }
+                let a = Mat {
+                    rs: 1,
+                    cs: mr as isize,
+                    panel_stride: (gk * mr) as isize,
+                    batch_stride: (pm * gk * mr) as isize,
+                    batch_mod: g,
+                };
+                (self.weight_f32(&packed, &format!("{name}/packed_weights")), a)
+            }
+            None => {
+                let a = Mat {
+                    rs: 1,
+                    cs: gm as isize,
+                    panel_stride: mr as isize,
+                    batch_stride: (cg * gm) as isize,
+                    batch_mod: g,
+                };
+                (self.value(wv)?, a)
+            }
+        };
+        // B: the input of each image and group, packed into NR panels (a 1x1 im2col).
+        let unit = Geom {
+            h: geom.h,
+            w: geom.w,
+            kh: 1,
+            kw: 1,
+            sh: 1,
+            sw: 1,
+            ph: 0,
+            pw: 0,
+            dh: 1,
+            dw: 1,
+            oh: geom.h,
+            ow: geom.w,
+        };
+        let im = Im2colSpec { batch: n * g, groups: g, c_total: cin, cin: cg, g: unit };
+        let src = self.value(x)?;
+        let packed_x = self.scratch(im.bytes(), &format!("{name}/packed_input"));
+        let tiles = im.tiles();
+        let pn = im.panels();
+        self.step(Arc::new(im), tiles, &[src], &[packed_x], false, &name, "Im2col", 0);
+        let b = Mat {
+            rs: NR as isize,
+            cs: 1,
+            panel_stride: (gk * NR) as isize,
+            batch_stride: (pn * gk * NR) as isize,
+            batch_mod: 0,
+        };
+        let cols = self.scratch(n * g * gm * gn * 4, &format!("{name}/cols"));
+        let spec = GemmSpec {
+            m: gm,
+            n: gn,
+            k: gk,
+            batch: n * g,
+            a,
+            b,
+            c: Mat { rs: gn as isize, cs: 1, panel_stride: 0, batch_stride: (gm * gn) as isize, batch_mod: 0 },
+            alpha: 1.0,
+            bias: None,
+            steps: vec![],
+            mr,
+            kc: KC,
+            m_panels: M_PANELS,
+            n_panels: N_PANELS,
+        };
+        let flops = spec.flops();
+        let tiles = spec.tiles();
+        self.step_ordered(Arc::new(spec), tiles, &[a_ref, packed_x, cols], 2, false, &name, "ConvTranspose", flops);
+        let col2im = Col2ImSpec { planes: n * m, channels: m, g: geom, bias: bias.is_some() };
+        let mut ops = vec![cols, dst];
+        if let Some(b) = bias {
+            ops.push(self.value(b)?);
+        }
+        self.step_ordered(Arc::new(col2im), n * m, &ops, 1, false, &name, "Col2im", 0);
+        Ok(())
+    }
+
     /// Gemm and MatMul: `Y = alpha * A' B' + beta * C`.
     #[allow(clippy::too_many_arguments)]
     fn gemm(
@@ -659,48 +922,84 @@ impl Lowerer<'_> {
             return Err(self.unsupported(id, "a missing input"));
         };
         self.f32_only(id, av)?;
+        self.f32_only(id, bv)?;
         let (as_, bs) = (self.shape(av)?, self.shape(bv)?);
-        if (bs.len() != 2 || as_.len() < 2 && !trans_a) && !(as_.len() == 1 && bs.len() == 2) {
-            return Err(self.unsupported(id, "batched matrix products with a batched right operand"));
-        }
-        // A as [M, K] (leading dims flattened into M).
-        let (m, k) =
-            if trans_a { (as_[1], as_[0]) } else { (as_[..as_.len() - 1].iter().product(), as_[as_.len() - 1]) };
-        let n = if trans_b { bs[0] } else { bs[1] };
+        // MatMul's 1-D operands are a row (A) or a column (B); leading dims are batches, which
+        // for A alone fold into M.
+        let a2: Vec<usize> = if as_.len() == 1 { vec![1, as_[0]] } else { as_.clone() };
+        let b2: Vec<usize> = if bs.len() == 1 { vec![bs[0], 1] } else { bs.clone() };
+        let (ab, bb) = (&a2[..a2.len() - 2], &b2[..b2.len() - 2]);
+        let b_batch: usize = bb.iter().product();
+        let (m, k, nb, a_stride) = if b_batch == 1 {
+            if trans_a {
+                (a2[1], a2[0], 1, 0)
+            } else {
+                (ab.iter().product::<usize>() * a2[a2.len() - 2], a2[a2.len() - 1], 1, 0)
+            }
+        } else {
+            let rank = ab.len().max(bb.len());
+            let pad = |d: &[usize]| -> Vec<usize> {
+                std::iter::repeat_n(1, rank - d.len()).chain(d.iter().copied()).collect()
+            };
+            let (pa, pb) = (pad(ab), pad(bb));
+            let ob: Vec<usize> = pa.iter().zip(&pb).map(|(&x, &y)| x.max(y)).collect();
+            if pb != ob || (pa != ob && pa.iter().product::<usize>() != 1) {
+                return Err(self.unsupported(id, "batch dims broadcast in both operands"));
+            }
+            let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+            let a_stride = if pa == ob { m * k } else { 0 };
+            (m, k, ob.iter().product::<usize>(), a_stride)
+        };
+        let n = if trans_b { b2[0] } else { b2[b2.len() - 1] };
         let a_ref = self.value(av)?;
         let a = if trans_a {
             Mat { rs: 1, cs: m as isize, panel_stride: MR as isize, batch_stride: 0, batch_mod: 0 }
         } else {
-            Mat { rs: k as isize, cs: 1, panel_stride: (MR * k) as isize, batch_stride: 0, batch_mod: 0 }
+            Mat {
+                rs: k as isize,
+                cs: 1,
+                panel_stride: (MR * k) as isize,
+                batch_stride: a_stride as isize,
+                batch_mod: 0,
+            }
         };
         let pn = n.div_ceil(NR);
-        let (b_ref, b) = match self.g.const_value(bv) {
+        let panel = pn * k * NR;
+        let b = Mat {
+            rs: NR as isize,
+            cs: 1,
+            panel_stride: (k * NR) as isize,
+            batch_stride: if b_batch > 1 { panel as isize } else { 0 },
+            batch_mod: 0,
+        };
+        let b_ref = match self.g.const_value(bv) {
             Some(t) => {
                 let w = t.view::<f32>().map_err(|e| self.unsupported(id, e.to_string()))?;
-                let mut packed = vec![0f32; pn * k * NR];
-                for kk in 0..k {
-                    for j in 0..n {
-                        packed[(j / NR) * k * NR + kk * NR + j % NR] =
-                            if trans_b { w[j * k + kk] } else { w[kk * n + j] };
+                let mut packed = vec![0f32; b_batch * panel];
+                for bi in 0..b_batch {
+                    let w = &w[bi * k * n..];
+                    for kk in 0..k {
+                        for j in 0..n {
+                            packed[bi * panel + (j / NR) * k * NR + kk * NR + j % NR] =
+                                if trans_b { w[j * k + kk] } else { w[kk * n + j] };
+                        }
                     }
                 }
-                (
-                    self.weight_f32(&packed, &format!("{name}/packed_weights")),
-                    Mat { rs: NR as isize, cs: 1, panel_stride: (k * NR) as isize, batch_stride: 0, batch_mod: 0 },
-                )
+                self.weight_f32(&packed, &format!("{name}/packed_weights"))
             }
             None => {
                 // Copy into whole NR-wide panels at run time.
                 let src = self.value(bv)?;
-                let scratch = self.scratch(pn * k * NR * 4, &format!("{name}/packed_b"));
+                let scratch = self.scratch(b_batch * panel * 4, &format!("{name}/packed_b"));
                 let (ks, ns) = if trans_b { (1isize, k as isize) } else { (n as isize, 1isize) };
-                // P[j][kk][c] = B(kk, j*NR + c): copy panels of full width, then the tail.
+                let (bsi, bso) = ((k * n) as isize, panel as isize);
+                // P[b][j][kk][c] = B_b(kk, j*NR + c): copy panels of full width, then the tail.
                 let full = n / NR;
                 if full > 0 {
                     let spec = CopySpec::new(
-                        &[full, k, NR],
-                        vec![NR as isize * ns, ks, ns],
-                        vec![(k * NR) as isize, NR as isize, 1],
+                        &[b_batch, full, k, NR],
+                        vec![bsi, NR as isize * ns, ks, ns],
+                        vec![bso, (k * NR) as isize, NR as isize, 1],
                         0,
                         0,
                         4,
@@ -710,9 +1009,9 @@ impl Lowerer<'_> {
                 }
                 if n % NR != 0 {
                     let spec = CopySpec::new(
-                        &[k, n % NR],
-                        vec![ks, ns],
-                        vec![NR as isize, 1],
+                        &[b_batch, k, n % NR],
+                        vec![bsi, ks, ns],
+                        vec![bso, NR as isize, 1],
                         (full * NR) as isize * ns,
                         (full * k * NR) as isize,
                         4,
@@ -720,10 +1019,7 @@ impl Lowerer<'_> {
                     let tiles = spec.tiles();
                     self.step(Arc::new(spec), tiles, &[src], &[scratch], false, &name, "PackB", 0);
                 }
-                (
-                    scratch,
-                    Mat { rs: NR as isize, cs: 1, panel_stride: (k * NR) as isize, batch_stride: 0, batch_mod: 0 },
-                )
+                scratch
             }
         };
         let out2 = [m, n];
@@ -745,7 +1041,16 @@ impl Lowerer<'_> {
                         .collect();
                     self.weight_f32(&v, &format!("{name}/bias"))
                 }
-                _ if beta != 1.0 => return Err(self.unsupported(id, "beta != 1 with a C computed at run time")),
+                _ if beta != 1.0 => {
+                    // beta * C computed at run time, then added like a constant bias.
+                    let src = self.value(cv)?;
+                    let scaled = self.scratch((cs.iter().product::<usize>() * 4).max(4), &format!("{name}/beta_c"));
+                    let e = KExpr::bin(Bin::Ir(Binary::Mul), KExpr::In(0), KExpr::Const(beta));
+                    let spec = ElementwiseSpec::new(&cs, std::slice::from_ref(&cs), e);
+                    let tiles = spec.tiles();
+                    self.step(Arc::new(spec), tiles, &[src], &[scaled], false, &name, "ScaleC", 0);
+                    scaled
+                }
                 _ => self.value(cv)?,
             };
             bias_ref = Some(r);
@@ -758,10 +1063,10 @@ impl Lowerer<'_> {
             m,
             n,
             k,
-            batch: 1,
+            batch: nb,
             a: Mat { panel_stride: if trans_a { mr as isize } else { (mr * k) as isize }, ..a },
             b,
-            c: Mat::row_major(n, 0),
+            c: Mat::row_major(n, m * n),
             alpha,
             bias,
             steps: gsteps,
@@ -863,43 +1168,106 @@ impl Lowerer<'_> {
         self.strided_copy(out, src, &os, strides, offset, &name, "Slice")
     }
 
-    fn pad(&mut self, id: NodeId, mode: incept_ir::ops::pad::PadMode) -> Result<(), LowerError> {
+    fn pad(&mut self, id: NodeId, op: &incept_ir::ops::pad::Pad) -> Result<(), LowerError> {
         let name = self.g.node(id).name.clone();
-        if mode != incept_ir::ops::pad::PadMode::Constant {
-            return Err(self.unsupported(id, "Pad modes other than constant yet"));
-        }
         let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
         let out = ValueId::new(id, 0);
         self.f32_only(id, out)?;
         let (s, os) = (self.shape(x)?, self.shape(out)?);
-        let pads = match self.in_val(id, 1).and_then(|v| self.g.const_value(v)) {
-            Some(t) => t.to_i64s().map_err(|e| self.unsupported(id, e.to_string()))?,
-            None => return Err(self.unsupported(id, "pads computed at run time")),
+        let ints = |i: usize, what: &str| -> Result<Option<Vec<i64>>, LowerError> {
+            match self.in_val(id, i) {
+                None => Ok(None),
+                Some(v) => match self.g.const_value(v) {
+                    Some(t) => t.to_i64s().map(Some).map_err(|e| self.unsupported(id, e.to_string())),
+                    None => Err(self.unsupported(id, format!("{what} computed at run time"))),
+                },
+            }
         };
-        if self.in_val(id, 3).is_some() {
-            return Err(self.unsupported(id, "Pad with axes yet"));
-        }
+        let pads = ints(1, "pads")?.ok_or_else(|| self.unsupported(id, "a missing pads input"))?;
+        let axes = ints(3, "axes")?;
+        let pads = incept_ir::ops::pad::Pad::full_pads(s.len(), &pads, axes.as_deref())
+            .map_err(|e| self.unsupported(id, e.to_string()))?;
+        // The fill: a constant, or a scalar computed at run time (broadcast by the fill kernel).
         let value = match self.in_val(id, 2) {
-            Some(v) => self
-                .g
-                .const_value(v)
-                .and_then(|t| t.to_f64s().ok())
-                .and_then(|v| v.first().copied())
-                .ok_or_else(|| self.unsupported(id, "a pad value computed at run time"))? as f32,
-            None => 0.0,
+            Some(v) => match self.g.const_value(v) {
+                Some(t) => {
+                    Ok(t.to_f64s().map_err(|e| self.unsupported(id, e.to_string()))?.first().copied().unwrap_or(0.0)
+                        as f32)
+                }
+                None if self.shape(v)?.iter().product::<usize>() == 1 => {
+                    self.f32_only(id, v)?;
+                    Err(v)
+                }
+                None => return Err(self.unsupported(id, "a pad value with more than one element")),
+            },
+            None => Ok(0.0),
         };
-        let r = s.len();
+        if op.mode == incept_ir::ops::pad::PadMode::Constant {
+            return self.constant_pad(id, x, &s, &os, &pads, value);
+        }
+        // Reflect, edge and wrap are separable: one single-tap resampling pass per padded axis.
+        let passes: Vec<usize> = (0..s.len()).filter(|&a| pads[a] != (0, 0)).collect();
+        let mut cur = self.value(x)?;
+        if passes.is_empty() {
+            self.values.insert(out, cur);
+            return Ok(());
+        }
+        if s.contains(&0) {
+            return Err(self.unsupported(id, format!("{:?} padding of an empty tensor", op.mode)));
+        }
+        let mut shape = s.clone();
+        for (k, &axis) in passes.iter().enumerate() {
+            let inner: usize = shape[axis + 1..].iter().product();
+            let (mut offs, mut wts) = (vec![], vec![]);
+            for j in 0..os[axis] {
+                let i = op.source(s[axis], pads[axis].0, j).unwrap_or(0);
+                offs.extend_from_slice(&((i * inner * 4) as i64).to_le_bytes());
+                wts.push(1.0f32);
+            }
+            let outer: usize = shape[..axis].iter().product();
+            let offs = self.weight(&offs, &format!("{name}.taps{k}"));
+            let wts = self.weight_f32(&wts, &format!("{name}.weights{k}"));
+            // -0.0 keeps the sign of zeros: x * 1 + -0 == x for every x.
+            let bias = self.weight_f32(&vec![-0.0; os[axis]], &format!("{name}.bias{k}"));
+            shape[axis] = os[axis];
+            let dst = if k + 1 == passes.len() {
+                self.define(out)?
+            } else {
+                let bytes = shape.iter().product::<usize>() * 4;
+                self.scratch(bytes.max(4), &format!("{name}.pass{k}"))
+            };
+            let spec = ResampleSpec { outer, d_in: s[axis], d_out: os[axis], inner, taps: 1 };
+            let tiles = spec.tiles();
+            self.step(Arc::new(spec), tiles, &[cur, offs, wts, bias], &[dst], false, &name, "Pad", 0);
+            cur = dst;
+        }
+        Ok(())
+    }
+
+    /// Constant padding: fill, then copy the input (cropped where pads are negative) into place.
+    fn constant_pad(
+        &mut self,
+        id: NodeId,
+        x: ValueId,
+        s: &[usize],
+        os: &[usize],
+        pads: &[(i64, i64)],
+        value: Result<f32, ValueId>,
+    ) -> Result<(), LowerError> {
+        let name = self.g.node(id).name.clone();
+        let out = ValueId::new(id, 0);
         let dst = self.define(out)?;
-        // Fill, then copy the input (cropped where pads are negative) into place.
-        let fill = ElementwiseSpec::new(&os, &[], KExpr::Const(value));
+        let (fill, reads) = match value {
+            Ok(c) => (ElementwiseSpec::new(os, &[], KExpr::Const(c)), vec![]),
+            Err(v) => (ElementwiseSpec::new(os, &[self.shape(v)?], KExpr::In(0)), vec![self.value(v)?]),
+        };
         let tiles = fill.tiles();
-        self.step(Arc::new(fill), tiles, &[], &[dst], false, &name, "PadFill", 0);
-        let ostr = contiguous(&os);
-        let istr = contiguous(&s);
+        self.step(Arc::new(fill), tiles, &reads, &[dst], false, &name, "PadFill", 0);
+        let ostr = contiguous(os);
+        let istr = contiguous(s);
         let mut dims = vec![];
         let (mut in_off, mut out_off) = (0isize, 0isize);
-        for d in 0..r {
-            let (b, e) = (pads[d], pads[r + d]);
+        for (d, &(b, e)) in pads.iter().enumerate() {
             let keep = s[d] as i64 + b.min(0) + e.min(0);
             dims.push(keep.max(0) as usize);
             in_off += (-b).max(0) as isize * istr[d];

@@ -366,7 +366,7 @@ impl ConvTranspose {
     }
 
     /// Resolves pads from `output_shape`/`auto_pad` and returns the output spatial sizes.
-    fn resolve(&mut self, input: &[usize]) -> Result<Vec<usize>, OpError> {
+    pub fn resolve(&mut self, input: &[usize]) -> Result<Vec<usize>, OpError> {
         let n = input.len();
         let auto = self.window.auto_pad;
         self.window.auto_pad = AutoPad::NotSet;

@@ -48,7 +48,7 @@ impl Pad {
     }
 
     /// Begin and end pads for every dim.
-    fn full_pads(rank: usize, pads: &[i64], axes: Option<&[i64]>) -> Result<Vec<(i64, i64)>, OpError> {
+    pub fn full_pads(rank: usize, pads: &[i64], axes: Option<&[i64]>) -> Result<Vec<(i64, i64)>, OpError> {
         let axes: Vec<usize> = match axes {
             Some(a) => a.iter().map(|&x| norm_axis(x, rank)).collect::<Result<_, _>>()?,
             None => (0..rank).collect(),
@@ -65,6 +65,31 @@ impl Pad {
             out[ax] = (pads[i], pads[axes.len() + i]);
         }
         Ok(out)
+    }
+}
+
+impl Pad {
+    /// Where output index `o` of an axis of length `d` padded by `before` reads from, or `None`
+    /// for the constant fill.
+    pub fn source(&self, d: usize, before: i64, o: usize) -> Option<usize> {
+        let d = d as i64;
+        let i = o as i64 - before;
+        if (0..d).contains(&i) {
+            return Some(i as usize);
+        }
+        match self.mode {
+            PadMode::Constant => None,
+            PadMode::Edge => Some(i.clamp(0, d - 1) as usize),
+            PadMode::Wrap => Some(i.rem_euclid(d) as usize),
+            PadMode::Reflect => {
+                if d == 1 {
+                    return Some(0);
+                }
+                let period = 2 * (d - 1);
+                let m = i.rem_euclid(period);
+                Some(if m < d { m } else { period - m } as usize)
+            }
+        }
     }
 }
 
@@ -116,28 +141,7 @@ impl OpDef for Pad {
         let out_shape: Vec<usize> =
             xs.iter().zip(&pads).map(|(&d, &(b, e))| (d as i64 + b + e).max(0) as usize).collect();
         let strides = strides_of(xs);
-        let mode = self.mode;
-        // Maps an output coordinate to an input coordinate, or None for the constant fill.
-        let source = |k: usize, o: usize| -> Option<usize> {
-            let d = xs[k] as i64;
-            let i = o as i64 - pads[k].0;
-            if (0..d).contains(&i) {
-                return Some(i as usize);
-            }
-            match mode {
-                PadMode::Constant => None,
-                PadMode::Edge => Some(i.clamp(0, d - 1) as usize),
-                PadMode::Wrap => Some(i.rem_euclid(d) as usize),
-                PadMode::Reflect => {
-                    if d == 1 {
-                        return Some(0);
-                    }
-                    let period = 2 * (d - 1);
-                    let m = i.rem_euclid(period);
-                    Some(if m < d { m } else { period - m } as usize)
-                }
-            }
-        };
+        let source = |k: usize, o: usize| self.source(xs[k], pads[k].0, o);
         with_dtype!(x.dtype(), T => {
             let v = raw_view::<T>(x)?;
             let fill: T = match opt_input(inputs, 2) {

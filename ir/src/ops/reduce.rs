@@ -34,7 +34,9 @@ impl Reduce {
     }
 
     /// Which axes are reduced; `None` means the op is the identity.
-    fn axes(&self, rank: usize, axes: Option<&[i64]>) -> Result<Option<Vec<bool>>, OpError> {
+    /// Which axes are reduced, given input 1's values (`None` when absent); `None` means the
+    /// op passes its input through unchanged.
+    pub fn axes(&self, rank: usize, axes: Option<&[i64]>) -> Result<Option<Vec<bool>>, OpError> {
         match axes {
             Some(a) if !a.is_empty() => {
                 let mut m = vec![false; rank];

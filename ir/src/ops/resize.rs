@@ -341,6 +341,52 @@ impl Resize {
     }
 }
 
+/// One separable pass of a resize: axis `axis` goes from `d_in` to `d_out`; per output index, the
+/// input taps and weights, or `None` where the output takes the extrapolation value.
+#[derive(Clone, Debug)]
+pub struct ResizePass {
+    pub axis: usize,
+    pub d_in: usize,
+    pub d_out: usize,
+    pub taps: Vec<Option<Vec<(usize, f64)>>>,
+}
+
+impl Resize {
+    /// The axis-by-axis passes that resize a tensor of `shape` (axes left unchanged are skipped).
+    /// Resize is separable in every mode, so this is its whole meaning.
+    pub fn passes(
+        &self,
+        shape: &[usize],
+        roi: Option<&[f64]>,
+        scales: Option<&[f64]>,
+        sizes: Option<&[i64]>,
+    ) -> Result<Vec<ResizePass>, OpError> {
+        let ks = crate::shape::known_shape(shape);
+        let (out, sc) = self.plan(&ks, scales, sizes)?;
+        let out: Vec<usize> = out.iter().filter_map(Dim::known).collect();
+        let rank = shape.len();
+        let axes: Vec<usize> = match &self.axes {
+            Some(a) => a.iter().map(|&v| norm_axis(v, rank)).collect::<Result<_, _>>()?,
+            None => (0..rank).collect(),
+        };
+        let roi_of = |ax: usize| -> (f64, f64) {
+            match (roi, axes.iter().position(|&a| a == ax)) {
+                (Some(r), Some(i)) if r.len() == 2 * axes.len() => (r[i], r[axes.len() + i]),
+                _ => (0.0, 1.0),
+            }
+        };
+        let mut passes = vec![];
+        for ax in 0..rank {
+            if shape[ax] == out[ax] && sc[ax] == 1.0 && self.coord != CoordMode::TfCropAndResize {
+                continue;
+            }
+            let taps = self.taps(shape[ax], out[ax], sc[ax], roi_of(ax));
+            passes.push(ResizePass { axis: ax, d_in: shape[ax], d_out: out[ax], taps });
+        }
+        Ok(passes)
+    }
+}
+
 impl OpDef for Resize {
     fn name(&self) -> &'static str {
         "Resize"
@@ -361,40 +407,22 @@ impl OpDef for Resize {
         let roi = opt_input(inputs, 1).map(|t| t.to_f64s()).transpose()?;
         let scales = opt_input(inputs, 2).map(|t| t.to_f64s()).transpose()?;
         let sizes = opt_input(inputs, 3).map(|t| t.to_i64s()).transpose()?;
-        let ks = crate::shape::known_shape(x.shape());
-        let (out, sc) = self.plan(&ks, scales.as_deref(), sizes.as_deref())?;
-        let out: Vec<usize> = out.iter().filter_map(Dim::known).collect();
-        let rank = x.rank();
-        let axes: Vec<usize> = match &self.axes {
-            Some(a) => a.iter().map(|&v| norm_axis(v, rank)).collect::<Result<_, _>>()?,
-            None => (0..rank).collect(),
-        };
-        let roi_of = |ax: usize| -> (f64, f64) {
-            match (&roi, axes.iter().position(|&a| a == ax)) {
-                (Some(r), Some(i)) if r.len() == 2 * axes.len() => (r[i], r[axes.len() + i]),
-                _ => (0.0, 1.0),
-            }
-        };
-        // Separable: resample one axis at a time.
+        let passes = self.passes(x.shape(), roi.as_deref(), scales.as_deref(), sizes.as_deref())?;
         let mut cur = x.to_f64s()?;
         let mut shape = x.shape().to_vec();
         let ev = self.extrapolation_value as f64;
-        for ax in 0..rank {
-            if shape[ax] == out[ax] && sc[ax] == 1.0 && self.coord != CoordMode::TfCropAndResize {
-                continue;
-            }
-            let taps = self.taps(shape[ax], out[ax], sc[ax], roi_of(ax));
-            let outer: usize = shape[..ax].iter().product();
-            let inner: usize = shape[ax + 1..].iter().product();
-            let mut next = vec![0f64; outer * out[ax] * inner];
+        for p in passes {
+            let outer: usize = shape[..p.axis].iter().product();
+            let inner: usize = shape[p.axis + 1..].iter().product();
+            let mut next = vec![0f64; outer * p.d_out * inner];
             for o in 0..outer {
-                for (j, t) in taps.iter().enumerate() {
-                    let dst = &mut next[(o * out[ax] + j) * inner..][..inner];
+                for (j, t) in p.taps.iter().enumerate() {
+                    let dst = &mut next[(o * p.d_out + j) * inner..][..inner];
                     match t {
                         None => dst.fill(ev),
                         Some(t) => {
                             for &(i, w) in t {
-                                let src = &cur[(o * shape[ax] + i) * inner..][..inner];
+                                let src = &cur[(o * p.d_in + i) * inner..][..inner];
                                 for (d, s) in dst.iter_mut().zip(src) {
                                     *d += w * s;
                                 }
@@ -404,7 +432,7 @@ impl OpDef for Resize {
                 }
             }
             cur = next;
-            shape[ax] = out[ax];
+            shape[p.axis] = p.d_out;
         }
         Ok(vec![from_f64(x.dtype(), shape, cur)])
     }

@@ -471,3 +471,90 @@ fn yplane_of(kb: &mut Kb, base: Value, t: Value, ohw: usize) -> Value {
     let o = kb.muli(t, ohw as i64);
     kb.elem(base, o, 4)
 }
+
+/// The gather half of a transposed convolution: given `cols[plane][ky][kx][iy][ix]` (each input
+/// pixel's contribution to every kernel tap, from a GEMM), output pixel `(oy, ox)` of a plane sums
+/// the taps with `oy + ph = iy * sh + ky * dh` (likewise for x), plus the channel's bias. Here `g`
+/// describes the forward geometry: `h`/`w` the transposed conv's input, `oh`/`ow` its output.
+/// Operands: COLS, Y, [BIAS]. One tile per output plane (image, channel).
+#[derive(Clone, Debug)]
+pub struct Col2ImSpec {
+    pub planes: usize,
+    pub channels: usize,
+    pub g: Geom,
+    pub bias: bool,
+}
+
+impl KernelSpec for Col2ImSpec {
+    fn name(&self) -> String {
+        let g = &self.g;
+        format!("col2im {}x{} s{} {}x{}->{}x{}", g.kh, g.kw, g.sh, g.h, g.w, g.oh, g.ow)
+    }
+
+    fn emit(&self, kb: &mut Kb) {
+        let [cols, y] = [kb.operand(0), kb.operand(1)];
+        let bias = if self.bias { Some(kb.operand(2)) } else { None };
+        let g = self.g.clone();
+        let (n_in, taps) = ((g.h * g.w) as i64, (g.kh * g.kw) as i64);
+        let (begin, end) = (kb.begin, kb.end);
+        kb.for_range(begin, end, 1, |kb, p| {
+            let cp = {
+                let a = kb.muli(p, taps * n_in * 4);
+                kb.add(cols, a)
+            };
+            let yp = {
+                let a = kb.muli(p, (g.oh * g.ow * 4) as i64);
+                kb.add(y, a)
+            };
+            let b0 = match bias {
+                Some(b) => {
+                    let (_, ch) = kb.divmod(p, self.channels as i64);
+                    let bp = kb.elem(b, ch, 4);
+                    kb.load_f32(bp, 0, ro())
+                }
+                None => kb.fconst(0.0),
+            };
+            kb.for_const(0, g.oh as i64, 1, |kb, oy| {
+                kb.for_const(0, g.ow as i64, 1, |kb, ox| {
+                    let acc = kb.var(crate::codegen::builder::F32, b0);
+                    for ky in 0..g.kh {
+                        // ty = iy * sh: valid when divisible and in range.
+                        let ty = kb.addi(oy, g.ph as i64 - (ky * g.dh) as i64);
+                        let (iy, ry) = kb.divmod(ty, g.sh as i64);
+                        let oky = kb.in_range(ty, 0, (g.h * g.sh) as i64);
+                        let zy = kb.eqi(ry, 0);
+                        let vy = kb.b.ins().band(oky, zy);
+                        for kx in 0..g.kw {
+                            let tx = kb.addi(ox, g.pw as i64 - (kx * g.dw) as i64);
+                            let (ix, rx) = kb.divmod(tx, g.sw as i64);
+                            let okx = kb.in_range(tx, 0, (g.w * g.sw) as i64);
+                            let zx = kb.eqi(rx, 0);
+                            let vx = kb.b.ins().band(okx, zx);
+                            let valid = kb.b.ins().band(vy, vx);
+                            let tap = (ky * g.kw + kx) as i64;
+                            kb.if_then(valid, |kb| {
+                                let idx = {
+                                    let r = kb.muli(iy, g.w as i64);
+                                    let r = kb.add(r, ix);
+                                    kb.addi(r, tap * n_in)
+                                };
+                                let q = kb.elem(cp, idx, 4);
+                                let v = kb.load_f32(q, 0, ro());
+                                let a = kb.b.use_var(acc);
+                                let s = kb.b.ins().fadd(a, v);
+                                kb.b.def_var(acc, s);
+                            });
+                        }
+                    }
+                    let r = kb.b.use_var(acc);
+                    let idx = {
+                        let a = kb.muli(oy, g.ow as i64);
+                        kb.add(a, ox)
+                    };
+                    let q = kb.elem(yp, idx, 4);
+                    kb.store_f32(r, q, 0);
+                });
+            });
+        });
+    }
+}

@@ -7,5 +7,7 @@ pub mod elementwise;
 pub mod gemm;
 pub mod math;
 pub mod nd;
+pub mod norm;
 pub mod pool;
 pub mod reduce;
+pub mod resample;
