@@ -1,0 +1,447 @@
+//! Randomised differential tests of the JIT, one kernel family at a time: seeded random shapes and
+//! attributes (odd sizes, 1x1 and 1-wide planes, channel counts that are not multiples of 4,
+//! strides, dilations, asymmetric pads, groups, broadcasting, tails of every tile size) build a
+//! small graph, which is compiled both with the full pass pipeline and with no passes, run at 1 and
+//! 2 threads, and compared with the reference interpreter.
+
+use incept_compiler::passes::Pipeline;
+use incept_compiler::{CompileOptions, compile_graph, from_runtime, to_runtime};
+use incept_ir::attrs::{AttrValue, Attrs};
+use incept_ir::graph::ValueId;
+use incept_ir::shape::TensorType;
+use incept_ir::text::parse::SplitMix;
+use incept_ir::{DType, Graph, Op, Tensor, interp};
+
+/// A random graph under construction.
+struct Gen {
+    g: Graph,
+    rng: SplitMix,
+    k: usize,
+    desc: Vec<String>,
+}
+
+impl Gen {
+    fn new(seed: u64) -> Gen {
+        Gen { g: Graph::new("prop"), rng: SplitMix(seed), k: 0, desc: vec![] }
+    }
+
+    /// Uniform in `lo..=hi`.
+    fn int(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.rng.next_u64() % (hi - lo + 1) as u64) as usize
+    }
+
+    fn coin(&mut self) -> bool {
+        self.rng.next_u64() & 1 == 1
+    }
+
+    fn pick<T: Clone>(&mut self, items: &[T]) -> T {
+        items[self.int(0, items.len() - 1)].clone()
+    }
+
+    fn name(&mut self, base: &str) -> String {
+        self.k += 1;
+        format!("{base}{}", self.k)
+    }
+
+    fn input(&mut self, dims: &[usize]) -> ValueId {
+        let name = self.name("x");
+        self.g.add_input(&name, TensorType::known(DType::F32, dims)).expect("input")
+    }
+
+    fn random(&mut self, dims: &[usize]) -> Tensor {
+        let n = dims.iter().product();
+        Tensor::from_vec(dims.to_vec(), (0..n).map(|_| self.rng.uniform() as f32).collect())
+    }
+
+    fn konst(&mut self, t: Tensor) -> ValueId {
+        let name = self.name("c");
+        self.g.add_const(&name, t).expect("const")
+    }
+
+    fn weights(&mut self, dims: &[usize]) -> ValueId {
+        let t = self.random(dims);
+        self.konst(t)
+    }
+
+    fn ints(&mut self, v: &[i64]) -> ValueId {
+        self.konst(Tensor::from_vec(vec![v.len()], v.to_vec()))
+    }
+
+    /// Adds a node; `None` when the random attributes are invalid for the op.
+    fn op(&mut self, op: &str, attrs: Vec<(&str, AttrValue)>, inputs: Vec<Option<ValueId>>) -> Option<ValueId> {
+        self.desc.push(format!("{op} {attrs:?}"));
+        let attrs = Attrs::new(attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+        let op = Op::from_attrs(op, attrs).ok()?;
+        let name = self.name("n");
+        let id = self.g.add_node(&name, op, inputs, vec![name.clone()]).ok()?;
+        Some(ValueId::new(id, 0))
+    }
+
+    fn shape(&self, v: ValueId) -> Vec<usize> {
+        self.g.ty(v).static_dims().expect("static")
+    }
+}
+
+fn ints(v: &[usize]) -> AttrValue {
+    AttrValue::Ints(v.iter().map(|&x| x as i64).collect())
+}
+
+/// The largest |got - want| over max(1, max |want|), NaNs equal to NaNs.
+fn rel_err(got: &Tensor, want: &Tensor) -> f64 {
+    assert_eq!(got.shape(), want.shape(), "shapes differ");
+    let (a, b) = (got.to_f64s().expect("numeric"), want.to_f64s().expect("numeric"));
+    let scale = b.iter().filter(|v| v.is_finite()).fold(1f64, |m, v| m.max(v.abs()));
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| {
+            if x.is_nan() && y.is_nan() || x == y {
+                0.0
+            } else if x.is_nan() || y.is_nan() {
+                f64::INFINITY
+            } else {
+                (x - y).abs() / scale
+            }
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Compiles and runs `r`'s graph (output `out`) every way and compares with the interpreter.
+fn check(mut r: Gen, out: ValueId, family: &str, case: usize) {
+    r.g.set_outputs(vec![out]);
+    let g = r.g;
+    let inputs: Vec<Tensor> = g
+        .input_values()
+        .into_iter()
+        .map(|v| {
+            let dims = g.ty(v).static_dims().expect("static");
+            let n: usize = dims.iter().product();
+            Tensor::from_vec(dims, (0..n).map(|_| r.rng.uniform() as f32).collect())
+        })
+        .collect();
+    let want = interp::run(&g, &inputs).unwrap_or_else(|e| panic!("{family} #{case}: interpreter: {e}"));
+    let rt: Vec<_> = inputs.iter().map(|t| to_runtime(t).expect("input")).collect();
+    for (pipeline, threads) in [(Pipeline::Full, 2), (Pipeline::Explicit(vec![]), 1)] {
+        let opts = CompileOptions { pipeline: pipeline.clone(), threads, ..Default::default() };
+        let text = incept_ir::text::print(&g).unwrap_or_default();
+        let (model, _) = compile_graph(g.clone(), &opts)
+            .unwrap_or_else(|e| panic!("{family} #{case} ({pipeline:?}): compile: {e}\n{:?}\n{text}", r.desc));
+        let got = model.run(&rt).unwrap_or_else(|e| panic!("{family} #{case}: run: {e}"));
+        let got = from_runtime(&got[0]).expect("f32 output");
+        let err = rel_err(&got, &want[0]);
+        assert!(err <= 1e-4, "{family} #{case} ({pipeline:?}, {threads} threads): error {err:e}\n{:?}\n{text}", r.desc);
+    }
+}
+
+/// Runs `cases` random graphs of one family; `build` returns `None` for an invalid draw, and at
+/// least half the draws must be valid so the family is really exercised.
+fn family(name: &str, seed: u64, cases: usize, build: impl Fn(&mut Gen) -> Option<ValueId>) {
+    let mut valid = 0;
+    for case in 0..cases {
+        let mut r = Gen::new(seed.wrapping_mul(1000).wrapping_add(case as u64));
+        if let Some(out) = build(&mut r) {
+            valid += 1;
+            check(r, out, name, case);
+        }
+    }
+    println!("{name}: {valid} of {cases} random graphs checked");
+    assert!(valid * 2 >= cases, "{name}: only {valid} of {cases} random draws were valid graphs");
+}
+
+/// One spatial extent that leaves at least one output for the window.
+fn extent(r: &mut Gen, k: usize, s: usize, d: usize, pb: usize, pe: usize) -> usize {
+    let eff = (k - 1) * d + 1;
+    eff.saturating_sub(pb + pe).max(1) + r.int(0, 3 * s + 4)
+}
+
+#[test]
+fn convolutions() {
+    family("conv", 1, 70, |r| {
+        let n = r.int(1, 2);
+        let one_d = r.int(0, 5) == 0;
+        let (kh, kw) = if one_d {
+            (1, r.pick(&[1, 2, 3, 5]))
+        } else {
+            r.pick(&[(1, 1), (1, 1), (3, 3), (3, 3), (5, 5), (1, 7), (7, 1), (2, 2), (3, 1)])
+        };
+        let (sh, sw) = if one_d { (1, r.int(1, 3)) } else { (r.int(1, 3), r.int(1, 3)) };
+        let dh = if kh > 1 { r.int(1, 2) } else { 1 };
+        let dw = if kw > 1 { r.int(1, 2) } else { 1 };
+        let (pt, pb) = if one_d { (0, 0) } else { (r.int(0, kh - 1), r.int(0, kh - 1)) };
+        let (pl, pr) = (r.int(0, kw - 1), r.int(0, kw - 1));
+        let (group, cg, mg) = match r.int(0, 3) {
+            0 | 1 => (1, r.int(1, 9), r.int(1, 13)),
+            2 => (r.int(2, 3), r.int(1, 4), r.int(1, 5)),
+            _ => (r.int(2, 9), 1, r.int(1, 2)),
+        };
+        let h = if one_d { 1 } else { extent(r, kh, sh, dh, pt, pb) };
+        let w = extent(r, kw, sw, dw, pl, pr);
+        let c = group * cg;
+        let m = group * mg;
+        let mut xdims = vec![n, c];
+        let mut wdims = vec![m, cg];
+        if !one_d {
+            xdims.push(h);
+            wdims.push(kh);
+        }
+        xdims.push(w);
+        wdims.push(kw);
+        let x = r.input(&xdims);
+        let wt = r.weights(&wdims);
+        let bias = if r.coin() { Some(r.weights(&[m])) } else { None };
+        let attrs = if one_d {
+            vec![
+                ("kernel_shape", ints(&[kw])),
+                ("strides", ints(&[sw])),
+                ("pads", ints(&[pl, pr])),
+                ("dilations", ints(&[dw])),
+            ]
+        } else {
+            vec![
+                ("kernel_shape", ints(&[kh, kw])),
+                ("strides", ints(&[sh, sw])),
+                ("pads", ints(&[pt, pl, pb, pr])),
+                ("dilations", ints(&[dh, dw])),
+            ]
+        };
+        let mut attrs = attrs;
+        attrs.push(("group", AttrValue::Int(group as i64)));
+        let y = r.op("Conv", attrs, vec![Some(x), Some(wt), bias])?;
+        // Epilogues the fusion passes fold into the conv kernel.
+        match r.int(0, 3) {
+            0 => Some(y),
+            1 => r.op("Relu", vec![], vec![Some(y)]),
+            2 => {
+                let ys = r.shape(y);
+                let res = r.input(&ys);
+                let s = r.op("Add", vec![], vec![Some(y), Some(res)])?;
+                r.op("Relu", vec![], vec![Some(s)])
+            }
+            _ => {
+                let (lo, hi) = (r.konst(Tensor::scalar(0f32)), r.konst(Tensor::scalar(0.5f32)));
+                r.op("Clip", vec![], vec![Some(y), Some(lo), Some(hi)])
+            }
+        }
+    });
+}
+
+#[test]
+fn transposed_convolutions() {
+    family("conv_transpose", 2, 30, |r| {
+        let n = r.int(1, 2);
+        let (kh, kw) = r.pick(&[(1, 1), (2, 2), (3, 3), (4, 4), (3, 1)]);
+        let (sh, sw) = (r.int(1, 3), r.int(1, 3));
+        let (dh, dw) = (r.int(1, 2), r.int(1, 2));
+        let pads = [r.int(0, kh - 1), r.int(0, kw - 1), r.int(0, kh - 1), r.int(0, kw - 1)];
+        let op = [r.int(0, sh - 1).min(dh.max(sh) - 1), r.int(0, sw - 1).min(dw.max(sw) - 1)];
+        let group = r.int(1, 2);
+        let (cg, mg) = (r.int(1, 5), r.int(1, 5));
+        let (h, w) = (r.int(1, 7), r.int(1, 7));
+        let x = r.input(&[n, group * cg, h, w]);
+        let wt = r.weights(&[group * cg, mg, kh, kw]);
+        let bias = if r.coin() { Some(r.weights(&[group * mg])) } else { None };
+        let attrs = vec![
+            ("kernel_shape", ints(&[kh, kw])),
+            ("strides", ints(&[sh, sw])),
+            ("pads", ints(&pads)),
+            ("dilations", ints(&[dh, dw])),
+            ("output_padding", ints(&op)),
+            ("group", AttrValue::Int(group as i64)),
+        ];
+        r.op("ConvTranspose", attrs, vec![Some(x), Some(wt), bias])
+    });
+}
+
+#[test]
+fn pools() {
+    family("pool", 3, 60, |r| {
+        let max = r.coin();
+        let n = r.int(1, 2);
+        let c = r.int(1, 6);
+        let (kh, kw) = (r.int(1, 4), r.int(1, 4));
+        let (sh, sw) = (r.int(1, 3), r.int(1, 3));
+        let (dh, dw) = if max { (r.int(1, 2), r.int(1, 2)) } else { (1, 1) };
+        let pads = [r.int(0, kh - 1), r.int(0, kw - 1), r.int(0, kh - 1), r.int(0, kw - 1)];
+        let h = extent(r, kh, sh, dh, pads[0], pads[2]);
+        let w = extent(r, kw, sw, dw, pads[1], pads[3]);
+        let x = r.input(&[n, c, h, w]);
+        let mut attrs = vec![
+            ("kernel_shape", ints(&[kh, kw])),
+            ("strides", ints(&[sh, sw])),
+            ("pads", ints(&pads)),
+            ("ceil_mode", AttrValue::Int(r.coin() as i64)),
+        ];
+        if max {
+            attrs.push(("dilations", ints(&[dh, dw])));
+            r.op("MaxPool", attrs, vec![Some(x)])
+        } else {
+            attrs.push(("count_include_pad", AttrValue::Int(r.coin() as i64)));
+            r.op("AveragePool", attrs, vec![Some(x)])
+        }
+    });
+    family("global_pool", 4, 20, |r| {
+        let dims = [r.int(1, 2), r.int(1, 9), r.int(1, 9), r.int(1, 9)];
+        let x = r.input(&dims);
+        let op = if r.coin() { "GlobalAveragePool" } else { "GlobalMaxPool" };
+        r.op(op, vec![], vec![Some(x)])
+    });
+}
+
+#[test]
+fn matrix_products() {
+    family("gemm", 5, 50, |r| {
+        let (m, n, k) = (r.int(1, 70), r.int(1, 70), r.int(1, 70));
+        let (ta, tb) = (r.coin(), r.coin());
+        let a = r.input(&if ta { [k, m] } else { [m, k] });
+        let bd = if tb { [n, k] } else { [k, n] };
+        let b = if r.coin() { r.weights(&bd) } else { r.input(&bd) };
+        let c = match r.int(0, 4) {
+            0 => None,
+            1 => Some(r.weights(&[n])),
+            2 => Some(r.weights(&[m, 1])),
+            3 => Some(r.weights(&[m, n])),
+            _ => Some(r.input(&[1, n])),
+        };
+        let attrs = vec![
+            ("transA", AttrValue::Int(ta as i64)),
+            ("transB", AttrValue::Int(tb as i64)),
+            ("alpha", AttrValue::Float(r.pick(&[1.0, 0.5, -2.0]))),
+            ("beta", AttrValue::Float(r.pick(&[1.0, 0.25]))),
+        ];
+        let y = r.op("Gemm", attrs, vec![Some(a), Some(b), c])?;
+        if r.coin() { r.op("Relu", vec![], vec![Some(y)]) } else { Some(y) }
+    });
+    family("matmul", 6, 40, |r| {
+        let (m, n, k) = (r.int(1, 40), r.int(1, 40), r.int(1, 40));
+        let batch: Vec<usize> = (0..r.int(0, 2)).map(|_| r.int(1, 3)).collect();
+        let mut ad = batch.clone();
+        ad.extend([m, k]);
+        let bd = match r.int(0, 2) {
+            0 => vec![k, n],
+            1 => {
+                let mut d = batch.clone();
+                d.extend([k, n]);
+                d
+            }
+            _ => vec![k],
+        };
+        let a = r.input(&ad);
+        let b = if r.coin() { r.weights(&bd) } else { r.input(&bd) };
+        r.op("MatMul", vec![], vec![Some(a), Some(b)])
+    });
+}
+
+#[test]
+fn elementwise_chains() {
+    family("elementwise", 7, 60, |r| {
+        let rank = r.int(1, 4);
+        let dims: Vec<usize> = (0..rank).map(|_| r.pick(&[1, 2, 3, 4, 5, 7, 8, 13])).collect();
+        let x = r.input(&dims);
+        let mut y = x;
+        for _ in 0..r.int(1, 3) {
+            if r.coin() {
+                let u = r.pick(&["Relu", "Sigmoid", "Tanh", "Exp", "Abs", "Neg", "Erf", "Softplus", "HardSwish"]);
+                y = r.op(u, vec![], vec![Some(y)])?;
+            } else {
+                // The other operand broadcasts along a random subset of dims (and may have lower rank).
+                let r2 = r.int(0, rank);
+                let od: Vec<usize> = dims[rank - r2..].iter().map(|&d| if r.coin() { d } else { 1 }).collect();
+                let o = if r.coin() { r.weights(&od) } else { r.input(&od) };
+                let b = r.pick(&["Add", "Sub", "Mul", "Max", "Min", "Div"]);
+                let (lhs, rhs) = if r.coin() { (y, o) } else { (o, y) };
+                if b == "Div" && rhs == o {
+                    // Keep divisors away from zero.
+                    let e = r.op("Exp", vec![], vec![Some(o)])?;
+                    y = r.op(b, vec![], vec![Some(lhs), Some(e)])?;
+                } else if b == "Div" {
+                    y = r.op("Mul", vec![], vec![Some(lhs), Some(rhs)])?;
+                } else {
+                    y = r.op(b, vec![], vec![Some(lhs), Some(rhs)])?;
+                }
+            }
+        }
+        Some(y)
+    });
+}
+
+#[test]
+fn data_movement() {
+    family("concat", 8, 25, |r| {
+        let rank = r.int(1, 4);
+        let dims: Vec<usize> = (0..rank).map(|_| r.int(1, 6)).collect();
+        let axis = r.int(0, rank - 1);
+        let parts: Vec<Option<ValueId>> = (0..r.int(1, 3))
+            .map(|_| {
+                let mut d = dims.clone();
+                d[axis] = r.int(1, 5);
+                Some(r.input(&d))
+            })
+            .collect();
+        r.op("Concat", vec![("axis", AttrValue::Int(axis as i64))], parts)
+    });
+    family("transpose", 9, 25, |r| {
+        let rank = r.int(2, 4);
+        let dims: Vec<usize> = (0..rank).map(|_| r.int(1, 6)).collect();
+        let mut perm: Vec<usize> = (0..rank).collect();
+        for i in (1..rank).rev() {
+            let j = r.int(0, i);
+            perm.swap(i, j);
+        }
+        let x = r.input(&dims);
+        r.op("Transpose", vec![("perm", ints(&perm))], vec![Some(x)])
+    });
+    family("slice", 10, 25, |r| {
+        let rank = r.int(1, 4);
+        let dims: Vec<usize> = (0..rank).map(|_| r.int(1, 9)).collect();
+        let x = r.input(&dims);
+        let axis = r.int(0, rank - 1) as i64;
+        let d = dims[axis as usize] as i64;
+        let step = r.pick(&[1i64, 2, 3, -1, -2]);
+        let (s, e) = (r.int(0, d as usize) as i64, r.int(0, d as usize) as i64);
+        let (s, e) = if step > 0 { (s.min(e), s.max(e)) } else { (s.max(e), s.min(e) - d - 1) };
+        let (s, e, a, st) = (r.ints(&[s]), r.ints(&[e]), r.ints(&[axis]), r.ints(&[step]));
+        r.op("Slice", vec![], vec![Some(x), Some(s), Some(e), Some(a), Some(st)])
+    });
+    family("pad", 11, 30, |r| {
+        let dims = [r.int(1, 2), r.int(1, 3), r.int(2, 6), r.int(2, 6)];
+        let x = r.input(&dims);
+        let mode = r.pick(&["constant", "reflect", "edge", "wrap"]);
+        let pads: Vec<i64> = (0..8)
+            .map(|i| if i % 4 < 2 { 0 } else { r.int(0, dims[i % 4] - 1) as i64 - (mode == "constant") as i64 })
+            .collect();
+        let p = r.ints(&pads);
+        let v = r.konst(Tensor::scalar(0.5f32));
+        r.op("Pad", vec![("mode", AttrValue::Str(mode.into()))], vec![Some(x), Some(p), Some(v)])
+    });
+    family("resize", 12, 40, |r| {
+        let dims = [1, r.int(1, 3), r.int(1, 7), r.int(1, 7)];
+        let x = r.input(&dims);
+        let mode = r.pick(&["nearest", "linear", "cubic"]);
+        let coord = r.pick(&["half_pixel", "asymmetric", "align_corners", "pytorch_half_pixel"]);
+        let scales = [1.0f32, 1.0, r.pick(&[0.5, 1.5, 2.0, 3.0]), r.pick(&[0.6, 1.0, 2.0, 2.5])];
+        let s = r.konst(Tensor::from_vec(vec![4], scales.to_vec()));
+        let attrs = vec![
+            ("mode", AttrValue::Str(mode.into())),
+            ("coordinate_transformation_mode", AttrValue::Str(coord.into())),
+            ("nearest_mode", AttrValue::Str(r.pick(&["round_prefer_floor", "floor", "ceil"]).into())),
+        ];
+        r.op("Resize", attrs, vec![Some(x), None, Some(s)])
+    });
+    family("softmax", 13, 20, |r| {
+        let rank = r.int(1, 4);
+        let dims: Vec<usize> = (0..rank).map(|_| r.int(1, 9)).collect();
+        let x = r.input(&dims);
+        let axis = r.int(0, rank - 1) as i64 - if r.coin() { rank as i64 } else { 0 };
+        let op = r.pick(&["Softmax", "LogSoftmax"]);
+        r.op(op, vec![("axis", AttrValue::Int(axis))], vec![Some(x)])
+    });
+    family("reduce", 14, 30, |r| {
+        let rank = r.int(1, 4);
+        let dims: Vec<usize> = (0..rank).map(|_| r.int(1, 6)).collect();
+        let x = r.input(&dims);
+        let axes: Vec<i64> = (0..rank as i64).filter(|_| r.coin()).collect();
+        let a = r.ints(&axes);
+        let op = r.pick(&["ReduceMean", "ReduceSum", "ReduceMax"]);
+        let keep = r.coin() as i64;
+        r.op(op, vec![("keepdims", AttrValue::Int(keep))], vec![Some(x), Some(a)])
+    });
+}
