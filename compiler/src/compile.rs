@@ -83,6 +83,8 @@ pub struct CompileReport {
     pub weight_bytes: usize,
     pub arena_bytes: usize,
     pub arena_lower_bound: usize,
+    /// The arena buffers and their placement.
+    pub memory: Vec<crate::plan::Placement>,
 }
 
 /// Compiles a model file or bytes.
@@ -104,6 +106,15 @@ pub fn compile_with_report<'a>(
     let (model, mut report) = compile_graph(g, options)?;
     report.stages.insert(0, ("import", import));
     Ok((model, report))
+}
+
+/// Lowers an optimised graph and plans its memory, without generating code (for `inspect
+/// --memory`): the arena plan and the names of the steps it refers to.
+pub fn plan_memory(g: &Graph) -> Result<(ArenaPlan, Vec<String>, usize), CompileError> {
+    let lowered = lower::lower(g)?;
+    let arena = plan_arena(&lowered);
+    let steps = lowered.steps.iter().map(|s| format!("{} ({})", s.name, s.op)).collect();
+    Ok((arena, steps, lowered.weights.len()))
 }
 
 /// Compiles an imported graph.
@@ -131,6 +142,7 @@ pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, C
     report.weight_bytes = plan.weights.len();
     report.arena_bytes = arena.size;
     report.arena_lower_bound = arena.lower_bound;
+    report.memory = arena.placements.clone();
     let model = Model::new(plan, &RunOptions { threads: options.threads })?;
     report.stages.push(("load", t.elapsed()));
     Ok((model, report))

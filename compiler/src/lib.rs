@@ -9,6 +9,6 @@ pub mod passes;
 pub mod plan;
 
 pub use compile::{
-    CompileOptions, CompileReport, compile, compile_graph, compile_with_report, from_runtime, to_runtime,
+    CompileOptions, CompileReport, compile, compile_graph, compile_with_report, from_runtime, plan_memory, to_runtime,
 };
 pub use incept_ir as ir;

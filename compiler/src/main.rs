@@ -26,6 +26,7 @@ enum Command {
     Run(cli::run::RunArgs),
     Ops(cli::ops::OpsArgs),
     Passes(cli::passes::PassesArgs),
+    Peak(cli::peak::PeakArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
         Command::Run(a) => cli::run::run(a),
         Command::Ops(a) => cli::ops::run(a),
         Command::Passes(a) => cli::passes::run(a),
+        Command::Peak(a) => cli::peak::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -134,6 +134,26 @@ fn errors_are_clean() {
 }
 
 #[test]
+fn inspect_memory_prints_the_arena_plan() {
+    let o = incept(&["inspect", &model("mini_resnet"), "--memory"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    // A header, one row per buffer, residual adds reusing their input in place, and the summary.
+    assert!(s.starts_with("      offset        bytes  steps       buffer\n"), "{s}");
+    assert!(s.contains("(in place of "), "{s}");
+    let last = s.lines().last().unwrap_or_default();
+    assert!(last.starts_with("arena ") && last.contains("lower bound") && last.contains("ratio 1.0"), "{s}");
+}
+
+#[test]
+fn peak_reports_gflops() {
+    let o = incept(&["peak", "--iterations", "100000", "--runs", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("f32x4 FMA peak, one core: "), "{}", stdout(&o));
+    assert!(fails(&["peak", "--runs", "0"]).contains("must be positive"));
+}
+
+#[test]
 fn help_explains_the_commands() {
     let o = incept(&["--help"]);
     let h = stdout(&o);

@@ -47,3 +47,40 @@ fn zoo_models_import_print_and_match_onnx_runtime() {
         assert!(err <= 1e-4, "{name}: relative error {err:e} exceeds 1e-4");
     }
 }
+
+/// The JIT on the zoo: outputs within 1e-4 of ONNX Runtime's at 1 and 2 threads (and the same
+/// bits at both), and an arena within 1.15x of its lower bound.
+#[test]
+fn zoo_models_compile_and_match_onnx_runtime() {
+    use incept_compiler::{CompileOptions, compile_with_report, from_runtime, to_runtime};
+    let Some(dir) = zoo_dir() else {
+        println!("skipped: set INCEPT_ZOO_DIR to the output folder of ../shared/zoo/make_zoo.py to run the zoo test");
+        return;
+    };
+    for name in MODELS {
+        let path = dir.join(format!("{name}.onnx"));
+        if !path.exists() {
+            println!("skipped {name}: {} not found", path.display());
+            continue;
+        }
+        let input = npy::read(&dir.join(format!("{name}.input.npy"))).expect("input");
+        let want = npy::read(&dir.join(format!("{name}.ort_output.npy"))).expect("ORT output");
+        let mut outs = vec![];
+        for threads in [1, 2] {
+            let opts = CompileOptions { threads, ..Default::default() };
+            let (model, report) = compile_with_report(path.as_path(), &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let out = model.run(&[to_runtime(&input).expect("input")]).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let got = from_runtime(&out[0]).expect("output");
+            let err = max_rel_err(&got, &want).expect("compare");
+            let ratio = report.arena_bytes as f64 / report.arena_lower_bound.max(1) as f64;
+            println!(
+                "{name} JIT ({threads} threads): relative error {err:.2e}, arena {} bytes, bound {}, ratio {ratio:.3}",
+                report.arena_bytes, report.arena_lower_bound
+            );
+            assert!(err <= 1e-4, "{name}: relative error {err:e} exceeds 1e-4");
+            assert!(ratio <= 1.15, "{name}: arena {ratio:.3}x its lower bound");
+            outs.push(got);
+        }
+        assert!(outs[0].bytes() == outs[1].bytes(), "{name}: 1 and 2 threads give different bits");
+    }
+}

@@ -33,6 +33,11 @@ pub struct InspectArgs {
     /// total, the largest activation.
     #[arg(long)]
     stats: bool,
+    /// Print the memory plan instead of the IR: every intermediate buffer of the compiled model
+    /// with its arena offset, size and the steps it lives across (and which buffer it reuses in
+    /// place), then the arena size next to its lower bound (the most bytes alive at once).
+    #[arg(long, conflicts_with = "stats")]
+    memory: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
@@ -70,6 +75,9 @@ pub fn run(a: InspectArgs) -> Result<()> {
         }
     }
     let summary = opt.summary;
+    if a.memory {
+        return out(&memory_table(&g)?);
+    }
     if a.stats {
         let mut s = format!("model: {}\n", a.model.display());
         for v in g.input_values() {
@@ -86,4 +94,28 @@ pub fn run(a: InspectArgs) -> Result<()> {
         Format::Text => out(&(text::print(&g)? + &summary)),
         Format::Dot => out(&text::dot::to_dot(&g)?),
     }
+}
+
+fn memory_table(g: &incept_ir::Graph) -> Result<String> {
+    let (plan, steps, weights) = incept_compiler::plan_memory(g)?;
+    let mut s = format!("{:>12} {:>12}  {:<11} buffer\n", "offset", "bytes", "steps");
+    for p in &plan.placements {
+        let shares = p.shares.as_ref().map(|r| format!("  (in place of {r})")).unwrap_or_default();
+        s.push_str(&format!(
+            "{:>12} {:>12}  {:<11} {}{shares}\n",
+            p.offset,
+            p.bytes,
+            format!("{}..{}", p.steps.0, p.steps.1),
+            p.name
+        ));
+    }
+    let ratio = plan.size as f64 / plan.lower_bound.max(1) as f64;
+    s.push_str(&format!(
+        "arena {} bytes, lower bound {} bytes (ratio {ratio:.3}); {} steps; weights {} bytes\n",
+        plan.size,
+        plan.lower_bound,
+        steps.len(),
+        weights
+    ));
+    Ok(s)
 }

@@ -6,6 +6,7 @@ pub mod inspect;
 pub mod ops;
 pub mod optimize;
 pub mod passes;
+pub mod peak;
 pub mod run;
 pub mod shapes;
 

@@ -3,6 +3,7 @@
 
 pub mod builder;
 pub mod kernels;
+pub mod peak;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -21,6 +22,8 @@ pub enum CodegenError {
     Isa(String),
     #[error("kernel {kernel}: Cranelift: {msg}")]
     Compile { kernel: String, msg: String },
+    #[error("cannot load a measurement kernel: {0}")]
+    Load(String),
 }
 
 /// A kernel specialised for one node (or several identical ones): everything it needs is baked

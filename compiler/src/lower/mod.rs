@@ -70,6 +70,10 @@ pub struct LStep {
     /// Buffers the step reads and writes (for lifetimes).
     pub reads: Vec<BufId>,
     pub writes: Vec<BufId>,
+    /// `(read, written)` buffer pairs the kernel may run in place on: it reads each element of
+    /// `read` only for the element at the same offset of `written`, before writing it. The memory
+    /// plan lets `written` take over `read`'s memory when `read` dies at this step.
+    pub in_place: Vec<(BufId, BufId)>,
 }
 
 /// The name, dtype and shape of a graph input or output.
@@ -237,7 +241,20 @@ impl<'g> Lowerer<'g> {
             flops,
             reads: reads.iter().map(|r| r.buf).collect(),
             writes: writes.iter().map(|r| r.buf).collect(),
+            in_place: vec![],
         });
+    }
+
+    /// Marks the last step as able to write `written` over `read` (see [`LStep::in_place`]); both
+    /// must start at offset 0 of equally sized buffers.
+    fn allow_in_place(&mut self, read: BufRef, written: BufRef) {
+        let same = read.offset == 0
+            && written.offset == 0
+            && read.buf != written.buf
+            && self.out.buffers[read.buf].bytes == self.out.buffers[written.buf].bytes;
+        if let (true, Some(step)) = (same, self.out.steps.last_mut()) {
+            step.in_place.push((read.buf, written.buf));
+        }
     }
 
     /// Every graph output ends in its own output slot: a buffer produced here is retargeted there,

@@ -473,6 +473,12 @@ impl Lowerer<'_> {
         let name = self.g.node(id).name.clone();
         let op = self.g.node(id).op.name().to_string();
         self.step(Arc::new(spec), tiles, &srcs, &[dst], helpers, &name, &op, 0);
+        // Element i of an operand of the output's shape is read only for output element i.
+        for (src, shape) in srcs.iter().zip(shapes) {
+            if *shape == os {
+                self.allow_in_place(*src, dst);
+            }
+        }
         Ok(())
     }
 
@@ -773,8 +779,10 @@ impl Lowerer<'_> {
         let tiles = spec.tiles();
         let mut ops = vec![a_ref, b_ref, dst];
         ops.extend(bias_ref);
-        ops.extend(add_refs);
-        self.step_ordered(Arc::new(spec), tiles, &ops, 2, helpers, &name, "Conv", flops);
+        ops.extend(add_refs.iter().copied());
+        let spec = Arc::new(spec);
+        self.step_ordered(spec.clone(), tiles, &ops, 2, helpers, &name, "Conv", flops);
+        self.gemm_in_place(&spec, &add_refs, dst);
         Ok(())
     }
 
@@ -1059,12 +1067,55 @@ impl Lowerer<'_> {
         let (gsteps, add_vals, helpers) = self.gemm_steps(steps, mats);
         let add_refs = add_vals.iter().map(|&v| self.value(v)).collect::<Result<Vec<_>, _>>()?;
         let mr = MR.min(m).max(1);
+        let mut a = Mat { panel_stride: if trans_a { mr as isize } else { (mr * k) as isize }, ..a };
+        let mut a_ref = a_ref;
+        if mr > 1 && self.g.const_value(av).is_none() {
+            // A computed at run time: pack it into MR-row panels first. Read in place, the tile's
+            // rows are k floats apart and (for k a multiple of 1024) all land in one L1 set.
+            let (pm, full, rem) = (m.div_ceil(mr), m / mr, m % mr);
+            let a_batches = if a.batch_stride == 0 { 1 } else { nb };
+            let per = pm * k * mr;
+            let scratch = self.scratch(a_batches * per * 4, &format!("{name}/packed_a"));
+            let (rs, cs, bs) = (a.rs, a.cs, a.batch_stride);
+            if full > 0 {
+                let spec = CopySpec::new(
+                    &[a_batches, full, k, mr],
+                    vec![bs, mr as isize * rs, cs, rs],
+                    vec![per as isize, (k * mr) as isize, mr as isize, 1],
+                    0,
+                    0,
+                    4,
+                );
+                let tiles = spec.tiles();
+                self.step(Arc::new(spec), tiles, &[a_ref], &[scratch], false, &name, "PackA", 0);
+            }
+            if rem > 0 {
+                let spec = CopySpec::new(
+                    &[a_batches, k, rem],
+                    vec![bs, cs, rs],
+                    vec![per as isize, mr as isize, 1],
+                    (full * mr) as isize * rs,
+                    (full * k * mr) as isize,
+                    4,
+                );
+                let tiles = spec.tiles();
+                self.step(Arc::new(spec), tiles, &[a_ref], &[scratch], false, &name, "PackA", 0);
+            }
+            a = Mat {
+                rs: 1,
+                cs: mr as isize,
+                panel_stride: (k * mr) as isize,
+                batch_stride: if a.batch_stride == 0 { 0 } else { per as isize },
+                batch_mod: 0,
+            };
+            a_ref = scratch;
+        }
         let spec = GemmSpec {
             m,
             n,
             k,
             batch: nb,
-            a: Mat { panel_stride: if trans_a { mr as isize } else { (mr * k) as isize }, ..a },
+            a,
             b,
             c: Mat::row_major(n, m * n),
             alpha,
@@ -1079,9 +1130,29 @@ impl Lowerer<'_> {
         let tiles = spec.tiles();
         let mut ops = vec![a_ref, b_ref, dst];
         ops.extend(bias_ref);
-        ops.extend(add_refs);
-        self.step_ordered(Arc::new(spec), tiles, &ops, 2, helpers, &name, self.g.node(id).op.name(), flops);
+        ops.extend(add_refs.iter().copied());
+        let spec = Arc::new(spec);
+        self.step_ordered(spec.clone(), tiles, &ops, 2, helpers, &name, self.g.node(id).op.name(), flops);
+        self.gemm_in_place(&spec, &add_refs, dst);
         Ok(())
+    }
+
+    /// A GEMM whose K fits one block computes each output tile in one pass, reading an `Add`
+    /// operand only for the element it then writes: an operand laid out like C may share C's
+    /// memory.
+    fn gemm_in_place(&mut self, spec: &GemmSpec, adds: &[BufRef], dst: BufRef) {
+        if spec.k > spec.kc {
+            return;
+        }
+        let mats = spec.steps.iter().filter_map(|s| match s {
+            GemmStep::Add(m) => Some(*m),
+            _ => None,
+        });
+        for (m, &r) in mats.zip(adds) {
+            if m == spec.c {
+                self.allow_in_place(r, dst);
+            }
+        }
     }
 
     /// A step whose operand `out_index` is the one it writes (the others it reads).
@@ -1112,6 +1183,7 @@ impl Lowerer<'_> {
             flops,
             reads,
             writes: vec![ops[out_index].buf],
+            in_place: vec![],
         });
     }
 

@@ -1,0 +1,26 @@
+//! `incept peak`: the f32x4 FMA ceiling of one core.
+
+use anyhow::Result;
+use clap::Args;
+
+/// Measure this CPU's f32x4 FMA peak on one core: the ceiling incept's kernels are measured against.
+///
+/// Runs a JIT kernel of 12 independent f32x4 multiply-add chains (enough to hide the FMA latency
+/// on both FMA ports) on the calling thread and reports the best of several runs in GFLOP/s
+/// (one FMA on 4 lanes = 8 flops). `bench --profile` reports each GEMM's GFLOP/s; divide by this.
+#[derive(Args)]
+pub struct PeakArgs {
+    /// Loop iterations per run (each does 12 f32x4 FMAs)
+    #[arg(long, default_value_t = 20_000_000)]
+    iterations: i64,
+    /// Runs; the fastest counts
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+}
+
+pub fn run(a: PeakArgs) -> Result<()> {
+    anyhow::ensure!(a.iterations > 0 && a.runs > 0, "--iterations and --runs must be positive");
+    let g = incept_compiler::codegen::peak::fma_peak_gflops(a.iterations, a.runs)?;
+    println!("f32x4 FMA peak, one core: {g:.1} GFLOP/s (best of {} runs of {} x 12 FMAs)", a.runs, a.iterations);
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! The f32x4 FMA peak of one core, measured with a JIT kernel: the ceiling that GEMM and conv
+//! kernels are compared with (`incept peak`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use cranelift_codegen::ir::InstBuilder;
+use incept_runtime::{DType, IoSpec, Kernel, Model, Operand, Plan, RunOptions, Slot, Step};
+
+use super::builder::{F32X4, Kb};
+use super::{CodegenError, Isas, KernelSpec, compile_all};
+
+/// Independent FMA chains: enough to cover the FMA latency (4-5 cycles) times the two FMA ports.
+const CHAINS: usize = 12;
+
+/// `iterations` rounds of `acc[i] = acc[i] * y + z` over [`CHAINS`] f32x4 accumulators, which
+/// are stored at the end so the work is not dead. The accumulator is the multiplicand the
+/// x86 FMA overwrites, so the loop needs no register moves.
+#[derive(Debug)]
+struct FmaLoop {
+    iterations: i64,
+}
+
+impl KernelSpec for FmaLoop {
+    fn name(&self) -> String {
+        "fma peak".into()
+    }
+
+    fn emit(&self, kb: &mut Kb) {
+        let out = kb.operand(0);
+        let (y, z) = (kb.vconst(0.999), kb.vconst(0.001));
+        let accs: Vec<_> = (0..CHAINS)
+            .map(|i| {
+                let v = kb.vconst(i as f32 * 0.01);
+                kb.var(F32X4, v)
+            })
+            .collect();
+        kb.for_const(0, self.iterations, 1, |kb, _| {
+            for &a in &accs {
+                let v = kb.b.use_var(a);
+                let n = kb.fma(v, y, z);
+                kb.b.def_var(a, n);
+            }
+        });
+        let mut sum = kb.b.use_var(accs[0]);
+        for &a in &accs[1..] {
+            let v = kb.b.use_var(a);
+            sum = kb.b.ins().fadd(sum, v);
+        }
+        kb.store_v(sum, out, 0);
+    }
+}
+
+/// Measures the peak in GFLOP/s: the best of `runs` runs of a kernel doing `iterations` rounds.
+pub fn fma_peak_gflops(iterations: i64, runs: usize) -> Result<f64, CodegenError> {
+    let blob = compile_all(&Isas::host()?, &[Arc::new(FmaLoop { iterations })])?;
+    let flops = (iterations as u64) * (CHAINS as u64) * 8;
+    let plan = Plan {
+        code: blob.code,
+        kernels: vec![Kernel { offset: blob.offsets[0].0, len: blob.offsets[0].1, name: "fma peak".into() }],
+        steps: vec![Step {
+            kernel: 0,
+            operands: vec![Operand { slot: Slot::Output(0), offset: 0 }],
+            tiles: 1,
+            name: "peak".into(),
+            op: "Fma".into(),
+            flops,
+        }],
+        weights: incept_runtime::buffer::AlignedBuf::zeroed(0),
+        arena_size: 0,
+        inputs: vec![],
+        outputs: vec![IoSpec { name: "sum".into(), dtype: DType::F32, shape: vec![4] }],
+    };
+    let model = Model::new(plan, &RunOptions { threads: 1 }).map_err(|e| CodegenError::Load(e.to_string()))?;
+    let mut best = f64::INFINITY;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let out = model.run(&[]).map_err(|e| CodegenError::Load(e.to_string()))?;
+        best = best.min(t.elapsed().as_secs_f64());
+        std::hint::black_box(out);
+    }
+    Ok(flops as f64 / best / 1e9)
+}
