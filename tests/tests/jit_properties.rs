@@ -378,6 +378,43 @@ fn data_movement() {
             .collect();
         r.op("Concat", vec![("axis", AttrValue::Int(axis as i64))], parts)
     });
+    // Inception-style: branches computed by different kernels and concatenated on channels, at
+    // batch 1 so each branch writes straight into its slice (an overrun would clobber the next).
+    family("concat_branches", 15, 30, |r| {
+        let (c, h, w) = (r.int(1, 6), r.int(1, 9), r.int(1, 9));
+        let x = r.input(&[1, c, h, w]);
+        let mut parts = vec![];
+        for _ in 0..r.int(2, 4) {
+            let y = match r.int(0, 4) {
+                0 => {
+                    let m = r.int(1, 7);
+                    let wt = r.weights(&[m, c, 1, 1]);
+                    r.op("Conv", vec![], vec![Some(x), Some(wt)])?
+                }
+                1 => {
+                    let m = r.int(1, 7);
+                    let wt = r.weights(&[m, c, 3, 3]);
+                    r.op("Conv", vec![("pads", ints(&[1, 1, 1, 1]))], vec![Some(x), Some(wt)])?
+                }
+                2 => r.op(
+                    "MaxPool",
+                    vec![("kernel_shape", ints(&[3, 3])), ("pads", ints(&[1, 1, 1, 1]))],
+                    vec![Some(x)],
+                )?,
+                3 => r.op("Sigmoid", vec![], vec![Some(x)])?,
+                _ => {
+                    let k = r.int(1, 3);
+                    let wt = r.weights(&[c, 1, k, k]);
+                    let pads = [k / 2, k / 2, (k - 1) / 2, (k - 1) / 2];
+                    let a = vec![("group", AttrValue::Int(c as i64)), ("pads", ints(&pads))];
+                    r.op("Conv", a, vec![Some(x), Some(wt)])?
+                }
+            };
+            parts.push(Some(y));
+        }
+        let cat = r.op("Concat", vec![("axis", AttrValue::Int(1))], parts)?;
+        if r.coin() { r.op("Relu", vec![], vec![Some(cat)]) } else { Some(cat) }
+    });
     family("transpose", 9, 25, |r| {
         let rank = r.int(2, 4);
         let dims: Vec<usize> = (0..rank).map(|_| r.int(1, 6)).collect();

@@ -8,7 +8,7 @@ mod ops;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use incept_ir::graph::{Graph, ValueId};
+use incept_ir::graph::{Graph, NodeId, ValueId};
 use incept_ir::{DType, Op};
 
 use crate::codegen::KernelSpec;
@@ -100,6 +100,9 @@ pub(crate) struct Lowerer<'g> {
     out: Lowered,
     values: HashMap<ValueId, BufRef>,
     spec_keys: HashMap<String, usize>,
+    /// Where values must be written, decided before their producers are lowered (a concat's
+    /// inputs are written straight into their slice of its output).
+    placed: HashMap<ValueId, BufRef>,
 }
 
 /// Lowers an optimised graph with static shapes.
@@ -116,6 +119,7 @@ pub fn lower(g: &Graph) -> Result<Lowered, LowerError> {
         },
         values: HashMap::new(),
         spec_keys: HashMap::new(),
+        placed: HashMap::new(),
     };
     for (k, v) in g.input_values().into_iter().enumerate() {
         let shape = l.shape(v)?;
@@ -125,7 +129,9 @@ pub fn lower(g: &Graph) -> Result<Lowered, LowerError> {
         l.values.insert(v, BufRef { buf, offset: 0 });
         l.out.inputs.push(Io { name: g.value(v).name.clone(), dtype: ty.dtype, shape, buf });
     }
-    for id in g.topo_order()? {
+    let order = g.topo_order()?;
+    l.place_concat_inputs(&order)?;
+    for id in order {
         let node = g.node(id);
         if matches!(node.op, Op::Input(_) | Op::Const(_)) {
             continue;
@@ -194,8 +200,61 @@ impl<'g> Lowerer<'g> {
         Ok(r)
     }
 
-    /// A fresh arena buffer for output `slot` of a node.
+    /// Concats whose inputs' slices are contiguous in the output (every dim before the axis is
+    /// 1, as at batch 1): each input that a kernel computes gets its slice as its buffer, so the
+    /// concat itself copies nothing. Consumers come before producers so nested concats nest.
+    fn place_concat_inputs(&mut self, order: &[NodeId]) -> Result<(), LowerError> {
+        for &id in order.iter().rev() {
+            let node = self.g.node(id);
+            let Op::Concat(c) = &node.op else { continue };
+            let out = ValueId::new(id, 0);
+            let s = self.shape(out)?;
+            let axis = c.axis as usize;
+            let elem = self.g.ty(out).dtype.size();
+            let dst = match self.placed.get(&out) {
+                Some(&r) => r,
+                None => {
+                    let bytes = s.iter().product::<usize>() * elem;
+                    let r = self.scratch(bytes.max(4), &self.g.value(out).name.clone());
+                    self.placed.insert(out, r);
+                    r
+                }
+            };
+            if s[..axis].iter().product::<usize>() != 1 {
+                continue;
+            }
+            let inner: usize = s[axis + 1..].iter().product();
+            let mut at = 0;
+            for v in node.input_values() {
+                let is = self.shape(v)?;
+                let producer = &self.g.node(v.node).op;
+                let computed = !matches!(
+                    producer,
+                    Op::Input(_)
+                        | Op::Const(_)
+                        | Op::Reshape(_)
+                        | Op::Flatten(_)
+                        | Op::Squeeze(_)
+                        | Op::Unsqueeze(_)
+                        | Op::Identity(_)
+                        | Op::Dropout(_)
+                        | Op::Cast(_)
+                );
+                if computed && !self.placed.contains_key(&v) && !self.g.outputs().contains(&v) {
+                    self.placed.insert(v, BufRef { buf: dst.buf, offset: dst.offset + at * inner * elem });
+                }
+                at += is[axis];
+            }
+        }
+        Ok(())
+    }
+
+    /// The buffer for a node's output `v`: its planned place, else a fresh arena buffer.
     fn define(&mut self, v: ValueId) -> Result<BufRef, LowerError> {
+        if let Some(&r) = self.placed.get(&v) {
+            self.values.insert(v, r);
+            return Ok(r);
+        }
         let shape = self.shape(v)?;
         let bytes = shape.iter().product::<usize>() * self.g.ty(v).dtype.size();
         let r = self.scratch(bytes.max(4), &self.g.value(v).name.clone());

@@ -181,6 +181,12 @@ impl Lowerer<'_> {
                 for v in node.input_values().collect::<Vec<_>>() {
                     let is = self.shape(v)?;
                     let src = self.value(v)?;
+                    let slot = BufRef { buf: dst.buf, offset: dst.offset + at * ostr[axis] as usize * elem };
+                    if src == slot {
+                        // Its producer already wrote it in place.
+                        at += is[axis];
+                        continue;
+                    }
                     let spec =
                         CopySpec::new(&is, contiguous(&is), ostr.clone(), 0, (at * ostr[axis] as usize) as isize, elem);
                     let tiles = spec.tiles();
