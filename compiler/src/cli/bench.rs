@@ -105,7 +105,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let throughput = 1e3 / median;
     if a.json {
         out(&format!(
-            "{{\"model\": {:?}, \"threads\": {}, \"iters\": {}, \"min_ms\": {:.4}, \"median_ms\": {:.4}, \"p90_ms\": {:.4}, \"throughput_per_s\": {:.3}, \"compile_s\": {:.4}}}\n",
+            "{{\"model\": {:?}, \"threads\": {}, \"iters\": {}, \"min_ms\": {:.4}, \"median_ms\": {:.4}, \"p90_ms\": {:.4}, \"throughput_per_s\": {:.3}, \"compile_s\": {:.4}, \"samples_ms\": [{}]}}\n",
             a.model.display().to_string(),
             model.threads(),
             a.iters,
@@ -113,7 +113,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
             median,
             p90,
             throughput,
-            compile_s
+            compile_s,
+            times.iter().map(|t| format!("{t:.4}")).collect::<Vec<_>>().join(", ")
         ))?;
         return Ok(());
     }
