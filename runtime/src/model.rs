@@ -40,7 +40,8 @@ pub struct Model {
     helpers: Box<[usize; 6]>,
 }
 
-/// The operand pointers of one step, shared (read-only) by the threads that run its tiles.
+/// Operand pointers (of one step, or the slot bases of one run), shared read-only by the threads
+/// that run the tiles.
 struct Args(Vec<*mut u8>);
 // SAFETY: the pointers refer to buffers that outlive the step, and tiles write disjoint parts.
 unsafe impl Sync for Args {}
@@ -161,32 +162,43 @@ impl Model {
             .and_then(|mut a| a.pop())
             .unwrap_or_else(|| AlignedBuf::zeroed(self.plan.arena_size));
         {
-            let arena_ptr = arena.as_mut_ptr();
-            let weights_ptr = self.plan.weights.as_ptr() as *mut u8;
-            let helpers_ptr = self.helpers.as_ptr() as *mut u8;
-            let input_ptrs: Vec<*mut u8> = inputs.iter().map(|t| t.as_ptr() as *mut u8).collect();
-            let output_ptrs: Vec<*mut u8> = outputs.iter_mut().map(|t| t.as_mut_ptr()).collect();
-            for (i, step) in self.plan.steps.iter().enumerate() {
-                let args = Args(
-                    step.operands
-                        .iter()
-                        .map(|o| {
-                            let base = match o.slot {
-                                Slot::Arena => arena_ptr,
-                                Slot::Weights => weights_ptr,
-                                Slot::Input(k) => input_ptrs[k],
-                                Slot::Output(k) => output_ptrs[k],
-                                Slot::Helpers => helpers_ptr,
-                            };
-                            base.wrapping_add(o.offset)
-                        })
-                        .collect(),
-                );
-                let start = timings.is_some().then(Instant::now);
-                self.call(self.kernels[step.kernel], &args, step.tiles);
-                if let (Some(t), Some(start)) = (timings.as_deref_mut(), start) {
-                    t.push(StepTiming { step: i, time: start.elapsed() });
+            // Slot bases: arena, weights, helpers, then inputs and outputs.
+            let mut bases =
+                vec![arena.as_mut_ptr(), self.plan.weights.as_ptr() as *mut u8, self.helpers.as_ptr() as *mut u8];
+            bases.extend(inputs.iter().map(|t| t.as_ptr() as *mut u8));
+            bases.extend(outputs.iter_mut().map(|t| t.as_mut_ptr()));
+            let bases = Args(bases);
+            let n_in = inputs.len();
+            let mut steps = || {
+                let bases = &bases;
+                for (i, step) in self.plan.steps.iter().enumerate() {
+                    let args = Args(
+                        step.operands
+                            .iter()
+                            .map(|o| {
+                                let base = match o.slot {
+                                    Slot::Arena => bases.0[0],
+                                    Slot::Weights => bases.0[1],
+                                    Slot::Helpers => bases.0[2],
+                                    Slot::Input(k) => bases.0[3 + k],
+                                    Slot::Output(k) => bases.0[3 + n_in + k],
+                                };
+                                base.wrapping_add(o.offset)
+                            })
+                            .collect(),
+                    );
+                    let start = timings.is_some().then(Instant::now);
+                    self.call(self.kernels[step.kernel], &args, step.tiles);
+                    if let (Some(t), Some(start)) = (timings.as_deref_mut(), start) {
+                        t.push(StepTiming { step: i, time: start.elapsed() });
+                    }
                 }
+            };
+            // The whole plan runs on a pool thread, so each step's tiles fork and join inside the
+            // pool instead of paying a cross-thread hand-off per step.
+            match &self.pool {
+                Some(pool) => pool.install(steps),
+                None => steps(),
             }
         }
         if let Ok(mut pool) = self.arenas.lock() {
@@ -204,11 +216,9 @@ impl Model {
             unsafe { f(args.0.as_ptr(), lo, hi) }
         };
         match &self.pool {
-            Some(pool) if tiles > 1 => {
+            Some(_) if tiles > 1 => {
                 let chunks = tiles.min(self.threads * 4);
-                pool.install(|| {
-                    (0..chunks).into_par_iter().for_each(|c| run(c * tiles / chunks, (c + 1) * tiles / chunks));
-                });
+                (0..chunks).into_par_iter().for_each(|c| run(c * tiles / chunks, (c + 1) * tiles / chunks));
             }
             _ => run(0, tiles),
         }
