@@ -692,7 +692,7 @@ impl Lowerer<'_> {
             let rest: Vec<BufRef> = reads[2..].to_vec();
             ops.push(dst);
             ops.extend(rest);
-            self.step_ordered(Arc::new(spec), tiles, &ops, 2, helpers, &name, "Conv", flops);
+            self.step_ordered(Arc::new(spec), tiles, &ops, 2, helpers, &name, "DepthwiseConv", flops);
             return Ok(());
         }
         // Dense or grouped: GEMM over im2col panels, one problem per (image, group).

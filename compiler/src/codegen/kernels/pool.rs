@@ -29,6 +29,11 @@ impl KernelSpec for PoolSpec {
         let [x, y] = [kb.operand(0), kb.operand(1)];
         let g = self.g.clone();
         let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
+        // Outputs whose whole window lies inside the input: rows [oy0, oy1), columns [ox0, ox1).
+        let (oy0, oy1) = interior(g.h, g.kh, g.sh, g.ph, g.dh, g.oh);
+        let (ox0, ox1) = interior(g.w, g.kw, g.sw, g.pw, g.dw, g.ow);
+        // Columns of the interior done four at a time.
+        let vend = ox0 + (ox1.saturating_sub(ox0)) / 4 * 4;
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
             let xp = {
@@ -40,66 +45,143 @@ impl KernelSpec for PoolSpec {
                 kb.elem(y, o, 4)
             };
             kb.for_const(0, g.oh as i64, 1, |kb, oy| {
-                kb.for_const(0, g.ow as i64, 1, |kb, ox| {
-                    let iy0 = {
-                        let a = kb.muli(oy, g.sh as i64);
-                        kb.addi(a, -(g.ph as i64))
-                    };
-                    let ix0 = {
-                        let a = kb.muli(ox, g.sw as i64);
-                        kb.addi(a, -(g.pw as i64))
-                    };
-                    let mut acc = kb.fconst(if self.max { f32::NEG_INFINITY } else { 0.0 });
-                    let mut real = kb.fconst(0.0);
-                    let mut padded = kb.fconst(0.0);
-                    let one = kb.fconst(1.0);
-                    let zero = kb.fconst(0.0);
-                    for ky in 0..g.kh {
-                        for kx in 0..g.kw {
-                            let iy = kb.addi(iy0, (ky * g.dh) as i64);
-                            let ix = kb.addi(ix0, (kx * g.dw) as i64);
-                            let iny = kb.in_range(iy, 0, g.h as i64);
-                            let inx = kb.in_range(ix, 0, g.w as i64);
-                            let inside = kb.b.ins().band(iny, inx);
-                            let iyc = clamp(kb, iy, g.h as i64 - 1);
-                            let ixc = clamp(kb, ix, g.w as i64 - 1);
-                            let off = {
-                                let r = kb.muli(iyc, g.w as i64);
-                                kb.add(r, ixc)
-                            };
-                            let p = kb.elem(xp, off, 4);
-                            let v = kb.load_f32(p, 0, ro());
-                            if self.max {
-                                let m = kb.b.ins().fmax(acc, v);
-                                acc = kb.b.ins().select(inside, m, acc);
-                            } else {
-                                let a = kb.b.ins().fadd(acc, v);
-                                acc = kb.b.ins().select(inside, a, acc);
-                                let r = kb.b.ins().fadd(real, one);
-                                real = kb.b.ins().select(inside, r, real);
-                                let py = kb.in_range(iy, -(g.ph as i64), (g.h + self.pb) as i64);
-                                let px = kb.in_range(ix, -(g.pw as i64), (g.w + self.pr) as i64);
-                                let inpad = kb.b.ins().band(py, px);
-                                let q = kb.b.ins().fadd(padded, one);
-                                padded = kb.b.ins().select(inpad, q, padded);
-                            }
-                        }
-                    }
-                    if !self.max {
-                        let div = if self.count_include_pad { padded } else { real };
-                        let is_zero = kb.b.ins().fcmp(cranelift_codegen::ir::condcodes::FloatCC::Equal, div, zero);
-                        let q = kb.b.ins().fdiv(acc, div);
-                        acc = kb.b.ins().select(is_zero, zero, q);
-                    }
-                    let idx = {
-                        let r = kb.muli(oy, g.ow as i64);
-                        kb.add(r, ox)
-                    };
-                    let p = kb.elem(yp, idx, 4);
-                    kb.store_f32(acc, p, 0);
-                });
+                if vend > ox0 {
+                    let inside = kb.in_range(oy, oy0 as i64, oy1 as i64);
+                    let (fast, slow, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+                    kb.b.ins().brif(inside, fast, &[], slow, &[]);
+                    kb.b.switch_to_block(fast);
+                    kb.for_const(0, ox0 as i64, 1, |kb, ox| self.scalar(kb, xp, yp, oy, ox));
+                    kb.for_const(ox0 as i64, vend as i64, 4, |kb, ox| self.vector(kb, xp, yp, oy, ox));
+                    kb.for_const(vend as i64, g.ow as i64, 1, |kb, ox| self.scalar(kb, xp, yp, oy, ox));
+                    kb.b.ins().jump(join, &[]);
+                    kb.b.switch_to_block(slow);
+                    kb.for_const(0, g.ow as i64, 1, |kb, ox| self.scalar(kb, xp, yp, oy, ox));
+                    kb.b.ins().jump(join, &[]);
+                    kb.b.switch_to_block(join);
+                } else {
+                    kb.for_const(0, g.ow as i64, 1, |kb, ox| self.scalar(kb, xp, yp, oy, ox));
+                }
             });
         });
+    }
+}
+
+/// The range of outputs along one axis whose window lies wholly inside the input.
+fn interior(n: usize, k: usize, s: usize, p: usize, d: usize, out: usize) -> (usize, usize) {
+    let span = (k - 1) * d;
+    let lo = p.div_ceil(s);
+    // Largest o with o * s - p + span <= n - 1.
+    let hi = if n + p > span { ((n - 1 + p - span) / s + 1).min(out) } else { 0 };
+    (lo.min(hi), hi)
+}
+
+impl PoolSpec {
+    /// Four adjacent outputs of an interior row: no bounds checks, one vector load per tap when
+    /// the stride is 1 (four scalar loads otherwise).
+    fn vector(&self, kb: &mut Kb, xp: Value, yp: Value, oy: Value, ox: Value) {
+        let g = &self.g;
+        let iy0 = {
+            let a = kb.muli(oy, g.sh as i64);
+            kb.addi(a, -(g.ph as i64))
+        };
+        let ix0 = {
+            let a = kb.muli(ox, g.sw as i64);
+            kb.addi(a, -(g.pw as i64))
+        };
+        let row0 = {
+            let r = kb.muli(iy0, g.w as i64);
+            kb.add(r, ix0)
+        };
+        let base = kb.elem(xp, row0, 4);
+        let mut acc = kb.vconst(if self.max { f32::NEG_INFINITY } else { 0.0 });
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let off = ((ky * g.dh * g.w + kx * g.dw) * 4) as i32;
+                let v = if g.sw == 1 {
+                    kb.load_v(base, off, ro())
+                } else {
+                    let mut v = kb.vconst(0.0);
+                    for l in 0..4 {
+                        let s = kb.load_f32(base, off + (l * g.sw * 4) as i32, ro());
+                        v = kb.b.ins().insertlane(v, s, l as u8);
+                    }
+                    v
+                };
+                acc = if self.max { kb.b.ins().fmax(acc, v) } else { kb.b.ins().fadd(acc, v) };
+            }
+        }
+        if !self.max {
+            let n = kb.vconst((g.kh * g.kw) as f32);
+            acc = kb.b.ins().fdiv(acc, n);
+        }
+        let idx = {
+            let r = kb.muli(oy, g.ow as i64);
+            kb.add(r, ox)
+        };
+        let p = kb.elem(yp, idx, 4);
+        kb.store_v(acc, p, 0);
+    }
+
+    /// One output, any position: taps outside the input are skipped (and counted for the
+    /// average's divisor when they fall on padding and count_include_pad is set).
+    fn scalar(&self, kb: &mut Kb, xp: Value, yp: Value, oy: Value, ox: Value) {
+        let g = &self.g;
+        let iy0 = {
+            let a = kb.muli(oy, g.sh as i64);
+            kb.addi(a, -(g.ph as i64))
+        };
+        let ix0 = {
+            let a = kb.muli(ox, g.sw as i64);
+            kb.addi(a, -(g.pw as i64))
+        };
+        let mut acc = kb.fconst(if self.max { f32::NEG_INFINITY } else { 0.0 });
+        let mut real = kb.fconst(0.0);
+        let mut padded = kb.fconst(0.0);
+        let one = kb.fconst(1.0);
+        let zero = kb.fconst(0.0);
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let iy = kb.addi(iy0, (ky * g.dh) as i64);
+                let ix = kb.addi(ix0, (kx * g.dw) as i64);
+                let iny = kb.in_range(iy, 0, g.h as i64);
+                let inx = kb.in_range(ix, 0, g.w as i64);
+                let inside = kb.b.ins().band(iny, inx);
+                let iyc = clamp(kb, iy, g.h as i64 - 1);
+                let ixc = clamp(kb, ix, g.w as i64 - 1);
+                let off = {
+                    let r = kb.muli(iyc, g.w as i64);
+                    kb.add(r, ixc)
+                };
+                let p = kb.elem(xp, off, 4);
+                let v = kb.load_f32(p, 0, ro());
+                if self.max {
+                    let m = kb.b.ins().fmax(acc, v);
+                    acc = kb.b.ins().select(inside, m, acc);
+                } else {
+                    let a = kb.b.ins().fadd(acc, v);
+                    acc = kb.b.ins().select(inside, a, acc);
+                    let r = kb.b.ins().fadd(real, one);
+                    real = kb.b.ins().select(inside, r, real);
+                    let py = kb.in_range(iy, -(g.ph as i64), (g.h + self.pb) as i64);
+                    let px = kb.in_range(ix, -(g.pw as i64), (g.w + self.pr) as i64);
+                    let inpad = kb.b.ins().band(py, px);
+                    let q = kb.b.ins().fadd(padded, one);
+                    padded = kb.b.ins().select(inpad, q, padded);
+                }
+            }
+        }
+        if !self.max {
+            let div = if self.count_include_pad { padded } else { real };
+            let is_zero = kb.b.ins().fcmp(cranelift_codegen::ir::condcodes::FloatCC::Equal, div, zero);
+            let q = kb.b.ins().fdiv(acc, div);
+            acc = kb.b.ins().select(is_zero, zero, q);
+        }
+        let idx = {
+            let r = kb.muli(oy, g.ow as i64);
+            kb.add(r, ox)
+        };
+        let p = kb.elem(yp, idx, 4);
+        kb.store_f32(acc, p, 0);
     }
 }
 
