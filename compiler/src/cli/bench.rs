@@ -29,10 +29,13 @@ pub struct BenchArgs {
     /// Inputs as .npy files, in order (default: seeded uniform [-1, 1) of the model's shapes).
     #[arg(long = "input", short = 'i')]
     inputs: Vec<PathBuf>,
-    /// Time every kernel call and print the 20 most expensive steps, with GFLOP/s for convs and
-    /// matrix products.
+    /// Time every kernel call and print the most expensive steps (see --top) with their kernels,
+    /// GFLOP/s for convs and matrix products, and the time per op family.
     #[arg(long)]
     profile: bool,
+    /// How many of the slowest steps --profile lists
+    #[arg(long, default_value_t = 20, requires = "profile")]
+    top: usize,
     /// Print one JSON object (median_ms, min_ms, p90_ms, threads, iters, ...) instead of text.
     #[arg(long)]
     json: bool,
@@ -135,8 +138,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         let total: f64 = per_step.iter().sum();
         let mut order: Vec<usize> = (0..per_step.len()).collect();
         order.sort_by(|&x, &y| per_step[y].total_cmp(&per_step[x]));
-        s.push_str(&format!("{:<44} {:<10} {:>9} {:>6} {:>9}\n", "step", "op", "ms/run", "share", "GFLOP/s"));
-        for &i in order.iter().take(20) {
+        s.push_str(&format!("{:<44} {:<10} {:>9} {:>6} {:>9}  kernel\n", "step", "op", "ms/run", "share", "GFLOP/s"));
+        for &i in order.iter().take(a.top) {
             let st = &plan.steps[i];
             let ms = per_step[i] / a.iters as f64 * 1e3;
             let gflops = if st.flops > 0 && ms > 0.0 {
@@ -146,9 +149,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
             };
             let name: String = st.name.chars().rev().take(44).collect::<Vec<_>>().into_iter().rev().collect();
             s.push_str(&format!(
-                "{name:<44} {:<10} {ms:>9.3} {:>5.1}% {gflops:>9}\n",
+                "{name:<44} {:<10} {ms:>9.3} {:>5.1}% {gflops:>9}  {}\n",
                 st.op,
-                100.0 * per_step[i] / total.max(1e-12)
+                100.0 * per_step[i] / total.max(1e-12),
+                plan.kernels[st.kernel].name
             ));
         }
         // Per op family.

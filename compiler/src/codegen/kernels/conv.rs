@@ -27,6 +27,40 @@ pub struct Geom {
     pub ow: usize,
 }
 
+impl Geom {
+    /// Output rows whose window lies wholly inside the input: `[lo, hi)`.
+    pub fn interior_rows(&self) -> (usize, usize) {
+        interior(self.h, self.kh, self.sh, self.ph, self.dh, self.oh)
+    }
+
+    /// Output columns whose window lies wholly inside the input: `[lo, hi)`.
+    pub fn interior_cols(&self) -> (usize, usize) {
+        interior(self.w, self.kw, self.sw, self.pw, self.dw, self.ow)
+    }
+
+    /// The kernel rows that fall inside the input for output row `oy`.
+    pub fn rows_inside(&self, oy: usize) -> Vec<usize> {
+        taps_inside(oy, self.sh, self.ph, self.dh, self.kh, self.h)
+    }
+
+    /// The kernel columns that fall inside the input for output column `ox`.
+    pub fn cols_inside(&self, ox: usize) -> Vec<usize> {
+        taps_inside(ox, self.sw, self.pw, self.dw, self.kw, self.w)
+    }
+}
+
+fn interior(n: usize, k: usize, s: usize, p: usize, d: usize, out: usize) -> (usize, usize) {
+    let span = (k - 1) * d;
+    let lo = p.div_ceil(s);
+    // Largest o with o * s - p + span <= n - 1.
+    let hi = if n + p > span { ((n - 1 + p - span) / s + 1).min(out) } else { 0 };
+    (lo.min(hi), hi)
+}
+
+fn taps_inside(o: usize, s: usize, p: usize, d: usize, k: usize, n: usize) -> Vec<usize> {
+    (0..k).filter(|&t| (0..n as i64).contains(&((o * s + t * d) as i64 - p as i64))).collect()
+}
+
 /// Writes the im2col matrix of one group of one image as packed B panels:
 /// `P[b][j][k][c] = X[img, g*cin + ci, oy*sh - ph + ky*dh, ox*sw - pw + kx*dw]` (0 outside),
 /// k = (ci, ky, kx), column j*NR + c = (oy, ox). Operands: X, P. Tiles: batch x panels.
@@ -262,7 +296,8 @@ pub enum DwStep {
 }
 
 /// Depthwise conv: output channel oc reads input channel oc / mult. One tile per output plane;
-/// rows vectorised (f32x4 along x) where stride is 1 and all taps are inside, scalar elsewhere.
+/// interior rows vectorised (f32x4 along x) where the stride is 1; border outputs emitted one by
+/// one with only the taps that fall inside.
 /// Operands: X, W ([C_out, kh*kw]), Y, bias (if any), one per Add step, helpers (if needed).
 #[derive(Clone, Debug)]
 pub struct DepthwiseSpec {
@@ -300,13 +335,6 @@ impl KernelSpec for DepthwiseSpec {
         let g = self.g.clone();
         let (hw, ohw, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
         let c_out = self.c_out();
-        // Output columns whose taps are all inside horizontally (for the vector path).
-        let x_lo = g.pw.div_ceil(g.sw);
-        let x_hi = if g.w + g.pw > (g.kw - 1) * g.dw {
-            ((g.w + g.pw - (g.kw - 1) * g.dw - 1) / g.sw + 1).min(g.ow)
-        } else {
-            0
-        };
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
             let (img, oc) = kb.divmod(t, c_out as i64);
@@ -376,92 +404,71 @@ impl KernelSpec for DepthwiseSpec {
                 let _ = out;
                 v
             };
-            kb.for_const(0, g.oh as i64, 1, |kb, oy| {
+            // Rows and columns split into borders (some taps outside; each border position is
+            // emitted on its own with just its valid taps, so nothing is checked at run time)
+            // and interiors (all taps inside: a loop, four columns per step when the stride is 1).
+            let (y_lo, y_hi) = g.interior_rows();
+            let (x_lo, x_hi) = g.interior_cols();
+            let vector = g.sw == 1;
+            let vend = if vector { x_lo + (x_hi - x_lo) / 4 * 4 } else { x_lo };
+            // Outputs (oy, ox .. ox + lanes) with kernel rows `kys` and columns `kxs`.
+            let out = |kb: &mut Kb, oy: Value, ox: Value, kys: &[usize], kxs: &[usize], lanes: usize| {
                 let iy0 = {
                     let a = kb.muli(oy, g.sh as i64);
                     kb.addi(a, -(g.ph as i64))
                 };
-                let yrow = {
-                    let o = kb.muli(oy, g.ow as i64);
-                    kb.elem(yplane, o, 4)
+                let ix0 = {
+                    let a = kb.muli(ox, g.sw as i64);
+                    kb.addi(a, -(g.pw as i64))
                 };
-                let row_base = kb.muli(oy, g.ow as i64);
-                // One output, all taps bounds-checked.
-                let scalar = |kb: &mut Kb, ox: Value| {
-                    let ix0 = {
-                        let a = kb.muli(ox, g.sw as i64);
-                        kb.addi(a, -(g.pw as i64))
-                    };
-                    let mut acc = kb.fconst(0.0);
-                    for ky in 0..g.kh {
-                        for kx in 0..g.kw {
-                            let iy = kb.addi(iy0, (ky * g.dh) as i64);
-                            let ix = kb.addi(ix0, (kx * g.dw) as i64);
-                            let iny = kb.in_range(iy, 0, g.h as i64);
-                            let inx = kb.in_range(ix, 0, g.w as i64);
-                            let inside = kb.b.ins().band(iny, inx);
-                            let iyc = clamp(kb, iy, g.h as i64 - 1);
-                            let ixc = clamp(kb, ix, g.w as i64 - 1);
-                            let off = {
-                                let r = kb.muli(iyc, g.w as i64);
-                                kb.add(r, ixc)
-                            };
-                            let p = kb.elem(xplane, off, 4);
-                            let v = kb.load_f32(p, 0, ro());
-                            let z = kb.fconst(0.0);
-                            let v = kb.b.ins().select(inside, v, z);
-                            acc = kb.fma(v, ws[ky * g.kw + kx], acc);
-                        }
+                let base = {
+                    let r = kb.muli(iy0, g.w as i64);
+                    let o = kb.add(r, ix0);
+                    kb.elem(xplane, o, 4)
+                };
+                let mut acc = if lanes == 4 { kb.vconst(0.0) } else { kb.fconst(0.0) };
+                for &ky in kys {
+                    for &kx in kxs {
+                        let off = ((ky * g.dh * g.w + kx * g.dw) * 4) as i32;
+                        let (v, w) = if lanes == 4 {
+                            (kb.load_v(base, off, ro()), wv[ky * g.kw + kx])
+                        } else {
+                            (kb.load_f32(base, off, ro()), ws[ky * g.kw + kx])
+                        };
+                        acc = kb.fma(v, w, acc);
                     }
-                    let idx = kb.add(row_base, ox);
-                    let r = finish(kb, acc, yrow, idx);
-                    let p = kb.elem(yrow, ox, 4);
-                    kb.store_f32(r, p, 0);
-                };
-                let vector = g.sw == 1 && x_hi >= x_lo + 4;
-                if vector {
-                    // Left border, vector middle (rows fully inside vertically only), right border.
-                    let rows_inside = {
-                        let lo = kb.in_range(iy0, 0, g.h as i64);
-                        let last = kb.addi(iy0, ((g.kh - 1) * g.dh) as i64);
-                        let hi = kb.in_range(last, 0, g.h as i64);
-                        kb.b.ins().band(lo, hi)
-                    };
-                    let (vb, sb, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
-                    kb.b.ins().brif(rows_inside, vb, &[], sb, &[]);
-                    kb.b.switch_to_block(vb);
-                    kb.for_const(0, x_lo as i64, 1, |kb, ox| scalar(kb, ox));
-                    let vend = x_lo + (x_hi - x_lo) / 4 * 4;
-                    kb.for_const(x_lo as i64, vend as i64, 4, |kb, ox| {
-                        let ix0 = kb.addi(ox, -(g.pw as i64));
-                        let mut acc = kb.vconst(0.0);
-                        for ky in 0..g.kh {
-                            let iy = kb.addi(iy0, (ky * g.dh) as i64);
-                            let rowp = {
-                                let r = kb.muli(iy, g.w as i64);
-                                let o = kb.add(r, ix0);
-                                kb.elem(xplane, o, 4)
-                            };
-                            for kx in 0..g.kw {
-                                let v = kb.load_v(rowp, (kx * g.dw * 4) as i32, ro());
-                                acc = kb.fma(v, wv[ky * g.kw + kx], acc);
-                            }
-                        }
-                        let idx = kb.add(row_base, ox);
-                        let r = finish(kb, acc, yrow, idx);
-                        let p = kb.elem(yrow, ox, 4);
-                        kb.store_v(r, p, 0);
-                    });
-                    kb.for_const(vend as i64, g.ow as i64, 1, |kb, ox| scalar(kb, ox));
-                    kb.b.ins().jump(join, &[]);
-                    kb.b.switch_to_block(sb);
-                    kb.for_const(0, g.ow as i64, 1, |kb, ox| scalar(kb, ox));
-                    kb.b.ins().jump(join, &[]);
-                    kb.b.switch_to_block(join);
-                } else {
-                    kb.for_const(0, g.ow as i64, 1, |kb, ox| scalar(kb, ox));
                 }
-            });
+                let row = kb.muli(oy, g.ow as i64);
+                let idx = kb.add(row, ox);
+                let yrow = kb.elem(yplane, row, 4);
+                let r = finish(kb, acc, yrow, idx);
+                let p = kb.elem(yplane, idx, 4);
+                if lanes == 4 {
+                    kb.store_v(r, p, 0);
+                } else {
+                    kb.store_f32(r, p, 0);
+                }
+            };
+            let all_x: Vec<usize> = (0..g.kw).collect();
+            // One output row (oy a run-time value) with kernel rows `kys`.
+            let row = |kb: &mut Kb, oy: Value, kys: &[usize]| {
+                for ox in (0..x_lo).chain(x_hi..g.ow) {
+                    let c = kb.iconst(ox as i64);
+                    out(kb, oy, c, kys, &g.cols_inside(ox), 1);
+                }
+                if vector {
+                    kb.for_const(x_lo as i64, vend as i64, 4, |kb, ox| out(kb, oy, ox, kys, &all_x, 4));
+                    kb.for_const(vend as i64, x_hi as i64, 1, |kb, ox| out(kb, oy, ox, kys, &all_x, 1));
+                } else {
+                    kb.for_const(x_lo as i64, x_hi as i64, 1, |kb, ox| out(kb, oy, ox, kys, &all_x, 1));
+                }
+            };
+            for oy in (0..y_lo).chain(y_hi.max(y_lo)..g.oh) {
+                let c = kb.iconst(oy as i64);
+                row(kb, c, &g.rows_inside(oy));
+            }
+            let all_y: Vec<usize> = (0..g.kh).collect();
+            kb.for_const(y_lo as i64, y_hi as i64, 1, |kb, oy| row(kb, oy, &all_y));
         });
     }
 }

@@ -30,8 +30,8 @@ impl KernelSpec for PoolSpec {
         let g = self.g.clone();
         let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
         // Outputs whose whole window lies inside the input: rows [oy0, oy1), columns [ox0, ox1).
-        let (oy0, oy1) = interior(g.h, g.kh, g.sh, g.ph, g.dh, g.oh);
-        let (ox0, ox1) = interior(g.w, g.kw, g.sw, g.pw, g.dw, g.ow);
+        let (oy0, oy1) = g.interior_rows();
+        let (ox0, ox1) = g.interior_cols();
         // Columns of the interior done four at a time.
         let vend = ox0 + (ox1.saturating_sub(ox0)) / 4 * 4;
         let (begin, end) = (kb.begin, kb.end);
@@ -64,15 +64,6 @@ impl KernelSpec for PoolSpec {
             });
         });
     }
-}
-
-/// The range of outputs along one axis whose window lies wholly inside the input.
-fn interior(n: usize, k: usize, s: usize, p: usize, d: usize, out: usize) -> (usize, usize) {
-    let span = (k - 1) * d;
-    let lo = p.div_ceil(s);
-    // Largest o with o * s - p + span <= n - 1.
-    let hi = if n + p > span { ((n - 1 + p - span) / s + 1).min(out) } else { 0 };
-    (lo.min(hi), hi)
 }
 
 impl PoolSpec {
