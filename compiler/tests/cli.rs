@@ -153,6 +153,23 @@ fn peak_reports_gflops() {
     assert!(fails(&["peak", "--runs", "0"]).contains("must be positive"));
 }
 
+/// The README's main-job command (`cargo run ... -- ARGS`) works and prints the top classes.
+#[test]
+fn readme_main_job_runs() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let section = &readme[readme.find("## The main job").expect("a main job section")..];
+    let line = section.lines().find(|l| l.starts_with("    ")).expect("an indented command").trim();
+    let args = line.strip_prefix("cargo run --release -p incept-compiler -- ").expect("cargo run of incept");
+    let o = Command::new(env!("CARGO_BIN_EXE_incept"))
+        .args(args.split_whitespace())
+        .current_dir(&root)
+        .output()
+        .expect("run incept");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("top-5: ") && stderr(&o).contains("compiled in"), "{}", stdout(&o));
+}
+
 #[test]
 fn help_explains_the_commands() {
     let o = incept(&["--help"]);
