@@ -224,6 +224,40 @@ fn convolutions() {
     });
 }
 
+/// 3x3 stride-1 convs with enough channels for the Winograd F(2x2, 3x3) path: odd and even
+/// sizes (partial tiles), every pad, batches, per-channel and residual epilogues.
+#[test]
+fn winograd_convolutions() {
+    family("winograd", 16, 40, |r| {
+        let n = r.int(1, 2);
+        let (c, m) = (r.int(8, 20), r.int(8, 20));
+        let pads = [r.int(0, 2), r.int(0, 2), r.int(0, 2), r.int(0, 2)];
+        let h = (3usize).saturating_sub(pads[0] + pads[2]).max(1) + r.int(0, 12);
+        let w = (3usize).saturating_sub(pads[1] + pads[3]).max(1) + r.int(0, 12);
+        let x = r.input(&[n, c, h, w]);
+        let wt = r.weights(&[m, c, 3, 3]);
+        let bias = if r.coin() { Some(r.weights(&[m])) } else { None };
+        let y =
+            r.op("Conv", vec![("pads", ints(&pads)), ("kernel_shape", ints(&[3, 3]))], vec![Some(x), Some(wt), bias])?;
+        match r.int(0, 3) {
+            0 => Some(y),
+            1 => {
+                let ys = r.shape(y);
+                let res = r.input(&ys);
+                let s = r.op("Add", vec![], vec![Some(y), Some(res)])?;
+                r.op("Relu", vec![], vec![Some(s)])
+            }
+            2 => {
+                let k = r.weights(&[1, m, 1, 1]);
+                let s = r.op("Mul", vec![], vec![Some(y), Some(k)])?;
+                let b = r.weights(&[m, 1, 1]);
+                r.op("Add", vec![], vec![Some(s), Some(b)])
+            }
+            _ => r.op("Sigmoid", vec![], vec![Some(y)]),
+        }
+    });
+}
+
 #[test]
 fn transposed_convolutions() {
     family("conv_transpose", 2, 30, |r| {

@@ -311,4 +311,21 @@ impl Kb<'_> {
     pub fn is_vec(&self, v: Value) -> bool {
         self.ty(v) == types::F32X4
     }
+
+    /// A lane permutation of two f32x4 values: lane i of the result is lane `lanes[i]` of `a`
+    /// (0-3) or of `b` (4-7). Cranelift picks pshufd/shufps/unpck* for the usual patterns.
+    pub fn shuffle32(&mut self, a: Value, b: Value, lanes: [u8; 4]) -> Value {
+        let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+        let ai = self.b.ins().bitcast(types::I8X16, le, a);
+        let bi = self.b.ins().bitcast(types::I8X16, le, b);
+        let mut mask = [0u8; 16];
+        for (i, &l) in lanes.iter().enumerate() {
+            for byte in 0..4 {
+                mask[i * 4 + byte] = l * 4 + byte as u8;
+            }
+        }
+        let imm = self.b.func.dfg.immediates.push(cranelift_codegen::ir::ConstantData::from(&mask[..]));
+        let r = self.b.ins().shuffle(ai, bi, imm);
+        self.b.ins().bitcast(F32X4, le, r)
+    }
 }

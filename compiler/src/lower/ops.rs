@@ -18,6 +18,7 @@ use crate::codegen::kernels::norm::LrnSpec;
 use crate::codegen::kernels::pool::{GlobalPoolSpec, PoolSpec};
 use crate::codegen::kernels::reduce::{ReduceSpec, SoftmaxSpec};
 use crate::codegen::kernels::resample::ResampleSpec;
+use crate::codegen::kernels::winograd::{WinoGeom, WinoInputSpec, WinoOutputSpec, transform_kernel};
 
 /// Rows of the GEMM register tile, the K block and the panels per tile.
 /// Rows of the GEMM register tile. 8 rows (8 accumulators, the B vector, a broadcast) leave
@@ -695,6 +696,12 @@ impl Lowerer<'_> {
             self.step_ordered(Arc::new(spec), tiles, &ops, 2, helpers, &name, "DepthwiseConv", flops);
             return Ok(());
         }
+        if let Some(wts) = &w
+            && let Some(dsteps) = winograd_steps(&geom, g, cg, mg, n, xs.len(), &gsteps)
+        {
+            let bias_ref = bias.map(|b| self.value(b)).transpose()?;
+            return self.winograd(&name, src, wts, bias_ref, &geom, n, cg, mg, dsteps, &add_refs, helpers, dst);
+        }
         // Dense or grouped: GEMM over im2col panels, one problem per (image, group).
         let k = cg * geom.kh * geom.kw;
         let hw_out = geom.oh * geom.ow;
@@ -773,6 +780,81 @@ impl Lowerer<'_> {
         let spec = Arc::new(spec);
         self.step_ordered(spec.clone(), tiles, &ops, 2, helpers, &name, "Conv", flops);
         self.gemm_in_place(&spec, &add_refs, dst);
+        Ok(())
+    }
+
+    /// A 3x3 stride-1 conv by Winograd F(2x2, 3x3): input transform, 16 GEMMs as one batch,
+    /// output transform with bias and epilogue (see `kernels::winograd`).
+    #[allow(clippy::too_many_arguments)]
+    fn winograd(
+        &mut self,
+        name: &str,
+        src: BufRef,
+        w: &[f32],
+        bias: Option<BufRef>,
+        geom: &Geom,
+        n: usize,
+        cg: usize,
+        mg: usize,
+        steps: Vec<DwStep>,
+        adds: &[BufRef],
+        helpers: bool,
+        dst: BufRef,
+    ) -> Result<(), LowerError> {
+        let wg = WinoGeom { n, h: geom.h, w: geom.w, ph: geom.ph, pw: geom.pw, oh: geom.oh, ow: geom.ow };
+        let (tiles, pn) = (wg.tiles(), wg.panels());
+        // Transformed weights U[e] (mg x cg each) in MR-row panels, one GEMM batch per e.
+        let mr = MR.min(mg).max(1);
+        let pm = mg.div_ceil(mr);
+        let mut packed = vec![0f32; 16 * pm * cg * mr];
+        for m in 0..mg {
+            for c in 0..cg {
+                let u = transform_kernel(&w[(m * cg + c) * 9..][..9]);
+                for (e, &ue) in u.iter().enumerate() {
+                    packed[((e * pm + m / mr) * cg + c) * mr + m % mr] = ue;
+                }
+            }
+        }
+        let a_ref = self.weight_f32(&packed, &format!("{name}/winograd_weights"));
+        let input = WinoInputSpec { g: wg.clone(), c: cg };
+        let v = self.scratch(input.bytes(), &format!("{name}/winograd_input"));
+        self.step(Arc::new(input), n * cg, &[src], &[v], false, name, "WinogradInput", 0);
+        let mbuf = self.scratch(n * 16 * mg * tiles * 4, &format!("{name}/winograd_products"));
+        let spec = GemmSpec {
+            m: mg,
+            n: tiles,
+            k: cg,
+            batch: n * 16,
+            a: Mat {
+                rs: 1,
+                cs: mr as isize,
+                panel_stride: (cg * mr) as isize,
+                batch_stride: (pm * cg * mr) as isize,
+                batch_mod: 16,
+            },
+            b: Mat {
+                rs: NR as isize,
+                cs: 1,
+                panel_stride: (cg * NR) as isize,
+                batch_stride: (pn * cg * NR) as isize,
+                batch_mod: 0,
+            },
+            c: Mat::row_major(tiles, mg * tiles),
+            alpha: 1.0,
+            bias: None,
+            steps: vec![],
+            mr,
+            kc: KC,
+            m_panels: M_PANELS,
+            n_panels: N_PANELS,
+        };
+        let (flops, tiles_g) = (spec.flops(), spec.tiles());
+        self.step_ordered(Arc::new(spec), tiles_g, &[a_ref, v, mbuf], 2, false, name, "Conv", flops);
+        let out = WinoOutputSpec { g: wg, m: mg, bias: bias.is_some(), steps };
+        let mut ops = vec![mbuf, dst];
+        ops.extend(bias);
+        ops.extend(adds.iter().copied());
+        self.step_ordered(Arc::new(out), n * mg, &ops, 1, helpers, name, "WinogradOutput", 0);
         Ok(())
     }
 
@@ -1377,4 +1459,45 @@ fn geom(w: &Window, xs: &[usize], os: &[usize]) -> Geom {
         oh: os[2],
         ow: os[3],
     }
+}
+
+/// The epilogue of a conv that Winograd F(2x2, 3x3) computes, or `None` when it does not apply:
+/// 3x3, stride 1, no dilation, one group, 2-D, enough channels for the transforms to pay (8 in
+/// and out), and epilogue operands laid out like the output or one value per channel.
+fn winograd_steps(
+    geom: &Geom,
+    groups: usize,
+    cg: usize,
+    mg: usize,
+    n: usize,
+    rank: usize,
+    steps: &[GemmStep],
+) -> Option<Vec<DwStep>> {
+    if std::env::var_os("INCEPT_NO_WINOGRAD").is_some() {
+        return None;
+    }
+    let square3 = geom.kh == 3 && geom.kw == 3 && geom.sh == 1 && geom.sw == 1 && geom.dh == 1 && geom.dw == 1;
+    if !square3 || groups != 1 || rank != 4 || cg < 8 || mg < 8 || geom.oh < 2 || geom.ow < 2 {
+        return None;
+    }
+    let wg = WinoGeom { n, h: geom.h, w: geom.w, ph: geom.ph, pw: geom.pw, oh: geom.oh, ow: geom.ow };
+    // Kernels address the 16 transformed matrices with 32-bit displacements.
+    let limit = i32::MAX as usize / 16;
+    if wg.panels() * cg * NR * 4 >= limit || mg * wg.tiles() * 4 >= limit {
+        return None;
+    }
+    let hw = geom.oh * geom.ow;
+    steps
+        .iter()
+        .map(|s| match s {
+            GemmStep::Act(a) => Some(DwStep::Act(a.clone())),
+            GemmStep::Add(m) if m.cs == 0 && m.rs == 1 && (n == 1 || m.batch_mod != 0) => {
+                Some(DwStep::Add { per_channel: true })
+            }
+            GemmStep::Add(m) if m.cs == 1 && m.rs == hw as isize && m.batch_mod == 0 => {
+                Some(DwStep::Add { per_channel: false })
+            }
+            GemmStep::Add(_) => None,
+        })
+        .collect()
 }

@@ -1,0 +1,424 @@
+//! Winograd F(2x2, 3x3) convolution (Lavin and Gray, "Fast Algorithms for Convolutional Neural
+//! Networks", 2016): each 2x2 output tile is `A^T [(G g G^T) . (B^T d B)] A` for the 4x4 input
+//! patch d and the 3x3 kernel g. Summed over input channels, the elementwise product becomes 16
+//! independent matrix products (one per position e of the 4x4 transformed tile), which the GEMM
+//! kernel runs as a batch; the two kernels here transform the input into the GEMM's packed B
+//! panels and the GEMM's output back into the conv output, with bias and epilogue. 2.25x fewer
+//! multiplies than direct 3x3; the transforms only add, subtract and halve, so the result differs
+//! from the direct sum by rounding alone.
+
+use cranelift_codegen::ir::{InstBuilder, Value};
+
+use crate::codegen::KernelSpec;
+use crate::codegen::builder::{Kb, ro};
+use crate::codegen::kernels::conv::DwStep;
+use crate::codegen::kernels::gemm::NR;
+use crate::codegen::kernels::math::{act_needs_helpers, emit_act};
+
+/// `G g G^T` for one 3x3 kernel (row-major), the 16 transformed weights.
+pub fn transform_kernel(g: &[f32]) -> [f32; 16] {
+    let gm = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+    let mut t = [[0f64; 3]; 4]; // G g
+    for (i, row) in gm.iter().enumerate() {
+        for j in 0..3 {
+            t[i][j] = (0..3).map(|k| row[k] * g[k * 3 + j] as f64).sum();
+        }
+    }
+    let mut u = [0f32; 16]; // (G g) G^T
+    for i in 0..4 {
+        for (j, row) in gm.iter().enumerate() {
+            u[i * 4 + j] = (0..3).map(|k| t[i][k] * row[k]).sum::<f64>() as f32;
+        }
+    }
+    u
+}
+
+/// The tiling shared by both transforms: an image of `h` x `w` (output `oh` x `ow`, pads `ph`,
+/// `pw`) cut into `th` x `tw` tiles of 2x2 outputs.
+#[derive(Clone, Debug)]
+pub struct WinoGeom {
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub ph: usize,
+    pub pw: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl WinoGeom {
+    pub fn th(&self) -> usize {
+        self.oh.div_ceil(2)
+    }
+    pub fn tw(&self) -> usize {
+        self.ow.div_ceil(2)
+    }
+    /// Tiles per image: the GEMM's N.
+    pub fn tiles(&self) -> usize {
+        self.th() * self.tw()
+    }
+    /// NR-wide panels of tiles.
+    pub fn panels(&self) -> usize {
+        self.tiles().div_ceil(NR)
+    }
+    /// Tile rows (or columns) whose 4x4 patch lies wholly inside the input: `[lo, hi)`.
+    fn inside(n: usize, p: usize, tiles: usize) -> (usize, usize) {
+        let lo = p.div_ceil(2);
+        // Largest t with 2t - p + 3 <= n - 1.
+        let hi = if n + p >= 4 { ((n + p - 4) / 2 + 1).min(tiles) } else { 0 };
+        (lo.min(hi), hi)
+    }
+}
+
+/// The input transform: `V[img][e][j][c][lane] = (B^T d B)[e]` for tile `4j + lane` of channel c,
+/// laid out as the GEMM's packed B (one batch per (img, e)). Operands: X, V. One tile per
+/// (image, channel) plane.
+#[derive(Clone, Debug)]
+pub struct WinoInputSpec {
+    pub g: WinoGeom,
+    pub c: usize,
+}
+
+impl WinoInputSpec {
+    pub fn bytes(&self) -> usize {
+        self.g.n * 16 * self.g.panels() * self.c * NR * 4
+    }
+}
+
+impl KernelSpec for WinoInputSpec {
+    fn name(&self) -> String {
+        format!("winograd input c{} {}x{}", self.c, self.g.h, self.g.w)
+    }
+
+    fn emit(&self, kb: &mut Kb) {
+        let [x, v] = [kb.operand(0), kb.operand(1)];
+        let g = self.g.clone();
+        let (c, hw, tw) = (self.c as i64, (g.h * g.w) as i64, g.tw());
+        let e_stride = (g.panels() * self.c * NR * 4) as i64;
+        assert!(e_stride * 16 < i32::MAX as i64, "lowering checks the transformed input fits i32 offsets");
+        let (ty_lo, ty_hi) = WinoGeom::inside(g.h, g.ph, g.th());
+        let (tx_lo, tx_hi) = WinoGeom::inside(g.w, g.pw, tw);
+        let (begin, end) = (kb.begin, kb.end);
+        kb.for_range(begin, end, 1, |kb, t| {
+            let (img, ch) = kb.divmod(t, c);
+            let xp = {
+                let o = kb.muli(t, hw * 4);
+                kb.add(x, o)
+            };
+            let vp = {
+                let a = kb.muli(img, 16 * e_stride);
+                let b = kb.muli(ch, (NR * 4) as i64);
+                let s = kb.add(a, b);
+                kb.add(v, s)
+            };
+            // One tile: its patch (checked or not), the transform, 16 stores.
+            let tile = |kb: &mut Kb, ty: Value, tx: Value, checked: bool| {
+                let iy0 = {
+                    let a = kb.muli(ty, 2);
+                    kb.addi(a, -(g.ph as i64))
+                };
+                let ix0 = {
+                    let a = kb.muli(tx, 2);
+                    kb.addi(a, -(g.pw as i64))
+                };
+                let rows: Vec<Value> = (0..4)
+                    .map(|r| {
+                        let iy = kb.addi(iy0, r);
+                        if checked {
+                            patch_row_checked(kb, xp, iy, ix0, g.h, g.w)
+                        } else {
+                            let o = {
+                                let a = kb.muli(iy, g.w as i64);
+                                kb.add(a, ix0)
+                            };
+                            let p = kb.elem(xp, o, 4);
+                            kb.load_v(p, 0, ro())
+                        }
+                    })
+                    .collect();
+                let vt = input_transform(kb, &rows);
+                // Tile index -> (panel, lane) -> byte offset within a batch.
+                let tt = {
+                    let a = kb.muli(ty, tw as i64);
+                    kb.add(a, tx)
+                };
+                let (j, lane) = kb.divmod(tt, NR as i64);
+                let off = {
+                    let a = kb.muli(j, c * (NR * 4) as i64);
+                    let b = kb.muli(lane, 4);
+                    kb.add(a, b)
+                };
+                let base = kb.add(vp, off);
+                for (r, &vr) in vt.iter().enumerate() {
+                    for s in 0..4u8 {
+                        let val = kb.b.ins().extractlane(vr, s);
+                        let e = r as i64 * 4 + s as i64;
+                        kb.store_f32(val, base, (e * e_stride) as i32);
+                    }
+                }
+            };
+            let border_rows: Vec<usize> = (0..ty_lo).chain(ty_hi..g.th()).collect();
+            for ty in border_rows {
+                let tyv = kb.iconst(ty as i64);
+                kb.for_const(0, tw as i64, 1, |kb, tx| tile(kb, tyv, tx, true));
+            }
+            kb.for_const(ty_lo as i64, ty_hi as i64, 1, |kb, ty| {
+                kb.for_const(0, tx_lo as i64, 1, |kb, tx| tile(kb, ty, tx, true));
+                kb.for_const(tx_lo as i64, tx_hi as i64, 1, |kb, tx| tile(kb, ty, tx, false));
+                kb.for_const(tx_hi as i64, tw as i64, 1, |kb, tx| tile(kb, ty, tx, true));
+            });
+        });
+    }
+}
+
+/// Four floats of row `iy` from column `ix0`, zero where outside the plane.
+fn patch_row_checked(kb: &mut Kb, xp: Value, iy: Value, ix0: Value, h: usize, w: usize) -> Value {
+    let zero = kb.fconst(0.0);
+    let mut row = kb.vconst(0.0);
+    let iny = kb.in_range(iy, 0, h as i64);
+    let z = kb.iconst(0);
+    let iyc = {
+        let a = kb.b.ins().smax(iy, z);
+        kb.mini(a, h as i64 - 1)
+    };
+    for s in 0..4u8 {
+        let ix = kb.addi(ix0, s as i64);
+        let inx = kb.in_range(ix, 0, w as i64);
+        let ok = kb.b.ins().band(iny, inx);
+        let ixc = {
+            let a = kb.b.ins().smax(ix, z);
+            kb.mini(a, w as i64 - 1)
+        };
+        let o = {
+            let a = kb.muli(iyc, w as i64);
+            kb.add(a, ixc)
+        };
+        let p = kb.elem(xp, o, 4);
+        let val = kb.load_f32(p, 0, ro());
+        let val = kb.b.ins().select(ok, val, zero);
+        row = kb.b.ins().insertlane(row, val, s);
+    }
+    row
+}
+
+/// `B^T d B` for a patch given as four row vectors; returns four row vectors (lane = column).
+fn input_transform(kb: &mut Kb, d: &[Value]) -> [Value; 4] {
+    // Rows: B^T d.
+    let t0 = kb.b.ins().fsub(d[0], d[2]);
+    let t1 = kb.b.ins().fadd(d[1], d[2]);
+    let t2 = kb.b.ins().fsub(d[2], d[1]);
+    let t3 = kb.b.ins().fsub(d[1], d[3]);
+    // Columns: (.) B, i.e. [c0 - c2, c1 + c2, c2 - c1, c1 - c3] for every row.
+    let sign = {
+        let m = kb.vconst(-1.0);
+        let p = kb.vconst(1.0);
+        kb.shuffle32(m, p, [0, 4, 1, 2])
+    };
+    let mut out = [t0; 4];
+    for (k, t) in [t0, t1, t2, t3].into_iter().enumerate() {
+        let s1 = kb.shuffle32(t, t, [0, 1, 2, 1]);
+        let s2 = kb.shuffle32(t, t, [2, 2, 1, 3]);
+        out[k] = kb.fma(s2, sign, s1);
+    }
+    out
+}
+
+/// The output transform: `Y = A^T M A` per 2x2 tile from the 16 GEMM outputs `M[img*16 + e][m][t]`,
+/// plus the bias and the epilogue, written where the tile lies inside the output. Operands: M, Y,
+/// bias (if any), one per Add step (laid out like Y, or one value per channel), helpers (if
+/// needed). One tile per (image, output channel) plane.
+#[derive(Clone, Debug)]
+pub struct WinoOutputSpec {
+    pub g: WinoGeom,
+    pub m: usize,
+    pub bias: bool,
+    pub steps: Vec<DwStep>,
+}
+
+impl WinoOutputSpec {
+    pub fn needs_helpers(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s, DwStep::Act(a) if act_needs_helpers(a)))
+    }
+}
+
+impl KernelSpec for WinoOutputSpec {
+    fn name(&self) -> String {
+        format!("winograd output m{} {}x{}", self.m, self.g.oh, self.g.ow)
+    }
+
+    fn emit(&self, kb: &mut Kb) {
+        let adds = self.steps.iter().filter(|s| matches!(s, DwStep::Add { .. })).count();
+        let n_ops = 2 + self.bias as usize + adds;
+        let ops = kb.operands(n_ops);
+        let helpers = self.needs_helpers().then(|| kb.operand(n_ops));
+        let g = self.g.clone();
+        let (tiles, tw, m) = (g.tiles() as i64, g.tw(), self.m as i64);
+        let ohw = (g.oh * g.ow) as i64;
+        // Byte distance between the GEMM outputs of consecutive e.
+        let e_stride = m * tiles * 4;
+        assert!(e_stride * 16 < i32::MAX as i64, "lowering checks the GEMM output fits i32 offsets");
+        // Tile rows with both output rows inside; columns in groups of four tiles with both
+        // output columns inside.
+        let full_rows = g.oh / 2;
+        let full_cols = g.ow / 2;
+        let vec_cols = full_cols / 4 * 4;
+        let (begin, end) = (kb.begin, kb.end);
+        kb.for_range(begin, end, 1, |kb, t| {
+            let (img, oc) = kb.divmod(t, m);
+            let mp = {
+                let a = kb.muli(img, 16 * m);
+                let b = kb.add(a, oc);
+                let o = kb.muli(b, tiles * 4);
+                kb.add(ops[0], o)
+            };
+            let yp = {
+                let o = kb.muli(t, ohw * 4);
+                kb.add(ops[1], o)
+            };
+            let mut next = 2;
+            let bias = self.bias.then(|| {
+                let p = kb.elem(ops[next], oc, 4);
+                next += 1;
+                kb.load_f32(p, 0, ro())
+            });
+            let add_ptrs: Vec<(Value, bool)> = self
+                .steps
+                .iter()
+                .filter_map(|s| match s {
+                    DwStep::Add { per_channel } => {
+                        let base = ops[next];
+                        next += 1;
+                        Some(if *per_channel {
+                            (kb.elem(base, oc, 4), true)
+                        } else {
+                            let o = kb.muli(t, ohw * 4);
+                            (kb.add(base, o), false)
+                        })
+                    }
+                    _ => None,
+                })
+                .collect();
+            // Bias and epilogue on value(s) bound for output element `idx` (a vector: idx..idx+4).
+            let finish = |kb: &mut Kb, mut v: Value, idx: Value| -> Value {
+                let vec = kb.is_vec(v);
+                if let Some(b) = bias {
+                    let bb = if vec { kb.splat(b) } else { b };
+                    v = kb.b.ins().fadd(v, bb);
+                }
+                let mut a = 0;
+                for s in &self.steps {
+                    match s {
+                        DwStep::Add { .. } => {
+                            let (p, per_channel) = add_ptrs[a];
+                            a += 1;
+                            let o = if per_channel {
+                                let s = kb.load_f32(p, 0, ro());
+                                if vec { kb.splat(s) } else { s }
+                            } else {
+                                let q = kb.elem(p, idx, 4);
+                                if vec { kb.load_v(q, 0, ro()) } else { kb.load_f32(q, 0, ro()) }
+                            };
+                            v = kb.b.ins().fadd(v, o);
+                        }
+                        DwStep::Act(act) => v = emit_act(kb, act, v, helpers),
+                    }
+                }
+                v
+            };
+            // The 16 GEMM outputs of tile (ty, tx) (and the next three, as vectors), transformed.
+            let outputs = |kb: &mut Kb, ty: Value, tx: Value, vector: bool| -> [Value; 4] {
+                let tt = {
+                    let a = kb.muli(ty, tw as i64);
+                    kb.add(a, tx)
+                };
+                let p = kb.elem(mp, tt, 4);
+                let me: Vec<Value> = (0..16)
+                    .map(|e| {
+                        let off = (e * e_stride) as i32;
+                        if vector { kb.load_v(p, off, ro()) } else { kb.load_f32(p, off, ro()) }
+                    })
+                    .collect();
+                output_transform(kb, &me)
+            };
+            let out_index = |kb: &mut Kb, ty: Value, tx: Value, i: i64, j: i64| -> Value {
+                let r = {
+                    let a = kb.muli(ty, 2);
+                    kb.addi(a, i)
+                };
+                let a = kb.muli(r, g.ow as i64);
+                let c = kb.muli(tx, 2);
+                let s = kb.add(a, c);
+                kb.addi(s, j)
+            };
+            // Scalar: one tile, writing the outputs that lie inside.
+            let scalar = |kb: &mut Kb, ty: Value, tx: Value, rows: usize, cols: usize| {
+                let y = outputs(kb, ty, tx, false);
+                for i in 0..rows {
+                    for j in 0..cols {
+                        let idx = out_index(kb, ty, tx, i as i64, j as i64);
+                        let r = finish(kb, y[i * 2 + j], idx);
+                        let q = kb.elem(yp, idx, 4);
+                        kb.store_f32(r, q, 0);
+                    }
+                }
+            };
+            let row = |kb: &mut Kb, ty: Value, rows: usize| {
+                if rows == 2 {
+                    kb.for_const(0, vec_cols as i64, 4, |kb, tx| {
+                        let y = outputs(kb, ty, tx, true);
+                        // Interleave the tiles' two columns: output row i is
+                        // [y_i0(t0), y_i1(t0), y_i0(t1), y_i1(t1)], [.. t2, .. t3].
+                        for i in 0..2 {
+                            let lo = kb.shuffle32(y[i * 2], y[i * 2 + 1], [0, 4, 1, 5]);
+                            let hi = kb.shuffle32(y[i * 2], y[i * 2 + 1], [2, 6, 3, 7]);
+                            for (half, v) in [lo, hi].into_iter().enumerate() {
+                                let idx = {
+                                    let a = out_index(kb, ty, tx, i as i64, 0);
+                                    kb.addi(a, half as i64 * 4)
+                                };
+                                let r = finish(kb, v, idx);
+                                let q = kb.elem(yp, idx, 4);
+                                kb.store_v(r, q, 0);
+                            }
+                        }
+                    });
+                    kb.for_const(vec_cols as i64, full_cols as i64, 1, |kb, tx| scalar(kb, ty, tx, 2, 2));
+                } else {
+                    kb.for_const(0, full_cols as i64, 1, |kb, tx| scalar(kb, ty, tx, rows, 2));
+                }
+                if g.ow % 2 == 1 {
+                    let tx = kb.iconst(full_cols as i64);
+                    scalar(kb, ty, tx, rows, 1);
+                }
+            };
+            kb.for_const(0, full_rows as i64, 1, |kb, ty| row(kb, ty, 2));
+            if g.oh % 2 == 1 {
+                let ty = kb.iconst(full_rows as i64);
+                row(kb, ty, 1);
+            }
+        });
+    }
+}
+
+/// `A^T M A` for the 16 values of a tile (scalars, or vectors over four tiles): [y00, y01, y10, y11].
+fn output_transform(kb: &mut Kb, me: &[Value]) -> [Value; 4] {
+    let at = |kb: &mut Kb, a: Value, b: Value, c: Value, d: Value| -> (Value, Value) {
+        // [1 1 1 0; 0 1 -1 -1] applied to (a, b, c, d).
+        let s = kb.b.ins().fadd(a, b);
+        let s = kb.b.ins().fadd(s, c);
+        let t = kb.b.ins().fsub(b, c);
+        let t = kb.b.ins().fsub(t, d);
+        (s, t)
+    };
+    // Along rows of the 4x4 (for each column j), then along columns.
+    let mut s0 = vec![];
+    let mut s1 = vec![];
+    for j in 0..4 {
+        let (a, b) = at(kb, me[j], me[4 + j], me[8 + j], me[12 + j]);
+        s0.push(a);
+        s1.push(b);
+    }
+    let (y00, y01) = at(kb, s0[0], s0[1], s0[2], s0[3]);
+    let (y10, y11) = at(kb, s1[0], s1[1], s1[2], s1[3]);
+    [y00, y01, y10, y11]
+}
