@@ -817,8 +817,10 @@ impl Lowerer<'_> {
         }
         let a_ref = self.weight_f32(&packed, &format!("{name}/winograd_weights"));
         let input = WinoInputSpec { g: wg.clone(), c: cg };
+        let table: Vec<u8> = input.table().iter().flat_map(|v| v.to_le_bytes()).collect();
+        let table = self.weight(&table, &format!("{name}/winograd_tiles"));
         let v = self.scratch(input.bytes(), &format!("{name}/winograd_input"));
-        self.step(Arc::new(input), n * cg, &[src], &[v], false, name, "WinogradInput", 0);
+        self.step(Arc::new(input), n * cg, &[src, table], &[v], false, name, "WinogradInput", 0);
         let mbuf = self.scratch(n * 16 * mg * tiles * 4, &format!("{name}/winograd_products"));
         let spec = GemmSpec {
             m: mg,

@@ -10,7 +10,7 @@
 use cranelift_codegen::ir::{InstBuilder, Value};
 
 use crate::codegen::KernelSpec;
-use crate::codegen::builder::{Kb, ro};
+use crate::codegen::builder::{F32X4, I64, Kb, ro};
 use crate::codegen::kernels::conv::DwStep;
 use crate::codegen::kernels::gemm::NR;
 use crate::codegen::kernels::math::{act_needs_helpers, emit_act};
@@ -71,17 +71,42 @@ impl WinoGeom {
 }
 
 /// The input transform: `V[img][e][j][c][lane] = (B^T d B)[e]` for tile `4j + lane` of channel c,
-/// laid out as the GEMM's packed B (one batch per (img, e)). Operands: X, V. One tile per
-/// (image, channel) plane.
+/// laid out as the GEMM's packed B (one batch per (img, e)). A panel's four tiles are transformed
+/// together and transposed so that each e takes one vector store. Operands: X, the panel table
+/// (see [`WinoInputSpec::table`]), V. One tile per (image, channel) plane.
 #[derive(Clone, Debug)]
 pub struct WinoInputSpec {
     pub g: WinoGeom,
     pub c: usize,
 }
 
+/// i64 entries per panel in the table: an interior flag, then (iy0, ix0) for each of 4 tiles.
+const TABLE_ROW: usize = 1 + 2 * NR;
+
 impl WinoInputSpec {
     pub fn bytes(&self) -> usize {
         self.g.n * 16 * self.g.panels() * self.c * NR * 4
+    }
+
+    /// Per panel: 1 if the patches of all its tiles lie inside the input, then the top-left input
+    /// position of each tile's patch (lanes past the last tile repeat it).
+    pub fn table(&self) -> Vec<i64> {
+        let g = &self.g;
+        let (tiles, tw) = (g.tiles(), g.tw());
+        let (ty_lo, ty_hi) = WinoGeom::inside(g.h, g.ph, g.th());
+        let (tx_lo, tx_hi) = WinoGeom::inside(g.w, g.pw, tw);
+        let mut t = Vec::with_capacity(g.panels() * TABLE_ROW);
+        for j in 0..g.panels() {
+            let lanes: Vec<(usize, usize)> =
+                (0..NR).map(|l| ((4 * j + l).min(tiles - 1) / tw, (4 * j + l).min(tiles - 1) % tw)).collect();
+            let inside = lanes.iter().all(|&(ty, tx)| (ty_lo..ty_hi).contains(&ty) && (tx_lo..tx_hi).contains(&tx));
+            t.push(inside as i64);
+            for (ty, tx) in lanes {
+                t.push(2 * ty as i64 - g.ph as i64);
+                t.push(2 * tx as i64 - g.pw as i64);
+            }
+        }
+        t
     }
 }
 
@@ -91,13 +116,11 @@ impl KernelSpec for WinoInputSpec {
     }
 
     fn emit(&self, kb: &mut Kb) {
-        let [x, v] = [kb.operand(0), kb.operand(1)];
+        let [x, table, v] = [kb.operand(0), kb.operand(1), kb.operand(2)];
         let g = self.g.clone();
-        let (c, hw, tw) = (self.c as i64, (g.h * g.w) as i64, g.tw());
+        let (c, hw) = (self.c as i64, (g.h * g.w) as i64);
         let e_stride = (g.panels() * self.c * NR * 4) as i64;
         assert!(e_stride * 16 < i32::MAX as i64, "lowering checks the transformed input fits i32 offsets");
-        let (ty_lo, ty_hi) = WinoGeom::inside(g.h, g.ph, g.th());
-        let (tx_lo, tx_hi) = WinoGeom::inside(g.w, g.pw, tw);
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
             let (img, ch) = kb.divmod(t, c);
@@ -111,64 +134,84 @@ impl KernelSpec for WinoInputSpec {
                 let s = kb.add(a, b);
                 kb.add(v, s)
             };
-            // One tile: its patch (checked or not), the transform, 16 stores.
-            let tile = |kb: &mut Kb, ty: Value, tx: Value, checked: bool| {
-                let iy0 = {
-                    let a = kb.muli(ty, 2);
-                    kb.addi(a, -(g.ph as i64))
+            let zero = kb.vconst(0.0);
+            // vars[lane][r]: row r of the transformed tile of `lane`.
+            let vars: Vec<Vec<_>> = (0..NR).map(|_| (0..4).map(|_| kb.var(F32X4, zero)).collect()).collect();
+            kb.for_const(0, g.panels() as i64, 1, |kb, j| {
+                let row = {
+                    let o = kb.muli(j, (TABLE_ROW * 8) as i64);
+                    kb.add(table, o)
                 };
-                let ix0 = {
-                    let a = kb.muli(tx, 2);
-                    kb.addi(a, -(g.pw as i64))
-                };
-                let rows: Vec<Value> = (0..4)
-                    .map(|r| {
-                        let iy = kb.addi(iy0, r);
-                        if checked {
-                            patch_row_checked(kb, xp, iy, ix0, g.h, g.w)
-                        } else {
-                            let o = {
-                                let a = kb.muli(iy, g.w as i64);
-                                kb.add(a, ix0)
-                            };
-                            let p = kb.elem(xp, o, 4);
-                            kb.load_v(p, 0, ro())
-                        }
+                let inside = kb.b.ins().load(I64, ro(), row, 0);
+                let pos: Vec<(Value, Value)> = (0..NR)
+                    .map(|l| {
+                        let iy = kb.b.ins().load(I64, ro(), row, ((1 + 2 * l) * 8) as i32);
+                        let ix = kb.b.ins().load(I64, ro(), row, ((2 + 2 * l) * 8) as i32);
+                        (iy, ix)
                     })
                     .collect();
-                let vt = input_transform(kb, &rows);
-                // Tile index -> (panel, lane) -> byte offset within a batch.
-                let tt = {
-                    let a = kb.muli(ty, tw as i64);
-                    kb.add(a, tx)
+                let transform = |kb: &mut Kb, checked: bool| {
+                    for (l, &(iy0, ix0)) in pos.iter().enumerate() {
+                        let rows: Vec<Value> = (0..4)
+                            .map(|r| {
+                                let iy = kb.addi(iy0, r);
+                                if checked {
+                                    patch_row_checked(kb, xp, iy, ix0, g.h, g.w)
+                                } else {
+                                    let o = {
+                                        let a = kb.muli(iy, g.w as i64);
+                                        kb.add(a, ix0)
+                                    };
+                                    let p = kb.elem(xp, o, 4);
+                                    kb.load_v(p, 0, ro())
+                                }
+                            })
+                            .collect();
+                        let vt = input_transform(kb, &rows);
+                        for (r, &val) in vt.iter().enumerate() {
+                            kb.b.def_var(vars[l][r], val);
+                        }
+                    }
                 };
-                let (j, lane) = kb.divmod(tt, NR as i64);
-                let off = {
-                    let a = kb.muli(j, c * (NR * 4) as i64);
-                    let b = kb.muli(lane, 4);
-                    kb.add(a, b)
+                let (fast, slow, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+                kb.b.ins().brif(inside, fast, &[], slow, &[]);
+                kb.b.switch_to_block(fast);
+                transform(kb, false);
+                kb.b.ins().jump(join, &[]);
+                kb.b.switch_to_block(slow);
+                transform(kb, true);
+                kb.b.ins().jump(join, &[]);
+                kb.b.switch_to_block(join);
+                // Transpose each row r across the four tiles: lane s of tile l -> lane l of e = 4r + s.
+                let base = {
+                    let o = kb.muli(j, c * (NR * 4) as i64);
+                    kb.add(vp, o)
                 };
-                let base = kb.add(vp, off);
-                for (r, &vr) in vt.iter().enumerate() {
-                    for s in 0..4u8 {
-                        let val = kb.b.ins().extractlane(vr, s);
-                        let e = r as i64 * 4 + s as i64;
-                        kb.store_f32(val, base, (e * e_stride) as i32);
+                for r in 0..4 {
+                    let [a, b, cc, d] = [0, 1, 2, 3].map(|l| kb.b.use_var(vars[l][r]));
+                    let cols = transpose4(kb, a, b, cc, d);
+                    for (s, col) in cols.into_iter().enumerate() {
+                        let e = (r * 4 + s) as i64;
+                        kb.store_v(col, base, (e * e_stride) as i32);
                     }
                 }
-            };
-            let border_rows: Vec<usize> = (0..ty_lo).chain(ty_hi..g.th()).collect();
-            for ty in border_rows {
-                let tyv = kb.iconst(ty as i64);
-                kb.for_const(0, tw as i64, 1, |kb, tx| tile(kb, tyv, tx, true));
-            }
-            kb.for_const(ty_lo as i64, ty_hi as i64, 1, |kb, ty| {
-                kb.for_const(0, tx_lo as i64, 1, |kb, tx| tile(kb, ty, tx, true));
-                kb.for_const(tx_lo as i64, tx_hi as i64, 1, |kb, tx| tile(kb, ty, tx, false));
-                kb.for_const(tx_hi as i64, tw as i64, 1, |kb, tx| tile(kb, ty, tx, true));
             });
         });
     }
+}
+
+/// The transpose of a 4x4 block given as four row vectors: its four columns.
+fn transpose4(kb: &mut Kb, a: Value, b: Value, c: Value, d: Value) -> [Value; 4] {
+    let t0 = kb.shuffle32(a, b, [0, 4, 1, 5]);
+    let t1 = kb.shuffle32(a, b, [2, 6, 3, 7]);
+    let t2 = kb.shuffle32(c, d, [0, 4, 1, 5]);
+    let t3 = kb.shuffle32(c, d, [2, 6, 3, 7]);
+    [
+        kb.shuffle32(t0, t2, [0, 1, 4, 5]),
+        kb.shuffle32(t0, t2, [2, 3, 6, 7]),
+        kb.shuffle32(t1, t3, [0, 1, 4, 5]),
+        kb.shuffle32(t1, t3, [2, 3, 6, 7]),
+    ]
 }
 
 /// Four floats of row `iy` from column `ix0`, zero where outside the plane.
