@@ -123,26 +123,30 @@ impl Microkernel {
         b_rs: isize,
         kc: Value,
     ) {
-        // Walk both panels with pointer increments (no multiplies in the loop), `unroll` k steps
-        // per iteration, then the remaining ones one at a time. Cranelift's FMA writes its result
-        // over a multiplicand, so each step shifts the accumulators by one register; after
-        // rows + 1 steps they are back where they started, and the loop needs no moves.
+        // `unroll` k steps per iteration, then the remaining ones one at a time. Cranelift's FMA
+        // writes its result over a multiplicand, so each step shifts the accumulators by one
+        // register; after rows + 1 steps they are back where they started, and the loop needs
+        // no moves.
         let unroll = acc.len() as i64 + 1;
         let (da, db) = (a_cs as i64 * 4, b_rs as i64 * 4);
         let pa = kb.var(I64, a);
         let pb = kb.var(I64, b);
-        let step = |kb: &mut Kb| {
+        // `n` k steps from the current pointers, at immediate offsets, then one pointer bump:
+        // no address arithmetic between the FMAs.
+        let steps = |kb: &mut Kb, n: i64| {
             let (a, b) = (kb.b.use_var(pa), kb.b.use_var(pb));
-            let bv = kb.load_v(b, 0, ro());
-            for (r, &v) in acc.iter().enumerate() {
-                let av = kb.load_f32(a, (r as isize * a_rs * 4) as i32, ro());
-                let avs = kb.splat(av);
-                let cur = kb.b.use_var(v);
-                let nv = kb.fma(avs, bv, cur);
-                kb.b.def_var(v, nv);
+            for s in 0..n {
+                let bv = kb.load_v(b, (s * db) as i32, ro());
+                for (r, &v) in acc.iter().enumerate() {
+                    let av = kb.load_f32(a, (s * da + r as i64 * a_rs as i64 * 4) as i32, ro());
+                    let avs = kb.splat(av);
+                    let cur = kb.b.use_var(v);
+                    let nv = kb.fma(avs, bv, cur);
+                    kb.b.def_var(v, nv);
+                }
             }
-            let a2 = kb.addi(a, da);
-            let b2 = kb.addi(b, db);
+            let a2 = kb.addi(a, n * da);
+            let b2 = kb.addi(b, n * db);
             kb.b.def_var(pa, a2);
             kb.b.def_var(pb, b2);
         };
@@ -154,13 +158,9 @@ impl Microkernel {
         } else {
             kc
         };
-        kb.for_range(zero, main, unroll, |kb, _| {
-            for _ in 0..unroll {
-                step(kb);
-            }
-        });
+        kb.for_range(zero, main, unroll, |kb, _| steps(kb, unroll));
         if unroll > 1 {
-            kb.for_range(main, kc, 1, |kb, _| step(kb));
+            kb.for_range(main, kc, 1, |kb, _| steps(kb, 1));
         }
     }
 }
