@@ -188,7 +188,7 @@ impl KernelSpec for WinoInputSpec {
                     kb.add(vp, o)
                 };
                 for r in 0..4 {
-                    let [a, b, cc, d] = [0, 1, 2, 3].map(|l| kb.b.use_var(vars[l][r]));
+                    let [a, b, cc, d] = [&vars[0], &vars[1], &vars[2], &vars[3]].map(|lane| kb.b.use_var(lane[r]));
                     let cols = transpose4(kb, a, b, cc, d);
                     for (s, col) in cols.into_iter().enumerate() {
                         let e = (r * 4 + s) as i64;
