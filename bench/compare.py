@@ -141,12 +141,20 @@ def main():
     print(meta)
     if a.write:
         cmd = "python3 bench/compare.py " + " ".join(sys.argv[1:])
+        block = f"<!-- compare:start -->\n    {cmd}\n\n{table}\n\n{meta}\n<!-- compare:end -->"
+        text = ""
+        if os.path.exists(a.write):
+            with open(a.write) as f:
+                text = f.read()
+        start, end = text.find("<!-- compare:start -->"), text.find("<!-- compare:end -->")
+        if start >= 0 and end > start:
+            # Replace the table, keep the rest of the file.
+            text = text[:start] + block + text[end + len("<!-- compare:end -->"):]
+        else:
+            text = ("# Benchmarks\n\nBatch-1 latency of incept against ONNX Runtime on the same machine in the "
+                    "same run (alternating), written by `bench/compare.py`:\n\n" + block + "\n")
         with open(a.write, "w") as f:
-            f.write("# Benchmarks\n\n")
-            f.write("Batch-1 latency of incept against ONNX Runtime on the same machine in the same run "
-                    "(alternating), written by `bench/compare.py`:\n\n")
-            f.write(f"    {cmd}\n\n{table}\n\n{meta}\n")
-
+            f.write(text)
 
 if __name__ == "__main__":
     main()
