@@ -258,6 +258,54 @@ fn winograd_convolutions() {
     });
 }
 
+/// 3-D convs and pools (volumetric im2col + GEMM, scalar pools).
+#[test]
+fn volumes() {
+    family("conv3d", 17, 20, |r| {
+        let k: Vec<usize> = (0..3).map(|_| r.int(1, 3)).collect();
+        let s: Vec<usize> = (0..3).map(|_| r.int(1, 2)).collect();
+        let d: Vec<usize> = (0..3).map(|a| if k[a] > 1 { r.int(1, 2) } else { 1 }).collect();
+        let pads: Vec<usize> = (0..6).map(|i| r.int(0, k[i % 3] - 1)).collect();
+        let dims: Vec<usize> = (0..3).map(|a| extent(r, k[a], s[a], d[a], pads[a], pads[a + 3]).min(7)).collect();
+        let group = r.int(1, 2);
+        let (cg, mg) = (r.int(1, 3), r.int(1, 5));
+        let n = r.int(1, 2);
+        let x = r.input(&[n, group * cg, dims[0], dims[1], dims[2]]);
+        let wt = r.weights(&[group * mg, cg, k[0], k[1], k[2]]);
+        let bias = if r.coin() { Some(r.weights(&[group * mg])) } else { None };
+        let attrs = vec![
+            ("kernel_shape", ints(&k)),
+            ("strides", ints(&s)),
+            ("dilations", ints(&d)),
+            ("pads", ints(&pads)),
+            ("group", AttrValue::Int(group as i64)),
+        ];
+        let y = r.op("Conv", attrs, vec![Some(x), Some(wt), bias])?;
+        if r.coin() { r.op("Relu", vec![], vec![Some(y)]) } else { Some(y) }
+    });
+    family("pool3d", 18, 20, |r| {
+        let max = r.coin();
+        let k: Vec<usize> = (0..3).map(|_| r.int(1, 3)).collect();
+        let s: Vec<usize> = (0..3).map(|_| r.int(1, 2)).collect();
+        let pads: Vec<usize> = (0..6).map(|i| r.int(0, k[i % 3] - 1)).collect();
+        let dims: Vec<usize> = (0..3).map(|a| extent(r, k[a], s[a], 1, pads[a], pads[a + 3]).min(7)).collect();
+        let c = r.int(1, 3);
+        let x = r.input(&[1, c, dims[0], dims[1], dims[2]]);
+        let mut attrs = vec![
+            ("kernel_shape", ints(&k)),
+            ("strides", ints(&s)),
+            ("pads", ints(&pads)),
+            ("ceil_mode", AttrValue::Int(r.coin() as i64)),
+        ];
+        if max {
+            r.op("MaxPool", attrs, vec![Some(x)])
+        } else {
+            attrs.push(("count_include_pad", AttrValue::Int(r.coin() as i64)));
+            r.op("AveragePool", attrs, vec![Some(x)])
+        }
+    });
+}
+
 #[test]
 fn transposed_convolutions() {
     family("conv_transpose", 2, 30, |r| {

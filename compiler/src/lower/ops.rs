@@ -18,6 +18,7 @@ use crate::codegen::kernels::norm::LrnSpec;
 use crate::codegen::kernels::pool::{GlobalPoolSpec, PoolSpec};
 use crate::codegen::kernels::reduce::{ReduceSpec, SoftmaxSpec};
 use crate::codegen::kernels::resample::ResampleSpec;
+use crate::codegen::kernels::volume::{VolGeom, VolIm2colSpec, VolPoolSpec};
 use crate::codegen::kernels::winograd::{WinoGeom, WinoInputSpec, WinoOutputSpec, transform_kernel};
 
 /// Rows of the GEMM register tile, the K block and the panels per tile.
@@ -655,18 +656,22 @@ impl Lowerer<'_> {
         }
         let xs = self.shape(x)?;
         let os = self.shape(ValueId::new(id, 0))?;
-        if xs.len() == 5 || xs.len() < 3 {
-            return Err(self.unsupported(id, format!("{}-D convolution", xs.len() - 2)));
+        if xs.len() < 3 || xs.len() > 5 {
+            return Err(self.unsupported(id, format!("{}-D convolution", xs.len().saturating_sub(2))));
         }
-        let geom = geom(&c.window, &xs, &os);
+        // 3-D convs take the general path (volumetric im2col + GEMM); `geom` is the 2-D view.
+        let vol = (xs.len() == 5).then(|| vol_geom(&c.window, &xs, &os));
+        let geom = if vol.is_some() { geom(&c.window, &xs[..4], &os[..4]) } else { geom(&c.window, &xs, &os) };
         let (n, cin_total, cout) = (xs[0], xs[1], os[1]);
         let g = c.group;
         let (cg, mg) = (cin_total / g, cout / g);
         let src = self.value(x)?;
         let (gsteps, add_vals, helpers) = self.gemm_steps(steps, mats);
         let add_refs = add_vals.iter().map(|&v| self.value(v)).collect::<Result<Vec<_>, _>>()?;
-        let flops = 2 * (n * cout * geom.oh * geom.ow * cg * geom.kh * geom.kw) as u64;
-        if g == cin_total && g > 1 {
+        let taps: usize = c.window.kernel.iter().product();
+        let out_sp: usize = os[2..].iter().product();
+        let flops = 2 * (n * cout * out_sp * cg * taps) as u64;
+        if g == cin_total && g > 1 && vol.is_none() {
             // Depthwise: direct kernel.
             let mult = cout / cin_total;
             let wref = self.value(wv)?;
@@ -700,14 +705,15 @@ impl Lowerer<'_> {
             return Ok(());
         }
         if let Some(wts) = &w
+            && vol.is_none()
             && let Some(dsteps) = winograd_steps(&geom, g, cg, mg, n, xs.len(), &gsteps)
         {
             let bias_ref = bias.map(|b| self.value(b)).transpose()?;
             return self.winograd(&name, src, wts, bias_ref, &geom, n, cg, mg, dsteps, &add_refs, helpers, dst);
         }
         // Dense or grouped: GEMM over im2col panels, one problem per (image, group).
-        let k = cg * geom.kh * geom.kw;
-        let hw_out = geom.oh * geom.ow;
+        let k = cg * taps;
+        let hw_out = out_sp;
         let mr = MR.min(mg).max(1);
         let pm = mg.div_ceil(mr);
         let (a_ref, a) = match &w {
@@ -744,11 +750,20 @@ impl Lowerer<'_> {
         // B: always packed into NR-wide panels, 1x1 convs included. Reading a 1x1 conv's input in
         // place (rows of hw floats, one f32x4 per k step) measured slower than packing it first:
         // ResNet50 196 vs 190 ms, Xception 460 vs 413 ms (one thread).
-        let im = Im2colSpec { batch: n * g, groups: g, c_total: cin_total, cin: cg, g: geom.clone() };
-        let scratch = self.scratch(im.bytes(), &format!("{name}/im2col"));
-        let tiles = im.tiles();
-        let pn = im.panels();
-        self.step(Arc::new(im), tiles, &[src], &[scratch], false, &name, "Im2col", 0);
+        let (im, bytes, tiles, pn): (Arc<dyn crate::codegen::KernelSpec>, usize, usize, usize) = match vol {
+            Some(v) => {
+                let im = VolIm2colSpec { batch: n * g, groups: g, c_total: cin_total, cin: cg, v };
+                let (b, t, p) = (im.bytes(), im.tiles(), im.panels());
+                (Arc::new(im), b, t, p)
+            }
+            None => {
+                let im = Im2colSpec { batch: n * g, groups: g, c_total: cin_total, cin: cg, g: geom.clone() };
+                let (b, t, p) = (im.bytes(), im.tiles(), im.panels());
+                (Arc::new(im), b, t, p)
+            }
+        };
+        let scratch = self.scratch(bytes, &format!("{name}/im2col"));
+        self.step(im, tiles, &[src], &[scratch], false, &name, "Im2col", 0);
         let (b_ref, b) = (
             scratch,
             Mat {
@@ -1270,8 +1285,17 @@ impl Lowerer<'_> {
         self.f32_only(id, x)?;
         let out = ValueId::new(id, 0);
         let (xs, os) = (self.shape(x)?, self.shape(out)?);
+        if xs.len() == 5 {
+            let v = vol_geom(w, &xs, &os);
+            let ends = [w.pads[3], w.pads[4], w.pads[5]];
+            let spec = VolPoolSpec { max, v, ends, count_include_pad };
+            let src = self.value(x)?;
+            let dst = self.define(out)?;
+            self.step(Arc::new(spec), xs[0] * xs[1], &[src], &[dst], false, &name, self.g.node(id).op.name(), 0);
+            return Ok(());
+        }
         if xs.len() != 4 && xs.len() != 3 {
-            return Err(self.unsupported(id, format!("{}-D pooling", xs.len() - 2)));
+            return Err(self.unsupported(id, format!("{}-D pooling", xs.len().saturating_sub(2))));
         }
         let geom = geom(w, &xs, &os);
         let nsp = xs.len() - 2;
@@ -1429,6 +1453,18 @@ impl Lowerer<'_> {
             self.step(Arc::new(spec), tiles, &[src], &[dst], false, &name, "Pad", 0);
         }
         Ok(())
+    }
+}
+
+/// The 3-D geometry of a window op on [N, C, D, H, W].
+fn vol_geom(w: &Window, xs: &[usize], os: &[usize]) -> VolGeom {
+    VolGeom {
+        dims: [xs[2], xs[3], xs[4]],
+        kernel: [w.kernel[0], w.kernel[1], w.kernel[2]],
+        strides: [w.strides[0], w.strides[1], w.strides[2]],
+        pads: [w.pads[0], w.pads[1], w.pads[2]],
+        dilations: [w.dilations[0], w.dilations[1], w.dilations[2]],
+        out: [os[2], os[3], os[4]],
     }
 }
 

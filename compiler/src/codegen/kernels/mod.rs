@@ -11,4 +11,5 @@ pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod resample;
+pub mod volume;
 pub mod winograd;

@@ -1,0 +1,234 @@
+//! 3-D (volumetric) windows: im2col packing for 3-D convs and 3-D pools. Scalar with bounds
+//! checks on every tap: correct for any geometry, not tuned (2-D CNNs take the 2-D kernels).
+
+use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_codegen::ir::condcodes::FloatCC;
+
+use crate::codegen::KernelSpec;
+use crate::codegen::builder::{Kb, ro};
+use crate::codegen::kernels::gemm::NR;
+
+/// A 3-D window: input dims, kernel, strides, begin pads, dilations and output dims, each
+/// (depth, height, width).
+#[derive(Clone, Debug, PartialEq)]
+pub struct VolGeom {
+    pub dims: [usize; 3],
+    pub kernel: [usize; 3],
+    pub strides: [usize; 3],
+    pub pads: [usize; 3],
+    pub dilations: [usize; 3],
+    pub out: [usize; 3],
+}
+
+impl VolGeom {
+    fn taps(&self) -> usize {
+        self.kernel.iter().product()
+    }
+    fn in_size(&self) -> usize {
+        self.dims.iter().product()
+    }
+    fn out_size(&self) -> usize {
+        self.out.iter().product()
+    }
+    /// Input position of each axis for output position `o` (three values), before the taps.
+    fn origin(&self, kb: &mut Kb, o: [Value; 3]) -> [Value; 3] {
+        [0, 1, 2].map(|a| {
+            let m = kb.muli(o[a], self.strides[a] as i64);
+            kb.addi(m, -(self.pads[a] as i64))
+        })
+    }
+    /// For tap `t` (z, y, x) from `origin`: whether it is inside, and its element offset in the
+    /// plane, clamped inside so the load is always in bounds.
+    fn tap(&self, kb: &mut Kb, origin: [Value; 3], t: [usize; 3]) -> (Value, Value) {
+        let mut inside = None;
+        let mut off = kb.iconst(0);
+        for a in 0..3 {
+            let i = kb.addi(origin[a], (t[a] * self.dilations[a]) as i64);
+            let ok = kb.in_range(i, 0, self.dims[a] as i64);
+            inside = Some(match inside {
+                None => ok,
+                Some(p) => kb.b.ins().band(p, ok),
+            });
+            let z = kb.iconst(0);
+            let c = kb.b.ins().smax(i, z);
+            let c = kb.mini(c, self.dims[a] as i64 - 1);
+            let stride: usize = self.dims[a + 1..].iter().product();
+            let s = kb.muli(c, stride as i64);
+            off = kb.add(off, s);
+        }
+        (inside.expect("three axes"), off)
+    }
+    fn all_taps(&self) -> Vec<[usize; 3]> {
+        let k = self.kernel;
+        (0..k[0]).flat_map(|z| (0..k[1]).flat_map(move |y| (0..k[2]).map(move |x| [z, y, x]))).collect()
+    }
+}
+
+/// Output position `n` (flattened) as (z, y, x).
+fn unflatten(kb: &mut Kb, n: Value, out: [usize; 3]) -> [Value; 3] {
+    let (z, rest) = kb.divmod(n, (out[1] * out[2]) as i64);
+    let (y, x) = kb.divmod(rest, out[2] as i64);
+    [z, y, x]
+}
+
+/// The 3-D im2col matrix of one group of one image as packed B panels (the layout of the 2-D
+/// `Im2colSpec`): k = (ci, kz, ky, kx), columns = output positions. Operands: X, P. Tiles:
+/// batch x panels.
+#[derive(Clone, Debug)]
+pub struct VolIm2colSpec {
+    pub batch: usize,
+    pub groups: usize,
+    pub c_total: usize,
+    pub cin: usize,
+    pub v: VolGeom,
+}
+
+impl VolIm2colSpec {
+    pub fn k(&self) -> usize {
+        self.cin * self.v.taps()
+    }
+    pub fn panels(&self) -> usize {
+        self.v.out_size().div_ceil(NR)
+    }
+    pub fn tiles(&self) -> usize {
+        self.batch * self.panels()
+    }
+    pub fn bytes(&self) -> usize {
+        self.batch * self.panels() * self.k() * NR * 4
+    }
+}
+
+impl KernelSpec for VolIm2colSpec {
+    fn name(&self) -> String {
+        let k = self.v.kernel;
+        format!("im2col3d {}x{}x{} c{}", k[0], k[1], k[2], self.cin)
+    }
+
+    fn emit(&self, kb: &mut Kb) {
+        let [x, p] = [kb.operand(0), kb.operand(1)];
+        let v = self.v.clone();
+        let (pn, k, vin, taps) = (self.panels(), self.k(), v.in_size(), v.taps());
+        let (begin, end) = (kb.begin, kb.end);
+        kb.for_range(begin, end, 1, |kb, t| {
+            let (b, j) = kb.divmod(t, pn as i64);
+            let (img, grp) = kb.divmod(b, self.groups as i64);
+            let xb = {
+                let a = kb.muli(img, self.c_total as i64);
+                let c = kb.muli(grp, self.cin as i64);
+                let ch = kb.add(a, c);
+                let o = kb.muli(ch, vin as i64);
+                kb.elem(x, o, 4)
+            };
+            let pb = {
+                let o = kb.muli(t, (k * NR) as i64);
+                kb.elem(p, o, 4)
+            };
+            let zero = kb.fconst(0.0);
+            let cols: Vec<([Value; 3], Value)> = (0..NR)
+                .map(|c| {
+                    let n0 = kb.muli(j, NR as i64);
+                    let n = kb.addi(n0, c as i64);
+                    let valid = kb.in_range(n, 0, v.out_size() as i64);
+                    let nc = kb.mini(n, v.out_size() as i64 - 1);
+                    let o = unflatten(kb, nc, v.out);
+                    (v.origin(kb, o), valid)
+                })
+                .collect();
+            kb.for_const(0, self.cin as i64, 1, |kb, ci| {
+                let xc = {
+                    let o = kb.muli(ci, vin as i64);
+                    kb.elem(xb, o, 4)
+                };
+                let dst = {
+                    let o = kb.muli(ci, (taps * NR) as i64);
+                    kb.elem(pb, o, 4)
+                };
+                for (ti, tap) in v.all_taps().into_iter().enumerate() {
+                    for (c, &(origin, valid)) in cols.iter().enumerate() {
+                        let (inside, off) = v.tap(kb, origin, tap);
+                        let ok = kb.b.ins().band(inside, valid);
+                        let q = kb.elem(xc, off, 4);
+                        let val = kb.load_f32(q, 0, ro());
+                        let val = kb.b.ins().select(ok, val, zero);
+                        kb.store_f32(val, dst, ((ti * NR + c) * 4) as i32);
+                    }
+                }
+            });
+        });
+    }
+}
+
+/// 3-D max or average pooling, one tile per (image, channel) volume. `ends` are the end pads
+/// (for count_include_pad's divisor). Operands: X, Y.
+#[derive(Clone, Debug)]
+pub struct VolPoolSpec {
+    pub max: bool,
+    pub v: VolGeom,
+    pub ends: [usize; 3],
+    pub count_include_pad: bool,
+}
+
+impl KernelSpec for VolPoolSpec {
+    fn name(&self) -> String {
+        let k = self.v.kernel;
+        format!("{}pool3d {}x{}x{}", if self.max { "max" } else { "avg" }, k[0], k[1], k[2])
+    }
+
+    fn emit(&self, kb: &mut Kb) {
+        let [x, y] = [kb.operand(0), kb.operand(1)];
+        let v = self.v.clone();
+        let (vin, vout) = (v.in_size(), v.out_size());
+        let (begin, end) = (kb.begin, kb.end);
+        kb.for_range(begin, end, 1, |kb, t| {
+            let xp = {
+                let o = kb.muli(t, vin as i64);
+                kb.elem(x, o, 4)
+            };
+            let yp = {
+                let o = kb.muli(t, vout as i64);
+                kb.elem(y, o, 4)
+            };
+            kb.for_const(0, vout as i64, 1, |kb, n| {
+                let o = unflatten(kb, n, v.out);
+                let origin = v.origin(kb, o);
+                let mut acc = kb.fconst(if self.max { f32::NEG_INFINITY } else { 0.0 });
+                let (one, zero) = (kb.fconst(1.0), kb.fconst(0.0));
+                let (mut real, mut padded) = (zero, zero);
+                for tap in v.all_taps() {
+                    let (inside, off) = v.tap(kb, origin, tap);
+                    let q = kb.elem(xp, off, 4);
+                    let val = kb.load_f32(q, 0, ro());
+                    if self.max {
+                        let m = kb.b.ins().fmax(acc, val);
+                        acc = kb.b.ins().select(inside, m, acc);
+                    } else {
+                        let a = kb.b.ins().fadd(acc, val);
+                        acc = kb.b.ins().select(inside, a, acc);
+                        let r = kb.b.ins().fadd(real, one);
+                        real = kb.b.ins().select(inside, r, real);
+                        // Inside the padded volume (count_include_pad's divisor).
+                        let mut inpad = None;
+                        for a in 0..3 {
+                            let i = kb.addi(origin[a], (tap[a] * v.dilations[a]) as i64);
+                            let ok = kb.in_range(i, -(v.pads[a] as i64), (v.dims[a] + self.ends[a]) as i64);
+                            inpad = Some(match inpad {
+                                None => ok,
+                                Some(p) => kb.b.ins().band(p, ok),
+                            });
+                        }
+                        let q = kb.b.ins().fadd(padded, one);
+                        padded = kb.b.ins().select(inpad.expect("three axes"), q, padded);
+                    }
+                }
+                if !self.max {
+                    let div = if self.count_include_pad { padded } else { real };
+                    let is_zero = kb.b.ins().fcmp(FloatCC::Equal, div, zero);
+                    let q = kb.b.ins().fdiv(acc, div);
+                    acc = kb.b.ins().select(is_zero, zero, q);
+                }
+                let q = kb.elem(yp, n, 4);
+                kb.store_f32(acc, q, 0);
+            });
+        });
+    }
+}
