@@ -18,11 +18,13 @@ struct Gen {
     rng: SplitMix,
     k: usize,
     desc: Vec<String>,
+    /// Graph outputs besides the one the family returns.
+    extra: Vec<ValueId>,
 }
 
 impl Gen {
     fn new(seed: u64) -> Gen {
-        Gen { g: Graph::new("prop"), rng: SplitMix(seed), k: 0, desc: vec![] }
+        Gen { g: Graph::new("prop"), rng: SplitMix(seed), k: 0, desc: vec![], extra: vec![] }
     }
 
     /// Uniform in `lo..=hi`.
@@ -69,12 +71,24 @@ impl Gen {
 
     /// Adds a node; `None` when the random attributes are invalid for the op.
     fn op(&mut self, op: &str, attrs: Vec<(&str, AttrValue)>, inputs: Vec<Option<ValueId>>) -> Option<ValueId> {
+        self.op_n(op, attrs, inputs, 1).map(|v| v[0])
+    }
+
+    /// A node with `n` outputs.
+    fn op_n(
+        &mut self,
+        op: &str,
+        attrs: Vec<(&str, AttrValue)>,
+        inputs: Vec<Option<ValueId>>,
+        n: usize,
+    ) -> Option<Vec<ValueId>> {
         self.desc.push(format!("{op} {attrs:?}"));
         let attrs = Attrs::new(attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
         let op = Op::from_attrs(op, attrs).ok()?;
         let name = self.name("n");
-        let id = self.g.add_node(&name, op, inputs, vec![name.clone()]).ok()?;
-        Some(ValueId::new(id, 0))
+        let outs = (0..n).map(|i| format!("{name}_{i}")).collect();
+        let id = self.g.add_node(&name, op, inputs, outs).ok()?;
+        Some((0..n).map(|i| ValueId::new(id, i)).collect())
     }
 
     fn shape(&self, v: ValueId) -> Vec<usize> {
@@ -107,7 +121,9 @@ fn rel_err(got: &Tensor, want: &Tensor) -> f64 {
 
 /// Compiles and runs `r`'s graph (output `out`) every way and compares with the interpreter.
 fn check(mut r: Gen, out: ValueId, family: &str, case: usize) {
-    r.g.set_outputs(vec![out]);
+    let mut outs = vec![out];
+    outs.extend(r.extra.iter().copied());
+    r.g.set_outputs(outs);
     let g = r.g;
     let inputs: Vec<Tensor> = g
         .input_values()
@@ -126,9 +142,18 @@ fn check(mut r: Gen, out: ValueId, family: &str, case: usize) {
         let (model, _) = compile_graph(g.clone(), &opts)
             .unwrap_or_else(|e| panic!("{family} #{case} ({pipeline:?}): compile: {e}\n{:?}\n{text}", r.desc));
         let got = model.run(&rt).unwrap_or_else(|e| panic!("{family} #{case}: run: {e}"));
-        let got = from_runtime(&got[0]).expect("f32 output");
-        let err = rel_err(&got, &want[0]);
-        assert!(err <= 1e-4, "{family} #{case} ({pipeline:?}, {threads} threads): error {err:e}\n{:?}\n{text}", r.desc);
+        for (k, (got, want)) in got.iter().zip(&want).enumerate() {
+            let got = from_runtime(got).expect("output");
+            let err = rel_err(&got, want);
+            if err > 1e-4 && std::env::var_os("PROP_DEBUG").is_some() {
+                eprintln!("got {:?}\nwant {:?}", got.to_f64s(), want.to_f64s());
+            }
+            assert!(
+                err <= 1e-4,
+                "{family} #{case} ({pipeline:?}, {threads} threads), output {k}: error {err:e}\n{:?}\n{text}",
+                r.desc
+            );
+        }
     }
 }
 
@@ -359,6 +384,28 @@ fn pools() {
             attrs.push(("count_include_pad", AttrValue::Int(r.coin() as i64)));
             r.op("AveragePool", attrs, vec![Some(x)])
         }
+    });
+    // MaxPool's Indices output, 1-D to 3-D, both storage orders.
+    family("max_pool_indices", 19, 25, |r| {
+        let nsp = r.int(1, 3);
+        let k: Vec<usize> = (0..nsp).map(|_| r.int(1, 3)).collect();
+        let s: Vec<usize> = (0..nsp).map(|_| r.int(1, 2)).collect();
+        let pads: Vec<usize> = (0..2 * nsp).map(|i| r.int(0, k[i % nsp] - 1)).collect();
+        let mut dims = vec![r.int(1, 2), r.int(1, 3)];
+        for a in 0..nsp {
+            let e = extent(r, k[a], s[a], 1, pads[a], pads[a + nsp]).min(8);
+            dims.push(e);
+        }
+        let x = r.input(&dims);
+        let attrs = vec![
+            ("kernel_shape", ints(&k)),
+            ("strides", ints(&s)),
+            ("pads", ints(&pads)),
+            ("storage_order", AttrValue::Int(r.coin() as i64)),
+        ];
+        let outs = r.op_n("MaxPool", attrs, vec![Some(x)], 2)?;
+        r.extra.push(outs[1]);
+        Some(outs[0])
     });
     family("global_pool", 4, 20, |r| {
         let dims = [r.int(1, 2), r.int(1, 9), r.int(1, 9), r.int(1, 9)];

@@ -88,10 +88,10 @@ impl Lowerer<'_> {
                 self.linear(id, &f.base, &f.steps)
             }
             Op::Pool(p) => {
-                if node.outputs.len() > 1 {
-                    return Err(self.unsupported(id, "MaxPool's Indices output"));
-                }
                 let p = p.clone();
+                if node.outputs.len() > 1 {
+                    return self.max_pool_with_indices(id, &p);
+                }
                 self.pool(id, p.kind == PoolKind::Max, &p.window, p.count_include_pad)
             }
             Op::GlobalPool(p) => {
@@ -1279,6 +1279,42 @@ impl Lowerer<'_> {
         });
     }
 
+    /// MaxPool with its Indices output, any rank, as a volumetric pool (leading dims of 1).
+    fn max_pool_with_indices(&mut self, id: NodeId, p: &incept_ir::ops::Pool) -> Result<(), LowerError> {
+        let name = self.g.node(id).name.clone();
+        let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
+        self.f32_only(id, x)?;
+        let (out, ind) = (ValueId::new(id, 0), ValueId::new(id, 1));
+        let (xs, os) = (self.shape(x)?, self.shape(out)?);
+        let nsp = xs.len() - 2;
+        if !(1..=3).contains(&nsp) {
+            return Err(self.unsupported(id, format!("{nsp}-D pooling")));
+        }
+        // Spatial attributes padded in front to three dims.
+        let lead = 3 - nsp;
+        let pad3 = |v: &[usize], fill: usize| -> [usize; 3] {
+            let mut a = [fill; 3];
+            a[lead..].copy_from_slice(&v[..nsp]);
+            a
+        };
+        let w = &p.window;
+        let v = VolGeom {
+            dims: pad3(&xs[2..], 1),
+            kernel: pad3(&w.kernel, 1),
+            strides: pad3(&w.strides, 1),
+            pads: pad3(&w.pads[..nsp], 0),
+            dilations: pad3(&w.dilations, 1),
+            out: pad3(&os[2..], 1),
+        };
+        let ends = pad3(&w.pads[nsp..], 0);
+        let spec = VolPoolSpec { max: true, v, ends, count_include_pad: false, indices: Some(p.column_major_indices) };
+        let src = self.value(x)?;
+        let dst = self.define(out)?;
+        let idx = self.define(ind)?;
+        self.step(Arc::new(spec), xs[0] * xs[1], &[src], &[dst, idx], false, &name, "MaxPool", 0);
+        Ok(())
+    }
+
     fn pool(&mut self, id: NodeId, max: bool, w: &Window, count_include_pad: bool) -> Result<(), LowerError> {
         let name = self.g.node(id).name.clone();
         let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
@@ -1288,7 +1324,7 @@ impl Lowerer<'_> {
         if xs.len() == 5 {
             let v = vol_geom(w, &xs, &os);
             let ends = [w.pads[3], w.pads[4], w.pads[5]];
-            let spec = VolPoolSpec { max, v, ends, count_include_pad };
+            let spec = VolPoolSpec { max, v, ends, count_include_pad, indices: None };
             let src = self.value(x)?;
             let dst = self.define(out)?;
             self.step(Arc::new(spec), xs[0] * xs[1], &[src], &[dst], false, &name, self.g.node(id).op.name(), 0);

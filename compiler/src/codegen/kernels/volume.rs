@@ -1,8 +1,8 @@
 //! 3-D (volumetric) windows: im2col packing for 3-D convs and 3-D pools. Scalar with bounds
 //! checks on every tap: correct for any geometry, not tuned (2-D CNNs take the 2-D kernels).
 
-use cranelift_codegen::ir::{InstBuilder, Value};
 use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::{InstBuilder, Value};
 
 use crate::codegen::KernelSpec;
 use crate::codegen::builder::{Kb, ro};
@@ -158,14 +158,18 @@ impl KernelSpec for VolIm2colSpec {
     }
 }
 
-/// 3-D max or average pooling, one tile per (image, channel) volume. `ends` are the end pads
-/// (for count_include_pad's divisor). Operands: X, Y.
+/// 3-D max or average pooling, one tile per (image, channel) volume (1-D and 2-D pools that need
+/// MaxPool's Indices output come here with leading dims of 1). `ends` are the end pads (for
+/// count_include_pad's divisor). Operands: X, Y, and with `indices` the i64 Indices output.
 #[derive(Clone, Debug)]
 pub struct VolPoolSpec {
     pub max: bool,
     pub v: VolGeom,
     pub ends: [usize; 3],
     pub count_include_pad: bool,
+    /// Max only: also write each maximum's flat input index (`Some(column_major)`), choosing
+    /// as the reference does: the first element inside the window, then any strictly greater.
+    pub indices: Option<bool>,
 }
 
 impl KernelSpec for VolPoolSpec {
@@ -176,6 +180,7 @@ impl KernelSpec for VolPoolSpec {
 
     fn emit(&self, kb: &mut Kb) {
         let [x, y] = [kb.operand(0), kb.operand(1)];
+        let ip = self.indices.map(|_| kb.operand(2));
         let v = self.v.clone();
         let (vin, vout) = (v.in_size(), v.out_size());
         let (begin, end) = (kb.begin, kb.end);
@@ -188,9 +193,17 @@ impl KernelSpec for VolPoolSpec {
                 let o = kb.muli(t, vout as i64);
                 kb.elem(y, o, 4)
             };
+            let ipl = ip.map(|ip| {
+                let o = kb.muli(t, vout as i64);
+                kb.elem(ip, o, 8)
+            });
             kb.for_const(0, vout as i64, 1, |kb, n| {
                 let o = unflatten(kb, n, v.out);
                 let origin = v.origin(kb, o);
+                if let (Some(column_major), Some(ip)) = (self.indices, ipl) {
+                    self.argmax(kb, xp, yp, ip, t, n, origin, column_major);
+                    return;
+                }
                 let mut acc = kb.fconst(if self.max { f32::NEG_INFINITY } else { 0.0 });
                 let (one, zero) = (kb.fconst(1.0), kb.fconst(0.0));
                 let (mut real, mut padded) = (zero, zero);
@@ -230,5 +243,60 @@ impl KernelSpec for VolPoolSpec {
                 kb.store_f32(acc, q, 0);
             });
         });
+    }
+}
+
+impl VolPoolSpec {
+    /// One output of a max pool with its index.
+    #[allow(clippy::too_many_arguments)]
+    fn argmax(
+        &self,
+        kb: &mut Kb,
+        xp: Value,
+        yp: Value,
+        ip: Value,
+        plane: Value,
+        n: Value,
+        origin: [Value; 3],
+        column_major: bool,
+    ) {
+        let v = &self.v;
+        let mut best = kb.fconst(f32::NEG_INFINITY);
+        let mut idx = kb.iconst(-1);
+        let mut found = kb.b.ins().iconst(cranelift_codegen::ir::types::I8, 0);
+        for tap in v.all_taps() {
+            let (inside, off) = v.tap(kb, origin, tap);
+            let q = kb.elem(xp, off, 4);
+            let val = kb.load_f32(q, 0, ro());
+            let greater = kb.b.ins().fcmp(FloatCC::GreaterThan, val, best);
+            let one = kb.b.ins().iconst(cranelift_codegen::ir::types::I8, 1);
+            let first = kb.b.ins().bxor(found, one);
+            let better = kb.b.ins().bor(greater, first);
+            let take = kb.b.ins().band(inside, better);
+            best = kb.b.ins().select(take, val, best);
+            // The flat index of the element: its offset in the plane (row-major), or column-major
+            // over the spatial dims, plus the plane's start.
+            let spatial = if column_major {
+                let mut s = kb.iconst(0);
+                let mut stride = 1i64;
+                for a in 0..3 {
+                    let i = kb.addi(origin[a], (tap[a] * v.dilations[a]) as i64);
+                    let m = kb.muli(i, stride);
+                    s = kb.add(s, m);
+                    stride *= v.dims[a] as i64;
+                }
+                s
+            } else {
+                off
+            };
+            let base = kb.muli(plane, v.in_size() as i64);
+            let flat = kb.add(base, spatial);
+            idx = kb.b.ins().select(take, flat, idx);
+            found = kb.b.ins().bor(found, inside);
+        }
+        let q = kb.elem(yp, n, 4);
+        kb.store_f32(best, q, 0);
+        let q = kb.elem(ip, n, 8);
+        kb.b.ins().store(crate::codegen::builder::rw(), idx, q, 0);
     }
 }
