@@ -191,6 +191,7 @@ fn assemble(l: &Lowered, arena: &ArenaPlan, blob: codegen::CodeBlob) -> Result<P
             name: s.name.clone(),
             op: s.op.clone(),
             flops: s.flops,
+            check: s.check.clone(),
         })
         .collect();
     let io = |v: &[lower::Io]| -> Result<Vec<IoSpec>, CompileError> {
@@ -204,6 +205,7 @@ fn assemble(l: &Lowered, arena: &ArenaPlan, blob: codegen::CodeBlob) -> Result<P
         steps,
         weights: incept_runtime::buffer::AlignedBuf::from_bytes(&l.weights),
         arena_size: arena.size,
+        status: l.status.map(|b| arena.offsets[b]),
         inputs: io(&l.inputs)?,
         outputs: io(&l.outputs)?,
     })

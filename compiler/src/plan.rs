@@ -47,6 +47,11 @@ fn lifetimes(n_buffers: usize, steps: &[LStep]) -> Vec<Option<(usize, usize)>> {
 /// Plans the arena of a lowered model.
 pub fn plan_arena(l: &Lowered) -> ArenaPlan {
     let mut life = lifetimes(l.buffers.len(), &l.steps);
+    // The status word is zeroed before the first step and read after checking ones: it lives
+    // throughout.
+    if let Some(b) = l.status {
+        life[b] = Some((0, l.steps.len().saturating_sub(1)));
+    }
     // In-place steps: a buffer written at the step its in-place source dies takes over the
     // source's memory (chains of them share one block).
     let mut root: Vec<usize> = (0..l.buffers.len()).collect();

@@ -13,4 +13,6 @@ pub enum RunError {
     Plan(String),
     #[error("cannot map executable code: {0}")]
     Code(String),
+    #[error("node '{name}' ({op}): {what}")]
+    Check { name: String, op: String, what: String },
 }

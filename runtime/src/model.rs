@@ -161,7 +161,10 @@ impl Model {
             .ok()
             .and_then(|mut a| a.pop())
             .unwrap_or_else(|| AlignedBuf::zeroed(self.plan.arena_size));
-        {
+        if let Some(off) = self.plan.status {
+            arena.as_mut_slice()[off..off + 8].fill(0);
+        }
+        let result = {
             // Slot bases: arena, weights, helpers, then inputs and outputs.
             let mut bases =
                 vec![arena.as_mut_ptr(), self.plan.weights.as_ptr() as *mut u8, self.helpers.as_ptr() as *mut u8];
@@ -169,8 +172,9 @@ impl Model {
             bases.extend(outputs.iter_mut().map(|t| t.as_mut_ptr()));
             let bases = Args(bases);
             let n_in = inputs.len();
-            let mut steps = || {
+            let mut steps = || -> Result<(), RunError> {
                 let bases = &bases;
+                let status = self.plan.status.map(|o| bases.0[0].wrapping_add(o) as *const i64);
                 for (i, step) in self.plan.steps.iter().enumerate() {
                     let args = Args(
                         step.operands
@@ -192,7 +196,19 @@ impl Model {
                     if let (Some(t), Some(start)) = (timings.as_deref_mut(), start) {
                         t.push(StepTiming { step: i, time: start.elapsed() });
                     }
+                    if let (Some(what), Some(status)) = (&step.check, status) {
+                        // SAFETY: the status word is 8 aligned bytes inside the arena (validated),
+                        // and every tile of the step has finished writing it.
+                        if unsafe { status.read_volatile() } != 0 {
+                            return Err(RunError::Check {
+                                name: step.name.clone(),
+                                op: step.op.clone(),
+                                what: what.clone(),
+                            });
+                        }
+                    }
                 }
+                Ok(())
             };
             // The whole plan runs on a pool thread, so each step's tiles fork and join inside the
             // pool instead of paying a cross-thread hand-off per step.
@@ -200,11 +216,11 @@ impl Model {
                 Some(pool) => pool.install(steps),
                 None => steps(),
             }
-        }
+        };
         if let Ok(mut pool) = self.arenas.lock() {
             pool.push(arena);
         }
-        Ok(outputs)
+        result.map(|()| outputs)
     }
 
     /// Calls a kernel over `tiles` tiles: inline, or in contiguous chunks on the pool.

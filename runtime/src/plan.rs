@@ -43,6 +43,9 @@ pub struct Step {
     pub op: String,
     /// Floating point operations of one run (2 per multiply-add), for GFLOP/s in profiles.
     pub flops: u64,
+    /// A kernel that validates its data (e.g. Gather's indices) sets the plan's status word; this
+    /// says what a nonzero status after this step means.
+    pub check: Option<String>,
 }
 
 /// A kernel's machine code within [`Plan::code`].
@@ -70,6 +73,8 @@ pub struct Plan {
     pub steps: Vec<Step>,
     pub weights: AlignedBuf,
     pub arena_size: usize,
+    /// Arena offset of the i64 status word that checking kernels set (zeroed before each run).
+    pub status: Option<usize>,
     pub inputs: Vec<IoSpec>,
     pub outputs: Vec<IoSpec>,
 }
@@ -82,7 +87,13 @@ impl Plan {
                 return Err(format!("kernel {i} ({}) lies outside the code", k.name));
             }
         }
+        if self.status.is_some_and(|o| o % 8 != 0 || o.checked_add(8).is_none_or(|e| e > self.arena_size)) {
+            return Err("the status word lies outside the arena".into());
+        }
         for s in &self.steps {
+            if s.check.is_some() && self.status.is_none() {
+                return Err(format!("step '{}' checks its data but the plan has no status word", s.name));
+            }
             if s.kernel >= self.kernels.len() {
                 return Err(format!("step '{}' calls kernel {} of {}", s.name, s.kernel, self.kernels.len()));
             }

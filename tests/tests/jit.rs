@@ -102,3 +102,38 @@ fn conformance_cases_through_the_jit() {
     assert!(failures.is_empty(), "{} JIT failures:\n{}", failures.len(), failures.join("\n"));
     assert!(stale.is_empty(), "JIT exclusions that now pass:\n{}", stale.join("\n"));
 }
+
+/// Gather with indices given at run time: matches the interpreter (negative indices too, any
+/// axis, f32 and i64 data), and an index out of range fails the run with an error that names the
+/// node instead of reading out of bounds.
+#[test]
+fn gather_checks_indices_at_run_time() {
+    use incept_compiler::passes::Pipeline;
+    let src = r#"graph g {
+  input %x : f32[3,5,4]
+  input %i : i64[2,3]
+  %y = Gather(%x, %i) {axis=1} : f32[3,2,3,4] @"embed"
+  output %y
+}
+"#;
+    let g = incept_ir::text::parse(src).expect("parse");
+    let x: Vec<f32> = (0..60).map(|v| v as f32 * 0.5 - 7.0).collect();
+    let x = Tensor::from_vec(vec![3, 5, 4], x);
+    for threads in [1, 2] {
+        let opts = CompileOptions { pipeline: Pipeline::None, threads, ..Default::default() };
+        let (model, _) = incept_compiler::compile_graph(g.clone(), &opts).expect("compile");
+        let idx = Tensor::from_vec(vec![2, 3], vec![0i64, 4, -1, -5, 2, 3]);
+        let want = incept_ir::interp::run(&g, &[x.clone(), idx.clone()]).expect("interpreter");
+        let got = model.run(&[to_runtime(&x), to_runtime(&idx)]).expect("run");
+        assert_eq!(from_runtime(&got[0]).to_f64s().expect("f32"), want[0].to_f64s().expect("f32"));
+        for bad in [5i64, -6, i64::MAX, i64::MIN] {
+            let idx = Tensor::from_vec(vec![2, 3], vec![0i64, 1, 2, bad, 0, 0]);
+            let err = model.run(&[to_runtime(&x), to_runtime(&idx)]).expect_err("out of range");
+            let msg = err.to_string();
+            assert!(msg.contains("'embed' (Gather)") && msg.contains("outside [-5, 5)"), "{msg}");
+            // The model keeps working after a failed run.
+            let idx = Tensor::from_vec(vec![2, 3], vec![1i64, 1, 1, 1, 1, 1]);
+            assert!(model.run(&[to_runtime(&x), to_runtime(&idx)]).is_ok());
+        }
+    }
+}

@@ -161,9 +161,11 @@ mod tests {
                 name: "n".into(),
                 op: "Affine".into(),
                 flops: 24,
+                check: None,
             }],
             weights: incept_runtime::buffer::AlignedBuf::zeroed(0),
             arena_size: 0,
+            status: None,
             inputs: vec![IoSpec { name: "x".into(), dtype: DType::F32, shape: vec![12] }],
             outputs: vec![IoSpec { name: "y".into(), dtype: DType::F32, shape: vec![12] }],
         };
@@ -296,9 +298,11 @@ mod gemm_tests {
                 name: "g".into(),
                 op: "Gemm".into(),
                 flops: 0,
+                check: None,
             }],
             weights: incept_runtime::buffer::AlignedBuf::zeroed(0),
             arena_size: 0,
+            status: None,
             inputs: [a, b, bias, res]
                 .iter()
                 .enumerate()

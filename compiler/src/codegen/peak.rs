@@ -65,9 +65,11 @@ pub fn fma_peak_gflops(iterations: i64, runs: usize) -> Result<f64, CodegenError
             name: "peak".into(),
             op: "Fma".into(),
             flops,
+            check: None,
         }],
         weights: incept_runtime::buffer::AlignedBuf::zeroed(0),
         arena_size: 0,
+        status: None,
         inputs: vec![],
         outputs: vec![IoSpec { name: "sum".into(), dtype: DType::F32, shape: vec![4] }],
     };

@@ -74,6 +74,8 @@ pub struct LStep {
     /// `read` only for the element at the same offset of `written`, before writing it. The memory
     /// plan lets `written` take over `read`'s memory when `read` dies at this step.
     pub in_place: Vec<(BufId, BufId)>,
+    /// What a nonzero status word after this step means (for kernels that validate their data).
+    pub check: Option<String>,
 }
 
 /// The name, dtype and shape of a graph input or output.
@@ -93,6 +95,8 @@ pub struct Lowered {
     pub weights: Vec<u8>,
     pub inputs: Vec<Io>,
     pub outputs: Vec<Io>,
+    /// The i64 status word that checking kernels set (an arena buffer alive for the whole run).
+    pub status: Option<BufId>,
 }
 
 pub(crate) struct Lowerer<'g> {
@@ -116,6 +120,7 @@ pub fn lower(g: &Graph) -> Result<Lowered, LowerError> {
             weights: vec![],
             inputs: vec![],
             outputs: vec![],
+            status: None,
         },
         values: HashMap::new(),
         spec_keys: HashMap::new(),
@@ -168,6 +173,19 @@ impl<'g> Lowerer<'g> {
     /// A new arena buffer.
     fn scratch(&mut self, bytes: usize, name: &str) -> BufRef {
         BufRef { buf: self.buffer(bytes, Place::Arena, name), offset: 0 }
+    }
+
+    /// The status word, created on first use.
+    fn status(&mut self) -> BufRef {
+        let buf = match self.out.status {
+            Some(b) => b,
+            None => {
+                let b = self.buffer(8, Place::Arena, "status");
+                self.out.status = Some(b);
+                b
+            }
+        };
+        BufRef { buf, offset: 0 }
     }
 
     /// Appends bytes to the weights, 64-byte aligned.
@@ -301,6 +319,7 @@ impl<'g> Lowerer<'g> {
             reads: reads.iter().map(|r| r.buf).collect(),
             writes: writes.iter().map(|r| r.buf).collect(),
             in_place: vec![],
+            check: None,
         });
     }
 

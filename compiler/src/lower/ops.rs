@@ -11,6 +11,7 @@ use super::{BufRef, LowerError, Lowerer};
 use crate::codegen::kernels::conv::{Col2ImSpec, DepthwiseSpec, DwStep, Geom, Im2colSpec};
 use crate::codegen::kernels::copy::CopySpec;
 use crate::codegen::kernels::elementwise::ElementwiseSpec;
+use crate::codegen::kernels::gather::GatherSpec;
 use crate::codegen::kernels::gemm::{GemmSpec, GemmStep, Mat, NR};
 use crate::codegen::kernels::math::{Bin, KExpr, act_needs_helpers};
 use crate::codegen::kernels::nd::{broadcast_strides, contiguous};
@@ -267,7 +268,7 @@ impl Lowerer<'_> {
                 let (x, iv) = (self.in_val(id, 0), self.in_val(id, 1));
                 let (Some(x), Some(iv)) = (x, iv) else { return Err(self.unsupported(id, "a missing input")) };
                 let Some(idx) = self.g.const_value(iv) else {
-                    return Err(self.unsupported(id, "indices computed at run time"));
+                    return self.gather_runtime(id, x, iv, gt.axis as usize);
                 };
                 let ids = idx.to_i64s().map_err(|e| self.unsupported(id, e.to_string()))?;
                 let s = self.shape(x)?;
@@ -1276,7 +1277,43 @@ impl Lowerer<'_> {
             reads,
             writes: vec![ops[out_index].buf],
             in_place: vec![],
+            check: None,
         });
+    }
+
+    /// Gather with indices computed at run time: a copy per output row, checked (see
+    /// `GatherSpec`).
+    fn gather_runtime(&mut self, id: NodeId, x: ValueId, iv: ValueId, axis: usize) -> Result<(), LowerError> {
+        let name = self.g.node(id).name.clone();
+        let index_bytes = match self.g.ty(iv).dtype {
+            DType::I64 => 8,
+            DType::I32 => 4,
+            other => return Err(self.unsupported(id, format!("{other} indices"))),
+        };
+        let s = self.shape(x)?;
+        let count: usize = self.shape(iv)?.iter().product();
+        let out = ValueId::new(id, 0);
+        let spec = GatherSpec {
+            outer: s[..axis].iter().product(),
+            axis: s[axis],
+            inner: s[axis + 1..].iter().product(),
+            count,
+            elem: self.g.ty(out).dtype.size(),
+            index_bytes,
+        };
+        if spec.axis == 0 {
+            return Err(self.unsupported(id, "gathering from an empty axis"));
+        }
+        let (src, idx) = (self.value(x)?, self.value(iv)?);
+        let dst = self.define(out)?;
+        let status = self.status();
+        let tiles = spec.tiles();
+        self.step(Arc::new(spec), tiles, &[src, idx], &[dst, status], false, &name, "Gather", 0);
+        let what = format!("an index is outside [-{0}, {0})", s[axis]);
+        if let Some(step) = self.out.steps.last_mut() {
+            step.check = Some(what);
+        }
+        Ok(())
     }
 
     /// MaxPool with its Indices output, any rank, as a volumetric pool (leading dims of 1).

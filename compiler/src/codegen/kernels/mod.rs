@@ -4,6 +4,7 @@
 pub mod conv;
 pub mod copy;
 pub mod elementwise;
+pub mod gather;
 pub mod gemm;
 pub mod math;
 pub mod nd;
