@@ -158,6 +158,10 @@ fn runtime_dtype(d: DType) -> Result<incept_runtime::DType, CompileError> {
         DType::U8 => R::U8,
         DType::I8 => R::I8,
         DType::Bool => R::Bool,
+        DType::I16 => R::I16,
+        DType::U16 => R::U16,
+        DType::U32 => R::U32,
+        DType::U64 => R::U64,
         other => return Err(CompileError::Unsupported(format!("{other} graph inputs or outputs"))),
     })
 }
@@ -229,6 +233,10 @@ pub fn from_runtime(t: &incept_runtime::Tensor) -> Result<incept_ir::Tensor, Com
         R::U8 => DType::U8,
         R::I8 => DType::I8,
         R::Bool => DType::Bool,
+        R::I16 => DType::I16,
+        R::U16 => DType::U16,
+        R::U32 => DType::U32,
+        R::U64 => DType::U64,
     };
     incept_ir::Tensor::from_bytes(d, t.shape().to_vec(), Bytes::copy_from_slice(t.bytes()))
         .map_err(|e| CompileError::Unsupported(e.to_string()))

@@ -14,13 +14,18 @@ pub enum DType {
     U8,
     I8,
     Bool,
+    I16,
+    U16,
+    U32,
+    U64,
 }
 
 impl DType {
     pub fn size(self) -> usize {
         match self {
-            DType::F32 | DType::I32 => 4,
-            DType::F64 | DType::I64 => 8,
+            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::F64 | DType::I64 | DType::U64 => 8,
+            DType::I16 | DType::U16 => 2,
             DType::U8 | DType::I8 | DType::Bool => 1,
         }
     }
@@ -34,6 +39,10 @@ impl DType {
             DType::U8 => "u8",
             DType::I8 => "i8",
             DType::Bool => "bool",
+            DType::I16 => "i16",
+            DType::U16 => "u16",
+            DType::U32 => "u32",
+            DType::U64 => "u64",
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::codegen::kernels::norm::LrnSpec;
 use crate::codegen::kernels::pool::{GlobalPoolSpec, PoolSpec};
 use crate::codegen::kernels::reduce::{ReduceSpec, SoftmaxSpec};
 use crate::codegen::kernels::resample::ResampleSpec;
+use crate::codegen::kernels::typed::{FloatCastSpec, TypedElementwiseSpec, TypedOp};
 use crate::codegen::kernels::volume::{VolGeom, VolIm2colSpec, VolPoolSpec};
 use crate::codegen::kernels::winograd::{WinoGeom, WinoInputSpec, WinoOutputSpec, transform_kernel};
 
@@ -76,8 +77,17 @@ impl Lowerer<'_> {
             Op::Unary(_) | Op::Binary(_) | Op::Clip(_) | Op::Elementwise(_) | Op::Variadic(_) => self.elementwise(id),
             Op::Cast(c) => {
                 let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
-                if self.g.ty(x).dtype != c.to {
-                    return Err(self.unsupported(id, format!("Cast from {} to {}", self.g.ty(x).dtype, c.to)));
+                let from = self.g.ty(x).dtype;
+                if matches!((from, c.to), (DType::F32, DType::F64) | (DType::F64, DType::F32)) {
+                    let spec = FloatCastSpec { to_f64: c.to == DType::F64, n: self.shape(x)?.iter().product() };
+                    let src = self.value(x)?;
+                    let dst = self.define(out)?;
+                    let tiles = spec.tiles();
+                    self.step(Arc::new(spec), tiles, &[src], &[dst], false, &name, "Cast", 0);
+                    return Ok(());
+                }
+                if from != c.to {
+                    return Err(self.unsupported(id, format!("Cast from {from} to {}", c.to)));
                 }
                 let r = self.value(x)?;
                 self.values.insert(out, r);
@@ -423,6 +433,10 @@ impl Lowerer<'_> {
     fn elementwise(&mut self, id: NodeId) -> Result<(), LowerError> {
         let node = self.g.node(id);
         let ins: Vec<ValueId> = node.input_values().collect();
+        let out_ty = self.g.ty(ValueId::new(id, 0)).dtype;
+        if out_ty != DType::F32 {
+            return self.typed_elementwise(id, out_ty);
+        }
         let (expr, inputs): (KExpr, Vec<ValueId>) = match &node.op {
             Op::Unary(u) => (KExpr::act(Activation::Unary(u.clone()), KExpr::In(0)), vec![ins[0]]),
             Op::Binary(b) => (KExpr::bin(Bin::Ir(*b), KExpr::In(0), KExpr::In(1)), ins.clone()),
@@ -1313,6 +1327,62 @@ impl Lowerer<'_> {
         if let Some(step) = self.out.steps.last_mut() {
             step.check = Some(what);
         }
+        Ok(())
+    }
+
+    /// Integer and f64 arithmetic (see `TypedElementwiseSpec`).
+    fn typed_elementwise(&mut self, id: NodeId, dtype: DType) -> Result<(), LowerError> {
+        let node = self.g.node(id);
+        let name = node.name.clone();
+        let ins: Vec<ValueId> = node.input_values().collect();
+        let op = match &node.op {
+            Op::Binary(Binary::Add) | Op::Variadic(Variadic::Sum) => TypedOp::Add,
+            Op::Binary(Binary::Sub) => TypedOp::Sub,
+            Op::Binary(Binary::Mul) => TypedOp::Mul,
+            Op::Binary(Binary::Div) => TypedOp::Div,
+            Op::Variadic(Variadic::Max) => TypedOp::Max,
+            Op::Variadic(Variadic::Min) => TypedOp::Min,
+            other => {
+                return Err(
+                    self.unsupported(id, format!("{} on {dtype} data (the JIT computes it in f32 only)", other.name()))
+                );
+            }
+        };
+        if !matches!(
+            dtype,
+            DType::F64
+                | DType::I8
+                | DType::I16
+                | DType::I32
+                | DType::I64
+                | DType::U8
+                | DType::U16
+                | DType::U32
+                | DType::U64
+        ) {
+            return Err(self.unsupported(id, format!("{dtype} arithmetic")));
+        }
+        for &v in &ins {
+            if self.g.ty(v).dtype != dtype {
+                return Err(self.unsupported(id, format!("mixed {} and {dtype} operands", self.g.ty(v).dtype)));
+            }
+        }
+        let out = ValueId::new(id, 0);
+        let os = self.shape(out)?;
+        let r = os.len();
+        let (lead, cols) = if r == 0 { (vec![], 1) } else { (os[..r - 1].to_vec(), os[r - 1]) };
+        let (mut row_strides, mut col_strides) = (vec![], vec![]);
+        for &v in &ins {
+            let st = broadcast_strides(&self.shape(v)?, &os);
+            row_strides.push(st[..r.saturating_sub(1)].iter().map(|&x| x as usize).collect());
+            col_strides.push(if r == 0 { 0 } else { st[r - 1] as usize });
+        }
+        let spec = TypedElementwiseSpec { dtype, ops: vec![op; ins.len() - 1], lead, cols, row_strides, col_strides };
+        let srcs = ins.iter().map(|&v| self.value(v)).collect::<Result<Vec<_>, _>>()?;
+        let dst = self.define(out)?;
+        let tiles = spec.tiles();
+        let op_name = self.g.node(id).op.name().to_string();
+        self.step(Arc::new(spec), tiles, &srcs, &[dst], false, &name, &op_name, 0);
         Ok(())
     }
 

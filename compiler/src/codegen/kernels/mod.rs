@@ -12,5 +12,6 @@ pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod resample;
+pub mod typed;
 pub mod volume;
 pub mod winograd;
