@@ -15,18 +15,30 @@ fn zoo_dir() -> Option<PathBuf> {
     dir.is_dir().then_some(dir)
 }
 
-#[test]
-fn zoo_models_import_print_and_match_onnx_runtime() {
+/// The zoo models present: (name, model path, input, ONNX Runtime's output). Says what it skips.
+fn zoo_models() -> Vec<(&'static str, PathBuf, incept_ir::Tensor, incept_ir::Tensor)> {
     let Some(dir) = zoo_dir() else {
         println!("skipped: set INCEPT_ZOO_DIR to the output folder of ../shared/zoo/make_zoo.py to run the zoo test");
-        return;
+        return vec![];
     };
-    for name in MODELS {
-        let path = dir.join(format!("{name}.onnx"));
-        if !path.exists() {
-            println!("skipped {name}: {} not found", path.display());
-            continue;
-        }
+    MODELS
+        .into_iter()
+        .filter_map(|name| {
+            let path = dir.join(format!("{name}.onnx"));
+            if !path.exists() {
+                println!("skipped {name}: {} not found", path.display());
+                return None;
+            }
+            let input = npy::read(&dir.join(format!("{name}.input.npy"))).expect("input");
+            let want = npy::read(&dir.join(format!("{name}.ort_output.npy"))).expect("ORT output");
+            Some((name, path, input, want))
+        })
+        .collect()
+}
+
+#[test]
+fn zoo_models_import_print_and_match_onnx_runtime() {
+    for (name, path, input, want) in zoo_models() {
         let start = std::time::Instant::now();
         let g = onnx::load(&path, &Default::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
         let import_ms = start.elapsed().as_secs_f64() * 1e3;
@@ -34,8 +46,6 @@ fn zoo_models_import_print_and_match_onnx_runtime() {
         let printed = text::print(&g).expect("print");
         let parsed = text::parse_with(&printed, &ConstPool::from_graph(&g)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(printed, text::print(&parsed).expect("print"), "{name}: print -> parse -> print differs");
-        let input = npy::read(&dir.join(format!("{name}.input.npy"))).expect("input");
-        let want = npy::read(&dir.join(format!("{name}.ort_output.npy"))).expect("ORT output");
         let start = std::time::Instant::now();
         let got = interp::run(&g, &[input]).unwrap_or_else(|e| panic!("{name}: {e}"));
         let run_s = start.elapsed().as_secs_f64();
@@ -53,18 +63,7 @@ fn zoo_models_import_print_and_match_onnx_runtime() {
 #[test]
 fn zoo_models_compile_and_match_onnx_runtime() {
     use incept_compiler::{CompileOptions, compile_with_report, from_runtime, to_runtime};
-    let Some(dir) = zoo_dir() else {
-        println!("skipped: set INCEPT_ZOO_DIR to the output folder of ../shared/zoo/make_zoo.py to run the zoo test");
-        return;
-    };
-    for name in MODELS {
-        let path = dir.join(format!("{name}.onnx"));
-        if !path.exists() {
-            println!("skipped {name}: {} not found", path.display());
-            continue;
-        }
-        let input = npy::read(&dir.join(format!("{name}.input.npy"))).expect("input");
-        let want = npy::read(&dir.join(format!("{name}.ort_output.npy"))).expect("ORT output");
+    for (name, path, input, want) in zoo_models() {
         let mut outs = vec![];
         for threads in [1, 2] {
             let opts = CompileOptions { threads, ..Default::default() };

@@ -657,18 +657,7 @@ impl Lowerer<'_> {
         dst: BufRef,
     ) -> Result<(), LowerError> {
         let name = self.g.node(id).name.clone();
-        let x = inputs[0].ok_or_else(|| self.unsupported(id, "a missing input"))?;
-        let wv = inputs.get(1).copied().flatten().ok_or_else(|| self.unsupported(id, "missing weights"))?;
-        self.f32_only(id, wv)?;
-        // Constant weights are packed now; weights computed at run time are read in place.
-        let w = match self.g.const_value(wv) {
-            Some(t) => Some(t.view::<f32>().map_err(|e| self.unsupported(id, e.to_string()))?.into_owned()),
-            None => None,
-        };
-        let bias = inputs.get(2).copied().flatten();
-        if let Some(b) = bias {
-            self.f32_only(id, b)?;
-        }
+        let (x, wv, w, bias) = self.conv_inputs(id, inputs)?;
         let xs = self.shape(x)?;
         let os = self.shape(ValueId::new(id, 0))?;
         if xs.len() < 3 || xs.len() > 5 {
@@ -730,27 +719,9 @@ impl Lowerer<'_> {
         let k = cg * taps;
         let hw_out = out_sp;
         let mr = MR.min(mg).max(1);
-        let pm = mg.div_ceil(mr);
         let (a_ref, a) = match &w {
-            Some(w) => {
-                // A: weights of each group as MR-row panels [g][panel][k][mr].
-                let mut packed = vec![0f32; g * pm * k * mr];
-                for gi in 0..g {
-                    for m in 0..mg {
-                        for kk in 0..k {
-                            packed[((gi * pm + m / mr) * k + kk) * mr + m % mr] = w[(gi * mg + m) * k + kk];
-                        }
-                    }
-                }
-                let a = Mat {
-                    rs: 1,
-                    cs: mr as isize,
-                    panel_stride: (k * mr) as isize,
-                    batch_stride: (pm * k * mr) as isize,
-                    batch_mod: g,
-                };
-                (self.weight_f32(&packed, &format!("{name}/packed_weights")), a)
-            }
+            // A: the weights of each group, [mg] x [k] row-major.
+            Some(w) => self.pack_a(&name, g, mg, k, mr, |gi, m, kk| w[(gi * mg + m) * k + kk]),
             None => {
                 let a = Mat {
                     rs: k as isize,
@@ -802,9 +773,7 @@ impl Lowerer<'_> {
             bias: bias_ref.map(|_| Mat { rs: 1, cs: 0, panel_stride: 0, batch_stride: mg as isize, batch_mod: g }),
             steps: gsteps,
             mr,
-            kc: KC,
-            m_panels: M_PANELS,
-            n_panels: N_PANELS,
+            ..GemmSpec::blocked(KC, M_PANELS, N_PANELS)
         };
         let tiles = spec.tiles();
         let mut ops = vec![a_ref, b_ref, dst];
@@ -814,6 +783,58 @@ impl Lowerer<'_> {
         self.step_ordered(spec.clone(), tiles, &ops, 2, helpers, &name, "Conv", flops);
         self.gemm_in_place(&spec, &add_refs, dst);
         Ok(())
+    }
+
+    /// A conv's input, weights (with their values when constant: those are packed now, weights
+    /// computed at run time are read in place) and optional bias.
+    #[allow(clippy::type_complexity)]
+    fn conv_inputs(
+        &self,
+        id: NodeId,
+        inputs: &[Option<ValueId>],
+    ) -> Result<(ValueId, ValueId, Option<Vec<f32>>, Option<ValueId>), LowerError> {
+        let x = inputs[0].ok_or_else(|| self.unsupported(id, "a missing input"))?;
+        let wv = inputs.get(1).copied().flatten().ok_or_else(|| self.unsupported(id, "missing weights"))?;
+        self.f32_only(id, wv)?;
+        let w = match self.g.const_value(wv) {
+            Some(t) => Some(t.view::<f32>().map_err(|e| self.unsupported(id, e.to_string()))?.into_owned()),
+            None => None,
+        };
+        let bias = inputs.get(2).copied().flatten();
+        if let Some(b) = bias {
+            self.f32_only(id, b)?;
+        }
+        Ok((x, wv, w, bias))
+    }
+
+    /// Constant GEMM A matrices (one per group, `rows` x `k`, element `at(group, row, k)`) packed
+    /// once into MR-row panels `[group][panel][k][mr]`, and the `Mat` that reads them.
+    fn pack_a(
+        &mut self,
+        name: &str,
+        groups: usize,
+        rows: usize,
+        k: usize,
+        mr: usize,
+        at: impl Fn(usize, usize, usize) -> f32,
+    ) -> (BufRef, Mat) {
+        let pm = rows.div_ceil(mr);
+        let mut packed = vec![0f32; groups * pm * k * mr];
+        for gi in 0..groups {
+            for m in 0..rows {
+                for kk in 0..k {
+                    packed[((gi * pm + m / mr) * k + kk) * mr + m % mr] = at(gi, m, kk);
+                }
+            }
+        }
+        let mat = Mat {
+            rs: 1,
+            cs: mr as isize,
+            panel_stride: (k * mr) as isize,
+            batch_stride: (pm * k * mr) as isize,
+            batch_mod: groups,
+        };
+        (self.weight_f32(&packed, &format!("{name}/packed_weights")), mat)
     }
 
     /// A 3x3 stride-1 conv by Winograd F(2x2, 3x3): input transform, 16 GEMMs as one batch,
@@ -836,19 +857,10 @@ impl Lowerer<'_> {
     ) -> Result<(), LowerError> {
         let wg = WinoGeom { n, h: geom.h, w: geom.w, ph: geom.ph, pw: geom.pw, oh: geom.oh, ow: geom.ow };
         let (tiles, pn) = (wg.tiles(), wg.panels());
-        // Transformed weights U[e] (mg x cg each) in MR-row panels, one GEMM batch per e.
+        // Transformed weights U[e] (mg x cg each) in MR-row panels, one GEMM batch (group) per e.
         let mr = MR.min(mg).max(1);
-        let pm = mg.div_ceil(mr);
-        let mut packed = vec![0f32; 16 * pm * cg * mr];
-        for m in 0..mg {
-            for c in 0..cg {
-                let u = transform_kernel(&w[(m * cg + c) * 9..][..9]);
-                for (e, &ue) in u.iter().enumerate() {
-                    packed[((e * pm + m / mr) * cg + c) * mr + m % mr] = ue;
-                }
-            }
-        }
-        let a_ref = self.weight_f32(&packed, &format!("{name}/winograd_weights"));
+        let u: Vec<[f32; 16]> = (0..mg * cg).map(|mc| transform_kernel(&w[mc * 9..][..9])).collect();
+        let (a_ref, a) = self.pack_a(name, 16, mg, cg, mr, |e, m, c| u[m * cg + c][e]);
         let input = WinoInputSpec { g: wg.clone(), c: cg };
         let table: Vec<u8> = input.table().iter().flat_map(|v| v.to_le_bytes()).collect();
         let table = self.weight(&table, &format!("{name}/winograd_tiles"));
@@ -860,13 +872,7 @@ impl Lowerer<'_> {
             n: tiles,
             k: cg,
             batch: n * 16,
-            a: Mat {
-                rs: 1,
-                cs: mr as isize,
-                panel_stride: (cg * mr) as isize,
-                batch_stride: (pm * cg * mr) as isize,
-                batch_mod: 16,
-            },
+            a,
             b: Mat {
                 rs: NR as isize,
                 cs: 1,
@@ -875,13 +881,8 @@ impl Lowerer<'_> {
                 batch_mod: 0,
             },
             c: Mat::row_major(tiles, mg * tiles),
-            alpha: 1.0,
-            bias: None,
-            steps: vec![],
             mr,
-            kc: KC,
-            m_panels: M_PANELS,
-            n_panels: N_PANELS,
+            ..GemmSpec::blocked(KC, M_PANELS, N_PANELS)
         };
         let (flops, tiles_g) = (spec.flops(), spec.tiles());
         self.step_ordered(Arc::new(spec), tiles_g, &[a_ref, v, mbuf], 2, false, name, "Conv", flops);
@@ -903,18 +904,7 @@ impl Lowerer<'_> {
         dst: BufRef,
     ) -> Result<(), LowerError> {
         let name = self.g.node(id).name.clone();
-        let x = inputs[0].ok_or_else(|| self.unsupported(id, "a missing input"))?;
-        let wv = inputs.get(1).copied().flatten().ok_or_else(|| self.unsupported(id, "missing weights"))?;
-        self.f32_only(id, wv)?;
-        // Constant weights are packed now; weights computed at run time are read in place.
-        let w = match self.g.const_value(wv) {
-            Some(t) => Some(t.view::<f32>().map_err(|e| self.unsupported(id, e.to_string()))?.into_owned()),
-            None => None,
-        };
-        let bias = inputs.get(2).copied().flatten();
-        if let Some(b) = bias {
-            self.f32_only(id, b)?;
-        }
+        let (x, wv, w, bias) = self.conv_inputs(id, inputs)?;
         let xs = self.shape(x)?;
         let os = self.shape(ValueId::new(id, 0))?;
         if xs.len() != 3 && xs.len() != 4 {
@@ -930,26 +920,8 @@ impl Lowerer<'_> {
         let (gm, gn, gk) = (mg * taps, geom.h * geom.w, cg);
         // A: W^T of each group, [M = (mo, ky, kx)] x [K = ci], in MR-row panels.
         let mr = MR.min(gm).max(1);
-        let pm = gm.div_ceil(mr);
         let (a_ref, a) = match &w {
-            Some(w) => {
-                let mut packed = vec![0f32; g * pm * gk * mr];
-                for gi in 0..g {
-                    for row in 0..gm {
-                        for ci in 0..gk {
-                            packed[((gi * pm + row / mr) * gk + ci) * mr + row % mr] = w[(gi * cg + ci) * gm + row];
-                        }
-                    }
-                }
-                let a = Mat {
-                    rs: 1,
-                    cs: mr as isize,
-                    panel_stride: (gk * mr) as isize,
-                    batch_stride: (pm * gk * mr) as isize,
-                    batch_mod: g,
-                };
-                (self.weight_f32(&packed, &format!("{name}/packed_weights")), a)
-            }
+            Some(w) => self.pack_a(&name, g, gm, gk, mr, |gi, row, ci| w[(gi * cg + ci) * gm + row]),
             None => {
                 let a = Mat {
                     rs: 1,
@@ -998,13 +970,8 @@ impl Lowerer<'_> {
             a,
             b,
             c: Mat { rs: gn as isize, cs: 1, panel_stride: 0, batch_stride: (gm * gn) as isize, batch_mod: 0 },
-            alpha: 1.0,
-            bias: None,
-            steps: vec![],
             mr,
-            kc: KC,
-            m_panels: M_PANELS,
-            n_panels: N_PANELS,
+            ..GemmSpec::blocked(KC, M_PANELS, N_PANELS)
         };
         let flops = spec.flops();
         let tiles = spec.tiles();
@@ -1229,9 +1196,7 @@ impl Lowerer<'_> {
             bias,
             steps: gsteps,
             mr,
-            kc: KC,
-            m_panels: M_PANELS,
-            n_panels: N_PANELS,
+            ..GemmSpec::blocked(KC, M_PANELS, N_PANELS)
         };
         let flops = spec.flops();
         let tiles = spec.tiles();

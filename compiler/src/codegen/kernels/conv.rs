@@ -38,6 +38,27 @@ impl Geom {
         interior(self.w, self.kw, self.sw, self.pw, self.dw, self.ow)
     }
 
+    /// The input position of output (oy, ox)'s window before its taps: `(oy*sh - ph, ox*sw - pw)`.
+    pub fn origin(&self, kb: &mut Kb, oy: Value, ox: Value) -> (Value, Value) {
+        let iy0 = {
+            let a = kb.muli(oy, self.sh as i64);
+            kb.addi(a, -(self.ph as i64))
+        };
+        let ix0 = {
+            let a = kb.muli(ox, self.sw as i64);
+            kb.addi(a, -(self.pw as i64))
+        };
+        (iy0, ix0)
+    }
+
+    /// A pointer to the first tap of output (oy, ox)'s window in `plane` (which must be inside).
+    pub fn window_start(&self, kb: &mut Kb, plane: Value, oy: Value, ox: Value) -> Value {
+        let (iy0, ix0) = self.origin(kb, oy, ox);
+        let r = kb.muli(iy0, self.w as i64);
+        let o = kb.add(r, ix0);
+        kb.elem(plane, o, 4)
+    }
+
     /// The kernel rows that fall inside the input for output row `oy`.
     pub fn rows_inside(&self, oy: usize) -> Vec<usize> {
         taps_inside(oy, self.sh, self.ph, self.dh, self.kh, self.h)
@@ -353,57 +374,10 @@ impl KernelSpec for DepthwiseSpec {
                 let o = kb.muli(t, ohw as i64);
                 kb.elem(ops[2], o, 4)
             };
-            let mut next = 3;
-            let bias = self.bias.then(|| {
-                let p = kb.elem(ops[next], oc, 4);
-                next += 1;
-                kb.load_f32(p, 0, ro())
-            });
-            let add_ptrs: Vec<(Value, bool)> = self
-                .steps
-                .iter()
-                .filter_map(|s| match s {
-                    DwStep::Add { per_channel } => {
-                        let base = ops[next];
-                        next += 1;
-                        Some(if *per_channel {
-                            (kb.elem(base, oc, 4), true)
-                        } else {
-                            (yplane_of(kb, base, t, ohw), false)
-                        })
-                    }
-                    _ => None,
-                })
-                .collect();
+            let epi = PlaneEpilogue::new(kb, &ops[3..], self.bias, &self.steps, oc, t, ohw);
             let ws: Vec<Value> = (0..taps).map(|i| kb.load_f32(wrow, (i * 4) as i32, ro())).collect();
             let wv: Vec<Value> = ws.iter().map(|&w| kb.splat(w)).collect();
-            let finish = |kb: &mut Kb, mut v: Value, out: Value, idx: Value| -> Value {
-                let vec = kb.is_vec(v);
-                if let Some(b) = bias {
-                    let bb = if vec { kb.splat(b) } else { b };
-                    v = kb.b.ins().fadd(v, bb);
-                }
-                let mut a = 0;
-                for s in &self.steps {
-                    match s {
-                        DwStep::Add { .. } => {
-                            let (p, per_channel) = add_ptrs[a];
-                            a += 1;
-                            let o = if per_channel {
-                                let s = kb.load_f32(p, 0, ro());
-                                if vec { kb.splat(s) } else { s }
-                            } else {
-                                let q = kb.elem(p, idx, 4);
-                                if vec { kb.load_v(q, 0, ro()) } else { kb.load_f32(q, 0, ro()) }
-                            };
-                            v = kb.b.ins().fadd(v, o);
-                        }
-                        DwStep::Act(act) => v = emit_act(kb, act, v, helpers),
-                    }
-                }
-                let _ = out;
-                v
-            };
+            let finish = |kb: &mut Kb, v: Value, _out: Value, idx: Value| epi.apply(kb, &self.steps, v, idx, helpers);
             // Rows and columns split into borders (some taps outside; each border position is
             // emitted on its own with just its valid taps, so nothing is checked at run time)
             // and interiors (all taps inside: a loop, four columns per step when the stride is 1).
@@ -413,19 +387,7 @@ impl KernelSpec for DepthwiseSpec {
             let vend = if vector { x_lo + (x_hi - x_lo) / 4 * 4 } else { x_lo };
             // Outputs (oy, ox .. ox + lanes) with kernel rows `kys` and columns `kxs`.
             let out = |kb: &mut Kb, oy: Value, ox: Value, kys: &[usize], kxs: &[usize], lanes: usize| {
-                let iy0 = {
-                    let a = kb.muli(oy, g.sh as i64);
-                    kb.addi(a, -(g.ph as i64))
-                };
-                let ix0 = {
-                    let a = kb.muli(ox, g.sw as i64);
-                    kb.addi(a, -(g.pw as i64))
-                };
-                let base = {
-                    let r = kb.muli(iy0, g.w as i64);
-                    let o = kb.add(r, ix0);
-                    kb.elem(xplane, o, 4)
-                };
+                let base = g.window_start(kb, xplane, oy, ox);
                 let mut acc = if lanes == 4 { kb.vconst(0.0) } else { kb.fconst(0.0) };
                 for &ky in kys {
                     for &kx in kxs {
@@ -473,10 +435,78 @@ impl KernelSpec for DepthwiseSpec {
     }
 }
 
-/// Plane `t` of a tensor laid out like the output.
-fn yplane_of(kb: &mut Kb, base: Value, t: Value, ohw: usize) -> Value {
-    let o = kb.muli(t, ohw as i64);
-    kb.elem(base, o, 4)
+/// The bias and epilogue of a kernel that writes one output plane (image, channel) per tile:
+/// the channel's bias, then each step in order, an `Add` reading either one value per channel or
+/// the element at the same place of an operand laid out like the output.
+pub struct PlaneEpilogue {
+    bias: Option<Value>,
+    adds: Vec<(Value, bool)>,
+}
+
+impl PlaneEpilogue {
+    /// `ops` holds the bias (if `has_bias`) then one operand per `Add` step; `oc` is the tile's
+    /// channel, `plane` its plane index and `plane_size` the elements of a plane.
+    pub fn new(
+        kb: &mut Kb,
+        ops: &[Value],
+        has_bias: bool,
+        steps: &[DwStep],
+        oc: Value,
+        plane: Value,
+        plane_size: usize,
+    ) -> PlaneEpilogue {
+        let mut next = 0;
+        let bias = has_bias.then(|| {
+            let p = kb.elem(ops[next], oc, 4);
+            next += 1;
+            kb.load_f32(p, 0, ro())
+        });
+        let adds = steps
+            .iter()
+            .filter_map(|s| match s {
+                DwStep::Add { per_channel } => {
+                    let base = ops[next];
+                    next += 1;
+                    Some(if *per_channel {
+                        (kb.elem(base, oc, 4), true)
+                    } else {
+                        let o = kb.muli(plane, plane_size as i64);
+                        (kb.elem(base, o, 4), false)
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        PlaneEpilogue { bias, adds }
+    }
+
+    /// The epilogue of `v` (a scalar, or a vector of four), bound for plane element `idx`.
+    pub fn apply(&self, kb: &mut Kb, steps: &[DwStep], mut v: Value, idx: Value, helpers: Option<Value>) -> Value {
+        let vec = kb.is_vec(v);
+        if let Some(b) = self.bias {
+            let bb = if vec { kb.splat(b) } else { b };
+            v = kb.b.ins().fadd(v, bb);
+        }
+        let mut a = 0;
+        for s in steps {
+            match s {
+                DwStep::Add { .. } => {
+                    let (p, per_channel) = self.adds[a];
+                    a += 1;
+                    let o = if per_channel {
+                        let s = kb.load_f32(p, 0, ro());
+                        if vec { kb.splat(s) } else { s }
+                    } else {
+                        let q = kb.elem(p, idx, 4);
+                        if vec { kb.load_v(q, 0, ro()) } else { kb.load_f32(q, 0, ro()) }
+                    };
+                    v = kb.b.ins().fadd(v, o);
+                }
+                DwStep::Act(act) => v = emit_act(kb, act, v, helpers),
+            }
+        }
+        v
+    }
 }
 
 /// The gather half of a transposed convolution: given `cols[plane][ky][kx][iy][ix]` (each input

@@ -72,6 +72,27 @@ pub struct GemmSpec {
 }
 
 impl GemmSpec {
+    /// The blocking fields, with every other field empty: to complete with `..` in a literal.
+    pub fn blocked(kc: usize, m_panels: usize, n_panels: usize) -> GemmSpec {
+        let empty = Mat::row_major(0, 0);
+        GemmSpec {
+            m: 0,
+            n: 0,
+            k: 0,
+            batch: 1,
+            a: empty,
+            b: empty,
+            c: empty,
+            alpha: 1.0,
+            bias: None,
+            steps: vec![],
+            mr: 1,
+            kc,
+            m_panels,
+            n_panels,
+        }
+    }
+
     fn pm(&self) -> usize {
         self.m.div_ceil(self.mr)
     }

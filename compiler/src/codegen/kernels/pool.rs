@@ -71,19 +71,7 @@ impl PoolSpec {
     /// the stride is 1 (four scalar loads otherwise).
     fn vector(&self, kb: &mut Kb, xp: Value, yp: Value, oy: Value, ox: Value) {
         let g = &self.g;
-        let iy0 = {
-            let a = kb.muli(oy, g.sh as i64);
-            kb.addi(a, -(g.ph as i64))
-        };
-        let ix0 = {
-            let a = kb.muli(ox, g.sw as i64);
-            kb.addi(a, -(g.pw as i64))
-        };
-        let row0 = {
-            let r = kb.muli(iy0, g.w as i64);
-            kb.add(r, ix0)
-        };
-        let base = kb.elem(xp, row0, 4);
+        let base = g.window_start(kb, xp, oy, ox);
         let mut acc = kb.vconst(if self.max { f32::NEG_INFINITY } else { 0.0 });
         for ky in 0..g.kh {
             for kx in 0..g.kw {
@@ -117,14 +105,7 @@ impl PoolSpec {
     /// average's divisor when they fall on padding and count_include_pad is set).
     fn scalar(&self, kb: &mut Kb, xp: Value, yp: Value, oy: Value, ox: Value) {
         let g = &self.g;
-        let iy0 = {
-            let a = kb.muli(oy, g.sh as i64);
-            kb.addi(a, -(g.ph as i64))
-        };
-        let ix0 = {
-            let a = kb.muli(ox, g.sw as i64);
-            kb.addi(a, -(g.pw as i64))
-        };
+        let (iy0, ix0) = g.origin(kb, oy, ox);
         let mut acc = kb.fconst(if self.max { f32::NEG_INFINITY } else { 0.0 });
         let mut real = kb.fconst(0.0);
         let mut padded = kb.fconst(0.0);

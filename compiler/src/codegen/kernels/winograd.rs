@@ -11,9 +11,9 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 
 use crate::codegen::KernelSpec;
 use crate::codegen::builder::{F32X4, I64, Kb, ro};
-use crate::codegen::kernels::conv::DwStep;
+use crate::codegen::kernels::conv::{DwStep, PlaneEpilogue};
 use crate::codegen::kernels::gemm::NR;
-use crate::codegen::kernels::math::{act_needs_helpers, emit_act};
+use crate::codegen::kernels::math::act_needs_helpers;
 
 /// `G g G^T` for one 3x3 kernel (row-major), the 16 transformed weights.
 pub fn transform_kernel(g: &[f32]) -> [f32; 16] {
@@ -318,56 +318,8 @@ impl KernelSpec for WinoOutputSpec {
                 let o = kb.muli(t, ohw * 4);
                 kb.add(ops[1], o)
             };
-            let mut next = 2;
-            let bias = self.bias.then(|| {
-                let p = kb.elem(ops[next], oc, 4);
-                next += 1;
-                kb.load_f32(p, 0, ro())
-            });
-            let add_ptrs: Vec<(Value, bool)> = self
-                .steps
-                .iter()
-                .filter_map(|s| match s {
-                    DwStep::Add { per_channel } => {
-                        let base = ops[next];
-                        next += 1;
-                        Some(if *per_channel {
-                            (kb.elem(base, oc, 4), true)
-                        } else {
-                            let o = kb.muli(t, ohw * 4);
-                            (kb.add(base, o), false)
-                        })
-                    }
-                    _ => None,
-                })
-                .collect();
-            // Bias and epilogue on value(s) bound for output element `idx` (a vector: idx..idx+4).
-            let finish = |kb: &mut Kb, mut v: Value, idx: Value| -> Value {
-                let vec = kb.is_vec(v);
-                if let Some(b) = bias {
-                    let bb = if vec { kb.splat(b) } else { b };
-                    v = kb.b.ins().fadd(v, bb);
-                }
-                let mut a = 0;
-                for s in &self.steps {
-                    match s {
-                        DwStep::Add { .. } => {
-                            let (p, per_channel) = add_ptrs[a];
-                            a += 1;
-                            let o = if per_channel {
-                                let s = kb.load_f32(p, 0, ro());
-                                if vec { kb.splat(s) } else { s }
-                            } else {
-                                let q = kb.elem(p, idx, 4);
-                                if vec { kb.load_v(q, 0, ro()) } else { kb.load_f32(q, 0, ro()) }
-                            };
-                            v = kb.b.ins().fadd(v, o);
-                        }
-                        DwStep::Act(act) => v = emit_act(kb, act, v, helpers),
-                    }
-                }
-                v
-            };
+            let epi = PlaneEpilogue::new(kb, &ops[2..], self.bias, &self.steps, oc, t, (g.oh * g.ow) as usize);
+            let finish = |kb: &mut Kb, v: Value, idx: Value| epi.apply(kb, &self.steps, v, idx, helpers);
             // The 16 GEMM outputs of tile (ty, tx) (and the next three, as vectors), transformed.
             let outputs = |kb: &mut Kb, ty: Value, tx: Value, vector: bool| -> [Value; 4] {
                 let tt = {
