@@ -318,7 +318,7 @@ impl KernelSpec for WinoOutputSpec {
                 let o = kb.muli(t, ohw * 4);
                 kb.add(ops[1], o)
             };
-            let epi = PlaneEpilogue::new(kb, &ops[2..], self.bias, &self.steps, oc, t, (g.oh * g.ow) as usize);
+            let epi = PlaneEpilogue::new(kb, &ops[2..], self.bias, &self.steps, oc, t, g.oh * g.ow);
             let finish = |kb: &mut Kb, v: Value, idx: Value| epi.apply(kb, &self.steps, v, idx, helpers);
             // The 16 GEMM outputs of tile (ty, tx) (and the next three, as vectors), transformed.
             let outputs = |kb: &mut Kb, ty: Value, tx: Value, vector: bool| -> [Value; 4] {
