@@ -177,3 +177,64 @@ fn integer_arithmetic_matches_the_reference() {
         }
     }
 }
+
+/// `run` checks its inputs (count, names, dtypes, shapes) and says what it expected; a failed
+/// call leaves the model usable.
+#[test]
+fn run_rejects_wrong_inputs_with_typed_errors() {
+    use incept_runtime::{DType, RunError, Tensor as RTensor};
+    let dir = fixtures_dir();
+    let mut import = ImportOptions::default();
+    import.input_shapes.insert("input".into(), vec![1, 3, 64, 64]);
+    let opts = CompileOptions { import, threads: 1, ..Default::default() };
+    let model = incept_compiler::compile(dir.join("mini_resnet.onnx").as_path(), &opts).expect("compile");
+    let good = RTensor::zeros(DType::F32, &[1, 3, 64, 64]);
+    let err = model.run(&[]).expect_err("no inputs");
+    assert!(matches!(err, RunError::InputCount { expected: 1, got: 0, .. }), "{err}");
+    assert!(err.to_string().contains("takes 1 input(s) (input), 0 given"), "{err}");
+    let err = model.run(&[RTensor::zeros(DType::F32, &[1, 3, 64, 63])]).expect_err("shape");
+    assert_eq!(err.to_string(), "input 'input': expected f32[1,3,64,64], got f32[1,3,64,63]");
+    let err = model.run(&[RTensor::zeros(DType::I64, &[1, 3, 64, 64])]).expect_err("dtype");
+    assert_eq!(err.to_string(), "input 'input': expected f32[1,3,64,64], got i64[1,3,64,64]");
+    let err = model.run_named(&[("image", &good)]).expect_err("name");
+    assert!(matches!(err, RunError::UnknownInput { .. }) && err.to_string().contains("(inputs: input)"), "{err}");
+    assert!(model.run(&[good.clone()]).is_ok() && model.run_named(&[("input", &good)]).is_ok());
+}
+
+/// `run(&self)` from several threads at once (each call takes its own arena) gives every caller
+/// the same bits as a lone call.
+#[test]
+fn concurrent_runs_give_the_same_bits() {
+    let dir = fixtures_dir();
+    for threads in [1, 2] {
+        let name = "mini_inception";
+        let input = npy::read(&dir.join(format!("{name}.input.npy"))).expect("input");
+        let mut import = ImportOptions::default();
+        import.input_shapes.insert("input".into(), input.shape().to_vec());
+        let opts = CompileOptions { import, threads, ..Default::default() };
+        let model = incept_compiler::compile(dir.join(format!("{name}.onnx")).as_path(), &opts).expect("compile");
+        // Distinct inputs per caller so that a shared arena would mix them up.
+        let inputs: Vec<Tensor> = (0..4)
+            .map(|k| {
+                let v: Vec<f32> =
+                    input.view::<f32>().expect("f32").iter().map(|x| x * (1.0 + k as f32 * 0.25)).collect();
+                Tensor::from_vec(input.shape().to_vec(), v)
+            })
+            .collect();
+        let alone: Vec<Vec<u8>> = inputs
+            .iter()
+            .map(|t| from_runtime(&model.run(&[to_runtime(t)]).expect("run")[0]).bytes().to_vec())
+            .collect();
+        std::thread::scope(|s| {
+            for (t, want) in inputs.iter().zip(&alone) {
+                let model = &model;
+                s.spawn(move || {
+                    for _ in 0..20 {
+                        let got = model.run(&[to_runtime(t)]).expect("run");
+                        assert_eq!(from_runtime(&got[0]).bytes().as_ref(), want.as_slice());
+                    }
+                });
+            }
+        });
+    }
+}
