@@ -198,7 +198,7 @@ fn run_rejects_wrong_inputs_with_typed_errors() {
     assert_eq!(err.to_string(), "input 'input': expected f32[1,3,64,64], got i64[1,3,64,64]");
     let err = model.run_named(&[("image", &good)]).expect_err("name");
     assert!(matches!(err, RunError::UnknownInput { .. }) && err.to_string().contains("(inputs: input)"), "{err}");
-    assert!(model.run(&[good.clone()]).is_ok() && model.run_named(&[("input", &good)]).is_ok());
+    assert!(model.run(std::slice::from_ref(&good)).is_ok() && model.run_named(&[("input", &good)]).is_ok());
 }
 
 /// `run(&self)` from several threads at once (each call takes its own arena) gives every caller
