@@ -238,3 +238,34 @@ fn concurrent_runs_give_the_same_bits() {
         });
     }
 }
+
+/// Max pools choose as the reference does, NaNs included: the first element of the window, then
+/// any strictly greater one (so a NaN first element wins and a later NaN is skipped), on the
+/// vector (interior) and scalar (border) paths and in 3-D.
+#[test]
+fn max_pool_nans_follow_the_reference() {
+    use incept_compiler::passes::Pipeline;
+    let cases = [
+        ("f32[1,2,6,11]", "kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1]", "f32[1,2,6,11]"),
+        ("f32[1,2,7,9]", "kernel_shape=[2, 3], strides=[2, 1], pads=[0, 1, 1, 0]", "f32[1,2,4,8]"),
+        ("f32[1,1,4,5,6]", "kernel_shape=[2, 2, 3], strides=[1, 1, 1], pads=[0, 1, 0, 1, 0, 1]", "f32[1,1,4,5,5]"),
+    ];
+    for (xt, attrs, yt) in cases {
+        let src = format!("graph g {{\n  input %x : {xt}\n  %y = MaxPool(%x) {{{attrs}}} : {yt}\n  output %y\n}}\n");
+        let g = incept_ir::text::parse(&src).unwrap_or_else(|e| panic!("{e}\n{src}"));
+        let dims = g.ty(g.input_values()[0]).static_dims().expect("static");
+        let n: usize = dims.iter().product();
+        let v: Vec<f32> =
+            (0..n).map(|i| if i % 7 == 3 || i % 11 == 0 { f32::NAN } else { ((i * 37) % 23) as f32 - 11.0 }).collect();
+        let x = Tensor::from_vec(dims, v);
+        let want = incept_ir::interp::run(&g, std::slice::from_ref(&x)).expect("interpreter");
+        let opts = CompileOptions { pipeline: Pipeline::None, threads: 1, ..Default::default() };
+        let (model, _) = incept_compiler::compile_graph(g, &opts).expect("compile");
+        let got = from_runtime(&model.run(&[to_runtime(&x)]).expect("run")[0]);
+        let (a, b) = (got.to_f64s().expect("f32"), want[0].to_f64s().expect("f32"));
+        for (k, (p, q)) in a.iter().zip(&b).enumerate() {
+            assert!(p == q || p.is_nan() && q.is_nan(), "{xt} {attrs}: element {k}: JIT {p}, reference {q}");
+        }
+        assert!(b.iter().any(|v| v.is_nan()) && b.iter().any(|v| !v.is_nan()), "the case exercises both");
+    }
+}

@@ -72,7 +72,9 @@ impl PoolSpec {
     fn vector(&self, kb: &mut Kb, xp: Value, yp: Value, oy: Value, ox: Value) {
         let g = &self.g;
         let base = g.window_start(kb, xp, oy, ox);
-        let mut acc = kb.vconst(if self.max { f32::NEG_INFINITY } else { 0.0 });
+        // Max keeps the first tap, then any strictly greater one (the reference's choice, which
+        // also decides what NaNs do); every tap of an interior window is inside.
+        let mut acc: Option<Value> = None;
         for ky in 0..g.kh {
             for kx in 0..g.kw {
                 let off = ((ky * g.dh * g.w + kx * g.dw) * 4) as i32;
@@ -86,9 +88,22 @@ impl PoolSpec {
                     }
                     v
                 };
-                acc = if self.max { kb.b.ins().fmax(acc, v) } else { kb.b.ins().fadd(acc, v) };
+                acc = Some(match acc {
+                    None => v,
+                    Some(a) if self.max => {
+                        let gt = kb.flt(a, v);
+                        let mask = kb.b.ins().bitcast(
+                            crate::codegen::builder::F32X4,
+                            cranelift_codegen::ir::MemFlagsData::new(),
+                            gt,
+                        );
+                        kb.b.ins().bitselect(mask, v, a)
+                    }
+                    Some(a) => kb.b.ins().fadd(a, v),
+                });
             }
         }
+        let mut acc = acc.expect("a window has taps");
         if !self.max {
             let n = kb.vconst((g.kh * g.kw) as f32);
             acc = kb.b.ins().fdiv(acc, n);
@@ -111,6 +126,7 @@ impl PoolSpec {
         let mut padded = kb.fconst(0.0);
         let one = kb.fconst(1.0);
         let zero = kb.fconst(0.0);
+        let mut found = kb.b.ins().iconst(cranelift_codegen::ir::types::I8, 0);
         for ky in 0..g.kh {
             for kx in 0..g.kw {
                 let iy = kb.addi(iy0, (ky * g.dh) as i64);
@@ -127,8 +143,14 @@ impl PoolSpec {
                 let p = kb.elem(xp, off, 4);
                 let v = kb.load_f32(p, 0, ro());
                 if self.max {
-                    let m = kb.b.ins().fmax(acc, v);
-                    acc = kb.b.ins().select(inside, m, acc);
+                    // The first tap inside, then any strictly greater one (see `vector`).
+                    let gt = kb.flt(acc, v);
+                    let one = kb.b.ins().iconst(cranelift_codegen::ir::types::I8, 1);
+                    let first = kb.b.ins().bxor(found, one);
+                    let better = kb.b.ins().bor(gt, first);
+                    let take = kb.b.ins().band(inside, better);
+                    acc = kb.b.ins().select(take, v, acc);
+                    found = kb.b.ins().bor(found, inside);
                 } else {
                     let a = kb.b.ins().fadd(acc, v);
                     acc = kb.b.ins().select(inside, a, acc);

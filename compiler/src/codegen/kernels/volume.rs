@@ -207,13 +207,20 @@ impl KernelSpec for VolPoolSpec {
                 let mut acc = kb.fconst(if self.max { f32::NEG_INFINITY } else { 0.0 });
                 let (one, zero) = (kb.fconst(1.0), kb.fconst(0.0));
                 let (mut real, mut padded) = (zero, zero);
+                let mut found = kb.b.ins().iconst(cranelift_codegen::ir::types::I8, 0);
                 for tap in v.all_taps() {
                     let (inside, off) = v.tap(kb, origin, tap);
                     let q = kb.elem(xp, off, 4);
                     let val = kb.load_f32(q, 0, ro());
                     if self.max {
-                        let m = kb.b.ins().fmax(acc, val);
-                        acc = kb.b.ins().select(inside, m, acc);
+                        // The first tap inside, then any strictly greater one (the reference's).
+                        let gt = kb.b.ins().fcmp(FloatCC::GreaterThan, val, acc);
+                        let one = kb.b.ins().iconst(cranelift_codegen::ir::types::I8, 1);
+                        let first = kb.b.ins().bxor(found, one);
+                        let better = kb.b.ins().bor(gt, first);
+                        let take = kb.b.ins().band(inside, better);
+                        acc = kb.b.ins().select(take, val, acc);
+                        found = kb.b.ins().bor(found, inside);
                     } else {
                         let a = kb.b.ins().fadd(acc, val);
                         acc = kb.b.ins().select(inside, a, acc);
