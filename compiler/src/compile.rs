@@ -42,6 +42,9 @@ pub struct CompileOptions {
     pub passes: PassOptions,
     /// Worker threads of the compiled model (0: physical cores; 1: inline).
     pub threads: usize,
+    /// A deliberate miscompilation, for testing the tests (never set it otherwise).
+    #[doc(hidden)]
+    pub fault: Option<crate::Fault>,
 }
 
 impl Default for CompileOptions {
@@ -52,6 +55,7 @@ impl Default for CompileOptions {
             disabled_passes: vec![],
             passes: PassOptions::default(),
             threads: 0,
+            fault: None,
         }
     }
 }
@@ -125,7 +129,7 @@ pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, C
     pm.run(&mut g)?;
     report.stages.push(("passes", t.elapsed()));
     let t = Instant::now();
-    let lowered = lower::lower(&g)?;
+    let lowered = lower::lower_with(&g, options.fault.as_ref())?;
     report.stages.push(("lowering", t.elapsed()));
     let t = Instant::now();
     let arena = plan_arena(&lowered);

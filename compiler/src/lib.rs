@@ -3,6 +3,7 @@
 
 pub mod codegen;
 pub mod compile;
+pub mod fault;
 pub mod linalg;
 pub mod lower;
 pub mod passes;
@@ -11,4 +12,5 @@ pub mod plan;
 pub use compile::{
     CompileOptions, CompileReport, compile, compile_graph, compile_with_report, from_runtime, plan_memory, to_runtime,
 };
+pub use fault::Fault;
 pub use incept_ir as ir;

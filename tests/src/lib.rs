@@ -4,6 +4,9 @@ use std::path::{Path, PathBuf};
 
 use incept_ir::Tensor;
 
+pub mod graphs;
+pub mod pairwise;
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
@@ -15,7 +18,7 @@ pub fn fixtures_dir() -> PathBuf {
 }
 
 /// The real-exporter fixture models (each has NAME.onnx, NAME.input.npy, NAME.ort_output.npy).
-pub const FIXTURES: [&str; 7] = [
+pub const FIXTURES: [&str; 8] = [
     "mini_resnet",
     "mini_inception",
     "mini_xception",
@@ -23,6 +26,7 @@ pub const FIXTURES: [&str; 7] = [
     "torch_resnet_mini",
     "torch_inception_mini",
     "torch_separable_mini",
+    "mini_inception_resnet",
 ];
 
 /// Largest |got - want| divided by the largest |want| (the relative error the tests bound).

@@ -1,6 +1,6 @@
 //! The JIT backend end to end: compiled models against the reference interpreter and ONNX Runtime.
 
-use incept_compiler::{CompileOptions, compile_with_report};
+use incept_compiler::{CompileOptions, Fault, compile_with_report};
 use incept_ir::onnx::ImportOptions;
 use incept_ir::{Tensor, npy};
 use incept_tests::{FIXTURES, fixtures_dir, max_rel_err};
@@ -39,7 +39,71 @@ fn fixtures_match_onnx_runtime() {
             );
             assert!(err <= 1e-4, "{name}: {err:e}");
         }
+        if name == "mini_inception_resnet" {
+            // Its residual adds follow bias-free 1x1 convs: the operand-numbering bug of issue 7
+            // reinjected must show in the output.
+            let opts = CompileOptions {
+                import: import.clone(),
+                fault: Some(Fault::EpilogueOperandAsBias),
+                ..Default::default()
+            };
+            let (model, _) = compile_with_report(dir.join(format!("{name}.onnx")).as_path(), &opts).expect("compile");
+            let out = model.run(&[to_runtime(&input)]).expect("run");
+            let err = max_rel_err(&from_runtime(&out[0]), &want).expect("compare");
+            assert!(err > 1e-3, "{name}: the reinjected bug changes the output by only {err:e}");
+        }
     }
+}
+
+/// The graphs of issue 7 (a Conv without bias or a Gemm without C, Add of a residual, Relu; every
+/// conv path; full, per-channel and per-position residuals; residuals with a later user), built
+/// by `tests/fixtures/tools/make_epilogue_repros.py`, match ONNX Runtime at -O2 at 1 and 2
+/// threads, and the operand-numbering fault reinjected makes them fail.
+#[test]
+fn epilogue_repros_match_onnx_runtime() {
+    let dir = fixtures_dir().join("epilogue");
+    let mut models: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/fixtures/epilogue")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
+        .collect();
+    models.sort();
+    assert!(models.len() >= 20, "{} repro models", models.len());
+    let mut caught = 0;
+    for path in &models {
+        let name = path.file_stem().and_then(|s| s.to_str()).expect("name").to_string();
+        let g = incept_ir::onnx::load(path, &ImportOptions::default()).expect("import");
+        let inputs: Vec<incept_runtime::Tensor> = g
+            .input_values()
+            .into_iter()
+            .map(|v| {
+                let input = g.value(v).name.clone();
+                to_runtime(&npy::read(&dir.join(format!("{name}.{input}.npy"))).expect("input"))
+            })
+            .collect();
+        let wants: Vec<Tensor> = (0..g.outputs().len())
+            .map(|k| npy::read(&dir.join(format!("{name}.ort_output_{k}.npy"))).expect("ort output"))
+            .collect();
+        let worst = |fault: Option<Fault>, threads: usize| {
+            let opts = CompileOptions { threads, fault, ..Default::default() };
+            let (model, _) = compile_with_report(path.as_path(), &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let outs = model.run(&inputs).unwrap_or_else(|e| panic!("{name}: {e}"));
+            outs.iter()
+                .zip(&wants)
+                .map(|(o, w)| max_rel_err(&from_runtime(o), w).expect("compare"))
+                .fold(0f64, f64::max)
+        };
+        for threads in [1, 2] {
+            let err = worst(None, threads);
+            println!("{name} ({threads} threads): rel err {err:.2e}");
+            assert!(err <= 1e-4, "{name} at {threads} threads: {err:e}");
+        }
+        if worst(Some(Fault::EpilogueOperandAsBias), 1) > 1e-4 {
+            caught += 1;
+        }
+    }
+    // Every model has a bias-free op with an epilogue add, so the fault breaks each one.
+    assert_eq!(caught, models.len(), "the reinjected bug went unnoticed on some repro models");
 }
 
 /// Every vendored ONNX backend case that the reference interpreter passes, compiled and run by the

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use incept_compiler::passes::{PassOptions, Pipeline};
-use incept_compiler::{CompileOptions, CompileReport, compile_with_report};
+use incept_compiler::{CompileOptions, CompileReport, Fault, compile_with_report};
 
 use crate::cli::out;
 use crate::cli::shapes::ShapeArgs;
@@ -24,6 +24,10 @@ pub struct BackendArgs {
     pub disable: Vec<String>,
     #[command(flatten)]
     pub shapes: ShapeArgs,
+    /// Test-only: miscompile on purpose (epilogue-operand-as-bias, corrupt=NODE), to check that
+    /// `incept check` and the tests catch it.
+    #[arg(long = "inject-fault", hide = true, value_name = "FAULT")]
+    pub fault: Option<Fault>,
 }
 
 impl BackendArgs {
@@ -34,6 +38,7 @@ impl BackendArgs {
             disabled_passes: self.disable.clone(),
             passes: PassOptions::default(),
             threads: self.threads,
+            fault: self.fault.clone(),
         })
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use incept_ir::graph::{Graph, NodeId, ValueId};
 use incept_ir::{DType, Op};
 
+use crate::Fault;
 use crate::codegen::KernelSpec;
 use crate::codegen::kernels::copy::CopySpec;
 use crate::codegen::kernels::nd::contiguous;
@@ -107,12 +108,19 @@ pub(crate) struct Lowerer<'g> {
     /// Where values must be written, decided before their producers are lowered (a concat's
     /// inputs are written straight into their slice of its output).
     placed: HashMap<ValueId, BufRef>,
+    fault: Option<Fault>,
 }
 
 /// Lowers an optimised graph with static shapes.
 pub fn lower(g: &Graph) -> Result<Lowered, LowerError> {
+    lower_with(g, None)
+}
+
+/// Lowers with a deliberate miscompilation (see [`Fault`]).
+pub fn lower_with(g: &Graph, fault: Option<&Fault>) -> Result<Lowered, LowerError> {
     let mut l = Lowerer {
         g,
+        fault: fault.cloned(),
         out: Lowered {
             buffers: vec![],
             steps: vec![],
@@ -155,6 +163,11 @@ pub fn lower(g: &Graph) -> Result<Lowered, LowerError> {
             continue;
         }
         l.node(id)?;
+        if let Some(Fault::Corrupt { node: name }) = &l.fault
+            && *name == node.name
+        {
+            l.corrupt(id)?;
+        }
     }
     l.outputs()?;
     Ok(l.out)

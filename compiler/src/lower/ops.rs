@@ -8,6 +8,7 @@ use incept_ir::ops::conv::Window;
 use incept_ir::ops::{Activation, Binary, Op, PoolKind, Step, Unary, Variadic};
 
 use super::{BufRef, LowerError, Lowerer};
+use crate::Fault;
 use crate::codegen::kernels::conv::{Col2ImSpec, DepthwiseSpec, DwStep, Geom, Im2colSpec};
 use crate::codegen::kernels::copy::CopySpec;
 use crate::codegen::kernels::elementwise::ElementwiseSpec;
@@ -35,10 +36,47 @@ const KC: usize = 512;
 const M_PANELS: usize = 8;
 const N_PANELS: usize = 16;
 
+/// Which kernels compute a conv.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ConvPath {
+    /// The direct depthwise kernel (group = input channels).
+    Depthwise,
+    /// Winograd F(2x2, 3x3): transforms around a batch of GEMMs.
+    Winograd,
+    /// im2col (or volumetric im2col) panels and the GEMM.
+    Gemm,
+}
+
+/// How a fused kernel reads one epilogue operand.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum AddLayout {
+    /// Through a GEMM `Mat` over (rows, cols) of the output.
+    Gemm(Mat),
+    /// In a plane kernel: per channel (`true`) or in the output's own layout.
+    Plane(bool),
+}
+
 impl Lowerer<'_> {
     fn unsupported(&self, id: NodeId, what: impl Into<String>) -> LowerError {
         let node = self.g.node(id);
         LowerError::Unsupported { node: node.name.clone(), op: node.op.name().to_string(), what: what.into() }
+    }
+
+    /// `Fault::Corrupt`: adds 0.25 to the node's first output after its own steps.
+    pub(super) fn corrupt(&mut self, id: NodeId) -> Result<(), LowerError> {
+        let out = ValueId::new(id, 0);
+        self.f32_only(id, out)?;
+        let os = self.shape(out)?;
+        let dst = self.value(out)?;
+        let spec = ElementwiseSpec::new(
+            &os,
+            std::slice::from_ref(&os),
+            KExpr::bin(Bin::Ir(Binary::Add), KExpr::In(0), KExpr::Const(0.25)),
+        );
+        let tiles = spec.tiles();
+        let name = self.g.node(id).name.clone();
+        self.step(Arc::new(spec), tiles, &[dst], &[dst], false, &name, "Fault", 0);
+        Ok(())
     }
 
     fn in_val(&self, id: NodeId, i: usize) -> Option<ValueId> {
@@ -93,10 +131,17 @@ impl Lowerer<'_> {
                 self.values.insert(out, r);
                 Ok(())
             }
-            Op::Conv(_) | Op::ConvTranspose(_) | Op::Gemm(_) | Op::MatMul(_) => self.linear(id, &node.op.clone(), &[]),
+            Op::Conv(_) | Op::ConvTranspose(_) | Op::Gemm(_) | Op::MatMul(_) => {
+                let all = node.inputs().len();
+                self.linear(id, &node.op.clone(), all, &[])
+            }
             Op::Fused(f) => {
                 let f = f.clone();
-                self.linear(id, &f.base, &f.steps)
+                let base = match self.fault {
+                    Some(Fault::EpilogueOperandAsBias) => node.inputs().len(),
+                    _ => f.base_operands(node.inputs()).len(),
+                };
+                self.linear(id, &f.base, base, &f.steps)
             }
             Op::Pool(p) => {
                 let p = p.clone();
@@ -519,30 +564,33 @@ impl Lowerer<'_> {
         if conv {
             // out [N, C, H, W...]: rows = channels of one group, cols = spatial (flattened).
             let (n, c) = (out[0], out[1]);
-            let sp: usize = out[2..].iter().product();
             let sp_strides = &st[2..];
+            // Size-1 dims have stride 0 after broadcasting: they do not decide the layout.
+            let row_major =
+                sp_strides.iter().zip(contiguous(&out[2..])).zip(&out[2..]).all(|((&s, k), &d)| d == 1 || s == k);
             let cs = if sp_strides.iter().all(|&x| x == 0) {
                 0
-            } else if sp_strides == contiguous(&out[2..]).as_slice() {
+            } else if row_major {
                 1
             } else {
                 return Ok(None);
             };
-            let mg = c / groups;
-            if n > 1 && st[0] != 0 && st[0] != (c * sp) as isize {
+            // GEMM batch b = image * groups + g must land on image * st[0] + g * mg * st[1]. The
+            // strides come from broadcasting, where a dim of size 1 has stride 0 whatever its
+            // layout (one output channel: st[1] = 0), so st[0] is not always C * st[1].
+            let group_stride = (c / groups) as isize * st[1];
+            let (batch_stride, batch_mod) = if n == 1 {
+                (group_stride, 0)
+            } else if groups == 1 {
+                (st[0], 0)
+            } else if st[0] == 0 {
+                (group_stride, groups)
+            } else if st[0] == c as isize * st[1] {
+                (group_stride, 0)
+            } else {
                 return Ok(None);
-            }
-            // Batch b = image * groups + g: offset = image * st[0] + g * mg * st[1].
-            if st[0] == 0 && n > 1 {
-                return Ok(Some(Mat {
-                    rs: st[1],
-                    cs,
-                    panel_stride: 0,
-                    batch_stride: (mg as isize) * st[1],
-                    batch_mod: groups,
-                }));
-            }
-            Ok(Some(Mat { rs: st[1], cs, panel_stride: 0, batch_stride: (mg as isize) * st[1], batch_mod: 0 }))
+            };
+            Ok(Some(Mat { rs: st[1], cs, panel_stride: 0, batch_stride, batch_mod }))
         } else {
             let r = out.len();
             if r != 2 {
@@ -556,22 +604,28 @@ impl Lowerer<'_> {
         }
     }
 
-    /// Conv, Gemm and MatMul, with their fused epilogue.
-    fn linear(&mut self, id: NodeId, base: &Op, steps: &[Step]) -> Result<(), LowerError> {
+    /// A Conv/ConvTranspose/Gemm/MatMul whose own operands are the node's first `base_inputs`
+    /// inputs, followed by its epilogue's operands.
+    fn linear(&mut self, id: NodeId, base: &Op, base_inputs: usize, steps: &[Step]) -> Result<(), LowerError> {
         let node = self.g.node(id);
         let out = ValueId::new(id, 0);
         self.f32_only(id, out)?;
         let os = self.shape(out)?;
         let name = node.name.clone();
         let inputs: Vec<Option<ValueId>> = node.inputs().to_vec();
+        let own = &inputs[..base_inputs.min(inputs.len())];
         let conv = matches!(base, Op::Conv(_));
         let groups = match base {
             Op::Conv(c) => c.group,
             _ => 1,
         };
+        let path = match base {
+            Op::Conv(c) => Some(self.conv_path(id, c, own)?),
+            _ => None,
+        };
         // Epilogue operands that the kernel can read directly; otherwise the epilogue runs as a
         // separate elementwise kernel afterwards.
-        let mut mats = vec![];
+        let mut adds = vec![];
         let mut fusable = true;
         for s in steps {
             if let Step::Add { operand } = s {
@@ -580,8 +634,12 @@ impl Lowerer<'_> {
                     .copied()
                     .flatten()
                     .ok_or_else(|| self.unsupported(id, "a missing epilogue operand"))?;
-                match self.operand_mat(v, &os, conv, groups)? {
-                    Some(m) => mats.push((v, m)),
+                let layout = match path {
+                    Some(ConvPath::Depthwise | ConvPath::Winograd) => self.plane_add(v, &os)?.map(AddLayout::Plane),
+                    _ => self.operand_mat(v, &os, conv, groups)?.map(AddLayout::Gemm),
+                };
+                match layout {
+                    Some(l) => adds.push((v, l)),
                     None => fusable = false,
                 }
             }
@@ -592,12 +650,13 @@ impl Lowerer<'_> {
             if fusable { (steps.to_vec(), vec![]) } else { (vec![], steps.to_vec()) };
         let dst = self.define(out)?;
         match base {
-            Op::Conv(c) => self.conv(id, c, &inputs, &own_steps, &mats, dst)?,
-            Op::ConvTranspose(c) => self.conv_transpose(id, c, &inputs, dst)?,
-            Op::Gemm(gm) => {
-                self.gemm(id, gm.alpha, gm.beta, gm.trans_a, gm.trans_b, &inputs, &own_steps, &mats, dst)?
+            Op::Conv(c) => {
+                let path = path.unwrap_or(ConvPath::Gemm);
+                self.conv(id, c, path, own, &own_steps, &adds, dst)?
             }
-            Op::MatMul(_) => self.gemm(id, 1.0, 1.0, false, false, &inputs[..2], &own_steps, &mats, dst)?,
+            Op::ConvTranspose(c) => self.conv_transpose(id, c, own, dst)?,
+            Op::Gemm(gm) => self.gemm(id, gm.alpha, gm.beta, gm.trans_a, gm.trans_b, own, &own_steps, &adds, dst)?,
+            Op::MatMul(_) => self.gemm(id, 1.0, 1.0, false, false, own, &own_steps, &adds, dst)?,
             other => return Err(self.unsupported(id, format!("{} with an epilogue", other.name()))),
         }
         if !after.is_empty() {
@@ -625,7 +684,8 @@ impl Lowerer<'_> {
         Ok(())
     }
 
-    fn gemm_steps(&self, steps: &[Step], mats: &[(ValueId, Mat)]) -> (Vec<GemmStep>, Vec<ValueId>, bool) {
+    /// The GEMM epilogue of `steps`, its operands and whether it calls helpers.
+    fn gemm_steps(&self, steps: &[Step], adds: &[(ValueId, AddLayout)]) -> (Vec<GemmStep>, Vec<ValueId>, bool) {
         let mut out = vec![];
         let mut vals = vec![];
         let mut k = 0;
@@ -633,9 +693,13 @@ impl Lowerer<'_> {
         for s in steps {
             match s {
                 Step::Add { .. } => {
-                    out.push(GemmStep::Add(mats[k].1));
-                    vals.push(mats[k].0);
+                    let (v, l) = adds[k];
                     k += 1;
+                    // Only Gemm layouts reach the GEMM path (see `linear`).
+                    if let AddLayout::Gemm(m) = l {
+                        out.push(GemmStep::Add(m));
+                        vals.push(v);
+                    }
                 }
                 Step::Act(a) => {
                     helpers |= act_needs_helpers(a);
@@ -646,14 +710,90 @@ impl Lowerer<'_> {
         (out, vals, helpers)
     }
 
+    /// The epilogue of `steps` for the plane kernels (depthwise, Winograd output), its operands
+    /// and whether it calls helpers.
+    fn plane_steps(&self, steps: &[Step], adds: &[(ValueId, AddLayout)]) -> (Vec<DwStep>, Vec<ValueId>, bool) {
+        let mut out = vec![];
+        let mut vals = vec![];
+        let mut k = 0;
+        let mut helpers = false;
+        for s in steps {
+            match s {
+                Step::Add { .. } => {
+                    let (v, l) = adds[k];
+                    k += 1;
+                    if let AddLayout::Plane(per_channel) = l {
+                        out.push(DwStep::Add { per_channel });
+                        vals.push(v);
+                    }
+                }
+                Step::Act(a) => {
+                    helpers |= act_needs_helpers(a);
+                    out.push(DwStep::Act(a.clone()));
+                }
+            }
+        }
+        (out, vals, helpers)
+    }
+
+    /// Which kernels compute a conv, from its geometry alone (never from its epilogue).
+    fn conv_path(
+        &self,
+        id: NodeId,
+        c: &incept_ir::ops::Conv,
+        inputs: &[Option<ValueId>],
+    ) -> Result<ConvPath, LowerError> {
+        let x = inputs.first().copied().flatten().ok_or_else(|| self.unsupported(id, "a missing input"))?;
+        let wv = inputs.get(1).copied().flatten().ok_or_else(|| self.unsupported(id, "missing weights"))?;
+        let xs = self.shape(x)?;
+        let os = self.shape(ValueId::new(id, 0))?;
+        if xs.len() == 5 || xs.len() < 3 || os.len() != xs.len() {
+            return Ok(ConvPath::Gemm);
+        }
+        let geom = geom(&c.window, &xs, &os);
+        let (n, cin_total, cout, g) = (xs[0], xs[1], os[1], c.group);
+        if g == cin_total && g > 1 {
+            return Ok(ConvPath::Depthwise);
+        }
+        let constant = self.g.const_value(wv).is_some();
+        if constant && winograd_fits(&geom, g, cin_total / g, cout / g, n, xs.len()) {
+            return Ok(ConvPath::Winograd);
+        }
+        Ok(ConvPath::Gemm)
+    }
+
+    /// How the plane kernels (depthwise, Winograd output) can read an epilogue operand over an
+    /// output [N, C, H, W]: one value per channel (`Some(true)`), or the output's own layout
+    /// (`Some(false)`); anything else (per position, per image, scalar) they cannot.
+    fn plane_add(&self, v: ValueId, out: &[usize]) -> Result<Option<bool>, LowerError> {
+        let s = self.shape(v)?;
+        let st = broadcast_strides(&s, out);
+        let (n, c) = (out[0], out[1]);
+        let hw: usize = out[2..].iter().product();
+        // Size-1 dims have stride 0 after broadcasting: they do not decide the layout.
+        let along = |d: usize, want: isize| out[d] == 1 || st[d] == want;
+        let spatial_zero = (2..out.len()).all(|d| along(d, 0));
+        let spatial_row_major =
+            st[2..].iter().zip(contiguous(&out[2..])).zip(&out[2..]).all(|((&s, k), &d)| d == 1 || s == k);
+        if spatial_zero && along(1, 1) && along(0, 0) {
+            return Ok(Some(true));
+        }
+        if spatial_row_major && along(1, hw as isize) && along(0, (c * hw) as isize) {
+            return Ok(Some(false));
+        }
+        let _ = n;
+        Ok(None)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn conv(
         &mut self,
         id: NodeId,
         c: &incept_ir::ops::Conv,
+        path: ConvPath,
         inputs: &[Option<ValueId>],
         steps: &[Step],
-        mats: &[(ValueId, Mat)],
+        adds: &[(ValueId, AddLayout)],
         dst: BufRef,
     ) -> Result<(), LowerError> {
         let name = self.g.node(id).name.clone();
@@ -670,51 +810,36 @@ impl Lowerer<'_> {
         let g = c.group;
         let (cg, mg) = (cin_total / g, cout / g);
         let src = self.value(x)?;
-        let (gsteps, add_vals, helpers) = self.gemm_steps(steps, mats);
-        let add_refs = add_vals.iter().map(|&v| self.value(v)).collect::<Result<Vec<_>, _>>()?;
         let taps: usize = c.window.kernel.iter().product();
         let out_sp: usize = os[2..].iter().product();
         let flops = 2 * (n * cout * out_sp * cg * taps) as u64;
-        if g == cin_total && g > 1 && vol.is_none() {
-            // Depthwise: direct kernel.
-            let mult = cout / cin_total;
-            let wref = self.value(wv)?;
-            let mut reads = vec![src, wref];
-            let bias_ref = bias.map(|b| self.value(b)).transpose()?;
-            reads.extend(bias_ref);
-            let mut dsteps = vec![];
-            let mut ai = 0;
-            for s in gsteps {
-                match s {
-                    GemmStep::Add(m) => {
-                        let per_channel = m.cs == 0;
-                        if !per_channel && m.rs != (geom.oh * geom.ow) as isize {
-                            return Err(self.unsupported(id, "this epilogue operand layout"));
-                        }
-                        dsteps.push(DwStep::Add { per_channel });
-                        reads.push(add_refs[ai]);
-                        ai += 1;
-                    }
-                    GemmStep::Act(a) => dsteps.push(DwStep::Act(a)),
+        match (path, &w) {
+            (ConvPath::Depthwise, _) => {
+                let (dsteps, add_vals, helpers) = self.plane_steps(steps, adds);
+                let mult = cout / cin_total;
+                let wref = self.value(wv)?;
+                let bias_ref = bias.map(|b| self.value(b)).transpose()?;
+                let spec = DepthwiseSpec { n, c_in: cin_total, mult, g: geom, bias: bias_ref.is_some(), steps: dsteps };
+                let tiles = spec.tiles();
+                // Operands: X, W, Y, bias, adds: Y comes third.
+                let mut ops = vec![src, wref, dst];
+                ops.extend(bias_ref);
+                for v in add_vals {
+                    ops.push(self.value(v)?);
                 }
+                self.step_ordered(Arc::new(spec), tiles, &ops, 2, helpers, &name, "DepthwiseConv", flops);
+                return Ok(());
             }
-            let spec = DepthwiseSpec { n, c_in: cin_total, mult, g: geom, bias: bias_ref.is_some(), steps: dsteps };
-            let tiles = spec.tiles();
-            // Operands: X, W, Y, bias, adds: Y comes third.
-            let mut ops = vec![reads[0], reads[1]];
-            let rest: Vec<BufRef> = reads[2..].to_vec();
-            ops.push(dst);
-            ops.extend(rest);
-            self.step_ordered(Arc::new(spec), tiles, &ops, 2, helpers, &name, "DepthwiseConv", flops);
-            return Ok(());
+            (ConvPath::Winograd, Some(wts)) => {
+                let (dsteps, add_vals, helpers) = self.plane_steps(steps, adds);
+                let add_refs = add_vals.iter().map(|&v| self.value(v)).collect::<Result<Vec<_>, _>>()?;
+                let bias_ref = bias.map(|b| self.value(b)).transpose()?;
+                return self.winograd(&name, src, wts, bias_ref, &geom, n, cg, mg, dsteps, &add_refs, helpers, dst);
+            }
+            _ => {}
         }
-        if let Some(wts) = &w
-            && vol.is_none()
-            && let Some(dsteps) = winograd_steps(&geom, g, cg, mg, n, xs.len(), &gsteps)
-        {
-            let bias_ref = bias.map(|b| self.value(b)).transpose()?;
-            return self.winograd(&name, src, wts, bias_ref, &geom, n, cg, mg, dsteps, &add_refs, helpers, dst);
-        }
+        let (gsteps, add_vals, helpers) = self.gemm_steps(steps, adds);
+        let add_refs = add_vals.iter().map(|&v| self.value(v)).collect::<Result<Vec<_>, _>>()?;
         // Dense or grouped: GEMM over im2col panels, one problem per (image, group).
         let k = cg * taps;
         let hw_out = out_sp;
@@ -996,7 +1121,7 @@ impl Lowerer<'_> {
         trans_b: bool,
         inputs: &[Option<ValueId>],
         steps: &[Step],
-        mats: &[(ValueId, Mat)],
+        mats: &[(ValueId, AddLayout)],
         dst: BufRef,
     ) -> Result<(), LowerError> {
         let name = self.g.node(id).name.clone();
@@ -1298,9 +1423,20 @@ impl Lowerer<'_> {
     /// Integer and f64 arithmetic (see `TypedElementwiseSpec`).
     fn typed_elementwise(&mut self, id: NodeId, dtype: DType) -> Result<(), LowerError> {
         let node = self.g.node(id);
-        let name = node.name.clone();
         let ins: Vec<ValueId> = node.input_values().collect();
         let op = match &node.op {
+            // Clip: max with the lower bound, then min with the upper (absent bounds skipped).
+            Op::Clip(_) => {
+                let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
+                let (mut inputs, mut ops) = (vec![x], vec![]);
+                for (i, op) in [(1, TypedOp::Max), (2, TypedOp::Min)] {
+                    if let Some(b) = self.in_val(id, i) {
+                        inputs.push(b);
+                        ops.push(op);
+                    }
+                }
+                return self.typed_chain(id, dtype, &inputs, ops);
+            }
             Op::Binary(Binary::Add) | Op::Variadic(Variadic::Sum) => TypedOp::Add,
             Op::Binary(Binary::Sub) => TypedOp::Sub,
             Op::Binary(Binary::Mul) => TypedOp::Mul,
@@ -1313,21 +1449,17 @@ impl Lowerer<'_> {
                 );
             }
         };
-        if !matches!(
-            dtype,
-            DType::F64
-                | DType::I8
-                | DType::I16
-                | DType::I32
-                | DType::I64
-                | DType::U8
-                | DType::U16
-                | DType::U32
-                | DType::U64
-        ) {
+        self.typed_chain(id, dtype, &ins, vec![op; ins.len() - 1])
+    }
+
+    /// `ops[k]` applied in turn to the running value and input k + 1, all of one dtype.
+    fn typed_chain(&mut self, id: NodeId, dtype: DType, ins: &[ValueId], ops: Vec<TypedOp>) -> Result<(), LowerError> {
+        use DType::*;
+        let name = self.g.node(id).name.clone();
+        if !matches!(dtype, F64 | I8 | I16 | I32 | I64 | U8 | U16 | U32 | U64) {
             return Err(self.unsupported(id, format!("{dtype} arithmetic")));
         }
-        for &v in &ins {
+        for &v in ins {
             if self.g.ty(v).dtype != dtype {
                 return Err(self.unsupported(id, format!("mixed {} and {dtype} operands", self.g.ty(v).dtype)));
             }
@@ -1337,12 +1469,12 @@ impl Lowerer<'_> {
         let r = os.len();
         let (lead, cols) = if r == 0 { (vec![], 1) } else { (os[..r - 1].to_vec(), os[r - 1]) };
         let (mut row_strides, mut col_strides) = (vec![], vec![]);
-        for &v in &ins {
+        for &v in ins {
             let st = broadcast_strides(&self.shape(v)?, &os);
             row_strides.push(st[..r.saturating_sub(1)].iter().map(|&x| x as usize).collect());
             col_strides.push(if r == 0 { 0 } else { st[r - 1] as usize });
         }
-        let spec = TypedElementwiseSpec { dtype, ops: vec![op; ins.len() - 1], lead, cols, row_strides, col_strides };
+        let spec = TypedElementwiseSpec { dtype, ops, lead, cols, row_strides, col_strides };
         let srcs = ins.iter().map(|&v| self.value(v)).collect::<Result<Vec<_>, _>>()?;
         let dst = self.define(out)?;
         let tiles = spec.tiles();
@@ -1613,40 +1745,16 @@ fn geom(w: &Window, xs: &[usize], os: &[usize]) -> Geom {
 /// The epilogue of a conv that Winograd F(2x2, 3x3) computes, or `None` when it does not apply:
 /// 3x3, stride 1, no dilation, one group, 2-D, enough channels for the transforms to pay (8 in
 /// and out), and epilogue operands laid out like the output or one value per channel.
-fn winograd_steps(
-    geom: &Geom,
-    groups: usize,
-    cg: usize,
-    mg: usize,
-    n: usize,
-    rank: usize,
-    steps: &[GemmStep],
-) -> Option<Vec<DwStep>> {
+fn winograd_fits(geom: &Geom, groups: usize, cg: usize, mg: usize, n: usize, rank: usize) -> bool {
     if std::env::var_os("INCEPT_NO_WINOGRAD").is_some() {
-        return None;
+        return false;
     }
     let square3 = geom.kh == 3 && geom.kw == 3 && geom.sh == 1 && geom.sw == 1 && geom.dh == 1 && geom.dw == 1;
     if !square3 || groups != 1 || rank != 4 || cg < 8 || mg < 8 || geom.oh < 2 || geom.ow < 2 {
-        return None;
+        return false;
     }
     let wg = WinoGeom { n, h: geom.h, w: geom.w, ph: geom.ph, pw: geom.pw, oh: geom.oh, ow: geom.ow };
     // Kernels address the 16 transformed matrices with 32-bit displacements.
     let limit = i32::MAX as usize / 16;
-    if wg.panels() * cg * NR * 4 >= limit || mg * wg.tiles() * 4 >= limit {
-        return None;
-    }
-    let hw = geom.oh * geom.ow;
-    steps
-        .iter()
-        .map(|s| match s {
-            GemmStep::Act(a) => Some(DwStep::Act(a.clone())),
-            GemmStep::Add(m) if m.cs == 0 && m.rs == 1 && (n == 1 || m.batch_mod != 0) => {
-                Some(DwStep::Add { per_channel: true })
-            }
-            GemmStep::Add(m) if m.cs == 1 && m.rs == hw as isize && m.batch_mod == 0 => {
-                Some(DwStep::Add { per_channel: false })
-            }
-            GemmStep::Add(_) => None,
-        })
-        .collect()
+    wg.panels() * cg * NR * 4 < limit && mg * wg.tiles() * 4 < limit
 }

@@ -130,6 +130,14 @@ pub struct Fused {
 }
 
 impl Fused {
+    /// The inputs of the base op alone. An absent trailing optional input (a conv's bias) may be
+    /// missing from the node's list, so the epilogue operands that follow start at
+    /// `base_inputs`, not at the op's full arity: reading past this slice for an optional input
+    /// would take an epilogue operand for it.
+    pub fn base_operands<'a, T>(&self, inputs: &'a [T]) -> &'a [T] {
+        &inputs[..self.base_inputs.min(inputs.len())]
+    }
+
     /// Which ops can carry an epilogue.
     pub fn can_carry(op: &Op) -> bool {
         matches!(op, Op::Conv(_) | Op::ConvTranspose(_) | Op::Gemm(_) | Op::MatMul(_))

@@ -1,0 +1,212 @@
+//! Random graphs for the differential tests of the JIT: a builder with a seeded generator, and the
+//! check that compiles a graph every way (full passes at 2 threads, no passes at 1 thread), runs
+//! it and compares every output with the reference interpreter.
+
+use incept_compiler::passes::Pipeline;
+use incept_compiler::{CompileOptions, Fault, compile_graph, from_runtime, to_runtime};
+use incept_ir::attrs::{AttrValue, Attrs};
+use incept_ir::graph::ValueId;
+use incept_ir::shape::TensorType;
+use incept_ir::text::parse::SplitMix;
+use incept_ir::{DType, Graph, Op, Tensor, interp};
+
+/// A random graph under construction.
+pub struct Gen {
+    pub g: Graph,
+    pub rng: SplitMix,
+    k: usize,
+    /// What was built, for failure messages.
+    pub desc: Vec<String>,
+    /// Graph outputs besides the one the family returns.
+    pub extra: Vec<ValueId>,
+}
+
+impl Gen {
+    pub fn new(seed: u64) -> Gen {
+        Gen { g: Graph::new("prop"), rng: SplitMix(seed), k: 0, desc: vec![], extra: vec![] }
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn int(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.rng.next_u64() % (hi - lo + 1) as u64) as usize
+    }
+
+    pub fn coin(&mut self) -> bool {
+        self.rng.next_u64() & 1 == 1
+    }
+
+    pub fn pick<T: Clone>(&mut self, items: &[T]) -> T {
+        items[self.int(0, items.len() - 1)].clone()
+    }
+
+    pub fn name(&mut self, base: &str) -> String {
+        self.k += 1;
+        format!("{base}{}", self.k)
+    }
+
+    pub fn input(&mut self, dims: &[usize]) -> ValueId {
+        let name = self.name("x");
+        self.g.add_input(&name, TensorType::known(DType::F32, dims)).expect("input")
+    }
+
+    pub fn random(&mut self, dims: &[usize]) -> Tensor {
+        let n = dims.iter().product();
+        Tensor::from_vec(dims.to_vec(), (0..n).map(|_| self.rng.uniform() as f32).collect())
+    }
+
+    pub fn konst(&mut self, t: Tensor) -> ValueId {
+        let name = self.name("c");
+        self.g.add_const(&name, t).expect("const")
+    }
+
+    pub fn weights(&mut self, dims: &[usize]) -> ValueId {
+        let t = self.random(dims);
+        self.konst(t)
+    }
+
+    pub fn ints(&mut self, v: &[i64]) -> ValueId {
+        self.konst(Tensor::from_vec(vec![v.len()], v.to_vec()))
+    }
+
+    /// Adds a node; `None` when the random attributes are invalid for the op.
+    pub fn op(&mut self, op: &str, attrs: Vec<(&str, AttrValue)>, inputs: Vec<Option<ValueId>>) -> Option<ValueId> {
+        self.op_n(op, attrs, inputs, 1).map(|v| v[0])
+    }
+
+    /// A node with `n` outputs.
+    pub fn op_n(
+        &mut self,
+        op: &str,
+        attrs: Vec<(&str, AttrValue)>,
+        inputs: Vec<Option<ValueId>>,
+        n: usize,
+    ) -> Option<Vec<ValueId>> {
+        self.desc.push(format!("{op} {attrs:?}"));
+        let attrs = Attrs::new(attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+        let op = Op::from_attrs(op, attrs).ok()?;
+        let name = self.name("n");
+        let outs = (0..n).map(|i| format!("{name}_{i}")).collect();
+        let id = self.g.add_node(&name, op, inputs, outs).ok()?;
+        Some((0..n).map(|i| ValueId::new(id, i)).collect())
+    }
+
+    pub fn shape(&self, v: ValueId) -> Vec<usize> {
+        self.g.ty(v).static_dims().expect("static")
+    }
+}
+
+pub fn ints(v: &[usize]) -> AttrValue {
+    AttrValue::Ints(v.iter().map(|&x| x as i64).collect())
+}
+
+/// The largest |got - want| over max(1, max |want|), NaNs equal to NaNs.
+pub fn rel_err(got: &Tensor, want: &Tensor) -> f64 {
+    if got.shape() != want.shape() {
+        return f64::INFINITY;
+    }
+    let (a, b) = (got.to_f64s().expect("numeric"), want.to_f64s().expect("numeric"));
+    let scale = b.iter().filter(|v| v.is_finite()).fold(1f64, |m, v| m.max(v.abs()));
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| {
+            if x.is_nan() && y.is_nan() || x == y {
+                0.0
+            } else if x.is_nan() || y.is_nan() {
+                f64::INFINITY
+            } else {
+                (x - y).abs() / scale
+            }
+        })
+        .fold(0.0, f64::max)
+}
+
+/// How a graph is checked.
+#[derive(Clone, Debug, Default)]
+pub struct CheckOptions {
+    /// A deliberate miscompilation (mutation checks: the tests must then fail).
+    pub fault: Option<Fault>,
+    /// Step ops (as in profiles: "DepthwiseConv", "WinogradOutput", ...) of which at least one
+    /// must appear in the fully optimised plan, so a family really reaches the kernel it is for.
+    pub expect_step: Vec<&'static str>,
+    /// Step ops that must not appear in the optimised plan (e.g. "Epilogue": the epilogue must be
+    /// fused into the kernel, not run as a separate pass).
+    pub forbid_step: Vec<&'static str>,
+}
+
+/// Compiles and runs `r`'s graph (output `out`) every way and compares with the interpreter;
+/// the error names the family, case, pipeline and threads and prints the graph. Returns the step
+/// ops of the fully optimised plan.
+pub fn check(mut r: Gen, out: ValueId, family: &str, case: &str, opts: &CheckOptions) -> Result<Vec<String>, String> {
+    let mut outs = vec![out];
+    outs.extend(r.extra.iter().copied());
+    r.g.set_outputs(outs);
+    let g = r.g;
+    let inputs: Vec<Tensor> = g
+        .input_values()
+        .into_iter()
+        .map(|v| {
+            let dims = g.ty(v).static_dims().expect("static");
+            let n: usize = dims.iter().product();
+            Tensor::from_vec(dims, (0..n).map(|_| r.rng.uniform() as f32).collect())
+        })
+        .collect();
+    let text = incept_ir::text::print(&g).unwrap_or_default();
+    let want = interp::run(&g, &inputs).map_err(|e| format!("{family} {case}: interpreter: {e}\n{text}"))?;
+    let rt: Vec<_> = inputs.iter().map(|t| to_runtime(t).expect("input")).collect();
+    let mut plan_ops = vec![];
+    for (pipeline, threads) in [(Pipeline::Full, 2), (Pipeline::Explicit(vec![]), 1)] {
+        let copts =
+            CompileOptions { pipeline: pipeline.clone(), threads, fault: opts.fault.clone(), ..Default::default() };
+        let (model, _) = compile_graph(g.clone(), &copts)
+            .map_err(|e| format!("{family} {case} ({pipeline:?}): compile: {e}\n{:?}\n{text}", r.desc))?;
+        if pipeline == Pipeline::Full {
+            let ops: Vec<&str> = model.plan().steps.iter().map(|s| s.op.as_str()).collect();
+            if !opts.expect_step.is_empty() && !opts.expect_step.iter().any(|e| ops.contains(e)) {
+                return Err(format!("{family} {case}: no {:?} step in the plan: {ops:?}\n{text}", opts.expect_step));
+            }
+            if let Some(f) = opts.forbid_step.iter().find(|f| ops.contains(f)) {
+                return Err(format!("{family} {case}: a {f} step in the plan: {ops:?}\n{text}"));
+            }
+            plan_ops = ops.iter().map(|s| s.to_string()).collect();
+        }
+        let got = model.run(&rt).map_err(|e| format!("{family} {case}: run: {e}"))?;
+        for (k, (got, want)) in got.iter().zip(&want).enumerate() {
+            let got = from_runtime(got).expect("output");
+            let err = rel_err(&got, want);
+            if err > 1e-4 && std::env::var_os("PROP_DEBUG").is_some() {
+                eprintln!("got {:?}\nwant {:?}", got.to_f64s(), want.to_f64s());
+            }
+            if err.is_nan() || err > 1e-4 {
+                return Err(format!(
+                    "{family} {case} ({pipeline:?}, {threads} threads), output {k}: error {err:e}\n{:?}\n{text}",
+                    r.desc
+                ));
+            }
+        }
+    }
+    Ok(plan_ops)
+}
+
+/// Runs `cases` random graphs of one family; `build` returns `None` for an invalid draw, and at
+/// least half the draws must be valid so the family is really exercised.
+pub fn family(name: &str, seed: u64, cases: usize, build: impl Fn(&mut Gen) -> Option<ValueId>) {
+    let mut valid = 0;
+    for case in 0..cases {
+        let s = seed.wrapping_mul(1000).wrapping_add(case as u64);
+        let mut r = Gen::new(s);
+        if let Some(out) = build(&mut r) {
+            valid += 1;
+            if let Err(e) = check(r, out, name, &format!("#{case} (seed {s})"), &CheckOptions::default()) {
+                panic!("{e}");
+            }
+        }
+    }
+    println!("{name}: {valid} of {cases} random graphs checked");
+    assert!(valid * 2 >= cases, "{name}: only {valid} of {cases} random draws were valid graphs");
+}
+
+/// One spatial extent that leaves at least one output for the window.
+pub fn extent(r: &mut Gen, k: usize, s: usize, d: usize, pb: usize, pe: usize) -> usize {
+    let eff = (k - 1) * d + 1;
+    eff.saturating_sub(pb + pe).max(1) + r.int(0, 3 * s + 4)
+}

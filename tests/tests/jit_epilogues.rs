@@ -1,0 +1,472 @@
+//! The linear kernels (every conv path, transposed conv, Gemm, MatMul) with every optional operand
+//! and epilogue shape, by an all-pairs table per kernel family instead of random draws: bias
+//! present/absent; epilogue none / add / activation / add + activation / activation + add / two
+//! adds; the residual full-shape, per-channel, per-position or scalar; the residual a graph input,
+//! a computed value that dies at the add (in place) or one with a later user; the result written
+//! into a concat (in place at batch 1) or not; every activation an epilogue accepts; batch 1 or 2.
+//! Each row is compiled with the full pipeline (the epilogue fused) at 2 threads and without
+//! passes at 1 thread, and compared with the interpreter.
+//!
+//! A mutation check reinjects the operand-numbering bug of issue 7 (a bias-free conv's residual
+//! read as its bias) and requires every family with a bias slot to fail.
+
+use incept_compiler::Fault;
+use incept_ir::Tensor;
+use incept_ir::attrs::AttrValue;
+use incept_ir::graph::ValueId;
+use incept_tests::graphs::{CheckOptions, Gen, check, ints};
+use incept_tests::pairwise::{Dim, Row, cover};
+
+/// A kernel family: how to build its linear op for a row, and the step that proves the plan
+/// used the kernel the family is about.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Family {
+    Conv1x1,
+    Conv3x3Stride2,
+    Winograd,
+    Conv5x5,
+    Conv7x7Stride2,
+    Conv1x7,
+    Depthwise,
+    Grouped,
+    Conv1d,
+    Conv3d,
+    ConvTranspose,
+    Gemm,
+    MatMul,
+}
+
+impl Family {
+    fn name(self) -> &'static str {
+        match self {
+            Family::Conv1x1 => "conv1x1",
+            Family::Conv3x3Stride2 => "conv3x3s2",
+            Family::Winograd => "winograd",
+            Family::Conv5x5 => "conv5x5",
+            Family::Conv7x7Stride2 => "conv7x7s2",
+            Family::Conv1x7 => "conv1x7",
+            Family::Depthwise => "depthwise",
+            Family::Grouped => "grouped",
+            Family::Conv1d => "conv1d",
+            Family::Conv3d => "conv3d",
+            Family::ConvTranspose => "conv_transpose",
+            Family::Gemm => "gemm",
+            Family::MatMul => "matmul",
+        }
+    }
+
+    fn expect_step(self) -> &'static str {
+        match self {
+            Family::Winograd => "WinogradOutput",
+            Family::Depthwise => "DepthwiseConv",
+            Family::ConvTranspose => "Col2im",
+            Family::Gemm => "Gemm",
+            Family::MatMul => "MatMul",
+            _ => "Conv",
+        }
+    }
+
+    fn is_matrix(self) -> bool {
+        matches!(self, Family::Gemm | Family::MatMul)
+    }
+}
+
+const ACTIVATIONS: [&str; 10] =
+    ["relu", "leaky_relu", "sigmoid", "hard_sigmoid", "hard_swish", "tanh", "elu", "clip_0_6", "clip_min", "clip_max"];
+
+fn dims() -> Vec<Dim> {
+    vec![
+        // An absent optional input is either left off the end of the input list or given as an
+        // empty name (ONNX allows both); the two reach lowering as different input lists.
+        Dim::new("bias", &["omitted", "empty", "present"]),
+        Dim::new("epilogue", &["none", "add", "act", "add_act", "act_add", "add_add"]),
+        Dim::new("residual", &["full", "channel", "position", "scalar"]),
+        Dim::new("residual_src", &["input", "computed", "shared"]),
+        Dim::new("output", &["plain", "concat"]),
+        Dim::new("act", &ACTIVATIONS),
+        Dim::new("batch", &["1", "2"]),
+    ]
+}
+
+fn has_add(r: &Row) -> bool {
+    r.get("epilogue").contains("add")
+}
+
+fn has_act(r: &Row) -> bool {
+    r.get("epilogue").contains("act")
+}
+
+/// The table for one family.
+fn table(dims: &[Dim], family: Family) -> Vec<Row<'_>> {
+    let active = move |r: &Row, d: &str| match d {
+        "residual" | "residual_src" => has_add(r),
+        "act" => has_act(r),
+        // A Gemm has no batch.
+        "batch" => family != Family::Gemm,
+        _ => true,
+    };
+    cover(dims, |_| true, active)
+}
+
+/// The activation of a row applied to `y`.
+fn activation(r: &mut Gen, name: &str, y: ValueId) -> Option<ValueId> {
+    let f = |v: f32| AttrValue::Float(v);
+    match name {
+        "relu" => r.op("Relu", vec![], vec![Some(y)]),
+        "leaky_relu" => r.op("LeakyRelu", vec![("alpha", f(0.1))], vec![Some(y)]),
+        "sigmoid" => r.op("Sigmoid", vec![], vec![Some(y)]),
+        "hard_sigmoid" => r.op("HardSigmoid", vec![("alpha", f(0.3)), ("beta", f(0.4))], vec![Some(y)]),
+        "hard_swish" => r.op("HardSwish", vec![], vec![Some(y)]),
+        "tanh" => r.op("Tanh", vec![], vec![Some(y)]),
+        "elu" => r.op("Elu", vec![("alpha", f(0.7))], vec![Some(y)]),
+        "clip_0_6" | "clip_min" | "clip_max" => {
+            let lo =
+                (name != "clip_max").then(|| r.konst(Tensor::scalar(if name == "clip_min" { -0.1f32 } else { 0.0 })));
+            let hi =
+                (name != "clip_min").then(|| r.konst(Tensor::scalar(if name == "clip_max" { 0.3f32 } else { 6.0 })));
+            r.op("Clip", vec![], vec![Some(y), lo, hi])
+        }
+        other => panic!("unknown activation {other}"),
+    }
+}
+
+/// The linear op of a family on a fresh input: its output and the axis a concat would use.
+fn linear(r: &mut Gen, family: Family, bias_form: &str, batch: usize) -> Option<(ValueId, usize)> {
+    let bias = bias_form == "present";
+    // The operand list of an op whose last input is the optional bias.
+    let with_bias = |mut ins: Vec<Option<ValueId>>, b: Option<ValueId>| {
+        match bias_form {
+            "omitted" => {}
+            _ => ins.push(b),
+        }
+        ins
+    };
+    let conv = |r: &mut Gen, c: usize, m: usize, sp: &[usize], k: &[usize], s: &[usize], group: usize| {
+        let pads: Vec<usize> = k.iter().map(|&k| k / 2).chain(k.iter().map(|&k| (k - 1) / 2)).collect();
+        let mut xd = vec![batch, c];
+        xd.extend(sp);
+        let mut wd = vec![m, c / group];
+        wd.extend(k);
+        let x = r.input(&xd);
+        let w = r.weights(&wd);
+        let b = bias.then(|| r.weights(&[m]));
+        let attrs = vec![
+            ("kernel_shape", ints(k)),
+            ("strides", ints(s)),
+            ("pads", ints(&pads)),
+            ("group", AttrValue::Int(group as i64)),
+        ];
+        r.op("Conv", attrs, with_bias(vec![Some(x), Some(w)], b))
+    };
+    let y = match family {
+        Family::Conv1x1 => {
+            let (c, m, h, w) = (r.int(1, 9), r.int(1, 14), r.int(1, 7), r.int(1, 7));
+            conv(r, c, m, &[h, w], &[1, 1], &[1, 1], 1)?
+        }
+        Family::Conv3x3Stride2 => {
+            let (c, m, h, w) = (r.int(1, 6), r.int(1, 14), r.int(2, 9), r.int(2, 9));
+            conv(r, c, m, &[h, w], &[3, 3], &[2, 2], 1)?
+        }
+        Family::Winograd => {
+            let (c, m, h, w) = (r.int(8, 12), r.int(8, 14), r.int(2, 9), r.int(2, 9));
+            conv(r, c, m, &[h, w], &[3, 3], &[1, 1], 1)?
+        }
+        Family::Conv5x5 => {
+            let (c, m, h, w) = (r.int(1, 5), r.int(1, 9), r.int(1, 8), r.int(1, 8));
+            conv(r, c, m, &[h, w], &[5, 5], &[1, 1], 1)?
+        }
+        Family::Conv7x7Stride2 => {
+            let (c, m, h, w) = (r.int(1, 3), r.int(1, 9), r.int(4, 12), r.int(4, 12));
+            conv(r, c, m, &[h, w], &[7, 7], &[2, 2], 1)?
+        }
+        Family::Conv1x7 => {
+            let (c, m, h, w) = (r.int(1, 5), r.int(1, 9), r.int(1, 6), r.int(1, 9));
+            let k = if r.coin() { [1, 7] } else { [7, 1] };
+            conv(r, c, m, &[h, w], &k, &[1, 1], 1)?
+        }
+        Family::Depthwise => {
+            let (c, mult, h, w) = (r.int(2, 9), r.int(1, 2), r.int(1, 9), r.int(1, 9));
+            let s = r.int(1, 2);
+            conv(r, c, c * mult, &[h, w], &[3, 3], &[s, s], c)?
+        }
+        Family::Grouped => {
+            let (g, cg, mg, h, w) = (r.int(2, 3), r.int(2, 4), r.int(1, 5), r.int(1, 7), r.int(1, 7));
+            let k = r.pick(&[1, 3]);
+            conv(r, g * cg, g * mg, &[h, w], &[k, k], &[1, 1], g)?
+        }
+        Family::Conv1d => {
+            let (c, m, w, k, s) = (r.int(1, 6), r.int(1, 9), r.int(1, 12), r.pick(&[1, 3, 5]), r.int(1, 2));
+            conv(r, c, m, &[w], &[k], &[s], 1)?
+        }
+        Family::Conv3d => {
+            let (c, m) = (r.int(1, 3), r.int(1, 6));
+            let sp = [r.int(1, 4), r.int(1, 4), r.int(1, 4)];
+            conv(r, c, m, &sp, &[3, 3, 3], &[1, 1, 1], 1)?
+        }
+        Family::ConvTranspose => {
+            let (c, m, h, w) = (r.int(1, 5), r.int(1, 6), r.int(1, 5), r.int(1, 5));
+            let x = r.input(&[batch, c, h, w]);
+            let wt = r.weights(&[c, m, 3, 3]);
+            let b = bias.then(|| r.weights(&[m]));
+            let attrs =
+                vec![("kernel_shape", ints(&[3, 3])), ("strides", ints(&[2, 2])), ("pads", ints(&[1, 1, 1, 1]))];
+            r.op("ConvTranspose", attrs, with_bias(vec![Some(x), Some(wt)], b))?
+        }
+        Family::Gemm => {
+            let (m, n, k) = (r.int(1, 20), r.int(1, 20), r.int(1, 30));
+            let tb = r.coin();
+            let a = r.input(&[m, k]);
+            let b = r.weights(&if tb { [n, k] } else { [k, n] });
+            let c = bias.then(|| if r.coin() { r.weights(&[n]) } else { r.weights(&[m, n]) });
+            let attrs = vec![("transB", AttrValue::Int(tb as i64))];
+            r.op("Gemm", attrs, with_bias(vec![Some(a), Some(b)], c))?
+        }
+        Family::MatMul => {
+            let (m, n, k) = (r.int(1, 20), r.int(1, 20), r.int(1, 30));
+            let a = r.input(&[batch, m, k]);
+            let b = r.weights(&[k, n]);
+            let y = r.op("MatMul", vec![], vec![Some(a), Some(b)])?;
+            // A Linear layer as exported: MatMul + Add of a bias vector.
+            if bias {
+                let bv = r.weights(&[n]);
+                r.op("Add", vec![], vec![Some(y), Some(bv)])?
+            } else {
+                y
+            }
+        }
+    };
+    let axis = if family == Family::Gemm { 0 } else { 1 };
+    Some((y, axis))
+}
+
+/// A residual operand for output shape `ys`, from the row's shape and source.
+fn residual(r: &mut Gen, row: &Row, family: Family, ys: &[usize], shape: &str) -> Option<ValueId> {
+    let rank = ys.len();
+    let dims: Vec<usize> = match shape {
+        "full" => ys.to_vec(),
+        "scalar" => {
+            if r.coin() {
+                vec![]
+            } else {
+                vec![1]
+            }
+        }
+        // Matrices: a row vector (one value per output column, like a bias) and a column.
+        "channel" if family.is_matrix() => vec![ys[rank - 1]],
+        "position" if family.is_matrix() => {
+            let mut d = vec![1; rank];
+            d[rank - 2] = ys[rank - 2];
+            d
+        }
+        "channel" => {
+            let mut d = vec![1; rank];
+            d[1] = ys[1];
+            if r.coin() { d[1..].to_vec() } else { d }
+        }
+        "position" => {
+            let mut d = ys.to_vec();
+            d[0] = 1;
+            d[1] = 1;
+            d
+        }
+        other => panic!("unknown residual shape {other}"),
+    };
+    let src = row.get("residual_src");
+    if src == "input" {
+        return Some(r.input(&dims));
+    }
+    let x = r.input(&dims);
+    r.op("Sigmoid", vec![], vec![Some(x)])
+}
+
+/// Builds the graph of one row.
+fn build(r: &mut Gen, row: &Row, family: Family) -> Option<ValueId> {
+    let batch: usize = row.get("batch").parse().expect("batch");
+    let batch = if family == Family::Gemm { 1 } else { batch };
+    let (mut y, axis) = linear(r, family, row.get("bias"), batch)?;
+    let ys = r.shape(y);
+    let second = r.pick(&["full", "channel", "position", "scalar"]);
+    let steps: Vec<&str> = match row.get("epilogue") {
+        "none" => vec![],
+        "add" => vec!["add"],
+        "act" => vec!["act"],
+        "add_act" => vec!["add", "act"],
+        "act_add" => vec!["act", "add"],
+        _ => vec!["add", "add2"],
+    };
+    let mut later = vec![];
+    for s in steps {
+        y = match s {
+            "act" => activation(r, row.get("act"), y)?,
+            _ => {
+                let shape = if s == "add" { row.get("residual") } else { second };
+                let res = residual(r, row, family, &ys, shape)?;
+                if row.get("residual_src") == "shared" {
+                    // The residual has a user after the add: it must not be overwritten in place.
+                    later.push(res);
+                }
+                // Both operand orders occur in exported models.
+                if r.coin() {
+                    r.op("Add", vec![], vec![Some(y), Some(res)])?
+                } else {
+                    r.op("Add", vec![], vec![Some(res), Some(y)])?
+                }
+            }
+        };
+    }
+    // Later users of shared residuals, computed after the add.
+    for v in later {
+        let u = r.op("Neg", vec![], vec![Some(v)])?;
+        r.extra.push(u);
+    }
+    if row.get("output") == "concat" {
+        let mut other = ys.clone();
+        other[axis] = r.int(1, 3);
+        let o = r.input(&other);
+        let parts = if r.coin() { vec![Some(y), Some(o)] } else { vec![Some(o), Some(y)] };
+        y = r.op("Concat", vec![("axis", AttrValue::Int(axis as i64))], parts)?;
+    }
+    Some(y)
+}
+
+/// Seed of row `i` of a family's table.
+fn seed(family: Family, i: usize) -> u64 {
+    family.name().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+        ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// Runs a family's table; the error of the first failing row (with its dimensions and seed).
+/// On success: the number of rows, and how many of them ran their epilogue as a separate pass.
+fn run_table(family: Family, fault: Option<Fault>, stop_at_first: bool) -> Result<(usize, usize), Vec<String>> {
+    let dims = dims();
+    let rows = table(&dims, family);
+    let opts = CheckOptions { fault, expect_step: vec![family.expect_step()], ..Default::default() };
+    let mut failures = vec![];
+    let mut separate = 0;
+    for (i, row) in rows.iter().enumerate() {
+        let s = seed(family, i);
+        let mut r = Gen::new(s);
+        let Some(out) = build(&mut r, row, family) else {
+            failures.push(format!("{} row {i} ({}), seed {s}: not a valid graph", family.name(), row.describe()));
+            continue;
+        };
+        let case = format!("row {i} [{}] seed {s}", row.describe());
+        match check(r, out, family.name(), &case, &opts) {
+            Ok(ops) => separate += ops.iter().any(|o| o == "Epilogue") as usize,
+            Err(e) => {
+                failures.push(e);
+                if stop_at_first {
+                    break;
+                }
+            }
+        }
+    }
+    if failures.is_empty() { Ok((rows.len(), separate)) } else { Err(failures) }
+}
+
+fn family_passes(family: Family) {
+    match run_table(family, None, false) {
+        Ok((n, separate)) => {
+            println!("{}: {n} rows (all pairs) checked, {separate} with the epilogue as a separate pass", family.name())
+        }
+        Err(f) => panic!("{} of the rows failed; first:\n{}", f.len(), f[0]),
+    }
+}
+
+#[test]
+fn conv1x1() {
+    family_passes(Family::Conv1x1);
+}
+#[test]
+fn conv3x3_stride2() {
+    family_passes(Family::Conv3x3Stride2);
+}
+#[test]
+fn winograd() {
+    family_passes(Family::Winograd);
+}
+#[test]
+fn conv5x5() {
+    family_passes(Family::Conv5x5);
+}
+#[test]
+fn conv7x7_stride2() {
+    family_passes(Family::Conv7x7Stride2);
+}
+#[test]
+fn conv1x7() {
+    family_passes(Family::Conv1x7);
+}
+#[test]
+fn depthwise() {
+    family_passes(Family::Depthwise);
+}
+#[test]
+fn grouped() {
+    family_passes(Family::Grouped);
+}
+#[test]
+fn conv1d() {
+    family_passes(Family::Conv1d);
+}
+#[test]
+fn conv3d() {
+    family_passes(Family::Conv3d);
+}
+#[test]
+fn conv_transpose() {
+    family_passes(Family::ConvTranspose);
+}
+#[test]
+fn gemm() {
+    family_passes(Family::Gemm);
+}
+#[test]
+fn matmul() {
+    family_passes(Family::MatMul);
+}
+
+/// The tables must catch the operand-numbering bug: with it reinjected, every family whose op
+/// has a bias slot fails (MatMul has none, so it is immune by construction).
+#[test]
+fn mutation_epilogue_operand_as_bias_is_caught() {
+    let mut missed = vec![];
+    for family in [
+        Family::Conv1x1,
+        Family::Conv3x3Stride2,
+        Family::Winograd,
+        Family::Conv5x5,
+        Family::Conv7x7Stride2,
+        Family::Conv1x7,
+        Family::Depthwise,
+        Family::Grouped,
+        Family::Conv1d,
+        Family::Conv3d,
+        Family::ConvTranspose,
+        Family::Gemm,
+    ] {
+        if run_table(family, Some(Fault::EpilogueOperandAsBias), true).is_ok() {
+            missed.push(family.name());
+        }
+    }
+    assert!(missed.is_empty(), "the reinjected operand-numbering bug passes the tables of {missed:?}");
+}
+
+/// Every table covers all pairs and stays small enough for CI.
+#[test]
+fn tables_are_pairwise_and_small() {
+    let dims = dims();
+    let rows = table(&dims, Family::Conv1x1);
+    // At least |epilogue with act| x |activations| rows are needed for the act pairs alone.
+    assert!(rows.len() >= 30 && rows.len() <= 120, "{} rows", rows.len());
+    for a in ACTIVATIONS {
+        for e in ["act", "add_act", "act_add"] {
+            assert!(rows.iter().any(|r| r.get("act") == a && r.get("epilogue") == e), "{a} x {e} missing");
+        }
+    }
+    for b in ["omitted", "empty", "present"] {
+        for res in ["full", "channel", "position", "scalar"] {
+            assert!(rows.iter().any(|r| r.get("bias") == b && r.get("residual") == res && has_add(r)));
+        }
+    }
+}
