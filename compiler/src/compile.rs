@@ -89,6 +89,19 @@ pub struct CompileReport {
     pub arena_lower_bound: usize,
     /// The arena buffers and their placement.
     pub memory: Vec<crate::plan::Placement>,
+    /// Where every computed value of the compiled graph can be read during a run.
+    pub values: Vec<ValueProbe>,
+}
+
+/// A computed value of the compiled graph and the probe that reads it during a run
+/// ([`incept_runtime::Model::run_probed`]).
+#[derive(Clone, Debug)]
+pub struct ValueProbe {
+    /// The value's name in the compiled graph.
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub probe: incept_runtime::Probe,
 }
 
 /// Compiles a model file or bytes.
@@ -140,6 +153,20 @@ pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, C
     report.stages.push(("codegen", t.elapsed()));
     let t = Instant::now();
     let plan = assemble(&lowered, &arena, blob)?;
+    report.values = lowered
+        .values
+        .iter()
+        .map(|v| ValueProbe {
+            name: g.value(v.value).name.clone(),
+            dtype: g.ty(v.value).dtype,
+            shape: g.ty(v.value).static_dims().unwrap_or_default(),
+            probe: incept_runtime::Probe {
+                after_step: v.ready - 1,
+                at: operand(&lowered, &arena, v.at),
+                bytes: v.bytes,
+            },
+        })
+        .collect();
     report.kernels = plan.kernels.len();
     report.steps = plan.steps.len();
     report.code_bytes = plan.code.len();
@@ -170,6 +197,16 @@ fn runtime_dtype(d: DType) -> Result<incept_runtime::DType, CompileError> {
     })
 }
 
+/// Where a buffer position is at run time.
+fn operand(l: &Lowered, arena: &ArenaPlan, r: lower::BufRef) -> Operand {
+    match l.buffers[r.buf].place {
+        Place::Arena => Operand { slot: Slot::Arena, offset: arena.offsets[r.buf] + r.offset },
+        Place::Weight(o) => Operand { slot: Slot::Weights, offset: o + r.offset },
+        Place::Input(k) => Operand { slot: Slot::Input(k), offset: r.offset },
+        Place::Output(k) => Operand { slot: Slot::Output(k), offset: r.offset },
+    }
+}
+
 /// The runtime plan: operands resolved to (slot, byte offset).
 fn assemble(l: &Lowered, arena: &ArenaPlan, blob: codegen::CodeBlob) -> Result<Plan, CompileError> {
     let kernels: Vec<Kernel> =
@@ -184,15 +221,7 @@ fn assemble(l: &Lowered, arena: &ArenaPlan, blob: codegen::CodeBlob) -> Result<P
                 .iter()
                 .map(|o| match *o {
                     LOperand::Helpers => Operand { slot: Slot::Helpers, offset: 0 },
-                    LOperand::Buf(r) => {
-                        let b = &l.buffers[r.buf];
-                        match b.place {
-                            Place::Arena => Operand { slot: Slot::Arena, offset: arena.offsets[r.buf] + r.offset },
-                            Place::Weight(o) => Operand { slot: Slot::Weights, offset: o + r.offset },
-                            Place::Input(k) => Operand { slot: Slot::Input(k), offset: r.offset },
-                            Place::Output(k) => Operand { slot: Slot::Output(k), offset: r.offset },
-                        }
-                    }
+                    LOperand::Buf(r) => operand(l, arena, r),
                 })
                 .collect(),
             tiles: s.tiles,

@@ -1,6 +1,7 @@
 //! incept's compiler: optimisation passes over the graph IR (this crate), then lowering and code
 //! generation, and the `incept` command-line tool.
 
+pub mod check;
 pub mod codegen;
 pub mod compile;
 pub mod fault;
@@ -10,7 +11,8 @@ pub mod passes;
 pub mod plan;
 
 pub use compile::{
-    CompileOptions, CompileReport, compile, compile_graph, compile_with_report, from_runtime, plan_memory, to_runtime,
+    CompileOptions, CompileReport, ValueProbe, compile, compile_graph, compile_with_report, from_runtime, plan_memory,
+    to_runtime,
 };
 pub use fault::Fault;
 pub use incept_ir as ir;

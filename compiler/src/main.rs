@@ -22,6 +22,7 @@ struct Cli {
 enum Command {
     Compile(cli::compile::CompileArgs),
     Bench(cli::bench::BenchArgs),
+    Check(cli::check::CheckArgs),
     Inspect(cli::inspect::InspectArgs),
     Run(cli::run::RunArgs),
     Ops(cli::ops::OpsArgs),
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Compile(a) => cli::compile::run(a),
         Command::Bench(a) => cli::bench::run(a),
+        Command::Check(a) => cli::check::run(a),
         Command::Inspect(a) => cli::inspect::run(a),
         Command::Run(a) => cli::run::run(a),
         Command::Ops(a) => cli::ops::run(a),

@@ -234,3 +234,61 @@ fn run_applies_the_pipeline_and_reports_factorisation() {
     let e = fails(&["run", "--reference", &m, "-i", &input, "--factorize-tolerance", "2"]);
     assert!(e.contains("between 0 and 1"), "{e}");
 }
+
+#[test]
+fn check_passes_on_every_fixture() {
+    for name in [
+        "mini_resnet",
+        "mini_inception",
+        "mini_xception",
+        "mini_mobilenetv2",
+        "torch_resnet_mini",
+        "torch_inception_mini",
+        "torch_separable_mini",
+        "mini_inception_resnet",
+    ] {
+        // The torch models have a dynamic batch: it binds to the given input.
+        let input = fixtures().join(format!("{name}.input.npy")).display().to_string();
+        let o = incept(&["check", &model(name), "-i", &input, "--threads", "2"]);
+        let s = stdout(&o);
+        assert!(o.status.success(), "{name}: {s}{}", stderr(&o));
+        assert!(s.contains("output '") && s.contains("  ok\n") && s.contains("PASS"), "{name}: {s}");
+    }
+    // Random inputs say which seed they came from.
+    let o = incept(&["check", &model("mini_resnet"), "--seed", "7"]);
+    assert!(o.status.success() && stdout(&o).starts_with("inputs: random, seed 7 ('input' f32[1, 3, 64, 64]"));
+}
+
+/// A deliberately broken kernel (a test-only switch adds 0.25 to one node's output) is caught,
+/// and the node named, wherever it sits: early, in a residual block, on a branch into a concat,
+/// the last conv.
+#[test]
+fn check_names_a_broken_node() {
+    for (name, node) in [
+        ("mini_resnet", "Conv__1"),
+        ("mini_resnet", "mini_resnet_1/block2_2_conv_1/BiasAdd"),
+        ("mini_inception", "Conv__17"),
+        ("mini_inception", "Conv__47"),
+        ("mini_xception", "mini_xception_1/middle_sepconv2_1/separable_conv2d/depthwise"),
+        ("mini_mobilenetv2", "Conv__52"),
+    ] {
+        let o = incept(&["check", &model(name), "--inject-fault", &format!("corrupt={node}")]);
+        let s = stdout(&o);
+        assert_eq!(o.status.code(), Some(1), "{name}: {s}");
+        assert!(s.contains("MISMATCH") && s.contains("FAIL"), "{name}: {s}");
+        let first = s.lines().find(|l| l.starts_with("  node '")).unwrap_or_default();
+        assert!(first.starts_with(&format!("  node '{node}' (")), "{name}: blamed {first}\n{s}");
+        assert!(s.contains("kernel: Fault ("), "{name}: {s}");
+        assert!(stderr(&o).contains("disagrees with the reference interpreter"));
+    }
+    // The operand-numbering bug of issue 7, reinjected: the bias-free residual conv is named,
+    // with its fused epilogue.
+    let o = incept(&["check", &model("mini_inception_resnet"), "--inject-fault", "epilogue-operand-as-bias"]);
+    let s = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{s}");
+    assert!(s.contains("node 'mini_inception_resnet_1/block35_scale_1/mul' (Conv)"), "{s}");
+    assert!(s.contains("epilogue(add %"), "{s}");
+    // A fault aimed at no node is an error, not a silent pass.
+    let err = fails(&["check", &model("mini_resnet"), "--inject-fault", "corrupt=nope"]);
+    assert!(err.contains("no node named 'nope'"), "{err}");
+}

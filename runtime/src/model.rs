@@ -10,7 +10,7 @@ use crate::buffer::AlignedBuf;
 use crate::code::ExecutableCode;
 use crate::error::RunError;
 use crate::helpers;
-use crate::plan::{KernelFn, Plan, Slot};
+use crate::plan::{KernelFn, Operand, Plan, Slot};
 use crate::tensor::Tensor;
 
 /// How to run.
@@ -18,6 +18,16 @@ use crate::tensor::Tensor;
 pub struct RunOptions {
     /// Worker threads; 0 means the number of physical cores. 1 runs everything inline.
     pub threads: usize,
+}
+
+/// A copy of some bytes of a run's memory, taken right after a step (for debugging tools that
+/// compare intermediate values, such as `incept check`): `bytes` bytes at `at`, read once step
+/// `after_step` has finished.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    pub after_step: usize,
+    pub at: Operand,
+    pub bytes: usize,
 }
 
 /// Time spent in one step of one run.
@@ -97,7 +107,29 @@ impl Model {
     /// Runs the model on inputs given in the model's input order.
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
         let refs: Vec<&Tensor> = inputs.iter().collect();
-        self.run_inner(&refs, None)
+        self.run_inner(&refs, None, None)
+    }
+
+    /// Runs the model and copies out the bytes each probe asks for (probes that point outside
+    /// their slot are refused before anything runs).
+    pub fn run_probed(&self, inputs: &[Tensor], probes: &[Probe]) -> Result<(Vec<Tensor>, Vec<Vec<u8>>), RunError> {
+        for p in probes {
+            let size = match p.at.slot {
+                Slot::Arena => Some(self.plan.arena_size),
+                Slot::Weights => Some(self.plan.weights.len()),
+                Slot::Input(k) => inputs.get(k).map(|t| t.bytes().len()),
+                Slot::Output(k) => self.plan.outputs.get(k).map(|o| o.shape.iter().product::<usize>() * o.dtype.size()),
+                Slot::Helpers => None,
+            };
+            let fits = size.is_some_and(|n| p.at.offset.checked_add(p.bytes).is_some_and(|e| e <= n));
+            if !fits || p.after_step >= self.plan.steps.len() {
+                return Err(RunError::Plan(format!("probe outside the plan: {p:?}")));
+            }
+        }
+        let refs: Vec<&Tensor> = inputs.iter().collect();
+        let mut taken = vec![vec![]; probes.len()];
+        let out = self.run_inner(&refs, None, Some((probes, &mut taken)))?;
+        Ok((out, taken))
     }
 
     /// Runs the model on inputs given by name.
@@ -121,14 +153,14 @@ impl Model {
                 }
             }
         }
-        self.run_inner(&ordered, None)
+        self.run_inner(&ordered, None, None)
     }
 
     /// Runs the model and reports the time of every step.
     pub fn run_timed(&self, inputs: &[Tensor]) -> Result<(Vec<Tensor>, Vec<StepTiming>), RunError> {
         let refs: Vec<&Tensor> = inputs.iter().collect();
         let mut timings = Vec::with_capacity(self.plan.steps.len());
-        let out = self.run_inner(&refs, Some(&mut timings))?;
+        let out = self.run_inner(&refs, Some(&mut timings), None)?;
         Ok((out, timings))
     }
 
@@ -152,6 +184,7 @@ impl Model {
         &self,
         inputs: &[&Tensor],
         mut timings: Option<&mut Vec<StepTiming>>,
+        mut probes: Option<(&[Probe], &mut Vec<Vec<u8>>)>,
     ) -> Result<Vec<Tensor>, RunError> {
         self.check_inputs(inputs)?;
         let mut outputs: Vec<Tensor> = self.plan.outputs.iter().map(|o| Tensor::zeros(o.dtype, &o.shape)).collect();
@@ -195,6 +228,21 @@ impl Model {
                     self.call(self.kernels[step.kernel], &args, step.tiles);
                     if let (Some(t), Some(start)) = (timings.as_deref_mut(), start) {
                         t.push(StepTiming { step: i, time: start.elapsed() });
+                    }
+                    if let Some((list, taken)) = probes.as_mut() {
+                        for (p, out) in list.iter().zip(taken.iter_mut()).filter(|(p, _)| p.after_step == i) {
+                            let base = match p.at.slot {
+                                Slot::Arena => bases.0[0],
+                                Slot::Weights => bases.0[1],
+                                Slot::Input(k) => bases.0[3 + k],
+                                Slot::Output(k) => bases.0[3 + n_in + k],
+                                Slot::Helpers => continue,
+                            };
+                            // SAFETY: run_probed checked that the bytes lie inside the slot's
+                            // buffer, and every tile of the step has finished.
+                            let src = unsafe { std::slice::from_raw_parts(base.wrapping_add(p.at.offset), p.bytes) };
+                            *out = src.to_vec();
+                        }
                     }
                     if let (Some(what), Some(status)) = (&step.check, status) {
                         // SAFETY: the status word is 8 aligned bytes inside the arena (validated),

@@ -83,3 +83,40 @@ fn zoo_models_compile_and_match_onnx_runtime() {
         assert!(outs[0].bytes() == outs[1].bytes(), "{name}: 1 and 2 threads give different bits");
     }
 }
+
+/// `check` on the full-size models: the JIT agrees with the interpreter, and a corrupted node in
+/// the middle of the network is found and named.
+#[test]
+fn zoo_models_pass_check_and_a_broken_node_is_named() {
+    use incept_compiler::check::{CheckOptions, Culprit, check};
+    use incept_compiler::{CompileOptions, Fault};
+    for (name, path, input, _) in zoo_models() {
+        let g = onnx::load(&path, &Default::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut options = CheckOptions { compile: CompileOptions::default(), tolerance: 1e-4, always_bisect: false };
+        let start = std::time::Instant::now();
+        let report = check(&g, std::slice::from_ref(&input), &options).unwrap_or_else(|e| panic!("{name}: {e}"));
+        println!("{name}: check in {:.1} s: {:?}", start.elapsed().as_secs_f64(), report.timings);
+        assert!(report.passed(), "{name}: {:?}", report.outputs);
+        // The middle conv of the optimised graph.
+        let mut opt = g.clone();
+        incept_compiler::passes::PassManager::new(&incept_compiler::passes::Pipeline::Full, &[], Default::default())
+            .expect("passes")
+            .run(&mut opt)
+            .expect("optimise");
+        let convs: Vec<String> = opt
+            .topo_order()
+            .expect("order")
+            .into_iter()
+            .filter(|&id| opt.node(id).op.name() == "Conv")
+            .map(|id| opt.node(id).name.clone())
+            .collect();
+        let victim = convs[convs.len() / 2].clone();
+        options.compile.fault = Some(Fault::Corrupt { node: victim.clone() });
+        let report = check(&g, std::slice::from_ref(&input), &options).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!report.passed(), "{name}: corrupting {victim} went unnoticed");
+        match report.culprit {
+            Some(Culprit::Node { first, .. }) => assert_eq!(first.node, victim, "{name}"),
+            other => panic!("{name}: blamed {other:?} instead of {victim}"),
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Subcommands of the `incept` tool and the options they share.
 
 pub mod bench;
+pub mod check;
 pub mod compile;
 pub mod inspect;
 pub mod ops;

@@ -44,9 +44,9 @@ pub struct RunArgs {
 }
 
 /// Tensors read from `--input` arguments, and expected outputs found beside them.
-struct Loaded {
-    inputs: Vec<(Option<String>, Tensor)>,
-    expected: Vec<Tensor>,
+pub(crate) struct Loaded {
+    pub inputs: Vec<(Option<String>, Tensor)>,
+    pub expected: Vec<Tensor>,
 }
 
 fn read_pb_dir(dir: &Path, prefix: &str) -> Result<Vec<(String, Tensor)>> {
@@ -61,7 +61,7 @@ fn read_pb_dir(dir: &Path, prefix: &str) -> Result<Vec<(String, Tensor)>> {
     Ok(out)
 }
 
-fn load_inputs(args: &[String]) -> Result<Loaded> {
+pub(crate) fn load_inputs(args: &[String]) -> Result<Loaded> {
     let mut loaded = Loaded { inputs: vec![], expected: vec![] };
     for a in args {
         let (name, path) = match a.split_once('=') {

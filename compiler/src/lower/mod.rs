@@ -25,6 +25,8 @@ pub enum LowerError {
     Symbolic(String),
     #[error("{0}")]
     Graph(#[from] incept_ir::Error),
+    #[error("injected fault: {0}")]
+    Fault(String),
 }
 
 pub type BufId = usize;
@@ -98,6 +100,18 @@ pub struct Lowered {
     pub outputs: Vec<Io>,
     /// The i64 status word that checking kernels set (an arena buffer alive for the whole run).
     pub status: Option<BufId>,
+    /// Where each computed value lives, and how many steps have run when it is complete (its
+    /// bytes can be read right after step `ready - 1`, before any later step reuses them).
+    pub values: Vec<ValueLoc>,
+}
+
+/// A computed value's place in the plan (for tools that read intermediate values).
+#[derive(Clone, Debug)]
+pub struct ValueLoc {
+    pub value: ValueId,
+    pub at: BufRef,
+    pub bytes: usize,
+    pub ready: usize,
 }
 
 pub(crate) struct Lowerer<'g> {
@@ -118,6 +132,12 @@ pub fn lower(g: &Graph) -> Result<Lowered, LowerError> {
 
 /// Lowers with a deliberate miscompilation (see [`Fault`]).
 pub fn lower_with(g: &Graph, fault: Option<&Fault>) -> Result<Lowered, LowerError> {
+    // A fault aimed at no node would make the test that injects it pass vacuously.
+    if let Some(Fault::Corrupt { node }) = fault
+        && !g.node_ids().any(|id| g.node(id).name == *node)
+    {
+        return Err(LowerError::Fault(format!("no node named '{node}' to corrupt")));
+    }
     let mut l = Lowerer {
         g,
         fault: fault.cloned(),
@@ -129,6 +149,7 @@ pub fn lower_with(g: &Graph, fault: Option<&Fault>) -> Result<Lowered, LowerErro
             inputs: vec![],
             outputs: vec![],
             status: None,
+            values: vec![],
         },
         values: HashMap::new(),
         spec_keys: HashMap::new(),
@@ -167,6 +188,13 @@ pub fn lower_with(g: &Graph, fault: Option<&Fault>) -> Result<Lowered, LowerErro
             && *name == node.name
         {
             l.corrupt(id)?;
+        }
+        let ready = l.out.steps.len();
+        for v in outs {
+            if let (Some(&at), true) = (l.values.get(&v), ready > 0) {
+                let bytes = l.shape(v)?.iter().product::<usize>() * g.ty(v).dtype.size();
+                l.out.values.push(ValueLoc { value: v, at, bytes, ready });
+            }
         }
     }
     l.outputs()?;

@@ -129,6 +129,16 @@ impl PassManager {
 
     /// Runs every group to a fixed point.
     pub fn run(&self, g: &mut Graph) -> Result<RunReport, PassError> {
+        self.run_observed(g, &mut |_, _| {})
+    }
+
+    /// Like [`PassManager::run`], calling `observe(pass, graph)` after every sweep that changed
+    /// the graph (for bisecting a numerical difference to the pass that introduced it).
+    pub fn run_observed(
+        &self,
+        g: &mut Graph,
+        observe: &mut dyn FnMut(&'static str, &Graph),
+    ) -> Result<RunReport, PassError> {
         let cx = PassContext { options: &self.options, factorize: Default::default() };
         let mut stats: Vec<PassStats> =
             self.groups.iter().flatten().map(|p| PassStats { name: p.name(), ..PassStats::default() }).collect();
@@ -160,6 +170,9 @@ impl PassManager {
                     }
                     if applied > 0 && wants_text {
                         snapshots.push(Snapshot { pass: pass.name(), text: print(g, pass.name())?, before });
+                    }
+                    if applied > 0 {
+                        observe(pass.name(), g);
                     }
                 }
                 if !changed {

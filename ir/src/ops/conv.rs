@@ -1,6 +1,8 @@
 //! Conv and ConvTranspose, plus the sliding-window geometry (kernel, strides, pads, dilations,
 //! auto_pad) that pooling shares.
 
+use rayon::prelude::*;
+
 use crate::attrs::{AttrList, AttrValue, Attrs};
 use crate::error::OpError;
 use crate::invalid;
@@ -291,10 +293,12 @@ impl OpDef for Conv {
         let mg = m / self.group;
         let plane = od * oh * ow;
         let mut out = vec![0f64; n * m * plane];
-        for ni in 0..n {
-            for mi in 0..m {
+        // Output planes are independent and each is summed in the same order on any thread, so
+        // the result does not depend on the thread count.
+        out.par_chunks_mut(plane.max(1)).enumerate().for_each(|(p, acc)| {
+            let (ni, mi) = (p / m, p % m);
+            {
                 let g = mi / mg;
-                let acc = &mut out[(ni * m + mi) * plane..][..plane];
                 acc.fill(bv[mi]);
                 for ci in 0..cg {
                     let xc = &xv[(ni * c + g * cg + ci) * id * ih * iw..][..id * ih * iw];
@@ -309,17 +313,20 @@ impl OpDef for Conv {
                                 };
                                 let row = &xc[(iz * ih + iy) * iw..][..iw];
                                 let orow = &mut acc[(oz * oh + oy) * ow..][..ow];
-                                for (ox, o) in orow.iter_mut().enumerate() {
-                                    if let Some(ix) = (ox * sw + kx * dw).checked_sub(pw).filter(|&v| v < iw) {
-                                        *o += wt * row[ix];
-                                    }
+                                // The outputs whose tap lands inside the row: ix = ox*sw + kx*dw - pw
+                                // in [0, iw), worked out once instead of tested per element.
+                                let shift = kx * dw;
+                                let lo = pw.saturating_sub(shift).div_ceil(sw);
+                                let hi = if iw + pw > shift { ((iw + pw - shift - 1) / sw + 1).min(ow) } else { 0 };
+                                for ox in lo..hi {
+                                    orow[ox] += wt * row[ox * sw + shift - pw];
                                 }
                             }
                         }
                     }
                 }
             }
-        }
+        });
         let mut shape = vec![n, m];
         shape.extend(osp);
         Ok(vec![from_f64(x.dtype(), shape, out)])
@@ -479,10 +486,10 @@ impl OpDef for ConvTranspose {
         };
         let plane = od * oh * ow;
         let mut out = vec![0f64; n * m * plane];
-        for ni in 0..n {
-            for mi in 0..m {
+        out.par_chunks_mut(plane.max(1)).enumerate().for_each(|(p, acc)| {
+            let (ni, mi) = (p / m, p % m);
+            {
                 let (g, mo) = (mi / mg, mi % mg);
-                let acc = &mut out[(ni * m + mi) * plane..][..plane];
                 acc.fill(bv[mi]);
                 for ci in 0..cg {
                     let cin = g * cg + ci;
@@ -511,7 +518,7 @@ impl OpDef for ConvTranspose {
                     }
                 }
             }
-        }
+        });
         let mut shape = vec![n, m];
         shape.extend(osp);
         Ok(vec![from_f64(x.dtype(), shape, out)])

@@ -1,5 +1,7 @@
 //! Gemm and MatMul.
 
+use rayon::prelude::*;
+
 use crate::attrs::{AttrList, AttrValue, Attrs};
 use crate::error::OpError;
 use crate::invalid;
@@ -80,12 +82,12 @@ impl OpDef for Gemm {
             None => vec![0f64; m * n],
         };
         let mut out = vec![0f64; m * n];
-        for i in 0..m {
-            for j in 0..n {
+        out.par_chunks_mut(n.max(1)).enumerate().for_each(|(i, row)| {
+            for (j, o) in row.iter_mut().enumerate() {
                 let dot: f64 = (0..k).map(|p| at(i, p) * bt(p, j)).sum();
-                out[i * n + j] = self.alpha as f64 * dot + self.beta as f64 * cv[i * n + j];
+                *o = self.alpha as f64 * dot + self.beta as f64 * cv[i * n + j];
             }
-        }
+        });
         Ok(vec![from_f64(a.dtype(), vec![m, n], out)])
     }
 
@@ -174,18 +176,17 @@ impl OpDef for MatMul {
         let (av, bv) = (a.to_f64s()?, b.to_f64s()?);
         let nb: usize = batch.iter().product();
         let mut res = vec![0f64; nb * m * n];
-        for bi in 0..nb {
+        // Rows are independent and each is summed in the same order on any thread.
+        res.par_chunks_mut(n.max(1)).enumerate().for_each(|(r, o)| {
+            let (bi, i) = (r / m.max(1), r % m.max(1));
             let (ab, bb) = (&av[oa[bi] * m * k..][..m * k], &bv[ob[bi] * k * n..][..k * n]);
-            let o = &mut res[bi * m * n..][..m * n];
-            for i in 0..m {
-                for p in 0..k {
-                    let x = ab[i * k + p];
-                    for j in 0..n {
-                        o[i * n + j] += x * bb[p * n + j];
-                    }
+            for p in 0..k {
+                let x = ab[i * k + p];
+                for j in 0..n {
+                    o[j] += x * bb[p * n + j];
                 }
             }
-        }
+        });
         Ok(vec![from_f64(a.dtype(), out, res)])
     }
 

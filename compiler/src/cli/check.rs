@@ -1,0 +1,127 @@
+//! `incept check`: the compiled model against the reference interpreter, and the node to blame
+//! when they differ.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use incept_compiler::check::{CheckOptions, CheckReport, Culprit, NodeMismatch, check, random_inputs};
+use incept_ir::interp;
+
+use crate::cli::compile::BackendArgs;
+use crate::cli::out;
+use crate::cli::run::load_inputs;
+use crate::cli::shapes::load_model;
+
+/// Check the compiled model against the reference interpreter on one set of inputs.
+///
+/// Compiles the model as `run` does, runs the compiled code and the reference interpreter on the
+/// same inputs (the given ones, or seeded random ones: floats standard normal, integers zero) and
+/// prints the largest absolute and relative error of every output. When an output differs by
+/// more than the tolerance, it finds the first node of the optimised graph whose kernels disagree
+/// with the interpreter on the same inputs to that node, and prints it with its fused epilogue
+/// and the kernels it was compiled to; if every node agrees, it bisects the optimisation passes.
+/// Exits with status 1 on a mismatch.
+#[derive(Args)]
+pub struct CheckArgs {
+    /// The ONNX model.
+    model: PathBuf,
+    /// An input: FILE.npy, NAME=FILE.npy, or a test data folder with input_N.pb (repeatable).
+    /// Without inputs, seeded random ones are used.
+    #[arg(long = "input", short = 'i', value_name = "FILE|NAME=FILE|DIR")]
+    inputs: Vec<String>,
+    /// Largest accepted error, relative to the largest magnitude of each reference output.
+    #[arg(long, default_value_t = 1e-4, value_name = "T")]
+    tolerance: f64,
+    /// Seed of the random inputs (when no input is given).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    seed: u64,
+    /// Look for the node with the largest error even when every output is within the tolerance.
+    #[arg(long)]
+    bisect: bool,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+pub fn run(a: CheckArgs) -> Result<()> {
+    if a.tolerance.is_nan() || a.tolerance < 0.0 {
+        bail!("--tolerance must be a non-negative number, got {}", a.tolerance);
+    }
+    let loaded = load_inputs(&a.inputs)?;
+    let g = load_model(&a.model, &a.backend.shapes, &loaded.inputs)?;
+    let inputs = if loaded.inputs.is_empty() {
+        let t = random_inputs(&g, a.seed).map_err(anyhow::Error::msg)?;
+        let desc: Vec<String> = g
+            .input_values()
+            .into_iter()
+            .zip(&t)
+            .map(|(v, t)| {
+                let fill = if t.dtype().is_float() { "standard normal" } else { "zeros" };
+                format!("'{}' {}{:?} {fill}", g.value(v).name, t.dtype(), t.shape())
+            })
+            .collect();
+        out(&format!("inputs: random, seed {} ({})\n", a.seed, desc.join(", ")))?;
+        t
+    } else {
+        interp::bind_inputs(&g, loaded.inputs)?
+    };
+    let options = CheckOptions { compile: a.backend.options()?, tolerance: a.tolerance, always_bisect: a.bisect };
+    let report = check(&g, &inputs, &options)?;
+    out(&format_report(&report))?;
+    if !report.passed() {
+        bail!("the compiled model disagrees with the reference interpreter");
+    }
+    Ok(())
+}
+
+fn mismatch_text(m: &NodeMismatch) -> String {
+    let mut s = format!(
+        "  node '{}' ({}), output '{}': max abs error {:.3e}, relative {:.3e}, on the JIT's own inputs to the node\n  {}\n",
+        m.node, m.op, m.value, m.local.max_abs, m.local.max_rel, m.text
+    );
+    if m.steps.is_empty() {
+        s.push_str("  kernels: none (a view of its input)\n");
+    }
+    for st in &m.steps {
+        s.push_str(&format!("  kernel: {} ({})\n", st.op, st.kernel));
+    }
+    s
+}
+
+pub fn format_report(r: &CheckReport) -> String {
+    let mut s = String::new();
+    for o in &r.outputs {
+        let verdict = if o.error.max_rel <= r.tolerance { "ok" } else { "MISMATCH" };
+        s.push_str(&format!(
+            "output '{}': max abs error {:.3e}, relative {:.3e}  {verdict}\n",
+            o.name, o.error.max_abs, o.error.max_rel
+        ));
+    }
+    let times: Vec<String> = r.timings.iter().map(|(n, d)| format!("{n} {:.2} s", d.as_secs_f64())).collect();
+    s.push_str(&format!("time: {}\n", times.join(", ")));
+    match &r.culprit {
+        None => {}
+        Some(Culprit::Node { first, mismatched }) => {
+            s.push_str(&format!(
+                "first node whose compiled kernels disagree with the interpreter ({mismatched} node output(s) beyond the tolerance in all):\n{}",
+                mismatch_text(first)
+            ));
+        }
+        Some(Culprit::Pass { pass, error }) => s.push_str(&format!(
+            "every node's kernels agree with the interpreter; the optimised graph itself differs: after pass '{pass}' the interpreter's outputs are off by {:.3e} (relative)\n",
+            error.max_rel
+        )),
+        Some(Culprit::Rounding { worst }) => {
+            s.push_str("every node agrees with the interpreter within the tolerance, and so do the passes: the difference is accumulated rounding\n");
+            if let Some(w) = worst {
+                s.push_str(&format!("largest error of a single node:\n{}", mismatch_text(w)));
+            }
+        }
+    }
+    if r.passed() {
+        s.push_str(&format!("PASS: every output within {:e} of the reference interpreter\n", r.tolerance));
+    } else {
+        s.push_str(&format!("FAIL: an output differs from the reference interpreter by more than {:e}\n", r.tolerance));
+    }
+    s
+}
