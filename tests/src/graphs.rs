@@ -154,9 +154,14 @@ pub fn check(mut r: Gen, out: ValueId, family: &str, case: &str, opts: &CheckOpt
     let want = interp::run(&g, &inputs).map_err(|e| format!("{family} {case}: interpreter: {e}\n{text}"))?;
     let rt: Vec<_> = inputs.iter().map(|t| to_runtime(t).expect("input")).collect();
     let mut plan_ops = vec![];
+    // PROP_MUTATE=1 corrupts every graph's first output (a check of the checks: every case must
+    // then fail).
+    let fault = match std::env::var_os("PROP_MUTATE") {
+        Some(_) => Some(Fault::Corrupt { node: g.node(g.outputs()[0].node).name.clone() }),
+        None => opts.fault.clone(),
+    };
     for (pipeline, threads) in [(Pipeline::Full, 2), (Pipeline::Explicit(vec![]), 1)] {
-        let copts =
-            CompileOptions { pipeline: pipeline.clone(), threads, fault: opts.fault.clone(), ..Default::default() };
+        let copts = CompileOptions { pipeline: pipeline.clone(), threads, fault: fault.clone(), ..Default::default() };
         let (model, _) = compile_graph(g.clone(), &copts)
             .map_err(|e| format!("{family} {case} ({pipeline:?}): compile: {e}\n{:?}\n{text}", r.desc))?;
         if pipeline == Pipeline::Full {

@@ -351,6 +351,17 @@ fn run_table(family: Family, fault: Option<Fault>, stop_at_first: bool) -> Resul
             continue;
         };
         let case = format!("row {i} [{}] seed {s}", row.describe());
+        if r.shape(out).contains(&0) {
+            failures.push(format!("{} {case}: an empty output tests nothing", family.name()));
+            continue;
+        }
+        let mut opts = opts.clone();
+        if let Some(Fault::Corrupt { node }) = &mut opts.fault
+            && node.is_empty()
+        {
+            // Corrupt this row's output producer.
+            *node = r.g.node(out.node).name.clone();
+        }
         match check(r, out, family.name(), &case, &opts) {
             Ok(ops) => separate += ops.iter().any(|o| o == "Epilogue") as usize,
             Err(e) => {
@@ -450,6 +461,22 @@ fn mutation_epilogue_operand_as_bias_is_caught() {
         }
     }
     assert!(missed.is_empty(), "the reinjected operand-numbering bug passes the tables of {missed:?}");
+}
+
+/// A check of the checks: with each row's output producer corrupted on purpose, every row fails.
+#[test]
+fn every_row_catches_a_corrupted_output() {
+    for family in [Family::Conv1x1, Family::Depthwise, Family::Gemm] {
+        let dims = dims();
+        let n = table(&dims, family).len();
+        // An empty node name means "this row's output node" (see run_table).
+        match run_table(family, Some(Fault::Corrupt { node: String::new() }), false) {
+            Ok(_) => panic!("{}: every row passes with a corrupted output", family.name()),
+            Err(f) => {
+                assert_eq!(f.len(), n, "{}: only {} of {n} rows fail with a corrupted output", family.name(), f.len())
+            }
+        }
+    }
 }
 
 /// Every table covers all pairs and stays small enough for CI.

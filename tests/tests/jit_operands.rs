@@ -1,0 +1,601 @@
+//! Optional operands and attribute forms of the non-linear kernel families, as all-pairs tables
+//! (see `jit_epilogues.rs` for the linear ones): an optional input left off the end of the list,
+//! given as an empty name, or present (constant or computed at run time), beside the attributes
+//! that change which kernel runs. Every row is compiled with and without passes, at 2 and 1
+//! threads, and compared with the interpreter; every row must build a valid graph, so no part of
+//! a table is silently skipped.
+
+use incept_compiler::Fault;
+use incept_ir::Tensor;
+use incept_ir::attrs::AttrValue;
+use incept_ir::graph::ValueId;
+use incept_tests::graphs::{CheckOptions, Gen, check, ints};
+use incept_tests::pairwise::{Dim, Row, cover};
+
+/// An optional trailing input in one of its three forms; `make` builds it when present.
+fn optional(form: &str, ins: &mut Vec<Option<ValueId>>, make: impl FnOnce() -> ValueId) {
+    match form {
+        "omitted" => {}
+        "empty" => ins.push(None),
+        _ => ins.push(Some(make())),
+    }
+}
+
+/// Drops trailing `None`s that stand for omitted inputs (an "omitted" input before a present
+/// one must be written as empty, so a table row with that combination is invalid).
+fn valid_order(forms: &[&str]) -> bool {
+    let mut seen_present = false;
+    for f in forms.iter().rev() {
+        if *f != "omitted" {
+            seen_present = true;
+        } else if seen_present {
+            return false;
+        }
+    }
+    true
+}
+
+fn seed(family: &str, i: usize) -> u64 {
+    family.bytes().fold(0x8422_2325_cbf2_9ce4u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+        ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+type Build = Box<dyn Fn(&mut Gen, &Row) -> Option<ValueId>>;
+
+/// One all-pairs table: its dimensions, which rows are possible, which dimensions matter in a
+/// row, and how a row becomes a graph.
+struct Table {
+    name: &'static str,
+    dims: Vec<Dim>,
+    valid: Box<dyn Fn(&Row) -> bool>,
+    active: Box<dyn Fn(&Row, &str) -> bool>,
+    build: Build,
+}
+
+impl Table {
+    fn new(
+        name: &'static str,
+        dims: Vec<Dim>,
+        valid: impl Fn(&Row) -> bool + 'static,
+        active: impl Fn(&Row, &str) -> bool + 'static,
+        build: impl Fn(&mut Gen, &Row) -> Option<ValueId> + 'static,
+    ) -> Table {
+        Table { name, dims, valid: Box::new(valid), active: Box::new(active), build: Box::new(build) }
+    }
+
+    /// Runs every row through `build` and `check` (with `mutate`, the output's producer is
+    /// corrupted on purpose). Returns the number of rows, the failures, and the rows that passed.
+    fn run(&self, mutate: bool) -> (usize, Vec<String>, Vec<String>) {
+        let rows = cover(&self.dims, &self.valid, &self.active);
+        let (mut failures, mut passed) = (vec![], vec![]);
+        for (i, row) in rows.iter().enumerate() {
+            let s = seed(self.name, i);
+            let mut r = Gen::new(s);
+            let case = format!("row {i} [{}] seed {s}", row.describe());
+            let Some(out) = (self.build)(&mut r, row) else {
+                failures.push(format!("{} {case}: not a valid graph: {:?}", self.name, r.desc));
+                continue;
+            };
+            let shape = r.shape(out);
+            if shape.contains(&0) {
+                failures.push(format!("{} {case}: an empty output {shape:?} tests nothing", self.name));
+                continue;
+            }
+            let fault = mutate.then(|| Fault::Corrupt { node: r.g.node(out.node).name.clone() });
+            match check(r, out, self.name, &case, &CheckOptions { fault, ..Default::default() }) {
+                Ok(_) => passed.push(case),
+                Err(e) => failures.push(e),
+            }
+        }
+        (rows.len(), failures, passed)
+    }
+
+    fn passes(&self) {
+        let (n, failures, _) = self.run(false);
+        println!("{}: {n} rows (all pairs) checked", self.name);
+        assert!(failures.is_empty(), "{} of {n} rows failed; first:\n{}", failures.len(), failures[0]);
+    }
+}
+
+fn dims_of(r: &mut Gen, rank: usize, lo: usize, hi: usize) -> Vec<usize> {
+    (0..rank).map(|_| r.int(lo, hi)).collect()
+}
+
+fn clip_table() -> Table {
+    let dims = vec![
+        Dim::new("min", &["omitted", "empty", "const", "input"]),
+        Dim::new("max", &["omitted", "empty", "const", "input"]),
+        Dim::new("order", &["min_below_max", "min_above_max"]),
+        Dim::new("rank", &["0", "1", "4"]),
+    ];
+    fn present(f: &str) -> bool {
+        f == "const" || f == "input"
+    }
+    Table::new(
+        "clip",
+        dims,
+        |r| valid_order(&[r.get("min"), r.get("max")]),
+        |r, d| d != "order" || (present(r.get("min")) && present(r.get("max"))),
+        |g, row| {
+            let rank: usize = row.get("rank").parse().ok()?;
+            let shape = dims_of(g, rank, 1, 7);
+            let x = g.input(&shape);
+            let (lo, hi) = if row.get("order") == "min_above_max" { (0.4f32, -0.2f32) } else { (-0.3, 0.5) };
+            let mut ins = vec![Some(x)];
+            let bound = |g: &mut Gen, form: &str, v: f32| match form {
+                "const" => g.konst(Tensor::scalar(v)),
+                // A run-time bound: computed from an input so no pass can fold it.
+                _ => {
+                    let b = g.input(&[]);
+                    let (zero, c) = (g.konst(Tensor::scalar(0f32)), g.konst(Tensor::scalar(v)));
+                    let z = g.op("Mul", vec![], vec![Some(b), Some(zero)]);
+                    g.op("Add", vec![], vec![z, Some(c)]).unwrap_or(b)
+                }
+            };
+            let (fmin, fmax) = (row.get("min"), row.get("max"));
+            if fmin != "omitted" {
+                if present(fmin) {
+                    let v = bound(g, fmin, lo);
+                    ins.push(Some(v));
+                } else {
+                    ins.push(None);
+                }
+            }
+            if fmax != "omitted" {
+                if present(fmax) {
+                    let v = bound(g, fmax, hi);
+                    ins.push(Some(v));
+                } else {
+                    ins.push(None);
+                }
+            }
+            g.op("Clip", vec![], ins)
+        },
+    )
+}
+
+fn pad_table() -> Table {
+    let dims = vec![
+        Dim::new("mode", &["constant", "reflect", "edge", "wrap"]),
+        Dim::new("value", &["omitted", "empty", "const"]),
+        Dim::new("axes", &["omitted", "positive", "negative"]),
+        Dim::new("pads", &["zero", "grow", "crop"]),
+    ];
+    Table::new(
+        "pad",
+        dims,
+        |r| {
+            // The value only exists for constant mode; axes after an omitted value need it empty.
+            let value_ok = r.get("mode") == "constant" || r.get("value") != "const";
+            let crop_ok = r.get("mode") == "constant" || r.get("pads") != "crop";
+            value_ok && crop_ok && valid_order(&[r.get("value"), r.get("axes")])
+        },
+        |_, _| true,
+        |g, row| {
+            let rank = g.int(1, 4);
+            let shape = dims_of(g, rank, 2, 6);
+            let x = g.input(&shape);
+            // Pad a subset of axes (all of them when no axes input).
+            let axes: Vec<usize> = if row.get("axes") == "omitted" {
+                (0..rank).collect()
+            } else {
+                (0..rank).filter(|_| g.coin()).collect()
+            };
+            let mut pads = vec![0i64; 2 * axes.len()];
+            for (k, &a) in axes.iter().enumerate() {
+                let (b, e) = match row.get("pads") {
+                    "zero" => (0, 0),
+                    "grow" => (g.int(0, shape[a] - 1) as i64, g.int(0, shape[a] - 1) as i64),
+                    _ => (-(g.int(0, shape[a] / 2 - 1) as i64), g.int(0, 2) as i64 - 1),
+                };
+                pads[k] = b;
+                pads[axes.len() + k] = e;
+            }
+            let p = g.ints(&pads);
+            let mut ins = vec![Some(x), Some(p)];
+            optional(row.get("value"), &mut ins, || g.konst(Tensor::scalar(0.75f32)));
+            let axes_form = if row.get("axes") == "omitted" { "omitted" } else { "present" };
+            let neg = row.get("axes") == "negative";
+            optional(axes_form, &mut ins, || {
+                let a: Vec<i64> = axes.iter().map(|&a| if neg { a as i64 - rank as i64 } else { a as i64 }).collect();
+                g.ints(&a)
+            });
+            g.op("Pad", vec![("mode", AttrValue::Str(row.get("mode").into()))], ins)
+        },
+    )
+}
+
+fn slice_table() -> Table {
+    let dims = vec![
+        Dim::new("axes", &["omitted", "empty", "positive", "negative"]),
+        Dim::new("steps", &["omitted", "ones", "mixed"]),
+        Dim::new("bounds", &["inside", "clamped", "negative"]),
+        Dim::new("rank", &["1", "2", "4"]),
+    ];
+    Table::new(
+        "slice",
+        dims,
+        |r| valid_order(&[r.get("axes"), r.get("steps")]),
+        |_, _| true,
+        |g, row| {
+            let rank: usize = row.get("rank").parse().ok()?;
+            let shape = dims_of(g, rank, 1, 8);
+            let x = g.input(&shape);
+            let sliced: Vec<usize> = match row.get("axes") {
+                "omitted" | "empty" => (0..rank).collect(),
+                _ => (0..rank).filter(|_| g.coin()).collect(),
+            };
+            let (mut starts, mut ends, mut steps) = (vec![], vec![], vec![]);
+            for &a in &sliced {
+                let d = shape[a] as i64;
+                let step = if row.get("steps") == "mixed" { g.pick(&[1i64, 2, -1, -2]) } else { 1 };
+                // Never empty: an empty output cannot show a wrong value.
+                let s = g.int(0, d as usize - 1) as i64;
+                let e =
+                    if step > 0 { g.int(s as usize + 1, d as usize) as i64 } else { g.int(0, s as usize) as i64 - 1 };
+                let (s, e) = match row.get("bounds") {
+                    "clamped" if step > 0 => (s, i64::MAX),
+                    "clamped" => (i64::MAX, i64::MIN),
+                    // The end of the dim has no negative spelling: keep it.
+                    "negative" => (s - d, if e == d { e } else { e - d }),
+                    _ => (s, e),
+                };
+                starts.push(s);
+                ends.push(e);
+                steps.push(step);
+            }
+            let (st, en) = (g.ints(&starts), g.ints(&ends));
+            let mut ins = vec![Some(x), Some(st), Some(en)];
+            let neg = row.get("axes") == "negative";
+            let axes: Vec<i64> = sliced.iter().map(|&a| if neg { a as i64 - rank as i64 } else { a as i64 }).collect();
+            let axes_form =
+                if matches!(row.get("axes"), "positive" | "negative") { "present" } else { row.get("axes") };
+            optional(axes_form, &mut ins, || g.ints(&axes));
+            let steps_form = if row.get("steps") == "omitted" { "omitted" } else { "present" };
+            optional(steps_form, &mut ins, || g.ints(&steps));
+            g.op("Slice", vec![], ins)
+        },
+    )
+}
+
+fn pool_table() -> Table {
+    let dims = vec![
+        Dim::new("op", &["max", "max_indices", "average"]),
+        Dim::new("pads", &["none", "symmetric", "asymmetric", "same_upper", "same_lower", "valid"]),
+        Dim::new("ceil", &["0", "1"]),
+        Dim::new("count_include_pad", &["0", "1"]),
+        Dim::new("storage_order", &["0", "1"]),
+        Dim::new("rank", &["1", "2", "3"]),
+    ];
+    Table::new(
+        "pool",
+        dims,
+        // auto_pad forbids explicit pads and, for ONNX, ceil_mode is ignored with it.
+        |r| !(r.get("pads").starts_with("same") || r.get("pads") == "valid") || r.get("ceil") == "0",
+        |r, d| match d {
+            "count_include_pad" => r.get("op") == "average",
+            "storage_order" => r.get("op") == "max_indices",
+            _ => true,
+        },
+        |g, row| {
+            let nsp: usize = row.get("rank").parse().ok()?;
+            let k: Vec<usize> = (0..nsp).map(|_| g.int(1, 3)).collect();
+            let s: Vec<usize> = (0..nsp).map(|_| g.int(1, 2)).collect();
+            let mut attrs = vec![("kernel_shape", ints(&k)), ("strides", ints(&s))];
+            match row.get("pads") {
+                "none" => {}
+                "symmetric" => {
+                    let p: Vec<usize> = k.iter().map(|&k| (k - 1) / 2).collect();
+                    attrs.push(("pads", ints(&[p.clone(), p].concat())));
+                }
+                "asymmetric" => {
+                    let p: Vec<usize> = (0..2 * nsp).map(|i| g.int(0, k[i % nsp] - 1)).collect();
+                    attrs.push(("pads", ints(&p)));
+                }
+                "same_upper" => attrs.push(("auto_pad", AttrValue::Str("SAME_UPPER".into()))),
+                "same_lower" => attrs.push(("auto_pad", AttrValue::Str("SAME_LOWER".into()))),
+                _ => attrs.push(("auto_pad", AttrValue::Str("VALID".into()))),
+            }
+            attrs.push(("ceil_mode", AttrValue::Int(row.get("ceil").parse().ok()?)));
+            let mut shape = vec![g.int(1, 2), g.int(1, 3)];
+            shape.extend((0..nsp).map(|a| k[a] + g.int(0, 6)));
+            let x = g.input(&shape);
+            match row.get("op") {
+                "average" => {
+                    attrs.push(("count_include_pad", AttrValue::Int(row.get("count_include_pad").parse().ok()?)));
+                    g.op("AveragePool", attrs, vec![Some(x)])
+                }
+                "max" => g.op("MaxPool", attrs, vec![Some(x)]),
+                _ => {
+                    attrs.push(("storage_order", AttrValue::Int(row.get("storage_order").parse().ok()?)));
+                    let outs = g.op_n("MaxPool", attrs, vec![Some(x)], 2)?;
+                    g.extra.push(outs[1]);
+                    Some(outs[0])
+                }
+            }
+        },
+    )
+}
+
+fn resize_table() -> Table {
+    let dims = vec![
+        Dim::new("target", &["scales", "sizes"]),
+        Dim::new("roi", &["empty", "const"]),
+        Dim::new("mode", &["nearest", "linear", "cubic"]),
+        Dim::new(
+            "coord",
+            &[
+                "half_pixel",
+                "half_pixel_symmetric",
+                "asymmetric",
+                "align_corners",
+                "pytorch_half_pixel",
+                "tf_crop_and_resize",
+            ],
+        ),
+        Dim::new("axes", &["omitted", "spatial"]),
+        Dim::new("aspect", &["stretch", "not_larger", "not_smaller"]),
+        Dim::new("exclude_outside", &["0", "1"]),
+    ];
+    Table::new(
+        "resize",
+        dims,
+        // The aspect-ratio policy only applies to sizes.
+        |r| r.get("target") == "sizes" || r.get("aspect") == "stretch",
+        |r, d| match d {
+            "aspect" => r.get("target") == "sizes",
+            "exclude_outside" => r.get("mode") == "cubic",
+            "roi" => r.get("coord") == "tf_crop_and_resize",
+            _ => true,
+        },
+        |g, row| {
+            let shape = [1, g.int(1, 3), g.int(2, 7), g.int(2, 7)];
+            let x = g.input(&shape);
+            let spatial = row.get("axes") == "spatial";
+            let n_axes = if spatial { 2 } else { 4 };
+            let mut ins = vec![Some(x)];
+            let crop = row.get("coord") == "tf_crop_and_resize";
+            // roi is [starts..., ends...] over the resized axes, in normalised coordinates.
+            if crop && row.get("roi") == "const" {
+                let mut roi = vec![0f32; 2 * n_axes];
+                for a in 0..n_axes {
+                    roi[a] = if a + 4 - n_axes >= 2 { 0.1 } else { 0.0 };
+                    roi[n_axes + a] = if a + 4 - n_axes >= 2 { 0.8 } else { 1.0 };
+                }
+                ins.push(Some(g.konst(Tensor::from_vec(vec![2 * n_axes], roi))));
+            } else {
+                ins.push(None);
+            }
+            if row.get("target") == "scales" {
+                let sp = [g.pick(&[0.5f32, 1.5, 2.0, 3.0]), g.pick(&[0.6f32, 1.0, 2.0, 2.5])];
+                let scales: Vec<f32> = if spatial { sp.to_vec() } else { vec![1.0, 1.0, sp[0], sp[1]] };
+                ins.push(Some(g.konst(Tensor::from_vec(vec![scales.len()], scales))));
+            } else {
+                ins.push(None);
+                // Sizes of at least the input: with an aspect-ratio policy over all four axes,
+                // smaller ones would shrink the batch and channel axes to nothing.
+                let sp = [g.int(shape[2], 12) as i64, g.int(shape[3], 12) as i64];
+                let sizes: Vec<i64> =
+                    if spatial { sp.to_vec() } else { vec![shape[0] as i64, shape[1] as i64, sp[0], sp[1]] };
+                ins.push(Some(g.ints(&sizes)));
+            }
+            let mut attrs = vec![
+                ("mode", AttrValue::Str(row.get("mode").into())),
+                ("coordinate_transformation_mode", AttrValue::Str(row.get("coord").into())),
+                ("exclude_outside", AttrValue::Int(row.get("exclude_outside").parse().ok()?)),
+                ("keep_aspect_ratio_policy", AttrValue::Str(row.get("aspect").into())),
+                ("extrapolation_value", AttrValue::Float(-0.5)),
+            ];
+            if spatial {
+                attrs.push(("axes", ints(&[2, 3])));
+            }
+            g.op("Resize", attrs, ins)
+        },
+    )
+}
+
+fn dropout_table() -> Table {
+    // Dropout's ratio and training_mode inputs are consumed by the importer (a constant false
+    // training_mode, or none); in the IR only the optional mask output remains.
+    let dims = vec![Dim::new("mask", &["absent", "present"]), Dim::new("rank", &["1", "3"])];
+    Table::new(
+        "dropout",
+        dims,
+        |_| true,
+        |_, _| true,
+        |g, row| {
+            let rank: usize = row.get("rank").parse().ok()?;
+            let shape = dims_of(g, rank, 1, 5);
+            let x = g.input(&shape);
+            if row.get("mask") == "present" {
+                let outs = g.op_n("Dropout", vec![], vec![Some(x)], 2)?;
+                g.extra.push(outs[1]);
+                Some(outs[0])
+            } else {
+                g.op("Dropout", vec![], vec![Some(x)])
+            }
+        },
+    )
+}
+
+fn reduce_table() -> Table {
+    let dims = vec![
+        Dim::new("op", &["ReduceMean", "ReduceSum", "ReduceMax"]),
+        Dim::new("axes", &["omitted", "empty", "positive", "negative"]),
+        Dim::new("keepdims", &["0", "1"]),
+        Dim::new("noop_with_empty_axes", &["0", "1"]),
+    ];
+    Table::new(
+        "reduce",
+        dims,
+        |_| true,
+        |r, d| d != "noop_with_empty_axes" || matches!(r.get("axes"), "omitted" | "empty"),
+        |g, row| {
+            let rank = g.int(1, 4);
+            let shape = dims_of(g, rank, 1, 6);
+            let x = g.input(&shape);
+            let mut ins = vec![Some(x)];
+            match row.get("axes") {
+                "omitted" => {}
+                "empty" => ins.push(Some(g.ints(&[]))),
+                form => {
+                    let mut axes: Vec<i64> = (0..rank as i64).filter(|_| g.coin()).collect();
+                    if axes.is_empty() {
+                        axes.push(0);
+                    }
+                    if form == "negative" {
+                        axes.iter_mut().for_each(|a| *a -= rank as i64);
+                    }
+                    ins.push(Some(g.ints(&axes)));
+                }
+            }
+            let attrs = vec![
+                ("keepdims", AttrValue::Int(row.get("keepdims").parse().ok()?)),
+                ("noop_with_empty_axes", AttrValue::Int(row.get("noop_with_empty_axes").parse().ok()?)),
+            ];
+            g.op(row.get("op"), attrs, ins)
+        },
+    )
+}
+
+fn split_table() -> Table {
+    let dims = vec![
+        Dim::new("split", &["omitted", "input", "num_outputs"]),
+        Dim::new("axis", &["first", "last", "negative"]),
+        Dim::new("outputs", &["1", "2", "3"]),
+    ];
+    Table::new(
+        "split",
+        dims,
+        |_| true,
+        |_, _| true,
+        |g, row| {
+            let rank = g.int(1, 4);
+            let n: usize = row.get("outputs").parse().ok()?;
+            let mut shape = dims_of(g, rank, 1, 5);
+            let axis = match row.get("axis") {
+                "first" => 0,
+                _ => rank - 1,
+            };
+            shape[axis] = n * g.int(1, 3);
+            let x = g.input(&shape);
+            let a = if row.get("axis") == "negative" { -1 } else { axis as i64 };
+            let mut attrs = vec![("axis", AttrValue::Int(a))];
+            let mut ins = vec![Some(x)];
+            match row.get("split") {
+                "input" => {
+                    // Uneven parts that add up to the dim.
+                    let d = shape[axis];
+                    let mut parts = vec![1i64; n];
+                    for _ in n..d {
+                        let k = g.int(0, n - 1);
+                        parts[k] += 1;
+                    }
+                    ins.push(Some(g.ints(&parts)));
+                }
+                "num_outputs" => attrs.push(("num_outputs", AttrValue::Int(n as i64))),
+                _ => {}
+            }
+            let outs = g.op_n("Split", attrs, ins, n)?;
+            g.extra.extend(outs[1..].iter().copied());
+            Some(outs[0])
+        },
+    )
+}
+
+fn softmax_table() -> Table {
+    let dims = vec![
+        Dim::new("op", &["Softmax", "LogSoftmax"]),
+        Dim::new("axis", &["omitted", "first", "middle", "negative"]),
+        Dim::new("rank", &["1", "2", "4"]),
+    ];
+    Table::new(
+        "softmax",
+        dims,
+        |_| true,
+        |_, _| true,
+        |g, row| {
+            let rank: usize = row.get("rank").parse().ok()?;
+            let shape = dims_of(g, rank, 1, 7);
+            let x = g.input(&shape);
+            let attrs = match row.get("axis") {
+                "omitted" => vec![],
+                "first" => vec![("axis", AttrValue::Int(0))],
+                "middle" => vec![("axis", AttrValue::Int((rank / 2) as i64))],
+                _ => vec![("axis", AttrValue::Int(-(rank as i64)))],
+            };
+            g.op(row.get("op"), attrs, vec![Some(x)])
+        },
+    )
+}
+
+#[test]
+fn clip() {
+    clip_table().passes();
+}
+
+#[test]
+fn pad() {
+    pad_table().passes();
+}
+
+#[test]
+fn slice() {
+    slice_table().passes();
+}
+
+#[test]
+fn pool() {
+    pool_table().passes();
+}
+
+#[test]
+fn resize() {
+    resize_table().passes();
+}
+
+#[test]
+fn dropout() {
+    dropout_table().passes();
+}
+
+#[test]
+fn reduce() {
+    reduce_table().passes();
+}
+
+#[test]
+fn split() {
+    split_table().passes();
+}
+
+#[test]
+fn softmax() {
+    softmax_table().passes();
+}
+
+/// A check of the checks: with the output's producer corrupted on purpose, every row of every
+/// table must fail (a row that still passes could not catch a wrong value either).
+#[test]
+fn every_row_catches_a_corrupted_output() {
+    for table in [
+        clip_table(),
+        pad_table(),
+        slice_table(),
+        pool_table(),
+        resize_table(),
+        dropout_table(),
+        reduce_table(),
+        split_table(),
+        softmax_table(),
+    ] {
+        let (n, _, passed) = table.run(true);
+        assert!(
+            passed.is_empty(),
+            "{}: {} of {n} rows pass with a corrupted output: {:?}",
+            table.name,
+            passed.len(),
+            passed
+        );
+    }
+}
