@@ -41,6 +41,7 @@ fn seed(family: &str, i: usize) -> u64 {
 }
 
 type Build = Box<dyn Fn(&mut Gen, &Row) -> Option<ValueId>>;
+type Active = Box<dyn Fn(&Row, &str) -> bool>;
 
 /// One all-pairs table: its dimensions, which rows are possible, which dimensions matter in a
 /// row, and how a row becomes a graph.
@@ -48,7 +49,7 @@ struct Table {
     name: &'static str,
     dims: Vec<Dim>,
     valid: Box<dyn Fn(&Row) -> bool>,
-    active: Box<dyn Fn(&Row, &str) -> bool>,
+    active: Active,
     build: Build,
 }
 
