@@ -7,7 +7,7 @@
         [--write BENCHMARKS.md]
 
 DIR holds ResNet50.onnx, InceptionV3.onnx, Xception.onnx and their .input.npy files, as written by
-../shared/zoo/make_zoo.py (or pass models with --model PATH, repeatable). For each model and thread
+bench/zoo/make_zoo.py (or pass models with --model PATH, repeatable). For each model and thread
 count, each round runs `incept bench --json` (a fresh process: compile, warm up, ITERS timed runs)
 and then ITERS timed runs of one ONNX Runtime session (created once, warmed up); the medians are
 over all rounds' samples, and the ratio is incept / ORT (below 1: incept is faster). Batch 1, the

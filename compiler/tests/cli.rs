@@ -292,3 +292,38 @@ fn check_names_a_broken_node() {
     let err = fails(&["check", &model("mini_resnet"), "--inject-fault", "corrupt=nope"]);
     assert!(err.contains("no node named 'nope'"), "{err}");
 }
+
+/// Issue 7's repro through `incept run` as a user runs it: Conv without bias, Add of a residual
+/// (full, per channel, per position), Relu, at -O2 on 1 and 2 threads, against ONNX Runtime.
+#[test]
+fn run_matches_onnx_runtime_on_the_epilogue_repros() {
+    let dir = fixtures().join("epilogue");
+    for name in ["conv1x1", "conv3x3_winograd_batch2", "depthwise_shared", "gemm"] {
+        let m = dir.join(format!("{name}.onnx")).display().to_string();
+        let g = incept_ir::onnx::load(Path::new(&m), &Default::default()).expect("import");
+        let mut args = vec!["run".to_string(), m.clone()];
+        for v in g.input_values() {
+            let input = g.value(v).name.clone();
+            args.push("-i".into());
+            args.push(format!("{input}={}", dir.join(format!("{name}.{input}.npy")).display()));
+        }
+        for threads in ["1", "2"] {
+            let out = std::env::temp_dir().join(format!("incept-repro-{name}-{threads}-{}", std::process::id()));
+            std::fs::create_dir_all(&out).expect("temp dir");
+            let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out_s = out.display().to_string();
+            a.extend(["--threads", threads, "-o", &out_s]);
+            let o = incept(&a);
+            assert!(o.status.success(), "{name}: {}", stderr(&o));
+            for (k, &v) in g.outputs().iter().enumerate() {
+                let got = npy::read(&out.join(format!("{}.npy", g.value(v).name))).expect("output");
+                let want = npy::read(&dir.join(format!("{name}.ort_output_{k}.npy"))).expect("ORT output");
+                let (g, w) = (got.to_f64s().expect("f32"), want.to_f64s().expect("f32"));
+                let scale = w.iter().fold(1f64, |m, x| m.max(x.abs()));
+                let err = g.iter().zip(&w).fold(0f64, |m, (a, b)| m.max((a - b).abs())) / scale;
+                assert!(got.shape() == want.shape() && err <= 1e-4, "{name} output {k} at {threads} threads: {err:e}");
+            }
+            let _ = std::fs::remove_dir_all(&out);
+        }
+    }
+}

@@ -110,7 +110,7 @@ fn batchnorm_carrying_fixtures_lose_it() {
 #[test]
 fn zoo_models_after_o2() {
     let Some(dir) = std::env::var_os("INCEPT_ZOO_DIR").map(std::path::PathBuf::from).filter(|d| d.is_dir()) else {
-        println!("skipped: set INCEPT_ZOO_DIR to the output folder of ../shared/zoo/make_zoo.py");
+        println!("skipped: set INCEPT_ZOO_DIR to the output folder of bench/zoo/make_zoo.py");
         return;
     };
     for name in ["ResNet50", "InceptionV3", "Xception"] {
@@ -135,7 +135,7 @@ fn zoo_models_after_o2() {
 #[test]
 fn zoo_inception_approximate_factorisation_report() {
     let Some(dir) = std::env::var_os("INCEPT_ZOO_DIR").map(std::path::PathBuf::from).filter(|d| d.is_dir()) else {
-        println!("skipped: set INCEPT_ZOO_DIR to the output folder of ../shared/zoo/make_zoo.py");
+        println!("skipped: set INCEPT_ZOO_DIR to the output folder of bench/zoo/make_zoo.py");
         return;
     };
     let path = dir.join("InceptionV3.onnx");

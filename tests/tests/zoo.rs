@@ -1,4 +1,4 @@
-//! The full-size ResNet50, InceptionV3 and Xception from ../shared/zoo/make_zoo.py (about 100 MB
+//! The full-size ResNet50, InceptionV3 and Xception from bench/zoo/make_zoo.py (about 100 MB
 //! each, so not committed). Set INCEPT_ZOO_DIR to the folder make_zoo.py wrote; without it, or
 //! without the files, the test says it was skipped.
 
@@ -18,7 +18,7 @@ fn zoo_dir() -> Option<PathBuf> {
 /// The zoo models present: (name, model path, input, ONNX Runtime's output). Says what it skips.
 fn zoo_models() -> Vec<(&'static str, PathBuf, incept_ir::Tensor, incept_ir::Tensor)> {
     let Some(dir) = zoo_dir() else {
-        println!("skipped: set INCEPT_ZOO_DIR to the output folder of ../shared/zoo/make_zoo.py to run the zoo test");
+        println!("skipped: set INCEPT_ZOO_DIR to the output folder of bench/zoo/make_zoo.py to run the zoo test");
         return vec![];
     };
     MODELS
