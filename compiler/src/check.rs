@@ -329,7 +329,19 @@ pub fn random_inputs(g: &Graph, seed: u64) -> Result<Vec<Tensor>, String> {
         .map(|v| {
             let ty = g.ty(v);
             let dims = ty.static_dims().ok_or_else(|| {
-                format!("input '{}' has the symbolic shape {ty}: bind it with --dim or --shape", g.value(v).name)
+                let syms: Vec<String> = ty
+                    .shape
+                    .iter()
+                    .filter_map(|d| match d {
+                        incept_ir::shape::Dim::Sym(s) => Some(format!("--dim {s}=1")),
+                        _ => None,
+                    })
+                    .collect();
+                format!(
+                    "input '{}' has the symbolic shape {ty}: give an input, or bind it (e.g. {})",
+                    g.value(v).name,
+                    syms.join(" ")
+                )
             })?;
             let n: usize = dims.iter().product();
             Ok(match ty.dtype {

@@ -254,6 +254,9 @@ fn check_passes_on_every_fixture() {
         assert!(o.status.success(), "{name}: {s}{}", stderr(&o));
         assert!(s.contains("output '") && s.contains("  ok\n") && s.contains("PASS"), "{name}: {s}");
     }
+    // A dynamic batch without inputs: say how to bind it.
+    let err = fails(&["check", &model("torch_resnet_mini")]);
+    assert!(err.contains("symbolic shape f32[N,3,64,64]") && err.contains("--dim N=1"), "{err}");
     // Random inputs say which seed they came from.
     let o = incept(&["check", &model("mini_resnet"), "--seed", "7"]);
     assert!(o.status.success() && stdout(&o).starts_with("inputs: random, seed 7 ('input' f32[1, 3, 64, 64]"));
