@@ -300,8 +300,18 @@ impl OpDef for Conv {
             {
                 let g = mi / mg;
                 acc.fill(bv[mi]);
+                // A pointwise conv (1x1, stride 1, no padding) reads each input plane exactly
+                // like its output plane: one multiply-add over the whole plane per channel.
+                let pointwise = kd * kh * kw == 1 && (sd, sh, sw) == (1, 1, 1) && (pd, ph, pw) == (0, 0, 0);
                 for ci in 0..cg {
                     let xc = &xv[(ni * c + g * cg + ci) * id * ih * iw..][..id * ih * iw];
+                    if pointwise && id * ih * iw == plane {
+                        let wt = wv[mi * cg + ci];
+                        for (o, x) in acc.iter_mut().zip(xc) {
+                            *o += wt * x;
+                        }
+                        continue;
+                    }
                     for (kz, ky, kx) in (0..kd).flat_map(|a| (0..kh).flat_map(move |b| (0..kw).map(move |c| (a, b, c))))
                     {
                         let wt = wv[(((mi * cg + ci) * kd + kz) * kh + ky) * kw + kx];
