@@ -333,3 +333,154 @@ fn max_pool_nans_follow_the_reference() {
         assert!(b.iter().any(|v| v.is_nan()) && b.iter().any(|v| !v.is_nan()), "the case exercises both");
     }
 }
+
+/// Runs a text graph through the interpreter and through the JIT (no passes, and all passes, so
+/// fused forms are covered too) and returns (interpreter, [JIT without passes, JIT with passes]).
+fn interp_and_jit(src: &str, inputs: &[Tensor]) -> (Vec<Tensor>, Vec<Vec<Tensor>>) {
+    use incept_compiler::passes::Pipeline;
+    let g = incept_ir::text::parse(src).unwrap_or_else(|e| panic!("{e}\n{src}"));
+    let want = incept_ir::interp::run(&g, inputs).expect("interpreter");
+    let rt: Vec<_> = inputs.iter().map(|t| incept_compiler::to_runtime(t).expect("input")).collect();
+    let mut got = vec![];
+    for pipeline in [Pipeline::None, Pipeline::Full] {
+        let opts = CompileOptions { pipeline, threads: 1, ..Default::default() };
+        let (model, _) = incept_compiler::compile_graph(g.clone(), &opts).unwrap_or_else(|e| panic!("{e}\n{src}"));
+        let outs = model.run(&rt).expect("run");
+        got.push(outs.iter().map(|t| incept_compiler::from_runtime(t).expect("output")).collect());
+    }
+    (want, got)
+}
+
+/// Equal values, NaN equal to NaN; with `signs`, equal zeros must also have the same sign.
+fn same_values(a: &[f64], b: &[f64], signs: bool) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            (x.is_nan() && y.is_nan()) || (x == y && (!signs || x.is_sign_negative() == y.is_sign_negative()))
+        })
+}
+
+/// The interpreter's NaN rules against values measured with onnxruntime 1.32 (CPU provider):
+/// Max and Min return NaN when any input is NaN, in any position, with 2 or 3 inputs and with
+/// broadcasting. MaxPool keeps the first element of the window, then any strictly greater one (a
+/// NaN wins only in first position): that is ORT's generic MaxPool, which it runs when the Indices
+/// output is requested or dilations are set. ORT's MLAS MaxPool (plain 2-D/3-D windows) keeps or
+/// drops a NaN depending on the SIMD lane it lands in (a 3x3 window on a 3x3 input with one NaN
+/// and one 5 among zeros gave 0, 5 or NaN by position), so it has no rule to follow; its
+/// GlobalMaxPool likewise (NaN first: the max of the rest; NaN at index 3 of 5: NaN). ReduceMax
+/// and GlobalMaxPool follow MaxPool's rule here; ORT's ReduceMax agrees wherever the largest value
+/// comes first (measured below), and its GlobalMaxPool wherever the NaN is not first. Zero signs
+/// are not compared: ORT's Max(0, -0) gives +0 on its scalar path and -0 on its vector path (we
+/// follow IEEE 754 maximum: +0).
+#[test]
+fn nan_rules_match_onnx_runtime() {
+    let nan = f64::NAN;
+    let f = |shape: &[usize], v: &[f64]| Tensor::from_vec(shape.to_vec(), v.iter().map(|&x| x as f32).collect());
+    let run = |src: &str, inputs: &[Tensor]| -> Vec<Vec<f64>> {
+        let g = incept_ir::text::parse(src).unwrap_or_else(|e| panic!("{e}\n{src}"));
+        let outs = incept_ir::interp::run(&g, inputs).expect("interpreter");
+        outs.iter().map(|t| t.to_f64s().expect("numeric")).collect()
+    };
+    let check = |what: &str, got: &[f64], want: &[f64]| {
+        assert!(same_values(got, want, false), "{what}: interpreter {got:?}, ONNX Runtime {want:?}");
+    };
+    let a = f(&[7], &[nan, 1.0, nan, 2.0, -1.0, 0.0, nan]);
+    let b = f(&[7], &[1.0, nan, nan, 3.0, nan, -0.0, 5.0]);
+    let c = f(&[7], &[2.0, 2.0, 2.0, nan, 7.0, 1.0, -3.0]);
+    let (a23, b21) = (f(&[2, 3], &[nan, 1.0, 2.0, 3.0, nan, 5.0]), f(&[2, 1], &[0.0, nan]));
+    for (op, two, three, bcast) in [
+        (
+            "Max",
+            [nan, nan, nan, 3.0, nan, 0.0, nan],
+            [nan, nan, nan, nan, nan, 1.0, nan],
+            [nan, 1.0, 2.0, nan, nan, nan],
+        ),
+        (
+            "Min",
+            [nan, nan, nan, 2.0, nan, 0.0, nan],
+            [nan, nan, nan, nan, nan, 0.0, nan],
+            [nan, 0.0, 0.0, nan, nan, nan],
+        ),
+    ] {
+        let src = format!(
+            "graph g {{\n  input %a : f32[7]\n  input %b : f32[7]\n  input %c : f32[7]\n  %y = {op}(%a, %b) : f32[7]\n  %z = {op}(%a, %b, %c) : f32[7]\n  output %y, %z\n}}\n"
+        );
+        let outs = run(&src, &[a.clone(), b.clone(), c.clone()]);
+        check(&format!("{op} of 2"), &outs[0], &two);
+        check(&format!("{op} of 3"), &outs[1], &three);
+        let src = format!(
+            "graph g {{\n  input %a : f32[2,3]\n  input %b : f32[2,1]\n  %y = {op}(%a, %b) : f32[2,3]\n  output %y\n}}\n"
+        );
+        check(&format!("{op} broadcast"), &run(&src, &[a23.clone(), b21.clone()])[0], &bcast);
+    }
+    // MaxPool, ORT's generic kernel: 2x2 windows with the Indices output, and dilated windows.
+    let x = f(&[1, 1, 4, 5], &[3., nan, 1., 4., nan, 2., 5., nan, 0., 6., nan, 1., 2., 3., 1., 7., nan, 8., nan, 2.]);
+    let src = "graph g {\n  input %x : f32[1,1,4,5]\n  %y, %i = MaxPool(%x) {kernel_shape=[2, 2]} : f32[1,1,3,4], i64[1,1,3,4]\n  output %y, %i\n}\n";
+    let outs = run(src, std::slice::from_ref(&x));
+    check("MaxPool 2x2", &outs[0], &[5., nan, 4., 6., 5., 5., nan, 6., nan, 8., 8., 3.]);
+    check("MaxPool 2x2 indices", &outs[1], &[6., 1., 3., 9., 6., 6., 7., 9., 10., 17., 17., 13.]);
+    let x = f(
+        &[1, 1, 5, 5],
+        &[nan, 1., 2., 3., 4., 5., nan, 7., 1., 0., 2., 9., nan, 1., 3., 4., 2., 6., nan, 5., 1., 8., 3., 2., nan],
+    );
+    let src = "graph g {\n  input %x : f32[1,1,5,5]\n  %y = MaxPool(%x) {kernel_shape=[2, 2], dilations=[2, 2]} : f32[1,1,3,3]\n  %z = MaxPool(%x) {kernel_shape=[3, 3], dilations=[2, 2], pads=[1, 1, 1, 1]} : f32[1,1,3,3]\n  output %y, %z\n}\n";
+    let outs = run(src, std::slice::from_ref(&x));
+    check("MaxPool dilated", &outs[0], &[nan, 9., 4., 7., nan, 7., 3., 9., nan]);
+    check("MaxPool dilated, padded", &outs[1], &[nan, 7., nan, 9., nan, 9., nan, 7., nan]);
+    // ReduceMax: NaN first gives NaN, NaN later is skipped.
+    let x = f(&[3, 4], &[nan, 3., 2., 1., 4., nan, 2., 1., 4., 3., 2., nan]);
+    let src = "graph g {\n  input %x : f32[3,4]\n  %a = const i64[1] [1]\n  %y = ReduceMax(%x, %a) {keepdims=0} : f32[3]\n  output %y\n}\n";
+    check("ReduceMax rows", &run(src, std::slice::from_ref(&x))[0], &[nan, 4., 4.]);
+    let x = f(&[2, 3], &[nan, 3., 2., 1., nan, 5.]);
+    let src = "graph g {\n  input %x : f32[2,3]\n  %a = const i64[1] [0]\n  %y = ReduceMax(%x, %a) {keepdims=0} : f32[3]\n  output %y\n}\n";
+    check("ReduceMax columns", &run(src, std::slice::from_ref(&x))[0], &[nan, 3., 5.]);
+    // GlobalMaxPool with the NaN after the first element.
+    for (v, want) in [(vec![2., nan], 2.), (vec![3., nan, 1.], 3.), (vec![3., 2., nan], 3.)] {
+        let n = v.len();
+        let src =
+            format!("graph g {{\n  input %x : f32[1,1,{n}]\n  %y = GlobalMaxPool(%x) : f32[1,1,1]\n  output %y\n}}\n");
+        check(&format!("GlobalMaxPool {v:?}"), &run(&src, &[f(&[1, 1, n], &v)])[0], &[want]);
+    }
+    // Relu(NaN) is NaN.
+    let src = "graph g {\n  input %x : f32[3]\n  %y = Relu(%x) : f32[3]\n  output %y\n}\n";
+    check("Relu", &run(src, &[f(&[3], &[nan, -1., 2.])])[0], &[nan, 0., 2.]);
+}
+
+/// Every JIT path that takes a max or a min follows the interpreter's rules bit for bit (NaNs and
+/// the signs of zeros): elementwise Max/Min (vector body and scalar tail, broadcasting, 2 and 3
+/// inputs, fused into Elementwise chains), Relu, Clip, GlobalMaxPool, ReduceMax over one run of axes
+/// and over several.
+#[test]
+fn nan_rules_are_the_same_in_the_jit() {
+    let pattern = |n: usize, salt: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| match (i * 7 + salt * 3) % 11 {
+                0 | 5 => f32::NAN,
+                1 => 0.0,
+                2 => -0.0,
+                k => (k as f32 - 6.0) * 0.5,
+            })
+            .collect()
+    };
+    let t = |shape: &[usize], salt: usize| Tensor::from_vec(shape.to_vec(), pattern(shape.iter().product(), salt));
+    let cases: Vec<(String, Vec<Tensor>)> = vec![
+        (
+            "graph g {\n  input %a : f32[3,13]\n  input %b : f32[3,13]\n  input %c : f32[13]\n  %m = Max(%a, %b) : f32[3,13]\n  %n = Min(%a, %b, %c) : f32[3,13]\n  %s = Add(%m, %n) : f32[3,13]\n  %r = Relu(%s) : f32[3,13]\n  %x = Max(%r, %c) : f32[3,13]\n  output %m, %n, %r, %x\n}\n".into(),
+            vec![t(&[3, 13], 1), t(&[3, 13], 2), t(&[13], 3)],
+        ),
+        (
+            "graph g {\n  input %a : f32[2,5,6]\n  %lo = const f32[] 0.0\n  %hi = const f32[] 1.0\n  %c = Clip(%a, %lo, %hi) : f32[2,5,6]\n  %g = GlobalMaxPool(%a) : f32[2,5,1]\n  %ax = const i64[1] [2]\n  %r1 = ReduceMax(%a, %ax) {keepdims=0} : f32[2,5]\n  %ay = const i64[2] [0, 2]\n  %r2 = ReduceMax(%a, %ay) {keepdims=1} : f32[1,5,1]\n  %az = const i64[2] [0, 1]\n  %r3 = ReduceMax(%a, %az) {keepdims=0} : f32[6]\n  output %c, %g, %r1, %r2, %r3\n}\n".into(),
+            vec![t(&[2, 5, 6], 4)],
+        ),
+    ];
+    for (src, inputs) in cases {
+        let (want, got) = interp_and_jit(&src, &inputs);
+        for (p, outs) in got.iter().enumerate() {
+            for (k, (g, w)) in outs.iter().zip(&want).enumerate() {
+                let (a, b) = (g.to_f64s().expect("f32"), w.to_f64s().expect("f32"));
+                assert!(same_values(&a, &b, true), "pipeline {p}, output {k}: JIT {a:?}\nreference {b:?}\n{src}");
+            }
+        }
+        let all: Vec<f64> = want.iter().flat_map(|w| w.to_f64s().expect("f32")).collect();
+        assert!(all.iter().any(|v| v.is_nan()) && all.iter().any(|v| !v.is_nan()), "the case exercises both");
+    }
+}

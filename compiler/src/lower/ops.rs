@@ -217,6 +217,25 @@ impl Lowerer<'_> {
                         _ => runs.push((a, a)),
                     }
                 }
+                if kind == 2 && runs.len() > 1 {
+                    // A max of maxes would not keep "the first element, then strictly greater"
+                    // over the whole group: move the reduced axes last, then one pass.
+                    let kept: Vec<usize> = (0..s.len()).filter(|&a| !mask[a]).collect();
+                    let perm: Vec<usize> = kept.iter().chain(&axes).copied().collect();
+                    let istr = contiguous(&s);
+                    let dims: Vec<usize> = perm.iter().map(|&p| s[p]).collect();
+                    let strides: Vec<isize> = perm.iter().map(|&p| istr[p]).collect();
+                    let n: usize = s.iter().product();
+                    let moved = self.scratch((n * 4).max(4), &format!("{name}.moved"));
+                    let spec = CopySpec::new(&dims, strides, contiguous(&dims), 0, 0, 4);
+                    let tiles = spec.tiles();
+                    self.step(Arc::new(spec), tiles, &[src], &[moved], false, &name, "Transpose", 0);
+                    let outputs: usize = kept.iter().map(|&a| s[a]).product();
+                    let spec = ReduceSpec { outputs, len: n / outputs.max(1), inner: 1, kind };
+                    let dst = self.define(out)?;
+                    self.step(Arc::new(spec), outputs, &[moved], &[dst], false, &name, node.op.name(), 0);
+                    return Ok(());
+                }
                 let mut shape = s.clone();
                 let mut cur = src;
                 for (k, &(lo, hi)) in runs.iter().rev().enumerate() {
@@ -486,12 +505,11 @@ impl Lowerer<'_> {
             Op::Unary(u) => (KExpr::act(Activation::Unary(u.clone()), KExpr::In(0)), vec![ins[0]]),
             Op::Binary(b) => (KExpr::bin(Bin::Ir(*b), KExpr::In(0), KExpr::In(1)), ins.clone()),
             Op::Clip(_) => {
-                // max with the lower bound, then min with the upper (so lo > hi gives hi). A
-                // constant bound folds into the kernel; one computed at run time is read as a
-                // broadcast scalar.
+                // The lower bound, then the upper (so lo > hi gives hi). A constant bound folds
+                // into the kernel; one computed at run time is read as a broadcast scalar.
                 let mut e = KExpr::In(0);
                 let mut inputs = vec![ins[0]];
-                for (i, b) in [(1, Bin::Max), (2, Bin::Min)] {
+                for (i, b) in [(1, Bin::AtLeast), (2, Bin::AtMost)] {
                     let Some(v) = self.in_val(id, i) else { continue };
                     let rhs = match self.g.const_value(v) {
                         Some(t) => match t.to_f64s().ok().and_then(|x| x.first().copied()) {
@@ -1425,11 +1443,11 @@ impl Lowerer<'_> {
         let node = self.g.node(id);
         let ins: Vec<ValueId> = node.input_values().collect();
         let op = match &node.op {
-            // Clip: max with the lower bound, then min with the upper (absent bounds skipped).
+            // Clip: the lower bound, then the upper (absent bounds skipped).
             Op::Clip(_) => {
                 let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
                 let (mut inputs, mut ops) = (vec![x], vec![]);
-                for (i, op) in [(1, TypedOp::Max), (2, TypedOp::Min)] {
+                for (i, op) in [(1, TypedOp::AtLeast), (2, TypedOp::AtMost)] {
                     if let Some(b) = self.in_val(id, i) {
                         inputs.push(b);
                         ops.push(op);

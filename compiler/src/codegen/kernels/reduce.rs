@@ -99,9 +99,16 @@ impl KernelSpec for ReduceSpec {
                 let a = kb.muli(q, len * inner);
                 kb.add(a, r)
             };
-            let init = kb.fconst(if self.kind == 2 { f32::NEG_INFINITY } else { 0.0 });
+            // Max starts from the first element and takes any strictly greater one (MaxPool's
+            // rule: a NaN wins only in first position).
+            let (init, from) = if self.kind == 2 && len > 0 {
+                let p = kb.elem(x, base, 4);
+                (kb.load_f32(p, 0, ro()), 1)
+            } else {
+                (kb.fconst(if self.kind == 2 { f32::NEG_INFINITY } else { 0.0 }), 0)
+            };
             let acc = kb.var(F32, init);
-            kb.for_const(0, len, 1, |kb, i| {
+            kb.for_const(from, len, 1, |kb, i| {
                 let off = {
                     let a = kb.muli(i, inner);
                     kb.add(base, a)
@@ -109,7 +116,12 @@ impl KernelSpec for ReduceSpec {
                 let p = kb.elem(x, off, 4);
                 let v = kb.load_f32(p, 0, ro());
                 let a = kb.b.use_var(acc);
-                let n = if self.kind == 2 { kb.b.ins().fmax(a, v) } else { kb.b.ins().fadd(a, v) };
+                let n = if self.kind == 2 {
+                    let gt = kb.flt(a, v);
+                    kb.b.ins().select(gt, v, a)
+                } else {
+                    kb.b.ins().fadd(a, v)
+                };
                 kb.b.def_var(acc, n);
             });
             let mut r = kb.b.use_var(acc);

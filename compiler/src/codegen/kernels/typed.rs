@@ -2,7 +2,7 @@
 //! the reference's semantics (wrapping integer arithmetic, integer division by zero giving 0,
 //! NaN-propagating max/min). CNNs compute in f32; these serve the rest of the op set.
 
-use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F64, I8, I16, I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
 use incept_ir::DType;
@@ -19,6 +19,9 @@ pub enum TypedOp {
     Div,
     Max,
     Min,
+    /// Clip's bounds: `x < b ? b : x` and `x > b ? b : x` (NaN x stays NaN).
+    AtLeast,
+    AtMost,
 }
 
 /// `y = op_{n-1}(... op_1(op_0(x0, x1), x2) ..., xn)` over broadcast inputs of one dtype. The
@@ -112,16 +115,24 @@ fn apply(kb: &mut Kb, op: TypedOp, a: Value, b: Value, ty: Type, signed: bool) -
             TypedOp::Div => kb.b.ins().fdiv(a, b),
             TypedOp::Max => kb.b.ins().fmax(a, b),
             TypedOp::Min => kb.b.ins().fmin(a, b),
+            TypedOp::AtLeast => {
+                let lt = kb.b.ins().fcmp(FloatCC::LessThan, a, b);
+                kb.b.ins().select(lt, b, a)
+            }
+            TypedOp::AtMost => {
+                let gt = kb.b.ins().fcmp(FloatCC::GreaterThan, a, b);
+                kb.b.ins().select(gt, b, a)
+            }
         };
     }
     match op {
         TypedOp::Add => kb.b.ins().iadd(a, b),
         TypedOp::Sub => kb.b.ins().isub(a, b),
         TypedOp::Mul => kb.b.ins().imul(a, b),
-        TypedOp::Max if signed => kb.b.ins().smax(a, b),
-        TypedOp::Max => kb.b.ins().umax(a, b),
-        TypedOp::Min if signed => kb.b.ins().smin(a, b),
-        TypedOp::Min => kb.b.ins().umin(a, b),
+        TypedOp::Max | TypedOp::AtLeast if signed => kb.b.ins().smax(a, b),
+        TypedOp::Max | TypedOp::AtLeast => kb.b.ins().umax(a, b),
+        TypedOp::Min | TypedOp::AtMost if signed => kb.b.ins().smin(a, b),
+        TypedOp::Min | TypedOp::AtMost => kb.b.ins().umin(a, b),
         TypedOp::Div => {
             // x / 0 is 0; signed x / -1 is the wrapping negation (the hardware traps on MIN / -1);
             // division by a divisor made safe (1) in those cases, then the result selected.
