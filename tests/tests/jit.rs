@@ -484,3 +484,185 @@ fn nan_rules_are_the_same_in_the_jit() {
         assert!(all.iter().any(|v| v.is_nan()) && all.iter().any(|v| !v.is_nan()), "the case exercises both");
     }
 }
+
+/// Special values as a tensor of `dtype` (converted with Rust's `as`, i.e. saturating for floats
+/// into integers and wrapping for integers).
+fn specials(dtype: incept_ir::DType) -> Tensor {
+    use incept_ir::DType::*;
+    let floats = [
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        0.0,
+        -0.0,
+        0.5,
+        -0.5,
+        0.99,
+        -0.99,
+        2.5,
+        -2.5,
+        127.9,
+        128.0,
+        -128.9,
+        -129.0,
+        255.5,
+        256.0,
+        -1.0,
+        32767.5,
+        -32769.0,
+        65535.9,
+        65536.0,
+        2147483647.5,
+        -2147483649.0,
+        4294967295.5,
+        4294967296.0,
+        -3e9,
+        9.3e18,
+        1.85e19,
+        -9.3e18,
+        1e30,
+        -1e30,
+        1e-40,
+        3.4e38,
+        1e300,
+    ];
+    let ints: [i128; 18] = [
+        0,
+        1,
+        -1,
+        127,
+        128,
+        -129,
+        255,
+        256,
+        65535,
+        -32769,
+        i32::MAX as i128,
+        i32::MIN as i128,
+        u32::MAX as i128,
+        (1 << 53) + 1,
+        (1 << 24) + 1,
+        i64::MAX as i128,
+        i64::MIN as i128,
+        u64::MAX as i128,
+    ];
+    macro_rules! v {
+        ($src:expr, $t:ty) => {
+            Tensor::from_vec(vec![$src.len()], $src.iter().map(|&x| x as $t).collect::<Vec<$t>>())
+        };
+    }
+    match dtype {
+        F32 => v!(floats, f32),
+        F64 => v!(floats, f64),
+        I8 => v!(ints, i8),
+        U8 => v!(ints, u8),
+        I16 => v!(ints, i16),
+        U16 => v!(ints, u16),
+        I32 => v!(ints, i32),
+        U32 => v!(ints, u32),
+        I64 => v!(ints, i64),
+        U64 => v!(ints, u64),
+        Bool => Tensor::from_bools(vec![4], vec![true, false, false, true]),
+        F16 => unreachable!("not a test dtype"),
+    }
+}
+
+/// Cast between every pair of numeric and bool dtypes gives the reference's bits: floats into
+/// integers truncate toward zero and saturate (NaN gives 0, -inf and negatives give 0 for
+/// unsigned targets), integers wrap, integers into floats round to nearest, anything into bool is
+/// `x != 0` (NaN is true).
+#[test]
+fn casts_match_the_reference() {
+    use incept_compiler::passes::Pipeline;
+    use incept_ir::DType::*;
+    let all = [F32, F64, I8, U8, I16, U16, I32, U32, I64, U64, Bool];
+    for from in all {
+        let x = specials(from);
+        let n = x.shape()[0];
+        for to in all {
+            let src = format!(
+                "graph g {{\n  input %x : {}[{n}]\n  %y = Cast(%x) {{to={}}} : {}[{n}]\n  output %y\n}}\n",
+                from.name(),
+                to as i64,
+                to.name()
+            );
+            let g = incept_ir::text::parse(&src).unwrap_or_else(|e| panic!("{e}\n{src}"));
+            let want = incept_ir::interp::run(&g, std::slice::from_ref(&x)).expect("interpreter");
+            let opts = CompileOptions { pipeline: Pipeline::None, threads: 1, ..Default::default() };
+            let (model, _) = incept_compiler::compile_graph(g, &opts).unwrap_or_else(|e| panic!("{from}->{to}: {e}"));
+            let got = model.run(&[incept_compiler::to_runtime(&x).expect("input")]).expect("run");
+            let got = incept_compiler::from_runtime(&got[0]).expect("output");
+            assert_eq!(got.bytes(), want[0].bytes(), "{from} -> {to}: {x:?}\nJIT {got:?}\nreference {:?}", want[0]);
+        }
+    }
+    // The rules themselves, on the interpreter.
+    let cast = |x: Tensor, to: incept_ir::DType| -> Vec<f64> {
+        let op = incept_ir::Op::Cast(incept_ir::ops::Cast { to });
+        op.eval(&[Some(&x)]).expect("cast")[0].to_f64s().expect("numeric")
+    };
+    let f = Tensor::from_vec(vec![6], vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -2.7, 300.0, 2.7]);
+    assert_eq!(cast(f.clone(), U8), [0.0, 255.0, 0.0, 0.0, 255.0, 2.0]);
+    assert_eq!(cast(f.clone(), I8), [0.0, 127.0, -128.0, -2.0, 127.0, 2.0]);
+    assert_eq!(cast(f.clone(), U64), [0.0, u64::MAX as f64, 0.0, 0.0, 300.0, 2.0]);
+    assert_eq!(cast(f, Bool), [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
+    assert_eq!(cast(Tensor::from_vec(vec![2], vec![-1i64, 300]), U8), [255.0, 44.0]);
+}
+
+/// Pow with integer and mixed operands (every dtype pair the ONNX tests use, and more) gives the
+/// reference's bits: computed in f64, converted back to the base's dtype like Cast (so negative
+/// exponents of integers truncate toward zero, overflow saturates, NaN gives 0); broadcasting.
+#[test]
+fn integer_pow_matches_the_reference() {
+    use incept_compiler::passes::Pipeline;
+    use incept_ir::DType::*;
+    let base = |d: incept_ir::DType| -> Tensor {
+        let v: [i64; 8] = [2, -3, 0, 5, 7, -1, 10, 3];
+        let f = [2.0, -3.0, 0.0, 5.5, 7.0, -1.0, 10.0, 0.25];
+        match d {
+            F32 => Tensor::from_vec(vec![2, 4], f.iter().map(|&x| x as f32).collect()),
+            F64 => Tensor::from_vec(vec![2, 4], f.to_vec()),
+            I32 => Tensor::from_vec(vec![2, 4], v.iter().map(|&x| x as i32).collect()),
+            I64 => Tensor::from_vec(vec![2, 4], v.to_vec()),
+            U8 => Tensor::from_vec(vec![2, 4], v.iter().map(|&x| x as u8).collect()),
+            U32 => Tensor::from_vec(vec![2, 4], v.iter().map(|&x| x as u32).collect()),
+            U64 => Tensor::from_vec(vec![2, 4], v.iter().map(|&x| x as u64).collect()),
+            _ => unreachable!(),
+        }
+    };
+    let exps = |d: incept_ir::DType| -> Tensor {
+        let v: [i64; 4] = [3, -1, 0, 40];
+        let f = [3.0, -1.0, 0.5, 40.0];
+        match d {
+            F32 => Tensor::from_vec(vec![4], f.iter().map(|&x| x as f32).collect()),
+            F64 => Tensor::from_vec(vec![4], f.to_vec()),
+            I32 => Tensor::from_vec(vec![4], v.iter().map(|&x| x as i32).collect()),
+            I64 => Tensor::from_vec(vec![4], v.to_vec()),
+            U8 => Tensor::from_vec(vec![4], v.iter().map(|&x| x as u8).collect()),
+            U32 => Tensor::from_vec(vec![4], v.iter().map(|&x| x as u32).collect()),
+            U64 => Tensor::from_vec(vec![4], v.iter().map(|&x| x as u64).collect()),
+            _ => unreachable!(),
+        }
+    };
+    let types = [F32, F64, I32, I64, U8, U32, U64];
+    for b in types {
+        for e in types {
+            let src = format!(
+                "graph g {{\n  input %a : {b}[2,4]\n  input %e : {e}[4]\n  %y = Pow(%a, %e) : {b}[2,4]\n  output %y\n}}\n",
+                b = b.name(),
+                e = e.name()
+            );
+            let (a, x) = (base(b), exps(e));
+            for pipeline in [Pipeline::None, Pipeline::Full] {
+                let g = incept_ir::text::parse(&src).unwrap_or_else(|err| panic!("{err}\n{src}"));
+                let want = incept_ir::interp::run(&g, &[a.clone(), x.clone()]).expect("interpreter");
+                let opts = CompileOptions { pipeline, threads: 1, ..Default::default() };
+                let (model, _) =
+                    incept_compiler::compile_graph(g, &opts).unwrap_or_else(|err| panic!("{b}^{e}: {err}"));
+                let rt = |t: &Tensor| incept_compiler::to_runtime(t).expect("tensor");
+                let got = model.run(&[rt(&a), rt(&x)]).expect("run");
+                let got = incept_compiler::from_runtime(&got[0]).expect("output");
+                assert_eq!(got.bytes(), want[0].bytes(), "{b}^{e}: JIT {got:?}\nreference {:?}", want[0]);
+            }
+        }
+    }
+}

@@ -442,3 +442,55 @@ fn data_movement() {
         r.op(op, vec![("keepdims", AttrValue::Int(keep))], vec![Some(x), Some(a)])
     });
 }
+
+/// Casts between random dtypes (floats scaled so that integer targets see fractions, negatives and
+/// out-of-range values), Pow with integer and mixed operands, and integer arithmetic with
+/// broadcasting.
+#[test]
+fn typed_elementwise() {
+    use incept_ir::DType::{self, *};
+    const NUMERIC: [DType; 10] = [F32, F64, I8, U8, I16, U16, I32, U32, I64, U64];
+    family("cast", 20, 40, |r| {
+        let rank = r.int(1, 3);
+        let dims: Vec<usize> = (0..rank).map(|_| r.int(1, 9)).collect();
+        let from = r.pick(&NUMERIC);
+        let mut y = r.input_of(from, &dims);
+        if from == F32 {
+            let k = r.pick(&[1.0f32, 7.5, 300.0, 70000.0, 5e9, 1e19]);
+            let c = r.konst(Tensor::scalar(k));
+            y = r.op("Mul", vec![], vec![Some(y), Some(c)])?;
+        }
+        for _ in 0..r.int(1, 2) {
+            let to = r.pick(&[F32, F64, I8, U8, I16, U16, I32, U32, I64, U64, Bool]);
+            y = r.op("Cast", vec![("to", AttrValue::Int(to as i64))], vec![Some(y)])?;
+        }
+        Some(y)
+    });
+    family("pow_typed", 21, 40, |r| {
+        let rank = r.int(1, 3);
+        let dims: Vec<usize> = (0..rank).map(|_| r.int(1, 9)).collect();
+        let (b, e) = (r.pick(&NUMERIC), r.pick(&[F32, F64, I32, I64, U8, U32, U64]));
+        let ed: Vec<usize> = dims.iter().map(|&d| if r.coin() { d } else { 1 }).collect();
+        let (x, k) = (r.input_of(b, &dims), r.input_of(e, &ed));
+        // Float bases and exponents scaled so that results overflow narrow types at times.
+        let x = if matches!(b, F32 | F64) { r.op("Mul", vec![], vec![Some(x), Some(x)])? } else { x };
+        r.op("Pow", vec![], vec![Some(x), Some(k)])
+    });
+    family("integer_arithmetic", 22, 40, |r| {
+        let rank = r.int(1, 3);
+        let dims: Vec<usize> = (0..rank).map(|_| r.int(1, 9)).collect();
+        let t = r.pick(&[I8, U8, I16, U16, I32, U32, I64, U64, F64]);
+        let mut y = r.input_of(t, &dims);
+        for _ in 0..r.int(1, 3) {
+            let od: Vec<usize> = dims.iter().map(|&d| if r.coin() { d } else { 1 }).collect();
+            let o = r.input_of(t, &od);
+            let op = r.pick(&["Add", "Sub", "Mul", "Div", "Max", "Min"]);
+            y = if r.coin() {
+                r.op(op, vec![], vec![Some(y), Some(o)])?
+            } else {
+                r.op(op, vec![], vec![Some(o), Some(y)])?
+            };
+        }
+        Some(y)
+    });
+}

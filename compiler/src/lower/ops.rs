@@ -20,7 +20,7 @@ use crate::codegen::kernels::norm::LrnSpec;
 use crate::codegen::kernels::pool::{GlobalPoolSpec, PoolSpec};
 use crate::codegen::kernels::reduce::{ReduceSpec, SoftmaxSpec};
 use crate::codegen::kernels::resample::ResampleSpec;
-use crate::codegen::kernels::typed::{FloatCastSpec, TypedElementwiseSpec, TypedOp};
+use crate::codegen::kernels::typed::{CastSpec, TypedElementwiseSpec, TypedOp};
 use crate::codegen::kernels::volume::{VolGeom, VolIm2colSpec, VolPoolSpec};
 use crate::codegen::kernels::winograd::{WinoGeom, WinoInputSpec, WinoOutputSpec, transform_kernel};
 
@@ -116,19 +116,19 @@ impl Lowerer<'_> {
             Op::Cast(c) => {
                 let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
                 let from = self.g.ty(x).dtype;
-                if matches!((from, c.to), (DType::F32, DType::F64) | (DType::F64, DType::F32)) {
-                    let spec = FloatCastSpec { to_f64: c.to == DType::F64, n: self.shape(x)?.iter().product() };
-                    let src = self.value(x)?;
-                    let dst = self.define(out)?;
-                    let tiles = spec.tiles();
-                    self.step(Arc::new(spec), tiles, &[src], &[dst], false, &name, "Cast", 0);
+                if from == c.to {
+                    let r = self.value(x)?;
+                    self.values.insert(out, r);
                     return Ok(());
                 }
-                if from != c.to {
+                if from == DType::F16 || c.to == DType::F16 {
                     return Err(self.unsupported(id, format!("Cast from {from} to {}", c.to)));
                 }
-                let r = self.value(x)?;
-                self.values.insert(out, r);
+                let spec = CastSpec { from, to: c.to, n: self.shape(x)?.iter().product() };
+                let src = self.value(x)?;
+                let dst = self.define(out)?;
+                let tiles = spec.tiles();
+                self.step(Arc::new(spec), tiles, &[src], &[dst], false, &name, "Cast", 0);
                 Ok(())
             }
             Op::Conv(_) | Op::ConvTranspose(_) | Op::Gemm(_) | Op::MatMul(_) => {
@@ -498,7 +498,7 @@ impl Lowerer<'_> {
         let node = self.g.node(id);
         let ins: Vec<ValueId> = node.input_values().collect();
         let out_ty = self.g.ty(ValueId::new(id, 0)).dtype;
-        if out_ty != DType::F32 {
+        if out_ty != DType::F32 || ins.iter().any(|&v| self.g.ty(v).dtype != DType::F32) {
             return self.typed_elementwise(id, out_ty);
         }
         let (expr, inputs): (KExpr, Vec<ValueId>) = match &node.op {
@@ -1438,7 +1438,7 @@ impl Lowerer<'_> {
         Ok(())
     }
 
-    /// Integer and f64 arithmetic (see `TypedElementwiseSpec`).
+    /// Integer and f64 arithmetic, and Pow with an integer operand (see `TypedElementwiseSpec`).
     fn typed_elementwise(&mut self, id: NodeId, dtype: DType) -> Result<(), LowerError> {
         let node = self.g.node(id);
         let ins: Vec<ValueId> = node.input_values().collect();
@@ -1461,6 +1461,7 @@ impl Lowerer<'_> {
             Op::Binary(Binary::Div) => TypedOp::Div,
             Op::Variadic(Variadic::Max) => TypedOp::Max,
             Op::Variadic(Variadic::Min) => TypedOp::Min,
+            Op::Binary(Binary::Pow) => TypedOp::Pow,
             other => {
                 return Err(
                     self.unsupported(id, format!("{} on {dtype} data (the JIT computes it in f32 only)", other.name()))
@@ -1474,12 +1475,18 @@ impl Lowerer<'_> {
     fn typed_chain(&mut self, id: NodeId, dtype: DType, ins: &[ValueId], ops: Vec<TypedOp>) -> Result<(), LowerError> {
         use DType::*;
         let name = self.g.node(id).name.clone();
-        if !matches!(dtype, F64 | I8 | I16 | I32 | I64 | U8 | U16 | U32 | U64) {
+        let numeric = |d: DType| matches!(d, F32 | F64 | I8 | I16 | I32 | I64 | U8 | U16 | U32 | U64);
+        let dtypes: Vec<DType> = ins.iter().map(|&v| self.g.ty(v).dtype).collect();
+        // f32 comes here only as Pow's base with an integer exponent.
+        let pow = ops.contains(&TypedOp::Pow);
+        if !numeric(dtype) || (dtype == F32 && !pow) {
             return Err(self.unsupported(id, format!("{dtype} arithmetic")));
         }
-        for &v in ins {
-            if self.g.ty(v).dtype != dtype {
-                return Err(self.unsupported(id, format!("mixed {} and {dtype} operands", self.g.ty(v).dtype)));
+        for (k, &d) in dtypes.iter().enumerate() {
+            // Pow's exponent may have any numeric type; everything else shares the output's.
+            let exponent = k > 0 && ops[k - 1] == TypedOp::Pow;
+            if d != dtype && !(exponent && numeric(d)) {
+                return Err(self.unsupported(id, format!("mixed {d} and {dtype} operands")));
             }
         }
         let out = ValueId::new(id, 0);
@@ -1492,12 +1499,13 @@ impl Lowerer<'_> {
             row_strides.push(st[..r.saturating_sub(1)].iter().map(|&x| x as usize).collect());
             col_strides.push(if r == 0 { 0 } else { st[r - 1] as usize });
         }
-        let spec = TypedElementwiseSpec { dtype, ops, lead, cols, row_strides, col_strides };
+        let spec = TypedElementwiseSpec { dtype, dtypes, ops, lead, cols, row_strides, col_strides };
         let srcs = ins.iter().map(|&v| self.value(v)).collect::<Result<Vec<_>, _>>()?;
         let dst = self.define(out)?;
         let tiles = spec.tiles();
+        let helpers = spec.needs_helpers();
         let op_name = self.g.node(id).op.name().to_string();
-        self.step(Arc::new(spec), tiles, &srcs, &[dst], false, &name, &op_name, 0);
+        self.step(Arc::new(spec), tiles, &srcs, &[dst], helpers, &name, &op_name, 0);
         Ok(())
     }
 
