@@ -494,3 +494,36 @@ fn typed_elementwise() {
         Some(y)
     });
 }
+
+/// f64 Softmax/LogSoftmax and MatMul (with batch broadcasting and 1-D operands): scalar kernels
+/// with the reference's order of operations.
+#[test]
+fn f64_kernels() {
+    use incept_ir::DType::F64;
+    family("softmax_f64", 23, 20, |r| {
+        let rank = r.int(1, 4);
+        let dims: Vec<usize> = (0..rank).map(|_| r.int(1, 7)).collect();
+        let x = r.input_of(F64, &dims);
+        let axis = r.int(0, rank - 1) as i64 - if r.coin() { rank as i64 } else { 0 };
+        let op = r.pick(&["Softmax", "LogSoftmax"]);
+        r.op(op, vec![("axis", AttrValue::Int(axis))], vec![Some(x)])
+    });
+    family("matmul_f64", 24, 30, |r| {
+        let (m, n, k) = (r.int(1, 9), r.int(1, 9), r.int(1, 9));
+        let rank = r.int(0, 2);
+        let batch: Vec<usize> = (0..rank).map(|_| r.int(1, 3)).collect();
+        let mut ad: Vec<usize> = batch.iter().map(|&d| if r.coin() { d } else { 1 }).collect();
+        let mut bd: Vec<usize> = batch.iter().map(|&d| if r.coin() { d } else { 1 }).collect();
+        ad.drain(..r.int(0, ad.len()));
+        ad.extend([m, k]);
+        bd.extend([k, n]);
+        if r.int(0, 4) == 0 {
+            ad = vec![k];
+        }
+        if r.int(0, 4) == 0 {
+            bd = vec![k];
+        }
+        let (a, b) = (r.input_of(F64, &ad), r.input_of(F64, &bd));
+        r.op("MatMul", vec![], vec![Some(a), Some(b)])
+    });
+}

@@ -20,7 +20,7 @@ use crate::codegen::kernels::norm::LrnSpec;
 use crate::codegen::kernels::pool::{GlobalPoolSpec, PoolSpec};
 use crate::codegen::kernels::reduce::{ReduceSpec, SoftmaxSpec};
 use crate::codegen::kernels::resample::ResampleSpec;
-use crate::codegen::kernels::typed::{CastSpec, TypedElementwiseSpec, TypedOp};
+use crate::codegen::kernels::typed::{CastSpec, F64MatMulSpec, TypedElementwiseSpec, TypedOp};
 use crate::codegen::kernels::volume::{VolGeom, VolIm2colSpec, VolPoolSpec};
 use crate::codegen::kernels::winograd::{WinoGeom, WinoInputSpec, WinoOutputSpec, transform_kernel};
 
@@ -131,6 +131,7 @@ impl Lowerer<'_> {
                 self.step(Arc::new(spec), tiles, &[src], &[dst], false, &name, "Cast", 0);
                 Ok(())
             }
+            Op::MatMul(_) if self.g.ty(out).dtype == DType::F64 => self.matmul_f64(id),
             Op::Conv(_) | Op::ConvTranspose(_) | Op::Gemm(_) | Op::MatMul(_) => {
                 let all = node.inputs().len();
                 self.linear(id, &node.op.clone(), all, &[])
@@ -163,7 +164,10 @@ impl Lowerer<'_> {
             }
             Op::Softmax(sm) => {
                 let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
-                self.f32_only(id, x)?;
+                let f64 = self.g.ty(x).dtype == DType::F64;
+                if !f64 {
+                    self.f32_only(id, x)?;
+                }
                 let s = self.shape(x)?;
                 let axis = sm.axis as usize;
                 let n: usize = s.iter().product();
@@ -172,7 +176,7 @@ impl Lowerer<'_> {
                 } else {
                     (s[axis], s[axis + 1..].iter().product())
                 };
-                let spec = SoftmaxSpec { groups: n / len.max(1), len, stride, log: sm.log };
+                let spec = SoftmaxSpec { groups: n / len.max(1), len, stride, log: sm.log, f64 };
                 let src = self.value(x)?;
                 let dst = self.define(out)?;
                 self.step(Arc::new(spec.clone()), spec.groups, &[src], &[dst], true, &name, node.op.name(), 0);
@@ -1401,6 +1405,36 @@ impl Lowerer<'_> {
             in_place: vec![],
             check: None,
         });
+    }
+
+    /// f64 MatMul: scalar loops with the reference's order of operations (see `F64MatMulSpec`).
+    fn matmul_f64(&mut self, id: NodeId) -> Result<(), LowerError> {
+        let name = self.g.node(id).name.clone();
+        let (Some(av), Some(bv)) = (self.in_val(id, 0), self.in_val(id, 1)) else {
+            return Err(self.unsupported(id, "a missing input"));
+        };
+        let (as_, bs) = (self.shape(av)?, self.shape(bv)?);
+        // 1-D operands are a row (A) or a column (B).
+        let a2: Vec<usize> = if as_.len() == 1 { vec![1, as_[0]] } else { as_.clone() };
+        let b2: Vec<usize> = if bs.len() == 1 { vec![bs[0], 1] } else { bs.clone() };
+        let (m, k, n) = (a2[a2.len() - 2], a2[a2.len() - 1], b2[b2.len() - 1]);
+        let (ab, bb) = (&a2[..a2.len() - 2], &b2[..b2.len() - 2]);
+        let batch = incept_ir::ops::binary::broadcast_dims(ab, bb).map_err(|e| self.unsupported(id, e.to_string()))?;
+        let scaled = |st: Vec<isize>, size: usize| st.into_iter().map(|s| s * size as isize).collect::<Vec<_>>();
+        let spec = F64MatMulSpec {
+            m,
+            k,
+            n,
+            a_strides: scaled(broadcast_strides(ab, &batch), m * k),
+            b_strides: scaled(broadcast_strides(bb, &batch), k * n),
+            batch,
+        };
+        let (a, b) = (self.value(av)?, self.value(bv)?);
+        let dst = self.define(ValueId::new(id, 0))?;
+        let tiles = spec.tiles();
+        let flops = 2 * (tiles * n * k) as u64;
+        self.step(Arc::new(spec), tiles, &[a, b], &[dst], false, &name, "MatMul", flops);
+        Ok(())
     }
 
     /// Gather with indices computed at run time: a copy per output row, checked (see

@@ -308,3 +308,69 @@ impl KernelSpec for CastSpec {
         });
     }
 }
+
+/// f64 MatMul as the reference computes it: `C[b, i, j] = sum_p A[b, i, p] * B[b, p, j]`, each
+/// sum from 0 in order of p, multiply then add (the same bits). Batch b is a row-major index
+/// over `batch`; operand x's matrix for it starts at `sum_d idx_d(b) * x_strides[d]` (elements,
+/// 0 along broadcast dims). Operands: A, B, C. One tile per (batch, row).
+#[derive(Clone, Debug)]
+pub struct F64MatMulSpec {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub batch: Vec<usize>,
+    pub a_strides: Vec<isize>,
+    pub b_strides: Vec<isize>,
+}
+
+impl F64MatMulSpec {
+    pub fn tiles(&self) -> usize {
+        self.batch.iter().product::<usize>() * self.m
+    }
+}
+
+impl KernelSpec for F64MatMulSpec {
+    fn name(&self) -> String {
+        format!("matmul f64 {}x{}x{}", self.m, self.k, self.n)
+    }
+
+    fn emit(&self, kb: &mut Kb) {
+        let [a, b, c] = [kb.operand(0), kb.operand(1), kb.operand(2)];
+        let (m, k, n) = (self.m as i64, self.k as i64, self.n as i64);
+        let (begin, end) = (kb.begin, kb.end);
+        kb.for_range(begin, end, 1, |kb, t| {
+            let (bi, i) = kb.divmod(t, m);
+            let refs = [self.a_strides.as_slice(), self.b_strides.as_slice()];
+            let offs = crate::codegen::kernels::nd::emit_offsets(kb, bi, &self.batch, &refs, &[0, 0]);
+            let arow = {
+                let r = kb.muli(i, k);
+                let o = kb.add(offs[0], r);
+                kb.elem(a, o, 8)
+            };
+            let bmat = kb.elem(b, offs[1], 8);
+            let crow = {
+                let r = kb.muli(t, n);
+                kb.elem(c, r, 8)
+            };
+            kb.for_const(0, n, 1, |kb, j| {
+                let zero = kb.b.ins().f64const(0.0);
+                let acc = kb.var(F64, zero);
+                let bcol = kb.elem(bmat, j, 8);
+                kb.for_const(0, k, 1, |kb, p| {
+                    let pa = kb.elem(arow, p, 8);
+                    let x = kb.b.ins().load(F64, ro(), pa, 0);
+                    let o = kb.muli(p, n);
+                    let pb = kb.elem(bcol, o, 8);
+                    let y = kb.b.ins().load(F64, ro(), pb, 0);
+                    let prod = kb.b.ins().fmul(x, y);
+                    let s = kb.b.use_var(acc);
+                    let s = kb.b.ins().fadd(s, prod);
+                    kb.b.def_var(acc, s);
+                });
+                let r = kb.b.use_var(acc);
+                let q = kb.elem(crow, j, 8);
+                kb.b.ins().store(rw(), r, q, 0);
+            });
+        });
+    }
+}
