@@ -187,6 +187,31 @@ fn transposed_convolutions() {
         ];
         r.op("ConvTranspose", attrs, vec![Some(x), Some(wt), bias])
     });
+    // 3-D: GEMM over the flattened volume, then the volumetric col2im; weights constant or not.
+    family("conv_transpose3d", 25, 25, |r| {
+        let n = r.int(1, 2);
+        let k: Vec<usize> = (0..3).map(|_| r.int(1, 3)).collect();
+        let s: Vec<usize> = (0..3).map(|_| r.int(1, 2)).collect();
+        let d: Vec<usize> = (0..3).map(|a| if k[a] > 1 { r.int(1, 2) } else { 1 }).collect();
+        let pads: Vec<usize> = (0..6).map(|i| r.int(0, k[i % 3] - 1)).collect();
+        let op: Vec<usize> = (0..3).map(|a| r.int(0, s[a] - 1).min(d[a].max(s[a]) - 1)).collect();
+        let group = r.int(1, 2);
+        let (cg, mg) = (r.int(1, 3), r.int(1, 3));
+        let dims: Vec<usize> = (0..3).map(|_| r.int(1, 4)).collect();
+        let x = r.input(&[n, group * cg, dims[0], dims[1], dims[2]]);
+        let wd = [group * cg, mg, k[0], k[1], k[2]];
+        let wt = if r.coin() { r.weights(&wd) } else { r.input(&wd) };
+        let bias = if r.coin() { Some(r.weights(&[group * mg])) } else { None };
+        let attrs = vec![
+            ("kernel_shape", ints(&k)),
+            ("strides", ints(&s)),
+            ("pads", ints(&pads)),
+            ("dilations", ints(&d)),
+            ("output_padding", ints(&op)),
+            ("group", AttrValue::Int(group as i64)),
+        ];
+        r.op("ConvTranspose", attrs, vec![Some(x), Some(wt), bias])
+    });
 }
 
 #[test]

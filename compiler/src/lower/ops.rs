@@ -21,7 +21,7 @@ use crate::codegen::kernels::pool::{GlobalPoolSpec, PoolSpec};
 use crate::codegen::kernels::reduce::{ReduceSpec, SoftmaxSpec};
 use crate::codegen::kernels::resample::ResampleSpec;
 use crate::codegen::kernels::typed::{CastSpec, F64MatMulSpec, TypedElementwiseSpec, TypedOp};
-use crate::codegen::kernels::volume::{VolGeom, VolIm2colSpec, VolPoolSpec};
+use crate::codegen::kernels::volume::{VolCol2ImSpec, VolGeom, VolIm2colSpec, VolPoolSpec};
 use crate::codegen::kernels::winograd::{WinoGeom, WinoInputSpec, WinoOutputSpec, transform_kernel};
 
 /// Rows of the GEMM register tile, the K block and the panels per tile.
@@ -1054,17 +1054,16 @@ impl Lowerer<'_> {
         let (x, wv, w, bias) = self.conv_inputs(id, inputs)?;
         let xs = self.shape(x)?;
         let os = self.shape(ValueId::new(id, 0))?;
-        if xs.len() != 3 && xs.len() != 4 {
-            return Err(self.unsupported(id, format!("{}-D transposed convolution", xs.len() - 2)));
+        if !(3..=5).contains(&xs.len()) {
+            return Err(self.unsupported(id, format!("{}-D transposed convolution", xs.len().saturating_sub(2))));
         }
         let mut c = c.clone();
         c.resolve(&xs[2..]).map_err(|e| self.unsupported(id, e.to_string()))?;
-        let geom = geom(&c.window, &xs, &os);
         let (n, cin, m) = (xs[0], xs[1], os[1]);
         let g = c.group;
         let (cg, mg) = (cin / g, m / g);
-        let taps = geom.kh * geom.kw;
-        let (gm, gn, gk) = (mg * taps, geom.h * geom.w, cg);
+        let taps: usize = c.window.kernel.iter().product();
+        let (gm, gn, gk) = (mg * taps, xs[2..].iter().product::<usize>(), cg);
         // A: W^T of each group, [M = (mo, ky, kx)] x [K = ci], in MR-row panels.
         let mr = MR.min(gm).max(1);
         let (a_ref, a) = match &w {
@@ -1080,21 +1079,9 @@ impl Lowerer<'_> {
                 (self.value(wv)?, a)
             }
         };
-        // B: the input of each image and group, packed into NR panels (a 1x1 im2col).
-        let unit = Geom {
-            h: geom.h,
-            w: geom.w,
-            kh: 1,
-            kw: 1,
-            sh: 1,
-            sw: 1,
-            ph: 0,
-            pw: 0,
-            dh: 1,
-            dw: 1,
-            oh: geom.h,
-            ow: geom.w,
-        };
+        // B: the input of each image and group, packed into NR panels (a 1x1 im2col over the
+        // flattened spatial dims).
+        let unit = Geom { h: 1, w: gn, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1, oh: 1, ow: gn };
         let im = Im2colSpec { batch: n * g, groups: g, c_total: cin, cin: cg, g: unit };
         let src = self.value(x)?;
         let packed_x = self.scratch(im.bytes(), &format!("{name}/packed_input"));
@@ -1123,12 +1110,21 @@ impl Lowerer<'_> {
         let flops = spec.flops();
         let tiles = spec.tiles();
         self.step_ordered(Arc::new(spec), tiles, &[a_ref, packed_x, cols], 2, false, &name, "ConvTranspose", flops);
-        let col2im = Col2ImSpec { planes: n * m, channels: m, g: geom, bias: bias.is_some() };
+        let col2im: Arc<dyn crate::codegen::KernelSpec> = if xs.len() == 5 {
+            Arc::new(VolCol2ImSpec {
+                planes: n * m,
+                channels: m,
+                v: vol_geom(&c.window, &xs, &os),
+                bias: bias.is_some(),
+            })
+        } else {
+            Arc::new(Col2ImSpec { planes: n * m, channels: m, g: geom(&c.window, &xs, &os), bias: bias.is_some() })
+        };
         let mut ops = vec![cols, dst];
         if let Some(b) = bias {
             ops.push(self.value(b)?);
         }
-        self.step_ordered(Arc::new(col2im), n * m, &ops, 1, false, &name, "Col2im", 0);
+        self.step_ordered(col2im, n * m, &ops, 1, false, &name, "Col2im", 0);
         Ok(())
     }
 
