@@ -313,6 +313,25 @@ fn matrix_products() {
         let b = if r.coin() { r.weights(&bd) } else { r.input(&bd) };
         r.op("MatMul", vec![], vec![Some(a), Some(b)])
     });
+    // Batch dims that broadcast in A, in B or in both at once ([2,1,M,K] x [1,3,K,N]), with
+    // operands of different ranks; B constant or computed.
+    family("matmul_broadcast", 26, 40, |r| {
+        let (m, n, k) = (r.int(1, 20), r.int(1, 20), r.int(1, 20));
+        let batch: Vec<usize> = (0..r.int(1, 3)).map(|_| r.int(2, 3)).collect();
+        let mut ad: Vec<usize> = batch.iter().map(|&d| if r.coin() { d } else { 1 }).collect();
+        let mut bd: Vec<usize> = batch.iter().map(|&d| if r.coin() { d } else { 1 }).collect();
+        if r.coin() {
+            ad.drain(..r.int(0, ad.len()));
+        } else {
+            bd.drain(..r.int(0, bd.len()));
+        }
+        ad.extend([m, k]);
+        bd.extend([k, n]);
+        let a = r.input(&ad);
+        let b = if r.coin() { r.weights(&bd) } else { r.input(&bd) };
+        let y = r.op("MatMul", vec![], vec![Some(a), Some(b)])?;
+        if r.coin() { r.op("Relu", vec![], vec![Some(y)]) } else { Some(y) }
+    });
 }
 
 #[test]

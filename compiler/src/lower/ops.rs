@@ -1154,6 +1154,13 @@ impl Lowerer<'_> {
         let a2: Vec<usize> = if as_.len() == 1 { vec![1, as_[0]] } else { as_.clone() };
         let b2: Vec<usize> = if bs.len() == 1 { vec![bs[0], 1] } else { bs.clone() };
         let (ab, bb) = (&a2[..a2.len() - 2], &b2[..b2.len() - 2]);
+        let n = if trans_b { b2[0] } else { b2[b2.len() - 1] };
+        // With batches in B: the output's batch dims, and B's matrix offsets (elements) along
+        // them (0 where B broadcasts); an A that broadcasts along some of them but not all is
+        // first expanded to them (`a_expand`: its matrix offsets).
+        let mut batch_dims: Vec<usize> = vec![];
+        let mut b_strides: Vec<isize> = vec![];
+        let mut a_expand: Option<Vec<isize>> = None;
         let b_batch: usize = bb.iter().product();
         let (m, k, nb, a_stride) = if b_batch == 1 {
             if trans_a {
@@ -1168,15 +1175,34 @@ impl Lowerer<'_> {
             };
             let (pa, pb) = (pad(ab), pad(bb));
             let ob: Vec<usize> = pa.iter().zip(&pb).map(|(&x, &y)| x.max(y)).collect();
-            if pb != ob || (pa != ob && pa.iter().product::<usize>() != 1) {
-                return Err(self.unsupported(id, "batch dims broadcast in both operands"));
-            }
             let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
-            let a_stride = if pa == ob { m * k } else { 0 };
-            (m, k, ob.iter().product::<usize>(), a_stride)
+            b_strides = broadcast_strides(&pb, &ob).iter().map(|&s| s * (k * n) as isize).collect();
+            let a_stride = if pa == ob || pa.iter().product::<usize>() == 1 {
+                if pa == ob { m * k } else { 0 }
+            } else {
+                a_expand = Some(broadcast_strides(&pa, &ob).iter().map(|&s| s * (m * k) as isize).collect());
+                m * k
+            };
+            batch_dims = ob;
+            (m, k, batch_dims.iter().product::<usize>(), a_stride)
         };
-        let n = if trans_b { b2[0] } else { b2[b2.len() - 1] };
-        let a_ref = self.value(av)?;
+        // Distinct packed B matrices: one per output batch when B has batches.
+        let b_count = if b_batch > 1 { nb } else { 1 };
+        let (mut a_ref, a_const) = match &a_expand {
+            None => (self.value(av)?, self.g.const_value(av).is_some()),
+            Some(strides) => {
+                let src = self.value(av)?;
+                let scratch = self.scratch(nb * m * k * 4, &format!("{name}/expanded_a"));
+                let mut dims = batch_dims.clone();
+                dims.extend([m, k]);
+                let mut ins = strides.clone();
+                ins.extend([k as isize, 1]);
+                let spec = CopySpec::new(&dims, ins, contiguous(&dims), 0, 0, 4);
+                let tiles = spec.tiles();
+                self.step(Arc::new(spec), tiles, &[src], &[scratch], false, &name, "ExpandA", 0);
+                (scratch, false)
+            }
+        };
         let a = if trans_a {
             Mat { rs: 1, cs: m as isize, panel_stride: MR as isize, batch_stride: 0, batch_mod: 0 }
         } else {
@@ -1194,15 +1220,24 @@ impl Lowerer<'_> {
             rs: NR as isize,
             cs: 1,
             panel_stride: (k * NR) as isize,
-            batch_stride: if b_batch > 1 { panel as isize } else { 0 },
+            batch_stride: if b_count > 1 { panel as isize } else { 0 },
             batch_mod: 0,
+        };
+        // Output batch bi reads B's matrix at this element offset.
+        let b_offset = |bi: usize| -> usize {
+            let (mut rest, mut off) = (bi, 0isize);
+            for (d, &st) in batch_dims.iter().zip(&b_strides).rev() {
+                off += (rest % d) as isize * st;
+                rest /= d;
+            }
+            off as usize
         };
         let b_ref = match self.g.const_value(bv) {
             Some(t) => {
                 let w = t.view::<f32>().map_err(|e| self.unsupported(id, e.to_string()))?;
-                let mut packed = vec![0f32; b_batch * panel];
-                for bi in 0..b_batch {
-                    let w = &w[bi * k * n..];
+                let mut packed = vec![0f32; b_count * panel];
+                for bi in 0..b_count {
+                    let w = &w[b_offset(bi)..];
                     for kk in 0..k {
                         for j in 0..n {
                             packed[bi * panel + (j / NR) * k * NR + kk * NR + j % NR] =
@@ -1213,18 +1248,27 @@ impl Lowerer<'_> {
                 self.weight_f32(&packed, &format!("{name}/packed_weights"))
             }
             None => {
-                // Copy into whole NR-wide panels at run time.
+                // Copy into whole NR-wide panels at run time, one set per output batch.
                 let src = self.value(bv)?;
-                let scratch = self.scratch(b_batch * panel * 4, &format!("{name}/packed_b"));
+                let scratch = self.scratch(b_count * panel * 4, &format!("{name}/packed_b"));
                 let (ks, ns) = if trans_b { (1isize, k as isize) } else { (n as isize, 1isize) };
-                let (bsi, bso) = ((k * n) as isize, panel as isize);
+                let (bsi, bso): (Vec<isize>, Vec<isize>) = if b_count > 1 {
+                    (b_strides.clone(), contiguous(&batch_dims).iter().map(|&s| s * panel as isize).collect())
+                } else {
+                    (vec![0], vec![0])
+                };
+                let bdims = if b_count > 1 { batch_dims.clone() } else { vec![1] };
+                let with =
+                    |lead: &[isize], rest: &[isize]| -> Vec<isize> { lead.iter().chain(rest).copied().collect() };
                 // P[b][j][kk][c] = B_b(kk, j*NR + c): copy panels of full width, then the tail.
                 let full = n / NR;
                 if full > 0 {
+                    let mut dims = bdims.clone();
+                    dims.extend([full, k, NR]);
                     let spec = CopySpec::new(
-                        &[b_batch, full, k, NR],
-                        vec![bsi, NR as isize * ns, ks, ns],
-                        vec![bso, (k * NR) as isize, NR as isize, 1],
+                        &dims,
+                        with(&bsi, &[NR as isize * ns, ks, ns]),
+                        with(&bso, &[(k * NR) as isize, NR as isize, 1]),
                         0,
                         0,
                         4,
@@ -1233,10 +1277,12 @@ impl Lowerer<'_> {
                     self.step(Arc::new(spec), tiles, &[src], &[scratch], false, &name, "PackB", 0);
                 }
                 if n % NR != 0 {
+                    let mut dims = bdims.clone();
+                    dims.extend([k, n % NR]);
                     let spec = CopySpec::new(
-                        &[b_batch, k, n % NR],
-                        vec![bsi, ks, ns],
-                        vec![bso, NR as isize, 1],
+                        &dims,
+                        with(&bsi, &[ks, ns]),
+                        with(&bso, &[NR as isize, 1]),
                         (full * NR) as isize * ns,
                         (full * k * NR) as isize,
                         4,
@@ -1285,8 +1331,7 @@ impl Lowerer<'_> {
         let add_refs = add_vals.iter().map(|&v| self.value(v)).collect::<Result<Vec<_>, _>>()?;
         let mr = MR.min(m).max(1);
         let mut a = Mat { panel_stride: if trans_a { mr as isize } else { (mr * k) as isize }, ..a };
-        let mut a_ref = a_ref;
-        if mr > 1 && self.g.const_value(av).is_none() {
+        if mr > 1 && !a_const {
             // A computed at run time: pack it into MR-row panels first. Read in place, the tile's
             // rows are k floats apart and (for k a multiple of 1024) all land in one L1 set.
             let (pm, full, rem) = (m.div_ceil(mr), m / mr, m % mr);
