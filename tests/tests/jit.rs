@@ -666,3 +666,46 @@ fn integer_pow_matches_the_reference() {
         }
     }
 }
+
+/// ConstantOfShape compiles both ways it is used. As conv weights it is evaluated at compile
+/// time and packed like any constant weights, whether const-folding folded it (small) or left
+/// it (above the folding size limit) or did not run: no fill step, and a 3x3 conv with enough
+/// channels takes Winograd, which needs constant weights. Read as an activation (an Add with an
+/// input, a graph output, an i64 fill) it is written by a fill kernel.
+#[test]
+fn constant_of_shape_compiles() {
+    use incept_compiler::passes::Pipeline;
+    // 32*32*9 = 9216 weights fold; 128*64*9 = 73728 exceed const-folding's growth limit.
+    for (c, m) in [(32, 32), (64, 128)] {
+        let src = format!(
+            "graph g {{\n  input %x : f32[1,{c},10,10]\n  %s = const i64[4] [{m}, {c}, 3, 3]\n  %w = ConstantOfShape(%s) {{value=const f32[1] [0.015625]}} : f32[{m},{c},3,3]\n  %y = Conv(%x, %w) {{kernel_shape=[3, 3], pads=[1, 1, 1, 1]}} : f32[1,{m},10,10]\n  %r = Relu(%y) : f32[1,{m},10,10]\n  output %r\n}}\n"
+        );
+        let g = incept_ir::text::parse(&src).unwrap_or_else(|e| panic!("{e}\n{src}"));
+        let n = c * 100;
+        let x = Tensor::from_vec(vec![1, c, 10, 10], (0..n).map(|i| ((i * 13) % 17) as f32 - 8.0).collect());
+        let want = incept_ir::interp::run(&g, std::slice::from_ref(&x)).expect("interpreter");
+        for pipeline in [Pipeline::None, Pipeline::Full] {
+            let opts = CompileOptions { pipeline: pipeline.clone(), threads: 1, ..Default::default() };
+            let (model, _) = incept_compiler::compile_graph(g.clone(), &opts).unwrap_or_else(|e| panic!("{e}"));
+            let ops: Vec<&str> = model.plan().steps.iter().map(|s| s.op.as_str()).collect();
+            assert!(!ops.contains(&"ConstantOfShape"), "{c}x{m} {pipeline:?}: weights filled at run time: {ops:?}");
+            assert!(ops.contains(&"WinogradInput"), "{c}x{m} {pipeline:?}: weights not constant: {ops:?}");
+            let got = from_runtime(&model.run(&[to_runtime(&x)]).expect("run")[0]);
+            let err = max_rel_err(&got, &want[0]).expect("same shape");
+            assert!(err < 1e-5, "{c}x{m} {pipeline:?}: error {err}");
+        }
+    }
+    let src = "graph g {\n  input %x : f32[2,3,5]\n  %s = const i64[3] [2, 3, 5]\n  %k = ConstantOfShape(%s) {value=const f32[1] [1.5]} : f32[2,3,5]\n  %y = Add(%x, %k) : f32[2,3,5]\n  %t = const i64[2] [4, 7]\n  %z = ConstantOfShape(%t) {value=const i64[1] [-3]} : i64[4,7]\n  output %y, %z, %k\n}\n";
+    let g = incept_ir::text::parse(src).unwrap_or_else(|e| panic!("{e}\n{src}"));
+    let x = Tensor::from_vec(vec![2, 3, 5], (0..30).map(|i| i as f32 * 0.25).collect());
+    let want = incept_ir::interp::run(&g, std::slice::from_ref(&x)).expect("interpreter");
+    let opts = CompileOptions { pipeline: Pipeline::None, threads: 1, ..Default::default() };
+    let (model, _) = incept_compiler::compile_graph(g, &opts).expect("compile");
+    let ops: Vec<&str> = model.plan().steps.iter().map(|s| s.op.as_str()).collect();
+    assert_eq!(ops.iter().filter(|o| **o == "ConstantOfShape").count(), 2, "{ops:?}");
+    let got = model.run(&[to_runtime(&x)]).expect("run");
+    for (k, (got, want)) in got.iter().zip(&want).enumerate() {
+        let got = incept_compiler::from_runtime(got).expect("output");
+        assert!(got.same_content(want), "output {k}: {got:?} vs {want:?}");
+    }
+}

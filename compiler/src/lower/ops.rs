@@ -1,11 +1,12 @@
 //! Lowering of each op family to kernels.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use incept_ir::DType;
 use incept_ir::graph::{NodeId, ValueId};
 use incept_ir::ops::conv::Window;
 use incept_ir::ops::{Activation, Binary, Op, PoolKind, Step, Unary, Variadic};
+use incept_ir::{DType, Tensor};
 
 use super::{BufRef, LowerError, Lowerer};
 use crate::Fault;
@@ -56,7 +57,7 @@ enum AddLayout {
     Plane(bool),
 }
 
-impl Lowerer<'_> {
+impl<'g> Lowerer<'g> {
     fn unsupported(&self, id: NodeId, what: impl Into<String>) -> LowerError {
         let node = self.g.node(id);
         LowerError::Unsupported { node: node.name.clone(), op: node.op.name().to_string(), what: what.into() }
@@ -77,6 +78,47 @@ impl Lowerer<'_> {
         let name = self.g.node(id).name.clone();
         self.step(Arc::new(spec), tiles, &[dst], &[dst], false, &name, "Fault", 0);
         Ok(())
+    }
+
+    /// The value of `v` when it is known at compile time: a constant, or a ConstantOfShape
+    /// (whose shape is static), evaluated by its reference semantics. Kernels that want constant
+    /// weights (packed GEMM panels, Winograd) ask here; const-folding leaves large
+    /// ConstantOfShape outputs unfolded so as not to bloat the model, and exporters build conv
+    /// weights that way.
+    pub(super) fn konst(&self, v: ValueId) -> Option<Cow<'g, Tensor>> {
+        let g: &'g incept_ir::Graph = self.g;
+        match &g.node(v.node).op {
+            Op::Const(_) => g.const_value(v).map(Cow::Borrowed),
+            Op::ConstantOfShape(c) => {
+                let dims: Vec<i64> = g.ty(v).static_dims()?.iter().map(|&d| d as i64).collect();
+                let shape = Tensor::from_vec(vec![dims.len()], dims);
+                use incept_ir::ops::OpDef;
+                c.eval(&[Some(&shape)]).ok()?.into_iter().next().map(Cow::Owned)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether [`Self::konst`] knows `v`, without evaluating it.
+    fn is_konst(&self, v: ValueId) -> bool {
+        matches!(self.g.node(v.node).op, Op::Const(_) | Op::ConstantOfShape(_)) && self.g.ty(v).static_dims().is_some()
+    }
+
+    /// A ConstantOfShape read as an activation: a fill kernel writes it (once, where it is first
+    /// read), instead of its whole value going into the weights. `None` for other values.
+    pub(super) fn fill_constant(&mut self, v: ValueId) -> Result<Option<BufRef>, LowerError> {
+        let Op::ConstantOfShape(c) = &self.g.node(v.node).op else { return Ok(None) };
+        let name = self.g.node(v.node).name.clone();
+        let elem = c.value.dtype().size();
+        let one = self.weight(&c.value.bytes().clone(), &format!("{name}.value"));
+        let n: usize = self.shape(v)?.iter().product();
+        let dst = self.define(v)?;
+        if n > 0 {
+            let spec = CopySpec::new(&[n], vec![0], vec![1], 0, 0, elem);
+            let tiles = spec.tiles();
+            self.step(Arc::new(spec), tiles, &[one], &[dst], false, &name, "ConstantOfShape", 0);
+        }
+        Ok(Some(dst))
     }
 
     fn in_val(&self, id: NodeId, i: usize) -> Option<ValueId> {
@@ -113,6 +155,9 @@ impl Lowerer<'_> {
                 Ok(())
             }
             Op::Unary(_) | Op::Binary(_) | Op::Clip(_) | Op::Elementwise(_) | Op::Variadic(_) => self.elementwise(id),
+            // Written where it is first read as an activation (see `fill_constant`); kernels that
+            // want it as constant weights evaluate it at compile time (see `konst`).
+            Op::ConstantOfShape(_) => Ok(()),
             Op::Cast(c) => {
                 let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
                 let from = self.g.ty(x).dtype;
@@ -188,8 +233,7 @@ impl Lowerer<'_> {
                 let s = self.shape(x)?;
                 let given = match self.in_val(id, 1) {
                     Some(a) => Some(
-                        self.g
-                            .const_value(a)
+                        self.konst(a)
                             .ok_or_else(|| self.unsupported(id, "axes computed at run time"))?
                             .to_i64s()
                             .map_err(|e| self.unsupported(id, e.to_string()))?,
@@ -345,7 +389,7 @@ impl Lowerer<'_> {
             Op::Gather(gt) => {
                 let (x, iv) = (self.in_val(id, 0), self.in_val(id, 1));
                 let (Some(x), Some(iv)) = (x, iv) else { return Err(self.unsupported(id, "a missing input")) };
-                let Some(idx) = self.g.const_value(iv) else {
+                let Some(idx) = self.konst(iv) else {
                     return self.gather_runtime(id, x, iv, gt.axis as usize);
                 };
                 let ids = idx.to_i64s().map_err(|e| self.unsupported(id, e.to_string()))?;
@@ -446,8 +490,8 @@ impl Lowerer<'_> {
         let konst = |i: usize, what: &str| -> Result<Option<incept_ir::Tensor>, LowerError> {
             match self.in_val(id, i) {
                 None => Ok(None),
-                Some(v) => match self.g.const_value(v) {
-                    Some(t) => Ok(Some(t.clone())),
+                Some(v) => match self.konst(v) {
+                    Some(t) => Ok(Some(t.into_owned())),
                     None => Err(self.unsupported(id, format!("{what} computed at run time"))),
                 },
             }
@@ -515,7 +559,7 @@ impl Lowerer<'_> {
                 let mut inputs = vec![ins[0]];
                 for (i, b) in [(1, Bin::AtLeast), (2, Bin::AtMost)] {
                     let Some(v) = self.in_val(id, i) else { continue };
-                    let rhs = match self.g.const_value(v) {
+                    let rhs = match self.konst(v) {
                         Some(t) => match t.to_f64s().ok().and_then(|x| x.first().copied()) {
                             Some(c) => KExpr::Const(c as f32),
                             None => continue,
@@ -777,7 +821,7 @@ impl Lowerer<'_> {
         if g == cin_total && g > 1 {
             return Ok(ConvPath::Depthwise);
         }
-        let constant = self.g.const_value(wv).is_some();
+        let constant = self.is_konst(wv);
         if constant && winograd_fits(&geom, g, cin_total / g, cout / g, n, xs.len()) {
             return Ok(ConvPath::Winograd);
         }
@@ -943,7 +987,7 @@ impl Lowerer<'_> {
         let x = inputs[0].ok_or_else(|| self.unsupported(id, "a missing input"))?;
         let wv = inputs.get(1).copied().flatten().ok_or_else(|| self.unsupported(id, "missing weights"))?;
         self.f32_only(id, wv)?;
-        let w = match self.g.const_value(wv) {
+        let w = match self.konst(wv) {
             Some(t) => Some(t.view::<f32>().map_err(|e| self.unsupported(id, e.to_string()))?.into_owned()),
             None => None,
         };
@@ -1189,7 +1233,7 @@ impl Lowerer<'_> {
         // Distinct packed B matrices: one per output batch when B has batches.
         let b_count = if b_batch > 1 { nb } else { 1 };
         let (mut a_ref, a_const) = match &a_expand {
-            None => (self.value(av)?, self.g.const_value(av).is_some()),
+            None => (self.value(av)?, self.is_konst(av)),
             Some(strides) => {
                 let src = self.value(av)?;
                 let scratch = self.scratch(nb * m * k * 4, &format!("{name}/expanded_a"));
@@ -1232,7 +1276,7 @@ impl Lowerer<'_> {
             }
             off as usize
         };
-        let b_ref = match self.g.const_value(bv) {
+        let b_ref = match self.konst(bv) {
             Some(t) => {
                 let w = t.view::<f32>().map_err(|e| self.unsupported(id, e.to_string()))?;
                 let mut packed = vec![0f32; b_count * panel];
@@ -1302,7 +1346,7 @@ impl Lowerer<'_> {
             if st[1] != 0 && st[1] != 1 {
                 return Err(self.unsupported(id, "this Gemm C layout"));
             }
-            let r = match self.g.const_value(cv) {
+            let r = match self.konst(cv) {
                 Some(t) if beta != 1.0 => {
                     let v: Vec<f32> = t
                         .view::<f32>()
@@ -1658,7 +1702,7 @@ impl Lowerer<'_> {
         let ints = |i: usize| -> Result<Option<Vec<i64>>, LowerError> {
             match self.in_val(id, i) {
                 None => Ok(None),
-                Some(v) => match self.g.const_value(v) {
+                Some(v) => match self.konst(v) {
                     Some(t) => Ok(Some(t.to_i64s().map_err(|e| self.unsupported(id, e.to_string()))?)),
                     None => Err(self.unsupported(id, "slice bounds computed at run time")),
                 },
@@ -1691,7 +1735,7 @@ impl Lowerer<'_> {
         let ints = |i: usize, what: &str| -> Result<Option<Vec<i64>>, LowerError> {
             match self.in_val(id, i) {
                 None => Ok(None),
-                Some(v) => match self.g.const_value(v) {
+                Some(v) => match self.konst(v) {
                     Some(t) => t.to_i64s().map(Some).map_err(|e| self.unsupported(id, e.to_string())),
                     None => Err(self.unsupported(id, format!("{what} computed at run time"))),
                 },
@@ -1703,7 +1747,7 @@ impl Lowerer<'_> {
             .map_err(|e| self.unsupported(id, e.to_string()))?;
         // The fill: a constant, or a scalar computed at run time (broadcast by the fill kernel).
         let value = match self.in_val(id, 2) {
-            Some(v) => match self.g.const_value(v) {
+            Some(v) => match self.konst(v) {
                 Some(t) => {
                     Ok(t.to_f64s().map_err(|e| self.unsupported(id, e.to_string()))?.first().copied().unwrap_or(0.0)
                         as f32)
