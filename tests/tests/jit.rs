@@ -709,3 +709,44 @@ fn constant_of_shape_compiles() {
         assert!(got.same_content(want), "output {k}: {got:?} vs {want:?}");
     }
 }
+
+/// Resize's tf_crop_and_resize with the region of interest given at run time: the tap tables are
+/// computed by a kernel on each run (a `ResizeTaps` step, no tables in the weights), and follow
+/// the reference for rois that crop, extrapolate, hit rounding ties in nearest mode, or are NaN.
+#[test]
+fn resize_roi_at_run_time() {
+    use incept_compiler::passes::Pipeline;
+    for (mode, extra) in [
+        ("linear", ""),
+        ("nearest", ", nearest_mode=\"round_prefer_ceil\""),
+        ("cubic", ", exclude_outside=1"),
+        ("linear", ", antialias=1"),
+    ] {
+        let src = format!(
+            "graph g {{\n  input %x : f32[1,2,5,6]\n  input %roi : f32[4]\n  %s = const f32[2] [0.6, 1.5]\n  %y = Resize(%x, %roi, %s) {{mode=\"{mode}\", coordinate_transformation_mode=\"tf_crop_and_resize\", extrapolation_value=-5.0, axes=[2, 3]{extra}}} : f32[1,2,3,9]\n  output %y\n}}\n"
+        );
+        let g = incept_ir::text::parse(&src).unwrap_or_else(|e| panic!("{e}\n{src}"));
+        let x = Tensor::from_vec(vec![1, 2, 5, 6], (0..60).map(|i| ((i * 7) % 11) as f32 - 3.0).collect());
+        let opts = CompileOptions { pipeline: Pipeline::None, threads: 1, ..Default::default() };
+        let (model, _) = incept_compiler::compile_graph(g.clone(), &opts).unwrap_or_else(|e| panic!("{e}"));
+        let ops: Vec<&str> = model.plan().steps.iter().map(|s| s.op.as_str()).collect();
+        assert_eq!(ops.iter().filter(|o| **o == "ResizeTaps").count(), 2, "{ops:?}");
+        for roi in [
+            [0.0f32, 0.0, 1.0, 1.0],
+            [0.25, -0.2, 0.75, 1.2],
+            [0.125, 0.1, 0.625, 0.5],
+            [1.0, 0.9, 0.0, 0.1],
+            [-1.0, -1.0, -0.5, -0.5],
+            [f32::NAN, 0.0, 1.0, 1.0],
+        ] {
+            let roi = Tensor::from_vec(vec![4], roi.to_vec());
+            let want = incept_ir::interp::run(&g, &[x.clone(), roi.clone()]).expect("interpreter");
+            let got = from_runtime(&model.run(&[to_runtime(&x), to_runtime(&roi)]).expect("run")[0]);
+            let (a, b) = (got.to_f64s().expect("f32"), want[0].to_f64s().expect("f32"));
+            for (k, (p, q)) in a.iter().zip(&b).enumerate() {
+                let close = (p - q).abs() <= 1e-5 * q.abs().max(1.0) || p.is_nan() && q.is_nan();
+                assert!(close, "{mode}{extra}, roi {roi:?}: element {k}: JIT {p}, reference {q}");
+            }
+        }
+    }
+}

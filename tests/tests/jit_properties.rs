@@ -467,6 +467,53 @@ fn data_movement() {
         ];
         r.op("Resize", attrs, vec![Some(x), None, Some(s)])
     });
+    // tf_crop_and_resize with a region of interest computed at run time (so the tap tables are
+    // too): starts in [-0.3, 0.5), ends in [0.5, 1.3), so that some samples fall outside and take
+    // the extrapolation value; every mode, antialiasing, cubic's exclude_outside, `axes`.
+    family("resize_runtime_roi", 27, 50, |r| {
+        let dims = [r.int(1, 2), r.int(1, 3), r.int(1, 7), r.int(1, 7)];
+        let x = r.input(&dims);
+        let axes: Vec<usize> = match r.int(0, 2) {
+            0 => vec![0, 1, 2, 3],
+            1 => vec![2, 3],
+            _ => vec![3, 2],
+        };
+        let na = axes.len();
+        let raw = r.input(&[2 * na]);
+        let k = r.konst(Tensor::scalar(0.4f32));
+        let base: Vec<f32> = (0..2 * na).map(|i| if i < na { 0.1 } else { 0.9 }).collect();
+        let base = r.konst(Tensor::from_vec(vec![2 * na], base));
+        let scaled = r.op("Mul", vec![], vec![Some(raw), Some(k)])?;
+        let roi = r.op("Add", vec![], vec![Some(scaled), Some(base)])?;
+        let mode = r.pick(&["nearest", "linear", "cubic"]);
+        let mut attrs = vec![
+            ("mode", AttrValue::Str(mode.into())),
+            ("coordinate_transformation_mode", AttrValue::Str("tf_crop_and_resize".into())),
+            ("extrapolation_value", AttrValue::Float(r.pick(&[0.0, -7.5]))),
+            ("axes", AttrValue::Ints(axes.iter().map(|&a| a as i64).collect())),
+        ];
+        match mode {
+            "nearest" => attrs.push((
+                "nearest_mode",
+                AttrValue::Str(r.pick(&["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]).into()),
+            )),
+            "cubic" => {
+                attrs.push(("exclude_outside", AttrValue::Int(r.coin() as i64)));
+                attrs.push(("antialias", AttrValue::Int(r.coin() as i64)));
+            }
+            _ => attrs.push(("antialias", AttrValue::Int(r.coin() as i64))),
+        }
+        if r.coin() {
+            let sc: Vec<f32> =
+                axes.iter().map(|&a| if a < 2 { 1.0 } else { r.pick(&[0.5, 0.6, 1.0, 1.5, 2.0, 3.0]) }).collect();
+            let sc = r.konst(Tensor::from_vec(vec![na], sc));
+            r.op("Resize", attrs, vec![Some(x), Some(roi), Some(sc)])
+        } else {
+            let sz: Vec<i64> = axes.iter().map(|&a| if a < 2 { dims[a] as i64 } else { r.int(1, 9) as i64 }).collect();
+            let sz = r.ints(&sz);
+            r.op("Resize", attrs, vec![Some(x), Some(roi), None, Some(sz)])
+        }
+    });
     family("softmax", 13, 20, |r| {
         let rank = r.int(1, 4);
         let dims: Vec<usize> = (0..rank).map(|_| r.int(1, 9)).collect();

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use incept_ir::graph::{NodeId, ValueId};
 use incept_ir::ops::conv::Window;
+use incept_ir::ops::resize::CoordMode;
 use incept_ir::ops::{Activation, Binary, Op, PoolKind, Step, Unary, Variadic};
 use incept_ir::{DType, Tensor};
 
@@ -20,7 +21,7 @@ use crate::codegen::kernels::nd::{broadcast_strides, contiguous};
 use crate::codegen::kernels::norm::LrnSpec;
 use crate::codegen::kernels::pool::{GlobalPoolSpec, PoolSpec};
 use crate::codegen::kernels::reduce::{ReduceSpec, SoftmaxSpec};
-use crate::codegen::kernels::resample::ResampleSpec;
+use crate::codegen::kernels::resample::{ResampleSpec, ResizeTapsSpec};
 use crate::codegen::kernels::typed::{CastSpec, F64MatMulSpec, TypedElementwiseSpec, TypedOp};
 use crate::codegen::kernels::volume::{VolCol2ImSpec, VolGeom, VolIm2colSpec, VolPoolSpec};
 use crate::codegen::kernels::winograd::{WinoGeom, WinoInputSpec, WinoOutputSpec, transform_kernel};
@@ -497,7 +498,17 @@ impl<'g> Lowerer<'g> {
             }
         };
         let err = |e: &dyn std::fmt::Display| self.unsupported(id, e.to_string());
-        let roi = konst(1, "a region of interest")?.map(|t| t.to_f64s()).transpose().map_err(|e| err(&e))?;
+        // The region of interest matters to tf_crop_and_resize only. Given at run time, it
+        // leaves the passes' shapes alone, and the tap tables of the axes it covers are computed
+        // by a kernel (see `ResizeTapsSpec`).
+        let roi_in = if r.coord == CoordMode::TfCropAndResize { self.in_val(id, 1) } else { None };
+        let runtime_roi = roi_in.filter(|&v| !self.is_konst(v));
+        let roi = match roi_in {
+            Some(_) if runtime_roi.is_none() => {
+                konst(1, "a region of interest")?.map(|t| t.to_f64s()).transpose().map_err(|e| err(&e))?
+            }
+            _ => None,
+        };
         let scales = konst(2, "scales")?.map(|t| t.to_f64s()).transpose().map_err(|e| err(&e))?;
         let sizes = konst(3, "sizes")?.map(|t| t.to_i64s()).transpose().map_err(|e| err(&e))?;
         let passes = r.passes(&shape, roi.as_deref(), scales.as_deref(), sizes.as_deref()).map_err(|e| err(&e))?;
@@ -508,23 +519,61 @@ impl<'g> Lowerer<'g> {
             return Ok(());
         }
         let n = passes.len();
+        let rank = shape.len();
         for (k, p) in passes.into_iter().enumerate() {
             let outer: usize = shape[..p.axis].iter().product();
             let inner: usize = shape[p.axis + 1..].iter().product();
-            let taps = p.taps.iter().map(|t| t.as_ref().map_or(0, Vec::len)).max().unwrap_or(0);
-            let (mut offs, mut wts, mut bias) = (vec![], vec![], vec![]);
-            for t in &p.taps {
-                let t = t.as_deref().unwrap_or(&[]);
-                for k in 0..taps {
-                    let (i, w) = t.get(k).copied().unwrap_or((0, 0.0));
-                    offs.extend_from_slice(&((i * inner * 4) as i64).to_le_bytes());
-                    wts.push(w as f32);
+            let at = match runtime_roi {
+                Some(v) => {
+                    let len = self.shape(v)?.iter().product();
+                    r.roi_index(rank, p.axis, len).map_err(|e| self.unsupported(id, e.to_string()))?.map(|at| (v, at))
                 }
-                bias.push(if t.is_empty() { r.extrapolation_value } else { -0.0 });
-            }
-            let offs = self.weight(&offs, &format!("{name}.taps{k}"));
-            let wts = self.weight_f32(&wts, &format!("{name}.weights{k}"));
-            let bias = self.weight_f32(&bias, &format!("{name}.bias{k}"));
+                None => None,
+            };
+            let (offs, wts, bias, taps) = match at {
+                Some((v, roi_at)) => {
+                    let roi_f64 = match self.g.ty(v).dtype {
+                        DType::F32 => false,
+                        DType::F64 => true,
+                        other => return Err(self.unsupported(id, format!("a region of interest of {other}"))),
+                    };
+                    let spec = ResizeTapsSpec {
+                        resize: r.clone(),
+                        d_in: p.d_in,
+                        d_out: p.d_out,
+                        scale: p.scale,
+                        inner,
+                        taps: 0,
+                        roi_f64,
+                        roi_at,
+                    };
+                    let taps = spec.window().1;
+                    let spec = ResizeTapsSpec { taps, ..spec };
+                    let src = self.value(v)?;
+                    let offs = self.scratch((p.d_out * taps * 8).max(8), &format!("{name}.taps{k}"));
+                    let wts = self.scratch((p.d_out * taps * 4).max(4), &format!("{name}.weights{k}"));
+                    let bias = self.scratch((p.d_out * 4).max(4), &format!("{name}.bias{k}"));
+                    self.step(Arc::new(spec), p.d_out, &[src], &[offs, wts, bias], false, &name, "ResizeTaps", 0);
+                    (offs, wts, bias, taps)
+                }
+                None => {
+                    let taps = p.taps.iter().map(|t| t.as_ref().map_or(0, Vec::len)).max().unwrap_or(0);
+                    let (mut offs, mut wts, mut bias) = (vec![], vec![], vec![]);
+                    for t in &p.taps {
+                        let t = t.as_deref().unwrap_or(&[]);
+                        for k in 0..taps {
+                            let (i, w) = t.get(k).copied().unwrap_or((0, 0.0));
+                            offs.extend_from_slice(&((i * inner * 4) as i64).to_le_bytes());
+                            wts.push(w as f32);
+                        }
+                        bias.push(if t.is_empty() { r.extrapolation_value } else { -0.0 });
+                    }
+                    let offs = self.weight(&offs, &format!("{name}.taps{k}"));
+                    let wts = self.weight_f32(&wts, &format!("{name}.weights{k}"));
+                    let bias = self.weight_f32(&bias, &format!("{name}.bias{k}"));
+                    (offs, wts, bias, taps)
+                }
+            };
             shape[p.axis] = p.d_out;
             let dst = if k + 1 == n {
                 self.define(out)?
