@@ -448,7 +448,7 @@ fn nan_rules_match_onnx_runtime() {
 /// Every JIT path that takes a max or a min follows the interpreter's rules bit for bit (NaNs and
 /// the signs of zeros): elementwise Max/Min (vector body and scalar tail, broadcasting, 2 and 3
 /// inputs, fused into Elementwise chains), Relu, Clip, GlobalMaxPool, ReduceMax over one run of axes
-/// and over several.
+/// and over several, and over empty planes (-inf).
 #[test]
 fn nan_rules_are_the_same_in_the_jit() {
     let pattern = |n: usize, salt: usize| -> Vec<f32> {
@@ -466,6 +466,10 @@ fn nan_rules_are_the_same_in_the_jit() {
         (
             "graph g {\n  input %a : f32[3,13]\n  input %b : f32[3,13]\n  input %c : f32[13]\n  %m = Max(%a, %b) : f32[3,13]\n  %n = Min(%a, %b, %c) : f32[3,13]\n  %s = Add(%m, %n) : f32[3,13]\n  %r = Relu(%s) : f32[3,13]\n  %x = Max(%r, %c) : f32[3,13]\n  output %m, %n, %r, %x\n}\n".into(),
             vec![t(&[3, 13], 1), t(&[3, 13], 2), t(&[13], 3)],
+        ),
+        (
+            "graph g {\n  input %e : f32[1,2,0,3]\n  %m = GlobalMaxPool(%e) : f32[1,2,1,1]\n  %ax = const i64[1] [2]\n  %r = ReduceMax(%e, %ax) {keepdims=0} : f32[1,2,3]\n  %n = Neg(%m) : f32[1,2,1,1]\n  %x = Max(%n, %m) : f32[1,2,1,1]\n  %nan = const f32[1] [nan]\n  %y = Max(%x, %nan) : f32[1,2,1,1]\n  output %m, %r, %y\n}\n".into(),
+            vec![Tensor::from_vec(vec![1, 2, 0, 3], Vec::<f32>::new())],
         ),
         (
             "graph g {\n  input %a : f32[2,5,6]\n  %lo = const f32[] 0.0\n  %hi = const f32[] 1.0\n  %c = Clip(%a, %lo, %hi) : f32[2,5,6]\n  %g = GlobalMaxPool(%a) : f32[2,5,1]\n  %ax = const i64[1] [2]\n  %r1 = ReduceMax(%a, %ax) {keepdims=0} : f32[2,5]\n  %ay = const i64[2] [0, 2]\n  %r2 = ReduceMax(%a, %ay) {keepdims=1} : f32[1,5,1]\n  %az = const i64[2] [0, 1]\n  %r3 = ReduceMax(%a, %az) {keepdims=0} : f32[6]\n  output %c, %g, %r1, %r2, %r3\n}\n".into(),

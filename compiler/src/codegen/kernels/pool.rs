@@ -210,7 +210,9 @@ impl KernelSpec for GlobalPoolSpec {
                 let o = kb.muli(t, size as i64);
                 kb.elem(x, o, 4)
             };
-            let r = if self.max {
+            let r = if self.max && size == 0 {
+                kb.fconst(f32::NEG_INFINITY)
+            } else if self.max {
                 let first = kb.load_f32(xp, 0, ro());
                 let acc = kb.var(crate::codegen::builder::F32, first);
                 kb.for_const(1, size as i64, 1, |kb, i| {
