@@ -447,8 +447,9 @@ fn nan_rules_match_onnx_runtime() {
 
 /// Every JIT path that takes a max or a min follows the interpreter's rules bit for bit (NaNs and
 /// the signs of zeros): elementwise Max/Min (vector body and scalar tail, broadcasting, 2 and 3
-/// inputs, fused into Elementwise chains), Relu, Clip, GlobalMaxPool, ReduceMax over one run of axes
-/// and over several, and over empty planes (-inf).
+/// inputs, fused into Elementwise chains), Relu, Clip, MaxPool with Indices and dilated,
+/// GlobalMaxPool, ReduceMax over one run of axes and over several, and over empty planes (-inf).
+/// (`max_pool_nans_follow_the_reference` covers the plain pools' vector, scalar and 3-D paths.)
 #[test]
 fn nan_rules_are_the_same_in_the_jit() {
     let pattern = |n: usize, salt: usize| -> Vec<f32> {
@@ -466,6 +467,10 @@ fn nan_rules_are_the_same_in_the_jit() {
         (
             "graph g {\n  input %a : f32[3,13]\n  input %b : f32[3,13]\n  input %c : f32[13]\n  %m = Max(%a, %b) : f32[3,13]\n  %n = Min(%a, %b, %c) : f32[3,13]\n  %s = Add(%m, %n) : f32[3,13]\n  %r = Relu(%s) : f32[3,13]\n  %x = Max(%r, %c) : f32[3,13]\n  output %m, %n, %r, %x\n}\n".into(),
             vec![t(&[3, 13], 1), t(&[3, 13], 2), t(&[13], 3)],
+        ),
+        (
+            "graph g {\n  input %x : f32[1,2,5,6]\n  %y, %i = MaxPool(%x) {kernel_shape=[2, 3], pads=[1, 0, 0, 1]} : f32[1,2,5,5], i64[1,2,5,5]\n  %z = MaxPool(%x) {kernel_shape=[3, 2], dilations=[2, 1]} : f32[1,2,1,5]\n  output %y, %i, %z\n}\n".into(),
+            vec![t(&[1, 2, 5, 6], 5)],
         ),
         (
             "graph g {\n  input %e : f32[1,2,0,3]\n  %m = GlobalMaxPool(%e) : f32[1,2,1,1]\n  %ax = const i64[1] [2]\n  %r = ReduceMax(%e, %ax) {keepdims=0} : f32[1,2,3]\n  %n = Neg(%m) : f32[1,2,1,1]\n  %x = Max(%n, %m) : f32[1,2,1,1]\n  %nan = const f32[1] [nan]\n  %y = Max(%x, %nan) : f32[1,2,1,1]\n  output %m, %r, %y\n}\n".into(),
