@@ -163,6 +163,8 @@ impl Tensor {
             DType::F64 => self.view::<f64>()?.into_owned(),
             DType::Bool => self.data.iter().map(|&b| b as f64).collect(),
             DType::F16 => return Err(TensorError::DType { expected: DType::F32, got: DType::F16 }),
+            // Not through i64, where values from 2^63 up would turn negative.
+            DType::U64 => self.view::<u64>()?.iter().map(|&v| v as f64).collect(),
             _ => self.to_i64s()?.into_iter().map(|v| v as f64).collect(),
         })
     }

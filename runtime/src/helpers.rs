@@ -2,7 +2,8 @@
 //! so that the machine code stays position independent. The table's order is part of the kernel
 //! ABI: `HELPERS[i]` is what kernels load from slot `i`.
 
-/// Scalar f32 -> f32 functions, by index.
+/// Helper functions by index: f32 -> f32 (EXP ... SQRT), (f32, f32) -> f32 (POW), f64 -> f64
+/// (EXP64, LOG64) and (f64, f64) -> f64 (POW64).
 pub mod index {
     pub const EXP: usize = 0;
     pub const LOG: usize = 1;
@@ -10,7 +11,13 @@ pub mod index {
     pub const ERF: usize = 3;
     pub const SQRT: usize = 4;
     pub const POW: usize = 5;
+    pub const EXP64: usize = 6;
+    pub const LOG64: usize = 7;
+    pub const POW64: usize = 8;
 }
+
+/// Entries in the helper table.
+pub const COUNT: usize = 9;
 
 extern "C" fn exp(x: f32) -> f32 {
     x.exp()
@@ -27,13 +34,24 @@ extern "C" fn erf(x: f32) -> f32 {
 extern "C" fn sqrt(x: f32) -> f32 {
     x.sqrt()
 }
+/// In f64, then rounded: the reference computes Pow that way for every dtype.
 extern "C" fn pow(x: f32, y: f32) -> f32 {
+    (x as f64).powf(y as f64) as f32
+}
+extern "C" fn exp64(x: f64) -> f64 {
+    x.exp()
+}
+extern "C" fn log64(x: f64) -> f64 {
+    x.ln()
+}
+extern "C" fn pow64(x: f64, y: f64) -> f64 {
     x.powf(y)
 }
 
 /// The helper table kernels receive (as one of their operands).
-pub fn table() -> [usize; 6] {
+pub fn table() -> [usize; COUNT] {
     let unary = |f: extern "C" fn(f32) -> f32| f as *const () as usize;
+    let unary64 = |f: extern "C" fn(f64) -> f64| f as *const () as usize;
     [
         unary(exp),
         unary(log),
@@ -41,5 +59,8 @@ pub fn table() -> [usize; 6] {
         unary(erf),
         unary(sqrt),
         pow as extern "C" fn(f32, f32) -> f32 as *const () as usize,
+        unary64(exp64),
+        unary64(log64),
+        pow64 as extern "C" fn(f64, f64) -> f64 as *const () as usize,
     ]
 }

@@ -47,7 +47,7 @@ pub struct Model {
     pool: Option<rayon::ThreadPool>,
     threads: usize,
     arenas: Mutex<Vec<AlignedBuf>>,
-    helpers: Box<[usize; 6]>,
+    helpers: Box<[usize; helpers::COUNT]>,
 }
 
 /// Operand pointers (of one step, or the slot bases of one run), shared read-only by the threads

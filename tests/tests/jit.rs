@@ -333,3 +333,429 @@ fn max_pool_nans_follow_the_reference() {
         assert!(b.iter().any(|v| v.is_nan()) && b.iter().any(|v| !v.is_nan()), "the case exercises both");
     }
 }
+
+/// Runs a text graph through the interpreter and through the JIT (no passes, and all passes, so
+/// fused forms are covered too) and returns (interpreter, [JIT without passes, JIT with passes]).
+fn interp_and_jit(src: &str, inputs: &[Tensor]) -> (Vec<Tensor>, Vec<Vec<Tensor>>) {
+    use incept_compiler::passes::Pipeline;
+    let g = incept_ir::text::parse(src).unwrap_or_else(|e| panic!("{e}\n{src}"));
+    let want = incept_ir::interp::run(&g, inputs).expect("interpreter");
+    let rt: Vec<_> = inputs.iter().map(|t| incept_compiler::to_runtime(t).expect("input")).collect();
+    let mut got = vec![];
+    for pipeline in [Pipeline::None, Pipeline::Full] {
+        let opts = CompileOptions { pipeline, threads: 1, ..Default::default() };
+        let (model, _) = incept_compiler::compile_graph(g.clone(), &opts).unwrap_or_else(|e| panic!("{e}\n{src}"));
+        let outs = model.run(&rt).expect("run");
+        got.push(outs.iter().map(|t| incept_compiler::from_runtime(t).expect("output")).collect());
+    }
+    (want, got)
+}
+
+/// Equal values, NaN equal to NaN; with `signs`, equal zeros must also have the same sign.
+fn same_values(a: &[f64], b: &[f64], signs: bool) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            (x.is_nan() && y.is_nan()) || (x == y && (!signs || x.is_sign_negative() == y.is_sign_negative()))
+        })
+}
+
+/// The interpreter's NaN rules against values measured with onnxruntime 1.32 (CPU provider):
+/// Max and Min return NaN when any input is NaN, in any position, with 2 or 3 inputs and with
+/// broadcasting. MaxPool keeps the first element of the window, then any strictly greater one (a
+/// NaN wins only in first position): that is ORT's generic MaxPool, which it runs when the Indices
+/// output is requested or dilations are set. ORT's MLAS MaxPool (plain 2-D/3-D windows) keeps or
+/// drops a NaN depending on the SIMD lane it lands in (a 3x3 window on a 3x3 input with one NaN
+/// and one 5 among zeros gave 0, 5 or NaN by position), so it has no rule to follow; its
+/// GlobalMaxPool likewise (NaN first: the max of the rest; NaN at index 3 of 5: NaN). ReduceMax
+/// and GlobalMaxPool follow MaxPool's rule here; ORT's ReduceMax agrees wherever the largest value
+/// comes first (measured below), and its GlobalMaxPool wherever the NaN is not first. Zero signs
+/// are not compared: ORT's Max(0, -0) gives +0 on its scalar path and -0 on its vector path (we
+/// follow IEEE 754 maximum: +0).
+#[test]
+fn nan_rules_match_onnx_runtime() {
+    let nan = f64::NAN;
+    let f = |shape: &[usize], v: &[f64]| Tensor::from_vec(shape.to_vec(), v.iter().map(|&x| x as f32).collect());
+    let run = |src: &str, inputs: &[Tensor]| -> Vec<Vec<f64>> {
+        let g = incept_ir::text::parse(src).unwrap_or_else(|e| panic!("{e}\n{src}"));
+        let outs = incept_ir::interp::run(&g, inputs).expect("interpreter");
+        outs.iter().map(|t| t.to_f64s().expect("numeric")).collect()
+    };
+    let check = |what: &str, got: &[f64], want: &[f64]| {
+        assert!(same_values(got, want, false), "{what}: interpreter {got:?}, ONNX Runtime {want:?}");
+    };
+    let a = f(&[7], &[nan, 1.0, nan, 2.0, -1.0, 0.0, nan]);
+    let b = f(&[7], &[1.0, nan, nan, 3.0, nan, -0.0, 5.0]);
+    let c = f(&[7], &[2.0, 2.0, 2.0, nan, 7.0, 1.0, -3.0]);
+    let (a23, b21) = (f(&[2, 3], &[nan, 1.0, 2.0, 3.0, nan, 5.0]), f(&[2, 1], &[0.0, nan]));
+    for (op, two, three, bcast) in [
+        (
+            "Max",
+            [nan, nan, nan, 3.0, nan, 0.0, nan],
+            [nan, nan, nan, nan, nan, 1.0, nan],
+            [nan, 1.0, 2.0, nan, nan, nan],
+        ),
+        (
+            "Min",
+            [nan, nan, nan, 2.0, nan, 0.0, nan],
+            [nan, nan, nan, nan, nan, 0.0, nan],
+            [nan, 0.0, 0.0, nan, nan, nan],
+        ),
+    ] {
+        let src = format!(
+            "graph g {{\n  input %a : f32[7]\n  input %b : f32[7]\n  input %c : f32[7]\n  %y = {op}(%a, %b) : f32[7]\n  %z = {op}(%a, %b, %c) : f32[7]\n  output %y, %z\n}}\n"
+        );
+        let outs = run(&src, &[a.clone(), b.clone(), c.clone()]);
+        check(&format!("{op} of 2"), &outs[0], &two);
+        check(&format!("{op} of 3"), &outs[1], &three);
+        let src = format!(
+            "graph g {{\n  input %a : f32[2,3]\n  input %b : f32[2,1]\n  %y = {op}(%a, %b) : f32[2,3]\n  output %y\n}}\n"
+        );
+        check(&format!("{op} broadcast"), &run(&src, &[a23.clone(), b21.clone()])[0], &bcast);
+    }
+    // MaxPool, ORT's generic kernel: 2x2 windows with the Indices output, and dilated windows.
+    let x = f(&[1, 1, 4, 5], &[3., nan, 1., 4., nan, 2., 5., nan, 0., 6., nan, 1., 2., 3., 1., 7., nan, 8., nan, 2.]);
+    let src = "graph g {\n  input %x : f32[1,1,4,5]\n  %y, %i = MaxPool(%x) {kernel_shape=[2, 2]} : f32[1,1,3,4], i64[1,1,3,4]\n  output %y, %i\n}\n";
+    let outs = run(src, std::slice::from_ref(&x));
+    check("MaxPool 2x2", &outs[0], &[5., nan, 4., 6., 5., 5., nan, 6., nan, 8., 8., 3.]);
+    check("MaxPool 2x2 indices", &outs[1], &[6., 1., 3., 9., 6., 6., 7., 9., 10., 17., 17., 13.]);
+    let x = f(
+        &[1, 1, 5, 5],
+        &[nan, 1., 2., 3., 4., 5., nan, 7., 1., 0., 2., 9., nan, 1., 3., 4., 2., 6., nan, 5., 1., 8., 3., 2., nan],
+    );
+    let src = "graph g {\n  input %x : f32[1,1,5,5]\n  %y = MaxPool(%x) {kernel_shape=[2, 2], dilations=[2, 2]} : f32[1,1,3,3]\n  %z = MaxPool(%x) {kernel_shape=[3, 3], dilations=[2, 2], pads=[1, 1, 1, 1]} : f32[1,1,3,3]\n  output %y, %z\n}\n";
+    let outs = run(src, std::slice::from_ref(&x));
+    check("MaxPool dilated", &outs[0], &[nan, 9., 4., 7., nan, 7., 3., 9., nan]);
+    check("MaxPool dilated, padded", &outs[1], &[nan, 7., nan, 9., nan, 9., nan, 7., nan]);
+    // ReduceMax: NaN first gives NaN, NaN later is skipped.
+    let x = f(&[3, 4], &[nan, 3., 2., 1., 4., nan, 2., 1., 4., 3., 2., nan]);
+    let src = "graph g {\n  input %x : f32[3,4]\n  %a = const i64[1] [1]\n  %y = ReduceMax(%x, %a) {keepdims=0} : f32[3]\n  output %y\n}\n";
+    check("ReduceMax rows", &run(src, std::slice::from_ref(&x))[0], &[nan, 4., 4.]);
+    let x = f(&[2, 3], &[nan, 3., 2., 1., nan, 5.]);
+    let src = "graph g {\n  input %x : f32[2,3]\n  %a = const i64[1] [0]\n  %y = ReduceMax(%x, %a) {keepdims=0} : f32[3]\n  output %y\n}\n";
+    check("ReduceMax columns", &run(src, std::slice::from_ref(&x))[0], &[nan, 3., 5.]);
+    // GlobalMaxPool with the NaN after the first element.
+    for (v, want) in [(vec![2., nan], 2.), (vec![3., nan, 1.], 3.), (vec![3., 2., nan], 3.)] {
+        let n = v.len();
+        let src =
+            format!("graph g {{\n  input %x : f32[1,1,{n}]\n  %y = GlobalMaxPool(%x) : f32[1,1,1]\n  output %y\n}}\n");
+        check(&format!("GlobalMaxPool {v:?}"), &run(&src, &[f(&[1, 1, n], &v)])[0], &[want]);
+    }
+    // Relu(NaN) is NaN.
+    let src = "graph g {\n  input %x : f32[3]\n  %y = Relu(%x) : f32[3]\n  output %y\n}\n";
+    check("Relu", &run(src, &[f(&[3], &[nan, -1., 2.])])[0], &[nan, 0., 2.]);
+}
+
+/// Every JIT path that takes a max or a min follows the interpreter's rules bit for bit (NaNs and
+/// the signs of zeros): elementwise Max/Min (vector body and scalar tail, broadcasting, 2 and 3
+/// inputs, fused into Elementwise chains), Relu, Clip, MaxPool with Indices and dilated,
+/// GlobalMaxPool, ReduceMax over one run of axes and over several, and over empty planes (-inf).
+/// (`max_pool_nans_follow_the_reference` covers the plain pools' vector, scalar and 3-D paths.)
+#[test]
+fn nan_rules_are_the_same_in_the_jit() {
+    let pattern = |n: usize, salt: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| match (i * 7 + salt * 3) % 11 {
+                0 | 5 => f32::NAN,
+                1 => 0.0,
+                2 => -0.0,
+                k => (k as f32 - 6.0) * 0.5,
+            })
+            .collect()
+    };
+    let t = |shape: &[usize], salt: usize| Tensor::from_vec(shape.to_vec(), pattern(shape.iter().product(), salt));
+    let cases: Vec<(String, Vec<Tensor>)> = vec![
+        (
+            "graph g {\n  input %a : f32[3,13]\n  input %b : f32[3,13]\n  input %c : f32[13]\n  %m = Max(%a, %b) : f32[3,13]\n  %n = Min(%a, %b, %c) : f32[3,13]\n  %s = Add(%m, %n) : f32[3,13]\n  %r = Relu(%s) : f32[3,13]\n  %x = Max(%r, %c) : f32[3,13]\n  output %m, %n, %r, %x\n}\n".into(),
+            vec![t(&[3, 13], 1), t(&[3, 13], 2), t(&[13], 3)],
+        ),
+        (
+            "graph g {\n  input %x : f32[1,2,5,6]\n  %y, %i = MaxPool(%x) {kernel_shape=[2, 3], pads=[1, 0, 0, 1]} : f32[1,2,5,5], i64[1,2,5,5]\n  %z = MaxPool(%x) {kernel_shape=[3, 2], dilations=[2, 1]} : f32[1,2,1,5]\n  output %y, %i, %z\n}\n".into(),
+            vec![t(&[1, 2, 5, 6], 5)],
+        ),
+        (
+            "graph g {\n  input %e : f32[1,2,0,3]\n  %m = GlobalMaxPool(%e) : f32[1,2,1,1]\n  %ax = const i64[1] [2]\n  %r = ReduceMax(%e, %ax) {keepdims=0} : f32[1,2,3]\n  %n = Neg(%m) : f32[1,2,1,1]\n  %x = Max(%n, %m) : f32[1,2,1,1]\n  %nan = const f32[1] [nan]\n  %y = Max(%x, %nan) : f32[1,2,1,1]\n  output %m, %r, %y\n}\n".into(),
+            vec![Tensor::from_vec(vec![1, 2, 0, 3], Vec::<f32>::new())],
+        ),
+        (
+            "graph g {\n  input %a : f32[2,5,6]\n  %lo = const f32[] 0.0\n  %hi = const f32[] 1.0\n  %c = Clip(%a, %lo, %hi) : f32[2,5,6]\n  %g = GlobalMaxPool(%a) : f32[2,5,1]\n  %ax = const i64[1] [2]\n  %r1 = ReduceMax(%a, %ax) {keepdims=0} : f32[2,5]\n  %ay = const i64[2] [0, 2]\n  %r2 = ReduceMax(%a, %ay) {keepdims=1} : f32[1,5,1]\n  %az = const i64[2] [0, 1]\n  %r3 = ReduceMax(%a, %az) {keepdims=0} : f32[6]\n  output %c, %g, %r1, %r2, %r3\n}\n".into(),
+            vec![t(&[2, 5, 6], 4)],
+        ),
+    ];
+    for (src, inputs) in cases {
+        let (want, got) = interp_and_jit(&src, &inputs);
+        for (p, outs) in got.iter().enumerate() {
+            for (k, (g, w)) in outs.iter().zip(&want).enumerate() {
+                let (a, b) = (g.to_f64s().expect("f32"), w.to_f64s().expect("f32"));
+                assert!(same_values(&a, &b, true), "pipeline {p}, output {k}: JIT {a:?}\nreference {b:?}\n{src}");
+            }
+        }
+        let all: Vec<f64> = want.iter().flat_map(|w| w.to_f64s().expect("f32")).collect();
+        assert!(all.iter().any(|v| v.is_nan()) && all.iter().any(|v| !v.is_nan()), "the case exercises both");
+    }
+}
+
+/// Special values as a tensor of `dtype` (converted with Rust's `as`, i.e. saturating for floats
+/// into integers and wrapping for integers).
+fn specials(dtype: incept_ir::DType) -> Tensor {
+    use incept_ir::DType::*;
+    let floats = [
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        0.0,
+        -0.0,
+        0.5,
+        -0.5,
+        0.99,
+        -0.99,
+        2.5,
+        -2.5,
+        127.9,
+        128.0,
+        -128.9,
+        -129.0,
+        255.5,
+        256.0,
+        -1.0,
+        32767.5,
+        -32769.0,
+        65535.9,
+        65536.0,
+        2147483647.5,
+        -2147483649.0,
+        4294967295.5,
+        4294967296.0,
+        -3e9,
+        9.3e18,
+        1.85e19,
+        -9.3e18,
+        1e30,
+        -1e30,
+        1e-40,
+        3.4e38,
+        1e300,
+    ];
+    let ints: [i128; 18] = [
+        0,
+        1,
+        -1,
+        127,
+        128,
+        -129,
+        255,
+        256,
+        65535,
+        -32769,
+        i32::MAX as i128,
+        i32::MIN as i128,
+        u32::MAX as i128,
+        (1 << 53) + 1,
+        (1 << 24) + 1,
+        i64::MAX as i128,
+        i64::MIN as i128,
+        u64::MAX as i128,
+    ];
+    macro_rules! v {
+        ($src:expr, $t:ty) => {
+            Tensor::from_vec(vec![$src.len()], $src.iter().map(|&x| x as $t).collect::<Vec<$t>>())
+        };
+    }
+    match dtype {
+        F32 => v!(floats, f32),
+        F64 => v!(floats, f64),
+        I8 => v!(ints, i8),
+        U8 => v!(ints, u8),
+        I16 => v!(ints, i16),
+        U16 => v!(ints, u16),
+        I32 => v!(ints, i32),
+        U32 => v!(ints, u32),
+        I64 => v!(ints, i64),
+        U64 => v!(ints, u64),
+        Bool => Tensor::from_bools(vec![4], vec![true, false, false, true]),
+        F16 => unreachable!("not a test dtype"),
+    }
+}
+
+/// Cast between every pair of numeric and bool dtypes gives the reference's bits: floats into
+/// integers truncate toward zero and saturate (NaN gives 0, -inf and negatives give 0 for
+/// unsigned targets), integers wrap, integers into floats round to nearest, anything into bool is
+/// `x != 0` (NaN is true).
+#[test]
+fn casts_match_the_reference() {
+    use incept_compiler::passes::Pipeline;
+    use incept_ir::DType::*;
+    let all = [F32, F64, I8, U8, I16, U16, I32, U32, I64, U64, Bool];
+    for from in all {
+        let x = specials(from);
+        let n = x.shape()[0];
+        for to in all {
+            let src = format!(
+                "graph g {{\n  input %x : {}[{n}]\n  %y = Cast(%x) {{to={}}} : {}[{n}]\n  output %y\n}}\n",
+                from.name(),
+                to as i64,
+                to.name()
+            );
+            let g = incept_ir::text::parse(&src).unwrap_or_else(|e| panic!("{e}\n{src}"));
+            let want = incept_ir::interp::run(&g, std::slice::from_ref(&x)).expect("interpreter");
+            let opts = CompileOptions { pipeline: Pipeline::None, threads: 1, ..Default::default() };
+            let (model, _) = incept_compiler::compile_graph(g, &opts).unwrap_or_else(|e| panic!("{from}->{to}: {e}"));
+            let got = model.run(&[incept_compiler::to_runtime(&x).expect("input")]).expect("run");
+            let got = incept_compiler::from_runtime(&got[0]).expect("output");
+            assert_eq!(got.bytes(), want[0].bytes(), "{from} -> {to}: {x:?}\nJIT {got:?}\nreference {:?}", want[0]);
+        }
+    }
+    // The rules themselves, on the interpreter.
+    let cast = |x: Tensor, to: incept_ir::DType| -> Vec<f64> {
+        let op = incept_ir::Op::Cast(incept_ir::ops::Cast { to });
+        op.eval(&[Some(&x)]).expect("cast")[0].to_f64s().expect("numeric")
+    };
+    let f = Tensor::from_vec(vec![6], vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -2.7, 300.0, 2.7]);
+    assert_eq!(cast(f.clone(), U8), [0.0, 255.0, 0.0, 0.0, 255.0, 2.0]);
+    assert_eq!(cast(f.clone(), I8), [0.0, 127.0, -128.0, -2.0, 127.0, 2.0]);
+    assert_eq!(cast(f.clone(), U64), [0.0, u64::MAX as f64, 0.0, 0.0, 300.0, 2.0]);
+    assert_eq!(cast(f, Bool), [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
+    assert_eq!(cast(Tensor::from_vec(vec![2], vec![-1i64, 300]), U8), [255.0, 44.0]);
+}
+
+/// Pow with integer and mixed operands (every dtype pair the ONNX tests use, and more) gives the
+/// reference's bits: computed in f64, converted back to the base's dtype like Cast (so negative
+/// exponents of integers truncate toward zero, overflow saturates, NaN gives 0); broadcasting.
+#[test]
+fn integer_pow_matches_the_reference() {
+    use incept_compiler::passes::Pipeline;
+    use incept_ir::DType::*;
+    let base = |d: incept_ir::DType| -> Tensor {
+        let v: [i64; 8] = [2, -3, 0, 5, 7, -1, 10, 3];
+        let f = [2.0, -3.0, 0.0, 5.5, 7.0, -1.0, 10.0, 0.25];
+        match d {
+            F32 => Tensor::from_vec(vec![2, 4], f.iter().map(|&x| x as f32).collect()),
+            F64 => Tensor::from_vec(vec![2, 4], f.to_vec()),
+            I32 => Tensor::from_vec(vec![2, 4], v.iter().map(|&x| x as i32).collect()),
+            I64 => Tensor::from_vec(vec![2, 4], v.to_vec()),
+            U8 => Tensor::from_vec(vec![2, 4], v.iter().map(|&x| x as u8).collect()),
+            U32 => Tensor::from_vec(vec![2, 4], v.iter().map(|&x| x as u32).collect()),
+            U64 => Tensor::from_vec(vec![2, 4], v.iter().map(|&x| x as u64).collect()),
+            _ => unreachable!(),
+        }
+    };
+    let exps = |d: incept_ir::DType| -> Tensor {
+        let v: [i64; 4] = [3, -1, 0, 40];
+        let f = [3.0, -1.0, 0.5, 40.0];
+        match d {
+            F32 => Tensor::from_vec(vec![4], f.iter().map(|&x| x as f32).collect()),
+            F64 => Tensor::from_vec(vec![4], f.to_vec()),
+            I32 => Tensor::from_vec(vec![4], v.iter().map(|&x| x as i32).collect()),
+            I64 => Tensor::from_vec(vec![4], v.to_vec()),
+            U8 => Tensor::from_vec(vec![4], v.iter().map(|&x| x as u8).collect()),
+            U32 => Tensor::from_vec(vec![4], v.iter().map(|&x| x as u32).collect()),
+            U64 => Tensor::from_vec(vec![4], v.iter().map(|&x| x as u64).collect()),
+            _ => unreachable!(),
+        }
+    };
+    let types = [F32, F64, I32, I64, U8, U32, U64];
+    for b in types {
+        for e in types {
+            let src = format!(
+                "graph g {{\n  input %a : {b}[2,4]\n  input %e : {e}[4]\n  %y = Pow(%a, %e) : {b}[2,4]\n  output %y\n}}\n",
+                b = b.name(),
+                e = e.name()
+            );
+            let (a, x) = (base(b), exps(e));
+            for pipeline in [Pipeline::None, Pipeline::Full] {
+                let g = incept_ir::text::parse(&src).unwrap_or_else(|err| panic!("{err}\n{src}"));
+                let want = incept_ir::interp::run(&g, &[a.clone(), x.clone()]).expect("interpreter");
+                let opts = CompileOptions { pipeline, threads: 1, ..Default::default() };
+                let (model, _) =
+                    incept_compiler::compile_graph(g, &opts).unwrap_or_else(|err| panic!("{b}^{e}: {err}"));
+                let rt = |t: &Tensor| incept_compiler::to_runtime(t).expect("tensor");
+                let got = model.run(&[rt(&a), rt(&x)]).expect("run");
+                let got = incept_compiler::from_runtime(&got[0]).expect("output");
+                assert_eq!(got.bytes(), want[0].bytes(), "{b}^{e}: JIT {got:?}\nreference {:?}", want[0]);
+            }
+        }
+    }
+}
+
+/// ConstantOfShape compiles both ways it is used. As conv weights it is evaluated at compile
+/// time and packed like any constant weights, whether const-folding folded it (small) or left
+/// it (above the folding size limit) or did not run: no fill step, and a 3x3 conv with enough
+/// channels takes Winograd, which needs constant weights. Read as an activation (an Add with an
+/// input, a graph output, an i64 fill) it is written by a fill kernel.
+#[test]
+fn constant_of_shape_compiles() {
+    use incept_compiler::passes::Pipeline;
+    // 32*32*9 = 9216 weights fold; 128*64*9 = 73728 exceed const-folding's growth limit.
+    for (c, m) in [(32, 32), (64, 128)] {
+        let src = format!(
+            "graph g {{\n  input %x : f32[1,{c},10,10]\n  %s = const i64[4] [{m}, {c}, 3, 3]\n  %w = ConstantOfShape(%s) {{value=const f32[1] [0.015625]}} : f32[{m},{c},3,3]\n  %y = Conv(%x, %w) {{kernel_shape=[3, 3], pads=[1, 1, 1, 1]}} : f32[1,{m},10,10]\n  %r = Relu(%y) : f32[1,{m},10,10]\n  output %r\n}}\n"
+        );
+        let g = incept_ir::text::parse(&src).unwrap_or_else(|e| panic!("{e}\n{src}"));
+        let n = c * 100;
+        let x = Tensor::from_vec(vec![1, c, 10, 10], (0..n).map(|i| ((i * 13) % 17) as f32 - 8.0).collect());
+        let want = incept_ir::interp::run(&g, std::slice::from_ref(&x)).expect("interpreter");
+        for pipeline in [Pipeline::None, Pipeline::Full] {
+            let opts = CompileOptions { pipeline: pipeline.clone(), threads: 1, ..Default::default() };
+            let (model, _) = incept_compiler::compile_graph(g.clone(), &opts).unwrap_or_else(|e| panic!("{e}"));
+            let ops: Vec<&str> = model.plan().steps.iter().map(|s| s.op.as_str()).collect();
+            assert!(!ops.contains(&"ConstantOfShape"), "{c}x{m} {pipeline:?}: weights filled at run time: {ops:?}");
+            assert!(ops.contains(&"WinogradInput"), "{c}x{m} {pipeline:?}: weights not constant: {ops:?}");
+            let got = from_runtime(&model.run(&[to_runtime(&x)]).expect("run")[0]);
+            let err = max_rel_err(&got, &want[0]).expect("same shape");
+            assert!(err < 1e-5, "{c}x{m} {pipeline:?}: error {err}");
+        }
+    }
+    let src = "graph g {\n  input %x : f32[2,3,5]\n  %s = const i64[3] [2, 3, 5]\n  %k = ConstantOfShape(%s) {value=const f32[1] [1.5]} : f32[2,3,5]\n  %y = Add(%x, %k) : f32[2,3,5]\n  %t = const i64[2] [4, 7]\n  %z = ConstantOfShape(%t) {value=const i64[1] [-3]} : i64[4,7]\n  output %y, %z, %k\n}\n";
+    let g = incept_ir::text::parse(src).unwrap_or_else(|e| panic!("{e}\n{src}"));
+    let x = Tensor::from_vec(vec![2, 3, 5], (0..30).map(|i| i as f32 * 0.25).collect());
+    let want = incept_ir::interp::run(&g, std::slice::from_ref(&x)).expect("interpreter");
+    let opts = CompileOptions { pipeline: Pipeline::None, threads: 1, ..Default::default() };
+    let (model, _) = incept_compiler::compile_graph(g, &opts).expect("compile");
+    let ops: Vec<&str> = model.plan().steps.iter().map(|s| s.op.as_str()).collect();
+    assert_eq!(ops.iter().filter(|o| **o == "ConstantOfShape").count(), 2, "{ops:?}");
+    let got = model.run(&[to_runtime(&x)]).expect("run");
+    for (k, (got, want)) in got.iter().zip(&want).enumerate() {
+        let got = incept_compiler::from_runtime(got).expect("output");
+        assert!(got.same_content(want), "output {k}: {got:?} vs {want:?}");
+    }
+}
+
+/// Resize's tf_crop_and_resize with the region of interest given at run time: the tap tables are
+/// computed by a kernel on each run (a `ResizeTaps` step, no tables in the weights), and follow
+/// the reference for rois that crop, extrapolate, hit rounding ties in nearest mode, or are NaN.
+#[test]
+fn resize_roi_at_run_time() {
+    use incept_compiler::passes::Pipeline;
+    for (mode, extra) in [
+        ("linear", ""),
+        ("nearest", ", nearest_mode=\"round_prefer_ceil\""),
+        ("cubic", ", exclude_outside=1"),
+        ("linear", ", antialias=1"),
+    ] {
+        let src = format!(
+            "graph g {{\n  input %x : f32[1,2,5,6]\n  input %roi : f32[4]\n  %s = const f32[2] [0.6, 1.5]\n  %y = Resize(%x, %roi, %s) {{mode=\"{mode}\", coordinate_transformation_mode=\"tf_crop_and_resize\", extrapolation_value=-5.0, axes=[2, 3]{extra}}} : f32[1,2,3,9]\n  output %y\n}}\n"
+        );
+        let g = incept_ir::text::parse(&src).unwrap_or_else(|e| panic!("{e}\n{src}"));
+        let x = Tensor::from_vec(vec![1, 2, 5, 6], (0..60).map(|i| ((i * 7) % 11) as f32 - 3.0).collect());
+        let opts = CompileOptions { pipeline: Pipeline::None, threads: 1, ..Default::default() };
+        let (model, _) = incept_compiler::compile_graph(g.clone(), &opts).unwrap_or_else(|e| panic!("{e}"));
+        let ops: Vec<&str> = model.plan().steps.iter().map(|s| s.op.as_str()).collect();
+        assert_eq!(ops.iter().filter(|o| **o == "ResizeTaps").count(), 2, "{ops:?}");
+        for roi in [
+            [0.0f32, 0.0, 1.0, 1.0],
+            [0.25, -0.2, 0.75, 1.2],
+            [0.125, 0.1, 0.625, 0.5],
+            [1.0, 0.9, 0.0, 0.1],
+            [-1.0, -1.0, -0.5, -0.5],
+            [f32::NAN, 0.0, 1.0, 1.0],
+        ] {
+            let roi = Tensor::from_vec(vec![4], roi.to_vec());
+            let want = incept_ir::interp::run(&g, &[x.clone(), roi.clone()]).expect("interpreter");
+            let got = from_runtime(&model.run(&[to_runtime(&x), to_runtime(&roi)]).expect("run")[0]);
+            let (a, b) = (got.to_f64s().expect("f32"), want[0].to_f64s().expect("f32"));
+            for (k, (p, q)) in a.iter().zip(&b).enumerate() {
+                let close = (p - q).abs() <= 1e-5 * q.abs().max(1.0) || p.is_nan() && q.is_nan();
+                assert!(close, "{mode}{extra}, roi {roi:?}: element {k}: JIT {p}, reference {q}");
+            }
+        }
+    }
+}

@@ -187,6 +187,31 @@ fn transposed_convolutions() {
         ];
         r.op("ConvTranspose", attrs, vec![Some(x), Some(wt), bias])
     });
+    // 3-D: GEMM over the flattened volume, then the volumetric col2im; weights constant or not.
+    family("conv_transpose3d", 25, 25, |r| {
+        let n = r.int(1, 2);
+        let k: Vec<usize> = (0..3).map(|_| r.int(1, 3)).collect();
+        let s: Vec<usize> = (0..3).map(|_| r.int(1, 2)).collect();
+        let d: Vec<usize> = (0..3).map(|a| if k[a] > 1 { r.int(1, 2) } else { 1 }).collect();
+        let pads: Vec<usize> = (0..6).map(|i| r.int(0, k[i % 3] - 1)).collect();
+        let op: Vec<usize> = (0..3).map(|a| r.int(0, s[a] - 1).min(d[a].max(s[a]) - 1)).collect();
+        let group = r.int(1, 2);
+        let (cg, mg) = (r.int(1, 3), r.int(1, 3));
+        let dims: Vec<usize> = (0..3).map(|_| r.int(1, 4)).collect();
+        let x = r.input(&[n, group * cg, dims[0], dims[1], dims[2]]);
+        let wd = [group * cg, mg, k[0], k[1], k[2]];
+        let wt = if r.coin() { r.weights(&wd) } else { r.input(&wd) };
+        let bias = if r.coin() { Some(r.weights(&[group * mg])) } else { None };
+        let attrs = vec![
+            ("kernel_shape", ints(&k)),
+            ("strides", ints(&s)),
+            ("pads", ints(&pads)),
+            ("dilations", ints(&d)),
+            ("output_padding", ints(&op)),
+            ("group", AttrValue::Int(group as i64)),
+        ];
+        r.op("ConvTranspose", attrs, vec![Some(x), Some(wt), bias])
+    });
 }
 
 #[test]
@@ -287,6 +312,25 @@ fn matrix_products() {
         let a = r.input(&ad);
         let b = if r.coin() { r.weights(&bd) } else { r.input(&bd) };
         r.op("MatMul", vec![], vec![Some(a), Some(b)])
+    });
+    // Batch dims that broadcast in A, in B or in both at once ([2,1,M,K] x [1,3,K,N]), with
+    // operands of different ranks; B constant or computed.
+    family("matmul_broadcast", 26, 40, |r| {
+        let (m, n, k) = (r.int(1, 20), r.int(1, 20), r.int(1, 20));
+        let batch: Vec<usize> = (0..r.int(1, 3)).map(|_| r.int(2, 3)).collect();
+        let mut ad: Vec<usize> = batch.iter().map(|&d| if r.coin() { d } else { 1 }).collect();
+        let mut bd: Vec<usize> = batch.iter().map(|&d| if r.coin() { d } else { 1 }).collect();
+        if r.coin() {
+            ad.drain(..r.int(0, ad.len()));
+        } else {
+            bd.drain(..r.int(0, bd.len()));
+        }
+        ad.extend([m, k]);
+        bd.extend([k, n]);
+        let a = r.input(&ad);
+        let b = if r.coin() { r.weights(&bd) } else { r.input(&bd) };
+        let y = r.op("MatMul", vec![], vec![Some(a), Some(b)])?;
+        if r.coin() { r.op("Relu", vec![], vec![Some(y)]) } else { Some(y) }
     });
 }
 
@@ -423,6 +467,53 @@ fn data_movement() {
         ];
         r.op("Resize", attrs, vec![Some(x), None, Some(s)])
     });
+    // tf_crop_and_resize with a region of interest computed at run time (so the tap tables are
+    // too): starts in [-0.3, 0.5), ends in [0.5, 1.3), so that some samples fall outside and take
+    // the extrapolation value; every mode, antialiasing, cubic's exclude_outside, `axes`.
+    family("resize_runtime_roi", 27, 50, |r| {
+        let dims = [r.int(1, 2), r.int(1, 3), r.int(1, 7), r.int(1, 7)];
+        let x = r.input(&dims);
+        let axes: Vec<usize> = match r.int(0, 2) {
+            0 => vec![0, 1, 2, 3],
+            1 => vec![2, 3],
+            _ => vec![3, 2],
+        };
+        let na = axes.len();
+        let raw = r.input(&[2 * na]);
+        let k = r.konst(Tensor::scalar(0.4f32));
+        let base: Vec<f32> = (0..2 * na).map(|i| if i < na { 0.1 } else { 0.9 }).collect();
+        let base = r.konst(Tensor::from_vec(vec![2 * na], base));
+        let scaled = r.op("Mul", vec![], vec![Some(raw), Some(k)])?;
+        let roi = r.op("Add", vec![], vec![Some(scaled), Some(base)])?;
+        let mode = r.pick(&["nearest", "linear", "cubic"]);
+        let mut attrs = vec![
+            ("mode", AttrValue::Str(mode.into())),
+            ("coordinate_transformation_mode", AttrValue::Str("tf_crop_and_resize".into())),
+            ("extrapolation_value", AttrValue::Float(r.pick(&[0.0, -7.5]))),
+            ("axes", AttrValue::Ints(axes.iter().map(|&a| a as i64).collect())),
+        ];
+        match mode {
+            "nearest" => attrs.push((
+                "nearest_mode",
+                AttrValue::Str(r.pick(&["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]).into()),
+            )),
+            "cubic" => {
+                attrs.push(("exclude_outside", AttrValue::Int(r.coin() as i64)));
+                attrs.push(("antialias", AttrValue::Int(r.coin() as i64)));
+            }
+            _ => attrs.push(("antialias", AttrValue::Int(r.coin() as i64))),
+        }
+        if r.coin() {
+            let sc: Vec<f32> =
+                axes.iter().map(|&a| if a < 2 { 1.0 } else { r.pick(&[0.5, 0.6, 1.0, 1.5, 2.0, 3.0]) }).collect();
+            let sc = r.konst(Tensor::from_vec(vec![na], sc));
+            r.op("Resize", attrs, vec![Some(x), Some(roi), Some(sc)])
+        } else {
+            let sz: Vec<i64> = axes.iter().map(|&a| if a < 2 { dims[a] as i64 } else { r.int(1, 9) as i64 }).collect();
+            let sz = r.ints(&sz);
+            r.op("Resize", attrs, vec![Some(x), Some(roi), None, Some(sz)])
+        }
+    });
     family("softmax", 13, 20, |r| {
         let rank = r.int(1, 4);
         let dims: Vec<usize> = (0..rank).map(|_| r.int(1, 9)).collect();
@@ -440,5 +531,90 @@ fn data_movement() {
         let op = r.pick(&["ReduceMean", "ReduceSum", "ReduceMax"]);
         let keep = r.coin() as i64;
         r.op(op, vec![("keepdims", AttrValue::Int(keep))], vec![Some(x), Some(a)])
+    });
+}
+
+/// Casts between random dtypes (floats scaled so that integer targets see fractions, negatives and
+/// out-of-range values), Pow with integer and mixed operands, and integer arithmetic with
+/// broadcasting.
+#[test]
+fn typed_elementwise() {
+    use incept_ir::DType::{self, *};
+    const NUMERIC: [DType; 10] = [F32, F64, I8, U8, I16, U16, I32, U32, I64, U64];
+    family("cast", 20, 40, |r| {
+        let rank = r.int(1, 3);
+        let dims: Vec<usize> = (0..rank).map(|_| r.int(1, 9)).collect();
+        let from = r.pick(&NUMERIC);
+        let mut y = r.input_of(from, &dims);
+        if from == F32 {
+            let k = r.pick(&[1.0f32, 7.5, 300.0, 70000.0, 5e9, 1e19]);
+            let c = r.konst(Tensor::scalar(k));
+            y = r.op("Mul", vec![], vec![Some(y), Some(c)])?;
+        }
+        for _ in 0..r.int(1, 2) {
+            let to = r.pick(&[F32, F64, I8, U8, I16, U16, I32, U32, I64, U64, Bool]);
+            y = r.op("Cast", vec![("to", AttrValue::Int(to as i64))], vec![Some(y)])?;
+        }
+        Some(y)
+    });
+    family("pow_typed", 21, 40, |r| {
+        let rank = r.int(1, 3);
+        let dims: Vec<usize> = (0..rank).map(|_| r.int(1, 9)).collect();
+        let (b, e) = (r.pick(&NUMERIC), r.pick(&[F32, F64, I32, I64, U8, U32, U64]));
+        let ed: Vec<usize> = dims.iter().map(|&d| if r.coin() { d } else { 1 }).collect();
+        let (x, k) = (r.input_of(b, &dims), r.input_of(e, &ed));
+        // Float bases and exponents scaled so that results overflow narrow types at times.
+        let x = if matches!(b, F32 | F64) { r.op("Mul", vec![], vec![Some(x), Some(x)])? } else { x };
+        r.op("Pow", vec![], vec![Some(x), Some(k)])
+    });
+    family("integer_arithmetic", 22, 40, |r| {
+        let rank = r.int(1, 3);
+        let dims: Vec<usize> = (0..rank).map(|_| r.int(1, 9)).collect();
+        let t = r.pick(&[I8, U8, I16, U16, I32, U32, I64, U64, F64]);
+        let mut y = r.input_of(t, &dims);
+        for _ in 0..r.int(1, 3) {
+            let od: Vec<usize> = dims.iter().map(|&d| if r.coin() { d } else { 1 }).collect();
+            let o = r.input_of(t, &od);
+            let op = r.pick(&["Add", "Sub", "Mul", "Div", "Max", "Min"]);
+            y = if r.coin() {
+                r.op(op, vec![], vec![Some(y), Some(o)])?
+            } else {
+                r.op(op, vec![], vec![Some(o), Some(y)])?
+            };
+        }
+        Some(y)
+    });
+}
+
+/// f64 Softmax/LogSoftmax and MatMul (with batch broadcasting and 1-D operands): scalar kernels
+/// with the reference's order of operations.
+#[test]
+fn f64_kernels() {
+    use incept_ir::DType::F64;
+    family("softmax_f64", 23, 20, |r| {
+        let rank = r.int(1, 4);
+        let dims: Vec<usize> = (0..rank).map(|_| r.int(1, 7)).collect();
+        let x = r.input_of(F64, &dims);
+        let axis = r.int(0, rank - 1) as i64 - if r.coin() { rank as i64 } else { 0 };
+        let op = r.pick(&["Softmax", "LogSoftmax"]);
+        r.op(op, vec![("axis", AttrValue::Int(axis))], vec![Some(x)])
+    });
+    family("matmul_f64", 24, 30, |r| {
+        let (m, n, k) = (r.int(1, 9), r.int(1, 9), r.int(1, 9));
+        let rank = r.int(0, 2);
+        let batch: Vec<usize> = (0..rank).map(|_| r.int(1, 3)).collect();
+        let mut ad: Vec<usize> = batch.iter().map(|&d| if r.coin() { d } else { 1 }).collect();
+        let mut bd: Vec<usize> = batch.iter().map(|&d| if r.coin() { d } else { 1 }).collect();
+        ad.drain(..r.int(0, ad.len()));
+        ad.extend([m, k]);
+        bd.extend([k, n]);
+        if r.int(0, 4) == 0 {
+            ad = vec![k];
+        }
+        if r.int(0, 4) == 0 {
+            bd = vec![k];
+        }
+        let (a, b) = (r.input_of(F64, &ad), r.input_of(F64, &bd));
+        r.op("MatMul", vec![], vec![Some(a), Some(b)])
     });
 }

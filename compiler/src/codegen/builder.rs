@@ -24,6 +24,8 @@ pub struct Kb<'a> {
     fma: bool,
     unary_sig: Option<SigRef>,
     binary_sig: Option<SigRef>,
+    /// Signatures of helpers on other types, by (argument type, arity).
+    sigs: HashMap<(Type, usize), SigRef>,
 }
 
 /// Flags for loads of memory the kernel never writes (inputs, weights): they may move and merge.
@@ -69,6 +71,7 @@ pub fn build_kernel(isa: &dyn TargetIsa, id: u32, body: impl FnOnce(&mut Kb)) ->
             fma: has_fma(isa),
             unary_sig: None,
             binary_sig: None,
+            sigs: HashMap::new(),
         };
         body(&mut kb);
         kb.b.ins().return_(&[]);
@@ -284,6 +287,27 @@ impl Kb<'_> {
         });
         let f = self.b.ins().load(I64, ro(), table, (index * 8) as i32);
         let call = self.b.ins().call_indirect(sig, f, &[x, y]);
+        self.b.inst_results(call)[0]
+    }
+
+    /// Calls helper `index` on scalars of one type (`ty -> ty`, as many arguments as given).
+    pub fn call_helper(&mut self, table: Value, index: usize, args: &[Value]) -> Value {
+        let ty = self.ty(args[0]);
+        let sig = match self.sigs.get(&(ty, args.len())) {
+            Some(&s) => s,
+            None => {
+                let mut s = Signature::new(cranelift_codegen::isa::CallConv::SystemV);
+                for _ in args {
+                    s.params.push(AbiParam::new(ty));
+                }
+                s.returns.push(AbiParam::new(ty));
+                let r = self.b.import_signature(s);
+                self.sigs.insert((ty, args.len()), r);
+                r
+            }
+        };
+        let f = self.b.ins().load(I64, ro(), table, (index * 8) as i32);
+        let call = self.b.ins().call_indirect(sig, f, args);
         self.b.inst_results(call)[0]
     }
 

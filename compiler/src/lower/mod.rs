@@ -249,6 +249,9 @@ impl<'g> Lowerer<'g> {
         if let Some(&r) = self.values.get(&v) {
             return Ok(r);
         }
+        if let Some(r) = self.fill_constant(v)? {
+            return Ok(r);
+        }
         let t = self.g.const_value(v).ok_or_else(|| LowerError::Unsupported {
             node: self.g.value(v).name.clone(),
             op: "?".into(),

@@ -1,11 +1,13 @@
 //! Lowering of each op family to kernels.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use incept_ir::DType;
 use incept_ir::graph::{NodeId, ValueId};
 use incept_ir::ops::conv::Window;
+use incept_ir::ops::resize::CoordMode;
 use incept_ir::ops::{Activation, Binary, Op, PoolKind, Step, Unary, Variadic};
+use incept_ir::{DType, Tensor};
 
 use super::{BufRef, LowerError, Lowerer};
 use crate::Fault;
@@ -19,9 +21,9 @@ use crate::codegen::kernels::nd::{broadcast_strides, contiguous};
 use crate::codegen::kernels::norm::LrnSpec;
 use crate::codegen::kernels::pool::{GlobalPoolSpec, PoolSpec};
 use crate::codegen::kernels::reduce::{ReduceSpec, SoftmaxSpec};
-use crate::codegen::kernels::resample::ResampleSpec;
-use crate::codegen::kernels::typed::{FloatCastSpec, TypedElementwiseSpec, TypedOp};
-use crate::codegen::kernels::volume::{VolGeom, VolIm2colSpec, VolPoolSpec};
+use crate::codegen::kernels::resample::{ResampleSpec, ResizeTapsSpec};
+use crate::codegen::kernels::typed::{CastSpec, F64MatMulSpec, TypedElementwiseSpec, TypedOp};
+use crate::codegen::kernels::volume::{VolCol2ImSpec, VolGeom, VolIm2colSpec, VolPoolSpec};
 use crate::codegen::kernels::winograd::{WinoGeom, WinoInputSpec, WinoOutputSpec, transform_kernel};
 
 /// Rows of the GEMM register tile, the K block and the panels per tile.
@@ -56,7 +58,7 @@ enum AddLayout {
     Plane(bool),
 }
 
-impl Lowerer<'_> {
+impl<'g> Lowerer<'g> {
     fn unsupported(&self, id: NodeId, what: impl Into<String>) -> LowerError {
         let node = self.g.node(id);
         LowerError::Unsupported { node: node.name.clone(), op: node.op.name().to_string(), what: what.into() }
@@ -77,6 +79,47 @@ impl Lowerer<'_> {
         let name = self.g.node(id).name.clone();
         self.step(Arc::new(spec), tiles, &[dst], &[dst], false, &name, "Fault", 0);
         Ok(())
+    }
+
+    /// The value of `v` when it is known at compile time: a constant, or a ConstantOfShape
+    /// (whose shape is static), evaluated by its reference semantics. Kernels that want constant
+    /// weights (packed GEMM panels, Winograd) ask here; const-folding leaves large
+    /// ConstantOfShape outputs unfolded so as not to bloat the model, and exporters build conv
+    /// weights that way.
+    pub(super) fn konst(&self, v: ValueId) -> Option<Cow<'g, Tensor>> {
+        let g: &'g incept_ir::Graph = self.g;
+        match &g.node(v.node).op {
+            Op::Const(_) => g.const_value(v).map(Cow::Borrowed),
+            Op::ConstantOfShape(c) => {
+                let dims: Vec<i64> = g.ty(v).static_dims()?.iter().map(|&d| d as i64).collect();
+                let shape = Tensor::from_vec(vec![dims.len()], dims);
+                use incept_ir::ops::OpDef;
+                c.eval(&[Some(&shape)]).ok()?.into_iter().next().map(Cow::Owned)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether [`Self::konst`] knows `v`, without evaluating it.
+    fn is_konst(&self, v: ValueId) -> bool {
+        matches!(self.g.node(v.node).op, Op::Const(_) | Op::ConstantOfShape(_)) && self.g.ty(v).static_dims().is_some()
+    }
+
+    /// A ConstantOfShape read as an activation: a fill kernel writes it (once, where it is first
+    /// read), instead of its whole value going into the weights. `None` for other values.
+    pub(super) fn fill_constant(&mut self, v: ValueId) -> Result<Option<BufRef>, LowerError> {
+        let Op::ConstantOfShape(c) = &self.g.node(v.node).op else { return Ok(None) };
+        let name = self.g.node(v.node).name.clone();
+        let elem = c.value.dtype().size();
+        let one = self.weight(&c.value.bytes().clone(), &format!("{name}.value"));
+        let n: usize = self.shape(v)?.iter().product();
+        let dst = self.define(v)?;
+        if n > 0 {
+            let spec = CopySpec::new(&[n], vec![0], vec![1], 0, 0, elem);
+            let tiles = spec.tiles();
+            self.step(Arc::new(spec), tiles, &[one], &[dst], false, &name, "ConstantOfShape", 0);
+        }
+        Ok(Some(dst))
     }
 
     fn in_val(&self, id: NodeId, i: usize) -> Option<ValueId> {
@@ -113,24 +156,28 @@ impl Lowerer<'_> {
                 Ok(())
             }
             Op::Unary(_) | Op::Binary(_) | Op::Clip(_) | Op::Elementwise(_) | Op::Variadic(_) => self.elementwise(id),
+            // Written where it is first read as an activation (see `fill_constant`); kernels that
+            // want it as constant weights evaluate it at compile time (see `konst`).
+            Op::ConstantOfShape(_) => Ok(()),
             Op::Cast(c) => {
                 let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
                 let from = self.g.ty(x).dtype;
-                if matches!((from, c.to), (DType::F32, DType::F64) | (DType::F64, DType::F32)) {
-                    let spec = FloatCastSpec { to_f64: c.to == DType::F64, n: self.shape(x)?.iter().product() };
-                    let src = self.value(x)?;
-                    let dst = self.define(out)?;
-                    let tiles = spec.tiles();
-                    self.step(Arc::new(spec), tiles, &[src], &[dst], false, &name, "Cast", 0);
+                if from == c.to {
+                    let r = self.value(x)?;
+                    self.values.insert(out, r);
                     return Ok(());
                 }
-                if from != c.to {
+                if from == DType::F16 || c.to == DType::F16 {
                     return Err(self.unsupported(id, format!("Cast from {from} to {}", c.to)));
                 }
-                let r = self.value(x)?;
-                self.values.insert(out, r);
+                let spec = CastSpec { from, to: c.to, n: self.shape(x)?.iter().product() };
+                let src = self.value(x)?;
+                let dst = self.define(out)?;
+                let tiles = spec.tiles();
+                self.step(Arc::new(spec), tiles, &[src], &[dst], false, &name, "Cast", 0);
                 Ok(())
             }
+            Op::MatMul(_) if self.g.ty(out).dtype == DType::F64 => self.matmul_f64(id),
             Op::Conv(_) | Op::ConvTranspose(_) | Op::Gemm(_) | Op::MatMul(_) => {
                 let all = node.inputs().len();
                 self.linear(id, &node.op.clone(), all, &[])
@@ -163,7 +210,10 @@ impl Lowerer<'_> {
             }
             Op::Softmax(sm) => {
                 let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
-                self.f32_only(id, x)?;
+                let f64 = self.g.ty(x).dtype == DType::F64;
+                if !f64 {
+                    self.f32_only(id, x)?;
+                }
                 let s = self.shape(x)?;
                 let axis = sm.axis as usize;
                 let n: usize = s.iter().product();
@@ -172,7 +222,7 @@ impl Lowerer<'_> {
                 } else {
                     (s[axis], s[axis + 1..].iter().product())
                 };
-                let spec = SoftmaxSpec { groups: n / len.max(1), len, stride, log: sm.log };
+                let spec = SoftmaxSpec { groups: n / len.max(1), len, stride, log: sm.log, f64 };
                 let src = self.value(x)?;
                 let dst = self.define(out)?;
                 self.step(Arc::new(spec.clone()), spec.groups, &[src], &[dst], true, &name, node.op.name(), 0);
@@ -184,8 +234,7 @@ impl Lowerer<'_> {
                 let s = self.shape(x)?;
                 let given = match self.in_val(id, 1) {
                     Some(a) => Some(
-                        self.g
-                            .const_value(a)
+                        self.konst(a)
                             .ok_or_else(|| self.unsupported(id, "axes computed at run time"))?
                             .to_i64s()
                             .map_err(|e| self.unsupported(id, e.to_string()))?,
@@ -216,6 +265,25 @@ impl Lowerer<'_> {
                         Some((_, hi)) if *hi + 1 == a => *hi = a,
                         _ => runs.push((a, a)),
                     }
+                }
+                if kind == 2 && runs.len() > 1 {
+                    // A max of maxes would not keep "the first element, then strictly greater"
+                    // over the whole group: move the reduced axes last, then one pass.
+                    let kept: Vec<usize> = (0..s.len()).filter(|&a| !mask[a]).collect();
+                    let perm: Vec<usize> = kept.iter().chain(&axes).copied().collect();
+                    let istr = contiguous(&s);
+                    let dims: Vec<usize> = perm.iter().map(|&p| s[p]).collect();
+                    let strides: Vec<isize> = perm.iter().map(|&p| istr[p]).collect();
+                    let n: usize = s.iter().product();
+                    let moved = self.scratch((n * 4).max(4), &format!("{name}.moved"));
+                    let spec = CopySpec::new(&dims, strides, contiguous(&dims), 0, 0, 4);
+                    let tiles = spec.tiles();
+                    self.step(Arc::new(spec), tiles, &[src], &[moved], false, &name, "Transpose", 0);
+                    let outputs: usize = kept.iter().map(|&a| s[a]).product();
+                    let spec = ReduceSpec { outputs, len: n / outputs.max(1), inner: 1, kind };
+                    let dst = self.define(out)?;
+                    self.step(Arc::new(spec), outputs, &[moved], &[dst], false, &name, node.op.name(), 0);
+                    return Ok(());
                 }
                 let mut shape = s.clone();
                 let mut cur = src;
@@ -322,7 +390,7 @@ impl Lowerer<'_> {
             Op::Gather(gt) => {
                 let (x, iv) = (self.in_val(id, 0), self.in_val(id, 1));
                 let (Some(x), Some(iv)) = (x, iv) else { return Err(self.unsupported(id, "a missing input")) };
-                let Some(idx) = self.g.const_value(iv) else {
+                let Some(idx) = self.konst(iv) else {
                     return self.gather_runtime(id, x, iv, gt.axis as usize);
                 };
                 let ids = idx.to_i64s().map_err(|e| self.unsupported(id, e.to_string()))?;
@@ -423,14 +491,24 @@ impl Lowerer<'_> {
         let konst = |i: usize, what: &str| -> Result<Option<incept_ir::Tensor>, LowerError> {
             match self.in_val(id, i) {
                 None => Ok(None),
-                Some(v) => match self.g.const_value(v) {
-                    Some(t) => Ok(Some(t.clone())),
+                Some(v) => match self.konst(v) {
+                    Some(t) => Ok(Some(t.into_owned())),
                     None => Err(self.unsupported(id, format!("{what} computed at run time"))),
                 },
             }
         };
         let err = |e: &dyn std::fmt::Display| self.unsupported(id, e.to_string());
-        let roi = konst(1, "a region of interest")?.map(|t| t.to_f64s()).transpose().map_err(|e| err(&e))?;
+        // The region of interest matters to tf_crop_and_resize only. Given at run time, it
+        // leaves the passes' shapes alone, and the tap tables of the axes it covers are computed
+        // by a kernel (see `ResizeTapsSpec`).
+        let roi_in = if r.coord == CoordMode::TfCropAndResize { self.in_val(id, 1) } else { None };
+        let runtime_roi = roi_in.filter(|&v| !self.is_konst(v));
+        let roi = match roi_in {
+            Some(_) if runtime_roi.is_none() => {
+                konst(1, "a region of interest")?.map(|t| t.to_f64s()).transpose().map_err(|e| err(&e))?
+            }
+            _ => None,
+        };
         let scales = konst(2, "scales")?.map(|t| t.to_f64s()).transpose().map_err(|e| err(&e))?;
         let sizes = konst(3, "sizes")?.map(|t| t.to_i64s()).transpose().map_err(|e| err(&e))?;
         let passes = r.passes(&shape, roi.as_deref(), scales.as_deref(), sizes.as_deref()).map_err(|e| err(&e))?;
@@ -441,23 +519,61 @@ impl Lowerer<'_> {
             return Ok(());
         }
         let n = passes.len();
+        let rank = shape.len();
         for (k, p) in passes.into_iter().enumerate() {
             let outer: usize = shape[..p.axis].iter().product();
             let inner: usize = shape[p.axis + 1..].iter().product();
-            let taps = p.taps.iter().map(|t| t.as_ref().map_or(0, Vec::len)).max().unwrap_or(0);
-            let (mut offs, mut wts, mut bias) = (vec![], vec![], vec![]);
-            for t in &p.taps {
-                let t = t.as_deref().unwrap_or(&[]);
-                for k in 0..taps {
-                    let (i, w) = t.get(k).copied().unwrap_or((0, 0.0));
-                    offs.extend_from_slice(&((i * inner * 4) as i64).to_le_bytes());
-                    wts.push(w as f32);
+            let at = match runtime_roi {
+                Some(v) => {
+                    let len = self.shape(v)?.iter().product();
+                    r.roi_index(rank, p.axis, len).map_err(|e| self.unsupported(id, e.to_string()))?.map(|at| (v, at))
                 }
-                bias.push(if t.is_empty() { r.extrapolation_value } else { -0.0 });
-            }
-            let offs = self.weight(&offs, &format!("{name}.taps{k}"));
-            let wts = self.weight_f32(&wts, &format!("{name}.weights{k}"));
-            let bias = self.weight_f32(&bias, &format!("{name}.bias{k}"));
+                None => None,
+            };
+            let (offs, wts, bias, taps) = match at {
+                Some((v, roi_at)) => {
+                    let roi_f64 = match self.g.ty(v).dtype {
+                        DType::F32 => false,
+                        DType::F64 => true,
+                        other => return Err(self.unsupported(id, format!("a region of interest of {other}"))),
+                    };
+                    let spec = ResizeTapsSpec {
+                        resize: r.clone(),
+                        d_in: p.d_in,
+                        d_out: p.d_out,
+                        scale: p.scale,
+                        inner,
+                        taps: 0,
+                        roi_f64,
+                        roi_at,
+                    };
+                    let taps = spec.window().1;
+                    let spec = ResizeTapsSpec { taps, ..spec };
+                    let src = self.value(v)?;
+                    let offs = self.scratch((p.d_out * taps * 8).max(8), &format!("{name}.taps{k}"));
+                    let wts = self.scratch((p.d_out * taps * 4).max(4), &format!("{name}.weights{k}"));
+                    let bias = self.scratch((p.d_out * 4).max(4), &format!("{name}.bias{k}"));
+                    self.step(Arc::new(spec), p.d_out, &[src], &[offs, wts, bias], false, &name, "ResizeTaps", 0);
+                    (offs, wts, bias, taps)
+                }
+                None => {
+                    let taps = p.taps.iter().map(|t| t.as_ref().map_or(0, Vec::len)).max().unwrap_or(0);
+                    let (mut offs, mut wts, mut bias) = (vec![], vec![], vec![]);
+                    for t in &p.taps {
+                        let t = t.as_deref().unwrap_or(&[]);
+                        for k in 0..taps {
+                            let (i, w) = t.get(k).copied().unwrap_or((0, 0.0));
+                            offs.extend_from_slice(&((i * inner * 4) as i64).to_le_bytes());
+                            wts.push(w as f32);
+                        }
+                        bias.push(if t.is_empty() { r.extrapolation_value } else { -0.0 });
+                    }
+                    let offs = self.weight(&offs, &format!("{name}.taps{k}"));
+                    let wts = self.weight_f32(&wts, &format!("{name}.weights{k}"));
+                    let bias = self.weight_f32(&bias, &format!("{name}.bias{k}"));
+                    (offs, wts, bias, taps)
+                }
+            };
             shape[p.axis] = p.d_out;
             let dst = if k + 1 == n {
                 self.define(out)?
@@ -479,21 +595,20 @@ impl Lowerer<'_> {
         let node = self.g.node(id);
         let ins: Vec<ValueId> = node.input_values().collect();
         let out_ty = self.g.ty(ValueId::new(id, 0)).dtype;
-        if out_ty != DType::F32 {
+        if out_ty != DType::F32 || ins.iter().any(|&v| self.g.ty(v).dtype != DType::F32) {
             return self.typed_elementwise(id, out_ty);
         }
         let (expr, inputs): (KExpr, Vec<ValueId>) = match &node.op {
             Op::Unary(u) => (KExpr::act(Activation::Unary(u.clone()), KExpr::In(0)), vec![ins[0]]),
             Op::Binary(b) => (KExpr::bin(Bin::Ir(*b), KExpr::In(0), KExpr::In(1)), ins.clone()),
             Op::Clip(_) => {
-                // max with the lower bound, then min with the upper (so lo > hi gives hi). A
-                // constant bound folds into the kernel; one computed at run time is read as a
-                // broadcast scalar.
+                // The lower bound, then the upper (so lo > hi gives hi). A constant bound folds
+                // into the kernel; one computed at run time is read as a broadcast scalar.
                 let mut e = KExpr::In(0);
                 let mut inputs = vec![ins[0]];
-                for (i, b) in [(1, Bin::Max), (2, Bin::Min)] {
+                for (i, b) in [(1, Bin::AtLeast), (2, Bin::AtMost)] {
                     let Some(v) = self.in_val(id, i) else { continue };
-                    let rhs = match self.g.const_value(v) {
+                    let rhs = match self.konst(v) {
                         Some(t) => match t.to_f64s().ok().and_then(|x| x.first().copied()) {
                             Some(c) => KExpr::Const(c as f32),
                             None => continue,
@@ -755,7 +870,7 @@ impl Lowerer<'_> {
         if g == cin_total && g > 1 {
             return Ok(ConvPath::Depthwise);
         }
-        let constant = self.g.const_value(wv).is_some();
+        let constant = self.is_konst(wv);
         if constant && winograd_fits(&geom, g, cin_total / g, cout / g, n, xs.len()) {
             return Ok(ConvPath::Winograd);
         }
@@ -921,7 +1036,7 @@ impl Lowerer<'_> {
         let x = inputs[0].ok_or_else(|| self.unsupported(id, "a missing input"))?;
         let wv = inputs.get(1).copied().flatten().ok_or_else(|| self.unsupported(id, "missing weights"))?;
         self.f32_only(id, wv)?;
-        let w = match self.g.const_value(wv) {
+        let w = match self.konst(wv) {
             Some(t) => Some(t.view::<f32>().map_err(|e| self.unsupported(id, e.to_string()))?.into_owned()),
             None => None,
         };
@@ -1032,17 +1147,16 @@ impl Lowerer<'_> {
         let (x, wv, w, bias) = self.conv_inputs(id, inputs)?;
         let xs = self.shape(x)?;
         let os = self.shape(ValueId::new(id, 0))?;
-        if xs.len() != 3 && xs.len() != 4 {
-            return Err(self.unsupported(id, format!("{}-D transposed convolution", xs.len() - 2)));
+        if !(3..=5).contains(&xs.len()) {
+            return Err(self.unsupported(id, format!("{}-D transposed convolution", xs.len().saturating_sub(2))));
         }
         let mut c = c.clone();
         c.resolve(&xs[2..]).map_err(|e| self.unsupported(id, e.to_string()))?;
-        let geom = geom(&c.window, &xs, &os);
         let (n, cin, m) = (xs[0], xs[1], os[1]);
         let g = c.group;
         let (cg, mg) = (cin / g, m / g);
-        let taps = geom.kh * geom.kw;
-        let (gm, gn, gk) = (mg * taps, geom.h * geom.w, cg);
+        let taps: usize = c.window.kernel.iter().product();
+        let (gm, gn, gk) = (mg * taps, xs[2..].iter().product::<usize>(), cg);
         // A: W^T of each group, [M = (mo, ky, kx)] x [K = ci], in MR-row panels.
         let mr = MR.min(gm).max(1);
         let (a_ref, a) = match &w {
@@ -1058,21 +1172,9 @@ impl Lowerer<'_> {
                 (self.value(wv)?, a)
             }
         };
-        // B: the input of each image and group, packed into NR panels (a 1x1 im2col).
-        let unit = Geom {
-            h: geom.h,
-            w: geom.w,
-            kh: 1,
-            kw: 1,
-            sh: 1,
-            sw: 1,
-            ph: 0,
-            pw: 0,
-            dh: 1,
-            dw: 1,
-            oh: geom.h,
-            ow: geom.w,
-        };
+        // B: the input of each image and group, packed into NR panels (a 1x1 im2col over the
+        // flattened spatial dims).
+        let unit = Geom { h: 1, w: gn, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1, oh: 1, ow: gn };
         let im = Im2colSpec { batch: n * g, groups: g, c_total: cin, cin: cg, g: unit };
         let src = self.value(x)?;
         let packed_x = self.scratch(im.bytes(), &format!("{name}/packed_input"));
@@ -1101,12 +1203,21 @@ impl Lowerer<'_> {
         let flops = spec.flops();
         let tiles = spec.tiles();
         self.step_ordered(Arc::new(spec), tiles, &[a_ref, packed_x, cols], 2, false, &name, "ConvTranspose", flops);
-        let col2im = Col2ImSpec { planes: n * m, channels: m, g: geom, bias: bias.is_some() };
+        let col2im: Arc<dyn crate::codegen::KernelSpec> = if xs.len() == 5 {
+            Arc::new(VolCol2ImSpec {
+                planes: n * m,
+                channels: m,
+                v: vol_geom(&c.window, &xs, &os),
+                bias: bias.is_some(),
+            })
+        } else {
+            Arc::new(Col2ImSpec { planes: n * m, channels: m, g: geom(&c.window, &xs, &os), bias: bias.is_some() })
+        };
         let mut ops = vec![cols, dst];
         if let Some(b) = bias {
             ops.push(self.value(b)?);
         }
-        self.step_ordered(Arc::new(col2im), n * m, &ops, 1, false, &name, "Col2im", 0);
+        self.step_ordered(col2im, n * m, &ops, 1, false, &name, "Col2im", 0);
         Ok(())
     }
 
@@ -1136,6 +1247,13 @@ impl Lowerer<'_> {
         let a2: Vec<usize> = if as_.len() == 1 { vec![1, as_[0]] } else { as_.clone() };
         let b2: Vec<usize> = if bs.len() == 1 { vec![bs[0], 1] } else { bs.clone() };
         let (ab, bb) = (&a2[..a2.len() - 2], &b2[..b2.len() - 2]);
+        let n = if trans_b { b2[0] } else { b2[b2.len() - 1] };
+        // With batches in B: the output's batch dims, and B's matrix offsets (elements) along
+        // them (0 where B broadcasts); an A that broadcasts along some of them but not all is
+        // first expanded to them (`a_expand`: its matrix offsets).
+        let mut batch_dims: Vec<usize> = vec![];
+        let mut b_strides: Vec<isize> = vec![];
+        let mut a_expand: Option<Vec<isize>> = None;
         let b_batch: usize = bb.iter().product();
         let (m, k, nb, a_stride) = if b_batch == 1 {
             if trans_a {
@@ -1150,15 +1268,34 @@ impl Lowerer<'_> {
             };
             let (pa, pb) = (pad(ab), pad(bb));
             let ob: Vec<usize> = pa.iter().zip(&pb).map(|(&x, &y)| x.max(y)).collect();
-            if pb != ob || (pa != ob && pa.iter().product::<usize>() != 1) {
-                return Err(self.unsupported(id, "batch dims broadcast in both operands"));
-            }
             let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
-            let a_stride = if pa == ob { m * k } else { 0 };
-            (m, k, ob.iter().product::<usize>(), a_stride)
+            b_strides = broadcast_strides(&pb, &ob).iter().map(|&s| s * (k * n) as isize).collect();
+            let a_stride = if pa == ob || pa.iter().product::<usize>() == 1 {
+                if pa == ob { m * k } else { 0 }
+            } else {
+                a_expand = Some(broadcast_strides(&pa, &ob).iter().map(|&s| s * (m * k) as isize).collect());
+                m * k
+            };
+            batch_dims = ob;
+            (m, k, batch_dims.iter().product::<usize>(), a_stride)
         };
-        let n = if trans_b { b2[0] } else { b2[b2.len() - 1] };
-        let a_ref = self.value(av)?;
+        // Distinct packed B matrices: one per output batch when B has batches.
+        let b_count = if b_batch > 1 { nb } else { 1 };
+        let (mut a_ref, a_const) = match &a_expand {
+            None => (self.value(av)?, self.is_konst(av)),
+            Some(strides) => {
+                let src = self.value(av)?;
+                let scratch = self.scratch(nb * m * k * 4, &format!("{name}/expanded_a"));
+                let mut dims = batch_dims.clone();
+                dims.extend([m, k]);
+                let mut ins = strides.clone();
+                ins.extend([k as isize, 1]);
+                let spec = CopySpec::new(&dims, ins, contiguous(&dims), 0, 0, 4);
+                let tiles = spec.tiles();
+                self.step(Arc::new(spec), tiles, &[src], &[scratch], false, &name, "ExpandA", 0);
+                (scratch, false)
+            }
+        };
         let a = if trans_a {
             Mat { rs: 1, cs: m as isize, panel_stride: MR as isize, batch_stride: 0, batch_mod: 0 }
         } else {
@@ -1176,15 +1313,24 @@ impl Lowerer<'_> {
             rs: NR as isize,
             cs: 1,
             panel_stride: (k * NR) as isize,
-            batch_stride: if b_batch > 1 { panel as isize } else { 0 },
+            batch_stride: if b_count > 1 { panel as isize } else { 0 },
             batch_mod: 0,
         };
-        let b_ref = match self.g.const_value(bv) {
+        // Output batch bi reads B's matrix at this element offset.
+        let b_offset = |bi: usize| -> usize {
+            let (mut rest, mut off) = (bi, 0isize);
+            for (d, &st) in batch_dims.iter().zip(&b_strides).rev() {
+                off += (rest % d) as isize * st;
+                rest /= d;
+            }
+            off as usize
+        };
+        let b_ref = match self.konst(bv) {
             Some(t) => {
                 let w = t.view::<f32>().map_err(|e| self.unsupported(id, e.to_string()))?;
-                let mut packed = vec![0f32; b_batch * panel];
-                for bi in 0..b_batch {
-                    let w = &w[bi * k * n..];
+                let mut packed = vec![0f32; b_count * panel];
+                for bi in 0..b_count {
+                    let w = &w[b_offset(bi)..];
                     for kk in 0..k {
                         for j in 0..n {
                             packed[bi * panel + (j / NR) * k * NR + kk * NR + j % NR] =
@@ -1195,18 +1341,27 @@ impl Lowerer<'_> {
                 self.weight_f32(&packed, &format!("{name}/packed_weights"))
             }
             None => {
-                // Copy into whole NR-wide panels at run time.
+                // Copy into whole NR-wide panels at run time, one set per output batch.
                 let src = self.value(bv)?;
-                let scratch = self.scratch(b_batch * panel * 4, &format!("{name}/packed_b"));
+                let scratch = self.scratch(b_count * panel * 4, &format!("{name}/packed_b"));
                 let (ks, ns) = if trans_b { (1isize, k as isize) } else { (n as isize, 1isize) };
-                let (bsi, bso) = ((k * n) as isize, panel as isize);
+                let (bsi, bso): (Vec<isize>, Vec<isize>) = if b_count > 1 {
+                    (b_strides.clone(), contiguous(&batch_dims).iter().map(|&s| s * panel as isize).collect())
+                } else {
+                    (vec![0], vec![0])
+                };
+                let bdims = if b_count > 1 { batch_dims.clone() } else { vec![1] };
+                let with =
+                    |lead: &[isize], rest: &[isize]| -> Vec<isize> { lead.iter().chain(rest).copied().collect() };
                 // P[b][j][kk][c] = B_b(kk, j*NR + c): copy panels of full width, then the tail.
                 let full = n / NR;
                 if full > 0 {
+                    let mut dims = bdims.clone();
+                    dims.extend([full, k, NR]);
                     let spec = CopySpec::new(
-                        &[b_batch, full, k, NR],
-                        vec![bsi, NR as isize * ns, ks, ns],
-                        vec![bso, (k * NR) as isize, NR as isize, 1],
+                        &dims,
+                        with(&bsi, &[NR as isize * ns, ks, ns]),
+                        with(&bso, &[(k * NR) as isize, NR as isize, 1]),
                         0,
                         0,
                         4,
@@ -1215,10 +1370,12 @@ impl Lowerer<'_> {
                     self.step(Arc::new(spec), tiles, &[src], &[scratch], false, &name, "PackB", 0);
                 }
                 if n % NR != 0 {
+                    let mut dims = bdims.clone();
+                    dims.extend([k, n % NR]);
                     let spec = CopySpec::new(
-                        &[b_batch, k, n % NR],
-                        vec![bsi, ks, ns],
-                        vec![bso, NR as isize, 1],
+                        &dims,
+                        with(&bsi, &[ks, ns]),
+                        with(&bso, &[NR as isize, 1]),
                         (full * NR) as isize * ns,
                         (full * k * NR) as isize,
                         4,
@@ -1238,7 +1395,7 @@ impl Lowerer<'_> {
             if st[1] != 0 && st[1] != 1 {
                 return Err(self.unsupported(id, "this Gemm C layout"));
             }
-            let r = match self.g.const_value(cv) {
+            let r = match self.konst(cv) {
                 Some(t) if beta != 1.0 => {
                     let v: Vec<f32> = t
                         .view::<f32>()
@@ -1267,8 +1424,7 @@ impl Lowerer<'_> {
         let add_refs = add_vals.iter().map(|&v| self.value(v)).collect::<Result<Vec<_>, _>>()?;
         let mr = MR.min(m).max(1);
         let mut a = Mat { panel_stride: if trans_a { mr as isize } else { (mr * k) as isize }, ..a };
-        let mut a_ref = a_ref;
-        if mr > 1 && self.g.const_value(av).is_none() {
+        if mr > 1 && !a_const {
             // A computed at run time: pack it into MR-row panels first. Read in place, the tile's
             // rows are k floats apart and (for k a multiple of 1024) all land in one L1 set.
             let (pm, full, rem) = (m.div_ceil(mr), m / mr, m % mr);
@@ -1385,6 +1541,36 @@ impl Lowerer<'_> {
         });
     }
 
+    /// f64 MatMul: scalar loops with the reference's order of operations (see `F64MatMulSpec`).
+    fn matmul_f64(&mut self, id: NodeId) -> Result<(), LowerError> {
+        let name = self.g.node(id).name.clone();
+        let (Some(av), Some(bv)) = (self.in_val(id, 0), self.in_val(id, 1)) else {
+            return Err(self.unsupported(id, "a missing input"));
+        };
+        let (as_, bs) = (self.shape(av)?, self.shape(bv)?);
+        // 1-D operands are a row (A) or a column (B).
+        let a2: Vec<usize> = if as_.len() == 1 { vec![1, as_[0]] } else { as_.clone() };
+        let b2: Vec<usize> = if bs.len() == 1 { vec![bs[0], 1] } else { bs.clone() };
+        let (m, k, n) = (a2[a2.len() - 2], a2[a2.len() - 1], b2[b2.len() - 1]);
+        let (ab, bb) = (&a2[..a2.len() - 2], &b2[..b2.len() - 2]);
+        let batch = incept_ir::ops::binary::broadcast_dims(ab, bb).map_err(|e| self.unsupported(id, e.to_string()))?;
+        let scaled = |st: Vec<isize>, size: usize| st.into_iter().map(|s| s * size as isize).collect::<Vec<_>>();
+        let spec = F64MatMulSpec {
+            m,
+            k,
+            n,
+            a_strides: scaled(broadcast_strides(ab, &batch), m * k),
+            b_strides: scaled(broadcast_strides(bb, &batch), k * n),
+            batch,
+        };
+        let (a, b) = (self.value(av)?, self.value(bv)?);
+        let dst = self.define(ValueId::new(id, 0))?;
+        let tiles = spec.tiles();
+        let flops = 2 * (tiles * n * k) as u64;
+        self.step(Arc::new(spec), tiles, &[a, b], &[dst], false, &name, "MatMul", flops);
+        Ok(())
+    }
+
     /// Gather with indices computed at run time: a copy per output row, checked (see
     /// `GatherSpec`).
     fn gather_runtime(&mut self, id: NodeId, x: ValueId, iv: ValueId, axis: usize) -> Result<(), LowerError> {
@@ -1420,16 +1606,16 @@ impl Lowerer<'_> {
         Ok(())
     }
 
-    /// Integer and f64 arithmetic (see `TypedElementwiseSpec`).
+    /// Integer and f64 arithmetic, and Pow with an integer operand (see `TypedElementwiseSpec`).
     fn typed_elementwise(&mut self, id: NodeId, dtype: DType) -> Result<(), LowerError> {
         let node = self.g.node(id);
         let ins: Vec<ValueId> = node.input_values().collect();
         let op = match &node.op {
-            // Clip: max with the lower bound, then min with the upper (absent bounds skipped).
+            // Clip: the lower bound, then the upper (absent bounds skipped).
             Op::Clip(_) => {
                 let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
                 let (mut inputs, mut ops) = (vec![x], vec![]);
-                for (i, op) in [(1, TypedOp::Max), (2, TypedOp::Min)] {
+                for (i, op) in [(1, TypedOp::AtLeast), (2, TypedOp::AtMost)] {
                     if let Some(b) = self.in_val(id, i) {
                         inputs.push(b);
                         ops.push(op);
@@ -1443,6 +1629,7 @@ impl Lowerer<'_> {
             Op::Binary(Binary::Div) => TypedOp::Div,
             Op::Variadic(Variadic::Max) => TypedOp::Max,
             Op::Variadic(Variadic::Min) => TypedOp::Min,
+            Op::Binary(Binary::Pow) => TypedOp::Pow,
             other => {
                 return Err(
                     self.unsupported(id, format!("{} on {dtype} data (the JIT computes it in f32 only)", other.name()))
@@ -1456,12 +1643,18 @@ impl Lowerer<'_> {
     fn typed_chain(&mut self, id: NodeId, dtype: DType, ins: &[ValueId], ops: Vec<TypedOp>) -> Result<(), LowerError> {
         use DType::*;
         let name = self.g.node(id).name.clone();
-        if !matches!(dtype, F64 | I8 | I16 | I32 | I64 | U8 | U16 | U32 | U64) {
+        let numeric = |d: DType| matches!(d, F32 | F64 | I8 | I16 | I32 | I64 | U8 | U16 | U32 | U64);
+        let dtypes: Vec<DType> = ins.iter().map(|&v| self.g.ty(v).dtype).collect();
+        // f32 comes here only as Pow's base with an integer exponent.
+        let pow = ops.contains(&TypedOp::Pow);
+        if !numeric(dtype) || (dtype == F32 && !pow) {
             return Err(self.unsupported(id, format!("{dtype} arithmetic")));
         }
-        for &v in ins {
-            if self.g.ty(v).dtype != dtype {
-                return Err(self.unsupported(id, format!("mixed {} and {dtype} operands", self.g.ty(v).dtype)));
+        for (k, &d) in dtypes.iter().enumerate() {
+            // Pow's exponent may have any numeric type; everything else shares the output's.
+            let exponent = k > 0 && ops[k - 1] == TypedOp::Pow;
+            if d != dtype && !(exponent && numeric(d)) {
+                return Err(self.unsupported(id, format!("mixed {d} and {dtype} operands")));
             }
         }
         let out = ValueId::new(id, 0);
@@ -1474,12 +1667,13 @@ impl Lowerer<'_> {
             row_strides.push(st[..r.saturating_sub(1)].iter().map(|&x| x as usize).collect());
             col_strides.push(if r == 0 { 0 } else { st[r - 1] as usize });
         }
-        let spec = TypedElementwiseSpec { dtype, ops, lead, cols, row_strides, col_strides };
+        let spec = TypedElementwiseSpec { dtype, dtypes, ops, lead, cols, row_strides, col_strides };
         let srcs = ins.iter().map(|&v| self.value(v)).collect::<Result<Vec<_>, _>>()?;
         let dst = self.define(out)?;
         let tiles = spec.tiles();
+        let helpers = spec.needs_helpers();
         let op_name = self.g.node(id).op.name().to_string();
-        self.step(Arc::new(spec), tiles, &srcs, &[dst], false, &name, &op_name, 0);
+        self.step(Arc::new(spec), tiles, &srcs, &[dst], helpers, &name, &op_name, 0);
         Ok(())
     }
 
@@ -1557,7 +1751,7 @@ impl Lowerer<'_> {
         let ints = |i: usize| -> Result<Option<Vec<i64>>, LowerError> {
             match self.in_val(id, i) {
                 None => Ok(None),
-                Some(v) => match self.g.const_value(v) {
+                Some(v) => match self.konst(v) {
                     Some(t) => Ok(Some(t.to_i64s().map_err(|e| self.unsupported(id, e.to_string()))?)),
                     None => Err(self.unsupported(id, "slice bounds computed at run time")),
                 },
@@ -1590,7 +1784,7 @@ impl Lowerer<'_> {
         let ints = |i: usize, what: &str| -> Result<Option<Vec<i64>>, LowerError> {
             match self.in_val(id, i) {
                 None => Ok(None),
-                Some(v) => match self.g.const_value(v) {
+                Some(v) => match self.konst(v) {
                     Some(t) => t.to_i64s().map(Some).map_err(|e| self.unsupported(id, e.to_string())),
                     None => Err(self.unsupported(id, format!("{what} computed at run time"))),
                 },
@@ -1602,7 +1796,7 @@ impl Lowerer<'_> {
             .map_err(|e| self.unsupported(id, e.to_string()))?;
         // The fill: a constant, or a scalar computed at run time (broadcast by the fill kernel).
         let value = match self.in_val(id, 2) {
-            Some(v) => match self.g.const_value(v) {
+            Some(v) => match self.konst(v) {
                 Some(t) => {
                     Ok(t.to_f64s().map_err(|e| self.unsupported(id, e.to_string()))?.first().copied().unwrap_or(0.0)
                         as f32)

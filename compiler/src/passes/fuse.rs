@@ -2,10 +2,10 @@
 //! Conv/ConvTranspose/Gemm/MatMul that feeds them, and chains of elementwise ops become one
 //! Elementwise op, so that later stages emit one kernel (one pass over memory) for each.
 
-use incept_ir::OpError;
 use incept_ir::graph::{Graph, NodeId, ValueId};
 use incept_ir::ops::binary::broadcast_shapes;
 use incept_ir::ops::{Activation, Binary, Elementwise, Expr, Fused, Op, Step, Unary};
+use incept_ir::{DType, OpError};
 
 use crate::passes::util::{const_f64, single_user};
 use crate::passes::{Pass, PassContext, Patch, PatchValue};
@@ -63,7 +63,8 @@ impl Pass for FuseEpilogue {
             let op = &g.node(v.node).op;
             (Fused::can_carry(op) || matches!(op, Op::Fused(_)))
                 && single_user(g, v).is_some()
-                && g.ty(v).dtype.is_float()
+                // The JIT's fused kernels compute in f32.
+                && g.ty(v).dtype == DType::F32
         };
         let (x, step_operand, act) = match &node.op {
             Op::Binary(Binary::Add) => {
@@ -109,7 +110,11 @@ impl Pass for FuseEpilogue {
 /// A node as an expression over its own inputs (slots 0..), for the elementwise ops that fuse.
 fn as_expr(g: &Graph, id: NodeId) -> Option<(Expr, Vec<ValueId>)> {
     let node = g.node(id);
-    if !node.outputs[0].ty.dtype.is_float() {
+    // Elementwise kernels compute in f32: other dtypes (f64 chains, Pow with an integer
+    // exponent) stay separate ops for the typed kernels.
+    let f32_only =
+        node.outputs[0].ty.dtype == DType::F32 && node.inputs().iter().flatten().all(|&v| g.ty(v).dtype == DType::F32);
+    if !f32_only {
         return None;
     }
     let first = node.inputs().first().copied().flatten()?;

@@ -96,8 +96,19 @@ macro_rules! arith_float {
             fn sub(self, o: Self) -> Self { self - o }
             fn mul(self, o: Self) -> Self { self * o }
             fn div(self, o: Self) -> Self { self / o }
-            fn max_of(self, o: Self) -> Self { if self.is_nan() || o.is_nan() { <$t>::NAN } else { self.max(o) } }
-            fn min_of(self, o: Self) -> Self { if self.is_nan() || o.is_nan() { <$t>::NAN } else { self.min(o) } }
+            // IEEE 754-2019 maximum/minimum: a NaN in either position wins (what ONNX Runtime's Max
+            // and Min return, measured), and -0 < +0 (ORT's own choice between equal zeros
+            // depends on its scalar or vector path, so there is none to follow).
+            fn max_of(self, o: Self) -> Self {
+                if self.is_nan() || o.is_nan() { <$t>::NAN }
+                else if self == o { if self.is_sign_negative() { o } else { self } }
+                else if o > self { o } else { self }
+            }
+            fn min_of(self, o: Self) -> Self {
+                if self.is_nan() || o.is_nan() { <$t>::NAN }
+                else if self == o { if self.is_sign_negative() { self } else { o } }
+                else if o < self { o } else { self }
+            }
             fn to_f64(self) -> f64 { self as f64 }
             fn from_f64(v: f64) -> Self { v as $t }
             fn is_nan(self) -> bool { <$t>::is_nan(self) }

@@ -61,7 +61,14 @@ impl Unary {
     /// The function on one element.
     pub fn apply(&self, x: f64) -> f64 {
         match *self {
-            Unary::Relu => x.max(0.0),
+            // NaN and -0 stay as they are, as in ONNX Runtime (f64::max would turn NaN into 0).
+            Unary::Relu => {
+                if x < 0.0 {
+                    0.0
+                } else {
+                    x
+                }
+            }
             Unary::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Unary::Tanh => x.tanh(),
             Unary::Sqrt => x.sqrt(),

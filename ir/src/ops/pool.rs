@@ -99,7 +99,11 @@ impl OpDef for Pool {
                 for oy in 0..oh {
                     for ox in 0..ow {
                         let (mut sum, mut real, mut padded) = (0f64, 0usize, 0usize);
-                        // The first real element, then any strictly greater one (ONNX reference).
+                        // The first real element, then any strictly greater one: a NaN wins only
+                        // in first position. This is ONNX Runtime's generic MaxPool (measured; it
+                        // runs when Indices are asked for or dilations are set). Its MLAS kernel
+                        // (plain 2-D/3-D pools) keeps or drops a NaN depending on which SIMD lane
+                        // it lands in, which is no rule to follow.
                         let mut max: Option<(f64, i64)> = None;
                         for kz in 0..kd {
                             let z = pos(oz, kz, sd, dd, pd);
@@ -207,8 +211,9 @@ impl OpDef for GlobalPool {
                 let s = &xv[p * size..][..size];
                 match self.kind {
                     PoolKind::Avg => s.iter().sum::<f64>() / size as f64,
+                    // MaxPool's rule over the whole plane (see `Pool::eval`).
                     PoolKind::Max => {
-                        s.iter().copied().fold(f64::NEG_INFINITY, |a, b| if b > a || b.is_nan() { b } else { a })
+                        s.iter().copied().reduce(|a, b| if b > a { b } else { a }).unwrap_or(f64::NEG_INFINITY)
                     }
                 }
             })

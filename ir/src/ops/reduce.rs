@@ -98,6 +98,7 @@ impl OpDef for Reduce {
             _ => 0.0,
         };
         let mut acc = vec![init; n_out];
+        let mut seen = vec![false; n_out];
         let xv = x.to_f64s()?;
         let mut i = 0;
         crate::ops::for_each_index(xs, |idx| {
@@ -105,9 +106,12 @@ impl OpDef for Reduce {
             let v = xv[i];
             i += 1;
             match self.kind {
+                // MaxPool's rule (see `Pool::eval`): the first element in row-major order, then
+                // any strictly greater one, so a NaN wins only in first position.
                 ReduceKind::Max => {
-                    if v > acc[o] || v.is_nan() {
-                        acc[o] = v
+                    if !seen[o] || v > acc[o] {
+                        acc[o] = v;
+                        seen[o] = true;
                     }
                 }
                 _ => acc[o] += v,

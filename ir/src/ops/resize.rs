@@ -348,6 +348,8 @@ pub struct ResizePass {
     pub axis: usize,
     pub d_in: usize,
     pub d_out: usize,
+    /// The axis' scale (given, or derived from the sizes).
+    pub scale: f64,
     pub taps: Vec<Option<Vec<(usize, f64)>>>,
 }
 
@@ -365,25 +367,33 @@ impl Resize {
         let (out, sc) = self.plan(&ks, scales, sizes)?;
         let out: Vec<usize> = out.iter().filter_map(Dim::known).collect();
         let rank = shape.len();
-        let axes: Vec<usize> = match &self.axes {
-            Some(a) => a.iter().map(|&v| norm_axis(v, rank)).collect::<Result<_, _>>()?,
-            None => (0..rank).collect(),
-        };
-        let roi_of = |ax: usize| -> (f64, f64) {
-            match (roi, axes.iter().position(|&a| a == ax)) {
-                (Some(r), Some(i)) if r.len() == 2 * axes.len() => (r[i], r[axes.len() + i]),
-                _ => (0.0, 1.0),
-            }
-        };
         let mut passes = vec![];
         for ax in 0..rank {
             if shape[ax] == out[ax] && sc[ax] == 1.0 && self.coord != CoordMode::TfCropAndResize {
                 continue;
             }
-            let taps = self.taps(shape[ax], out[ax], sc[ax], roi_of(ax));
-            passes.push(ResizePass { axis: ax, d_in: shape[ax], d_out: out[ax], taps });
+            let roi = match (roi, self.roi_index(rank, ax, roi.map_or(0, <[f64]>::len))?) {
+                (Some(r), Some((s, e))) => (r[s], r[e]),
+                _ => (0.0, 1.0),
+            };
+            let taps = self.taps(shape[ax], out[ax], sc[ax], roi);
+            passes.push(ResizePass { axis: ax, d_in: shape[ax], d_out: out[ax], scale: sc[ax], taps });
         }
         Ok(passes)
+    }
+
+    /// Where axis `ax`'s region of interest (start, end) sits in a roi of `len` values (starts,
+    /// then ends, one per resized axis), or `None` when the roi does not apply: any other
+    /// length, or an axis not resized, take the whole axis (0, 1).
+    pub fn roi_index(&self, rank: usize, ax: usize, len: usize) -> Result<Option<(usize, usize)>, OpError> {
+        let axes: Vec<usize> = match &self.axes {
+            Some(a) => a.iter().map(|&v| norm_axis(v, rank)).collect::<Result<_, _>>()?,
+            None => (0..rank).collect(),
+        };
+        Ok(match axes.iter().position(|&a| a == ax) {
+            Some(i) if len == 2 * axes.len() => Some((i, axes.len() + i)),
+            _ => None,
+        })
     }
 }
 

@@ -16,12 +16,16 @@ pub fn act_needs_helpers(a: &Activation) -> bool {
     )
 }
 
-/// A binary op of a kernel expression: the IR's, plus max and min (Max/Min nodes).
+/// A binary op of a kernel expression: the IR's, plus max and min (Max/Min nodes: IEEE 754
+/// maximum/minimum, NaN-propagating) and Clip's bounds computed at run time (`AtLeast`:
+/// `x < b ? b : x`, `AtMost`: `x > b ? b : x`, so a NaN x stays NaN).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Bin {
     Ir(Binary),
     Max,
     Min,
+    AtLeast,
+    AtMost,
 }
 
 /// An expression a kernel evaluates per element: the IR's [`Expr`] plus constants and max/min.
@@ -68,23 +72,36 @@ fn helper1(kb: &mut Kb, helpers: Option<Value>, index: usize, x: Value) -> Value
     if kb.is_vec(x) { kb.per_lane(x, |kb, s| kb.call_unary(table, index, s)) } else { kb.call_unary(table, index, x) }
 }
 
-/// `max(x, 0) + a * min(x, 0)`: leaky ReLU and PRelu, exact in both branches.
-fn leaky(kb: &mut Kb, x: Value, a: Value) -> Value {
-    let z = konst(kb, x, 0.0);
-    let pos = kb.b.ins().fmax(x, z);
-    let neg = kb.b.ins().fmin(x, z);
-    kb.fma(a, neg, pos)
+/// `x < y ? a : b`, for scalars or lane by lane for vectors. The reference's activations are
+/// written as such comparisons, which decide what NaNs and zero signs give (Relu(-0) = -0 and
+/// Relu(NaN) = NaN, as in ONNX Runtime), where `fmax`/`fmin` would not match.
+pub fn select_lt(kb: &mut Kb, x: Value, y: Value, a: Value, b: Value) -> Value {
+    let lt = kb.flt(x, y);
+    if kb.is_vec(x) {
+        let mask = kb.b.ins().bitcast(crate::codegen::builder::F32X4, cranelift_codegen::ir::MemFlagsData::new(), lt);
+        kb.b.ins().bitselect(mask, a, b)
+    } else {
+        kb.b.ins().select(lt, a, b)
+    }
 }
 
+/// `x < 0 ? a * x : x`: leaky ReLU and PRelu.
+fn leaky(kb: &mut Kb, x: Value, a: Value) -> Value {
+    let z = konst(kb, x, 0.0);
+    let ax = kb.b.ins().fmul(a, x);
+    select_lt(kb, x, z, ax, x)
+}
+
+/// Clip: `x < lo ? lo : x`, then `x > hi ? hi : x` (NaN stays NaN; lo > hi gives hi).
 fn clamp(kb: &mut Kb, x: Value, lo: Option<f32>, hi: Option<f32>) -> Value {
     let mut v = x;
     if let Some(l) = lo {
         let c = konst(kb, x, l);
-        v = kb.b.ins().fmax(v, c);
+        v = select_lt(kb, v, c, c, v);
     }
     if let Some(h) = hi {
         let c = konst(kb, x, h);
-        v = kb.b.ins().fmin(v, c);
+        v = select_lt(kb, c, v, c, v);
     }
     v
 }
@@ -96,7 +113,7 @@ pub fn emit_act(kb: &mut Kb, a: &Activation, x: Value, helpers: Option<Value>) -
         Activation::Unary(u) => match u {
             Unary::Relu => {
                 let z = konst(kb, x, 0.0);
-                kb.b.ins().fmax(x, z)
+                select_lt(kb, x, z, z, x)
             }
             Unary::LeakyRelu { alpha } => {
                 let a = konst(kb, x, *alpha);
@@ -128,14 +145,16 @@ pub fn emit_act(kb: &mut Kb, a: &Activation, x: Value, helpers: Option<Value>) -
             Unary::Log => helper1(kb, helpers, h::LOG, x),
             Unary::Erf => helper1(kb, helpers, h::ERF, x),
             Unary::Elu { alpha } => {
+                // x < 0 ? alpha * (exp(x) - 1) : x; exp of min(x, 0) so large inputs do not
+                // overflow on the branch that is thrown away.
                 let z = konst(kb, x, 0.0);
                 let neg = kb.b.ins().fmin(x, z);
-                let pos = kb.b.ins().fmax(x, z);
                 let e = helper1(kb, helpers, h::EXP, neg);
                 let one = konst(kb, x, 1.0);
                 let em1 = kb.b.ins().fsub(e, one);
                 let a = konst(kb, x, *alpha);
-                kb.fma(a, em1, pos)
+                let y = kb.b.ins().fmul(a, em1);
+                select_lt(kb, x, z, y, x)
             }
         },
     }
@@ -183,6 +202,8 @@ pub fn emit_expr(kb: &mut Kb, e: &KExpr, leaves: &[Value], like: Value, helpers:
                 Bin::Ir(b) => emit_binary(kb, *b, x, y, helpers),
                 Bin::Max => kb.b.ins().fmax(x, y),
                 Bin::Min => kb.b.ins().fmin(x, y),
+                Bin::AtLeast => select_lt(kb, x, y, y, x),
+                Bin::AtMost => select_lt(kb, y, x, y, x),
             }
         }
     }

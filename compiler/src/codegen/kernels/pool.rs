@@ -185,7 +185,9 @@ fn clamp(kb: &mut Kb, v: Value, hi: i64) -> Value {
     kb.mini(a, hi)
 }
 
-/// Mean or max over each plane of `size` elements (f32x4 accumulation, then across lanes).
+/// Mean or max over each plane of `size` elements. The mean accumulates in f32x4 and then across
+/// lanes; the max is sequential: MaxPool's rule (the first element, then any strictly greater
+/// one) decides what NaNs and equal zeros give, and lanes would see the elements out of order.
 /// Operands: X, Y. One tile per plane.
 #[derive(Clone, Debug)]
 pub struct GlobalPoolSpec {
@@ -208,36 +210,49 @@ impl KernelSpec for GlobalPoolSpec {
                 let o = kb.muli(t, size as i64);
                 kb.elem(x, o, 4)
             };
-            let init = if self.max { f32::NEG_INFINITY } else { 0.0 };
-            let iv = kb.vconst(init);
-            let acc = kb.var(crate::codegen::builder::F32X4, iv);
-            let vend = size / 4 * 4;
-            kb.for_const(0, vend as i64, 4, |kb, i| {
-                let p = kb.elem(xp, i, 4);
-                let v = kb.load_v(p, 0, ro());
+            let r = if self.max && size == 0 {
+                kb.fconst(f32::NEG_INFINITY)
+            } else if self.max {
+                let first = kb.load_f32(xp, 0, ro());
+                let acc = kb.var(crate::codegen::builder::F32, first);
+                kb.for_const(1, size as i64, 1, |kb, i| {
+                    let p = kb.elem(xp, i, 4);
+                    let v = kb.load_f32(p, 0, ro());
+                    let a = kb.b.use_var(acc);
+                    let gt = kb.flt(a, v);
+                    let n = kb.b.ins().select(gt, v, a);
+                    kb.b.def_var(acc, n);
+                });
+                kb.b.use_var(acc)
+            } else {
+                let iv = kb.vconst(0.0);
+                let acc = kb.var(crate::codegen::builder::F32X4, iv);
+                let vend = size / 4 * 4;
+                kb.for_const(0, vend as i64, 4, |kb, i| {
+                    let p = kb.elem(xp, i, 4);
+                    let v = kb.load_v(p, 0, ro());
+                    let a = kb.b.use_var(acc);
+                    let n = kb.b.ins().fadd(a, v);
+                    kb.b.def_var(acc, n);
+                });
                 let a = kb.b.use_var(acc);
-                let n = if self.max { kb.b.ins().fmax(a, v) } else { kb.b.ins().fadd(a, v) };
-                kb.b.def_var(acc, n);
-            });
-            let a = kb.b.use_var(acc);
-            let mut s = kb.b.ins().extractlane(a, 0);
-            for lane in 1..4u8 {
-                let l = kb.b.ins().extractlane(a, lane);
-                s = if self.max { kb.b.ins().fmax(s, l) } else { kb.b.ins().fadd(s, l) };
-            }
-            let sv = kb.var(crate::codegen::builder::F32, s);
-            kb.for_const(vend as i64, size as i64, 1, |kb, i| {
-                let p = kb.elem(xp, i, 4);
-                let v = kb.load_f32(p, 0, ro());
-                let a = kb.b.use_var(sv);
-                let n = if self.max { kb.b.ins().fmax(a, v) } else { kb.b.ins().fadd(a, v) };
-                kb.b.def_var(sv, n);
-            });
-            let mut r = kb.b.use_var(sv);
-            if !self.max {
+                let mut s = kb.b.ins().extractlane(a, 0);
+                for lane in 1..4u8 {
+                    let l = kb.b.ins().extractlane(a, lane);
+                    s = kb.b.ins().fadd(s, l);
+                }
+                let sv = kb.var(crate::codegen::builder::F32, s);
+                kb.for_const(vend as i64, size as i64, 1, |kb, i| {
+                    let p = kb.elem(xp, i, 4);
+                    let v = kb.load_f32(p, 0, ro());
+                    let a = kb.b.use_var(sv);
+                    let n = kb.b.ins().fadd(a, v);
+                    kb.b.def_var(sv, n);
+                });
+                let r = kb.b.use_var(sv);
                 let d = kb.fconst(size as f32);
-                r = kb.b.ins().fdiv(r, d);
-            }
+                kb.b.ins().fdiv(r, d)
+            };
             let p = kb.elem(y, t, 4);
             kb.store_f32(r, p, 0);
         });

@@ -1,19 +1,22 @@
 //! Softmax / LogSoftmax and reductions (sum, mean, max) over strided groups of elements.
 
 use cranelift_codegen::ir::InstBuilder;
+use cranelift_codegen::ir::types::F64;
 use incept_runtime::helpers::index as h;
 
 use crate::codegen::KernelSpec;
-use crate::codegen::builder::{F32, Kb, ro};
+use crate::codegen::builder::{F32, Kb, ro, rw};
 
 /// Softmax over groups of `len` elements `stride` apart; group g starts at
-/// `(g / stride) * len * stride + g % stride`. Operands: X, Y, helpers. One tile per group.
+/// `(g / stride) * len * stride + g % stride`. In f32, or in f64 with the reference's order of
+/// operations (the same bits). Operands: X, Y, helpers. One tile per group.
 #[derive(Clone, Debug)]
 pub struct SoftmaxSpec {
     pub groups: usize,
     pub len: usize,
     pub stride: usize,
     pub log: bool,
+    pub f64: bool,
 }
 
 impl KernelSpec for SoftmaxSpec {
@@ -24,6 +27,8 @@ impl KernelSpec for SoftmaxSpec {
     fn emit(&self, kb: &mut Kb) {
         let [x, y, helpers] = [kb.operand(0), kb.operand(1), kb.operand(2)];
         let (len, stride) = (self.len as i64, self.stride as i64);
+        let (ty, size, exp, ln) = if self.f64 { (F64, 8, h::EXP64, h::LOG64) } else { (F32, 4, h::EXP, h::LOG) };
+        let fconst = |kb: &mut Kb, v: f64| if self.f64 { kb.b.ins().f64const(v) } else { kb.fconst(v as f32) };
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
             let (q, r) = kb.divmod(t, stride);
@@ -34,39 +39,39 @@ impl KernelSpec for SoftmaxSpec {
             let at = |kb: &mut Kb, p: cranelift_codegen::ir::Value, i| {
                 let o = kb.muli(i, stride);
                 let o = kb.add(base, o);
-                kb.elem(p, o, 4)
+                kb.elem(p, o, size)
             };
-            let ninf = kb.fconst(f32::NEG_INFINITY);
-            let mx = kb.var(F32, ninf);
+            let ninf = fconst(kb, f64::NEG_INFINITY);
+            let mx = kb.var(ty, ninf);
             kb.for_const(0, len, 1, |kb, i| {
                 let p = at(kb, x, i);
-                let v = kb.load_f32(p, 0, ro());
+                let v = kb.b.ins().load(ty, ro(), p, 0);
                 let m = kb.b.use_var(mx);
                 let n = kb.b.ins().fmax(m, v);
                 kb.b.def_var(mx, n);
             });
             let m = kb.b.use_var(mx);
-            let zero = kb.fconst(0.0);
-            let sum = kb.var(F32, zero);
+            let zero = fconst(kb, 0.0);
+            let sum = kb.var(ty, zero);
             // Exponentials go to the output first, then are normalised in place.
             kb.for_const(0, len, 1, |kb, i| {
                 let p = at(kb, x, i);
-                let v = kb.load_f32(p, 0, ro());
+                let v = kb.b.ins().load(ty, ro(), p, 0);
                 let z = kb.b.ins().fsub(v, m);
-                let e = kb.call_unary(helpers, h::EXP, z);
+                let e = kb.call_helper(helpers, exp, &[z]);
                 let s = kb.b.use_var(sum);
                 let n = kb.b.ins().fadd(s, e);
                 kb.b.def_var(sum, n);
                 let q = at(kb, y, i);
-                kb.store_f32(if self.log { z } else { e }, q, 0);
+                kb.b.ins().store(rw(), if self.log { z } else { e }, q, 0);
             });
             let s = kb.b.use_var(sum);
-            let ls = if self.log { kb.call_unary(helpers, h::LOG, s) } else { s };
+            let ls = if self.log { kb.call_helper(helpers, ln, &[s]) } else { s };
             kb.for_const(0, len, 1, |kb, i| {
                 let q = at(kb, y, i);
-                let v = kb.load_f32(q, 0, crate::codegen::builder::rw());
+                let v = kb.b.ins().load(ty, rw(), q, 0);
                 let r = if self.log { kb.b.ins().fsub(v, ls) } else { kb.b.ins().fdiv(v, ls) };
-                kb.store_f32(r, q, 0);
+                kb.b.ins().store(rw(), r, q, 0);
             });
         });
     }
@@ -99,9 +104,16 @@ impl KernelSpec for ReduceSpec {
                 let a = kb.muli(q, len * inner);
                 kb.add(a, r)
             };
-            let init = kb.fconst(if self.kind == 2 { f32::NEG_INFINITY } else { 0.0 });
+            // Max starts from the first element and takes any strictly greater one (MaxPool's
+            // rule: a NaN wins only in first position).
+            let (init, from) = if self.kind == 2 && len > 0 {
+                let p = kb.elem(x, base, 4);
+                (kb.load_f32(p, 0, ro()), 1)
+            } else {
+                (kb.fconst(if self.kind == 2 { f32::NEG_INFINITY } else { 0.0 }), 0)
+            };
             let acc = kb.var(F32, init);
-            kb.for_const(0, len, 1, |kb, i| {
+            kb.for_const(from, len, 1, |kb, i| {
                 let off = {
                     let a = kb.muli(i, inner);
                     kb.add(base, a)
@@ -109,7 +121,12 @@ impl KernelSpec for ReduceSpec {
                 let p = kb.elem(x, off, 4);
                 let v = kb.load_f32(p, 0, ro());
                 let a = kb.b.use_var(acc);
-                let n = if self.kind == 2 { kb.b.ins().fmax(a, v) } else { kb.b.ins().fadd(a, v) };
+                let n = if self.kind == 2 {
+                    let gt = kb.flt(a, v);
+                    kb.b.ins().select(gt, v, a)
+                } else {
+                    kb.b.ins().fadd(a, v)
+                };
                 kb.b.def_var(acc, n);
             });
             let mut r = kb.b.use_var(acc);

@@ -1,11 +1,14 @@
-//! Elementwise arithmetic on integer and f64 tensors, and f32 <-> f64 casts: scalar loops with
-//! the reference's semantics (wrapping integer arithmetic, integer division by zero giving 0,
-//! NaN-propagating max/min). CNNs compute in f32; these serve the rest of the op set.
+//! Elementwise arithmetic on integer and f64 tensors (and Pow with integer operands), and casts
+//! between every numeric type: scalar loops with the reference's semantics (wrapping integer
+//! arithmetic, integer division by zero giving 0, NaN-propagating max/min, Pow in f64, casts as
+//! Rust's `as`: floats truncate toward zero into integers, saturating, NaN giving 0). CNNs compute
+//! in f32; these serve the rest of the op set.
 
-use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F64, I8, I16, I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
 use incept_ir::DType;
+use incept_runtime::helpers::index as h;
 
 use crate::codegen::KernelSpec;
 use crate::codegen::builder::{Kb, ro, rw};
@@ -19,15 +22,23 @@ pub enum TypedOp {
     Div,
     Max,
     Min,
+    /// Clip's bounds: `x < b ? b : x` and `x > b ? b : x` (NaN x stays NaN).
+    AtLeast,
+    AtMost,
+    /// `from_f64(to_f64(x).powf(to_f64(e)))`: the exponent may have any numeric type.
+    Pow,
 }
 
-/// `y = op_{n-1}(... op_1(op_0(x0, x1), x2) ..., xn)` over broadcast inputs of one dtype. The
+/// `y = op_{n-1}(... op_1(op_0(x0, x1), x2) ..., xn)` over broadcast inputs. Input 0 and the
+/// running value have `dtype`; input i has `dtypes[i]` (the same but for Pow's exponent). The
 /// output is `[rows, cols]` (all but the last dim flattened into rows); input i reads row r,
 /// column c at `sum_d idx_d(r) * row_strides[i][d] + c * col_strides[i]` (element strides over
-/// the output's leading dims, 0 where broadcast). Operands: the inputs, Y. One tile per row.
+/// the output's leading dims, 0 where broadcast). Operands: the inputs, Y, then the helper table
+/// when Pow is among the ops. One tile per row.
 #[derive(Clone, Debug)]
 pub struct TypedElementwiseSpec {
     pub dtype: DType,
+    pub dtypes: Vec<DType>,
     pub ops: Vec<TypedOp>,
     pub lead: Vec<usize>,
     pub cols: usize,
@@ -38,6 +49,10 @@ pub struct TypedElementwiseSpec {
 impl TypedElementwiseSpec {
     pub fn tiles(&self) -> usize {
         self.lead.iter().product()
+    }
+
+    pub fn needs_helpers(&self) -> bool {
+        self.ops.contains(&TypedOp::Pow)
     }
 }
 
@@ -57,6 +72,91 @@ fn clif(d: DType) -> (Type, bool) {
     }
 }
 
+fn is_float(d: DType) -> bool {
+    matches!(d, DType::F32 | DType::F64)
+}
+
+/// A value of dtype `from` as f64, as the reference's `as f64` (integers round to nearest).
+pub fn to_f64(kb: &mut Kb, v: Value, from: DType) -> Value {
+    let (ty, signed) = clif(from);
+    match from {
+        DType::F64 => v,
+        DType::F32 => kb.b.ins().fpromote(F64, v),
+        _ => {
+            let w = widen(kb, v, ty, signed);
+            if signed { kb.b.ins().fcvt_from_sint(F64, w) } else { kb.b.ins().fcvt_from_uint(F64, w) }
+        }
+    }
+}
+
+/// An integer of type `ty` extended to i64 (sign- or zero-extended).
+fn widen(kb: &mut Kb, v: Value, ty: Type, signed: bool) -> Value {
+    match (ty == I64, signed) {
+        (true, _) => v,
+        (false, true) => kb.b.ins().sextend(I64, v),
+        (false, false) => kb.b.ins().uextend(I64, v),
+    }
+}
+
+/// An f64 converted to `to` as Rust's `as`: floats round to nearest; integers truncate toward
+/// zero and saturate at the type's range, NaN giving 0; bool is `x != 0` (so NaN is true).
+pub fn from_f64(kb: &mut Kb, v: Value, to: DType) -> Value {
+    match to {
+        DType::F64 => v,
+        DType::F32 => kb.b.ins().fdemote(F32, v),
+        DType::Bool => {
+            let z = kb.b.ins().f64const(0.0);
+            kb.b.ins().fcmp(FloatCC::NotEqual, v, z)
+        }
+        DType::I64 => kb.b.ins().fcvt_to_sint_sat(I64, v),
+        DType::U64 => kb.b.ins().fcvt_to_uint_sat(I64, v),
+        DType::I32 => kb.b.ins().fcvt_to_sint_sat(I32, v),
+        DType::U32 => kb.b.ins().fcvt_to_uint_sat(I32, v),
+        _ => {
+            // 8- and 16-bit targets: clamp to the range in f64 (exact there; NaN stays NaN and
+            // converts to 0), convert to i32, keep the low bits.
+            let (ty, signed) = clif(to);
+            let bits = ty.bits();
+            let (lo, hi) =
+                if signed { (-(1i64 << (bits - 1)), (1i64 << (bits - 1)) - 1) } else { (0, (1i64 << bits) - 1) };
+            let (l, hc) = (kb.b.ins().f64const(lo as f64), kb.b.ins().f64const(hi as f64));
+            let c = kb.b.ins().fmax(v, l);
+            let c = kb.b.ins().fmin(c, hc);
+            let i = kb.b.ins().fcvt_to_sint_sat(I32, c);
+            kb.b.ins().ireduce(ty, i)
+        }
+    }
+}
+
+/// A value of dtype `from` converted to `to` as the reference's Cast.
+pub fn cast(kb: &mut Kb, v: Value, from: DType, to: DType) -> Value {
+    if from == to {
+        return v;
+    }
+    if is_float(from) {
+        let d = to_f64(kb, v, from);
+        return from_f64(kb, d, to);
+    }
+    // Integers and bools: through i128 in the reference, i.e. wrapping; floats round to nearest.
+    let (ty, signed) = clif(from);
+    match to {
+        DType::F32 | DType::F64 => {
+            let fty = if to == DType::F32 { F32 } else { F64 };
+            let w = widen(kb, v, ty, signed);
+            if signed { kb.b.ins().fcvt_from_sint(fty, w) } else { kb.b.ins().fcvt_from_uint(fty, w) }
+        }
+        DType::Bool => {
+            let z = kb.b.ins().iconst(ty, 0);
+            kb.b.ins().icmp(IntCC::NotEqual, v, z)
+        }
+        _ => {
+            let w = widen(kb, v, ty, signed);
+            let (tty, _) = clif(to);
+            if tty == I64 { w } else { kb.b.ins().ireduce(tty, w) }
+        }
+    }
+}
+
 impl KernelSpec for TypedElementwiseSpec {
     fn name(&self) -> String {
         format!("elementwise {} {:?}", self.dtype, self.ops)
@@ -65,8 +165,10 @@ impl KernelSpec for TypedElementwiseSpec {
     fn emit(&self, kb: &mut Kb) {
         let n_in = self.ops.len() + 1;
         let ops = kb.operands(n_in + 1);
+        let helpers = self.needs_helpers().then(|| kb.operand(n_in + 1));
         let (ty, signed) = clif(self.dtype);
         let size = self.dtype.size() as i64;
+        let sizes: Vec<i64> = self.dtypes.iter().map(|d| d.size() as i64).collect();
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, r| {
             // Row start of every input: decompose r over the leading dims.
@@ -80,7 +182,7 @@ impl KernelSpec for TypedElementwiseSpec {
                     *st = kb.add(*st, m);
                 }
             }
-            let bases: Vec<Value> = (0..n_in).map(|i| kb.elem(ops[i], starts[i], size)).collect();
+            let bases: Vec<Value> = (0..n_in).map(|i| kb.elem(ops[i], starts[i], sizes[i])).collect();
             let yrow = {
                 let o = kb.muli(r, self.cols as i64);
                 kb.elem(ops[n_in], o, size)
@@ -88,13 +190,20 @@ impl KernelSpec for TypedElementwiseSpec {
             kb.for_const(0, self.cols as i64, 1, |kb, c| {
                 let load = |kb: &mut Kb, i: usize| {
                     let o = kb.muli(c, self.col_strides[i] as i64);
-                    let p = kb.elem(bases[i], o, size);
-                    kb.b.ins().load(ty, ro(), p, 0)
+                    let p = kb.elem(bases[i], o, sizes[i]);
+                    kb.b.ins().load(clif(self.dtypes[i]).0, ro(), p, 0)
                 };
                 let mut acc = load(kb, 0);
                 for (k, &op) in self.ops.iter().enumerate() {
                     let v = load(kb, k + 1);
-                    acc = apply(kb, op, acc, v, ty, signed);
+                    acc = if op == TypedOp::Pow {
+                        let table = helpers.expect("Pow gets the helper table");
+                        let (x, e) = (to_f64(kb, acc, self.dtype), to_f64(kb, v, self.dtypes[k + 1]));
+                        let p = kb.call_helper(table, h::POW64, &[x, e]);
+                        from_f64(kb, p, self.dtype)
+                    } else {
+                        apply(kb, op, acc, v, ty, signed)
+                    };
                 }
                 let p = kb.elem(yrow, c, size);
                 kb.b.ins().store(rw(), acc, p, 0);
@@ -104,7 +213,7 @@ impl KernelSpec for TypedElementwiseSpec {
 }
 
 fn apply(kb: &mut Kb, op: TypedOp, a: Value, b: Value, ty: Type, signed: bool) -> Value {
-    if ty == F64 {
+    if ty == F64 || ty == F32 {
         return match op {
             TypedOp::Add => kb.b.ins().fadd(a, b),
             TypedOp::Sub => kb.b.ins().fsub(a, b),
@@ -112,16 +221,26 @@ fn apply(kb: &mut Kb, op: TypedOp, a: Value, b: Value, ty: Type, signed: bool) -
             TypedOp::Div => kb.b.ins().fdiv(a, b),
             TypedOp::Max => kb.b.ins().fmax(a, b),
             TypedOp::Min => kb.b.ins().fmin(a, b),
+            TypedOp::AtLeast => {
+                let lt = kb.b.ins().fcmp(FloatCC::LessThan, a, b);
+                kb.b.ins().select(lt, b, a)
+            }
+            TypedOp::AtMost => {
+                let gt = kb.b.ins().fcmp(FloatCC::GreaterThan, a, b);
+                kb.b.ins().select(gt, b, a)
+            }
+            TypedOp::Pow => unreachable!("Pow calls its helper"),
         };
     }
     match op {
+        TypedOp::Pow => unreachable!("Pow calls its helper"),
         TypedOp::Add => kb.b.ins().iadd(a, b),
         TypedOp::Sub => kb.b.ins().isub(a, b),
         TypedOp::Mul => kb.b.ins().imul(a, b),
-        TypedOp::Max if signed => kb.b.ins().smax(a, b),
-        TypedOp::Max => kb.b.ins().umax(a, b),
-        TypedOp::Min if signed => kb.b.ins().smin(a, b),
-        TypedOp::Min => kb.b.ins().umin(a, b),
+        TypedOp::Max | TypedOp::AtLeast if signed => kb.b.ins().smax(a, b),
+        TypedOp::Max | TypedOp::AtLeast => kb.b.ins().umax(a, b),
+        TypedOp::Min | TypedOp::AtMost if signed => kb.b.ins().smin(a, b),
+        TypedOp::Min | TypedOp::AtMost => kb.b.ins().umin(a, b),
         TypedOp::Div => {
             // x / 0 is 0; signed x / -1 is the wrapping negation (the hardware traps on MIN / -1);
             // division by a divisor made safe (1) in those cases, then the result selected.
@@ -146,29 +265,32 @@ fn apply(kb: &mut Kb, op: TypedOp, a: Value, b: Value, ty: Type, signed: bool) -
     }
 }
 
-/// f32 <-> f64 over `n` elements. Operands: X, Y. One tile per 1024 elements.
+/// Cast between any two numeric (or bool) dtypes over `n` elements, as the reference's Cast
+/// (see [`cast`]). Operands: X, Y. One tile per 1024 elements.
 #[derive(Clone, Debug)]
-pub struct FloatCastSpec {
-    pub to_f64: bool,
+pub struct CastSpec {
+    pub from: DType,
+    pub to: DType,
     pub n: usize,
 }
 
 const CAST_TILE: usize = 1024;
 
-impl FloatCastSpec {
+impl CastSpec {
     pub fn tiles(&self) -> usize {
         self.n.div_ceil(CAST_TILE)
     }
 }
 
-impl KernelSpec for FloatCastSpec {
+impl KernelSpec for CastSpec {
     fn name(&self) -> String {
-        format!("cast {} {}", if self.to_f64 { "f32->f64" } else { "f64->f32" }, self.n)
+        format!("cast {}->{} {}", self.from, self.to, self.n)
     }
 
     fn emit(&self, kb: &mut Kb) {
         let [x, y] = [kb.operand(0), kb.operand(1)];
-        let (from, to, fs, ts) = if self.to_f64 { (F32, F64, 4, 8) } else { (F64, F32, 8, 4) };
+        let (fs, ts) = (self.from.size() as i64, self.to.size() as i64);
+        let (fty, _) = clif(self.from);
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
             let lo = kb.muli(t, CAST_TILE as i64);
@@ -178,10 +300,76 @@ impl KernelSpec for FloatCastSpec {
             };
             kb.for_range(lo, hi, 1, |kb, i| {
                 let p = kb.elem(x, i, fs);
-                let v = kb.b.ins().load(from, ro(), p, 0);
-                let c = if self.to_f64 { kb.b.ins().fpromote(to, v) } else { kb.b.ins().fdemote(to, v) };
+                let v = kb.b.ins().load(fty, ro(), p, 0);
+                let c = cast(kb, v, self.from, self.to);
                 let q = kb.elem(y, i, ts);
                 kb.b.ins().store(rw(), c, q, 0);
+            });
+        });
+    }
+}
+
+/// f64 MatMul as the reference computes it: `C[b, i, j] = sum_p A[b, i, p] * B[b, p, j]`, each
+/// sum from 0 in order of p, multiply then add (the same bits). Batch b is a row-major index
+/// over `batch`; operand x's matrix for it starts at `sum_d idx_d(b) * x_strides[d]` (elements,
+/// 0 along broadcast dims). Operands: A, B, C. One tile per (batch, row).
+#[derive(Clone, Debug)]
+pub struct F64MatMulSpec {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub batch: Vec<usize>,
+    pub a_strides: Vec<isize>,
+    pub b_strides: Vec<isize>,
+}
+
+impl F64MatMulSpec {
+    pub fn tiles(&self) -> usize {
+        self.batch.iter().product::<usize>() * self.m
+    }
+}
+
+impl KernelSpec for F64MatMulSpec {
+    fn name(&self) -> String {
+        format!("matmul f64 {}x{}x{}", self.m, self.k, self.n)
+    }
+
+    fn emit(&self, kb: &mut Kb) {
+        let [a, b, c] = [kb.operand(0), kb.operand(1), kb.operand(2)];
+        let (m, k, n) = (self.m as i64, self.k as i64, self.n as i64);
+        let (begin, end) = (kb.begin, kb.end);
+        kb.for_range(begin, end, 1, |kb, t| {
+            let (bi, i) = kb.divmod(t, m);
+            let refs = [self.a_strides.as_slice(), self.b_strides.as_slice()];
+            let offs = crate::codegen::kernels::nd::emit_offsets(kb, bi, &self.batch, &refs, &[0, 0]);
+            let arow = {
+                let r = kb.muli(i, k);
+                let o = kb.add(offs[0], r);
+                kb.elem(a, o, 8)
+            };
+            let bmat = kb.elem(b, offs[1], 8);
+            let crow = {
+                let r = kb.muli(t, n);
+                kb.elem(c, r, 8)
+            };
+            kb.for_const(0, n, 1, |kb, j| {
+                let zero = kb.b.ins().f64const(0.0);
+                let acc = kb.var(F64, zero);
+                let bcol = kb.elem(bmat, j, 8);
+                kb.for_const(0, k, 1, |kb, p| {
+                    let pa = kb.elem(arow, p, 8);
+                    let x = kb.b.ins().load(F64, ro(), pa, 0);
+                    let o = kb.muli(p, n);
+                    let pb = kb.elem(bcol, o, 8);
+                    let y = kb.b.ins().load(F64, ro(), pb, 0);
+                    let prod = kb.b.ins().fmul(x, y);
+                    let s = kb.b.use_var(acc);
+                    let s = kb.b.ins().fadd(s, prod);
+                    kb.b.def_var(acc, s);
+                });
+                let r = kb.b.use_var(acc);
+                let q = kb.elem(crow, j, 8);
+                kb.b.ins().store(rw(), r, q, 0);
             });
         });
     }

@@ -307,3 +307,83 @@ impl VolPoolSpec {
         kb.b.ins().store(crate::codegen::builder::rw(), idx, q, 0);
     }
 }
+
+/// The gather half of a 3-D transposed convolution (the volumetric `Col2ImSpec`): given
+/// `cols[plane][kz][ky][kx][iz][iy][ix]` from the GEMM, output voxel `o` of a plane sums the taps
+/// with `o + pad = i * stride + k * dilation` on every axis, plus the channel's bias. `v` is the
+/// forward geometry: `dims` the transposed conv's input, `out` its output. Operands: COLS, Y,
+/// [BIAS]. One tile per output plane (image, channel).
+#[derive(Clone, Debug)]
+pub struct VolCol2ImSpec {
+    pub planes: usize,
+    pub channels: usize,
+    pub v: VolGeom,
+    pub bias: bool,
+}
+
+impl KernelSpec for VolCol2ImSpec {
+    fn name(&self) -> String {
+        let k = self.v.kernel;
+        format!("col2im3d {}x{}x{} {:?}->{:?}", k[0], k[1], k[2], self.v.dims, self.v.out)
+    }
+
+    fn emit(&self, kb: &mut Kb) {
+        let [cols, y] = [kb.operand(0), kb.operand(1)];
+        let bias = if self.bias { Some(kb.operand(2)) } else { None };
+        let v = self.v.clone();
+        let (n_in, n_out) = (v.in_size() as i64, v.out_size() as i64);
+        let taps = v.all_taps();
+        let (begin, end) = (kb.begin, kb.end);
+        kb.for_range(begin, end, 1, |kb, p| {
+            let cp = {
+                let a = kb.muli(p, taps.len() as i64 * n_in * 4);
+                kb.add(cols, a)
+            };
+            let yp = {
+                let a = kb.muli(p, n_out * 4);
+                kb.add(y, a)
+            };
+            let b0 = match bias {
+                Some(b) => {
+                    let (_, ch) = kb.divmod(p, self.channels as i64);
+                    let bp = kb.elem(b, ch, 4);
+                    kb.load_f32(bp, 0, ro())
+                }
+                None => kb.fconst(0.0),
+            };
+            kb.for_const(0, n_out, 1, |kb, o| {
+                let pos = unflatten(kb, o, v.out);
+                let acc = kb.var(crate::codegen::builder::F32, b0);
+                for (ti, tap) in taps.iter().enumerate() {
+                    // t = i * stride: valid when divisible and in range, on every axis.
+                    let mut valid = None;
+                    let mut idx = kb.iconst(ti as i64 * n_in);
+                    for a in 0..3 {
+                        let t = kb.addi(pos[a], v.pads[a] as i64 - (tap[a] * v.dilations[a]) as i64);
+                        let (i, r) = kb.divmod(t, v.strides[a] as i64);
+                        let ok = kb.in_range(t, 0, (v.dims[a] * v.strides[a]) as i64);
+                        let z = kb.eqi(r, 0);
+                        let ok = kb.b.ins().band(ok, z);
+                        valid = Some(match valid {
+                            None => ok,
+                            Some(p) => kb.b.ins().band(p, ok),
+                        });
+                        let stride: usize = v.dims[a + 1..].iter().product();
+                        let s = kb.muli(i, stride as i64);
+                        idx = kb.add(idx, s);
+                    }
+                    kb.if_then(valid.expect("three axes"), |kb| {
+                        let q = kb.elem(cp, idx, 4);
+                        let x = kb.load_f32(q, 0, ro());
+                        let a = kb.b.use_var(acc);
+                        let s = kb.b.ins().fadd(a, x);
+                        kb.b.def_var(acc, s);
+                    });
+                }
+                let r = kb.b.use_var(acc);
+                let q = kb.elem(yp, o, 4);
+                kb.store_f32(r, q, 0);
+            });
+        });
+    }
+}
