@@ -3,7 +3,8 @@
 use anyhow::Result;
 use clap::Args;
 
-/// Measure this CPU's f32x4 FMA peak on one core: the ceiling incept's kernels are measured against.
+/// Measure this CPU's FMA peaks on one core (f32x4, and AVX2 where the CPU has it): the ceilings
+/// incept's kernels are measured against.
 ///
 /// Runs a JIT kernel of 12 independent f32x4 multiply-add chains (enough to hide the FMA latency
 /// on both FMA ports) on the calling thread and reports the best of several runs in GFLOP/s
@@ -20,7 +21,23 @@ pub struct PeakArgs {
 
 pub fn run(a: PeakArgs) -> Result<()> {
     anyhow::ensure!(a.iterations > 0 && a.runs > 0, "--iterations and --runs must be positive");
-    let g = incept_compiler::codegen::peak::fma_peak_gflops(a.iterations, a.runs)?;
+    use incept_compiler::codegen::peak;
+    let g = peak::fma_peak_gflops(a.iterations, a.runs)?;
     println!("f32x4 FMA peak, one core: {g:.1} GFLOP/s (best of {} runs of {} x 12 FMAs)", a.runs, a.iterations);
+    match peak::avx2_peak_gflops(a.iterations as usize, a.runs)? {
+        Some(w) => {
+            println!(
+                "AVX2 FMA peak, one core: {w:.1} GFLOP/s (best of {} runs of {} x 12 ymm FMAs)",
+                a.runs, a.iterations
+            );
+            if let Some(u) = peak::avx2_microkernel_gflops(256, 20_000, a.runs)? {
+                println!(
+                    "AVX2 6x16 GEMM microkernel, panels in L1 (K = 256): {u:.1} GFLOP/s ({:.0}% of the AVX2 peak)",
+                    100.0 * u / w
+                );
+            }
+        }
+        None => println!("AVX2 FMA peak: this CPU has no AVX2 + FMA (the f32x4 tier is the widest)"),
+    }
     Ok(())
 }

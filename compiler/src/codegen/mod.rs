@@ -4,6 +4,7 @@
 pub mod builder;
 pub mod kernels;
 pub mod peak;
+pub mod wide;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -38,6 +39,11 @@ pub trait KernelSpec: Debug + Send + Sync {
     /// unrolled steps and spills (KERNEL-NOTES.md), so they opt out.
     fn optimize(&self) -> bool {
         true
+    }
+    /// Machine code written directly (the wide tier's assembler kernels) instead of CLIF; such a
+    /// spec's `emit` is never called.
+    fn machine_code(&self) -> Option<Result<Vec<u8>, CodegenError>> {
+        None
     }
 }
 
@@ -75,6 +81,9 @@ fn host_isa_with(opt_level: &str) -> Result<Arc<dyn TargetIsa>, CodegenError> {
 
 /// Compiles one kernel to machine code. The code must need no relocation.
 pub fn compile_kernel(isa: &dyn TargetIsa, id: u32, spec: &dyn KernelSpec) -> Result<Vec<u8>, CodegenError> {
+    if let Some(code) = spec.machine_code() {
+        return code;
+    }
     let func = builder::build_kernel(isa, id, |kb| spec.emit(kb));
     let mut ctx = cranelift_codegen::Context::for_function(func);
     // INCEPT_DUMP_KERNELS=substring prints the machine code listing of matching kernels.
