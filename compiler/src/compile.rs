@@ -142,7 +142,7 @@ pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, C
     pm.run(&mut g)?;
     report.stages.push(("passes", t.elapsed()));
     let t = Instant::now();
-    let lowered = lower::lower_with(&g, options.fault.as_ref())?;
+    let lowered = lower::lower_with(&g, crate::codegen::Tier::F32x4, options.fault.as_ref())?;
     report.stages.push(("lowering", t.elapsed()));
     let t = Instant::now();
     let arena = plan_arena(&lowered);

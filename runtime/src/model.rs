@@ -119,7 +119,7 @@ impl Model {
                 Slot::Weights => Some(self.plan.weights.len()),
                 Slot::Input(k) => inputs.get(k).map(|t| t.bytes().len()),
                 Slot::Output(k) => self.plan.outputs.get(k).map(|o| o.shape.iter().product::<usize>() * o.dtype.size()),
-                Slot::Helpers => None,
+                Slot::Helpers | Slot::Kernel(_) => None,
             };
             let fits = size.is_some_and(|n| p.at.offset.checked_add(p.bytes).is_some_and(|e| e <= n));
             if !fits || p.after_step >= self.plan.steps.len() {
@@ -219,6 +219,7 @@ impl Model {
                                     Slot::Helpers => bases.0[2],
                                     Slot::Input(k) => bases.0[3 + k],
                                     Slot::Output(k) => bases.0[3 + n_in + k],
+                                    Slot::Kernel(k) => self.kernels[k] as *mut u8,
                                 };
                                 base.wrapping_add(o.offset)
                             })
@@ -236,7 +237,7 @@ impl Model {
                                 Slot::Weights => bases.0[1],
                                 Slot::Input(k) => bases.0[3 + k],
                                 Slot::Output(k) => bases.0[3 + n_in + k],
-                                Slot::Helpers => continue,
+                                Slot::Helpers | Slot::Kernel(_) => continue,
                             };
                             // SAFETY: run_probed checked that the bytes lie inside the slot's
                             // buffer, and every tile of the step has finished.

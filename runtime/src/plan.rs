@@ -22,6 +22,9 @@ pub enum Slot {
     Output(usize),
     /// The runtime's helper function table.
     Helpers,
+    /// The entry of kernel k's machine code, for kernels that call another one (the wide tier's
+    /// loop nests call their register-tile microkernel).
+    Kernel(usize),
 }
 
 /// An operand pointer: a slot's base address plus a byte offset.
@@ -104,6 +107,7 @@ impl Plan {
                     Slot::Input(k) => k < self.inputs.len(),
                     Slot::Output(k) => k < self.outputs.len(),
                     Slot::Helpers => o.offset == 0,
+                    Slot::Kernel(k) => o.offset == 0 && k < self.kernels.len(),
                 };
                 if !ok {
                     return Err(format!("step '{}' has an operand out of range: {o:?}", s.name));

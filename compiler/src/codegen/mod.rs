@@ -27,6 +27,51 @@ pub enum CodegenError {
     Load(String),
 }
 
+/// The instruction set the GEMM kernels are built for (everything else is Cranelift f32x4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tier {
+    /// Cranelift f32x4 (SSE/AVX 128-bit, FMA when the CPU has it): runs on every x86-64.
+    F32x4,
+    /// An AVX2 + FMA register tile written with an assembler (see [`wide`]).
+    Avx2,
+}
+
+impl Tier {
+    /// Rows of a packed A panel for `m` rows of output.
+    pub fn panel_rows(self, m: usize) -> usize {
+        match self {
+            // The f32x4 microkernel takes the panel height as its row count.
+            Tier::F32x4 => 12.min(m).max(1),
+            // The AVX2 microkernel always steps a 6-row panel; short tiles use fewer rows of it.
+            Tier::Avx2 => wide::MR_WIDE,
+        }
+    }
+    /// Columns of a packed B panel.
+    pub fn nr(self) -> usize {
+        match self {
+            Tier::F32x4 => kernels::gemm::NR,
+            Tier::Avx2 => wide::NR_WIDE,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::F32x4 => "f32x4",
+            Tier::Avx2 => "avx2",
+        }
+    }
+    /// CPU features a plan built for this tier needs beyond x86-64's baseline.
+    pub fn features(self) -> &'static [&'static str] {
+        match self {
+            Tier::F32x4 => &[],
+            Tier::Avx2 => &["avx2", "fma"],
+        }
+    }
+    /// The widest tier this CPU runs.
+    pub fn host() -> Tier {
+        if wide::host_has_avx2() { Tier::Avx2 } else { Tier::F32x4 }
+    }
+}
+
 /// A kernel specialised for one node (or several identical ones): everything it needs is baked
 /// in, and its `Debug` form identifies it (equal specs compile once).
 pub trait KernelSpec: Debug + Send + Sync {

@@ -12,9 +12,9 @@ use incept_ir::graph::{Graph, NodeId, ValueId};
 use incept_ir::{DType, Op};
 
 use crate::Fault;
-use crate::codegen::KernelSpec;
 use crate::codegen::kernels::copy::CopySpec;
 use crate::codegen::kernels::nd::contiguous;
+use crate::codegen::{KernelSpec, Tier};
 
 /// Errors of lowering, naming the node.
 #[derive(Debug, thiserror::Error)]
@@ -123,15 +123,17 @@ pub(crate) struct Lowerer<'g> {
     /// inputs are written straight into their slice of its output).
     placed: HashMap<ValueId, BufRef>,
     fault: Option<Fault>,
+    /// The instruction set of the GEMM kernels (and the panel shapes that feed them).
+    tier: Tier,
 }
 
-/// Lowers an optimised graph with static shapes.
+/// Lowers an optimised graph with static shapes, for the f32x4 tier.
 pub fn lower(g: &Graph) -> Result<Lowered, LowerError> {
-    lower_with(g, None)
+    lower_with(g, Tier::F32x4, None)
 }
 
-/// Lowers with a deliberate miscompilation (see [`Fault`]).
-pub fn lower_with(g: &Graph, fault: Option<&Fault>) -> Result<Lowered, LowerError> {
+/// Lowers for a kernel tier, with a deliberate miscompilation if asked (see [`Fault`]).
+pub fn lower_with(g: &Graph, tier: Tier, fault: Option<&Fault>) -> Result<Lowered, LowerError> {
     // A fault aimed at no node would make the test that injects it pass vacuously.
     if let Some(Fault::Corrupt { node }) = fault
         && !g.node_ids().any(|id| g.node(id).name == *node)
@@ -141,6 +143,7 @@ pub fn lower_with(g: &Graph, fault: Option<&Fault>) -> Result<Lowered, LowerErro
     let mut l = Lowerer {
         g,
         fault: fault.cloned(),
+        tier,
         out: Lowered {
             buffers: vec![],
             steps: vec![],

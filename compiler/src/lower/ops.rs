@@ -15,7 +15,7 @@ use crate::codegen::kernels::conv::{Col2ImSpec, DepthwiseSpec, DwStep, Geom, Im2
 use crate::codegen::kernels::copy::CopySpec;
 use crate::codegen::kernels::elementwise::ElementwiseSpec;
 use crate::codegen::kernels::gather::GatherSpec;
-use crate::codegen::kernels::gemm::{GemmSpec, GemmStep, Mat, NR};
+use crate::codegen::kernels::gemm::{GemmSpec, GemmStep, Mat};
 use crate::codegen::kernels::math::{Bin, KExpr, act_needs_helpers};
 use crate::codegen::kernels::nd::{broadcast_strides, contiguous};
 use crate::codegen::kernels::norm::LrnSpec;
@@ -30,10 +30,6 @@ use crate::codegen::kernels::winograd::{WinoGeom, WinoInputSpec, WinoOutputSpec,
 /// Rows of the GEMM register tile. 8 rows (8 accumulators, the B vector, a broadcast) leave
 /// Cranelift's allocator room; 12 measured 3-5% slower on the zoo models, with spills in the
 /// unrolled K loop, and 8 divides the usual channel counts.
-/// Rows of the GEMM register tile: 12 accumulators, the B vector and a broadcast fit the 16 xmm
-/// registers without spills, and 12 independent FMA chains cover the FMA latency on both ports
-/// (measured: 8 rows 3-4% slower on the zoo models).
-const MR: usize = 12;
 const KC: usize = 512;
 const M_PANELS: usize = 8;
 const N_PANELS: usize = 16;
@@ -911,6 +907,7 @@ impl<'g> Lowerer<'g> {
         adds: &[(ValueId, AddLayout)],
         dst: BufRef,
     ) -> Result<(), LowerError> {
+        let nr = self.tier.nr();
         let name = self.g.node(id).name.clone();
         let (x, wv, w, bias) = self.conv_inputs(id, inputs)?;
         let xs = self.shape(x)?;
@@ -958,7 +955,7 @@ impl<'g> Lowerer<'g> {
         // Dense or grouped: GEMM over im2col panels, one problem per (image, group).
         let k = cg * taps;
         let hw_out = out_sp;
-        let mr = MR.min(mg).max(1);
+        let mr = self.tier.panel_rows(mg);
         let (a_ref, a) = match &w {
             // A: the weights of each group, [mg] x [k] row-major.
             Some(w) => self.pack_a(&name, g, mg, k, mr, |gi, m, kk| w[(gi * mg + m) * k + kk]),
@@ -973,17 +970,24 @@ impl<'g> Lowerer<'g> {
                 (self.value(wv)?, a)
             }
         };
-        // B: always packed into NR-wide panels, 1x1 convs included. Reading a 1x1 conv's input in
+        // B: always packed into nr-wide panels, 1x1 convs included. Reading a 1x1 conv's input in
         // place (rows of hw floats, one f32x4 per k step) measured slower than packing it first:
         // ResNet50 196 vs 190 ms, Xception 460 vs 413 ms (one thread).
         let (im, bytes, tiles, pn): (Arc<dyn crate::codegen::KernelSpec>, usize, usize, usize) = match vol {
             Some(v) => {
-                let im = VolIm2colSpec { batch: n * g, groups: g, c_total: cin_total, cin: cg, v };
+                let im = VolIm2colSpec { batch: n * g, groups: g, c_total: cin_total, cin: cg, v, nr: self.tier.nr() };
                 let (b, t, p) = (im.bytes(), im.tiles(), im.panels());
                 (Arc::new(im), b, t, p)
             }
             None => {
-                let im = Im2colSpec { batch: n * g, groups: g, c_total: cin_total, cin: cg, g: geom.clone() };
+                let im = Im2colSpec {
+                    batch: n * g,
+                    groups: g,
+                    c_total: cin_total,
+                    cin: cg,
+                    g: geom.clone(),
+                    nr: self.tier.nr(),
+                };
                 let (b, t, p) = (im.bytes(), im.tiles(), im.panels());
                 (Arc::new(im), b, t, p)
             }
@@ -993,10 +997,10 @@ impl<'g> Lowerer<'g> {
         let (b_ref, b) = (
             scratch,
             Mat {
-                rs: NR as isize,
+                rs: nr as isize,
                 cs: 1,
-                panel_stride: (k * NR) as isize,
-                batch_stride: (pn * k * NR) as isize,
+                panel_stride: (k * nr) as isize,
+                batch_stride: (pn * k * nr) as isize,
                 batch_mod: 0,
             },
         );
@@ -1095,13 +1099,14 @@ impl<'g> Lowerer<'g> {
         helpers: bool,
         dst: BufRef,
     ) -> Result<(), LowerError> {
+        let nr = self.tier.nr();
         let wg = WinoGeom { n, h: geom.h, w: geom.w, ph: geom.ph, pw: geom.pw, oh: geom.oh, ow: geom.ow };
-        let (tiles, pn) = (wg.tiles(), wg.panels());
+        let (tiles, pn) = (wg.tiles(), wg.panels(self.tier.nr()));
         // Transformed weights U[e] (mg x cg each) in MR-row panels, one GEMM batch (group) per e.
-        let mr = MR.min(mg).max(1);
+        let mr = self.tier.panel_rows(mg);
         let u: Vec<[f32; 16]> = (0..mg * cg).map(|mc| transform_kernel(&w[mc * 9..][..9])).collect();
         let (a_ref, a) = self.pack_a(name, 16, mg, cg, mr, |e, m, c| u[m * cg + c][e]);
-        let input = WinoInputSpec { g: wg.clone(), c: cg };
+        let input = WinoInputSpec { g: wg.clone(), c: cg, nr: self.tier.nr() };
         let table: Vec<u8> = input.table().iter().flat_map(|v| v.to_le_bytes()).collect();
         let table = self.weight(&table, &format!("{name}/winograd_tiles"));
         let v = self.scratch(input.bytes(), &format!("{name}/winograd_input"));
@@ -1114,10 +1119,10 @@ impl<'g> Lowerer<'g> {
             batch: n * 16,
             a,
             b: Mat {
-                rs: NR as isize,
+                rs: nr as isize,
                 cs: 1,
-                panel_stride: (cg * NR) as isize,
-                batch_stride: (pn * cg * NR) as isize,
+                panel_stride: (cg * nr) as isize,
+                batch_stride: (pn * cg * nr) as isize,
                 batch_mod: 0,
             },
             c: Mat::row_major(tiles, mg * tiles),
@@ -1143,6 +1148,7 @@ impl<'g> Lowerer<'g> {
         inputs: &[Option<ValueId>],
         dst: BufRef,
     ) -> Result<(), LowerError> {
+        let nr = self.tier.nr();
         let name = self.g.node(id).name.clone();
         let (x, wv, w, bias) = self.conv_inputs(id, inputs)?;
         let xs = self.shape(x)?;
@@ -1158,7 +1164,7 @@ impl<'g> Lowerer<'g> {
         let taps: usize = c.window.kernel.iter().product();
         let (gm, gn, gk) = (mg * taps, xs[2..].iter().product::<usize>(), cg);
         // A: W^T of each group, [M = (mo, ky, kx)] x [K = ci], in MR-row panels.
-        let mr = MR.min(gm).max(1);
+        let mr = self.tier.panel_rows(gm);
         let (a_ref, a) = match &w {
             Some(w) => self.pack_a(&name, g, gm, gk, mr, |gi, row, ci| w[(gi * cg + ci) * gm + row]),
             None => {
@@ -1172,20 +1178,20 @@ impl<'g> Lowerer<'g> {
                 (self.value(wv)?, a)
             }
         };
-        // B: the input of each image and group, packed into NR panels (a 1x1 im2col over the
+        // B: the input of each image and group, packed into nr panels (a 1x1 im2col over the
         // flattened spatial dims).
         let unit = Geom { h: 1, w: gn, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1, oh: 1, ow: gn };
-        let im = Im2colSpec { batch: n * g, groups: g, c_total: cin, cin: cg, g: unit };
+        let im = Im2colSpec { batch: n * g, groups: g, c_total: cin, cin: cg, g: unit, nr: self.tier.nr() };
         let src = self.value(x)?;
         let packed_x = self.scratch(im.bytes(), &format!("{name}/packed_input"));
         let tiles = im.tiles();
         let pn = im.panels();
         self.step(Arc::new(im), tiles, &[src], &[packed_x], false, &name, "Im2col", 0);
         let b = Mat {
-            rs: NR as isize,
+            rs: nr as isize,
             cs: 1,
-            panel_stride: (gk * NR) as isize,
-            batch_stride: (pn * gk * NR) as isize,
+            panel_stride: (gk * nr) as isize,
+            batch_stride: (pn * gk * nr) as isize,
             batch_mod: 0,
         };
         let cols = self.scratch(n * g * gm * gn * 4, &format!("{name}/cols"));
@@ -1235,6 +1241,7 @@ impl<'g> Lowerer<'g> {
         mats: &[(ValueId, AddLayout)],
         dst: BufRef,
     ) -> Result<(), LowerError> {
+        let nr = self.tier.nr();
         let name = self.g.node(id).name.clone();
         let (Some(av), Some(bv)) = (inputs[0], inputs.get(1).copied().flatten()) else {
             return Err(self.unsupported(id, "a missing input"));
@@ -1297,22 +1304,16 @@ impl<'g> Lowerer<'g> {
             }
         };
         let a = if trans_a {
-            Mat { rs: 1, cs: m as isize, panel_stride: MR as isize, batch_stride: 0, batch_mod: 0 }
+            Mat { rs: 1, cs: m as isize, panel_stride: 0, batch_stride: 0, batch_mod: 0 }
         } else {
-            Mat {
-                rs: k as isize,
-                cs: 1,
-                panel_stride: (MR * k) as isize,
-                batch_stride: a_stride as isize,
-                batch_mod: 0,
-            }
+            Mat { rs: k as isize, cs: 1, panel_stride: 0, batch_stride: a_stride as isize, batch_mod: 0 }
         };
-        let pn = n.div_ceil(NR);
-        let panel = pn * k * NR;
+        let pn = n.div_ceil(nr);
+        let panel = pn * k * nr;
         let b = Mat {
-            rs: NR as isize,
+            rs: nr as isize,
             cs: 1,
-            panel_stride: (k * NR) as isize,
+            panel_stride: (k * nr) as isize,
             batch_stride: if b_count > 1 { panel as isize } else { 0 },
             batch_mod: 0,
         };
@@ -1333,7 +1334,7 @@ impl<'g> Lowerer<'g> {
                     let w = &w[b_offset(bi)..];
                     for kk in 0..k {
                         for j in 0..n {
-                            packed[bi * panel + (j / NR) * k * NR + kk * NR + j % NR] =
+                            packed[bi * panel + (j / nr) * k * nr + kk * nr + j % nr] =
                                 if trans_b { w[j * k + kk] } else { w[kk * n + j] };
                         }
                     }
@@ -1341,7 +1342,7 @@ impl<'g> Lowerer<'g> {
                 self.weight_f32(&packed, &format!("{name}/packed_weights"))
             }
             None => {
-                // Copy into whole NR-wide panels at run time, one set per output batch.
+                // Copy into whole nr-wide panels at run time, one set per output batch.
                 let src = self.value(bv)?;
                 let scratch = self.scratch(b_count * panel * 4, &format!("{name}/packed_b"));
                 let (ks, ns) = if trans_b { (1isize, k as isize) } else { (n as isize, 1isize) };
@@ -1353,15 +1354,15 @@ impl<'g> Lowerer<'g> {
                 let bdims = if b_count > 1 { batch_dims.clone() } else { vec![1] };
                 let with =
                     |lead: &[isize], rest: &[isize]| -> Vec<isize> { lead.iter().chain(rest).copied().collect() };
-                // P[b][j][kk][c] = B_b(kk, j*NR + c): copy panels of full width, then the tail.
-                let full = n / NR;
+                // P[b][j][kk][c] = B_b(kk, j*nr + c): copy panels of full width, then the tail.
+                let full = n / nr;
                 if full > 0 {
                     let mut dims = bdims.clone();
-                    dims.extend([full, k, NR]);
+                    dims.extend([full, k, nr]);
                     let spec = CopySpec::new(
                         &dims,
-                        with(&bsi, &[NR as isize * ns, ks, ns]),
-                        with(&bso, &[(k * NR) as isize, NR as isize, 1]),
+                        with(&bsi, &[nr as isize * ns, ks, ns]),
+                        with(&bso, &[(k * nr) as isize, nr as isize, 1]),
                         0,
                         0,
                         4,
@@ -1369,15 +1370,15 @@ impl<'g> Lowerer<'g> {
                     let tiles = spec.tiles();
                     self.step(Arc::new(spec), tiles, &[src], &[scratch], false, &name, "PackB", 0);
                 }
-                if n % NR != 0 {
+                if n % nr != 0 {
                     let mut dims = bdims.clone();
-                    dims.extend([k, n % NR]);
+                    dims.extend([k, n % nr]);
                     let spec = CopySpec::new(
                         &dims,
                         with(&bsi, &[ks, ns]),
-                        with(&bso, &[NR as isize, 1]),
-                        (full * NR) as isize * ns,
-                        (full * k * NR) as isize,
+                        with(&bso, &[nr as isize, 1]),
+                        (full * nr) as isize * ns,
+                        (full * k * nr) as isize,
                         4,
                     );
                     let tiles = spec.tiles();
@@ -1422,7 +1423,7 @@ impl<'g> Lowerer<'g> {
         }
         let (gsteps, add_vals, helpers) = self.gemm_steps(steps, mats);
         let add_refs = add_vals.iter().map(|&v| self.value(v)).collect::<Result<Vec<_>, _>>()?;
-        let mr = MR.min(m).max(1);
+        let mr = self.tier.panel_rows(m);
         let mut a = Mat { panel_stride: if trans_a { mr as isize } else { (mr * k) as isize }, ..a };
         if mr > 1 && !a_const {
             // A computed at run time: pack it into MR-row panels first. Read in place, the tile's
@@ -1950,5 +1951,6 @@ fn winograd_fits(geom: &Geom, groups: usize, cg: usize, mg: usize, n: usize, ran
     let wg = WinoGeom { n, h: geom.h, w: geom.w, ph: geom.ph, pw: geom.pw, oh: geom.oh, ow: geom.ow };
     // Kernels address the 16 transformed matrices with 32-bit displacements.
     let limit = i32::MAX as usize / 16;
-    wg.panels() * cg * NR * 4 < limit && mg * wg.tiles() * 4 < limit
+    // The widest panels (16) bound every tier's layout.
+    wg.panels(16) * cg * 16 * 4 < limit && mg * wg.tiles() * 4 < limit
 }

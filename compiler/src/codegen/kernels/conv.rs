@@ -6,7 +6,6 @@ use incept_ir::ops::Activation;
 
 use crate::codegen::KernelSpec;
 use crate::codegen::builder::{I64, Kb, ro};
-use crate::codegen::kernels::gemm::NR;
 use crate::codegen::kernels::math::{act_needs_helpers, emit_act};
 
 /// 2-D window geometry (after padding resolution).
@@ -82,9 +81,10 @@ fn taps_inside(o: usize, s: usize, p: usize, d: usize, k: usize, n: usize) -> Ve
     (0..k).filter(|&t| (0..n as i64).contains(&((o * s + t * d) as i64 - p as i64))).collect()
 }
 
-/// Writes the im2col matrix of one group of one image as packed B panels:
+/// Writes the im2col matrix of one group of one image as packed B panels `nr` columns wide:
 /// `P[b][j][k][c] = X[img, g*cin + ci, oy*sh - ph + ky*dh, ox*sw - pw + kx*dw]` (0 outside),
-/// k = (ci, ky, kx), column j*NR + c = (oy, ox). Operands: X, P. Tiles: batch x panels.
+/// k = (ci, ky, kx), column j*nr + c = (oy, ox). A panel is filled four columns (one f32x4) at a
+/// time. Operands: X, P. Tiles: batch x panels.
 #[derive(Clone, Debug)]
 pub struct Im2colSpec {
     pub batch: usize,
@@ -92,6 +92,8 @@ pub struct Im2colSpec {
     pub c_total: usize,
     pub cin: usize,
     pub g: Geom,
+    /// Panel width: the GEMM tier's NR (a multiple of 4).
+    pub nr: usize,
 }
 
 impl Im2colSpec {
@@ -102,27 +104,28 @@ impl Im2colSpec {
         self.g.oh * self.g.ow
     }
     pub fn panels(&self) -> usize {
-        self.n().div_ceil(NR)
+        self.n().div_ceil(self.nr)
     }
     pub fn tiles(&self) -> usize {
         self.batch * self.panels()
     }
     /// Bytes of the packed buffer.
     pub fn bytes(&self) -> usize {
-        self.batch * self.panels() * self.k() * NR * 4
+        self.batch * self.panels() * self.k() * self.nr * 4
     }
 }
 
 impl KernelSpec for Im2colSpec {
     fn name(&self) -> String {
         let g = &self.g;
-        format!("im2col {}x{} s{} {}x{}x{}", g.kh, g.kw, g.sh, self.cin, g.h, g.w)
+        format!("im2col {}x{} s{} {}x{}x{} nr{}", g.kh, g.kw, g.sh, self.cin, g.h, g.w, self.nr)
     }
 
     fn emit(&self, kb: &mut Kb) {
         let [x, p] = [kb.operand(0), kb.operand(1)];
         let g = self.g.clone();
-        let (pn, k, hw) = (self.panels(), self.k(), g.h * g.w);
+        let (pn, k, hw, nr) = (self.panels(), self.k(), g.h * g.w, self.nr);
+        assert!(nr % Q == 0 && nr > 0, "panels are filled four columns at a time");
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
             let (b, j) = kb.divmod(t, pn as i64);
@@ -136,172 +139,187 @@ impl KernelSpec for Im2colSpec {
                 let o = kb.muli(ch0, hw as i64);
                 kb.elem(x, o, 4)
             };
-            let pb = {
-                let o = kb.muli(t, (k * NR) as i64);
+            let panel = {
+                let o = kb.muli(t, (k * nr) as i64);
                 kb.elem(p, o, 4)
             };
-            // Per column: (iy0, ix0) and validity.
-            let n0 = kb.muli(j, NR as i64);
-            let cols: Vec<(Value, Value, Value)> = (0..NR)
-                .map(|c| {
-                    let n = kb.addi(n0, c as i64);
-                    let nn = kb.iconst(self.n() as i64);
-                    let valid = kb.lt(n, nn);
-                    let (oy, ox) = kb.divmod(n, g.ow as i64);
-                    let iy0 = {
-                        let a = kb.muli(oy, g.sh as i64);
-                        kb.addi(a, -(g.ph as i64))
-                    };
-                    let ix0 = {
-                        let a = kb.muli(ox, g.sw as i64);
-                        kb.addi(a, -(g.pw as i64))
-                    };
-                    (iy0, ix0, valid)
-                })
-                .collect();
-            // The vector path: stride 1, all four columns in one output row, fully inside.
-            let same_row = if g.sw == 1 && g.dw == 1 {
-                let (_, ox) = kb.divmod(n0, g.ow as i64);
-                let lim = kb.iconst(g.ow as i64 - 3);
-                let fits = kb.lt(ox, lim);
-                let valid = cols[NR - 1].2;
-                Some(kb.b.ins().band(fits, valid))
-            } else {
-                None
-            };
-            let zero = kb.fconst(0.0);
-            // Interior panels: the four outputs share a row and every tap of every input channel
-            // is inside the image, so the copy needs no checks (a vector load for stride 1, four
-            // loads otherwise).
-            let interior = {
-                let (iy0, ix0, valid) = cols[0];
-                let (_, ox) = kb.divmod(n0, g.ow as i64);
-                let lim = kb.iconst(g.ow as i64 - 3);
-                let one_row = kb.lt(ox, lim);
-                let last_valid = cols[NR - 1].2;
-                let y_last = kb.addi(iy0, ((g.kh - 1) * g.dh) as i64);
-                let x_last = kb.addi(ix0, (3 * g.sw + (g.kw - 1) * g.dw) as i64);
-                let c1 = kb.in_range(iy0, 0, g.h as i64);
-                let c2 = kb.in_range(y_last, 0, g.h as i64);
-                let c3 = kb.in_range(ix0, 0, g.w as i64);
-                let c4 = kb.in_range(x_last, 0, g.w as i64);
-                let mut ok = kb.b.ins().band(one_row, last_valid);
-                for c in [c1, c2, c3, c4, valid] {
-                    ok = kb.b.ins().band(ok, c);
-                }
-                ok
-            };
-            let (fast_b, slow_b, done_b) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
-            kb.b.ins().brif(interior, fast_b, &[], slow_b, &[]);
-            kb.b.switch_to_block(fast_b);
-            {
-                let (iy0, ix0, _) = cols[0];
-                let start = {
-                    let r = kb.muli(iy0, g.w as i64);
-                    let o = kb.add(r, ix0);
-                    kb.elem(xb, o, 4)
+            // The panel four columns at a time: quad q holds columns j*nr + 4q .. + 4.
+            kb.for_const(0, (nr / Q) as i64, 1, |kb, q| {
+                let pb = {
+                    let o = kb.muli(q, Q as i64);
+                    kb.elem(panel, o, 4)
                 };
-                let px = kb.var(I64, start);
-                let pd = kb.var(I64, pb);
-                kb.for_const(0, self.cin as i64, 1, |kb, _| {
-                    let base = kb.b.use_var(px);
-                    let dst = kb.b.use_var(pd);
-                    for ky in 0..g.kh {
-                        for kx in 0..g.kw {
-                            let off = ((ky * g.dh * g.w + kx * g.dw) * 4) as i32;
-                            let slot = ((ky * g.kw + kx) * NR * 4) as i32;
-                            if g.sw == 1 {
-                                let v = kb.load_v(base, off, ro());
-                                kb.store_v(v, dst, slot);
-                            } else {
-                                for c in 0..NR {
-                                    let v = kb.load_f32(base, off + (c * g.sw * 4) as i32, ro());
-                                    kb.store_f32(v, dst, slot + (c * 4) as i32);
+                // Per column: (iy0, ix0) and validity.
+                let n0 = {
+                    let a = kb.muli(j, nr as i64);
+                    let b = kb.muli(q, Q as i64);
+                    kb.add(a, b)
+                };
+                let cols: Vec<(Value, Value, Value)> = (0..Q)
+                    .map(|c| {
+                        let n = kb.addi(n0, c as i64);
+                        let nn = kb.iconst(self.n() as i64);
+                        let valid = kb.lt(n, nn);
+                        let (oy, ox) = kb.divmod(n, g.ow as i64);
+                        let iy0 = {
+                            let a = kb.muli(oy, g.sh as i64);
+                            kb.addi(a, -(g.ph as i64))
+                        };
+                        let ix0 = {
+                            let a = kb.muli(ox, g.sw as i64);
+                            kb.addi(a, -(g.pw as i64))
+                        };
+                        (iy0, ix0, valid)
+                    })
+                    .collect();
+                // The vector path: stride 1, all four columns in one output row, fully inside.
+                let same_row = if g.sw == 1 && g.dw == 1 {
+                    let (_, ox) = kb.divmod(n0, g.ow as i64);
+                    let lim = kb.iconst(g.ow as i64 - 3);
+                    let fits = kb.lt(ox, lim);
+                    let valid = cols[Q - 1].2;
+                    Some(kb.b.ins().band(fits, valid))
+                } else {
+                    None
+                };
+                let zero = kb.fconst(0.0);
+                // Interior panels: the four outputs share a row and every tap of every input channel
+                // is inside the image, so the copy needs no checks (a vector load for stride 1, four
+                // loads otherwise).
+                let interior = {
+                    let (iy0, ix0, valid) = cols[0];
+                    let (_, ox) = kb.divmod(n0, g.ow as i64);
+                    let lim = kb.iconst(g.ow as i64 - 3);
+                    let one_row = kb.lt(ox, lim);
+                    let last_valid = cols[Q - 1].2;
+                    let y_last = kb.addi(iy0, ((g.kh - 1) * g.dh) as i64);
+                    let x_last = kb.addi(ix0, (3 * g.sw + (g.kw - 1) * g.dw) as i64);
+                    let c1 = kb.in_range(iy0, 0, g.h as i64);
+                    let c2 = kb.in_range(y_last, 0, g.h as i64);
+                    let c3 = kb.in_range(ix0, 0, g.w as i64);
+                    let c4 = kb.in_range(x_last, 0, g.w as i64);
+                    let mut ok = kb.b.ins().band(one_row, last_valid);
+                    for c in [c1, c2, c3, c4, valid] {
+                        ok = kb.b.ins().band(ok, c);
+                    }
+                    ok
+                };
+                let (fast_b, slow_b, done_b) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+                kb.b.ins().brif(interior, fast_b, &[], slow_b, &[]);
+                kb.b.switch_to_block(fast_b);
+                {
+                    let (iy0, ix0, _) = cols[0];
+                    let start = {
+                        let r = kb.muli(iy0, g.w as i64);
+                        let o = kb.add(r, ix0);
+                        kb.elem(xb, o, 4)
+                    };
+                    let px = kb.var(I64, start);
+                    let pd = kb.var(I64, pb);
+                    kb.for_const(0, self.cin as i64, 1, |kb, _| {
+                        let base = kb.b.use_var(px);
+                        let dst = kb.b.use_var(pd);
+                        for ky in 0..g.kh {
+                            for kx in 0..g.kw {
+                                let off = ((ky * g.dh * g.w + kx * g.dw) * 4) as i32;
+                                let slot = ((ky * g.kw + kx) * nr * 4) as i32;
+                                if g.sw == 1 {
+                                    let v = kb.load_v(base, off, ro());
+                                    kb.store_v(v, dst, slot);
+                                } else {
+                                    for c in 0..Q {
+                                        let v = kb.load_f32(base, off + (c * g.sw * 4) as i32, ro());
+                                        kb.store_f32(v, dst, slot + (c * 4) as i32);
+                                    }
                                 }
                             }
                         }
-                    }
-                    let nb = kb.addi(base, (hw * 4) as i64);
-                    let nd = kb.addi(dst, (g.kh * g.kw * NR * 4) as i64);
-                    kb.b.def_var(px, nb);
-                    kb.b.def_var(pd, nd);
-                });
-            }
-            kb.b.ins().jump(done_b, &[]);
-            kb.b.switch_to_block(slow_b);
-            kb.for_const(0, self.cin as i64, 1, |kb, ci| {
-                let xc = {
-                    let o = kb.muli(ci, hw as i64);
-                    kb.elem(xb, o, 4)
-                };
-                for ky in 0..g.kh {
-                    for kx in 0..g.kw {
-                        let kidx = {
-                            let a = kb.muli(ci, (g.kh * g.kw) as i64);
-                            kb.addi(a, (ky * g.kw + kx) as i64)
-                        };
-                        let dst = {
-                            let o = kb.muli(kidx, NR as i64);
-                            kb.elem(pb, o, 4)
-                        };
-                        let scalar = |kb: &mut Kb| {
-                            for (c, &(iy0, ix0, valid)) in cols.iter().enumerate() {
-                                let iy = kb.addi(iy0, (ky * g.dh) as i64);
-                                let ix = kb.addi(ix0, (kx * g.dw) as i64);
-                                let iny = kb.in_range(iy, 0, g.h as i64);
-                                let inx = kb.in_range(ix, 0, g.w as i64);
-                                let inside = kb.b.ins().band(iny, inx);
-                                let inside = kb.b.ins().band(inside, valid);
-                                // Clamp the address so the load never leaves the plane.
-                                let iyc = clamp(kb, iy, g.h as i64 - 1);
-                                let ixc = clamp(kb, ix, g.w as i64 - 1);
-                                let off = {
-                                    let r = kb.muli(iyc, g.w as i64);
-                                    kb.add(r, ixc)
-                                };
-                                let pv = kb.elem(xc, off, 4);
-                                let v = kb.load_f32(pv, 0, ro());
-                                let v = kb.b.ins().select(inside, v, zero);
-                                kb.store_f32(v, dst, (c * 4) as i32);
+                        let nb = kb.addi(base, (hw * 4) as i64);
+                        let nd = kb.addi(dst, (g.kh * g.kw * nr * 4) as i64);
+                        kb.b.def_var(px, nb);
+                        kb.b.def_var(pd, nd);
+                    });
+                }
+                kb.b.ins().jump(done_b, &[]);
+                kb.b.switch_to_block(slow_b);
+                kb.for_const(0, self.cin as i64, 1, |kb, ci| {
+                    let xc = {
+                        let o = kb.muli(ci, hw as i64);
+                        kb.elem(xb, o, 4)
+                    };
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            let kidx = {
+                                let a = kb.muli(ci, (g.kh * g.kw) as i64);
+                                kb.addi(a, (ky * g.kw + kx) as i64)
+                            };
+                            let dst = {
+                                let o = kb.muli(kidx, nr as i64);
+                                kb.elem(pb, o, 4)
+                            };
+                            let scalar = |kb: &mut Kb| {
+                                for (c, &(iy0, ix0, valid)) in cols.iter().enumerate() {
+                                    let iy = kb.addi(iy0, (ky * g.dh) as i64);
+                                    let ix = kb.addi(ix0, (kx * g.dw) as i64);
+                                    let iny = kb.in_range(iy, 0, g.h as i64);
+                                    let inx = kb.in_range(ix, 0, g.w as i64);
+                                    let inside = kb.b.ins().band(iny, inx);
+                                    let inside = kb.b.ins().band(inside, valid);
+                                    // Clamp the address so the load never leaves the plane.
+                                    let iyc = clamp(kb, iy, g.h as i64 - 1);
+                                    let ixc = clamp(kb, ix, g.w as i64 - 1);
+                                    let off = {
+                                        let r = kb.muli(iyc, g.w as i64);
+                                        kb.add(r, ixc)
+                                    };
+                                    let pv = kb.elem(xc, off, 4);
+                                    let v = kb.load_f32(pv, 0, ro());
+                                    let v = kb.b.ins().select(inside, v, zero);
+                                    kb.store_f32(v, dst, (c * 4) as i32);
+                                }
+                            };
+                            match same_row {
+                                Some(row_ok) => {
+                                    let (iy0, ix0, _) = cols[0];
+                                    let iy = kb.addi(iy0, (ky * g.dh) as i64);
+                                    let ix = kb.addi(ix0, kx as i64);
+                                    let iny = kb.in_range(iy, 0, g.h as i64);
+                                    let inx = kb.in_range(ix, 0, g.w as i64 - 3);
+                                    let ok = kb.b.ins().band(iny, inx);
+                                    let ok = kb.b.ins().band(ok, row_ok);
+                                    let (vb, sb, join) =
+                                        (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+                                    kb.b.ins().brif(ok, vb, &[], sb, &[]);
+                                    kb.b.switch_to_block(vb);
+                                    let off = {
+                                        let r = kb.muli(iy, g.w as i64);
+                                        kb.add(r, ix)
+                                    };
+                                    let pv = kb.elem(xc, off, 4);
+                                    let v = kb.load_v(pv, 0, ro());
+                                    kb.store_v(v, dst, 0);
+                                    kb.b.ins().jump(join, &[]);
+                                    kb.b.switch_to_block(sb);
+                                    scalar(kb);
+                                    kb.b.ins().jump(join, &[]);
+                                    kb.b.switch_to_block(join);
+                                }
+                                None => scalar(kb),
                             }
-                        };
-                        match same_row {
-                            Some(row_ok) => {
-                                let (iy0, ix0, _) = cols[0];
-                                let iy = kb.addi(iy0, (ky * g.dh) as i64);
-                                let ix = kb.addi(ix0, kx as i64);
-                                let iny = kb.in_range(iy, 0, g.h as i64);
-                                let inx = kb.in_range(ix, 0, g.w as i64 - 3);
-                                let ok = kb.b.ins().band(iny, inx);
-                                let ok = kb.b.ins().band(ok, row_ok);
-                                let (vb, sb, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
-                                kb.b.ins().brif(ok, vb, &[], sb, &[]);
-                                kb.b.switch_to_block(vb);
-                                let off = {
-                                    let r = kb.muli(iy, g.w as i64);
-                                    kb.add(r, ix)
-                                };
-                                let pv = kb.elem(xc, off, 4);
-                                let v = kb.load_v(pv, 0, ro());
-                                kb.store_v(v, dst, 0);
-                                kb.b.ins().jump(join, &[]);
-                                kb.b.switch_to_block(sb);
-                                scalar(kb);
-                                kb.b.ins().jump(join, &[]);
-                                kb.b.switch_to_block(join);
-                            }
-                            None => scalar(kb),
                         }
                     }
-                }
+                });
+                kb.b.ins().jump(done_b, &[]);
+                kb.b.switch_to_block(done_b);
             });
-            kb.b.ins().jump(done_b, &[]);
-            kb.b.switch_to_block(done_b);
         });
     }
 }
 
 /// `min(max(v, 0), hi)`.
+/// Columns an im2col step fills at once: one f32x4.
+const Q: usize = 4;
+
 fn clamp(kb: &mut Kb, v: Value, hi: i64) -> Value {
     let z = kb.iconst(0);
     let a = kb.b.ins().smax(v, z);

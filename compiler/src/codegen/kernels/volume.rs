@@ -6,7 +6,6 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 
 use crate::codegen::KernelSpec;
 use crate::codegen::builder::{Kb, ro};
-use crate::codegen::kernels::gemm::NR;
 
 /// A 3-D window: input dims, kernel, strides, begin pads, dilations and output dims, each
 /// (depth, height, width).
@@ -81,6 +80,8 @@ pub struct VolIm2colSpec {
     pub c_total: usize,
     pub cin: usize,
     pub v: VolGeom,
+    /// Panel width: the GEMM tier's NR.
+    pub nr: usize,
 }
 
 impl VolIm2colSpec {
@@ -88,20 +89,20 @@ impl VolIm2colSpec {
         self.cin * self.v.taps()
     }
     pub fn panels(&self) -> usize {
-        self.v.out_size().div_ceil(NR)
+        self.v.out_size().div_ceil(self.nr)
     }
     pub fn tiles(&self) -> usize {
         self.batch * self.panels()
     }
     pub fn bytes(&self) -> usize {
-        self.batch * self.panels() * self.k() * NR * 4
+        self.batch * self.panels() * self.k() * self.nr * 4
     }
 }
 
 impl KernelSpec for VolIm2colSpec {
     fn name(&self) -> String {
         let k = self.v.kernel;
-        format!("im2col3d {}x{}x{} c{}", k[0], k[1], k[2], self.cin)
+        format!("im2col3d {}x{}x{} c{} nr{}", k[0], k[1], k[2], self.cin, self.nr)
     }
 
     fn emit(&self, kb: &mut Kb) {
@@ -120,13 +121,13 @@ impl KernelSpec for VolIm2colSpec {
                 kb.elem(x, o, 4)
             };
             let pb = {
-                let o = kb.muli(t, (k * NR) as i64);
+                let o = kb.muli(t, (k * self.nr) as i64);
                 kb.elem(p, o, 4)
             };
             let zero = kb.fconst(0.0);
-            let cols: Vec<([Value; 3], Value)> = (0..NR)
+            let cols: Vec<([Value; 3], Value)> = (0..self.nr)
                 .map(|c| {
-                    let n0 = kb.muli(j, NR as i64);
+                    let n0 = kb.muli(j, self.nr as i64);
                     let n = kb.addi(n0, c as i64);
                     let valid = kb.in_range(n, 0, v.out_size() as i64);
                     let nc = kb.mini(n, v.out_size() as i64 - 1);
@@ -140,7 +141,7 @@ impl KernelSpec for VolIm2colSpec {
                     kb.elem(xb, o, 4)
                 };
                 let dst = {
-                    let o = kb.muli(ci, (taps * NR) as i64);
+                    let o = kb.muli(ci, (taps * self.nr) as i64);
                     kb.elem(pb, o, 4)
                 };
                 for (ti, tap) in v.all_taps().into_iter().enumerate() {
@@ -150,7 +151,7 @@ impl KernelSpec for VolIm2colSpec {
                         let q = kb.elem(xc, off, 4);
                         let val = kb.load_f32(q, 0, ro());
                         let val = kb.b.ins().select(ok, val, zero);
-                        kb.store_f32(val, dst, ((ti * NR + c) * 4) as i32);
+                        kb.store_f32(val, dst, ((ti * self.nr + c) * 4) as i32);
                     }
                 }
             });

@@ -12,7 +12,6 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 use crate::codegen::KernelSpec;
 use crate::codegen::builder::{F32X4, I64, Kb, ro};
 use crate::codegen::kernels::conv::{DwStep, PlaneEpilogue};
-use crate::codegen::kernels::gemm::NR;
 use crate::codegen::kernels::math::act_needs_helpers;
 
 /// `G g G^T` for one 3x3 kernel (row-major), the 16 transformed weights.
@@ -57,9 +56,9 @@ impl WinoGeom {
     pub fn tiles(&self) -> usize {
         self.th() * self.tw()
     }
-    /// NR-wide panels of tiles.
-    pub fn panels(&self) -> usize {
-        self.tiles().div_ceil(NR)
+    /// `nr`-wide panels of tiles.
+    pub fn panels(&self, nr: usize) -> usize {
+        self.tiles().div_ceil(nr)
     }
     /// Tile rows (or columns) whose 4x4 patch lies wholly inside the input: `[lo, hi)`.
     fn inside(n: usize, p: usize, tiles: usize) -> (usize, usize) {
@@ -70,35 +69,46 @@ impl WinoGeom {
     }
 }
 
-/// The input transform: `V[img][e][j][c][lane] = (B^T d B)[e]` for tile `4j + lane` of channel c,
-/// laid out as the GEMM's packed B (one batch per (img, e)). A panel's four tiles are transformed
-/// together and transposed so that each e takes one vector store. Operands: X, the panel table
-/// (see [`WinoInputSpec::table`]), V. One tile per (image, channel) plane.
+/// The input transform: `V[img][e][j][c][lane] = (B^T d B)[e]` for tile `nr*j + lane` of channel
+/// c, laid out as the GEMM's packed B (one batch per (img, e), panels `nr` tiles wide). Four tiles
+/// (a quad) are transformed together and transposed so that each e takes one vector store.
+/// Operands: X, the quad table (see [`WinoInputSpec::table`]), V. One tile per (image, channel)
+/// plane.
 #[derive(Clone, Debug)]
 pub struct WinoInputSpec {
     pub g: WinoGeom,
     pub c: usize,
+    /// Panel width: the GEMM tier's NR (a multiple of 4).
+    pub nr: usize,
 }
 
-/// i64 entries per panel in the table: an interior flag, then (iy0, ix0) for each of 4 tiles.
-const TABLE_ROW: usize = 1 + 2 * NR;
+/// Tiles transformed together: one f32x4 per transformed row.
+const Q: usize = 4;
+
+/// i64 entries per quad in the table: an interior flag, then (iy0, ix0) for each of 4 tiles.
+const TABLE_ROW: usize = 1 + 2 * Q;
 
 impl WinoInputSpec {
     pub fn bytes(&self) -> usize {
-        self.g.n * 16 * self.g.panels() * self.c * NR * 4
+        self.g.n * 16 * self.g.panels(self.nr) * self.c * self.nr * 4
     }
 
-    /// Per panel: 1 if the patches of all its tiles lie inside the input, then the top-left input
+    /// Quads of tiles: panels x nr / 4.
+    fn quads(&self) -> usize {
+        self.g.panels(self.nr) * self.nr / Q
+    }
+
+    /// Per quad: 1 if the patches of all its tiles lie inside the input, then the top-left input
     /// position of each tile's patch (lanes past the last tile repeat it).
     pub fn table(&self) -> Vec<i64> {
         let g = &self.g;
         let (tiles, tw) = (g.tiles(), g.tw());
         let (ty_lo, ty_hi) = WinoGeom::inside(g.h, g.ph, g.th());
         let (tx_lo, tx_hi) = WinoGeom::inside(g.w, g.pw, tw);
-        let mut t = Vec::with_capacity(g.panels() * TABLE_ROW);
-        for j in 0..g.panels() {
+        let mut t = Vec::with_capacity(self.quads() * TABLE_ROW);
+        for j in 0..self.quads() {
             let lanes: Vec<(usize, usize)> =
-                (0..NR).map(|l| ((4 * j + l).min(tiles - 1) / tw, (4 * j + l).min(tiles - 1) % tw)).collect();
+                (0..Q).map(|l| ((4 * j + l).min(tiles - 1) / tw, (4 * j + l).min(tiles - 1) % tw)).collect();
             let inside = lanes.iter().all(|&(ty, tx)| (ty_lo..ty_hi).contains(&ty) && (tx_lo..tx_hi).contains(&tx));
             t.push(inside as i64);
             for (ty, tx) in lanes {
@@ -119,7 +129,9 @@ impl KernelSpec for WinoInputSpec {
         let [x, table, v] = [kb.operand(0), kb.operand(1), kb.operand(2)];
         let g = self.g.clone();
         let (c, hw) = (self.c as i64, (g.h * g.w) as i64);
-        let e_stride = (g.panels() * self.c * NR * 4) as i64;
+        let nr = self.nr;
+        assert!(nr % Q == 0 && nr > 0, "quads fill the panels");
+        let e_stride = (g.panels(nr) * self.c * nr * 4) as i64;
         assert!(e_stride * 16 < i32::MAX as i64, "lowering checks the transformed input fits i32 offsets");
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
@@ -130,20 +142,20 @@ impl KernelSpec for WinoInputSpec {
             };
             let vp = {
                 let a = kb.muli(img, 16 * e_stride);
-                let b = kb.muli(ch, (NR * 4) as i64);
+                let b = kb.muli(ch, (nr * 4) as i64);
                 let s = kb.add(a, b);
                 kb.add(v, s)
             };
             let zero = kb.vconst(0.0);
             // vars[lane][r]: row r of the transformed tile of `lane`.
-            let vars: Vec<Vec<_>> = (0..NR).map(|_| (0..4).map(|_| kb.var(F32X4, zero)).collect()).collect();
-            kb.for_const(0, g.panels() as i64, 1, |kb, j| {
+            let vars: Vec<Vec<_>> = (0..Q).map(|_| (0..4).map(|_| kb.var(F32X4, zero)).collect()).collect();
+            kb.for_const(0, self.quads() as i64, 1, |kb, j| {
                 let row = {
                     let o = kb.muli(j, (TABLE_ROW * 8) as i64);
                     kb.add(table, o)
                 };
                 let inside = kb.b.ins().load(I64, ro(), row, 0);
-                let pos: Vec<(Value, Value)> = (0..NR)
+                let pos: Vec<(Value, Value)> = (0..Q)
                     .map(|l| {
                         let iy = kb.b.ins().load(I64, ro(), row, ((1 + 2 * l) * 8) as i32);
                         let ix = kb.b.ins().load(I64, ro(), row, ((2 + 2 * l) * 8) as i32);
@@ -183,8 +195,12 @@ impl KernelSpec for WinoInputSpec {
                 kb.b.ins().jump(join, &[]);
                 kb.b.switch_to_block(join);
                 // Transpose each row r across the four tiles: lane s of tile l -> lane l of e = 4r + s.
+                // Quad j is columns 4*(j % (nr/4)) .. of panel j / (nr/4).
                 let base = {
-                    let o = kb.muli(j, c * (NR * 4) as i64);
+                    let (panel, q) = kb.divmod(j, (nr / Q) as i64);
+                    let a = kb.muli(panel, c * (nr * 4) as i64);
+                    let b = kb.muli(q, (Q * 4) as i64);
+                    let o = kb.add(a, b);
                     kb.add(vp, o)
                 };
                 for r in 0..4 {
