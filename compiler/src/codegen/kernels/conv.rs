@@ -125,7 +125,7 @@ impl KernelSpec for Im2colSpec {
         let [x, p] = [kb.operand(0), kb.operand(1)];
         let g = self.g.clone();
         let (pn, k, hw, nr) = (self.panels(), self.k(), g.h * g.w, self.nr);
-        assert!(nr % Q == 0 && nr > 0, "panels are filled four columns at a time");
+        assert!(nr.is_multiple_of(Q) && nr > 0, "panels are filled four columns at a time");
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
             let (b, j) = kb.divmod(t, pn as i64);

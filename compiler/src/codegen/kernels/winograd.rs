@@ -130,7 +130,7 @@ impl KernelSpec for WinoInputSpec {
         let g = self.g.clone();
         let (c, hw) = (self.c as i64, (g.h * g.w) as i64);
         let nr = self.nr;
-        assert!(nr % Q == 0 && nr > 0, "quads fill the panels");
+        assert!(nr.is_multiple_of(Q) && nr > 0, "quads fill the panels");
         let e_stride = (g.panels(nr) * self.c * nr * 4) as i64;
         assert!(e_stride * 16 < i32::MAX as i64, "lowering checks the transformed input fits i32 offsets");
         let (begin, end) = (kb.begin, kb.end);
