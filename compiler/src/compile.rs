@@ -42,6 +42,8 @@ pub struct CompileOptions {
     pub passes: PassOptions,
     /// Worker threads of the compiled model (0: physical cores; 1: inline).
     pub threads: usize,
+    /// Which instruction set the GEMM kernels use.
+    pub cpu: Cpu,
     /// A deliberate miscompilation, for testing the tests (never set it otherwise).
     #[doc(hidden)]
     pub fault: Option<crate::Fault>,
@@ -55,7 +57,43 @@ impl Default for CompileOptions {
             disabled_passes: vec![],
             passes: PassOptions::default(),
             threads: 0,
+            cpu: Cpu::Native,
             fault: None,
+        }
+    }
+}
+
+/// The CPU a model is compiled for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Cpu {
+    /// The widest tier this CPU runs.
+    #[default]
+    Native,
+    /// f32x4 only: runs on every x86-64 (and is the portable path elsewhere).
+    Baseline,
+    /// The AVX2 + FMA tier (the plan then needs those features to load).
+    Avx2,
+}
+
+impl Cpu {
+    pub fn tier(self) -> crate::codegen::Tier {
+        use crate::codegen::Tier;
+        match self {
+            Cpu::Native => Tier::host(),
+            Cpu::Baseline => Tier::F32x4,
+            Cpu::Avx2 => Tier::Avx2,
+        }
+    }
+}
+
+impl std::str::FromStr for Cpu {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Cpu, String> {
+        match s {
+            "native" => Ok(Cpu::Native),
+            "baseline" => Ok(Cpu::Baseline),
+            "avx2" => Ok(Cpu::Avx2),
+            other => Err(format!("unknown CPU '{other}' (native, baseline, avx2)")),
         }
     }
 }
@@ -142,7 +180,8 @@ pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, C
     pm.run(&mut g)?;
     report.stages.push(("passes", t.elapsed()));
     let t = Instant::now();
-    let lowered = lower::lower_with(&g, crate::codegen::Tier::F32x4, options.fault.as_ref())?;
+    let tier = options.cpu.tier();
+    let lowered = lower::lower_with(&g, tier, options.fault.as_ref())?;
     report.stages.push(("lowering", t.elapsed()));
     let t = Instant::now();
     let arena = plan_arena(&lowered);
@@ -152,7 +191,8 @@ pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, C
     let blob = codegen::compile_all(&isas, &lowered.specs)?;
     report.stages.push(("codegen", t.elapsed()));
     let t = Instant::now();
-    let plan = assemble(&lowered, &arena, blob)?;
+    let mut plan = assemble(&lowered, &arena, blob)?;
+    plan.features = tier.features().iter().map(|f| f.to_string()).collect();
     report.values = lowered
         .values
         .iter()
@@ -221,6 +261,7 @@ fn assemble(l: &Lowered, arena: &ArenaPlan, blob: codegen::CodeBlob) -> Result<P
                 .iter()
                 .map(|o| match *o {
                     LOperand::Helpers => Operand { slot: Slot::Helpers, offset: 0 },
+                    LOperand::Kernel(k) => Operand { slot: Slot::Kernel(k), offset: 0 },
                     LOperand::Buf(r) => operand(l, arena, r),
                 })
                 .collect(),
@@ -245,6 +286,7 @@ fn assemble(l: &Lowered, arena: &ArenaPlan, blob: codegen::CodeBlob) -> Result<P
         status: l.status.map(|b| arena.offsets[b]),
         inputs: io(&l.inputs)?,
         outputs: io(&l.outputs)?,
+        features: vec![],
     })
 }
 

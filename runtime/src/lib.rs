@@ -7,6 +7,7 @@
 
 pub mod buffer;
 pub mod code;
+pub mod cpu;
 pub mod error;
 pub mod helpers;
 pub mod model;

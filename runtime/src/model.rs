@@ -61,6 +61,10 @@ impl Model {
     /// Loads a plan: validates it, maps its code executable and starts the thread pool.
     pub fn new(plan: Plan, options: &RunOptions) -> Result<Model, RunError> {
         plan.validate().map_err(RunError::Plan)?;
+        let missing: Vec<String> = plan.features.iter().filter(|f| !crate::cpu::has_feature(f)).cloned().collect();
+        if !missing.is_empty() {
+            return Err(RunError::CpuFeatures { missing: missing.join(", ") });
+        }
         let code = ExecutableCode::new(&plan.code)?;
         let kernels = plan
             .kernels

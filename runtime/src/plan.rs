@@ -80,6 +80,8 @@ pub struct Plan {
     pub status: Option<usize>,
     pub inputs: Vec<IoSpec>,
     pub outputs: Vec<IoSpec>,
+    /// CPU features the machine code needs beyond the architecture's baseline (`avx2`, `fma`).
+    pub features: Vec<String>,
 }
 
 impl Plan {

@@ -3,7 +3,7 @@
 //! it and compares every output with the reference interpreter.
 
 use incept_compiler::passes::Pipeline;
-use incept_compiler::{CompileOptions, Fault, compile_graph, from_runtime, to_runtime};
+use incept_compiler::{CompileOptions, Cpu, Fault, compile_graph, from_runtime, to_runtime};
 use incept_ir::attrs::{AttrValue, Attrs};
 use incept_ir::graph::ValueId;
 use incept_ir::shape::TensorType;
@@ -151,6 +151,28 @@ pub fn random_of(rng: &mut SplitMix, dtype: DType, dims: Vec<usize>) -> Tensor {
     }
 }
 
+/// Every kernel tier this CPU runs: the f32x4 baseline, and AVX2 where the CPU has it.
+pub fn tiers() -> Vec<Cpu> {
+    let mut t = vec![Cpu::Baseline];
+    if incept_compiler::codegen::Tier::host() == incept_compiler::codegen::Tier::Avx2 {
+        t.push(Cpu::Avx2);
+    }
+    t
+}
+
+/// The ways each graph is compiled and run: all pairs of (full passes or none) x (1 or 2
+/// threads) x (each tier this CPU runs), in as few runs as cover them.
+pub fn ways() -> Vec<(Pipeline, usize, Cpu)> {
+    let tiers = tiers();
+    let wide = *tiers.last().expect("a tier");
+    let mut w = vec![(Pipeline::Full, 2, wide), (Pipeline::Explicit(vec![]), 1, wide)];
+    if wide != Cpu::Baseline {
+        w.push((Pipeline::Full, 1, Cpu::Baseline));
+        w.push((Pipeline::Explicit(vec![]), 2, Cpu::Baseline));
+    }
+    w
+}
+
 /// How a graph is checked.
 #[derive(Clone, Debug, Default)]
 pub struct CheckOptions {
@@ -190,10 +212,11 @@ pub fn check(mut r: Gen, out: ValueId, family: &str, case: &str, opts: &CheckOpt
         Some(_) => Some(Fault::Corrupt { node: g.node(g.outputs()[0].node).name.clone() }),
         None => opts.fault.clone(),
     };
-    for (pipeline, threads) in [(Pipeline::Full, 2), (Pipeline::Explicit(vec![]), 1)] {
-        let copts = CompileOptions { pipeline: pipeline.clone(), threads, fault: fault.clone(), ..Default::default() };
+    for (pipeline, threads, cpu) in ways() {
+        let copts =
+            CompileOptions { pipeline: pipeline.clone(), threads, cpu, fault: fault.clone(), ..Default::default() };
         let (model, _) = compile_graph(g.clone(), &copts)
-            .map_err(|e| format!("{family} {case} ({pipeline:?}): compile: {e}\n{:?}\n{text}", r.desc))?;
+            .map_err(|e| format!("{family} {case} ({pipeline:?}, {cpu:?}): compile: {e}\n{:?}\n{text}", r.desc))?;
         if pipeline == Pipeline::Full {
             let ops: Vec<&str> = model.plan().steps.iter().map(|s| s.op.as_str()).collect();
             if !opts.expect_step.is_empty() && !opts.expect_step.iter().any(|e| ops.contains(e)) {
@@ -228,7 +251,7 @@ pub fn check(mut r: Gen, out: ValueId, family: &str, case: &str, opts: &CheckOpt
             }
             if err.is_nan() || err > 1e-4 {
                 return Err(format!(
-                    "{family} {case} ({pipeline:?}, {threads} threads), output {k}: error {err:e}\n{:?}\n{text}",
+                    "{family} {case} ({pipeline:?}, {threads} threads, {cpu:?}), output {k}: error {err:e}\n{:?}\n{text}",
                     r.desc
                 ));
             }

@@ -3,9 +3,11 @@
 //! present/absent; epilogue none / add / activation / add + activation / activation + add / two
 //! adds; the residual full-shape, per-channel, per-position or scalar; the residual a graph input,
 //! a computed value that dies at the add (in place) or one with a later user; the result written
-//! into a concat (in place at batch 1) or not; every activation an epilogue accepts; batch 1 or 2.
-//! Each row is compiled with the full pipeline (the epilogue fused) at 2 threads and without
-//! passes at 1 thread, and compared with the interpreter.
+//! into a concat (in place at batch 1) or not; every activation an epilogue accepts; batch 1 or 2;
+//! K within one GEMM K block or over several; one register-tile block of rows and columns or
+//! several.
+//! Each row is compiled with and without passes, at 1 and 2 threads, on every kernel tier this CPU
+//! runs (all pairs of those, see `graphs::ways`), and compared with the interpreter.
 //!
 //! A mutation check reinjects the operand-numbering bug of issue 7 (a bias-free conv's residual
 //! read as its bias) and requires every family with a bias slot to fail.
@@ -85,6 +87,8 @@ fn dims() -> Vec<Dim> {
         Dim::new("output", &["plain", "concat"]),
         Dim::new("act", &ACTIVATIONS),
         Dim::new("batch", &["1", "2"]),
+        Dim::new("depth", &["shallow", "deep"]),
+        Dim::new("width", &["narrow", "wide"]),
     ]
 }
 
@@ -101,8 +105,9 @@ fn table(dims: &[Dim], family: Family) -> Vec<Row<'_>> {
     let active = move |r: &Row, d: &str| match d {
         "residual" | "residual_src" => has_add(r),
         "act" => has_act(r),
-        // A Gemm has no batch.
+        // A Gemm has no batch; a depthwise conv has no GEMM to make deep or wide.
         "batch" => family != Family::Gemm,
+        "depth" | "width" => family != Family::Depthwise,
         _ => true,
     };
     cover(dims, |_| true, active)
@@ -131,7 +136,7 @@ fn activation(r: &mut Gen, name: &str, y: ValueId) -> Option<ValueId> {
 }
 
 /// The linear op of a family on a fresh input: its output and the axis a concat would use.
-fn linear(r: &mut Gen, family: Family, bias_form: &str, batch: usize) -> Option<(ValueId, usize)> {
+fn linear(r: &mut Gen, family: Family, bias_form: &str, batch: usize, size: (bool, bool)) -> Option<(ValueId, usize)> {
     let bias = bias_form == "present";
     // The operand list of an op whose last input is the optional bias.
     let with_bias = |mut ins: Vec<Option<ValueId>>, b: Option<ValueId>| {
@@ -158,29 +163,47 @@ fn linear(r: &mut Gen, family: Family, bias_form: &str, batch: usize) -> Option<
         ];
         r.op("Conv", attrs, with_bias(vec![Some(x), Some(w)], b))
     };
+    // K over one GEMM K block (512 floats for f32x4, 256 for AVX2) when deep; more than one
+    // register-tile block of rows (96) and of columns (64) when wide.
+    let (deep, wide) = (size.0, size.1);
+    let channels = |r: &mut Gen, lo: usize, hi: usize, taps: usize| {
+        if deep { 520usize.div_ceil(taps) + r.int(0, 8) } else { r.int(lo, hi) }
+    };
+    let outs = |r: &mut Gen, lo: usize, hi: usize| if wide { r.int(97, 110) } else { r.int(lo, hi) };
+    // A spatial extent giving at least 65 outputs per image when wide (stride s).
+    let extent = |r: &mut Gen, lo: usize, hi: usize, s: usize| if wide { 9 * s + r.int(0, 2) } else { r.int(lo, hi) };
     let y = match family {
         Family::Conv1x1 => {
-            let (c, m, h, w) = (r.int(1, 9), r.int(1, 14), r.int(1, 7), r.int(1, 7));
+            let (c, m) = (channels(r, 1, 9, 1), outs(r, 1, 14));
+            let (h, w) = (extent(r, 1, 7, 1), extent(r, 1, 7, 1));
             conv(r, c, m, &[h, w], &[1, 1], &[1, 1], 1)?
         }
         Family::Conv3x3Stride2 => {
-            let (c, m, h, w) = (r.int(1, 6), r.int(1, 14), r.int(2, 9), r.int(2, 9));
+            let (c, m) = (channels(r, 1, 6, 9), outs(r, 1, 14));
+            let (h, w) = (extent(r, 2, 9, 2), extent(r, 2, 9, 2));
             conv(r, c, m, &[h, w], &[3, 3], &[2, 2], 1)?
         }
         Family::Winograd => {
-            let (c, m, h, w) = (r.int(8, 12), r.int(8, 14), r.int(2, 9), r.int(2, 9));
+            // The Winograd GEMMs' K is the input channels: over the AVX2 K block (256); the
+            // f32x4 one (512) is left to the other families, to keep the interpreter's work small.
+            let (c, m) = (if deep { 260 + r.int(0, 8) } else { r.int(8, 12) }, outs(r, 8, 14));
+            // Tiles of 2x2 outputs: 65 tiles per image need 18x18 outputs.
+            let (h, w) = if wide { (17 + r.int(0, 1), 16 + r.int(0, 2)) } else { (r.int(2, 9), r.int(2, 9)) };
             conv(r, c, m, &[h, w], &[3, 3], &[1, 1], 1)?
         }
         Family::Conv5x5 => {
-            let (c, m, h, w) = (r.int(1, 5), r.int(1, 9), r.int(1, 8), r.int(1, 8));
+            let (c, m) = (channels(r, 1, 5, 25), outs(r, 1, 9));
+            let (h, w) = (extent(r, 1, 8, 1), extent(r, 1, 8, 1));
             conv(r, c, m, &[h, w], &[5, 5], &[1, 1], 1)?
         }
         Family::Conv7x7Stride2 => {
-            let (c, m, h, w) = (r.int(1, 3), r.int(1, 9), r.int(4, 12), r.int(4, 12));
+            let (c, m) = (channels(r, 1, 3, 49), outs(r, 1, 9));
+            let (h, w) = (extent(r, 4, 12, 2), extent(r, 4, 12, 2));
             conv(r, c, m, &[h, w], &[7, 7], &[2, 2], 1)?
         }
         Family::Conv1x7 => {
-            let (c, m, h, w) = (r.int(1, 5), r.int(1, 9), r.int(1, 6), r.int(1, 9));
+            let (c, m) = (channels(r, 1, 5, 7), outs(r, 1, 9));
+            let (h, w) = (extent(r, 1, 6, 1), extent(r, 1, 9, 1));
             let k = if r.coin() { [1, 7] } else { [7, 1] };
             conv(r, c, m, &[h, w], &k, &[1, 1], 1)?
         }
@@ -190,21 +213,27 @@ fn linear(r: &mut Gen, family: Family, bias_form: &str, batch: usize) -> Option<
             conv(r, c, c * mult, &[h, w], &[3, 3], &[s, s], c)?
         }
         Family::Grouped => {
-            let (g, cg, mg, h, w) = (r.int(2, 3), r.int(2, 4), r.int(1, 5), r.int(1, 7), r.int(1, 7));
-            let k = r.pick(&[1, 3]);
+            let (g, k) = (r.int(2, 3), r.pick(&[1, 3]));
+            let cg = channels(r, 2, 4, k * k);
+            let mg = if wide { 97usize.div_ceil(g) + r.int(0, 4) } else { r.int(1, 5) };
+            let (h, w) = (extent(r, 1, 7, 1), extent(r, 1, 7, 1));
             conv(r, g * cg, g * mg, &[h, w], &[k, k], &[1, 1], g)?
         }
         Family::Conv1d => {
-            let (c, m, w, k, s) = (r.int(1, 6), r.int(1, 9), r.int(1, 12), r.pick(&[1, 3, 5]), r.int(1, 2));
+            let (k, s) = (r.pick(&[1, 3, 5]), r.int(1, 2));
+            let (c, m) = (channels(r, 1, 6, k), outs(r, 1, 9));
+            let w = if wide { 65 * s + r.int(0, 3) } else { r.int(1, 12) };
             conv(r, c, m, &[w], &[k], &[s], 1)?
         }
         Family::Conv3d => {
-            let (c, m) = (r.int(1, 3), r.int(1, 6));
-            let sp = [r.int(1, 4), r.int(1, 4), r.int(1, 4)];
+            let (c, m) = (channels(r, 1, 3, 27), outs(r, 1, 6));
+            let sp = if wide { [5, 4, 4] } else { [r.int(1, 4), r.int(1, 4), r.int(1, 4)] };
             conv(r, c, m, &sp, &[3, 3, 3], &[1, 1, 1], 1)?
         }
         Family::ConvTranspose => {
-            let (c, m, h, w) = (r.int(1, 5), r.int(1, 6), r.int(1, 5), r.int(1, 5));
+            // Its GEMM: M = out channels x 9 taps, K = input channels, N = input positions.
+            let (c, m) = (channels(r, 1, 5, 1), if wide { 11 + r.int(0, 2) } else { r.int(1, 6) });
+            let (h, w) = (extent(r, 1, 5, 1), extent(r, 1, 5, 1));
             let x = r.input(&[batch, c, h, w]);
             let wt = r.weights(&[c, m, 3, 3]);
             let b = bias.then(|| r.weights(&[m]));
@@ -213,7 +242,7 @@ fn linear(r: &mut Gen, family: Family, bias_form: &str, batch: usize) -> Option<
             r.op("ConvTranspose", attrs, with_bias(vec![Some(x), Some(wt)], b))?
         }
         Family::Gemm => {
-            let (m, n, k) = (r.int(1, 20), r.int(1, 20), r.int(1, 30));
+            let (m, n, k) = (outs(r, 1, 20), if wide { r.int(65, 80) } else { r.int(1, 20) }, channels(r, 1, 30, 1));
             let tb = r.coin();
             let a = r.input(&[m, k]);
             let b = r.weights(&if tb { [n, k] } else { [k, n] });
@@ -222,7 +251,7 @@ fn linear(r: &mut Gen, family: Family, bias_form: &str, batch: usize) -> Option<
             r.op("Gemm", attrs, with_bias(vec![Some(a), Some(b)], c))?
         }
         Family::MatMul => {
-            let (m, n, k) = (r.int(1, 20), r.int(1, 20), r.int(1, 30));
+            let (m, n, k) = (outs(r, 1, 20), if wide { r.int(65, 80) } else { r.int(1, 20) }, channels(r, 1, 30, 1));
             let a = r.input(&[batch, m, k]);
             let b = r.weights(&[k, n]);
             let y = r.op("MatMul", vec![], vec![Some(a), Some(b)])?;
@@ -283,7 +312,8 @@ fn residual(r: &mut Gen, row: &Row, family: Family, ys: &[usize], shape: &str) -
 fn build(r: &mut Gen, row: &Row, family: Family) -> Option<ValueId> {
     let batch: usize = row.get("batch").parse().expect("batch");
     let batch = if family == Family::Gemm { 1 } else { batch };
-    let (mut y, axis) = linear(r, family, row.get("bias"), batch)?;
+    let size = (row.get("depth") == "deep", row.get("width") == "wide");
+    let (mut y, axis) = linear(r, family, row.get("bias"), batch, size)?;
     let ys = r.shape(y);
     let second = r.pick(&["full", "channel", "position", "scalar"]);
     let steps: Vec<&str> = match row.get("epilogue") {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use incept_compiler::passes::{PassOptions, Pipeline};
-use incept_compiler::{CompileOptions, CompileReport, Fault, compile_with_report};
+use incept_compiler::{CompileOptions, CompileReport, Cpu, Fault, compile_with_report};
 
 use crate::cli::out;
 use crate::cli::shapes::ShapeArgs;
@@ -24,6 +24,10 @@ pub struct BackendArgs {
     pub disable: Vec<String>,
     #[command(flatten)]
     pub shapes: ShapeArgs,
+    /// The CPU to compile for: native (the widest tier this CPU runs), baseline (f32x4 only, runs
+    /// on every x86-64) or avx2 (AVX2 + FMA GEMM kernels; refused at load on a CPU without them).
+    #[arg(long, default_value = "native", value_name = "CPU")]
+    pub cpu: Cpu,
     /// Test-only: miscompile on purpose (epilogue-operand-as-bias, corrupt=NODE), to check that
     /// `incept check` and the tests catch it.
     #[arg(long = "inject-fault", hide = true, value_name = "FAULT")]
@@ -38,6 +42,7 @@ impl BackendArgs {
             disabled_passes: self.disable.clone(),
             passes: PassOptions::default(),
             threads: self.threads,
+            cpu: self.cpu,
             fault: self.fault.clone(),
         })
     }

@@ -28,6 +28,9 @@ pub struct RunArgs {
     /// Worker threads of the compiled model (0 = physical cores; 1 runs inline).
     #[arg(long, default_value_t = 0, value_name = "N")]
     threads: usize,
+    /// The CPU to compile for: native, baseline (f32x4, any x86-64) or avx2.
+    #[arg(long, default_value = "native", value_name = "CPU")]
+    cpu: incept_compiler::Cpu,
     /// An input: FILE.npy, NAME=FILE.npy, or a test data folder with input_N.pb (repeatable).
     #[arg(long = "input", short = 'i', value_name = "FILE|NAME=FILE|DIR")]
     inputs: Vec<String>,
@@ -142,6 +145,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         let options = incept_compiler::CompileOptions {
             pipeline: incept_compiler::passes::Pipeline::None,
             threads: a.threads,
+            cpu: a.cpu,
             ..Default::default()
         };
         let start = Instant::now();

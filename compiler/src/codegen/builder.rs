@@ -26,6 +26,8 @@ pub struct Kb<'a> {
     binary_sig: Option<SigRef>,
     /// Signatures of helpers on other types, by (argument type, arity).
     sigs: HashMap<(Type, usize), SigRef>,
+    /// Signatures of calls to other kernels' code (n i64 arguments, no result).
+    void_sigs: HashMap<usize, SigRef>,
 }
 
 /// Flags for loads of memory the kernel never writes (inputs, weights): they may move and merge.
@@ -72,6 +74,7 @@ pub fn build_kernel(isa: &dyn TargetIsa, id: u32, body: impl FnOnce(&mut Kb)) ->
             unary_sig: None,
             binary_sig: None,
             sigs: HashMap::new(),
+            void_sigs: HashMap::new(),
         };
         body(&mut kb);
         kb.b.ins().return_(&[]);
@@ -309,6 +312,34 @@ impl Kb<'_> {
         let f = self.b.ins().load(I64, ro(), table, (index * 8) as i32);
         let call = self.b.ins().call_indirect(sig, f, args);
         self.b.inst_results(call)[0]
+    }
+
+    /// Calls machine code at `f` (the System V ABI) with i64 arguments and no result: the wide
+    /// tier's microkernels.
+    pub fn call_code(&mut self, f: Value, args: &[Value]) {
+        let sig = match self.void_sigs.get(&args.len()) {
+            Some(&s) => s,
+            None => {
+                let mut s = Signature::new(cranelift_codegen::isa::CallConv::SystemV);
+                for _ in args {
+                    s.params.push(AbiParam::new(I64));
+                }
+                let r = self.b.import_signature(s);
+                self.void_sigs.insert(args.len(), r);
+                r
+            }
+        };
+        self.b.ins().call_indirect(sig, f, args);
+    }
+
+    /// The address of a new stack slot of `bytes` bytes, 64-byte aligned.
+    pub fn stack_buffer(&mut self, bytes: u32) -> Value {
+        let slot = self.b.create_sized_stack_slot(cranelift_codegen::ir::StackSlotData::new(
+            cranelift_codegen::ir::StackSlotKind::ExplicitSlot,
+            bytes,
+            6,
+        ));
+        self.b.ins().stack_addr(I64, slot, 0)
     }
 
     /// Applies a scalar function to each lane of an f32x4.

@@ -222,6 +222,7 @@ mod tests {
             status: None,
             inputs: vec![IoSpec { name: "x".into(), dtype: DType::F32, shape: vec![12] }],
             outputs: vec![IoSpec { name: "y".into(), dtype: DType::F32, shape: vec![12] }],
+            features: vec![],
         };
         for threads in [1, 2] {
             let model = Model::new(plan.clone(), &RunOptions { threads }).expect("load");
@@ -323,6 +324,7 @@ mod gemm_tests {
                     kc,
                     m_panels: 2,
                     n_panels: 2,
+                    tier: Tier::F32x4,
                 };
                 // Run with C as the output: operands A, B, C(out), bias, residual.
                 let got = run_gemm(&spec, &a_in, &b_in, &bias, &res);
@@ -363,6 +365,7 @@ mod gemm_tests {
                 .map(|(k, v)| IoSpec { name: format!("i{k}"), dtype: DType::F32, shape: vec![v.len()] })
                 .collect(),
             outputs: vec![IoSpec { name: "c".into(), dtype: DType::F32, shape: vec![spec.m * spec.n] }],
+            features: vec![],
         };
         let model = Model::new(plan, &RunOptions { threads: 2 }).expect("load");
         let ins: Vec<Tensor> = [a, b, bias, res].iter().map(|v| Tensor::from_f32(&[v.len()], v).expect("t")).collect();

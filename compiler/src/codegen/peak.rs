@@ -72,6 +72,7 @@ pub fn fma_peak_gflops(iterations: i64, runs: usize) -> Result<f64, CodegenError
         status: None,
         inputs: vec![],
         outputs: vec![IoSpec { name: "sum".into(), dtype: DType::F32, shape: vec![4] }],
+        features: vec![],
     };
     let model = Model::new(plan, &RunOptions { threads: 1 }).map_err(|e| CodegenError::Load(e.to_string()))?;
     let mut best = f64::INFINITY;

@@ -59,6 +59,8 @@ pub struct BufRef {
 pub enum LOperand {
     Buf(BufRef),
     Helpers,
+    /// The entry of another kernel (by spec index): a microkernel the step's kernel calls.
+    Kernel(usize),
 }
 
 /// One kernel call of the plan.

@@ -11,6 +11,7 @@ use incept_ir::{DType, Tensor};
 
 use super::{BufRef, LowerError, Lowerer};
 use crate::Fault;
+use crate::codegen::Tier;
 use crate::codegen::kernels::conv::{Col2ImSpec, DepthwiseSpec, DwStep, Geom, Im2colSpec};
 use crate::codegen::kernels::copy::CopySpec;
 use crate::codegen::kernels::elementwise::ElementwiseSpec;
@@ -25,6 +26,7 @@ use crate::codegen::kernels::resample::{ResampleSpec, ResizeTapsSpec};
 use crate::codegen::kernels::typed::{CastSpec, F64MatMulSpec, TypedElementwiseSpec, TypedOp};
 use crate::codegen::kernels::volume::{VolCol2ImSpec, VolGeom, VolIm2colSpec, VolPoolSpec};
 use crate::codegen::kernels::winograd::{WinoGeom, WinoInputSpec, WinoOutputSpec, transform_kernel};
+use crate::codegen::wide::Avx2Microkernel;
 
 /// Rows of the GEMM register tile, the K block and the panels per tile.
 /// Rows of the GEMM register tile. 8 rows (8 accumulators, the B vector, a broadcast) leave
@@ -967,7 +969,11 @@ impl<'g> Lowerer<'g> {
                     batch_stride: (mg * k) as isize,
                     batch_mod: g,
                 };
-                (self.value(wv)?, a)
+                let src = self.value(wv)?;
+                match self.tier {
+                    Tier::F32x4 => (src, a),
+                    Tier::Avx2 => self.pack_a_at_run_time(&name, src, a, g, mg, k, mr),
+                }
             }
         };
         // B: always packed into nr-wide panels, 1x1 convs included. Reading a 1x1 conv's input in
@@ -1017,7 +1023,7 @@ impl<'g> Lowerer<'g> {
             bias: bias_ref.map(|_| Mat { rs: 1, cs: 0, panel_stride: 0, batch_stride: mg as isize, batch_mod: g }),
             steps: gsteps,
             mr,
-            ..GemmSpec::blocked(KC, M_PANELS, N_PANELS)
+            ..self.gemm_blocking()
         };
         let tiles = spec.tiles();
         let mut ops = vec![a_ref, b_ref, dst];
@@ -1025,6 +1031,7 @@ impl<'g> Lowerer<'g> {
         ops.extend(add_refs.iter().copied());
         let spec = Arc::new(spec);
         self.step_ordered(spec.clone(), tiles, &ops, 2, helpers, &name, "Conv", flops);
+        self.attach_microkernels(&spec);
         self.gemm_in_place(&spec, &add_refs, dst);
         Ok(())
     }
@@ -1049,6 +1056,60 @@ impl<'g> Lowerer<'g> {
             self.f32_only(id, b)?;
         }
         Ok((x, wv, w, bias))
+    }
+
+    /// A GEMM A computed at run time (`batches` matrices of `m` x `k`, read through `a`) copied
+    /// into `mr`-row panels `[batch][panel][k][mr]` by copy steps; the `Mat` that reads them keeps
+    /// `a`'s batch modulus.
+    #[allow(clippy::too_many_arguments)]
+    fn pack_a_at_run_time(
+        &mut self,
+        name: &str,
+        a_ref: BufRef,
+        a: Mat,
+        batches: usize,
+        m: usize,
+        k: usize,
+        mr: usize,
+    ) -> (BufRef, Mat) {
+        let (pm, full, rem) = (m.div_ceil(mr), m / mr, m % mr);
+        let per = pm * k * mr;
+        let scratch = self.scratch(batches * per * 4, &format!("{name}/packed_a"));
+        let (rs, cs, bs) = (a.rs, a.cs, a.batch_stride);
+        if full > 0 {
+            let spec = CopySpec::new(
+                &[batches, full, k, mr],
+                vec![bs, mr as isize * rs, cs, rs],
+                vec![per as isize, (k * mr) as isize, mr as isize, 1],
+                0,
+                0,
+                4,
+            );
+            let tiles = spec.tiles();
+            self.step(Arc::new(spec), tiles, &[a_ref], &[scratch], false, name, "PackA", 0);
+        }
+        if rem > 0 {
+            // The last panel's missing rows stay as the arena left them: the microkernels never
+            // store those rows, so their values do not matter.
+            let spec = CopySpec::new(
+                &[batches, k, rem],
+                vec![bs, cs, rs],
+                vec![per as isize, mr as isize, 1],
+                (full * mr) as isize * rs,
+                (full * k * mr) as isize,
+                4,
+            );
+            let tiles = spec.tiles();
+            self.step(Arc::new(spec), tiles, &[a_ref], &[scratch], false, name, "PackA", 0);
+        }
+        let packed = Mat {
+            rs: 1,
+            cs: mr as isize,
+            panel_stride: (k * mr) as isize,
+            batch_stride: if batches > 1 { per as isize } else { 0 },
+            batch_mod: a.batch_mod,
+        };
+        (scratch, packed)
     }
 
     /// Constant GEMM A matrices (one per group, `rows` x `k`, element `at(group, row, k)`) packed
@@ -1127,10 +1188,12 @@ impl<'g> Lowerer<'g> {
             },
             c: Mat::row_major(tiles, mg * tiles),
             mr,
-            ..GemmSpec::blocked(KC, M_PANELS, N_PANELS)
+            ..self.gemm_blocking()
         };
         let (flops, tiles_g) = (spec.flops(), spec.tiles());
-        self.step_ordered(Arc::new(spec), tiles_g, &[a_ref, v, mbuf], 2, false, name, "Conv", flops);
+        let spec = Arc::new(spec);
+        self.step_ordered(spec.clone(), tiles_g, &[a_ref, v, mbuf], 2, false, name, "Conv", flops);
+        self.attach_microkernels(&spec);
         let out = WinoOutputSpec { g: wg, m: mg, bias: bias.is_some(), steps };
         let mut ops = vec![mbuf, dst];
         ops.extend(bias);
@@ -1175,7 +1238,11 @@ impl<'g> Lowerer<'g> {
                     batch_stride: (cg * gm) as isize,
                     batch_mod: g,
                 };
-                (self.value(wv)?, a)
+                let src = self.value(wv)?;
+                match self.tier {
+                    Tier::F32x4 => (src, a),
+                    Tier::Avx2 => self.pack_a_at_run_time(&name, src, a, g, gm, gk, mr),
+                }
             }
         };
         // B: the input of each image and group, packed into nr panels (a 1x1 im2col over the
@@ -1204,11 +1271,13 @@ impl<'g> Lowerer<'g> {
             b,
             c: Mat { rs: gn as isize, cs: 1, panel_stride: 0, batch_stride: (gm * gn) as isize, batch_mod: 0 },
             mr,
-            ..GemmSpec::blocked(KC, M_PANELS, N_PANELS)
+            ..self.gemm_blocking()
         };
         let flops = spec.flops();
         let tiles = spec.tiles();
-        self.step_ordered(Arc::new(spec), tiles, &[a_ref, packed_x, cols], 2, false, &name, "ConvTranspose", flops);
+        let spec = Arc::new(spec);
+        self.step_ordered(spec.clone(), tiles, &[a_ref, packed_x, cols], 2, false, &name, "ConvTranspose", flops);
+        self.attach_microkernels(&spec);
         let col2im: Arc<dyn crate::codegen::KernelSpec> = if xs.len() == 5 {
             Arc::new(VolCol2ImSpec {
                 planes: n * m,
@@ -1425,46 +1494,12 @@ impl<'g> Lowerer<'g> {
         let add_refs = add_vals.iter().map(|&v| self.value(v)).collect::<Result<Vec<_>, _>>()?;
         let mr = self.tier.panel_rows(m);
         let mut a = Mat { panel_stride: if trans_a { mr as isize } else { (mr * k) as isize }, ..a };
-        if mr > 1 && !a_const {
-            // A computed at run time: pack it into MR-row panels first. Read in place, the tile's
-            // rows are k floats apart and (for k a multiple of 1024) all land in one L1 set.
-            let (pm, full, rem) = (m.div_ceil(mr), m / mr, m % mr);
+        // A computed at run time is packed into mr-row panels first (read in place, a tile's rows
+        // are k floats apart and, for k a multiple of 1024, all land in one L1 set); the AVX2
+        // microkernel reads nothing but packed panels.
+        if (mr > 1 && !a_const) || self.tier == Tier::Avx2 {
             let a_batches = if a.batch_stride == 0 { 1 } else { nb };
-            let per = pm * k * mr;
-            let scratch = self.scratch(a_batches * per * 4, &format!("{name}/packed_a"));
-            let (rs, cs, bs) = (a.rs, a.cs, a.batch_stride);
-            if full > 0 {
-                let spec = CopySpec::new(
-                    &[a_batches, full, k, mr],
-                    vec![bs, mr as isize * rs, cs, rs],
-                    vec![per as isize, (k * mr) as isize, mr as isize, 1],
-                    0,
-                    0,
-                    4,
-                );
-                let tiles = spec.tiles();
-                self.step(Arc::new(spec), tiles, &[a_ref], &[scratch], false, &name, "PackA", 0);
-            }
-            if rem > 0 {
-                let spec = CopySpec::new(
-                    &[a_batches, k, rem],
-                    vec![bs, cs, rs],
-                    vec![per as isize, mr as isize, 1],
-                    (full * mr) as isize * rs,
-                    (full * k * mr) as isize,
-                    4,
-                );
-                let tiles = spec.tiles();
-                self.step(Arc::new(spec), tiles, &[a_ref], &[scratch], false, &name, "PackA", 0);
-            }
-            a = Mat {
-                rs: 1,
-                cs: mr as isize,
-                panel_stride: (k * mr) as isize,
-                batch_stride: if a.batch_stride == 0 { 0 } else { per as isize },
-                batch_mod: 0,
-            };
-            a_ref = scratch;
+            (a_ref, a) = self.pack_a_at_run_time(&name, a_ref, a, a_batches, m, k, mr);
         }
         let spec = GemmSpec {
             m,
@@ -1478,7 +1513,7 @@ impl<'g> Lowerer<'g> {
             bias,
             steps: gsteps,
             mr,
-            ..GemmSpec::blocked(KC, M_PANELS, N_PANELS)
+            ..self.gemm_blocking()
         };
         let flops = spec.flops();
         let tiles = spec.tiles();
@@ -1487,8 +1522,32 @@ impl<'g> Lowerer<'g> {
         ops.extend(add_refs.iter().copied());
         let spec = Arc::new(spec);
         self.step_ordered(spec.clone(), tiles, &ops, 2, helpers, &name, self.g.node(id).op.name(), flops);
+        self.attach_microkernels(&spec);
         self.gemm_in_place(&spec, &add_refs, dst);
         Ok(())
+    }
+
+    /// The GEMM's blocking for this tier, with every other field empty (complete with `..`).
+    fn gemm_blocking(&self) -> GemmSpec {
+        match self.tier {
+            Tier::F32x4 => GemmSpec::blocked(KC, M_PANELS, N_PANELS),
+            // BLIS-style for Zen: a 256-deep K block keeps a 16-wide B panel (16 KB) in L1 while
+            // 16 six-row A panels (96 KB) stream from L2.
+            Tier::Avx2 => GemmSpec { tier: Tier::Avx2, ..GemmSpec::blocked(256, 16, 4) },
+        }
+    }
+
+    /// The AVX2 GEMM just stepped calls its microkernels: their entries follow its operands.
+    fn attach_microkernels(&mut self, spec: &GemmSpec) {
+        if spec.tier != Tier::Avx2 {
+            return;
+        }
+        debug_assert!(spec.a.rs == 1 && spec.a.cs == spec.mr as isize, "the AVX2 GEMM reads packed A panels");
+        let kernels: Vec<usize> =
+            spec.microkernel_rows().into_iter().map(|rows| self.kernel(Arc::new(Avx2Microkernel { rows }))).collect();
+        if let Some(step) = self.out.steps.last_mut() {
+            step.operands.extend(kernels.into_iter().map(super::LOperand::Kernel));
+        }
     }
 
     /// A GEMM whose K fits one block computes each output tile in one pass, reading an `Add`

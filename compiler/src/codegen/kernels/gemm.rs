@@ -10,9 +10,10 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 use cranelift_frontend::Variable;
 use incept_ir::ops::Activation;
 
-use crate::codegen::KernelSpec;
-use crate::codegen::builder::{F32X4, I64, Kb, ro};
+use crate::codegen::builder::{F32X4, I64, Kb, ro, rw};
 use crate::codegen::kernels::math::{act_needs_helpers, emit_act};
+use crate::codegen::wide::NR_WIDE;
+use crate::codegen::{KernelSpec, Tier};
 
 /// Columns of a B panel and of the register tile (one f32x4).
 pub const NR: usize = 4;
@@ -69,6 +70,10 @@ pub struct GemmSpec {
     /// Panels per tile along m and n.
     pub m_panels: usize,
     pub n_panels: usize,
+    /// The register tile's instruction set. The AVX2 tier calls a microkernel (operands after
+    /// the helper table: the `mr`-row one, then the one for the last `m % mr` rows if any) and
+    /// applies the epilogue here.
+    pub tier: Tier,
 }
 
 impl GemmSpec {
@@ -90,6 +95,7 @@ impl GemmSpec {
             kc,
             m_panels,
             n_panels,
+            tier: Tier::F32x4,
         }
     }
 
@@ -97,7 +103,19 @@ impl GemmSpec {
         self.m.div_ceil(self.mr)
     }
     fn pn(&self) -> usize {
-        self.n.div_ceil(NR)
+        self.n.div_ceil(self.tier.nr())
+    }
+    /// Row counts of the microkernels an AVX2 GEMM calls: full panels, then the last one's.
+    pub fn microkernel_rows(&self) -> Vec<usize> {
+        let mut rows = vec![self.mr];
+        if !self.m.is_multiple_of(self.mr) {
+            rows.push(self.m % self.mr);
+        }
+        rows
+    }
+    /// Whether the output needs more than the plain product.
+    fn has_epilogue(&self) -> bool {
+        self.alpha != 1.0 || self.bias.is_some() || !self.steps.is_empty()
     }
     fn m_tiles(&self) -> usize {
         self.pm().div_ceil(self.m_panels)
@@ -114,6 +132,17 @@ impl GemmSpec {
     pub fn flops(&self) -> u64 {
         2 * (self.batch * self.m * self.n * self.k) as u64
     }
+}
+
+/// What an AVX2 panel works with besides its position.
+struct WidePanel {
+    first: Value,
+    last: Value,
+    a0: Value,
+    b0: Value,
+    c0: Value,
+    scratch: Value,
+    ukernel: Value,
 }
 
 /// Pointer to element (r, c) of operand `base` for batch `bvalue`.
@@ -202,6 +231,15 @@ impl KernelSpec for GemmSpec {
         let n_ops = 3 + self.bias.is_some() as usize + n_adds;
         let ops = kb.operands(n_ops);
         let helpers = self.needs_helpers().then(|| kb.operand(n_ops));
+        let ukernels: Vec<Value> = match self.tier {
+            Tier::F32x4 => vec![],
+            Tier::Avx2 => {
+                let first = n_ops + helpers.is_some() as usize;
+                (0..self.microkernel_rows().len()).map(|i| kb.operand(first + i)).collect()
+            }
+        };
+        // The AVX2 path stages partial and epilogue tiles in a stack buffer.
+        let scratch = (self.tier == Tier::Avx2).then(|| kb.stack_buffer((self.mr * NR_WIDE * 4) as u32));
         let (pm, pn, mt, nt) = (self.pm(), self.pn(), self.m_tiles(), self.n_tiles());
         let mr = self.mr;
         let kcv = self.kc;
@@ -258,8 +296,13 @@ impl KernelSpec for GemmSpec {
                         // Full panels take the MR-row kernel; the last, partial one its own.
                         let rows_full = mr;
                         let rem = self.m % mr;
-                        let emit_panel = |kb: &mut Kb, rows: usize| {
-                            self.panel(kb, rows, i, j, k0, kc, first, last, a0, b0, c0, bias0, &adds, helpers);
+                        let emit_panel = |kb: &mut Kb, rows: usize| match (self.tier, scratch) {
+                            (Tier::Avx2, Some(scratch)) => {
+                                let uk = if rows == self.mr { ukernels[0] } else { ukernels[1] };
+                                let w = WidePanel { first, last, a0, b0, c0, scratch, ukernel: uk };
+                                self.wide_panel(kb, rows, i, j, k0, kc, &w, bias0, &adds, helpers);
+                            }
+                            _ => self.panel(kb, rows, i, j, k0, kc, first, last, a0, b0, c0, bias0, &adds, helpers),
                         };
                         if rem == 0 {
                             emit_panel(kb, rows_full);
@@ -382,6 +425,188 @@ impl GemmSpec {
         }
         kb.b.ins().jump(join, &[]);
         kb.b.switch_to_block(join);
+    }
+
+    /// One AVX2 register tile: `rows` x 16 outputs at panel (i, j) over the K block
+    /// [k0, k0 + kc). The microkernel writes straight into C when the columns are whole and the
+    /// values are final or partial sums; otherwise (a partial panel, or the last block of a GEMM
+    /// with an epilogue) into the scratch tile, from which they are copied, or finished, into C.
+    /// Finishing from the scratch tile also keeps an epilogue operand that shares C's memory
+    /// (in place) intact until it is read.
+    #[allow(clippy::too_many_arguments)]
+    fn wide_panel(
+        &self,
+        kb: &mut Kb,
+        rows: usize,
+        i: Value,
+        j: Value,
+        k0: Value,
+        kc: Value,
+        w: &WidePanel,
+        bias: Option<(Value, Mat)>,
+        adds: &[(Value, Mat)],
+        helpers: Option<Value>,
+    ) {
+        let nr = NR_WIDE as i64;
+        let m0 = kb.muli(i, self.mr as i64);
+        let n0 = kb.muli(j, nr);
+        let ncols = {
+            let rest = kb.rsubi(self.n as i64, n0);
+            kb.mini(rest, nr)
+        };
+        let full_cols = kb.eqi(ncols, nr);
+        let pc = {
+            let r = kb.muli(m0, self.c.rs as i64);
+            let o = kb.add(r, n0);
+            kb.elem(w.c0, o, 4)
+        };
+        let a_panel = {
+            let pi = kb.muli(i, self.a.panel_stride as i64);
+            let kk = kb.muli(k0, self.a.cs as i64);
+            let o = kb.add(pi, kk);
+            kb.elem(w.a0, o, 4)
+        };
+        let b_panel = {
+            let pj = kb.muli(j, self.b.panel_stride as i64);
+            let kk = kb.muli(k0, self.b.rs as i64);
+            let o = kb.add(pj, kk);
+            kb.elem(w.b0, o, 4)
+        };
+        let accumulate = {
+            let f = kb.b.ins().uextend(I64, w.first);
+            kb.b.ins().bxor_imm_u(f, 1)
+        };
+        let ldc = kb.iconst(self.c.rs as i64 * 4);
+        let direct = if self.has_epilogue() {
+            let not_last = kb.b.ins().bxor_imm_u(w.last, 1);
+            kb.b.ins().band(full_cols, not_last)
+        } else {
+            full_cols
+        };
+        let (direct_b, staged_b, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+        kb.b.ins().brif(direct, direct_b, &[], staged_b, &[]);
+        kb.b.switch_to_block(direct_b);
+        kb.call_code(w.ukernel, &[a_panel, b_panel, pc, ldc, kc, accumulate]);
+        kb.b.ins().jump(join, &[]);
+        kb.b.switch_to_block(staged_b);
+        // Partial sums of earlier K blocks come from C.
+        let not_first = kb.b.ins().bxor_imm_u(w.first, 1);
+        kb.if_then(not_first, |kb| self.copy_tile(kb, pc, self.c.rs, w.scratch, nr as isize, rows, ncols, full_cols));
+        let tile_stride = kb.iconst(nr * 4);
+        kb.call_code(w.ukernel, &[a_panel, b_panel, w.scratch, tile_stride, kc, accumulate]);
+        if self.has_epilogue() {
+            let (fin_b, copy_b, done) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+            kb.b.ins().brif(w.last, fin_b, &[], copy_b, &[]);
+            kb.b.switch_to_block(fin_b);
+            self.finish_tile(kb, rows, m0, n0, ncols, full_cols, w.scratch, pc, bias, adds, helpers);
+            kb.b.ins().jump(done, &[]);
+            kb.b.switch_to_block(copy_b);
+            self.copy_tile(kb, w.scratch, nr as isize, pc, self.c.rs, rows, ncols, full_cols);
+            kb.b.ins().jump(done, &[]);
+            kb.b.switch_to_block(done);
+        } else {
+            self.copy_tile(kb, w.scratch, nr as isize, pc, self.c.rs, rows, ncols, full_cols);
+        }
+        kb.b.ins().jump(join, &[]);
+        kb.b.switch_to_block(join);
+    }
+
+    /// Copies `rows` x `ncols` floats between tiles with row strides `src_rs` and `dst_rs`
+    /// (elements): whole f32x4 rows when the columns are whole, one float at a time otherwise.
+    #[allow(clippy::too_many_arguments)]
+    fn copy_tile(
+        &self,
+        kb: &mut Kb,
+        src: Value,
+        src_rs: isize,
+        dst: Value,
+        dst_rs: isize,
+        rows: usize,
+        ncols: Value,
+        full: Value,
+    ) {
+        let (full_b, part_b, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+        kb.b.ins().brif(full, full_b, &[], part_b, &[]);
+        kb.b.switch_to_block(full_b);
+        for r in 0..rows {
+            for q in 0..NR_WIDE / 4 {
+                let v = kb.load_v(src, ((r as isize * src_rs + 4 * q as isize) * 4) as i32, rw());
+                kb.store_v(v, dst, ((r as isize * dst_rs + 4 * q as isize) * 4) as i32);
+            }
+        }
+        kb.b.ins().jump(join, &[]);
+        kb.b.switch_to_block(part_b);
+        let zero = kb.iconst(0);
+        kb.for_range(zero, ncols, 1, |kb, c| {
+            let s = kb.elem(src, c, 4);
+            let d = kb.elem(dst, c, 4);
+            for r in 0..rows {
+                let x = kb.load_f32(s, (r as isize * src_rs * 4) as i32, rw());
+                kb.store_f32(x, d, (r as isize * dst_rs * 4) as i32);
+            }
+        });
+        kb.b.ins().jump(join, &[]);
+        kb.b.switch_to_block(join);
+    }
+
+    /// The epilogue of a finished tile: `scratch` (row stride 16) holds the products; alpha,
+    /// bias, adds and activations go on, four columns at a time, into C at `pc`.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_tile(
+        &self,
+        kb: &mut Kb,
+        rows: usize,
+        m0: Value,
+        n0: Value,
+        ncols: Value,
+        full_cols: Value,
+        scratch: Value,
+        pc: Value,
+        bias: Option<(Value, Mat)>,
+        adds: &[(Value, Mat)],
+        helpers: Option<Value>,
+    ) {
+        let alpha = (self.alpha != 1.0).then(|| kb.vconst(self.alpha));
+        // The chunk's spec: C's row stride, for the masked stores of a partial chunk.
+        for q in 0..NR_WIDE / 4 {
+            // Columns of this chunk that exist: clamp(ncols - 4q, 0, 4).
+            let left = kb.addi(ncols, -(4 * q as i64));
+            let z = kb.iconst(0);
+            let has = kb.lt(z, left);
+            let cq = kb.mini(left, 4);
+            let full_q = {
+                let f = kb.eqi(cq, 4);
+                kb.b.ins().bor(f, full_cols)
+            };
+            let nq = kb.addi(n0, 4 * q as i64);
+            kb.if_then(has, |kb| {
+                for r in 0..rows {
+                    let mut val = kb.load_v(scratch, ((r * NR_WIDE + 4 * q) * 4) as i32, rw());
+                    if let Some(a) = alpha {
+                        val = kb.b.ins().fmul(val, a);
+                    }
+                    let m = kb.addi(m0, r as i64);
+                    if let Some((bp, mat)) = bias {
+                        let bv = self.load_operand(kb, bp, &mat, m, nq, full_q, cq);
+                        val = kb.b.ins().fadd(val, bv);
+                    }
+                    let mut add_i = 0;
+                    for s in &self.steps {
+                        match s {
+                            GemmStep::Add(_) => {
+                                let (p, mat) = adds[add_i];
+                                add_i += 1;
+                                let ov = self.load_operand(kb, p, &mat, m, nq, full_q, cq);
+                                val = kb.b.ins().fadd(val, ov);
+                            }
+                            GemmStep::Act(a) => val = emit_act(kb, a, val, helpers),
+                        }
+                    }
+                    let pq = kb.addi(pc, (4 * q * 4) as i64);
+                    self.store_tile_row(kb, pq, r, val, full_q, cq);
+                }
+            });
+        }
     }
 
     /// Loads row r of the C tile (all NR columns, or the valid ones with zeros after).

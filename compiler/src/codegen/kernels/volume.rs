@@ -125,35 +125,37 @@ impl KernelSpec for VolIm2colSpec {
                 kb.elem(p, o, 4)
             };
             let zero = kb.fconst(0.0);
-            let cols: Vec<([Value; 3], Value)> = (0..self.nr)
-                .map(|c| {
+            // Columns in a loop, taps unrolled: a panel is up to 16 columns wide, and unrolling
+            // both would make a very large function for 3x3x3 kernels.
+            let (c0, c1) = (kb.iconst(0), kb.iconst(self.nr as i64));
+            kb.for_range(c0, c1, 1, |kb, c| {
+                let n = {
                     let n0 = kb.muli(j, self.nr as i64);
-                    let n = kb.addi(n0, c as i64);
-                    let valid = kb.in_range(n, 0, v.out_size() as i64);
-                    let nc = kb.mini(n, v.out_size() as i64 - 1);
-                    let o = unflatten(kb, nc, v.out);
-                    (v.origin(kb, o), valid)
-                })
-                .collect();
-            kb.for_const(0, self.cin as i64, 1, |kb, ci| {
-                let xc = {
-                    let o = kb.muli(ci, vin as i64);
-                    kb.elem(xb, o, 4)
+                    kb.add(n0, c)
                 };
-                let dst = {
-                    let o = kb.muli(ci, (taps * self.nr) as i64);
-                    kb.elem(pb, o, 4)
-                };
-                for (ti, tap) in v.all_taps().into_iter().enumerate() {
-                    for (c, &(origin, valid)) in cols.iter().enumerate() {
+                let valid = kb.in_range(n, 0, v.out_size() as i64);
+                let nc = kb.mini(n, v.out_size() as i64 - 1);
+                let o = unflatten(kb, nc, v.out);
+                let origin = v.origin(kb, o);
+                let col = kb.elem(pb, c, 4);
+                kb.for_const(0, self.cin as i64, 1, |kb, ci| {
+                    let xc = {
+                        let o = kb.muli(ci, vin as i64);
+                        kb.elem(xb, o, 4)
+                    };
+                    let dst = {
+                        let o = kb.muli(ci, (taps * self.nr) as i64);
+                        kb.elem(col, o, 4)
+                    };
+                    for (ti, tap) in v.all_taps().into_iter().enumerate() {
                         let (inside, off) = v.tap(kb, origin, tap);
                         let ok = kb.b.ins().band(inside, valid);
                         let q = kb.elem(xc, off, 4);
                         let val = kb.load_f32(q, 0, ro());
                         let val = kb.b.ins().select(ok, val, zero);
-                        kb.store_f32(val, dst, ((ti * self.nr + c) * 4) as i32);
+                        kb.store_f32(val, dst, (ti * self.nr * 4) as i32);
                     }
-                }
+                });
             });
         });
     }
