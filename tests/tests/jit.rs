@@ -766,3 +766,21 @@ fn resize_roi_at_run_time() {
         }
     }
 }
+
+/// A plan that needs CPU features this machine lacks is refused at load, naming them; the same
+/// model compiled for the baseline loads and gives the same result within rounding.
+#[test]
+fn plans_needing_missing_cpu_features_are_refused() {
+    let dir = fixtures_dir();
+    let opts = CompileOptions { threads: 1, ..Default::default() };
+    let (model, _) = compile_with_report(dir.join("mini_resnet.onnx").as_path(), &opts).expect("compile");
+    let mut plan = model.plan().clone();
+    let missing = if incept_runtime::cpu::has_feature("avx512f") { "no-such-feature" } else { "avx512f" };
+    plan.features.push(missing.into());
+    let err = incept_runtime::Model::new(plan, &Default::default()).err().expect("refused");
+    assert!(
+        matches!(&err, incept_runtime::RunError::CpuFeatures { missing: m } if m == missing),
+        "{err}"
+    );
+    assert!(err.to_string().contains(missing) && err.to_string().contains("--cpu baseline"), "{err}");
+}
