@@ -334,6 +334,149 @@ mod gemm_tests {
         }
     }
 
+    /// The AVX2 GEMM (loop nest + microkernels) against a plain product, with and without an
+    /// epilogue, for row tails (m % 6), column tails of 8 or fewer and of more (n % 16), and K
+    /// within one block, at a block edge and over several (the block is 256).
+    #[test]
+    fn avx2_gemm_matches_naive_for_every_tail() {
+        use wide::{Avx2Microkernel, MR_WIDE, NR_WIDE, host_has_avx2};
+        if !host_has_avx2() {
+            println!("skipped: this CPU has no AVX2 + FMA");
+            return;
+        }
+        let mut checked = 0;
+        for m in [1, 6, 7, 13] {
+            for n in [1, 8, 9, 16, 17, 49] {
+                for k in [1, 256, 257, 600] {
+                    let epilogue = (m + n + k) % 2 == 0;
+                    let (a, b) = (rand(m * k, 1), rand(k * n, 2));
+                    let (bias, res) = (rand(m, 3), rand(m * n, 4));
+                    let mut want = vec![0f32; m * n];
+                    for i in 0..m {
+                        for j in 0..n {
+                            let s = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum::<f64>() as f32;
+                            want[i * n + j] =
+                                if epilogue { (s * 0.5 + bias[i] + res[i * n + j]).clamp(0.0, 6.0) } else { s };
+                        }
+                    }
+                    let pm = m.div_ceil(MR_WIDE);
+                    let mut pa = vec![0f32; pm * k * MR_WIDE];
+                    for i in 0..m {
+                        for p in 0..k {
+                            pa[((i / MR_WIDE) * k + p) * MR_WIDE + i % MR_WIDE] = a[i * k + p];
+                        }
+                    }
+                    let pn = n.div_ceil(NR_WIDE);
+                    let mut pb = vec![0f32; pn * k * NR_WIDE];
+                    for p in 0..k {
+                        for j in 0..n {
+                            pb[((j / NR_WIDE) * k + p) * NR_WIDE + j % NR_WIDE] = b[p * n + j];
+                        }
+                    }
+                    let spec = GemmSpec {
+                        m,
+                        n,
+                        k,
+                        batch: 1,
+                        a: Mat {
+                            rs: 1,
+                            cs: MR_WIDE as isize,
+                            panel_stride: (k * MR_WIDE) as isize,
+                            batch_stride: 0,
+                            batch_mod: 0,
+                        },
+                        b: Mat {
+                            rs: NR_WIDE as isize,
+                            cs: 1,
+                            panel_stride: (k * NR_WIDE) as isize,
+                            batch_stride: 0,
+                            batch_mod: 0,
+                        },
+                        c: Mat::row_major(n, 0),
+                        alpha: if epilogue { 0.5 } else { 1.0 },
+                        bias: epilogue.then_some(Mat { rs: 1, cs: 0, panel_stride: 0, batch_stride: 0, batch_mod: 0 }),
+                        steps: if epilogue {
+                            vec![
+                                GemmStep::Add(Mat::row_major(n, 0)),
+                                GemmStep::Act(Activation::Unary(Unary::Relu)),
+                                GemmStep::Act(Activation::Clip { min: None, max: Some(6.0) }),
+                            ]
+                        } else {
+                            vec![]
+                        },
+                        mr: MR_WIDE,
+                        kc: 256,
+                        m_panels: 2,
+                        n_panels: 2,
+                        tier: Tier::Avx2,
+                    };
+                    let mut specs: Vec<Arc<dyn KernelSpec>> = vec![Arc::new(spec.clone())];
+                    for (rows, cols) in spec.microkernels() {
+                        specs.push(Arc::new(Avx2Microkernel { rows, cols }));
+                    }
+                    let got = run_specs(&specs, &spec, &pa, &pb, &bias, &res, epilogue);
+                    for (idx, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - w).abs() <= 1e-4 * (1.0 + w.abs()) * (k as f32).sqrt(),
+                            "m {m} n {n} k {k} epilogue {epilogue}: C[{}][{}] = {g}, want {w}",
+                            idx / n,
+                            idx % n
+                        );
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 96);
+    }
+
+    /// Runs a GEMM spec (the first of `specs`; the rest are the microkernels it calls) on A, B
+    /// and, when `epilogue`, a bias and a residual.
+    fn run_specs(
+        specs: &[Arc<dyn KernelSpec>],
+        spec: &GemmSpec,
+        a: &[f32],
+        b: &[f32],
+        bias: &[f32],
+        res: &[f32],
+        epilogue: bool,
+    ) -> Vec<f32> {
+        use incept_runtime::{DType, IoSpec, Kernel, Model, Operand, Plan, RunOptions, Slot, Step, Tensor};
+        let blob = compile_all(&Isas::host().expect("isa"), specs).expect("compile");
+        let op = |slot| Operand { slot, offset: 0 };
+        let mut operands = vec![op(Slot::Input(0)), op(Slot::Input(1)), op(Slot::Output(0))];
+        if epilogue {
+            operands.extend([op(Slot::Input(2)), op(Slot::Input(3))]);
+        }
+        operands.extend((1..specs.len()).map(|k| op(Slot::Kernel(k))));
+        let plan = Plan {
+            code: blob.code,
+            kernels: blob.offsets.iter().map(|&(offset, len)| Kernel { offset, len, name: "k".into() }).collect(),
+            steps: vec![Step {
+                kernel: 0,
+                operands,
+                tiles: spec.tiles(),
+                name: "g".into(),
+                op: "Gemm".into(),
+                flops: 0,
+                check: None,
+            }],
+            weights: incept_runtime::buffer::AlignedBuf::zeroed(0),
+            arena_size: 0,
+            status: None,
+            inputs: [a, b, bias, res]
+                .iter()
+                .enumerate()
+                .map(|(k, v)| IoSpec { name: format!("i{k}"), dtype: DType::F32, shape: vec![v.len()] })
+                .collect(),
+            outputs: vec![IoSpec { name: "c".into(), dtype: DType::F32, shape: vec![spec.m * spec.n] }],
+            features: vec!["avx2".into(), "fma".into()],
+        };
+        let model = Model::new(plan, &RunOptions { threads: 2 }).expect("load");
+        let ins: Vec<Tensor> = [a, b, bias, res].iter().map(|v| Tensor::from_f32(&[v.len()], v).expect("t")).collect();
+        model.run(&ins).expect("run")[0].to_f32_vec().expect("f32")
+    }
+
     fn run_gemm(spec: &GemmSpec, a: &[f32], b: &[f32], bias: &[f32], res: &[f32]) -> Vec<f32> {
         use incept_runtime::{DType, IoSpec, Kernel, Model, Operand, Plan, RunOptions, Slot, Step, Tensor};
         let blob = compile_all(&Isas::host().expect("isa"), &[Arc::new(spec.clone())]).expect("compile");

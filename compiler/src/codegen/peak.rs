@@ -117,7 +117,7 @@ pub fn avx2_microkernel_gflops(kc: usize, calls: usize, runs: usize) -> Result<O
     if !host_has_avx2() || kc == 0 {
         return Ok(None);
     }
-    let code = Avx2Microkernel { rows: MR_WIDE }.assemble()?;
+    let code = Avx2Microkernel { rows: MR_WIDE, cols: NR_WIDE }.assemble()?;
     let exec = incept_runtime::code::ExecutableCode::new(&code).map_err(|e| CodegenError::Load(e.to_string()))?;
     let addr = exec.address(0).ok_or_else(|| CodegenError::Load("empty code".into()))?;
     type Ukernel = unsafe extern "sysv64" fn(*const f32, *const f32, *mut f32, usize, usize, usize);

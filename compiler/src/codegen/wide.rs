@@ -46,10 +46,13 @@ fn asm_err(e: IcedError) -> CodegenError {
     CodegenError::Compile { kernel: "avx2 microkernel".into(), msg: e.to_string() }
 }
 
-/// The AVX2 `rows` x 16 microkernel (see the module documentation).
+/// The AVX2 `rows` x `cols` microkernel (see the module documentation): `cols` is 16, or 8 for
+/// the last panel of a GEMM whose N leaves 8 or fewer columns there (the panel is still packed
+/// 16 wide; the kernel reads its first 8 columns).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Avx2Microkernel {
     pub rows: usize,
+    pub cols: usize,
 }
 
 impl Avx2Microkernel {
@@ -57,25 +60,33 @@ impl Avx2Microkernel {
     pub fn assemble(&self) -> Result<Vec<u8>, CodegenError> {
         let rows = self.rows;
         assert!((1..=MR_WIDE).contains(&rows), "an AVX2 tile has 1 to {MR_WIDE} rows");
+        assert!(self.cols == 8 || self.cols == NR_WIDE, "an AVX2 tile has 8 or 16 columns");
+        // Vectors per row: two for 16 columns, one for 8.
+        let vecs = self.cols / 8;
         let acc = [ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11];
         let (b0, b1, s0, s1) = (ymm12, ymm13, ymm14, ymm15);
         let a_step = (MR_WIDE * 4) as i32;
         let b_step = (NR_WIDE * 4) as i32;
         let mut x = CodeAssembler::new(64).map_err(asm_err)?;
         for r in 0..rows {
-            x.vxorps(acc[2 * r], acc[2 * r], acc[2 * r]).map_err(asm_err)?;
-            x.vxorps(acc[2 * r + 1], acc[2 * r + 1], acc[2 * r + 1]).map_err(asm_err)?;
+            for v in 0..vecs {
+                x.vxorps(acc[2 * r + v], acc[2 * r + v], acc[2 * r + v]).map_err(asm_err)?;
+            }
         }
         // One K step at byte offsets (da, db) from rdi / rsi. The two broadcasts alternate
         // registers so that a row's FMAs do not wait for the next row's broadcast.
         let step = |x: &mut CodeAssembler, da: i32, db: i32| -> Result<(), IcedError> {
             x.vmovups(b0, ymmword_ptr(rsi + db))?;
-            x.vmovups(b1, ymmword_ptr(rsi + db + 32))?;
+            if vecs == 2 {
+                x.vmovups(b1, ymmword_ptr(rsi + db + 32))?;
+            }
             for r in 0..rows {
                 let s = if r % 2 == 0 { s0 } else { s1 };
                 x.vbroadcastss(s, dword_ptr(rdi + da + 4 * r as i32))?;
                 x.vfmadd231ps(acc[2 * r], b0, s)?;
-                x.vfmadd231ps(acc[2 * r + 1], b1, s)?;
+                if vecs == 2 {
+                    x.vfmadd231ps(acc[2 * r + 1], b1, s)?;
+                }
             }
             Ok(())
         };
@@ -116,14 +127,16 @@ impl Avx2Microkernel {
         x.jz(overwrite).map_err(asm_err)?;
         x.mov(rax, rdx).map_err(asm_err)?;
         for r in 0..rows {
-            x.vaddps(acc[2 * r], acc[2 * r], ymmword_ptr(rax)).map_err(asm_err)?;
-            x.vaddps(acc[2 * r + 1], acc[2 * r + 1], ymmword_ptr(rax + 32)).map_err(asm_err)?;
+            for v in 0..vecs {
+                x.vaddps(acc[2 * r + v], acc[2 * r + v], ymmword_ptr(rax + 32 * v as i32)).map_err(asm_err)?;
+            }
             x.add(rax, rcx).map_err(asm_err)?;
         }
         x.set_label(&mut overwrite).map_err(asm_err)?;
         for r in 0..rows {
-            x.vmovups(ymmword_ptr(rdx), acc[2 * r]).map_err(asm_err)?;
-            x.vmovups(ymmword_ptr(rdx + 32), acc[2 * r + 1]).map_err(asm_err)?;
+            for v in 0..vecs {
+                x.vmovups(ymmword_ptr(rdx + 32 * v as i32), acc[2 * r + v]).map_err(asm_err)?;
+            }
             x.add(rdx, rcx).map_err(asm_err)?;
         }
         x.vzeroupper().map_err(asm_err)?;
@@ -134,7 +147,7 @@ impl Avx2Microkernel {
 
 impl KernelSpec for Avx2Microkernel {
     fn name(&self) -> String {
-        format!("avx2 microkernel {}x{NR_WIDE}", self.rows)
+        format!("avx2 microkernel {}x{}", self.rows, self.cols)
     }
 
     fn emit(&self, _: &mut super::builder::Kb) {
@@ -200,8 +213,8 @@ mod tests {
             println!("skipped: this CPU has no AVX2 + FMA");
             return;
         }
-        for rows in 1..=MR_WIDE {
-            let code = Avx2Microkernel { rows }.assemble().expect("assemble");
+        for (rows, cols) in (1..=MR_WIDE).flat_map(|r| [(r, 8), (r, NR_WIDE)]) {
+            let code = Avx2Microkernel { rows, cols }.assemble().expect("assemble");
             let exec = ExecutableCode::new(&code).expect("map");
             // SAFETY: the code is a function with the documented signature.
             let f: Ukernel = unsafe { std::mem::transmute(exec.address(0).expect("address")) };
@@ -216,7 +229,7 @@ mod tests {
                     unsafe { f(a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc * 4, kc, accumulate) };
                     for r in 0..8 {
                         for j in 0..ldc {
-                            let want = if r < rows && j < NR_WIDE {
+                            let want = if r < rows && j < cols {
                                 let dot: f32 = (0..kc).map(|k| a[k * MR_WIDE + r] * b[k * NR_WIDE + j]).sum();
                                 dot + if accumulate == 1 { c0[r * ldc + j] } else { 0.0 }
                             } else {
@@ -225,7 +238,7 @@ mod tests {
                             let got = c[r * ldc + j];
                             assert!(
                                 (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                                "rows {rows} kc {kc} acc {accumulate}: C[{r}][{j}] = {got}, want {want}"
+                                "{rows}x{cols} kc {kc} acc {accumulate}: C[{r}][{j}] = {got}, want {want}"
                             );
                         }
                     }

@@ -1543,8 +1543,11 @@ impl<'g> Lowerer<'g> {
             return;
         }
         debug_assert!(spec.a.rs == 1 && spec.a.cs == spec.mr as isize, "the AVX2 GEMM reads packed A panels");
-        let kernels: Vec<usize> =
-            spec.microkernel_rows().into_iter().map(|rows| self.kernel(Arc::new(Avx2Microkernel { rows }))).collect();
+        let kernels: Vec<usize> = spec
+            .microkernels()
+            .into_iter()
+            .map(|(rows, cols)| self.kernel(Arc::new(Avx2Microkernel { rows, cols })))
+            .collect();
         if let Some(step) = self.out.steps.last_mut() {
             step.operands.extend(kernels.into_iter().map(super::LOperand::Kernel));
         }

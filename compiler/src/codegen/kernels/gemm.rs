@@ -105,13 +105,19 @@ impl GemmSpec {
     fn pn(&self) -> usize {
         self.n.div_ceil(self.tier.nr())
     }
-    /// Row counts of the microkernels an AVX2 GEMM calls: full panels, then the last one's.
-    pub fn microkernel_rows(&self) -> Vec<usize> {
+    /// The (rows, columns) of the microkernels an AVX2 GEMM calls, in operand order: whole
+    /// panels; the last row panel's rows; an 8-column kernel for a last column panel of 8 or
+    /// fewer columns (16 would do half the work for nothing).
+    pub fn microkernels(&self) -> Vec<(usize, usize)> {
         let mut rows = vec![self.mr];
         if !self.m.is_multiple_of(self.mr) {
             rows.push(self.m % self.mr);
         }
-        rows
+        let mut cols = vec![NR_WIDE];
+        if (1..=8).contains(&(self.n % NR_WIDE)) {
+            cols.push(8);
+        }
+        rows.iter().flat_map(|&r| cols.iter().map(move |&c| (r, c))).collect()
     }
     /// Whether the output needs more than the plain product.
     fn has_epilogue(&self) -> bool {
@@ -235,8 +241,14 @@ impl KernelSpec for GemmSpec {
             Tier::F32x4 => vec![],
             Tier::Avx2 => {
                 let first = n_ops + helpers.is_some() as usize;
-                (0..self.microkernel_rows().len()).map(|i| kb.operand(first + i)).collect()
+                (0..self.microkernels().len()).map(|i| kb.operand(first + i)).collect()
             }
+        };
+        let kernels = self.microkernels();
+        let narrow_tail = kernels.iter().any(|&(_, c)| c == 8);
+        // The microkernel for a row count and column count.
+        let ukernel = |rows: usize, cols: usize| {
+            ukernels[kernels.iter().position(|&k| k == (rows, cols)).expect("the GEMM lists its microkernels")]
         };
         // The AVX2 path stages partial and epilogue tiles in a stack buffer.
         let scratch = (self.tier == Tier::Avx2).then(|| kb.stack_buffer((self.mr * NR_WIDE * 4) as u32));
@@ -298,9 +310,26 @@ impl KernelSpec for GemmSpec {
                         let rem = self.m % mr;
                         let emit_panel = |kb: &mut Kb, rows: usize| match (self.tier, scratch) {
                             (Tier::Avx2, Some(scratch)) => {
-                                let uk = if rows == self.mr { ukernels[0] } else { ukernels[1] };
-                                let w = WidePanel { first, last, a0, b0, c0, scratch, ukernel: uk };
-                                self.wide_panel(kb, rows, i, j, k0, kc, &w, bias0, &adds, helpers);
+                                let call = |kb: &mut Kb, cols: usize| {
+                                    let w =
+                                        WidePanel { first, last, a0, b0, c0, scratch, ukernel: ukernel(rows, cols) };
+                                    self.wide_panel(kb, rows, i, j, k0, kc, &w, bias0, &adds, helpers);
+                                };
+                                if narrow_tail {
+                                    let is_tail = kb.eqi(j, pn as i64 - 1);
+                                    let (tail_b, wide_b, join) =
+                                        (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+                                    kb.b.ins().brif(is_tail, tail_b, &[], wide_b, &[]);
+                                    kb.b.switch_to_block(tail_b);
+                                    call(kb, 8);
+                                    kb.b.ins().jump(join, &[]);
+                                    kb.b.switch_to_block(wide_b);
+                                    call(kb, NR_WIDE);
+                                    kb.b.ins().jump(join, &[]);
+                                    kb.b.switch_to_block(join);
+                                } else {
+                                    call(kb, NR_WIDE);
+                                }
                             }
                             _ => self.panel(kb, rows, i, j, k0, kc, first, last, a0, b0, c0, bias0, &adds, helpers),
                         };
