@@ -80,8 +80,7 @@ pub fn cover<'a>(dims: &'a [Dim], valid: impl Fn(&Row) -> bool, active: impl Fn(
         candidates.push((row, pairs));
     }
     assert!(!candidates.is_empty(), "no valid row");
-    let mut uncovered: HashSet<Pair> =
-        candidates.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    let mut uncovered: HashSet<Pair> = candidates.iter().flat_map(|(_, p)| p.iter().copied()).collect();
     let mut rows = vec![];
     // Every single level that can be active must appear too, even in a one-dimensional table.
     let mut unseen: HashSet<(usize, usize)> = HashSet::new();
