@@ -545,3 +545,57 @@ fn empty_dims_do_not_excuse_huge_ones() {
     );
     import_err_names(&m, "y", &["Reshape", "2^31"]);
 }
+
+#[test]
+fn slice_with_more_starts_than_dims_and_no_axes() {
+    // Found by the `mutate` fuzz target: without axes, starts name the dims 0..n, and n = 2 here
+    // indexed past the one dim of the input.
+    let m = model(
+        vec![node("Slice", "slice1", &["x", "s", "e"], &["y"])],
+        vec![value("x", &[4])],
+        vec![value("y", &[1])],
+        vec![i64_tensor("s", &[2], &[0, 0]), i64_tensor("e", &[2], &[1, 1])],
+    );
+    import_err_names(&m, "slice1", &["Slice", "2 starts without axes", "rank 1"]);
+}
+
+#[test]
+fn pool_kernels_beyond_2_31_positions() {
+    // SAME padding grows with the kernel, so any kernel "fits" a 5x5 input: [2^31, 3] passed
+    // inference, and every output then visited 3 * 2^31 taps.
+    let m = model(
+        vec![node_with(
+            "AveragePool",
+            &["x"],
+            &["y"],
+            vec![ints_attr("kernel_shape", &[1 << 31, 3]), str_attr("auto_pad", "SAME_UPPER")],
+        )],
+        vec![value("x", &[1, 1, 5, 5])],
+        vec![value("y", &[1, 1, 5, 5])],
+        vec![],
+    );
+    import_err_names(&m, "y", &["AveragePool", "kernel_shape [2147483648, 3]", "2^31 positions"]);
+}
+
+#[test]
+fn windows_the_jit_would_unroll_past_its_limit_are_refused() {
+    // Found by the fuzz smoke sweeps: a 2^31-tap pool (valid ONNX with SAME padding) ran code
+    // generation out of memory, the kernel unrolling every tap. Now lowering refuses it by name.
+    let m = model(
+        vec![node_with(
+            "MaxPool",
+            &["x"],
+            &["y"],
+            vec![ints_attr("kernel_shape", &[1 << 31, 1]), str_attr("auto_pad", "SAME_UPPER")],
+        )],
+        vec![value("x", &[1, 1, 5, 5])],
+        vec![value("y", &[1, 1, 5, 5])],
+        vec![],
+    );
+    let opts = incept_compiler::CompileOptions { threads: 1, ..Default::default() };
+    let e = match incept_compiler::compile(encode(&m), &opts) {
+        Ok(_) => panic!("compiled a 2^31-tap pool"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("'y'") && e.contains("MaxPool") && e.contains("2147483648 taps"), "{e}");
+}

@@ -37,6 +37,20 @@ const M_PANELS: usize = 8;
 const N_PANELS: usize = 16;
 
 /// Which kernels compute a conv.
+/// Most taps (kernel positions, resampling filter taps) a kernel unrolls: a 64x64 window.
+const MAX_UNROLLED_TAPS: usize = 4096;
+
+/// Kernel positions of a windowed op (a fused op's base included).
+fn window_taps(op: &Op) -> Option<usize> {
+    match op {
+        Op::Conv(c) => Some(c.window.kernel_size()),
+        Op::ConvTranspose(c) => Some(c.window.kernel_size()),
+        Op::Pool(p) => Some(p.window.kernel_size()),
+        Op::Fused(f) => window_taps(&f.base),
+        _ => None,
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ConvPath {
     /// The direct depthwise kernel (group = input channels).
@@ -83,6 +97,18 @@ impl Lowerer<'_> {
         self.g.node(id).inputs().get(i).copied().flatten()
     }
 
+    /// Refuses windows and filters with more taps than the kernels unroll into straight-line
+    /// code (`MAX_UNROLLED_TAPS`): beyond it, code size and compile time blow up (a 2^31-tap
+    /// pool that SAME padding made valid ran code generation out of memory).
+    fn unrolled_taps(&self, id: NodeId, taps: usize) -> Result<(), LowerError> {
+        if taps > MAX_UNROLLED_TAPS {
+            return Err(
+                self.unsupported(id, format!("{taps} taps per output (the JIT unrolls at most {MAX_UNROLLED_TAPS})"))
+            );
+        }
+        Ok(())
+    }
+
     fn f32_only(&self, id: NodeId, v: ValueId) -> Result<(), LowerError> {
         if self.g.ty(v).dtype != DType::F32 {
             return Err(self.unsupported(id, format!("{} data (the JIT computes in f32)", self.g.ty(v).dtype)));
@@ -94,6 +120,9 @@ impl Lowerer<'_> {
         let node = self.g.node(id);
         let name = node.name.clone();
         let out = ValueId::new(id, 0);
+        if let Some(taps) = window_taps(&node.op) {
+            self.unrolled_taps(id, taps)?;
+        }
         match &node.op {
             // Views: same bytes, another shape.
             Op::Reshape(_) | Op::Flatten(_) | Op::Squeeze(_) | Op::Unsqueeze(_) | Op::Identity(_) | Op::Dropout(_) => {
@@ -445,6 +474,7 @@ impl Lowerer<'_> {
             let outer: usize = shape[..p.axis].iter().product();
             let inner: usize = shape[p.axis + 1..].iter().product();
             let taps = p.taps.iter().map(|t| t.as_ref().map_or(0, Vec::len)).max().unwrap_or(0);
+            self.unrolled_taps(id, taps)?;
             let (mut offs, mut wts, mut bias) = (vec![], vec![], vec![]);
             for t in &p.taps {
                 let t = t.as_deref().unwrap_or(&[]);

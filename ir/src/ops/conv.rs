@@ -103,6 +103,11 @@ impl Window {
         if self.kernel.len() != n {
             invalid!("kernel_shape has {} entries for {n} spatial dims", self.kernel.len());
         }
+        // Padding can absorb any kernel (SAME pads grow with it), so only this bounds the taps
+        // every output visits.
+        if crate::tensor::checked_numel(&self.kernel).is_none() {
+            invalid!("kernel_shape {:?} has more than 2^31 positions", self.kernel);
+        }
         for (v, what, len) in [(&mut self.strides, "strides", n), (&mut self.dilations, "dilations", n)] {
             if v.is_empty() {
                 *v = vec![1; len];

@@ -524,7 +524,8 @@ impl Slice {
         }
         let axes: Vec<usize> = match axes {
             Some(a) => a.iter().map(|&a| norm_axis(a, x.len())).collect::<Result<_, _>>()?,
-            None => (0..n).collect(),
+            None if n <= x.len() => (0..n).collect(),
+            None => invalid!("{n} starts without axes for an input of rank {}", x.len()),
         };
         let mut seen = vec![false; x.len()];
         let mut spec: SliceSpec = vec![(0, 1, 0); x.len()];
