@@ -330,3 +330,25 @@ fn run_matches_onnx_runtime_on_the_epilogue_repros() {
         }
     }
 }
+
+#[test]
+fn bench_writes_a_chrome_trace() {
+    let path = std::env::temp_dir().join(format!("incept-trace-{}.json", std::process::id()));
+    let p = path.display().to_string();
+    let o = incept(&["bench", &model("mini_resnet"), "--threads", "2", "--iters", "2", "--warmup", "1", "--trace", &p]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&path).expect("trace written");
+    let _ = std::fs::remove_file(&path);
+    assert!(text.starts_with("{\"traceEvents\": [") && text.trim_end().ends_with('}'), "{text}");
+    // Thread names, then one complete slice per chunk with its kernel, op and node.
+    assert!(text.contains("\"ph\": \"M\"") && text.contains("\"name\": \"worker 0\""), "{text}");
+    let slices = text.lines().filter(|l| l.contains("\"ph\": \"X\"")).count();
+    assert!(slices >= 10, "{slices} slices");
+    assert!(
+        text.contains("\"cat\": \"Conv\"") && text.contains("\"node\": \"Conv__1\"") && text.contains("gemm "),
+        "{text}"
+    );
+    // A trace that cannot be written fails before the runs.
+    let err = fails(&["bench", &model("mini_resnet"), "--iters", "1", "--trace", "/nonexistent/dir/t.json"]);
+    assert!(err.contains("cannot write the trace to '/nonexistent/dir/t.json'"), "{err}");
+}

@@ -8,7 +8,7 @@ use crate::error::OpError;
 use crate::graph::{Graph, NodeId, ValueId};
 use crate::ops::{InferCx, InferInput, Op};
 use crate::shape::TensorType;
-use crate::tensor::{MAX_ELEMENTS, Tensor};
+use crate::tensor::{Tensor, nonzero_numel};
 
 /// Values known at compile time beyond the graph's constants.
 #[derive(Default)]
@@ -44,14 +44,8 @@ pub fn infer_op(
     }
     types.truncate(n_outputs);
     for t in &types {
-        let too_big = t
-            .shape
-            .iter()
-            .filter_map(|d| d.known())
-            .try_fold(1usize, |acc, d| acc.checked_mul(d))
-            .is_none_or(|n| n > MAX_ELEMENTS);
-        if too_big {
-            return Err(OpError::Invalid(format!("output {t} has more than 2^31 elements")));
+        if nonzero_numel(t.shape.iter().filter_map(|d| d.known())).is_none() {
+            return Err(OpError::Invalid(format!("output {t} has more than 2^31 elements (not counting empty dims)")));
         }
     }
     Ok(types)

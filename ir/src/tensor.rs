@@ -41,8 +41,16 @@ pub enum TensorError {
 pub const MAX_ELEMENTS: usize = 1 << 31;
 
 /// Number of elements of a shape, or `None` when it overflows or exceeds [`MAX_ELEMENTS`].
+/// An empty dim does not excuse the others: the product of the nonzero dims must fit as well, so
+/// that every partial product of a shape (strides, flattened sizes, byte offsets) does too.
 pub fn checked_numel(shape: &[usize]) -> Option<usize> {
-    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).filter(|&n| n <= MAX_ELEMENTS)
+    let nonzero = nonzero_numel(shape.iter().copied())?;
+    Some(if shape.contains(&0) { 0 } else { nonzero })
+}
+
+/// The product of the nonzero dims, or `None` when it exceeds [`MAX_ELEMENTS`].
+pub fn nonzero_numel(dims: impl IntoIterator<Item = usize>) -> Option<usize> {
+    dims.into_iter().filter(|&d| d != 0).try_fold(1usize, |acc, d| acc.checked_mul(d)).filter(|&n| n <= MAX_ELEMENTS)
 }
 
 struct VecOwner<T: Pod>(Vec<T>);

@@ -15,6 +15,6 @@ pub mod plan;
 pub mod tensor;
 
 pub use error::RunError;
-pub use model::{Model, Probe, RunOptions, StepTiming};
+pub use model::{Model, Probe, RunOptions, StepTiming, TraceEvent};
 pub use plan::{IoSpec, Kernel, KernelFn, Operand, Plan, Slot, Step};
 pub use tensor::{DType, Tensor};

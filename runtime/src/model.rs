@@ -30,6 +30,24 @@ pub struct Probe {
     pub bytes: usize,
 }
 
+/// One chunk of a step's tiles as one worker ran it (`bench --trace`): times from the start of
+/// the run.
+#[derive(Clone, Debug)]
+pub struct TraceEvent {
+    pub step: usize,
+    pub tiles: (usize, usize),
+    /// The pool worker (0 when the model runs inline).
+    pub thread: usize,
+    pub start: Duration,
+    pub duration: Duration,
+}
+
+/// Where a traced run collects its events.
+struct Tracer {
+    start: Instant,
+    events: Mutex<Vec<TraceEvent>>,
+}
+
 /// Time spent in one step of one run.
 #[derive(Clone, Debug)]
 pub struct StepTiming {
@@ -111,7 +129,7 @@ impl Model {
     /// Runs the model on inputs given in the model's input order.
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
         let refs: Vec<&Tensor> = inputs.iter().collect();
-        self.run_inner(&refs, None, None)
+        self.run_inner(&refs, None, None, None)
     }
 
     /// Runs the model and copies out the bytes each probe asks for (probes that point outside
@@ -132,7 +150,7 @@ impl Model {
         }
         let refs: Vec<&Tensor> = inputs.iter().collect();
         let mut taken = vec![vec![]; probes.len()];
-        let out = self.run_inner(&refs, None, Some((probes, &mut taken)))?;
+        let out = self.run_inner(&refs, None, Some((probes, &mut taken)), None)?;
         Ok((out, taken))
     }
 
@@ -157,15 +175,26 @@ impl Model {
                 }
             }
         }
-        self.run_inner(&ordered, None, None)
+        self.run_inner(&ordered, None, None, None)
     }
 
     /// Runs the model and reports the time of every step.
     pub fn run_timed(&self, inputs: &[Tensor]) -> Result<(Vec<Tensor>, Vec<StepTiming>), RunError> {
         let refs: Vec<&Tensor> = inputs.iter().collect();
         let mut timings = Vec::with_capacity(self.plan.steps.len());
-        let out = self.run_inner(&refs, Some(&mut timings), None)?;
+        let out = self.run_inner(&refs, Some(&mut timings), None, None)?;
         Ok((out, timings))
+    }
+
+    /// Runs the model and records every chunk of every step's tiles: which worker ran it, when,
+    /// and for how long.
+    pub fn run_traced(&self, inputs: &[Tensor]) -> Result<(Vec<Tensor>, Vec<TraceEvent>), RunError> {
+        let refs: Vec<&Tensor> = inputs.iter().collect();
+        let tracer = Tracer { start: Instant::now(), events: Mutex::new(vec![]) };
+        let out = self.run_inner(&refs, None, None, Some(&tracer))?;
+        let mut events = tracer.events.into_inner().unwrap_or_default();
+        events.sort_by_key(|e| (e.start, e.thread));
+        Ok((out, events))
     }
 
     fn check_inputs(&self, inputs: &[&Tensor]) -> Result<(), RunError> {
@@ -189,6 +218,7 @@ impl Model {
         inputs: &[&Tensor],
         mut timings: Option<&mut Vec<StepTiming>>,
         mut probes: Option<(&[Probe], &mut Vec<Vec<u8>>)>,
+        tracer: Option<&Tracer>,
     ) -> Result<Vec<Tensor>, RunError> {
         self.check_inputs(inputs)?;
         let mut outputs: Vec<Tensor> = self.plan.outputs.iter().map(|o| Tensor::zeros(o.dtype, &o.shape)).collect();
@@ -230,7 +260,7 @@ impl Model {
                             .collect(),
                     );
                     let start = timings.is_some().then(Instant::now);
-                    self.call(self.kernels[step.kernel], &args, step.tiles);
+                    self.call(self.kernels[step.kernel], &args, step.tiles, tracer.map(|t| (t, i)));
                     if let (Some(t), Some(start)) = (timings.as_deref_mut(), start) {
                         t.push(StepTiming { step: i, time: start.elapsed() });
                     }
@@ -277,12 +307,25 @@ impl Model {
     }
 
     /// Calls a kernel over `tiles` tiles: inline, or in contiguous chunks on the pool.
-    fn call(&self, f: KernelFn, args: &Args, tiles: usize) {
+    fn call(&self, f: KernelFn, args: &Args, tiles: usize, trace: Option<(&Tracer, usize)>) {
         let run = |lo: usize, hi: usize| {
+            let t0 = trace.map(|_| Instant::now());
             // SAFETY: the operands were laid out by the compiler for exactly this kernel, point
             // into live buffers of the right sizes (checked when the plan was validated and the
             // inputs checked), and the tile range is within the kernel's iteration space.
             unsafe { f(args.0.as_ptr(), lo, hi) }
+            if let (Some((tracer, step)), Some(t0)) = (trace, t0) {
+                let event = TraceEvent {
+                    step,
+                    tiles: (lo, hi),
+                    thread: rayon::current_thread_index().unwrap_or(0),
+                    start: t0.duration_since(tracer.start),
+                    duration: t0.elapsed(),
+                };
+                if let Ok(mut e) = tracer.events.lock() {
+                    e.push(event);
+                }
+            }
         };
         match &self.pool {
             Some(_) if tiles > 1 => {

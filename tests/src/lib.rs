@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use incept_ir::Tensor;
 
+pub mod exercise;
 pub mod graphs;
+pub mod mutate;
 pub mod pairwise;
 
 /// The repository root.

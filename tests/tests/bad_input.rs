@@ -389,3 +389,213 @@ fn absurd_attribute_values_are_refused_not_overflowed() {
     let e = import_err(encode(&m));
     assert!(e.contains("'x'") && e.contains("2^31"), "{e}");
 }
+
+// Findings of the shape-arithmetic audit (issue 7). Each model used to panic in debug builds
+// (an overflowing subtraction, `clamp` with min > max, an allocation per claimed part) or to be
+// accepted with a made-up shape in release builds; each must now be refused naming the node.
+
+fn import_err_names(m: &incept_ir::onnx::proto::ModelProto, node: &str, words: &[&str]) {
+    let e = import_err(encode(m));
+    assert!(e.contains(&format!("'{node}'")), "{e}");
+    for w in words {
+        assert!(e.contains(w), "expected {w:?} in: {e}");
+    }
+}
+
+#[test]
+fn conv_weights_with_an_empty_kernel_dim() {
+    // No kernel_shape: the kernel comes from the weights, which are [4,4,1,0]. Release builds
+    // inferred f32[1,4,2,3] for a [1,4,2,2] input and ran it to zeros.
+    let m = model(
+        vec![node("Conv", "conv1", &["x", "w"], &["y"])],
+        vec![value("x", &[1, 4, 2, 2])],
+        vec![value("y", &[1, 4, 2, 3])],
+        vec![f32_tensor("w", &[4, 4, 1, 0], &[])],
+    );
+    import_err_names(&m, "conv1", &["Conv", "kernel_shape [1, 0]", "at least 1"]);
+    let m = model(
+        vec![node("ConvTranspose", "deconv1", &["x", "w"], &["y"])],
+        vec![value("x", &[1, 4, 2, 2])],
+        vec![value("y", &[1, 4, 2, 2])],
+        vec![f32_tensor("w", &[4, 4, 0, 1], &[])],
+    );
+    import_err_names(&m, "deconv1", &["ConvTranspose", "kernel_shape [0, 1]"]);
+}
+
+#[test]
+fn windows_over_an_empty_spatial_dim() {
+    // SAME padding computed `(ceil(0 / stride) - 1) * stride`.
+    let m = model(
+        vec![node_with("Conv", &["x", "w"], &["y"], vec![str_attr("auto_pad", "SAME_UPPER")])],
+        vec![value("x", &[1, 1, 0, 4])],
+        vec![value("y", &[1, 1, 0, 4])],
+        vec![f32_tensor("w", &[1, 1, 3, 3], &[0.0; 9])],
+    );
+    import_err_names(&m, "y", &["Conv", "spatial dim 0", "empty"]);
+    let m = model(
+        vec![node_with(
+            "MaxPool",
+            &["x"],
+            &["y"],
+            vec![ints_attr("kernel_shape", &[2, 2]), str_attr("auto_pad", "SAME_LOWER")],
+        )],
+        vec![value("x", &[1, 1, 4, 0])],
+        vec![value("y", &[1, 1, 4, 0])],
+        vec![],
+    );
+    import_err_names(&m, "y", &["MaxPool", "spatial dim 1", "empty"]);
+    // The transposed conv's full size is `stride * (size - 1) + ...`.
+    let m = model(
+        vec![node("ConvTranspose", "deconv1", &["x", "w"], &["y"])],
+        vec![value("x", &[1, 1, 0, 2])],
+        vec![value("y", &[1, 1, 2, 4])],
+        vec![f32_tensor("w", &[1, 1, 3, 3], &[0.0; 9])],
+    );
+    import_err_names(&m, "deconv1", &["ConvTranspose", "spatial dim 0", "empty"]);
+}
+
+#[test]
+fn negative_step_slice_of_an_empty_dim() {
+    // The start was clamped to [0, dim - 1] = [0, -1], which panics whatever the build.
+    let m = model(
+        vec![node("Slice", "slice1", &["x", "s", "e", "a", "st"], &["y"])],
+        vec![value("x", &[0, 3])],
+        vec![value("y", &[0, 3])],
+        vec![
+            i64_tensor("s", &[1], &[-1]),
+            i64_tensor("e", &[1], &[i64::MIN]),
+            i64_tensor("a", &[1], &[0]),
+            i64_tensor("st", &[1], &[-1]),
+        ],
+    );
+    // An empty slice is valid: the model imports, the dim stays empty, and it runs.
+    let g = onnx::load_bytes(encode(&m), &ImportOptions::default()).expect("an empty slice imports");
+    let y = g.outputs()[0];
+    assert_eq!(g.ty(y).static_dims(), Some(vec![0, 3]));
+    let x = incept_ir::Tensor::from_vec(vec![0, 3], Vec::<f32>::new());
+    let out = incept_ir::interp::run(&g, &[x]).expect("run");
+    assert_eq!(out[0].shape(), &[0, 3]);
+}
+
+#[test]
+fn split_num_outputs_is_checked_before_listing_parts() {
+    // num_outputs = 2^40 listed 2^40 sizes before comparing with the node's 2 outputs.
+    let m = model(
+        vec![node_with("Split", &["x"], &["a", "b"], vec![int_attr("num_outputs", 1 << 40)])],
+        vec![value("x", &[4])],
+        vec![value("a", &[2]), value("b", &[2])],
+        vec![],
+    );
+    import_err_names(&m, "a", &["Split", "num_outputs is 1099511627776", "2 outputs"]);
+}
+
+#[test]
+fn space_to_depth_channel_count_overflow() {
+    // 4 channels * (2^31)^2 overflowed; an empty 0x0 image divides by any blocksize.
+    let m = model(
+        vec![node_with("SpaceToDepth", &["x"], &["y"], vec![int_attr("blocksize", 1 << 31)])],
+        vec![value("x", &[1, 4, 0, 0])],
+        vec![value("y", &[1, 4, 0, 0])],
+        vec![],
+    );
+    import_err_names(&m, "y", &["SpaceToDepth", "overflow"]);
+}
+
+#[test]
+fn resize_of_an_empty_dim_to_a_nonempty_one() {
+    // Inference accepted it; the interpreter then clamped a source index to [0, -1] (a panic).
+    let m = model(
+        vec![node("Resize", "resize1", &["x", "", "", "sizes"], &["y"])],
+        vec![value("x", &[1, 1, 0, 2])],
+        vec![value("y", &[1, 1, 4, 4])],
+        vec![i64_tensor("sizes", &[4], &[1, 1, 4, 4])],
+    );
+    import_err_names(&m, "resize1", &["Resize", "empty dim 2", "size 4"]);
+    // Repeated axes were accepted silently (the last entry won).
+    let m = model(
+        vec![node_with("Resize", &["x", "", "", "sizes"], &["y"], vec![ints_attr("axes", &[2, -2])])],
+        vec![value("x", &[1, 1, 2, 2])],
+        vec![value("y", &[1, 1, 4, 2])],
+        vec![i64_tensor("sizes", &[2], &[4, 3])],
+    );
+    import_err_names(&m, "y", &["Resize", "repeat axis 2"]);
+}
+
+#[test]
+fn empty_dims_do_not_excuse_huge_ones() {
+    // [0, 2^62] holds no elements, but the products of its other dims overflowed downstream
+    // (Flatten, strides, byte sizes).
+    let m = model(
+        vec![node_with("Flatten", &["x"], &["y"], vec![int_attr("axis", 1)])],
+        vec![value("x", &[0, 1 << 40, 1 << 40])],
+        vec![value("y", &[0, 0])],
+        vec![],
+    );
+    let e = import_err(encode(&m));
+    assert!(e.contains("'x'") && e.contains("2^31"), "{e}");
+    let mut m = relu_model();
+    m.graph.as_mut().expect("graph").initializer.push(f32_tensor("w", &[0, 1 << 62], &[]));
+    let e = import_err(encode(&m));
+    assert!(e.contains("'w'") && e.contains("2^31"), "{e}");
+    let m = model(
+        vec![node_with("Reshape", &["x", "shape"], &["y"], vec![int_attr("allowzero", 1)])],
+        vec![value("x", &[0])],
+        vec![value("y", &[0, 1 << 62])],
+        vec![i64_tensor("shape", &[2], &[0, 1 << 62])],
+    );
+    import_err_names(&m, "y", &["Reshape", "2^31"]);
+}
+
+#[test]
+fn slice_with_more_starts_than_dims_and_no_axes() {
+    // Found by the `mutate` fuzz target: without axes, starts name the dims 0..n, and n = 2 here
+    // indexed past the one dim of the input.
+    let m = model(
+        vec![node("Slice", "slice1", &["x", "s", "e"], &["y"])],
+        vec![value("x", &[4])],
+        vec![value("y", &[1])],
+        vec![i64_tensor("s", &[2], &[0, 0]), i64_tensor("e", &[2], &[1, 1])],
+    );
+    import_err_names(&m, "slice1", &["Slice", "2 starts without axes", "rank 1"]);
+}
+
+#[test]
+fn pool_kernels_beyond_2_31_positions() {
+    // SAME padding grows with the kernel, so any kernel "fits" a 5x5 input: [2^31, 3] passed
+    // inference, and every output then visited 3 * 2^31 taps.
+    let m = model(
+        vec![node_with(
+            "AveragePool",
+            &["x"],
+            &["y"],
+            vec![ints_attr("kernel_shape", &[1 << 31, 3]), str_attr("auto_pad", "SAME_UPPER")],
+        )],
+        vec![value("x", &[1, 1, 5, 5])],
+        vec![value("y", &[1, 1, 5, 5])],
+        vec![],
+    );
+    import_err_names(&m, "y", &["AveragePool", "kernel_shape [2147483648, 3]", "2^31 positions"]);
+}
+
+#[test]
+fn windows_the_jit_would_unroll_past_its_limit_are_refused() {
+    // Found by the fuzz smoke sweeps: a 2^31-tap pool (valid ONNX with SAME padding) ran code
+    // generation out of memory, the kernel unrolling every tap. Now lowering refuses it by name.
+    let m = model(
+        vec![node_with(
+            "MaxPool",
+            &["x"],
+            &["y"],
+            vec![ints_attr("kernel_shape", &[1 << 31, 1]), str_attr("auto_pad", "SAME_UPPER")],
+        )],
+        vec![value("x", &[1, 1, 5, 5])],
+        vec![value("y", &[1, 1, 5, 5])],
+        vec![],
+    );
+    let opts = incept_compiler::CompileOptions { threads: 1, ..Default::default() };
+    let e = match incept_compiler::compile(encode(&m), &opts) {
+        Ok(_) => panic!("compiled a 2^31-tap pool"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("'y'") && e.contains("MaxPool") && e.contains("2147483648 taps"), "{e}");
+}

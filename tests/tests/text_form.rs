@@ -116,3 +116,38 @@ fn floats_round_trip_exactly() {
     assert!(v[4].is_nan() && v[5] == f32::NEG_INFINITY);
     assert_eq!(roundtrip(src), text::print(&g).expect("print"));
 }
+
+#[test]
+fn empty_and_comment_only_text_is_a_parse_error() {
+    // These used to step the parser's position back past the first token (a panic).
+    for src in ["", "   ", "\n\n", "; comment\n", "; only a comment", "  ; indented\n  ; two\n"] {
+        let e = parse_err(src);
+        assert!(e.contains("expected 'graph', found Eof"), "{src:?}: {e}");
+    }
+    let e = parse_err("graph g {\n  output");
+    assert!(e.contains("expected a %value, found Eof"), "{e}");
+    let e = parse_err("graph g {\n  %c = const f32[1]");
+    assert!(e.contains("expected a value, found Eof"), "{e}");
+    let e = parse_err("graph g {\n  input %x : f32[2]\n  %y = Relu(%x) {alpha=");
+    assert!(e.contains("expected a number, found Eof"), "{e}");
+}
+
+#[test]
+fn errors_point_at_the_offending_token() {
+    // The error names the token it stopped at, not the one before it.
+    let e = parse_err("graph g {\n  input %x : f32[2]\n  output %x, %nope\n}");
+    assert!(e.contains("line 3, column 14") && e.contains("%nope"), "{e}");
+    let e = parse_err("graph g {\n  %c = const f32[2] [1.0, oops]\n  output %c\n}");
+    assert!(e.contains("line 2, column 27") && e.contains("oops"), "{e}");
+}
+
+#[test]
+fn malformed_unicode_escapes_are_parse_errors() {
+    for s in [r#""\u}""#, r#""\ux}""#, r#""\u{}""#, r#""\u{zz}""#, r#""\u{110000}""#, r#""\u"#] {
+        let src = format!("graph {s} {{\n}}");
+        let e = parse_err(&src);
+        assert!(e.contains("escape") || e.contains("unterminated"), "{src}: {e}");
+    }
+    let g = text::parse("graph \"\\u{41}b\" {\n  %c = const f32[1] [1.0]\n  output %c\n}").expect("a valid escape");
+    assert_eq!(g.name, "Ab");
+}

@@ -39,6 +39,63 @@ pub struct BenchArgs {
     /// Print one JSON object (median_ms, min_ms, p90_ms, threads, iters, ...) instead of text.
     #[arg(long)]
     json: bool,
+    /// After the timed runs, trace one more run and write it as a Chrome trace-event file (open
+    /// it in Perfetto or chrome://tracing): one track per worker thread, one slice per chunk of
+    /// a step's tiles, with its kernel, node, tiles and GFLOP/s.
+    #[arg(long, value_name = "FILE.json")]
+    trace: Option<PathBuf>,
+}
+
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// One traced run as Chrome trace events (the JSON array format with metadata).
+fn trace_json(model: &incept_runtime::Model, events: &[incept_runtime::TraceEvent]) -> String {
+    let plan = model.plan();
+    let mut threads: Vec<usize> = events.iter().map(|e| e.thread).collect();
+    threads.sort_unstable();
+    threads.dedup();
+    let mut items: Vec<String> = threads
+        .iter()
+        .map(|t| {
+            format!("{{\"name\": \"thread_name\", \"ph\": \"M\", \"pid\": 1, \"tid\": {t}, \"args\": {{\"name\": \"worker {t}\"}}}}")
+        })
+        .collect();
+    for e in events {
+        let step = &plan.steps[e.step];
+        let kernel = plan.kernels.get(step.kernel).map_or("?", |k| k.name.as_str());
+        let us = e.duration.as_secs_f64() * 1e6;
+        let share = (e.tiles.1 - e.tiles.0) as f64 / step.tiles.max(1) as f64;
+        let gflops = if step.flops > 0 && us > 0.0 { step.flops as f64 * share / (us * 1e3) } else { 0.0 };
+        items.push(format!(
+            "{{\"name\": {}, \"cat\": {}, \"ph\": \"X\", \"pid\": 1, \"tid\": {}, \"ts\": {:.3}, \"dur\": {:.3}, \"args\": {{\"node\": {}, \"step\": {}, \"tiles\": \"{}..{} of {}\", \"gflops\": {:.2}}}}}",
+            json_str(kernel),
+            json_str(&step.op),
+            e.thread,
+            e.start.as_secs_f64() * 1e6,
+            us,
+            json_str(&step.name),
+            e.step,
+            e.tiles.0,
+            e.tiles.1,
+            step.tiles,
+            gflops
+        ));
+    }
+    format!("{{\"traceEvents\": [\n{}\n], \"displayTimeUnit\": \"ms\"}}\n", items.join(",\n"))
 }
 
 fn random_input(shape: &[usize], dtype: DType, seed: u64) -> Result<Tensor> {
@@ -58,6 +115,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 pub fn run(a: BenchArgs) -> Result<()> {
     anyhow::ensure!(a.iters > 0, "--iters must be at least 1");
+    // Fail before the runs, not after them, when the trace cannot be written.
+    let trace_file = match &a.trace {
+        Some(p) => {
+            Some(std::fs::File::create(p).with_context(|| format!("cannot write the trace to '{}'", p.display()))?)
+        }
+        None => None,
+    };
     let opts = a.backend.options()?;
     let t0 = Instant::now();
     let (model, report) = compile_with_report(a.model.as_path(), &opts)
@@ -101,6 +165,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     if show_progress {
         eprintln!();
+    }
+    if let (Some(path), Some(mut file)) = (&a.trace, trace_file) {
+        let (_, events) = model.run_traced(&inputs)?;
+        file.write_all(trace_json(&model, &events).as_bytes())
+            .with_context(|| format!("cannot write the trace to '{}'", path.display()))?;
+        if !a.json {
+            eprintln!("wrote {} ({} slices of one run)", path.display(), events.len());
+        }
     }
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);

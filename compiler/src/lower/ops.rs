@@ -36,6 +36,22 @@ const KC: usize = 512;
 const M_PANELS: usize = 8;
 const N_PANELS: usize = 16;
 
+/// Most taps (kernel positions, resampling filter taps) a kernel unrolls: a 90x90 window. The
+/// ONNX tests' largest pool window (60x80) fits; a window of millions of taps (SAME padding
+/// allows any) would unroll into more code than memory holds.
+const MAX_UNROLLED_TAPS: usize = 8192;
+
+/// Kernel positions of a windowed op (a fused op's base included).
+fn window_taps(op: &Op) -> Option<usize> {
+    match op {
+        Op::Conv(c) => Some(c.window.kernel_size()),
+        Op::ConvTranspose(c) => Some(c.window.kernel_size()),
+        Op::Pool(p) => Some(p.window.kernel_size()),
+        Op::Fused(f) => window_taps(&f.base),
+        _ => None,
+    }
+}
+
 /// Which kernels compute a conv.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ConvPath {
@@ -124,6 +140,18 @@ impl<'g> Lowerer<'g> {
         self.g.node(id).inputs().get(i).copied().flatten()
     }
 
+    /// Refuses windows and filters with more taps than the kernels unroll into straight-line
+    /// code (`MAX_UNROLLED_TAPS`): beyond it, code size and compile time blow up (a 2^31-tap
+    /// pool that SAME padding made valid ran code generation out of memory).
+    fn unrolled_taps(&self, id: NodeId, taps: usize) -> Result<(), LowerError> {
+        if taps > MAX_UNROLLED_TAPS {
+            return Err(
+                self.unsupported(id, format!("{taps} taps per output (the JIT unrolls at most {MAX_UNROLLED_TAPS})"))
+            );
+        }
+        Ok(())
+    }
+
     fn f32_only(&self, id: NodeId, v: ValueId) -> Result<(), LowerError> {
         if self.g.ty(v).dtype != DType::F32 {
             return Err(self.unsupported(id, format!("{} data (the JIT computes in f32)", self.g.ty(v).dtype)));
@@ -135,6 +163,9 @@ impl<'g> Lowerer<'g> {
         let node = self.g.node(id);
         let name = node.name.clone();
         let out = ValueId::new(id, 0);
+        if let Some(taps) = window_taps(&node.op) {
+            self.unrolled_taps(id, taps)?;
+        }
         match &node.op {
             // Views: same bytes, another shape.
             Op::Reshape(_) | Op::Flatten(_) | Op::Squeeze(_) | Op::Unsqueeze(_) | Op::Identity(_) | Op::Dropout(_) => {
@@ -546,6 +577,7 @@ impl<'g> Lowerer<'g> {
                         roi_at,
                     };
                     let taps = spec.window().1;
+                    self.unrolled_taps(id, taps)?;
                     let spec = ResizeTapsSpec { taps, ..spec };
                     let src = self.value(v)?;
                     let offs = self.scratch((p.d_out * taps * 8).max(8), &format!("{name}.taps{k}"));
@@ -556,6 +588,7 @@ impl<'g> Lowerer<'g> {
                 }
                 None => {
                     let taps = p.taps.iter().map(|t| t.as_ref().map_or(0, Vec::len)).max().unwrap_or(0);
+                    self.unrolled_taps(id, taps)?;
                     let (mut offs, mut wts, mut bias) = (vec![], vec![], vec![]);
                     for t in &p.taps {
                         let t = t.as_deref().unwrap_or(&[]);

@@ -105,6 +105,11 @@ impl Window {
         if self.kernel.len() != n {
             invalid!("kernel_shape has {} entries for {n} spatial dims", self.kernel.len());
         }
+        // Padding can absorb any kernel (SAME pads grow with it), so only this bounds the taps
+        // every output visits.
+        if crate::tensor::checked_numel(&self.kernel).is_none() {
+            invalid!("kernel_shape {:?} has more than 2^31 positions", self.kernel);
+        }
         for (v, what, len) in [(&mut self.strides, "strides", n), (&mut self.dilations, "dilations", n)] {
             if v.is_empty() {
                 *v = vec![1; len];
@@ -126,6 +131,7 @@ impl Window {
     pub fn resolve(&mut self, input: &[usize], ceil_mode: bool) -> Result<Vec<usize>, OpError> {
         let n = input.len();
         self.fill(n)?;
+        empty_spatial(input)?;
         match self.auto_pad {
             AutoPad::NotSet => {}
             AutoPad::Valid => self.pads = vec![0; 2 * n],
@@ -178,6 +184,15 @@ impl Window {
     }
 }
 
+/// Refuses an input with an empty spatial dim: a window over it would read only padding (SAME
+/// padding and the transposed scatter would also count from `size - 1`).
+fn empty_spatial(input: &[usize]) -> Result<(), OpError> {
+    if let Some(i) = input.iter().position(|&d| d == 0) {
+        invalid!("spatial dim {i} of the input is empty (size 0)");
+    }
+    Ok(())
+}
+
 /// Static spatial dims of an input of rank >= 3.
 pub fn spatial_dims(x: &TensorType, what: &str) -> Result<Vec<usize>, OpError> {
     if x.rank() < 3 {
@@ -220,6 +235,10 @@ impl<'a> ConvInputs<'a> {
             invalid!("weights {w} must have the input's rank {}", x.rank());
         }
         if window.kernel.is_empty() {
+            // The weights stand in for the attribute, so they must satisfy what it would.
+            if ws[2..].contains(&0) {
+                invalid!("weights {w} give kernel_shape {:?}; every kernel dim must be at least 1", &ws[2..]);
+            }
             window.kernel = ws[2..].to_vec();
         } else if window.kernel != ws[2..] {
             invalid!("kernel_shape {:?} disagrees with weights {w}", window.kernel);
@@ -385,6 +404,7 @@ impl ConvTranspose {
     /// Resolves pads from `output_shape`/`auto_pad` and returns the output spatial sizes.
     pub fn resolve(&mut self, input: &[usize]) -> Result<Vec<usize>, OpError> {
         let n = input.len();
+        empty_spatial(input)?;
         let auto = self.window.auto_pad;
         self.window.auto_pad = AutoPad::NotSet;
         self.window.fill(n)?;

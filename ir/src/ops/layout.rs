@@ -442,6 +442,12 @@ impl OpDef for Split {
         self.axis = axis as i64;
         let dim = need_known(&x.shape[axis], "the split dim")?;
         let split = cx.const_ints(1, "split sizes")?;
+        // Checked before the sizes are listed, which would allocate one per part.
+        if let Some(n) = self.num_outputs
+            && n != cx.n_outputs
+        {
+            invalid!("num_outputs is {n} but the node has {} outputs", cx.n_outputs);
+        }
         let has_split = split.is_some();
         let sizes = self.sizes(dim, split, cx.n_outputs)?;
         if sizes.len() != cx.n_outputs {
@@ -518,7 +524,8 @@ impl Slice {
         }
         let axes: Vec<usize> = match axes {
             Some(a) => a.iter().map(|&a| norm_axis(a, x.len())).collect::<Result<_, _>>()?,
-            None => (0..n).collect(),
+            None if n <= x.len() => (0..n).collect(),
+            None => invalid!("{n} starts without axes for an input of rank {}", x.len()),
         };
         let mut seen = vec![false; x.len()];
         let mut spec: SliceSpec = vec![(0, 1, 0); x.len()];
@@ -542,6 +549,9 @@ impl Slice {
             let (start, end) = (fix(starts[i]), fix(ends[i]));
             let (start, end) = if step > 0 {
                 (start.clamp(0, dim), end.clamp(0, dim))
+            } else if dim == 0 {
+                // No last index to start from: select nothing.
+                (0, 0)
             } else {
                 (start.clamp(0, dim - 1), end.clamp(-1, dim - 1))
             };
@@ -732,7 +742,10 @@ impl OpDef for SpaceToDepth {
         if h % b != 0 || w % b != 0 {
             invalid!("spatial size {h}x{w} is not divisible by blocksize {b}");
         }
-        let shape = vec![x.shape[0].clone(), Dim::Known(c * b * b), Dim::Known(h / b), Dim::Known(w / b)];
+        let Some(cout) = b.checked_mul(b).and_then(|bb| bb.checked_mul(c)) else {
+            invalid!("{c} channels times blocksize^2 ({b}^2) overflow");
+        };
+        let shape = vec![x.shape[0].clone(), Dim::Known(cout), Dim::Known(h / b), Dim::Known(w / b)];
         Ok(vec![TensorType::new(x.dtype, shape)])
     }
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {

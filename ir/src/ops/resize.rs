@@ -141,6 +141,9 @@ impl Resize {
             Some(a) => a.iter().map(|&v| norm_axis(v, rank)).collect::<Result<_, _>>()?,
             None => (0..rank).collect(),
         };
+        if let Some(&ax) = axes.iter().enumerate().find_map(|(i, a)| axes[..i].contains(a).then_some(a)) {
+            invalid!("axes {:?} repeat axis {ax}", self.axes.as_deref().unwrap_or_default());
+        }
         let scales = scales.filter(|s| !s.is_empty());
         let sizes = sizes.filter(|s| !s.is_empty());
         let mut out: Vec<Dim> = x.to_vec();
@@ -195,6 +198,12 @@ impl Resize {
             }
             (Some(_), Some(_)) => invalid!("only one of scales and sizes may be given"),
             (None, None) => invalid!("one of scales and sizes is required"),
+        }
+        // Every output element would interpolate between input elements that do not exist.
+        for (ax, (i, o)) in x.iter().zip(&out).enumerate() {
+            if i.known() == Some(0) && o.known().is_some_and(|o| o > 0) {
+                invalid!("cannot resize the empty dim {ax} to size {o}");
+            }
         }
         Ok((out, sc))
     }

@@ -108,8 +108,10 @@ fn lex(text: &str) -> Result<Vec<Token>> {
                             Some('"') => s.push('"'),
                             Some('\\') => s.push('\\'),
                             Some('u') => {
+                                // Only `\u{HEX}`: anything else (`\u}`, `\ux}`) would slice backwards.
                                 let end = (j..chars.len())
                                     .find(|&k| chars[k] == '}')
+                                    .filter(|&e| chars.get(j + 2) == Some(&'{') && e >= j + 3)
                                     .ok_or_else(|| err(l0, c0, "bad \\u escape".into()))?;
                                 let hex: String = chars[j + 3..end].iter().collect();
                                 let ch = u32::from_str_radix(&hex, 16)
@@ -231,12 +233,12 @@ impl Parser<'_> {
     }
 
     fn keyword(&mut self, k: &str) -> Result<()> {
-        match self.next() {
-            Tok::Ident(s) if s == k => Ok(()),
-            t => {
-                self.pos -= 1;
-                self.err(format!("expected '{k}', found {t:?}"))
+        match self.peek() {
+            Tok::Ident(s) if s == k => {
+                self.next();
+                Ok(())
             }
+            t => self.err(format!("expected '{k}', found {t:?}")),
         }
     }
 
@@ -288,18 +290,16 @@ impl Parser<'_> {
     }
 
     fn value_ref(&mut self, g: &Graph) -> Result<ValueId> {
-        match self.next() {
-            Tok::Value(v) => match g.value_by_name(&v) {
-                Some(id) => Ok(id),
-                None => {
-                    self.pos -= 1;
-                    self.err(format!("value %{v} is not defined before this use"))
+        // Errors point at the offending token, so it is only consumed on success.
+        match self.peek() {
+            Tok::Value(v) => match g.value_by_name(v) {
+                Some(id) => {
+                    self.next();
+                    Ok(id)
                 }
+                None => self.err(format!("value %{v} is not defined before this use")),
             },
-            t => {
-                self.pos -= 1;
-                self.err(format!("expected a %value, found {t:?}"))
-            }
+            t => self.err(format!("expected a %value, found {t:?}")),
         }
     }
 
@@ -516,17 +516,16 @@ impl Parser<'_> {
     }
 
     fn number(&mut self) -> Result<(String, bool)> {
-        match self.next() {
+        let n = match self.peek() {
             Tok::Num(n) => {
                 let is_float = n.contains(['.', 'e', 'E']) || n.contains("inf") || n.contains("nan");
-                Ok((n, is_float))
+                (n.clone(), is_float)
             }
-            Tok::Ident(s) if s == "nan" || s == "inf" => Ok((s, true)),
-            t => {
-                self.pos -= 1;
-                self.err(format!("expected a number, found {t:?}"))
-            }
-        }
+            Tok::Ident(s) if s == "nan" || s == "inf" => (s.clone(), true),
+            t => return self.err(format!("expected a number, found {t:?}")),
+        };
+        self.next();
+        Ok(n)
     }
 
     fn attr_value(&mut self) -> Result<AttrValue> {
@@ -652,14 +651,13 @@ impl Parser<'_> {
     }
 
     fn literal(&mut self) -> Result<String> {
-        match self.next() {
-            Tok::Num(n) => Ok(n),
-            Tok::Ident(s) if matches!(s.as_str(), "true" | "false" | "nan" | "inf") => Ok(s),
-            t => {
-                self.pos -= 1;
-                self.err(format!("expected a value, found {t:?}"))
-            }
-        }
+        let v = match self.peek() {
+            Tok::Num(n) => n.clone(),
+            Tok::Ident(s) if matches!(s.as_str(), "true" | "false" | "nan" | "inf") => s.clone(),
+            t => return self.err(format!("expected a value, found {t:?}")),
+        };
+        self.next();
+        Ok(v)
     }
 
     fn tensor_from_literals(&self, dtype: DType, dims: Vec<usize>, vals: &[String]) -> Result<Tensor> {

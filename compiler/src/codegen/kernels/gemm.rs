@@ -223,7 +223,7 @@ impl Microkernel {
 
 impl KernelSpec for GemmSpec {
     fn name(&self) -> String {
-        format!("gemm {}x{}x{} b{}", self.m, self.n, self.k, self.batch)
+        format!("gemm {}x{}x{} b{} {}", self.m, self.n, self.k, self.batch, self.tier.name())
     }
 
     /// `opt_level=speed` reorders the unrolled steps so that more B vectors stay live, and the
