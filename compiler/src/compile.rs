@@ -181,7 +181,7 @@ pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, C
     report.stages.push(("passes", t.elapsed()));
     let t = Instant::now();
     let tier = options.cpu.tier();
-    let lowered = lower::lower_with(&g, tier, options.fault.as_ref())?;
+    let mut lowered = lower::lower_with(&g, tier, options.fault.as_ref())?;
     report.stages.push(("lowering", t.elapsed()));
     let t = Instant::now();
     let arena = plan_arena(&lowered);
@@ -191,7 +191,8 @@ pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, C
     let blob = codegen::compile_all(&isas, &lowered.specs)?;
     report.stages.push(("codegen", t.elapsed()));
     let t = Instant::now();
-    let mut plan = assemble(&lowered, &arena, blob)?;
+    let weights = std::mem::take(&mut lowered.weights);
+    let mut plan = assemble(&lowered, weights, &arena, blob)?;
     plan.features = tier.features().iter().map(|f| f.to_string()).collect();
     report.values = lowered
         .values
@@ -248,7 +249,12 @@ fn operand(l: &Lowered, arena: &ArenaPlan, r: lower::BufRef) -> Operand {
 }
 
 /// The runtime plan: operands resolved to (slot, byte offset).
-fn assemble(l: &Lowered, arena: &ArenaPlan, blob: codegen::CodeBlob) -> Result<Plan, CompileError> {
+fn assemble(
+    l: &Lowered,
+    weights: incept_runtime::buffer::AlignedBuf,
+    arena: &ArenaPlan,
+    blob: codegen::CodeBlob,
+) -> Result<Plan, CompileError> {
     let kernels: Vec<Kernel> =
         blob.offsets.iter().zip(&l.specs).map(|(&(offset, len), s)| Kernel { offset, len, name: s.name() }).collect();
     let steps = l
@@ -281,7 +287,7 @@ fn assemble(l: &Lowered, arena: &ArenaPlan, blob: codegen::CodeBlob) -> Result<P
         code: blob.code,
         kernels,
         steps,
-        weights: incept_runtime::buffer::AlignedBuf::from_bytes(&l.weights),
+        weights,
         arena_size: arena.size,
         status: l.status.map(|b| arena.offsets[b]),
         inputs: io(&l.inputs)?,

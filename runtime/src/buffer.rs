@@ -5,7 +5,7 @@
 struct Line([u8; 64]);
 
 /// A zero-initialised, 64-byte aligned byte buffer.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct AlignedBuf {
     lines: Vec<Line>,
     len: usize,
@@ -14,6 +14,24 @@ pub struct AlignedBuf {
 impl AlignedBuf {
     pub fn zeroed(len: usize) -> AlignedBuf {
         AlignedBuf { lines: vec![Line([0; 64]); len.div_ceil(64)], len }
+    }
+
+    /// An empty buffer with room for `bytes` bytes before it reallocates.
+    pub fn with_capacity(bytes: usize) -> AlignedBuf {
+        AlignedBuf { lines: Vec::with_capacity(bytes.div_ceil(64)), len: 0 }
+    }
+
+    /// Grows (zero-filled) or shrinks to `len` bytes.
+    pub fn resize(&mut self, len: usize) {
+        self.lines.resize(len.div_ceil(64), Line([0; 64]));
+        if len > self.len {
+            // Bytes past the old end in its last line may hold data from before a shrink.
+            let old = self.len;
+            self.len = len;
+            self.as_mut_slice()[old..].fill(0);
+        } else {
+            self.len = len;
+        }
     }
 
     pub fn from_bytes(bytes: &[u8]) -> AlignedBuf {

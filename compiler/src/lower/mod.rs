@@ -14,6 +14,8 @@ use incept_ir::{DType, Op};
 use crate::Fault;
 use crate::codegen::kernels::copy::CopySpec;
 use crate::codegen::kernels::nd::contiguous;
+use incept_runtime::buffer::AlignedBuf;
+
 use crate::codegen::{KernelSpec, Tier};
 
 /// Errors of lowering, naming the node.
@@ -97,7 +99,8 @@ pub struct Lowered {
     pub buffers: Vec<Buffer>,
     pub steps: Vec<LStep>,
     pub specs: Vec<Arc<dyn KernelSpec>>,
-    pub weights: Vec<u8>,
+    /// The packed weights, 64-byte aligned, in the layout the plan keeps them.
+    pub weights: AlignedBuf,
     pub inputs: Vec<Io>,
     pub outputs: Vec<Io>,
     /// The i64 status word that checking kernels set (an arena buffer alive for the whole run).
@@ -129,6 +132,16 @@ pub(crate) struct Lowerer<'g> {
     tier: Tier,
 }
 
+/// Bytes of the graph's constants.
+fn constant_bytes(g: &Graph) -> usize {
+    g.node_ids()
+        .filter_map(|id| match &g.node(id).op {
+            Op::Const(c) => Some(c.value.bytes().len()),
+            _ => None,
+        })
+        .sum()
+}
+
 /// Lowers an optimised graph with static shapes, for the f32x4 tier.
 pub fn lower(g: &Graph) -> Result<Lowered, LowerError> {
     lower_with(g, Tier::F32x4, None)
@@ -150,7 +163,9 @@ pub fn lower_with(g: &Graph, tier: Tier, fault: Option<&Fault>) -> Result<Lowere
             buffers: vec![],
             steps: vec![],
             specs: vec![],
-            weights: vec![],
+            // Room for every constant (and Winograd's 16/9 growth) up front: growing a buffer of
+            // 100 MB copies it each time.
+            weights: AlignedBuf::with_capacity(constant_bytes(g) * 2 + (1 << 20)),
             inputs: vec![],
             outputs: vec![],
             status: None,
@@ -234,19 +249,41 @@ impl<'g> Lowerer<'g> {
         BufRef { buf, offset: 0 }
     }
 
+    /// Appends `len` zero bytes to the weights, 64-byte aligned; their offset.
+    fn weight_space(&mut self, len: usize) -> usize {
+        let w = &mut self.out.weights;
+        let offset = w.len().next_multiple_of(64);
+        w.resize(offset + len);
+        offset
+    }
+
     /// Appends bytes to the weights, 64-byte aligned.
     fn weight(&mut self, bytes: &[u8], name: &str) -> BufRef {
-        let w = &mut self.out.weights;
-        w.resize(w.len().next_multiple_of(64), 0);
-        let offset = w.len();
-        w.extend_from_slice(bytes);
+        let offset = self.weight_space(bytes.len());
+        self.out.weights.as_mut_slice()[offset..].copy_from_slice(bytes);
         let buf = self.buffer(bytes.len(), Place::Weight(offset), name);
         BufRef { buf, offset: 0 }
     }
 
     fn weight_f32(&mut self, values: &[f32], name: &str) -> BufRef {
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.weight(&bytes, name)
+        self.weight_f32_with(values.len(), name, |w| w.copy_from_slice(values))
+    }
+
+    /// `n` floats of weights (zero-initialised) that `fill` writes in place: packed weights go
+    /// straight to their final place, with no intermediate copy.
+    fn weight_f32_with(&mut self, n: usize, name: &str, fill: impl FnOnce(&mut [f32])) -> BufRef {
+        let offset = self.weight_space(n * 4);
+        let bytes = &mut self.out.weights.as_mut_slice()[offset..offset + n * 4];
+        // The offset is 64-byte aligned in a 64-byte aligned buffer.
+        fill(bytemuck::cast_slice_mut(bytes));
+        // The plan's weights are little-endian floats.
+        if cfg!(target_endian = "big") {
+            for w in bytemuck::cast_slice_mut::<u8, u32>(bytes) {
+                *w = w.to_le();
+            }
+        }
+        let buf = self.buffer(n * 4, Place::Weight(offset), name);
+        BufRef { buf, offset: 0 }
     }
 
     /// Where a value's data is: a constant goes into the weights on first use.

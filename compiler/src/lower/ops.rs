@@ -3,6 +3,8 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use incept_ir::graph::{NodeId, ValueId};
 use incept_ir::ops::conv::Window;
 use incept_ir::ops::resize::CoordMode;
@@ -1076,12 +1078,15 @@ impl<'g> Lowerer<'g> {
         &self,
         id: NodeId,
         inputs: &[Option<ValueId>],
-    ) -> Result<(ValueId, ValueId, Option<Vec<f32>>, Option<ValueId>), LowerError> {
+    ) -> Result<(ValueId, ValueId, Option<Cow<'g, [f32]>>, Option<ValueId>), LowerError> {
         let x = inputs[0].ok_or_else(|| self.unsupported(id, "a missing input"))?;
         let wv = inputs.get(1).copied().flatten().ok_or_else(|| self.unsupported(id, "missing weights"))?;
         self.f32_only(id, wv)?;
+        // Weights in the model file are read where they are (no copy of 100 MB of weights).
+        let view_err = |e: incept_ir::tensor::TensorError| self.unsupported(id, e.to_string());
         let w = match self.konst(wv) {
-            Some(t) => Some(t.view::<f32>().map_err(|e| self.unsupported(id, e.to_string()))?.into_owned()),
+            Some(Cow::Borrowed(t)) => Some(t.view::<f32>().map_err(view_err)?),
+            Some(Cow::Owned(t)) => Some(Cow::Owned(t.view::<f32>().map_err(view_err)?.into_owned())),
             None => None,
         };
         let bias = inputs.get(2).copied().flatten();
@@ -1154,17 +1159,21 @@ impl<'g> Lowerer<'g> {
         rows: usize,
         k: usize,
         mr: usize,
-        at: impl Fn(usize, usize, usize) -> f32,
+        at: impl Fn(usize, usize, usize) -> f32 + Sync,
     ) -> (BufRef, Mat) {
         let pm = rows.div_ceil(mr);
-        let mut packed = vec![0f32; groups * pm * k * mr];
-        for gi in 0..groups {
-            for m in 0..rows {
-                for kk in 0..k {
-                    packed[((gi * pm + m / mr) * k + kk) * mr + m % mr] = at(gi, m, kk);
+        let panel = k * mr;
+        // Straight into the weights, one panel per task; rows past `rows` stay zero.
+        let r = self.weight_f32_with(groups * pm * panel, &format!("{name}/packed_weights"), |packed| {
+            packed.par_chunks_mut(panel.max(1)).enumerate().for_each(|(p, dst)| {
+                let (gi, m0) = (p / pm, (p % pm) * mr);
+                for m in m0..(m0 + mr).min(rows) {
+                    for kk in 0..k {
+                        dst[kk * mr + m - m0] = at(gi, m, kk);
+                    }
                 }
-            }
-        }
+            });
+        });
         let mat = Mat {
             rs: 1,
             cs: mr as isize,
@@ -1172,7 +1181,7 @@ impl<'g> Lowerer<'g> {
             batch_stride: (pm * k * mr) as isize,
             batch_mod: groups,
         };
-        (self.weight_f32(&packed, &format!("{name}/packed_weights")), mat)
+        (r, mat)
     }
 
     /// A 3x3 stride-1 conv by Winograd F(2x2, 3x3): input transform, 16 GEMMs as one batch,
@@ -1198,7 +1207,7 @@ impl<'g> Lowerer<'g> {
         let (tiles, pn) = (wg.tiles(), wg.panels(self.tier.nr()));
         // Transformed weights U[e] (mg x cg each) in MR-row panels, one GEMM batch (group) per e.
         let mr = self.tier.panel_rows(mg);
-        let u: Vec<[f32; 16]> = (0..mg * cg).map(|mc| transform_kernel(&w[mc * 9..][..9])).collect();
+        let u: Vec<[f32; 16]> = (0..mg * cg).into_par_iter().map(|mc| transform_kernel(&w[mc * 9..][..9])).collect();
         let (a_ref, a) = self.pack_a(name, 16, mg, cg, mr, |e, m, c| u[m * cg + c][e]);
         let input = WinoInputSpec { g: wg.clone(), c: cg, nr: self.tier.nr() };
         let table: Vec<u8> = input.table().iter().flat_map(|v| v.to_le_bytes()).collect();

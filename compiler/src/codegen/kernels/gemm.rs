@@ -579,7 +579,9 @@ impl GemmSpec {
     }
 
     /// The epilogue of a finished tile: `scratch` (row stride 16) holds the products; alpha,
-    /// bias, adds and activations go on, four columns at a time, into C at `pc`.
+    /// bias, adds and activations go on into C at `pc`. Whole tiles run four columns at a time;
+    /// a partial tile (the last column panel only) one column at a time in a loop, which keeps
+    /// the kernel small.
     #[allow(clippy::too_many_arguments)]
     fn finish_tile(
         &self,
@@ -595,47 +597,73 @@ impl GemmSpec {
         adds: &[(Value, Mat)],
         helpers: Option<Value>,
     ) {
-        let alpha = (self.alpha != 1.0).then(|| kb.vconst(self.alpha));
-        // The chunk's spec: C's row stride, for the masked stores of a partial chunk.
-        for q in 0..NR_WIDE / 4 {
-            // Columns of this chunk that exist: clamp(ncols - 4q, 0, 4).
-            let left = kb.addi(ncols, -(4 * q as i64));
-            let z = kb.iconst(0);
-            let has = kb.lt(z, left);
-            let cq = kb.mini(left, 4);
-            let full_q = {
-                let f = kb.eqi(cq, 4);
-                kb.b.ins().bor(f, full_cols)
-            };
-            let nq = kb.addi(n0, 4 * q as i64);
-            kb.if_then(has, |kb| {
-                for r in 0..rows {
-                    let mut val = kb.load_v(scratch, ((r * NR_WIDE + 4 * q) * 4) as i32, rw());
-                    if let Some(a) = alpha {
-                        val = kb.b.ins().fmul(val, a);
-                    }
-                    let m = kb.addi(m0, r as i64);
-                    if let Some((bp, mat)) = bias {
-                        let bv = self.load_operand(kb, bp, &mat, m, nq, full_q, cq);
-                        val = kb.b.ins().fadd(val, bv);
-                    }
-                    let mut add_i = 0;
-                    for s in &self.steps {
-                        match s {
-                            GemmStep::Add(_) => {
-                                let (p, mat) = adds[add_i];
-                                add_i += 1;
-                                let ov = self.load_operand(kb, p, &mat, m, nq, full_q, cq);
-                                val = kb.b.ins().fadd(val, ov);
-                            }
-                            GemmStep::Act(a) => val = emit_act(kb, a, val, helpers),
-                        }
-                    }
-                    let pq = kb.addi(pc, (4 * q * 4) as i64);
-                    self.store_tile_row(kb, pq, r, val, full_q, cq);
+        // One value (a vector of four columns or one column) through the epilogue.
+        let finish = |kb: &mut Kb, mut val: Value, m: Value, n: Value, vector: bool| {
+            if self.alpha != 1.0 {
+                let a = if vector { kb.vconst(self.alpha) } else { kb.fconst(self.alpha) };
+                val = kb.b.ins().fmul(val, a);
+            }
+            let operand = |kb: &mut Kb, p: Value, mat: &Mat| {
+                let row = kb.muli(m, mat.rs as i64);
+                if mat.cs == 0 || !vector {
+                    let col = kb.muli(n, mat.cs as i64);
+                    let o = kb.add(row, col);
+                    let q = kb.elem(p, o, 4);
+                    let x = kb.load_f32(q, 0, ro());
+                    if vector { kb.splat(x) } else { x }
+                } else {
+                    let col = kb.muli(n, mat.cs as i64);
+                    let o = kb.add(row, col);
+                    let q = kb.elem(p, o, 4);
+                    kb.load_v(q, 0, ro())
                 }
-            });
+            };
+            if let Some((bp, mat)) = bias {
+                let bv = operand(kb, bp, &mat);
+                val = kb.b.ins().fadd(val, bv);
+            }
+            let mut add_i = 0;
+            for s in &self.steps {
+                match s {
+                    GemmStep::Add(_) => {
+                        let (p, mat) = adds[add_i];
+                        add_i += 1;
+                        let ov = operand(kb, p, &mat);
+                        val = kb.b.ins().fadd(val, ov);
+                    }
+                    GemmStep::Act(a) => val = emit_act(kb, a, val, helpers),
+                }
+            }
+            val
+        };
+        let (full_b, part_b, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+        kb.b.ins().brif(full_cols, full_b, &[], part_b, &[]);
+        kb.b.switch_to_block(full_b);
+        for r in 0..rows {
+            let m = kb.addi(m0, r as i64);
+            for q in 0..NR_WIDE / 4 {
+                let val = kb.load_v(scratch, ((r * NR_WIDE + 4 * q) * 4) as i32, rw());
+                let n = kb.addi(n0, 4 * q as i64);
+                let val = finish(kb, val, m, n, true);
+                kb.store_v(val, pc, ((r as isize * self.c.rs + 4 * q as isize) * 4) as i32);
+            }
         }
+        kb.b.ins().jump(join, &[]);
+        kb.b.switch_to_block(part_b);
+        let zero = kb.iconst(0);
+        kb.for_range(zero, ncols, 1, |kb, c| {
+            let n = kb.add(n0, c);
+            let src = kb.elem(scratch, c, 4);
+            let dst = kb.elem(pc, c, 4);
+            for r in 0..rows {
+                let m = kb.addi(m0, r as i64);
+                let val = kb.load_f32(src, (r * NR_WIDE * 4) as i32, rw());
+                let val = finish(kb, val, m, n, false);
+                kb.store_f32(val, dst, (r as isize * self.c.rs * 4) as i32);
+            }
+        });
+        kb.b.ins().jump(join, &[]);
+        kb.b.switch_to_block(join);
     }
 
     /// Loads row r of the C tile (all NR columns, or the valid ones with zeros after).
