@@ -35,7 +35,12 @@ fn mutated_models_never_panic() {
     let mut panics = vec![];
     let mut breaks = vec![];
     let mut mismatches = vec![];
-    for case in 0..CASES {
+    // A longer local run: INCEPT_FUZZ_CASES=100000 (and INCEPT_FUZZ_SEED for another sequence).
+    let cases = std::env::var("INCEPT_FUZZ_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(CASES);
+    if let Some(seed) = std::env::var("INCEPT_FUZZ_SEED").ok().and_then(|s| s.parse().ok()) {
+        rng = SplitMix(seed);
+    }
+    for case in 0..cases {
         let seed = &seeds[(rng.next_u64() % seeds.len() as u64) as usize];
         let mut model = seed.model.clone();
         let n = 1 + (rng.next_u64() % 4) as usize;
@@ -68,7 +73,7 @@ fn mutated_models_never_panic() {
         let ok = tally.passed.get(&stage).copied().unwrap_or(0);
         assert!(ok >= 50, "only {ok} cases passed {stage:?}");
     }
-    assert!(tally.failed.get(&Stage::Import).copied().unwrap_or(0) >= CASES / 10, "the mutations change too little");
+    assert!(tally.failed.get(&Stage::Import).copied().unwrap_or(0) >= cases / 10, "the mutations change too little");
 }
 
 #[test]
