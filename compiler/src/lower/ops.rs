@@ -37,8 +37,9 @@ const M_PANELS: usize = 8;
 const N_PANELS: usize = 16;
 
 /// Which kernels compute a conv.
-/// Most taps (kernel positions, resampling filter taps) a kernel unrolls: a 64x64 window.
-const MAX_UNROLLED_TAPS: usize = 4096;
+/// Most taps (kernel positions, resampling filter taps) a kernel unrolls: a 128x128 window. The
+/// vendored 60x80 dilated MaxPool (4800 taps) already makes 1.3 MB of code.
+const MAX_UNROLLED_TAPS: usize = 1 << 14;
 
 /// Kernel positions of a windowed op (a fused op's base included).
 fn window_taps(op: &Op) -> Option<usize> {
