@@ -51,8 +51,11 @@ impl Stats {
                     let types: Vec<_> = node.outputs.iter().map(|v| v.ty.clone()).collect();
                     let m = op.macs(&ins, &types);
                     if m > 0 {
-                        *s.macs.entry(op.name().to_string()).or_default() += m;
-                        s.total_macs += m;
+                        // Weights may be graph inputs, so nothing bounds a node's count but
+                        // its shapes: saturate rather than overflow.
+                        let kind = s.macs.entry(op.name().to_string()).or_default();
+                        *kind = kind.saturating_add(m);
+                        s.total_macs = s.total_macs.saturating_add(m);
                     }
                 }
             }

@@ -24,6 +24,8 @@ pub struct Budget {
     pub max_macs: u64,
     pub max_value_bytes: usize,
     pub max_nodes: usize,
+    /// Kernel positions of all windowed ops together (the JIT unrolls them).
+    pub max_taps: u64,
     /// Whether to interpret, optimise (-O2, else -O0), and compile and run the graphs within
     /// the limits.
     pub interpret: bool,
@@ -38,6 +40,7 @@ impl Default for Budget {
             max_macs: 1 << 20,
             max_value_bytes: 1 << 20,
             max_nodes: 64,
+            max_taps: 1024,
             interpret: true,
             optimize: true,
             compile: true,
@@ -140,7 +143,9 @@ pub fn exercise_graph(g: Graph, budget: &Budget, mut out: Outcome) -> Outcome {
     let largest = stats.largest.as_ref().map_or(0, |l| l.2);
     let input_bytes: usize =
         g.input_values().iter().map(|&v| g.ty(v).numel().unwrap_or(0) * g.ty(v).dtype.size()).sum();
-    let small = stats.total_macs.saturating_add(window_work(&g)) <= budget.max_macs
+    let (work, taps) = window_work(&g);
+    let small = stats.total_macs.saturating_add(work) <= budget.max_macs
+        && taps <= budget.max_taps
         && largest.max(input_bytes) <= budget.max_value_bytes
         && g.node_count() <= budget.max_nodes;
     if !small {
@@ -220,14 +225,27 @@ fn compare(got: &[incept_runtime::Tensor], want: &[Tensor]) -> Option<String> {
 
 /// Work the MAC count leaves out: pools visit every kernel position per output (SAME padding
 /// lets a kernel be far larger than its input), and an antialiased Resize reads about
-/// `4 * d_in / d_out` taps per output along each shrunk axis.
-fn window_work(g: &Graph) -> u64 {
-    let mut work = 0u64;
+/// `4 * d_in / d_out` taps per output along each shrunk axis. Also the total kernel positions of
+/// the windowed ops, which the JIT unrolls (code size and compile time grow with them).
+fn window_work(g: &Graph) -> (u64, u64) {
+    let (mut work, mut taps) = (0u64, 0u64);
+    let positions = |w: &incept_ir::ops::conv::Window| w.kernel.iter().fold(1u64, |a, &k| a.saturating_mul(k as u64));
     for id in g.node_ids() {
         let node = g.node(id);
+        let window = match &node.op {
+            incept_ir::Op::Conv(c) => Some(&c.window),
+            incept_ir::Op::ConvTranspose(c) => Some(&c.window),
+            incept_ir::Op::Pool(p) => Some(&p.window),
+            incept_ir::Op::Fused(f) => match f.base.as_ref() {
+                incept_ir::Op::Conv(c) => Some(&c.window),
+                _ => None,
+            },
+            _ => None,
+        };
+        taps = taps.saturating_add(window.map_or(0, positions));
         let out = node.outputs.first().and_then(|v| v.ty.numel()).unwrap_or(0) as u64;
         let per_output = match &node.op {
-            incept_ir::Op::Pool(p) => p.window.kernel.iter().fold(1u64, |a, &k| a.saturating_mul(k as u64)),
+            incept_ir::Op::Pool(p) => positions(&p.window),
             incept_ir::Op::Resize(_) => {
                 let (Some(x), Some(y)) = (node.inputs().first().copied().flatten(), node.outputs.first()) else {
                     continue;
@@ -239,7 +257,7 @@ fn window_work(g: &Graph) -> u64 {
         };
         work = work.saturating_add(out.saturating_mul(per_output));
     }
-    work
+    (work, taps)
 }
 
 fn passes() -> Result<PassManager, String> {

@@ -228,7 +228,11 @@ fn mutate_once(m: &mut ModelProto, c: &mut impl Choices) {
                 return;
             }
             let i = c.below(g.initializer.len());
-            mutate_initializer(&mut g.initializer[i], c);
+            if c.below(6) == 0 {
+                initializer_to_input(g, i, c);
+            } else {
+                mutate_initializer(&mut g.initializer[i], c);
+            }
         }
         52..=63 => {
             if g.input.is_empty() {
@@ -264,6 +268,27 @@ fn mutate_once(m: &mut ModelProto, c: &mut impl Choices) {
         }
         _ => insert_node(m, c),
     }
+}
+
+/// Turns an initializer into a graph input of the same element type, its dims kept or one of them
+/// made large: weights and shapes the model no longer holds, which only their dims bound.
+fn initializer_to_input(g: &mut incept_ir::onnx::proto::GraphProto, i: usize, c: &mut impl Choices) {
+    let t = g.initializer.remove(i);
+    let mut dims = t.dims.clone();
+    if !dims.is_empty() && c.below(2) == 0 {
+        let k = c.below(dims.len());
+        dims[k] = *c.pick(&[1 << 16, 1 << 20, 1 << 31]);
+    }
+    let dim = |d: i64| Dimension { value: Some(DimensionValue::DimValue(d)), denotation: String::new() };
+    let ty = incept_ir::onnx::proto::TypeProto {
+        value: Some(TypeValue::TensorType(incept_ir::onnx::proto::TypeTensor {
+            elem_type: t.data_type,
+            shape: Some(incept_ir::onnx::proto::TensorShapeProto { dim: dims.into_iter().map(dim).collect() }),
+        })),
+        denotation: String::new(),
+    };
+    g.input.retain(|v| v.name != t.name);
+    g.input.push(ValueInfoProto { name: t.name, r#type: Some(ty), doc_string: String::new() });
 }
 
 /// Makes every large dim of every graph input small, so that the CNN fixtures become cheap enough

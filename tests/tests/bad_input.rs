@@ -4,7 +4,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use bytes::Bytes;
-use incept_ir::onnx::proto::{StringStringEntryProto, data_location};
+use incept_ir::onnx::proto::{NodeProto, StringStringEntryProto, data_location};
 use incept_ir::onnx::{self, ImportOptions};
 use incept_ir::text::parse::SplitMix;
 use incept_ir::verify;
@@ -598,4 +598,31 @@ fn windows_the_jit_would_unroll_past_its_limit_are_refused() {
         Err(e) => e.to_string(),
     };
     assert!(e.contains("'y'") && e.contains("MaxPool") && e.contains("2147483648 taps"), "{e}");
+}
+
+#[test]
+fn mac_counts_saturate_instead_of_overflowing() {
+    // Weights may be graph inputs, so no data bounds a conv's MACs: each of these four counts
+    // 2^31 outputs times a 2^31-tap window (2^62), and their total overflowed u64.
+    let conv = |i: usize| {
+        let attrs = vec![str_attr("auto_pad", "SAME_UPPER")];
+        NodeProto { name: format!("conv{i}"), ..node_with("Conv", &["xi", "w"], &[&format!("y{i}")], attrs) }
+    };
+    let m = model(
+        std::iter::once(node("Identity", "id", &["x"], &["xi"])).chain((0..4).map(conv)).collect(),
+        vec![value("x", &[1, 1, 1, 1 << 31]), value("w", &[1, 1, 1, 1 << 31])],
+        (0..4).map(|i| value(&format!("y{i}"), &[1, 1, 1, 1 << 31])).collect(),
+        vec![],
+    );
+    let g = onnx::load_bytes(encode(&m), &ImportOptions::default()).expect("a valid if absurd model");
+    let stats = incept_ir::stats::Stats::of(&g);
+    assert_eq!(stats.total_macs, u64::MAX);
+    assert_eq!(stats.macs.get("Conv"), Some(&u64::MAX));
+    // The pass manager adds up MACs before and after each pass (here the Identity's removal).
+    let opts = incept_compiler::CompileOptions { threads: 1, ..Default::default() };
+    let e = match incept_compiler::compile(encode(&m), &opts) {
+        Ok(_) => panic!("compiled 2^31-tap convs"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("Conv") && e.contains("taps"), "{e}");
 }

@@ -166,7 +166,8 @@ impl PassManager {
                         verify(g).map_err(|error| PassError::Verify { pass: pass.name(), error })?;
                         changed = true;
                         st.nodes_after = (st.nodes_after + op_nodes(g)).saturating_sub(nodes);
-                        st.macs_after = (st.macs_after + Stats::of(g).total_macs).saturating_sub(macs);
+                        // MAC counts saturate at u64::MAX (weights that are graph inputs bound nothing).
+                        st.macs_after = st.macs_after.saturating_add(Stats::of(g).total_macs).saturating_sub(macs);
                     }
                     if applied > 0 && wants_text {
                         snapshots.push(Snapshot { pass: pass.name(), text: print(g, pass.name())?, before });
