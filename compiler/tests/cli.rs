@@ -341,7 +341,8 @@ fn bench_writes_a_chrome_trace() {
     let _ = std::fs::remove_file(&path);
     assert!(text.starts_with("{\"traceEvents\": [") && text.trim_end().ends_with('}'), "{text}");
     // Thread names, then one complete slice per chunk with its kernel, op and node.
-    assert!(text.contains("\"ph\": \"M\"") && text.contains("\"name\": \"worker 0\""), "{text}");
+    // Which worker picks up chunks is up to the scheduler (on a busy machine one may take them all).
+    assert!(text.contains("\"ph\": \"M\"") && text.contains("\"name\": \"worker "), "{text}");
     let slices = text.lines().filter(|l| l.contains("\"ph\": \"X\"")).count();
     assert!(slices >= 10, "{slices} slices");
     assert!(
