@@ -16,6 +16,7 @@
 //! `factorize-approx` (opt-in, `--factorize-tolerance T`) takes the cheapest form whose weight
 //! error is <= T and records every candidate in the factorisation report.
 
+mod precheck;
 pub mod stacked;
 
 use std::collections::HashSet;
@@ -33,6 +34,13 @@ use stacked::Kernels;
 
 /// Weight error under which a factorisation counts as exact (f32 rounding is ~6e-8).
 pub const EXACT_TOLERANCE: f64 = 1e-6;
+
+/// The tolerance of the polynomial rank that sizes the stacked form in exact mode: looser than
+/// [`EXACT_TOLERANCE`] because ALS then has to reach that anyway.
+const STACKED_RANK_TOLERANCE: f64 = 1e-5;
+
+/// The points at which the polynomial rank evaluates `W(z)`.
+const POLYNOMIAL_POINTS: [(f64, f64); 3] = [(0.7, 1.3), (1.2, 0.8), (0.9, 1.1)];
 
 /// One conv the factorisation passes looked at.
 #[derive(Clone, Debug)]
@@ -84,6 +92,50 @@ impl Candidate<'_> {
 
     fn at(&self, o: usize, i: usize, y: usize, x: usize) -> f64 {
         self.w[((o * self.cin + i) * self.k + y) * self.k + x]
+    }
+
+    /// `W[(i, ky), (o, kx)]`: rank R means a separable form with R channels between.
+    fn separable_matrix(&self) -> Mat {
+        let (k, cin, cout) = (self.k, self.cin, self.cout);
+        Mat::from_fn(cin * k, cout * k, |r, col| self.at(col / k, r / k, r % k, col % k))
+    }
+
+    fn separable_macs(&self, r: usize) -> u64 {
+        let [n, _, wi, ho, wo] = self.hw;
+        (n * ho * wi * r * self.cin * self.k + n * ho * wo * self.cout * r * self.k) as u64
+    }
+
+    /// `W[:, i, :]` (C_out x K^2): its rank is the depth multiplier input channel `i` needs.
+    fn depthwise_matrix(&self, i: usize) -> Mat {
+        let k = self.k;
+        Mat::from_fn(self.cout, k * k, |o, j| self.at(o, i, j / k, j % k))
+    }
+
+    fn depthwise_macs(&self, dm: usize) -> u64 {
+        let [n, _, _, ho, wo] = self.hw;
+        (n * ho * wo * (self.cin * dm * self.k * self.k + self.cin * dm * self.cout)) as u64
+    }
+
+    /// `W(z) = sum_k W[:, :, k] z^k` (C_out x C_in) at `z = (z1, z2)`.
+    fn polynomial_matrix(&self, (z1, z2): (f64, f64)) -> Mat {
+        Mat::from_fn(self.cout, self.cin, |o, i| {
+            let mut s = 0.0;
+            for y in 0..self.k {
+                for x in 0..self.k {
+                    s += self.at(o, i, y, x) * f64::powi(z1, y as i32) * f64::powi(z2, x as i32);
+                }
+            }
+            s
+        })
+    }
+
+    /// MACs of the stacked form with `mid` channels between.
+    fn stacked_macs(&self, mid: usize) -> u64 {
+        let [n, hi, wi, ho, wo] = self.hw;
+        let w = &self.conv.window;
+        let (h1, w1) = (hi + w.pads[0] + w.pads[2] + 3 - self.k, wi + w.pads[1] + w.pads[3] + 3 - self.k);
+        let p = self.k - 2;
+        (n * h1 * w1 * mid * self.cin * p * p + n * ho * wo * self.cout * mid * 9) as u64
     }
 }
 
@@ -165,8 +217,7 @@ struct Separable<'a> {
 
 impl<'a> Separable<'a> {
     fn new(c: &'a Candidate<'a>) -> Separable<'a> {
-        let (k, cin, cout) = (c.k, c.cin, c.cout);
-        Separable { c, d: svd(&Mat::from_fn(cin * k, cout * k, |r, col| c.at(col / k, r / k, r % k, col % k))) }
+        Separable { c, d: svd(&c.separable_matrix()) }
     }
 }
 
@@ -181,9 +232,7 @@ impl Form for Separable<'_> {
         self.d.truncation_error(r)
     }
     fn macs(&self, r: usize) -> u64 {
-        let c = self.c;
-        let [n, _, wi, ho, wo] = c.hw;
-        (n * ho * wi * r * c.cin * c.k + n * ho * wo * c.cout * r * c.k) as u64
+        self.c.separable_macs(r)
     }
     fn build(&self, r: usize) -> Plan {
         let (c, d) = (self.c, &self.d);
@@ -220,8 +269,7 @@ struct Depthwise<'a> {
 
 impl<'a> Depthwise<'a> {
     fn new(c: &'a Candidate<'a>) -> Depthwise<'a> {
-        let k = c.k;
-        let decomps = (0..c.cin).map(|i| svd(&Mat::from_fn(c.cout, k * k, |o, j| c.at(o, i, j / k, j % k)))).collect();
+        let decomps = (0..c.cin).map(|i| svd(&c.depthwise_matrix(i))).collect();
         Depthwise { c, decomps, total: c.w.iter().map(|v| v * v).sum::<f64>().max(1e-300) }
     }
 }
@@ -238,9 +286,7 @@ impl Form for Depthwise<'_> {
         (rest.max(0.0) / self.total).sqrt()
     }
     fn macs(&self, dm: usize) -> u64 {
-        let c = self.c;
-        let [n, _, _, ho, wo] = c.hw;
-        (n * ho * wo * (c.cin * dm * c.k * c.k + c.cin * dm * c.cout)) as u64
+        self.c.depthwise_macs(dm)
     }
     fn build(&self, dm: usize) -> Plan {
         let c = self.c;
@@ -278,20 +324,11 @@ impl Form for Depthwise<'_> {
 /// Numerical rank of `W(z) = sum_k W[:, :, k] z^k` at a few points: a lower bound on the mid
 /// channels of any stacked factorisation (and its exact value for generic factors).
 fn polynomial_rank(c: &Candidate, tol: f64) -> usize {
-    let mut best = 0;
-    for (z1, z2) in [(0.7, 1.3), (1.2, 0.8), (0.9, 1.1)] {
-        let m = Mat::from_fn(c.cout, c.cin, |o, i| {
-            let mut s = 0.0;
-            for y in 0..c.k {
-                for x in 0..c.k {
-                    s += c.at(o, i, y, x) * f64::powi(z1, y as i32) * f64::powi(z2, x as i32);
-                }
-            }
-            s
-        });
-        best = best.max(svd(&m).rank_for(tol));
-    }
-    best
+    POLYNOMIAL_POINTS.iter().map(|&z| svd(&c.polynomial_matrix(z)).rank_for(tol)).max().unwrap_or(0)
+}
+
+fn stacked_rank_tolerance(tol: f64, exact: bool) -> f64 {
+    if exact { STACKED_RANK_TOLERANCE } else { tol }
 }
 
 fn stacked_plan(c: &Candidate, tol: f64, exact: bool) -> Option<Plan> {
@@ -299,16 +336,14 @@ fn stacked_plan(c: &Candidate, tol: f64, exact: bool) -> Option<Plan> {
         return None;
     }
     let full = c.cin.min(c.cout);
-    let mid = polynomial_rank(c, if exact { 1e-5 } else { tol }).max(1);
+    let mid = polynomial_rank(c, stacked_rank_tolerance(tol, exact)).max(1);
     // With full rank there is no low-rank structure to find; ALS would only burn time.
     if mid >= full {
         return None;
     }
-    let [n, hi, wi, ho, wo] = c.hw;
     let w = &c.conv.window;
-    let (h1, w1) = (hi + w.pads[0] + w.pads[2] + 3 - c.k, wi + w.pads[1] + w.pads[3] + 3 - c.k);
     let p = c.k - 2;
-    let macs = (n * h1 * w1 * mid * c.cin * p * p + n * ho * wo * c.cout * mid * 9) as u64;
+    let macs = c.stacked_macs(mid);
     if macs >= c.macs() {
         return None;
     }
@@ -329,11 +364,14 @@ fn stacked_plan(c: &Candidate, tol: f64, exact: bool) -> Option<Plan> {
     })
 }
 
+/// `precheck` lets [`precheck::rule_out`] skip the forms it proves cannot be chosen; it must stay
+/// off in approximate mode, whose report gives the error of each form that missed.
 fn rewrite(
     g: &Graph,
     id: NodeId,
     tol: f64,
     approximate: bool,
+    precheck: bool,
     state: &FactorizeState,
 ) -> Result<Option<Patch>, OpError> {
     let Some(c) = candidate(g, id) else { return Ok(None) };
@@ -342,6 +380,14 @@ fn rewrite(
         return Ok(None);
     }
     let before = c.macs();
+    let skip = if precheck {
+        precheck::rule_out(&c, tol, stacked_rank_tolerance(tol, !approximate), before)
+    } else {
+        precheck::RuledOut::NOTHING
+    };
+    if skip.everything() {
+        return Ok(None);
+    }
     let record =
         |form: &'static str, rank: usize, macs_after: u64, error: f64, applied: bool, note: &str| FactorizeRecord {
             node: name.clone(),
@@ -354,18 +400,19 @@ fn rewrite(
             approximate,
             note: note.to_string(),
         };
-    let (sep, dw) = (Separable::new(&c), Depthwise::new(&c));
+    let sep = (!skip.separable).then(|| Separable::new(&c));
+    let dw = (!skip.depthwise).then(|| Depthwise::new(&c));
     let mut plans: Vec<Plan> = vec![];
     // For the report: the most accurate MAC-saving rank of each form that missed the tolerance.
     let mut misses: Vec<(&'static str, usize, f64)> = vec![];
-    for f in [&sep as &dyn Form, &dw] {
+    for f in [sep.as_ref().map(|f| f as &dyn Form), dw.as_ref().map(|f| f as &dyn Form)].into_iter().flatten() {
         match choose(f, tol, before) {
             Ok(r) => plans.push(f.build(r)),
             Err(Some((r, e))) => misses.push((f.name(), r, e)),
             Err(None) => {}
         }
     }
-    match stacked_plan(&c, tol, !approximate) {
+    match if skip.stacked { None } else { stacked_plan(&c, tol, !approximate) } {
         Some(p) if p.error <= tol && p.macs < before => plans.push(p),
         Some(p) if p.macs < before => misses.push((p.form, p.rank, p.error)),
         _ => {}
@@ -418,7 +465,7 @@ impl Pass for Factorize {
         "split KxK convs whose weights factor exactly into separable, depthwise-separable or stacked 3x3 forms"
     }
     fn rewrite(&self, g: &Graph, id: NodeId, cx: &PassContext) -> Result<Option<Patch>, OpError> {
-        rewrite(g, id, EXACT_TOLERANCE, false, &cx.factorize)
+        rewrite(g, id, EXACT_TOLERANCE, false, true, &cx.factorize)
     }
 }
 
@@ -437,7 +484,8 @@ impl Pass for FactorizeApprox {
     }
     fn rewrite(&self, g: &Graph, id: NodeId, cx: &PassContext) -> Result<Option<Patch>, OpError> {
         match cx.options.factorize_tolerance {
-            Some(t) => rewrite(g, id, t, true, &cx.factorize),
+            // No pre-check: the report needs every form's error even when none applies.
+            Some(t) => rewrite(g, id, t, true, false, &cx.factorize),
             None => Ok(None),
         }
     }
