@@ -158,7 +158,7 @@ pub fn truncation_error_exceeds(parts: &[Mat], rank: usize, tol: f64) -> bool {
 pub fn tail_energy_bound(a: &Mat, rank: usize, want: f64) -> f64 {
     // The Gram matrix of the shorter side: same nonzero singular values, smaller.
     let (long, n) = (a.rows.max(a.cols), a.rows.min(a.cols));
-    if rank >= n || !(want > 0.0) {
+    if rank >= n || want.is_nan() || want <= 0.0 {
         return 0.0;
     }
     let g = gram(a);
@@ -230,7 +230,7 @@ fn positive_pivots(g: &[f64], n: usize, lambda: f64) -> usize {
     for k in 0..n {
         let (p, d) =
             (k..n).map(|i| (i, h[i * n + i])).fold((k, f64::NEG_INFINITY), |b, x| if x.1 > b.1 { x } else { b });
-        if !(d > 0.0) {
+        if d.is_nan() || d <= 0.0 {
             return k;
         }
         if p != k {
@@ -427,7 +427,7 @@ mod tests {
         assert!(!truncation_error_exceeds(&[Mat::zeros(3, 3)], 1, tol));
         assert!(!truncation_error_exceeds(&[], 1, tol));
         // Full rank kept: no error.
-        assert!(!truncation_error_exceeds(&[random.clone()], 9, tol));
+        assert!(!truncation_error_exceeds(std::slice::from_ref(&random), 9, tol));
         // Non-finite entries decide nothing.
         let mut nan = random;
         nan.data[3] = f64::NAN;
