@@ -6,7 +6,7 @@
     /tmp/venv/bin/python bench/compare.py --zoo DIR [--threads 1 2] [--rounds 5] [--iters 10] \
         [--write BENCHMARKS.md]
 
-DIR holds ResNet50.onnx, InceptionV3.onnx, Xception.onnx and their .input.npy files, as written by
+DIR holds ResNet50.onnx, InceptionV3.onnx, Xception.onnx, MobileNetV2.onnx (those present) and their .input.npy files, as written by
 bench/zoo/make_zoo.py (or pass models with --model PATH, repeatable). For each model and thread
 count, each round runs `incept bench --json` (a fresh process: compile, warm up, ITERS timed runs)
 and then ITERS timed runs of one ONNX Runtime session (created once, warmed up); the medians are
@@ -27,7 +27,7 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-ZOO = ["ResNet50", "InceptionV3", "Xception"]
+ZOO = ["ResNet50", "InceptionV3", "Xception", "MobileNetV2"]
 
 
 def cpu_name():

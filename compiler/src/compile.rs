@@ -73,6 +73,8 @@ pub enum Cpu {
     Baseline,
     /// The AVX2 + FMA tier (the plan then needs those features to load).
     Avx2,
+    /// The AVX-512F tier (the plan then needs AVX-512F, AVX2 and FMA to load).
+    Avx512,
 }
 
 impl Cpu {
@@ -82,6 +84,7 @@ impl Cpu {
             Cpu::Native => Tier::host(),
             Cpu::Baseline => Tier::F32x4,
             Cpu::Avx2 => Tier::Avx2,
+            Cpu::Avx512 => Tier::Avx512,
         }
     }
 }
@@ -93,7 +96,8 @@ impl std::str::FromStr for Cpu {
             "native" => Ok(Cpu::Native),
             "baseline" => Ok(Cpu::Baseline),
             "avx2" => Ok(Cpu::Avx2),
-            other => Err(format!("unknown CPU '{other}' (native, baseline, avx2)")),
+            "avx512" => Ok(Cpu::Avx512),
+            other => Err(format!("unknown CPU '{other}' (native, baseline, avx2, avx512)")),
         }
     }
 }

@@ -151,11 +151,17 @@ pub fn random_of(rng: &mut SplitMix, dtype: DType, dims: Vec<usize>) -> Tensor {
     }
 }
 
-/// Every kernel tier this CPU runs: the f32x4 baseline, and AVX2 where the CPU has it.
+/// Every kernel tier this CPU runs: the f32x4 baseline, and AVX2 and AVX-512 where the CPU has
+/// them (widest last).
 pub fn tiers() -> Vec<Cpu> {
+    use incept_compiler::codegen::Tier;
     let mut t = vec![Cpu::Baseline];
-    if incept_compiler::codegen::Tier::host() == incept_compiler::codegen::Tier::Avx2 {
+    let host = Tier::host();
+    if matches!(host, Tier::Avx2 | Tier::Avx512) {
         t.push(Cpu::Avx2);
+    }
+    if host == Tier::Avx512 {
+        t.push(Cpu::Avx512);
     }
     t
 }
@@ -163,12 +169,23 @@ pub fn tiers() -> Vec<Cpu> {
 /// The ways each graph is compiled and run: all pairs of (full passes or none) x (1 or 2
 /// threads) x (each tier this CPU runs), in as few runs as cover them.
 pub fn ways() -> Vec<(Pipeline, usize, Cpu)> {
+    // Tiers alternate between the two diagonals of (passes x threads), widest first, so that
+    // every tier meets both pass settings and both thread counts, and the first two tiers
+    // together cover all four (passes, threads) pairs; one tier alone takes all four.
     let tiers = tiers();
-    let wide = *tiers.last().expect("a tier");
-    let mut w = vec![(Pipeline::Full, 2, wide), (Pipeline::Explicit(vec![]), 1, wide)];
-    if wide != Cpu::Baseline {
-        w.push((Pipeline::Full, 1, Cpu::Baseline));
-        w.push((Pipeline::Explicit(vec![]), 2, Cpu::Baseline));
+    let mut w = vec![];
+    for (i, &tier) in tiers.iter().rev().enumerate() {
+        let diagonals: &[[usize; 2]] = if tiers.len() == 1 {
+            &[[2, 1], [1, 2]]
+        } else if i % 2 == 0 {
+            &[[2, 1]]
+        } else {
+            &[[1, 2]]
+        };
+        for &[full, none] in diagonals {
+            w.push((Pipeline::Full, full, tier));
+            w.push((Pipeline::Explicit(vec![]), none, tier));
+        }
     }
     w
 }

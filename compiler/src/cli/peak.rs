@@ -1,9 +1,9 @@
-//! `incept peak`: the f32x4 FMA ceiling of one core.
+//! `incept peak`: the FMA ceilings of one core, per kernel tier.
 
 use anyhow::Result;
 use clap::Args;
 
-/// Measure this CPU's FMA peaks on one core (f32x4, and AVX2 where the CPU has it): the ceilings
+/// Measure this CPU's FMA peaks on one core (f32x4, and AVX2 and AVX-512 where the CPU has them): the ceilings
 /// incept's kernels are measured against.
 ///
 /// Runs a JIT kernel of 12 independent f32x4 multiply-add chains (enough to hide the FMA latency
@@ -24,20 +24,25 @@ pub fn run(a: PeakArgs) -> Result<()> {
     use incept_compiler::codegen::peak;
     let g = peak::fma_peak_gflops(a.iterations, a.runs)?;
     println!("f32x4 FMA peak, one core: {g:.1} GFLOP/s (best of {} runs of {} x 12 FMAs)", a.runs, a.iterations);
-    match peak::avx2_peak_gflops(a.iterations as usize, a.runs)? {
-        Some(w) => {
-            println!(
-                "AVX2 FMA peak, one core: {w:.1} GFLOP/s (best of {} runs of {} x 12 ymm FMAs)",
-                a.runs, a.iterations
-            );
-            if let Some(u) = peak::avx2_microkernel_gflops(256, 20_000, a.runs)? {
+    use incept_compiler::codegen::Tier;
+    for tier in [Tier::Avx2, Tier::Avx512] {
+        let name = tier.name().to_uppercase().replace("AVX512", "AVX-512");
+        match peak::wide_peak_gflops(tier, a.iterations as usize, a.runs)? {
+            Some(w) => {
+                let (mr, nr) = (tier.panel_rows(1), tier.nr());
                 println!(
-                    "AVX2 6x16 GEMM microkernel, panels in L1 (K = 256): {u:.1} GFLOP/s ({:.0}% of the AVX2 peak)",
-                    100.0 * u / w
+                    "{name} FMA peak, one core: {w:.1} GFLOP/s (best of {} runs of {} iterations)",
+                    a.runs, a.iterations
                 );
+                if let Some(u) = peak::wide_microkernel_gflops(tier, 256, 20_000, a.runs)? {
+                    println!(
+                        "{name} {mr}x{nr} GEMM microkernel, panels in L1 (K = 256): {u:.1} GFLOP/s ({:.0}% of the {name} peak)",
+                        100.0 * u / w
+                    );
+                }
             }
+            None => println!("{name} FMA peak: this CPU does not run the {} tier", tier.name()),
         }
-        None => println!("AVX2 FMA peak: this CPU has no AVX2 + FMA (the f32x4 tier is the widest)"),
     }
     Ok(())
 }

@@ -28,7 +28,7 @@ pub struct RunArgs {
     /// Worker threads of the compiled model (0 = physical cores; 1 runs inline).
     #[arg(long, default_value_t = 0, value_name = "N")]
     threads: usize,
-    /// The CPU to compile for: native, baseline (f32x4, any x86-64) or avx2.
+    /// The CPU to compile for: native, baseline (f32x4, any x86-64), avx2 or avx512.
     #[arg(long, default_value = "native", value_name = "CPU")]
     cpu: incept_compiler::Cpu,
     /// An input: FILE.npy, NAME=FILE.npy, or a test data folder with input_N.pb (repeatable).

@@ -34,6 +34,8 @@ pub enum Tier {
     F32x4,
     /// An AVX2 + FMA register tile written with an assembler (see [`wide`]).
     Avx2,
+    /// An AVX-512F register tile written with an assembler (see [`wide`]).
+    Avx512,
 }
 
 impl Tier {
@@ -42,8 +44,9 @@ impl Tier {
         match self {
             // The f32x4 microkernel takes the panel height as its row count.
             Tier::F32x4 => 12.min(m).max(1),
-            // The AVX2 microkernel always steps a 6-row panel; short tiles use fewer rows of it.
+            // A wide microkernel always steps a whole panel; short tiles use fewer rows of it.
             Tier::Avx2 => wide::MR_WIDE,
+            Tier::Avx512 => wide::MR_512,
         }
     }
     /// Columns of a packed B panel.
@@ -51,12 +54,14 @@ impl Tier {
         match self {
             Tier::F32x4 => kernels::gemm::NR,
             Tier::Avx2 => wide::NR_WIDE,
+            Tier::Avx512 => wide::NR_512,
         }
     }
     pub fn name(self) -> &'static str {
         match self {
             Tier::F32x4 => "f32x4",
             Tier::Avx2 => "avx2",
+            Tier::Avx512 => "avx512",
         }
     }
     /// CPU features a plan built for this tier needs beyond x86-64's baseline.
@@ -64,11 +69,22 @@ impl Tier {
         match self {
             Tier::F32x4 => &[],
             Tier::Avx2 => &["avx2", "fma"],
+            Tier::Avx512 => &["avx2", "fma", "avx512f"],
         }
+    }
+    /// Whether the GEMM calls a machine-code microkernel (and reads only packed panels).
+    pub fn is_wide(self) -> bool {
+        self != Tier::F32x4
     }
     /// The widest tier this CPU runs.
     pub fn host() -> Tier {
-        if wide::host_has_avx2() { Tier::Avx2 } else { Tier::F32x4 }
+        if wide::host_has_avx512() {
+            Tier::Avx512
+        } else if wide::host_has_avx2() {
+            Tier::Avx2
+        } else {
+            Tier::F32x4
+        }
     }
 }
 
@@ -334,100 +350,115 @@ mod gemm_tests {
         }
     }
 
-    /// The AVX2 GEMM (loop nest + microkernels) against a plain product, with and without an
-    /// epilogue, for row tails (m % 6), column tails of 8 or fewer and of more (n % 16), and K
-    /// within one block, at a block edge and over several (the block is 256).
+    /// Each wide GEMM (loop nest + microkernels) against a plain product, with and without an
+    /// epilogue, for row tails (m % MR), column tails of NR / 2 or fewer and of more (n % NR),
+    /// and K within one block, at a block edge and over several (the block is 256).
     #[test]
-    fn avx2_gemm_matches_naive_for_every_tail() {
-        use wide::{Avx2Microkernel, MR_WIDE, NR_WIDE, host_has_avx2};
-        if !host_has_avx2() {
-            println!("skipped: this CPU has no AVX2 + FMA");
-            return;
+    fn wide_gemm_matches_naive_for_every_tail() {
+        use wide::{WideMicrokernel, host_has_avx2, host_has_avx512};
+        let mut tiers = vec![];
+        if host_has_avx2() {
+            tiers.push(Tier::Avx2);
+        }
+        if host_has_avx512() {
+            tiers.push(Tier::Avx512);
+        }
+        if tiers.len() < 2 {
+            println!("skipped for the wide tiers this CPU lacks (has: {tiers:?})");
         }
         let mut checked = 0;
-        for m in [1, 6, 7, 13] {
-            for n in [1, 8, 9, 16, 17, 49] {
-                for k in [1, 256, 257, 600] {
-                    let epilogue = (m + n + k) % 2 == 0;
-                    let (a, b) = (rand(m * k, 1), rand(k * n, 2));
-                    let (bias, res) = (rand(m, 3), rand(m * n, 4));
-                    let mut want = vec![0f32; m * n];
-                    for i in 0..m {
-                        for j in 0..n {
-                            let s = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum::<f64>() as f32;
-                            want[i * n + j] =
-                                if epilogue { (s * 0.5 + bias[i] + res[i * n + j]).clamp(0.0, 6.0) } else { s };
+        for tier in tiers.iter().copied() {
+            let (mr_w, nr_w) = (tier.panel_rows(1), tier.nr());
+            for m in [1, mr_w, mr_w + 1, 2 * mr_w + 1] {
+                for n in [1, nr_w / 2, nr_w / 2 + 1, nr_w, nr_w + 1, 3 * nr_w + 1] {
+                    for k in [1, 256, 257, 600] {
+                        let epilogue = (m + n + k) % 2 == 0;
+                        let (a, b) = (rand(m * k, 1), rand(k * n, 2));
+                        let (bias, res) = (rand(m, 3), rand(m * n, 4));
+                        let mut want = vec![0f32; m * n];
+                        for i in 0..m {
+                            for j in 0..n {
+                                let s = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum::<f64>() as f32;
+                                want[i * n + j] =
+                                    if epilogue { (s * 0.5 + bias[i] + res[i * n + j]).clamp(0.0, 6.0) } else { s };
+                            }
                         }
-                    }
-                    let pm = m.div_ceil(MR_WIDE);
-                    let mut pa = vec![0f32; pm * k * MR_WIDE];
-                    for i in 0..m {
+                        let pm = m.div_ceil(mr_w);
+                        let mut pa = vec![0f32; pm * k * mr_w];
+                        for i in 0..m {
+                            for p in 0..k {
+                                pa[((i / mr_w) * k + p) * mr_w + i % mr_w] = a[i * k + p];
+                            }
+                        }
+                        let pn = n.div_ceil(nr_w);
+                        let mut pb = vec![0f32; pn * k * nr_w];
                         for p in 0..k {
-                            pa[((i / MR_WIDE) * k + p) * MR_WIDE + i % MR_WIDE] = a[i * k + p];
+                            for j in 0..n {
+                                pb[((j / nr_w) * k + p) * nr_w + j % nr_w] = b[p * n + j];
+                            }
                         }
-                    }
-                    let pn = n.div_ceil(NR_WIDE);
-                    let mut pb = vec![0f32; pn * k * NR_WIDE];
-                    for p in 0..k {
-                        for j in 0..n {
-                            pb[((j / NR_WIDE) * k + p) * NR_WIDE + j % NR_WIDE] = b[p * n + j];
+                        let spec = GemmSpec {
+                            m,
+                            n,
+                            k,
+                            batch: 1,
+                            a: Mat {
+                                rs: 1,
+                                cs: mr_w as isize,
+                                panel_stride: (k * mr_w) as isize,
+                                batch_stride: 0,
+                                batch_mod: 0,
+                            },
+                            b: Mat {
+                                rs: nr_w as isize,
+                                cs: 1,
+                                panel_stride: (k * nr_w) as isize,
+                                batch_stride: 0,
+                                batch_mod: 0,
+                            },
+                            c: Mat::row_major(n, 0),
+                            alpha: if epilogue { 0.5 } else { 1.0 },
+                            bias: epilogue.then_some(Mat {
+                                rs: 1,
+                                cs: 0,
+                                panel_stride: 0,
+                                batch_stride: 0,
+                                batch_mod: 0,
+                            }),
+                            steps: if epilogue {
+                                vec![
+                                    GemmStep::Add(Mat::row_major(n, 0)),
+                                    GemmStep::Act(Activation::Unary(Unary::Relu)),
+                                    GemmStep::Act(Activation::Clip { min: None, max: Some(6.0) }),
+                                ]
+                            } else {
+                                vec![]
+                            },
+                            mr: mr_w,
+                            kc: 256,
+                            m_panels: 2,
+                            n_panels: 2,
+                            tier,
+                        };
+                        let mut specs: Vec<Arc<dyn KernelSpec>> = vec![Arc::new(spec.clone())];
+                        for (rows, cols) in spec.microkernels() {
+                            specs.push(Arc::new(WideMicrokernel { tier, rows, cols }));
                         }
+                        let got = run_specs(&specs, &spec, &pa, &pb, &bias, &res, epilogue);
+                        for (idx, (g, w)) in got.iter().zip(&want).enumerate() {
+                            assert!(
+                                (g - w).abs() <= 1e-4 * (1.0 + w.abs()) * (k as f32).sqrt(),
+                                "{tier:?} m {m} n {n} k {k} epilogue {epilogue}: C[{}][{}] = {g}, want {w}",
+                                idx / n,
+                                idx % n
+                            );
+                        }
+                        checked += 1;
                     }
-                    let spec = GemmSpec {
-                        m,
-                        n,
-                        k,
-                        batch: 1,
-                        a: Mat {
-                            rs: 1,
-                            cs: MR_WIDE as isize,
-                            panel_stride: (k * MR_WIDE) as isize,
-                            batch_stride: 0,
-                            batch_mod: 0,
-                        },
-                        b: Mat {
-                            rs: NR_WIDE as isize,
-                            cs: 1,
-                            panel_stride: (k * NR_WIDE) as isize,
-                            batch_stride: 0,
-                            batch_mod: 0,
-                        },
-                        c: Mat::row_major(n, 0),
-                        alpha: if epilogue { 0.5 } else { 1.0 },
-                        bias: epilogue.then_some(Mat { rs: 1, cs: 0, panel_stride: 0, batch_stride: 0, batch_mod: 0 }),
-                        steps: if epilogue {
-                            vec![
-                                GemmStep::Add(Mat::row_major(n, 0)),
-                                GemmStep::Act(Activation::Unary(Unary::Relu)),
-                                GemmStep::Act(Activation::Clip { min: None, max: Some(6.0) }),
-                            ]
-                        } else {
-                            vec![]
-                        },
-                        mr: MR_WIDE,
-                        kc: 256,
-                        m_panels: 2,
-                        n_panels: 2,
-                        tier: Tier::Avx2,
-                    };
-                    let mut specs: Vec<Arc<dyn KernelSpec>> = vec![Arc::new(spec.clone())];
-                    for (rows, cols) in spec.microkernels() {
-                        specs.push(Arc::new(Avx2Microkernel { rows, cols }));
-                    }
-                    let got = run_specs(&specs, &spec, &pa, &pb, &bias, &res, epilogue);
-                    for (idx, (g, w)) in got.iter().zip(&want).enumerate() {
-                        assert!(
-                            (g - w).abs() <= 1e-4 * (1.0 + w.abs()) * (k as f32).sqrt(),
-                            "m {m} n {n} k {k} epilogue {epilogue}: C[{}][{}] = {g}, want {w}",
-                            idx / n,
-                            idx % n
-                        );
-                    }
-                    checked += 1;
                 }
             }
         }
-        assert_eq!(checked, 96);
+        assert_eq!(checked, 96 * tiers.len());
     }
 
     /// Runs a GEMM spec (the first of `specs`; the rest are the microkernels it calls) on A, B

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::Tier;
+
 use cranelift_codegen::ir::InstBuilder;
 use incept_runtime::{DType, IoSpec, Kernel, Model, Operand, Plan, RunOptions, Slot, Step};
 
@@ -85,56 +87,66 @@ pub fn fma_peak_gflops(iterations: i64, runs: usize) -> Result<f64, CodegenError
     Ok(flops as f64 / best / 1e9)
 }
 
-/// The AVX2 FMA peak in GFLOP/s (12 independent `vfmadd231ps ymm` chains, best of `runs`), or
-/// `None` when this CPU has no AVX2 + FMA.
-pub fn avx2_peak_gflops(iterations: usize, runs: usize) -> Result<Option<f64>, CodegenError> {
-    use super::wide::{Avx2FmaLoop, PEAK_CHAINS, host_has_avx2};
-    if !host_has_avx2() || iterations == 0 {
+/// The FMA peak of a wide tier in GFLOP/s (independent `vfmadd231ps` chains, best of `runs`),
+/// or `None` when this CPU does not run the tier.
+pub fn wide_peak_gflops(tier: Tier, iterations: usize, runs: usize) -> Result<Option<f64>, CodegenError> {
+    use super::wide::FmaLoop;
+    if !runs_tier(tier) || iterations == 0 {
         return Ok(None);
     }
-    let code = Avx2FmaLoop.assemble()?;
+    let probe = FmaLoop { tier };
+    let code = probe.assemble()?;
     let exec = incept_runtime::code::ExecutableCode::new(&code).map_err(|e| CodegenError::Load(e.to_string()))?;
     let addr = exec.address(0).ok_or_else(|| CodegenError::Load("empty code".into()))?;
-    // SAFETY: the code is `extern "sysv64" fn(*mut f32, usize)` (see Avx2FmaLoop) and this CPU
-    // has AVX2 + FMA.
+    // SAFETY: the code is `extern "sysv64" fn(*mut f32, usize)` (see FmaLoop) and this CPU runs
+    // the tier.
     let f: unsafe extern "sysv64" fn(*mut f32, usize) = unsafe { std::mem::transmute(addr) };
-    let mut out = [0f32; 8];
+    let mut out = [0f32; 16];
     let mut best = f64::INFINITY;
     for _ in 0..runs {
         let t = Instant::now();
-        // SAFETY: `out` holds the 8 floats the probe stores.
+        // SAFETY: `out` holds the 16 floats the probe may store.
         unsafe { f(out.as_mut_ptr(), iterations) };
         best = best.min(t.elapsed().as_secs_f64());
         std::hint::black_box(&out);
     }
-    Ok(Some((iterations * PEAK_CHAINS * 16) as f64 / best / 1e9))
+    Ok(Some((iterations * probe.chains() * probe.lanes() * 2) as f64 / best / 1e9))
 }
 
-/// GFLOP/s of the AVX2 6x16 microkernel on panels that stay in L1 (K = `kc` per call), best of
-/// `runs` runs of `calls` calls: what the GEMM's inner loop can reach at most.
-pub fn avx2_microkernel_gflops(kc: usize, calls: usize, runs: usize) -> Result<Option<f64>, CodegenError> {
-    use super::wide::{Avx2Microkernel, MR_WIDE, NR_WIDE, host_has_avx2};
-    if !host_has_avx2() || kc == 0 {
+fn runs_tier(tier: Tier) -> bool {
+    match tier {
+        Tier::F32x4 => true,
+        Tier::Avx2 => super::wide::host_has_avx2(),
+        Tier::Avx512 => super::wide::host_has_avx512(),
+    }
+}
+
+/// GFLOP/s of a wide tier's whole-panel microkernel on panels that stay in L1 (K = `kc` per
+/// call), best of `runs` runs of `calls` calls: what the GEMM's inner loop can reach at most.
+pub fn wide_microkernel_gflops(tier: Tier, kc: usize, calls: usize, runs: usize) -> Result<Option<f64>, CodegenError> {
+    use super::wide::WideMicrokernel;
+    if !tier.is_wide() || !runs_tier(tier) || kc == 0 {
         return Ok(None);
     }
-    let code = Avx2Microkernel { rows: MR_WIDE, cols: NR_WIDE }.assemble()?;
+    let (mr, nr) = (tier.panel_rows(1), tier.nr());
+    let code = WideMicrokernel { tier, rows: mr, cols: nr }.assemble()?;
     let exec = incept_runtime::code::ExecutableCode::new(&code).map_err(|e| CodegenError::Load(e.to_string()))?;
     let addr = exec.address(0).ok_or_else(|| CodegenError::Load("empty code".into()))?;
     type Ukernel = unsafe extern "sysv64" fn(*const f32, *const f32, *mut f32, usize, usize, usize);
-    // SAFETY: the code has the microkernel's documented signature and this CPU has AVX2 + FMA.
+    // SAFETY: the code has the microkernel's documented signature and this CPU runs the tier.
     let f: Ukernel = unsafe { std::mem::transmute(addr) };
-    let a = vec![0.5f32; kc * MR_WIDE];
-    let b = vec![0.25f32; kc * NR_WIDE];
-    let mut c = vec![0f32; MR_WIDE * NR_WIDE];
+    let a = vec![0.5f32; kc * mr];
+    let b = vec![0.25f32; kc * nr];
+    let mut c = vec![0f32; mr * nr];
     let mut best = f64::INFINITY;
     for _ in 0..runs {
         let t = Instant::now();
         for _ in 0..calls {
-            // SAFETY: the panels hold kc steps and C one 6 x 16 tile.
-            unsafe { f(a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), NR_WIDE * 4, kc, 1) };
+            // SAFETY: the panels hold kc steps and C one mr x nr tile.
+            unsafe { f(a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), nr * 4, kc, 1) };
         }
         best = best.min(t.elapsed().as_secs_f64());
         std::hint::black_box(&c);
     }
-    Ok(Some((calls * kc * MR_WIDE * NR_WIDE * 2) as f64 / best / 1e9))
+    Ok(Some((calls * kc * mr * nr * 2) as f64 / best / 1e9))
 }

@@ -1,34 +1,41 @@
-//! The wide tier on x86-64: machine code for AVX2 + FMA written with an assembler (`iced-x86`),
-//! beside the Cranelift kernels, because Cranelift lowers no vector wider than 128 bits there.
+//! The wide tiers on x86-64: machine code for AVX2 + FMA and for AVX-512F written with an
+//! assembler (`iced-x86`), beside the Cranelift kernels, because Cranelift lowers no vector wider
+//! than 128 bits there.
 //!
 //! Only the innermost GEMM register tile is written this way. The loop nest around it (tiles,
 //! K blocks, panels, partial tiles, the epilogue) stays in Cranelift and calls the microkernel
 //! through a pointer it receives as an operand, so every other kernel family is unchanged.
 //!
-//! The microkernel (`rows` x 16 outputs, `rows` <= 6) computes
-//! `C[r][0..16] (+)= sum_k A[k][r] * B[k][0..16]` over `kc` steps of K, with
+//! The microkernel (`rows` x `cols` outputs, `rows` <= MR, `cols` = NR or NR / 2 of its ISA)
+//! computes `C[r][0..cols] (+)= sum_k A[k][r] * B[k][0..cols]` over `kc` steps of K, with
 //!
 //! ```text
-//! extern "sysv64" fn(a: *const f32,  // rdi: A panel at the first k: [k][MR_WIDE] floats
-//!                    b: *const f32,  // rsi: B panel at the first k: [k][NR_WIDE] floats
+//! extern "sysv64" fn(a: *const f32,  // rdi: A panel at the first k: [k][MR] floats
+//!                    b: *const f32,  // rsi: B panel at the first k: [k][NR] floats
 //!                    c: *mut f32,    // rdx: the tile's first element
 //!                    ldc: usize,     // rcx: bytes from one tile row to the next
 //!                    kc: usize,      // r8:  K steps, at least 1
 //!                    accumulate: usize) // r9: nonzero adds C's values to the sums
 //! ```
 //!
-//! Twelve ymm accumulators (two per row), two B vectors and two broadcasts of A fill the 16 ymm
-//! registers; K is unrolled four times. The code embeds no address, so it runs wherever the plan
-//! is mapped. Only VEX encodings are used (no EVEX), so it runs on every AVX2 + FMA CPU.
+//! AVX2 (MR 6, NR 16): twelve ymm accumulators (two per row), two B vectors and two broadcasts
+//! of A fill the 16 ymm registers. Only VEX encodings, so it runs on every AVX2 + FMA CPU.
+//! AVX-512 (MR 12, NR 32): 24 zmm accumulators, two B vectors and four rotating broadcasts of
+//! 32 zmm registers; 14 loads feed 24 FMAs per K step (embedded broadcasts would cost a load per
+//! FMA). Both unroll K four times and embed no address, so the code runs wherever it is mapped.
 
 use iced_x86::code_asm::*;
 
-use super::{CodegenError, KernelSpec};
+use super::{CodegenError, KernelSpec, Tier};
 
 /// Rows of the AVX2 register tile (and of a packed A panel).
 pub const MR_WIDE: usize = 6;
 /// Columns of the AVX2 register tile (and of a packed B panel): two ymm vectors.
 pub const NR_WIDE: usize = 16;
+/// Rows of the AVX-512 register tile.
+pub const MR_512: usize = 12;
+/// Columns of the AVX-512 register tile: two zmm vectors.
+pub const NR_512: usize = 32;
 
 /// Whether this CPU runs the AVX2 tier.
 pub fn host_has_avx2() -> bool {
@@ -42,50 +49,79 @@ pub fn host_has_avx2() -> bool {
     }
 }
 
-fn asm_err(e: IcedError) -> CodegenError {
-    CodegenError::Compile { kernel: "avx2 microkernel".into(), msg: e.to_string() }
+/// Whether this CPU runs the AVX-512 tier.
+pub fn host_has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f") && host_has_avx2()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
-/// The AVX2 `rows` x `cols` microkernel (see the module documentation): `cols` is 16, or 8 for
-/// the last panel of a GEMM whose N leaves 8 or fewer columns there (the panel is still packed
-/// 16 wide; the kernel reads its first 8 columns).
+fn asm_err(e: IcedError) -> CodegenError {
+    CodegenError::Compile { kernel: "wide microkernel".into(), msg: e.to_string() }
+}
+
+/// The `rows` x `cols` microkernel of a wide tier (see the module documentation): `cols` is the
+/// tier's NR, or NR / 2 for the last panel of a GEMM whose N leaves that few columns there (the
+/// panel is still packed NR wide; the kernel reads its first half).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Avx2Microkernel {
+pub struct WideMicrokernel {
+    pub tier: Tier,
     pub rows: usize,
     pub cols: usize,
 }
 
-impl Avx2Microkernel {
+/// The registers and sizes of one ISA's tile.
+struct Isa {
+    /// Bytes per vector.
+    vbytes: i32,
+    mr: usize,
+    nr: usize,
+}
+
+impl WideMicrokernel {
+    fn isa(&self) -> Isa {
+        match self.tier {
+            Tier::Avx512 => Isa { vbytes: 64, mr: MR_512, nr: NR_512 },
+            _ => Isa { vbytes: 32, mr: MR_WIDE, nr: NR_WIDE },
+        }
+    }
+
     /// Assembles the microkernel.
     pub fn assemble(&self) -> Result<Vec<u8>, CodegenError> {
+        let isa = self.isa();
         let rows = self.rows;
-        assert!((1..=MR_WIDE).contains(&rows), "an AVX2 tile has 1 to {MR_WIDE} rows");
-        assert!(self.cols == 8 || self.cols == NR_WIDE, "an AVX2 tile has 8 or 16 columns");
-        // Vectors per row: two for 16 columns, one for 8.
-        let vecs = self.cols / 8;
-        let acc = [ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11];
-        let (b0, b1, s0, s1) = (ymm12, ymm13, ymm14, ymm15);
-        let a_step = (MR_WIDE * 4) as i32;
-        let b_step = (NR_WIDE * 4) as i32;
+        assert!(self.tier != Tier::F32x4, "the f32x4 tier has no machine-code microkernel");
+        assert!((1..=isa.mr).contains(&rows), "a {} tile has 1 to {} rows", self.tier.name(), isa.mr);
+        assert!(self.cols == isa.nr / 2 || self.cols == isa.nr, "a {} tile has NR or NR / 2 columns", self.tier.name());
+        let vecs = if self.cols == isa.nr { 2 } else { 1 };
+        let a_step = (isa.mr * 4) as i32;
+        let b_step = (isa.nr * 4) as i32;
+        let vb = isa.vbytes;
         let mut x = CodeAssembler::new(64).map_err(asm_err)?;
+        // Register roles by number: accumulators 2r and 2r + 1, then B vectors, then broadcasts.
+        let (nacc, nbcast) = if vb == 64 { (24, 4) } else { (12, 2) };
+        let ops = Ops { wide: vb == 64 };
         for r in 0..rows {
             for v in 0..vecs {
-                x.vxorps(acc[2 * r + v], acc[2 * r + v], acc[2 * r + v]).map_err(asm_err)?;
+                ops.zero(&mut x, 2 * r + v)?;
             }
         }
-        // One K step at byte offsets (da, db) from rdi / rsi. The two broadcasts alternate
-        // registers so that a row's FMAs do not wait for the next row's broadcast.
-        let step = |x: &mut CodeAssembler, da: i32, db: i32| -> Result<(), IcedError> {
-            x.vmovups(b0, ymmword_ptr(rsi + db))?;
-            if vecs == 2 {
-                x.vmovups(b1, ymmword_ptr(rsi + db + 32))?;
+        // One K step at byte offsets (da, db) from rdi / rsi. The broadcasts rotate registers so
+        // that a row's FMAs do not wait for the next row's broadcast.
+        let step = |x: &mut CodeAssembler, da: i32, db: i32| -> Result<(), CodegenError> {
+            for v in 0..vecs {
+                ops.load(x, nacc + v, rsi + db + vb * v as i32)?;
             }
             for r in 0..rows {
-                let s = if r % 2 == 0 { s0 } else { s1 };
-                x.vbroadcastss(s, dword_ptr(rdi + da + 4 * r as i32))?;
-                x.vfmadd231ps(acc[2 * r], b0, s)?;
-                if vecs == 2 {
-                    x.vfmadd231ps(acc[2 * r + 1], b1, s)?;
+                let s = nacc + 2 + r % nbcast;
+                ops.broadcast(x, s, rdi + da + 4 * r as i32)?;
+                for v in 0..vecs {
+                    ops.fma(x, 2 * r + v, nacc + v, s)?;
                 }
             }
             Ok(())
@@ -98,12 +134,13 @@ impl Avx2Microkernel {
         x.cmp(r8, 4).map_err(asm_err)?;
         x.jb(tail).map_err(asm_err)?;
         x.set_label(&mut main).map_err(asm_err)?;
-        x.prefetcht0(byte_ptr(rsi + 4 * b_step + 256)).map_err(asm_err)?;
         for u in 0..4 {
-            step(&mut x, u * a_step, u * b_step).map_err(asm_err)?;
-            if u == 1 {
-                x.prefetcht0(byte_ptr(rsi + 4 * b_step + 320)).map_err(asm_err)?;
+            // Each line of B four iterations ahead is prefetched once.
+            let ahead = 16 * b_step + u * b_step;
+            for line in (0..b_step).step_by(64) {
+                x.prefetcht0(byte_ptr(rsi + ahead + line)).map_err(asm_err)?;
             }
+            step(&mut x, u * a_step, u * b_step)?;
         }
         x.add(rdi, 4 * a_step).map_err(asm_err)?;
         x.add(rsi, 4 * b_step).map_err(asm_err)?;
@@ -115,7 +152,7 @@ impl Avx2Microkernel {
         x.test(r8, r8).map_err(asm_err)?;
         x.jz(store).map_err(asm_err)?;
         x.set_label(&mut tail_loop).map_err(asm_err)?;
-        step(&mut x, 0, 0).map_err(asm_err)?;
+        step(&mut x, 0, 0)?;
         x.add(rdi, a_step).map_err(asm_err)?;
         x.add(rsi, b_step).map_err(asm_err)?;
         x.dec(r8).map_err(asm_err)?;
@@ -128,14 +165,14 @@ impl Avx2Microkernel {
         x.mov(rax, rdx).map_err(asm_err)?;
         for r in 0..rows {
             for v in 0..vecs {
-                x.vaddps(acc[2 * r + v], acc[2 * r + v], ymmword_ptr(rax + 32 * v as i32)).map_err(asm_err)?;
+                ops.add_mem(&mut x, 2 * r + v, rax + vb * v as i32)?;
             }
             x.add(rax, rcx).map_err(asm_err)?;
         }
         x.set_label(&mut overwrite).map_err(asm_err)?;
         for r in 0..rows {
             for v in 0..vecs {
-                x.vmovups(ymmword_ptr(rdx + 32 * v as i32), acc[2 * r + v]).map_err(asm_err)?;
+                ops.store(&mut x, rdx + vb * v as i32, 2 * r + v)?;
             }
             x.add(rdx, rcx).map_err(asm_err)?;
         }
@@ -145,13 +182,50 @@ impl Avx2Microkernel {
     }
 }
 
-impl KernelSpec for Avx2Microkernel {
+/// The handful of vector instructions the microkernel uses, on ymm (VEX) or zmm (EVEX)
+/// registers by number.
+struct Ops {
+    wide: bool,
+}
+
+const YMM: [AsmRegisterYmm; 16] =
+    [ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11, ymm12, ymm13, ymm14, ymm15];
+const ZMM: [AsmRegisterZmm; 32] = [
+    zmm0, zmm1, zmm2, zmm3, zmm4, zmm5, zmm6, zmm7, zmm8, zmm9, zmm10, zmm11, zmm12, zmm13, zmm14, zmm15, zmm16, zmm17,
+    zmm18, zmm19, zmm20, zmm21, zmm22, zmm23, zmm24, zmm25, zmm26, zmm27, zmm28, zmm29, zmm30, zmm31,
+];
+
+impl Ops {
+    fn zero(&self, x: &mut CodeAssembler, r: usize) -> Result<(), CodegenError> {
+        if self.wide { x.vxorps(ZMM[r], ZMM[r], ZMM[r]) } else { x.vxorps(YMM[r], YMM[r], YMM[r]) }.map_err(asm_err)
+    }
+    fn load(&self, x: &mut CodeAssembler, r: usize, m: AsmMemoryOperand) -> Result<(), CodegenError> {
+        if self.wide { x.vmovups(ZMM[r], zmmword_ptr(m)) } else { x.vmovups(YMM[r], ymmword_ptr(m)) }.map_err(asm_err)
+    }
+    fn store(&self, x: &mut CodeAssembler, m: AsmMemoryOperand, r: usize) -> Result<(), CodegenError> {
+        if self.wide { x.vmovups(zmmword_ptr(m), ZMM[r]) } else { x.vmovups(ymmword_ptr(m), YMM[r]) }.map_err(asm_err)
+    }
+    fn broadcast(&self, x: &mut CodeAssembler, r: usize, m: AsmMemoryOperand) -> Result<(), CodegenError> {
+        if self.wide { x.vbroadcastss(ZMM[r], dword_ptr(m)) } else { x.vbroadcastss(YMM[r], dword_ptr(m)) }
+            .map_err(asm_err)
+    }
+    fn fma(&self, x: &mut CodeAssembler, acc: usize, b: usize, s: usize) -> Result<(), CodegenError> {
+        if self.wide { x.vfmadd231ps(ZMM[acc], ZMM[b], ZMM[s]) } else { x.vfmadd231ps(YMM[acc], YMM[b], YMM[s]) }
+            .map_err(asm_err)
+    }
+    fn add_mem(&self, x: &mut CodeAssembler, r: usize, m: AsmMemoryOperand) -> Result<(), CodegenError> {
+        if self.wide { x.vaddps(ZMM[r], ZMM[r], zmmword_ptr(m)) } else { x.vaddps(YMM[r], YMM[r], ymmword_ptr(m)) }
+            .map_err(asm_err)
+    }
+}
+
+impl KernelSpec for WideMicrokernel {
     fn name(&self) -> String {
-        format!("avx2 microkernel {}x{}", self.rows, self.cols)
+        format!("{} microkernel {}x{}", self.tier.name(), self.rows, self.cols)
     }
 
     fn emit(&self, _: &mut super::builder::Kb) {
-        unreachable!("the AVX2 microkernel is machine code (machine_code), not CLIF")
+        unreachable!("a wide microkernel is machine code (machine_code), not CLIF")
     }
 
     fn machine_code(&self) -> Option<Result<Vec<u8>, CodegenError>> {
@@ -159,34 +233,42 @@ impl KernelSpec for Avx2Microkernel {
     }
 }
 
-/// An AVX2 FMA peak probe: `iterations` rounds of 12 independent `vfmadd231ps ymm` chains, as
-/// `extern "sysv64" fn(out: *mut f32, iterations: usize)` storing the sum of the chains.
+/// An FMA peak probe: `iterations` rounds of independent `vfmadd231ps` chains (12 on ymm for
+/// AVX2, 24 on zmm for AVX-512), as `extern "sysv64" fn(out: *mut f32, iterations: usize)`
+/// storing the sum of the chains (8 or 16 floats).
 #[derive(Clone, Debug)]
-pub struct Avx2FmaLoop;
+pub struct FmaLoop {
+    pub tier: Tier,
+}
 
-/// Independent FMA chains of the probe (two FMA ports x latency 4, with margin).
-pub const PEAK_CHAINS: usize = 12;
+impl FmaLoop {
+    /// Independent chains: two FMA ports x latency 4, with margin.
+    pub fn chains(&self) -> usize {
+        if self.tier == Tier::Avx512 { 24 } else { 12 }
+    }
+    /// Floats per vector.
+    pub fn lanes(&self) -> usize {
+        if self.tier == Tier::Avx512 { 16 } else { 8 }
+    }
 
-impl Avx2FmaLoop {
     pub fn assemble(&self) -> Result<Vec<u8>, CodegenError> {
-        let acc = [ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11];
+        let ops = Ops { wide: self.tier == Tier::Avx512 };
+        let n = self.chains();
         let mut x = CodeAssembler::new(64).map_err(asm_err)?;
-        for a in acc {
-            x.vxorps(a, a, a).map_err(asm_err)?;
+        for r in 0..n + 2 {
+            ops.zero(&mut x, r)?;
         }
-        x.vxorps(ymm12, ymm12, ymm12).map_err(asm_err)?;
-        x.vxorps(ymm13, ymm13, ymm13).map_err(asm_err)?;
         let mut top = x.create_label();
         x.set_label(&mut top).map_err(asm_err)?;
-        for a in acc {
-            x.vfmadd231ps(a, ymm12, ymm13).map_err(asm_err)?;
+        for r in 0..n {
+            ops.fma(&mut x, r, n, n + 1)?;
         }
         x.dec(rsi).map_err(asm_err)?;
         x.jnz(top).map_err(asm_err)?;
-        for a in &acc[1..] {
-            x.vaddps(ymm0, ymm0, *a).map_err(asm_err)?;
+        for r in 1..n {
+            if ops.wide { x.vaddps(zmm0, zmm0, ZMM[r]) } else { x.vaddps(ymm0, ymm0, YMM[r]) }.map_err(asm_err)?;
         }
-        x.vmovups(ymmword_ptr(rdi), ymm0).map_err(asm_err)?;
+        ops.store(&mut x, rdi + 0, 0)?;
         x.vzeroupper().map_err(asm_err)?;
         x.ret().map_err(asm_err)?;
         x.assemble(0).map_err(asm_err)
@@ -206,40 +288,50 @@ mod tests {
     }
 
     /// Every row count, K counts around the unroll factor, with and without accumulation, into
-    /// a C with a row stride wider than the tile: the microkernel against a plain product.
+    /// a C with a row stride wider than the tile: the microkernel against a plain product, for
+    /// each wide tier this CPU runs.
     #[test]
-    fn avx2_microkernel_matches_a_plain_product() {
-        if !host_has_avx2() {
-            println!("skipped: this CPU has no AVX2 + FMA");
-            return;
+    fn wide_microkernels_match_a_plain_product() {
+        let mut tiers = vec![];
+        if host_has_avx2() {
+            tiers.push(Tier::Avx2);
         }
-        for (rows, cols) in (1..=MR_WIDE).flat_map(|r| [(r, 8), (r, NR_WIDE)]) {
-            let code = Avx2Microkernel { rows, cols }.assemble().expect("assemble");
-            let exec = ExecutableCode::new(&code).expect("map");
-            // SAFETY: the code is a function with the documented signature.
-            let f: Ukernel = unsafe { std::mem::transmute(exec.address(0).expect("address")) };
-            for kc in [1, 2, 3, 4, 5, 7, 8, 9, 17, 64, 255] {
-                for accumulate in [0, 1] {
-                    let a = values(kc * MR_WIDE, 1 + kc as u64);
-                    let b = values(kc * NR_WIDE, 2 + kc as u64);
-                    let ldc = 20;
-                    let c0 = values(8 * ldc, 3);
-                    let mut c = c0.clone();
-                    // SAFETY: the panels hold kc steps, C holds `rows` rows of `ldc` floats.
-                    unsafe { f(a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc * 4, kc, accumulate) };
-                    for r in 0..8 {
-                        for j in 0..ldc {
-                            let want = if r < rows && j < cols {
-                                let dot: f32 = (0..kc).map(|k| a[k * MR_WIDE + r] * b[k * NR_WIDE + j]).sum();
-                                dot + if accumulate == 1 { c0[r * ldc + j] } else { 0.0 }
-                            } else {
-                                c0[r * ldc + j]
-                            };
-                            let got = c[r * ldc + j];
-                            assert!(
-                                (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                                "{rows}x{cols} kc {kc} acc {accumulate}: C[{r}][{j}] = {got}, want {want}"
-                            );
+        if host_has_avx512() {
+            tiers.push(Tier::Avx512);
+        }
+        if tiers.len() < 2 {
+            println!("skipped for the tiers this CPU lacks (has: {tiers:?})");
+        }
+        for tier in tiers {
+            let (mr, nr) = (tier.panel_rows(1), tier.nr());
+            for (rows, cols) in (1..=mr).flat_map(|r| [(r, nr / 2), (r, nr)]) {
+                let code = WideMicrokernel { tier, rows, cols }.assemble().expect("assemble");
+                let exec = ExecutableCode::new(&code).expect("map");
+                // SAFETY: the code is a function with the documented signature.
+                let f: Ukernel = unsafe { std::mem::transmute(exec.address(0).expect("address")) };
+                for kc in [1, 2, 3, 4, 5, 7, 8, 9, 17, 64, 255] {
+                    for accumulate in [0, 1] {
+                        let a = values(kc * mr, 1 + kc as u64);
+                        let b = values(kc * nr, 2 + kc as u64);
+                        let ldc = nr + 4;
+                        let c0 = values((mr + 2) * ldc, 3);
+                        let mut c = c0.clone();
+                        // SAFETY: the panels hold kc steps, C holds `rows` rows of `ldc` floats.
+                        unsafe { f(a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc * 4, kc, accumulate) };
+                        for r in 0..mr + 2 {
+                            for j in 0..ldc {
+                                let want = if r < rows && j < cols {
+                                    let dot: f32 = (0..kc).map(|k| a[k * mr + r] * b[k * nr + j]).sum();
+                                    dot + if accumulate == 1 { c0[r * ldc + j] } else { 0.0 }
+                                } else {
+                                    c0[r * ldc + j]
+                                };
+                                let got = c[r * ldc + j];
+                                assert!(
+                                    (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                                    "{tier:?} {rows}x{cols} kc {kc} acc {accumulate}: C[{r}][{j}] = {got}, want {want}"
+                                );
+                            }
                         }
                     }
                 }

@@ -28,7 +28,7 @@ use crate::codegen::kernels::resample::{ResampleSpec, ResizeTapsSpec};
 use crate::codegen::kernels::typed::{CastSpec, F64MatMulSpec, TypedElementwiseSpec, TypedOp};
 use crate::codegen::kernels::volume::{VolCol2ImSpec, VolGeom, VolIm2colSpec, VolPoolSpec};
 use crate::codegen::kernels::winograd::{WinoGeom, WinoInputSpec, WinoOutputSpec, transform_kernel};
-use crate::codegen::wide::Avx2Microkernel;
+use crate::codegen::wide::WideMicrokernel;
 
 /// Rows of the GEMM register tile, the K block and the panels per tile.
 /// Rows of the GEMM register tile. 8 rows (8 accumulators, the B vector, a broadcast) leave
@@ -1007,7 +1007,7 @@ impl<'g> Lowerer<'g> {
                 let src = self.value(wv)?;
                 match self.tier {
                     Tier::F32x4 => (src, a),
-                    Tier::Avx2 => self.pack_a_at_run_time(&name, src, a, g, mg, k, mr),
+                    Tier::Avx2 | Tier::Avx512 => self.pack_a_at_run_time(&name, src, a, g, mg, k, mr),
                 }
             }
         };
@@ -1283,7 +1283,7 @@ impl<'g> Lowerer<'g> {
                 let src = self.value(wv)?;
                 match self.tier {
                     Tier::F32x4 => (src, a),
-                    Tier::Avx2 => self.pack_a_at_run_time(&name, src, a, g, gm, gk, mr),
+                    Tier::Avx2 | Tier::Avx512 => self.pack_a_at_run_time(&name, src, a, g, gm, gk, mr),
                 }
             }
         };
@@ -1539,7 +1539,7 @@ impl<'g> Lowerer<'g> {
         // A computed at run time is packed into mr-row panels first (read in place, a tile's rows
         // are k floats apart and, for k a multiple of 1024, all land in one L1 set); the AVX2
         // microkernel reads nothing but packed panels.
-        if (mr > 1 && !a_const) || self.tier == Tier::Avx2 {
+        if (mr > 1 && !a_const) || self.tier.is_wide() {
             let a_batches = if a.batch_stride == 0 { 1 } else { nb };
             (a_ref, a) = self.pack_a_at_run_time(&name, a_ref, a, a_batches, m, k, mr);
         }
@@ -1576,19 +1576,22 @@ impl<'g> Lowerer<'g> {
             // BLIS-style for Zen: a 256-deep K block keeps a 16-wide B panel (16 KB) in L1 while
             // 16 six-row A panels (96 KB) stream from L2.
             Tier::Avx2 => GemmSpec { tier: Tier::Avx2, ..GemmSpec::blocked(256, 16, 4) },
+            // A 32-wide B panel 256 deep is 32 KB of the 48 KB L1 of recent Intel cores; eight
+            // twelve-row A panels (96 KB) stream from L2.
+            Tier::Avx512 => GemmSpec { tier: Tier::Avx512, ..GemmSpec::blocked(256, 8, 2) },
         }
     }
 
     /// The AVX2 GEMM just stepped calls its microkernels: their entries follow its operands.
     fn attach_microkernels(&mut self, spec: &GemmSpec) {
-        if spec.tier != Tier::Avx2 {
+        if !spec.tier.is_wide() {
             return;
         }
-        debug_assert!(spec.a.rs == 1 && spec.a.cs == spec.mr as isize, "the AVX2 GEMM reads packed A panels");
+        debug_assert!(spec.a.rs == 1 && spec.a.cs == spec.mr as isize, "a wide GEMM reads packed A panels");
         let kernels: Vec<usize> = spec
             .microkernels()
             .into_iter()
-            .map(|(rows, cols)| self.kernel(Arc::new(Avx2Microkernel { rows, cols })))
+            .map(|(rows, cols)| self.kernel(Arc::new(WideMicrokernel { tier: spec.tier, rows, cols })))
             .collect();
         if let Some(step) = self.out.steps.last_mut() {
             step.operands.extend(kernels.into_iter().map(super::LOperand::Kernel));
@@ -2055,6 +2058,6 @@ fn winograd_fits(geom: &Geom, groups: usize, cg: usize, mg: usize, n: usize, ran
     let wg = WinoGeom { n, h: geom.h, w: geom.w, ph: geom.ph, pw: geom.pw, oh: geom.oh, ow: geom.ow };
     // Kernels address the 16 transformed matrices with 32-bit displacements.
     let limit = i32::MAX as usize / 16;
-    // The widest panels (16) bound every tier's layout.
-    wg.panels(16) * cg * 16 * 4 < limit && mg * wg.tiles() * 4 < limit
+    // The widest panels (32, AVX-512) bound every tier's layout.
+    wg.panels(32) * cg * 32 * 4 < limit && mg * wg.tiles() * 4 < limit
 }

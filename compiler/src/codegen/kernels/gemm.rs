@@ -12,7 +12,6 @@ use incept_ir::ops::Activation;
 
 use crate::codegen::builder::{F32X4, I64, Kb, ro, rw};
 use crate::codegen::kernels::math::{act_needs_helpers, emit_act};
-use crate::codegen::wide::NR_WIDE;
 use crate::codegen::{KernelSpec, Tier};
 
 /// Columns of a B panel and of the register tile (one f32x4).
@@ -113,9 +112,10 @@ impl GemmSpec {
         if !self.m.is_multiple_of(self.mr) {
             rows.push(self.m % self.mr);
         }
-        let mut cols = vec![NR_WIDE];
-        if (1..=8).contains(&(self.n % NR_WIDE)) {
-            cols.push(8);
+        let nr = self.tier.nr();
+        let mut cols = vec![nr];
+        if (1..=nr / 2).contains(&(self.n % nr)) {
+            cols.push(nr / 2);
         }
         rows.iter().flat_map(|&r| cols.iter().map(move |&c| (r, c))).collect()
     }
@@ -239,19 +239,20 @@ impl KernelSpec for GemmSpec {
         let helpers = self.needs_helpers().then(|| kb.operand(n_ops));
         let ukernels: Vec<Value> = match self.tier {
             Tier::F32x4 => vec![],
-            Tier::Avx2 => {
+            Tier::Avx2 | Tier::Avx512 => {
                 let first = n_ops + helpers.is_some() as usize;
                 (0..self.microkernels().len()).map(|i| kb.operand(first + i)).collect()
             }
         };
         let kernels = self.microkernels();
-        let narrow_tail = kernels.iter().any(|&(_, c)| c == 8);
+        let nr = self.tier.nr();
+        let narrow_tail = kernels.iter().any(|&(_, c)| c == nr / 2);
         // The microkernel for a row count and column count.
         let ukernel = |rows: usize, cols: usize| {
             ukernels[kernels.iter().position(|&k| k == (rows, cols)).expect("the GEMM lists its microkernels")]
         };
         // The AVX2 path stages partial and epilogue tiles in a stack buffer.
-        let scratch = (self.tier == Tier::Avx2).then(|| kb.stack_buffer((self.mr * NR_WIDE * 4) as u32));
+        let scratch = self.tier.is_wide().then(|| kb.stack_buffer((self.mr * nr * 4) as u32));
         let (pm, pn, mt, nt) = (self.pm(), self.pn(), self.m_tiles(), self.n_tiles());
         let mr = self.mr;
         let kcv = self.kc;
@@ -309,7 +310,7 @@ impl KernelSpec for GemmSpec {
                         let rows_full = mr;
                         let rem = self.m % mr;
                         let emit_panel = |kb: &mut Kb, rows: usize| match (self.tier, scratch) {
-                            (Tier::Avx2, Some(scratch)) => {
+                            (Tier::Avx2 | Tier::Avx512, Some(scratch)) => {
                                 let call = |kb: &mut Kb, cols: usize| {
                                     let w =
                                         WidePanel { first, last, a0, b0, c0, scratch, ukernel: ukernel(rows, cols) };
@@ -321,14 +322,14 @@ impl KernelSpec for GemmSpec {
                                         (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
                                     kb.b.ins().brif(is_tail, tail_b, &[], wide_b, &[]);
                                     kb.b.switch_to_block(tail_b);
-                                    call(kb, 8);
+                                    call(kb, nr / 2);
                                     kb.b.ins().jump(join, &[]);
                                     kb.b.switch_to_block(wide_b);
-                                    call(kb, NR_WIDE);
+                                    call(kb, nr);
                                     kb.b.ins().jump(join, &[]);
                                     kb.b.switch_to_block(join);
                                 } else {
-                                    call(kb, NR_WIDE);
+                                    call(kb, nr);
                                 }
                             }
                             _ => self.panel(kb, rows, i, j, k0, kc, first, last, a0, b0, c0, bias0, &adds, helpers),
@@ -476,7 +477,7 @@ impl GemmSpec {
         adds: &[(Value, Mat)],
         helpers: Option<Value>,
     ) {
-        let nr = NR_WIDE as i64;
+        let nr = self.tier.nr() as i64;
         let m0 = kb.muli(i, self.mr as i64);
         let n0 = kb.muli(j, nr);
         let ncols = {
@@ -557,12 +558,20 @@ impl GemmSpec {
         let (full_b, part_b, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
         kb.b.ins().brif(full, full_b, &[], part_b, &[]);
         kb.b.switch_to_block(full_b);
-        for r in 0..rows {
-            for q in 0..NR_WIDE / 4 {
-                let v = kb.load_v(src, ((r as isize * src_rs + 4 * q as isize) * 4) as i32, rw());
-                kb.store_v(v, dst, ((r as isize * dst_rs + 4 * q as isize) * 4) as i32);
+        kb.for_const(0, rows as i64, 1, |kb, r| {
+            let s = {
+                let o = kb.muli(r, src_rs as i64);
+                kb.elem(src, o, 4)
+            };
+            let d = {
+                let o = kb.muli(r, dst_rs as i64);
+                kb.elem(dst, o, 4)
+            };
+            for q in 0..self.tier.nr() / 4 {
+                let v = kb.load_v(s, (16 * q) as i32, rw());
+                kb.store_v(v, d, (16 * q) as i32);
             }
-        }
+        });
         kb.b.ins().jump(join, &[]);
         kb.b.switch_to_block(part_b);
         let zero = kb.iconst(0);
@@ -578,7 +587,7 @@ impl GemmSpec {
         kb.b.switch_to_block(join);
     }
 
-    /// The epilogue of a finished tile: `scratch` (row stride 16) holds the products; alpha,
+    /// The epilogue of a finished tile: `scratch` (row stride NR) holds the products; alpha,
     /// bias, adds and activations go on into C at `pc`. Whole tiles run four columns at a time;
     /// a partial tile (the last column panel only) one column at a time in a loop, which keeps
     /// the kernel small.
@@ -636,18 +645,29 @@ impl GemmSpec {
             }
             val
         };
+        let nr = self.tier.nr();
         let (full_b, part_b, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
         kb.b.ins().brif(full_cols, full_b, &[], part_b, &[]);
         kb.b.switch_to_block(full_b);
-        for r in 0..rows {
-            let m = kb.addi(m0, r as i64);
-            for q in 0..NR_WIDE / 4 {
-                let val = kb.load_v(scratch, ((r * NR_WIDE + 4 * q) * 4) as i32, rw());
+        // A loop over rows, not unrolled: the AVX-512 tile would otherwise repeat the epilogue
+        // 96 times per GEMM.
+        kb.for_const(0, rows as i64, 1, |kb, r| {
+            let m = kb.add(m0, r);
+            let src = {
+                let o = kb.muli(r, nr as i64);
+                kb.elem(scratch, o, 4)
+            };
+            let dst = {
+                let o = kb.muli(r, self.c.rs as i64);
+                kb.elem(pc, o, 4)
+            };
+            for q in 0..nr / 4 {
+                let val = kb.load_v(src, (16 * q) as i32, rw());
                 let n = kb.addi(n0, 4 * q as i64);
                 let val = finish(kb, val, m, n, true);
-                kb.store_v(val, pc, ((r as isize * self.c.rs + 4 * q as isize) * 4) as i32);
+                kb.store_v(val, dst, (16 * q) as i32);
             }
-        }
+        });
         kb.b.ins().jump(join, &[]);
         kb.b.switch_to_block(part_b);
         let zero = kb.iconst(0);
@@ -657,7 +677,7 @@ impl GemmSpec {
             let dst = kb.elem(pc, c, 4);
             for r in 0..rows {
                 let m = kb.addi(m0, r as i64);
-                let val = kb.load_f32(src, (r * NR_WIDE * 4) as i32, rw());
+                let val = kb.load_f32(src, (r * nr * 4) as i32, rw());
                 let val = finish(kb, val, m, n, false);
                 kb.store_f32(val, dst, (r as isize * self.c.rs * 4) as i32);
             }
