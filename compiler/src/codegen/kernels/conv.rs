@@ -143,6 +143,49 @@ impl KernelSpec for Im2colSpec {
                 let o = kb.muli(t, (k * nr) as i64);
                 kb.elem(p, o, 4)
             };
+            // A 1x1 stride-1 unpadded conv reads column n of channel k at k*hw + n: a whole
+            // panel is nr contiguous floats per channel, copied row by row (one pass over each
+            // input line; the quad loop below re-reads every line once per quad).
+            let pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
+            if pointwise && hw == self.n() {
+                let n0 = kb.muli(j, nr as i64);
+                let whole = {
+                    let e = kb.addi(n0, nr as i64);
+                    let nn = kb.iconst(self.n() as i64 + 1);
+                    kb.lt(e, nn)
+                };
+                let (fast_b, last_b, done_b) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+                kb.b.ins().brif(whole, fast_b, &[], last_b, &[]);
+                // `cols` valid columns per channel (a compile-time count: all, or the last
+                // panel's), the rest zero.
+                let copy = |kb: &mut Kb, cols: usize| {
+                    let src = kb.elem(xb, n0, 4);
+                    let px = kb.var(I64, src);
+                    let pd = kb.var(I64, panel);
+                    let zero = kb.fconst(0.0);
+                    kb.for_const(0, k as i64, 1, |kb, _| {
+                        let (s, d) = (kb.b.use_var(px), kb.b.use_var(pd));
+                        let v: Vec<Value> = (0..cols / Q).map(|q| kb.load_v(s, (16 * q) as i32, ro())).collect();
+                        for (q, v) in v.into_iter().enumerate() {
+                            kb.store_v(v, d, (16 * q) as i32);
+                        }
+                        for c in cols / Q * Q..nr {
+                            let v = if c < cols { kb.load_f32(s, (4 * c) as i32, ro()) } else { zero };
+                            kb.store_f32(v, d, (4 * c) as i32);
+                        }
+                        let (s2, d2) = (kb.addi(s, (hw * 4) as i64), kb.addi(d, (nr * 4) as i64));
+                        kb.b.def_var(px, s2);
+                        kb.b.def_var(pd, d2);
+                    });
+                    kb.b.ins().jump(done_b, &[]);
+                };
+                kb.b.switch_to_block(fast_b);
+                copy(kb, nr);
+                kb.b.switch_to_block(last_b);
+                copy(kb, self.n() - (pn - 1) * nr);
+                kb.b.switch_to_block(done_b);
+                return;
+            }
             // The panel four columns at a time: quad q holds columns j*nr + 4q .. + 4.
             kb.for_const(0, (nr / Q) as i64, 1, |kb, q| {
                 let pb = {
