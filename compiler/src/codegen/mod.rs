@@ -546,3 +546,95 @@ mod gemm_tests {
         model.run(&ins).expect("run")[0].to_f32_vec().expect("f32")
     }
 }
+
+#[cfg(test)]
+mod im2col_tests {
+    use super::*;
+    use kernels::conv::{Geom, Im2colSpec};
+
+    /// Runs an im2col spec on `x` and returns its packed panels.
+    fn run(spec: &Im2colSpec, x: &[f32]) -> Vec<f32> {
+        use incept_runtime::{DType, IoSpec, Kernel, Model, Operand, Plan, RunOptions, Slot, Step, Tensor};
+        let blob = compile_all(&Isas::host().expect("isa"), &[Arc::new(spec.clone())]).expect("compile");
+        let op = |slot| Operand { slot, offset: 0 };
+        let plan = Plan {
+            code: blob.code,
+            kernels: vec![Kernel { offset: 0, len: blob.offsets[0].1, name: "im2col".into() }],
+            steps: vec![Step {
+                kernel: 0,
+                operands: vec![op(Slot::Input(0)), op(Slot::Output(0))],
+                tiles: spec.tiles(),
+                name: "i".into(),
+                op: "Im2col".into(),
+                flops: 0,
+                check: None,
+            }],
+            weights: incept_runtime::buffer::AlignedBuf::zeroed(0),
+            arena_size: 0,
+            status: None,
+            inputs: vec![IoSpec { name: "x".into(), dtype: DType::F32, shape: vec![x.len()] }],
+            outputs: vec![IoSpec { name: "p".into(), dtype: DType::F32, shape: vec![spec.bytes() / 4] }],
+            features: vec![],
+        };
+        let model = Model::new(plan, &RunOptions { threads: 2 }).expect("load");
+        let t = Tensor::from_f32(&[x.len()], x).expect("tensor");
+        model.run(&[t]).expect("run")[0].to_f32_vec().expect("f32")
+    }
+
+    /// Both fill modes against a plain im2col over kernel shapes (square, 1x7, 7x1, wider than
+    /// the input), strides, pads, dilations, maps narrower and wider than a panel, panel widths
+    /// of every tier, groups and batch: every element of every panel, the zero columns past N
+    /// included.
+    #[test]
+    fn im2col_matches_a_plain_one() {
+        let mut cases = 0;
+        let mut rows = 0;
+        for (kh, kw) in [(1, 1), (3, 3), (1, 7), (7, 1), (5, 5), (3, 1)] {
+            for (s, p, d) in [(1, 0, 1), (1, 1, 1), (1, 3, 1), (2, 1, 1), (1, 2, 2), (2, 0, 1)] {
+                for (h, w) in [(1, 5), (5, 5), (9, 17), (17, 9)] {
+                    for nr in [4, 16, 32] {
+                        let (groups, batch) = if cases % 3 == 0 { (2, 2) } else { (1, 1) };
+                        let (ekh, ekw) = ((kh - 1) * d + 1, (kw - 1) * d + 1);
+                        if h + 2 * p < ekh || w + 2 * p < ekw {
+                            continue;
+                        }
+                        let (oh, ow) = ((h + 2 * p - ekh) / s + 1, (w + 2 * p - ekw) / s + 1);
+                        let g = Geom { h, w, kh, kw, sh: s, sw: s, ph: p, pw: p, dh: d, dw: d, oh, ow };
+                        let cin = 3;
+                        let c_total = cin * groups;
+                        let spec = Im2colSpec { batch: batch * groups, groups, c_total, cin, g, nr };
+                        rows += usize::from(spec.row_mode());
+                        let x: Vec<f32> = (0..batch * c_total * h * w).map(|i| 1.0 + i as f32).collect();
+                        let got = run(&spec, &x);
+                        let (k, n, pn) = (spec.k(), spec.n(), spec.panels());
+                        let mut want = vec![0f32; spec.bytes() / 4];
+                        for b in 0..batch * groups {
+                            let (img, grp) = (b / groups, b % groups);
+                            for ci in 0..cin {
+                                for ky in 0..kh {
+                                    for kx in 0..kw {
+                                        let kk = (ci * kh + ky) * kw + kx;
+                                        for col in 0..n {
+                                            let (oy, ox) = (col / ow, col % ow);
+                                            let iy = (oy * s + ky * d) as i64 - p as i64;
+                                            let ix = (ox * s + kx * d) as i64 - p as i64;
+                                            if (0..h as i64).contains(&iy) && (0..w as i64).contains(&ix) {
+                                                let ch = img * c_total + grp * cin + ci;
+                                                want[((b * pn + col / nr) * k + kk) * nr + col % nr] =
+                                                    x[(ch * h + iy as usize) * w + ix as usize];
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        let bad = got.iter().zip(&want).position(|(a, b)| a != b);
+                        assert!(bad.is_none(), "{spec:?} (row mode {}): element {bad:?}", spec.row_mode());
+                        cases += 1;
+                    }
+                }
+            }
+        }
+        assert!(cases > 300 && rows > 150, "{cases} cases, {rows} in row mode");
+    }
+}

@@ -83,8 +83,15 @@ fn taps_inside(o: usize, s: usize, p: usize, d: usize, k: usize, n: usize) -> Ve
 
 /// Writes the im2col matrix of one group of one image as packed B panels `nr` columns wide:
 /// `P[b][j][k][c] = X[img, g*cin + ci, oy*sh - ph + ky*dh, ox*sw - pw + kx*dw]` (0 outside),
-/// k = (ci, ky, kx), column j*nr + c = (oy, ox). A panel is filled four columns (one f32x4) at a
-/// time. Operands: X, P. Tiles: batch x panels.
+/// k = (ci, ky, kx), column j*nr + c = (oy, ox). Operands: X, P.
+///
+/// Two ways to fill it. Panel mode (1x1 stride-1 convs, strided columns, and kernels too wide
+/// for row mode): a tile is one panel, filled four columns (one f32x4) at a time; tiles:
+/// batch x panels. Row mode (every other conv): a tile is one input channel, and each of its
+/// kernel taps copies whole output rows, whose valid columns are compile-time ranges, so only
+/// the row ends and the rare quads that cross a panel edge take a scalar path; tiles:
+/// batch x cin. Panel mode checks each tap of each quad against the borders, which sends most
+/// quads of a wide kernel on a small map (Inception's 1x7 on 17x17) to the per-element path.
 #[derive(Clone, Debug)]
 pub struct Im2colSpec {
     pub batch: usize,
@@ -107,11 +114,164 @@ impl Im2colSpec {
         self.n().div_ceil(self.nr)
     }
     pub fn tiles(&self) -> usize {
-        self.batch * self.panels()
+        if self.row_mode() { self.batch * self.cin } else { self.batch * self.panels() }
     }
     /// Bytes of the packed buffer.
     pub fn bytes(&self) -> usize {
         self.batch * self.panels() * self.k() * self.nr * 4
+    }
+    /// Whether a tile is an input channel (see the type's documentation).
+    pub fn row_mode(&self) -> bool {
+        let g = &self.g;
+        let pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
+        // The taps are unrolled: bound the code. A strided row gathers its loads one at a time
+        // and panel mode measured faster there (InceptionV3's 3x3 stride-2 stem).
+        !pointwise && g.sw == 1 && self.nr.is_power_of_two() && g.kh * g.kw <= 64
+    }
+
+    /// Row mode: tile t = (image and group, input channel).
+    fn emit_rows(&self, kb: &mut Kb, x: Value, p: Value) {
+        let g = self.g.clone();
+        let (pn, k, hw, nr) = (self.panels(), self.k(), g.h * g.w, self.nr);
+        let panel_bytes = (k * nr * 4) as i64;
+        let (begin, end) = (kb.begin, kb.end);
+        kb.for_range(begin, end, 1, |kb, t| {
+            let (b, ci) = kb.divmod(t, self.cin as i64);
+            let (img, grp) = kb.divmod(b, self.groups as i64);
+            let xc = {
+                let a = kb.muli(img, self.c_total as i64);
+                let c = kb.muli(grp, self.cin as i64);
+                let ch = kb.add(a, c);
+                let ch = kb.add(ch, ci);
+                let o = kb.muli(ch, hw as i64);
+                kb.elem(x, o, 4)
+            };
+            // Row k = ci*kh*kw + tap of the image's first panel.
+            let rows0 = {
+                let pb = kb.muli(b, pn as i64 * panel_bytes);
+                let kr = kb.muli(ci, (g.kh * g.kw * nr * 4) as i64);
+                let o = kb.add(pb, kr);
+                kb.add(p, o)
+            };
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let krow = kb.addi(rows0, ((ky * g.kw + kx) * nr * 4) as i64);
+                    // Output columns whose input column is inside: [lo, hi), fixed per tap.
+                    let off = (kx * g.dw) as i64 - g.pw as i64;
+                    let lo = (0..g.ow).find(|&ox| (0..g.w as i64).contains(&(ox as i64 * g.sw as i64 + off)));
+                    let (lo, hi) = match lo {
+                        Some(lo) => {
+                            let n = (lo..g.ow)
+                                .take_while(|&ox| (0..g.w as i64).contains(&(ox as i64 * g.sw as i64 + off)))
+                                .count();
+                            (lo, lo + n)
+                        }
+                        None => (0, 0),
+                    };
+                    kb.for_const(0, g.oh as i64, 1, |kb, oy| {
+                        let n0 = kb.muli(oy, g.ow as i64);
+                        let iy = {
+                            let a = kb.muli(oy, g.sh as i64);
+                            kb.addi(a, (ky * g.dh) as i64 - g.ph as i64)
+                        };
+                        let inside = kb.in_range(iy, 0, g.h as i64);
+                        let (data_b, zero_b, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+                        kb.b.ins().brif(inside, data_b, &[], zero_b, &[]);
+                        kb.b.switch_to_block(data_b);
+                        let src = {
+                            let r = kb.muli(iy, g.w as i64);
+                            let o = kb.addi(r, off);
+                            kb.elem(xc, o, 4)
+                        };
+                        self.run(kb, krow, k, n0, 0, lo, None);
+                        self.run(kb, krow, k, n0, lo, hi, Some(src));
+                        self.run(kb, krow, k, n0, hi, g.ow, None);
+                        kb.b.ins().jump(join, &[]);
+                        kb.b.switch_to_block(zero_b);
+                        self.run(kb, krow, k, n0, 0, g.ow, None);
+                        kb.b.ins().jump(join, &[]);
+                        kb.b.switch_to_block(join);
+                    });
+                    // The last panel's columns past N are zeros, as in panel mode: the GEMM
+                    // reads them (and drops what it computes from them).
+                    let n = self.n();
+                    let last = kb.addi(krow, (pn - 1) as i64 * panel_bytes);
+                    let zero = kb.fconst(0.0);
+                    for c in n - (pn - 1) * nr..nr {
+                        kb.store_f32(zero, last, (c * 4) as i32);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Writes output columns [a, b) of the output row starting at column n0 into panel row
+    /// `krow`: from `src` (element ox at `src + ox*sw`) or zeros. Quads that stay inside one
+    /// panel are one vector store; the others, and the last few columns, go one at a time.
+    #[allow(clippy::too_many_arguments)]
+    fn run(&self, kb: &mut Kb, krow: Value, k: usize, n0: Value, a: usize, b: usize, src: Option<Value>) {
+        if a >= b {
+            return;
+        }
+        let (nr, sw) = (self.nr as i64, self.g.sw as i64);
+        let panel_bytes = k as i64 * nr * 4;
+        // The address of column n in row krow.
+        let dst = |kb: &mut Kb, n: Value| {
+            let (pj, c) = kb.divmod(n, nr);
+            let a = kb.muli(pj, panel_bytes);
+            let c4 = kb.muli(c, 4);
+            let o = kb.add(a, c4);
+            (kb.add(krow, o), c)
+        };
+        let quads = (b - a) / 4;
+        if quads > 0 {
+            kb.for_const(a as i64, (a + 4 * quads) as i64, 4, |kb, ox| {
+                let n = kb.add(n0, ox);
+                let (d, c) = dst(kb, n);
+                let v = match src {
+                    Some(s) if sw == 1 => {
+                        let p = kb.elem(s, ox, 4);
+                        kb.load_v(p, 0, ro())
+                    }
+                    Some(s) => {
+                        let o = kb.muli(ox, sw);
+                        let p = kb.elem(s, o, 4);
+                        let mut v = kb.vconst(0.0);
+                        for l in 0..4 {
+                            let x = kb.load_f32(p, (l * sw * 4) as i32, ro());
+                            v = kb.b.ins().insertlane(v, x, l as u8);
+                        }
+                        v
+                    }
+                    None => kb.vconst(0.0),
+                };
+                let lim = kb.iconst(nr - 3);
+                let within = kb.lt(c, lim);
+                let (vec_b, split_b, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+                kb.b.ins().brif(within, vec_b, &[], split_b, &[]);
+                kb.b.switch_to_block(vec_b);
+                kb.store_v(v, d, 0);
+                kb.b.ins().jump(join, &[]);
+                kb.b.switch_to_block(split_b);
+                for l in 0..4u8 {
+                    let nl = kb.addi(n, l as i64);
+                    let (dl, _) = dst(kb, nl);
+                    let x = kb.b.ins().extractlane(v, l);
+                    kb.store_f32(x, dl, 0);
+                }
+                kb.b.ins().jump(join, &[]);
+                kb.b.switch_to_block(join);
+            });
+        }
+        for ox in a + 4 * quads..b {
+            let n = kb.addi(n0, ox as i64);
+            let (d, _) = dst(kb, n);
+            let v = match src {
+                Some(s) => kb.load_f32(s, (ox as i64 * sw * 4) as i32, ro()),
+                None => kb.fconst(0.0),
+            };
+            kb.store_f32(v, d, 0);
+        }
     }
 }
 
@@ -123,6 +283,9 @@ impl KernelSpec for Im2colSpec {
 
     fn emit(&self, kb: &mut Kb) {
         let [x, p] = [kb.operand(0), kb.operand(1)];
+        if self.row_mode() {
+            return self.emit_rows(kb, x, p);
+        }
         let g = self.g.clone();
         let (pn, k, hw, nr) = (self.panels(), self.k(), g.h * g.w, self.nr);
         assert!(nr.is_multiple_of(Q) && nr > 0, "panels are filled four columns at a time");
