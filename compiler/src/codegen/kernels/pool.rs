@@ -26,6 +26,9 @@ impl KernelSpec for PoolSpec {
     }
 
     fn emit(&self, kb: &mut Kb) {
+        if self.border_taps() <= BORDER_TAP_LIMIT {
+            return self.emit_classes(kb);
+        }
         let [x, y] = [kb.operand(0), kb.operand(1)];
         let g = self.g.clone();
         let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
@@ -66,7 +69,172 @@ impl KernelSpec for PoolSpec {
     }
 }
 
+/// Taps the border code of [`PoolSpec::emit_classes`] may unroll; beyond it (huge windows or
+/// pads) the generic per-tap-checked code runs instead.
+const BORDER_TAP_LIMIT: usize = 16384;
+
+/// The taps of one window along one axis: the kernel indices inside the input, and how many
+/// fall inside the padded extent (count_include_pad's divisor).
+struct AxisTaps {
+    inside: Vec<usize>,
+    padded: usize,
+}
+
 impl PoolSpec {
+    fn taps_y(&self, oy: usize) -> AxisTaps {
+        let g = &self.g;
+        axis_taps(oy, g.sh, g.ph, g.dh, g.kh, g.h, self.pb)
+    }
+    fn taps_x(&self, ox: usize) -> AxisTaps {
+        let g = &self.g;
+        axis_taps(ox, g.sw, g.pw, g.dw, g.kw, g.w, self.pr)
+    }
+
+    /// Taps unrolled at compile time for the border rows and columns of `emit_classes`.
+    fn border_taps(&self) -> usize {
+        let g = &self.g;
+        let (oy0, oy1) = g.interior_rows();
+        let (ox0, ox1) = g.interior_cols();
+        let rows = oy0 + (g.oh - oy1) + 1;
+        let cols = ox0 + (g.ow - ox1) + 2;
+        rows.saturating_mul(cols).saturating_mul(g.kh * g.kw)
+    }
+
+    /// Every output by position class, each with its taps known at compile time: border rows
+    /// one by one, interior rows in a loop; in each, border columns one by one, interior columns
+    /// four at a time, then one at a time. No tap is checked at run time.
+    fn emit_classes(&self, kb: &mut Kb) {
+        let [x, y] = [kb.operand(0), kb.operand(1)];
+        let g = self.g.clone();
+        let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
+        let (oy0, oy1) = g.interior_rows();
+        let (begin, end) = (kb.begin, kb.end);
+        kb.for_range(begin, end, 1, |kb, t| {
+            let xp = {
+                let o = kb.muli(t, hw as i64);
+                kb.elem(x, o, 4)
+            };
+            let yp = {
+                let o = kb.muli(t, ohw as i64);
+                kb.elem(y, o, 4)
+            };
+            for oy in 0..oy0 {
+                let v = kb.iconst(oy as i64);
+                self.row(kb, xp, yp, v, &self.taps_y(oy));
+            }
+            if oy1 > oy0 {
+                // Any interior row has every kernel row inside.
+                let taps = self.taps_y(oy0);
+                kb.for_const(oy0 as i64, oy1 as i64, 1, |kb, oy| self.row(kb, xp, yp, oy, &taps));
+            }
+            for oy in oy1..g.oh {
+                let v = kb.iconst(oy as i64);
+                self.row(kb, xp, yp, v, &self.taps_y(oy));
+            }
+        });
+    }
+
+    /// One output row with kernel rows `ty`.
+    fn row(&self, kb: &mut Kb, xp: Value, yp: Value, oy: Value, ty: &AxisTaps) {
+        let g = &self.g;
+        let (ox0, ox1) = g.interior_cols();
+        let vend = ox0 + (ox1 - ox0) / 4 * 4;
+        for ox in 0..ox0 {
+            let v = kb.iconst(ox as i64);
+            self.point(kb, xp, yp, oy, v, ty, &self.taps_x(ox), false);
+        }
+        if ox1 > ox0 {
+            let tx = self.taps_x(ox0);
+            kb.for_const(ox0 as i64, vend as i64, 4, |kb, ox| self.point(kb, xp, yp, oy, ox, ty, &tx, true));
+            kb.for_const(vend as i64, ox1 as i64, 1, |kb, ox| self.point(kb, xp, yp, oy, ox, ty, &tx, false));
+        }
+        for ox in ox1..g.ow {
+            let v = kb.iconst(ox as i64);
+            self.point(kb, xp, yp, oy, v, ty, &self.taps_x(ox), false);
+        }
+    }
+
+    /// Output (oy, ox), or the four outputs from ox when `vector`, over the taps ty x tx: the
+    /// first tap, then max (strictly greater, as in `vector`) or sum in kernel order; the
+    /// average divides by the count of taps inside (or inside the padding), and is 0 with none.
+    #[allow(clippy::too_many_arguments)]
+    fn point(
+        &self,
+        kb: &mut Kb,
+        xp: Value,
+        yp: Value,
+        oy: Value,
+        ox: Value,
+        ty: &AxisTaps,
+        tx: &AxisTaps,
+        vector: bool,
+    ) {
+        let g = &self.g;
+        let base = g.window_start(kb, xp, oy, ox);
+        let mut acc: Option<Value> = None;
+        for &ky in &ty.inside {
+            for &kx in &tx.inside {
+                let off = ((ky * g.dh * g.w + kx * g.dw) * 4) as i32;
+                let v = if !vector {
+                    kb.load_f32(base, off, ro())
+                } else if g.sw == 1 {
+                    kb.load_v(base, off, ro())
+                } else {
+                    let mut v = kb.vconst(0.0);
+                    for l in 0..4 {
+                        let s = kb.load_f32(base, off + (l * g.sw * 4) as i32, ro());
+                        v = kb.b.ins().insertlane(v, s, l as u8);
+                    }
+                    v
+                };
+                acc = Some(match acc {
+                    None => v,
+                    Some(a) if self.max => {
+                        let gt = kb.flt(a, v);
+                        if vector {
+                            let mask = kb.b.ins().bitcast(
+                                crate::codegen::builder::F32X4,
+                                cranelift_codegen::ir::MemFlagsData::new(),
+                                gt,
+                            );
+                            kb.b.ins().bitselect(mask, v, a)
+                        } else {
+                            kb.b.ins().select(gt, v, a)
+                        }
+                    }
+                    Some(a) => kb.b.ins().fadd(a, v),
+                });
+            }
+        }
+        let count = if self.count_include_pad { ty.padded * tx.padded } else { ty.inside.len() * tx.inside.len() };
+        let value = match acc {
+            // No tap inside: max of nothing is -inf, the average 0 (as the checked path).
+            None if self.max => Some(f32::NEG_INFINITY),
+            None => Some(0.0),
+            Some(_) if count == 0 => Some(0.0),
+            Some(_) => None,
+        };
+        let mut out = match value {
+            Some(c) if vector => kb.vconst(c),
+            Some(c) => kb.fconst(c),
+            None => acc.expect("taps"),
+        };
+        if value.is_none() && !self.max {
+            let n = if vector { kb.vconst(count as f32) } else { kb.fconst(count as f32) };
+            out = kb.b.ins().fdiv(out, n);
+        }
+        let idx = {
+            let r = kb.muli(oy, g.ow as i64);
+            kb.add(r, ox)
+        };
+        let p = kb.elem(yp, idx, 4);
+        if vector {
+            kb.store_v(out, p, 0);
+        } else {
+            kb.store_f32(out, p, 0);
+        }
+    }
+
     /// Four adjacent outputs of an interior row: no bounds checks, one vector load per tap when
     /// the stride is 1 (four scalar loads otherwise).
     fn vector(&self, kb: &mut Kb, xp: Value, yp: Value, oy: Value, ox: Value) {
@@ -176,6 +344,16 @@ impl PoolSpec {
         };
         let p = kb.elem(yp, idx, 4);
         kb.store_f32(acc, p, 0);
+    }
+}
+
+/// The taps of output position `o` along one axis (stride s, leading pad p, dilation d, kernel
+/// k, input n, trailing pad pe).
+fn axis_taps(o: usize, s: usize, p: usize, d: usize, k: usize, n: usize, pe: usize) -> AxisTaps {
+    let pos = |t: usize| (o * s + t * d) as i64 - p as i64;
+    AxisTaps {
+        inside: (0..k).filter(|&t| (0..n as i64).contains(&pos(t))).collect(),
+        padded: (0..k).filter(|&t| (-(p as i64)..(n + pe) as i64).contains(&pos(t))).count(),
     }
 }
 
