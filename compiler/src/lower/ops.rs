@@ -1213,7 +1213,8 @@ impl<'g> Lowerer<'g> {
         let table: Vec<u8> = input.table().iter().flat_map(|v| v.to_le_bytes()).collect();
         let table = self.weight(&table, &format!("{name}/winograd_tiles"));
         let v = self.scratch(input.bytes(), &format!("{name}/winograd_input"));
-        self.step(Arc::new(input), n * cg, &[src, table], &[v], false, name, "WinogradInput", 0);
+        let input_tiles = input.tiles();
+        self.step(Arc::new(input), input_tiles, &[src, table], &[v], false, name, "WinogradInput", 0);
         let mbuf = self.scratch(n * 16 * mg * tiles * 4, &format!("{name}/winograd_products"));
         let spec = GemmSpec {
             m: mg,

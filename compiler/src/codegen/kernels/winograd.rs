@@ -77,8 +77,8 @@ impl WinoGeom {
 /// The input transform: `V[img][e][j][c][lane] = (B^T d B)[e]` for tile `nr*j + lane` of channel
 /// c, laid out as the GEMM's packed B (one batch per (img, e), panels `nr` tiles wide). Four tiles
 /// (a quad) are transformed together and transposed so that each e takes one vector store.
-/// Operands: X, the quad table (see [`WinoInputSpec::table`]), V. One tile per (image, channel)
-/// plane.
+/// Operands: X, the quad table (see [`WinoInputSpec::table`]), V. One tile per (image, panel of
+/// tiles).
 #[derive(Clone, Debug)]
 pub struct WinoInputSpec {
     pub g: WinoGeom,
@@ -96,6 +96,11 @@ const TABLE_ROW: usize = 1 + 2 * Q;
 impl WinoInputSpec {
     pub fn bytes(&self) -> usize {
         self.g.n * 16 * self.g.panels(self.nr) * self.c * self.nr * 4
+    }
+
+    /// Step tiles: one per image and panel.
+    pub fn tiles(&self) -> usize {
+        self.g.n * self.g.panels(self.nr)
     }
 
     /// Quads of tiles: panels x nr / 4.
@@ -138,84 +143,96 @@ impl KernelSpec for WinoInputSpec {
         assert!(nr.is_multiple_of(Q) && nr > 0, "quads fill the panels");
         let e_stride = (g.panels(nr) * self.c * nr * 4) as i64;
         assert!(e_stride * 16 < i32::MAX as i64, "lowering checks the transformed input fits i32 offsets");
+        let pn = g.panels(nr) as i64;
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
-            let (img, ch) = kb.divmod(t, c);
-            let xp = {
-                let o = kb.muli(t, hw * 4);
-                kb.add(x, o)
-            };
-            let vp = {
-                let a = kb.muli(img, 16 * e_stride);
-                let b = kb.muli(ch, (nr * 4) as i64);
-                let s = kb.add(a, b);
-                kb.add(v, s)
-            };
+            let (img, panel) = kb.divmod(t, pn);
             let zero = kb.vconst(0.0);
             // vars[lane][r]: row r of the transformed tile of `lane`.
             let vars: Vec<Vec<_>> = (0..Q).map(|_| (0..4).map(|_| kb.var(F32X4, zero)).collect()).collect();
-            kb.for_const(0, self.quads() as i64, 1, |kb, j| {
-                let row = {
-                    let o = kb.muli(j, (TABLE_ROW * 8) as i64);
-                    kb.add(table, o)
+            // Channel by channel, the panel's quads in order: each of the 16 matrices receives
+            // nr contiguous floats per channel and the next channel's right after, so every line
+            // written is completed while it is in L1.
+            kb.for_const(0, c, 1, |kb, ch| {
+                let xp = {
+                    let a = kb.muli(img, c);
+                    let plane = kb.add(a, ch);
+                    let o = kb.muli(plane, hw * 4);
+                    kb.add(x, o)
                 };
-                let inside = kb.b.ins().load(I64, ro(), row, 0);
-                let pos: Vec<(Value, Value)> = (0..Q)
-                    .map(|l| {
-                        let iy = kb.b.ins().load(I64, ro(), row, ((1 + 2 * l) * 8) as i32);
-                        let ix = kb.b.ins().load(I64, ro(), row, ((2 + 2 * l) * 8) as i32);
-                        (iy, ix)
-                    })
-                    .collect();
-                let transform = |kb: &mut Kb, checked: bool| {
-                    for (l, &(iy0, ix0)) in pos.iter().enumerate() {
-                        let rows: Vec<Value> = (0..4)
-                            .map(|r| {
-                                let iy = kb.addi(iy0, r);
-                                if checked {
-                                    patch_row_checked(kb, xp, iy, ix0, g.h, g.w)
-                                } else {
-                                    let o = {
-                                        let a = kb.muli(iy, g.w as i64);
-                                        kb.add(a, ix0)
-                                    };
-                                    let p = kb.elem(xp, o, 4);
-                                    kb.load_v(p, 0, ro())
-                                }
-                            })
-                            .collect();
-                        let vt = input_transform(kb, &rows);
-                        for (r, &val) in vt.iter().enumerate() {
-                            kb.b.def_var(vars[l][r], val);
+                let vp = {
+                    let a = kb.muli(img, 16 * e_stride);
+                    let b = kb.muli(ch, (nr * 4) as i64);
+                    let s = kb.add(a, b);
+                    kb.add(v, s)
+                };
+                kb.for_const(0, (nr / Q) as i64, 1, |kb, q| {
+                    let j = {
+                        let a = kb.muli(panel, (nr / Q) as i64);
+                        kb.add(a, q)
+                    };
+                    let row = {
+                        let o = kb.muli(j, (TABLE_ROW * 8) as i64);
+                        kb.add(table, o)
+                    };
+                    let inside = kb.b.ins().load(I64, ro(), row, 0);
+                    let pos: Vec<(Value, Value)> = (0..Q)
+                        .map(|l| {
+                            let iy = kb.b.ins().load(I64, ro(), row, ((1 + 2 * l) * 8) as i32);
+                            let ix = kb.b.ins().load(I64, ro(), row, ((2 + 2 * l) * 8) as i32);
+                            (iy, ix)
+                        })
+                        .collect();
+                    let transform = |kb: &mut Kb, checked: bool| {
+                        for (l, &(iy0, ix0)) in pos.iter().enumerate() {
+                            let rows: Vec<Value> = (0..4)
+                                .map(|r| {
+                                    let iy = kb.addi(iy0, r);
+                                    if checked {
+                                        patch_row_checked(kb, xp, iy, ix0, g.h, g.w)
+                                    } else {
+                                        let o = {
+                                            let a = kb.muli(iy, g.w as i64);
+                                            kb.add(a, ix0)
+                                        };
+                                        let p = kb.elem(xp, o, 4);
+                                        kb.load_v(p, 0, ro())
+                                    }
+                                })
+                                .collect();
+                            let vt = input_transform(kb, &rows);
+                            for (r, &val) in vt.iter().enumerate() {
+                                kb.b.def_var(vars[l][r], val);
+                            }
+                        }
+                    };
+                    let (fast, slow, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+                    kb.b.ins().brif(inside, fast, &[], slow, &[]);
+                    kb.b.switch_to_block(fast);
+                    transform(kb, false);
+                    kb.b.ins().jump(join, &[]);
+                    kb.b.switch_to_block(slow);
+                    transform(kb, true);
+                    kb.b.ins().jump(join, &[]);
+                    kb.b.switch_to_block(join);
+                    // Transpose each row r across the four tiles: lane s of tile l -> lane l of e = 4r + s.
+                    // Quad j is columns 4*(j % (nr/4)) .. of panel j / (nr/4).
+                    let base = {
+                        let (panel, q) = kb.divmod(j, (nr / Q) as i64);
+                        let a = kb.muli(panel, c * (nr * 4) as i64);
+                        let b = kb.muli(q, (Q * 4) as i64);
+                        let o = kb.add(a, b);
+                        kb.add(vp, o)
+                    };
+                    for r in 0..4 {
+                        let [a, b, cc, d] = [&vars[0], &vars[1], &vars[2], &vars[3]].map(|lane| kb.b.use_var(lane[r]));
+                        let cols = transpose4(kb, a, b, cc, d);
+                        for (s, col) in cols.into_iter().enumerate() {
+                            let e = (r * 4 + s) as i64;
+                            kb.store_v(col, base, (e * e_stride) as i32);
                         }
                     }
-                };
-                let (fast, slow, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
-                kb.b.ins().brif(inside, fast, &[], slow, &[]);
-                kb.b.switch_to_block(fast);
-                transform(kb, false);
-                kb.b.ins().jump(join, &[]);
-                kb.b.switch_to_block(slow);
-                transform(kb, true);
-                kb.b.ins().jump(join, &[]);
-                kb.b.switch_to_block(join);
-                // Transpose each row r across the four tiles: lane s of tile l -> lane l of e = 4r + s.
-                // Quad j is columns 4*(j % (nr/4)) .. of panel j / (nr/4).
-                let base = {
-                    let (panel, q) = kb.divmod(j, (nr / Q) as i64);
-                    let a = kb.muli(panel, c * (nr * 4) as i64);
-                    let b = kb.muli(q, (Q * 4) as i64);
-                    let o = kb.add(a, b);
-                    kb.add(vp, o)
-                };
-                for r in 0..4 {
-                    let [a, b, cc, d] = [&vars[0], &vars[1], &vars[2], &vars[3]].map(|lane| kb.b.use_var(lane[r]));
-                    let cols = transpose4(kb, a, b, cc, d);
-                    for (s, col) in cols.into_iter().enumerate() {
-                        let e = (r * 4 + s) as i64;
-                        kb.store_v(col, base, (e * e_stride) as i32);
-                    }
-                }
+                });
             });
         });
     }
