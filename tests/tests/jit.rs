@@ -781,3 +781,20 @@ fn plans_needing_missing_cpu_features_are_refused() {
     assert!(matches!(&err, incept_runtime::RunError::CpuFeatures { missing: m } if m == missing), "{err}");
     assert!(err.to_string().contains(missing) && err.to_string().contains("--cpu baseline"), "{err}");
 }
+
+/// Winograd is declined where its transformed weights (16/9 of the 3x3 ones) would be read for
+/// only a few tiles: a 3x3 conv with 4 MB of Winograd weights on a 7x7 map (16 tiles) runs as a
+/// direct conv, the same conv on 14x14 (49 tiles) and a small one on 7x7 take Winograd.
+#[test]
+fn winograd_is_declined_for_big_weights_on_small_maps() {
+    for (c, hw, wino) in [(128, 7, true), (160, 7, false), (160, 14, true)] {
+        let src = format!(
+            "graph g {{\n  input %x : f32[1,{c},{hw},{hw}]\n  %w = const f32[{c},{c},3,3] random(1)\n  %y = Conv(%x, %w) {{kernel_shape=[3, 3], pads=[1, 1, 1, 1]}} : f32[1,{c},{hw},{hw}]\n  output %y\n}}\n"
+        );
+        let g = incept_ir::text::parse(&src).unwrap_or_else(|e| panic!("{e}\n{src}"));
+        let opts = CompileOptions { threads: 1, ..Default::default() };
+        let (model, _) = incept_compiler::compile_graph(g, &opts).unwrap_or_else(|e| panic!("{e}"));
+        let ops: Vec<&str> = model.plan().steps.iter().map(|s| s.op.as_str()).collect();
+        assert_eq!(ops.contains(&"WinogradInput"), wino, "{c} channels on {hw}x{hw}: {ops:?}");
+    }
+}

@@ -164,6 +164,11 @@ impl Kb<'_> {
         self.b.ins().iadd(base, off)
     }
 
+    /// `base + index * stride` f32 elements: row `index` of a matrix with row stride `stride`.
+    pub fn row(&mut self, base: Value, index: Value, stride: i64) -> Value {
+        self.elem(base, index, 4 * stride)
+    }
+
     pub fn load_f32(&mut self, p: Value, off: i32, flags: MemFlagsData) -> Value {
         self.b.ins().load(F32, flags, p, off)
     }

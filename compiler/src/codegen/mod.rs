@@ -355,14 +355,8 @@ mod gemm_tests {
     /// and K within one block, at a block edge and over several (the block is 256).
     #[test]
     fn wide_gemm_matches_naive_for_every_tail() {
-        use wide::{WideMicrokernel, host_has_avx2, host_has_avx512};
-        let mut tiers = vec![];
-        if host_has_avx2() {
-            tiers.push(Tier::Avx2);
-        }
-        if host_has_avx512() {
-            tiers.push(Tier::Avx512);
-        }
+        use wide::{WideMicrokernel, host_wide_tiers};
+        let tiers = host_wide_tiers();
         if tiers.len() < 2 {
             println!("skipped for the wide tiers this CPU lacks (has: {tiers:?})");
         }
@@ -472,79 +466,61 @@ mod gemm_tests {
         res: &[f32],
         epilogue: bool,
     ) -> Vec<f32> {
-        use incept_runtime::{DType, IoSpec, Kernel, Model, Operand, Plan, RunOptions, Slot, Step, Tensor};
-        let blob = compile_all(&Isas::host().expect("isa"), specs).expect("compile");
-        let op = |slot| Operand { slot, offset: 0 };
-        let mut operands = vec![op(Slot::Input(0)), op(Slot::Input(1)), op(Slot::Output(0))];
+        use incept_runtime::Slot;
+        let mut operands = vec![Slot::Input(0), Slot::Input(1), Slot::Output(0)];
         if epilogue {
-            operands.extend([op(Slot::Input(2)), op(Slot::Input(3))]);
+            operands.extend([Slot::Input(2), Slot::Input(3)]);
         }
-        operands.extend((1..specs.len()).map(|k| op(Slot::Kernel(k))));
-        let plan = Plan {
-            code: blob.code,
-            kernels: blob.offsets.iter().map(|&(offset, len)| Kernel { offset, len, name: "k".into() }).collect(),
-            steps: vec![Step {
-                kernel: 0,
-                operands,
-                tiles: spec.tiles(),
-                name: "g".into(),
-                op: "Gemm".into(),
-                flops: 0,
-                check: None,
-            }],
-            weights: incept_runtime::buffer::AlignedBuf::zeroed(0),
-            arena_size: 0,
-            status: None,
-            inputs: [a, b, bias, res]
-                .iter()
-                .enumerate()
-                .map(|(k, v)| IoSpec { name: format!("i{k}"), dtype: DType::F32, shape: vec![v.len()] })
-                .collect(),
-            outputs: vec![IoSpec { name: "c".into(), dtype: DType::F32, shape: vec![spec.m * spec.n] }],
-            features: vec!["avx2".into(), "fma".into()],
-        };
-        let model = Model::new(plan, &RunOptions { threads: 2 }).expect("load");
-        let ins: Vec<Tensor> = [a, b, bias, res].iter().map(|v| Tensor::from_f32(&[v.len()], v).expect("t")).collect();
-        model.run(&ins).expect("run")[0].to_f32_vec().expect("f32")
+        operands.extend((1..specs.len()).map(Slot::Kernel));
+        run_step(specs, operands, spec.tiles(), &[a, b, bias, res], spec.m * spec.n)
     }
 
     fn run_gemm(spec: &GemmSpec, a: &[f32], b: &[f32], bias: &[f32], res: &[f32]) -> Vec<f32> {
-        use incept_runtime::{DType, IoSpec, Kernel, Model, Operand, Plan, RunOptions, Slot, Step, Tensor};
-        let blob = compile_all(&Isas::host().expect("isa"), &[Arc::new(spec.clone())]).expect("compile");
-        let op = |slot| Operand { slot, offset: 0 };
-        let plan = Plan {
-            code: blob.code,
-            kernels: vec![Kernel { offset: 0, len: blob.offsets[0].1, name: "gemm".into() }],
-            steps: vec![Step {
-                kernel: 0,
-                operands: vec![
-                    op(Slot::Input(0)),
-                    op(Slot::Input(1)),
-                    op(Slot::Output(0)),
-                    op(Slot::Input(2)),
-                    op(Slot::Input(3)),
-                ],
-                tiles: spec.tiles(),
-                name: "g".into(),
-                op: "Gemm".into(),
-                flops: 0,
-                check: None,
-            }],
-            weights: incept_runtime::buffer::AlignedBuf::zeroed(0),
-            arena_size: 0,
-            status: None,
-            inputs: [a, b, bias, res]
-                .iter()
-                .enumerate()
-                .map(|(k, v)| IoSpec { name: format!("i{k}"), dtype: DType::F32, shape: vec![v.len()] })
-                .collect(),
-            outputs: vec![IoSpec { name: "c".into(), dtype: DType::F32, shape: vec![spec.m * spec.n] }],
-            features: vec![],
-        };
-        let model = Model::new(plan, &RunOptions { threads: 2 }).expect("load");
-        let ins: Vec<Tensor> = [a, b, bias, res].iter().map(|v| Tensor::from_f32(&[v.len()], v).expect("t")).collect();
-        model.run(&ins).expect("run")[0].to_f32_vec().expect("f32")
+        use incept_runtime::Slot;
+        let operands = vec![Slot::Input(0), Slot::Input(1), Slot::Output(0), Slot::Input(2), Slot::Input(3)];
+        run_step(&[Arc::new(spec.clone())], operands, spec.tiles(), &[a, b, bias, res], spec.m * spec.n)
     }
+}
+
+/// Runs one step of `specs[0]` (the others are kernels it calls, as operands) over f32 inputs
+/// at two threads and returns its one output of `out_len` floats.
+#[cfg(test)]
+fn run_step(
+    specs: &[Arc<dyn KernelSpec>],
+    operands: Vec<incept_runtime::Slot>,
+    tiles: usize,
+    inputs: &[&[f32]],
+    out_len: usize,
+) -> Vec<f32> {
+    use incept_runtime::{DType, IoSpec, Kernel, Model, Operand, Plan, RunOptions, Step, Tensor};
+    let blob = compile_all(&Isas::host().expect("isa"), specs).expect("compile");
+    let plan = Plan {
+        code: blob.code,
+        kernels: blob.offsets.iter().map(|&(offset, len)| Kernel { offset, len, name: "k".into() }).collect(),
+        steps: vec![Step {
+            kernel: 0,
+            operands: operands.into_iter().map(|slot| Operand { slot, offset: 0 }).collect(),
+            tiles,
+            name: "s".into(),
+            op: "Test".into(),
+            flops: 0,
+            check: None,
+        }],
+        weights: incept_runtime::buffer::AlignedBuf::zeroed(0),
+        arena_size: 0,
+        status: None,
+        inputs: inputs
+            .iter()
+            .enumerate()
+            .map(|(k, v)| IoSpec { name: format!("i{k}"), dtype: DType::F32, shape: vec![v.len()] })
+            .collect(),
+        outputs: vec![IoSpec { name: "out".into(), dtype: DType::F32, shape: vec![out_len] }],
+        // Only kernels of the tiers this CPU runs are compiled here.
+        features: vec![],
+    };
+    let model = Model::new(plan, &RunOptions { threads: 2 }).expect("load");
+    let ins: Vec<Tensor> = inputs.iter().map(|v| Tensor::from_f32(&[v.len()], v).expect("tensor")).collect();
+    model.run(&ins).expect("run")[0].to_f32_vec().expect("f32")
 }
 
 #[cfg(test)]
@@ -554,31 +530,9 @@ mod im2col_tests {
 
     /// Runs an im2col spec on `x` and returns its packed panels.
     fn run(spec: &Im2colSpec, x: &[f32]) -> Vec<f32> {
-        use incept_runtime::{DType, IoSpec, Kernel, Model, Operand, Plan, RunOptions, Slot, Step, Tensor};
-        let blob = compile_all(&Isas::host().expect("isa"), &[Arc::new(spec.clone())]).expect("compile");
-        let op = |slot| Operand { slot, offset: 0 };
-        let plan = Plan {
-            code: blob.code,
-            kernels: vec![Kernel { offset: 0, len: blob.offsets[0].1, name: "im2col".into() }],
-            steps: vec![Step {
-                kernel: 0,
-                operands: vec![op(Slot::Input(0)), op(Slot::Output(0))],
-                tiles: spec.tiles(),
-                name: "i".into(),
-                op: "Im2col".into(),
-                flops: 0,
-                check: None,
-            }],
-            weights: incept_runtime::buffer::AlignedBuf::zeroed(0),
-            arena_size: 0,
-            status: None,
-            inputs: vec![IoSpec { name: "x".into(), dtype: DType::F32, shape: vec![x.len()] }],
-            outputs: vec![IoSpec { name: "p".into(), dtype: DType::F32, shape: vec![spec.bytes() / 4] }],
-            features: vec![],
-        };
-        let model = Model::new(plan, &RunOptions { threads: 2 }).expect("load");
-        let t = Tensor::from_f32(&[x.len()], x).expect("tensor");
-        model.run(&[t]).expect("run")[0].to_f32_vec().expect("f32")
+        use incept_runtime::Slot;
+        let operands = vec![Slot::Input(0), Slot::Output(0)];
+        run_step(&[Arc::new(spec.clone())], operands, spec.tiles(), &[x], spec.bytes() / 4)
     }
 
     /// Both fill modes against a plain im2col over kernel shapes (square, 1x7, 7x1, wider than

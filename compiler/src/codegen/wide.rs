@@ -61,6 +61,18 @@ pub fn host_has_avx512() -> bool {
     }
 }
 
+/// The wide tiers this CPU runs, narrowest first.
+pub fn host_wide_tiers() -> Vec<Tier> {
+    let mut tiers = vec![];
+    if host_has_avx2() {
+        tiers.push(Tier::Avx2);
+    }
+    if host_has_avx512() {
+        tiers.push(Tier::Avx512);
+    }
+    tiers
+}
+
 fn asm_err(e: IcedError) -> CodegenError {
     CodegenError::Compile { kernel: "wide microkernel".into(), msg: e.to_string() }
 }
@@ -292,13 +304,7 @@ mod tests {
     /// each wide tier this CPU runs.
     #[test]
     fn wide_microkernels_match_a_plain_product() {
-        let mut tiers = vec![];
-        if host_has_avx2() {
-            tiers.push(Tier::Avx2);
-        }
-        if host_has_avx512() {
-            tiers.push(Tier::Avx512);
-        }
+        let tiers = host_wide_tiers();
         if tiers.len() < 2 {
             println!("skipped for the tiers this CPU lacks (has: {tiers:?})");
         }

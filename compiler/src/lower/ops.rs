@@ -2060,6 +2060,13 @@ fn winograd_fits(geom: &Geom, groups: usize, cg: usize, mg: usize, n: usize, ran
         return false;
     }
     let wg = WinoGeom { n, h: geom.h, w: geom.w, ph: geom.ph, pw: geom.pw, oh: geom.oh, ow: geom.ow };
+    // Few tiles (a 7x7 map has 16) and weights far beyond L2: each transformed weight, 16/9 the
+    // bytes of the 3x3 ones, serves only that many columns, and the GEMMs wait on memory.
+    // ResNet50's 512-channel 7x7 convs took the same time either way (4.2 ms, one thread) and
+    // their Winograd weights cost 16 MB each.
+    if wg.tiles() * n < 32 && 16 * cg * mg * 4 > 1 << 20 {
+        return false;
+    }
     // Kernels address the 16 transformed matrices with 32-bit displacements.
     let limit = i32::MAX as usize / 16;
     // The widest panels (32, AVX-512) bound every tier's layout.

@@ -559,14 +559,7 @@ impl GemmSpec {
         kb.b.ins().brif(full, full_b, &[], part_b, &[]);
         kb.b.switch_to_block(full_b);
         kb.for_const(0, rows as i64, 1, |kb, r| {
-            let s = {
-                let o = kb.muli(r, src_rs as i64);
-                kb.elem(src, o, 4)
-            };
-            let d = {
-                let o = kb.muli(r, dst_rs as i64);
-                kb.elem(dst, o, 4)
-            };
+            let (s, d) = (kb.row(src, r, src_rs as i64), kb.row(dst, r, dst_rs as i64));
             for q in 0..self.tier.nr() / 4 {
                 let v = kb.load_v(s, (16 * q) as i32, rw());
                 kb.store_v(v, d, (16 * q) as i32);
@@ -653,14 +646,7 @@ impl GemmSpec {
         // 96 times per GEMM.
         kb.for_const(0, rows as i64, 1, |kb, r| {
             let m = kb.add(m0, r);
-            let src = {
-                let o = kb.muli(r, nr as i64);
-                kb.elem(scratch, o, 4)
-            };
-            let dst = {
-                let o = kb.muli(r, self.c.rs as i64);
-                kb.elem(pc, o, 4)
-            };
+            let (src, dst) = (kb.row(scratch, r, nr as i64), kb.row(pc, r, self.c.rs as i64));
             for q in 0..nr / 4 {
                 let val = kb.load_v(src, (16 * q) as i32, rw());
                 let n = kb.addi(n0, 4 * q as i64);

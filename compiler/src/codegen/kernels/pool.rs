@@ -31,22 +31,16 @@ impl KernelSpec for PoolSpec {
         }
         let [x, y] = [kb.operand(0), kb.operand(1)];
         let g = self.g.clone();
-        let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
         // Outputs whose whole window lies inside the input: rows [oy0, oy1), columns [ox0, ox1).
         let (oy0, oy1) = g.interior_rows();
         let (ox0, ox1) = g.interior_cols();
-        // Columns of the interior done four at a time.
+        // Columns of the interior done four at a time, every tap inside.
         let vend = ox0 + (ox1.saturating_sub(ox0)) / 4 * 4;
+        let all_y = AxisTaps { inside: (0..g.kh).collect(), padded: g.kh };
+        let all_x = AxisTaps { inside: (0..g.kw).collect(), padded: g.kw };
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
-            let xp = {
-                let o = kb.muli(t, hw as i64);
-                kb.elem(x, o, 4)
-            };
-            let yp = {
-                let o = kb.muli(t, ohw as i64);
-                kb.elem(y, o, 4)
-            };
+            let (xp, yp) = self.planes(kb, x, y, t);
             kb.for_const(0, g.oh as i64, 1, |kb, oy| {
                 if vend > ox0 {
                     let inside = kb.in_range(oy, oy0 as i64, oy1 as i64);
@@ -54,7 +48,9 @@ impl KernelSpec for PoolSpec {
                     kb.b.ins().brif(inside, fast, &[], slow, &[]);
                     kb.b.switch_to_block(fast);
                     kb.for_const(0, ox0 as i64, 1, |kb, ox| self.scalar(kb, xp, yp, oy, ox));
-                    kb.for_const(ox0 as i64, vend as i64, 4, |kb, ox| self.vector(kb, xp, yp, oy, ox));
+                    kb.for_const(ox0 as i64, vend as i64, 4, |kb, ox| {
+                        self.point(kb, xp, yp, oy, ox, &all_y, &all_x, true)
+                    });
                     kb.for_const(vend as i64, g.ow as i64, 1, |kb, ox| self.scalar(kb, xp, yp, oy, ox));
                     kb.b.ins().jump(join, &[]);
                     kb.b.switch_to_block(slow);
@@ -81,6 +77,12 @@ struct AxisTaps {
 }
 
 impl PoolSpec {
+    /// The input and output planes of tile `t`.
+    fn planes(&self, kb: &mut Kb, x: Value, y: Value, t: Value) -> (Value, Value) {
+        let g = &self.g;
+        (kb.row(x, t, (g.h * g.w) as i64), kb.row(y, t, (g.oh * g.ow) as i64))
+    }
+
     fn taps_y(&self, oy: usize) -> AxisTaps {
         let g = &self.g;
         axis_taps(oy, g.sh, g.ph, g.dh, g.kh, g.h, self.pb)
@@ -106,18 +108,10 @@ impl PoolSpec {
     fn emit_classes(&self, kb: &mut Kb) {
         let [x, y] = [kb.operand(0), kb.operand(1)];
         let g = self.g.clone();
-        let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
         let (oy0, oy1) = g.interior_rows();
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
-            let xp = {
-                let o = kb.muli(t, hw as i64);
-                kb.elem(x, o, 4)
-            };
-            let yp = {
-                let o = kb.muli(t, ohw as i64);
-                kb.elem(y, o, 4)
-            };
+            let (xp, yp) = self.planes(kb, x, y, t);
             for oy in 0..oy0 {
                 let v = kb.iconst(oy as i64);
                 self.row(kb, xp, yp, v, &self.taps_y(oy));
@@ -155,7 +149,7 @@ impl PoolSpec {
     }
 
     /// Output (oy, ox), or the four outputs from ox when `vector`, over the taps ty x tx: the
-    /// first tap, then max (strictly greater, as in `vector`) or sum in kernel order; the
+    /// first tap, then max (strictly greater: the reference's choice, which also decides what NaNs do) or sum in kernel order; the
     /// average divides by the count of taps inside (or inside the padding), and is 0 with none.
     #[allow(clippy::too_many_arguments)]
     fn point(
@@ -235,55 +229,6 @@ impl PoolSpec {
         }
     }
 
-    /// Four adjacent outputs of an interior row: no bounds checks, one vector load per tap when
-    /// the stride is 1 (four scalar loads otherwise).
-    fn vector(&self, kb: &mut Kb, xp: Value, yp: Value, oy: Value, ox: Value) {
-        let g = &self.g;
-        let base = g.window_start(kb, xp, oy, ox);
-        // Max keeps the first tap, then any strictly greater one (the reference's choice, which
-        // also decides what NaNs do); every tap of an interior window is inside.
-        let mut acc: Option<Value> = None;
-        for ky in 0..g.kh {
-            for kx in 0..g.kw {
-                let off = ((ky * g.dh * g.w + kx * g.dw) * 4) as i32;
-                let v = if g.sw == 1 {
-                    kb.load_v(base, off, ro())
-                } else {
-                    let mut v = kb.vconst(0.0);
-                    for l in 0..4 {
-                        let s = kb.load_f32(base, off + (l * g.sw * 4) as i32, ro());
-                        v = kb.b.ins().insertlane(v, s, l as u8);
-                    }
-                    v
-                };
-                acc = Some(match acc {
-                    None => v,
-                    Some(a) if self.max => {
-                        let gt = kb.flt(a, v);
-                        let mask = kb.b.ins().bitcast(
-                            crate::codegen::builder::F32X4,
-                            cranelift_codegen::ir::MemFlagsData::new(),
-                            gt,
-                        );
-                        kb.b.ins().bitselect(mask, v, a)
-                    }
-                    Some(a) => kb.b.ins().fadd(a, v),
-                });
-            }
-        }
-        let mut acc = acc.expect("a window has taps");
-        if !self.max {
-            let n = kb.vconst((g.kh * g.kw) as f32);
-            acc = kb.b.ins().fdiv(acc, n);
-        }
-        let idx = {
-            let r = kb.muli(oy, g.ow as i64);
-            kb.add(r, ox)
-        };
-        let p = kb.elem(yp, idx, 4);
-        kb.store_v(acc, p, 0);
-    }
-
     /// One output, any position: taps outside the input are skipped (and counted for the
     /// average's divisor when they fall on padding and count_include_pad is set).
     fn scalar(&self, kb: &mut Kb, xp: Value, yp: Value, oy: Value, ox: Value) {
@@ -311,7 +256,7 @@ impl PoolSpec {
                 let p = kb.elem(xp, off, 4);
                 let v = kb.load_f32(p, 0, ro());
                 if self.max {
-                    // The first tap inside, then any strictly greater one (see `vector`).
+                    // The first tap inside, then any strictly greater one (see `point`).
                     let gt = kb.flt(acc, v);
                     let one = kb.b.ins().iconst(cranelift_codegen::ir::types::I8, 1);
                     let first = kb.b.ins().bxor(found, one);
