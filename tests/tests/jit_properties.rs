@@ -114,6 +114,42 @@ fn winograd_convolutions() {
     });
 }
 
+/// Depthwise convs on maps wide enough for the vector paths (four columns per step at strides
+/// 1 and 2, the stride-2 one reading a float past its last tap): every pad, dilations, depth
+/// multipliers, row widths around the point where the last quad still fits, and epilogues.
+#[test]
+fn depthwise_convolutions() {
+    family("depthwise", 31, 40, |r| {
+        let n = r.int(1, 2);
+        let (c, mult) = (r.int(1, 6), r.int(1, 2));
+        let k = r.pick(&[3, 5]);
+        let s = r.int(1, 2);
+        let d = if r.int(0, 3) == 0 { 2 } else { 1 };
+        let pads = [r.int(0, k - 1), r.int(0, k - 1), r.int(0, k - 1), r.int(0, k - 1)];
+        let h = extent(r, k, s, d, pads[0], pads[2]);
+        let w = (k - 1) * d + 1 + r.int(4, 40);
+        let x = r.input(&[n, c, h, w]);
+        let wt = r.weights(&[c * mult, 1, k, k]);
+        let bias = if r.coin() { Some(r.weights(&[c * mult])) } else { None };
+        let attrs = vec![
+            ("kernel_shape", ints(&[k, k])),
+            ("strides", ints(&[s, s])),
+            ("pads", ints(&pads)),
+            ("dilations", ints(&[d, d])),
+            ("group", AttrValue::Int(c as i64)),
+        ];
+        let y = r.op("Conv", attrs, vec![Some(x), Some(wt), bias])?;
+        match r.int(0, 2) {
+            0 => Some(y),
+            1 => r.op("Relu", vec![], vec![Some(y)]),
+            _ => {
+                let (lo, hi) = (r.konst(Tensor::scalar(0f32)), r.konst(Tensor::scalar(6f32)));
+                r.op("Clip", vec![], vec![Some(y), Some(lo), Some(hi)])
+            }
+        }
+    });
+}
+
 /// 3-D convs and pools (volumetric im2col + GEMM, scalar pools).
 #[test]
 fn volumes() {

@@ -541,8 +541,8 @@ pub enum DwStep {
 }
 
 /// Depthwise conv: output channel oc reads input channel oc / mult. One tile per output plane;
-/// interior rows vectorised (f32x4 along x) where the stride is 1; border outputs emitted one by
-/// one with only the taps that fall inside.
+/// interior rows vectorised (f32x4 along x) where the stride is 1 or 2; border outputs emitted
+/// one by one with only the taps that fall inside.
 /// Operands: X, W ([C_out, kh*kw]), Y, bias (if any), one per Add step, helpers (if needed).
 #[derive(Clone, Debug)]
 pub struct DepthwiseSpec {
@@ -607,8 +607,20 @@ impl KernelSpec for DepthwiseSpec {
             // and interiors (all taps inside: a loop, four columns per step when the stride is 1).
             let (y_lo, y_hi) = g.interior_rows();
             let (x_lo, x_hi) = g.interior_cols();
-            let vector = g.sw == 1;
-            let vend = if vector { x_lo + (x_hi - x_lo) / 4 * 4 } else { x_lo };
+            // Four columns per step at stride 1 (one load per tap), and at stride 2 (two loads
+            // and the even lanes) while the second load, one float past the last tap, stays in
+            // the row.
+            let vector = g.sw == 1 || g.sw == 2;
+            let quad_fits = |ox: usize| g.sw == 1 || (ox + 3) * 2 + (g.kw - 1) * g.dw + 1 < g.w + g.pw;
+            let vend = if vector {
+                let mut e = x_lo;
+                while e + 4 <= x_hi && quad_fits(e) {
+                    e += 4;
+                }
+                e
+            } else {
+                x_lo
+            };
             // Outputs (oy, ox .. ox + lanes) with kernel rows `kys` and columns `kxs`.
             let out = |kb: &mut Kb, oy: Value, ox: Value, kys: &[usize], kxs: &[usize], lanes: usize| {
                 let base = g.window_start(kb, xplane, oy, ox);
@@ -616,7 +628,11 @@ impl KernelSpec for DepthwiseSpec {
                 for &ky in kys {
                     for &kx in kxs {
                         let off = ((ky * g.dh * g.w + kx * g.dw) * 4) as i32;
-                        let (v, w) = if lanes == 4 {
+                        let (v, w) = if lanes == 4 && g.sw == 2 {
+                            let lo = kb.load_v(base, off, ro());
+                            let hi = kb.load_v(base, off + 16, ro());
+                            (kb.shuffle32(lo, hi, [0, 2, 4, 6]), wv[ky * g.kw + kx])
+                        } else if lanes == 4 {
                             (kb.load_v(base, off, ro()), wv[ky * g.kw + kx])
                         } else {
                             (kb.load_f32(base, off, ro()), ws[ky * g.kw + kx])
