@@ -355,7 +355,7 @@ mod gemm_tests {
     /// and K within one block, at a block edge and over several (the block is 256).
     #[test]
     fn wide_gemm_matches_naive_for_every_tail() {
-        use wide::{WideMicrokernel, host_wide_tiers};
+        use wide::host_wide_tiers;
         let tiers = host_wide_tiers();
         if tiers.len() < 2 {
             println!("skipped for the wide tiers this CPU lacks (has: {tiers:?})");
@@ -366,15 +366,21 @@ mod gemm_tests {
             for m in [1, mr_w, mr_w + 1, 2 * mr_w + 1] {
                 for n in [1, nr_w / 2, nr_w / 2 + 1, nr_w, nr_w + 1, 3 * nr_w + 1] {
                     for k in [1, 256, 257, 600] {
-                        let epilogue = (m + n + k) % 2 == 0;
+                        // 0: none; 1: alpha, bias, a residual, ReLU, Clip (finished in Cranelift);
+                        // 2: bias, Clip, ReLU (finished inside the microkernel).
+                        let variant = (m + n + k) % 3;
+                        let epilogue = variant > 0;
                         let (a, b) = (rand(m * k, 1), rand(k * n, 2));
                         let (bias, res) = (rand(m, 3), rand(m * n, 4));
                         let mut want = vec![0f32; m * n];
                         for i in 0..m {
                             for j in 0..n {
                                 let s = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum::<f64>() as f32;
-                                want[i * n + j] =
-                                    if epilogue { (s * 0.5 + bias[i] + res[i * n + j]).clamp(0.0, 6.0) } else { s };
+                                want[i * n + j] = match variant {
+                                    0 => s,
+                                    1 => (s * 0.5 + bias[i] + res[i * n + j]).clamp(0.0, 6.0),
+                                    _ => (s + bias[i]).clamp(-1.0, 0.75).max(0.0),
+                                };
                             }
                         }
                         let pm = m.div_ceil(mr_w);
@@ -411,7 +417,7 @@ mod gemm_tests {
                                 batch_mod: 0,
                             },
                             c: Mat::row_major(n, 0),
-                            alpha: if epilogue { 0.5 } else { 1.0 },
+                            alpha: if variant == 1 { 0.5 } else { 1.0 },
                             bias: epilogue.then_some(Mat {
                                 rs: 1,
                                 cs: 0,
@@ -419,14 +425,17 @@ mod gemm_tests {
                                 batch_stride: 0,
                                 batch_mod: 0,
                             }),
-                            steps: if epilogue {
-                                vec![
+                            steps: match variant {
+                                0 => vec![],
+                                1 => vec![
                                     GemmStep::Add(Mat::row_major(n, 0)),
                                     GemmStep::Act(Activation::Unary(Unary::Relu)),
                                     GemmStep::Act(Activation::Clip { min: None, max: Some(6.0) }),
-                                ]
-                            } else {
-                                vec![]
+                                ],
+                                _ => vec![
+                                    GemmStep::Act(Activation::Clip { min: Some(-1.0), max: Some(0.75) }),
+                                    GemmStep::Act(Activation::Unary(Unary::Relu)),
+                                ],
                             },
                             mr: mr_w,
                             kc: 256,
@@ -434,15 +443,17 @@ mod gemm_tests {
                             n_panels: 2,
                             tier,
                         };
+                        assert_eq!(spec.wide_epilogue().is_some(), variant == 2, "{spec:?}");
                         let mut specs: Vec<Arc<dyn KernelSpec>> = vec![Arc::new(spec.clone())];
-                        for (rows, cols) in spec.microkernels() {
-                            specs.push(Arc::new(WideMicrokernel { tier, rows, cols }));
+                        for kernel in spec.wide_kernels() {
+                            specs.push(Arc::new(kernel));
                         }
-                        let got = run_specs(&specs, &spec, &pa, &pb, &bias, &res, epilogue);
+                        let extras = [0, 2, 1][variant];
+                        let got = run_specs(&specs, &spec, &pa, &pb, &bias, &res, extras);
                         for (idx, (g, w)) in got.iter().zip(&want).enumerate() {
                             assert!(
                                 (g - w).abs() <= 1e-4 * (1.0 + w.abs()) * (k as f32).sqrt(),
-                                "{tier:?} m {m} n {n} k {k} epilogue {epilogue}: C[{}][{}] = {g}, want {w}",
+                                "{tier:?} m {m} n {n} k {k} epilogue {variant}: C[{}][{}] = {g}, want {w}",
                                 idx / n,
                                 idx % n
                             );
@@ -456,7 +467,7 @@ mod gemm_tests {
     }
 
     /// Runs a GEMM spec (the first of `specs`; the rest are the microkernels it calls) on A, B
-    /// and, when `epilogue`, a bias and a residual.
+    /// and the first `extras` of a bias and a residual.
     fn run_specs(
         specs: &[Arc<dyn KernelSpec>],
         spec: &GemmSpec,
@@ -464,13 +475,11 @@ mod gemm_tests {
         b: &[f32],
         bias: &[f32],
         res: &[f32],
-        epilogue: bool,
+        extras: usize,
     ) -> Vec<f32> {
         use incept_runtime::Slot;
         let mut operands = vec![Slot::Input(0), Slot::Input(1), Slot::Output(0)];
-        if epilogue {
-            operands.extend([Slot::Input(2), Slot::Input(3)]);
-        }
+        operands.extend([Slot::Input(2), Slot::Input(3)].into_iter().take(extras));
         operands.extend((1..specs.len()).map(Slot::Kernel));
         run_step(specs, operands, spec.tiles(), &[a, b, bias, res], spec.m * spec.n)
     }

@@ -15,8 +15,15 @@
 //!                    c: *mut f32,    // rdx: the tile's first element
 //!                    ldc: usize,     // rcx: bytes from one tile row to the next
 //!                    kc: usize,      // r8:  K steps, at least 1
-//!                    accumulate: usize) // r9: nonzero adds C's values to the sums
+//!                    flags: usize,   // r9:  bit 0 adds C's values to the sums; bit 1 then
+//!                                    //      applies the kernel's epilogue (if it has one)
+//!                    bias: *const f32) // stack: the tile's first row's bias (epilogue with bias)
 //! ```
+//!
+//! The epilogue a microkernel may carry is the common conv one: a per-row bias, then ReLU and
+//! Clip steps, with the exact operations of the Cranelift epilogue (`max(lo, x)` and
+//! `min(hi, x)` in the operand order that keeps NaN and -0 as the reference does). GEMMs with
+//! other epilogues (residual adds, alpha, other activations) finish their tiles in Cranelift.
 //!
 //! AVX2 (MR 6, NR 16): twelve ymm accumulators (two per row), two B vectors and two broadcasts
 //! of A fill the 16 ymm registers. Only VEX encodings, so it runs on every AVX2 + FMA CPU.
@@ -85,6 +92,24 @@ pub struct WideMicrokernel {
     pub tier: Tier,
     pub rows: usize,
     pub cols: usize,
+    /// The epilogue applied when flags bit 1 is set; `None`: the bit is ignored.
+    pub epilogue: Option<WideEpilogue>,
+}
+
+/// An epilogue inside the microkernel: bias per row, then activations in order.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WideEpilogue {
+    pub bias: bool,
+    pub acts: Vec<WideAct>,
+}
+
+/// `Relu`: `x < 0 ? 0 : x`. `Max(lo)`: `x < lo ? lo : x`. `Min(hi)`: `hi < x ? hi : x`. Bounds
+/// are f32 bit patterns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WideAct {
+    Relu,
+    Max(u32),
+    Min(u32),
 }
 
 /// The registers and sizes of one ISA's tile.
@@ -169,10 +194,10 @@ impl WideMicrokernel {
         x.add(rsi, b_step).map_err(asm_err)?;
         x.dec(r8).map_err(asm_err)?;
         x.jnz(tail_loop).map_err(asm_err)?;
-        // Add C when accumulating, then store the tile.
+        // Add C when accumulating, then the epilogue when finishing, then store the tile.
         x.set_label(&mut store).map_err(asm_err)?;
         let mut overwrite = x.create_label();
-        x.test(r9, r9).map_err(asm_err)?;
+        x.test(r9, 1).map_err(asm_err)?;
         x.jz(overwrite).map_err(asm_err)?;
         x.mov(rax, rdx).map_err(asm_err)?;
         for r in 0..rows {
@@ -182,6 +207,36 @@ impl WideMicrokernel {
             x.add(rax, rcx).map_err(asm_err)?;
         }
         x.set_label(&mut overwrite).map_err(asm_err)?;
+        if let Some(epi) = &self.epilogue {
+            let mut done = x.create_label();
+            x.test(r9, 2).map_err(asm_err)?;
+            x.jz(done).map_err(asm_err)?;
+            // The registers that fed the loop are free now: one for the bias, one per bound.
+            let tmp = nacc;
+            if epi.bias {
+                x.mov(rax, qword_ptr(rsp + 8)).map_err(asm_err)?;
+                for r in 0..rows {
+                    ops.broadcast(&mut x, tmp, rax + 4 * r as i32)?;
+                    for v in 0..vecs {
+                        ops.add_reg(&mut x, 2 * r + v, tmp)?;
+                    }
+                }
+            }
+            for act in &epi.acts {
+                let (bits, max) = match *act {
+                    WideAct::Relu => (0f32.to_bits(), true),
+                    WideAct::Max(b) => (b, true),
+                    WideAct::Min(b) => (b, false),
+                };
+                ops.splat_bits(&mut x, tmp, bits)?;
+                for r in 0..rows {
+                    for v in 0..vecs {
+                        ops.bound(&mut x, 2 * r + v, tmp, max)?;
+                    }
+                }
+            }
+            x.set_label(&mut done).map_err(asm_err)?;
+        }
         for r in 0..rows {
             for v in 0..vecs {
                 ops.store(&mut x, rdx + vb * v as i32, 2 * r + v)?;
@@ -224,6 +279,26 @@ impl Ops {
     fn fma(&self, x: &mut CodeAssembler, acc: usize, b: usize, s: usize) -> Result<(), CodegenError> {
         if self.wide { x.vfmadd231ps(ZMM[acc], ZMM[b], ZMM[s]) } else { x.vfmadd231ps(YMM[acc], YMM[b], YMM[s]) }
             .map_err(asm_err)
+    }
+    fn add_reg(&self, x: &mut CodeAssembler, r: usize, s: usize) -> Result<(), CodegenError> {
+        if self.wide { x.vaddps(ZMM[r], ZMM[r], ZMM[s]) } else { x.vaddps(YMM[r], YMM[r], YMM[s]) }.map_err(asm_err)
+    }
+    /// `r = max ? (b > r ? b : r) : (b < r ? b : r)`: vmaxps/vminps with the bound first, which
+    /// returns the second operand (r) when either is NaN and for equal zeros.
+    fn bound(&self, x: &mut CodeAssembler, r: usize, b: usize, max: bool) -> Result<(), CodegenError> {
+        match (self.wide, max) {
+            (true, true) => x.vmaxps(ZMM[r], ZMM[b], ZMM[r]),
+            (true, false) => x.vminps(ZMM[r], ZMM[b], ZMM[r]),
+            (false, true) => x.vmaxps(YMM[r], YMM[b], YMM[r]),
+            (false, false) => x.vminps(YMM[r], YMM[b], YMM[r]),
+        }
+        .map_err(asm_err)
+    }
+    /// Every lane of register r = the f32 with these bits, through the red zone below rsp (the
+    /// microkernel is a leaf; the code holds no data).
+    fn splat_bits(&self, x: &mut CodeAssembler, r: usize, bits: u32) -> Result<(), CodegenError> {
+        x.mov(dword_ptr(rsp - 8), bits).map_err(asm_err)?;
+        self.broadcast(x, r, rsp - 8)
     }
     fn add_mem(&self, x: &mut CodeAssembler, r: usize, m: AsmMemoryOperand) -> Result<(), CodegenError> {
         if self.wide { x.vaddps(ZMM[r], ZMM[r], zmmword_ptr(m)) } else { x.vaddps(YMM[r], YMM[r], ymmword_ptr(m)) }
@@ -292,16 +367,33 @@ mod tests {
     use super::*;
     use incept_runtime::code::ExecutableCode;
 
-    type Ukernel = unsafe extern "sysv64" fn(*const f32, *const f32, *mut f32, usize, usize, usize);
+    type Ukernel = unsafe extern "sysv64" fn(*const f32, *const f32, *mut f32, usize, usize, usize, *const f32);
 
     fn values(n: usize, seed: u64) -> Vec<f32> {
         let mut s = incept_ir::text::parse::SplitMix(seed);
         (0..n).map(|_| s.uniform() as f32).collect()
     }
 
-    /// Every row count, K counts around the unroll factor, with and without accumulation, into
-    /// a C with a row stride wider than the tile: the microkernel against a plain product, for
-    /// each wide tier this CPU runs.
+    /// The epilogue the tests give the kernels: bias, then x < -0.5 ? -0.5 : x, ReLU, and
+    /// 0.75 < x ? 0.75 : x, as the Cranelift epilogue computes them.
+    fn test_epilogue() -> WideEpilogue {
+        WideEpilogue {
+            bias: true,
+            acts: vec![WideAct::Max((-0.5f32).to_bits()), WideAct::Relu, WideAct::Min(0.75f32.to_bits())],
+        }
+    }
+
+    fn finish(x: f32, bias: f32) -> f32 {
+        let x = x + bias;
+        let x = if x < -0.5 { -0.5 } else { x };
+        let x = if x < 0.0 { 0.0 } else { x };
+        if 0.75 < x { 0.75 } else { x }
+    }
+
+    /// Every row count, K counts around the unroll factor, every flag (accumulate, finish),
+    /// with and without an epilogue, into a C with a row stride wider than the tile that holds
+    /// a NaN and a -0 (which accumulation carries into the epilogue): the microkernel against a
+    /// plain product, for each wide tier this CPU runs.
     #[test]
     fn wide_microkernels_match_a_plain_product() {
         let tiers = host_wide_tiers();
@@ -311,32 +403,41 @@ mod tests {
         for tier in tiers {
             let (mr, nr) = (tier.panel_rows(1), tier.nr());
             for (rows, cols) in (1..=mr).flat_map(|r| [(r, nr / 2), (r, nr)]) {
-                let code = WideMicrokernel { tier, rows, cols }.assemble().expect("assemble");
-                let exec = ExecutableCode::new(&code).expect("map");
-                // SAFETY: the code is a function with the documented signature.
-                let f: Ukernel = unsafe { std::mem::transmute(exec.address(0).expect("address")) };
-                for kc in [1, 2, 3, 4, 5, 7, 8, 9, 17, 64, 255] {
-                    for accumulate in [0, 1] {
-                        let a = values(kc * mr, 1 + kc as u64);
-                        let b = values(kc * nr, 2 + kc as u64);
-                        let ldc = nr + 4;
-                        let c0 = values((mr + 2) * ldc, 3);
-                        let mut c = c0.clone();
-                        // SAFETY: the panels hold kc steps, C holds `rows` rows of `ldc` floats.
-                        unsafe { f(a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc * 4, kc, accumulate) };
-                        for r in 0..mr + 2 {
-                            for j in 0..ldc {
-                                let want = if r < rows && j < cols {
-                                    let dot: f32 = (0..kc).map(|k| a[k * mr + r] * b[k * nr + j]).sum();
-                                    dot + if accumulate == 1 { c0[r * ldc + j] } else { 0.0 }
-                                } else {
-                                    c0[r * ldc + j]
-                                };
-                                let got = c[r * ldc + j];
-                                assert!(
-                                    (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                                    "{tier:?} {rows}x{cols} kc {kc} acc {accumulate}: C[{r}][{j}] = {got}, want {want}"
-                                );
+                for epilogue in [None, Some(test_epilogue())] {
+                    let with_epilogue = epilogue.is_some();
+                    let code = WideMicrokernel { tier, rows, cols, epilogue }.assemble().expect("assemble");
+                    let exec = ExecutableCode::new(&code).expect("map");
+                    // SAFETY: the code is a function with the documented signature.
+                    let f: Ukernel = unsafe { std::mem::transmute(exec.address(0).expect("address")) };
+                    for kc in [1, 2, 3, 4, 5, 7, 8, 9, 17, 64, 255] {
+                        for flags in 0..4usize {
+                            let a = values(kc * mr, 1 + kc as u64);
+                            let b = values(kc * nr, 2 + kc as u64);
+                            let bias: Vec<f32> = values(mr, 4).iter().map(|v| v - 0.5).collect();
+                            let ldc = nr + 4;
+                            let mut c0 = values((mr + 2) * ldc, 3);
+                            c0[1] = f32::NAN;
+                            c0[ldc + 2] = -0.0;
+                            let mut c = c0.clone();
+                            // SAFETY: the panels hold kc steps, C holds `rows` rows of `ldc`
+                            // floats, the bias `rows` floats.
+                            unsafe { f(a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc * 4, kc, flags, bias.as_ptr()) };
+                            for r in 0..mr + 2 {
+                                for j in 0..ldc {
+                                    let want = if r < rows && j < cols {
+                                        let dot: f32 = (0..kc).map(|k| a[k * mr + r] * b[k * nr + j]).sum();
+                                        let v = dot + if flags & 1 == 1 { c0[r * ldc + j] } else { 0.0 };
+                                        if with_epilogue && flags & 2 == 2 { finish(v, bias[r]) } else { v }
+                                    } else {
+                                        c0[r * ldc + j]
+                                    };
+                                    let got = c[r * ldc + j];
+                                    assert!(
+                                        (got - want).abs() <= 1e-4 * (1.0 + want.abs())
+                                            || (got.is_nan() && want.is_nan()),
+                                        "{tier:?} {rows}x{cols} epilogue {with_epilogue} kc {kc} flags {flags}: C[{r}][{j}] = {got}, want {want}"
+                                    );
+                                }
                             }
                         }
                     }

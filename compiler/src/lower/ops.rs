@@ -28,7 +28,6 @@ use crate::codegen::kernels::resample::{ResampleSpec, ResizeTapsSpec};
 use crate::codegen::kernels::typed::{CastSpec, F64MatMulSpec, TypedElementwiseSpec, TypedOp};
 use crate::codegen::kernels::volume::{VolCol2ImSpec, VolGeom, VolIm2colSpec, VolPoolSpec};
 use crate::codegen::kernels::winograd::{WinoGeom, WinoInputSpec, WinoOutputSpec, transform_kernel};
-use crate::codegen::wide::WideMicrokernel;
 
 /// Rows of the GEMM register tile, the K block and the panels per tile.
 /// Rows of the GEMM register tile. 8 rows (8 accumulators, the B vector, a broadcast) leave
@@ -1592,11 +1591,7 @@ impl<'g> Lowerer<'g> {
             return;
         }
         debug_assert!(spec.a.rs == 1 && spec.a.cs == spec.mr as isize, "a wide GEMM reads packed A panels");
-        let kernels: Vec<usize> = spec
-            .microkernels()
-            .into_iter()
-            .map(|(rows, cols)| self.kernel(Arc::new(WideMicrokernel { tier: spec.tier, rows, cols })))
-            .collect();
+        let kernels: Vec<usize> = spec.wide_kernels().into_iter().map(|k| self.kernel(Arc::new(k))).collect();
         if let Some(step) = self.out.steps.last_mut() {
             step.operands.extend(kernels.into_iter().map(super::LOperand::Kernel));
         }

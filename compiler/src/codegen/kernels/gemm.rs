@@ -119,6 +119,45 @@ impl GemmSpec {
         }
         rows.iter().flat_map(|&r| cols.iter().map(move |&c| (r, c))).collect()
     }
+    /// The epilogue the microkernels apply themselves, when the GEMM's is the common conv one:
+    /// no alpha, a bias per row of C (or none), then only ReLU and Clip steps.
+    pub fn wide_epilogue(&self) -> Option<crate::codegen::wide::WideEpilogue> {
+        use crate::codegen::wide::{WideAct, WideEpilogue};
+        use incept_ir::ops::Unary;
+        if !self.tier.is_wide() || !self.has_epilogue() || self.alpha != 1.0 {
+            return None;
+        }
+        if self.bias.is_some_and(|b| b.rs != 1 || b.cs != 0) {
+            return None;
+        }
+        let mut acts = vec![];
+        for s in &self.steps {
+            match s {
+                GemmStep::Act(Activation::Unary(Unary::Relu)) => acts.push(WideAct::Relu),
+                GemmStep::Act(Activation::Clip { min, max }) => {
+                    acts.extend(min.map(|v| WideAct::Max(v.to_bits())));
+                    acts.extend(max.map(|v| WideAct::Min(v.to_bits())));
+                }
+                _ => return None,
+            }
+        }
+        Some(WideEpilogue { bias: self.bias.is_some(), acts })
+    }
+
+    /// The machine-code microkernels a wide GEMM calls, in operand order (see `microkernels`).
+    pub fn wide_kernels(&self) -> Vec<crate::codegen::wide::WideMicrokernel> {
+        let epilogue = self.wide_epilogue();
+        self.microkernels()
+            .into_iter()
+            .map(|(rows, cols)| crate::codegen::wide::WideMicrokernel {
+                tier: self.tier,
+                rows,
+                cols,
+                epilogue: epilogue.clone(),
+            })
+            .collect()
+    }
+
     /// Whether the output needs more than the plain product.
     fn has_epilogue(&self) -> bool {
         self.alpha != 1.0 || self.bias.is_some() || !self.steps.is_empty()
@@ -507,23 +546,36 @@ impl GemmSpec {
             kb.b.ins().bxor_imm_u(f, 1)
         };
         let ldc = kb.iconst(self.c.rs as i64 * 4);
-        let direct = if self.has_epilogue() {
+        // The microkernel finishes whole tiles itself when it carries the epilogue.
+        let in_kernel = self.wide_epilogue().is_some();
+        let direct = if self.has_epilogue() && !in_kernel {
             let not_last = kb.b.ins().bxor_imm_u(w.last, 1);
             kb.b.ins().band(full_cols, not_last)
         } else {
             full_cols
         };
+        let bias_row = match bias {
+            Some((bp, _)) if in_kernel => kb.elem(bp, m0, 4),
+            _ => kb.iconst(0),
+        };
         let (direct_b, staged_b, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
         kb.b.ins().brif(direct, direct_b, &[], staged_b, &[]);
         kb.b.switch_to_block(direct_b);
-        kb.call_code(w.ukernel, &[a_panel, b_panel, pc, ldc, kc, accumulate]);
+        let flags = if in_kernel {
+            let l = kb.b.ins().uextend(I64, w.last);
+            let l2 = kb.b.ins().ishl_imm_u(l, 1);
+            kb.b.ins().bor(accumulate, l2)
+        } else {
+            accumulate
+        };
+        kb.call_code(w.ukernel, &[a_panel, b_panel, pc, ldc, kc, flags, bias_row]);
         kb.b.ins().jump(join, &[]);
         kb.b.switch_to_block(staged_b);
         // Partial sums of earlier K blocks come from C.
         let not_first = kb.b.ins().bxor_imm_u(w.first, 1);
         kb.if_then(not_first, |kb| self.copy_tile(kb, pc, self.c.rs, w.scratch, nr as isize, rows, ncols, full_cols));
         let tile_stride = kb.iconst(nr * 4);
-        kb.call_code(w.ukernel, &[a_panel, b_panel, w.scratch, tile_stride, kc, accumulate]);
+        kb.call_code(w.ukernel, &[a_panel, b_panel, w.scratch, tile_stride, kc, accumulate, bias_row]);
         if self.has_epilogue() {
             let (fin_b, copy_b, done) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
             kb.b.ins().brif(w.last, fin_b, &[], copy_b, &[]);
