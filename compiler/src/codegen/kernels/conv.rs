@@ -85,12 +85,12 @@ fn taps_inside(o: usize, s: usize, p: usize, d: usize, k: usize, n: usize) -> Ve
 /// `P[b][j][k][c] = X[img, g*cin + ci, oy*sh - ph + ky*dh, ox*sw - pw + kx*dw]` (0 outside),
 /// k = (ci, ky, kx), column j*nr + c = (oy, ox). Operands: X, P.
 ///
-/// Two ways to fill it. Panel mode (1x1 stride-1 convs, strided columns, and kernels too wide
-/// for row mode): a tile is one panel, filled four columns (one f32x4) at a time; tiles:
-/// batch x panels. Row mode (every other conv): a tile is one input channel, and each of its
-/// kernel taps copies whole output rows, whose valid columns are compile-time ranges, so only
-/// the row ends and the rare quads that cross a panel edge take a scalar path; tiles:
-/// batch x cin. Panel mode checks each tap of each quad against the borders, which sends most
+/// Two ways to fill it. Panel mode (1x1 stride-1 convs, column strides above 2, and kernels too
+/// wide for row mode): a tile is one panel, filled four columns (one f32x4) at a time; tiles:
+/// batch x panels. Row mode (every other conv): a tile is one kernel row of one input channel,
+/// and each of its taps copies whole output rows (at stride 2 the even lanes of two loads),
+/// whose valid columns are compile-time ranges, so only the row ends and the rare quads that
+/// cross a panel edge take a scalar path; tiles: batch x cin x kh. Panel mode checks each tap of each quad against the borders, which sends most
 /// quads of a wide kernel on a small map (Inception's 1x7 on 17x17) to the per-element path.
 #[derive(Clone, Debug)]
 pub struct Im2colSpec {
@@ -114,7 +114,7 @@ impl Im2colSpec {
         self.n().div_ceil(self.nr)
     }
     pub fn tiles(&self) -> usize {
-        if self.row_mode() { self.batch * self.cin } else { self.batch * self.panels() }
+        if self.row_mode() { self.batch * self.cin * self.g.kh } else { self.batch * self.panels() }
     }
     /// Bytes of the packed buffer.
     pub fn bytes(&self) -> usize {
@@ -124,9 +124,8 @@ impl Im2colSpec {
     pub fn row_mode(&self) -> bool {
         let g = &self.g;
         let pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
-        // The taps are unrolled: bound the code. A strided row gathers its loads one at a time
-        // and panel mode measured faster there (InceptionV3's 3x3 stride-2 stem).
-        !pointwise && g.sw == 1 && self.nr.is_power_of_two() && g.kh * g.kw <= 64
+        // The taps of a kernel row are unrolled: bound the code. Strides above 2 would gather.
+        !pointwise && g.sw <= 2 && self.nr.is_power_of_two() && g.kw <= 16
     }
 
     /// Row mode: tile t = (image and group, input channel).
@@ -136,7 +135,8 @@ impl Im2colSpec {
         let panel_bytes = (k * nr * 4) as i64;
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
-            let (b, ci) = kb.divmod(t, self.cin as i64);
+            let (b, rest) = kb.divmod(t, (self.cin * g.kh) as i64);
+            let (ci, ky) = kb.divmod(rest, g.kh as i64);
             let (img, grp) = kb.divmod(b, self.groups as i64);
             let xc = {
                 let a = kb.muli(img, self.c_total as i64);
@@ -146,16 +146,21 @@ impl Im2colSpec {
                 let o = kb.muli(ch, hw as i64);
                 kb.elem(x, o, 4)
             };
-            // Row k = ci*kh*kw + tap of the image's first panel.
+            // Row k = (ci*kh + ky)*kw + kx of the image's first panel.
             let rows0 = {
                 let pb = kb.muli(b, pn as i64 * panel_bytes);
-                let kr = kb.muli(ci, (g.kh * g.kw * nr * 4) as i64);
+                let kr = kb.muli(rest, (g.kw * nr * 4) as i64);
                 let o = kb.add(pb, kr);
                 kb.add(p, o)
             };
-            for ky in 0..g.kh {
+            // The input row of output row 0 for this kernel row.
+            let iy0 = {
+                let a = kb.muli(ky, g.dh as i64);
+                kb.addi(a, -(g.ph as i64))
+            };
+            {
                 for kx in 0..g.kw {
-                    let krow = kb.addi(rows0, ((ky * g.kw + kx) * nr * 4) as i64);
+                    let krow = kb.addi(rows0, (kx * nr * 4) as i64);
                     // Output columns whose input column is inside: [lo, hi), fixed per tap.
                     let off = (kx * g.dw) as i64 - g.pw as i64;
                     let lo = (0..g.ow).find(|&ox| (0..g.w as i64).contains(&(ox as i64 * g.sw as i64 + off)));
@@ -168,11 +173,19 @@ impl Im2colSpec {
                         }
                         None => (0, 0),
                     };
+                    // At stride 2 a quad loads the 8 floats from its first tap on: the last
+                    // quad start whose eighth float is still in the row.
+                    let last_quad = if g.sw == 1 {
+                        usize::MAX
+                    } else {
+                        let room = g.w as i64 - 8 - off;
+                        if room < 0 { 0 } else { (room / 2) as usize + 1 }
+                    };
                     kb.for_const(0, g.oh as i64, 1, |kb, oy| {
                         let n0 = kb.muli(oy, g.ow as i64);
                         let iy = {
                             let a = kb.muli(oy, g.sh as i64);
-                            kb.addi(a, (ky * g.dh) as i64 - g.ph as i64)
+                            kb.add(a, iy0)
                         };
                         let inside = kb.in_range(iy, 0, g.h as i64);
                         let (data_b, zero_b, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
@@ -184,7 +197,7 @@ impl Im2colSpec {
                             kb.elem(xc, o, 4)
                         };
                         self.run(kb, krow, k, n0, 0, lo, None);
-                        self.run(kb, krow, k, n0, lo, hi, Some(src));
+                        self.run(kb, krow, k, n0, lo, hi, Some((src, last_quad)));
                         self.run(kb, krow, k, n0, hi, g.ow, None);
                         kb.b.ins().jump(join, &[]);
                         kb.b.switch_to_block(zero_b);
@@ -206,10 +219,11 @@ impl Im2colSpec {
     }
 
     /// Writes output columns [a, b) of the output row starting at column n0 into panel row
-    /// `krow`: from `src` (element ox at `src + ox*sw`) or zeros. Quads that stay inside one
-    /// panel are one vector store; the others, and the last few columns, go one at a time.
+    /// `krow`: from `src` (element ox at `src + ox*sw`; quads may start below the bound given
+    /// with it) or zeros. Quads that stay inside one panel are one vector store; the others,
+    /// and the last few columns, go one at a time.
     #[allow(clippy::too_many_arguments)]
-    fn run(&self, kb: &mut Kb, krow: Value, k: usize, n0: Value, a: usize, b: usize, src: Option<Value>) {
+    fn run(&self, kb: &mut Kb, krow: Value, k: usize, n0: Value, a: usize, b: usize, src: Option<(Value, usize)>) {
         if a >= b {
             return;
         }
@@ -223,25 +237,25 @@ impl Im2colSpec {
             let o = kb.add(a, c4);
             (kb.add(krow, o), c)
         };
-        let quads = (b - a) / 4;
+        let quad_ok = |ox: usize| ox + 4 <= b && src.is_none_or(|(_, last)| ox < last);
+        let quads = (0..).take_while(|&q| quad_ok(a + 4 * q)).count();
+        let src_ptr = src.map(|(p, _)| p);
         if quads > 0 {
             kb.for_const(a as i64, (a + 4 * quads) as i64, 4, |kb, ox| {
                 let n = kb.add(n0, ox);
                 let (d, c) = dst(kb, n);
-                let v = match src {
+                let v = match src_ptr {
                     Some(s) if sw == 1 => {
                         let p = kb.elem(s, ox, 4);
                         kb.load_v(p, 0, ro())
                     }
                     Some(s) => {
+                        // Stride 2: the even lanes of eight floats.
                         let o = kb.muli(ox, sw);
                         let p = kb.elem(s, o, 4);
-                        let mut v = kb.vconst(0.0);
-                        for l in 0..4 {
-                            let x = kb.load_f32(p, (l * sw * 4) as i32, ro());
-                            v = kb.b.ins().insertlane(v, x, l as u8);
-                        }
-                        v
+                        let lo = kb.load_v(p, 0, ro());
+                        let hi = kb.load_v(p, 16, ro());
+                        kb.shuffle32(lo, hi, [0, 2, 4, 6])
                     }
                     None => kb.vconst(0.0),
                 };
@@ -266,7 +280,7 @@ impl Im2colSpec {
         for ox in a + 4 * quads..b {
             let n = kb.addi(n0, ox as i64);
             let (d, _) = dst(kb, n);
-            let v = match src {
+            let v = match src_ptr {
                 Some(s) => kb.load_f32(s, (ox as i64 * sw * 4) as i32, ro()),
                 None => kb.fconst(0.0),
             };
