@@ -78,7 +78,7 @@ impl WinoGeom {
 /// c, laid out as the GEMM's packed B (one batch per (img, e), panels `nr` tiles wide). Four tiles
 /// (a quad) are transformed together and transposed so that each e takes one vector store.
 /// Operands: X, the quad table (see [`WinoInputSpec::table`]), V. One tile per (image, panel of
-/// tiles).
+/// tiles, chunk of channels).
 #[derive(Clone, Debug)]
 pub struct WinoInputSpec {
     pub g: WinoGeom,
@@ -90,6 +90,10 @@ pub struct WinoInputSpec {
 /// Tiles transformed together: one f32x4 per transformed row.
 const Q: usize = 4;
 
+/// Channels per step tile: a 28x28 map has 7 panels of 32 tiles, too few to share among
+/// threads; chunks of channels make more, and each chunk still writes contiguous lines.
+const CHANNEL_CHUNK: usize = 16;
+
 /// i64 entries per quad in the table: an interior flag, then (iy0, ix0) for each of 4 tiles.
 const TABLE_ROW: usize = 1 + 2 * Q;
 
@@ -98,9 +102,13 @@ impl WinoInputSpec {
         self.g.n * 16 * self.g.panels(self.nr) * self.c * self.nr * 4
     }
 
-    /// Step tiles: one per image and panel.
+    /// Step tiles: one per image, panel and chunk of channels.
     pub fn tiles(&self) -> usize {
-        self.g.n * self.g.panels(self.nr)
+        self.g.n * self.g.panels(self.nr) * self.channel_chunks()
+    }
+
+    fn channel_chunks(&self) -> usize {
+        self.c.div_ceil(CHANNEL_CHUNK)
     }
 
     /// Quads of tiles: panels x nr / 4.
@@ -144,16 +152,23 @@ impl KernelSpec for WinoInputSpec {
         let e_stride = (g.panels(nr) * self.c * nr * 4) as i64;
         assert!(e_stride * 16 < i32::MAX as i64, "lowering checks the transformed input fits i32 offsets");
         let pn = g.panels(nr) as i64;
+        let chunks = self.channel_chunks() as i64;
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
-            let (img, panel) = kb.divmod(t, pn);
+            let (rest, chunk) = kb.divmod(t, chunks);
+            let (img, panel) = kb.divmod(rest, pn);
+            let c_lo = kb.muli(chunk, CHANNEL_CHUNK as i64);
+            let c_hi = {
+                let e = kb.addi(c_lo, CHANNEL_CHUNK as i64);
+                kb.mini(e, c)
+            };
             let zero = kb.vconst(0.0);
             // vars[lane][r]: row r of the transformed tile of `lane`.
             let vars: Vec<Vec<_>> = (0..Q).map(|_| (0..4).map(|_| kb.var(F32X4, zero)).collect()).collect();
             // Channel by channel, the panel's quads in order: each of the 16 matrices receives
             // nr contiguous floats per channel and the next channel's right after, so every line
             // written is completed while it is in L1.
-            kb.for_const(0, c, 1, |kb, ch| {
+            kb.for_range(c_lo, c_hi, 1, |kb, ch| {
                 let xp = {
                     let a = kb.muli(img, c);
                     let plane = kb.add(a, ch);
