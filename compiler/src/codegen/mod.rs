@@ -367,8 +367,9 @@ mod gemm_tests {
                 for n in [1, nr_w / 2, nr_w / 2 + 1, nr_w, nr_w + 1, 3 * nr_w + 1] {
                     for k in [1, 256, 257, 600] {
                         // 0: none; 1: alpha, bias, a residual, ReLU, Clip (finished in Cranelift);
-                        // 2: bias, Clip, ReLU (finished inside the microkernel).
-                        let variant = (m + n + k) % 3;
+                        // 2: bias, Clip, ReLU; 3: bias, a residual, ReLU (both finished inside
+                        // the microkernel).
+                        let variant = (m + n + k + tier as usize) % 4;
                         let epilogue = variant > 0;
                         let (a, b) = (rand(m * k, 1), rand(k * n, 2));
                         let (bias, res) = (rand(m, 3), rand(m * n, 4));
@@ -379,7 +380,8 @@ mod gemm_tests {
                                 want[i * n + j] = match variant {
                                     0 => s,
                                     1 => (s * 0.5 + bias[i] + res[i * n + j]).clamp(0.0, 6.0),
-                                    _ => (s + bias[i]).clamp(-1.0, 0.75).max(0.0),
+                                    2 => (s + bias[i]).clamp(-1.0, 0.75).max(0.0),
+                                    _ => (s + bias[i] + res[i * n + j]).max(0.0),
                                 };
                             }
                         }
@@ -432,8 +434,12 @@ mod gemm_tests {
                                     GemmStep::Act(Activation::Unary(Unary::Relu)),
                                     GemmStep::Act(Activation::Clip { min: None, max: Some(6.0) }),
                                 ],
-                                _ => vec![
+                                2 => vec![
                                     GemmStep::Act(Activation::Clip { min: Some(-1.0), max: Some(0.75) }),
+                                    GemmStep::Act(Activation::Unary(Unary::Relu)),
+                                ],
+                                _ => vec![
+                                    GemmStep::Add(Mat::row_major(n, 0)),
                                     GemmStep::Act(Activation::Unary(Unary::Relu)),
                                 ],
                             },
@@ -443,12 +449,12 @@ mod gemm_tests {
                             n_panels: 2,
                             tier,
                         };
-                        assert_eq!(spec.wide_epilogue().is_some(), variant == 2, "{spec:?}");
+                        assert_eq!(spec.wide_epilogue().is_some(), variant >= 2, "{spec:?}");
                         let mut specs: Vec<Arc<dyn KernelSpec>> = vec![Arc::new(spec.clone())];
                         for kernel in spec.wide_kernels() {
                             specs.push(Arc::new(kernel));
                         }
-                        let extras = [0, 2, 1][variant];
+                        let extras = [0, 2, 1, 2][variant];
                         let got = run_specs(&specs, &spec, &pa, &pb, &bias, &res, extras);
                         for (idx, (g, w)) in got.iter().zip(&want).enumerate() {
                             assert!(

@@ -132,7 +132,8 @@ pub fn wide_microkernel_gflops(tier: Tier, kc: usize, calls: usize, runs: usize)
     let code = WideMicrokernel { tier, rows: mr, cols: nr, epilogue: None }.assemble()?;
     let exec = incept_runtime::code::ExecutableCode::new(&code).map_err(|e| CodegenError::Load(e.to_string()))?;
     let addr = exec.address(0).ok_or_else(|| CodegenError::Load("empty code".into()))?;
-    type Ukernel = unsafe extern "sysv64" fn(*const f32, *const f32, *mut f32, usize, usize, usize, *const f32);
+    type Ukernel =
+        unsafe extern "sysv64" fn(*const f32, *const f32, *mut f32, usize, usize, usize, *const f32, *const f32);
     // SAFETY: the code has the microkernel's documented signature and this CPU runs the tier.
     let f: Ukernel = unsafe { std::mem::transmute(addr) };
     let a = vec![0.5f32; kc * mr];
@@ -143,7 +144,7 @@ pub fn wide_microkernel_gflops(tier: Tier, kc: usize, calls: usize, runs: usize)
         let t = Instant::now();
         for _ in 0..calls {
             // SAFETY: the panels hold kc steps and C one mr x nr tile.
-            unsafe { f(a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), nr * 4, kc, 1, std::ptr::null()) };
+            unsafe { f(a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), nr * 4, kc, 1, std::ptr::null(), std::ptr::null()) };
         }
         best = best.min(t.elapsed().as_secs_f64());
         std::hint::black_box(&c);

@@ -17,13 +17,14 @@
 //!                    kc: usize,      // r8:  K steps, at least 1
 //!                    flags: usize,   // r9:  bit 0 adds C's values to the sums; bit 1 then
 //!                                    //      applies the kernel's epilogue (if it has one)
-//!                    bias: *const f32) // stack: the tile's first row's bias (epilogue with bias)
+//!                    bias: *const f32, // stack: the tile's first row's bias (epilogue with bias)
+//!                    residual: *const f32) // stack: the residual tile (epilogue with an add)
 //! ```
 //!
 //! The epilogue a microkernel may carry is the common conv one: a per-row bias, then ReLU and
-//! Clip steps, with the exact operations of the Cranelift epilogue (`max(lo, x)` and
+//! Clip steps and at most one residual add (laid out like C), with the exact operations of the Cranelift epilogue (`max(lo, x)` and
 //! `min(hi, x)` in the operand order that keeps NaN and -0 as the reference does). GEMMs with
-//! other epilogues (residual adds, alpha, other activations) finish their tiles in Cranelift.
+//! other epilogues (broadcast adds, alpha, other activations) finish their tiles in Cranelift.
 //!
 //! AVX2 (MR 6, NR 16): twelve ymm accumulators (two per row), two B vectors and two broadcasts
 //! of A fill the 16 ymm registers. Only VEX encodings, so it runs on every AVX2 + FMA CPU.
@@ -104,9 +105,10 @@ pub struct WideEpilogue {
 }
 
 /// `Relu`: `x < 0 ? 0 : x`. `Max(lo)`: `x < lo ? lo : x`. `Min(hi)`: `hi < x ? hi : x`. Bounds
-/// are f32 bit patterns.
+/// are f32 bit patterns. `Add`: `x + R`, R the residual tile (laid out like C).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WideAct {
+    Add,
     Relu,
     Max(u32),
     Min(u32),
@@ -227,6 +229,18 @@ impl WideMicrokernel {
                     WideAct::Relu => (0f32.to_bits(), true),
                     WideAct::Max(b) => (b, true),
                     WideAct::Min(b) => (b, false),
+                    WideAct::Add => {
+                        // The residual tile, laid out like C (row stride rcx). Every element is
+                        // read before any store, so it may be C itself.
+                        x.mov(rax, qword_ptr(rsp + 16)).map_err(asm_err)?;
+                        for r in 0..rows {
+                            for v in 0..vecs {
+                                ops.add_mem(&mut x, 2 * r + v, rax + vb * v as i32)?;
+                            }
+                            x.add(rax, rcx).map_err(asm_err)?;
+                        }
+                        continue;
+                    }
                 };
                 ops.splat_bits(&mut x, tmp, bits)?;
                 for r in 0..rows {
@@ -367,15 +381,20 @@ mod tests {
     use super::*;
     use incept_runtime::code::ExecutableCode;
 
-    type Ukernel = unsafe extern "sysv64" fn(*const f32, *const f32, *mut f32, usize, usize, usize, *const f32);
+    type Ukernel =
+        unsafe extern "sysv64" fn(*const f32, *const f32, *mut f32, usize, usize, usize, *const f32, *const f32);
 
     fn values(n: usize, seed: u64) -> Vec<f32> {
         let mut s = incept_ir::text::parse::SplitMix(seed);
         (0..n).map(|_| s.uniform() as f32).collect()
     }
 
-    /// The epilogue the tests give the kernels: bias, then x < -0.5 ? -0.5 : x, ReLU, and
-    /// 0.75 < x ? 0.75 : x, as the Cranelift epilogue computes them.
+    /// The epilogues the tests give the kernels: bias, then x < -0.5 ? -0.5 : x, ReLU, and
+    /// 0.75 < x ? 0.75 : x, as the Cranelift epilogue computes them; or bias, residual, ReLU.
+    fn residual_epilogue() -> WideEpilogue {
+        WideEpilogue { bias: true, acts: vec![WideAct::Add, WideAct::Relu] }
+    }
+
     fn test_epilogue() -> WideEpilogue {
         WideEpilogue {
             bias: true,
@@ -403,8 +422,9 @@ mod tests {
         for tier in tiers {
             let (mr, nr) = (tier.panel_rows(1), tier.nr());
             for (rows, cols) in (1..=mr).flat_map(|r| [(r, nr / 2), (r, nr)]) {
-                for epilogue in [None, Some(test_epilogue())] {
+                for epilogue in [None, Some(test_epilogue()), Some(residual_epilogue())] {
                     let with_epilogue = epilogue.is_some();
+                    let residual_kind = epilogue.as_ref().is_some_and(|e| e.acts.contains(&WideAct::Add));
                     let code = WideMicrokernel { tier, rows, cols, epilogue }.assemble().expect("assemble");
                     let exec = ExecutableCode::new(&code).expect("map");
                     // SAFETY: the code is a function with the documented signature.
@@ -419,15 +439,35 @@ mod tests {
                             c0[1] = f32::NAN;
                             c0[ldc + 2] = -0.0;
                             let mut c = c0.clone();
+                            let res: Vec<f32> = values((mr + 2) * ldc, 5).iter().map(|v| v - 0.5).collect();
                             // SAFETY: the panels hold kc steps, C holds `rows` rows of `ldc`
                             // floats, the bias `rows` floats.
-                            unsafe { f(a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc * 4, kc, flags, bias.as_ptr()) };
+                            unsafe {
+                                f(
+                                    a.as_ptr(),
+                                    b.as_ptr(),
+                                    c.as_mut_ptr(),
+                                    ldc * 4,
+                                    kc,
+                                    flags,
+                                    bias.as_ptr(),
+                                    res.as_ptr(),
+                                )
+                            };
                             for r in 0..mr + 2 {
                                 for j in 0..ldc {
                                     let want = if r < rows && j < cols {
                                         let dot: f32 = (0..kc).map(|k| a[k * mr + r] * b[k * nr + j]).sum();
                                         let v = dot + if flags & 1 == 1 { c0[r * ldc + j] } else { 0.0 };
-                                        if with_epilogue && flags & 2 == 2 { finish(v, bias[r]) } else { v }
+                                        let finishing = with_epilogue && flags & 2 == 2;
+                                        if finishing && residual_kind {
+                                            let x = v + bias[r] + res[r * ldc + j];
+                                            if x < 0.0 { 0.0 } else { x }
+                                        } else if finishing {
+                                            finish(v, bias[r])
+                                        } else {
+                                            v
+                                        }
                                     } else {
                                         c0[r * ldc + j]
                                     };

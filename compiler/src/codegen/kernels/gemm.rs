@@ -133,6 +133,8 @@ impl GemmSpec {
         let mut acts = vec![];
         for s in &self.steps {
             match s {
+                // One residual laid out like C: the kernel reads it at C's row stride.
+                GemmStep::Add(m) if *m == self.c && !acts.contains(&WideAct::Add) => acts.push(WideAct::Add),
                 GemmStep::Act(Activation::Unary(Unary::Relu)) => acts.push(WideAct::Relu),
                 GemmStep::Act(Activation::Clip { min, max }) => {
                     acts.extend(min.map(|v| WideAct::Max(v.to_bits())));
@@ -558,6 +560,15 @@ impl GemmSpec {
             Some((bp, _)) if in_kernel => kb.elem(bp, m0, 4),
             _ => kb.iconst(0),
         };
+        // The residual's tile, at C's offsets (an in-kernel add is laid out like C).
+        let residual = match adds.first() {
+            Some(&(rp, _)) if in_kernel => {
+                let r = kb.muli(m0, self.c.rs as i64);
+                let o = kb.add(r, n0);
+                kb.elem(rp, o, 4)
+            }
+            _ => kb.iconst(0),
+        };
         let (direct_b, staged_b, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
         kb.b.ins().brif(direct, direct_b, &[], staged_b, &[]);
         kb.b.switch_to_block(direct_b);
@@ -568,14 +579,14 @@ impl GemmSpec {
         } else {
             accumulate
         };
-        kb.call_code(w.ukernel, &[a_panel, b_panel, pc, ldc, kc, flags, bias_row]);
+        kb.call_code(w.ukernel, &[a_panel, b_panel, pc, ldc, kc, flags, bias_row, residual]);
         kb.b.ins().jump(join, &[]);
         kb.b.switch_to_block(staged_b);
         // Partial sums of earlier K blocks come from C.
         let not_first = kb.b.ins().bxor_imm_u(w.first, 1);
         kb.if_then(not_first, |kb| self.copy_tile(kb, pc, self.c.rs, w.scratch, nr as isize, rows, ncols, full_cols));
         let tile_stride = kb.iconst(nr * 4);
-        kb.call_code(w.ukernel, &[a_panel, b_panel, w.scratch, tile_stride, kc, accumulate, bias_row]);
+        kb.call_code(w.ukernel, &[a_panel, b_panel, w.scratch, tile_stride, kc, accumulate, bias_row, residual]);
         if self.has_epilogue() {
             let (fin_b, copy_b, done) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
             kb.b.ins().brif(w.last, fin_b, &[], copy_b, &[]);
