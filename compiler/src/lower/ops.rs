@@ -1059,6 +1059,7 @@ impl<'g> Lowerer<'g> {
             mr,
             ..self.gemm_blocking()
         };
+        let spec = balanced(spec);
         let tiles = spec.tiles();
         let mut ops = vec![a_ref, b_ref, dst];
         ops.extend(bias_ref);
@@ -1232,6 +1233,7 @@ impl<'g> Lowerer<'g> {
             mr,
             ..self.gemm_blocking()
         };
+        let spec = balanced(spec);
         let (flops, tiles_g) = (spec.flops(), spec.tiles());
         let spec = Arc::new(spec);
         self.step_ordered(spec.clone(), tiles_g, &[a_ref, v, mbuf], 2, false, name, "Conv", flops);
@@ -1315,6 +1317,7 @@ impl<'g> Lowerer<'g> {
             mr,
             ..self.gemm_blocking()
         };
+        let spec = balanced(spec);
         let flops = spec.flops();
         let tiles = spec.tiles();
         let spec = Arc::new(spec);
@@ -1557,6 +1560,7 @@ impl<'g> Lowerer<'g> {
             mr,
             ..self.gemm_blocking()
         };
+        let spec = balanced(spec);
         let flops = spec.flops();
         let tiles = spec.tiles();
         let mut ops = vec![a_ref, b_ref, dst];
@@ -2046,6 +2050,24 @@ fn geom(w: &Window, xs: &[usize], os: &[usize]) -> Geom {
 /// The epilogue of a conv that Winograd F(2x2, 3x3) computes, or `None` when it does not apply:
 /// 3x3, stride 1, no dilation, one group, 2-D, enough channels for the transforms to pay (8 in
 /// and out), and epilogue operands laid out like the output or one value per channel.
+/// Fewest step tiles a GEMM should have: with two threads, a GEMM of two unequal tiles (289
+/// columns in tiles of 256 and 33, InceptionV3's 17x17 maps) leaves one thread idle most of the
+/// time; eight keep the imbalance under one tile in eight.
+const MIN_GEMM_TILES: usize = 8;
+
+/// Shrinks a GEMM's tiles (columns first, then rows) until it has [`MIN_GEMM_TILES`] or cannot
+/// be split further. Only who computes which tile changes, not any sum, so the bits are the same.
+fn balanced(mut spec: GemmSpec) -> GemmSpec {
+    while spec.tiles() < MIN_GEMM_TILES && (spec.n_panels > 1 || spec.m_panels > 1) {
+        if spec.n_panels > 1 {
+            spec.n_panels = spec.n_panels.div_ceil(2);
+        } else {
+            spec.m_panels = spec.m_panels.div_ceil(2);
+        }
+    }
+    spec
+}
+
 fn winograd_fits(geom: &Geom, groups: usize, cg: usize, mg: usize, n: usize, rank: usize) -> bool {
     if std::env::var_os("INCEPT_NO_WINOGRAD").is_some() {
         return false;
