@@ -390,9 +390,10 @@ mod tests {
     }
 
     /// The epilogues the tests give the kernels: bias, then x < -0.5 ? -0.5 : x, ReLU, and
-    /// 0.75 < x ? 0.75 : x, as the Cranelift epilogue computes them; or bias, residual, ReLU.
+    /// 0.75 < x ? 0.75 : x, as the Cranelift epilogue computes them; or, without a bias, a
+    /// residual and ReLU.
     fn residual_epilogue() -> WideEpilogue {
-        WideEpilogue { bias: true, acts: vec![WideAct::Add, WideAct::Relu] }
+        WideEpilogue { bias: false, acts: vec![WideAct::Add, WideAct::Relu] }
     }
 
     fn test_epilogue() -> WideEpilogue {
@@ -461,7 +462,7 @@ mod tests {
                                         let v = dot + if flags & 1 == 1 { c0[r * ldc + j] } else { 0.0 };
                                         let finishing = with_epilogue && flags & 2 == 2;
                                         if finishing && residual_kind {
-                                            let x = v + bias[r] + res[r * ldc + j];
+                                            let x = v + res[r * ldc + j];
                                             if x < 0.0 { 0.0 } else { x }
                                         } else if finishing {
                                             finish(v, bias[r])

@@ -498,12 +498,12 @@ impl GemmSpec {
         kb.b.switch_to_block(join);
     }
 
-    /// One AVX2 register tile: `rows` x 16 outputs at panel (i, j) over the K block
+    /// One wide register tile: `rows` x NR outputs at panel (i, j) over the K block
     /// [k0, k0 + kc). The microkernel writes straight into C when the columns are whole and the
-    /// values are final or partial sums; otherwise (a partial panel, or the last block of a GEMM
-    /// with an epilogue) into the scratch tile, from which they are copied, or finished, into C.
-    /// Finishing from the scratch tile also keeps an epilogue operand that shares C's memory
-    /// (in place) intact until it is read.
+    /// values are partial sums, plain products, or finished by its own epilogue; otherwise (a
+    /// partial panel, or the last block of a GEMM whose epilogue the microkernel cannot apply)
+    /// into the scratch tile, from which they are copied, or finished, into C. Both finishes read
+    /// an in-place epilogue operand (sharing C's memory) before writing over it.
     #[allow(clippy::too_many_arguments)]
     fn wide_panel(
         &self,

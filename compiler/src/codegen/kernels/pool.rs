@@ -201,22 +201,19 @@ impl PoolSpec {
             }
         }
         let count = if self.count_include_pad { ty.padded * tx.padded } else { ty.inside.len() * tx.inside.len() };
-        let value = match acc {
+        let out = match acc {
             // No tap inside: max of nothing is -inf, the average 0 (as the checked path).
-            None if self.max => Some(f32::NEG_INFINITY),
-            None => Some(0.0),
-            Some(_) if count == 0 => Some(0.0),
-            Some(_) => None,
+            None => {
+                let c = if self.max { f32::NEG_INFINITY } else { 0.0 };
+                if vector { kb.vconst(c) } else { kb.fconst(c) }
+            }
+            Some(a) if self.max => a,
+            // A tap inside is inside the padded extent too, so the count is at least 1.
+            Some(a) => {
+                let n = if vector { kb.vconst(count as f32) } else { kb.fconst(count as f32) };
+                kb.b.ins().fdiv(a, n)
+            }
         };
-        let mut out = match value {
-            Some(c) if vector => kb.vconst(c),
-            Some(c) => kb.fconst(c),
-            None => acc.expect("taps"),
-        };
-        if value.is_none() && !self.max {
-            let n = if vector { kb.vconst(count as f32) } else { kb.fconst(count as f32) };
-            out = kb.b.ins().fdiv(out, n);
-        }
         let idx = {
             let r = kb.muli(oy, g.ow as i64);
             kb.add(r, ox)
