@@ -47,6 +47,10 @@ pub struct CompileOptions {
     /// A deliberate miscompilation, for testing the tests (never set it otherwise).
     #[doc(hidden)]
     pub fault: Option<crate::Fault>,
+    /// Packed conv panels above this many bytes are built and multiplied in bands of output
+    /// rows (None: the default, 1 MiB). A test knob: a small value bands small convs.
+    #[doc(hidden)]
+    pub im2col_band_bytes: Option<usize>,
 }
 
 impl Default for CompileOptions {
@@ -59,6 +63,7 @@ impl Default for CompileOptions {
             threads: 0,
             cpu: Cpu::Native,
             fault: None,
+            im2col_band_bytes: None,
         }
     }
 }
@@ -185,7 +190,7 @@ pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, C
     report.stages.push(("passes", t.elapsed()));
     let t = Instant::now();
     let tier = options.cpu.tier();
-    let mut lowered = lower::lower_with(&g, tier, options.fault.as_ref())?;
+    let mut lowered = lower::lower_with(&g, tier, options.fault.as_ref(), options.im2col_band_bytes)?;
     report.stages.push(("lowering", t.elapsed()));
     let t = Instant::now();
     let arena = plan_arena(&lowered);

@@ -201,6 +201,8 @@ pub struct CheckOptions {
     /// Step ops that must not appear in the optimised plan (e.g. "Epilogue": the epilogue must be
     /// fused into the kernel, not run as a separate pass).
     pub forbid_step: Vec<&'static str>,
+    /// Passed to the compiler: pack conv panels in bands of output rows above this size.
+    pub im2col_band_bytes: Option<usize>,
 }
 
 /// Compiles and runs `r`'s graph (output `out`) every way and compares with the interpreter;
@@ -230,8 +232,14 @@ pub fn check(mut r: Gen, out: ValueId, family: &str, case: &str, opts: &CheckOpt
         None => opts.fault.clone(),
     };
     for (pipeline, threads, cpu) in ways() {
-        let copts =
-            CompileOptions { pipeline: pipeline.clone(), threads, cpu, fault: fault.clone(), ..Default::default() };
+        let copts = CompileOptions {
+            pipeline: pipeline.clone(),
+            threads,
+            cpu,
+            fault: fault.clone(),
+            im2col_band_bytes: opts.im2col_band_bytes,
+            ..Default::default()
+        };
         let (model, _) = compile_graph(g.clone(), &copts)
             .map_err(|e| format!("{family} {case} ({pipeline:?}, {cpu:?}): compile: {e}\n{:?}\n{text}", r.desc))?;
         if pipeline == Pipeline::Full {

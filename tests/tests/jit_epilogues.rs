@@ -68,6 +68,19 @@ impl Family {
         }
     }
 
+    /// Whether the family's conv runs as im2col panels and a GEMM (2-D, so it can be banded).
+    fn is_im2col(self) -> bool {
+        matches!(
+            self,
+            Family::Conv1x1
+                | Family::Conv3x3Stride2
+                | Family::Conv5x5
+                | Family::Conv7x7Stride2
+                | Family::Conv1x7
+                | Family::Grouped
+        )
+    }
+
     fn is_matrix(self) -> bool {
         matches!(self, Family::Gemm | Family::MatMul)
     }
@@ -89,6 +102,9 @@ fn dims() -> Vec<Dim> {
         Dim::new("batch", &["1", "2"]),
         Dim::new("depth", &["shallow", "deep"]),
         Dim::new("width", &["narrow", "wide"]),
+        // Im2col panels packed whole, or (forced by a tiny size limit) in bands of output rows,
+        // each band packed and multiplied before the next.
+        Dim::new("band", &["whole", "banded"]),
     ]
 }
 
@@ -105,9 +121,11 @@ fn table(dims: &[Dim], family: Family) -> Vec<Row<'_>> {
     let active = move |r: &Row, d: &str| match d {
         "residual" | "residual_src" => has_add(r),
         "act" => has_act(r),
-        // A Gemm has no batch; a depthwise conv has no GEMM to make deep or wide.
+        // A Gemm has no batch; a depthwise conv has no GEMM to make deep (wide: rows long
+        // enough for its unrolled groups of four vectors).
         "batch" => family != Family::Gemm,
-        "depth" | "width" => family != Family::Depthwise,
+        "depth" => family != Family::Depthwise,
+        "band" => family.is_im2col(),
         _ => true,
     };
     cover(dims, |_| true, active)
@@ -208,7 +226,8 @@ fn linear(r: &mut Gen, family: Family, bias_form: &str, batch: usize, size: (boo
             conv(r, c, m, &[h, w], &k, &[1, 1], 1)?
         }
         Family::Depthwise => {
-            let (c, mult, h, w) = (r.int(2, 9), r.int(1, 2), r.int(1, 9), r.int(1, 9));
+            let (c, mult, h) = (r.int(2, 9), r.int(1, 2), r.int(1, 9));
+            let w = if wide { r.int(36, 44) } else { r.int(1, 9) };
             let s = r.int(1, 2);
             conv(r, c, c * mult, &[h, w], &[3, 3], &[s, s], c)?
         }
@@ -359,6 +378,15 @@ fn build(r: &mut Gen, row: &Row, family: Family) -> Option<ValueId> {
     Some(y)
 }
 
+/// The output height of the graph's (only) Conv, if it has one.
+fn conv_output_rows(r: &Gen, _out: ValueId) -> Option<usize> {
+    let g = &r.g;
+    g.node_ids().find(|&id| g.node(id).op.name() == "Conv").map(|id| {
+        let dims = g.ty(ValueId::new(id, 0)).static_dims().expect("static");
+        dims.get(2).copied().unwrap_or(1)
+    })
+}
+
 /// Seed of row `i` of a family's table.
 fn seed(family: Family, i: usize) -> u64 {
     family.name().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
@@ -386,14 +414,27 @@ fn run_table(family: Family, fault: Option<Fault>, stop_at_first: bool) -> Resul
             continue;
         }
         let mut opts = opts.clone();
+        // Bands of one output row (64 bytes is less than any panel row).
+        let banded = row.get("band") == "banded";
+        if banded {
+            opts.im2col_band_bytes = Some(64);
+        }
         if let Some(Fault::Corrupt { node }) = &mut opts.fault
             && node.is_empty()
         {
             // Corrupt this row's output producer.
             *node = r.g.node(out.node).name.clone();
         }
+        // The conv's output rows: more than one, and a banded row must show one pack per band.
+        let conv_rows = family.is_im2col().then(|| conv_output_rows(&r, out)).flatten();
         match check(r, out, family.name(), &case, &opts) {
-            Ok(ops) => separate += ops.iter().any(|o| o == "Epilogue") as usize,
+            Ok(ops) => {
+                let packs = ops.iter().filter(|o| *o == "Im2col").count();
+                if banded && conv_rows.is_some_and(|h| h > 1) && packs < 2 {
+                    failures.push(format!("{} {case}: banded, but {packs} im2col step(s): {ops:?}", family.name()));
+                }
+                separate += ops.iter().any(|o| o == "Epilogue") as usize
+            }
             Err(e) => {
                 failures.push(e);
                 if stop_at_first {

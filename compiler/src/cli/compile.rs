@@ -45,6 +45,7 @@ impl BackendArgs {
             threads: self.threads,
             cpu: self.cpu,
             fault: self.fault.clone(),
+            im2col_band_bytes: None,
         })
     }
 }

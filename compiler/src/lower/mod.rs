@@ -130,6 +130,8 @@ pub(crate) struct Lowerer<'g> {
     fault: Option<Fault>,
     /// The instruction set of the GEMM kernels (and the panel shapes that feed them).
     tier: Tier,
+    /// Packed conv panels above this size are built band by band.
+    band_bytes: usize,
 }
 
 /// Bytes of the graph's constants.
@@ -144,11 +146,17 @@ fn constant_bytes(g: &Graph) -> usize {
 
 /// Lowers an optimised graph with static shapes, for the f32x4 tier.
 pub fn lower(g: &Graph) -> Result<Lowered, LowerError> {
-    lower_with(g, Tier::F32x4, None)
+    lower_with(g, Tier::F32x4, None, None)
 }
 
-/// Lowers for a kernel tier, with a deliberate miscompilation if asked (see [`Fault`]).
-pub fn lower_with(g: &Graph, tier: Tier, fault: Option<&Fault>) -> Result<Lowered, LowerError> {
+/// Lowers for a kernel tier, with a deliberate miscompilation if asked (see [`Fault`]) and the
+/// size above which conv panels are packed in bands (None: the default).
+pub fn lower_with(
+    g: &Graph,
+    tier: Tier,
+    fault: Option<&Fault>,
+    im2col_band_bytes: Option<usize>,
+) -> Result<Lowered, LowerError> {
     // A fault aimed at no node would make the test that injects it pass vacuously.
     if let Some(Fault::Corrupt { node }) = fault
         && !g.node_ids().any(|id| g.node(id).name == *node)
@@ -159,6 +167,7 @@ pub fn lower_with(g: &Graph, tier: Tier, fault: Option<&Fault>) -> Result<Lowere
         g,
         fault: fault.cloned(),
         tier,
+        band_bytes: im2col_band_bytes.unwrap_or(ops::IM2COL_BAND_BYTES),
         out: Lowered {
             buffers: vec![],
             steps: vec![],

@@ -1013,9 +1013,69 @@ impl<'g> Lowerer<'g> {
         // B: always packed into nr-wide panels, 1x1 convs included. Reading a 1x1 conv's input in
         // place (rows of hw floats, one f32x4 per k step) measured slower than packing it first:
         // ResNet50 196 vs 190 ms, Xception 460 vs 413 ms (one thread).
+        let bias_ref = bias.map(|b| self.value(b)).transpose()?;
+        let bias_mat = bias_ref.map(|_| Mat { rs: 1, cs: 0, panel_stride: 0, batch_stride: mg as isize, batch_mod: g });
+        let c_mat =
+            Mat { rs: hw_out as isize, cs: 1, panel_stride: 0, batch_stride: (mg * hw_out) as isize, batch_mod: 0 };
+        let b_mat = |pn: usize| Mat {
+            rs: nr as isize,
+            cs: 1,
+            panel_stride: (k * nr) as isize,
+            batch_stride: (pn * k * nr) as isize,
+            batch_mod: 0,
+        };
+        let gemm = |this: &Self, n_cols: usize, pn: usize| GemmSpec {
+            m: mg,
+            n: n_cols,
+            k,
+            batch: n * g,
+            a,
+            b: b_mat(pn),
+            c: c_mat,
+            alpha: 1.0,
+            bias: bias_mat,
+            steps: gsteps.clone(),
+            mr,
+            ..this.gemm_blocking()
+        };
+        if let (None, Some(rows)) = (&vol, im2col_band_rows(n * g, k, &geom, nr, self.band_bytes)) {
+            // Packed panels bigger than the cache go out to memory and come back for the GEMM:
+            // pack and multiply a band of output rows at a time, through one band-sized buffer.
+            let band = |oy0: usize| Im2colSpec {
+                batch: n * g,
+                groups: g,
+                c_total: cin_total,
+                cin: cg,
+                g: geom.clone(),
+                nr,
+                rows: Some((oy0, (oy0 + rows).min(geom.oh))),
+            };
+            let scratch = self.scratch(band(0).bytes(), &format!("{name}/im2col"));
+            for oy0 in (0..geom.oh).step_by(rows) {
+                let im = band(oy0);
+                let (cols, pn, tiles) = (im.n(), im.panels(), im.tiles());
+                self.step(Arc::new(im), tiles, &[src], &[scratch], false, &name, "Im2col", 0);
+                let spec = balanced(gemm(self, cols, pn));
+                // Operands laid out over columns start at the band's first column.
+                let col0 = oy0 * geom.ow;
+                let at = |r: BufRef, m: &Mat| BufRef { offset: r.offset + col0 * m.cs as usize * 4, ..r };
+                let mut ops = vec![a_ref, scratch, at(dst, &c_mat)];
+                ops.extend(bias_ref);
+                let add_mats = spec.steps.iter().filter_map(|s| match s {
+                    GemmStep::Add(m) => Some(*m),
+                    _ => None,
+                });
+                ops.extend(add_mats.zip(&add_refs).map(|(m, &r)| at(r, &m)));
+                let (tiles, band_flops) = (spec.tiles(), flops * cols as u64 / hw_out as u64);
+                let spec = Arc::new(spec);
+                self.step_ordered(spec.clone(), tiles, &ops, 2, helpers, &name, "Conv", band_flops);
+                self.attach_microkernels(&spec);
+            }
+            return Ok(());
+        }
         let (im, bytes, tiles, pn): (Arc<dyn crate::codegen::KernelSpec>, usize, usize, usize) = match vol {
             Some(v) => {
-                let im = VolIm2colSpec { batch: n * g, groups: g, c_total: cin_total, cin: cg, v, nr: self.tier.nr() };
+                let im = VolIm2colSpec { batch: n * g, groups: g, c_total: cin_total, cin: cg, v, nr };
                 let (b, t, p) = (im.bytes(), im.tiles(), im.panels());
                 (Arc::new(im), b, t, p)
             }
@@ -1026,7 +1086,8 @@ impl<'g> Lowerer<'g> {
                     c_total: cin_total,
                     cin: cg,
                     g: geom.clone(),
-                    nr: self.tier.nr(),
+                    nr,
+                    rows: None,
                 };
                 let (b, t, p) = (im.bytes(), im.tiles(), im.panels());
                 (Arc::new(im), b, t, p)
@@ -1034,34 +1095,9 @@ impl<'g> Lowerer<'g> {
         };
         let scratch = self.scratch(bytes, &format!("{name}/im2col"));
         self.step(im, tiles, &[src], &[scratch], false, &name, "Im2col", 0);
-        let (b_ref, b) = (
-            scratch,
-            Mat {
-                rs: nr as isize,
-                cs: 1,
-                panel_stride: (k * nr) as isize,
-                batch_stride: (pn * k * nr) as isize,
-                batch_mod: 0,
-            },
-        );
-        let bias_ref = bias.map(|b| self.value(b)).transpose()?;
-        let spec = GemmSpec {
-            m: mg,
-            n: hw_out,
-            k,
-            batch: n * g,
-            a,
-            b,
-            c: Mat { rs: hw_out as isize, cs: 1, panel_stride: 0, batch_stride: (mg * hw_out) as isize, batch_mod: 0 },
-            alpha: 1.0,
-            bias: bias_ref.map(|_| Mat { rs: 1, cs: 0, panel_stride: 0, batch_stride: mg as isize, batch_mod: g }),
-            steps: gsteps,
-            mr,
-            ..self.gemm_blocking()
-        };
-        let spec = balanced(spec);
+        let spec = balanced(gemm(self, hw_out, pn));
         let tiles = spec.tiles();
-        let mut ops = vec![a_ref, b_ref, dst];
+        let mut ops = vec![a_ref, scratch, dst];
         ops.extend(bias_ref);
         ops.extend(add_refs.iter().copied());
         let spec = Arc::new(spec);
@@ -1292,7 +1328,7 @@ impl<'g> Lowerer<'g> {
         // B: the input of each image and group, packed into nr panels (a 1x1 im2col over the
         // flattened spatial dims).
         let unit = Geom { h: 1, w: gn, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1, oh: 1, ow: gn };
-        let im = Im2colSpec { batch: n * g, groups: g, c_total: cin, cin: cg, g: unit, nr: self.tier.nr() };
+        let im = Im2colSpec { batch: n * g, groups: g, c_total: cin, cin: cg, g: unit, nr: self.tier.nr(), rows: None };
         let src = self.value(x)?;
         let packed_x = self.scratch(im.bytes(), &format!("{name}/packed_input"));
         let tiles = im.tiles();
@@ -2054,6 +2090,23 @@ fn geom(w: &Window, xs: &[usize], os: &[usize]) -> Geom {
 /// columns in tiles of 256 and 33, InceptionV3's 17x17 maps) leaves one thread idle most of the
 /// time; eight keep the imbalance under one tile in eight.
 const MIN_GEMM_TILES: usize = 8;
+
+/// Packed im2col panels up to this size are built whole; bigger ones band by band (see
+/// `im2col_band_rows`). Half of a 2 MiB L2 (a Zen 3 L2 is 512 KiB, but there the bands still
+/// stay in L3 instead of going out to memory).
+pub(super) const IM2COL_BAND_BYTES: usize = 1 << 20;
+
+/// The output rows per band when a conv's packed panels (`problems` images and groups) are
+/// bigger than `limit` bytes, or None to pack them whole; at least two bands.
+fn im2col_band_rows(problems: usize, k: usize, g: &Geom, nr: usize, limit: usize) -> Option<usize> {
+    let row_bytes = problems * k * g.ow * 4;
+    let whole = problems * k * (g.oh * g.ow).div_ceil(nr) * nr * 4;
+    if whole <= limit {
+        return None;
+    }
+    let rows = (limit / row_bytes).max(1);
+    (rows < g.oh).then_some(rows)
+}
 
 /// Shrinks a GEMM's tiles (columns first, then rows) until it has [`MIN_GEMM_TILES`] or cannot
 /// be split further. Only who computes which tile changes, not any sum, so the bits are the same.

@@ -5,7 +5,7 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 use incept_ir::ops::Activation;
 
 use crate::codegen::KernelSpec;
-use crate::codegen::builder::{I64, Kb, ro};
+use crate::codegen::builder::{I64, Kb, ro, rw};
 use crate::codegen::kernels::math::{act_needs_helpers, emit_act};
 
 /// 2-D window geometry (after padding resolution).
@@ -101,14 +101,22 @@ pub struct Im2colSpec {
     pub g: Geom,
     /// Panel width: the GEMM tier's NR (a multiple of 4).
     pub nr: usize,
+    /// The output rows `[first, end)` whose columns the panels hold (None: all), so that a big
+    /// conv can be packed and multiplied a band of rows at a time while its panels stay in cache.
+    pub rows: Option<(usize, usize)>,
 }
 
 impl Im2colSpec {
     pub fn k(&self) -> usize {
         self.cin * self.g.kh * self.g.kw
     }
+    /// The output rows the panels hold.
+    pub fn row_range(&self) -> (usize, usize) {
+        self.rows.unwrap_or((0, self.g.oh))
+    }
     pub fn n(&self) -> usize {
-        self.g.oh * self.g.ow
+        let (a, b) = self.row_range();
+        (b - a) * self.g.ow
     }
     pub fn panels(&self) -> usize {
         self.n().div_ceil(self.nr)
@@ -133,6 +141,7 @@ impl Im2colSpec {
         let g = self.g.clone();
         let (pn, k, hw, nr) = (self.panels(), self.k(), g.h * g.w, self.nr);
         let panel_bytes = (k * nr * 4) as i64;
+        let (oy0, oy1) = self.row_range();
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
             let (b, rest) = kb.divmod(t, (self.cin * g.kh) as i64);
@@ -181,8 +190,11 @@ impl Im2colSpec {
                         let room = g.w as i64 - 8 - off;
                         if room < 0 { 0 } else { (room / 2) as usize + 1 }
                     };
-                    kb.for_const(0, g.oh as i64, 1, |kb, oy| {
-                        let n0 = kb.muli(oy, g.ow as i64);
+                    kb.for_const(oy0 as i64, oy1 as i64, 1, |kb, oy| {
+                        let n0 = {
+                            let r = kb.addi(oy, -(oy0 as i64));
+                            kb.muli(r, g.ow as i64)
+                        };
                         let iy = {
                             let a = kb.muli(oy, g.sh as i64);
                             kb.add(a, iy0)
@@ -241,21 +253,34 @@ impl Im2colSpec {
         let quads = (0..).take_while(|&q| quad_ok(a + 4 * q)).count();
         let src_ptr = src.map(|(p, _)| p);
         if quads > 0 {
-            kb.for_const(a as i64, (a + 4 * quads) as i64, 4, |kb, ox| {
-                let n = kb.add(n0, ox);
-                let (d, c) = dst(kb, n);
-                let v = match src_ptr {
-                    Some(s) if sw == 1 => {
-                        let p = kb.elem(s, ox, 4);
-                        kb.load_v(p, 0, ro())
-                    }
-                    Some(s) => {
-                        // Stride 2: the even lanes of eight floats.
-                        let o = kb.muli(ox, sw);
-                        let p = kb.elem(s, o, 4);
-                        let lo = kb.load_v(p, 0, ro());
-                        let hi = kb.load_v(p, 16, ro());
-                        kb.shuffle32(lo, hi, [0, 2, 4, 6])
+            // Running pointers instead of an address per quad (a division, a multiply): the
+            // destination walks its panel row and jumps to the next panel's row at the edge.
+            let jump = panel_bytes - nr * 4;
+            let (d0, c0) = {
+                let n = kb.addi(n0, a as i64);
+                dst(kb, n)
+            };
+            let (dv, cv) = (kb.var(I64, d0), kb.var(I64, c0));
+            let sv = src_ptr.map(|s| {
+                let p = kb.addi(s, a as i64 * sw * 4);
+                kb.var(I64, p)
+            });
+            kb.for_const(0, quads as i64, 1, |kb, _| {
+                let (d, c) = (kb.b.use_var(dv), kb.b.use_var(cv));
+                let v = match sv {
+                    Some(sv) => {
+                        let p = kb.b.use_var(sv);
+                        let v = if sw == 1 {
+                            kb.load_v(p, 0, ro())
+                        } else {
+                            // Stride 2: the even lanes of eight floats.
+                            let lo = kb.load_v(p, 0, ro());
+                            let hi = kb.load_v(p, 16, ro());
+                            kb.shuffle32(lo, hi, [0, 2, 4, 6])
+                        };
+                        let next = kb.addi(p, 16 * sw);
+                        kb.b.def_var(sv, next);
+                        v
                     }
                     None => kb.vconst(0.0),
                 };
@@ -267,14 +292,34 @@ impl Im2colSpec {
                 kb.store_v(v, d, 0);
                 kb.b.ins().jump(join, &[]);
                 kb.b.switch_to_block(split_b);
+                // Lanes from column c + l: those at nr and beyond open the next panel's row.
                 for l in 0..4u8 {
-                    let nl = kb.addi(n, l as i64);
-                    let (dl, _) = dst(kb, nl);
+                    let cl = kb.addi(c, l as i64);
+                    let past = {
+                        let last = kb.iconst(nr - 1);
+                        kb.lt(last, cl)
+                    };
+                    let z = kb.iconst(0);
+                    let j = kb.iconst(jump);
+                    let extra = kb.b.ins().select(past, j, z);
+                    let dl = kb.add(d, extra);
                     let x = kb.b.ins().extractlane(v, l);
-                    kb.store_f32(x, dl, 0);
+                    kb.store_f32(x, dl, (l as i32) * 4);
                 }
                 kb.b.ins().jump(join, &[]);
                 kb.b.switch_to_block(join);
+                let c4 = kb.addi(c, 4);
+                let d4 = kb.addi(d, 16);
+                let wrap = {
+                    let last = kb.iconst(nr - 1);
+                    kb.lt(last, c4)
+                };
+                let cw = kb.addi(c4, -nr);
+                let dw = kb.addi(d4, jump);
+                let c_next = kb.b.ins().select(wrap, cw, c4);
+                let d_next = kb.b.ins().select(wrap, dw, d4);
+                kb.b.def_var(cv, c_next);
+                kb.b.def_var(dv, d_next);
             });
         }
         for ox in a + 4 * quads..b {
@@ -292,7 +337,11 @@ impl Im2colSpec {
 impl KernelSpec for Im2colSpec {
     fn name(&self) -> String {
         let g = &self.g;
-        format!("im2col {}x{} s{} {}x{}x{} nr{}", g.kh, g.kw, g.sh, self.cin, g.h, g.w, self.nr)
+        let band = match self.rows {
+            Some((a, b)) => format!(" rows {a}..{b}"),
+            None => String::new(),
+        };
+        format!("im2col {}x{} s{} {}x{}x{} nr{}{band}", g.kh, g.kw, g.sh, self.cin, g.h, g.w, self.nr)
     }
 
     fn emit(&self, kb: &mut Kb) {
@@ -303,6 +352,7 @@ impl KernelSpec for Im2colSpec {
         let g = self.g.clone();
         let (pn, k, hw, nr) = (self.panels(), self.k(), g.h * g.w, self.nr);
         assert!(nr.is_multiple_of(Q) && nr > 0, "panels are filled four columns at a time");
+        let oy0 = self.row_range().0;
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
             let (b, j) = kb.divmod(t, pn as i64);
@@ -324,8 +374,10 @@ impl KernelSpec for Im2colSpec {
             // panel is nr contiguous floats per channel, copied row by row (one pass over each
             // input line; the quad loop below re-reads every line once per quad).
             let pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
-            if pointwise && hw == self.n() {
+            if pointwise && hw == g.oh * g.ow {
+                // The panel's first column, in the band and in the map.
                 let n0 = kb.muli(j, nr as i64);
+                let at = kb.addi(n0, (oy0 * g.ow) as i64);
                 let whole = {
                     let e = kb.addi(n0, nr as i64);
                     let nn = kb.iconst(self.n() as i64 + 1);
@@ -336,7 +388,7 @@ impl KernelSpec for Im2colSpec {
                 // `cols` valid columns per channel (a compile-time count: all, or the last
                 // panel's), the rest zero.
                 let copy = |kb: &mut Kb, cols: usize| {
-                    let src = kb.elem(xb, n0, 4);
+                    let src = kb.elem(xb, at, 4);
                     let px = kb.var(I64, src);
                     let pd = kb.var(I64, panel);
                     let zero = kb.fconst(0.0);
@@ -381,6 +433,7 @@ impl KernelSpec for Im2colSpec {
                         let nn = kb.iconst(self.n() as i64);
                         let valid = kb.lt(n, nn);
                         let (oy, ox) = kb.divmod(n, g.ow as i64);
+                        let oy = kb.addi(oy, oy0 as i64);
                         let iy0 = {
                             let a = kb.muli(oy, g.sh as i64);
                             kb.addi(a, -(g.ph as i64))
@@ -554,6 +607,11 @@ pub enum DwStep {
     Act(Activation),
 }
 
+/// Quads of four outputs a depthwise interior step computes at once: four independent FMA
+/// chains hide the FMA latency, and their accumulators plus nine splat weights still fit the
+/// sixteen xmm registers.
+const DW_QUADS: usize = 4;
+
 /// Depthwise conv: output channel oc reads input channel oc / mult. One tile per output plane;
 /// interior rows vectorised (f32x4 along x) where the stride is 1 or 2; border outputs emitted
 /// one by one with only the taps that fall inside.
@@ -614,7 +672,14 @@ impl KernelSpec for DepthwiseSpec {
             };
             let epi = PlaneEpilogue::new(kb, &ops[3..], self.bias, &self.steps, oc, t, ohw);
             let ws: Vec<Value> = (0..taps).map(|i| kb.load_f32(wrow, (i * 4) as i32, ro())).collect();
-            let wv: Vec<Value> = ws.iter().map(|&w| kb.splat(w)).collect();
+            // The splat weights go to a stack buffer that the vector loop reloads at each use:
+            // held in values, they outnumber the sixteen xmm registers beside the accumulators
+            // and Cranelift re-broadcasts and re-spills them on every iteration.
+            let wsplat = kb.stack_buffer((taps * 16) as u32);
+            for (i, &w) in ws.iter().enumerate() {
+                let v = kb.splat(w);
+                kb.store_v(v, wsplat, (i * 16) as i32);
+            }
             let finish = |kb: &mut Kb, v: Value, _out: Value, idx: Value| epi.apply(kb, &self.steps, v, idx, helpers);
             // Rows and columns split into borders (some taps outside; each border position is
             // emitted on its own with just its valid taps, so nothing is checked at run time)
@@ -635,34 +700,46 @@ impl KernelSpec for DepthwiseSpec {
             } else {
                 x_lo
             };
-            // Outputs (oy, ox .. ox + lanes) with kernel rows `kys` and columns `kxs`.
-            let out = |kb: &mut Kb, oy: Value, ox: Value, kys: &[usize], kxs: &[usize], lanes: usize| {
+            // Not `ro()`: a load that may move would be hoisted out of the loop, back into a register.
+            let wvec = |kb: &mut Kb, tap: usize| kb.load_v(wsplat, (tap * 16) as i32, rw());
+            // Outputs (oy, ox .. ox + lanes * quads) with kernel rows `kys` and columns `kxs`:
+            // `quads` vectors of four (or one scalar) with independent accumulators, so that the
+            // FMA chains overlap instead of waiting on each other's latency. Each output still
+            // sums its taps in (ky, kx) order, so the unroll does not change a bit.
+            let out = |kb: &mut Kb, oy: Value, ox: Value, kys: &[usize], kxs: &[usize], lanes: usize, quads: usize| {
                 let base = g.window_start(kb, xplane, oy, ox);
-                let mut acc = if lanes == 4 { kb.vconst(0.0) } else { kb.fconst(0.0) };
+                let mut accs: Vec<Value> =
+                    (0..quads).map(|_| if lanes == 4 { kb.vconst(0.0) } else { kb.fconst(0.0) }).collect();
                 for &ky in kys {
                     for &kx in kxs {
-                        let off = ((ky * g.dh * g.w + kx * g.dw) * 4) as i32;
-                        let (v, w) = if lanes == 4 && g.sw == 2 {
-                            let lo = kb.load_v(base, off, ro());
-                            let hi = kb.load_v(base, off + 16, ro());
-                            (kb.shuffle32(lo, hi, [0, 2, 4, 6]), wv[ky * g.kw + kx])
-                        } else if lanes == 4 {
-                            (kb.load_v(base, off, ro()), wv[ky * g.kw + kx])
-                        } else {
-                            (kb.load_f32(base, off, ro()), ws[ky * g.kw + kx])
-                        };
-                        acc = kb.fma(v, w, acc);
+                        let tap = ((ky * g.dh * g.w + kx * g.dw) * 4) as i32;
+                        for (q, acc) in accs.iter_mut().enumerate() {
+                            let off = tap + (q * 4 * g.sw * 4) as i32;
+                            let (v, w) = if lanes == 4 && g.sw == 2 {
+                                let lo = kb.load_v(base, off, ro());
+                                let hi = kb.load_v(base, off + 16, ro());
+                                (kb.shuffle32(lo, hi, [0, 2, 4, 6]), wvec(kb, ky * g.kw + kx))
+                            } else if lanes == 4 {
+                                (kb.load_v(base, off, ro()), wvec(kb, ky * g.kw + kx))
+                            } else {
+                                (kb.load_f32(base, off, ro()), ws[ky * g.kw + kx])
+                            };
+                            *acc = kb.fma(v, w, *acc);
+                        }
                     }
                 }
                 let row = kb.muli(oy, g.ow as i64);
-                let idx = kb.add(row, ox);
+                let idx0 = kb.add(row, ox);
                 let yrow = kb.elem(yplane, row, 4);
-                let r = finish(kb, acc, yrow, idx);
-                let p = kb.elem(yplane, idx, 4);
-                if lanes == 4 {
-                    kb.store_v(r, p, 0);
-                } else {
-                    kb.store_f32(r, p, 0);
+                for (q, &acc) in accs.iter().enumerate() {
+                    let idx = kb.addi(idx0, (q * 4) as i64);
+                    let r = finish(kb, acc, yrow, idx);
+                    let p = kb.elem(yplane, idx, 4);
+                    if lanes == 4 {
+                        kb.store_v(r, p, 0);
+                    } else {
+                        kb.store_f32(r, p, 0);
+                    }
                 }
             };
             let all_x: Vec<usize> = (0..g.kw).collect();
@@ -670,13 +747,18 @@ impl KernelSpec for DepthwiseSpec {
             let row = |kb: &mut Kb, oy: Value, kys: &[usize]| {
                 for ox in (0..x_lo).chain(x_hi..g.ow) {
                     let c = kb.iconst(ox as i64);
-                    out(kb, oy, c, kys, &g.cols_inside(ox), 1);
+                    out(kb, oy, c, kys, &g.cols_inside(ox), 1, 1);
                 }
                 if vector {
-                    kb.for_const(x_lo as i64, vend as i64, 4, |kb, ox| out(kb, oy, ox, kys, &all_x, 4));
-                    kb.for_const(vend as i64, x_hi as i64, 1, |kb, ox| out(kb, oy, ox, kys, &all_x, 1));
+                    let group = 4 * DW_QUADS;
+                    let gend = x_lo + (vend - x_lo) / group * group;
+                    kb.for_const(x_lo as i64, gend as i64, group as i64, |kb, ox| {
+                        out(kb, oy, ox, kys, &all_x, 4, DW_QUADS)
+                    });
+                    kb.for_const(gend as i64, vend as i64, 4, |kb, ox| out(kb, oy, ox, kys, &all_x, 4, 1));
+                    kb.for_const(vend as i64, x_hi as i64, 1, |kb, ox| out(kb, oy, ox, kys, &all_x, 1, 1));
                 } else {
-                    kb.for_const(x_lo as i64, x_hi as i64, 1, |kb, ox| out(kb, oy, ox, kys, &all_x, 1));
+                    kb.for_const(x_lo as i64, x_hi as i64, 1, |kb, ox| out(kb, oy, ox, kys, &all_x, 1, 1));
                 }
             };
             for oy in (0..y_lo).chain(y_hi.max(y_lo)..g.oh) {
