@@ -94,8 +94,12 @@ const Q: usize = 4;
 /// threads; chunks of channels make more, and each chunk still writes contiguous lines.
 const CHANNEL_CHUNK: usize = 16;
 
-/// i64 entries per quad in the table: an interior flag, then (iy0, ix0) for each of 4 tiles.
+/// i64 entries per quad in the table: a mask of the tiles whose patch lies inside the input
+/// (bit l for tile l), then (iy0, ix0) for each of 4 tiles.
 const TABLE_ROW: usize = 1 + 2 * Q;
+
+/// The mask of a quad whose four patches all lie inside.
+const ALL_INSIDE: i64 = (1 << Q) - 1;
 
 impl WinoInputSpec {
     pub fn bytes(&self) -> usize {
@@ -116,8 +120,8 @@ impl WinoInputSpec {
         self.g.panels(self.nr) * self.nr / Q
     }
 
-    /// Per quad: 1 if the patches of all its tiles lie inside the input, then the top-left input
-    /// position of each tile's patch (lanes past the last tile repeat it).
+    /// Per quad: the mask of its tiles whose patch lies inside the input, then the top-left
+    /// input position of each tile's patch (lanes past the last tile repeat it).
     pub fn table(&self) -> Vec<i64> {
         let g = &self.g;
         let (tiles, tw) = (g.tiles(), g.tw());
@@ -127,8 +131,8 @@ impl WinoInputSpec {
         for j in 0..self.quads() {
             let lanes: Vec<(usize, usize)> =
                 (0..Q).map(|l| ((4 * j + l).min(tiles - 1) / tw, (4 * j + l).min(tiles - 1) % tw)).collect();
-            let inside = lanes.iter().all(|&(ty, tx)| (ty_lo..ty_hi).contains(&ty) && (tx_lo..tx_hi).contains(&tx));
-            t.push(inside as i64);
+            let inside = |&(ty, tx): &(usize, usize)| (ty_lo..ty_hi).contains(&ty) && (tx_lo..tx_hi).contains(&tx);
+            t.push(lanes.iter().enumerate().map(|(l, p)| (inside(p) as i64) << l).sum());
             for (ty, tx) in lanes {
                 t.push(2 * ty as i64 - g.ph as i64);
                 t.push(2 * tx as i64 - g.pw as i64);
@@ -190,7 +194,7 @@ impl KernelSpec for WinoInputSpec {
                         let o = kb.muli(j, (TABLE_ROW * 8) as i64);
                         kb.add(table, o)
                     };
-                    let inside = kb.b.ins().load(I64, ro(), row, 0);
+                    let mask = kb.b.ins().load(I64, ro(), row, 0);
                     let pos: Vec<(Value, Value)> = (0..Q)
                         .map(|l| {
                             let iy = kb.b.ins().load(I64, ro(), row, ((1 + 2 * l) * 8) as i32);
@@ -198,36 +202,54 @@ impl KernelSpec for WinoInputSpec {
                             (iy, ix)
                         })
                         .collect();
-                    let transform = |kb: &mut Kb, checked: bool| {
-                        for (l, &(iy0, ix0)) in pos.iter().enumerate() {
-                            let rows: Vec<Value> = (0..4)
-                                .map(|r| {
-                                    let iy = kb.addi(iy0, r);
-                                    if checked {
-                                        patch_row_checked(kb, xp, iy, ix0, g.h, g.w)
-                                    } else {
-                                        let o = {
-                                            let a = kb.muli(iy, g.w as i64);
-                                            kb.add(a, ix0)
-                                        };
-                                        let p = kb.elem(xp, o, 4);
-                                        kb.load_v(p, 0, ro())
-                                    }
-                                })
-                                .collect();
-                            let vt = input_transform(kb, &rows);
-                            for (r, &val) in vt.iter().enumerate() {
-                                kb.b.def_var(vars[l][r], val);
-                            }
+                    // One tile's transformed rows; `checked` loads element by element, with
+                    // zeros outside the plane.
+                    let lane = |kb: &mut Kb, l: usize, checked: bool| {
+                        let (iy0, ix0) = pos[l];
+                        let rows: Vec<Value> = (0..4)
+                            .map(|r| {
+                                let iy = kb.addi(iy0, r);
+                                if checked {
+                                    patch_row_checked(kb, xp, iy, ix0, g.h, g.w)
+                                } else {
+                                    let o = {
+                                        let a = kb.muli(iy, g.w as i64);
+                                        kb.add(a, ix0)
+                                    };
+                                    let p = kb.elem(xp, o, 4);
+                                    kb.load_v(p, 0, ro())
+                                }
+                            })
+                            .collect();
+                        let vt = input_transform(kb, &rows);
+                        for (r, &val) in vt.iter().enumerate() {
+                            kb.b.def_var(vars[l][r], val);
                         }
                     };
                     let (fast, slow, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
-                    kb.b.ins().brif(inside, fast, &[], slow, &[]);
+                    let all = kb.eqi(mask, ALL_INSIDE);
+                    kb.b.ins().brif(all, fast, &[], slow, &[]);
                     kb.b.switch_to_block(fast);
-                    transform(kb, false);
+                    for l in 0..Q {
+                        lane(kb, l, false);
+                    }
                     kb.b.ins().jump(join, &[]);
+                    // A quad on the border: only its tiles whose patch crosses the border (one
+                    // or two, mostly) take the element-by-element loads.
                     kb.b.switch_to_block(slow);
-                    transform(kb, true);
+                    for l in 0..Q {
+                        let bit = kb.b.ins().band_imm_s(mask, 1i64 << l);
+                        let (inside_b, border_b, next) =
+                            (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+                        kb.b.ins().brif(bit, inside_b, &[], border_b, &[]);
+                        kb.b.switch_to_block(inside_b);
+                        lane(kb, l, false);
+                        kb.b.ins().jump(next, &[]);
+                        kb.b.switch_to_block(border_b);
+                        lane(kb, l, true);
+                        kb.b.ins().jump(next, &[]);
+                        kb.b.switch_to_block(next);
+                    }
                     kb.b.ins().jump(join, &[]);
                     kb.b.switch_to_block(join);
                     // Transpose each row r across the four tiles: lane s of tile l -> lane l of e = 4r + s.
