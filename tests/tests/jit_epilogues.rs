@@ -125,7 +125,7 @@ fn table(dims: &[Dim], family: Family) -> Vec<Row<'_>> {
         // enough for its unrolled groups of four vectors).
         "batch" => family != Family::Gemm,
         "depth" => family != Family::Depthwise,
-        "band" => family.is_im2col(),
+        "band" => family.is_im2col() || family == Family::Winograd,
         _ => true,
     };
     cover(dims, |_| true, active)
@@ -414,7 +414,7 @@ fn run_table(family: Family, fault: Option<Fault>, stop_at_first: bool) -> Resul
             continue;
         }
         let mut opts = opts.clone();
-        // Bands of one output row (64 bytes is less than any panel row).
+        // Bands of one output row, or one row of Winograd tiles (64 bytes is less than any).
         let banded = row.get("band") == "banded";
         if banded {
             opts.im2col_band_bytes = Some(64);
@@ -425,12 +425,14 @@ fn run_table(family: Family, fault: Option<Fault>, stop_at_first: bool) -> Resul
             // Corrupt this row's output producer.
             *node = r.g.node(out.node).name.clone();
         }
-        // The conv's output rows: more than one, and a banded row must show one pack per band.
-        let conv_rows = family.is_im2col().then(|| conv_output_rows(&r, out)).flatten();
+        // A banded row with more than one row (of outputs; of 2x2 tiles for Winograd) must show
+        // one pack (or input transform) per band.
+        let (pack, rows_per_band) = if family == Family::Winograd { ("WinogradInput", 2) } else { ("Im2col", 1) };
+        let conv_rows = conv_output_rows(&r, out);
         match check(r, out, family.name(), &case, &opts) {
             Ok(ops) => {
-                let packs = ops.iter().filter(|o| *o == "Im2col").count();
-                if banded && conv_rows.is_some_and(|h| h > 1) && packs < 2 {
+                let packs = ops.iter().filter(|o| *o == pack).count();
+                if banded && conv_rows.is_some_and(|h| h > rows_per_band) && packs < 2 {
                     failures.push(format!("{} {case}: banded, but {packs} im2col step(s): {ops:?}", family.name()));
                 }
                 separate += ops.iter().any(|o| o == "Epilogue") as usize

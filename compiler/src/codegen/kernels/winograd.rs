@@ -65,6 +65,15 @@ impl WinoGeom {
     pub fn panels(&self, nr: usize) -> usize {
         self.tiles().div_ceil(nr)
     }
+    /// The tile rows `[first, end)` of a band (None: all).
+    pub fn band(&self, rows: Option<(usize, usize)>) -> (usize, usize) {
+        rows.unwrap_or((0, self.th()))
+    }
+    /// Tiles per image in a band of tile rows: its GEMM's N.
+    pub fn band_tiles(&self, rows: Option<(usize, usize)>) -> usize {
+        let (a, b) = self.band(rows);
+        (b - a) * self.tw()
+    }
     /// Tile rows (or columns) whose 4x4 patch lies wholly inside the input: `[lo, hi)`.
     fn inside(n: usize, p: usize, tiles: usize) -> (usize, usize) {
         let lo = p.div_ceil(2);
@@ -85,6 +94,9 @@ pub struct WinoInputSpec {
     pub c: usize,
     /// Panel width: the GEMM tier's NR (a multiple of 4).
     pub nr: usize,
+    /// The tile rows `[first, end)` transformed (None: all): a big map is transformed,
+    /// multiplied and transformed back a band at a time, so that its buffers stay in cache.
+    pub rows: Option<(usize, usize)>,
 }
 
 /// Tiles transformed together: one f32x4 per transformed row.
@@ -102,13 +114,18 @@ const TABLE_ROW: usize = 1 + 2 * Q;
 const ALL_INSIDE: i64 = (1 << Q) - 1;
 
 impl WinoInputSpec {
+    /// `nr`-wide panels of the band's tiles.
+    pub fn panels(&self) -> usize {
+        self.g.band_tiles(self.rows).div_ceil(self.nr)
+    }
+
     pub fn bytes(&self) -> usize {
-        self.g.n * 16 * self.g.panels(self.nr) * self.c * self.nr * 4
+        self.g.n * 16 * self.panels() * self.c * self.nr * 4
     }
 
     /// Step tiles: one per image, panel and chunk of channels.
     pub fn tiles(&self) -> usize {
-        self.g.n * self.g.panels(self.nr) * self.channel_chunks()
+        self.g.n * self.panels() * self.channel_chunks()
     }
 
     fn channel_chunks(&self) -> usize {
@@ -117,20 +134,25 @@ impl WinoInputSpec {
 
     /// Quads of tiles: panels x nr / 4.
     fn quads(&self) -> usize {
-        self.g.panels(self.nr) * self.nr / Q
+        self.panels() * self.nr / Q
     }
 
     /// Per quad: the mask of its tiles whose patch lies inside the input, then the top-left
     /// input position of each tile's patch (lanes past the last tile repeat it).
     pub fn table(&self) -> Vec<i64> {
         let g = &self.g;
-        let (tiles, tw) = (g.tiles(), g.tw());
+        let (tiles, tw) = (g.band_tiles(self.rows), g.tw());
+        let first = g.band(self.rows).0 * tw;
         let (ty_lo, ty_hi) = WinoGeom::inside(g.h, g.ph, g.th());
         let (tx_lo, tx_hi) = WinoGeom::inside(g.w, g.pw, tw);
         let mut t = Vec::with_capacity(self.quads() * TABLE_ROW);
         for j in 0..self.quads() {
-            let lanes: Vec<(usize, usize)> =
-                (0..Q).map(|l| ((4 * j + l).min(tiles - 1) / tw, (4 * j + l).min(tiles - 1) % tw)).collect();
+            let lanes: Vec<(usize, usize)> = (0..Q)
+                .map(|l| {
+                    let tile = first + (4 * j + l).min(tiles - 1);
+                    (tile / tw, tile % tw)
+                })
+                .collect();
             let inside = |&(ty, tx): &(usize, usize)| (ty_lo..ty_hi).contains(&ty) && (tx_lo..tx_hi).contains(&tx);
             t.push(lanes.iter().enumerate().map(|(l, p)| (inside(p) as i64) << l).sum());
             for (ty, tx) in lanes {
@@ -144,7 +166,7 @@ impl WinoInputSpec {
 
 impl KernelSpec for WinoInputSpec {
     fn name(&self) -> String {
-        format!("winograd input c{} {}x{}", self.c, self.g.h, self.g.w)
+        format!("winograd input c{} {}x{}{}", self.c, self.g.h, self.g.w, band_name(self.rows))
     }
 
     fn emit(&self, kb: &mut Kb) {
@@ -153,9 +175,9 @@ impl KernelSpec for WinoInputSpec {
         let (c, hw) = (self.c as i64, (g.h * g.w) as i64);
         let nr = self.nr;
         assert!(nr.is_multiple_of(Q) && nr > 0, "quads fill the panels");
-        let e_stride = (g.panels(nr) * self.c * nr * 4) as i64;
+        let e_stride = (self.panels() * self.c * nr * 4) as i64;
         assert!(e_stride * 16 < i32::MAX as i64, "lowering checks the transformed input fits i32 offsets");
-        let pn = g.panels(nr) as i64;
+        let pn = self.panels() as i64;
         let chunks = self.channel_chunks() as i64;
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
@@ -275,6 +297,14 @@ impl KernelSpec for WinoInputSpec {
     }
 }
 
+/// The suffix naming a band of tile rows in a kernel name.
+fn band_name(rows: Option<(usize, usize)>) -> String {
+    match rows {
+        Some((a, b)) => format!(" tile rows {a}..{b}"),
+        None => String::new(),
+    }
+}
+
 /// The transpose of a 4x4 block given as four row vectors: its four columns.
 fn transpose4(kb: &mut Kb, a: Value, b: Value, c: Value, d: Value) -> [Value; 4] {
     let t0 = kb.shuffle32(a, b, [0, 4, 1, 5]);
@@ -351,6 +381,8 @@ pub struct WinoOutputSpec {
     pub m: usize,
     pub bias: bool,
     pub steps: Vec<DwStep>,
+    /// The tile rows `[first, end)` whose outputs are written (None: all); M holds only theirs.
+    pub rows: Option<(usize, usize)>,
 }
 
 impl WinoOutputSpec {
@@ -361,7 +393,7 @@ impl WinoOutputSpec {
 
 impl KernelSpec for WinoOutputSpec {
     fn name(&self) -> String {
-        format!("winograd output m{} {}x{}", self.m, self.g.oh, self.g.ow)
+        format!("winograd output m{} {}x{}{}", self.m, self.g.oh, self.g.ow, band_name(self.rows))
     }
 
     fn emit(&self, kb: &mut Kb) {
@@ -370,7 +402,8 @@ impl KernelSpec for WinoOutputSpec {
         let ops = kb.operands(n_ops);
         let helpers = self.needs_helpers().then(|| kb.operand(n_ops));
         let g = self.g.clone();
-        let (tiles, tw, m) = (g.tiles() as i64, g.tw(), self.m as i64);
+        let (tiles, tw, m) = (g.band_tiles(self.rows) as i64, g.tw(), self.m as i64);
+        let (ty0, ty1) = g.band(self.rows);
         let ohw = (g.oh * g.ow) as i64;
         // Byte distance between the GEMM outputs of consecutive e.
         let e_stride = m * tiles * 4;
@@ -397,8 +430,10 @@ impl KernelSpec for WinoOutputSpec {
             let finish = |kb: &mut Kb, v: Value, idx: Value| epi.apply(kb, &self.steps, v, idx, helpers);
             // The 16 GEMM outputs of tile (ty, tx) (and the next three, as vectors), transformed.
             let outputs = |kb: &mut Kb, ty: Value, tx: Value, vector: bool| -> [Value; 4] {
+                // The tile's column of M: its place in the band.
                 let tt = {
-                    let a = kb.muli(ty, tw as i64);
+                    let r = kb.addi(ty, -(ty0 as i64));
+                    let a = kb.muli(r, tw as i64);
                     kb.add(a, tx)
                 };
                 let p = kb.elem(mp, tt, 4);
@@ -461,8 +496,8 @@ impl KernelSpec for WinoOutputSpec {
                     scalar(kb, ty, tx, rows, 1);
                 }
             };
-            kb.for_const(0, full_rows as i64, 1, |kb, ty| row(kb, ty, 2));
-            if g.oh % 2 == 1 {
+            kb.for_const(ty0 as i64, ty1.min(full_rows) as i64, 1, |kb, ty| row(kb, ty, 2));
+            if g.oh % 2 == 1 && ty1 > full_rows {
                 let ty = kb.iconst(full_rows as i64);
                 row(kb, ty, 1);
             }
