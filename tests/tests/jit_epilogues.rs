@@ -154,7 +154,13 @@ fn activation(r: &mut Gen, name: &str, y: ValueId) -> Option<ValueId> {
 }
 
 /// The linear op of a family on a fresh input: its output and the axis a concat would use.
-fn linear(r: &mut Gen, family: Family, bias_form: &str, batch: usize, size: (bool, bool)) -> Option<(ValueId, usize)> {
+fn linear(
+    r: &mut Gen,
+    family: Family,
+    bias_form: &str,
+    batch: usize,
+    size: (bool, bool, bool),
+) -> Option<(ValueId, usize)> {
     let bias = bias_form == "present";
     // The operand list of an op whose last input is the optional bias.
     let with_bias = |mut ins: Vec<Option<ValueId>>, b: Option<ValueId>| {
@@ -183,22 +189,29 @@ fn linear(r: &mut Gen, family: Family, bias_form: &str, batch: usize, size: (boo
     };
     // K over one GEMM K block (512 floats for f32x4, 256 for AVX2) when deep; more than one
     // register-tile block of rows (96) and of columns (64) when wide.
-    let (deep, wide) = (size.0, size.1);
+    let (deep, wide, banded) = size;
     let channels = |r: &mut Gen, lo: usize, hi: usize, taps: usize| {
         if deep { 520usize.div_ceil(taps) + r.int(0, 8) } else { r.int(lo, hi) }
     };
     let outs = |r: &mut Gen, lo: usize, hi: usize| if wide { r.int(97, 110) } else { r.int(lo, hi) };
     // A spatial extent giving at least 65 outputs per image when wide (stride s).
     let extent = |r: &mut Gen, lo: usize, hi: usize, s: usize| if wide { 9 * s + r.int(0, 2) } else { r.int(lo, hi) };
+    // A banded conv: output rows of about 32 columns and at least 9 of them, so that bands of
+    // four 32-column panels (the fewest a band holds) make two or more on every tier.
+    let map = |r: &mut Gen, h: usize, w: usize, s: usize| {
+        if banded { (10 * s + r.int(0, 2), 33 * s + r.int(0, 2)) } else { (h, w) }
+    };
     let y = match family {
         Family::Conv1x1 => {
             let (c, m) = (channels(r, 1, 9, 1), outs(r, 1, 14));
             let (h, w) = (extent(r, 1, 7, 1), extent(r, 1, 7, 1));
+            let (h, w) = map(r, h, w, 1);
             conv(r, c, m, &[h, w], &[1, 1], &[1, 1], 1)?
         }
         Family::Conv3x3Stride2 => {
             let (c, m) = (channels(r, 1, 6, 9), outs(r, 1, 14));
             let (h, w) = (extent(r, 2, 9, 2), extent(r, 2, 9, 2));
+            let (h, w) = map(r, h, w, 2);
             conv(r, c, m, &[h, w], &[3, 3], &[2, 2], 1)?
         }
         Family::Winograd => {
@@ -207,21 +220,26 @@ fn linear(r: &mut Gen, family: Family, bias_form: &str, batch: usize, size: (boo
             let (c, m) = (if deep { 260 + r.int(0, 8) } else { r.int(8, 12) }, outs(r, 8, 14));
             // Tiles of 2x2 outputs: 65 tiles per image need 18x18 outputs.
             let (h, w) = if wide { (17 + r.int(0, 1), 16 + r.int(0, 2)) } else { (r.int(2, 9), r.int(2, 9)) };
+            // Banded: 17 or more rows and columns of tiles, so that bands of 128 tiles make two.
+            let (h, w) = if banded { (34 + r.int(0, 2), 34 + r.int(0, 2)) } else { (h, w) };
             conv(r, c, m, &[h, w], &[3, 3], &[1, 1], 1)?
         }
         Family::Conv5x5 => {
             let (c, m) = (channels(r, 1, 5, 25), outs(r, 1, 9));
             let (h, w) = (extent(r, 1, 8, 1), extent(r, 1, 8, 1));
+            let (h, w) = map(r, h, w, 1);
             conv(r, c, m, &[h, w], &[5, 5], &[1, 1], 1)?
         }
         Family::Conv7x7Stride2 => {
             let (c, m) = (channels(r, 1, 3, 49), outs(r, 1, 9));
             let (h, w) = (extent(r, 4, 12, 2), extent(r, 4, 12, 2));
+            let (h, w) = map(r, h, w, 2);
             conv(r, c, m, &[h, w], &[7, 7], &[2, 2], 1)?
         }
         Family::Conv1x7 => {
             let (c, m) = (channels(r, 1, 5, 7), outs(r, 1, 9));
             let (h, w) = (extent(r, 1, 6, 1), extent(r, 1, 9, 1));
+            let (h, w) = map(r, h, w, 1);
             let k = if r.coin() { [1, 7] } else { [7, 1] };
             conv(r, c, m, &[h, w], &k, &[1, 1], 1)?
         }
@@ -236,6 +254,7 @@ fn linear(r: &mut Gen, family: Family, bias_form: &str, batch: usize, size: (boo
             let cg = channels(r, 2, 4, k * k);
             let mg = if wide { 97usize.div_ceil(g) + r.int(0, 4) } else { r.int(1, 5) };
             let (h, w) = (extent(r, 1, 7, 1), extent(r, 1, 7, 1));
+            let (h, w) = map(r, h, w, 1);
             conv(r, g * cg, g * mg, &[h, w], &[k, k], &[1, 1], g)?
         }
         Family::Conv1d => {
@@ -331,7 +350,7 @@ fn residual(r: &mut Gen, row: &Row, family: Family, ys: &[usize], shape: &str) -
 fn build(r: &mut Gen, row: &Row, family: Family) -> Option<ValueId> {
     let batch: usize = row.get("batch").parse().expect("batch");
     let batch = if family == Family::Gemm { 1 } else { batch };
-    let size = (row.get("depth") == "deep", row.get("width") == "wide");
+    let size = (row.get("depth") == "deep", row.get("width") == "wide", row.get("band") == "banded");
     let (mut y, axis) = linear(r, family, row.get("bias"), batch, size)?;
     let ys = r.shape(y);
     let second = r.pick(&["full", "channel", "position", "scalar"]);

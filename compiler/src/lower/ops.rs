@@ -1246,15 +1246,9 @@ impl<'g> Lowerer<'g> {
         let (a_ref, a) = self.pack_a(name, 16, mg, cg, mr, |e, m, c| u[m * cg + c][e]);
         // A big map is transformed, multiplied and transformed back a band of tile rows at a
         // time, through band-sized buffers that stay in cache between the three steps.
-        // A band has at least four panels of tiles: narrower GEMMs lose more to their edges
-        // than the cache saves (InceptionV3's 80 -> 192 channel conv on 73x73 in bands of one
-        // row of 37 tiles: 11.6 -> 14.0 ms).
-        // (Unless the size limit is below even that: tests force one-row bands.)
-        let per_tile = n * 16 * (cg + mg) * 4;
-        let per_row = per_tile * wg.tw();
-        let min_rows = (4 * nr).min(self.band_bytes / per_tile).div_ceil(wg.tw());
+        let per_row = n * wg.tw() * 16 * (cg + mg) * 4;
         let band_rows = if per_row * wg.th() > self.band_bytes {
-            (self.band_bytes / per_row).max(min_rows).max(1)
+            even_bands(wg.th(), (self.band_bytes / per_row).max(min_band_rows(wg.tw(), nr)))
         } else {
             wg.th()
         };
@@ -2123,8 +2117,21 @@ fn im2col_band_rows(problems: usize, k: usize, g: &Geom, nr: usize, limit: usize
     if whole <= limit {
         return None;
     }
-    let rows = (limit / row_bytes).max(1);
+    let rows = even_bands(g.oh, (limit / row_bytes).max(min_band_rows(g.ow, nr)));
     (rows < g.oh).then_some(rows)
+}
+
+/// The fewest rows (of outputs, or of Winograd tiles) a band holds: four panels of columns.
+/// Narrower GEMMs lose more to their edges than the cache saves (InceptionV3's 80 -> 192
+/// channel Winograd conv on 73x73 in bands of one row of 37 tiles: 11.6 -> 14.0 ms).
+fn min_band_rows(row_len: usize, nr: usize) -> usize {
+    (4 * nr).div_ceil(row_len.max(1))
+}
+
+/// Rows per band that cut `rows` into as many bands as `most` rows per band would, but evenly:
+/// no short last band (14 rows by at most 10: 7 + 7, not 10 + 4).
+fn even_bands(rows: usize, most: usize) -> usize {
+    rows.div_ceil(rows.div_ceil(most.max(1)))
 }
 
 /// Shrinks a GEMM's tiles (columns first, then rows) until it has [`MIN_GEMM_TILES`] or cannot
