@@ -196,10 +196,10 @@ fn linear(
     let outs = |r: &mut Gen, lo: usize, hi: usize| if wide { r.int(97, 110) } else { r.int(lo, hi) };
     // A spatial extent giving at least 65 outputs per image when wide (stride s).
     let extent = |r: &mut Gen, lo: usize, hi: usize, s: usize| if wide { 9 * s + r.int(0, 2) } else { r.int(lo, hi) };
-    // A banded conv: output rows of about 32 columns and at least 9 of them, so that bands of
-    // four 32-column panels (the fewest a band holds) make two or more on every tier.
+    // A banded conv: output rows of about 33 columns and at least 17 of them, so that bands of
+    // eight 32-column panels (the fewest a band holds) make two or more on every tier.
     let map = |r: &mut Gen, h: usize, w: usize, s: usize| {
-        if banded { (10 * s + r.int(0, 2), 33 * s + r.int(0, 2)) } else { (h, w) }
+        if banded { (18 * s + r.int(0, 2), 33 * s + r.int(0, 2)) } else { (h, w) }
     };
     let y = match family {
         Family::Conv1x1 => {

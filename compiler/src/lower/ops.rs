@@ -1248,7 +1248,7 @@ impl<'g> Lowerer<'g> {
         // time, through band-sized buffers that stay in cache between the three steps.
         let per_row = n * wg.tw() * 16 * (cg + mg) * 4;
         let band_rows = if per_row * wg.th() > self.band_bytes {
-            even_bands(wg.th(), (self.band_bytes / per_row).max(min_band_rows(wg.tw(), nr)))
+            even_bands(wg.th(), (self.band_bytes / per_row).max(min_band_rows(wg.tw(), nr, 4)))
         } else {
             wg.th()
         };
@@ -2117,15 +2117,21 @@ fn im2col_band_rows(problems: usize, k: usize, g: &Geom, nr: usize, limit: usize
     if whole <= limit {
         return None;
     }
-    let rows = even_bands(g.oh, (limit / row_bytes).max(min_band_rows(g.ow, nr)));
+    // Eight panels of columns at least, and two such bands: InceptionV3's 17x17 convs (289
+    // columns, K up to 2592) ran slower in bands of 85-153 columns (Conv__53: 5.2 -> 6.1 ms).
+    let fewest = min_band_rows(g.ow, nr, 8);
+    if 2 * fewest > g.oh {
+        return None;
+    }
+    let rows = even_bands(g.oh, (limit / row_bytes).max(fewest));
     (rows < g.oh).then_some(rows)
 }
 
-/// The fewest rows (of outputs, or of Winograd tiles) a band holds: four panels of columns.
-/// Narrower GEMMs lose more to their edges than the cache saves (InceptionV3's 80 -> 192
-/// channel Winograd conv on 73x73 in bands of one row of 37 tiles: 11.6 -> 14.0 ms).
-fn min_band_rows(row_len: usize, nr: usize) -> usize {
-    (4 * nr).div_ceil(row_len.max(1))
+/// The fewest rows (of outputs, or of Winograd tiles) a band holds: `panels` panels of
+/// columns. Narrower GEMMs lose more to their edges than the cache saves (InceptionV3's 80 ->
+/// 192 channel Winograd conv on 73x73 in bands of one row of 37 tiles: 11.6 -> 14.0 ms).
+fn min_band_rows(row_len: usize, nr: usize, panels: usize) -> usize {
+    (panels * nr).div_ceil(row_len.max(1))
 }
 
 /// Rows per band that cut `rows` into as many bands as `most` rows per band would, but evenly:
