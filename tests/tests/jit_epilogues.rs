@@ -245,7 +245,7 @@ fn linear(
         }
         Family::Depthwise => {
             let (c, mult, h) = (r.int(2, 9), r.int(1, 2), r.int(1, 9));
-            let w = if wide { r.int(36, 44) } else { r.int(1, 9) };
+            let w = if wide { r.int(70, 84) } else { r.int(1, 9) };
             let s = r.int(1, 2);
             conv(r, c, c * mult, &[h, w], &[3, 3], &[s, s], c)?
         }

@@ -5,6 +5,7 @@ pub mod builder;
 pub mod kernels;
 pub mod peak;
 pub mod wide;
+pub mod wide_depthwise;
 
 use std::fmt::Debug;
 use std::sync::Arc;

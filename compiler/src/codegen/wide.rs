@@ -81,7 +81,7 @@ pub fn host_wide_tiers() -> Vec<Tier> {
     tiers
 }
 
-fn asm_err(e: IcedError) -> CodegenError {
+pub(super) fn asm_err(e: IcedError) -> CodegenError {
     CodegenError::Compile { kernel: "wide microkernel".into(), msg: e.to_string() }
 }
 
@@ -265,41 +265,41 @@ impl WideMicrokernel {
 
 /// The handful of vector instructions the microkernel uses, on ymm (VEX) or zmm (EVEX)
 /// registers by number.
-struct Ops {
-    wide: bool,
+pub(super) struct Ops {
+    pub(super) wide: bool,
 }
 
 const YMM: [AsmRegisterYmm; 16] =
     [ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11, ymm12, ymm13, ymm14, ymm15];
-const ZMM: [AsmRegisterZmm; 32] = [
+pub(super) const ZMM: [AsmRegisterZmm; 32] = [
     zmm0, zmm1, zmm2, zmm3, zmm4, zmm5, zmm6, zmm7, zmm8, zmm9, zmm10, zmm11, zmm12, zmm13, zmm14, zmm15, zmm16, zmm17,
     zmm18, zmm19, zmm20, zmm21, zmm22, zmm23, zmm24, zmm25, zmm26, zmm27, zmm28, zmm29, zmm30, zmm31,
 ];
 
 impl Ops {
-    fn zero(&self, x: &mut CodeAssembler, r: usize) -> Result<(), CodegenError> {
+    pub(super) fn zero(&self, x: &mut CodeAssembler, r: usize) -> Result<(), CodegenError> {
         if self.wide { x.vxorps(ZMM[r], ZMM[r], ZMM[r]) } else { x.vxorps(YMM[r], YMM[r], YMM[r]) }.map_err(asm_err)
     }
-    fn load(&self, x: &mut CodeAssembler, r: usize, m: AsmMemoryOperand) -> Result<(), CodegenError> {
+    pub(super) fn load(&self, x: &mut CodeAssembler, r: usize, m: AsmMemoryOperand) -> Result<(), CodegenError> {
         if self.wide { x.vmovups(ZMM[r], zmmword_ptr(m)) } else { x.vmovups(YMM[r], ymmword_ptr(m)) }.map_err(asm_err)
     }
-    fn store(&self, x: &mut CodeAssembler, m: AsmMemoryOperand, r: usize) -> Result<(), CodegenError> {
+    pub(super) fn store(&self, x: &mut CodeAssembler, m: AsmMemoryOperand, r: usize) -> Result<(), CodegenError> {
         if self.wide { x.vmovups(zmmword_ptr(m), ZMM[r]) } else { x.vmovups(ymmword_ptr(m), YMM[r]) }.map_err(asm_err)
     }
-    fn broadcast(&self, x: &mut CodeAssembler, r: usize, m: AsmMemoryOperand) -> Result<(), CodegenError> {
+    pub(super) fn broadcast(&self, x: &mut CodeAssembler, r: usize, m: AsmMemoryOperand) -> Result<(), CodegenError> {
         if self.wide { x.vbroadcastss(ZMM[r], dword_ptr(m)) } else { x.vbroadcastss(YMM[r], dword_ptr(m)) }
             .map_err(asm_err)
     }
-    fn fma(&self, x: &mut CodeAssembler, acc: usize, b: usize, s: usize) -> Result<(), CodegenError> {
+    pub(super) fn fma(&self, x: &mut CodeAssembler, acc: usize, b: usize, s: usize) -> Result<(), CodegenError> {
         if self.wide { x.vfmadd231ps(ZMM[acc], ZMM[b], ZMM[s]) } else { x.vfmadd231ps(YMM[acc], YMM[b], YMM[s]) }
             .map_err(asm_err)
     }
-    fn add_reg(&self, x: &mut CodeAssembler, r: usize, s: usize) -> Result<(), CodegenError> {
+    pub(super) fn add_reg(&self, x: &mut CodeAssembler, r: usize, s: usize) -> Result<(), CodegenError> {
         if self.wide { x.vaddps(ZMM[r], ZMM[r], ZMM[s]) } else { x.vaddps(YMM[r], YMM[r], YMM[s]) }.map_err(asm_err)
     }
     /// `r = max ? (b > r ? b : r) : (b < r ? b : r)`: vmaxps/vminps with the bound first, which
     /// returns the second operand (r) when either is NaN and for equal zeros.
-    fn bound(&self, x: &mut CodeAssembler, r: usize, b: usize, max: bool) -> Result<(), CodegenError> {
+    pub(super) fn bound(&self, x: &mut CodeAssembler, r: usize, b: usize, max: bool) -> Result<(), CodegenError> {
         match (self.wide, max) {
             (true, true) => x.vmaxps(ZMM[r], ZMM[b], ZMM[r]),
             (true, false) => x.vminps(ZMM[r], ZMM[b], ZMM[r]),
@@ -310,11 +310,11 @@ impl Ops {
     }
     /// Every lane of register r = the f32 with these bits, through the red zone below rsp (the
     /// microkernel is a leaf; the code holds no data).
-    fn splat_bits(&self, x: &mut CodeAssembler, r: usize, bits: u32) -> Result<(), CodegenError> {
+    pub(super) fn splat_bits(&self, x: &mut CodeAssembler, r: usize, bits: u32) -> Result<(), CodegenError> {
         x.mov(dword_ptr(rsp - 8), bits).map_err(asm_err)?;
         self.broadcast(x, r, rsp - 8)
     }
-    fn add_mem(&self, x: &mut CodeAssembler, r: usize, m: AsmMemoryOperand) -> Result<(), CodegenError> {
+    pub(super) fn add_mem(&self, x: &mut CodeAssembler, r: usize, m: AsmMemoryOperand) -> Result<(), CodegenError> {
         if self.wide { x.vaddps(ZMM[r], ZMM[r], zmmword_ptr(m)) } else { x.vaddps(YMM[r], YMM[r], ymmword_ptr(m)) }
             .map_err(asm_err)
     }

@@ -967,7 +967,17 @@ impl<'g> Lowerer<'g> {
                 let mult = cout / cin_total;
                 let wref = self.value(wv)?;
                 let bias_ref = bias.map(|b| self.value(b)).transpose()?;
-                let spec = DepthwiseSpec { n, c_in: cin_total, mult, g: geom, bias: bias_ref.is_some(), steps: dsteps };
+                let mut spec = DepthwiseSpec {
+                    n,
+                    c_in: cin_total,
+                    mult,
+                    g: geom,
+                    bias: bias_ref.is_some(),
+                    steps: dsteps,
+                    wide: false,
+                };
+                let row = (self.tier == Tier::Avx512).then(|| spec.wide_row()).flatten();
+                spec.wide = row.is_some();
                 let tiles = spec.tiles();
                 // Operands: X, W, Y, bias, adds: Y comes third.
                 let mut ops = vec![src, wref, dst];
@@ -976,6 +986,12 @@ impl<'g> Lowerer<'g> {
                     ops.push(self.value(v)?);
                 }
                 self.step_ordered(Arc::new(spec), tiles, &ops, 2, helpers, &name, "DepthwiseConv", flops);
+                if let Some(row) = row {
+                    let k = self.kernel(Arc::new(row));
+                    if let Some(step) = self.out.steps.last_mut() {
+                        step.operands.push(super::LOperand::Kernel(k));
+                    }
+                }
                 return Ok(());
             }
             (ConvPath::Winograd, Some(wts)) => {

@@ -7,6 +7,7 @@ use incept_ir::ops::Activation;
 use crate::codegen::KernelSpec;
 use crate::codegen::builder::{I64, Kb, ro, rw};
 use crate::codegen::kernels::math::{act_needs_helpers, emit_act};
+use crate::codegen::wide_depthwise::{DwRowStep, WideDepthwiseRow};
 
 /// 2-D window geometry (after padding resolution).
 #[derive(Clone, Debug, PartialEq)]
@@ -624,6 +625,8 @@ pub struct DepthwiseSpec {
     pub g: Geom,
     pub bias: bool,
     pub steps: Vec<DwStep>,
+    /// Interior rows call the AVX-512 row kernel (`wide_row`), an operand after the helpers.
+    pub wide: bool,
 }
 
 impl DepthwiseSpec {
@@ -635,6 +638,32 @@ impl DepthwiseSpec {
     }
     pub fn needs_helpers(&self) -> bool {
         self.steps.iter().any(|s| matches!(s, DwStep::Act(a) if act_needs_helpers(a)))
+    }
+
+    /// The AVX-512 kernel for this conv's interior rows, when it has one: stride 1, and an
+    /// epilogue of at most one add and ReLU / Clip bounds.
+    pub fn wide_row(&self) -> Option<WideDepthwiseRow> {
+        use incept_ir::ops::Unary;
+        let g = &self.g;
+        if g.sw != 1 {
+            return None;
+        }
+        let taps =
+            (0..g.kh).flat_map(|ky| (0..g.kw).map(move |kx| ((ky * g.dh * g.w + kx * g.dw) * 4) as i32)).collect();
+        let mut steps = vec![];
+        for s in &self.steps {
+            match s {
+                DwStep::Add { per_channel } => steps.push(DwRowStep::Add { per_channel: *per_channel }),
+                DwStep::Act(Activation::Unary(Unary::Relu)) => steps.push(DwRowStep::Max(0f32.to_bits())),
+                DwStep::Act(Activation::Clip { min, max }) => {
+                    steps.extend(min.map(|v| DwRowStep::Max(v.to_bits())));
+                    steps.extend(max.map(|v| DwRowStep::Min(v.to_bits())));
+                }
+                DwStep::Act(_) => return None,
+            }
+        }
+        let row = WideDepthwiseRow { taps, bias: self.bias, steps };
+        row.fits().then_some(row)
     }
 }
 
@@ -649,6 +678,7 @@ impl KernelSpec for DepthwiseSpec {
         let n_ops = 3 + self.bias as usize + adds;
         let ops = kb.operands(n_ops);
         let helpers = self.needs_helpers().then(|| kb.operand(n_ops));
+        let wide = self.wide.then(|| kb.operand(n_ops + helpers.is_some() as usize));
         let g = self.g.clone();
         let (hw, ohw, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
         let c_out = self.c_out();
@@ -766,7 +796,44 @@ impl KernelSpec for DepthwiseSpec {
                 row(kb, c, &g.rows_inside(oy));
             }
             let all_y: Vec<usize> = (0..g.kh).collect();
-            kb.for_const(y_lo as i64, y_hi as i64, 1, |kb, oy| row(kb, oy, &all_y));
+            match wide {
+                Some(f) => {
+                    // Interior rows: the border columns here, the rest in the row kernel.
+                    let bias_ptr = if self.bias { kb.elem(ops[3], oc, 4) } else { kb.iconst(0) };
+                    let add_base = self.steps.iter().find_map(|s| match s {
+                        DwStep::Add { per_channel } => Some(*per_channel),
+                        _ => None,
+                    });
+                    let add_op = ops.get(3 + self.bias as usize).copied();
+                    kb.for_const(y_lo as i64, y_hi as i64, 1, |kb, oy| {
+                        for ox in (0..x_lo).chain(x_hi..g.ow) {
+                            let c = kb.iconst(ox as i64);
+                            out(kb, oy, c, &all_y, &g.cols_inside(ox), 1, 1);
+                        }
+                        if x_hi > x_lo {
+                            let x0 = kb.iconst(x_lo as i64);
+                            let src = g.window_start(kb, xplane, oy, x0);
+                            let first = {
+                                let r = kb.muli(oy, g.ow as i64);
+                                kb.addi(r, x_lo as i64)
+                            };
+                            let dst = kb.elem(yplane, first, 4);
+                            let add = match (add_base, add_op) {
+                                (Some(true), Some(a)) => kb.elem(a, oc, 4),
+                                (Some(false), Some(a)) => {
+                                    let p = kb.muli(t, ohw as i64);
+                                    let i = kb.add(p, first);
+                                    kb.elem(a, i, 4)
+                                }
+                                _ => kb.iconst(0),
+                            };
+                            let count = kb.iconst((x_hi - x_lo) as i64);
+                            kb.call_code(f, &[src, dst, wrow, count, bias_ptr, add]);
+                        }
+                    });
+                }
+                None => kb.for_const(y_lo as i64, y_hi as i64, 1, |kb, oy| row(kb, oy, &all_y)),
+            }
         });
     }
 }
