@@ -1,5 +1,7 @@
 //! The AVX-512 row of a depthwise conv: sixteen outputs per zmm vector where the f32x4 kernel
-//! computes four, for the interior of an output row (every tap inside the input, stride 1).
+//! computes four, for the interior of an output row (every tap inside the input, stride 1 or
+//! 2; at stride 2 a tap's sixteen inputs are the even lanes of two loads, joined by one
+//! permute).
 //! The Cranelift depthwise kernel keeps the border rows and columns and calls this for the rest.
 //!
 //! ```text
@@ -37,6 +39,8 @@ pub enum DwRowStep {
 pub struct WideDepthwiseRow {
     /// Byte offsets of the taps from an output's first tap, in (ky, kx) order.
     pub taps: Vec<i32>,
+    /// The column stride: 1 or 2.
+    pub stride: usize,
     pub bias: bool,
     /// At most one `Add` (it comes in through r9).
     pub steps: Vec<DwRowStep>,
@@ -44,11 +48,14 @@ pub struct WideDepthwiseRow {
 
 /// Taps the row kernel holds in registers (zmm0..), followed by the bias and the per-channel
 /// add: 5x5 kernels do not fit (they stay on the f32x4 path).
-pub const MAX_TAPS: usize = 23;
-/// Bounds held in registers (zmm25..).
+pub const MAX_TAPS: usize = 21;
+/// Registers from the top: bounds (zmm23, zmm24), the stride-2 permute indices, four
+/// accumulators, two scratch vectors.
 const MAX_BOUNDS: usize = 2;
-/// Accumulators (zmm27..zmm30) and the scratch vector (zmm31).
-const ACC: usize = 27;
+const BOUNDS: usize = 23;
+const IDX: usize = 25;
+const ACC: usize = 26;
+const SCRATCH2: usize = 30;
 const SCRATCH: usize = 31;
 
 impl WideDepthwiseRow {
@@ -56,7 +63,11 @@ impl WideDepthwiseRow {
     pub fn fits(&self) -> bool {
         let bounds = self.steps.iter().filter(|s| !matches!(s, DwRowStep::Add { .. })).count();
         let adds = self.steps.iter().filter(|s| matches!(s, DwRowStep::Add { .. })).count();
-        !self.taps.is_empty() && self.taps.len() <= MAX_TAPS && bounds <= MAX_BOUNDS && adds <= 1
+        !self.taps.is_empty()
+            && self.taps.len() <= MAX_TAPS
+            && bounds <= MAX_BOUNDS
+            && adds <= 1
+            && (self.stride == 1 || self.stride == 2)
     }
 
     pub fn assemble(&self) -> Result<Vec<u8>, CodegenError> {
@@ -64,7 +75,19 @@ impl WideDepthwiseRow {
         let ops = Ops { wide: true };
         let t = self.taps.len();
         let (bias_r, add_r) = (t, t + 1);
+        let s2 = self.stride == 2;
         let mut x = CodeAssembler::new(64).map_err(asm_err)?;
+        if s2 {
+            // Indices 0, 2, .., 30 (through the red zone: the kernel is a leaf) and k3 = the
+            // second load's lanes but the last (an odd input no output reads, possibly past
+            // the plane).
+            for l in 0..16 {
+                x.mov(dword_ptr(rsp - 64 + 4 * l), 2 * l).map_err(asm_err)?;
+            }
+            ops.load(&mut x, IDX, rsp - 64)?;
+            x.mov(eax, 0x7fff).map_err(asm_err)?;
+            x.kmovw(k3, eax).map_err(asm_err)?;
+        }
         for i in 0..t {
             ops.broadcast(&mut x, i, rdx + 4 * i as i32)?;
         }
@@ -79,7 +102,7 @@ impl WideDepthwiseRow {
         let mut bound_regs = vec![];
         for s in &self.steps {
             if let DwRowStep::Max(b) | DwRowStep::Min(b) = *s {
-                let r = 25 + bound_regs.len();
+                let r = BOUNDS + bound_regs.len();
                 ops.splat_bits(&mut x, r, b)?;
                 bound_regs.push(r);
             }
@@ -118,7 +141,15 @@ impl WideDepthwiseRow {
             }
             for (i, &off) in self.taps.iter().enumerate() {
                 for a in 0..n {
-                    x.vfmadd231ps(ZMM[ACC + a], ZMM[i], zmmword_ptr(rdi + off + 64 * a as i32)).map_err(asm_err)?;
+                    if s2 {
+                        let at = off + 128 * a as i32;
+                        ops.load(x, SCRATCH, rdi + at)?;
+                        x.vmovups(ZMM[SCRATCH2].k3().z(), zmmword_ptr(rdi + at + 64)).map_err(asm_err)?;
+                        x.vpermt2ps(ZMM[SCRATCH], ZMM[IDX], ZMM[SCRATCH2]).map_err(asm_err)?;
+                        x.vfmadd231ps(ZMM[ACC + a], ZMM[i], ZMM[SCRATCH]).map_err(asm_err)?;
+                    } else {
+                        x.vfmadd231ps(ZMM[ACC + a], ZMM[i], zmmword_ptr(rdi + off + 64 * a as i32)).map_err(asm_err)?;
+                    }
                 }
             }
             for a in 0..n {
@@ -126,7 +157,7 @@ impl WideDepthwiseRow {
                 ops.store(x, rsi + 64 * a as i32, ACC + a)?;
             }
             let bytes = 64 * n as i32;
-            x.add(rdi, bytes).map_err(asm_err)?;
+            x.add(rdi, bytes * self.stride as i32).map_err(asm_err)?;
             x.add(rsi, bytes).map_err(asm_err)?;
             if plane_add {
                 x.add(r9, bytes).map_err(asm_err)?;
@@ -157,9 +188,26 @@ impl WideDepthwiseRow {
         x.shl(eax, cl).map_err(asm_err)?;
         x.dec(eax).map_err(asm_err)?;
         x.kmovw(k1, eax).map_err(asm_err)?;
+        if s2 {
+            // The inputs of `count` outputs: 2 * count - 1 floats, k2 over the first 16, k3 the
+            // rest.
+            x.lea(rcx, qword_ptr(rcx + rcx - 1)).map_err(asm_err)?;
+            x.mov(eax, 1).map_err(asm_err)?;
+            x.shl(eax, cl).map_err(asm_err)?;
+            x.dec(eax).map_err(asm_err)?;
+            x.kmovw(k2, eax).map_err(asm_err)?;
+            x.shr(eax, 16).map_err(asm_err)?;
+            x.kmovw(k3, eax).map_err(asm_err)?;
+        }
         ops.zero(&mut x, ACC)?;
         for (i, &off) in self.taps.iter().enumerate() {
-            x.vmovups(ZMM[SCRATCH].k1().z(), zmmword_ptr(rdi + off)).map_err(asm_err)?;
+            if s2 {
+                x.vmovups(ZMM[SCRATCH].k2().z(), zmmword_ptr(rdi + off)).map_err(asm_err)?;
+                x.vmovups(ZMM[SCRATCH2].k3().z(), zmmword_ptr(rdi + off + 64)).map_err(asm_err)?;
+                x.vpermt2ps(ZMM[SCRATCH], ZMM[IDX], ZMM[SCRATCH2]).map_err(asm_err)?;
+            } else {
+                x.vmovups(ZMM[SCRATCH].k1().z(), zmmword_ptr(rdi + off)).map_err(asm_err)?;
+            }
             x.vfmadd231ps(ZMM[ACC], ZMM[i], ZMM[SCRATCH]).map_err(asm_err)?;
         }
         epilogue(&mut x, ACC, 0, true)?;
@@ -173,7 +221,7 @@ impl WideDepthwiseRow {
 
 impl KernelSpec for WideDepthwiseRow {
     fn name(&self) -> String {
-        format!("avx512 depthwise row {} taps", self.taps.len())
+        format!("avx512 depthwise row {} taps s{}", self.taps.len(), self.stride)
     }
 
     fn emit(&self, _: &mut super::builder::Kb) {
@@ -199,7 +247,7 @@ mod tests {
     }
 
     /// Every count from 1 to 150 (the 64-, 16- and masked paths and their joins), 3x3 and 1x5
-    /// taps, with and without bias, each step kind, against the same sums in plain Rust (bit
+    /// taps, strides 1 and 2, with and without bias, each step kind, against the same sums in plain Rust (bit
     /// for bit: the same fused multiply-adds in the same order), and nothing written past the
     /// row.
     #[test]
@@ -209,7 +257,8 @@ mod tests {
             return;
         }
         let w_in = 200usize;
-        let x = values(w_in * 3 + 64, 1);
+        // The rows hold every tap of 150 outputs at stride 2; the plane ends at the last row.
+        let x = values(w_in * 2 + 2 * 150 + 4, 1);
         let weights = values(9, 2);
         let res = values(w_in + 64, 3);
         let shapes: [Vec<i32>; 2] = [
@@ -226,10 +275,10 @@ mod tests {
             ],
             vec![DwRowStep::Max((-0.1f32).to_bits()), DwRowStep::Add { per_channel: true }],
         ];
-        for taps in &shapes {
+        for (taps, stride) in shapes.iter().flat_map(|t| [(t, 1), (t, 2)]) {
             for bias in [false, true] {
                 for steps in &step_sets {
-                    let k = WideDepthwiseRow { taps: taps.clone(), bias, steps: steps.clone() };
+                    let k = WideDepthwiseRow { taps: taps.clone(), stride, bias, steps: steps.clone() };
                     let code = k.assemble().expect("assemble");
                     let exec = ExecutableCode::new(&code).expect("map");
                     // SAFETY: the code is a function with the documented signature.
@@ -247,7 +296,7 @@ mod tests {
                             } else {
                                 let mut acc = 0f32;
                                 for (i, &off) in taps.iter().enumerate() {
-                                    acc = x[off as usize / 4 + o].mul_add(weights[i], acc);
+                                    acc = x[off as usize / 4 + stride * o].mul_add(weights[i], acc);
                                 }
                                 if bias {
                                     acc += b;
@@ -271,7 +320,7 @@ mod tests {
                             let got = y[o];
                             assert!(
                                 got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
-                                "{} taps, bias {bias}, steps {steps:?}, count {count}: y[{o}] = {got}, want {want}",
+                                "{} taps, stride {stride}, bias {bias}, steps {steps:?}, count {count}: y[{o}] = {got}, want {want}",
                                 taps.len()
                             );
                         }

@@ -640,12 +640,12 @@ impl DepthwiseSpec {
         self.steps.iter().any(|s| matches!(s, DwStep::Act(a) if act_needs_helpers(a)))
     }
 
-    /// The AVX-512 kernel for this conv's interior rows, when it has one: stride 1, and an
-    /// epilogue of at most one add and ReLU / Clip bounds.
+    /// The AVX-512 kernel for this conv's interior rows, when it has one: column stride 1 or
+    /// 2, and an epilogue of at most one add and ReLU / Clip bounds.
     pub fn wide_row(&self) -> Option<WideDepthwiseRow> {
         use incept_ir::ops::Unary;
         let g = &self.g;
-        if g.sw != 1 {
+        if g.sw > 2 {
             return None;
         }
         let taps =
@@ -662,7 +662,7 @@ impl DepthwiseSpec {
                 DwStep::Act(_) => return None,
             }
         }
-        let row = WideDepthwiseRow { taps, bias: self.bias, steps };
+        let row = WideDepthwiseRow { taps, stride: g.sw, bias: self.bias, steps };
         row.fits().then_some(row)
     }
 }
