@@ -544,11 +544,13 @@ mod im2col_tests {
     use super::*;
     use kernels::conv::{Geom, Im2colSpec};
 
-    /// Runs an im2col spec on `x` and returns its packed panels.
-    fn run(spec: &Im2colSpec, x: &[f32]) -> Vec<f32> {
+    /// Runs an im2col spec on `x` (a band from output row `first`) and returns its packed panels.
+    fn run(spec: &Im2colSpec, x: &[f32], first: usize) -> Vec<f32> {
         use incept_runtime::Slot;
-        let operands = vec![Slot::Input(0), Slot::Output(0)];
-        run_step(&[Arc::new(spec.clone())], operands, spec.tiles(), &[x], spec.bytes() / 4)
+        // The band's first row as an i64, in the bits of two floats.
+        let row = [f32::from_bits(first as u32), f32::from_bits(0)];
+        let operands = vec![Slot::Input(0), Slot::Output(0), Slot::Input(1)];
+        run_step(&[Arc::new(spec.clone())], operands, spec.tiles(), &[x, &row], spec.bytes() / 4)
     }
 
     /// Both fill modes against a plain im2col over kernel shapes (square, 1x7, 7x1, wider than
@@ -575,10 +577,18 @@ mod im2col_tests {
                         let band = (oh >= 2 && cases % 3 == 1).then(|| (oh / 3, (oh / 3 + 2).min(oh)));
                         let oy0 = band.map_or(0, |b| b.0);
                         bands += usize::from(band.is_some());
-                        let spec = Im2colSpec { batch: batch * groups, groups, c_total, cin, g, nr, rows: band };
+                        let spec = Im2colSpec {
+                            batch: batch * groups,
+                            groups,
+                            c_total,
+                            cin,
+                            g,
+                            nr,
+                            band: band.map(|b| b.1 - b.0),
+                        };
                         rows += usize::from(spec.row_mode());
                         let x: Vec<f32> = (0..batch * c_total * h * w).map(|i| 1.0 + i as f32).collect();
-                        let got = run(&spec, &x);
+                        let got = run(&spec, &x, oy0);
                         let (k, n, pn) = (spec.k(), spec.n(), spec.panels());
                         let mut want = vec![0f32; spec.bytes() / 4];
                         for b in 0..batch * groups {

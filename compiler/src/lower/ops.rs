@@ -1064,13 +1064,14 @@ impl<'g> Lowerer<'g> {
                 cin: cg,
                 g: geom.clone(),
                 nr,
-                rows: Some((oy0, (oy0 + rows).min(geom.oh))),
+                band: Some(rows.min(geom.oh - oy0)),
             };
             let scratch = self.scratch(band(0).bytes(), &format!("{name}/im2col"));
             for oy0 in (0..geom.oh).step_by(rows) {
                 let im = band(oy0);
                 let (cols, pn, tiles) = (im.n(), im.panels(), im.tiles());
-                self.step(Arc::new(im), tiles, &[src], &[scratch], false, &name, "Im2col", 0);
+                let first = self.weight(&(oy0 as i64).to_le_bytes(), &format!("{name}/band_row"));
+                self.step_ordered(Arc::new(im), tiles, &[src, scratch, first], 1, false, &name, "Im2col", 0);
                 let spec = balanced(gemm(self, cols, pn));
                 // Operands laid out over columns start at the band's first column.
                 let col0 = oy0 * geom.ow;
@@ -1103,7 +1104,7 @@ impl<'g> Lowerer<'g> {
                     cin: cg,
                     g: geom.clone(),
                     nr,
-                    rows: None,
+                    band: None,
                 };
                 let (b, t, p) = (im.bytes(), im.tiles(), im.panels());
                 (Arc::new(im), b, t, p)
@@ -1268,18 +1269,18 @@ impl<'g> Lowerer<'g> {
         } else {
             wg.th()
         };
-        let band = |ty0: usize| (band_rows < wg.th()).then(|| (ty0, (ty0 + band_rows).min(wg.th())));
-        let first = WinoInputSpec { g: wg.clone(), c: cg, nr, rows: band(0) };
+        let banded = band_rows < wg.th();
+        let band_tiles = |ty0: usize| band_rows.min(wg.th() - ty0) * wg.tw();
+        let first = WinoInputSpec { g: wg.clone(), c: cg, nr, band_tiles: banded.then(|| band_tiles(0)) };
         let v = self.scratch(first.bytes(), &format!("{name}/winograd_input"));
-        let mbuf = self.scratch(n * 16 * mg * wg.band_tiles(band(0)) * 4, &format!("{name}/winograd_products"));
+        let mbuf = self.scratch(n * 16 * mg * band_tiles(0) * 4, &format!("{name}/winograd_products"));
         for ty0 in (0..wg.th()).step_by(band_rows) {
-            let rows = band(ty0);
-            let input = WinoInputSpec { g: wg.clone(), c: cg, nr, rows };
-            let table: Vec<u8> = input.table().iter().flat_map(|v| v.to_le_bytes()).collect();
+            let tiles = band_tiles(ty0);
+            let input = WinoInputSpec { g: wg.clone(), c: cg, nr, band_tiles: banded.then_some(tiles) };
+            let table: Vec<u8> = input.table(ty0 * wg.tw()).iter().flat_map(|v| v.to_le_bytes()).collect();
             let table = self.weight(&table, &format!("{name}/winograd_tiles"));
             let (input_tiles, pn) = (input.tiles(), input.panels());
             self.step(Arc::new(input), input_tiles, &[src, table], &[v], false, name, "WinogradInput", 0);
-            let tiles = wg.band_tiles(rows);
             let spec = GemmSpec {
                 m: mg,
                 n: tiles,
@@ -1302,10 +1303,18 @@ impl<'g> Lowerer<'g> {
             let spec = Arc::new(spec);
             self.step_ordered(spec.clone(), tiles_g, &[a_ref, v, mbuf], 2, false, name, "Conv", flops);
             self.attach_microkernels(&spec);
-            let out = WinoOutputSpec { g: wg.clone(), m: mg, bias: bias.is_some(), steps: steps.clone(), rows };
-            let mut ops = vec![mbuf, dst];
+            // The output and the residuals laid out like it start at the band's first row.
+            let last = ty0 + band_rows >= wg.th();
+            let band = banded.then_some((band_rows.min(wg.th() - ty0), last));
+            let out = WinoOutputSpec { g: wg.clone(), m: mg, bias: bias.is_some(), steps: steps.clone(), band };
+            let shift = |r: BufRef| BufRef { offset: r.offset + 2 * ty0 * geom.ow * 4, ..r };
+            let mut ops = vec![mbuf, shift(dst)];
             ops.extend(bias);
-            ops.extend(adds.iter().copied());
+            let plane_adds = steps.iter().filter_map(|s| match s {
+                DwStep::Add { per_channel } => Some(!per_channel),
+                _ => None,
+            });
+            ops.extend(plane_adds.zip(adds).map(|(plane, &r)| if plane { shift(r) } else { r }));
             self.step_ordered(Arc::new(out), n * mg, &ops, 1, helpers, name, "WinogradOutput", 0);
         }
         Ok(())
@@ -1357,7 +1366,7 @@ impl<'g> Lowerer<'g> {
         // B: the input of each image and group, packed into nr panels (a 1x1 im2col over the
         // flattened spatial dims).
         let unit = Geom { h: 1, w: gn, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1, oh: 1, ow: gn };
-        let im = Im2colSpec { batch: n * g, groups: g, c_total: cin, cin: cg, g: unit, nr: self.tier.nr(), rows: None };
+        let im = Im2colSpec { batch: n * g, groups: g, c_total: cin, cin: cg, g: unit, nr: self.tier.nr(), band: None };
         let src = self.value(x)?;
         let packed_x = self.scratch(im.bytes(), &format!("{name}/packed_input"));
         let tiles = im.tiles();

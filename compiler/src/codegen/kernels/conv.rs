@@ -84,7 +84,7 @@ fn taps_inside(o: usize, s: usize, p: usize, d: usize, k: usize, n: usize) -> Ve
 
 /// Writes the im2col matrix of one group of one image as packed B panels `nr` columns wide:
 /// `P[b][j][k][c] = X[img, g*cin + ci, oy*sh - ph + ky*dh, ox*sw - pw + kx*dw]` (0 outside),
-/// k = (ci, ky, kx), column j*nr + c = (oy, ox). Operands: X, P.
+/// k = (ci, ky, kx), column j*nr + c = (oy, ox). Operands: X, P, and for a band its first row.
 ///
 /// Two ways to fill it. Panel mode (1x1 stride-1 convs, column strides above 2, and kernels too
 /// wide for row mode): a tile is one panel, filled four columns (one f32x4) at a time; tiles:
@@ -102,9 +102,10 @@ pub struct Im2colSpec {
     pub g: Geom,
     /// Panel width: the GEMM tier's NR (a multiple of 4).
     pub nr: usize,
-    /// The output rows `[first, end)` whose columns the panels hold (None: all), so that a big
-    /// conv can be packed and multiplied a band of rows at a time while its panels stay in cache.
-    pub rows: Option<(usize, usize)>,
+    /// The output rows per band (None: all): a big conv is packed and multiplied a band of
+    /// rows at a time while its panels stay in cache. The band's first row is read at run time
+    /// from a third operand (an i64), so that every band of a height shares one kernel.
+    pub band: Option<usize>,
 }
 
 impl Im2colSpec {
@@ -112,12 +113,22 @@ impl Im2colSpec {
         self.cin * self.g.kh * self.g.kw
     }
     /// The output rows the panels hold.
-    pub fn row_range(&self) -> (usize, usize) {
-        self.rows.unwrap_or((0, self.g.oh))
+    pub fn rows(&self) -> usize {
+        self.band.unwrap_or(self.g.oh)
     }
     pub fn n(&self) -> usize {
-        let (a, b) = self.row_range();
-        (b - a) * self.g.ow
+        self.rows() * self.g.ow
+    }
+
+    /// The band's first output row: read from operand 2 when banded.
+    fn first_row(&self, kb: &mut Kb) -> Value {
+        match self.band {
+            Some(_) => {
+                let p = kb.operand(2);
+                kb.b.ins().load(I64, ro(), p, 0)
+            }
+            None => kb.iconst(0),
+        }
     }
     pub fn panels(&self) -> usize {
         self.n().div_ceil(self.nr)
@@ -142,7 +153,8 @@ impl Im2colSpec {
         let g = self.g.clone();
         let (pn, k, hw, nr) = (self.panels(), self.k(), g.h * g.w, self.nr);
         let panel_bytes = (k * nr * 4) as i64;
-        let (oy0, oy1) = self.row_range();
+        let oy0 = self.first_row(kb);
+        let oy1 = kb.addi(oy0, self.rows() as i64);
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
             let (b, rest) = kb.divmod(t, (self.cin * g.kh) as i64);
@@ -191,9 +203,9 @@ impl Im2colSpec {
                         let room = g.w as i64 - 8 - off;
                         if room < 0 { 0 } else { (room / 2) as usize + 1 }
                     };
-                    kb.for_const(oy0 as i64, oy1 as i64, 1, |kb, oy| {
+                    kb.for_range(oy0, oy1, 1, |kb, oy| {
                         let n0 = {
-                            let r = kb.addi(oy, -(oy0 as i64));
+                            let r = kb.b.ins().isub(oy, oy0);
                             kb.muli(r, g.ow as i64)
                         };
                         let iy = {
@@ -338,8 +350,8 @@ impl Im2colSpec {
 impl KernelSpec for Im2colSpec {
     fn name(&self) -> String {
         let g = &self.g;
-        let band = match self.rows {
-            Some((a, b)) => format!(" rows {a}..{b}"),
+        let band = match self.band {
+            Some(r) => format!(" band {r}"),
             None => String::new(),
         };
         format!("im2col {}x{} s{} {}x{}x{} nr{}{band}", g.kh, g.kw, g.sh, self.cin, g.h, g.w, self.nr)
@@ -353,7 +365,7 @@ impl KernelSpec for Im2colSpec {
         let g = self.g.clone();
         let (pn, k, hw, nr) = (self.panels(), self.k(), g.h * g.w, self.nr);
         assert!(nr.is_multiple_of(Q) && nr > 0, "panels are filled four columns at a time");
-        let oy0 = self.row_range().0;
+        let oy0 = self.first_row(kb);
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
             let (b, j) = kb.divmod(t, pn as i64);
@@ -378,7 +390,10 @@ impl KernelSpec for Im2colSpec {
             if pointwise && hw == g.oh * g.ow {
                 // The panel's first column, in the band and in the map.
                 let n0 = kb.muli(j, nr as i64);
-                let at = kb.addi(n0, (oy0 * g.ow) as i64);
+                let at = {
+                    let o = kb.muli(oy0, g.ow as i64);
+                    kb.add(n0, o)
+                };
                 let whole = {
                     let e = kb.addi(n0, nr as i64);
                     let nn = kb.iconst(self.n() as i64 + 1);
@@ -434,7 +449,7 @@ impl KernelSpec for Im2colSpec {
                         let nn = kb.iconst(self.n() as i64);
                         let valid = kb.lt(n, nn);
                         let (oy, ox) = kb.divmod(n, g.ow as i64);
-                        let oy = kb.addi(oy, oy0 as i64);
+                        let oy = kb.add(oy, oy0);
                         let iy0 = {
                             let a = kb.muli(oy, g.sh as i64);
                             kb.addi(a, -(g.ph as i64))

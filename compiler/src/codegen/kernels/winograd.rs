@@ -65,15 +65,6 @@ impl WinoGeom {
     pub fn panels(&self, nr: usize) -> usize {
         self.tiles().div_ceil(nr)
     }
-    /// The tile rows `[first, end)` of a band (None: all).
-    pub fn band(&self, rows: Option<(usize, usize)>) -> (usize, usize) {
-        rows.unwrap_or((0, self.th()))
-    }
-    /// Tiles per image in a band of tile rows: its GEMM's N.
-    pub fn band_tiles(&self, rows: Option<(usize, usize)>) -> usize {
-        let (a, b) = self.band(rows);
-        (b - a) * self.tw()
-    }
     /// Tile rows (or columns) whose 4x4 patch lies wholly inside the input: `[lo, hi)`.
     fn inside(n: usize, p: usize, tiles: usize) -> (usize, usize) {
         let lo = p.div_ceil(2);
@@ -94,9 +85,10 @@ pub struct WinoInputSpec {
     pub c: usize,
     /// Panel width: the GEMM tier's NR (a multiple of 4).
     pub nr: usize,
-    /// The tile rows `[first, end)` transformed (None: all): a big map is transformed,
-    /// multiplied and transformed back a band at a time, so that its buffers stay in cache.
-    pub rows: Option<(usize, usize)>,
+    /// Tiles per image of a band (None: all): a big map is transformed, multiplied and
+    /// transformed back a band of tile rows at a time, so that its buffers stay in cache. Where
+    /// the band lies is in the tile table alone, so bands of a size share the kernel.
+    pub band_tiles: Option<usize>,
 }
 
 /// Tiles transformed together: one f32x4 per transformed row.
@@ -114,9 +106,14 @@ const TABLE_ROW: usize = 1 + 2 * Q;
 const ALL_INSIDE: i64 = (1 << Q) - 1;
 
 impl WinoInputSpec {
+    /// Tiles per image transformed.
+    pub fn tiles_per_image(&self) -> usize {
+        self.band_tiles.unwrap_or(self.g.tiles())
+    }
+
     /// `nr`-wide panels of the band's tiles.
     pub fn panels(&self) -> usize {
-        self.g.band_tiles(self.rows).div_ceil(self.nr)
+        self.tiles_per_image().div_ceil(self.nr)
     }
 
     pub fn bytes(&self) -> usize {
@@ -137,12 +134,12 @@ impl WinoInputSpec {
         self.panels() * self.nr / Q
     }
 
-    /// Per quad: the mask of its tiles whose patch lies inside the input, then the top-left
-    /// input position of each tile's patch (lanes past the last tile repeat it).
-    pub fn table(&self) -> Vec<i64> {
+    /// Per quad of the band starting at tile `first`: the mask of its tiles whose patch lies
+    /// inside the input, then the top-left input position of each tile's patch (lanes past the
+    /// last tile repeat it).
+    pub fn table(&self, first: usize) -> Vec<i64> {
         let g = &self.g;
-        let (tiles, tw) = (g.band_tiles(self.rows), g.tw());
-        let first = g.band(self.rows).0 * tw;
+        let (tiles, tw) = (self.tiles_per_image(), g.tw());
         let (ty_lo, ty_hi) = WinoGeom::inside(g.h, g.ph, g.th());
         let (tx_lo, tx_hi) = WinoGeom::inside(g.w, g.pw, tw);
         let mut t = Vec::with_capacity(self.quads() * TABLE_ROW);
@@ -166,7 +163,8 @@ impl WinoInputSpec {
 
 impl KernelSpec for WinoInputSpec {
     fn name(&self) -> String {
-        format!("winograd input c{} {}x{}{}", self.c, self.g.h, self.g.w, band_name(self.rows))
+        let band = self.band_tiles.map(|t| format!(" band {t}")).unwrap_or_default();
+        format!("winograd input c{} {}x{}{band}", self.c, self.g.h, self.g.w)
     }
 
     fn emit(&self, kb: &mut Kb) {
@@ -297,14 +295,6 @@ impl KernelSpec for WinoInputSpec {
     }
 }
 
-/// The suffix naming a band of tile rows in a kernel name.
-fn band_name(rows: Option<(usize, usize)>) -> String {
-    match rows {
-        Some((a, b)) => format!(" tile rows {a}..{b}"),
-        None => String::new(),
-    }
-}
-
 /// The transpose of a 4x4 block given as four row vectors: its four columns.
 fn transpose4(kb: &mut Kb, a: Value, b: Value, c: Value, d: Value) -> [Value; 4] {
     let t0 = kb.shuffle32(a, b, [0, 4, 1, 5]);
@@ -381,8 +371,10 @@ pub struct WinoOutputSpec {
     pub m: usize,
     pub bias: bool,
     pub steps: Vec<DwStep>,
-    /// The tile rows `[first, end)` whose outputs are written (None: all); M holds only theirs.
-    pub rows: Option<(usize, usize)>,
+    /// A band (None: the whole map): its tile rows, and whether it is the last (which holds
+    /// an odd output height's single last row). M holds only the band's tiles, and the output
+    /// and residual operands start at the band's first row, so bands of a size share the kernel.
+    pub band: Option<(usize, bool)>,
 }
 
 impl WinoOutputSpec {
@@ -393,7 +385,9 @@ impl WinoOutputSpec {
 
 impl KernelSpec for WinoOutputSpec {
     fn name(&self) -> String {
-        format!("winograd output m{} {}x{}{}", self.m, self.g.oh, self.g.ow, band_name(self.rows))
+        let band =
+            self.band.map(|(r, last)| format!(" band {r}{}", if last { " last" } else { "" })).unwrap_or_default();
+        format!("winograd output m{} {}x{}{band}", self.m, self.g.oh, self.g.ow)
     }
 
     fn emit(&self, kb: &mut Kb) {
@@ -402,15 +396,15 @@ impl KernelSpec for WinoOutputSpec {
         let ops = kb.operands(n_ops);
         let helpers = self.needs_helpers().then(|| kb.operand(n_ops));
         let g = self.g.clone();
-        let (tiles, tw, m) = (g.band_tiles(self.rows) as i64, g.tw(), self.m as i64);
-        let (ty0, ty1) = g.band(self.rows);
+        let (rows, last) = self.band.unwrap_or((g.th(), true));
+        let (tiles, tw, m) = ((rows * g.tw()) as i64, g.tw(), self.m as i64);
         let ohw = (g.oh * g.ow) as i64;
         // Byte distance between the GEMM outputs of consecutive e.
         let e_stride = m * tiles * 4;
         assert!(e_stride * 16 < i32::MAX as i64, "lowering checks the GEMM output fits i32 offsets");
-        // Tile rows with both output rows inside; columns in groups of four tiles with both
-        // output columns inside.
-        let full_rows = g.oh / 2;
+        // Tile rows with both output rows inside (all of a band's but an odd height's last);
+        // columns in groups of four tiles with both output columns inside.
+        let full_rows = if last && g.oh % 2 == 1 { rows - 1 } else { rows };
         let full_cols = g.ow / 2;
         let vec_cols = full_cols / 4 * 4;
         let (begin, end) = (kb.begin, kb.end);
@@ -429,11 +423,10 @@ impl KernelSpec for WinoOutputSpec {
             let epi = PlaneEpilogue::new(kb, &ops[2..], self.bias, &self.steps, oc, t, g.oh * g.ow);
             let finish = |kb: &mut Kb, v: Value, idx: Value| epi.apply(kb, &self.steps, v, idx, helpers);
             // The 16 GEMM outputs of tile (ty, tx) (and the next three, as vectors), transformed.
+            // Tile rows ty count from the band's first (as do the output and residual operands).
             let outputs = |kb: &mut Kb, ty: Value, tx: Value, vector: bool| -> [Value; 4] {
-                // The tile's column of M: its place in the band.
                 let tt = {
-                    let r = kb.addi(ty, -(ty0 as i64));
-                    let a = kb.muli(r, tw as i64);
+                    let a = kb.muli(ty, tw as i64);
                     kb.add(a, tx)
                 };
                 let p = kb.elem(mp, tt, 4);
@@ -496,8 +489,8 @@ impl KernelSpec for WinoOutputSpec {
                     scalar(kb, ty, tx, rows, 1);
                 }
             };
-            kb.for_const(ty0 as i64, ty1.min(full_rows) as i64, 1, |kb, ty| row(kb, ty, 2));
-            if g.oh % 2 == 1 && ty1 > full_rows {
+            kb.for_const(0, full_rows as i64, 1, |kb, ty| row(kb, ty, 2));
+            if last && g.oh % 2 == 1 {
                 let ty = kb.iconst(full_rows as i64);
                 row(kb, ty, 1);
             }
