@@ -6,6 +6,7 @@ pub mod kernels;
 pub mod peak;
 pub mod wide;
 pub mod wide_depthwise;
+pub mod wide_winograd;
 
 use std::fmt::Debug;
 use std::sync::Arc;

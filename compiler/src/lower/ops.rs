@@ -1271,16 +1271,25 @@ impl<'g> Lowerer<'g> {
         };
         let banded = band_rows < wg.th();
         let band_tiles = |ty0: usize| band_rows.min(wg.th() - ty0) * wg.tw();
-        let first = WinoInputSpec { g: wg.clone(), c: cg, nr, band_tiles: banded.then(|| band_tiles(0)) };
+        // The AVX-512 tier transforms groups of sixteen tiles in machine code.
+        let wide = self.tier == Tier::Avx512;
+        let first = WinoInputSpec { g: wg.clone(), c: cg, nr, band_tiles: banded.then(|| band_tiles(0)), wide };
         let v = self.scratch(first.bytes(), &format!("{name}/winograd_input"));
         let mbuf = self.scratch(n * 16 * mg * band_tiles(0) * 4, &format!("{name}/winograd_products"));
         for ty0 in (0..wg.th()).step_by(band_rows) {
             let tiles = band_tiles(ty0);
-            let input = WinoInputSpec { g: wg.clone(), c: cg, nr, band_tiles: banded.then_some(tiles) };
+            let input = WinoInputSpec { g: wg.clone(), c: cg, nr, band_tiles: banded.then_some(tiles), wide };
             let table: Vec<u8> = input.table(ty0 * wg.tw()).iter().flat_map(|v| v.to_le_bytes()).collect();
             let table = self.weight(&table, &format!("{name}/winograd_tiles"));
             let (input_tiles, pn) = (input.tiles(), input.panels());
+            let kernel = wide.then(|| input.wide_kernel());
             self.step(Arc::new(input), input_tiles, &[src, table], &[v], false, name, "WinogradInput", 0);
+            if let Some(k) = kernel {
+                let k = self.kernel(Arc::new(k));
+                if let Some(step) = self.out.steps.last_mut() {
+                    step.operands.push(super::LOperand::Kernel(k));
+                }
+            }
             let spec = GemmSpec {
                 m: mg,
                 n: tiles,

@@ -89,6 +89,9 @@ pub struct WinoInputSpec {
     /// transformed back a band of tile rows at a time, so that its buffers stay in cache. Where
     /// the band lies is in the tile table alone, so bands of a size share the kernel.
     pub band_tiles: Option<usize>,
+    /// Groups of sixteen tiles side by side inside the input go to the AVX-512 transform
+    /// (`wide_kernel`), an operand after the table.
+    pub wide: bool,
 }
 
 /// Tiles transformed together: one f32x4 per transformed row.
@@ -104,6 +107,12 @@ const TABLE_ROW: usize = 1 + 2 * Q;
 
 /// The mask of a quad whose four patches all lie inside.
 const ALL_INSIDE: i64 = (1 << Q) - 1;
+
+/// Tiles of a wide group, and i64 entries per quad in the group table (after the quad table):
+/// 1 if the sixteen tiles from the quad's first lie side by side in one tile row, inside the
+/// input and inside the quad's panel, then the first one's (iy0, ix0).
+const GROUP: usize = 16;
+const GROUP_ROW: usize = 3;
 
 impl WinoInputSpec {
     /// Tiles per image transformed.
@@ -134,9 +143,21 @@ impl WinoInputSpec {
         self.panels() * self.nr / Q
     }
 
+    /// The AVX-512 transform of a group of sixteen tiles, with this conv's strides.
+    pub fn wide_kernel(&self) -> crate::codegen::wide_winograd::WideWinoInput {
+        let g = &self.g;
+        crate::codegen::wide_winograd::WideWinoInput {
+            row_bytes: (g.w * 4) as i32,
+            plane_bytes: (g.h * g.w * 4) as i32,
+            e_stride: (self.panels() * self.c * self.nr * 4) as i32,
+            channel_bytes: (self.nr * 4) as i32,
+        }
+    }
+
     /// Per quad of the band starting at tile `first`: the mask of its tiles whose patch lies
     /// inside the input, then the top-left input position of each tile's patch (lanes past the
-    /// last tile repeat it).
+    /// last tile repeat it). Then per quad again: whether the wide transform takes the sixteen
+    /// tiles from its first, and that tile's position.
     pub fn table(&self, first: usize) -> Vec<i64> {
         let g = &self.g;
         let (tiles, tw) = (self.tiles_per_image(), g.tw());
@@ -157,6 +178,18 @@ impl WinoInputSpec {
                 t.push(2 * tx as i64 - g.pw as i64);
             }
         }
+        let per_panel = self.nr / Q;
+        for j in 0..self.quads() {
+            let (ty, tx) = ((first + 4 * j) / tw, (first + 4 * j) % tw);
+            let simple = j % per_panel + GROUP / Q <= per_panel
+                && 4 * j + GROUP <= tiles
+                && (ty_lo..ty_hi).contains(&ty)
+                && tx >= tx_lo
+                && tx + GROUP <= tx_hi;
+            t.push(simple as i64);
+            t.push(2 * ty as i64 - g.ph as i64);
+            t.push(2 * tx as i64 - g.pw as i64);
+        }
         t
     }
 }
@@ -169,6 +202,8 @@ impl KernelSpec for WinoInputSpec {
 
     fn emit(&self, kb: &mut Kb) {
         let [x, table, v] = [kb.operand(0), kb.operand(1), kb.operand(2)];
+        let wide = self.wide.then(|| kb.operand(3));
+        assert!(!self.wide || self.nr.is_multiple_of(GROUP), "wide groups fill the panels");
         let g = self.g.clone();
         let (c, hw) = (self.c as i64, (g.h * g.w) as i64);
         let nr = self.nr;
@@ -189,10 +224,7 @@ impl KernelSpec for WinoInputSpec {
             let zero = kb.vconst(0.0);
             // vars[lane][r]: row r of the transformed tile of `lane`.
             let vars: Vec<Vec<_>> = (0..Q).map(|_| (0..4).map(|_| kb.var(F32X4, zero)).collect()).collect();
-            // Channel by channel, the panel's quads in order: each of the 16 matrices receives
-            // nr contiguous floats per channel and the next channel's right after, so every line
-            // written is completed while it is in L1.
-            kb.for_range(c_lo, c_hi, 1, |kb, ch| {
+            let pointers = |kb: &mut Kb, ch: Value| {
                 let xp = {
                     let a = kb.muli(img, c);
                     let plane = kb.add(a, ch);
@@ -205,7 +237,11 @@ impl KernelSpec for WinoInputSpec {
                     let s = kb.add(a, b);
                     kb.add(v, s)
                 };
-                kb.for_const(0, (nr / Q) as i64, 1, |kb, q| {
+                (xp, vp)
+            };
+            // Quad q of the panel in channel ch.
+            let quad = |kb: &mut Kb, xp: Value, vp: Value, q: Value| {
+                {
                     let j = {
                         let a = kb.muli(panel, (nr / Q) as i64);
                         kb.add(a, q)
@@ -289,8 +325,75 @@ impl KernelSpec for WinoInputSpec {
                             kb.store_v(col, base, (e * e_stride) as i32);
                         }
                     }
-                });
-            });
+                }
+            };
+            match wide {
+                // Channel by channel, the panel's quads in order: each of the 16 matrices
+                // receives nr contiguous floats per channel and the next channel's right after,
+                // so every line written is completed while it is in L1.
+                None => kb.for_range(c_lo, c_hi, 1, |kb, ch| {
+                    let (xp, vp) = pointers(kb, ch);
+                    kb.for_const(0, (nr / Q) as i64, 1, |kb, q| quad(kb, xp, vp, q));
+                }),
+                // Quad by quad, but where sixteen tiles from a quad lie side by side inside the
+                // input the wide transform takes them (all the chunk's channels) and skips ahead.
+                Some(f) => {
+                    let header = kb.b.create_block();
+                    let (test_b, wide_b, quad_b, exit) =
+                        (kb.b.create_block(), kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+                    kb.b.append_block_param(header, I64);
+                    let zero_q = kb.iconst(0);
+                    kb.b.ins().jump(header, &[cranelift_codegen::ir::BlockArg::Value(zero_q)]);
+                    kb.b.switch_to_block(header);
+                    let q = kb.b.block_params(header)[0];
+                    let more = {
+                        let lim = kb.iconst((nr / Q) as i64);
+                        kb.lt(q, lim)
+                    };
+                    kb.b.ins().brif(more, test_b, &[], exit, &[]);
+                    kb.b.switch_to_block(test_b);
+                    let row = {
+                        let j = {
+                            let a = kb.muli(panel, (nr / Q) as i64);
+                            kb.add(a, q)
+                        };
+                        let o = kb.muli(j, (GROUP_ROW * 8) as i64);
+                        let at = kb.add(table, o);
+                        kb.addi(at, (self.quads() * TABLE_ROW * 8) as i64)
+                    };
+                    let simple = kb.b.ins().load(I64, ro(), row, 0);
+                    kb.b.ins().brif(simple, wide_b, &[], quad_b, &[]);
+                    kb.b.switch_to_block(wide_b);
+                    {
+                        let iy0 = kb.b.ins().load(I64, ro(), row, 8);
+                        let ix0 = kb.b.ins().load(I64, ro(), row, 16);
+                        let (xp, vp) = pointers(kb, c_lo);
+                        let src = {
+                            let a = kb.muli(iy0, g.w as i64);
+                            let o = kb.add(a, ix0);
+                            kb.elem(xp, o, 4)
+                        };
+                        let dst = {
+                            let a = kb.muli(panel, c * (nr * 4) as i64);
+                            let b = kb.muli(q, (Q * 4) as i64);
+                            let o = kb.add(a, b);
+                            kb.add(vp, o)
+                        };
+                        let count = kb.b.ins().isub(c_hi, c_lo);
+                        kb.call_code(f, &[src, dst, count]);
+                        let next = kb.addi(q, (GROUP / Q) as i64);
+                        kb.b.ins().jump(header, &[cranelift_codegen::ir::BlockArg::Value(next)]);
+                    }
+                    kb.b.switch_to_block(quad_b);
+                    kb.for_range(c_lo, c_hi, 1, |kb, ch| {
+                        let (xp, vp) = pointers(kb, ch);
+                        quad(kb, xp, vp, q);
+                    });
+                    let next = kb.addi(q, 1);
+                    kb.b.ins().jump(header, &[cranelift_codegen::ir::BlockArg::Value(next)]);
+                    kb.b.switch_to_block(exit);
+                }
+            }
         });
     }
 }
