@@ -114,6 +114,34 @@ pub enum WideAct {
     Min(u32),
 }
 
+impl WideAct {
+    /// The activation steps a wide kernel applies itself: ReLU, and Clip as a lower then an
+    /// upper bound (either may be absent); None for any other activation.
+    pub fn of(a: &incept_ir::ops::Activation) -> Option<Vec<WideAct>> {
+        use incept_ir::ops::{Activation, Unary};
+        match a {
+            Activation::Unary(Unary::Relu) => Some(vec![WideAct::Relu]),
+            Activation::Clip { min, max } => Some(
+                min.map(|v| WideAct::Max(v.to_bits()))
+                    .into_iter()
+                    .chain(max.map(|v| WideAct::Min(v.to_bits())))
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+
+    /// A bound step as (bound bits, whether it is a lower bound: max), None for `Add`.
+    pub fn bound(self) -> Option<(u32, bool)> {
+        match self {
+            WideAct::Relu => Some((0f32.to_bits(), true)),
+            WideAct::Max(b) => Some((b, true)),
+            WideAct::Min(b) => Some((b, false)),
+            WideAct::Add => None,
+        }
+    }
+}
+
 /// The registers and sizes of one ISA's tile.
 struct Isa {
     /// Bytes per vector.
@@ -225,11 +253,9 @@ impl WideMicrokernel {
                 }
             }
             for act in &epi.acts {
-                let (bits, max) = match *act {
-                    WideAct::Relu => (0f32.to_bits(), true),
-                    WideAct::Max(b) => (b, true),
-                    WideAct::Min(b) => (b, false),
-                    WideAct::Add => {
+                let (bits, max) = match act.bound() {
+                    Some(b) => b,
+                    None => {
                         // The residual tile, laid out like C (row stride rcx). Every element is
                         // read before any store, so it may be C itself.
                         x.mov(rax, qword_ptr(rsp + 16)).map_err(asm_err)?;

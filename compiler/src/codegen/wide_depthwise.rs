@@ -21,17 +21,16 @@
 
 use iced_x86::code_asm::*;
 
-use super::wide::{Ops, ZMM, asm_err};
+use super::wide::{Ops, WideAct, ZMM, asm_err};
 use super::{CodegenError, KernelSpec};
 
 /// A step of the row's epilogue after the bias: an add (of the channel's value, or of the
-/// residual laid out like the output), or a bound (`Max(lo)`: `x < lo ? lo : x`; `Min(hi)`:
-/// `hi < x ? hi : x`; f32 bit patterns; ReLU is `Max(0)`).
+/// residual laid out like the output), or a bound as the GEMM microkernels apply it (a
+/// `WideAct` other than `Add`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DwRowStep {
     Add { per_channel: bool },
-    Max(u32),
-    Min(u32),
+    Bound(WideAct),
 }
 
 /// The machine code of one depthwise conv's interior rows.
@@ -61,12 +60,13 @@ const SCRATCH: usize = 31;
 impl WideDepthwiseRow {
     /// Whether the kernel can be built: few enough taps and bounds, at most one add.
     pub fn fits(&self) -> bool {
-        let bounds = self.steps.iter().filter(|s| !matches!(s, DwRowStep::Add { .. })).count();
+        let bounds = self.steps.iter().filter(|s| matches!(s, DwRowStep::Bound(a) if a.bound().is_some())).count();
         let adds = self.steps.iter().filter(|s| matches!(s, DwRowStep::Add { .. })).count();
         !self.taps.is_empty()
             && self.taps.len() <= MAX_TAPS
             && bounds <= MAX_BOUNDS
             && adds <= 1
+            && bounds + adds == self.steps.len()
             && (self.stride == 1 || self.stride == 2)
     }
 
@@ -101,10 +101,11 @@ impl WideDepthwiseRow {
         // The bounds' registers, in step order.
         let mut bound_regs = vec![];
         for s in &self.steps {
-            if let DwRowStep::Max(b) | DwRowStep::Min(b) = *s {
+            if let DwRowStep::Bound(a) = *s {
+                let (bits, max) = a.bound().expect("fits: bounds only");
                 let r = BOUNDS + bound_regs.len();
-                ops.splat_bits(&mut x, r, b)?;
-                bound_regs.push(r);
+                ops.splat_bits(&mut x, r, bits)?;
+                bound_regs.push((r, max));
             }
         }
         // The epilogue of accumulator `acc` for the outputs at byte offset `off` of the row
@@ -122,12 +123,9 @@ impl WideDepthwiseRow {
                         ops.add_reg(x, acc, SCRATCH)?;
                     }
                     DwRowStep::Add { per_channel: false } => ops.add_mem(x, acc, r9 + off)?,
-                    DwRowStep::Max(_) => {
-                        ops.bound(x, acc, bound_regs[b], true)?;
-                        b += 1;
-                    }
-                    DwRowStep::Min(_) => {
-                        ops.bound(x, acc, bound_regs[b], false)?;
+                    DwRowStep::Bound(_) => {
+                        let (r, max) = bound_regs[b];
+                        ops.bound(x, acc, r, max)?;
                         b += 1;
                     }
                 }
@@ -267,13 +265,13 @@ mod tests {
         ];
         let step_sets = [
             vec![],
-            vec![DwRowStep::Max(0f32.to_bits())],
+            vec![DwRowStep::Bound(WideAct::Relu)],
             vec![
                 DwRowStep::Add { per_channel: false },
-                DwRowStep::Max(0f32.to_bits()),
-                DwRowStep::Min(0.3f32.to_bits()),
+                DwRowStep::Bound(WideAct::Max(0f32.to_bits())),
+                DwRowStep::Bound(WideAct::Min(0.3f32.to_bits())),
             ],
-            vec![DwRowStep::Max((-0.1f32).to_bits()), DwRowStep::Add { per_channel: true }],
+            vec![DwRowStep::Bound(WideAct::Max((-0.1f32).to_bits())), DwRowStep::Add { per_channel: true }],
         ];
         for (taps, stride) in shapes.iter().flat_map(|t| [(t, 1), (t, 2)]) {
             for bias in [false, true] {
@@ -305,14 +303,16 @@ mod tests {
                                     acc = match *s {
                                         DwRowStep::Add { per_channel: true } => acc + chan,
                                         DwRowStep::Add { per_channel: false } => acc + res[o],
-                                        DwRowStep::Max(lo) => {
-                                            let lo = f32::from_bits(lo);
-                                            if acc < lo { lo } else { acc }
-                                        }
-                                        DwRowStep::Min(hi) => {
-                                            let hi = f32::from_bits(hi);
-                                            if hi < acc { hi } else { acc }
-                                        }
+                                        DwRowStep::Bound(a) => match a.bound().expect("a bound") {
+                                            (lo, true) => {
+                                                let lo = f32::from_bits(lo);
+                                                if acc < lo { lo } else { acc }
+                                            }
+                                            (hi, false) => {
+                                                let hi = f32::from_bits(hi);
+                                                if hi < acc { hi } else { acc }
+                                            }
+                                        },
                                     };
                                 }
                                 acc

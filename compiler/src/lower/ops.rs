@@ -1054,18 +1054,19 @@ impl<'g> Lowerer<'g> {
             mr,
             ..this.gemm_blocking()
         };
+        let im2col = |band: Option<usize>| Im2colSpec {
+            batch: n * g,
+            groups: g,
+            c_total: cin_total,
+            cin: cg,
+            g: geom.clone(),
+            nr,
+            band,
+        };
         if let (None, Some(rows)) = (&vol, im2col_band_rows(n * g, k, &geom, nr, self.band_bytes)) {
             // Packed panels bigger than the cache go out to memory and come back for the GEMM:
             // pack and multiply a band of output rows at a time, through one band-sized buffer.
-            let band = |oy0: usize| Im2colSpec {
-                batch: n * g,
-                groups: g,
-                c_total: cin_total,
-                cin: cg,
-                g: geom.clone(),
-                nr,
-                band: Some(rows.min(geom.oh - oy0)),
-            };
+            let band = |oy0: usize| im2col(Some(rows.min(geom.oh - oy0)));
             let scratch = self.scratch(band(0).bytes(), &format!("{name}/im2col"));
             for oy0 in (0..geom.oh).step_by(rows) {
                 let im = band(oy0);
@@ -1097,15 +1098,7 @@ impl<'g> Lowerer<'g> {
                 (Arc::new(im), b, t, p)
             }
             None => {
-                let im = Im2colSpec {
-                    batch: n * g,
-                    groups: g,
-                    c_total: cin_total,
-                    cin: cg,
-                    g: geom.clone(),
-                    nr,
-                    band: None,
-                };
+                let im = im2col(None);
                 let (b, t, p) = (im.bytes(), im.tiles(), im.panels());
                 (Arc::new(im), b, t, p)
             }

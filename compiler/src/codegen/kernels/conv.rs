@@ -7,6 +7,7 @@ use incept_ir::ops::Activation;
 use crate::codegen::KernelSpec;
 use crate::codegen::builder::{I64, Kb, ro, rw};
 use crate::codegen::kernels::math::{act_needs_helpers, emit_act};
+use crate::codegen::wide::WideAct;
 use crate::codegen::wide_depthwise::{DwRowStep, WideDepthwiseRow};
 
 /// 2-D window geometry (after padding resolution).
@@ -658,7 +659,6 @@ impl DepthwiseSpec {
     /// The AVX-512 kernel for this conv's interior rows, when it has one: column stride 1 or
     /// 2, and an epilogue of at most one add and ReLU / Clip bounds.
     pub fn wide_row(&self) -> Option<WideDepthwiseRow> {
-        use incept_ir::ops::Unary;
         let g = &self.g;
         if g.sw > 2 {
             return None;
@@ -669,12 +669,7 @@ impl DepthwiseSpec {
         for s in &self.steps {
             match s {
                 DwStep::Add { per_channel } => steps.push(DwRowStep::Add { per_channel: *per_channel }),
-                DwStep::Act(Activation::Unary(Unary::Relu)) => steps.push(DwRowStep::Max(0f32.to_bits())),
-                DwStep::Act(Activation::Clip { min, max }) => {
-                    steps.extend(min.map(|v| DwRowStep::Max(v.to_bits())));
-                    steps.extend(max.map(|v| DwRowStep::Min(v.to_bits())));
-                }
-                DwStep::Act(_) => return None,
+                DwStep::Act(a) => steps.extend(WideAct::of(a)?.into_iter().map(DwRowStep::Bound)),
             }
         }
         let row = WideDepthwiseRow { taps, stride: g.sw, bias: self.bias, steps };

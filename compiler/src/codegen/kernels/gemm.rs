@@ -123,7 +123,6 @@ impl GemmSpec {
     /// no alpha, a bias per row of C (or none), then only ReLU and Clip steps.
     pub fn wide_epilogue(&self) -> Option<crate::codegen::wide::WideEpilogue> {
         use crate::codegen::wide::{WideAct, WideEpilogue};
-        use incept_ir::ops::Unary;
         if !self.tier.is_wide() || !self.has_epilogue() || self.alpha != 1.0 {
             return None;
         }
@@ -135,11 +134,7 @@ impl GemmSpec {
             match s {
                 // One residual laid out like C: the kernel reads it at C's row stride.
                 GemmStep::Add(m) if *m == self.c && !acts.contains(&WideAct::Add) => acts.push(WideAct::Add),
-                GemmStep::Act(Activation::Unary(Unary::Relu)) => acts.push(WideAct::Relu),
-                GemmStep::Act(Activation::Clip { min, max }) => {
-                    acts.extend(min.map(|v| WideAct::Max(v.to_bits())));
-                    acts.extend(max.map(|v| WideAct::Min(v.to_bits())));
-                }
+                GemmStep::Act(a) => acts.extend(WideAct::of(a)?),
                 _ => return None,
             }
         }

@@ -156,8 +156,8 @@ impl WinoInputSpec {
 
     /// Per quad of the band starting at tile `first`: the mask of its tiles whose patch lies
     /// inside the input, then the top-left input position of each tile's patch (lanes past the
-    /// last tile repeat it). Then per quad again: whether the wide transform takes the sixteen
-    /// tiles from its first, and that tile's position.
+    /// last tile repeat it). Then, for the wide transform, per quad again: whether it takes the
+    /// sixteen tiles from the quad's first, and that tile's position.
     pub fn table(&self, first: usize) -> Vec<i64> {
         let g = &self.g;
         let (tiles, tw) = (self.tiles_per_image(), g.tw());
@@ -179,16 +179,18 @@ impl WinoInputSpec {
             }
         }
         let per_panel = self.nr / Q;
-        for j in 0..self.quads() {
-            let (ty, tx) = ((first + 4 * j) / tw, (first + 4 * j) % tw);
-            let simple = j % per_panel + GROUP / Q <= per_panel
-                && 4 * j + GROUP <= tiles
-                && (ty_lo..ty_hi).contains(&ty)
-                && tx >= tx_lo
-                && tx + GROUP <= tx_hi;
-            t.push(simple as i64);
-            t.push(2 * ty as i64 - g.ph as i64);
-            t.push(2 * tx as i64 - g.pw as i64);
+        if self.wide {
+            for j in 0..self.quads() {
+                let (ty, tx) = ((first + 4 * j) / tw, (first + 4 * j) % tw);
+                let simple = j % per_panel + GROUP / Q <= per_panel
+                    && 4 * j + GROUP <= tiles
+                    && (ty_lo..ty_hi).contains(&ty)
+                    && tx >= tx_lo
+                    && tx + GROUP <= tx_hi;
+                t.push(simple as i64);
+                t.push(2 * ty as i64 - g.ph as i64);
+                t.push(2 * tx as i64 - g.pw as i64);
+            }
         }
         t
     }
