@@ -319,6 +319,8 @@ fn max_pool_nans_follow_the_reference() {
     let cases = [
         ("f32[1,2,6,11]", "kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1]", "f32[1,2,6,11]"),
         ("f32[1,2,7,9]", "kernel_shape=[2, 3], strides=[2, 1], pads=[0, 1, 1, 0]", "f32[1,2,4,8]"),
+        ("f32[1,2,5,29]", "kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]", "f32[1,2,3,15]"),
+        ("f32[1,2,5,30]", "kernel_shape=[3, 2], strides=[2, 2], dilations=[1, 3]", "f32[1,2,2,14]"),
         ("f32[1,1,4,5,6]", "kernel_shape=[2, 2, 3], strides=[1, 1, 1], pads=[0, 1, 0, 1, 0, 1]", "f32[1,1,4,5,5]"),
     ];
     for (xt, attrs, yt) in cases {

@@ -264,7 +264,9 @@ fn pools() {
         let (dh, dw) = if max { (r.int(1, 2), r.int(1, 2)) } else { (1, 1) };
         let pads = [r.int(0, kh - 1), r.int(0, kw - 1), r.int(0, kh - 1), r.int(0, kw - 1)];
         let h = extent(r, kh, sh, dh, pads[0], pads[2]);
-        let w = extent(r, kw, sw, dw, pads[1], pads[3]);
+        // Half the maps are wide enough for several four-column steps per row (stride 2 steps
+        // load eight floats per tap and stop before the row's end).
+        let w = extent(r, kw, sw, dw, pads[1], pads[3]) + if r.coin() { r.int(8, 40) } else { 0 };
         let x = r.input(&[n, c, h, w]);
         let mut attrs = vec![
             ("kernel_shape", ints(&[kh, kw])),

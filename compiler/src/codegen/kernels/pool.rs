@@ -35,7 +35,7 @@ impl KernelSpec for PoolSpec {
         let (oy0, oy1) = g.interior_rows();
         let (ox0, ox1) = g.interior_cols();
         // Columns of the interior done four at a time, every tap inside.
-        let vend = ox0 + (ox1.saturating_sub(ox0)) / 4 * 4;
+        let vend = self.vector_end(ox0, ox1);
         let all_y = AxisTaps { inside: (0..g.kh).collect(), padded: g.kh };
         let all_x = AxisTaps { inside: (0..g.kw).collect(), padded: g.kw };
         let (begin, end) = (kb.begin, kb.end);
@@ -77,6 +77,20 @@ struct AxisTaps {
 }
 
 impl PoolSpec {
+    /// Where the four-column steps over the interior columns `[ox0, ox1)` end. At stride 2 a
+    /// step loads eight floats per tap from its even-aligned column, so it stops before those
+    /// would leave the row (past the last plane's end they would leave the buffer).
+    fn vector_end(&self, ox0: usize, ox1: usize) -> usize {
+        let g = &self.g;
+        let quads = ox1.saturating_sub(ox0) / 4;
+        if g.sw != 2 {
+            return ox0 + 4 * quads;
+        }
+        let last_even = ((g.kw - 1) * g.dw) & !1;
+        let fits = |ox: usize| 2 * ox + last_even + 8 <= g.w + g.pw;
+        ox0 + 4 * (0..quads).take_while(|&q| fits(ox0 + 4 * q)).count()
+    }
+
     /// The input and output planes of tile `t`.
     fn planes(&self, kb: &mut Kb, x: Value, y: Value, t: Value) -> (Value, Value) {
         let g = &self.g;
@@ -132,7 +146,7 @@ impl PoolSpec {
     fn row(&self, kb: &mut Kb, xp: Value, yp: Value, oy: Value, ty: &AxisTaps) {
         let g = &self.g;
         let (ox0, ox1) = g.interior_cols();
-        let vend = ox0 + (ox1 - ox0) / 4 * 4;
+        let vend = self.vector_end(ox0, ox1);
         for ox in 0..ox0 {
             let v = kb.iconst(ox as i64);
             self.point(kb, xp, yp, oy, v, ty, &self.taps_x(ox), false);
@@ -166,6 +180,8 @@ impl PoolSpec {
         let g = &self.g;
         let base = g.window_start(kb, xp, oy, ox);
         let mut acc: Option<Value> = None;
+        // Stride 2: the loads of a kernel row, by byte offset, that several taps share.
+        let mut loads: Vec<(i32, Value)> = vec![];
         for &ky in &ty.inside {
             for &kx in &tx.inside {
                 let off = ((ky * g.dh * g.w + kx * g.dw) * 4) as i32;
@@ -173,6 +189,23 @@ impl PoolSpec {
                     kb.load_f32(base, off, ro())
                 } else if g.sw == 1 {
                     kb.load_v(base, off, ro())
+                } else if g.sw == 2 {
+                    // The even or odd lanes of eight floats from the even column at or before
+                    // the tap's (see `vector_end`): four loads and three shuffles make the nine
+                    // taps of a 3x3 window's row.
+                    let parity = ((kx * g.dw) % 2) as u8;
+                    let at = off - 4 * parity as i32;
+                    let mut load = |kb: &mut Kb, o: i32| match loads.iter().find(|l| l.0 == o) {
+                        Some(&(_, v)) => v,
+                        None => {
+                            let v = kb.load_v(base, o, ro());
+                            loads.push((o, v));
+                            v
+                        }
+                    };
+                    let lo = load(kb, at);
+                    let hi = load(kb, at + 16);
+                    kb.shuffle32(lo, hi, [parity, parity + 2, parity + 4, parity + 6])
                 } else {
                     let mut v = kb.vconst(0.0);
                     for l in 0..4 {
