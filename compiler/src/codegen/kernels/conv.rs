@@ -83,6 +83,21 @@ fn taps_inside(o: usize, s: usize, p: usize, d: usize, k: usize, n: usize) -> Ve
     (0..k).filter(|&t| (0..n as i64).contains(&((o * s + t * d) as i64 - p as i64))).collect()
 }
 
+/// The panel row an unrolled row-mode im2col fills and where an output row starts in it.
+struct ConstRow {
+    /// The channel's first panel row (k = ci*kh*kw of panel 0).
+    rows0: Value,
+    /// Bytes from `rows0` to this tap's row of panel 0.
+    krow: i32,
+    /// The output row's first column.
+    n0: usize,
+    panel_bytes: usize,
+    zero: Value,
+}
+
+/// Copies an unrolled row-mode im2col may emit per input channel (see `Im2colSpec::unrolled`).
+const UNROLL_COPIES: usize = 1024;
+
 /// Writes the im2col matrix of one group of one image as packed B panels `nr` columns wide:
 /// `P[b][j][k][c] = X[img, g*cin + ci, oy*sh - ph + ky*dh, ox*sw - pw + kx*dw]` (0 outside),
 /// k = (ci, ky, kx), column j*nr + c = (oy, ox). Operands: X, P, and for a band its first row.
@@ -92,7 +107,8 @@ fn taps_inside(o: usize, s: usize, p: usize, d: usize, k: usize, n: usize) -> Ve
 /// batch x panels. Row mode (every other conv): a tile is one kernel row of one input channel,
 /// and each of its taps copies whole output rows (at stride 2 the even lanes of two loads),
 /// whose valid columns are compile-time ranges, so only the row ends and the rare quads that
-/// cross a panel edge take a scalar path; tiles: batch x cin x kh. Panel mode checks each tap of each quad against the borders, which sends most
+/// cross a panel edge take a scalar path; tiles: batch x cin x kh (x cin when small maps unroll the rows, see
+/// `unrolled`). Panel mode checks each tap of each quad against the borders, which sends most
 /// quads of a wide kernel on a small map (Inception's 1x7 on 17x17) to the per-element path.
 #[derive(Clone, Debug)]
 pub struct Im2colSpec {
@@ -135,7 +151,19 @@ impl Im2colSpec {
         self.n().div_ceil(self.nr)
     }
     pub fn tiles(&self) -> usize {
-        if self.row_mode() { self.batch * self.cin * self.g.kh } else { self.batch * self.panels() }
+        match (self.row_mode(), self.unrolled()) {
+            (true, true) => self.batch * self.cin,
+            (true, false) => self.batch * self.cin * self.g.kh,
+            (false, _) => self.batch * self.panels(),
+        }
+    }
+    /// Whether row mode unrolls every kernel row, tap and output row of a channel into
+    /// straight-line code (small maps, unbanded): every address, border and panel edge is then
+    /// known at compile time. On Inception's 17x17 maps the run-time row loop spent most of its
+    /// time on panel edges (a 17-column row starts at a different lane of the panel each time).
+    pub fn unrolled(&self) -> bool {
+        let g = &self.g;
+        self.band.is_none() && self.row_mode() && g.kh * g.kw * g.oh * (g.ow.div_ceil(Q) + 1) <= UNROLL_COPIES
     }
     /// Bytes of the packed buffer.
     pub fn bytes(&self) -> usize {
@@ -149,8 +177,112 @@ impl Im2colSpec {
         !pointwise && g.sw <= 2 && self.nr.is_power_of_two() && g.kw <= 16
     }
 
+    /// Row mode unrolled (see `unrolled`): tile t = (image and group, input channel).
+    fn emit_rows_unrolled(&self, kb: &mut Kb, x: Value, p: Value) {
+        let g = self.g.clone();
+        let (pn, k, hw, nr) = (self.panels(), self.k(), g.h * g.w, self.nr);
+        let panel_bytes = k * nr * 4;
+        let (begin, end) = (kb.begin, kb.end);
+        kb.for_range(begin, end, 1, |kb, t| {
+            let (b, ci) = kb.divmod(t, self.cin as i64);
+            let (img, grp) = kb.divmod(b, self.groups as i64);
+            let xc = {
+                let a = kb.muli(img, self.c_total as i64);
+                let c = kb.muli(grp, self.cin as i64);
+                let ch = kb.add(a, c);
+                let ch = kb.add(ch, ci);
+                let o = kb.muli(ch, hw as i64);
+                kb.elem(x, o, 4)
+            };
+            // Row k = ci*kh*kw of the image's first panel.
+            let rows0 = {
+                let pb = kb.muli(b, (pn * panel_bytes) as i64);
+                let kr = kb.muli(ci, (g.kh * g.kw * nr * 4) as i64);
+                let o = kb.add(pb, kr);
+                kb.add(p, o)
+            };
+            let zero = kb.vconst(0.0);
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let krow = ((ky * g.kw + kx) * nr * 4) as i32;
+                    let off = (kx * g.dw) as i64 - g.pw as i64;
+                    let inside = |ox: usize| (0..g.w as i64).contains(&(ox as i64 * g.sw as i64 + off));
+                    let lo = (0..g.ow).find(|&ox| inside(ox)).unwrap_or(g.ow);
+                    let hi = lo + (lo..g.ow).take_while(|&ox| inside(ox)).count();
+                    for oy in 0..g.oh {
+                        let iy = (oy * g.sh + ky * g.dh) as i64 - g.ph as i64;
+                        let row = ConstRow { rows0, krow, n0: oy * g.ow, panel_bytes, zero };
+                        if (0..g.h as i64).contains(&iy) {
+                            // Element ox of the row at byte `src_at + 4 * ox * sw` of the channel.
+                            let src_at = (iy * g.w as i64 + off) * 4;
+                            let row_end = (iy + 1) * g.w as i64 * 4;
+                            self.run_const(kb, &row, 0, lo, None);
+                            self.run_const(kb, &row, lo, hi, Some((xc, src_at, row_end)));
+                            self.run_const(kb, &row, hi, g.ow, None);
+                        } else {
+                            self.run_const(kb, &row, 0, g.ow, None);
+                        }
+                    }
+                    // The last panel's columns past N are zeros (see `emit_rows`).
+                    let last = krow as usize + (pn - 1) * panel_bytes;
+                    let z = kb.fconst(0.0);
+                    for c in self.n() - (pn - 1) * nr..nr {
+                        kb.store_f32(z, rows0, (last + c * 4) as i32);
+                    }
+                }
+            }
+        });
+    }
+
+    /// `run` with every address known at compile time: columns [a, b) of an output row, from
+    /// `src` (the channel, the byte offset of the row's element 0, and of the input row's end)
+    /// or zeros. Quads inside a
+    /// panel are one vector store; a quad across a panel edge stores its lanes one by one.
+    fn run_const(&self, kb: &mut Kb, row: &ConstRow, a: usize, b: usize, src: Option<(Value, i64, i64)>) {
+        let (nr, sw) = (self.nr, self.g.sw);
+        let at = |n: usize| (row.krow as usize + (n / nr) * row.panel_bytes + (n % nr) * 4) as i32;
+        // At stride 2 a quad loads eight floats: the last of them must stay in the input row.
+        let room = |ox: usize| sw == 1 || src.is_none_or(|(_, s, end)| s + 4 * (ox * sw + 2 * Q) as i64 <= end);
+        let mut ox = a;
+        while ox + Q <= b && room(ox) {
+            let v = match src {
+                None => row.zero,
+                Some((p, s, _)) => {
+                    let o = (s + 4 * (ox * sw) as i64) as i32;
+                    if sw == 1 {
+                        kb.load_v(p, o, ro())
+                    } else {
+                        let lo = kb.load_v(p, o, ro());
+                        let hi = kb.load_v(p, o + 16, ro());
+                        kb.shuffle32(lo, hi, [0, 2, 4, 6])
+                    }
+                }
+            };
+            let n = row.n0 + ox;
+            if n % nr + Q <= nr {
+                kb.store_v(v, row.rows0, at(n));
+            } else {
+                for l in 0..Q {
+                    let x = kb.b.ins().extractlane(v, l as u8);
+                    kb.store_f32(x, row.rows0, at(n + l));
+                }
+            }
+            ox += Q;
+        }
+        for ox in ox..b {
+            let v = match src {
+                None => kb.fconst(0.0),
+                Some((p, s, _)) => kb.load_f32(p, (s + 4 * (ox * sw) as i64) as i32, ro()),
+            };
+            kb.store_f32(v, row.rows0, at(row.n0 + ox));
+        }
+    }
+
     /// Row mode: tile t = (image and group, input channel).
     fn emit_rows(&self, kb: &mut Kb, x: Value, p: Value) {
+        if self.unrolled() {
+            return self.emit_rows_unrolled(kb, x, p);
+        }
         let g = self.g.clone();
         let (pn, k, hw, nr) = (self.panels(), self.k(), g.h * g.w, self.nr);
         let panel_bytes = (k * nr * 4) as i64;
