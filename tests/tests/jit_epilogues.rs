@@ -29,6 +29,7 @@ enum Family {
     Conv5x5,
     Conv7x7Stride2,
     Conv1x7,
+    SmallMap,
     Depthwise,
     Grouped,
     Conv1d,
@@ -47,6 +48,7 @@ impl Family {
             Family::Conv5x5 => "conv5x5",
             Family::Conv7x7Stride2 => "conv7x7s2",
             Family::Conv1x7 => "conv1x7",
+            Family::SmallMap => "conv_small_map",
             Family::Depthwise => "depthwise",
             Family::Grouped => "grouped",
             Family::Conv1d => "conv1d",
@@ -79,6 +81,20 @@ impl Family {
                 | Family::Conv1x7
                 | Family::Grouped
         )
+    }
+
+    /// The step that the widest tier's plan must hold for `row` besides `expect_step` (which
+    /// every tier's must), when this host has that tier. A small-map conv runs transposed on
+    /// AVX-512 unless a residual is laid out neither like the output nor per channel (then the
+    /// GEMM applies it untransposed; the second add's layout is random).
+    fn expect_widest(self, row: &Row) -> Option<&'static str> {
+        let avx512 = incept_compiler::codegen::Tier::host() == incept_compiler::codegen::Tier::Avx512;
+        let plane = match row.get("epilogue") {
+            "none" | "act" => true,
+            "add_add" => false,
+            _ => matches!(row.get("residual"), "full" | "channel"),
+        };
+        (self == Family::SmallMap && avx512 && plane).then_some("TransposedOutput")
     }
 
     fn is_matrix(self) -> bool {
@@ -242,6 +258,18 @@ fn linear(
             let (h, w) = map(r, h, w, 1);
             let k = if r.coin() { [1, 7] } else { [7, 1] };
             conv(r, c, m, &[h, w], &k, &[1, 1], 1)?
+        }
+        Family::SmallMap => {
+            // Fewer positions than channels fill GEMM lanes (AVX-512 runs it transposed, see
+            // `conv_transposed`): 5x5 to 7x7 outputs, 32 to 64 channels (48: a half-panel tail),
+            // 96 to 112 when wide; 1x1, 3x3 at stride 2 (a 9x9 to 14x14 input) or 3x3 with
+            // fewer than 8 input channels (more would go to Winograd).
+            let m = if wide { r.pick(&[96, 112]) } else { r.pick(&[32, 48, 64]) };
+            let (k, s) = if deep { r.pick(&[(1, 1), (3, 2)]) } else { r.pick(&[(1, 1), (3, 1), (3, 2)]) };
+            let c = channels(r, 1, 7, k * k);
+            let o = r.int(5, 7);
+            let hw = if s == 2 { 2 * o - 1 + r.int(0, 1) } else { o };
+            conv(r, c, m, &[hw, hw], &[k, k], &[s, s], 1)?
         }
         Family::Depthwise => {
             let (c, mult, h) = (r.int(2, 9), r.int(1, 2), r.int(1, 9));
@@ -450,6 +478,11 @@ fn run_table(family: Family, fault: Option<Fault>, stop_at_first: bool) -> Resul
         let conv_rows = conv_output_rows(&r, out);
         match check(r, out, family.name(), &case, &opts) {
             Ok(ops) => {
+                if let Some(step) = family.expect_widest(row)
+                    && !ops.iter().any(|o| o == step)
+                {
+                    failures.push(format!("{} {case}: no {step} step on the widest tier: {ops:?}", family.name()));
+                }
                 let packs = ops.iter().filter(|o| *o == pack).count();
                 if banded && conv_rows.is_some_and(|h| h > rows_per_band) && packs < 2 {
                     failures.push(format!("{} {case}: banded, but {packs} im2col step(s): {ops:?}", family.name()));
@@ -499,6 +532,10 @@ fn conv7x7_stride2() {
 #[test]
 fn conv1x7() {
     family_passes(Family::Conv1x7);
+}
+#[test]
+fn conv_small_map() {
+    family_passes(Family::SmallMap);
 }
 #[test]
 fn depthwise() {

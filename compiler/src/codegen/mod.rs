@@ -566,7 +566,7 @@ mod im2col_tests {
             for (s, p, d) in [(1, 0, 1), (1, 1, 1), (1, 3, 1), (2, 1, 1), (1, 2, 2), (2, 0, 1)] {
                 // 40x37 is too big to unroll: row mode's run-time row loop without a band.
                 for (h, w) in [(1, 5), (5, 5), (9, 17), (17, 9), (40, 37)] {
-                    for nr in [4, 16, 32] {
+                    for nr in [4, 12, 16, 32] {
                         let (groups, batch) = if cases % 2 == 0 { (2, 2) } else { (1, 1) };
                         let (ekh, ekw) = ((kh - 1) * d + 1, (kw - 1) * d + 1);
                         if h + 2 * p < ekh || w + 2 * p < ekw {

@@ -25,6 +25,7 @@ use crate::codegen::kernels::norm::LrnSpec;
 use crate::codegen::kernels::pool::{GlobalPoolSpec, PoolSpec};
 use crate::codegen::kernels::reduce::{ReduceSpec, SoftmaxSpec};
 use crate::codegen::kernels::resample::{ResampleSpec, ResizeTapsSpec};
+use crate::codegen::kernels::transposed::TransposedOutSpec;
 use crate::codegen::kernels::typed::{CastSpec, F64MatMulSpec, TypedElementwiseSpec, TypedOp};
 use crate::codegen::kernels::volume::{VolCol2ImSpec, VolGeom, VolIm2colSpec, VolPoolSpec};
 use crate::codegen::kernels::winograd::{WinoGeom, WinoInputSpec, WinoOutputSpec, transform_kernel};
@@ -1002,6 +1003,12 @@ impl<'g> Lowerer<'g> {
             }
             _ => {}
         }
+        if let (None, Some(wts), 1) = (&vol, &w, g)
+            && self.transposed_pays(out_sp, cout)
+            && let Some(plane_adds) = self.plane_adds(adds, &os)?
+        {
+            return self.conv_transposed(&name, src, wts, bias, &geom, n, cin_total, cout, steps, &plane_adds, dst);
+        }
         let (gsteps, add_vals, helpers) = self.gemm_steps(steps, adds);
         let add_refs = add_vals.iter().map(|&v| self.value(v)).collect::<Result<Vec<_>, _>>()?;
         // Dense or grouped: GEMM over im2col panels, one problem per (image, group).
@@ -1115,6 +1122,136 @@ impl<'g> Lowerer<'g> {
         self.attach_microkernels(&spec);
         self.gemm_in_place(&spec, &add_refs, dst);
         Ok(())
+    }
+
+    /// Whether a conv with `positions` outputs per channel and `channels` output channels runs
+    /// transposed (`conv_transposed`): on AVX-512, when the channels fill the GEMM's vector
+    /// lanes at least a tenth better than the positions do (ResNet50's 7x7 maps: 49 positions
+    /// fill 77% of two 32-lane panels, 512 channels all of sixteen) and make one whole row panel.
+    fn transposed_pays(&self, positions: usize, channels: usize) -> bool {
+        // Im2col fills panels four columns at a time: AVX2's six-row panels cannot hold them.
+        let mr = self.tier.panel_rows(positions);
+        if !self.tier.is_wide() || !mr.is_multiple_of(4) || positions < mr {
+            return false;
+        }
+        let nr = self.tier.nr();
+        // The share of the lanes a GEMM's columns fill: whole panels, then a half-width tail
+        // kernel for a remainder of up to nr / 2, else a whole panel.
+        let filled = |cols: usize| {
+            let rem = cols % nr;
+            let tail = if rem == 0 {
+                0
+            } else if rem <= nr / 2 {
+                nr / 2
+            } else {
+                nr
+            };
+            cols as f64 / (cols - rem + tail) as f64
+        };
+        filled(channels) >= filled(positions) + 0.1
+    }
+
+    /// The epilogue operands of a conv as plane-kernel layouts, or None if one has no such form.
+    fn plane_adds(
+        &self,
+        adds: &[(ValueId, AddLayout)],
+        out: &[usize],
+    ) -> Result<Option<Vec<(ValueId, AddLayout)>>, LowerError> {
+        let mut plane = vec![];
+        for &(v, _) in adds {
+            match self.plane_add(v, out)? {
+                Some(per_channel) => plane.push((v, AddLayout::Plane(per_channel))),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(plane))
+    }
+
+    /// A dense conv computed transposed: im2col panels `mr` positions wide as the GEMM's A, the
+    /// weights packed as B panels of `nr` output channels, so that `Ct[img][position][channel]`
+    /// comes out with the channels along the vector lanes; then `TransposedOutSpec` writes Y
+    /// from it with the bias and epilogue. Each output is the same sum in the same order as the
+    /// untransposed GEMM's, so the bits are the same.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_transposed(
+        &mut self,
+        name: &str,
+        src: BufRef,
+        w: &[f32],
+        bias: Option<ValueId>,
+        geom: &Geom,
+        n: usize,
+        cin: usize,
+        cout: usize,
+        steps: &[Step],
+        adds: &[(ValueId, AddLayout)],
+        dst: BufRef,
+    ) -> Result<(), LowerError> {
+        let (nr, mr) = (self.tier.nr(), self.tier.panel_rows(0));
+        let k = cin * geom.kh * geom.kw;
+        let positions = geom.oh * geom.ow;
+        let im = Im2colSpec { batch: n, groups: 1, c_total: cin, cin, g: geom.clone(), nr: mr, band: None };
+        let (pm, tiles) = (im.panels(), im.tiles());
+        let a_ref = self.scratch(im.bytes(), &format!("{name}/im2col"));
+        self.step(Arc::new(im), tiles, &[src], &[a_ref], false, name, "Im2col", 0);
+        let a = Mat {
+            rs: 1,
+            cs: mr as isize,
+            panel_stride: (k * mr) as isize,
+            batch_stride: (pm * k * mr) as isize,
+            batch_mod: 0,
+        };
+        let b_ref = self.pack_b(name, cout, k, nr, |kk, co| w[co * k + kk]);
+        let b = Mat { rs: nr as isize, cs: 1, panel_stride: (k * nr) as isize, batch_stride: 0, batch_mod: 0 };
+        let ct = self.scratch(n * positions * cout * 4, &format!("{name}/transposed"));
+        let spec = balanced(GemmSpec {
+            m: positions,
+            n: cout,
+            k,
+            batch: n,
+            a,
+            b,
+            c: Mat::row_major(cout, positions * cout),
+            mr,
+            ..self.gemm_blocking()
+        });
+        let flops = 2 * (n * cout * positions * k) as u64;
+        let (gemm_tiles, spec) = (spec.tiles(), Arc::new(spec));
+        self.step_ordered(spec.clone(), gemm_tiles, &[a_ref, b_ref, ct], 2, false, name, "Conv", flops);
+        self.attach_microkernels(&spec);
+        let (dsteps, add_vals, helpers) = self.plane_steps(steps, adds);
+        let bias_ref = bias.map(|b| self.value(b)).transpose()?;
+        let out = TransposedOutSpec { batch: n, channels: cout, positions, bias: bias_ref.is_some(), steps: dsteps };
+        let mut ops = vec![ct, dst];
+        ops.extend(bias_ref);
+        for v in add_vals {
+            ops.push(self.value(v)?);
+        }
+        let tiles = out.tiles();
+        self.step_ordered(Arc::new(out), tiles, &ops, 1, helpers, name, "TransposedOutput", 0);
+        Ok(())
+    }
+
+    /// Constant GEMM B matrices (`k` x `cols`, element `at(k, col)`) packed once into `nr`-column
+    /// panels `[panel][k][nr]`; columns past `cols` stay zero.
+    fn pack_b(
+        &mut self,
+        name: &str,
+        cols: usize,
+        k: usize,
+        nr: usize,
+        at: impl Fn(usize, usize) -> f32 + Sync,
+    ) -> BufRef {
+        let panel = k * nr;
+        self.weight_f32_with(cols.div_ceil(nr) * panel, &format!("{name}/packed_weights"), |packed| {
+            packed.par_chunks_mut(panel.max(1)).enumerate().for_each(|(j, dst)| {
+                for col in j * nr..((j + 1) * nr).min(cols) {
+                    for kk in 0..k {
+                        dst[kk * nr + col - j * nr] = at(kk, col);
+                    }
+                }
+            });
+        })
     }
 
     /// A conv's input, weights (with their values when constant: those are packed now, weights

@@ -163,7 +163,14 @@ impl Im2colSpec {
     /// time on panel edges (a 17-column row starts at a different lane of the panel each time).
     pub fn unrolled(&self) -> bool {
         let g = &self.g;
-        self.band.is_none() && self.row_mode() && g.kh * g.kw * g.oh * (g.ow.div_ceil(Q) + 1) <= UNROLL_COPIES
+        self.band.is_none() && self.rows_fit() && g.kh * g.kw * g.oh * (g.ow.div_ceil(Q) + 1) <= UNROLL_COPIES
+    }
+    /// Whether the geometry suits row mode: not a 1x1 stride-1 conv (panel mode copies whole
+    /// panels), taps of a kernel row few enough to unroll, strides of at most 2 (above, a gather).
+    fn rows_fit(&self) -> bool {
+        let g = &self.g;
+        let pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
+        !pointwise && g.sw <= 2 && g.kw <= 16
     }
     /// Bytes of the packed buffer.
     pub fn bytes(&self) -> usize {
@@ -171,10 +178,9 @@ impl Im2colSpec {
     }
     /// Whether a tile is an input channel (see the type's documentation).
     pub fn row_mode(&self) -> bool {
-        let g = &self.g;
-        let pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
-        // The taps of a kernel row are unrolled: bound the code. Strides above 2 would gather.
-        !pointwise && g.sw <= 2 && self.nr.is_power_of_two() && g.kw <= 16
+        // The run-time row loop finds a column's panel by a shift; unrolled, any width works
+        // (the transposed convs' twelve-position panels).
+        self.rows_fit() && (self.nr.is_power_of_two() || self.unrolled())
     }
 
     /// Row mode unrolled (see `unrolled`): tile t = (image and group, input channel).

@@ -12,6 +12,7 @@ pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod resample;
+pub mod transposed;
 pub mod typed;
 pub mod volume;
 pub mod winograd;
