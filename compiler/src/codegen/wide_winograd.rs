@@ -7,7 +7,9 @@
 //! ```text
 //! extern "sysv64" fn(x: *const f32,  // rdi: the first tile's patch corner in the first channel
 //!                    v: *mut f32,    // rsi: its transformed values (e = 0) in the first channel
-//!                    channels: usize) // rdx: channels to transform, at least 1
+//!                    channels: usize, // rdx: channels to transform, at least 1
+//!                    lanes: usize)   // rcx: bit l set: tile l is stored (the others belong to
+//!                                    //      the next panel, which transforms them itself)
 //! ```
 //!
 //! Column s of a patch row is, for the sixteen tiles, the even (s = 0, 2) or odd (s = 1, 3)
@@ -54,6 +56,7 @@ impl WideWinoInput {
             }
             ops.load(&mut x, reg, rsp - 64)?;
         }
+        x.kmovw(k1, ecx).map_err(asm_err)?;
         let mut top = x.create_label();
         x.set_label(&mut top).map_err(asm_err)?;
         // d[r][s] in register D + 4r + s.
@@ -87,7 +90,7 @@ impl WideWinoInput {
         for k in 0..4 {
             let store = |x: &mut CodeAssembler, s: usize| -> Result<(), CodegenError> {
                 let e = (4 * k + s) as i32;
-                ops.store(x, rsi + e * self.e_stride, OUT)
+                x.vmovups(zmmword_ptr(rsi + e * self.e_stride).k1(), ZMM[OUT]).map_err(asm_err)
             };
             x.vsubps(ZMM[OUT], d(k, 0), d(k, 2)).map_err(asm_err)?;
             store(&mut x, 0)?;
@@ -128,11 +131,11 @@ mod tests {
     use crate::codegen::wide::host_has_avx512;
     use incept_runtime::code::ExecutableCode;
 
-    type Transform = unsafe extern "sysv64" fn(*const f32, *mut f32, usize);
+    type Transform = unsafe extern "sysv64" fn(*const f32, *mut f32, usize, usize);
 
-    /// Two channels of sixteen tiles from a 3 x 40 x 36 input: every transformed value against
-    /// `B^T d B` written out with the f32x4 kernel's operations, bit for bit, and nothing else
-    /// of the output written.
+    /// Two channels of sixteen tiles from a 3 x 40 x 36 input, the last three lanes masked off:
+    /// every transformed value against `B^T d B` written out with the f32x4 kernel's
+    /// operations, bit for bit, and nothing else of the output written.
     #[test]
     fn sixteen_tiles_match_the_plain_transform() {
         if !host_has_avx512() {
@@ -155,11 +158,12 @@ mod tests {
         let f: Transform = unsafe { std::mem::transmute(exec.address(0).expect("address")) };
         let (iy0, ix0) = (3usize, 1usize);
         let mut v = vec![f32::NAN; 16 * e_stride / 4];
+        let stored = 13;
         // SAFETY: sixteen patches from (iy0, ix0) lie inside two channels, and V holds 16
         // matrices of e_stride bytes with two channels' rows of NR floats.
-        unsafe { f(xs[iy0 * w + ix0..].as_ptr(), v.as_mut_ptr(), 2) };
+        unsafe { f(xs[iy0 * w + ix0..].as_ptr(), v.as_mut_ptr(), 2, (1 << stored) - 1) };
         for chan in 0..2 {
-            for tile in 0..16 {
+            for tile in 0..stored {
                 let at = |r: usize, c: usize| xs[chan * h * w + (iy0 + r) * w + ix0 + 2 * tile + c];
                 // rows[k][c]: row k of B^T d, column c.
                 let col =
@@ -176,11 +180,11 @@ mod tests {
                 }
             }
         }
-        // Lanes 16..32 of each row and the third channel's rows are untouched.
+        // The masked lanes, lanes 16..32 of each row and the third channel's rows are untouched.
         for e in 0..16 {
             for chan in 0..3 {
                 for lane in 0..nr {
-                    if chan < 2 && lane < 16 {
+                    if chan < 2 && lane < stored {
                         continue;
                     }
                     assert!(

@@ -109,10 +109,12 @@ const TABLE_ROW: usize = 1 + 2 * Q;
 const ALL_INSIDE: i64 = (1 << Q) - 1;
 
 /// Tiles of a wide group, and i64 entries per quad in the group table (after the quad table):
-/// 1 if the sixteen tiles from the quad's first lie side by side in one tile row, inside the
-/// input and inside the quad's panel, then the first one's (iy0, ix0).
+/// 1 if a group of sixteen tiles side by side in one tile row, inside the input, starts in the
+/// quad; its first tile's (iy0, ix0), its slot in the band, and the mask of its tiles in the
+/// quad's panel (the rest are the next panel's); then 1 if groups cover all four of the quad's
+/// tiles, so that the f32x4 transform skips it.
 const GROUP: usize = 16;
-const GROUP_ROW: usize = 3;
+const GROUP_ROW: usize = 6;
 
 impl WinoInputSpec {
     /// Tiles per image transformed.
@@ -178,18 +180,40 @@ impl WinoInputSpec {
                 t.push(2 * tx as i64 - g.pw as i64);
             }
         }
-        let per_panel = self.nr / Q;
         if self.wide {
-            for j in 0..self.quads() {
-                let (ty, tx) = ((first + 4 * j) / tw, (first + 4 * j) % tw);
-                let simple = j % per_panel + GROUP / Q <= per_panel
-                    && 4 * j + GROUP <= tiles
-                    && (ty_lo..ty_hi).contains(&ty)
-                    && tx >= tx_lo
-                    && tx + GROUP <= tx_hi;
-                t.push(simple as i64);
-                t.push(2 * ty as i64 - g.ph as i64);
-                t.push(2 * tx as i64 - g.pw as i64);
+            // Groups along each tile row's inside tiles: every sixteen from the first, and one
+            // more ending at the last (overlapping the one before: those tiles are transformed
+            // twice, to the same bits). At most one group starts in a quad.
+            let nr = self.nr;
+            let mut groups: Vec<Option<[i64; 5]>> = vec![None; self.quads()];
+            let mut covered = vec![false; self.quads() * Q];
+            let rows = (first / tw..(first + tiles).div_ceil(tw)).filter(|ty| (ty_lo..ty_hi).contains(ty));
+            for ty in rows {
+                if tx_hi < tx_lo + GROUP {
+                    continue;
+                }
+                let mut starts: Vec<usize> = (tx_lo..=tx_hi - GROUP).step_by(GROUP).collect();
+                if (tx_hi - tx_lo) % GROUP != 0 {
+                    starts.push(tx_hi - GROUP);
+                }
+                for tx in starts {
+                    let Some(slot) = (ty * tw + tx).checked_sub(first).filter(|&s| s + GROUP <= tiles) else {
+                        continue;
+                    };
+                    if groups[slot / Q].is_some() {
+                        continue;
+                    }
+                    let lanes = (0..GROUP).take_while(|l| (slot + l) / nr == slot / nr).count();
+                    for c in &mut covered[slot..slot + lanes] {
+                        *c = true;
+                    }
+                    let (iy0, ix0) = (2 * ty as i64 - g.ph as i64, 2 * tx as i64 - g.pw as i64);
+                    groups[slot / Q] = Some([1, iy0, ix0, slot as i64, (1 << lanes) - 1]);
+                }
+            }
+            for (j, group) in groups.into_iter().enumerate() {
+                t.extend(group.unwrap_or([0; 5]));
+                t.push(covered[4 * j..4 * j + Q].iter().all(|&c| c) as i64);
             }
         }
         t
@@ -337,8 +361,8 @@ impl KernelSpec for WinoInputSpec {
                     let (xp, vp) = pointers(kb, ch);
                     kb.for_const(0, (nr / Q) as i64, 1, |kb, q| quad(kb, xp, vp, q));
                 }),
-                // Quad by quad, but where sixteen tiles from a quad lie side by side inside the
-                // input the wide transform takes them (all the chunk's channels) and skips ahead.
+                // Quad by quad: a group starting in the quad goes to the wide transform (all
+                // the chunk's channels), then the quad to the f32x4 one unless groups cover it.
                 Some(f) => {
                     let header = kb.b.create_block();
                     let (test_b, wide_b, quad_b, exit) =
@@ -363,34 +387,44 @@ impl KernelSpec for WinoInputSpec {
                         let at = kb.add(table, o);
                         kb.addi(at, (self.quads() * TABLE_ROW * 8) as i64)
                     };
-                    let simple = kb.b.ins().load(I64, ro(), row, 0);
-                    kb.b.ins().brif(simple, wide_b, &[], quad_b, &[]);
+                    let group = kb.b.ins().load(I64, ro(), row, 0);
+                    let (after_b, next_b) = (kb.b.create_block(), kb.b.create_block());
+                    kb.b.ins().brif(group, wide_b, &[], after_b, &[]);
                     kb.b.switch_to_block(wide_b);
                     {
                         let iy0 = kb.b.ins().load(I64, ro(), row, 8);
                         let ix0 = kb.b.ins().load(I64, ro(), row, 16);
+                        let slot = kb.b.ins().load(I64, ro(), row, 24);
+                        let lanes = kb.b.ins().load(I64, ro(), row, 32);
                         let (xp, vp) = pointers(kb, c_lo);
                         let src = {
                             let a = kb.muli(iy0, g.w as i64);
                             let o = kb.add(a, ix0);
                             kb.elem(xp, o, 4)
                         };
+                        // The slot's column in this panel (the group starts in it).
                         let dst = {
                             let a = kb.muli(panel, c * (nr * 4) as i64);
-                            let b = kb.muli(q, (Q * 4) as i64);
+                            let first = kb.muli(panel, nr as i64);
+                            let col = kb.b.ins().isub(slot, first);
+                            let b = kb.muli(col, 4);
                             let o = kb.add(a, b);
                             kb.add(vp, o)
                         };
                         let count = kb.b.ins().isub(c_hi, c_lo);
-                        kb.call_code(f, &[src, dst, count]);
-                        let next = kb.addi(q, (GROUP / Q) as i64);
-                        kb.b.ins().jump(header, &[cranelift_codegen::ir::BlockArg::Value(next)]);
+                        kb.call_code(f, &[src, dst, count, lanes]);
+                        kb.b.ins().jump(after_b, &[]);
                     }
+                    kb.b.switch_to_block(after_b);
+                    let skip = kb.b.ins().load(I64, ro(), row, 40);
+                    kb.b.ins().brif(skip, next_b, &[], quad_b, &[]);
                     kb.b.switch_to_block(quad_b);
                     kb.for_range(c_lo, c_hi, 1, |kb, ch| {
                         let (xp, vp) = pointers(kb, ch);
                         quad(kb, xp, vp, q);
                     });
+                    kb.b.ins().jump(next_b, &[]);
+                    kb.b.switch_to_block(next_b);
                     let next = kb.addi(q, 1);
                     kb.b.ins().jump(header, &[cranelift_codegen::ir::BlockArg::Value(next)]);
                     kb.b.switch_to_block(exit);
