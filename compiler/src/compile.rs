@@ -297,7 +297,7 @@ fn assemble(
         kernels,
         steps,
         weights,
-        arena_size: arena.size,
+        arena_size: arena.size + crate::lower::ARENA_OVERREAD,
         status: l.status.map(|b| arena.offsets[b]),
         inputs: io(&l.inputs)?,
         outputs: io(&l.outputs)?,

@@ -121,6 +121,9 @@ fn dims() -> Vec<Dim> {
         // Im2col panels packed whole, or (forced by a tiny size limit) in bands of output rows,
         // each band packed and multiplied before the next.
         Dim::new("band", &["whole", "banded"]),
+        // A 1x1 conv of a graph input packs it into panels; of a value computed in the plan
+        // (in the arena), the wide tiers read it in place.
+        Dim::new("conv_input", &["graph", "computed"]),
     ]
 }
 
@@ -142,6 +145,7 @@ fn table(dims: &[Dim], family: Family) -> Vec<Row<'_>> {
         "batch" => family != Family::Gemm,
         "depth" => family != Family::Depthwise,
         "band" => family.is_im2col() || family == Family::Winograd,
+        "conv_input" => family == Family::Conv1x1,
         _ => true,
     };
     cover(dims, |_| true, active)
@@ -176,6 +180,7 @@ fn linear(
     bias_form: &str,
     batch: usize,
     size: (bool, bool, bool),
+    computed_input: bool,
 ) -> Option<(ValueId, usize)> {
     let bias = bias_form == "present";
     // The operand list of an op whose last input is the optional bias.
@@ -193,6 +198,7 @@ fn linear(
         let mut wd = vec![m, c / group];
         wd.extend(k);
         let x = r.input(&xd);
+        let x = if computed_input { r.op("Neg", vec![], vec![Some(x)])? } else { x };
         let w = r.weights(&wd);
         let b = bias.then(|| r.weights(&[m]));
         let attrs = vec![
@@ -379,7 +385,8 @@ fn build(r: &mut Gen, row: &Row, family: Family) -> Option<ValueId> {
     let batch: usize = row.get("batch").parse().expect("batch");
     let batch = if family == Family::Gemm { 1 } else { batch };
     let size = (row.get("depth") == "deep", row.get("width") == "wide", row.get("band") == "banded");
-    let (mut y, axis) = linear(r, family, row.get("bias"), batch, size)?;
+    let computed = family == Family::Conv1x1 && row.get("conv_input") == "computed";
+    let (mut y, axis) = linear(r, family, row.get("bias"), batch, size, computed)?;
     let ys = r.shape(y);
     let second = r.pick(&["full", "channel", "position", "scalar"]);
     let steps: Vec<&str> = match row.get("epilogue") {
@@ -484,7 +491,15 @@ fn run_table(family: Family, fault: Option<Fault>, stop_at_first: bool) -> Resul
                     failures.push(format!("{} {case}: no {step} step on the widest tier: {ops:?}", family.name()));
                 }
                 let packs = ops.iter().filter(|o| *o == pack).count();
-                if banded && conv_rows.is_some_and(|h| h > rows_per_band) && packs < 2 {
+                // A wide tier reads a computed 1x1 conv input in place: nothing to pack or band.
+                let in_place = family == Family::Conv1x1
+                    && row.get("conv_input") == "computed"
+                    && incept_compiler::codegen::Tier::host() != incept_compiler::codegen::Tier::F32x4;
+                if in_place && packs > 0 {
+                    failures
+                        .push(format!("{} {case}: a computed input packed, not read in place: {ops:?}", family.name()));
+                }
+                if !in_place && banded && conv_rows.is_some_and(|h| h > rows_per_band) && packs < 2 {
                     failures.push(format!("{} {case}: banded, but {packs} im2col step(s): {ops:?}", family.name()));
                 }
                 separate += ops.iter().any(|o| o == "Epilogue") as usize

@@ -11,7 +11,8 @@
 //!
 //! ```text
 //! extern "sysv64" fn(a: *const f32,  // rdi: A panel at the first k: [k][MR] floats
-//!                    b: *const f32,  // rsi: B panel at the first k: [k][NR] floats
+//!                    b: *const f32,  // rsi: B panel at the first k: [k][NR] floats (or rows
+//!                                    //      `b_row_bytes` apart, read in place)
 //!                    c: *mut f32,    // rdx: the tile's first element
 //!                    ldc: usize,     // rcx: bytes from one tile row to the next
 //!                    kc: usize,      // r8:  K steps, at least 1
@@ -97,6 +98,9 @@ pub struct WideMicrokernel {
     pub cols: usize,
     /// The epilogue applied when flags bit 1 is set; `None`: the bit is ignored.
     pub epilogue: Option<WideEpilogue>,
+    /// Bytes from one K step's B row to the next when B is read in place (a 1x1 conv's input,
+    /// rows of a channel's positions); `None`: a packed panel, NR floats per step.
+    pub b_row_bytes: Option<i32>,
 }
 
 /// An epilogue inside the microkernel: bias per row, then activations in order.
@@ -169,7 +173,7 @@ impl WideMicrokernel {
         assert!(self.cols == isa.nr / 2 || self.cols == isa.nr, "a {} tile has NR or NR / 2 columns", self.tier.name());
         let vecs = if self.cols == isa.nr { 2 } else { 1 };
         let a_step = (isa.mr * 4) as i32;
-        let b_step = (isa.nr * 4) as i32;
+        let b_step = self.b_row_bytes.unwrap_or((isa.nr * 4) as i32);
         let vb = isa.vbytes;
         let mut x = CodeAssembler::new(64).map_err(asm_err)?;
         // Register roles by number: accumulators 2r and 2r + 1, then B vectors, then broadcasts.
@@ -206,7 +210,7 @@ impl WideMicrokernel {
         for u in 0..4 {
             // Each line of B four iterations ahead is prefetched once.
             let ahead = 16 * b_step + u * b_step;
-            for line in (0..b_step).step_by(64) {
+            for line in (0..(isa.nr * 4) as i32).step_by(64) {
                 x.prefetcht0(byte_ptr(rsi + ahead + line)).map_err(asm_err)?;
             }
             // A streams from memory once (weights, used for few columns on small maps): the
@@ -357,7 +361,8 @@ impl Ops {
 
 impl KernelSpec for WideMicrokernel {
     fn name(&self) -> String {
-        format!("{} microkernel {}x{}", self.tier.name(), self.rows, self.cols)
+        let b = self.b_row_bytes.map(|b| format!(" ldb {b}")).unwrap_or_default();
+        format!("{} microkernel {}x{}{b}", self.tier.name(), self.rows, self.cols)
     }
 
     fn emit(&self, _: &mut super::builder::Kb) {
@@ -446,7 +451,7 @@ mod tests {
     }
 
     /// Every row count, K counts around the unroll factor, every flag (accumulate, finish),
-    /// with and without an epilogue, into a C with a row stride wider than the tile that holds
+    /// with and without an epilogue, B packed and read in place with a wider row stride, into a C with a row stride wider than the tile that holds
     /// a NaN and a -0 (which accumulation carries into the epilogue): the microkernel against a
     /// plain product, for each wide tier this CPU runs.
     #[test]
@@ -458,17 +463,25 @@ mod tests {
         for tier in tiers {
             let (mr, nr) = (tier.panel_rows(1), tier.nr());
             for (rows, cols) in (1..=mr).flat_map(|r| [(r, nr / 2), (r, nr)]) {
-                for epilogue in [None, Some(test_epilogue()), Some(residual_epilogue())] {
+                // B packed (NR floats per K step) or read in place with a wider row stride.
+                let layouts = [None, Some(nr + 7)];
+                for (epilogue, ldb) in [None, Some(test_epilogue()), Some(residual_epilogue())]
+                    .into_iter()
+                    .flat_map(|e| layouts.map(|l| (e.clone(), l)))
+                {
                     let with_epilogue = epilogue.is_some();
                     let residual_kind = epilogue.as_ref().is_some_and(|e| e.acts.contains(&WideAct::Add));
-                    let code = WideMicrokernel { tier, rows, cols, epilogue }.assemble().expect("assemble");
+                    let b_row_bytes = ldb.map(|l| (l * 4) as i32);
+                    let ldb = ldb.unwrap_or(nr);
+                    let code =
+                        WideMicrokernel { tier, rows, cols, epilogue, b_row_bytes }.assemble().expect("assemble");
                     let exec = ExecutableCode::new(&code).expect("map");
                     // SAFETY: the code is a function with the documented signature.
                     let f: Ukernel = unsafe { std::mem::transmute(exec.address(0).expect("address")) };
                     for kc in [1, 2, 3, 4, 5, 7, 8, 9, 17, 64, 255] {
                         for flags in 0..4usize {
                             let a = values(kc * mr, 1 + kc as u64);
-                            let b = values(kc * nr, 2 + kc as u64);
+                            let b = values(kc * ldb, 2 + kc as u64);
                             let bias: Vec<f32> = values(mr, 4).iter().map(|v| v - 0.5).collect();
                             let ldc = nr + 4;
                             let mut c0 = values((mr + 2) * ldc, 3);
@@ -493,7 +506,7 @@ mod tests {
                             for r in 0..mr + 2 {
                                 for j in 0..ldc {
                                     let want = if r < rows && j < cols {
-                                        let dot: f32 = (0..kc).map(|k| a[k * mr + r] * b[k * nr + j]).sum();
+                                        let dot: f32 = (0..kc).map(|k| a[k * mr + r] * b[k * ldb + j]).sum();
                                         let v = dot + if flags & 1 == 1 { c0[r * ldc + j] } else { 0.0 };
                                         let finishing = with_epilogue && flags & 2 == 2;
                                         if finishing && residual_kind {

@@ -4,6 +4,7 @@
 //! layout their kernel wants.
 
 mod ops;
+pub use ops::ARENA_OVERREAD;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1070,6 +1070,35 @@ impl<'g> Lowerer<'g> {
             nr,
             band,
         };
+        // A 1x1 stride-1 conv of a value in the arena on a wide tier: B is the input itself, rows
+        // of a channel's positions read in place by the microkernel (no panel copies). The last
+        // panel's row reads run past the row into what follows in the arena (or its slack,
+        // `ARENA_OVERREAD`); those columns' sums are dropped.
+        let pointwise = taps == 1 && geom.sh == 1 && geom.sw == 1 && geom.ph == 0 && geom.pw == 0;
+        if pointwise
+            && hw_out == geom.h * geom.w
+            && vol.is_none()
+            && g == 1
+            && self.tier.is_wide()
+            && self.in_arena(src)
+        {
+            let b = Mat {
+                rs: hw_out as isize,
+                cs: 1,
+                panel_stride: nr as isize,
+                batch_stride: (cin_total * hw_out) as isize,
+                batch_mod: 0,
+            };
+            let spec = balanced(GemmSpec { b, ..gemm(self, hw_out, hw_out.div_ceil(nr)) });
+            let mut ops = vec![a_ref, src, dst];
+            ops.extend(bias_ref);
+            ops.extend(add_refs.iter().copied());
+            let (tiles, spec) = (spec.tiles(), Arc::new(spec));
+            self.step_ordered(spec.clone(), tiles, &ops, 2, helpers, &name, "Conv", flops);
+            self.attach_microkernels(&spec);
+            self.gemm_in_place(&spec, &add_refs, dst);
+            return Ok(());
+        }
         if let (None, Some(rows)) = (&vol, im2col_band_rows(n * g, k, &geom, nr, self.band_bytes)) {
             // Packed panels bigger than the cache go out to memory and come back for the GEMM:
             // pack and multiply a band of output rows at a time, through one band-sized buffer.
@@ -1122,6 +1151,11 @@ impl<'g> Lowerer<'g> {
         self.attach_microkernels(&spec);
         self.gemm_in_place(&spec, &add_refs, dst);
         Ok(())
+    }
+
+    /// Whether `r` lies in the arena (not a graph input or output, nor a weight).
+    fn in_arena(&self, r: BufRef) -> bool {
+        matches!(self.out.buffers[r.buf].place, super::Place::Arena)
     }
 
     /// Whether a conv with `positions` outputs per channel and `channels` output channels runs
@@ -2272,6 +2306,10 @@ const MIN_GEMM_TILES: usize = 8;
 /// `im2col_band_rows`). Half of a 2 MiB L2 (a Zen 3 L2 is 512 KiB, but there the bands still
 /// stay in L3 instead of going out to memory).
 pub(super) const IM2COL_BAND_BYTES: usize = 1 << 20;
+
+/// Bytes past the arena's last buffer that kernels may read and ignore: a 1x1 conv reading its
+/// input in place reads the last row of a channel a whole panel (at most 32 floats) wide.
+pub const ARENA_OVERREAD: usize = 128;
 
 /// The output rows per band when a conv's packed panels (`problems` images and groups) are
 /// bigger than `limit` bytes, or None to pack them whole; at least two bands.

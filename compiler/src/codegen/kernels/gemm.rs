@@ -144,6 +144,9 @@ impl GemmSpec {
     /// The machine-code microkernels a wide GEMM calls, in operand order (see `microkernels`).
     pub fn wide_kernels(&self) -> Vec<crate::codegen::wide::WideMicrokernel> {
         let epilogue = self.wide_epilogue();
+        // B packed in panels steps NR floats per k; read in place, its row stride.
+        assert!(self.b.cs == 1, "a wide GEMM reads B rows of contiguous columns");
+        let b_row_bytes = (self.b.rs != self.tier.nr() as isize).then(|| (self.b.rs * 4) as i32);
         self.microkernels()
             .into_iter()
             .map(|(rows, cols)| crate::codegen::wide::WideMicrokernel {
@@ -151,6 +154,7 @@ impl GemmSpec {
                 rows,
                 cols,
                 epilogue: epilogue.clone(),
+                b_row_bytes,
             })
             .collect()
     }
