@@ -1033,9 +1033,10 @@ impl<'g> Lowerer<'g> {
                 }
             }
         };
-        // B: always packed into nr-wide panels, 1x1 convs included. Reading a 1x1 conv's input in
-        // place (rows of hw floats, one f32x4 per k step) measured slower than packing it first:
-        // ResNet50 196 vs 190 ms, Xception 460 vs 413 ms (one thread).
+        // B: packed into nr-wide panels, except a wide tier's 1x1 convs of arena values (below).
+        // On the f32x4 tier, reading a 1x1 conv's input in place (rows of hw floats, one f32x4 per
+        // k step) measured slower than packing it first: ResNet50 196 vs 190 ms, Xception 460 vs
+        // 413 ms (one thread).
         let bias_ref = bias.map(|b| self.value(b)).transpose()?;
         let bias_mat = bias_ref.map(|_| Mat { rs: 1, cs: 0, panel_stride: 0, batch_stride: mg as isize, batch_mod: g });
         let c_mat =
