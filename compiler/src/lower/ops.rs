@@ -1109,7 +1109,11 @@ impl<'g> Lowerer<'g> {
                 let im = band(oy0);
                 let (cols, pn, tiles) = (im.n(), im.panels(), im.tiles());
                 let first = self.weight(&(oy0 as i64).to_le_bytes(), &format!("{name}/band_row"));
-                self.step_ordered(Arc::new(im), tiles, &[src, scratch, first], 1, false, &name, "Im2col", 0);
+                let mut ops = vec![src, scratch, first];
+                if im.band_unrolled() {
+                    ops.push(self.weight(&vec![0; im.zero_row_bytes()], &format!("{name}/zero_row")));
+                }
+                self.step_ordered(Arc::new(im), tiles, &ops, 1, false, &name, "Im2col", 0);
                 let spec = balanced(gemm(self, cols, pn));
                 // Operands laid out over columns start at the band's first column.
                 let col0 = oy0 * geom.ow;

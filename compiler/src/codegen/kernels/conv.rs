@@ -97,6 +97,8 @@ struct ConstRow {
 
 /// Copies an unrolled row-mode im2col may emit per input channel (see `Im2colSpec::unrolled`).
 const UNROLL_COPIES: usize = 1024;
+/// Copies a band-unrolled im2col may emit per kernel row (see `Im2colSpec::band_unrolled`).
+const BAND_UNROLL_COPIES: usize = 4096;
 
 /// Writes the im2col matrix of one group of one image as packed B panels `nr` columns wide:
 /// `P[b][j][k][c] = X[img, g*cin + ci, oy*sh - ph + ky*dh, ox*sw - pw + kx*dw]` (0 outside),
@@ -164,6 +166,22 @@ impl Im2colSpec {
     pub fn unrolled(&self) -> bool {
         let g = &self.g;
         self.band.is_none() && self.rows_fit() && g.kh * g.kw * g.oh * (g.ow.div_ceil(Q) + 1) <= UNROLL_COPIES
+    }
+    /// Whether a band's row loop is unrolled (row mode, banded, few enough copies): the rows'
+    /// columns and panel edges become compile-time constants, and rows in the padding read a
+    /// row of zeros, operand 3 (`zero_row_bytes` bytes), instead of the input.
+    pub fn band_unrolled(&self) -> bool {
+        let g = &self.g;
+        self.band.is_some()
+            && self.row_mode()
+            && !self.unrolled()
+            && self.nr.is_power_of_two()
+            && g.kw * self.rows() * (g.ow.div_ceil(Q) + 1) <= BAND_UNROLL_COPIES
+    }
+    /// Bytes of the zero row a band-unrolled im2col reads for rows in the padding: an input
+    /// row and the eight floats a stride-2 step may load past its last tap.
+    pub fn zero_row_bytes(&self) -> usize {
+        (self.g.w + 8) * 4
     }
     /// Whether the geometry suits row mode: not a 1x1 stride-1 conv (panel mode copies whole
     /// panels), taps of a kernel row few enough to unroll, strides of at most 2 (above, a gather).
@@ -294,8 +312,10 @@ impl Im2colSpec {
         let panel_bytes = (k * nr * 4) as i64;
         let oy0 = self.first_row(kb);
         let oy1 = kb.addi(oy0, self.rows() as i64);
+        let zeros = self.band_unrolled().then(|| kb.operand(3));
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
+            let zero = kb.vconst(0.0);
             let (b, rest) = kb.divmod(t, (self.cin * g.kh) as i64);
             let (ci, ky) = kb.divmod(rest, g.kh as i64);
             let (img, grp) = kb.divmod(b, self.groups as i64);
@@ -342,33 +362,61 @@ impl Im2colSpec {
                         let room = g.w as i64 - 8 - off;
                         if room < 0 { 0 } else { (room / 2) as usize + 1 }
                     };
-                    kb.for_range(oy0, oy1, 1, |kb, oy| {
-                        let n0 = {
-                            let r = kb.b.ins().isub(oy, oy0);
-                            kb.muli(r, g.ow as i64)
-                        };
-                        let iy = {
-                            let a = kb.muli(oy, g.sh as i64);
-                            kb.add(a, iy0)
-                        };
-                        let inside = kb.in_range(iy, 0, g.h as i64);
-                        let (data_b, zero_b, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
-                        kb.b.ins().brif(inside, data_b, &[], zero_b, &[]);
-                        kb.b.switch_to_block(data_b);
-                        let src = {
-                            let r = kb.muli(iy, g.w as i64);
-                            let o = kb.addi(r, off);
-                            kb.elem(xc, o, 4)
-                        };
-                        self.run(kb, krow, k, n0, 0, lo, None);
-                        self.run(kb, krow, k, n0, lo, hi, Some((src, last_quad)));
-                        self.run(kb, krow, k, n0, hi, g.ow, None);
-                        kb.b.ins().jump(join, &[]);
-                        kb.b.switch_to_block(zero_b);
-                        self.run(kb, krow, k, n0, 0, g.ow, None);
-                        kb.b.ins().jump(join, &[]);
-                        kb.b.switch_to_block(join);
-                    });
+                    if let Some(zeros) = zeros {
+                        // A band's rows unrolled: each row's columns and panel edges are
+                        // compile-time constants; only its input row is found at run time, or
+                        // the zero row where it lies in the padding (see `band_unrolled`).
+                        for r in 0..self.rows() {
+                            let iy = {
+                                let oy = kb.addi(oy0, r as i64);
+                                let a = kb.muli(oy, g.sh as i64);
+                                kb.add(a, iy0)
+                            };
+                            let inside = kb.in_range(iy, 0, g.h as i64);
+                            let data = kb.elem(xc, iy, (g.w * 4) as i64);
+                            let row_base = kb.b.ins().select(inside, data, zeros);
+                            let row = ConstRow {
+                                rows0: krow,
+                                krow: 0,
+                                n0: r * g.ow,
+                                panel_bytes: panel_bytes as usize,
+                                zero,
+                            };
+                            let src = Some((row_base, off * 4, (g.w * 4) as i64));
+                            self.run_const(kb, &row, 0, lo, None);
+                            self.run_const(kb, &row, lo, hi, src);
+                            self.run_const(kb, &row, hi, g.ow, None);
+                        }
+                    } else {
+                        kb.for_range(oy0, oy1, 1, |kb, oy| {
+                            let n0 = {
+                                let r = kb.b.ins().isub(oy, oy0);
+                                kb.muli(r, g.ow as i64)
+                            };
+                            let iy = {
+                                let a = kb.muli(oy, g.sh as i64);
+                                kb.add(a, iy0)
+                            };
+                            let inside = kb.in_range(iy, 0, g.h as i64);
+                            let (data_b, zero_b, join) =
+                                (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+                            kb.b.ins().brif(inside, data_b, &[], zero_b, &[]);
+                            kb.b.switch_to_block(data_b);
+                            let src = {
+                                let r = kb.muli(iy, g.w as i64);
+                                let o = kb.addi(r, off);
+                                kb.elem(xc, o, 4)
+                            };
+                            self.run(kb, krow, k, n0, 0, lo, None);
+                            self.run(kb, krow, k, n0, lo, hi, Some((src, last_quad)));
+                            self.run(kb, krow, k, n0, hi, g.ow, None);
+                            kb.b.ins().jump(join, &[]);
+                            kb.b.switch_to_block(zero_b);
+                            self.run(kb, krow, k, n0, 0, g.ow, None);
+                            kb.b.ins().jump(join, &[]);
+                            kb.b.switch_to_block(join);
+                        });
+                    }
                     // The last panel's columns past N are zeros, as in panel mode: the GEMM
                     // reads them (and drops what it computes from them).
                     let n = self.n();
