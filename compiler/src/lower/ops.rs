@@ -1075,9 +1075,11 @@ impl<'g> Lowerer<'g> {
         // of a channel's positions read in place by the microkernel (no panel copies). The last
         // panel's row reads run past the row into what follows in the arena (or its slack,
         // `ARENA_OVERREAD`); those columns' sums are dropped.
-        // Only up to 256 output channels: each B row is then read by few row panels, and the
-        // copy it saves weighs more than the strided rows cost (six 1x1 convs of 24/144 channels
-        // on 56x56: 1.27 -> 0.96 ms; 728 channels on 19x19: 15.0 -> 15.6 ms, so those pack).
+        // Only up to 64 output channels: each strided B row is then read by few row panels, and
+        // the copy it saves weighs more than the strided rows cost. Six 1x1 convs alternating
+        // 24/144 channels on 56x56: 1.29 -> 0.99 ms (the 144 -> 24 ones gain); in place, 728
+        // channels on 19x19 ran 15.0 -> 15.6 ms and Xception's 128 -> 128 on 147x147 7.9 -> 13.8
+        // ms (K rows a page or more apart, from memory), so those pack.
         let pointwise = taps == 1 && geom.sh == 1 && geom.sw == 1 && geom.ph == 0 && geom.pw == 0;
         if pointwise
             && hw_out == geom.h * geom.w
@@ -2317,7 +2319,7 @@ const MIN_GEMM_TILES: usize = 8;
 pub(super) const IM2COL_BAND_BYTES: usize = 1 << 20;
 
 /// The most output channels of a 1x1 conv that reads its input in place (see `conv`).
-const DIRECT_MAX_CHANNELS: usize = 256;
+const DIRECT_MAX_CHANNELS: usize = 64;
 
 /// Bytes past the arena's last buffer that kernels may read and ignore: a 1x1 conv reading its
 /// input in place reads the last row of a channel a whole panel (at most 32 floats) wide.
