@@ -388,4 +388,18 @@ impl Kb<'_> {
         let r = self.b.ins().shuffle(ai, bi, imm);
         self.b.ins().bitcast(F32X4, le, r)
     }
+
+    /// The transpose of a 4x4 block given as four row vectors: its four columns.
+    pub fn transpose4(&mut self, [a, b, c, d]: [Value; 4]) -> [Value; 4] {
+        let t0 = self.shuffle32(a, b, [0, 4, 1, 5]);
+        let t1 = self.shuffle32(a, b, [2, 6, 3, 7]);
+        let t2 = self.shuffle32(c, d, [0, 4, 1, 5]);
+        let t3 = self.shuffle32(c, d, [2, 6, 3, 7]);
+        [
+            self.shuffle32(t0, t2, [0, 1, 4, 5]),
+            self.shuffle32(t0, t2, [2, 3, 6, 7]),
+            self.shuffle32(t1, t3, [0, 1, 4, 5]),
+            self.shuffle32(t1, t3, [2, 3, 6, 7]),
+        ]
+    }
 }

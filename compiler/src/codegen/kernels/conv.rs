@@ -178,7 +178,6 @@ impl Im2colSpec {
         self.band.is_some()
             && self.row_mode()
             && !self.unrolled()
-            && self.nr.is_power_of_two()
             && g.kw * self.rows() * (g.ow.div_ceil(Q) + 1) <= BAND_UNROLL_COPIES
     }
     /// Bytes of the zero row a band-unrolled im2col reads for rows in the padding: an input
@@ -204,23 +203,36 @@ impl Im2colSpec {
         self.rows_fit() && (self.nr.is_power_of_two() || self.unrolled())
     }
 
+    /// The input plane of channel `ci` of problem `b` (image and group).
+    fn channel_plane(&self, kb: &mut Kb, x: Value, b: Value, ci: Value) -> Value {
+        let (img, grp) = kb.divmod(b, self.groups as i64);
+        let a = kb.muli(img, self.c_total as i64);
+        let c = kb.muli(grp, self.cin as i64);
+        let ch = kb.add(a, c);
+        let ch = kb.add(ch, ci);
+        kb.elem(x, ch, (self.g.h * self.g.w * 4) as i64)
+    }
+
+    /// Kernel column `kx`: its input column offset from `ox * sw`, and the output columns whose
+    /// input column is inside, `[lo, hi)` (empty at the row's end when none is).
+    fn tap_columns(&self, kx: usize) -> (i64, usize, usize) {
+        let g = &self.g;
+        let off = (kx * g.dw) as i64 - g.pw as i64;
+        let inside = |ox: usize| (0..g.w as i64).contains(&(ox as i64 * g.sw as i64 + off));
+        let lo = (0..g.ow).find(|&ox| inside(ox)).unwrap_or(g.ow);
+        let hi = lo + (lo..g.ow).take_while(|&ox| inside(ox)).count();
+        (off, lo, hi)
+    }
+
     /// Row mode unrolled (see `unrolled`): tile t = (image and group, input channel).
     fn emit_rows_unrolled(&self, kb: &mut Kb, x: Value, p: Value) {
         let g = self.g.clone();
-        let (pn, k, hw, nr) = (self.panels(), self.k(), g.h * g.w, self.nr);
+        let (pn, k, nr) = (self.panels(), self.k(), self.nr);
         let panel_bytes = k * nr * 4;
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
             let (b, ci) = kb.divmod(t, self.cin as i64);
-            let (img, grp) = kb.divmod(b, self.groups as i64);
-            let xc = {
-                let a = kb.muli(img, self.c_total as i64);
-                let c = kb.muli(grp, self.cin as i64);
-                let ch = kb.add(a, c);
-                let ch = kb.add(ch, ci);
-                let o = kb.muli(ch, hw as i64);
-                kb.elem(x, o, 4)
-            };
+            let xc = self.channel_plane(kb, x, b, ci);
             // Row k = ci*kh*kw of the image's first panel.
             let rows0 = {
                 let pb = kb.muli(b, (pn * panel_bytes) as i64);
@@ -232,10 +244,7 @@ impl Im2colSpec {
             for ky in 0..g.kh {
                 for kx in 0..g.kw {
                     let krow = ((ky * g.kw + kx) * nr * 4) as i32;
-                    let off = (kx * g.dw) as i64 - g.pw as i64;
-                    let inside = |ox: usize| (0..g.w as i64).contains(&(ox as i64 * g.sw as i64 + off));
-                    let lo = (0..g.ow).find(|&ox| inside(ox)).unwrap_or(g.ow);
-                    let hi = lo + (lo..g.ow).take_while(|&ox| inside(ox)).count();
+                    let (off, lo, hi) = self.tap_columns(kx);
                     for oy in 0..g.oh {
                         let iy = (oy * g.sh + ky * g.dh) as i64 - g.ph as i64;
                         let row = ConstRow { rows0, krow, n0: oy * g.ow, panel_bytes, zero };
@@ -311,7 +320,7 @@ impl Im2colSpec {
             return self.emit_rows_unrolled(kb, x, p);
         }
         let g = self.g.clone();
-        let (pn, k, hw, nr) = (self.panels(), self.k(), g.h * g.w, self.nr);
+        let (pn, k, nr) = (self.panels(), self.k(), self.nr);
         let panel_bytes = (k * nr * 4) as i64;
         let oy0 = self.first_row(kb);
         let oy1 = kb.addi(oy0, self.rows() as i64);
@@ -321,15 +330,7 @@ impl Im2colSpec {
             let zero = kb.vconst(0.0);
             let (b, rest) = kb.divmod(t, (self.cin * g.kh) as i64);
             let (ci, ky) = kb.divmod(rest, g.kh as i64);
-            let (img, grp) = kb.divmod(b, self.groups as i64);
-            let xc = {
-                let a = kb.muli(img, self.c_total as i64);
-                let c = kb.muli(grp, self.cin as i64);
-                let ch = kb.add(a, c);
-                let ch = kb.add(ch, ci);
-                let o = kb.muli(ch, hw as i64);
-                kb.elem(x, o, 4)
-            };
+            let xc = self.channel_plane(kb, x, b, ci);
             // Row k = (ci*kh + ky)*kw + kx of the image's first panel.
             let rows0 = {
                 let pb = kb.muli(b, pn as i64 * panel_bytes);
@@ -345,18 +346,7 @@ impl Im2colSpec {
             {
                 for kx in 0..g.kw {
                     let krow = kb.addi(rows0, (kx * nr * 4) as i64);
-                    // Output columns whose input column is inside: [lo, hi), fixed per tap.
-                    let off = (kx * g.dw) as i64 - g.pw as i64;
-                    let lo = (0..g.ow).find(|&ox| (0..g.w as i64).contains(&(ox as i64 * g.sw as i64 + off)));
-                    let (lo, hi) = match lo {
-                        Some(lo) => {
-                            let n = (lo..g.ow)
-                                .take_while(|&ox| (0..g.w as i64).contains(&(ox as i64 * g.sw as i64 + off)))
-                                .count();
-                            (lo, lo + n)
-                        }
-                        None => (0, 0),
-                    };
+                    let (off, lo, hi) = self.tap_columns(kx);
                     // At stride 2 a quad loads the 8 floats from its first tap on: the last
                     // quad start whose eighth float is still in the row.
                     let last_quad = if g.sw == 1 {

@@ -83,17 +83,8 @@ impl KernelSpec for TransposedOutSpec {
                 kb.for_const(0, (p / Q * Q) as i64, Q as i64, |kb, pos| {
                     let src = kb.elem(ct, pos, (c * 4) as i64);
                     // Rows pos..pos+4 of the quad's columns: r_i[j] = Ct[pos + i][c0 + j].
-                    let r: Vec<Value> = (0..Q).map(|i| kb.load_v(src, (i * c * 4) as i32, ro())).collect();
-                    let lo01 = kb.shuffle32(r[0], r[1], [0, 4, 1, 5]);
-                    let hi01 = kb.shuffle32(r[0], r[1], [2, 6, 3, 7]);
-                    let lo23 = kb.shuffle32(r[2], r[3], [0, 4, 1, 5]);
-                    let hi23 = kb.shuffle32(r[2], r[3], [2, 6, 3, 7]);
-                    let cols = [
-                        kb.shuffle32(lo01, lo23, [0, 1, 4, 5]),
-                        kb.shuffle32(lo01, lo23, [2, 3, 6, 7]),
-                        kb.shuffle32(hi01, hi23, [0, 1, 4, 5]),
-                        kb.shuffle32(hi01, hi23, [2, 3, 6, 7]),
-                    ];
+                    let rows = [0, 1, 2, 3].map(|i| kb.load_v(src, (i * c * 4) as i32, ro()));
+                    let cols = kb.transpose4(rows);
                     let dst = kb.elem(y, pos, 4);
                     for (j, v) in cols.into_iter().enumerate() {
                         let v = epis[j].apply(kb, &self.steps, v, pos, helpers);

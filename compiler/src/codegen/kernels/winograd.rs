@@ -345,7 +345,7 @@ impl KernelSpec for WinoInputSpec {
                     };
                     for r in 0..4 {
                         let [a, b, cc, d] = [&vars[0], &vars[1], &vars[2], &vars[3]].map(|lane| kb.b.use_var(lane[r]));
-                        let cols = transpose4(kb, a, b, cc, d);
+                        let cols = kb.transpose4([a, b, cc, d]);
                         for (s, col) in cols.into_iter().enumerate() {
                             let e = (r * 4 + s) as i64;
                             kb.store_v(col, base, (e * e_stride) as i32);
@@ -432,20 +432,6 @@ impl KernelSpec for WinoInputSpec {
             }
         });
     }
-}
-
-/// The transpose of a 4x4 block given as four row vectors: its four columns.
-fn transpose4(kb: &mut Kb, a: Value, b: Value, c: Value, d: Value) -> [Value; 4] {
-    let t0 = kb.shuffle32(a, b, [0, 4, 1, 5]);
-    let t1 = kb.shuffle32(a, b, [2, 6, 3, 7]);
-    let t2 = kb.shuffle32(c, d, [0, 4, 1, 5]);
-    let t3 = kb.shuffle32(c, d, [2, 6, 3, 7]);
-    [
-        kb.shuffle32(t0, t2, [0, 1, 4, 5]),
-        kb.shuffle32(t0, t2, [2, 3, 6, 7]),
-        kb.shuffle32(t1, t3, [0, 1, 4, 5]),
-        kb.shuffle32(t1, t3, [2, 3, 6, 7]),
-    ]
 }
 
 /// Four floats of row `iy` from column `ix0`, zero where outside the plane.
