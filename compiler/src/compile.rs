@@ -51,6 +51,10 @@ pub struct CompileOptions {
     /// rows (None: the default, 1 MiB). A test knob: a small value bands small convs.
     #[doc(hidden)]
     pub im2col_band_bytes: Option<usize>,
+    /// Forces the Winograd tile where Winograd applies (2: F(2x2, 3x3), 4: F(4x4, 3x3))
+    /// instead of the cost model's choice. A test knob.
+    #[doc(hidden)]
+    pub winograd_tile: Option<usize>,
 }
 
 impl Default for CompileOptions {
@@ -64,6 +68,7 @@ impl Default for CompileOptions {
             cpu: Cpu::Native,
             fault: None,
             im2col_band_bytes: None,
+            winograd_tile: None,
         }
     }
 }
@@ -190,7 +195,8 @@ pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, C
     report.stages.push(("passes", t.elapsed()));
     let t = Instant::now();
     let tier = options.cpu.tier();
-    let mut lowered = lower::lower_with(&g, tier, options.fault.as_ref(), options.im2col_band_bytes)?;
+    let mut lowered =
+        lower::lower_with(&g, tier, options.fault.as_ref(), options.im2col_band_bytes, options.winograd_tile)?;
     report.stages.push(("lowering", t.elapsed()));
     let t = Instant::now();
     let arena = plan_arena(&lowered);

@@ -126,6 +126,21 @@ impl Model {
         self.threads
     }
 
+    /// Fills the arena the next run uses with `byte` (0xFF: every float NaN) instead of what
+    /// earlier runs left. A test hook: a kernel that reads arena bytes no step wrote (a missed
+    /// zero fill, a border it should have skipped) then shows as NaN in the outputs.
+    #[doc(hidden)]
+    pub fn fill_arena_for_testing(&self, byte: u8) {
+        if let Ok(mut pool) = self.arenas.lock() {
+            if pool.is_empty() {
+                pool.push(AlignedBuf::zeroed(self.plan.arena_size));
+            }
+            for arena in pool.iter_mut() {
+                arena.as_mut_slice().fill(byte);
+            }
+        }
+    }
+
     /// Runs the model on inputs given in the model's input order.
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
         let refs: Vec<&Tensor> = inputs.iter().collect();

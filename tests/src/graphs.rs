@@ -70,6 +70,13 @@ impl Gen {
         self.konst(t)
     }
 
+    /// Weights uniform in `[-scale, scale)`.
+    pub fn weights_scaled(&mut self, dims: &[usize], scale: f32) -> ValueId {
+        let n = dims.iter().product();
+        let t = Tensor::from_vec(dims.to_vec(), (0..n).map(|_| self.rng.uniform() as f32 * scale).collect());
+        self.konst(t)
+    }
+
     pub fn ints(&mut self, v: &[i64]) -> ValueId {
         self.konst(Tensor::from_vec(vec![v.len()], v.to_vec()))
     }
@@ -203,6 +210,8 @@ pub struct CheckOptions {
     pub forbid_step: Vec<&'static str>,
     /// Passed to the compiler: pack conv panels in bands of output rows above this size.
     pub im2col_band_bytes: Option<usize>,
+    /// Passed to the compiler: the Winograd tile (2 or 4) where Winograd applies.
+    pub winograd_tile: Option<usize>,
 }
 
 /// Compiles and runs `r`'s graph (output `out`) every way and compares with the interpreter;
@@ -238,6 +247,7 @@ pub fn check(mut r: Gen, out: ValueId, family: &str, case: &str, opts: &CheckOpt
             cpu,
             fault: fault.clone(),
             im2col_band_bytes: opts.im2col_band_bytes,
+            winograd_tile: opts.winograd_tile,
             ..Default::default()
         };
         let (model, _) = compile_graph(g.clone(), &copts)
@@ -255,6 +265,8 @@ pub fn check(mut r: Gen, out: ValueId, family: &str, case: &str, opts: &CheckOpt
                 plan_ops = ops.iter().map(|s| s.to_string()).collect();
             }
         }
+        // Every arena float NaN first: a kernel reading bytes no step wrote shows.
+        model.fill_arena_for_testing(0xFF);
         let got = model.run(&rt).map_err(|e| format!("{family} {case}: run: {e}"))?;
         for (k, (got, want)) in got.iter().zip(&want).enumerate() {
             let got = from_runtime(got).expect("output");
@@ -291,13 +303,24 @@ pub fn check(mut r: Gen, out: ValueId, family: &str, case: &str, opts: &CheckOpt
 /// Runs `cases` random graphs of one family; `build` returns `None` for an invalid draw, and at
 /// least half the draws must be valid so the family is really exercised.
 pub fn family(name: &str, seed: u64, cases: usize, build: impl Fn(&mut Gen) -> Option<ValueId>) {
+    family_with(name, seed, cases, &CheckOptions::default(), build)
+}
+
+/// [`family`] with check options.
+pub fn family_with(
+    name: &str,
+    seed: u64,
+    cases: usize,
+    opts: &CheckOptions,
+    build: impl Fn(&mut Gen) -> Option<ValueId>,
+) {
     let mut valid = 0;
     for case in 0..cases {
         let s = seed.wrapping_mul(1000).wrapping_add(case as u64);
         let mut r = Gen::new(s);
         if let Some(out) = build(&mut r) {
             valid += 1;
-            if let Err(e) = check(r, out, name, &format!("#{case} (seed {s})"), &CheckOptions::default()) {
+            if let Err(e) = check(r, out, name, &format!("#{case} (seed {s})"), opts) {
                 panic!("{e}");
             }
         }

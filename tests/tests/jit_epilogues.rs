@@ -124,6 +124,8 @@ fn dims() -> Vec<Dim> {
         // A 1x1 conv of a graph input packs it into panels; of a value computed in the plan
         // (in the arena), the wide tiers read it in place (up to 64 output channels).
         Dim::new("conv_input", &["graph", "computed"]),
+        // Winograd F(2x2, 3x3) or F(4x4, 3x3), forced (the cost model picks per conv).
+        Dim::new("wino_tile", &["2", "4"]),
     ]
 }
 
@@ -146,6 +148,7 @@ fn table(dims: &[Dim], family: Family) -> Vec<Row<'_>> {
         "depth" => family != Family::Depthwise,
         "band" => family.is_im2col() || family == Family::Winograd,
         "conv_input" => family == Family::Conv1x1,
+        "wino_tile" => family == Family::Winograd,
         _ => true,
     };
     cover(dims, |_| true, active)
@@ -181,6 +184,7 @@ fn linear(
     batch: usize,
     size: (bool, bool, bool),
     computed_input: bool,
+    wino4: bool,
 ) -> Option<(ValueId, usize)> {
     let bias = bias_form == "present";
     // The operand list of an op whose last input is the optional bias.
@@ -199,7 +203,16 @@ fn linear(
         wd.extend(k);
         let x = r.input(&xd);
         let x = if computed_input { r.op("Neg", vec![], vec![Some(x)])? } else { x };
-        let w = r.weights(&wd);
+        // Winograd convs get weights scaled by 1/sqrt(fan-in), as trained nets have, so that
+        // their outputs are of order one: the check's error is relative to the graph output's
+        // scale, and an activation that squashes outputs of order 50 (unscaled, K = 2376)
+        // would hold F(4x4, 3x3)'s rounding (about 1e-5 of the conv's scale) to 1e-6.
+        let w = if family == Family::Winograd {
+            let fan_in: usize = wd[1..].iter().product();
+            r.weights_scaled(&wd, 1.0 / (fan_in as f32).sqrt())
+        } else {
+            r.weights(&wd)
+        };
         let b = bias.then(|| r.weights(&[m]));
         let attrs = vec![
             ("kernel_shape", ints(k)),
@@ -240,10 +253,12 @@ fn linear(
             // The Winograd GEMMs' K is the input channels: over the AVX2 K block (256); the
             // f32x4 one (512) is left to the other families, to keep the interpreter's work small.
             let (c, m) = (if deep { 260 + r.int(0, 8) } else { r.int(8, 12) }, outs(r, 8, 14));
-            // Tiles of 2x2 outputs: 65 tiles per image need 18x18 outputs.
+            // Tiles of 2x2 outputs: 65 tiles per image need 18x18 outputs. Tiles of 4x4: rows
+            // of four or five, so one group of four whole tiles and the row's last group.
             let (h, w) = if wide { (17 + r.int(0, 1), 16 + r.int(0, 2)) } else { (r.int(2, 9), r.int(2, 9)) };
             // Banded: 17 or more rows and columns of tiles, so that bands of 128 tiles make two.
-            let (h, w) = if banded { (34 + r.int(0, 2), 34 + r.int(0, 2)) } else { (h, w) };
+            let side = if wino4 { 68 } else { 34 };
+            let (h, w) = if banded { (side + r.int(0, 2), side + r.int(0, 2)) } else { (h, w) };
             conv(r, c, m, &[h, w], &[3, 3], &[1, 1], 1)?
         }
         Family::Conv5x5 => {
@@ -386,7 +401,8 @@ fn build(r: &mut Gen, row: &Row, family: Family) -> Option<ValueId> {
     let batch = if family == Family::Gemm { 1 } else { batch };
     let size = (row.get("depth") == "deep", row.get("width") == "wide", row.get("band") == "banded");
     let computed = family == Family::Conv1x1 && row.get("conv_input") == "computed";
-    let (mut y, axis) = linear(r, family, row.get("bias"), batch, size, computed)?;
+    let wino4 = family == Family::Winograd && row.get("wino_tile") == "4";
+    let (mut y, axis) = linear(r, family, row.get("bias"), batch, size, computed, wino4)?;
     let ys = r.shape(y);
     let second = r.pick(&["full", "channel", "position", "scalar"]);
     let steps: Vec<&str> = match row.get("epilogue") {
@@ -473,6 +489,10 @@ fn run_table(family: Family, fault: Option<Fault>, stop_at_first: bool) -> Resul
         if banded {
             opts.im2col_band_bytes = Some(64);
         }
+        let wino4 = family == Family::Winograd && row.get("wino_tile") == "4";
+        if family == Family::Winograd {
+            opts.winograd_tile = Some(if wino4 { 4 } else { 2 });
+        }
         if let Some(Fault::Corrupt { node }) = &mut opts.fault
             && node.is_empty()
         {
@@ -481,7 +501,11 @@ fn run_table(family: Family, fault: Option<Fault>, stop_at_first: bool) -> Resul
         }
         // A banded row with more than one row (of outputs; of 2x2 tiles for Winograd) must show
         // one pack (or input transform) per band.
-        let (pack, rows_per_band) = if family == Family::Winograd { ("WinogradInput", 2) } else { ("Im2col", 1) };
+        let (pack, rows_per_band) = match family {
+            Family::Winograd if wino4 => ("WinogradInput", 4),
+            Family::Winograd => ("WinogradInput", 2),
+            _ => ("Im2col", 1),
+        };
         let conv_rows = conv_output_rows(&r, out);
         match check(r, out, family.name(), &case, &opts) {
             Ok(ops) => {

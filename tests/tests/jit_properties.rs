@@ -7,7 +7,7 @@
 use incept_ir::Tensor;
 use incept_ir::attrs::AttrValue;
 use incept_ir::graph::ValueId;
-use incept_tests::graphs::{extent, family, ints};
+use incept_tests::graphs::{CheckOptions, extent, family, family_with, ints};
 
 #[test]
 fn convolutions() {
@@ -80,19 +80,28 @@ fn convolutions() {
     });
 }
 
-/// 3x3 stride-1 convs with enough channels for the Winograd F(2x2, 3x3) path: odd and even
-/// sizes (partial tiles), every pad, batches, per-channel and residual epilogues.
+/// 3x3 stride-1 convs with enough channels for the Winograd paths, F(2x2, 3x3) and
+/// F(4x4, 3x3) forced in turn (each plan must hold its own transform): odd and even sizes
+/// (partial tiles of every remainder), every pad, batches, per-channel and residual epilogues.
 #[test]
 fn winograd_convolutions() {
-    family("winograd", 16, 40, |r| {
+    for (tile, step, seed) in [(2, "WinogradInput", 16), (4, "WinogradPad", 17)] {
+        let opts = CheckOptions { winograd_tile: Some(tile), expect_step: vec![step], ..Default::default() };
+        family_with(&format!("winograd F({tile}x{tile}, 3x3)"), seed, 40, &opts, winograd_graph);
+    }
+}
+
+fn winograd_graph(r: &mut incept_tests::graphs::Gen) -> Option<ValueId> {
+    {
         let n = r.int(1, 2);
         let (c, m) = (r.int(8, 20), r.int(8, 20));
         let pads = [r.int(0, 2), r.int(0, 2), r.int(0, 2), r.int(0, 2)];
-        let h = (3usize).saturating_sub(pads[0] + pads[2]).max(1) + r.int(0, 12);
+        // At least two outputs each way (Winograd declines fewer).
+        let h = (4usize).saturating_sub(pads[0] + pads[2]).max(1) + r.int(0, 12);
         // Half the maps are wide enough for rows of sixteen whole tiles (the AVX-512 input
         // transform's groups) at every padding.
         let extra = if r.coin() { r.int(34, 80) } else { r.int(0, 12) };
-        let w = (3usize).saturating_sub(pads[1] + pads[3]).max(1) + extra;
+        let w = (4usize).saturating_sub(pads[1] + pads[3]).max(1) + extra;
         let x = r.input(&[n, c, h, w]);
         let wt = r.weights(&[m, c, 3, 3]);
         let bias = if r.coin() { Some(r.weights(&[m])) } else { None };
@@ -114,7 +123,7 @@ fn winograd_convolutions() {
             }
             _ => r.op("Sigmoid", vec![], vec![Some(y)]),
         }
-    });
+    }
 }
 
 /// Depthwise convs on maps wide enough for the vector paths (four columns per step at strides

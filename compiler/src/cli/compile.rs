@@ -46,6 +46,7 @@ impl BackendArgs {
             cpu: self.cpu,
             fault: self.fault.clone(),
             im2col_band_bytes: None,
+            winograd_tile: None,
         })
     }
 }

@@ -133,6 +133,8 @@ pub(crate) struct Lowerer<'g> {
     tier: Tier,
     /// Packed conv panels above this size are built band by band.
     band_bytes: usize,
+    /// The Winograd tile forced where Winograd applies (a test knob).
+    winograd_tile: Option<usize>,
 }
 
 /// Bytes of the graph's constants.
@@ -147,16 +149,18 @@ fn constant_bytes(g: &Graph) -> usize {
 
 /// Lowers an optimised graph with static shapes, for the f32x4 tier.
 pub fn lower(g: &Graph) -> Result<Lowered, LowerError> {
-    lower_with(g, Tier::F32x4, None, None)
+    lower_with(g, Tier::F32x4, None, None, None)
 }
 
 /// Lowers for a kernel tier, with a deliberate miscompilation if asked (see [`Fault`]) and the
-/// size above which conv panels are packed in bands (None: the default).
+/// size above which conv panels are packed in bands (None: the default), and the Winograd tile
+/// forced where Winograd applies (None: the cost model's).
 pub fn lower_with(
     g: &Graph,
     tier: Tier,
     fault: Option<&Fault>,
     im2col_band_bytes: Option<usize>,
+    winograd_tile: Option<usize>,
 ) -> Result<Lowered, LowerError> {
     // A fault aimed at no node would make the test that injects it pass vacuously.
     if let Some(Fault::Corrupt { node }) = fault
@@ -169,6 +173,7 @@ pub fn lower_with(
         fault: fault.cloned(),
         tier,
         band_bytes: im2col_band_bytes.unwrap_or(ops::IM2COL_BAND_BYTES),
+        winograd_tile,
         out: Lowered {
             buffers: vec![],
             steps: vec![],

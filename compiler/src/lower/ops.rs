@@ -28,7 +28,8 @@ use crate::codegen::kernels::resample::{ResampleSpec, ResizeTapsSpec};
 use crate::codegen::kernels::transposed::TransposedOutSpec;
 use crate::codegen::kernels::typed::{CastSpec, F64MatMulSpec, TypedElementwiseSpec, TypedOp};
 use crate::codegen::kernels::volume::{VolCol2ImSpec, VolGeom, VolIm2colSpec, VolPoolSpec};
-use crate::codegen::kernels::winograd::{WinoGeom, WinoInputSpec, WinoOutputSpec, transform_kernel};
+use crate::codegen::kernels::winograd::{E_SKEW, WinoGeom, WinoInputSpec, WinoOutputSpec, transform_kernel};
+use crate::codegen::kernels::winograd4::{self, Wino4InputSpec, Wino4OutputSpec, WinoPadSpec};
 
 /// Rows of the GEMM register tile, the K block and the panels per tile.
 /// Rows of the GEMM register tile. 8 rows (8 accumulators, the B vector, a broadcast) leave
@@ -59,8 +60,9 @@ fn window_taps(op: &Op) -> Option<usize> {
 enum ConvPath {
     /// The direct depthwise kernel (group = input channels).
     Depthwise,
-    /// Winograd F(2x2, 3x3): transforms around a batch of GEMMs.
-    Winograd,
+    /// Winograd F(2x2, 3x3) or F(4x4, 3x3) (the output tile's side): transforms around a
+    /// batch of GEMMs.
+    Winograd(usize),
     /// im2col (or volumetric im2col) panels and the GEMM.
     Gemm,
 }
@@ -783,7 +785,7 @@ impl<'g> Lowerer<'g> {
                     .flatten()
                     .ok_or_else(|| self.unsupported(id, "a missing epilogue operand"))?;
                 let layout = match path {
-                    Some(ConvPath::Depthwise | ConvPath::Winograd) => self.plane_add(v, &os)?.map(AddLayout::Plane),
+                    Some(ConvPath::Depthwise | ConvPath::Winograd(_)) => self.plane_add(v, &os)?.map(AddLayout::Plane),
                     _ => self.operand_mat(v, &os, conv, groups)?.map(AddLayout::Gemm),
                 };
                 match layout {
@@ -904,8 +906,10 @@ impl<'g> Lowerer<'g> {
             return Ok(ConvPath::Depthwise);
         }
         let constant = self.is_konst(wv);
-        if constant && winograd_fits(&geom, g, cin_total / g, cout / g, n, xs.len()) {
-            return Ok(ConvPath::Winograd);
+        if constant
+            && let Some(tile) = winograd_tile(&geom, g, cin_total / g, cout / g, n, xs.len(), self.winograd_tile)
+        {
+            return Ok(ConvPath::Winograd(tile));
         }
         Ok(ConvPath::Gemm)
     }
@@ -995,11 +999,12 @@ impl<'g> Lowerer<'g> {
                 }
                 return Ok(());
             }
-            (ConvPath::Winograd, Some(wts)) => {
+            (ConvPath::Winograd(tile), Some(wts)) => {
                 let (dsteps, add_vals, helpers) = self.plane_steps(steps, adds);
                 let add_refs = add_vals.iter().map(|&v| self.value(v)).collect::<Result<Vec<_>, _>>()?;
                 let bias_ref = bias.map(|b| self.value(b)).transpose()?;
-                return self.winograd(&name, src, wts, bias_ref, &geom, n, cg, mg, dsteps, &add_refs, helpers, dst);
+                let wg = WinoGeom { tile, n, h: geom.h, w: geom.w, ph: geom.ph, pw: geom.pw, oh: geom.oh, ow: geom.ow };
+                return self.winograd(&name, src, wts, bias_ref, &wg, cg, mg, dsteps, &add_refs, helpers, dst);
             }
             _ => {}
         }
@@ -1412,8 +1417,9 @@ impl<'g> Lowerer<'g> {
         (r, mat)
     }
 
-    /// A 3x3 stride-1 conv by Winograd F(2x2, 3x3): input transform, 16 GEMMs as one batch,
-    /// output transform with bias and epilogue (see `kernels::winograd`).
+    /// A 3x3 stride-1 conv by Winograd F(2x2, 3x3) or F(4x4, 3x3) (`wg.tile`): input transform
+    /// (for F(4x4, 3x3) from a zero-padded copy of the input), 16 or 36 GEMMs as one batch,
+    /// output transform with bias and epilogue (see `kernels::winograd`, `kernels::winograd4`).
     #[allow(clippy::too_many_arguments)]
     fn winograd(
         &mut self,
@@ -1421,8 +1427,7 @@ impl<'g> Lowerer<'g> {
         src: BufRef,
         w: &[f32],
         bias: Option<BufRef>,
-        geom: &Geom,
-        n: usize,
+        wg: &WinoGeom,
         cg: usize,
         mg: usize,
         steps: Vec<DwStep>,
@@ -1431,14 +1436,22 @@ impl<'g> Lowerer<'g> {
         dst: BufRef,
     ) -> Result<(), LowerError> {
         let nr = self.tier.nr();
-        let wg = WinoGeom { n, h: geom.h, w: geom.w, ph: geom.ph, pw: geom.pw, oh: geom.oh, ow: geom.ow };
+        let (n, f4) = (wg.n, wg.tile == 4);
+        let es = if f4 { winograd4::E } else { 16 };
         // Transformed weights U[e] (mg x cg each) in MR-row panels, one GEMM batch (group) per e.
         let mr = self.tier.panel_rows(mg);
-        let u: Vec<[f32; 16]> = (0..mg * cg).into_par_iter().map(|mc| transform_kernel(&w[mc * 9..][..9])).collect();
-        let (a_ref, a) = self.pack_a(name, 16, mg, cg, mr, |e, m, c| u[m * cg + c][e]);
+        let (a_ref, a) = if f4 {
+            let u: Vec<[f32; winograd4::E]> =
+                (0..mg * cg).into_par_iter().map(|mc| winograd4::transform_kernel(&w[mc * 9..][..9])).collect();
+            self.pack_a(name, es, mg, cg, mr, |e, m, c| u[m * cg + c][e])
+        } else {
+            let u: Vec<[f32; 16]> =
+                (0..mg * cg).into_par_iter().map(|mc| transform_kernel(&w[mc * 9..][..9])).collect();
+            self.pack_a(name, es, mg, cg, mr, |e, m, c| u[m * cg + c][e])
+        };
         // A big map is transformed, multiplied and transformed back a band of tile rows at a
         // time, through band-sized buffers that stay in cache between the three steps.
-        let per_row = n * wg.tw() * 16 * (cg + mg) * 4;
+        let per_row = n * wg.tw() * es * (cg + mg) * 4;
         let band_rows = if per_row * wg.th() > self.band_bytes {
             even_bands(wg.th(), (self.band_bytes / per_row).max(min_band_rows(wg.tw(), nr, 4)))
         } else {
@@ -1446,39 +1459,67 @@ impl<'g> Lowerer<'g> {
         };
         let banded = band_rows < wg.th();
         let band_tiles = |ty0: usize| band_rows.min(wg.th() - ty0) * wg.tw();
-        // The AVX-512 tier transforms groups of sixteen tiles in machine code.
-        let wide = self.tier == Tier::Avx512;
-        let first = WinoInputSpec { g: wg.clone(), c: cg, nr, band_tiles: banded.then(|| band_tiles(0)), wide };
-        let v = self.scratch(first.bytes(), &format!("{name}/winograd_input"));
-        let mbuf = self.scratch(n * 16 * mg * band_tiles(0) * 4, &format!("{name}/winograd_products"));
+        // F(4x4, 3x3) reads zero-padded planes; F(2x2, 3x3) checks borders itself.
+        let src = if f4 {
+            let pad = WinoPadSpec { g: wg.clone(), c: cg };
+            let padded = self.scratch(pad.bytes(), &format!("{name}/winograd_padded"));
+            let tiles = pad.tiles();
+            self.step(Arc::new(pad), tiles, &[src], &[padded], false, name, "WinogradPad", 0);
+            padded
+        } else {
+            src
+        };
+        // The AVX-512 tier transforms groups of sixteen tiles in machine code (F(2x2, 3x3)).
+        let wide = self.tier == Tier::Avx512 && !f4;
+        let v_bytes = if f4 {
+            Wino4InputSpec { g: wg.clone(), c: cg, nr, band_tiles: banded.then(|| band_tiles(0)) }.bytes()
+        } else {
+            WinoInputSpec { g: wg.clone(), c: cg, nr, band_tiles: banded.then(|| band_tiles(0)), wide }.bytes()
+        };
+        let v = self.scratch(v_bytes, &format!("{name}/winograd_input"));
+        // The F(4x4, 3x3) output transform reads a few floats past M's end (lanes it drops).
+        let m_stride = |tiles: usize| mg * tiles + E_SKEW / 4;
+        let m_bytes = (n * es * m_stride(band_tiles(0)) + winograd4::M_OVERREAD) * 4;
+        let mbuf = self.scratch(m_bytes, &format!("{name}/winograd_products"));
         for ty0 in (0..wg.th()).step_by(band_rows) {
             let tiles = band_tiles(ty0);
-            let input = WinoInputSpec { g: wg.clone(), c: cg, nr, band_tiles: banded.then_some(tiles), wide };
-            let table: Vec<u8> = input.table(ty0 * wg.tw()).iter().flat_map(|v| v.to_le_bytes()).collect();
-            let table = self.weight(&table, &format!("{name}/winograd_tiles"));
-            let (input_tiles, pn) = (input.tiles(), input.panels());
-            let kernel = wide.then(|| input.wide_kernel());
-            self.step(Arc::new(input), input_tiles, &[src, table], &[v], false, name, "WinogradInput", 0);
-            if let Some(k) = kernel {
-                let k = self.kernel(Arc::new(k));
-                if let Some(step) = self.out.steps.last_mut() {
-                    step.operands.push(super::LOperand::Kernel(k));
+            let es_bytes = if f4 {
+                let input = Wino4InputSpec { g: wg.clone(), c: cg, nr, band_tiles: banded.then_some(tiles) };
+                let table: Vec<u8> = input.table(ty0 * wg.tw()).iter().flat_map(|v| v.to_le_bytes()).collect();
+                let table = self.weight(&table, &format!("{name}/winograd_tiles"));
+                let (input_tiles, es_bytes) = (input.tiles(), input.e_stride());
+                self.step(Arc::new(input), input_tiles, &[src, table], &[v], false, name, "WinogradInput", 0);
+                es_bytes
+            } else {
+                let input = WinoInputSpec { g: wg.clone(), c: cg, nr, band_tiles: banded.then_some(tiles), wide };
+                let table: Vec<u8> = input.table(ty0 * wg.tw()).iter().flat_map(|v| v.to_le_bytes()).collect();
+                let table = self.weight(&table, &format!("{name}/winograd_tiles"));
+                let (input_tiles, es_bytes) = (input.tiles(), input.e_stride());
+                let kernel = wide.then(|| input.wide_kernel());
+                self.step(Arc::new(input), input_tiles, &[src, table], &[v], false, name, "WinogradInput", 0);
+                if let Some(k) = kernel {
+                    let k = self.kernel(Arc::new(k));
+                    if let Some(step) = self.out.steps.last_mut() {
+                        step.operands.push(super::LOperand::Kernel(k));
+                    }
                 }
-            }
+                es_bytes
+            };
             let spec = GemmSpec {
                 m: mg,
                 n: tiles,
                 k: cg,
-                batch: n * 16,
+                batch: n * es,
                 a,
                 b: Mat {
                     rs: nr as isize,
                     cs: 1,
                     panel_stride: (cg * nr) as isize,
-                    batch_stride: (pn * cg * nr) as isize,
+                    batch_stride: (es_bytes / 4) as isize,
                     batch_mod: 0,
                 },
-                c: Mat::row_major(tiles, mg * tiles),
+                // Skewed by a line per matrix, like V (see `WinoInputSpec::e_stride`).
+                c: Mat::row_major(tiles, m_stride(tiles)),
                 mr,
                 ..self.gemm_blocking()
             };
@@ -1490,8 +1531,7 @@ impl<'g> Lowerer<'g> {
             // The output and the residuals laid out like it start at the band's first row.
             let last = ty0 + band_rows >= wg.th();
             let band = banded.then_some((band_rows.min(wg.th() - ty0), last));
-            let out = WinoOutputSpec { g: wg.clone(), m: mg, bias: bias.is_some(), steps: steps.clone(), band };
-            let shift = |r: BufRef| BufRef { offset: r.offset + 2 * ty0 * geom.ow * 4, ..r };
+            let shift = |r: BufRef| BufRef { offset: r.offset + wg.tile * ty0 * wg.ow * 4, ..r };
             let mut ops = vec![mbuf, shift(dst)];
             ops.extend(bias);
             let plane_adds = steps.iter().filter_map(|s| match s {
@@ -1499,7 +1539,12 @@ impl<'g> Lowerer<'g> {
                 _ => None,
             });
             ops.extend(plane_adds.zip(adds).map(|(plane, &r)| if plane { shift(r) } else { r }));
-            self.step_ordered(Arc::new(out), n * mg, &ops, 1, helpers, name, "WinogradOutput", 0);
+            let out: Arc<dyn crate::codegen::KernelSpec> = if f4 {
+                Arc::new(Wino4OutputSpec { g: wg.clone(), m: mg, bias: bias.is_some(), steps: steps.clone(), band })
+            } else {
+                Arc::new(WinoOutputSpec { g: wg.clone(), m: mg, bias: bias.is_some(), steps: steps.clone(), band })
+            };
+            self.step_ordered(out, n * mg, &ops, 1, helpers, name, "WinogradOutput", 0);
         }
         Ok(())
     }
@@ -2369,24 +2414,72 @@ fn balanced(mut spec: GemmSpec) -> GemmSpec {
     spec
 }
 
-fn winograd_fits(geom: &Geom, groups: usize, cg: usize, mg: usize, n: usize, rank: usize) -> bool {
-    if std::env::var_os("INCEPT_NO_WINOGRAD").is_some() {
-        return false;
+/// Which Winograd tile computes a conv (2: F(2x2, 3x3), 4: F(4x4, 3x3)), or None for the
+/// im2col GEMM. `forced` (the test knob), else `INCEPT_WINOGRAD=2|4|0` in the environment (for
+/// measuring), overrides the cost model where Winograd applies.
+fn winograd_tile(
+    geom: &Geom,
+    groups: usize,
+    cg: usize,
+    mg: usize,
+    n: usize,
+    rank: usize,
+    forced: Option<usize>,
+) -> Option<usize> {
+    let forced = forced.or_else(|| std::env::var("INCEPT_WINOGRAD").ok().and_then(|v| v.parse::<usize>().ok()));
+    if std::env::var_os("INCEPT_NO_WINOGRAD").is_some() || forced == Some(0) {
+        return None;
     }
     let square3 = geom.kh == 3 && geom.kw == 3 && geom.sh == 1 && geom.sw == 1 && geom.dh == 1 && geom.dw == 1;
     if !square3 || groups != 1 || rank != 4 || cg < 8 || mg < 8 || geom.oh < 2 || geom.ow < 2 {
-        return false;
+        return None;
     }
-    let wg = WinoGeom { n, h: geom.h, w: geom.w, ph: geom.ph, pw: geom.pw, oh: geom.oh, ow: geom.ow };
+    let wg = |tile| WinoGeom { tile, n, h: geom.h, w: geom.w, ph: geom.ph, pw: geom.pw, oh: geom.oh, ow: geom.ow };
+    // Kernels address the transformed matrices with 32-bit displacements; the widest panels
+    // (32, AVX-512) bound every tier's layout.
+    let fits = |tile: usize, es: usize| {
+        let g = wg(tile);
+        let limit = i32::MAX as usize / es;
+        g.panels(32) * cg * 32 * 4 < limit && mg * (g.tiles() + 4) * 4 < limit
+    };
+    if let Some(tile @ (2 | 4)) = forced {
+        return fits(tile, tile * tile + 4 * tile + 4).then_some(tile);
+    }
+    let f2 = wg(2);
     // Few tiles (a 7x7 map has 16) and weights far beyond L2: each transformed weight, 16/9 the
     // bytes of the 3x3 ones, serves only that many columns, and the GEMMs wait on memory.
     // ResNet50's 512-channel 7x7 convs took the same time either way (4.2 ms, one thread) and
     // their Winograd weights cost 16 MB each.
-    if wg.tiles() * n < 32 && 16 * cg * mg * 4 > 1 << 20 {
-        return false;
+    if f2.tiles() * n < 32 && 16 * cg * mg * 4 > 1 << 20 {
+        return None;
     }
-    // Kernels address the 16 transformed matrices with 32-bit displacements.
-    let limit = i32::MAX as usize / 16;
-    // The widest panels (32, AVX-512) bound every tier's layout.
-    wg.panels(32) * cg * 32 * 4 < limit && mg * wg.tiles() * 4 < limit
+    if fits(4, winograd4::E) && f4_pays(&f2, &wg(4), cg, mg) {
+        return Some(4);
+    }
+    fits(2, 16).then_some(2)
 }
+
+/// Whether F(4x4, 3x3) beats F(2x2, 3x3) on a conv, by a cost model of both (see `winograd_cost`).
+fn f4_pays(f2: &WinoGeom, f4: &WinoGeom, cg: usize, mg: usize) -> bool {
+    winograd_cost(f4, cg, mg) < winograd_cost(f2, cg, mg)
+}
+
+/// Estimated time of a Winograd conv (arbitrary units): the GEMMs' multiply-adds, their
+/// transformed weights streamed from memory where they do not stay in L2, and the transforms'
+/// memory traffic (the input transform writes `es` values per tile and channel, the output
+/// transform reads as many per output channel).
+fn winograd_cost(g: &WinoGeom, cg: usize, mg: usize) -> f64 {
+    let es = ((g.tile + 2) * (g.tile + 2)) as f64;
+    let tiles = (g.n * g.tiles()) as f64;
+    let (cg, mg) = (cg as f64, mg as f64);
+    let macs = es * tiles * cg * mg;
+    let weights = es * cg * mg * 4.0;
+    let streamed = if weights > (1 << 20) as f64 { weights } else { 0.0 };
+    let transforms = es * tiles * (cg + mg) * 4.0;
+    macs / WINO_MACS_PER_UNIT + streamed / WINO_STREAM_BYTES_PER_UNIT + transforms / WINO_TRANSFORM_BYTES_PER_UNIT
+}
+
+/// The cost model's rates (per nanosecond, one AVX-512 core of the reference machine).
+const WINO_MACS_PER_UNIT: f64 = 70.0;
+const WINO_STREAM_BYTES_PER_UNIT: f64 = 20.0;
+const WINO_TRANSFORM_BYTES_PER_UNIT: f64 = 20.0;

@@ -16,3 +16,4 @@ pub mod transposed;
 pub mod typed;
 pub mod volume;
 pub mod winograd;
+pub mod winograd4;

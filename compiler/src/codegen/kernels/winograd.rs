@@ -37,10 +37,12 @@ pub fn transform_kernel(g: &[f32]) -> [f32; 16] {
     u
 }
 
-/// The tiling shared by both transforms: an image of `h` x `w` (output `oh` x `ow`, pads `ph`,
-/// `pw`) cut into `th` x `tw` tiles of 2x2 outputs.
+/// The tiling shared by the transforms: an image of `h` x `w` (output `oh` x `ow`, pads `ph`,
+/// `pw`) cut into `th` x `tw` tiles of `tile` x `tile` outputs (2 for F(2x2, 3x3), 4 for
+/// F(4x4, 3x3)).
 #[derive(Clone, Debug)]
 pub struct WinoGeom {
+    pub tile: usize,
     pub n: usize,
     pub h: usize,
     pub w: usize,
@@ -52,10 +54,10 @@ pub struct WinoGeom {
 
 impl WinoGeom {
     pub fn th(&self) -> usize {
-        self.oh.div_ceil(2)
+        self.oh.div_ceil(self.tile)
     }
     pub fn tw(&self) -> usize {
-        self.ow.div_ceil(2)
+        self.ow.div_ceil(self.tile)
     }
     /// Tiles per image: the GEMM's N.
     pub fn tiles(&self) -> usize {
@@ -116,6 +118,9 @@ const ALL_INSIDE: i64 = (1 << Q) - 1;
 const GROUP: usize = 16;
 const GROUP_ROW: usize = 6;
 
+/// Bytes between consecutive transformed matrices beyond the matrix itself (see `e_stride`).
+pub const E_SKEW: usize = 64;
+
 impl WinoInputSpec {
     /// Tiles per image transformed.
     pub fn tiles_per_image(&self) -> usize {
@@ -128,7 +133,14 @@ impl WinoInputSpec {
     }
 
     pub fn bytes(&self) -> usize {
-        self.g.n * 16 * self.panels() * self.c * self.nr * 4
+        self.g.n * 16 * self.e_stride()
+    }
+
+    /// Bytes from one transformed value's matrix to the next: a line more than the matrix, so
+    /// that the 16 stores of a quad land in 16 cache sets (at the matrix size, often a multiple
+    /// of 4 KiB, they fell into one set and evicted each other).
+    pub fn e_stride(&self) -> usize {
+        self.panels() * self.c * self.nr * 4 + E_SKEW
     }
 
     /// Step tiles: one per image, panel and chunk of channels.
@@ -151,7 +163,7 @@ impl WinoInputSpec {
         crate::codegen::wide_winograd::WideWinoInput {
             row_bytes: (g.w * 4) as i32,
             plane_bytes: (g.h * g.w * 4) as i32,
-            e_stride: (self.panels() * self.c * self.nr * 4) as i32,
+            e_stride: self.e_stride() as i32,
             channel_bytes: (self.nr * 4) as i32,
         }
     }
@@ -234,7 +246,7 @@ impl KernelSpec for WinoInputSpec {
         let (c, hw) = (self.c as i64, (g.h * g.w) as i64);
         let nr = self.nr;
         assert!(nr.is_multiple_of(Q) && nr > 0, "quads fill the panels");
-        let e_stride = (self.panels() * self.c * nr * 4) as i64;
+        let e_stride = self.e_stride() as i64;
         assert!(e_stride * 16 < i32::MAX as i64, "lowering checks the transformed input fits i32 offsets");
         let pn = self.panels() as i64;
         let chunks = self.channel_chunks() as i64;
@@ -525,7 +537,7 @@ impl KernelSpec for WinoOutputSpec {
         let (tiles, tw, m) = ((rows * g.tw()) as i64, g.tw(), self.m as i64);
         let ohw = (g.oh * g.ow) as i64;
         // Byte distance between the GEMM outputs of consecutive e.
-        let e_stride = m * tiles * 4;
+        let e_stride = m * tiles * 4 + E_SKEW as i64;
         assert!(e_stride * 16 < i32::MAX as i64, "lowering checks the GEMM output fits i32 offsets");
         // Tile rows with both output rows inside (all of a band's but an odd height's last);
         // columns in groups of four tiles with both output columns inside.
@@ -536,9 +548,9 @@ impl KernelSpec for WinoOutputSpec {
         kb.for_range(begin, end, 1, |kb, t| {
             let (img, oc) = kb.divmod(t, m);
             let mp = {
-                let a = kb.muli(img, 16 * m);
-                let b = kb.add(a, oc);
-                let o = kb.muli(b, tiles * 4);
+                let a = kb.muli(img, 16 * e_stride);
+                let b = kb.muli(oc, tiles * 4);
+                let o = kb.add(a, b);
                 kb.add(ops[0], o)
             };
             let yp = {
