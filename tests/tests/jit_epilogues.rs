@@ -257,7 +257,7 @@ fn linear(
             // of four or five, so one group of four whole tiles and the row's last group.
             let (h, w) = if wide { (17 + r.int(0, 1), 16 + r.int(0, 2)) } else { (r.int(2, 9), r.int(2, 9)) };
             // Banded: 17 or more rows and columns of tiles, so that bands of 128 tiles make two.
-            let side = if wino4 { 68 } else { 34 };
+            let side = if wino4 { 50 } else { 34 };
             let (h, w) = if banded { (side + r.int(0, 2), side + r.int(0, 2)) } else { (h, w) };
             conv(r, c, m, &[h, w], &[3, 3], &[1, 1], 1)?
         }

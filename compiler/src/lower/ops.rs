@@ -2415,8 +2415,9 @@ fn balanced(mut spec: GemmSpec) -> GemmSpec {
 }
 
 /// Which Winograd tile computes a conv (2: F(2x2, 3x3), 4: F(4x4, 3x3)), or None for the
-/// im2col GEMM. `forced` (the test knob), else `INCEPT_WINOGRAD=2|4|0` in the environment (for
-/// measuring), overrides the cost model where Winograd applies.
+/// im2col GEMM. `forced` (the test knob) overrides every choice but the conv's shape;
+/// `INCEPT_WINOGRAD=0|2|4` in the environment (for measuring) overrides the cost model's pick
+/// among the tiles, where Winograd pays at all.
 fn winograd_tile(
     geom: &Geom,
     groups: usize,
@@ -2426,8 +2427,8 @@ fn winograd_tile(
     rank: usize,
     forced: Option<usize>,
 ) -> Option<usize> {
-    let forced = forced.or_else(|| std::env::var("INCEPT_WINOGRAD").ok().and_then(|v| v.parse::<usize>().ok()));
-    if std::env::var_os("INCEPT_NO_WINOGRAD").is_some() || forced == Some(0) {
+    let env = std::env::var("INCEPT_WINOGRAD").ok().and_then(|v| v.parse::<usize>().ok());
+    if std::env::var_os("INCEPT_NO_WINOGRAD").is_some() || env == Some(0) {
         return None;
     }
     let square3 = geom.kh == 3 && geom.kw == 3 && geom.sh == 1 && geom.sw == 1 && geom.dh == 1 && geom.dw == 1;
@@ -2437,13 +2438,13 @@ fn winograd_tile(
     let wg = |tile| WinoGeom { tile, n, h: geom.h, w: geom.w, ph: geom.ph, pw: geom.pw, oh: geom.oh, ow: geom.ow };
     // Kernels address the transformed matrices with 32-bit displacements; the widest panels
     // (32, AVX-512) bound every tier's layout.
-    let fits = |tile: usize, es: usize| {
+    let fits = |tile: usize| {
         let g = wg(tile);
-        let limit = i32::MAX as usize / es;
+        let limit = i32::MAX as usize / ((tile + 2) * (tile + 2));
         g.panels(32) * cg * 32 * 4 < limit && mg * (g.tiles() + 4) * 4 < limit
     };
     if let Some(tile @ (2 | 4)) = forced {
-        return fits(tile, tile * tile + 4 * tile + 4).then_some(tile);
+        return fits(tile).then_some(tile);
     }
     let f2 = wg(2);
     // Few tiles (a 7x7 map has 16) and weights far beyond L2: each transformed weight, 16/9 the
@@ -2453,10 +2454,13 @@ fn winograd_tile(
     if f2.tiles() * n < 32 && 16 * cg * mg * 4 > 1 << 20 {
         return None;
     }
-    if fits(4, winograd4::E) && f4_pays(&f2, &wg(4), cg, mg) {
+    if let Some(tile @ (2 | 4)) = env {
+        return fits(tile).then_some(tile);
+    }
+    if fits(4) && f4_pays(&f2, &wg(4), cg, mg) {
         return Some(4);
     }
-    fits(2, 16).then_some(2)
+    fits(2).then_some(2)
 }
 
 /// Whether F(4x4, 3x3) beats F(2x2, 3x3) on a conv, by a cost model of both (see `winograd_cost`).
