@@ -800,3 +800,28 @@ fn winograd_is_declined_for_big_weights_on_small_maps() {
         assert_eq!(ops.contains(&"WinogradInput"), wino, "{c} channels on {hw}x{hw}: {ops:?}");
     }
 }
+
+/// F(2x2, 3x3) reads a zero-padded copy of its input where border tiles are over a quarter of
+/// the map (14x14: 24 of 49), and checks borders itself on big maps (40x40: 39 of 400), so the
+/// Winograd tests reach both input paths; its results match the interpreter either way.
+#[test]
+fn winograd2_pads_maps_with_many_border_tiles() {
+    for (hw, padded) in [(14, true), (40, false)] {
+        let src = format!(
+            "graph g {{\n  input %x : f32[1,16,{hw},{hw}]\n  %w = const f32[16,16,3,3] random(1)\n  %y = Conv(%x, %w) {{kernel_shape=[3, 3], pads=[1, 1, 1, 1]}} : f32[1,16,{hw},{hw}]\n  output %y\n}}\n"
+        );
+        let g = incept_ir::text::parse(&src).unwrap_or_else(|e| panic!("{e}\n{src}"));
+        let opts = CompileOptions { threads: 1, winograd_tile: Some(2), ..Default::default() };
+        let (model, _) = incept_compiler::compile_graph(g.clone(), &opts).unwrap_or_else(|e| panic!("{e}"));
+        let ops: Vec<&str> = model.plan().steps.iter().map(|s| s.op.as_str()).collect();
+        assert!(ops.contains(&"WinogradInput"), "{hw}x{hw}: {ops:?}");
+        assert_eq!(ops.contains(&"WinogradPad"), padded, "{hw}x{hw}: {ops:?}");
+        let mut rng = incept_ir::text::parse::SplitMix(3);
+        let x = Tensor::from_vec(vec![1, 16, hw, hw], (0..16 * hw * hw).map(|_| rng.uniform() as f32).collect());
+        let want = incept_ir::interp::run(&g, std::slice::from_ref(&x)).expect("interpreter");
+        model.fill_arena_for_testing(0xFF);
+        let got = model.run(&[to_runtime(&x)]).expect("run");
+        let err = max_rel_err(&from_runtime(&got[0]), &want[0]).expect("same shape");
+        assert!(err < 1e-5, "{hw}x{hw}: error {err:e}");
+    }
+}

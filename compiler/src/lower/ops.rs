@@ -1459,22 +1459,27 @@ impl<'g> Lowerer<'g> {
         };
         let banded = band_rows < wg.th();
         let band_tiles = |ty0: usize| band_rows.min(wg.th() - ty0) * wg.tw();
-        // F(4x4, 3x3) reads zero-padded planes; F(2x2, 3x3) checks borders itself.
-        let src = if f4 {
+        // F(4x4, 3x3) reads zero-padded planes. F(2x2, 3x3) checks borders itself, element by
+        // element, unless they are a large share of the map: then it too reads padded planes,
+        // as an input without pads (ResNet50's 256-channel convs on 14x14, 24 of 49 tiles on
+        // the border: their input transforms 0.31-0.39 -> 0.15 ms, plus 0.02 ms of padding).
+        let padded = f4 || wg.border_share() > WINO2_PAD_BORDER_SHARE;
+        let (src, in_geom) = if padded {
             let pad = WinoPadSpec { g: wg.clone(), c: cg };
-            let padded = self.scratch(pad.bytes(), &format!("{name}/winograd_padded"));
+            let buf = self.scratch(pad.bytes(), &format!("{name}/winograd_padded"));
             let tiles = pad.tiles();
-            self.step(Arc::new(pad), tiles, &[src], &[padded], false, name, "WinogradPad", 0);
-            padded
+            self.step(Arc::new(pad), tiles, &[src], &[buf], false, name, "WinogradPad", 0);
+            let (hp, wp) = winograd4::padded_dims(wg);
+            (buf, WinoGeom { h: hp, w: wp, ph: 0, pw: 0, ..wg.clone() })
         } else {
-            src
+            (src, wg.clone())
         };
         // The AVX-512 tier transforms groups of sixteen tiles in machine code (F(2x2, 3x3)).
         let wide = self.tier == Tier::Avx512 && !f4;
         let v_bytes = if f4 {
             Wino4InputSpec { g: wg.clone(), c: cg, nr, band_tiles: banded.then(|| band_tiles(0)) }.bytes()
         } else {
-            WinoInputSpec { g: wg.clone(), c: cg, nr, band_tiles: banded.then(|| band_tiles(0)), wide }.bytes()
+            WinoInputSpec { g: in_geom.clone(), c: cg, nr, band_tiles: banded.then(|| band_tiles(0)), wide }.bytes()
         };
         let v = self.scratch(v_bytes, &format!("{name}/winograd_input"));
         // The F(4x4, 3x3) output transform reads a few floats past M's end (lanes it drops).
@@ -1491,7 +1496,7 @@ impl<'g> Lowerer<'g> {
                 self.step(Arc::new(input), input_tiles, &[src, table], &[v], false, name, "WinogradInput", 0);
                 es_bytes
             } else {
-                let input = WinoInputSpec { g: wg.clone(), c: cg, nr, band_tiles: banded.then_some(tiles), wide };
+                let input = WinoInputSpec { g: in_geom.clone(), c: cg, nr, band_tiles: banded.then_some(tiles), wide };
                 let table: Vec<u8> = input.table(ty0 * wg.tw()).iter().flat_map(|v| v.to_le_bytes()).collect();
                 let table = self.weight(&table, &format!("{name}/winograd_tiles"));
                 let (input_tiles, es_bytes) = (input.tiles(), input.e_stride());
@@ -2482,6 +2487,9 @@ fn winograd_cost(g: &WinoGeom, cg: usize, mg: usize) -> f64 {
     let transforms = es * tiles * (cg + mg) * 4.0;
     macs / WINO_MACS_PER_UNIT + streamed / WINO_STREAM_BYTES_PER_UNIT + transforms / WINO_TRANSFORM_BYTES_PER_UNIT
 }
+
+/// Above this share of border tiles, F(2x2, 3x3) reads a zero-padded copy of its input.
+const WINO2_PAD_BORDER_SHARE: f64 = 0.25;
 
 /// The cost model's rates (per nanosecond, one AVX-512 core of the reference machine).
 const WINO_MACS_PER_UNIT: f64 = 70.0;

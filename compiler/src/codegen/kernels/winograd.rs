@@ -67,6 +67,13 @@ impl WinoGeom {
     pub fn panels(&self, nr: usize) -> usize {
         self.tiles().div_ceil(nr)
     }
+    /// The share of tiles whose patch crosses the input's border (F(2x2, 3x3)).
+    pub fn border_share(&self) -> f64 {
+        let (ty_lo, ty_hi) = WinoGeom::inside(self.h, self.ph, self.th());
+        let (tx_lo, tx_hi) = WinoGeom::inside(self.w, self.pw, self.tw());
+        1.0 - ((ty_hi - ty_lo) * (tx_hi - tx_lo)) as f64 / self.tiles().max(1) as f64
+    }
+
     /// Tile rows (or columns) whose 4x4 patch lies wholly inside the input: `[lo, hi)`.
     fn inside(n: usize, p: usize, tiles: usize) -> (usize, usize) {
         let lo = p.div_ceil(2);

@@ -101,10 +101,11 @@ fn at(kb: &mut Kb, m: &[Value; 6]) -> [Value; 4] {
     [y0, y1, y2, y3]
 }
 
-/// The padded input planes the transform reads: `th * 4 + 2` rows of `tw * 4 + 4` floats (the
-/// patch rows are read as two vectors of four, the second reaching two floats past the patch).
+/// The padded input planes the transforms read: `th * tile + 2` rows of at least `tw * tile +
+/// 2` floats, a multiple of four (the pad kernel writes whole vectors; F(4x4, 3x3) reads patch
+/// rows as two vectors of four, the second reaching two floats past the patch).
 pub fn padded_dims(g: &WinoGeom) -> (usize, usize) {
-    (4 * g.th() + 2, 4 * g.tw() + 4)
+    (g.tile * g.th() + 2, (g.tile * g.tw() + 2).next_multiple_of(4))
 }
 
 /// Copies each input plane into its zero-padded plane (see [`padded_dims`]) at (ph, pw), zeros
