@@ -79,7 +79,7 @@ pub enum Cpu {
     /// The widest tier this CPU runs.
     #[default]
     Native,
-    /// f32x4 only: runs on every x86-64 (and is the portable path elsewhere).
+    /// f32x4 only: runs on every x86-64 with SSE4.2 (x86-64-v2; and is the portable path elsewhere).
     Baseline,
     /// The AVX2 + FMA tier (the plan then needs those features to load).
     Avx2,
@@ -202,7 +202,7 @@ pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, C
     let arena = plan_arena(&lowered);
     report.stages.push(("memory plan", t.elapsed()));
     let t = Instant::now();
-    let isas = codegen::Isas::host()?;
+    let isas = codegen::Isas::for_tier(tier)?;
     let blob = codegen::compile_all(&isas, &lowered.specs)?;
     report.stages.push(("codegen", t.elapsed()));
     let t = Instant::now();

@@ -13,8 +13,12 @@ pub enum RunError {
     Plan(String),
     #[error("cannot map executable code: {0}")]
     Code(String),
-    #[error("this CPU lacks features the compiled code needs: {missing} (compile with --cpu baseline for any x86-64)")]
+    #[error(
+        "this CPU lacks features the compiled code needs: {missing} (compile with --cpu baseline for any x86-64 CPU with SSE4.2)"
+    )]
     CpuFeatures { missing: String },
     #[error("node '{name}' ({op}): {what}")]
     Check { name: String, op: String, what: String },
+    #[error(transparent)]
+    Artifact(#[from] crate::artifact::ArtifactError),
 }

@@ -5,6 +5,7 @@
 //! tree), so an application can link it alone; a plan is plain data that a later stage can write
 //! to a file and load again.
 
+pub mod artifact;
 pub mod buffer;
 pub mod code;
 pub mod cpu;

@@ -118,6 +118,23 @@ impl Model {
         })
     }
 
+    /// Loads a compiled model from an `.incept` artifact (see [`crate::artifact`]): checks its
+    /// header, digest, tables and CPU features, then maps its code executable. An artifact is
+    /// native code: load only files you trust.
+    pub fn load(path: impl AsRef<std::path::Path>, options: &RunOptions) -> Result<Model, RunError> {
+        let (plan, _) = crate::artifact::load(path.as_ref())?;
+        Model::new(plan, options)
+    }
+
+    /// Writes this model's plan as an `.incept` artifact.
+    pub fn save(
+        &self,
+        path: impl AsRef<std::path::Path>,
+        info: &crate::artifact::ArtifactInfo,
+    ) -> Result<(), RunError> {
+        Ok(crate::artifact::save(&self.plan, info, path.as_ref())?)
+    }
+
     pub fn plan(&self) -> &Plan {
         &self.plan
     }

@@ -25,8 +25,9 @@ pub struct BackendArgs {
     #[command(flatten)]
     pub shapes: ShapeArgs,
     /// The CPU to compile for: native (the widest tier this CPU runs), baseline (f32x4 only, runs
-    /// on every x86-64), avx2 (AVX2 + FMA GEMM kernels) or avx512 (AVX-512F GEMM kernels); a plan
-    /// for a tier this CPU lacks is refused when it loads, naming the missing features.
+    /// on every x86-64 with SSE4.2), avx2 (x86-64-v3: AVX2 + FMA GEMM kernels) or avx512 (also
+    /// AVX-512F GEMM kernels); a plan for a tier this CPU lacks is refused when it loads, naming
+    /// the missing features.
     #[arg(long, default_value = "native", value_name = "CPU")]
     pub cpu: Cpu,
     /// Test-only: miscompile on purpose (epilogue-operand-as-bias, corrupt=NODE), to check that

@@ -32,7 +32,7 @@ pub enum CodegenError {
 /// The instruction set the GEMM kernels are built for (everything else is Cranelift f32x4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Tier {
-    /// Cranelift f32x4 (SSE/AVX 128-bit, FMA when the CPU has it): runs on every x86-64.
+    /// Cranelift f32x4 (SSE4.2, no FMA): runs on every x86-64-v2 CPU.
     F32x4,
     /// An AVX2 + FMA register tile written with an assembler (see [`wide`]).
     Avx2,
@@ -66,12 +66,43 @@ impl Tier {
             Tier::Avx512 => "avx512",
         }
     }
-    /// CPU features a plan built for this tier needs beyond x86-64's baseline.
+    /// CPU features a plan built for this tier needs beyond x86-64's baseline: the ones its
+    /// Cranelift code may use (see `cranelift_flags`) and the assembler kernels'. The f32x4
+    /// tier is x86-64-v2 (every x86-64 CPU since about 2009), the wide ones add x86-64-v3.
     pub fn features(self) -> &'static [&'static str] {
+        const V2: [&str; 5] = ["sse3", "ssse3", "sse4.1", "sse4.2", "popcnt"];
         match self {
-            Tier::F32x4 => &[],
-            Tier::Avx2 => &["avx2", "fma"],
-            Tier::Avx512 => &["avx2", "fma", "avx512f"],
+            Tier::F32x4 => &V2,
+            Tier::Avx2 => {
+                &["sse3", "ssse3", "sse4.1", "sse4.2", "popcnt", "avx", "avx2", "fma", "bmi1", "bmi2", "lzcnt"]
+            }
+            Tier::Avx512 => &[
+                "sse3", "ssse3", "sse4.1", "sse4.2", "popcnt", "avx", "avx2", "fma", "bmi1", "bmi2", "lzcnt", "avx512f",
+            ],
+        }
+    }
+
+    /// The Cranelift x86-64 ISA flags of this tier's code: fixed per tier, not the compiling
+    /// host's, so that a plan runs on every CPU with `features` (a host's AVX-512 VL or BMI
+    /// extensions would otherwise leak into an f32x4 plan).
+    fn cranelift_flags(self) -> &'static [&'static str] {
+        const V2: [&str; 5] = ["has_sse3", "has_ssse3", "has_sse41", "has_sse42", "has_popcnt"];
+        const V3: [&str; 11] = [
+            "has_sse3",
+            "has_ssse3",
+            "has_sse41",
+            "has_sse42",
+            "has_popcnt",
+            "has_avx",
+            "has_avx2",
+            "has_fma",
+            "has_bmi1",
+            "has_bmi2",
+            "has_lzcnt",
+        ];
+        match self {
+            Tier::F32x4 => &V2,
+            Tier::Avx2 | Tier::Avx512 => &V3,
         }
     }
     /// Whether the GEMM calls a machine-code microkernel (and reads only packed panels).
@@ -122,6 +153,12 @@ impl Isas {
         Ok(Isas { speed: host_isa_with("speed")?, none: host_isa_with("none")? })
     }
 
+    /// The ISAs of a tier's plans (see [`Tier::cranelift_flags`]); on other architectures than
+    /// x86-64, the host's.
+    pub fn for_tier(tier: Tier) -> Result<Isas, CodegenError> {
+        Ok(Isas { speed: tier_isa_with(tier, "speed")?, none: tier_isa_with(tier, "none")? })
+    }
+
     fn for_spec(&self, spec: &dyn KernelSpec) -> &dyn TargetIsa {
         if spec.optimize() { self.speed.as_ref() } else { self.none.as_ref() }
     }
@@ -140,6 +177,21 @@ fn host_isa_with(opt_level: &str) -> Result<Arc<dyn TargetIsa>, CodegenError> {
         .map_err(|e| CodegenError::Isa(e.to_string()))?;
     let isa = cranelift_native::builder().map_err(|e| CodegenError::Isa(e.to_string()))?;
     isa.finish(settings::Flags::new(flags)).map_err(|e| CodegenError::Isa(e.to_string()))
+}
+
+fn tier_isa_with(tier: Tier, opt_level: &str) -> Result<Arc<dyn TargetIsa>, CodegenError> {
+    if !cfg!(target_arch = "x86_64") {
+        return host_isa_with(opt_level);
+    }
+    let err = |e: &dyn std::fmt::Display| CodegenError::Isa(e.to_string());
+    let mut flags = settings::builder();
+    flags.set("opt_level", opt_level).map_err(|e| err(&e))?;
+    flags.set("enable_verifier", if cfg!(debug_assertions) { "true" } else { "false" }).map_err(|e| err(&e))?;
+    let mut isa = cranelift_native::builder_with_options(false).map_err(|e| err(&e))?;
+    for f in tier.cranelift_flags() {
+        isa.enable(f).map_err(|e| err(&e))?;
+    }
+    isa.finish(settings::Flags::new(flags)).map_err(|e| err(&e))
 }
 
 /// Compiles one kernel to machine code. The code must need no relocation.

@@ -316,8 +316,10 @@ pub(super) const ZMM: [AsmRegisterZmm; 32] = [
 ];
 
 impl Ops {
+    /// Zeroes a register. On zmm, `vpxord` (AVX-512F): the float form `vxorps zmm` is
+    /// AVX-512DQ, which the plan does not require (Xeon Phi has F without DQ).
     pub(super) fn zero(&self, x: &mut CodeAssembler, r: usize) -> Result<(), CodegenError> {
-        if self.wide { x.vxorps(ZMM[r], ZMM[r], ZMM[r]) } else { x.vxorps(YMM[r], YMM[r], YMM[r]) }.map_err(asm_err)
+        if self.wide { x.vpxord(ZMM[r], ZMM[r], ZMM[r]) } else { x.vxorps(YMM[r], YMM[r], YMM[r]) }.map_err(asm_err)
     }
     pub(super) fn load(&self, x: &mut CodeAssembler, r: usize, m: AsmMemoryOperand) -> Result<(), CodegenError> {
         if self.wide { x.vmovups(ZMM[r], zmmword_ptr(m)) } else { x.vmovups(YMM[r], ymmword_ptr(m)) }.map_err(asm_err)

@@ -1,0 +1,628 @@
+//! The `.incept` artifact: a compiled plan in one file, so that an application loads machine code
+//! and weights instead of compiling at start-up.
+//!
+//! Layout (every integer little-endian):
+//!
+//! ```text
+//! 0    magic "INCEPT\0\x1a"                       8 bytes
+//! 8    format major, minor                        u16, u16
+//! 12   0x01020304 as the writer stored it         u32 (byte order check)
+//! 16   pointer width in bytes, architecture       u8, u8 (1 = x86-64, 2 = aarch64)
+//! 18   reserved (zero)                            6 bytes
+//! 24   section count, reserved                    u32, u32
+//! 32   file length                                u64
+//! 40   SHA-256 of the file with these 32 bytes zero
+//! 72   section table: per section kind, reserved (u32, u32), offset, length (u64, u64)
+//! ...  sections; WEIGHTS starts on a 4096-byte boundary (so it can be used in place from a
+//!      memory map), every other section on a 64-byte boundary
+//! ```
+//!
+//! A loader checks the magic, version, byte order, architecture, length and digest before it
+//! reads any table, then every table with checked arithmetic, then [`Plan::validate`]. An
+//! artifact is native code: load only files you trust. The digest catches corruption, not
+//! tampering.
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::buffer::AlignedBuf;
+use crate::plan::{IoSpec, Kernel, Operand, Plan, Slot, Step};
+use crate::tensor::DType;
+
+pub const MAGIC: [u8; 8] = *b"INCEPT\0\x1a";
+pub const FORMAT_MAJOR: u16 = 1;
+pub const FORMAT_MINOR: u16 = 0;
+
+const BYTE_ORDER: u32 = 0x0102_0304;
+const HEADER: usize = 72;
+const SECTION_ENTRY: usize = 24;
+const DIGEST_AT: usize = 40;
+const WEIGHTS_ALIGN: usize = 4096;
+const SECTION_ALIGN: usize = 64;
+
+/// Section kinds.
+mod kind {
+    pub const META: u32 = 1;
+    pub const CODE: u32 = 2;
+    pub const KERNELS: u32 = 3;
+    pub const STEPS: u32 = 4;
+    pub const IO: u32 = 5;
+    pub const WEIGHTS: u32 = 6;
+    pub const ALL: [u32; 6] = [META, CODE, KERNELS, STEPS, IO, WEIGHTS];
+}
+
+/// What a plan's artifact says about where it came from, besides the plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArtifactInfo {
+    /// The compiler that wrote it ("incept 0.1.0").
+    pub compiler: String,
+    /// The code generator's settings that the machine code depends on, as `name=value` lines.
+    pub codegen: String,
+}
+
+/// Why an artifact was refused.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ArtifactError {
+    #[error("cannot read '{path}': {reason}")]
+    Io { path: String, reason: String },
+    #[error("not an incept artifact (no INCEPT magic at its start)")]
+    NotIncept,
+    #[error(
+        "artifact format {major}.{minor} is newer than this runtime's {FORMAT_MAJOR}.{FORMAT_MINOR}: load it with a newer incept"
+    )]
+    NewerFormat { major: u16, minor: u16 },
+    #[error("the artifact was written for {file}, this machine is {host}")]
+    Architecture { file: String, host: String },
+    #[error("the artifact was written on a machine of the other byte order")]
+    ByteOrder,
+    #[error("the artifact is truncated: {got} of its {expected} bytes")]
+    Truncated { expected: u64, got: u64 },
+    #[error("the artifact is corrupted: its SHA-256 digest does not match its contents")]
+    Corrupted,
+    #[error("the artifact is malformed: {0}")]
+    Malformed(String),
+}
+
+fn arch_code(arch: &str) -> u8 {
+    match arch {
+        "x86_64" => 1,
+        "aarch64" => 2,
+        _ => 0,
+    }
+}
+
+fn arch_name(code: u8) -> String {
+    match code {
+        1 => "x86_64".into(),
+        2 => "aarch64".into(),
+        c => format!("an unknown architecture ({c})"),
+    }
+}
+
+fn dtype_code(d: DType) -> u8 {
+    match d {
+        DType::F32 => 1,
+        DType::F64 => 2,
+        DType::I32 => 3,
+        DType::I64 => 4,
+        DType::U8 => 5,
+        DType::I8 => 6,
+        DType::Bool => 7,
+        DType::I16 => 8,
+        DType::U16 => 9,
+        DType::U32 => 10,
+        DType::U64 => 11,
+    }
+}
+
+fn dtype_of(code: u8) -> Option<DType> {
+    Some(match code {
+        1 => DType::F32,
+        2 => DType::F64,
+        3 => DType::I32,
+        4 => DType::I64,
+        5 => DType::U8,
+        6 => DType::I8,
+        7 => DType::Bool,
+        8 => DType::I16,
+        9 => DType::U16,
+        10 => DType::U32,
+        11 => DType::U64,
+        _ => return None,
+    })
+}
+
+/// Little-endian encoding of one section.
+#[derive(Default)]
+struct Out(Vec<u8>);
+
+impl Out {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn usize(&mut self, v: usize) {
+        self.u64(v as u64);
+    }
+    fn str(&mut self, s: &str) {
+        self.usize(s.len());
+        self.0.extend_from_slice(s.as_bytes());
+    }
+}
+
+/// Checked decoding of one section: every read says what it was reading when it ran out.
+struct In<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    section: &'static str,
+}
+
+impl<'a> In<'a> {
+    fn err(&self, what: &str) -> ArtifactError {
+        ArtifactError::Malformed(format!("{} section: {what} at byte {}", self.section, self.at))
+    }
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], ArtifactError> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or_else(|| self.err(what))?;
+        let s = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u8(&mut self, what: &str) -> Result<u8, ArtifactError> {
+        Ok(self.take(1, what)?[0])
+    }
+    fn u64(&mut self, what: &str) -> Result<u64, ArtifactError> {
+        let b = self.take(8, what)?;
+        Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    }
+    fn usize(&mut self, what: &str) -> Result<usize, ArtifactError> {
+        let v = self.u64(what)?;
+        usize::try_from(v).map_err(|_| self.err(&format!("{what} of {v} (too large)")))
+    }
+    /// A count of items at least `min_bytes` each: refused before allocating if the section
+    /// cannot hold that many.
+    fn count(&mut self, min_bytes: usize, what: &str) -> Result<usize, ArtifactError> {
+        let n = self.usize(what)?;
+        let left = self.bytes.len() - self.at;
+        if n.checked_mul(min_bytes.max(1)).is_none_or(|b| b > left) {
+            return Err(self.err(&format!("{what} of {n} (more than the section holds)")));
+        }
+        Ok(n)
+    }
+    fn str(&mut self, what: &str) -> Result<String, ArtifactError> {
+        let n = self.count(1, what)?;
+        let b = self.take(n, what)?;
+        String::from_utf8(b.to_vec()).map_err(|_| self.err(&format!("{what} (not UTF-8)")))
+    }
+    fn end(&self) -> Result<(), ArtifactError> {
+        if self.at == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(self.err(&format!("{} bytes after the last entry", self.bytes.len() - self.at)))
+        }
+    }
+}
+
+fn slot_code(s: Slot) -> (u8, usize) {
+    match s {
+        Slot::Arena => (0, 0),
+        Slot::Weights => (1, 0),
+        Slot::Input(k) => (2, k),
+        Slot::Output(k) => (3, k),
+        Slot::Helpers => (4, 0),
+        Slot::Kernel(k) => (5, k),
+    }
+}
+
+fn encode_io(o: &mut Out, list: &[IoSpec]) {
+    o.usize(list.len());
+    for io in list {
+        o.str(&io.name);
+        o.u8(dtype_code(io.dtype));
+        o.usize(io.shape.len());
+        for &d in &io.shape {
+            o.usize(d);
+        }
+    }
+}
+
+fn decode_io(r: &mut In) -> Result<Vec<IoSpec>, ArtifactError> {
+    let n = r.count(17, "input/output count")?;
+    (0..n)
+        .map(|_| {
+            let name = r.str("name")?;
+            let code = r.u8("dtype")?;
+            let dtype = dtype_of(code).ok_or_else(|| r.err(&format!("dtype {code}")))?;
+            let rank = r.count(8, "rank")?;
+            let shape = (0..rank).map(|_| r.usize("dimension")).collect::<Result<Vec<_>, _>>()?;
+            Ok(IoSpec { name, dtype, shape })
+        })
+        .collect()
+}
+
+/// The artifact of `plan`, for the architecture this runtime runs on.
+pub fn encode(plan: &Plan, info: &ArtifactInfo) -> Vec<u8> {
+    let mut meta = Out::default();
+    meta.str(&info.compiler);
+    meta.str(&info.codegen);
+    meta.usize(plan.features.len());
+    for f in &plan.features {
+        meta.str(f);
+    }
+    meta.usize(plan.arena_size);
+    match plan.status {
+        Some(s) => {
+            meta.u8(1);
+            meta.usize(s);
+        }
+        None => meta.u8(0),
+    }
+    let mut kernels = Out::default();
+    kernels.usize(plan.kernels.len());
+    for k in &plan.kernels {
+        kernels.usize(k.offset);
+        kernels.usize(k.len);
+        kernels.str(&k.name);
+    }
+    let mut steps = Out::default();
+    steps.usize(plan.steps.len());
+    for s in &plan.steps {
+        steps.usize(s.kernel);
+        steps.usize(s.tiles);
+        steps.u64(s.flops);
+        steps.str(&s.name);
+        steps.str(&s.op);
+        match &s.check {
+            Some(c) => {
+                steps.u8(1);
+                steps.str(c);
+            }
+            None => steps.u8(0),
+        }
+        steps.usize(s.operands.len());
+        for op in &s.operands {
+            let (code, index) = slot_code(op.slot);
+            steps.u8(code);
+            steps.usize(index);
+            steps.usize(op.offset);
+        }
+    }
+    let mut io = Out::default();
+    encode_io(&mut io, &plan.inputs);
+    encode_io(&mut io, &plan.outputs);
+    let sections: [(u32, &[u8]); 6] = [
+        (kind::META, &meta.0),
+        (kind::CODE, &plan.code),
+        (kind::KERNELS, &kernels.0),
+        (kind::STEPS, &steps.0),
+        (kind::IO, &io.0),
+        (kind::WEIGHTS, plan.weights.as_slice()),
+    ];
+    let mut file = vec![0u8; HEADER + SECTION_ENTRY * sections.len()];
+    let mut table = Vec::new();
+    for (k, bytes) in sections {
+        let align = if k == kind::WEIGHTS { WEIGHTS_ALIGN } else { SECTION_ALIGN };
+        file.resize(file.len().next_multiple_of(align), 0);
+        table.push((k, file.len(), bytes.len()));
+        file.extend_from_slice(bytes);
+    }
+    file[0..8].copy_from_slice(&MAGIC);
+    file[8..10].copy_from_slice(&FORMAT_MAJOR.to_le_bytes());
+    file[10..12].copy_from_slice(&FORMAT_MINOR.to_le_bytes());
+    file[12..16].copy_from_slice(&BYTE_ORDER.to_le_bytes());
+    file[16] = std::mem::size_of::<usize>() as u8;
+    file[17] = arch_code(std::env::consts::ARCH);
+    file[24..28].copy_from_slice(&(table.len() as u32).to_le_bytes());
+    let len = file.len() as u64;
+    file[32..40].copy_from_slice(&len.to_le_bytes());
+    for (i, (k, offset, bytes)) in table.into_iter().enumerate() {
+        let at = HEADER + SECTION_ENTRY * i;
+        file[at..at + 4].copy_from_slice(&k.to_le_bytes());
+        file[at + 8..at + 16].copy_from_slice(&(offset as u64).to_le_bytes());
+        file[at + 16..at + 24].copy_from_slice(&(bytes as u64).to_le_bytes());
+    }
+    let digest = Sha256::digest(&file);
+    file[DIGEST_AT..DIGEST_AT + 32].copy_from_slice(&digest);
+    file
+}
+
+/// Writes `plan`'s artifact to `path`.
+pub fn save(plan: &Plan, info: &ArtifactInfo, path: &Path) -> Result<(), ArtifactError> {
+    std::fs::write(path, encode(plan, info))
+        .map_err(|e| ArtifactError::Io { path: path.display().to_string(), reason: e.to_string() })
+}
+
+/// Reads an artifact from `path` (see [`decode`]).
+pub fn load(path: &Path) -> Result<(Plan, ArtifactInfo), ArtifactError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| ArtifactError::Io { path: path.display().to_string(), reason: e.to_string() })?;
+    decode(&bytes)
+}
+
+fn le_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// The plan in an artifact, after checking its header, digest, tables and the plan itself.
+pub fn decode(bytes: &[u8]) -> Result<(Plan, ArtifactInfo), ArtifactError> {
+    if bytes.len() < 8 || bytes[0..8] != MAGIC {
+        return Err(ArtifactError::NotIncept);
+    }
+    if bytes.len() < HEADER {
+        return Err(ArtifactError::Truncated { expected: HEADER as u64, got: bytes.len() as u64 });
+    }
+    let (major, minor) = (le_u16(bytes, 8), le_u16(bytes, 10));
+    if major > FORMAT_MAJOR || major == FORMAT_MAJOR && minor > FORMAT_MINOR {
+        return Err(ArtifactError::NewerFormat { major, minor });
+    }
+    if le_u32(bytes, 12) != BYTE_ORDER {
+        return Err(ArtifactError::ByteOrder);
+    }
+    let host = arch_code(std::env::consts::ARCH);
+    if bytes[17] != host || bytes[16] as usize != std::mem::size_of::<usize>() {
+        return Err(ArtifactError::Architecture {
+            file: format!("{} ({}-bit)", arch_name(bytes[17]), 8 * bytes[16] as u32),
+            host: format!("{} ({}-bit)", std::env::consts::ARCH, 8 * std::mem::size_of::<usize>()),
+        });
+    }
+    let expected = le_u64(bytes, 32);
+    if expected != bytes.len() as u64 {
+        return Err(ArtifactError::Truncated { expected, got: bytes.len() as u64 });
+    }
+    let mut zeroed = Sha256::new();
+    zeroed.update(&bytes[..DIGEST_AT]);
+    zeroed.update([0u8; 32]);
+    zeroed.update(&bytes[DIGEST_AT + 32..]);
+    if zeroed.finalize()[..] != bytes[DIGEST_AT..DIGEST_AT + 32] {
+        return Err(ArtifactError::Corrupted);
+    }
+    decode_verified(bytes)
+}
+
+/// [`decode`] past the digest: the tables of an artifact whose header and digest were checked
+/// (or, in tests and fuzzing, of any bytes: this must refuse, never panic).
+#[doc(hidden)]
+pub fn decode_verified(bytes: &[u8]) -> Result<(Plan, ArtifactInfo), ArtifactError> {
+    let malformed = |what: String| ArtifactError::Malformed(what);
+    if bytes.len() < HEADER {
+        return Err(ArtifactError::Truncated { expected: HEADER as u64, got: bytes.len() as u64 });
+    }
+    let count = le_u32(bytes, 24) as usize;
+    let table_end = count
+        .checked_mul(SECTION_ENTRY)
+        .and_then(|t| t.checked_add(HEADER))
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| malformed(format!("a table of {count} sections does not fit the file")))?;
+    let mut found: [Option<&[u8]>; kind::ALL.len()] = [None; kind::ALL.len()];
+    for at in (HEADER..table_end).step_by(SECTION_ENTRY) {
+        let k = le_u32(bytes, at);
+        let (offset, len) = (le_u64(bytes, at + 8), le_u64(bytes, at + 16));
+        let range = usize::try_from(offset)
+            .ok()
+            .zip(usize::try_from(len).ok())
+            .and_then(|(o, l)| Some(o..o.checked_add(l)?))
+            .filter(|r| r.start >= table_end && r.end <= bytes.len())
+            .ok_or_else(|| malformed(format!("section {k} at {offset} (+{len}) lies outside the file")))?;
+        // Unknown kinds are skipped: a later minor version may add sections.
+        if let Some(i) = kind::ALL.iter().position(|&x| x == k) {
+            if found[i].is_some() {
+                return Err(malformed(format!("section {k} appears twice")));
+            }
+            if k == kind::WEIGHTS && !range.start.is_multiple_of(WEIGHTS_ALIGN) {
+                return Err(malformed(format!("the weights start at {}, not on a page", range.start)));
+            }
+            found[i] = Some(&bytes[range]);
+        }
+    }
+    let section = |k: u32, name: &'static str| {
+        let i = kind::ALL.iter().position(|&x| x == k).expect("known kind");
+        found[i].map(|bytes| In { bytes, at: 0, section: name }).ok_or_else(|| malformed(format!("no {name} section")))
+    };
+
+    let mut m = section(kind::META, "meta")?;
+    let compiler = m.str("compiler")?;
+    let codegen = m.str("codegen settings")?;
+    let n = m.count(8, "feature count")?;
+    let features = (0..n).map(|_| m.str("feature")).collect::<Result<Vec<_>, _>>()?;
+    let arena_size = m.usize("arena size")?;
+    let status = match m.u8("status flag")? {
+        0 => None,
+        1 => Some(m.usize("status offset")?),
+        f => return Err(m.err(&format!("status flag {f}"))),
+    };
+    m.end()?;
+
+    let code = section(kind::CODE, "code")?.bytes.to_vec();
+
+    let mut k = section(kind::KERNELS, "kernels")?;
+    let n = k.count(24, "kernel count")?;
+    let kernels = (0..n)
+        .map(|_| {
+            Ok(Kernel {
+                offset: k.usize("kernel offset")?,
+                len: k.usize("kernel length")?,
+                name: k.str("kernel name")?,
+            })
+        })
+        .collect::<Result<Vec<_>, ArtifactError>>()?;
+    k.end()?;
+
+    let mut s = section(kind::STEPS, "steps")?;
+    let n = s.count(49, "step count")?;
+    let steps = (0..n)
+        .map(|_| {
+            let kernel = s.usize("step kernel")?;
+            let tiles = s.usize("step tiles")?;
+            let flops = s.u64("step flops")?;
+            let name = s.str("step name")?;
+            let op = s.str("step op")?;
+            let check = match s.u8("check flag")? {
+                0 => None,
+                1 => Some(s.str("check message")?),
+                f => return Err(s.err(&format!("check flag {f}"))),
+            };
+            let n_ops = s.count(17, "operand count")?;
+            let operands = (0..n_ops)
+                .map(|_| {
+                    let code = s.u8("operand slot")?;
+                    let index = s.usize("operand slot index")?;
+                    let offset = s.usize("operand offset")?;
+                    let slot = match code {
+                        0 => Slot::Arena,
+                        1 => Slot::Weights,
+                        2 => Slot::Input(index),
+                        3 => Slot::Output(index),
+                        4 => Slot::Helpers,
+                        5 => Slot::Kernel(index),
+                        c => return Err(s.err(&format!("operand slot {c}"))),
+                    };
+                    Ok(Operand { slot, offset })
+                })
+                .collect::<Result<Vec<_>, ArtifactError>>()?;
+            Ok(Step { kernel, operands, tiles, name, op, flops, check })
+        })
+        .collect::<Result<Vec<_>, ArtifactError>>()?;
+    s.end()?;
+
+    let mut io = section(kind::IO, "inputs/outputs")?;
+    let inputs = decode_io(&mut io)?;
+    let outputs = decode_io(&mut io)?;
+    io.end()?;
+
+    let weights = AlignedBuf::from_bytes(section(kind::WEIGHTS, "weights")?.bytes);
+    let plan = Plan { code, kernels, steps, weights, arena_size, status, inputs, outputs, features };
+    plan.validate().map_err(|e| malformed(format!("the plan: {e}")))?;
+    Ok((plan, ArtifactInfo { compiler, codegen }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Plan {
+        let weights = AlignedBuf::from_bytes(&(0..300u32).flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>());
+        Plan {
+            code: (0..100u8).collect(),
+            kernels: vec![
+                Kernel { offset: 0, len: 60, name: "first".into() },
+                Kernel { offset: 60, len: 40, name: "second".into() },
+            ],
+            steps: vec![
+                Step {
+                    kernel: 1,
+                    operands: vec![
+                        Operand { slot: Slot::Input(0), offset: 0 },
+                        Operand { slot: Slot::Weights, offset: 64 },
+                        Operand { slot: Slot::Arena, offset: 128 },
+                        Operand { slot: Slot::Kernel(0), offset: 0 },
+                        Operand { slot: Slot::Helpers, offset: 0 },
+                    ],
+                    tiles: 7,
+                    name: "conv".into(),
+                    op: "Conv".into(),
+                    flops: 1234,
+                    check: Some("indices out of range".into()),
+                },
+                Step {
+                    kernel: 0,
+                    operands: vec![Operand { slot: Slot::Output(0), offset: 0 }],
+                    tiles: 1,
+                    name: "copy".into(),
+                    op: "Copy".into(),
+                    flops: 0,
+                    check: None,
+                },
+            ],
+            weights,
+            arena_size: 4096,
+            status: Some(8),
+            inputs: vec![IoSpec { name: "x".into(), dtype: DType::F32, shape: vec![1, 3, 8, 8] }],
+            outputs: vec![IoSpec { name: "y".into(), dtype: DType::I64, shape: vec![1, 5] }],
+            features: vec!["avx2".into(), "fma".into()],
+        }
+    }
+
+    fn info() -> ArtifactInfo {
+        ArtifactInfo { compiler: "incept test".into(), codegen: "opt_level=speed".into() }
+    }
+
+    fn same(a: &Plan, b: &Plan) {
+        assert_eq!(a.code, b.code);
+        assert_eq!(format!("{:?}", a.kernels), format!("{:?}", b.kernels));
+        assert_eq!(format!("{:?}", a.steps), format!("{:?}", b.steps));
+        assert_eq!(a.weights.as_slice(), b.weights.as_slice());
+        assert_eq!((a.arena_size, a.status), (b.arena_size, b.status));
+        assert_eq!((&a.inputs, &a.outputs, &a.features), (&b.inputs, &b.outputs, &b.features));
+    }
+
+    #[test]
+    fn round_trip() {
+        let plan = sample();
+        let bytes = encode(&plan, &info());
+        let weights_at = le_u64(&bytes, HEADER + SECTION_ENTRY * 5 + 8);
+        assert_eq!(weights_at % WEIGHTS_ALIGN as u64, 0, "weights on a page");
+        let (back, meta) = decode(&bytes).expect("decode");
+        same(&plan, &back);
+        assert_eq!(meta, info());
+    }
+
+    /// Every byte flipped and every truncation of a small artifact is a clean refusal: the
+    /// digest (or the header check before it) catches each.
+    #[test]
+    fn corruption_is_refused() {
+        let bytes = encode(&sample(), &info());
+        for at in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[at] ^= 0x40;
+            assert!(decode(&b).is_err(), "flipped byte {at} accepted");
+        }
+        for len in 0..bytes.len() {
+            assert!(decode(&bytes[..len]).is_err(), "truncated to {len} accepted");
+        }
+        let mut b = bytes.clone();
+        b[8] = 2;
+        assert!(matches!(decode(&b), Err(ArtifactError::NewerFormat { major: 2, .. })));
+        let mut b = bytes.clone();
+        b[17] = 9;
+        assert!(matches!(decode(&b), Err(ArtifactError::Architecture { .. })));
+        assert_eq!(decode(b"not an artifact at all").err(), Some(ArtifactError::NotIncept));
+        let mut b = bytes.clone();
+        b[200] ^= 1;
+        assert_eq!(decode(&b).err(), Some(ArtifactError::Corrupted));
+    }
+
+    /// Past the digest, the table reader refuses (never panics on) any change: every byte of
+    /// the sections set to a few values, each decoded without the digest check.
+    #[test]
+    fn malformed_tables_are_refused_without_panics() {
+        let bytes = encode(&sample(), &info());
+        let weights_at = le_u64(&bytes, HEADER + SECTION_ENTRY * 5 + 8) as usize;
+        let mut accepted = 0;
+        for at in 24..weights_at {
+            for v in [0u8, 1, 0x7f, 0xff] {
+                let mut b = bytes.clone();
+                if b[at] == v {
+                    continue;
+                }
+                b[at] = v;
+                if let Ok((plan, _)) = decode_verified(&b) {
+                    // Whatever decodes must still be a plan whose references stay in bounds.
+                    plan.validate().expect("a decoded plan validates");
+                    accepted += 1;
+                }
+            }
+        }
+        // Names, flops, tile counts and padding bytes may change harmlessly; most changes not.
+        assert!(accepted > 0, "no harmless change decoded: the test would not see a mis-decode");
+    }
+}

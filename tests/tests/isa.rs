@@ -1,0 +1,134 @@
+//! The machine code of a plan uses only the CPU features the plan records (and the runtime
+//! checks before loading it): every instruction of every kernel decoded, for each tier, on
+//! models that reach every kernel family of the zoo's networks.
+
+use iced_x86::{CpuidFeature, Decoder, DecoderOptions, Instruction};
+use incept_compiler::{CompileOptions, Cpu};
+use incept_tests::{FIXTURES, fixtures_dir};
+
+/// The CPUID features a plan's recorded feature name allows.
+fn allowed(features: &[String]) -> Vec<CpuidFeature> {
+    let mut ok = vec![
+        CpuidFeature::INTEL8086,
+        CpuidFeature::INTEL386,
+        CpuidFeature::INTEL486,
+        CpuidFeature::INTEL186,
+        CpuidFeature::INTEL286,
+        CpuidFeature::X64,
+        CpuidFeature::CMOV,
+        CpuidFeature::SSE,
+        CpuidFeature::SSE2,
+        CpuidFeature::FPU,
+        CpuidFeature::MULTIBYTENOP,
+    ];
+    for f in features {
+        ok.extend(match f.as_str() {
+            "sse3" => vec![CpuidFeature::SSE3],
+            "ssse3" => vec![CpuidFeature::SSSE3],
+            "sse4.1" => vec![CpuidFeature::SSE4_1],
+            "sse4.2" => vec![CpuidFeature::SSE4_2],
+            "popcnt" => vec![CpuidFeature::POPCNT],
+            "avx" => vec![CpuidFeature::AVX],
+            "avx2" => vec![CpuidFeature::AVX2],
+            "fma" => vec![CpuidFeature::FMA],
+            "bmi1" => vec![CpuidFeature::BMI1],
+            "bmi2" => vec![CpuidFeature::BMI2],
+            "lzcnt" => vec![CpuidFeature::LZCNT],
+            "avx512f" => vec![CpuidFeature::AVX512F],
+            other => panic!("a plan records an unknown feature '{other}'"),
+        });
+    }
+    ok
+}
+
+/// Graphs for the kernels the fixtures' small maps do not reach: Winograd of both tiles on a
+/// map with rows of sixteen tiles (the AVX-512 input groups), a depthwise conv on a wide map,
+/// a 1x1 conv of a computed value (read in place), a conv on a 7x7 map (transposed).
+fn extra_graphs() -> Vec<(String, incept_ir::graph::Graph, Option<usize>)> {
+    let conv = |c: usize, m: usize, h: usize, w: usize, k: usize, group: usize| {
+        let pad = k / 2;
+        format!(
+            "graph g {{\n  input %x : f32[1,{c},{h},{w}]\n  %n = Neg(%x) : f32[1,{c},{h},{w}]\n  %w = const f32[{m},{},{k},{k}] random(1)\n  %y = Conv(%n, %w) {{kernel_shape=[{k}, {k}], pads=[{pad}, {pad}, {pad}, {pad}], group={group}}} : f32[1,{m},{h},{w}]\n  output %y\n}}\n",
+            c / group
+        )
+    };
+    let cases = [
+        ("winograd2", conv(16, 16, 40, 70, 3, 1), Some(2)),
+        ("winograd4", conv(16, 16, 40, 70, 3, 1), Some(4)),
+        ("depthwise", conv(32, 32, 56, 56, 3, 32), None),
+        ("conv1x1", conv(32, 48, 28, 28, 1, 1), None),
+        ("small_map", conv(256, 256, 7, 7, 3, 1), None),
+    ];
+    cases
+        .into_iter()
+        .map(|(name, src, tile)| {
+            let g = incept_ir::text::parse(&src).unwrap_or_else(|e| panic!("{name}: {e}\n{src}"));
+            (name.to_string(), g, tile)
+        })
+        .collect()
+}
+
+#[test]
+fn plans_use_only_the_features_they_record() {
+    for cpu in incept_tests::graphs::tiers() {
+        let mut checked = 0;
+        let mut plans = vec![];
+        for (name, g, winograd_tile) in extra_graphs() {
+            let opts = CompileOptions { cpu, threads: 1, winograd_tile, ..Default::default() };
+            let (model, _) =
+                incept_compiler::compile_graph(g, &opts).unwrap_or_else(|e| panic!("{name} ({cpu:?}): {e}"));
+            plans.push((name, model));
+        }
+        for name in FIXTURES {
+            let path = fixtures_dir().join(format!("{name}.onnx"));
+            let input = incept_ir::npy::read(&fixtures_dir().join(format!("{name}.input.npy"))).expect("input");
+            let mut import = incept_ir::onnx::ImportOptions::default();
+            import.input_shapes.insert("input".into(), input.shape().to_vec());
+            let opts = CompileOptions { cpu, threads: 1, import, ..Default::default() };
+            let (model, _) = incept_compiler::compile_with_report(path.as_path(), &opts)
+                .unwrap_or_else(|e| panic!("{name} ({cpu:?}): {e}"));
+            plans.push((name.to_string(), model));
+        }
+        for (name, model) in &plans {
+            let plan = model.plan();
+            if cpu == Cpu::Baseline {
+                assert!(!plan.features.iter().any(|f| f.starts_with("avx") || f == "fma"), "{:?}", plan.features);
+            }
+            let ok = allowed(&plan.features);
+            for k in &plan.kernels {
+                let code = &plan.code[k.offset..k.offset + k.len];
+                let mut decoder = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
+                let mut ins = Instruction::default();
+                while decoder.can_decode() {
+                    decoder.decode_out(&mut ins);
+                    if ins.is_invalid() {
+                        // Padding between kernels and constant pools after the code.
+                        break;
+                    }
+                    for f in ins.cpuid_features() {
+                        assert!(
+                            ok.contains(f),
+                            "{name} ({cpu:?}), kernel '{}': {:?} at {:#x} needs {f:?}, the plan records {:?}",
+                            k.name,
+                            ins.code(),
+                            ins.ip(),
+                            plan.features
+                        );
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 10_000, "{cpu:?}: only {checked} instructions decoded");
+        // The kernels the extra graphs are for were among those decoded.
+        let names: Vec<&str> =
+            plans.iter().flat_map(|(_, m)| m.plan().kernels.iter().map(|k| k.name.as_str())).collect();
+        let mut want = vec!["winograd input", "winograd4 input", "winograd4 output", "depthwise"];
+        if cpu == Cpu::Avx512 {
+            want.extend(["avx512 winograd input x16", "avx512 depthwise row", "transposed output"]);
+        }
+        for w in want {
+            assert!(names.iter().any(|n| n.contains(w)), "{cpu:?}: no '{w}' kernel among {names:?}");
+        }
+    }
+}
