@@ -186,6 +186,20 @@ pub fn plan_memory(g: &Graph) -> Result<(ArenaPlan, Vec<String>, usize), Compile
     Ok((arena, steps, lowered.weights.len()))
 }
 
+/// What an artifact written from a plan compiled with `options` records about its making: this
+/// compiler's version and the code generator's settings its machine code depends on.
+pub fn artifact_info(options: &CompileOptions) -> incept_runtime::artifact::ArtifactInfo {
+    let tier = options.cpu.tier();
+    incept_runtime::artifact::ArtifactInfo {
+        compiler: format!("incept {}", env!("CARGO_PKG_VERSION")),
+        codegen: format!(
+            "tier={}\ncranelift=0.135 opt_level=speed\nfeatures={}",
+            tier.name(),
+            tier.features().join(",")
+        ),
+    }
+}
+
 /// Compiles an imported graph.
 pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, CompileReport), CompileError> {
     let mut report = CompileReport::default();
@@ -302,7 +316,7 @@ fn assemble(
         code: blob.code,
         kernels,
         steps,
-        weights,
+        weights: weights.into(),
         arena_size: arena.size + crate::lower::ARENA_OVERREAD,
         status: l.status.map(|b| arena.offsets[b]),
         inputs: io(&l.inputs)?,

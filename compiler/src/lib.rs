@@ -11,8 +11,8 @@ pub mod passes;
 pub mod plan;
 
 pub use compile::{
-    CompileOptions, CompileReport, Cpu, ValueProbe, compile, compile_graph, compile_with_report, from_runtime,
-    plan_memory, to_runtime,
+    CompileOptions, CompileReport, Cpu, ValueProbe, artifact_info, compile, compile_graph, compile_with_report,
+    from_runtime, plan_memory, to_runtime,
 };
 pub use fault::Fault;
 pub use incept_ir as ir;

@@ -353,3 +353,41 @@ fn bench_writes_a_chrome_trace() {
     let err = fails(&["bench", &model("mini_resnet"), "--iters", "1", "--trace", "/nonexistent/dir/t.json"]);
     assert!(err.contains("cannot write the trace to '/nonexistent/dir/t.json'"), "{err}");
 }
+
+/// `compile -o` writes an artifact that `run` and `bench` load instead of compiling: the same
+/// output bytes as running the ONNX model; inputs bind by name; damage and misuse are clean
+/// errors.
+#[test]
+fn compiled_artifacts_run_and_bench() {
+    let dir = std::env::temp_dir().join(format!("incept-cli-artifact-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let art = dir.join("m.incept").display().to_string();
+    let input = fixtures().join("mini_resnet.input.npy").display().to_string();
+    let o = incept(&["compile", &model("mini_resnet"), "-o", &art, "--threads", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("wrote"), "{}", stdout(&o));
+    let (from_onnx, from_art) = (dir.join("a.npy"), dir.join("b.npy"));
+    let o =
+        incept(&["run", &model("mini_resnet"), "-i", &input, "--threads", "1", "-o", &from_onnx.display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let named = format!("input={input}");
+    let o = incept(&["run", &art, "-i", &named, "--threads", "1", "-o", &from_art.display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("loaded in"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&from_onnx).expect("a"), std::fs::read(&from_art).expect("b"), "artifact output differs");
+    let o = incept(&["bench", &art, "--iters", "2", "--warmup", "0", "--threads", "1"]);
+    assert!(o.status.success() && stdout(&o).contains("loaded in"), "{}", stderr(&o));
+    let e = fails(&["run", "--reference", &art, "-i", &input]);
+    assert!(e.contains("--reference needs the ONNX model"), "{e}");
+    let e = fails(&["run", &art, "-i", &format!("nope={input}")]);
+    assert!(e.contains("no input 'nope'") && e.contains("input"), "{e}");
+    let mut bytes = std::fs::read(&art).expect("artifact");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&art, &bytes).expect("write");
+    let e = fails(&["run", &art, "-i", &input]);
+    assert!(e.contains("cannot load the artifact") && e.contains("corrupted"), "{e}");
+    let e = fails(&["compile", &model("mini_resnet"), "-o", "/no/such/dir/m.incept"]);
+    assert!(e.contains("cannot write '/no/such/dir/m.incept'"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}

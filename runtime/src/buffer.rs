@@ -72,3 +72,46 @@ impl std::fmt::Debug for AlignedBuf {
         write!(f, "AlignedBuf({} bytes)", self.len)
     }
 }
+
+/// A plan's packed weights: owned (a plan compiled in this process), or a read-only region of a
+/// memory-mapped artifact, used in place (page aligned, so every 64-byte alignment the kernels
+/// rely on holds).
+#[derive(Clone)]
+pub enum Weights {
+    Owned(AlignedBuf),
+    Mapped { map: std::sync::Arc<memmap2::Mmap>, offset: usize, len: usize },
+}
+
+impl Weights {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Weights::Owned(b) => b.as_slice(),
+            Weights::Mapped { map, offset, len } => &map[*offset..*offset + *len],
+        }
+    }
+
+    pub fn as_ptr(&self) -> *const u8 {
+        self.as_slice().as_ptr()
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<AlignedBuf> for Weights {
+    fn from(b: AlignedBuf) -> Weights {
+        Weights::Owned(b)
+    }
+}
+
+impl std::fmt::Debug for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let how = if matches!(self, Weights::Owned(_)) { "owned" } else { "mapped" };
+        write!(f, "Weights({} bytes, {how})", self.len())
+    }
+}

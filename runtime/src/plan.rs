@@ -1,7 +1,7 @@
 //! A compiled model as plain data: machine code, packed weights, the steps that call kernels, and
 //! the arena size. Nothing here points into memory, so a plan can be saved and loaded elsewhere.
 
-use crate::buffer::AlignedBuf;
+use crate::buffer::Weights;
 use crate::tensor::DType;
 
 /// Every kernel has this C ABI: `args` is the step's operand pointers, and the kernel computes
@@ -74,7 +74,7 @@ pub struct Plan {
     pub code: Vec<u8>,
     pub kernels: Vec<Kernel>,
     pub steps: Vec<Step>,
-    pub weights: AlignedBuf,
+    pub weights: Weights,
     pub arena_size: usize,
     /// Arena offset of the i64 status word that checking kernels set (zeroed before each run).
     pub status: Option<usize>,

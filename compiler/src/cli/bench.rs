@@ -16,7 +16,8 @@ use crate::cli::out;
 /// `--iters` runs on a seeded random input (or the given .npy inputs).
 #[derive(Args)]
 pub struct BenchArgs {
-    /// The ONNX model.
+    /// The ONNX model, or an `.incept` artifact from `incept compile -o` (then it is loaded, not
+    /// compiled, and --threads is the only backend option that applies).
     model: PathBuf,
     #[command(flatten)]
     backend: BackendArgs,
@@ -122,10 +123,16 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
         None => None,
     };
-    let opts = a.backend.options()?;
     let t0 = Instant::now();
-    let (model, report) = compile_with_report(a.model.as_path(), &opts)
-        .with_context(|| format!("cannot compile '{}'", a.model.display()))?;
+    let (model, report) = if crate::cli::is_artifact(&a.model) {
+        (crate::cli::load_artifact(&a.model, a.backend.threads)?, None)
+    } else {
+        let opts = a.backend.options()?;
+        let (m, r) = compile_with_report(a.model.as_path(), &opts)
+            .with_context(|| format!("cannot compile '{}'", a.model.display()))?;
+        (m, Some(r))
+    };
+    // For an artifact, the time to load it.
     let compile_s = t0.elapsed().as_secs_f64();
     let inputs: Vec<Tensor> = if a.inputs.is_empty() {
         model
@@ -204,7 +211,21 @@ pub fn run(a: BenchArgs) -> Result<()> {
         p90,
         throughput
     );
-    s.push_str(&crate::cli::compile::summary(&report, false));
+    match &report {
+        Some(r) => s.push_str(&crate::cli::compile::summary(r, false)),
+        None => {
+            let p = model.plan();
+            s.push_str(&format!(
+                "loaded in {:.1} ms: {} kernels, {} steps, {} bytes of code, {} bytes of weights, arena {} bytes\n",
+                compile_s * 1e3,
+                p.kernels.len(),
+                p.steps.len(),
+                p.code.len(),
+                p.weights.len(),
+                p.arena_size
+            ));
+        }
+    }
     if a.profile {
         let plan = model.plan();
         let total: f64 = per_step.iter().sum();

@@ -54,11 +54,16 @@ impl BackendArgs {
 
 /// Compile a model to vectorised machine code (Cranelift) and report the time per stage
 /// (import, passes, lowering, memory plan, codegen), the code size and the arena size next to its
-/// lower bound. Nothing is written yet: run and bench compile the same way in memory.
+/// lower bound; with -o, write the compiled model as an `.incept` artifact that `incept run`,
+/// `bench` and applications linking only incept-runtime (`Model::load`) load without compiling.
+/// An artifact is native code for this architecture and the CPU features of its tier (--cpu).
 #[derive(Args)]
 pub struct CompileArgs {
     /// The ONNX model.
     model: PathBuf,
+    /// Write the compiled model to this `.incept` file.
+    #[arg(short = 'o', long = "output", value_name = "FILE.incept")]
+    output: Option<PathBuf>,
     #[command(flatten)]
     backend: BackendArgs,
     /// Print the time of every stage.
@@ -89,8 +94,20 @@ pub fn summary(r: &CompileReport, timings: bool) -> String {
 
 pub fn run(a: CompileArgs) -> Result<()> {
     let opts = a.backend.options()?;
+    // Fail before compiling, not after, when the artifact cannot be written.
+    let file = match &a.output {
+        Some(p) => Some(std::fs::File::create(p).with_context(|| format!("cannot write '{}'", p.display()))?),
+        None => None,
+    };
     let (model, report) = compile_with_report(a.model.as_path(), &opts)
         .with_context(|| format!("cannot compile '{}'", a.model.display()))?;
     out(&summary(&report, a.timings))?;
-    out(&format!("threads: {}\n", model.threads()))
+    out(&format!("threads: {}\n", model.threads()))?;
+    if let (Some(path), Some(mut file)) = (&a.output, file) {
+        use std::io::Write;
+        let bytes = incept_runtime::artifact::encode(model.plan(), &incept_compiler::artifact_info(&opts));
+        file.write_all(&bytes).with_context(|| format!("cannot write '{}'", path.display()))?;
+        out(&format!("wrote {} ({} bytes)\n", path.display(), bytes.len()))?;
+    }
+    Ok(())
 }

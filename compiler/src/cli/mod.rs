@@ -11,7 +11,23 @@ pub mod peak;
 pub mod run;
 pub mod shapes;
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use anyhow::Context;
+
+/// Whether `path` is an `.incept` artifact (by its first bytes, not its name).
+pub fn is_artifact(path: &Path) -> bool {
+    let mut magic = [0u8; 8];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok()
+        && magic == incept_runtime::artifact::MAGIC
+}
+
+/// Loads an `.incept` artifact to run with `threads` workers (0: physical cores).
+pub fn load_artifact(path: &Path, threads: usize) -> anyhow::Result<incept_runtime::Model> {
+    incept_runtime::Model::load(path, &incept_runtime::RunOptions { threads })
+        .with_context(|| format!("cannot load the artifact '{}'", path.display()))
+}
 
 /// Writes text to stdout. A closed pipe (`incept inspect m.onnx | head`) ends the program quietly
 /// instead of failing, as other command-line tools do.

@@ -19,7 +19,8 @@ use crate::cli::shapes::{ShapeArgs, load_model};
 /// output_N.pb, the results are compared with them. Symbolic dims bind to the given data.
 #[derive(Args)]
 pub struct RunArgs {
-    /// The ONNX model.
+    /// The ONNX model, or an `.incept` artifact from `incept compile -o` (then the compile
+    /// options --cpu, --shape, --dim and the pass options do not apply).
     model: PathBuf,
     /// Run with the reference interpreter (plain loops, f64 accumulation): the definition of
     /// what each op means. Without it the model is compiled to machine code and run.
@@ -127,8 +128,56 @@ fn summary(t: &Tensor) -> String {
     s
 }
 
+/// Runs an `.incept` artifact: inputs bound by name (NAME=FILE) or in order.
+fn run_artifact(a: &RunArgs, loaded: Loaded) -> Result<(Vec<String>, Vec<Tensor>)> {
+    if a.reference {
+        bail!(
+            "'{}' is a compiled artifact (machine code, no graph): --reference needs the ONNX model",
+            a.model.display()
+        );
+    }
+    let start = Instant::now();
+    let model = crate::cli::load_artifact(&a.model, a.threads)?;
+    let loaded_in = start.elapsed();
+    let specs = &model.plan().inputs;
+    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    if loaded.inputs.len() != specs.len() {
+        bail!("the artifact takes {} input(s) ({}), {} given", specs.len(), names.join(", "), loaded.inputs.len());
+    }
+    let mut ordered: Vec<Option<Tensor>> = vec![None; specs.len()];
+    for (k, (name, t)) in loaded.inputs.into_iter().enumerate() {
+        let slot = match name {
+            Some(n) => names
+                .iter()
+                .position(|&x| x == n)
+                .with_context(|| format!("the artifact has no input '{n}' (inputs: {})", names.join(", ")))?,
+            None => k,
+        };
+        if ordered[slot].replace(t).is_some() {
+            bail!("input '{}' given twice", names[slot]);
+        }
+    }
+    let rt: Vec<incept_runtime::Tensor> =
+        ordered.iter().flatten().map(incept_compiler::to_runtime).collect::<Result<_, _>>()?;
+    let start = Instant::now();
+    let outs = model.run(&rt)?;
+    eprintln!(
+        "loaded in {:.1} ms, ran in {:.1} ms ({} threads)",
+        loaded_in.as_secs_f64() * 1e3,
+        start.elapsed().as_secs_f64() * 1e3,
+        model.threads()
+    );
+    let outs = outs.iter().map(incept_compiler::from_runtime).collect::<Result<_, _>>()?;
+    Ok((model.plan().outputs.iter().map(|o| o.name.clone()).collect(), outs))
+}
+
 pub fn run(a: RunArgs) -> Result<()> {
     let loaded = load_inputs(&a.inputs)?;
+    if crate::cli::is_artifact(&a.model) {
+        let expected = loaded.expected.clone();
+        let (names, outs) = run_artifact(&a, loaded)?;
+        return write_outputs(&a, &names, &outs, &expected);
+    }
     let mut g = load_model(&a.model, &a.shapes, &loaded.inputs)?;
     let opt = optimize(&mut g, &a.opt.manager()?, &a.opt)?;
     if a.opt.factorize_report || opt.report.factorizations.iter().any(|r| r.approximate && r.applied) {
@@ -164,24 +213,28 @@ pub fn run(a: RunArgs) -> Result<()> {
         outs.iter().map(incept_compiler::from_runtime).collect::<Result<_, _>>()?
     };
     let names: Vec<String> = g.outputs().iter().map(|&v| g.value(v).name.clone()).collect();
+    write_outputs(&a, &names, &outs, &loaded.expected)
+}
 
-    if !loaded.expected.is_empty() {
-        if loaded.expected.len() != outs.len() {
-            bail!("the test data has {} outputs, the model {}", loaded.expected.len(), outs.len());
+/// Compares the outputs with expected ones (from a test data folder), then writes or prints them.
+fn write_outputs(a: &RunArgs, names: &[String], outs: &[Tensor], expected: &[Tensor]) -> Result<()> {
+    if !expected.is_empty() {
+        if expected.len() != outs.len() {
+            bail!("the test data has {} outputs, the model {}", expected.len(), outs.len());
         }
-        for ((name, got), want) in names.iter().zip(&outs).zip(&loaded.expected) {
+        for ((name, got), want) in names.iter().zip(outs).zip(expected) {
             let (abs, rel) = compare(got, want).with_context(|| format!("output '{name}'"))?;
             out(&format!("{name}: max abs diff {abs:.3e}, relative {rel:.3e} vs the expected output\n"))?;
         }
     }
     match a.outputs.as_slice() {
         [] => {
-            for (name, t) in names.iter().zip(&outs) {
+            for (name, t) in names.iter().zip(outs) {
                 out(&format!("{name} {}{:?}: {}\n", t.dtype(), t.shape(), summary(t)))?;
             }
         }
         [dir] if dir.is_dir() => {
-            for (name, t) in names.iter().zip(&outs) {
+            for (name, t) in names.iter().zip(outs) {
                 let file: String = name
                     .chars()
                     .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' })
@@ -195,7 +248,7 @@ pub fn run(a: RunArgs) -> Result<()> {
             if paths.len() != outs.len() {
                 bail!("{} output path(s) given for {} model output(s) ({})", paths.len(), outs.len(), names.join(", "));
             }
-            for (p, t) in paths.iter().zip(&outs) {
+            for (p, t) in paths.iter().zip(outs) {
                 npy::write(p, t)?;
                 eprintln!("wrote {}", p.display());
             }

@@ -287,7 +287,7 @@ mod tests {
                 flops: 24,
                 check: None,
             }],
-            weights: incept_runtime::buffer::AlignedBuf::zeroed(0),
+            weights: incept_runtime::buffer::AlignedBuf::zeroed(0).into(),
             arena_size: 0,
             status: None,
             inputs: vec![IoSpec { name: "x".into(), dtype: DType::F32, shape: vec![12] }],
@@ -575,7 +575,7 @@ fn run_step(
             flops: 0,
             check: None,
         }],
-        weights: incept_runtime::buffer::AlignedBuf::zeroed(0),
+        weights: incept_runtime::buffer::AlignedBuf::zeroed(0).into(),
         arena_size: 0,
         status: None,
         inputs: inputs

@@ -69,7 +69,7 @@ pub fn fma_peak_gflops(iterations: i64, runs: usize) -> Result<f64, CodegenError
             flops,
             check: None,
         }],
-        weights: incept_runtime::buffer::AlignedBuf::zeroed(0),
+        weights: incept_runtime::buffer::AlignedBuf::zeroed(0).into(),
         arena_size: 0,
         status: None,
         inputs: vec![],
