@@ -375,6 +375,14 @@ fn compiled_artifacts_run_and_bench() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("loaded in"), "{}", stderr(&o));
     assert_eq!(std::fs::read(&from_onnx).expect("a"), std::fs::read(&from_art).expect("b"), "artifact output differs");
+    let o = incept(&["inspect", &art]);
+    let text = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for want in
+        ["format: 1.0", "written by: incept", "CPU features: sse3", "inputs:\n  input : f32[", "kernels:", "steps:"]
+    {
+        assert!(text.contains(want), "inspect of an artifact lacks '{want}':\n{text}");
+    }
     let o = incept(&["bench", &art, "--iters", "2", "--warmup", "0", "--threads", "1"]);
     assert!(o.status.success() && stdout(&o).contains("loaded in"), "{}", stderr(&o));
     let e = fails(&["run", "--reference", &art, "-i", &input]);

@@ -27,7 +27,8 @@ enum Format {
 /// after, milliseconds). Use -O0 to see the graph as imported.
 #[derive(Args)]
 pub struct InspectArgs {
-    /// The ONNX model.
+    /// The ONNX model, or an `.incept` artifact (then: its header, inputs and outputs, sizes,
+    /// kernels and steps).
     model: PathBuf,
     /// Print statistics instead of the IR: op histogram, parameter count, MACs per op kind and in
     /// total, the largest activation.
@@ -53,7 +54,53 @@ pub struct InspectArgs {
     diff: bool,
 }
 
+/// What an artifact holds: its header's facts, inputs and outputs, sizes, kernels and steps.
+fn inspect_artifact(path: &std::path::Path) -> Result<()> {
+    use anyhow::Context;
+    let (plan, info) = incept_runtime::artifact::load(path)
+        .with_context(|| format!("cannot load the artifact '{}'", path.display()))?;
+    let io = |list: &[incept_runtime::IoSpec]| {
+        list.iter()
+            .map(|s| {
+                let dims: Vec<String> = s.shape.iter().map(|d| d.to_string()).collect();
+                format!("  {} : {}[{}]\n", s.name, s.dtype, dims.join(","))
+            })
+            .collect::<String>()
+    };
+    let mut s = format!(
+        "artifact: {}\nformat: {}.{} (this runtime reads up to it)\nwritten by: {}\ncodegen: {}\narchitecture: {}; CPU features: {}\n",
+        path.display(),
+        incept_runtime::artifact::FORMAT_MAJOR,
+        incept_runtime::artifact::FORMAT_MINOR,
+        info.compiler,
+        info.codegen.replace('\n', "; "),
+        std::env::consts::ARCH,
+        plan.features.join(", ")
+    );
+    s.push_str(&format!("inputs:\n{}outputs:\n{}", io(&plan.inputs), io(&plan.outputs)));
+    s.push_str(&format!(
+        "code {} bytes in {} kernels; weights {} bytes; arena {} bytes; {} steps\n",
+        plan.code.len(),
+        plan.kernels.len(),
+        plan.weights.len(),
+        plan.arena_size,
+        plan.steps.len()
+    ));
+    s.push_str("kernels:\n");
+    for (i, k) in plan.kernels.iter().enumerate() {
+        s.push_str(&format!("  #{i:<4} {:>7} bytes  {}\n", k.len, k.name));
+    }
+    s.push_str("steps:\n");
+    for st in &plan.steps {
+        s.push_str(&format!("  {:<40} {:<16} kernel #{:<4} {:>6} tiles\n", st.name, st.op, st.kernel, st.tiles));
+    }
+    out(&s)
+}
+
 pub fn run(a: InspectArgs) -> Result<()> {
+    if crate::cli::is_artifact(&a.model) {
+        return inspect_artifact(&a.model);
+    }
     let mut g = load_model(&a.model, &a.shapes, &[])?;
     incept_ir::verify::verify(&g)?;
     let mut pm = a.opt.manager()?;
