@@ -395,6 +395,10 @@ fn compiled_artifacts_run_and_bench() {
     std::fs::write(&art, &bytes).expect("write");
     let e = fails(&["run", &art, "-i", &input]);
     assert!(e.contains("cannot load the artifact") && e.contains("corrupted"), "{e}");
+    let bad = dir.join("bad.incept");
+    let e = fails(&["compile", &input, "-o", &bad.display().to_string()]);
+    assert!(e.contains("cannot compile"), "{e}");
+    assert!(!bad.exists(), "a failed compile left {}", bad.display());
     let e = fails(&["compile", &model("mini_resnet"), "-o", "/no/such/dir/m.incept"]);
     assert!(e.contains("cannot write '/no/such/dir/m.incept'"), "{e}");
     std::fs::remove_dir_all(&dir).ok();

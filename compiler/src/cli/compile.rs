@@ -99,8 +99,12 @@ pub fn run(a: CompileArgs) -> Result<()> {
         Some(p) => Some(std::fs::File::create(p).with_context(|| format!("cannot write '{}'", p.display()))?),
         None => None,
     };
-    let (model, report) = compile_with_report(a.model.as_path(), &opts)
-        .with_context(|| format!("cannot compile '{}'", a.model.display()))?;
+    let compiled = compile_with_report(a.model.as_path(), &opts);
+    if let (Err(_), Some(p)) = (&compiled, &a.output) {
+        // No empty artifact left behind.
+        let _ = std::fs::remove_file(p);
+    }
+    let (model, report) = compiled.with_context(|| format!("cannot compile '{}'", a.model.display()))?;
     out(&summary(&report, a.timings))?;
     out(&format!("threads: {}\n", model.threads()))?;
     if let (Some(path), Some(mut file)) = (&a.output, file) {
