@@ -32,6 +32,32 @@ impl From<Bytes> for Source<'_> {
     }
 }
 
+/// A path given as text: `compile("model.onnx", &opts)`.
+impl<'a> From<&'a str> for Source<'a> {
+    fn from(p: &'a str) -> Source<'a> {
+        Source::Path(Path::new(p))
+    }
+}
+
+impl<'a> From<&'a std::path::PathBuf> for Source<'a> {
+    fn from(p: &'a std::path::PathBuf) -> Source<'a> {
+        Source::Path(p.as_path())
+    }
+}
+
+impl<'a> From<&'a String> for Source<'a> {
+    fn from(p: &'a String) -> Source<'a> {
+        Source::Path(Path::new(p.as_str()))
+    }
+}
+
+/// Model bytes already in memory.
+impl From<Vec<u8>> for Source<'_> {
+    fn from(b: Vec<u8>) -> Self {
+        Source::Bytes(Bytes::from(b))
+    }
+}
+
 /// Options of `compile`.
 #[derive(Clone, Debug)]
 pub struct CompileOptions {

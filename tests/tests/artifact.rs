@@ -69,3 +69,19 @@ fn damaged_artifacts_are_refused() {
     assert!(err.to_string().contains("directory"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `compile` takes a model as a `&str` path, a `PathBuf`, a `String` or bytes, as an app would
+/// have it; all give the same plan.
+#[test]
+fn compile_takes_paths_and_bytes_as_apps_have_them() {
+    let path = fixtures_dir().join("mini_inception.onnx");
+    let opts = CompileOptions { threads: 1, ..Default::default() };
+    let text = path.display().to_string();
+    let sizes = [
+        incept_compiler::compile(text.as_str(), &opts).expect("&str").plan().code.len(),
+        incept_compiler::compile(&path, &opts).expect("&PathBuf").plan().code.len(),
+        incept_compiler::compile(&text, &opts).expect("&String").plan().code.len(),
+        incept_compiler::compile(std::fs::read(&path).expect("read"), &opts).expect("Vec<u8>").plan().code.len(),
+    ];
+    assert!(sizes.iter().all(|&s| s == sizes[0] && s > 0), "{sizes:?}");
+}
