@@ -219,8 +219,9 @@ pub fn artifact_info(options: &CompileOptions) -> incept_runtime::artifact::Arti
     incept_runtime::artifact::ArtifactInfo {
         compiler: format!("incept {}", env!("CARGO_PKG_VERSION")),
         codegen: format!(
-            "tier={}\ncranelift=0.135 opt_level=speed\nfeatures={}",
+            "tier={}\ncranelift isa flags={}\nfeatures={}",
             tier.name(),
+            tier.cranelift_flags().join(","),
             tier.features().join(",")
         ),
     }

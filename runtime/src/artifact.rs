@@ -51,6 +51,11 @@ mod kind {
     pub const IO: u32 = 5;
     pub const WEIGHTS: u32 = 6;
     pub const ALL: [u32; 6] = [META, CODE, KERNELS, STEPS, IO, WEIGHTS];
+
+    /// A known kind's slot among `ALL` (kinds are numbered from 1).
+    pub fn index(kind: u32) -> usize {
+        kind as usize - 1
+    }
 }
 
 /// What a plan's artifact says about where it came from, besides the plan.
@@ -447,7 +452,8 @@ fn decode_tables(
             .filter(|r| r.start >= table_end && r.end <= bytes.len())
             .ok_or_else(|| malformed(format!("section {k} at {offset} (+{len}) lies outside the file")))?;
         // Unknown kinds are skipped: a later minor version may add sections.
-        if let Some(i) = kind::ALL.iter().position(|&x| x == k) {
+        if kind::ALL.contains(&k) {
+            let i = kind::index(k);
             if found[i].is_some() {
                 return Err(malformed(format!("section {k} appears twice")));
             }
@@ -458,8 +464,7 @@ fn decode_tables(
         }
     }
     let section = |k: u32, name: &'static str| {
-        let i = kind::ALL.iter().position(|&x| x == k).expect("known kind");
-        found[i]
+        found[kind::index(k)]
             .clone()
             .map(|r| In { bytes: &bytes[r], at: 0, section: name })
             .ok_or_else(|| malformed(format!("no {name} section")))
@@ -535,8 +540,8 @@ fn decode_tables(
     let outputs = decode_io(&mut io)?;
     io.end()?;
 
-    let i = kind::ALL.iter().position(|&x| x == kind::WEIGHTS).expect("known kind");
-    let weights = weights(found[i].clone().ok_or_else(|| malformed("no weights section".into()))?);
+    let weights =
+        weights(found[kind::index(kind::WEIGHTS)].clone().ok_or_else(|| malformed("no weights section".into()))?);
     let plan = Plan { code, kernels, steps, weights, arena_size, status, inputs, outputs, features };
     plan.validate().map_err(|e| malformed(format!("the plan: {e}")))?;
     Ok((plan, ArtifactInfo { compiler, codegen }))

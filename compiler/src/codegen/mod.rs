@@ -30,7 +30,8 @@ pub enum CodegenError {
 }
 
 /// The instruction set the GEMM kernels are built for (everything else is Cranelift f32x4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Ordered: each tier's plans need the features of the tiers before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Tier {
     /// Cranelift f32x4 (SSE4.2, no FMA): runs on every x86-64-v2 CPU.
     F32x4,
@@ -39,6 +40,30 @@ pub enum Tier {
     /// An AVX-512F register tile written with an assembler (see [`wide`]).
     Avx512,
 }
+
+/// A CPU feature plans may need: its name (as the runtime checks it), the Cranelift ISA flag
+/// that lets generated code use it (None: only the assembler kernels do), and the lowest tier
+/// whose plans need it.
+struct Feature {
+    name: &'static str,
+    cranelift: Option<&'static str>,
+    tier: Tier,
+}
+
+const FEATURES: [Feature; 12] = [
+    Feature { name: "sse3", cranelift: Some("has_sse3"), tier: Tier::F32x4 },
+    Feature { name: "ssse3", cranelift: Some("has_ssse3"), tier: Tier::F32x4 },
+    Feature { name: "sse4.1", cranelift: Some("has_sse41"), tier: Tier::F32x4 },
+    Feature { name: "sse4.2", cranelift: Some("has_sse42"), tier: Tier::F32x4 },
+    Feature { name: "popcnt", cranelift: Some("has_popcnt"), tier: Tier::F32x4 },
+    Feature { name: "avx", cranelift: Some("has_avx"), tier: Tier::Avx2 },
+    Feature { name: "avx2", cranelift: Some("has_avx2"), tier: Tier::Avx2 },
+    Feature { name: "fma", cranelift: Some("has_fma"), tier: Tier::Avx2 },
+    Feature { name: "bmi1", cranelift: Some("has_bmi1"), tier: Tier::Avx2 },
+    Feature { name: "bmi2", cranelift: Some("has_bmi2"), tier: Tier::Avx2 },
+    Feature { name: "lzcnt", cranelift: Some("has_lzcnt"), tier: Tier::Avx2 },
+    Feature { name: "avx512f", cranelift: None, tier: Tier::Avx512 },
+];
 
 impl Tier {
     /// Rows of a packed A panel for `m` rows of output.
@@ -69,42 +94,17 @@ impl Tier {
     /// CPU features a plan built for this tier needs beyond x86-64's baseline: the ones its
     /// Cranelift code may use (see `cranelift_flags`) and the assembler kernels'. The f32x4
     /// tier is x86-64-v2 (every x86-64 CPU since about 2009), the wide ones add x86-64-v3.
-    pub fn features(self) -> &'static [&'static str] {
-        const V2: [&str; 5] = ["sse3", "ssse3", "sse4.1", "sse4.2", "popcnt"];
-        match self {
-            Tier::F32x4 => &V2,
-            Tier::Avx2 => {
-                &["sse3", "ssse3", "sse4.1", "sse4.2", "popcnt", "avx", "avx2", "fma", "bmi1", "bmi2", "lzcnt"]
-            }
-            Tier::Avx512 => &[
-                "sse3", "ssse3", "sse4.1", "sse4.2", "popcnt", "avx", "avx2", "fma", "bmi1", "bmi2", "lzcnt", "avx512f",
-            ],
-        }
+    pub fn features(self) -> Vec<&'static str> {
+        FEATURES.iter().filter(|f| f.tier <= self).map(|f| f.name).collect()
     }
 
     /// The Cranelift x86-64 ISA flags of this tier's code: fixed per tier, not the compiling
     /// host's, so that a plan runs on every CPU with `features` (a host's AVX-512 VL or BMI
     /// extensions would otherwise leak into an f32x4 plan).
-    fn cranelift_flags(self) -> &'static [&'static str] {
-        const V2: [&str; 5] = ["has_sse3", "has_ssse3", "has_sse41", "has_sse42", "has_popcnt"];
-        const V3: [&str; 11] = [
-            "has_sse3",
-            "has_ssse3",
-            "has_sse41",
-            "has_sse42",
-            "has_popcnt",
-            "has_avx",
-            "has_avx2",
-            "has_fma",
-            "has_bmi1",
-            "has_bmi2",
-            "has_lzcnt",
-        ];
-        match self {
-            Tier::F32x4 => &V2,
-            Tier::Avx2 | Tier::Avx512 => &V3,
-        }
+    pub fn cranelift_flags(self) -> Vec<&'static str> {
+        FEATURES.iter().filter(|f| f.tier <= self).filter_map(|f| f.cranelift).collect()
     }
+
     /// Whether the GEMM calls a machine-code microkernel (and reads only packed panels).
     pub fn is_wide(self) -> bool {
         self != Tier::F32x4

@@ -29,7 +29,7 @@ use crate::codegen::kernels::transposed::TransposedOutSpec;
 use crate::codegen::kernels::typed::{CastSpec, F64MatMulSpec, TypedElementwiseSpec, TypedOp};
 use crate::codegen::kernels::volume::{VolCol2ImSpec, VolGeom, VolIm2colSpec, VolPoolSpec};
 use crate::codegen::kernels::winograd::{E_SKEW, WinoGeom, WinoInputSpec, WinoOutputSpec, transform_kernel};
-use crate::codegen::kernels::winograd4::{self, Wino4InputSpec, Wino4OutputSpec, WinoPadSpec};
+use crate::codegen::kernels::winograd4::{self, Wino4InputSpec, WinoPadSpec};
 
 /// Rows of the GEMM register tile, the K block and the panels per tile.
 /// Rows of the GEMM register tile. 8 rows (8 accumulators, the B vector, a broadcast) leave
@@ -1544,12 +1544,8 @@ impl<'g> Lowerer<'g> {
                 _ => None,
             });
             ops.extend(plane_adds.zip(adds).map(|(plane, &r)| if plane { shift(r) } else { r }));
-            let out: Arc<dyn crate::codegen::KernelSpec> = if f4 {
-                Arc::new(Wino4OutputSpec { g: wg.clone(), m: mg, bias: bias.is_some(), steps: steps.clone(), band })
-            } else {
-                Arc::new(WinoOutputSpec { g: wg.clone(), m: mg, bias: bias.is_some(), steps: steps.clone(), band })
-            };
-            self.step_ordered(out, n * mg, &ops, 1, helpers, name, "WinogradOutput", 0);
+            let out = WinoOutputSpec { g: wg.clone(), m: mg, bias: bias.is_some(), steps: steps.clone(), band };
+            self.step_ordered(Arc::new(out), n * mg, &ops, 1, helpers, name, "WinogradOutput", 0);
         }
         Ok(())
     }

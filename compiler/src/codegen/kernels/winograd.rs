@@ -531,7 +531,8 @@ impl KernelSpec for WinoOutputSpec {
     fn name(&self) -> String {
         let band =
             self.band.map(|(r, last)| format!(" band {r}{}", if last { " last" } else { "" })).unwrap_or_default();
-        format!("winograd output m{} {}x{}{band}", self.m, self.g.oh, self.g.ow)
+        let kind = if self.g.tile == 4 { "winograd4" } else { "winograd" };
+        format!("{kind} output m{} {}x{}{band}", self.m, self.g.oh, self.g.ow)
     }
 
     fn emit(&self, kb: &mut Kb) {
@@ -541,104 +542,131 @@ impl KernelSpec for WinoOutputSpec {
         let helpers = self.needs_helpers().then(|| kb.operand(n_ops));
         let g = self.g.clone();
         let (rows, last) = self.band.unwrap_or((g.th(), true));
-        let (tiles, tw, m) = ((rows * g.tw()) as i64, g.tw(), self.m as i64);
+        let (tiles, m) = ((rows * g.tw()) as i64, self.m as i64);
         let ohw = (g.oh * g.ow) as i64;
-        // Byte distance between the GEMM outputs of consecutive e.
+        // Byte distance between the GEMM outputs of consecutive e (skewed, see `E_SKEW`).
+        let es = ((g.tile + 2) * (g.tile + 2)) as i64;
         let e_stride = m * tiles * 4 + E_SKEW as i64;
-        assert!(e_stride * 16 < i32::MAX as i64, "lowering checks the GEMM output fits i32 offsets");
-        // Tile rows with both output rows inside (all of a band's but an odd height's last);
-        // columns in groups of four tiles with both output columns inside.
-        let full_rows = if last && g.oh % 2 == 1 { rows - 1 } else { rows };
-        let full_cols = g.ow / 2;
-        let vec_cols = full_cols / 4 * 4;
+        assert!(e_stride * es <= i32::MAX as i64, "lowering checks the GEMM output fits i32 offsets");
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
             let (img, oc) = kb.divmod(t, m);
             let mp = {
-                let a = kb.muli(img, 16 * e_stride);
+                let a = kb.muli(img, es * e_stride);
                 let b = kb.muli(oc, tiles * 4);
                 let o = kb.add(a, b);
                 kb.add(ops[0], o)
             };
-            let yp = {
-                let o = kb.muli(t, ohw * 4);
-                kb.add(ops[1], o)
-            };
+            let yp = kb.elem(ops[1], t, ohw * 4);
             let epi = PlaneEpilogue::new(kb, &ops[2..], self.bias, &self.steps, oc, t, g.oh * g.ow);
-            let finish = |kb: &mut Kb, v: Value, idx: Value| epi.apply(kb, &self.steps, v, idx, helpers);
-            // The 16 GEMM outputs of tile (ty, tx) (and the next three, as vectors), transformed.
-            // Tile rows ty count from the band's first (as do the output and residual operands).
-            let outputs = |kb: &mut Kb, ty: Value, tx: Value, vector: bool| -> [Value; 4] {
-                let tt = {
-                    let a = kb.muli(ty, tw as i64);
-                    kb.add(a, tx)
-                };
-                let p = kb.elem(mp, tt, 4);
-                let me: Vec<Value> = (0..16)
-                    .map(|e| {
-                        let off = (e * e_stride) as i32;
-                        if vector { kb.load_v(p, off, ro()) } else { kb.load_f32(p, off, ro()) }
-                    })
-                    .collect();
-                output_transform(kb, &me)
-            };
-            let out_index = |kb: &mut Kb, ty: Value, tx: Value, i: i64, j: i64| -> Value {
-                let r = {
-                    let a = kb.muli(ty, 2);
-                    kb.addi(a, i)
-                };
-                let a = kb.muli(r, g.ow as i64);
-                let c = kb.muli(tx, 2);
-                let s = kb.add(a, c);
-                kb.addi(s, j)
-            };
-            // Scalar: one tile, writing the outputs that lie inside.
-            let scalar = |kb: &mut Kb, ty: Value, tx: Value, rows: usize, cols: usize| {
-                let y = outputs(kb, ty, tx, false);
-                for i in 0..rows {
-                    for j in 0..cols {
-                        let idx = out_index(kb, ty, tx, i as i64, j as i64);
-                        let r = finish(kb, y[i * 2 + j], idx);
-                        let q = kb.elem(yp, idx, 4);
-                        kb.store_f32(r, q, 0);
-                    }
-                }
-            };
-            let row = |kb: &mut Kb, ty: Value, rows: usize| {
-                if rows == 2 {
-                    kb.for_const(0, vec_cols as i64, 4, |kb, tx| {
-                        let y = outputs(kb, ty, tx, true);
-                        // Interleave the tiles' two columns: output row i is
-                        // [y_i0(t0), y_i1(t0), y_i0(t1), y_i1(t1)], [.. t2, .. t3].
-                        for i in 0..2 {
-                            let lo = kb.shuffle32(y[i * 2], y[i * 2 + 1], [0, 4, 1, 5]);
-                            let hi = kb.shuffle32(y[i * 2], y[i * 2 + 1], [2, 6, 3, 7]);
-                            for (half, v) in [lo, hi].into_iter().enumerate() {
-                                let idx = {
-                                    let a = out_index(kb, ty, tx, i as i64, 0);
-                                    kb.addi(a, half as i64 * 4)
-                                };
-                                let r = finish(kb, v, idx);
-                                let q = kb.elem(yp, idx, 4);
-                                kb.store_v(r, q, 0);
-                            }
-                        }
-                    });
-                    kb.for_const(vec_cols as i64, full_cols as i64, 1, |kb, tx| scalar(kb, ty, tx, 2, 2));
-                } else {
-                    kb.for_const(0, full_cols as i64, 1, |kb, tx| scalar(kb, ty, tx, rows, 2));
-                }
-                if g.ow % 2 == 1 {
-                    let tx = kb.iconst(full_cols as i64);
-                    scalar(kb, ty, tx, rows, 1);
-                }
-            };
-            kb.for_const(0, full_rows as i64, 1, |kb, ty| row(kb, ty, 2));
-            if last && g.oh % 2 == 1 {
-                let ty = kb.iconst(full_rows as i64);
-                row(kb, ty, 1);
+            let plane = OutPlane { mp, yp, epi, helpers, steps: &self.steps, e_stride, rows, last };
+            if g.tile == 4 {
+                crate::codegen::kernels::winograd4::output_plane(kb, &g, &plane);
+            } else {
+                output_plane(kb, &g, &plane);
             }
         });
+    }
+}
+
+/// One output plane (image, channel) of a Winograd output transform: where its GEMM outputs M
+/// and its output start, its epilogue, and the band's tile rows (counted from the band's first,
+/// as the output and residual operands are).
+pub(super) struct OutPlane<'a> {
+    pub mp: Value,
+    pub yp: Value,
+    pub epi: PlaneEpilogue,
+    pub helpers: Option<Value>,
+    pub steps: &'a [DwStep],
+    /// Bytes from one e's GEMM outputs to the next.
+    pub e_stride: i64,
+    pub rows: usize,
+    /// Whether the band is the map's last (which holds a partial last tile row).
+    pub last: bool,
+}
+
+/// The F(2x2, 3x3) output transform of one plane: `A^T M A` per 2x2 tile, four tiles at a time
+/// where both output columns of all four lie inside.
+fn output_plane(kb: &mut Kb, g: &WinoGeom, p: &OutPlane) {
+    let (mp, yp, tw, e_stride) = (p.mp, p.yp, g.tw(), p.e_stride);
+    // Tile rows with both output rows inside (all of a band's but an odd height's last);
+    // columns in groups of four tiles with both output columns inside.
+    let full_rows = if p.last && g.oh % 2 == 1 { p.rows - 1 } else { p.rows };
+    let full_cols = g.ow / 2;
+    let vec_cols = full_cols / 4 * 4;
+    let last = p.last;
+    let finish = |kb: &mut Kb, v: Value, idx: Value| p.epi.apply(kb, p.steps, v, idx, p.helpers);
+    // The 16 GEMM outputs of tile (ty, tx) (and the next three, as vectors), transformed.
+    // Tile rows ty count from the band's first (as do the output and residual operands).
+    let outputs = |kb: &mut Kb, ty: Value, tx: Value, vector: bool| -> [Value; 4] {
+        let tt = {
+            let a = kb.muli(ty, tw as i64);
+            kb.add(a, tx)
+        };
+        let p = kb.elem(mp, tt, 4);
+        let me: Vec<Value> = (0..16)
+            .map(|e| {
+                let off = (e * e_stride) as i32;
+                if vector { kb.load_v(p, off, ro()) } else { kb.load_f32(p, off, ro()) }
+            })
+            .collect();
+        output_transform(kb, &me)
+    };
+    let out_index = |kb: &mut Kb, ty: Value, tx: Value, i: i64, j: i64| -> Value {
+        let r = {
+            let a = kb.muli(ty, 2);
+            kb.addi(a, i)
+        };
+        let a = kb.muli(r, g.ow as i64);
+        let c = kb.muli(tx, 2);
+        let s = kb.add(a, c);
+        kb.addi(s, j)
+    };
+    // Scalar: one tile, writing the outputs that lie inside.
+    let scalar = |kb: &mut Kb, ty: Value, tx: Value, rows: usize, cols: usize| {
+        let y = outputs(kb, ty, tx, false);
+        for i in 0..rows {
+            for j in 0..cols {
+                let idx = out_index(kb, ty, tx, i as i64, j as i64);
+                let r = finish(kb, y[i * 2 + j], idx);
+                let q = kb.elem(yp, idx, 4);
+                kb.store_f32(r, q, 0);
+            }
+        }
+    };
+    let row = |kb: &mut Kb, ty: Value, rows: usize| {
+        if rows == 2 {
+            kb.for_const(0, vec_cols as i64, 4, |kb, tx| {
+                let y = outputs(kb, ty, tx, true);
+                // Interleave the tiles' two columns: output row i is
+                // [y_i0(t0), y_i1(t0), y_i0(t1), y_i1(t1)], [.. t2, .. t3].
+                for i in 0..2 {
+                    let lo = kb.shuffle32(y[i * 2], y[i * 2 + 1], [0, 4, 1, 5]);
+                    let hi = kb.shuffle32(y[i * 2], y[i * 2 + 1], [2, 6, 3, 7]);
+                    for (half, v) in [lo, hi].into_iter().enumerate() {
+                        let idx = {
+                            let a = out_index(kb, ty, tx, i as i64, 0);
+                            kb.addi(a, half as i64 * 4)
+                        };
+                        let r = finish(kb, v, idx);
+                        let q = kb.elem(yp, idx, 4);
+                        kb.store_v(r, q, 0);
+                    }
+                }
+            });
+            kb.for_const(vec_cols as i64, full_cols as i64, 1, |kb, tx| scalar(kb, ty, tx, 2, 2));
+        } else {
+            kb.for_const(0, full_cols as i64, 1, |kb, tx| scalar(kb, ty, tx, rows, 2));
+        }
+        if g.ow % 2 == 1 {
+            let tx = kb.iconst(full_cols as i64);
+            scalar(kb, ty, tx, rows, 1);
+        }
+    };
+    kb.for_const(0, full_rows as i64, 1, |kb, ty| row(kb, ty, 2));
+    if last && g.oh % 2 == 1 {
+        let ty = kb.iconst(full_rows as i64);
+        row(kb, ty, 1);
     }
 }
 

@@ -15,9 +15,7 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 
 use crate::codegen::KernelSpec;
 use crate::codegen::builder::{I64, Kb, ro, rw};
-use crate::codegen::kernels::conv::{DwStep, PlaneEpilogue};
-use crate::codegen::kernels::math::act_needs_helpers;
-use crate::codegen::kernels::winograd::{E_SKEW, WinoGeom};
+use crate::codegen::kernels::winograd::{E_SKEW, OutPlane, WinoGeom};
 
 /// Values of a transformed tile: 6x6.
 pub const E: usize = 36;
@@ -330,138 +328,91 @@ impl KernelSpec for Wino4InputSpec {
     }
 }
 
-/// The output transform: `Y = A^T M A` per 4x4 tile from the 36 GEMM outputs
-/// `M[img*36 + e][m][t]`, plus the bias and the epilogue, written where the tile lies inside the
-/// output. Four tiles of a tile row at a time (lane = tile); the group at a row's end may hold
-/// fewer, and reads the next row's tiles (or, at M's end, up to three floats past it: lowering
-/// pads M) into lanes it drops. Operands: M, Y, bias (if any), one per Add step (laid out like
-/// Y, or one value per channel), helpers (if needed). One tile per (image, output channel).
-#[derive(Clone, Debug)]
-pub struct Wino4OutputSpec {
-    pub g: WinoGeom,
-    pub m: usize,
-    pub bias: bool,
-    pub steps: Vec<DwStep>,
-    /// A band (None: the whole map): its tile rows, and whether it is the last, as in F(2x2, 3x3).
-    pub band: Option<(usize, bool)>,
-}
-
-impl Wino4OutputSpec {
-    pub fn needs_helpers(&self) -> bool {
-        self.steps.iter().any(|s| matches!(s, DwStep::Act(a) if act_needs_helpers(a)))
-    }
-}
-
-/// Floats read past the end of M by the output transform's last group.
+/// Floats read past the end of M by the output transform's last group (see `output_plane`).
 pub const M_OVERREAD: usize = Q - 1;
 
-impl KernelSpec for Wino4OutputSpec {
-    fn name(&self) -> String {
-        let band =
-            self.band.map(|(r, last)| format!(" band {r}{}", if last { " last" } else { "" })).unwrap_or_default();
-        format!("winograd4 output m{} {}x{}{band}", self.m, self.g.oh, self.g.ow)
-    }
-
-    fn emit(&self, kb: &mut Kb) {
-        let adds = self.steps.iter().filter(|s| matches!(s, DwStep::Add { .. })).count();
-        let n_ops = 2 + self.bias as usize + adds;
-        let ops = kb.operands(n_ops);
-        let helpers = self.needs_helpers().then(|| kb.operand(n_ops));
-        let g = self.g.clone();
-        let (rows, last) = self.band.unwrap_or((g.th(), true));
-        let (tiles, tw, m) = ((rows * g.tw()) as i64, g.tw(), self.m as i64);
-        let ohw = (g.oh * g.ow) as i64;
-        let e_stride = m * tiles * 4 + E_SKEW as i64;
-        assert!(e_stride * E as i64 <= i32::MAX as i64, "lowering checks the GEMM output fits i32 offsets");
-        // Output rows of the band's last tile row (all four but at the map's end).
-        let last_rows = if last && !g.oh.is_multiple_of(4) { g.oh % 4 } else { 4 };
-        let full_groups = (g.ow / 4) / Q; // groups of four tiles with all columns inside
-        let (begin, end) = (kb.begin, kb.end);
-        kb.for_range(begin, end, 1, |kb, t| {
-            let (img, oc) = kb.divmod(t, m);
-            let mp = {
-                let a = kb.muli(img, E as i64 * e_stride);
-                let b = kb.muli(oc, tiles * 4);
-                let o = kb.add(a, b);
-                kb.add(ops[0], o)
-            };
-            let yp = kb.elem(ops[1], t, ohw * 4);
-            let epi = PlaneEpilogue::new(kb, &ops[2..], self.bias, &self.steps, oc, t, g.oh * g.ow);
-            // Group of four tiles from tile (ty, tx0); `out_rows` output rows and, per tile, the
-            // columns inside (compile-time, None: all four of all four tiles).
-            let group = |kb: &mut Kb, ty: Value, tx0: Value, out_rows: usize, cols: Option<[usize; Q]>| {
-                let p = {
-                    let a = kb.muli(ty, tw as i64);
-                    let tt = kb.add(a, tx0);
-                    kb.elem(mp, tt, 4)
-                };
-                let load = |kb: &mut Kb, e: usize| kb.load_v(p, (e as i64 * e_stride) as i32, ro());
-                // Output rows in pairs that share sums (0 and 2, 1 and 3), so fewer values live.
-                for pair in [[0usize, 2], [1, 3]] {
-                    let pair: Vec<usize> = pair.into_iter().filter(|&k| k < out_rows).collect();
-                    if pair.is_empty() {
-                        continue;
-                    }
-                    // s[k][j] = (A^T M)[k][j].
-                    let mut s = vec![Vec::new(); pair.len()];
-                    for j in 0..6 {
-                        let col: Vec<Value> = (0..6).map(|i| load(kb, 6 * i + j)).collect();
-                        let a = at(kb, &[col[0], col[1], col[2], col[3], col[4], col[5]]);
-                        for (slot, &k) in pair.iter().enumerate() {
-                            s[slot].push(a[k]);
-                        }
-                    }
-                    for (slot, &k) in pair.iter().enumerate() {
-                        let sk = &s[slot];
-                        let y = at(kb, &[sk[0], sk[1], sk[2], sk[3], sk[4], sk[5]]);
-                        // Lane l of y[c] is tile l's column c: transposed, tile l's row.
-                        let per_tile = kb.transpose4(y);
-                        let oy = {
-                            let a = kb.muli(ty, 4);
-                            kb.addi(a, k as i64)
-                        };
-                        let row0 = {
-                            let a = kb.muli(oy, g.ow as i64);
-                            let b = kb.muli(tx0, 4);
-                            kb.add(a, b)
-                        };
-                        for (l, v) in per_tile.into_iter().enumerate() {
-                            let n_cols = cols.map_or(4, |c| c[l]);
-                            if n_cols == 4 {
-                                let idx = kb.addi(row0, 4 * l as i64);
-                                let r = epi.apply(kb, &self.steps, v, idx, helpers);
-                                let q = kb.elem(yp, idx, 4);
-                                kb.store_v(r, q, 0);
-                            } else {
-                                for cc in 0..n_cols {
-                                    let idx = kb.addi(row0, (4 * l + cc) as i64);
-                                    let x = kb.b.ins().extractlane(v, cc as u8);
-                                    let r = epi.apply(kb, &self.steps, x, idx, helpers);
-                                    let q = kb.elem(yp, idx, 4);
-                                    kb.store_f32(r, q, 0);
-                                }
-                            }
-                        }
-                    }
-                }
-            };
-            let tile_row = |kb: &mut Kb, ty: Value, out_rows: usize| {
-                kb.for_const(0, (full_groups * Q) as i64, Q as i64, |kb, tx0| group(kb, ty, tx0, out_rows, None));
-                let tx0 = full_groups * Q;
-                if tx0 < tw {
-                    // The row's last group: tiles past the row get no columns.
-                    let cols = std::array::from_fn(|l| g.ow.saturating_sub(4 * (tx0 + l)).min(4));
-                    let x = kb.iconst(tx0 as i64);
-                    group(kb, ty, x, out_rows, Some(cols));
-                }
-            };
-            let full_rows = if last_rows < 4 { rows - 1 } else { rows };
-            kb.for_const(0, full_rows as i64, 1, |kb, ty| tile_row(kb, ty, 4));
-            if last_rows < 4 {
-                let ty = kb.iconst(full_rows as i64);
-                tile_row(kb, ty, last_rows);
+/// The F(4x4, 3x3) output transform of one plane (`WinoOutputSpec` with `g.tile == 4`):
+/// `Y = A^T M A` per 4x4 tile, four tiles of a tile row at a time (lane = tile). The group at a
+/// row's end may hold fewer; it reads the next row's tiles (or, at M's end, up to three floats
+/// past it: lowering pads M) into lanes it drops.
+pub(super) fn output_plane(kb: &mut Kb, g: &WinoGeom, plane: &OutPlane) {
+    let (mp, yp, tw, e_stride, rows) = (plane.mp, plane.yp, g.tw(), plane.e_stride, plane.rows);
+    // Output rows of the band's last tile row (all four but at the map's end).
+    let last_rows = if plane.last && !g.oh.is_multiple_of(4) { g.oh % 4 } else { 4 };
+    let full_groups = (g.ow / 4) / Q; // groups of four tiles with all columns inside
+    // Group of four tiles from tile (ty, tx0); `out_rows` output rows and, per tile, the
+    // columns inside (compile-time, None: all four of all four tiles).
+    let group = |kb: &mut Kb, ty: Value, tx0: Value, out_rows: usize, cols: Option<[usize; Q]>| {
+        let p = {
+            let a = kb.muli(ty, tw as i64);
+            let tt = kb.add(a, tx0);
+            kb.elem(mp, tt, 4)
+        };
+        let load = |kb: &mut Kb, e: usize| kb.load_v(p, (e as i64 * e_stride) as i32, ro());
+        // Output rows in pairs that share sums (0 and 2, 1 and 3), so fewer values live.
+        for pair in [[0usize, 2], [1, 3]] {
+            let pair: Vec<usize> = pair.into_iter().filter(|&k| k < out_rows).collect();
+            if pair.is_empty() {
+                continue;
             }
-        });
+            // s[k][j] = (A^T M)[k][j].
+            let mut s = vec![Vec::new(); pair.len()];
+            for j in 0..6 {
+                let col: Vec<Value> = (0..6).map(|i| load(kb, 6 * i + j)).collect();
+                let a = at(kb, &[col[0], col[1], col[2], col[3], col[4], col[5]]);
+                for (slot, &k) in pair.iter().enumerate() {
+                    s[slot].push(a[k]);
+                }
+            }
+            for (slot, &k) in pair.iter().enumerate() {
+                let sk = &s[slot];
+                let y = at(kb, &[sk[0], sk[1], sk[2], sk[3], sk[4], sk[5]]);
+                // Lane l of y[c] is tile l's column c: transposed, tile l's row.
+                let per_tile = kb.transpose4(y);
+                let oy = {
+                    let a = kb.muli(ty, 4);
+                    kb.addi(a, k as i64)
+                };
+                let row0 = {
+                    let a = kb.muli(oy, g.ow as i64);
+                    let b = kb.muli(tx0, 4);
+                    kb.add(a, b)
+                };
+                for (l, v) in per_tile.into_iter().enumerate() {
+                    let n_cols = cols.map_or(4, |c| c[l]);
+                    if n_cols == 4 {
+                        let idx = kb.addi(row0, 4 * l as i64);
+                        let r = plane.epi.apply(kb, plane.steps, v, idx, plane.helpers);
+                        let q = kb.elem(yp, idx, 4);
+                        kb.store_v(r, q, 0);
+                    } else {
+                        for cc in 0..n_cols {
+                            let idx = kb.addi(row0, (4 * l + cc) as i64);
+                            let x = kb.b.ins().extractlane(v, cc as u8);
+                            let r = plane.epi.apply(kb, plane.steps, x, idx, plane.helpers);
+                            let q = kb.elem(yp, idx, 4);
+                            kb.store_f32(r, q, 0);
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let tile_row = |kb: &mut Kb, ty: Value, out_rows: usize| {
+        kb.for_const(0, (full_groups * Q) as i64, Q as i64, |kb, tx0| group(kb, ty, tx0, out_rows, None));
+        let tx0 = full_groups * Q;
+        if tx0 < tw {
+            // The row's last group: tiles past the row get no columns.
+            let cols = std::array::from_fn(|l| g.ow.saturating_sub(4 * (tx0 + l)).min(4));
+            let x = kb.iconst(tx0 as i64);
+            group(kb, ty, x, out_rows, Some(cols));
+        }
+    };
+    let full_rows = if last_rows < 4 { rows - 1 } else { rows };
+    kb.for_const(0, full_rows as i64, 1, |kb, ty| tile_row(kb, ty, 4));
+    if last_rows < 4 {
+        let ty = kb.iconst(full_rows as i64);
+        tile_row(kb, ty, last_rows);
     }
 }
 
