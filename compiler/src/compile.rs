@@ -352,29 +352,12 @@ fn assemble(
     })
 }
 
-/// An IR tensor as a runtime tensor (f32, f64, i32, i64, u8, i8, bool).
+/// An IR tensor as a runtime tensor (every dtype but f16).
 pub fn to_runtime(t: &incept_ir::Tensor) -> Result<incept_runtime::Tensor, CompileError> {
-    let d = runtime_dtype(t.dtype())?;
-    incept_runtime::Tensor::from_bytes(d, t.shape(), t.bytes())
-        .ok_or_else(|| CompileError::Unsupported("tensor bytes and shape disagree".into()))
+    incept_runtime::Tensor::try_from(t).map_err(|e| CompileError::Unsupported(e.to_string()))
 }
 
 /// A runtime tensor as an IR tensor.
 pub fn from_runtime(t: &incept_runtime::Tensor) -> Result<incept_ir::Tensor, CompileError> {
-    use incept_runtime::DType as R;
-    let d = match t.dtype() {
-        R::F32 => DType::F32,
-        R::F64 => DType::F64,
-        R::I32 => DType::I32,
-        R::I64 => DType::I64,
-        R::U8 => DType::U8,
-        R::I8 => DType::I8,
-        R::Bool => DType::Bool,
-        R::I16 => DType::I16,
-        R::U16 => DType::U16,
-        R::U32 => DType::U32,
-        R::U64 => DType::U64,
-    };
-    incept_ir::Tensor::from_bytes(d, t.shape().to_vec(), Bytes::copy_from_slice(t.bytes()))
-        .map_err(|e| CompileError::Unsupported(e.to_string()))
+    Ok(incept_ir::Tensor::from(t))
 }

@@ -49,7 +49,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let msg = format!("{e:#}");
+            eprintln!("error: {msg}");
+            // The libraries name their own options; on the command line those are flags.
+            if msg.contains("ImportOptions::dims") || msg.contains("input_shapes") {
+                eprintln!("hint: bind symbolic dimensions with --dim NAME=SIZE, or whole input shapes with --shape");
+            }
             ExitCode::FAILURE
         }
     }

@@ -257,6 +257,9 @@ fn check_passes_on_every_fixture() {
     // A dynamic batch without inputs: say how to bind it.
     let err = fails(&["check", &model("torch_resnet_mini")]);
     assert!(err.contains("symbolic shape f32[N,3,64,64]") && err.contains("--dim N=1"), "{err}");
+    // The library names its option; the CLI adds the flag.
+    let err = fails(&["compile", &model("torch_resnet_mini")]);
+    assert!(err.contains("ImportOptions::dims") && err.contains("hint: bind symbolic dimensions with --dim"), "{err}");
     // Random inputs say which seed they came from.
     let o = incept(&["check", &model("mini_resnet"), "--seed", "7"]);
     assert!(o.status.success() && stdout(&o).starts_with("inputs: random, seed 7 ('input' f32[1, 3, 64, 64]"));

@@ -107,3 +107,45 @@ impl fmt::Display for DType {
         f.write_str(self.name())
     }
 }
+
+/// The runtime's element types are the IR's minus f16 (the runtime neither takes nor returns it).
+impl From<incept_runtime::DType> for DType {
+    fn from(d: incept_runtime::DType) -> DType {
+        use incept_runtime::DType as R;
+        match d {
+            R::F32 => DType::F32,
+            R::F64 => DType::F64,
+            R::I32 => DType::I32,
+            R::I64 => DType::I64,
+            R::U8 => DType::U8,
+            R::I8 => DType::I8,
+            R::Bool => DType::Bool,
+            R::I16 => DType::I16,
+            R::U16 => DType::U16,
+            R::U32 => DType::U32,
+            R::U64 => DType::U64,
+        }
+    }
+}
+
+impl TryFrom<DType> for incept_runtime::DType {
+    /// The dtype the runtime lacks (f16).
+    type Error = DType;
+    fn try_from(d: DType) -> Result<incept_runtime::DType, DType> {
+        use incept_runtime::DType as R;
+        Ok(match d {
+            DType::F32 => R::F32,
+            DType::F64 => R::F64,
+            DType::I32 => R::I32,
+            DType::I64 => R::I64,
+            DType::U8 => R::U8,
+            DType::I8 => R::I8,
+            DType::Bool => R::Bool,
+            DType::I16 => R::I16,
+            DType::U16 => R::U16,
+            DType::U32 => R::U32,
+            DType::U64 => R::U64,
+            DType::F16 => return Err(d),
+        })
+    }
+}

@@ -91,7 +91,7 @@ impl fmt::Display for Stats {
         if !self.symbols.is_empty() {
             writeln!(
                 f,
-                "symbolic dims {} counted as 1 (bind them with --dim for other sizes)",
+                "symbolic dims {} counted as 1 (bind them with ImportOptions::dims for other sizes)",
                 self.symbols.join(", ")
             )?;
         }

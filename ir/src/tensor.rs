@@ -34,6 +34,29 @@ pub enum TensorError {
     TooLarge(Vec<usize>),
     #[error("expected a {expected} tensor, found {got}")]
     DType { expected: DType, got: DType },
+    #[error("the runtime does not take or return {0} tensors")]
+    NotInRuntime(DType),
+}
+
+/// An IR tensor as the runtime's (copied into its 64-byte aligned buffer).
+impl TryFrom<&Tensor> for incept_runtime::Tensor {
+    type Error = TensorError;
+    fn try_from(t: &Tensor) -> Result<incept_runtime::Tensor, TensorError> {
+        let d = incept_runtime::DType::try_from(t.dtype()).map_err(TensorError::NotInRuntime)?;
+        incept_runtime::Tensor::from_bytes(d, t.shape(), t.bytes()).map_err(|_| TensorError::ByteLength {
+            dtype: t.dtype(),
+            shape: t.shape().to_vec(),
+            expected: t.numel() * t.dtype().size(),
+            got: t.bytes().len(),
+        })
+    }
+}
+
+/// A runtime tensor (a model's output) as an IR tensor.
+impl From<&incept_runtime::Tensor> for Tensor {
+    fn from(t: &incept_runtime::Tensor) -> Tensor {
+        Tensor { dtype: t.dtype().into(), shape: t.shape().to_vec(), data: Bytes::copy_from_slice(t.bytes()) }
+    }
 }
 
 /// Largest number of elements a tensor may claim (2^31: 8 GiB of f32, far above any CNN

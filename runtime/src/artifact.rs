@@ -72,6 +72,8 @@ pub struct ArtifactInfo {
 pub enum ArtifactError {
     #[error("cannot read '{path}': {reason}")]
     Io { path: String, reason: String },
+    #[error("cannot write '{path}': {reason}")]
+    Write { path: String, reason: String },
     #[error("not an incept artifact (no INCEPT magic at its start)")]
     NotIncept,
     #[error(
@@ -337,7 +339,7 @@ pub fn encode(plan: &Plan, info: &ArtifactInfo) -> Vec<u8> {
 /// Writes `plan`'s artifact to `path`.
 pub fn save(plan: &Plan, info: &ArtifactInfo, path: &Path) -> Result<(), ArtifactError> {
     std::fs::write(path, encode(plan, info))
-        .map_err(|e| ArtifactError::Io { path: path.display().to_string(), reason: e.to_string() })
+        .map_err(|e| ArtifactError::Write { path: path.display().to_string(), reason: e.to_string() })
 }
 
 /// Maps an artifact read-only and checks it (see [`decode`]); the plan's weights are used in

@@ -9,6 +9,18 @@ pub enum RunError {
     Input { name: String, expected: String, got: String },
     #[error("no input named '{name}' (inputs: {names})")]
     UnknownInput { name: String, names: String },
+    #[error("input '{name}' is given twice")]
+    DuplicateInput { name: String },
+    #[error("input '{name}' is not given (inputs: {names})")]
+    MissingInput { name: String, names: String },
+    #[error("no output named '{name}' (outputs: {names})")]
+    UnknownOutput { name: String, names: String },
+    #[error("the model has {expected} output(s) ({names}), {got} buffer(s) given")]
+    OutputCount { expected: usize, got: usize, names: String },
+    #[error("output '{name}': expected a buffer for {expected}, got {got}")]
+    Output { name: String, expected: String, got: String },
+    #[error(transparent)]
+    Tensor(#[from] crate::tensor::TensorError),
     #[error("invalid plan: {0}")]
     Plan(String),
     #[error("cannot map executable code: {0}")]

@@ -12,10 +12,11 @@ pub mod cpu;
 pub mod error;
 pub mod helpers;
 pub mod model;
+pub mod npy;
 pub mod plan;
 pub mod tensor;
 
 pub use error::RunError;
-pub use model::{Model, Probe, RunOptions, StepTiming, TraceEvent};
+pub use model::{Model, Outputs, Probe, RunOptions, StepTiming, TraceEvent};
 pub use plan::{IoSpec, Kernel, KernelFn, Operand, Plan, Slot, Step};
-pub use tensor::{DType, Tensor};
+pub use tensor::{DType, Element, Tensor, TensorError, TensorMut, TensorRef, top_k};

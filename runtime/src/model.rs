@@ -1,7 +1,7 @@
 //! Running a plan: input validation, an arena per concurrent run, and the steps' tiles spread
 //! over a thread pool.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -11,7 +11,7 @@ use crate::code::ExecutableCode;
 use crate::error::RunError;
 use crate::helpers;
 use crate::plan::{KernelFn, Operand, Plan, Slot};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor, TensorMut, TensorRef};
 
 /// How to run.
 #[derive(Clone, Debug, Default)]
@@ -66,6 +66,79 @@ pub struct Model {
     threads: usize,
     arenas: Mutex<Vec<AlignedBuf>>,
     helpers: Box<[usize; helpers::COUNT]>,
+    output_names: Arc<[String]>,
+}
+
+/// What a run returns: the outputs in the model's order (it derefs to `[Tensor]`), also
+/// addressable by name.
+#[derive(Clone, Debug)]
+pub struct Outputs {
+    names: Arc<[String]>,
+    tensors: Vec<Tensor>,
+}
+
+impl Outputs {
+    /// The output called `name`; the error lists the model's output names.
+    pub fn get(&self, name: &str) -> Result<&Tensor, RunError> {
+        match self.names.iter().position(|n| n == name) {
+            Some(k) => Ok(&self.tensors[k]),
+            None => Err(RunError::UnknownOutput { name: name.to_string(), names: self.names.join(", ") }),
+        }
+    }
+
+    /// Takes the output called `name` out of the list, without copying it.
+    pub fn take(self, name: &str) -> Result<Tensor, RunError> {
+        match self.names.iter().position(|n| n == name) {
+            Some(k) => {
+                let mut tensors = self.tensors;
+                Ok(tensors.swap_remove(k))
+            }
+            None => Err(RunError::UnknownOutput { name: name.to_string(), names: self.names.join(", ") }),
+        }
+    }
+
+    /// The output names, in order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// (name, tensor) pairs in the model's order.
+    pub fn iter_named(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.names.iter().map(String::as_str).zip(&self.tensors)
+    }
+
+    pub fn into_vec(self) -> Vec<Tensor> {
+        self.tensors
+    }
+}
+
+impl std::ops::Deref for Outputs {
+    type Target = [Tensor];
+    fn deref(&self) -> &[Tensor] {
+        &self.tensors
+    }
+}
+
+impl std::ops::DerefMut for Outputs {
+    fn deref_mut(&mut self) -> &mut [Tensor] {
+        &mut self.tensors
+    }
+}
+
+impl IntoIterator for Outputs {
+    type Item = Tensor;
+    type IntoIter = std::vec::IntoIter<Tensor>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.tensors.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Outputs {
+    type Item = &'a Tensor;
+    type IntoIter = std::slice::Iter<'a, Tensor>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.tensors.iter()
+    }
 }
 
 /// Operand pointers (of one step, or the slot bases of one run), shared read-only by the threads
@@ -107,7 +180,9 @@ impl Model {
         } else {
             None
         };
+        let output_names = plan.outputs.iter().map(|o| o.name.clone()).collect();
         Ok(Model {
+            output_names,
             plan,
             _code: code,
             kernels,
@@ -159,14 +234,41 @@ impl Model {
     }
 
     /// Runs the model on inputs given in the model's input order.
-    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Outputs, RunError> {
         let refs: Vec<&Tensor> = inputs.iter().collect();
-        self.run_inner(&refs, None, None, None)
+        self.run_tensors(&refs, None, None, None)
+    }
+
+    /// Runs the model on caller-owned buffers: inputs are read in place and the outputs written
+    /// into `outputs` (in the model's output order, each of its exact dtype and shape), so a
+    /// serving loop allocates nothing per run. Buffers of any alignment work.
+    pub fn run_into(&self, inputs: &[TensorRef<'_>], outputs: &mut [TensorMut<'_>]) -> Result<(), RunError> {
+        self.check_inputs(inputs.iter().map(|t| (t.dtype(), t.shape())))?;
+        let specs = &self.plan.outputs;
+        if outputs.len() != specs.len() {
+            return Err(RunError::OutputCount {
+                expected: specs.len(),
+                got: outputs.len(),
+                names: self.output_names.join(", "),
+            });
+        }
+        for (t, s) in outputs.iter().zip(specs) {
+            if t.dtype() != s.dtype || t.shape() != s.shape.as_slice() {
+                return Err(RunError::Output {
+                    name: s.name.clone(),
+                    expected: spec_string(s.dtype, &s.shape),
+                    got: t.type_string(),
+                });
+            }
+        }
+        let ins: Vec<*const u8> = inputs.iter().map(|t| t.bytes().as_ptr()).collect();
+        let outs: Vec<*mut u8> = outputs.iter_mut().map(|t| t.as_mut_ptr()).collect();
+        self.run_inner(&ins, &outs, None, None, None)
     }
 
     /// Runs the model and copies out the bytes each probe asks for (probes that point outside
     /// their slot are refused before anything runs).
-    pub fn run_probed(&self, inputs: &[Tensor], probes: &[Probe]) -> Result<(Vec<Tensor>, Vec<Vec<u8>>), RunError> {
+    pub fn run_probed(&self, inputs: &[Tensor], probes: &[Probe]) -> Result<(Outputs, Vec<Vec<u8>>), RunError> {
         for p in probes {
             let size = match p.at.slot {
                 Slot::Arena => Some(self.plan.arena_size),
@@ -182,78 +284,107 @@ impl Model {
         }
         let refs: Vec<&Tensor> = inputs.iter().collect();
         let mut taken = vec![vec![]; probes.len()];
-        let out = self.run_inner(&refs, None, Some((probes, &mut taken)), None)?;
+        let out = self.run_tensors(&refs, None, Some((probes, &mut taken)), None)?;
         Ok((out, taken))
     }
 
-    /// Runs the model on inputs given by name.
-    pub fn run_named(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>, RunError> {
+    /// Runs the model on inputs given by name (each input exactly once).
+    pub fn run_named(&self, inputs: &[(&str, &Tensor)]) -> Result<Outputs, RunError> {
         let names = || self.plan.inputs.iter().map(|i| i.name.clone()).collect::<Vec<_>>().join(", ");
-        for (n, _) in inputs {
+        for (k, (n, _)) in inputs.iter().enumerate() {
             if !self.plan.inputs.iter().any(|i| i.name == *n) {
                 return Err(RunError::UnknownInput { name: n.to_string(), names: names() });
+            }
+            if inputs[..k].iter().any(|(m, _)| m == n) {
+                return Err(RunError::DuplicateInput { name: n.to_string() });
             }
         }
         let mut ordered = vec![];
         for spec in &self.plan.inputs {
             match inputs.iter().find(|(n, _)| *n == spec.name) {
                 Some((_, t)) => ordered.push(*t),
-                None => {
-                    return Err(RunError::InputCount {
-                        expected: self.plan.inputs.len(),
-                        got: inputs.len(),
-                        names: names(),
-                    });
-                }
+                None => return Err(RunError::MissingInput { name: spec.name.clone(), names: names() }),
             }
         }
-        self.run_inner(&ordered, None, None, None)
+        self.run_tensors(&ordered, None, None, None)
     }
 
     /// Runs the model and reports the time of every step.
-    pub fn run_timed(&self, inputs: &[Tensor]) -> Result<(Vec<Tensor>, Vec<StepTiming>), RunError> {
+    pub fn run_timed(&self, inputs: &[Tensor]) -> Result<(Outputs, Vec<StepTiming>), RunError> {
         let refs: Vec<&Tensor> = inputs.iter().collect();
         let mut timings = Vec::with_capacity(self.plan.steps.len());
-        let out = self.run_inner(&refs, Some(&mut timings), None, None)?;
+        let out = self.run_tensors(&refs, Some(&mut timings), None, None)?;
         Ok((out, timings))
     }
 
     /// Runs the model and records every chunk of every step's tiles: which worker ran it, when,
     /// and for how long.
-    pub fn run_traced(&self, inputs: &[Tensor]) -> Result<(Vec<Tensor>, Vec<TraceEvent>), RunError> {
+    pub fn run_traced(&self, inputs: &[Tensor]) -> Result<(Outputs, Vec<TraceEvent>), RunError> {
         let refs: Vec<&Tensor> = inputs.iter().collect();
         let tracer = Tracer { start: Instant::now(), events: Mutex::new(vec![]) };
-        let out = self.run_inner(&refs, None, None, Some(&tracer))?;
+        let out = self.run_tensors(&refs, None, None, Some(&tracer))?;
         let mut events = tracer.events.into_inner().unwrap_or_default();
         events.sort_by_key(|e| (e.start, e.thread));
         Ok((out, events))
     }
 
-    fn check_inputs(&self, inputs: &[&Tensor]) -> Result<(), RunError> {
+    fn check_inputs<'s>(&self, inputs: impl ExactSizeIterator<Item = (DType, &'s [usize])>) -> Result<(), RunError> {
         let specs = &self.plan.inputs;
         if inputs.len() != specs.len() {
             let names = specs.iter().map(|i| i.name.clone()).collect::<Vec<_>>().join(", ");
             return Err(RunError::InputCount { expected: specs.len(), got: inputs.len(), names });
         }
-        for (t, s) in inputs.iter().zip(specs) {
-            if t.dtype() != s.dtype || t.shape() != s.shape.as_slice() {
-                let expected =
-                    format!("{}[{}]", s.dtype, s.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","));
-                return Err(RunError::Input { name: s.name.clone(), expected, got: t.type_string() });
+        for ((dtype, shape), s) in inputs.zip(specs) {
+            if dtype != s.dtype || shape != s.shape.as_slice() {
+                // A batch mismatch is the common case: say what the model was compiled for.
+                let batch = if dtype == s.dtype
+                    && shape.len() == s.shape.len()
+                    && !shape.is_empty()
+                    && shape[1..] == s.shape[1..]
+                {
+                    format!(
+                        " (the model was compiled for batch size {}; compile it again for batch {})",
+                        s.shape[0], shape[0]
+                    )
+                } else {
+                    String::new()
+                };
+                return Err(RunError::Input {
+                    name: s.name.clone(),
+                    expected: spec_string(s.dtype, &s.shape),
+                    got: format!("{}{batch}", spec_string(dtype, shape)),
+                });
             }
         }
         Ok(())
     }
 
-    fn run_inner(
+    /// Checks the inputs, allocates the outputs and runs.
+    fn run_tensors(
         &self,
         inputs: &[&Tensor],
+        timings: Option<&mut Vec<StepTiming>>,
+        probes: Option<(&[Probe], &mut Vec<Vec<u8>>)>,
+        tracer: Option<&Tracer>,
+    ) -> Result<Outputs, RunError> {
+        self.check_inputs(inputs.iter().map(|t| (t.dtype(), t.shape())))?;
+        let mut outputs: Vec<Tensor> = self.plan.outputs.iter().map(|o| Tensor::zeros(o.dtype, &o.shape)).collect();
+        let ins: Vec<*const u8> = inputs.iter().map(|t| t.as_ptr()).collect();
+        let outs: Vec<*mut u8> = outputs.iter_mut().map(|t| t.bytes_mut().as_mut_ptr()).collect();
+        self.run_inner(&ins, &outs, timings, probes, tracer)?;
+        Ok(Outputs { names: self.output_names.clone(), tensors: outputs })
+    }
+
+    /// Runs the steps on checked input and output buffers (one pointer per model input and
+    /// output, each to a buffer of its spec's size).
+    fn run_inner(
+        &self,
+        inputs: &[*const u8],
+        outputs: &[*mut u8],
         mut timings: Option<&mut Vec<StepTiming>>,
         mut probes: Option<(&[Probe], &mut Vec<Vec<u8>>)>,
         tracer: Option<&Tracer>,
-    ) -> Result<Vec<Tensor>, RunError> {
-        self.check_inputs(inputs)?;
-        let mut outputs: Vec<Tensor> = self.plan.outputs.iter().map(|o| Tensor::zeros(o.dtype, &o.shape)).collect();
+    ) -> Result<(), RunError> {
         let mut arena = self
             .arenas
             .lock()
@@ -267,8 +398,8 @@ impl Model {
             // Slot bases: arena, weights, helpers, then inputs and outputs.
             let mut bases =
                 vec![arena.as_mut_ptr(), self.plan.weights.as_ptr() as *mut u8, self.helpers.as_ptr() as *mut u8];
-            bases.extend(inputs.iter().map(|t| t.as_ptr() as *mut u8));
-            bases.extend(outputs.iter_mut().map(|t| t.as_mut_ptr()));
+            bases.extend(inputs.iter().map(|&p| p as *mut u8));
+            bases.extend(outputs.iter().copied());
             let bases = Args(bases);
             let n_in = inputs.len();
             let mut steps = || -> Result<(), RunError> {
@@ -335,7 +466,7 @@ impl Model {
         if let Ok(mut pool) = self.arenas.lock() {
             pool.push(arena);
         }
-        result.map(|()| outputs)
+        result
     }
 
     /// Calls a kernel over `tiles` tiles: inline, or in contiguous chunks on the pool.
@@ -367,4 +498,9 @@ impl Model {
             _ => run(0, tiles),
         }
     }
+}
+
+/// "f32[1,3,224,224]"
+fn spec_string(dtype: DType, shape: &[usize]) -> String {
+    format!("{dtype}[{}]", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","))
 }

@@ -68,6 +68,13 @@ pub struct IoSpec {
     pub shape: Vec<usize>,
 }
 
+impl IoSpec {
+    /// The size of a buffer holding this tensor (validated plans never overflow it).
+    pub fn byte_size(&self) -> usize {
+        self.shape.iter().product::<usize>() * self.dtype.size()
+    }
+}
+
 /// A complete compiled model.
 #[derive(Clone, Debug)]
 pub struct Plan {

@@ -85,3 +85,28 @@ fn compile_takes_paths_and_bytes_as_apps_have_them() {
     ];
     assert!(sizes.iter().all(|&s| s == sizes[0] && s > 0), "{sizes:?}");
 }
+
+/// The artifact stored in the fixtures (what the C API and runtime-only example tests load)
+/// still loads with this runtime and still computes what ONNX Runtime does. When the kernel ABI
+/// or the format changes, regenerate it with
+/// `incept compile tests/fixtures/mini_resnet.onnx --cpu baseline -o tests/fixtures/mini_resnet.baseline.incept`.
+#[test]
+fn the_stored_fixture_artifact_still_matches_onnx_runtime() {
+    let path = fixtures_dir().join("mini_resnet.baseline.incept");
+    let model = Model::load(&path, &RunOptions { threads: 1 }).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let input = incept_runtime::npy::read(fixtures_dir().join("mini_resnet.input.npy")).expect("input");
+    let want = incept_ir::npy::read(&fixtures_dir().join("mini_resnet.ort_output.npy")).expect("ORT output");
+    let got = model.run(&[input]).expect("run");
+    let got = incept_ir::Tensor::from(&got[0]);
+    let err = incept_tests::max_rel_err(&got, &want).expect("compare");
+    assert!(err <= 1e-4, "stored artifact: relative error {err:.2e} against ONNX Runtime");
+    assert_eq!(model.plan().features, ["sse3", "ssse3", "sse4.1", "sse4.2", "popcnt"].map(String::from).to_vec());
+}
+
+#[test]
+fn saving_where_nothing_can_be_written_says_write() {
+    let opts = CompileOptions::default();
+    let model = incept_compiler::compile(&fixtures_dir().join("mini_resnet.onnx"), &opts).expect("compile");
+    let err = model.save("/nonexistent/dir/m.incept", &artifact_info(&opts)).expect_err("no such dir");
+    assert!(err.to_string().starts_with("cannot write '/nonexistent/dir/m.incept'"), "{err}");
+}

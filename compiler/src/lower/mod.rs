@@ -24,7 +24,7 @@ use crate::codegen::{KernelSpec, Tier};
 pub enum LowerError {
     #[error("node '{node}' ({op}): the JIT backend does not support {what}")]
     Unsupported { node: String, op: String, what: String },
-    #[error("value '{0}' has a symbolic shape; bind it with --dim or --shape before compiling")]
+    #[error("value '{0}' has a symbolic shape; bind it with ImportOptions::dims or input_shapes before compiling")]
     Symbolic(String),
     #[error("{0}")]
     Graph(#[from] incept_ir::Error),

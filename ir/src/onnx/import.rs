@@ -157,7 +157,10 @@ fn input_type(vi: &ValueInfoProto, opts: &ImportOptions) -> Result<TensorType> {
     let Some(shape) = tt.shape.as_ref() else {
         return match user {
             Some(dims) => Ok(TensorType::known(dtype, dims)),
-            None => Err(bad(format!("has no shape in the model; give one with --shape {}=d0,d1,...", vi.name))),
+            None => Err(bad(format!(
+                "has no shape in the model; give one with ImportOptions::input_shapes[\"{}\"]",
+                vi.name
+            ))),
         };
     };
     let mut dims = Vec::with_capacity(shape.dim.len());

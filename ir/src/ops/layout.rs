@@ -64,7 +64,7 @@ fn product(s: &[Dim]) -> Result<Dim, OpError> {
         [] => Ok(Dim::Known(known)),
         [d] if known == 1 => Ok((*d).clone()),
         _ => Err(OpError::DynamicShape(format!(
-            "a product of symbolic dimensions ({}); bind them with --dim",
+            "a product of symbolic dimensions ({}); bind them with ImportOptions::dims",
             syms.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
         ))),
     }

@@ -115,7 +115,7 @@ impl<'a> InferCx<'a> {
             Some(v) => Ok(Some(v.to_i64s()?)),
             None => Err(OpError::DynamicShape(format!(
                 "{what} (input {i}) is computed at run time; incept needs it known at compile time \
-                 (bind symbolic dimensions with --shape/--dim if it comes from the input shape)"
+                 (bind symbolic dimensions with ImportOptions::dims or input_shapes if it comes from the input shape)"
             ))),
         }
     }
@@ -411,7 +411,9 @@ pub fn same_dtype(a: &TensorType, b: &TensorType, what: &str) -> Result<(), OpEr
 /// A dim that must be known for an op's shape computation.
 pub fn need_known(d: &Dim, what: &str) -> Result<usize, OpError> {
     d.known().ok_or_else(|| {
-        OpError::DynamicShape(format!("{what} is the symbolic dimension '{d}'; bind it with --dim or --shape"))
+        OpError::DynamicShape(format!(
+            "{what} is the symbolic dimension '{d}'; bind it with ImportOptions::dims or input_shapes"
+        ))
     })
 }
 

@@ -501,7 +501,8 @@ pub fn output_error(reference: &Graph, changed: &Graph, seed: u64) -> Result<f64
         let ty = reference.ty(v);
         let dims = ty.static_dims().ok_or_else(|| incept_ir::Error::Input {
             name: reference.value(v).name.clone(),
-            msg: "has symbolic dims; bind them (--dim/--shape) to measure the output error".into(),
+            msg: "has symbolic dims; bind them (ImportOptions::dims or input_shapes) to measure the output error"
+                .into(),
         })?;
         let n: usize = dims.iter().product();
         inputs.push(float_tensor(ty.dtype, dims, (0..n).map(|_| rng.uniform()).collect()));
