@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds the Python package into a venv of its own and runs its tests. Needs python3 (>= 3.9, with
+# venv and pip), cargo, and PyPI for the pinned tools in requirements-dev.txt.
+#   python/ci.sh                      venv in python/target/venv (reused when it is there)
+#   INCEPT_PY_VENV=/tmp/v python/ci.sh
+set -euo pipefail
+cd "$(dirname "$0")"
+
+venv="${INCEPT_PY_VENV:-$PWD/target/venv}"
+python="${PYTHON:-python3}"
+
+if [ ! -x "$venv/bin/python" ]; then
+    "$python" -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+
+# A wheel installed like a user's, rather than `maturin develop`, which would put the native
+# module into the source folder.
+rm -rf target/wheels
+start=$(date +%s)
+"$venv/bin/maturin" build --release --out target/wheels
+echo "python package: release build took $(( $(date +%s) - start )) s"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps target/wheels/*.whl
+
+# From tests/, so that the source folder incept/ (which has no native module) is not on sys.path.
+cd tests
+"$venv/bin/python" -m pytest -p no:cacheprovider -q

@@ -1,0 +1,254 @@
+"""Tests of the Python package: run with `python/ci.sh` (builds the wheel into a venv first)."""
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import incept
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures"
+MODEL = FIXTURES / "mini_resnet.onnx"
+DYNAMIC = Path(__file__).resolve().parent / "data" / "mini_resnet_dynamic.onnx"
+
+
+@pytest.fixture(scope="module")
+def x():
+    return np.load(FIXTURES / "mini_resnet.input.npy")
+
+
+@pytest.fixture(scope="module")
+def ort_output():
+    return np.load(FIXTURES / "mini_resnet.ort_output.npy")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return incept.compile(MODEL)
+
+
+def test_matches_onnxruntime(model, x, ort_output):
+    out = model.run({"input": x})
+    assert list(out) == ["output"]
+    y = out["output"]
+    assert y.dtype == np.float32 and y.shape == ort_output.shape
+    np.testing.assert_allclose(y, ort_output, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("path", ["pathlike", "str", "bytes"])
+def test_compile_from_path_str_or_bytes(path, x, ort_output):
+    source = {"pathlike": MODEL, "str": str(MODEL), "bytes": MODEL.read_bytes()}[path]
+    y = incept.compile(source).run({"input": x})["output"]
+    np.testing.assert_allclose(y, ort_output, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_opt_levels_agree(level, x, ort_output):
+    y = incept.compile(MODEL, opt_level=level).run({"input": x})["output"]
+    np.testing.assert_allclose(y, ort_output, rtol=0, atol=1e-4)
+
+
+def test_onnxruntime_form(model, x, ort_output):
+    by_dict = model.run({"input": x})["output"]
+    [all_outputs] = model.run(None, {"input": x})
+    [named] = model.run(["output"], {"input": x})
+    [keyword] = model.run(output_names=["output"], input_feed={"input": x})
+    for y in (all_outputs, named, keyword):
+        np.testing.assert_array_equal(y, by_dict)
+    np.testing.assert_allclose(all_outputs, ort_output, rtol=0, atol=1e-4)
+
+
+def test_non_contiguous_input_is_copied(model, x):
+    fortran = np.asfortranarray(x)
+    assert not fortran.flags.c_contiguous
+    np.testing.assert_array_equal(model.run({"input": fortran})["output"], model.run({"input": x})["output"])
+
+
+def test_metadata(model):
+    [i] = model.inputs
+    assert (i.name, i.dtype, i.shape, i.type) == ("input", "float32", [1, 3, 64, 64], "tensor(float)")
+    [o] = model.outputs
+    assert (o.name, o.dtype, o.shape, o.type) == ("output", "float32", [1, 10], "tensor(float)")
+    assert [a.name for a in model.get_inputs()] == ["input"]
+    assert [a.name for a in model.get_outputs()] == ["output"]
+    assert "input: float32[1,3,64,64]" in repr(model)
+    assert "'input'" in repr(i)
+
+
+def test_threads_option(x):
+    assert incept.compile(MODEL, threads=1).threads == 1
+    assert incept.compile(MODEL, threads=2).threads == 2
+    assert incept.compile(MODEL).threads >= 1
+    with pytest.raises(ValueError, match="threads must be >= 0"):
+        incept.compile(MODEL, threads=-1)
+
+
+def test_save_and_load(model, x, tmp_path):
+    path = tmp_path / "mini_resnet.incept"
+    model.save(path)
+    assert path.stat().st_size > 0
+    loaded = incept.load(path)
+    assert [(a.name, a.dtype, a.shape) for a in loaded.inputs] == [("input", "float32", [1, 3, 64, 64])]
+    np.testing.assert_array_equal(loaded.run({"input": x})["output"], model.run({"input": x})["output"])
+    # A loaded model saves again, byte for byte.
+    again = tmp_path / "again.incept"
+    loaded.save(str(again))
+    assert again.read_bytes() == path.read_bytes()
+
+
+def test_shapes_bind_a_symbolic_batch(model, x):
+    flipped = np.ascontiguousarray(x[:, :, ::-1, :])
+    batch = np.concatenate([x, flipped])
+    expected = np.concatenate([model.run({"input": x})["output"], model.run({"input": flipped})["output"]])
+    for shapes in ({"N": 2}, {"input": [2, 3, 64, 64]}, {"input": (2, 3, 64, 64)}):
+        m = incept.compile(DYNAMIC, shapes=shapes)
+        assert m.inputs[0].shape == [2, 3, 64, 64]
+        assert m.outputs[0].shape == [2, 10]
+        np.testing.assert_allclose(m.run({"input": batch})["output"], expected, rtol=0, atol=1e-5)
+
+
+def test_symbolic_shape_without_shapes_says_how_to_bind(x):
+    with pytest.raises(incept.InceptError, match=r"symbolic shape.*shapes="):
+        incept.compile(DYNAMIC)
+
+
+def test_bad_shapes():
+    with pytest.raises(incept.InceptError, match=r"'input'.*fixed shape f32\[1,3,64,64\]"):
+        incept.compile(MODEL, shapes={"input": [2, 3, 64, 64]})
+    with pytest.raises(incept.InceptError, match=r"'nope'.*no such graph input \(inputs: input\)"):
+        incept.compile(MODEL, shapes={"nope": [1]})
+    with pytest.raises(ValueError, match=r"shapes\['N'\] must be >= 0"):
+        incept.compile(DYNAMIC, shapes={"N": -1})
+    with pytest.raises(TypeError, match=r"shapes\['N'\] must be a shape"):
+        incept.compile(DYNAMIC, shapes={"N": "two"})
+
+
+def test_bad_opt_level():
+    with pytest.raises(ValueError, match="opt_level must be 0, 1 or 2, got 3"):
+        incept.compile(MODEL, opt_level=3)
+
+
+def test_outputs_not_supported_yet():
+    with pytest.raises(NotImplementedError, match="outputs"):
+        incept.compile(MODEL, outputs=["output"])
+
+
+def test_missing_model_file(tmp_path):
+    missing = tmp_path / "missing.onnx"
+    with pytest.raises(incept.InceptError, match=r"cannot read '.*missing\.onnx'"):
+        incept.compile(missing)
+    assert issubclass(incept.InceptError, RuntimeError)
+
+
+def test_not_a_model(tmp_path):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\xff" * 64)
+    with pytest.raises(incept.InceptError, match=r"cannot compile '.*junk\.onnx'"):
+        incept.compile(junk)
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(incept.InceptError, match=r"cannot read '.*missing\.incept'"):
+        incept.load(tmp_path / "missing.incept")
+    junk = tmp_path / "junk.incept"
+    junk.write_bytes(b"not an artifact")
+    with pytest.raises(incept.InceptError, match="not an incept artifact"):
+        incept.load(junk)
+
+
+def test_save_error(model, tmp_path):
+    with pytest.raises(incept.InceptError, match=r"cannot write '.*no_such_dir"):
+        model.save(tmp_path / "no_such_dir" / "m.incept")
+
+
+def test_missing_input(model):
+    with pytest.raises(ValueError, match=r"missing input 'input' \(float32\[1,3,64,64\]"):
+        model.run({})
+    with pytest.raises(ValueError, match="missing input 'input'"):
+        model.run(None, {})
+
+
+def test_unknown_input(model, x):
+    with pytest.raises(ValueError, match=r"no input named 'imput' \(inputs: input\)"):
+        model.run({"input": x, "imput": x})
+
+
+def test_wrong_dtype(model, x):
+    with pytest.raises(ValueError, match=r"input 'input': expected float32\[1,3,64,64\], got float64\[1,3,64,64\]"):
+        model.run({"input": x.astype(np.float64)})
+    big_endian = x.astype(">f4")
+    with pytest.raises(ValueError, match=r"input 'input': expected float32\[1,3,64,64\], got >f4"):
+        model.run({"input": big_endian})
+
+
+def test_wrong_shape(model, x):
+    with pytest.raises(ValueError, match=r"input 'input': expected float32\[1,3,64,64\], got float32\[3,64,64\]"):
+        model.run({"input": x[0]})
+
+
+def test_not_an_array(model, x):
+    with pytest.raises(TypeError, match="input 'input': expected a numpy array, got list"):
+        model.run({"input": x.tolist()})
+    with pytest.raises(TypeError, match="feeds must be a dict"):
+        model.run(None, [x])
+    with pytest.raises(TypeError, match="run takes the feeds"):
+        model.run()
+
+
+def test_unknown_output(model, x):
+    with pytest.raises(ValueError, match=r"no output named 'logits' \(outputs: output\)"):
+        model.run(["logits"], {"input": x})
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_two_python_threads_at_once(threads, x):
+    m = incept.compile(MODEL, threads=threads)
+    inputs = [x, np.ascontiguousarray(x[:, :, ::-1, :])]
+    expected = [m.run({"input": a})["output"] for a in inputs]
+    assert not np.array_equal(expected[0], expected[1])
+    start = threading.Barrier(2)
+    failures = []
+
+    def worker(k):
+        start.wait()
+        for _ in range(50):
+            y = m.run({"input": inputs[k]})["output"]
+            if not np.array_equal(y, expected[k]):
+                failures.append(k)
+
+    workers = [threading.Thread(target=worker, args=(k,)) for k in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert failures == []
+
+
+def test_run_releases_the_gil(x):
+    # A batch of 256 makes one run long enough to see: if the run held the GIL, this thread
+    # could not tick at all while it lasts.
+    m = incept.compile(DYNAMIC, shapes={"N": 256}, threads=1)
+    batch = np.ascontiguousarray(np.broadcast_to(x, (256, 3, 64, 64)))
+    m.run({"input": batch})
+    done = threading.Event()
+    took = []
+
+    def worker():
+        for _ in range(3):
+            t0 = time.perf_counter()
+            m.run({"input": batch})
+            took.append(time.perf_counter() - t0)
+        done.set()
+
+    ticks = []
+    w = threading.Thread(target=worker)
+    w.start()
+    while not done.is_set():
+        ticks.append(time.perf_counter())
+    w.join()
+    # Holding the GIL through a run would leave a gap in the ticks as long as that run.
+    longest_gap, shortest_run = np.diff(ticks).max(), min(took)
+    assert longest_gap < shortest_run / 2, f"the main thread stalled {longest_gap:.3f} s in runs of {shortest_run:.3f} s"
