@@ -90,8 +90,8 @@ pub fn compile(
             incept_compiler::compile::CompileError::Import(incept_compiler::ir::Error::Io { .. }) => incept_error(e),
             e => {
                 let mut msg = format!("cannot compile {what}: {e}");
-                if msg.contains("--dim") || msg.contains("--shape") {
-                    // The compiler's hint names the CLI's flags; say what they are called here.
+                if msg.contains("ImportOptions::dims") || msg.contains("input_shapes") {
+                    // The compiler's hint names its Rust options; say what they are called here.
                     msg.push_str(" (from Python: shapes={'input name': [d0, d1, ...]} or shapes={'dim name': size})");
                 }
                 incept_error(msg)

@@ -148,8 +148,7 @@ fn copy_in<T: Element>(name: &str, array: &Bound<'_, PyAny>, dtype: DType) -> Py
     // SAFETY: the element types the runtime takes are plain numbers (bool is one byte), so their
     // memory is `size_of_val(values)` initialised bytes, in the host's (little-endian) order.
     let bytes = unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), size_of_val(values)) };
-    Tensor::from_bytes(dtype, view.shape(), bytes)
-        .ok_or_else(|| PyValueError::new_err(format!("input '{name}': its bytes do not match its shape")))
+    Tensor::from_bytes(dtype, view.shape(), bytes).map_err(|e| PyValueError::new_err(format!("input '{name}': {e}")))
 }
 
 /// A run's output as a new numpy array.

@@ -118,7 +118,7 @@ impl Model {
     fn execute(&self, py: Python<'_>, feeds: &Bound<'_, PyDict>) -> PyResult<Vec<Tensor>> {
         let inputs = self.tensors(feeds)?;
         let model = Arc::clone(&self.inner);
-        py.detach(move || model.run(&inputs)).map_err(run_error)
+        py.detach(move || model.run(&inputs)).map(incept_runtime::Outputs::into_vec).map_err(run_error)
     }
 }
 
