@@ -109,32 +109,29 @@ fn lookup(g: &Graph, name: &str) -> Option<ValueId> {
         .find(|&v| value_ref(g, v) == printed)
 }
 
-/// The `n` computed values (the only valid choices) whose names are closest to `query`: first those that contain it
-/// (shortest first, so a suffix like `avg_pool/Mean` finds the scoped name), then by edit
-/// distance.
+/// The `n` computed values (the only valid choices) whose names are closest to `query`: first by
+/// how well `query` matches some part of the name (so `avg_pool/Mean` finds
+/// `resnet50_1/avg_pool_1/Mean:0`), then by the edit distance of the whole names; case is ignored.
 fn closest_names(g: &Graph, query: &str, n: usize) -> Vec<String> {
-    let lower = query.to_lowercase();
-    let mut scored: Vec<((bool, usize), String)> = g
+    let query = query.to_lowercase();
+    let mut scored: Vec<((usize, usize), String)> = g
         .node_ids()
         .filter(|&id| !matches!(g.node(id).op, Op::Const(_) | Op::Input(_)))
         .flat_map(|id| g.node(id).outputs.iter().map(|v| v.name.clone()))
         .map(|name| {
-            let key = if !lower.is_empty() && name.to_lowercase().contains(&lower) {
-                (false, name.len())
-            } else {
-                (true, edit_distance(query, &name))
-            };
-            (key, name)
+            let lower = name.to_lowercase();
+            ((edit_distance(&query, &lower, true), edit_distance(&query, &lower, false)), name)
         })
         .collect();
     scored.sort();
     scored.into_iter().take(n).map(|(_, name)| name).collect()
 }
 
-/// Levenshtein distance in characters.
-fn edit_distance(a: &str, b: &str) -> usize {
+/// Levenshtein distance in characters from `a` to `b`, or with `within` to the closest
+/// substring of `b` (the rest of `b` costs nothing).
+fn edit_distance(a: &str, b: &str, within: bool) -> usize {
     let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
+    let mut row: Vec<usize> = if within { vec![0; b.len() + 1] } else { (0..=b.len()).collect() };
     for (i, ca) in a.chars().enumerate() {
         let mut diag = row[0];
         row[0] = i + 1;
@@ -144,7 +141,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
             row[j + 1] = next;
         }
     }
-    row[b.len()]
+    if within { row.iter().copied().min().unwrap_or(0) } else { row[b.len()] }
 }
 
 #[cfg(test)]
@@ -264,7 +261,7 @@ graph g {
     }
 
     #[test]
-    fn contained_names_come_first() {
+    fn names_matching_a_part_come_first() {
         let mut g = text::parse(
             r#"graph g {
   input %x : f32[1,4]
@@ -274,11 +271,13 @@ graph g {
 }"#,
         )
         .expect("parse");
-        match cut(&mut g, &["avg_pool_1/Mean"]) {
-            Err(Error::Cut(CutError::UnknownValue { closest, .. })) => {
-                assert_eq!(closest[0], "net/avg_pool_1/Mean:0")
+        for query in ["avg_pool_1/Mean", "avg_pool/mean"] {
+            match cut(&mut g, &[query]) {
+                Err(Error::Cut(CutError::UnknownValue { closest, .. })) => {
+                    assert_eq!(closest[0], "net/avg_pool_1/Mean:0", "{query}")
+                }
+                other => panic!("{query}: {other:?}"),
             }
-            other => panic!("{other:?}"),
         }
     }
 
@@ -298,8 +297,11 @@ graph g {
 
     #[test]
     fn edit_distances() {
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("same", "same"), 0);
+        assert_eq!(edit_distance("", "abc", false), 3);
+        assert_eq!(edit_distance("kitten", "sitting", false), 3);
+        assert_eq!(edit_distance("same", "same", false), 0);
+        assert_eq!(edit_distance("pool/mean", "net/pool_1/mean:0", true), 2);
+        assert_eq!(edit_distance("abc", "xxabcxx", true), 0);
+        assert_eq!(edit_distance("", "abc", true), 0);
     }
 }
