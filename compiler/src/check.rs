@@ -141,8 +141,19 @@ impl CheckReport {
 }
 
 /// Compiles `g` (imported, with static shapes), runs the JIT and the reference interpreter on
-/// `inputs` and compares; on a mismatch finds the culprit (see the module documentation).
+/// `inputs` and compares; on a mismatch finds the culprit (see the module documentation). With
+/// `options.compile.outputs`, both sides run the graph cut at those values (then `inputs` are
+/// the cut graph's, see [`incept_ir::cut::cut`]).
 pub fn check(g: &Graph, inputs: &[Tensor], options: &CheckOptions) -> Result<CheckReport, CheckError> {
+    let cut_graph;
+    let g = if options.compile.outputs.is_empty() {
+        g
+    } else {
+        let mut c = g.clone();
+        incept_ir::cut::cut(&mut c, &options.compile.outputs).map_err(CompileError::from)?;
+        cut_graph = c;
+        &cut_graph
+    };
     let mut timings = vec![];
     let t = Instant::now();
     let reference = interp::run(g, inputs).map_err(CheckError::Reference)?;
@@ -154,7 +165,12 @@ pub fn check(g: &Graph, inputs: &[Tensor], options: &CheckOptions) -> Result<Che
     let mut opt = g.clone();
     pm.run(&mut opt)?;
     // The graph is optimised here once, so that the compiled plan's values carry its names.
-    let copts = CompileOptions { pipeline: Pipeline::None, disabled_passes: vec![], ..options.compile.clone() };
+    let copts = CompileOptions {
+        pipeline: Pipeline::None,
+        disabled_passes: vec![],
+        outputs: vec![],
+        ..options.compile.clone()
+    };
     let (model, report) = compile_graph(opt.clone(), &copts)?;
     timings.push(("passes and compile", t.elapsed()));
 

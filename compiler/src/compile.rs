@@ -63,6 +63,11 @@ impl From<Vec<u8>> for Source<'_> {
 pub struct CompileOptions {
     /// Input shapes and symbolic dims to fix.
     pub import: ImportOptions,
+    /// Feature extraction: value names (as `incept inspect -O0` prints them) that become the
+    /// model's outputs, in this order; only what they need is compiled. Empty: the model's own
+    /// outputs. The cut happens before the passes, so these values stay materialised (see
+    /// [`incept_ir::cut::cut`], which also says which inputs remain).
+    pub outputs: Vec<String>,
     pub pipeline: Pipeline,
     pub disabled_passes: Vec<String>,
     pub passes: PassOptions,
@@ -87,6 +92,7 @@ impl Default for CompileOptions {
     fn default() -> CompileOptions {
         CompileOptions {
             import: ImportOptions::default(),
+            outputs: vec![],
             pipeline: Pipeline::Full,
             disabled_passes: vec![],
             passes: PassOptions::default(),
@@ -227,9 +233,15 @@ pub fn artifact_info(options: &CompileOptions) -> incept_runtime::artifact::Arti
     }
 }
 
-/// Compiles an imported graph.
+/// Compiles an imported graph: cuts it at `options.outputs` when those are given, then runs the
+/// passes.
 pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, CompileReport), CompileError> {
     let mut report = CompileReport::default();
+    let t = Instant::now();
+    if !options.outputs.is_empty() {
+        incept_ir::cut::cut(&mut g, &options.outputs)?;
+        report.stages.push(("cut", t.elapsed()));
+    }
     let t = Instant::now();
     let pm = PassManager::new(&options.pipeline, &options.disabled_passes, options.passes.clone())?;
     pm.run(&mut g)?;

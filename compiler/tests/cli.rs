@@ -406,3 +406,113 @@ fn compiled_artifacts_run_and_bench() {
     assert!(e.contains("cannot write '/no/such/dir/m.incept'"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn outputs_cut_the_model_on_every_subcommand() {
+    const POOL: &str = "mini_resnet_1/avg_pool_1/Mean:0";
+    let dir = std::env::temp_dir().join(format!("incept-cli-cut-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let m = model("mini_resnet");
+    let input = fixtures().join("mini_resnet.input.npy").display().to_string();
+    let want = npy::read(&fixtures().join("mini_resnet.avg_pool.ort_output.npy")).expect("ORT output");
+    let close_to_ort = |path: &Path| {
+        let got = npy::read(path).expect("output npy");
+        assert_eq!(got.shape(), want.shape());
+        let (g, w) = (got.view::<f32>().expect("f32"), want.view::<f32>().expect("f32"));
+        let err = g.iter().zip(w.iter()).fold(0f32, |e, (a, b)| e.max((a - b).abs()));
+        assert!(err <= 1e-4, "max abs error {err} vs ONNX Runtime's cut");
+    };
+
+    // inspect: the IR ends at the pool; Gemm and Softmax are gone. The name may be given as
+    // inspect prints it.
+    let o = incept(&["inspect", &m, "-O0", "--outputs", &format!("%\"{POOL}\"")]);
+    let ir = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(ir.contains(&format!("output %\"{POOL}\"")) && !ir.contains("Softmax") && !ir.contains("Gemm"), "{ir}");
+    let o = incept(&["inspect", &m, "--stats", "--outputs", POOL]);
+    assert!(stdout(&o).contains(&format!("output: {POOL} f32[1,32,1,1]")), "{}", stdout(&o));
+
+    // run, with the reference interpreter and compiled, against ONNX Runtime on the same cut.
+    for reference in [true, false] {
+        let out = dir.join(format!("pool-{reference}.npy"));
+        let mut args = vec!["run", &m, "-i", &input, "--threads", "1", "--outputs", POOL];
+        if reference {
+            args.push("--reference");
+        }
+        let out_arg = out.display().to_string();
+        args.extend(["-o", &out_arg]);
+        let o = incept(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        close_to_ort(&out);
+    }
+
+    // Two outputs, comma-separated, in the order given.
+    let block1 = "mini_resnet_1/block1_out_1/Relu:0";
+    let o = incept(&["run", &m, "-i", &input, "--threads", "1", "--outputs", &format!("{block1},{POOL}")]);
+    let s = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (b, p) = (s.find(block1).expect("block1 printed"), s.find(POOL).expect("pool printed"));
+    assert!(b < p && s.contains("f32[1, 32, 8, 8]") && s.contains("f32[1, 32, 1, 1]"), "{s}");
+
+    // check compares the cut model with the interpreter on the same cut.
+    let o = incept(&["check", &m, "-i", &input, "--threads", "1", "--outputs", POOL]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains(&format!("output '{POOL}'")) && stdout(&o).contains("PASS"), "{}", stdout(&o));
+
+    // bench compiles the cut model.
+    let o = incept(&["bench", &m, "--iters", "2", "--warmup", "0", "--threads", "1", "--outputs", POOL]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // compile -o writes an artifact whose output is the pool; artifacts refuse --outputs.
+    let art = dir.join("pool.incept").display().to_string();
+    let o = incept(&["compile", &m, "--outputs", POOL, "-o", &art, "--threads", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = incept(&["inspect", &art]);
+    assert!(stdout(&o).contains(&format!("outputs:\n  {POOL} : f32[1,32,1,1]")), "{}", stdout(&o));
+    let out = dir.join("from-artifact.npy");
+    let o = incept(&["run", &art, "-i", &input, "--threads", "1", "-o", &out.display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    close_to_ort(&out);
+    for args in [
+        vec!["run", &art, "-i", &input, "--outputs", POOL],
+        vec!["bench", &art, "--iters", "1", "--outputs", POOL],
+        vec!["inspect", &art, "--outputs", POOL],
+    ] {
+        let e = fails(&args);
+        assert!(e.contains("compiled artifact") && e.contains("--outputs applies when compiling"), "{args:?}: {e}");
+    }
+
+    // An unknown name lists the closest ones; inputs and constants are refused.
+    for sub in ["compile", "run", "bench", "check", "inspect"] {
+        let mut args = vec![sub, m.as_str(), "--outputs", "avg_pool_1/Mean"];
+        if matches!(sub, "run" | "check") {
+            args.extend(["-i", &input]);
+        }
+        let e = fails(&args);
+        assert!(
+            e.contains("has no value 'avg_pool_1/Mean'") && e.contains(&format!("closest names are '{POOL}'")),
+            "{sub}: {e}"
+        );
+    }
+    let e = fails(&["inspect", &m, "--outputs", "input"]);
+    assert!(e.contains("'input' is a graph input"), "{e}");
+    let o = incept(&["compile", "--help"]);
+    assert!(stdout(&o).contains("--outputs <NAME[,NAME...]>") && stdout(&o).contains("Feature extraction"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn readme_feature_extraction_runs() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let section = &readme[readme.find("## Feature extraction").expect("a feature extraction section")..];
+    let line = section.lines().find(|l| l.starts_with("    ")).expect("an indented command").trim();
+    let args = line.strip_prefix("cargo run --release -p incept-compiler -- ").expect("cargo run of incept");
+    let o = Command::new(env!("CARGO_BIN_EXE_incept"))
+        .args(args.split_whitespace())
+        .current_dir(&root)
+        .output()
+        .expect("run incept");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("mini_resnet_1/avg_pool_1/Mean:0 f32[1, 32, 1, 1]"), "{}", stdout(&o));
+}

@@ -78,6 +78,8 @@ pub enum Error {
     Parse { line: usize, col: usize, msg: String },
     #[error("input '{name}': {msg}")]
     Input { name: String, msg: String },
+    #[error(transparent)]
+    Cut(#[from] crate::cut::CutError),
 }
 
 fn list_unsupported(ops: &[UnsupportedOp]) -> String {

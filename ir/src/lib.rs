@@ -6,6 +6,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod attrs;
+pub mod cut;
 pub mod dtype;
 pub mod error;
 pub mod graph;

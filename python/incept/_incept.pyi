@@ -68,7 +68,8 @@ def compile(
     """Compiles an ONNX model (a path, or the model's bytes) to machine code for this CPU.
 
     threads: worker threads of a run (0: one per physical core; 1: run on the calling thread).
-    outputs: not supported yet (raises NotImplementedError).
+    outputs: value names to cut the model at (feature extraction): they become the outputs, in
+        that order, and only what they need is compiled; names as `incept inspect -O0` prints.
     shapes: an input name to its shape ({'input': [1, 3, 224, 224]}) or a symbolic dimension
         to its size ({'N': 1}), for models whose inputs are not fully static.
     opt_level: 0 (no graph passes), 1 (exact rewrites only) or 2 (all).

@@ -7,7 +7,7 @@ use incept_compiler::CompileOptions;
 use incept_compiler::compile::Source;
 use incept_compiler::ir::onnx::ImportOptions;
 use incept_compiler::passes::Pipeline;
-use pyo3::exceptions::{PyNotImplementedError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
@@ -57,12 +57,6 @@ pub fn compile(
     shapes: Option<&Bound<'_, PyDict>>,
     opt_level: i64,
 ) -> PyResult<Model> {
-    if outputs.is_some() {
-        // TODO(outputs): set `options.outputs = outputs` once CompileOptions has the field.
-        return Err(PyNotImplementedError::new_err(
-            "compile(outputs=...) is not supported yet: this build of incept compiles the model's own outputs",
-        ));
-    }
     let level = match opt_level {
         0..=2 => opt_level as u8,
         _ => return Err(PyValueError::new_err(format!("opt_level must be 0, 1 or 2, got {opt_level}"))),
@@ -71,6 +65,7 @@ pub fn compile(
         import: import_options(shapes)?,
         pipeline: Pipeline::from_level(level),
         threads: count("threads", threads)?,
+        outputs: outputs.unwrap_or_default(),
         ..CompileOptions::default()
     };
     let source = if let Ok(b) = path.cast::<PyBytes>() {

@@ -131,9 +131,24 @@ def test_bad_opt_level():
         incept.compile(MODEL, opt_level=3)
 
 
-def test_outputs_not_supported_yet():
-    with pytest.raises(NotImplementedError, match="outputs"):
-        incept.compile(MODEL, outputs=["output"])
+POOL = "mini_resnet_1/avg_pool_1/Mean:0"
+
+
+def test_outputs_cut_the_model_at_a_feature_layer(x):
+    # ONNX Runtime's output on the same cut (onnx.utils.extract_model), stored as a fixture.
+    want = np.load(FIXTURES / "mini_resnet.avg_pool.ort_output.npy")
+    model = incept.compile(MODEL, outputs=[POOL])
+    assert [o.name for o in model.outputs] == [POOL]
+    got = model.run({"input": x})[POOL]
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.abs(want).max())
+    both = incept.compile(MODEL, outputs=["output", POOL])
+    assert [o.name for o in both.outputs] == ["output", POOL]
+
+
+def test_unknown_output_names_the_closest(x):
+    with pytest.raises(incept.InceptError, match=r"no value 'avg_pool/Mean'.*closest.*Mean:0"):
+        incept.compile(MODEL, outputs=["avg_pool/Mean"])
 
 
 def test_missing_model_file(tmp_path):

@@ -125,6 +125,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     };
     let t0 = Instant::now();
     let (model, report) = if crate::cli::is_artifact(&a.model) {
+        a.backend.cut.refuse_for_artifact(&a.model)?;
         (crate::cli::load_artifact(&a.model, a.backend.threads)?, None)
     } else {
         let opts = a.backend.options()?;

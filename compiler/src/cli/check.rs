@@ -48,7 +48,9 @@ pub fn run(a: CheckArgs) -> Result<()> {
         bail!("--tolerance must be a non-negative number, got {}", a.tolerance);
     }
     let loaded = load_inputs(&a.inputs)?;
-    let g = load_model(&a.model, &a.backend.shapes, &loaded.inputs)?;
+    let mut g = load_model(&a.model, &a.backend.shapes, &loaded.inputs)?;
+    // Cut before making random inputs, which follow the cut graph's inputs.
+    a.backend.cut.apply(&mut g)?;
     let inputs = if loaded.inputs.is_empty() {
         let t = random_inputs(&g, a.seed).map_err(anyhow::Error::msg)?;
         let desc: Vec<String> = g
@@ -65,7 +67,9 @@ pub fn run(a: CheckArgs) -> Result<()> {
     } else {
         interp::bind_inputs(&g, loaded.inputs)?
     };
-    let options = CheckOptions { compile: a.backend.options()?, tolerance: a.tolerance, always_bisect: a.bisect };
+    // Already cut above.
+    let compile = incept_compiler::CompileOptions { outputs: vec![], ..a.backend.options()? };
+    let options = CheckOptions { compile, tolerance: a.tolerance, always_bisect: a.bisect };
     let report = check(&g, &inputs, &options)?;
     out(&format_report(&report))?;
     if !report.passed() {

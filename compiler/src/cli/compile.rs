@@ -8,7 +8,7 @@ use incept_compiler::passes::{PassOptions, Pipeline};
 use incept_compiler::{CompileOptions, CompileReport, Cpu, Fault, compile_with_report};
 
 use crate::cli::out;
-use crate::cli::shapes::ShapeArgs;
+use crate::cli::shapes::{CutArgs, ShapeArgs};
 
 /// Options shared by compile, run and bench.
 #[derive(Args, Clone, Debug)]
@@ -24,6 +24,8 @@ pub struct BackendArgs {
     pub disable: Vec<String>,
     #[command(flatten)]
     pub shapes: ShapeArgs,
+    #[command(flatten)]
+    pub cut: CutArgs,
     /// The CPU to compile for: native (the widest tier this CPU runs), baseline (f32x4 only, runs
     /// on every x86-64 with SSE4.2), avx2 (x86-64-v3: AVX2 + FMA GEMM kernels) or avx512 (also
     /// AVX-512F GEMM kernels); a plan for a tier this CPU lacks is refused when it loads, naming
@@ -40,6 +42,7 @@ impl BackendArgs {
     pub fn options(&self) -> Result<CompileOptions> {
         Ok(CompileOptions {
             import: self.shapes.import_options()?,
+            outputs: self.cut.outputs.clone(),
             pipeline: Pipeline::from_level(self.level),
             disabled_passes: self.disable.clone(),
             passes: PassOptions::default(),

@@ -9,7 +9,7 @@ use incept_ir::text;
 
 use crate::cli::optimize::{OptArgs, optimize};
 use crate::cli::out;
-use crate::cli::shapes::{ShapeArgs, load_model};
+use crate::cli::shapes::{CutArgs, ShapeArgs, load_model};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Format {
@@ -44,6 +44,8 @@ pub struct InspectArgs {
     format: Format,
     #[command(flatten)]
     shapes: ShapeArgs,
+    #[command(flatten)]
+    cut: CutArgs,
     #[command(flatten)]
     opt: OptArgs,
     /// Print the IR after this pass (or `all`) whenever it changes the graph (repeatable).
@@ -99,9 +101,11 @@ fn inspect_artifact(path: &std::path::Path) -> Result<()> {
 
 pub fn run(a: InspectArgs) -> Result<()> {
     if crate::cli::is_artifact(&a.model) {
+        a.cut.refuse_for_artifact(&a.model)?;
         return inspect_artifact(&a.model);
     }
     let mut g = load_model(&a.model, &a.shapes, &[])?;
+    a.cut.apply(&mut g)?;
     incept_ir::verify::verify(&g)?;
     let mut pm = a.opt.manager()?;
     pm.print_after = a.print_after.clone();

@@ -9,7 +9,7 @@ use incept_ir::{Tensor, interp, npy, onnx};
 
 use crate::cli::optimize::{OptArgs, optimize};
 use crate::cli::out;
-use crate::cli::shapes::{ShapeArgs, load_model};
+use crate::cli::shapes::{CutArgs, ShapeArgs, load_model};
 
 /// Run a model (compiled to machine code, or with --reference the interpreter) and write or
 /// print its outputs.
@@ -41,6 +41,8 @@ pub struct RunArgs {
     outputs: Vec<PathBuf>,
     #[command(flatten)]
     shapes: ShapeArgs,
+    #[command(flatten)]
+    cut: CutArgs,
     /// Optimisation passes apply before interpreting, so a numerical difference can be bisected
     /// pass by pass (-O0, --passes, --disable-pass).
     #[command(flatten)]
@@ -136,6 +138,7 @@ fn run_artifact(a: &RunArgs, loaded: Loaded) -> Result<(Vec<String>, Vec<Tensor>
             a.model.display()
         );
     }
+    a.cut.refuse_for_artifact(&a.model)?;
     let start = Instant::now();
     let model = crate::cli::load_artifact(&a.model, a.threads)?;
     let loaded_in = start.elapsed();
@@ -179,6 +182,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         return write_outputs(&a, &names, &outs, &expected);
     }
     let mut g = load_model(&a.model, &a.shapes, &loaded.inputs)?;
+    a.cut.apply(&mut g)?;
     let opt = optimize(&mut g, &a.opt.manager()?, &a.opt)?;
     if a.opt.factorize_report || opt.report.factorizations.iter().any(|r| r.approximate && r.applied) {
         eprint!("{}", opt.summary);

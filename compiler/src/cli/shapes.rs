@@ -45,6 +45,40 @@ impl ShapeArgs {
     }
 }
 
+/// `--outputs`: feature extraction, for the subcommands that compile or load a model.
+#[derive(Args, Clone, Debug, Default)]
+pub struct CutArgs {
+    /// Feature extraction: make these values the model's outputs, in this order, and keep only
+    /// what they need (comma-separated or repeated). Names as `incept inspect -O0` prints them,
+    /// with or without the % and quotes; an unknown name is an error listing the closest ones.
+    /// The cut is made before the passes, so fusion keeps these values; graph inputs they do not
+    /// read are dropped. An `.incept` artifact is cut when compiled: give --outputs to `compile`.
+    // Its own id: `run` already has an `outputs` argument (-o).
+    #[arg(id = "cut_outputs", long = "outputs", value_delimiter = ',', value_name = "NAME[,NAME...]")]
+    pub outputs: Vec<String>,
+}
+
+impl CutArgs {
+    /// Cuts `g` at the given values (nothing to do without `--outputs`).
+    pub fn apply(&self, g: &mut Graph) -> Result<()> {
+        if !self.outputs.is_empty() {
+            incept_ir::cut::cut(g, &self.outputs).context("--outputs")?;
+        }
+        Ok(())
+    }
+
+    /// An artifact is machine code without its graph: there is nothing left to cut.
+    pub fn refuse_for_artifact(&self, path: &Path) -> Result<()> {
+        if !self.outputs.is_empty() {
+            bail!(
+                "'{}' is a compiled artifact: --outputs applies when compiling (`incept compile MODEL.onnx --outputs ... -o FILE.incept`)",
+                path.display()
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Loads a model with the user's shape options, plus the shapes of the given input tensors for
 /// inputs the user did not fix (so a dynamic batch binds to the data it runs on).
 pub fn load_model(path: &Path, shapes: &ShapeArgs, inputs: &[(Option<String>, Tensor)]) -> Result<Graph> {
