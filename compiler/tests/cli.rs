@@ -388,6 +388,31 @@ fn compiled_artifacts_run_and_bench() {
     }
     let o = incept(&["bench", &art, "--iters", "2", "--warmup", "0", "--threads", "1"]);
     assert!(o.status.success() && stdout(&o).contains("loaded in"), "{}", stderr(&o));
+    // check: the artifact against the interpreter on its ONNX model.
+    let o = incept(&["check", &art, "--onnx", &model("mini_resnet"), "-i", &input]);
+    assert!(
+        o.status.success() && stdout(&o).contains("output 'output'") && stdout(&o).contains("PASS"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let e = fails(&["check", &art]);
+    assert!(e.contains("give the ONNX model it was compiled from with --onnx"), "{e}");
+    let e = fails(&["check", &model("mini_resnet"), "--onnx", &model("mini_resnet")]);
+    assert!(e.contains("--onnx is for checking an .incept artifact"), "{e}");
+    // A miscompiled artifact (a test-only fault) fails the check; a cut one is compared on its cut.
+    let broken = dir.join("broken.incept").display().to_string();
+    let o = incept(&["compile", &model("mini_resnet"), "-o", &broken, "--inject-fault", "corrupt=Conv__1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = incept(&["check", &broken, "--onnx", &model("mini_resnet"), "--seed", "3"]);
+    assert!(!o.status.success() && stdout(&o).contains("MISMATCH"), "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("the artifact disagrees with the reference interpreter"), "{}", stderr(&o));
+    let cut = dir.join("cut.incept").display().to_string();
+    let pool = "mini_resnet_1/avg_pool_1/Mean:0";
+    let o = incept(&["compile", &model("mini_resnet"), "-o", &cut, "--outputs", pool]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = incept(&["check", &cut, "--onnx", &model("mini_resnet")]);
+    assert!(o.status.success() && stdout(&o).contains(&format!("output '{pool}'")), "{}{}", stdout(&o), stderr(&o));
     let e = fails(&["run", "--reference", &art, "-i", &input]);
     assert!(e.contains("--reference needs the ONNX model"), "{e}");
     let e = fails(&["run", &art, "-i", &format!("nope={input}")]);

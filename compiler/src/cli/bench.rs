@@ -129,8 +129,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         (crate::cli::load_artifact(&a.model, a.backend.threads)?, None)
     } else {
         let opts = a.backend.options()?;
+        let spinner = crate::cli::progress::Spinner::start(format!("compiling {}", a.model.display()));
         let (m, r) = compile_with_report(a.model.as_path(), &opts)
             .with_context(|| format!("cannot compile '{}'", a.model.display()))?;
+        drop(spinner);
         (m, Some(r))
     };
     // For an artifact, the time to load it.

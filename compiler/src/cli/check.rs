@@ -3,9 +3,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
 use clap::Args;
-use incept_compiler::check::{CheckOptions, CheckReport, Culprit, NodeMismatch, check, random_inputs};
+use incept_compiler::check::{CheckOptions, CheckReport, Culprit, NodeMismatch, OutputCheck, check, random_inputs};
 use incept_ir::interp;
 
 use crate::cli::compile::BackendArgs;
@@ -22,10 +24,18 @@ use crate::cli::shapes::load_model;
 /// with the interpreter on the same inputs to that node, and prints it with its fused epilogue
 /// and the kernels it was compiled to; if every node agrees, it bisects the optimisation passes.
 /// Exits with status 1 on a mismatch.
+///
+/// MODEL may also be an `.incept` artifact: give the ONNX model it was compiled from with
+/// `--onnx`; its outputs are compared with the interpreter's on that model (cut to the artifact's
+/// outputs). Finding the node to blame needs the compiler, so run `check` on the ONNX model with
+/// the artifact's options for that.
 #[derive(Args)]
 pub struct CheckArgs {
-    /// The ONNX model.
+    /// The ONNX model, or an `.incept` artifact (then with --onnx).
     model: PathBuf,
+    /// For an artifact: the ONNX model it was compiled from (the reference).
+    #[arg(long, value_name = "FILE.onnx")]
+    onnx: Option<PathBuf>,
     /// An input: FILE.npy, NAME=FILE.npy, or a test data folder with input_N.pb (repeatable).
     /// Without inputs, seeded random ones are used.
     #[arg(long = "input", short = 'i', value_name = "FILE|NAME=FILE|DIR")]
@@ -46,6 +56,12 @@ pub struct CheckArgs {
 pub fn run(a: CheckArgs) -> Result<()> {
     if a.tolerance.is_nan() || a.tolerance < 0.0 {
         bail!("--tolerance must be a non-negative number, got {}", a.tolerance);
+    }
+    if crate::cli::is_artifact(&a.model) {
+        return check_artifact(&a);
+    }
+    if a.onnx.is_some() {
+        bail!("--onnx is for checking an .incept artifact; '{}' is not one", a.model.display());
     }
     let loaded = load_inputs(&a.inputs)?;
     let mut g = load_model(&a.model, &a.backend.shapes, &loaded.inputs)?;
@@ -70,10 +86,79 @@ pub fn run(a: CheckArgs) -> Result<()> {
     // Already cut above.
     let compile = incept_compiler::CompileOptions { outputs: vec![], ..a.backend.options()? };
     let options = CheckOptions { compile, tolerance: a.tolerance, always_bisect: a.bisect };
+    let spinner =
+        crate::cli::progress::Spinner::start("compiling, then running the model and the reference interpreter");
     let report = check(&g, &inputs, &options)?;
+    drop(spinner);
     out(&format_report(&report))?;
     if !report.passed() {
         bail!("the compiled model disagrees with the reference interpreter");
+    }
+    Ok(())
+}
+
+/// The artifact's outputs against the interpreter on the ONNX model it came from.
+fn check_artifact(a: &CheckArgs) -> Result<()> {
+    let Some(onnx) = &a.onnx else {
+        bail!(
+            "'{}' is an .incept artifact: give the ONNX model it was compiled from with --onnx FILE.onnx",
+            a.model.display()
+        );
+    };
+    if !a.backend.cut.outputs.is_empty() {
+        bail!("--outputs cuts a model when it is compiled; the artifact's outputs are fixed (compile with --outputs)");
+    }
+    let model = crate::cli::load_artifact(&a.model, a.backend.threads)?;
+    let plan = model.plan();
+    // The reference graph takes the artifact's input shapes and is cut to its outputs.
+    let mut import = a.backend.shapes.import_options()?;
+    for i in &plan.inputs {
+        import.input_shapes.entry(i.name.clone()).or_insert_with(|| i.shape.clone());
+    }
+    let mut g = incept_ir::onnx::load(onnx, &import).with_context(|| format!("cannot load '{}'", onnx.display()))?;
+    let names: Vec<&str> = plan.outputs.iter().map(|o| o.name.as_str()).collect();
+    let graph_outputs: Vec<String> = g.outputs().iter().map(|&v| g.value(v).name.clone()).collect();
+    if graph_outputs != names {
+        incept_ir::cut::cut(&mut g, &names)
+            .with_context(|| format!("the artifact's outputs are not values of '{}'", onnx.display()))?;
+    }
+    let loaded = load_inputs(&a.inputs)?;
+    let inputs = if loaded.inputs.is_empty() {
+        let t = random_inputs(&g, a.seed).map_err(anyhow::Error::msg)?;
+        out(&format!("inputs: random, seed {}\n", a.seed))?;
+        t
+    } else {
+        interp::bind_inputs(&g, loaded.inputs)?
+    };
+    let spinner = crate::cli::progress::Spinner::start("running the reference interpreter");
+    let start = Instant::now();
+    let reference = interp::run(&g, &inputs)?;
+    let interp_time = start.elapsed();
+    drop(spinner);
+    let runtime_inputs: Vec<incept_runtime::Tensor> =
+        inputs.iter().map(incept_runtime::Tensor::try_from).collect::<Result<_, _>>()?;
+    let start = Instant::now();
+    let got = model.run(&runtime_inputs)?;
+    let run_time = start.elapsed();
+    let report = CheckReport {
+        outputs: got
+            .iter_named()
+            .zip(&reference)
+            .map(|((name, t), want)| OutputCheck {
+                name: name.to_string(),
+                error: incept_compiler::check::Error::of(&incept_ir::Tensor::from(t), want),
+            })
+            .collect(),
+        tolerance: a.tolerance,
+        culprit: None,
+        timings: vec![("interpreter", interp_time), ("artifact run", run_time)],
+    };
+    out(&format_report(&report))?;
+    if !report.passed() {
+        bail!(
+            "the artifact disagrees with the reference interpreter; to find the node, run `incept check {}` with the options it was compiled with",
+            onnx.display()
+        );
     }
     Ok(())
 }

@@ -102,7 +102,9 @@ pub fn run(a: CompileArgs) -> Result<()> {
         Some(p) => Some(std::fs::File::create(p).with_context(|| format!("cannot write '{}'", p.display()))?),
         None => None,
     };
+    let spinner = crate::cli::progress::Spinner::start(format!("compiling {}", a.model.display()));
     let compiled = compile_with_report(a.model.as_path(), &opts);
+    drop(spinner);
     if let (Err(_), Some(p)) = (&compiled, &a.output) {
         // No empty artifact left behind.
         let _ = std::fs::remove_file(p);

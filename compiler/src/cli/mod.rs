@@ -8,6 +8,7 @@ pub mod ops;
 pub mod optimize;
 pub mod passes;
 pub mod peak;
+pub mod progress;
 pub mod run;
 pub mod shapes;
 

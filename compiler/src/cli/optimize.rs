@@ -53,10 +53,16 @@ pub struct Optimized {
 /// conv was factorised or the user asked for it.
 pub fn optimize(g: &mut Graph, pm: &PassManager, args: &OptArgs) -> Result<Optimized> {
     let original = (args.factorize_report || args.factorize_tolerance.is_some()).then(|| g.clone());
+    let spinner = crate::cli::progress::Spinner::start(if args.factorize_tolerance.is_some() {
+        "optimising (approximate factorisation measures every conv)"
+    } else {
+        "optimising"
+    });
     let report = pm.run(g)?;
     let mut summary = if report.stats.is_empty() { String::new() } else { self::summary(&report.stats) };
     let approximated = report.factorizations.iter().any(|r| r.applied && r.approximate);
     if args.factorize_report || report.factorizations.iter().any(|r| r.applied) {
+        spinner.set("measuring the factorised model's output error");
         let err = match (&original, approximated) {
             (Some(orig), true) => Some(factorize::output_error(orig, g, 7)?),
             _ => None,

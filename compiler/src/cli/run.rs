@@ -189,8 +189,10 @@ pub fn run(a: RunArgs) -> Result<()> {
     }
     let inputs = interp::bind_inputs(&g, loaded.inputs)?;
     let outs = if a.reference {
+        let spinner = crate::cli::progress::Spinner::start("running the reference interpreter");
         let start = Instant::now();
         let outs = interp::run(&g, &inputs)?;
+        drop(spinner);
         eprintln!("reference interpreter: {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
         outs
     } else {
@@ -201,9 +203,11 @@ pub fn run(a: RunArgs) -> Result<()> {
             cpu: a.cpu,
             ..Default::default()
         };
+        let spinner = crate::cli::progress::Spinner::start("compiling");
         let start = Instant::now();
         let (model, _) = incept_compiler::compile_graph(g.clone(), &options)?;
         let compiled = start.elapsed();
+        drop(spinner);
         let rt: Vec<incept_runtime::Tensor> =
             inputs.iter().map(incept_compiler::to_runtime).collect::<Result<_, _>>()?;
         let start = Instant::now();
