@@ -162,3 +162,61 @@ int main(void) {{
     assert!(o.status.success() && stdout.starts_with("ok 0."), "{stdout}{}", String::from_utf8_lossy(&o.stderr));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Four C threads run one model at once (threads = 2 inside), each many times: every result has
+/// the bits of a single-threaded call, as the header promises.
+#[test]
+fn the_c_api_runs_one_model_from_several_threads() {
+    let dir = temp_dir("threads");
+    let src = dir.join("threads.c");
+    let artifact = repo().join("tests/fixtures/mini_resnet.baseline.incept");
+    std::fs::write(
+        &src,
+        format!(
+            r#"#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include "incept.h"
+static incept_model *model;
+static float x[4][3 * 64 * 64], want[10];
+static int bad[4];
+static void *work(void *arg) {{
+    int t = (int)(size_t)arg;
+    for (int i = 0; i < 50; i++) {{
+        float y[10];
+        const void *in[1] = {{x[t]}};
+        void *out[1] = {{y}};
+        size_t ib[1] = {{sizeof x[t]}}, ob[1] = {{sizeof y}};
+        if (incept_model_run(model, in, ib, 1, out, ob, 1) != INCEPT_STATUS_OK || memcmp(y, want, sizeof y) != 0)
+            bad[t]++;
+    }}
+    return NULL;
+}}
+int main(void) {{
+    if (incept_model_load("{artifact}", 2, &model) != INCEPT_STATUS_OK) {{ printf("load: %s\n", incept_last_error()); return 1; }}
+    for (int t = 0; t < 4; t++)
+        for (int i = 0; i < 3 * 64 * 64; i++) x[t][i] = (float)((i * 7919) % 1000) / 500.0f - 1.0f;
+    const void *in[1] = {{x[0]}};
+    void *out[1] = {{want}};
+    size_t ib[1] = {{sizeof x[0]}}, ob[1] = {{sizeof want}};
+    if (incept_model_run(model, in, ib, 1, out, ob, 1) != INCEPT_STATUS_OK) {{ printf("run: %s\n", incept_last_error()); return 1; }}
+    pthread_t th[4];
+    for (int t = 0; t < 4; t++) pthread_create(&th[t], NULL, work, (void *)(size_t)t);
+    for (int t = 0; t < 4; t++) pthread_join(th[t], NULL);
+    incept_model_free(model);
+    for (int t = 0; t < 4; t++) if (bad[t]) {{ printf("thread %d: %d bad runs\n", t, bad[t]); return 1; }}
+    printf("ok\n");
+    return 0;
+}}
+"#,
+            artifact = artifact.display()
+        ),
+    )
+    .expect("write C source");
+    let exe = dir.join("threads");
+    compile_c(&src, &exe);
+    let o = Command::new(&exe).output().expect("run");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && stdout == "ok\n", "{stdout}{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::remove_dir_all(&dir).ok();
+}
