@@ -110,3 +110,50 @@ fn saving_where_nothing_can_be_written_says_write() {
     let err = model.save("/nonexistent/dir/m.incept", &artifact_info(&opts)).expect_err("no such dir");
     assert!(err.to_string().starts_with("cannot write '/nonexistent/dir/m.incept'"), "{err}");
 }
+
+/// A dynamic-batch model compiled for batch 8 (`--dim N=8`) runs batch 8 from its artifact, each
+/// image as ONNX Runtime computes it alone, and refuses batch 1 naming the batch it was built for.
+#[test]
+fn an_artifact_compiled_for_batch_8_runs_batch_8() {
+    let name = "torch_resnet_mini";
+    let one = incept_runtime::npy::read(fixtures_dir().join(format!("{name}.input.npy"))).expect("input");
+    let want = incept_runtime::npy::read(fixtures_dir().join(format!("{name}.ort_output.npy"))).expect("ORT");
+    let mut import = incept_ir::onnx::ImportOptions::default();
+    import.dims.insert("N".into(), 8);
+    let opts = CompileOptions { import, threads: 2, ..Default::default() };
+    let model = incept_compiler::compile(&fixtures_dir().join(format!("{name}.onnx")), &opts).expect("compile");
+    let dir = std::env::temp_dir().join(format!("incept-batch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("b8.incept");
+    model.save(&file, &artifact_info(&opts)).expect("save");
+    let loaded = Model::load(&file, &RunOptions { threads: 2 }).expect("load");
+    assert_eq!(loaded.plan().inputs[0].shape, [8, 3, 64, 64]);
+    // Eight different images: the fixture's, scaled per image (a row mix-up shows).
+    let x = one.as_f32().expect("f32");
+    let batch: Vec<f32> = (0..8).flat_map(|b| x.iter().map(move |v| v * (1.0 + b as f32 / 8.0))).collect();
+    let out = loaded.run(&[incept_runtime::Tensor::from_f32(&[8, 3, 64, 64], &batch).expect("batch")]).expect("run");
+    let got = out[0].as_f32().expect("f32");
+    assert_eq!(out[0].shape(), [8, 10]);
+    // Image 0 is the fixture: ONNX Runtime's output. Every image: the batch-1 plan's output.
+    let scale = want.as_f32().expect("f32").iter().fold(1f32, |m, v| m.max(v.abs()));
+    for (g, w) in got[..10].iter().zip(want.as_f32().expect("f32")) {
+        assert!((g - w).abs() <= 1e-4 * scale, "image 0: {g} vs ORT {w}");
+    }
+    let mut import = incept_ir::onnx::ImportOptions::default();
+    import.dims.insert("N".into(), 1);
+    let single = incept_compiler::compile(
+        &fixtures_dir().join(format!("{name}.onnx")),
+        &CompileOptions { import, ..opts.clone() },
+    )
+    .expect("compile batch 1");
+    for b in 0..8 {
+        let img = &batch[b * 3 * 64 * 64..(b + 1) * 3 * 64 * 64];
+        let alone = single.run(&[incept_runtime::Tensor::from_f32(&[1, 3, 64, 64], img).expect("image")]).expect("run");
+        for (g, w) in got[b * 10..(b + 1) * 10].iter().zip(alone[0].as_f32().expect("f32")) {
+            assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "image {b}: batch {g} vs alone {w}");
+        }
+    }
+    let err = loaded.run(&[one]).expect_err("batch 1");
+    assert!(err.to_string().contains("compiled for batch size 8; compile it again for batch 1"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
