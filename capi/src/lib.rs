@@ -356,9 +356,9 @@ pub unsafe extern "C" fn incept_model_find_output(
 /// Runs the model. `inputs[i]` points to `input_bytes[i]` bytes holding input i (in the model's
 /// order, row-major, little-endian, of its dtype and shape); `outputs[j]` to `output_bytes[j]`
 /// writable bytes for output j. Sizes must equal each tensor's `byte_size`. Buffers are the
-/// caller's, read and written in place (any alignment; 64-byte aligned is fastest): a call
-/// allocates no tensors, only a few pointer lists. Safe to call from several threads at once on
-/// the same model.
+/// caller's, read and written in place (any alignment; 64-byte aligned is fastest); a call
+/// allocates only two small lists (its views of those buffers), never a tensor. Safe to call
+/// from several threads at once on the same model.
 ///
 /// # Safety
 /// `model` is live; the arrays hold `n_inputs` / `n_outputs` entries; each buffer is valid for

@@ -64,7 +64,7 @@ pub struct Model {
     kernels: Vec<KernelFn>,
     pool: Option<rayon::ThreadPool>,
     threads: usize,
-    arenas: Mutex<Vec<AlignedBuf>>,
+    scratch: Mutex<Vec<Scratch>>,
     helpers: Box<[usize; helpers::COUNT]>,
     output_names: Arc<[String]>,
 }
@@ -141,12 +141,41 @@ impl<'a> IntoIterator for &'a Outputs {
     }
 }
 
-/// Operand pointers (of one step, or the slot bases of one run), shared read-only by the threads
+/// Operand pointers of one step (or the slot bases of one run), shared read-only by the threads
 /// that run the tiles.
-struct Args(Vec<*mut u8>);
+struct Args<'a>(&'a [*mut u8]);
 // SAFETY: the pointers refer to buffers that outlive the step, and tiles write disjoint parts.
-unsafe impl Sync for Args {}
-unsafe impl Send for Args {}
+unsafe impl Sync for Args<'_> {}
+unsafe impl Send for Args<'_> {}
+
+impl Args<'_> {
+    fn as_ptr(&self) -> *const *mut u8 {
+        self.0.as_ptr()
+    }
+}
+
+/// A reusable list of pointers (slot bases, or one step's operands).
+struct Ptrs(Vec<*mut u8>);
+// SAFETY: the pointers are only dereferenced by kernels during the run that wrote them; the list
+// moves between threads only with its scratch, owned by one run at a time.
+unsafe impl Send for Ptrs {}
+
+impl Ptrs {
+    /// Replaces the list's contents, keeping its allocation.
+    fn refill(&mut self, pointers: impl Iterator<Item = *mut u8>) -> &[*mut u8] {
+        self.0.clear();
+        self.0.extend(pointers);
+        &self.0
+    }
+}
+
+/// What one run needs besides its inputs and outputs, kept in a pool between runs so that a run
+/// allocates nothing: the arena, and room for the slot bases and one step's operand pointers.
+struct Scratch {
+    arena: AlignedBuf,
+    bases: Ptrs,
+    args: Ptrs,
+}
 
 impl Model {
     /// Loads a plan: validates it, maps its code executable and starts the thread pool.
@@ -188,7 +217,7 @@ impl Model {
             kernels,
             pool,
             threads,
-            arenas: Mutex::new(vec![]),
+            scratch: Mutex::new(vec![]),
             helpers: Box::new(helpers::table()),
         })
     }
@@ -223,12 +252,12 @@ impl Model {
     /// zero fill, a border it should have skipped) then shows as NaN in the outputs.
     #[doc(hidden)]
     pub fn fill_arena_for_testing(&self, byte: u8) {
-        if let Ok(mut pool) = self.arenas.lock() {
+        if let Ok(mut pool) = self.scratch.lock() {
             if pool.is_empty() {
-                pool.push(AlignedBuf::zeroed(self.plan.arena_size));
+                pool.push(self.new_scratch());
             }
-            for arena in pool.iter_mut() {
-                arena.as_mut_slice().fill(byte);
+            for s in pool.iter_mut() {
+                s.arena.as_mut_slice().fill(byte);
             }
         }
     }
@@ -241,7 +270,9 @@ impl Model {
 
     /// Runs the model on caller-owned buffers: inputs are read in place and the outputs written
     /// into `outputs` (in the model's output order, each of its exact dtype and shape), so a
-    /// serving loop allocates nothing per run. Buffers of any alignment work.
+    /// serving loop allocates nothing per run: after a model's first run, a call on a model
+    /// with `threads: 1` makes no heap allocation at all (tested); with a pool, only what rayon
+    /// needs to hand the run to its threads. Buffers of any alignment work.
     pub fn run_into(&self, inputs: &[TensorRef<'_>], outputs: &mut [TensorMut<'_>]) -> Result<(), RunError> {
         self.check_inputs(inputs.iter().map(|t| (t.dtype(), t.shape())))?;
         let specs = &self.plan.outputs;
@@ -261,9 +292,15 @@ impl Model {
                 });
             }
         }
-        let ins: Vec<*const u8> = inputs.iter().map(|t| t.bytes().as_ptr()).collect();
-        let outs: Vec<*mut u8> = outputs.iter_mut().map(|t| t.as_mut_ptr()).collect();
-        self.run_inner(&ins, &outs, None, None, None)
+        self.run_inner(
+            |bases| {
+                bases.extend(inputs.iter().map(|t| t.bytes().as_ptr() as *mut u8));
+                bases.extend(outputs.iter_mut().map(|t| t.as_mut_ptr()));
+            },
+            None,
+            None,
+            None,
+        )
     }
 
     /// Runs the model and copies out the bytes each probe asks for (probes that point outside
@@ -369,61 +406,68 @@ impl Model {
     ) -> Result<Outputs, RunError> {
         self.check_inputs(inputs.iter().map(|t| (t.dtype(), t.shape())))?;
         let mut outputs: Vec<Tensor> = self.plan.outputs.iter().map(|o| Tensor::zeros(o.dtype, &o.shape)).collect();
-        let ins: Vec<*const u8> = inputs.iter().map(|t| t.as_ptr()).collect();
-        let outs: Vec<*mut u8> = outputs.iter_mut().map(|t| t.bytes_mut().as_mut_ptr()).collect();
-        self.run_inner(&ins, &outs, timings, probes, tracer)?;
+        self.run_inner(
+            |bases| {
+                bases.extend(inputs.iter().map(|t| t.as_ptr() as *mut u8));
+                bases.extend(outputs.iter_mut().map(|t| t.bytes_mut().as_mut_ptr()));
+            },
+            timings,
+            probes,
+            tracer,
+        )?;
         Ok(Outputs { names: self.output_names.clone(), tensors: outputs })
     }
 
-    /// Runs the steps on checked input and output buffers (one pointer per model input and
-    /// output, each to a buffer of its spec's size).
+    fn new_scratch(&self) -> Scratch {
+        let max_operands = self.plan.steps.iter().map(|s| s.operands.len()).max().unwrap_or(0);
+        Scratch {
+            arena: AlignedBuf::zeroed(self.plan.arena_size),
+            bases: Ptrs(Vec::with_capacity(3 + self.plan.inputs.len() + self.plan.outputs.len())),
+            args: Ptrs(Vec::with_capacity(max_operands)),
+        }
+    }
+
+    /// Runs the steps on checked input and output buffers: `io` appends one pointer per model
+    /// input, then one per output, each to a buffer of its spec's size.
     fn run_inner(
         &self,
-        inputs: &[*const u8],
-        outputs: &[*mut u8],
+        io: impl FnOnce(&mut Vec<*mut u8>),
         mut timings: Option<&mut Vec<StepTiming>>,
         mut probes: Option<(&[Probe], &mut Vec<Vec<u8>>)>,
         tracer: Option<&Tracer>,
     ) -> Result<(), RunError> {
-        let mut arena = self
-            .arenas
-            .lock()
-            .ok()
-            .and_then(|mut a| a.pop())
-            .unwrap_or_else(|| AlignedBuf::zeroed(self.plan.arena_size));
+        let mut scratch = self.scratch.lock().ok().and_then(|mut a| a.pop()).unwrap_or_else(|| self.new_scratch());
+        let Scratch { arena, bases, args } = &mut scratch;
         if let Some(off) = self.plan.status {
             arena.as_mut_slice()[off..off + 8].fill(0);
         }
         let result = {
             // Slot bases: arena, weights, helpers, then inputs and outputs.
-            let mut bases =
-                vec![arena.as_mut_ptr(), self.plan.weights.as_ptr() as *mut u8, self.helpers.as_ptr() as *mut u8];
-            bases.extend(inputs.iter().map(|&p| p as *mut u8));
-            bases.extend(outputs.iter().copied());
+            let bases = &mut bases.0;
+            bases.clear();
+            bases.extend([arena.as_mut_ptr(), self.plan.weights.as_ptr() as *mut u8, self.helpers.as_ptr() as *mut u8]);
+            io(bases);
+            let n_in = self.plan.inputs.len();
             let bases = Args(bases);
-            let n_in = inputs.len();
+            // Only the thread running the steps touches the list; the tiles see `Args`.
+            let args: &mut Ptrs = args;
             let mut steps = || -> Result<(), RunError> {
                 let bases = &bases;
                 let status = self.plan.status.map(|o| bases.0[0].wrapping_add(o) as *const i64);
                 for (i, step) in self.plan.steps.iter().enumerate() {
-                    let args = Args(
-                        step.operands
-                            .iter()
-                            .map(|o| {
-                                let base = match o.slot {
-                                    Slot::Arena => bases.0[0],
-                                    Slot::Weights => bases.0[1],
-                                    Slot::Helpers => bases.0[2],
-                                    Slot::Input(k) => bases.0[3 + k],
-                                    Slot::Output(k) => bases.0[3 + n_in + k],
-                                    Slot::Kernel(k) => self.kernels[k] as *mut u8,
-                                };
-                                base.wrapping_add(o.offset)
-                            })
-                            .collect(),
-                    );
+                    let operands = args.refill(step.operands.iter().map(|o| {
+                        let base = match o.slot {
+                            Slot::Arena => bases.0[0],
+                            Slot::Weights => bases.0[1],
+                            Slot::Helpers => bases.0[2],
+                            Slot::Input(k) => bases.0[3 + k],
+                            Slot::Output(k) => bases.0[3 + n_in + k],
+                            Slot::Kernel(k) => self.kernels[k] as *mut u8,
+                        };
+                        base.wrapping_add(o.offset)
+                    }));
                     let start = timings.is_some().then(Instant::now);
-                    self.call(self.kernels[step.kernel], &args, step.tiles, tracer.map(|t| (t, i)));
+                    self.call(self.kernels[step.kernel], &Args(operands), step.tiles, tracer.map(|t| (t, i)));
                     if let (Some(t), Some(start)) = (timings.as_deref_mut(), start) {
                         t.push(StepTiming { step: i, time: start.elapsed() });
                     }
@@ -463,8 +507,8 @@ impl Model {
                 None => steps(),
             }
         };
-        if let Ok(mut pool) = self.arenas.lock() {
-            pool.push(arena);
+        if let Ok(mut pool) = self.scratch.lock() {
+            pool.push(scratch);
         }
         result
     }
@@ -476,7 +520,7 @@ impl Model {
             // SAFETY: the operands were laid out by the compiler for exactly this kernel, point
             // into live buffers of the right sizes (checked when the plan was validated and the
             // inputs checked), and the tile range is within the kernel's iteration space.
-            unsafe { f(args.0.as_ptr(), lo, hi) }
+            unsafe { f(args.as_ptr(), lo, hi) }
             if let (Some((tracer, step)), Some(t0)) = (trace, t0) {
                 let event = TraceEvent {
                     step,

@@ -6,6 +6,34 @@ use incept_runtime::{DType, Model, RunError, Tensor, TensorError, TensorMut, Ten
 use incept_tests::build::*;
 use incept_tests::{FIXTURES, fixtures_dir};
 
+/// Counts the calling thread's heap allocations, to hold `run_into` to its promise.
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator unchanged; the count is a thread-local Cell.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
 fn fixture(name: &str) -> (Model, Tensor) {
     let input = npy::read(fixtures_dir().join(format!("{name}.input.npy"))).expect("input");
     let mut import = incept_ir::onnx::ImportOptions::default();
@@ -48,6 +76,30 @@ fn run_into_writes_caller_buffers_of_any_alignment_with_the_same_bits() {
                 assert_eq!(y[0].bytes(), want[0].bytes(), "{name}: run_into at misalignment {misalign} differs");
             }
         }
+    }
+}
+
+/// A serving loop on one thread: after the first run, `run_into` allocates nothing at all.
+#[test]
+fn run_into_allocates_nothing_after_the_first_run() {
+    for name in FIXTURES {
+        let input = npy::read(fixtures_dir().join(format!("{name}.input.npy"))).expect("input");
+        let mut import = incept_ir::onnx::ImportOptions::default();
+        import.input_shapes.insert("input".into(), input.shape().to_vec());
+        let opts = CompileOptions { import, threads: 1, ..Default::default() };
+        let model = compile(&fixtures_dir().join(format!("{name}.onnx")), &opts).expect("compile");
+        let spec = model.plan().outputs[0].clone();
+        let mut out = Tensor::zeros(spec.dtype, &spec.shape);
+        let x = [input.view()];
+        model.run_into(&x, &mut [out.view_mut()]).expect("first run");
+        let before = ALLOCATIONS.with(|c| c.get());
+        for _ in 0..5 {
+            let mut y = [out.view_mut()];
+            model.run_into(&x, &mut y).expect("run");
+        }
+        let allocated = ALLOCATIONS.with(|c| c.get()) - before;
+        assert_eq!(allocated, 0, "{name}: {allocated} allocations in 5 runs");
+        assert_eq!(out.bytes(), model.run(std::slice::from_ref(&input)).expect("run")[0].bytes());
     }
 }
 
