@@ -2,8 +2,22 @@
 //! and the arena size), validates inputs and runs the kernels, in parallel over their tiles.
 //!
 //! It never depends on cranelift, petgraph or prost (a workspace test checks the dependency
-//! tree), so an application can link it alone; a plan is plain data that a later stage can write
-//! to a file and load again.
+//! tree), so an application can link it alone: compile a model once with
+//! `incept compile model.onnx -o model.incept` and load the artifact here.
+//!
+//! ```no_run
+//! use incept_runtime::{Model, RunOptions, npy};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let model = Model::load("mini_resnet.incept", &RunOptions { threads: 0 })?; // 0: physical cores
+//! let outputs = model.run(&[npy::read("input.npy")?])?;
+//! let scores = outputs.get("output")?; // or outputs[0]
+//! for (class, score) in scores.top_k(5)? {
+//!     println!("{class} {score}");
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod artifact;
 pub mod buffer;
