@@ -8,7 +8,8 @@ supports (the list comes from `incept ops`). Data only: model.onnx and test_data
     python3 -m venv /tmp/onnx-venv && /tmp/onnx-venv/bin/pip install onnx==1.22.0 numpy
     /tmp/onnx-venv/bin/python tests/conformance/vendor.py
 
-Run from the repository root. It rewrites tests/conformance/data/ and MANIFEST.txt.
+Run from the repository root (INCEPT_BIN=target/release/incept uses that binary for the op
+list instead of `cargo run`). It rewrites tests/conformance/data/ and MANIFEST.txt.
 """
 import os
 import shutil
@@ -22,10 +23,9 @@ SUITES = ["node", "pytorch-converted", "pytorch-operator"]
 
 
 def supported_ops(root):
-    out = subprocess.run(
-        ["cargo", "run", "-q", "-p", "incept-compiler", "--", "ops"],
-        cwd=root, check=True, capture_output=True, text=True,
-    ).stdout
+    # INCEPT_BIN: an already built `incept` (saves a debug build of the compiler).
+    cmd = [os.environ["INCEPT_BIN"]] if "INCEPT_BIN" in os.environ else ["cargo", "run", "-q", "-p", "incept-compiler", "--"]
+    out = subprocess.run(cmd + ["ops"], cwd=root, check=True, capture_output=True, text=True).stdout
     return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 

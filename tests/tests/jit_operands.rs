@@ -530,6 +530,110 @@ fn softmax_table() -> Table {
     )
 }
 
+fn layer_norm_table() -> Table {
+    let dims = vec![
+        Dim::new("axis", &["omitted", "first", "middle", "negative"]),
+        Dim::new("rank", &["1", "2", "3", "4"]),
+        // The row length modulo 4: the kernel's vector body and scalar tail.
+        Dim::new("len_mod4", &["0", "1", "2", "3"]),
+        Dim::new("scale", &["full", "broadcast", "runtime"]),
+        Dim::new("bias", &["omitted", "empty", "const", "broadcast", "runtime"]),
+        Dim::new("stats", &["none", "mean", "both", "inv_only"]),
+    ];
+    Table::new(
+        "layer_norm",
+        dims,
+        |_| true,
+        |_, _| true,
+        |g, row| {
+            let rank: usize = row.get("rank").parse().ok()?;
+            let axis: i64 = match row.get("axis") {
+                "omitted" => -1,
+                "negative" => -((rank as i64 + 1) / 2),
+                "first" => 0,
+                _ => (rank / 2) as i64,
+            };
+            let a = if axis < 0 { (axis + rank as i64) as usize } else { axis as usize };
+            // Odd normalised dims before the last, then a last dim that makes the row length
+            // the row's residue modulo 4 (an odd product is its own inverse modulo 4).
+            let m: usize = row.get("len_mod4").parse().ok()?;
+            let mut shape = dims_of(g, rank, 1, 4);
+            let mut p = 1;
+            for d in shape.iter_mut().take(rank - 1).skip(a) {
+                *d = g.pick(&[1, 3, 5]);
+                p *= *d;
+            }
+            shape[rank - 1] = 4 * g.int(0, 2) + (m * p) % 4;
+            if shape[rank - 1] == 0 {
+                shape[rank - 1] = 4;
+            }
+            let norm = shape[a..].to_vec();
+            let x = g.input(&shape);
+            // Inputs centred away from 0, so that a wrong mean shows.
+            let c = g.konst(Tensor::scalar(1.5f32));
+            let x = g.op("Add", vec![], vec![Some(x), Some(c)])?;
+            let param = |g: &mut Gen, form: &str| match form {
+                "full" | "const" => g.weights(&norm),
+                "broadcast" => g.weights(&[norm[norm.len() - 1]]),
+                _ => g.input(&norm),
+            };
+            let scale = param(g, row.get("scale"));
+            let mut ins = vec![Some(x), Some(scale)];
+            let bias_form = row.get("bias");
+            optional(bias_form, &mut ins, || param(g, bias_form));
+            let attrs = if row.get("axis") == "omitted" { vec![] } else { vec![("axis", AttrValue::Int(axis))] };
+            let attrs = [attrs, vec![("epsilon", AttrValue::Float(1e-3))]].concat();
+            let n = match row.get("stats") {
+                "none" => 1,
+                "mean" => 2,
+                _ => 3,
+            };
+            let outs = g.op_n("LayerNormalization", attrs, ins, n)?;
+            match row.get("stats") {
+                "mean" => g.extra.push(outs[1]),
+                "both" => g.extra.extend([outs[1], outs[2]]),
+                "inv_only" => g.extra.push(outs[2]),
+                _ => {}
+            }
+            Some(outs[0])
+        },
+    )
+}
+
+fn gelu_table() -> Table {
+    let dims = vec![
+        Dim::new("approximate", &["omitted", "none", "tanh"]),
+        Dim::new("rank", &["1", "2", "4"]),
+        Dim::new("after", &["input", "conv"]),
+    ];
+    Table::new(
+        "gelu",
+        dims,
+        |_| true,
+        |_, _| true,
+        |g, row| {
+            let rank: usize = row.get("rank").parse().ok()?;
+            let x = if row.get("after") == "conv" {
+                let shape = [1, 3, g.int(3, 7), g.int(3, 7)];
+                let x = g.input(&shape);
+                let w = g.weights(&[4, 3, 3, 3]);
+                g.op("Conv", vec![], vec![Some(x), Some(w)])?
+            } else {
+                let shape = dims_of(g, rank, 1, 9);
+                g.input(&shape)
+            };
+            // Spread the inputs over [-4, 4], where GELU bends.
+            let k = g.konst(Tensor::scalar(4f32));
+            let x = g.op("Mul", vec![], vec![Some(x), Some(k)])?;
+            let attrs = match row.get("approximate") {
+                "omitted" => vec![],
+                a => vec![("approximate", AttrValue::Str(a.into()))],
+            };
+            g.op("Gelu", attrs, vec![Some(x)])
+        },
+    )
+}
+
 #[test]
 fn clip() {
     clip_table().passes();
@@ -575,6 +679,16 @@ fn softmax() {
     softmax_table().passes();
 }
 
+#[test]
+fn layer_norm() {
+    layer_norm_table().passes();
+}
+
+#[test]
+fn gelu() {
+    gelu_table().passes();
+}
+
 /// A check of the checks: with the output's producer corrupted on purpose, every row of every
 /// table must fail (a row that still passes could not catch a wrong value either).
 #[test]
@@ -589,6 +703,8 @@ fn every_row_catches_a_corrupted_output() {
         reduce_table(),
         split_table(),
         softmax_table(),
+        layer_norm_table(),
+        gelu_table(),
     ] {
         let (n, _, passed) = table.run(true);
         assert!(

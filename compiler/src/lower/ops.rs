@@ -21,7 +21,7 @@ use crate::codegen::kernels::gather::GatherSpec;
 use crate::codegen::kernels::gemm::{GemmSpec, GemmStep, Mat};
 use crate::codegen::kernels::math::{Bin, KExpr, act_needs_helpers};
 use crate::codegen::kernels::nd::{broadcast_strides, contiguous};
-use crate::codegen::kernels::norm::LrnSpec;
+use crate::codegen::kernels::norm::{LayerNormSpec, LrnSpec};
 use crate::codegen::kernels::pool::{GlobalPoolSpec, PoolSpec};
 use crate::codegen::kernels::reduce::{ReduceSpec, SoftmaxSpec};
 use crate::codegen::kernels::resample::{ResampleSpec, ResizeTapsSpec};
@@ -507,12 +507,64 @@ impl<'g> Lowerer<'g> {
                 self.step(Arc::new(spec), s[0] * s[1], &[src], &[dst], true, &name, "LRN", 0);
                 Ok(())
             }
+            Op::LayerNorm(ln) => {
+                let ln = ln.clone();
+                self.layer_norm(id, &ln)
+            }
             Op::Resize(r) => {
                 let r = r.clone();
                 self.resize(id, &r)
             }
             other => Err(self.unsupported(id, format!("{} yet", other.name()))),
         }
+    }
+
+    /// LayerNormalization on rows of the normalised dims; scale and bias become rows of `len`
+    /// floats (a constant one broadcast into the weights, a computed one used as it is when it
+    /// already has the normalised dims' size).
+    fn layer_norm(&mut self, id: NodeId, ln: &incept_ir::ops::LayerNorm) -> Result<(), LowerError> {
+        let name = self.g.node(id).name.clone();
+        let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
+        self.f32_only(id, x)?;
+        let n_out = self.g.node(id).outputs.len();
+        let stats = (1..n_out).any(|slot| self.g.is_used(ValueId::new(id, slot)));
+        let xs = self.shape(x)?;
+        let axis = ln.axis as usize;
+        let (rows, len) = ln.rows(&xs);
+        let row = |this: &mut Self, slot: usize, what: &str| -> Result<Option<BufRef>, LowerError> {
+            let Some(v) = this.in_val(id, slot) else { return Ok(None) };
+            this.f32_only(id, v)?;
+            let ps = this.shape(v)?;
+            if ps.iter().product::<usize>() == len {
+                return this.value(v).map(Some);
+            }
+            let Some(t) = this.konst(v) else {
+                return Err(this.unsupported(id, format!("a {what} that is broadcast and computed at run time")));
+            };
+            let vals = t.to_f64s().map_err(|e| this.unsupported(id, e.to_string()))?;
+            let offs = incept_ir::ops::binary::broadcast_offsets(&ps, &xs[axis..]);
+            let full: Vec<f32> = offs.iter().map(|&o| vals[o] as f32).collect();
+            Ok(Some(this.weight_f32(&full, &format!("{name}.{what}"))))
+        };
+        let scale = row(self, 1, "scale")?.ok_or_else(|| self.unsupported(id, "a missing scale"))?;
+        let bias = row(self, 2, "bias")?;
+        let spec = LayerNormSpec { rows, len, epsilon: ln.epsilon, bias: bias.is_some(), stats };
+        let src = self.value(x)?;
+        let mut writes = vec![self.define(ValueId::new(id, 0))?];
+        if stats {
+            // Both statistics are written whichever is read; an unread one gets a scratch buffer.
+            for slot in 1..3 {
+                let v = ValueId::new(id, slot);
+                writes.push(if slot < n_out {
+                    self.define(v)?
+                } else {
+                    self.scratch(rows * 4, &format!("{name}.stat{slot}"))
+                });
+            }
+        }
+        let reads: Vec<BufRef> = [Some(src), Some(scale), bias].into_iter().flatten().collect();
+        self.step(Arc::new(spec), rows, &reads, &writes, false, &name, "LayerNormalization", 0);
+        Ok(())
     }
 
     /// Resize as one resampling step per changed axis, with tap tables from the op's own plan.

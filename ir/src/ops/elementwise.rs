@@ -32,9 +32,20 @@ pub enum Unary {
     Abs,
     Erf,
     HardSwish,
-    LeakyRelu { alpha: f32 },
-    Elu { alpha: f32 },
-    HardSigmoid { alpha: f32, beta: f32 },
+    LeakyRelu {
+        alpha: f32,
+    },
+    Elu {
+        alpha: f32,
+    },
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
+    /// `x * Phi(x)`, Phi the standard normal CDF; with `tanh`, the tanh approximation of it.
+    Gelu {
+        tanh: bool,
+    },
 }
 
 impl Unary {
@@ -53,6 +64,11 @@ impl Unary {
             "LeakyRelu" => Unary::LeakyRelu { alpha: a.float("alpha", 0.01)? },
             "Elu" => Unary::Elu { alpha: a.float("alpha", 1.0)? },
             "HardSigmoid" => Unary::HardSigmoid { alpha: a.float("alpha", 0.2)?, beta: a.float("beta", 0.5)? },
+            "Gelu" => match a.string("approximate", "none")?.as_str() {
+                "none" => Unary::Gelu { tanh: false },
+                "tanh" => Unary::Gelu { tanh: true },
+                other => invalid!("approximate must be 'none' or 'tanh', found '{other}'"),
+            },
             other => invalid!("'{other}' is not a unary op"),
         };
         Ok(crate::ops::Op::Unary(u))
@@ -93,6 +109,11 @@ impl Unary {
                 }
             }
             Unary::HardSigmoid { alpha, beta } => (alpha as f64 * x + beta as f64).clamp(0.0, 1.0),
+            Unary::Gelu { tanh: false } => 0.5 * x * (1.0 + libm::erf(x * std::f64::consts::FRAC_1_SQRT_2)),
+            Unary::Gelu { tanh: true } => {
+                let k = (2.0 / std::f64::consts::PI).sqrt();
+                0.5 * x * (1.0 + (k * (x + 0.044715 * x * x * x)).tanh())
+            }
         }
     }
 }
@@ -113,6 +134,7 @@ impl OpDef for Unary {
             Unary::LeakyRelu { .. } => "LeakyRelu",
             Unary::Elu { .. } => "Elu",
             Unary::HardSigmoid { .. } => "HardSigmoid",
+            Unary::Gelu { .. } => "Gelu",
         }
     }
 
@@ -133,6 +155,7 @@ impl OpDef for Unary {
             Unary::HardSigmoid { alpha, beta } => {
                 vec![("alpha", AttrValue::Float(alpha)), ("beta", AttrValue::Float(beta))]
             }
+            Unary::Gelu { tanh: true } => vec![("approximate", AttrValue::Str("tanh".into()))],
             _ => vec![],
         }
     }

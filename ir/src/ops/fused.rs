@@ -54,6 +54,7 @@ impl Activation {
                 Unary::LeakyRelu { alpha } => format!("leaky_relu({})", fmt_f32(*alpha)),
                 Unary::Elu { alpha } => format!("elu({})", fmt_f32(*alpha)),
                 Unary::HardSigmoid { alpha, beta } => format!("hard_sigmoid({}, {})", fmt_f32(*alpha), fmt_f32(*beta)),
+                Unary::Gelu { tanh: true } => "gelu_tanh".into(),
                 u => snake(u.name()),
             },
         }
@@ -74,6 +75,7 @@ impl Activation {
             "leaky_relu" => Unary::LeakyRelu { alpha: p(0)? },
             "elu" => Unary::Elu { alpha: p(0)? },
             "hard_sigmoid" => Unary::HardSigmoid { alpha: p(0)?, beta: p(1)? },
+            "gelu_tanh" => Unary::Gelu { tanh: true },
             other => UNARIES
                 .iter()
                 .find(|u| snake(u.name()) == other)
@@ -85,7 +87,7 @@ impl Activation {
 }
 
 /// The parameterless unary ops, for parsing.
-const UNARIES: [Unary; 10] = [
+const UNARIES: [Unary; 11] = [
     Unary::Relu,
     Unary::Sigmoid,
     Unary::Tanh,
@@ -96,6 +98,7 @@ const UNARIES: [Unary; 10] = [
     Unary::Abs,
     Unary::Erf,
     Unary::HardSwish,
+    Unary::Gelu { tanh: false },
 ];
 
 /// `HardSwish` -> `hard_swish`.

@@ -31,7 +31,7 @@ pub use layout::{
     Concat, DepthToSpace, Expand, Flatten, Reshape, Slice, SpaceToDepth, Split, Squeeze, Transpose, Unsqueeze,
 };
 pub use matmul::{Gemm, MatMul};
-pub use norm::{BatchNorm, Lrn};
+pub use norm::{BatchNorm, LayerNorm, Lrn};
 pub use pad::Pad;
 pub use pool::{GlobalPool, Pool, PoolKind};
 pub use reduce::{Reduce, ReduceKind};
@@ -229,6 +229,7 @@ op_enum! {
     Conv(Conv),
     ConvTranspose(ConvTranspose),
     BatchNorm(BatchNorm),
+    LayerNorm(LayerNorm),
     Lrn(Lrn),
     Pool(Pool),
     GlobalPool(GlobalPool),
@@ -336,6 +337,7 @@ registry! {
     "Expand", 8, "layout", "" => Expand::build;
     "Flatten", 1, "layout", "" => Flatten::build;
     "Gather", 1, "shape", "" => Gather::build;
+    "Gelu", 20, "elementwise", "exact (erf) and tanh approximation" => |a| Unary::build("Gelu", a);
     "Gemm", 6, "matmul", "" => Gemm::build;
     "GlobalAveragePool", 1, "pool", "" => |a| GlobalPool::build(PoolKind::Avg, a);
     "GlobalMaxPool", 1, "pool", "" => |a| GlobalPool::build(PoolKind::Max, a);
@@ -343,6 +345,7 @@ registry! {
     "HardSwish", 14, "elementwise", "" => |a| Unary::build("HardSwish", a);
     "Identity", 1, "elementwise", "" => |a| Identity::build(a);
     "LRN", 1, "norm", "" => Lrn::build;
+    "LayerNormalization", 17, "norm", "any axis; scale and bias broadcast; mean and inverse std outputs" => LayerNorm::build;
     "LeakyRelu", 6, "elementwise", "" => |a| Unary::build("LeakyRelu", a);
     "Log", 6, "elementwise", "" => |a| Unary::build("Log", a);
     "LogSoftmax", 1, "softmax", "2-D coercion before opset 13" => |a| Softmax::build(true, a);

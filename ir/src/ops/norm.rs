@@ -152,3 +152,113 @@ impl OpDef for Lrn {
         ]
     }
 }
+
+/// `y = (x - mean) / sqrt(var + epsilon) * scale + bias`, the mean and (biased) variance taken
+/// over the axes from `axis` to the last. Scale and bias broadcast to those axes. The optional
+/// outputs are the mean and `1 / sqrt(var + epsilon)`, with the normalised axes kept as 1s.
+/// After inference `axis` is non-negative.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerNorm {
+    pub axis: i64,
+    pub epsilon: f32,
+}
+
+impl LayerNorm {
+    pub fn build(a: &mut Attrs) -> Result<Op, OpError> {
+        let axis = a.int("axis", -1)?;
+        let epsilon = a.float("epsilon", 1e-5)?;
+        // The precision of the statistics: the reference computes them in f64 whatever it says.
+        let stash = a.int("stash_type", 1)?;
+        if stash != 1 && stash != 11 {
+            return Err(OpError::Unsupported(format!("LayerNormalization with stash_type {stash}")));
+        }
+        Ok(Op::LayerNorm(LayerNorm { axis, epsilon }))
+    }
+
+    /// `(rows, len)`: the input as rows of the normalised axes.
+    pub fn rows(&self, shape: &[usize]) -> (usize, usize) {
+        let a = self.axis as usize;
+        (shape[..a].iter().product(), shape[a..].iter().product())
+    }
+}
+
+impl OpDef for LayerNorm {
+    fn name(&self) -> &'static str {
+        "LayerNormalization"
+    }
+
+    fn infer(&mut self, cx: &InferCx) -> Result<Vec<TensorType>, OpError> {
+        cx.arity(2, 3)?;
+        if cx.n_outputs > 3 {
+            invalid!("has at most 3 outputs, found {}", cx.n_outputs);
+        }
+        let x = cx.ty(0)?;
+        expect_float(x, "input")?;
+        let axis = crate::ops::norm_axis(self.axis, x.rank())?;
+        self.axis = axis as i64;
+        let normalised = &x.shape[axis..];
+        for i in 1..cx.len() {
+            let Some(p) = cx.opt_ty(i) else { continue };
+            let what = if i == 1 { "scale" } else { "bias" };
+            same_dtype(x, p, what)?;
+            let b = crate::ops::binary::broadcast_shapes(normalised, &p.shape)?;
+            if b.len() != normalised.len() || b[..] != normalised[..] {
+                invalid!("{what} {p} does not broadcast to the normalised dims of the input {x}");
+            }
+        }
+        let mut stat = x.shape.clone();
+        for d in &mut stat[axis..] {
+            *d = crate::shape::Dim::Known(1);
+        }
+        let mut out = vec![x.clone()];
+        for _ in 1..cx.n_outputs {
+            out.push(TensorType::new(x.dtype, stat.clone()));
+        }
+        Ok(out)
+    }
+
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let xs = x.shape();
+        let axis = crate::ops::norm_axis(self.axis, xs.len())?;
+        let ln = LayerNorm { axis: axis as i64, ..*self };
+        let (rows, len) = ln.rows(xs);
+        // Scale and bias broadcast to the normalised dims, as one row.
+        let param = |i: usize| -> Result<Option<Vec<f64>>, OpError> {
+            let Some(p) = crate::ops::opt_input(inputs, i) else { return Ok(None) };
+            let vals = p.to_f64s()?;
+            let offs = crate::ops::binary::broadcast_offsets(p.shape(), &xs[axis..]);
+            Ok(Some(offs.iter().map(|&o| vals[o]).collect()))
+        };
+        let scale = param(1)?.ok_or_else(|| OpError::Invalid("input 1 (scale) is required but missing".into()))?;
+        let bias = param(2)?;
+        let xv = x.to_f64s()?;
+        let mut out = vec![0f64; xv.len()];
+        let (mut means, mut inv_stds) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
+        for r in 0..rows {
+            let row = &xv[r * len..(r + 1) * len];
+            let mean = row.iter().sum::<f64>() / len as f64;
+            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / len as f64;
+            let inv = 1.0 / (var + self.epsilon as f64).sqrt();
+            for (i, v) in row.iter().enumerate() {
+                let b = bias.as_ref().map_or(0.0, |b| b[i]);
+                out[r * len + i] = (v - mean) * inv * scale[i] + b;
+            }
+            means.push(mean);
+            inv_stds.push(inv);
+        }
+        let mut stat_shape = xs.to_vec();
+        for d in &mut stat_shape[axis..] {
+            *d = 1;
+        }
+        Ok(vec![
+            from_f64(x.dtype(), xs.to_vec(), out),
+            from_f64(x.dtype(), stat_shape.clone(), means),
+            from_f64(x.dtype(), stat_shape, inv_stds),
+        ])
+    }
+
+    fn attrs(&self) -> AttrList {
+        vec![("axis", AttrValue::Int(self.axis)), ("epsilon", AttrValue::Float(self.epsilon))]
+    }
+}

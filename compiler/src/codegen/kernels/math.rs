@@ -12,7 +12,15 @@ use crate::codegen::builder::Kb;
 pub fn act_needs_helpers(a: &Activation) -> bool {
     matches!(
         a,
-        Activation::Unary(Unary::Sigmoid | Unary::Tanh | Unary::Exp | Unary::Log | Unary::Erf | Unary::Elu { .. })
+        Activation::Unary(
+            Unary::Sigmoid
+                | Unary::Tanh
+                | Unary::Exp
+                | Unary::Log
+                | Unary::Erf
+                | Unary::Elu { .. }
+                | Unary::Gelu { .. }
+        )
     )
 }
 
@@ -144,6 +152,27 @@ pub fn emit_act(kb: &mut Kb, a: &Activation, x: Value, helpers: Option<Value>) -
             Unary::Exp => helper1(kb, helpers, h::EXP, x),
             Unary::Log => helper1(kb, helpers, h::LOG, x),
             Unary::Erf => helper1(kb, helpers, h::ERF, x),
+            Unary::Gelu { tanh } => {
+                // 0.5 x (1 + erf(x / sqrt 2)), or with tanh(sqrt(2 / pi) (x + 0.044715 x^3)).
+                let inner = if *tanh {
+                    let x3 = kb.b.ins().fmul(x, x);
+                    let x3 = kb.b.ins().fmul(x3, x);
+                    let c = konst(kb, x, 0.044715);
+                    let u = kb.fma(x3, c, x);
+                    let k = konst(kb, x, (2.0 / std::f32::consts::PI).sqrt());
+                    let u = kb.b.ins().fmul(u, k);
+                    helper1(kb, helpers, h::TANH, u)
+                } else {
+                    let k = konst(kb, x, std::f32::consts::FRAC_1_SQRT_2);
+                    let u = kb.b.ins().fmul(x, k);
+                    helper1(kb, helpers, h::ERF, u)
+                };
+                let one = konst(kb, x, 1.0);
+                let p = kb.b.ins().fadd(one, inner);
+                let half = konst(kb, x, 0.5);
+                let hx = kb.b.ins().fmul(half, x);
+                kb.b.ins().fmul(hx, p)
+            }
             Unary::Elu { alpha } => {
                 // x < 0 ? alpha * (exp(x) - 1) : x; exp of min(x, 0) so large inputs do not
                 // overflow on the branch that is thrown away.
