@@ -3,7 +3,8 @@
 //! ABI: `HELPERS[i]` is what kernels load from slot `i`.
 
 /// Helper functions by index: f32 -> f32 (EXP ... SQRT), (f32, f32) -> f32 (POW), f64 -> f64
-/// (EXP64, LOG64) and (f64, f64) -> f64 (POW64).
+/// (EXP64, LOG64) and (f64, f64) -> f64 (POW64, FMOD64). New helpers go at the end, so that
+/// artifacts built before them keep their indices.
 pub mod index {
     pub const EXP: usize = 0;
     pub const LOG: usize = 1;
@@ -14,10 +15,11 @@ pub mod index {
     pub const EXP64: usize = 6;
     pub const LOG64: usize = 7;
     pub const POW64: usize = 8;
+    pub const FMOD64: usize = 9;
 }
 
 /// Entries in the helper table.
-pub const COUNT: usize = 9;
+pub const COUNT: usize = 10;
 
 extern "C" fn exp(x: f32) -> f32 {
     x.exp()
@@ -47,6 +49,10 @@ extern "C" fn log64(x: f64) -> f64 {
 extern "C" fn pow64(x: f64, y: f64) -> f64 {
     x.powf(y)
 }
+/// C's fmod: the remainder with the dividend's sign (Rust's `%` on floats).
+extern "C" fn fmod64(x: f64, y: f64) -> f64 {
+    x % y
+}
 
 /// The helper table kernels receive (as one of their operands).
 pub fn table() -> [usize; COUNT] {
@@ -62,5 +68,6 @@ pub fn table() -> [usize; COUNT] {
         unary64(exp64),
         unary64(log64),
         pow64 as extern "C" fn(f64, f64) -> f64 as *const () as usize,
+        fmod64 as extern "C" fn(f64, f64) -> f64 as *const () as usize,
     ]
 }

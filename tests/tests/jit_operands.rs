@@ -421,10 +421,27 @@ fn dropout_table() -> Table {
 
 fn reduce_table() -> Table {
     let dims = vec![
-        Dim::new("op", &["ReduceMean", "ReduceSum", "ReduceMax"]),
-        Dim::new("axes", &["omitted", "empty", "positive", "negative"]),
+        Dim::new(
+            "op",
+            &[
+                "ReduceMean",
+                "ReduceSum",
+                "ReduceMax",
+                "ReduceMin",
+                "ReduceProd",
+                "ReduceL1",
+                "ReduceL2",
+                "ReduceSumSquare",
+                "ReduceLogSum",
+                "ReduceLogSumExp",
+            ],
+        ),
+        // "gapped": two runs of reduced axes with a kept one between (reduced in one pass by the
+        // kinds whose result changes when split).
+        Dim::new("axes", &["omitted", "empty", "positive", "negative", "gapped"]),
         Dim::new("keepdims", &["0", "1"]),
         Dim::new("noop_with_empty_axes", &["0", "1"]),
+        Dim::new("dtype", &["f32", "f64"]),
     ];
     Table::new(
         "reduce",
@@ -432,13 +449,19 @@ fn reduce_table() -> Table {
         |_| true,
         |r, d| d != "noop_with_empty_axes" || matches!(r.get("axes"), "omitted" | "empty"),
         |g, row| {
-            let rank = g.int(1, 4);
+            let rank = if row.get("axes") == "gapped" { g.int(3, 4) } else { g.int(1, 4) };
             let shape = dims_of(g, rank, 1, 6);
-            let x = g.input(&shape);
+            let dtype = if row.get("dtype") == "f64" { incept_ir::DType::F64 } else { incept_ir::DType::F32 };
+            let mut x = g.input_of(dtype, &shape);
+            if row.get("op") == "ReduceLogSum" {
+                // A log of a sum of positive numbers: a NaN from a negative sum would hide errors.
+                x = g.op("Mul", vec![], vec![Some(x), Some(x)])?;
+            }
             let mut ins = vec![Some(x)];
             match row.get("axes") {
                 "omitted" => {}
                 "empty" => ins.push(Some(g.ints(&[]))),
+                "gapped" => ins.push(Some(g.ints(&[0, 2]))),
                 form => {
                     let mut axes: Vec<i64> = (0..rank as i64).filter(|_| g.coin()).collect();
                     if axes.is_empty() {
@@ -455,6 +478,155 @@ fn reduce_table() -> Table {
                 ("noop_with_empty_axes", AttrValue::Int(row.get("noop_with_empty_axes").parse().ok()?)),
             ];
             g.op(row.get("op"), attrs, ins)
+        },
+    )
+}
+
+fn logic_table() -> Table {
+    let dims = vec![
+        Dim::new(
+            "op",
+            &[
+                "Equal",
+                "Less",
+                "LessOrEqual",
+                "Greater",
+                "GreaterOrEqual",
+                "And",
+                "Or",
+                "Xor",
+                "Not",
+                "Where",
+                "Mod",
+                "FMod",
+            ],
+        ),
+        Dim::new("dtype", &["f32", "f64", "i64", "i32", "u8", "i8"]),
+        Dim::new("broadcast", &["same", "row", "scalar"]),
+        Dim::new("rank", &["1", "2", "3"]),
+    ];
+    Table::new(
+        "logic",
+        dims,
+        |r| {
+            let float = matches!(r.get("dtype"), "f32" | "f64");
+            // Mod with fmod = 0 is for integers only.
+            !(r.get("op") == "Mod" && float)
+        },
+        |r, d| d != "dtype" || !matches!(r.get("op"), "And" | "Or" | "Xor" | "Not"),
+        |g, row| {
+            use incept_ir::DType;
+            let rank: usize = row.get("rank").parse().ok()?;
+            let shape = dims_of(g, rank, 1, 6);
+            let other: Vec<usize> = match row.get("broadcast") {
+                "same" => shape.clone(),
+                "row" => vec![shape[rank - 1]],
+                _ => vec![],
+            };
+            let dtype = match row.get("dtype") {
+                "f64" => DType::F64,
+                "i64" => DType::I64,
+                "i32" => DType::I32,
+                "u8" => DType::U8,
+                "i8" => DType::I8,
+                _ => DType::F32,
+            };
+            // Small whole numbers, so that equal values (and zero divisors) occur: x * 3 truncated.
+            let numbers = |g: &mut Gen, dims: &[usize]| -> Option<ValueId> {
+                let x = g.input(dims);
+                let k = g.konst(Tensor::scalar(3f32));
+                let x = g.op("Mul", vec![], vec![Some(x), Some(k)])?;
+                // Through i32, so that float operands are whole numbers too and ties occur.
+                let x = g.op("Cast", vec![("to", AttrValue::Int(DType::I32 as i64))], vec![Some(x)])?;
+                g.op("Cast", vec![("to", AttrValue::Int(dtype as i64))], vec![Some(x)])
+            };
+            let bools = |g: &mut Gen, dims: &[usize]| -> Option<ValueId> {
+                let x = g.input(dims);
+                let z = g.konst(Tensor::scalar(0f32));
+                g.op("Less", vec![], vec![Some(x), Some(z)])
+            };
+            match row.get("op") {
+                op @ ("And" | "Or" | "Xor") => {
+                    let (a, b) = (bools(g, &shape)?, bools(g, &other)?);
+                    g.op(op, vec![], vec![Some(a), Some(b)])
+                }
+                "Not" => {
+                    let a = bools(g, &shape)?;
+                    g.op("Not", vec![], vec![Some(a)])
+                }
+                "Where" => {
+                    let c = bools(g, &other)?;
+                    let (a, b) = (numbers(g, &shape)?, numbers(g, &other)?);
+                    g.op("Where", vec![], vec![Some(c), Some(a), Some(b)])
+                }
+                "Mod" | "FMod" => {
+                    let (a, b) = (numbers(g, &shape)?, numbers(g, &other)?);
+                    let fmod = i64::from(row.get("op") == "FMod");
+                    g.op("Mod", vec![("fmod", AttrValue::Int(fmod))], vec![Some(a), Some(b)])
+                }
+                op => {
+                    let (a, b) = (numbers(g, &shape)?, numbers(g, &other)?);
+                    g.op(op, vec![], vec![Some(a), Some(b)])
+                }
+            }
+        },
+    )
+}
+
+fn index_nd_table() -> Table {
+    let dims = vec![
+        Dim::new("op", &["GatherND", "ScatterND"]),
+        Dim::new("indices", &["const", "runtime", "many_const"]),
+        Dim::new("reduction", &["none", "add", "mul", "max", "min"]),
+        Dim::new("tuple", &["1", "2", "full"]),
+        Dim::new("negative", &["no", "yes"]),
+    ];
+    Table::new(
+        "index_nd",
+        dims,
+        |r| r.get("op") == "ScatterND" || r.get("reduction") == "none",
+        |r, d| d != "reduction" || r.get("op") == "ScatterND",
+        |g, row| {
+            let rank = 3;
+            let shape = dims_of(g, rank, 2, 5);
+            let k = match row.get("tuple") {
+                "1" => 1,
+                "2" => 2,
+                _ => rank,
+            };
+            let n = if row.get("indices") == "many_const" { 300 } else { g.int(1, 4) };
+            let neg = row.get("negative") == "yes";
+            let mut idx = vec![];
+            for _ in 0..n {
+                for &d in &shape[..k] {
+                    let i = g.int(0, d - 1) as i64;
+                    idx.push(if neg && g.coin() { i - d as i64 } else { i });
+                }
+            }
+            let ind = Tensor::from_vec(vec![n, k], idx);
+            let iv = if row.get("indices") == "runtime" {
+                // The table plus a zero computed from an input: no pass can fold it.
+                let table = g.konst(ind);
+                let p = g.input(&[1]);
+                let z = g.konst(Tensor::scalar(0f32));
+                let p = g.op("Mul", vec![], vec![Some(p), Some(z)])?;
+                let p = g.op("Cast", vec![("to", AttrValue::Int(incept_ir::DType::I64 as i64))], vec![Some(p)])?;
+                g.op("Add", vec![], vec![Some(table), Some(p)])?
+            } else {
+                g.konst(ind)
+            };
+            let x = g.input(&shape);
+            if row.get("op") == "GatherND" {
+                return g.op("GatherND", vec![], vec![Some(x), Some(iv)]);
+            }
+            let mut ushape = vec![n];
+            ushape.extend_from_slice(&shape[k..]);
+            let u = g.input(&ushape);
+            let attrs = match row.get("reduction") {
+                "none" => vec![],
+                r => vec![("reduction", AttrValue::Str(r.into()))],
+            };
+            g.op("ScatterND", attrs, vec![Some(x), Some(iv), Some(u)])
         },
     )
 }
@@ -680,6 +852,16 @@ fn softmax() {
 }
 
 #[test]
+fn logic() {
+    logic_table().passes();
+}
+
+#[test]
+fn index_nd() {
+    index_nd_table().passes();
+}
+
+#[test]
 fn layer_norm() {
     layer_norm_table().passes();
 }
@@ -705,6 +887,8 @@ fn every_row_catches_a_corrupted_output() {
         softmax_table(),
         layer_norm_table(),
         gelu_table(),
+        logic_table(),
+        index_nd_table(),
     ] {
         let (n, _, passed) = table.run(true);
         assert!(

@@ -17,8 +17,9 @@ use crate::codegen::Tier;
 use crate::codegen::kernels::conv::{Col2ImSpec, DepthwiseSpec, DwStep, Geom, Im2colSpec};
 use crate::codegen::kernels::copy::CopySpec;
 use crate::codegen::kernels::elementwise::ElementwiseSpec;
-use crate::codegen::kernels::gather::GatherSpec;
+use crate::codegen::kernels::gather::{GatherSpec, IndexNdSpec, ScatterMode};
 use crate::codegen::kernels::gemm::{GemmSpec, GemmStep, Mat};
+use crate::codegen::kernels::logic::{LogicOp, LogicSpec};
 use crate::codegen::kernels::math::{Bin, KExpr, act_needs_helpers};
 use crate::codegen::kernels::nd::{broadcast_strides, contiguous};
 use crate::codegen::kernels::norm::{LayerNormSpec, LrnSpec};
@@ -263,7 +264,10 @@ impl<'g> Lowerer<'g> {
             }
             Op::Reduce(r) => {
                 let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
-                self.f32_only(id, x)?;
+                let f64 = self.g.ty(x).dtype == DType::F64;
+                if !f64 {
+                    self.f32_only(id, x)?;
+                }
                 let s = self.shape(x)?;
                 let given = match self.in_val(id, 1) {
                     Some(a) => Some(
@@ -285,13 +289,9 @@ impl<'g> Lowerer<'g> {
                     self.values.insert(out, src);
                     return Ok(());
                 }
-                let kind = match r.kind {
-                    incept_ir::ops::ReduceKind::Sum => 0,
-                    incept_ir::ops::ReduceKind::Mean => 1,
-                    incept_ir::ops::ReduceKind::Max => 2,
-                };
-                // Runs of adjacent axes, reduced last run first (a mean of means over equal-sized
-                // groups is the mean).
+                let kind = r.kind;
+                // Runs of adjacent axes, reduced last run first where that gives the same result
+                // (a mean of means over equal-sized groups is the mean).
                 let mut runs: Vec<(usize, usize)> = vec![];
                 for &a in &axes {
                     match runs.last_mut() {
@@ -299,23 +299,26 @@ impl<'g> Lowerer<'g> {
                         _ => runs.push((a, a)),
                     }
                 }
-                if kind == 2 && runs.len() > 1 {
+                if !kind.splits() && runs.len() > 1 {
                     // A max of maxes would not keep "the first element, then strictly greater"
-                    // over the whole group: move the reduced axes last, then one pass.
+                    // over the whole group (nor is an L2 of L2s, or a log of logs, the same
+                    // function): move the reduced axes last, then one pass.
                     let kept: Vec<usize> = (0..s.len()).filter(|&a| !mask[a]).collect();
                     let perm: Vec<usize> = kept.iter().chain(&axes).copied().collect();
                     let istr = contiguous(&s);
                     let dims: Vec<usize> = perm.iter().map(|&p| s[p]).collect();
                     let strides: Vec<isize> = perm.iter().map(|&p| istr[p]).collect();
                     let n: usize = s.iter().product();
-                    let moved = self.scratch((n * 4).max(4), &format!("{name}.moved"));
-                    let spec = CopySpec::new(&dims, strides, contiguous(&dims), 0, 0, 4);
+                    let esz = if f64 { 8 } else { 4 };
+                    let moved = self.scratch((n * esz).max(esz), &format!("{name}.moved"));
+                    let spec = CopySpec::new(&dims, strides, contiguous(&dims), 0, 0, esz);
                     let tiles = spec.tiles();
                     self.step(Arc::new(spec), tiles, &[src], &[moved], false, &name, "Transpose", 0);
                     let outputs: usize = kept.iter().map(|&a| s[a]).product();
-                    let spec = ReduceSpec { outputs, len: n / outputs.max(1), inner: 1, kind };
+                    let spec = ReduceSpec { outputs, len: n / outputs.max(1), inner: 1, kind, f64 };
                     let dst = self.define(out)?;
-                    self.step(Arc::new(spec), outputs, &[moved], &[dst], false, &name, node.op.name(), 0);
+                    let helpers = spec.needs_helpers();
+                    self.step(Arc::new(spec), outputs, &[moved], &[dst], helpers, &name, node.op.name(), 0);
                     return Ok(());
                 }
                 let mut shape = s.clone();
@@ -328,10 +331,12 @@ impl<'g> Lowerer<'g> {
                     let dst = if k + 1 == runs.len() {
                         self.define(out)?
                     } else {
-                        self.scratch((outputs * 4).max(4), &format!("{name}.run{k}"))
+                        let esz = if f64 { 8 } else { 4 };
+                        self.scratch((outputs * esz).max(esz), &format!("{name}.run{k}"))
                     };
-                    let spec = ReduceSpec { outputs, len, inner, kind };
-                    self.step(Arc::new(spec), outputs, &[cur], &[dst], false, &name, node.op.name(), 0);
+                    let spec = ReduceSpec { outputs, len, inner, kind, f64 };
+                    let helpers = spec.needs_helpers();
+                    self.step(Arc::new(spec), outputs, &[cur], &[dst], helpers, &name, node.op.name(), 0);
                     cur = dst;
                 }
                 Ok(())
@@ -507,6 +512,34 @@ impl<'g> Lowerer<'g> {
                 self.step(Arc::new(spec), s[0] * s[1], &[src], &[dst], true, &name, "LRN", 0);
                 Ok(())
             }
+            Op::Compare(c) => {
+                let op = LogicOp::Compare(*c);
+                self.logic(id, op)
+            }
+            Op::Logical(l) => {
+                let op = LogicOp::Logical(*l);
+                self.logic(id, op)
+            }
+            Op::Where(_) => self.logic(id, LogicOp::Where),
+            Op::Mod(m) => {
+                let op = LogicOp::Mod { fmod: m.fmod };
+                self.logic(id, op)
+            }
+            Op::GatherNd(_) => self.index_nd(id, None),
+            Op::ScatterNd(sc) => {
+                use incept_ir::ops::scatter::Reduction;
+                let mode = match sc.reduction {
+                    Reduction::None => ScatterMode::Replace,
+                    Reduction::Add => ScatterMode::Add,
+                    Reduction::Mul => ScatterMode::Mul,
+                    Reduction::Max => ScatterMode::Max,
+                    Reduction::Min => ScatterMode::Min,
+                };
+                if mode != ScatterMode::Replace {
+                    self.f32_only(id, out)?;
+                }
+                self.index_nd(id, Some(mode))
+            }
             Op::LayerNorm(ln) => {
                 let ln = ln.clone();
                 self.layer_norm(id, &ln)
@@ -517,6 +550,105 @@ impl<'g> Lowerer<'g> {
             }
             other => Err(self.unsupported(id, format!("{} yet", other.name()))),
         }
+    }
+
+    /// Comparisons, logic, Where and Mod: one scalar kernel over the broadcast inputs.
+    fn logic(&mut self, id: NodeId, op: LogicOp) -> Result<(), LowerError> {
+        let name = self.g.node(id).name.clone();
+        let ins: Vec<ValueId> = self.g.node(id).input_values().collect();
+        let out = ValueId::new(id, 0);
+        let os = self.shape(out)?;
+        let dtypes: Vec<DType> = ins.iter().map(|&v| self.g.ty(v).dtype).collect();
+        if let Some(d) = dtypes.iter().find(|d| matches!(d, DType::F16)) {
+            return Err(self.unsupported(id, format!("{d} data")));
+        }
+        let r = os.len();
+        let (lead, cols) = if r == 0 { (vec![], 1) } else { (os[..r - 1].to_vec(), os[r - 1]) };
+        let (mut row_strides, mut col_strides) = (vec![], vec![]);
+        for &v in &ins {
+            let st = broadcast_strides(&self.shape(v)?, &os);
+            row_strides.push(st[..r.saturating_sub(1)].iter().map(|&x| x as usize).collect());
+            col_strides.push(if r == 0 { 0 } else { st[r - 1] as usize });
+        }
+        let spec = LogicSpec { op, dtypes, out: self.g.ty(out).dtype, lead, cols, row_strides, col_strides };
+        let srcs = ins.iter().map(|&v| self.value(v)).collect::<Result<Vec<_>, _>>()?;
+        let dst = self.define(out)?;
+        let (tiles, helpers) = (spec.tiles(), spec.needs_helpers());
+        let op_name = self.g.node(id).op.name().to_string();
+        self.step(Arc::new(spec), tiles, &srcs, &[dst], helpers, &name, &op_name, 0);
+        Ok(())
+    }
+
+    /// GatherND, or ScatterND (`scatter`): with indices known at compile time and no reduction,
+    /// one copy per index tuple (after copying the data, for ScatterND); otherwise one kernel
+    /// that reads the tuples at run time.
+    fn index_nd(&mut self, id: NodeId, scatter: Option<ScatterMode>) -> Result<(), LowerError> {
+        const MAX_COPIES: usize = 256;
+        let name = self.g.node(id).name.clone();
+        let op_name = self.g.node(id).op.name();
+        let (Some(x), Some(iv)) = (self.in_val(id, 0), self.in_val(id, 1)) else {
+            return Err(self.unsupported(id, "a missing input"));
+        };
+        let xs = self.shape(x)?;
+        let is = self.shape(iv)?;
+        let k = *is.last().unwrap_or(&0);
+        if k == 0 || k > xs.len() || xs[..k].contains(&0) {
+            return Err(self.unsupported(id, format!("index tuples of length {k} into {xs:?}")));
+        }
+        let tuples: usize = is[..is.len() - 1].iter().product();
+        let inner: usize = xs[k..].iter().product();
+        let out = ValueId::new(id, 0);
+        let elem = self.g.ty(out).dtype.size();
+        let src = self.value(x)?;
+        let dst = self.define(out)?;
+        let copy = |this: &mut Self, n: usize, from: BufRef, at: usize, to: usize| {
+            if n == 0 {
+                return;
+            }
+            let spec = CopySpec::new(&[n], vec![1], vec![1], at as isize, to as isize, elem);
+            let tiles = spec.tiles();
+            this.step(Arc::new(spec), tiles, &[from], &[dst], false, &name, op_name, 0);
+        };
+        let upd = match scatter {
+            Some(_) => {
+                let u = self.in_val(id, 2).ok_or_else(|| self.unsupported(id, "a missing input"))?;
+                let ub = self.value(u)?;
+                copy(self, xs.iter().product(), src, 0, 0);
+                Some(ub)
+            }
+            None => None,
+        };
+        let known = self.konst(iv).map(|t| t.to_i64s()).transpose().map_err(|e| self.unsupported(id, e.to_string()))?;
+        if let (Some(ids), true) = (known, tuples <= MAX_COPIES && scatter.is_none_or(|m| m == ScatterMode::Replace)) {
+            for (n, t) in ids.chunks(k).enumerate() {
+                let mut o = 0usize;
+                for (d, &i) in t.iter().enumerate() {
+                    let len = xs[d] as i64;
+                    let j = if i < 0 { i + len } else { i };
+                    if j < 0 || j >= len {
+                        return Err(self.unsupported(id, format!("index {i} out of range for dim {d} of size {len}")));
+                    }
+                    o = o * xs[d] + j as usize;
+                }
+                match upd {
+                    Some(ub) => copy(self, inner, ub, n * inner, o * inner),
+                    None => copy(self, inner, src, o * inner, n * inner),
+                }
+            }
+            return Ok(());
+        }
+        let spec = IndexNdSpec { dims: xs[..k].to_vec(), inner, tuples, elem, scatter };
+        let idx = self.value(iv)?;
+        let status = self.status();
+        let tiles = spec.tiles();
+        if tiles > 0 {
+            self.step(Arc::new(spec), tiles, &[upd.unwrap_or(src), idx], &[dst, status], false, &name, op_name, 0);
+            let dims = xs[..k].iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
+            if let Some(step) = self.out.steps.last_mut() {
+                step.check = Some(format!("an index is outside the data's dims [{dims}]"));
+            }
+        }
+        Ok(())
     }
 
     /// LayerNormalization on rows of the normalised dims; scale and bias become rows of `len`

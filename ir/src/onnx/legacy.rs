@@ -157,7 +157,12 @@ impl Upgrade<'_> {
                 self.ints_to_input(attr, 1)?;
             }
             "ReduceSum" if op < 13 => self.ints_to_input("axes", 1)?,
-            "ReduceMean" | "ReduceMax" if op < 18 => self.ints_to_input("axes", 1)?,
+            "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1" | "ReduceL2" | "ReduceSumSquare"
+            | "ReduceLogSum" | "ReduceLogSumExp"
+                if op < 18 =>
+            {
+                self.ints_to_input("axes", 1)?
+            }
             "Softmax" | "LogSoftmax" if op < 13 => {
                 // Before 13: default axis 1 and the input is flattened to 2-D at the axis.
                 if !self.attrs.contains("axis") {

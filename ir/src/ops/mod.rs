@@ -14,12 +14,14 @@ pub mod conv;
 pub mod elementwise;
 pub mod fused;
 pub mod layout;
+pub mod logic;
 pub mod matmul;
 pub mod norm;
 pub mod pad;
 pub mod pool;
 pub mod reduce;
 pub mod resize;
+pub mod scatter;
 pub mod shape_ops;
 pub mod softmax;
 
@@ -30,12 +32,14 @@ pub use fused::{Activation, Elementwise, Expr, Fused, Step};
 pub use layout::{
     Concat, DepthToSpace, Expand, Flatten, Reshape, Slice, SpaceToDepth, Split, Squeeze, Transpose, Unsqueeze,
 };
+pub use logic::{Compare, Logical, Mod, Where};
 pub use matmul::{Gemm, MatMul};
 pub use norm::{BatchNorm, LayerNorm, Lrn};
 pub use pad::Pad;
 pub use pool::{GlobalPool, Pool, PoolKind};
 pub use reduce::{Reduce, ReduceKind};
 pub use resize::Resize;
+pub use scatter::{GatherNd, ScatterNd};
 pub use shape_ops::{ConstantOfShape, Gather, Range, ShapeOf};
 pub use softmax::Softmax;
 
@@ -226,6 +230,10 @@ op_enum! {
     Dropout(Dropout),
     Binary(Binary),
     Variadic(Variadic),
+    Compare(Compare),
+    Logical(Logical),
+    Where(Where),
+    Mod(Mod),
     Conv(Conv),
     ConvTranspose(ConvTranspose),
     BatchNorm(BatchNorm),
@@ -250,6 +258,8 @@ op_enum! {
     Pad(Pad),
     Shape(ShapeOf),
     Gather(Gather),
+    GatherNd(GatherNd),
+    ScatterNd(ScatterNd),
     ConstantOfShape(ConstantOfShape),
     Range(Range),
     Reduce(Reduce),
@@ -319,6 +329,7 @@ macro_rules! registry {
 registry! {
     "Abs", 6, "elementwise", "" => |a| Unary::build("Abs", a);
     "Add", 6, "binary", "numpy broadcasting (opset 6: broadcast/axis attributes)" => |a| Binary::build("Add", a);
+    "And", 7, "logic", "bool" => |a| Logical::build("And", a);
     "AveragePool", 1, "pool", "ceil_mode, count_include_pad, asymmetric pads, dilations" => |a| Pool::build(PoolKind::Avg, a);
     "BatchNormalization", 6, "norm", "inference mode only; old spatial = 0 form" => BatchNorm::build;
     "Cast", 6, "elementwise", "between f32, f64, int and bool types" => Cast::build;
@@ -332,39 +343,56 @@ registry! {
     "Div", 6, "binary", "numpy broadcasting (opset 6: broadcast/axis attributes)" => |a| Binary::build("Div", a);
     "Dropout", 6, "elementwise", "inference: identity, mask of ones" => Dropout::build;
     "Elu", 6, "elementwise", "" => |a| Unary::build("Elu", a);
+    "Equal", 7, "logic", "numbers and bools; NaN is unequal" => |a| Compare::build("Equal", a);
     "Erf", 9, "elementwise", "" => |a| Unary::build("Erf", a);
     "Exp", 6, "elementwise", "" => |a| Unary::build("Exp", a);
     "Expand", 8, "layout", "" => Expand::build;
     "Flatten", 1, "layout", "" => Flatten::build;
     "Gather", 1, "shape", "" => Gather::build;
+    "GatherND", 11, "scatter", "batch_dims = 0" => GatherNd::build;
     "Gelu", 20, "elementwise", "exact (erf) and tanh approximation" => |a| Unary::build("Gelu", a);
     "Gemm", 6, "matmul", "" => Gemm::build;
     "GlobalAveragePool", 1, "pool", "" => |a| GlobalPool::build(PoolKind::Avg, a);
     "GlobalMaxPool", 1, "pool", "" => |a| GlobalPool::build(PoolKind::Max, a);
+    "Greater", 7, "logic", "" => |a| Compare::build("Greater", a);
+    "GreaterOrEqual", 12, "logic", "" => |a| Compare::build("GreaterOrEqual", a);
     "HardSigmoid", 6, "elementwise", "" => |a| Unary::build("HardSigmoid", a);
     "HardSwish", 14, "elementwise", "" => |a| Unary::build("HardSwish", a);
     "Identity", 1, "elementwise", "" => |a| Identity::build(a);
     "LRN", 1, "norm", "" => Lrn::build;
     "LayerNormalization", 17, "norm", "any axis; scale and bias broadcast; mean and inverse std outputs" => LayerNorm::build;
     "LeakyRelu", 6, "elementwise", "" => |a| Unary::build("LeakyRelu", a);
+    "Less", 7, "logic", "" => |a| Compare::build("Less", a);
+    "LessOrEqual", 12, "logic", "" => |a| Compare::build("LessOrEqual", a);
     "Log", 6, "elementwise", "" => |a| Unary::build("Log", a);
     "LogSoftmax", 1, "softmax", "2-D coercion before opset 13" => |a| Softmax::build(true, a);
     "MatMul", 1, "matmul", "batched, numpy broadcasting" => MatMul::build;
     "Max", 6, "binary", "variadic, numpy broadcasting" => |a| Variadic::build("Max", a);
     "MaxPool", 1, "pool", "ceil_mode, dilations, asymmetric pads, Indices output" => |a| Pool::build(PoolKind::Max, a);
     "Min", 6, "binary", "variadic, numpy broadcasting" => |a| Variadic::build("Min", a);
+    "Mod", 10, "logic", "fmod 0 (integers, divisor's sign) and 1 (dividend's sign)" => Mod::build;
     "Mul", 6, "binary", "numpy broadcasting (opset 6: broadcast/axis attributes)" => |a| Binary::build("Mul", a);
     "Neg", 6, "elementwise", "" => |a| Unary::build("Neg", a);
+    "Not", 1, "logic", "bool" => |a| Logical::build("Not", a);
+    "Or", 7, "logic", "bool" => |a| Logical::build("Or", a);
     "PRelu", 6, "binary", "slope broadcast to the input" => |a| Binary::build("PRelu", a);
     "Pad", 2, "pad", "constant, reflect, edge" => Pad::build;
     "Pow", 1, "binary", "numpy broadcasting; exponent may have another numeric type" => |a| Binary::build("Pow", a);
     "Range", 11, "shape", "" => Range::build;
+    "ReduceL1", 1, "reduce", "" => |a| Reduce::build(ReduceKind::L1, a);
+    "ReduceL2", 1, "reduce", "" => |a| Reduce::build(ReduceKind::L2, a);
+    "ReduceLogSum", 1, "reduce", "" => |a| Reduce::build(ReduceKind::LogSum, a);
+    "ReduceLogSumExp", 1, "reduce", "shifted by the largest element" => |a| Reduce::build(ReduceKind::LogSumExp, a);
     "ReduceMax", 1, "reduce", "" => |a| Reduce::build(ReduceKind::Max, a);
     "ReduceMean", 1, "reduce", "" => |a| Reduce::build(ReduceKind::Mean, a);
+    "ReduceMin", 1, "reduce", "" => |a| Reduce::build(ReduceKind::Min, a);
+    "ReduceProd", 1, "reduce", "" => |a| Reduce::build(ReduceKind::Prod, a);
     "ReduceSum", 1, "reduce", "" => |a| Reduce::build(ReduceKind::Sum, a);
+    "ReduceSumSquare", 1, "reduce", "" => |a| Reduce::build(ReduceKind::SumSquare, a);
     "Relu", 6, "elementwise", "" => |a| Unary::build("Relu", a);
     "Reshape", 5, "layout", "allowzero" => Reshape::build;
     "Resize", 10, "resize", "nearest, linear, cubic, antialias; every coordinate transform" => Resize::build;
+    "ScatterND", 11, "scatter", "reductions none, add, mul, max, min" => ScatterNd::build;
     "Shape", 1, "shape", "start/end" => ShapeOf::build;
     "Sigmoid", 6, "elementwise", "" => |a| Unary::build("Sigmoid", a);
     "Slice", 1, "layout", "" => Slice::build;
@@ -379,6 +407,8 @@ registry! {
     "Transpose", 1, "layout", "" => Transpose::build;
     "Unsqueeze", 1, "layout", "" => Unsqueeze::build;
     "Upsample", 7, "resize", "deprecated; imported as Resize" => |_| invalid!("Upsample nodes become Resize at import");
+    "Where", 9, "logic", "any element type" => |_| Ok(Op::Where(Where));
+    "Xor", 7, "logic", "bool" => |a| Logical::build("Xor", a);
 }
 
 /// Looks up a supported op type.

@@ -1,4 +1,4 @@
-//! ReduceMean, ReduceMax and ReduceSum.
+//! The Reduce ops: Sum, Mean, Max, Min, Prod, L1, L2, SumSquare, LogSum and LogSumExp.
 
 use crate::attrs::{AttrList, AttrValue, Attrs};
 use crate::error::OpError;
@@ -12,6 +12,46 @@ pub enum ReduceKind {
     Mean,
     Max,
     Sum,
+    Min,
+    Prod,
+    L1,
+    L2,
+    SumSquare,
+    LogSum,
+    /// `ln(sum(exp(x - m))) + m`, `m` the largest element (or 0 when that is infinite), so that
+    /// large inputs do not overflow.
+    LogSumExp,
+}
+
+impl ReduceKind {
+    pub const ALL: [ReduceKind; 10] = [
+        ReduceKind::Sum,
+        ReduceKind::Mean,
+        ReduceKind::Max,
+        ReduceKind::Min,
+        ReduceKind::Prod,
+        ReduceKind::L1,
+        ReduceKind::L2,
+        ReduceKind::SumSquare,
+        ReduceKind::LogSum,
+        ReduceKind::LogSumExp,
+    ];
+
+    /// Whether reducing a group of axes in parts (the last run of adjacent axes first, then the
+    /// next) gives the same result as one pass over them all.
+    pub fn splits(self) -> bool {
+        matches!(self, ReduceKind::Sum | ReduceKind::Mean | ReduceKind::Prod)
+    }
+
+    /// The value the accumulator starts from (Max and Min start from the first element).
+    pub fn init(self) -> f64 {
+        match self {
+            ReduceKind::Max => f64::NEG_INFINITY,
+            ReduceKind::Min => f64::INFINITY,
+            ReduceKind::Prod => 1.0,
+            _ => 0.0,
+        }
+    }
 }
 
 /// Reduces over the axes in input 1 (all axes when absent or empty, unless
@@ -69,6 +109,13 @@ impl OpDef for Reduce {
             ReduceKind::Mean => "ReduceMean",
             ReduceKind::Max => "ReduceMax",
             ReduceKind::Sum => "ReduceSum",
+            ReduceKind::Min => "ReduceMin",
+            ReduceKind::Prod => "ReduceProd",
+            ReduceKind::L1 => "ReduceL1",
+            ReduceKind::L2 => "ReduceL2",
+            ReduceKind::SumSquare => "ReduceSumSquare",
+            ReduceKind::LogSum => "ReduceLogSum",
+            ReduceKind::LogSumExp => "ReduceLogSumExp",
         }
     }
 
@@ -93,16 +140,27 @@ impl OpDef for Reduce {
         let kstrides = strides_of(&kept);
         let n_out: usize = kept.iter().product();
         let count: usize = xs.iter().zip(&mask).filter(|(_, r)| **r).map(|(d, _)| *d).product();
-        let init = match self.kind {
-            ReduceKind::Max => f64::NEG_INFINITY,
-            _ => 0.0,
-        };
-        let mut acc = vec![init; n_out];
-        let mut seen = vec![false; n_out];
         let xv = x.to_f64s()?;
+        let out_of = |idx: &[usize]| -> usize {
+            idx.iter().zip(&mask).zip(&kstrides).map(|((&v, &r), &s)| if r { 0 } else { v * s }).sum()
+        };
+        // LogSumExp's shift: the largest element of each group.
+        let mut shift = vec![0f64; n_out];
+        if self.kind == ReduceKind::LogSumExp {
+            let mut m = vec![f64::NEG_INFINITY; n_out];
+            let mut i = 0;
+            crate::ops::for_each_index(xs, |idx| {
+                let o = out_of(idx);
+                m[o] = m[o].max(xv[i]);
+                i += 1;
+            });
+            shift = m.into_iter().map(|v| if v.is_finite() { v } else { 0.0 }).collect();
+        }
+        let mut acc = vec![self.kind.init(); n_out];
+        let mut seen = vec![false; n_out];
         let mut i = 0;
         crate::ops::for_each_index(xs, |idx| {
-            let o: usize = idx.iter().zip(&mask).zip(&kstrides).map(|((&v, &r), &s)| if r { 0 } else { v * s }).sum();
+            let o = out_of(idx);
             let v = xv[i];
             i += 1;
             match self.kind {
@@ -114,11 +172,27 @@ impl OpDef for Reduce {
                         seen[o] = true;
                     }
                 }
-                _ => acc[o] += v,
+                ReduceKind::Min => {
+                    if !seen[o] || v < acc[o] {
+                        acc[o] = v;
+                        seen[o] = true;
+                    }
+                }
+                ReduceKind::Prod => acc[o] *= v,
+                ReduceKind::L1 => acc[o] += v.abs(),
+                ReduceKind::L2 | ReduceKind::SumSquare => acc[o] += v * v,
+                ReduceKind::LogSumExp => acc[o] += (v - shift[o]).exp(),
+                ReduceKind::Sum | ReduceKind::Mean | ReduceKind::LogSum => acc[o] += v,
             }
         });
-        if self.kind == ReduceKind::Mean {
-            acc.iter_mut().for_each(|a| *a /= count as f64);
+        for (a, s) in acc.iter_mut().zip(&shift) {
+            *a = match self.kind {
+                ReduceKind::Mean => *a / count as f64,
+                ReduceKind::L2 => a.sqrt(),
+                ReduceKind::LogSum => a.ln(),
+                ReduceKind::LogSumExp => a.ln() + s,
+                _ => *a,
+            };
         }
         let shape: Vec<usize> =
             self.out_shape(&crate::shape::known_shape(xs), &mask).iter().filter_map(Dim::known).collect();

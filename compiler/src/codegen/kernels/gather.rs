@@ -1,8 +1,8 @@
-//! Gather with indices known only at run time.
+//! Gather, GatherND and ScatterND with indices known only at run time.
 
-use cranelift_codegen::ir::InstBuilder;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I8, I16, I32, I64};
+use cranelift_codegen::ir::{InstBuilder, Value};
 
 use crate::codegen::KernelSpec;
 use crate::codegen::builder::{Kb, ro, rw};
@@ -70,22 +70,135 @@ impl KernelSpec for GatherSpec {
                 let b = kb.muli(t, row);
                 kb.add(out, b)
             };
-            // The row's bytes: 16 at a time in a loop, then the rest in decreasing sizes.
-            let vend = row / 16 * 16;
-            if vend > 0 {
-                kb.for_const(0, vend, 16, |kb, off| {
-                    let s = kb.add(src, off);
-                    let d = kb.add(dst, off);
-                    let v = kb.load_v(s, 0, ro());
-                    kb.store_v(v, d, 0);
+            copy_bytes(kb, src, dst, row);
+        });
+    }
+}
+
+/// Copies `row` bytes from `src` to `dst`: 16 at a time in a loop, then the rest in decreasing
+/// sizes.
+fn copy_bytes(kb: &mut Kb, src: Value, dst: Value, row: i64) {
+    let vend = row / 16 * 16;
+    if vend > 0 {
+        kb.for_const(0, vend, 16, |kb, off| {
+            let s = kb.add(src, off);
+            let d = kb.add(dst, off);
+            let v = kb.load_v(s, 0, ro());
+            kb.store_v(v, d, 0);
+        });
+    }
+    let mut at = vend;
+    for (size, ty) in [(8, I64), (4, I32), (2, I16), (1, I8)] {
+        while row - at >= size {
+            let v = kb.b.ins().load(ty, ro(), src, at as i32);
+            kb.b.ins().store(rw(), v, dst, at as i32);
+            at += size;
+        }
+    }
+}
+
+/// How a ScatterND update meets the element it lands on (f32 only for the reductions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScatterMode {
+    Replace,
+    Add,
+    Mul,
+    Max,
+    Min,
+}
+
+/// GatherND / ScatterND with index tuples read at run time: tuple t holds `dims.len()` i64
+/// coordinates into the leading dims of the data (negative ones count from the end) and names a
+/// slice of `inner` elements of `elem` bytes. Gather: `out[t] = data[slice]`, one tile per
+/// tuple. Scatter (`scatter` set): `out[slice] = updates[t]` (or combined with the reduction),
+/// with OUT already holding a copy of the data; one tile for all tuples, so that they apply in
+/// order (a repeated index keeps the last update, as in the reference). An out-of-range
+/// coordinate sets the status word and is clamped. Operands: DATA (gather) or UPDATES (scatter),
+/// INDICES, OUT, STATUS.
+#[derive(Clone, Debug)]
+pub struct IndexNdSpec {
+    pub dims: Vec<usize>,
+    pub inner: usize,
+    pub tuples: usize,
+    pub elem: usize,
+    pub scatter: Option<ScatterMode>,
+}
+
+impl IndexNdSpec {
+    pub fn tiles(&self) -> usize {
+        if self.scatter.is_some() { 1 } else { self.tuples }
+    }
+}
+
+impl KernelSpec for IndexNdSpec {
+    fn name(&self) -> String {
+        let what = match self.scatter {
+            None => "gathernd".to_string(),
+            Some(m) => format!("scatternd {m:?}").to_lowercase(),
+        };
+        format!("{what} {}x{}", self.tuples, self.inner)
+    }
+
+    fn emit(&self, kb: &mut Kb) {
+        let [src, idx, out, status] = [kb.operand(0), kb.operand(1), kb.operand(2), kb.operand(3)];
+        let k = self.dims.len() as i64;
+        let row = (self.inner * self.elem) as i64;
+        let (begin, end) =
+            if self.scatter.is_some() { (kb.iconst(0), kb.iconst(self.tuples as i64)) } else { (kb.begin, kb.end) };
+        kb.for_range(begin, end, 1, |kb, t| {
+            // The slice's element offset: the coordinates in row-major order over `dims`.
+            let mut flat = kb.iconst(0);
+            for (d, &n) in self.dims.iter().enumerate() {
+                let at = {
+                    let a = kb.muli(t, k);
+                    kb.addi(a, d as i64)
+                };
+                let ip = kb.elem(idx, at, 8);
+                let raw = kb.b.ins().load(I64, ro(), ip, 0);
+                let nv = kb.iconst(n as i64);
+                let zero = kb.iconst(0);
+                let shifted = kb.b.ins().iadd(raw, nv);
+                let neg = kb.b.ins().icmp(IntCC::SignedLessThan, raw, zero);
+                let j = kb.b.ins().select(neg, shifted, raw);
+                let bad = {
+                    let lo = kb.b.ins().icmp(IntCC::SignedLessThan, j, zero);
+                    let hi = kb.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, j, nv);
+                    kb.b.ins().bor(lo, hi)
+                };
+                kb.if_then(bad, |kb| {
+                    let one = kb.iconst(1);
+                    kb.b.ins().store(rw(), one, status, 0);
                 });
+                let j = {
+                    let a = kb.b.ins().smax(j, zero);
+                    kb.mini(a, n as i64 - 1)
+                };
+                let scaled = kb.muli(flat, n as i64);
+                flat = kb.add(scaled, j);
             }
-            let mut at = vend;
-            for (size, ty) in [(8, I64), (4, I32), (2, I16), (1, I8)] {
-                while row - at >= size {
-                    let v = kb.b.ins().load(ty, ro(), src, at as i32);
-                    kb.b.ins().store(rw(), v, dst, at as i32);
-                    at += size;
+            let slice = {
+                let b = kb.muli(flat, row);
+                kb.add(if self.scatter.is_some() { out } else { src }, b)
+            };
+            let own = {
+                let b = kb.muli(t, row);
+                kb.add(if self.scatter.is_some() { src } else { out }, b)
+            };
+            match self.scatter {
+                None => copy_bytes(kb, slice, own, row),
+                Some(ScatterMode::Replace) => copy_bytes(kb, own, slice, row),
+                Some(mode) => {
+                    kb.for_const(0, self.inner as i64, 1, |kb, i| {
+                        let (pu, po) = (kb.elem(own, i, 4), kb.elem(slice, i, 4));
+                        let (u, o) = (kb.load_f32(pu, 0, ro()), kb.load_f32(po, 0, rw()));
+                        let r = match mode {
+                            ScatterMode::Add => kb.b.ins().fadd(o, u),
+                            ScatterMode::Mul => kb.b.ins().fmul(o, u),
+                            ScatterMode::Max => kb.b.ins().fmax(o, u),
+                            _ => kb.b.ins().fmin(o, u),
+                        };
+                        kb.store_f32(r, po, 0);
+                    });
                 }
             }
         });

@@ -6,6 +6,7 @@ pub mod copy;
 pub mod elementwise;
 pub mod gather;
 pub mod gemm;
+pub mod logic;
 pub mod math;
 pub mod nd;
 pub mod norm;

@@ -1,7 +1,8 @@
-//! Softmax / LogSoftmax and reductions (sum, mean, max) over strided groups of elements.
+//! Softmax / LogSoftmax and the Reduce ops over strided groups of elements.
 
-use cranelift_codegen::ir::InstBuilder;
 use cranelift_codegen::ir::types::F64;
+use cranelift_codegen::ir::{InstBuilder, Value};
+use incept_ir::ops::ReduceKind;
 use incept_runtime::helpers::index as h;
 
 use crate::codegen::KernelSpec;
@@ -77,26 +78,38 @@ impl KernelSpec for SoftmaxSpec {
     }
 }
 
-/// Sum, mean or max over `len` elements `stride` apart for each output element: output o reads
-/// `in[(o / inner) * len * inner + o % inner + i * inner]` (the reduced axes collapsed into one).
-/// Operands: X, Y. One tile per output element.
+/// A reduction over `len` elements `stride` apart for each output element: output o reads
+/// `in[(o / inner) * len * inner + o % inner + i * inner]` (the reduced axes collapsed into one),
+/// with the reference's rules (Max/Min: the first element, then any strictly greater/smaller one;
+/// LogSumExp shifted by the group's largest finite maximum), in f32 or f64. Operands: X, Y, and
+/// the helper table for LogSum and LogSumExp. One tile per output element.
 #[derive(Clone, Debug)]
 pub struct ReduceSpec {
     pub outputs: usize,
     pub len: usize,
     pub inner: usize,
-    /// 0 sum, 1 mean, 2 max.
-    pub kind: u8,
+    pub kind: ReduceKind,
+    pub f64: bool,
+}
+
+impl ReduceSpec {
+    pub fn needs_helpers(&self) -> bool {
+        matches!(self.kind, ReduceKind::LogSum | ReduceKind::LogSumExp)
+    }
 }
 
 impl KernelSpec for ReduceSpec {
     fn name(&self) -> String {
-        format!("reduce{} {}", ["sum", "mean", "max"][self.kind as usize % 3], self.len)
+        format!("reduce {:?} {}", self.kind, self.len).to_lowercase()
     }
 
     fn emit(&self, kb: &mut Kb) {
         let [x, y] = [kb.operand(0), kb.operand(1)];
+        let helpers = self.needs_helpers().then(|| kb.operand(2));
         let (len, inner) = (self.len as i64, self.inner as i64);
+        let kind = self.kind;
+        let (ty, size, exp, ln) = if self.f64 { (F64, 8, h::EXP64, h::LOG64) } else { (F32, 4, h::EXP, h::LOG) };
+        let fconst = |kb: &mut Kb, v: f64| if self.f64 { kb.b.ins().f64const(v) } else { kb.fconst(v as f32) };
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, o| {
             let (q, r) = kb.divmod(o, inner);
@@ -104,38 +117,85 @@ impl KernelSpec for ReduceSpec {
                 let a = kb.muli(q, len * inner);
                 kb.add(a, r)
             };
-            // Max starts from the first element and takes any strictly greater one (MaxPool's
-            // rule: a NaN wins only in first position).
-            let (init, from) = if self.kind == 2 && len > 0 {
-                let p = kb.elem(x, base, 4);
-                (kb.load_f32(p, 0, ro()), 1)
-            } else {
-                (kb.fconst(if self.kind == 2 { f32::NEG_INFINITY } else { 0.0 }), 0)
-            };
-            let acc = kb.var(F32, init);
-            kb.for_const(from, len, 1, |kb, i| {
+            let load = |kb: &mut Kb, i: Value| {
                 let off = {
                     let a = kb.muli(i, inner);
                     kb.add(base, a)
                 };
-                let p = kb.elem(x, off, 4);
-                let v = kb.load_f32(p, 0, ro());
+                let p = kb.elem(x, off, size);
+                kb.b.ins().load(ty, ro(), p, 0)
+            };
+            let first = matches!(kind, ReduceKind::Max | ReduceKind::Min) && len > 0;
+            let shift = if kind == ReduceKind::LogSumExp {
+                // A NaN element makes the result NaN whatever the shift (as in the reference).
+                let ninf = fconst(kb, f64::NEG_INFINITY);
+                let m = kb.var(ty, ninf);
+                kb.for_const(0, len, 1, |kb, i| {
+                    let v = load(kb, i);
+                    let a = kb.b.use_var(m);
+                    let n = kb.b.ins().fmax(a, v);
+                    kb.b.def_var(m, n);
+                });
+                let m = kb.b.use_var(m);
+                // An infinite maximum shifts by 0 (as the reference): inf - inf would be NaN.
+                let inf = fconst(kb, f64::INFINITY);
+                let abs = kb.b.ins().fabs(m);
+                let finite = kb.flt(abs, inf);
+                let zero = fconst(kb, 0.0);
+                Some(kb.b.ins().select(finite, m, zero))
+            } else {
+                None
+            };
+            let init = if first {
+                let i0 = kb.iconst(0);
+                load(kb, i0)
+            } else {
+                fconst(kb, kind.init())
+            };
+            let acc = kb.var(ty, init);
+            kb.for_const(first as i64, len, 1, |kb, i| {
+                let v = load(kb, i);
                 let a = kb.b.use_var(acc);
-                let n = if self.kind == 2 {
-                    let gt = kb.flt(a, v);
-                    kb.b.ins().select(gt, v, a)
-                } else {
-                    kb.b.ins().fadd(a, v)
+                let n = match kind {
+                    ReduceKind::Max => {
+                        let gt = kb.flt(a, v);
+                        kb.b.ins().select(gt, v, a)
+                    }
+                    ReduceKind::Min => {
+                        let lt = kb.flt(v, a);
+                        kb.b.ins().select(lt, v, a)
+                    }
+                    ReduceKind::Prod => kb.b.ins().fmul(a, v),
+                    ReduceKind::L1 => {
+                        let av = kb.b.ins().fabs(v);
+                        kb.b.ins().fadd(a, av)
+                    }
+                    ReduceKind::L2 | ReduceKind::SumSquare => kb.fma(v, v, a),
+                    ReduceKind::LogSumExp => {
+                        let z = kb.b.ins().fsub(v, shift.expect("LogSumExp has a shift"));
+                        let e = kb.call_helper(helpers.expect("helper table"), exp, &[z]);
+                        kb.b.ins().fadd(a, e)
+                    }
+                    ReduceKind::Sum | ReduceKind::Mean | ReduceKind::LogSum => kb.b.ins().fadd(a, v),
                 };
                 kb.b.def_var(acc, n);
             });
             let mut r = kb.b.use_var(acc);
-            if self.kind == 1 {
-                let d = kb.fconst(self.len as f32);
-                r = kb.b.ins().fdiv(r, d);
+            match kind {
+                ReduceKind::Mean => {
+                    let d = fconst(kb, self.len as f64);
+                    r = kb.b.ins().fdiv(r, d);
+                }
+                ReduceKind::L2 => r = kb.b.ins().sqrt(r),
+                ReduceKind::LogSum => r = kb.call_helper(helpers.expect("helper table"), ln, &[r]),
+                ReduceKind::LogSumExp => {
+                    let l = kb.call_helper(helpers.expect("helper table"), ln, &[r]);
+                    r = kb.b.ins().fadd(l, shift.expect("LogSumExp has a shift"));
+                }
+                _ => {}
             }
-            let p = kb.elem(y, o, 4);
-            kb.store_f32(r, p, 0);
+            let p = kb.elem(y, o, size);
+            kb.b.ins().store(rw(), r, p, 0);
         });
     }
 }
