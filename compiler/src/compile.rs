@@ -245,6 +245,11 @@ pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, C
     let t = Instant::now();
     let pm = PassManager::new(&options.pipeline, &options.disabled_passes, options.passes.clone())?;
     pm.run(&mut g)?;
+    // The backend has no kernel for some composite ops: they are rewritten whatever the pipeline.
+    if g.node_ids().any(|id| matches!(g.node(id).op, incept_ir::Op::Einsum(_))) {
+        let names = vec!["decompose-einsum".to_string(), "dead-code".to_string()];
+        PassManager::new(&Pipeline::Explicit(names), &[], options.passes.clone())?.run(&mut g)?;
+    }
     report.stages.push(("passes", t.elapsed()));
     let t = Instant::now();
     let tier = options.cpu.tier();

@@ -806,6 +806,49 @@ fn gelu_table() -> Table {
     )
 }
 
+fn einsum_table() -> Table {
+    let dims = vec![
+        Dim::new(
+            "equation",
+            &[
+                "bij,bjk->bik",
+                "B G H I D, B G H J D -> B G H I J",
+                "B G H I J, B G H J D -> B G H I D",
+                "i,j->ij",
+                "i,i->",
+                "ij,jk",
+                "ijk,jl->lk",
+                "ij->i",
+                "ij->ji",
+                "ijk",
+            ],
+        ),
+        Dim::new("second", &["input", "const"]),
+    ];
+    Table::new(
+        "einsum",
+        dims,
+        |_| true,
+        |r, d| d != "second" || r.get("equation").contains(','),
+        |g, row| {
+            let eq = row.get("equation");
+            let compact: String = eq.chars().filter(|c| !c.is_whitespace()).collect();
+            let lhs = compact.split("->").next()?;
+            let mut size = std::collections::HashMap::new();
+            let mut ins = vec![];
+            for (t, term) in lhs.split(',').enumerate() {
+                let shape: Vec<usize> = term.chars().map(|c| *size.entry(c).or_insert_with(|| g.int(1, 5))).collect();
+                ins.push(Some(if t == 1 && row.get("second") == "const" {
+                    g.weights(&shape)
+                } else {
+                    g.input(&shape)
+                }));
+            }
+            g.op("Einsum", vec![("equation", AttrValue::Str(eq.into()))], ins)
+        },
+    )
+}
+
 #[test]
 fn clip() {
     clip_table().passes();
@@ -862,6 +905,11 @@ fn index_nd() {
 }
 
 #[test]
+fn einsum() {
+    einsum_table().passes();
+}
+
+#[test]
 fn layer_norm() {
     layer_norm_table().passes();
 }
@@ -889,6 +937,7 @@ fn every_row_catches_a_corrupted_output() {
         gelu_table(),
         logic_table(),
         index_nd_table(),
+        einsum_table(),
     ] {
         let (n, _, passed) = table.run(true);
         assert!(

@@ -525,6 +525,13 @@ impl<'g> Lowerer<'g> {
                 let op = LogicOp::Mod { fmod: m.fmod };
                 self.logic(id, op)
             }
+            Op::Einsum(e) => Err(self.unsupported(
+                id,
+                format!(
+                    "the Einsum '{}' (the JIT runs one- and two-input forms without an ellipsis or a repeated label)",
+                    e.equation
+                ),
+            )),
             Op::GatherNd(_) => self.index_nd(id, None),
             Op::ScatterNd(sc) => {
                 use incept_ir::ops::scatter::Reduction;

@@ -5,6 +5,7 @@
 //! groups of passes to a fixed point, runs the verifier after every pass, and records per-pass
 //! statistics. Two stages: `declutter` (portable and exact) and `lower` (target-specific).
 
+pub mod decompose;
 pub mod factorize;
 pub mod fold;
 pub mod fuse;
@@ -76,6 +77,7 @@ pub fn all_passes() -> Vec<Box<dyn Pass>> {
         Box::new(simplify::ConstantFold),
         Box::new(simplify::DeadCode),
         Box::new(simplify::CommonSubexpr),
+        Box::new(decompose::DecomposeEinsum),
         Box::new(fold::FoldBatchNorm),
         Box::new(fold::BatchNormToAffine),
         Box::new(fold::FoldAffineAfter),
@@ -96,6 +98,7 @@ pub fn declutter_names() -> Vec<&'static str> {
         "const-fold",
         "dead-code",
         "cse",
+        "decompose-einsum",
         "fold-batchnorm",
         "batchnorm-to-affine",
         "fold-affine",

@@ -11,6 +11,7 @@ use crate::tensor::Tensor;
 
 pub mod binary;
 pub mod conv;
+pub mod einsum;
 pub mod elementwise;
 pub mod fused;
 pub mod layout;
@@ -27,6 +28,7 @@ pub mod softmax;
 
 pub use binary::{Binary, Variadic};
 pub use conv::{Conv, ConvTranspose};
+pub use einsum::Einsum;
 pub use elementwise::{Cast, Clip, Dropout, Identity, Unary};
 pub use fused::{Activation, Elementwise, Expr, Fused, Step};
 pub use layout::{
@@ -244,6 +246,7 @@ op_enum! {
     Softmax(Softmax),
     Gemm(Gemm),
     MatMul(MatMul),
+    Einsum(Einsum),
     Flatten(Flatten),
     Reshape(Reshape),
     Transpose(Transpose),
@@ -342,6 +345,7 @@ registry! {
     "DepthToSpace", 1, "layout", "DCR and CRD modes" => DepthToSpace::build;
     "Div", 6, "binary", "numpy broadcasting (opset 6: broadcast/axis attributes)" => |a| Binary::build("Div", a);
     "Dropout", 6, "elementwise", "inference: identity, mask of ones" => Dropout::build;
+    "Einsum", 12, "einsum", "any equation (ellipsis, implicit output, diagonals); two-input forms compile to MatMul" => Einsum::build;
     "Elu", 6, "elementwise", "" => |a| Unary::build("Elu", a);
     "Equal", 7, "logic", "numbers and bools; NaN is unequal" => |a| Compare::build("Equal", a);
     "Erf", 9, "elementwise", "" => |a| Unary::build("Erf", a);
