@@ -72,6 +72,11 @@ def randomise(model, rng, calib):
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     lns = [m for m in model.modules() if isinstance(m, nn.LayerNorm) and m.elementwise_affine]
     with torch.no_grad():
+        # Layers initialised to zero (ViT's classifier head) would make the output constant and
+        # every comparison pass trivially: give them PyTorch's default random initialisation.
+        for m in model.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)) and not bool(m.weight.any()):
+                m.reset_parameters()
         for ln in lns:
             shape = tuple(ln.weight.shape)
             ln.weight.copy_(torch.from_numpy(rng.uniform(0.5, 1.5, shape).astype("float32")))
@@ -244,6 +249,10 @@ def check_model(name, a, incept, supported, log):
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     params = sum(p.numel() for p in model.parameters())
+    # An output that does not depend on the input would let any comparison pass.
+    spread = float(ref.max() - ref.min())
+    if spread == 0.0 or not np.isfinite(ref).all():
+        raise SystemExit(f"{name}: degenerate torch output (spread {spread}); fix the initialisation")
     r = {"model": name, "seed": seed, "input": [1, 3, size, size], "params": params,
          "bn_randomised": n_bn, "ln_randomised": n_ln,
          "versions": {m.__name__: m.__version__ for m in (torch, __import__("torchvision"),

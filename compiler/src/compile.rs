@@ -246,8 +246,8 @@ pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, C
     let pm = PassManager::new(&options.pipeline, &options.disabled_passes, options.passes.clone())?;
     pm.run(&mut g)?;
     // The backend has no kernel for some composite ops: they are rewritten whatever the pipeline.
-    if g.node_ids().any(|id| matches!(g.node(id).op, incept_ir::Op::Einsum(_))) {
-        let names = vec!["decompose-einsum".to_string(), "dead-code".to_string()];
+    if g.node_ids().any(|id| matches!(g.node(id).op, incept_ir::Op::Einsum(_) | incept_ir::Op::Attention(_))) {
+        let names = ["decompose-einsum", "decompose-attention", "dead-code"].map(String::from).to_vec();
         PassManager::new(&Pipeline::Explicit(names), &[], options.passes.clone())?.run(&mut g)?;
     }
     report.stages.push(("passes", t.elapsed()));

@@ -849,6 +849,87 @@ fn einsum_table() -> Table {
     )
 }
 
+fn attention_table() -> Table {
+    let dims = vec![
+        Dim::new("rank", &["3", "4"]),
+        Dim::new("mask", &["none", "bool", "float", "short_bool", "short_float", "const_bool", "masked_row"]),
+        Dim::new("causal", &["0", "1"]),
+        Dim::new("past", &["no", "yes"]),
+        Dim::new("group", &["1", "2"]),
+        Dim::new("softcap", &["0", "2"]),
+        Dim::new("outputs", &["y", "all"]),
+        Dim::new("mode", &["0", "1", "2", "3"]),
+    ];
+    Table::new(
+        "attention",
+        dims,
+        // The short masks need keys beyond the mask: a cache or a longer key sequence.
+        |_| true,
+        |r, d| d != "mode" || r.get("outputs") == "all",
+        |g, row| {
+            use incept_ir::DType;
+            let three = row.get("rank") == "3";
+            let group: usize = row.get("group").parse().ok()?;
+            let (b, hk, ql, nl, d, dv) = (g.int(1, 2), g.int(1, 2), g.int(1, 4), g.int(2, 5), g.int(1, 4), g.int(1, 4));
+            let hq = hk * group;
+            let pl = if row.get("past") == "yes" { g.int(1, 3) } else { 0 };
+            let kl = pl + nl;
+            let (q, k, v) = if three {
+                (g.input(&[b, ql, hq * d]), g.input(&[b, nl, hk * d]), g.input(&[b, nl, hk * dv]))
+            } else {
+                (g.input(&[b, hq, ql, d]), g.input(&[b, hk, nl, d]), g.input(&[b, hk, nl, dv]))
+            };
+            let w = if row.get("mask").starts_with("short") { kl - 1 } else { kl };
+            let bools = |g: &mut Gen, dims: &[usize]| -> Option<ValueId> {
+                // Mostly true, so that few rows are fully masked.
+                let x = g.input(dims);
+                let t = g.konst(Tensor::scalar(-0.6f32));
+                g.op("Greater", vec![], vec![Some(x), Some(t)])
+            };
+            let mask = match row.get("mask") {
+                "none" => None,
+                "bool" | "short_bool" => Some(bools(g, &[ql, w])?),
+                "float" | "short_float" => Some(g.input(&[b, 1, ql, w])),
+                "const_bool" => {
+                    let vals: Vec<bool> = (0..ql * w).map(|i| i % 3 != 1).collect();
+                    Some(g.konst(Tensor::from_bools(vec![ql, w], vals)))
+                }
+                // Row 0 masked everywhere: its output must be 0, not NaN.
+                _ => {
+                    let vals: Vec<bool> = (0..ql * w).map(|i| i >= w).collect();
+                    Some(g.konst(Tensor::from_bools(vec![ql, w], vals)))
+                }
+            };
+            let mut ins = vec![Some(q), Some(k), Some(v), mask];
+            if pl > 0 {
+                ins.push(Some(g.input(&[b, hk, pl, d])));
+                ins.push(Some(g.input(&[b, hk, pl, dv])));
+            }
+            while ins.last() == Some(&None) {
+                ins.pop();
+            }
+            let mut attrs = vec![("is_causal", AttrValue::Int(row.get("causal").parse().ok()?))];
+            if three {
+                attrs.push(("q_num_heads", AttrValue::Int(hq as i64)));
+                attrs.push(("kv_num_heads", AttrValue::Int(hk as i64)));
+            }
+            if row.get("softcap") == "2" {
+                attrs.push(("softcap", AttrValue::Float(2.0)));
+            }
+            let outs = if row.get("outputs") == "all" {
+                attrs.push(("qk_matmul_output_mode", AttrValue::Int(row.get("mode").parse().ok()?)));
+                let o = g.op_n("Attention", attrs, ins, 4)?;
+                g.extra.extend(o[1..].iter().copied());
+                o
+            } else {
+                g.op_n("Attention", attrs, ins, 1)?
+            };
+            let _ = DType::F32;
+            Some(outs[0])
+        },
+    )
+}
+
 #[test]
 fn clip() {
     clip_table().passes();
@@ -910,6 +991,11 @@ fn einsum() {
 }
 
 #[test]
+fn attention() {
+    attention_table().passes();
+}
+
+#[test]
 fn layer_norm() {
     layer_norm_table().passes();
 }
@@ -938,6 +1024,7 @@ fn every_row_catches_a_corrupted_output() {
         logic_table(),
         index_nd_table(),
         einsum_table(),
+        attention_table(),
     ] {
         let (n, _, passed) = table.run(true);
         assert!(

@@ -9,6 +9,7 @@ use crate::invalid;
 use crate::shape::{Dim, TensorType};
 use crate::tensor::Tensor;
 
+pub mod attention;
 pub mod binary;
 pub mod conv;
 pub mod einsum;
@@ -26,6 +27,7 @@ pub mod scatter;
 pub mod shape_ops;
 pub mod softmax;
 
+pub use attention::Attention;
 pub use binary::{Binary, Variadic};
 pub use conv::{Conv, ConvTranspose};
 pub use einsum::Einsum;
@@ -247,6 +249,7 @@ op_enum! {
     Gemm(Gemm),
     MatMul(MatMul),
     Einsum(Einsum),
+    Attention(Attention),
     Flatten(Flatten),
     Reshape(Reshape),
     Transpose(Transpose),
@@ -333,6 +336,7 @@ registry! {
     "Abs", 6, "elementwise", "" => |a| Unary::build("Abs", a);
     "Add", 6, "binary", "numpy broadcasting (opset 6: broadcast/axis attributes)" => |a| Binary::build("Add", a);
     "And", 7, "logic", "bool" => |a| Logical::build("And", a);
+    "Attention", 23, "attention", "masks (bool, float, shorter than the keys), causal, key/value cache, grouped-query heads, softcap, qk output modes" => Attention::build;
     "AveragePool", 1, "pool", "ceil_mode, count_include_pad, asymmetric pads, dilations" => |a| Pool::build(PoolKind::Avg, a);
     "BatchNormalization", 6, "norm", "inference mode only; old spatial = 0 form" => BatchNorm::build;
     "Cast", 6, "elementwise", "between f32, f64, int and bool types" => Cast::build;
