@@ -2,7 +2,9 @@
 //! activations, binary ops and fused expressions. Transcendental functions call the runtime's
 //! helpers (lane by lane for vectors).
 
-use cranelift_codegen::ir::{InstBuilder, Value};
+use crate::codegen::builder::F32X4;
+use cranelift_codegen::ir::types::I32X4;
+use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Value};
 use incept_ir::ops::{Activation, Binary, Expr, Unary};
 use incept_runtime::helpers::index as h;
 
@@ -77,7 +79,106 @@ fn konst(kb: &mut Kb, like: Value, v: f32) -> Value {
 
 fn helper1(kb: &mut Kb, helpers: Option<Value>, index: usize, x: Value) -> Value {
     let table = helpers.expect("kernel has the helper table");
-    if kb.is_vec(x) { kb.per_lane(x, |kb, s| kb.call_unary(table, index, s)) } else { kb.call_unary(table, index, x) }
+    if kb.is_vec(x) {
+        // exp, erf and tanh have straight-line vector forms; the rest go lane by lane.
+        match index {
+            h::EXP => return vexp(kb, x),
+            h::ERF => return verf(kb, x),
+            h::TANH => return vtanh(kb, x),
+            _ => {}
+        }
+        kb.per_lane(x, |kb, s| kb.call_unary(table, index, s))
+    } else {
+        kb.call_unary(table, index, x)
+    }
+}
+
+fn as_ints(kb: &mut Kb, v: Value) -> Value {
+    kb.b.ins().bitcast(I32X4, MemFlagsData::new().with_endianness(Endianness::Little), v)
+}
+
+fn as_floats(kb: &mut Kb, v: Value) -> Value {
+    kb.b.ins().bitcast(F32X4, MemFlagsData::new().with_endianness(Endianness::Little), v)
+}
+
+/// `e^x` on four lanes: `x = n ln 2 + r` with `n` rounded to nearest (by adding 1.5 * 2^23,
+/// which leaves `n` in the low mantissa bits), `r` in [-ln2 / 2, ln2 / 2] in two steps (Cody and
+/// Waite), `e^r` by its Taylor series to degree 7 (truncation below 1e-8 relative), and `2^n` built
+/// in the exponent field as `2 * 2^(n-1)` so that n = 128 does not overflow it. Inputs above
+/// ln(f32::MAX) give +inf; inputs below -86 give e^-86 (4e-38) instead of a denormal; NaN stays NaN.
+pub fn vexp(kb: &mut Kb, x: Value) -> Value {
+    const HI: f32 = 88.72283;
+    let lo = kb.vconst(-86.0);
+    let hi = kb.vconst(HI);
+    let xc = kb.b.ins().fmax(x, lo);
+    let xc = kb.b.ins().fmin(xc, hi);
+    let magic = kb.vconst(12_582_912.0);
+    let log2e = kb.vconst(std::f32::consts::LOG2_E);
+    let t = kb.fma(xc, log2e, magic);
+    let nf = kb.b.ins().fsub(t, magic);
+    let ln2_hi = kb.vconst(-0.693_359_4);
+    let ln2_lo = kb.vconst(2.121_944_4e-4);
+    let r = kb.fma(nf, ln2_hi, xc);
+    let r = kb.fma(nf, ln2_lo, r);
+    let mut p = kb.vconst(1.0 / 5040.0);
+    for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        let c = kb.vconst(c);
+        p = kb.fma(p, r, c);
+    }
+    // 2^(n-1) from the exponent field: (n - 1 + 127) << 23, n taken from t's low bits.
+    let ti = as_ints(kb, t);
+    let mi = {
+        let m = kb.vconst(12_582_912.0 - 126.0);
+        as_ints(kb, m)
+    };
+    let e = kb.b.ins().isub(ti, mi);
+    let e = kb.b.ins().ishl_imm_u(e, 23);
+    let scale = as_floats(kb, e);
+    let two = kb.vconst(2.0);
+    let y = kb.b.ins().fmul(p, scale);
+    let y = kb.b.ins().fmul(y, two);
+    let inf = kb.vconst(f32::INFINITY);
+    select_lt(kb, hi, x, inf, y)
+}
+
+/// erf on four lanes by Abramowitz and Stegun 7.1.26: `1 - (a1 t + ... + a5 t^5) e^(-x^2)` with
+/// `t = 1 / (1 + p |x|)`, absolute error below 1.5e-7, and erf's odd symmetry.
+pub fn verf(kb: &mut Kb, x: Value) -> Value {
+    let a = kb.b.ins().fabs(x);
+    let one = kb.vconst(1.0);
+    let pc = kb.vconst(0.327_591_1);
+    let d = kb.fma(pc, a, one);
+    let t = kb.b.ins().fdiv(one, d);
+    let mut poly = kb.vconst(1.061_405_4);
+    for c in [-1.453_152_1, 1.421_413_8, -0.284_496_74, 0.254_829_6] {
+        let c = kb.vconst(c);
+        poly = kb.fma(poly, t, c);
+    }
+    let poly = kb.b.ins().fmul(poly, t);
+    let a2 = kb.b.ins().fmul(a, a);
+    let na2 = kb.b.ins().fneg(a2);
+    let e = vexp(kb, na2);
+    let pe = kb.b.ins().fmul(poly, e);
+    let y = kb.b.ins().fsub(one, pe);
+    let zero = kb.vconst(0.0);
+    let ny = kb.b.ins().fneg(y);
+    select_lt(kb, x, zero, ny, y)
+}
+
+/// tanh on four lanes: `1 - 2 / (e^(2|x|) + 1)` with tanh's odd symmetry (absolute error about
+/// 1e-7; e^(2|x|) saturating gives exactly 1).
+pub fn vtanh(kb: &mut Kb, x: Value) -> Value {
+    let a = kb.b.ins().fabs(x);
+    let a2 = kb.b.ins().fadd(a, a);
+    let e = vexp(kb, a2);
+    let one = kb.vconst(1.0);
+    let two = kb.vconst(2.0);
+    let d = kb.b.ins().fadd(e, one);
+    let q = kb.b.ins().fdiv(two, d);
+    let y = kb.b.ins().fsub(one, q);
+    let zero = kb.vconst(0.0);
+    let ny = kb.b.ins().fneg(y);
+    select_lt(kb, x, zero, ny, y)
 }
 
 /// `x < y ? a : b`, for scalars or lane by lane for vectors. The reference's activations are
