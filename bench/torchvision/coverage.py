@@ -18,7 +18,8 @@ Checks, each written to RESULTS/NAME.json (the script skips a model whose result
   ort        ONNX Runtime (1 thread) on each export vs torch's own output
   reference  `incept run --reference` (the interpreter) on NAME.onnx vs ONNX Runtime
   jit        `incept run` (compiled) on each export vs ONNX Runtime (the dynamic one with --dim N=1)
-  latency    `incept bench --threads 1` median vs ONNX Runtime's median at 1 thread, same run
+  latency    with --latency only (a separate run, machine otherwise idle): `incept bench
+             --threads 1` median vs ONNX Runtime's median at 1 thread, min over 3 alternating rounds
 
 An output "matches" when max|incept - ort| <= 1e-4 * max|ort| (relative to the output's scale;
 per-element relative error is meaningless for logits near 0). The worst element-wise relative
@@ -227,6 +228,49 @@ def time_ort(sess, x, budget_s):
     return statistics.median(samples), len(samples)
 
 
+def measure_latency(name, a, incept, log):
+    """Re-exports the opset-17 model and times incept and ONNX Runtime at one thread, back to
+    back, alternating rounds (run this with the machine otherwise idle)."""
+    import numpy as np
+    import torch
+    from torchvision import models
+
+    seed = model_seed(a.seed, name)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = models.get_model(name, weights=None)
+    size = input_size(name)
+    randomise(model, rng, torch.from_numpy(rng.standard_normal((2, 3, size, size)).astype("float32")))
+    x = np.random.default_rng(seed + 1).standard_normal((1, 3, size, size)).astype("float32")
+    a.work.mkdir(parents=True, exist_ok=True)
+    path = a.work / f"{name}.onnx"
+    with torch.no_grad(), warnings.catch_warnings(), mha_fastpath_off():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.from_numpy(x),), str(path), input_names=["input"],
+                          output_names=["output"], dynamo=False, opset_version=17, do_constant_folding=True)
+    del model
+    x_path = a.work / f"{name}.input.npy"
+    np.save(x_path, x)
+    sess = ort_session(path)
+    inc, orts = [], []
+    for _ in range(3):
+        p, info = run_incept([incept, "bench", str(path), "--threads", "1", "--json", "--iters", str(a.iters),
+                              "--warmup", "2", "-i", str(x_path)], a.timeout)
+        if p is None:
+            return {"error": info}
+        inc.append(json.loads(p.stdout)["median_ms"])
+        orts.append(time_ort(sess, x, a.bench_s)[0])
+    for f in a.work.glob(f"{name}.*"):
+        f.unlink()
+    r = {"incept_ms": min(inc), "ort_ms": min(orts), "rounds": 3,
+         "note": "min over 3 alternating rounds of each side's median, 1 thread"}
+    r["ratio"] = round(r["incept_ms"] / r["ort_ms"], 3)
+    log(f"{name}: latency {r}")
+    return r
+
+
 def check_model(name, a, incept, supported, log):
     import numpy as np
     import torch
@@ -358,9 +402,11 @@ def render(results):
         for k in ("latest", "dynamic"):
             if "export" in v.get(k, {}):
                 notes.append(f"{k}: {v[k]['export']}")
-        bench = s.get("bench", {})
-        lat = (f"{bench['median_ms']:.1f} / {s['ort_ms']:.1f} ms = {s['ratio']:.2f}"
-               if "median_ms" in bench else "-")
+        # Only a --latency run (one model at a time, nothing else running) goes in the table;
+        # the check run's own timings share the machine with exports and interpreters.
+        lat_r = r.get("latency", {})
+        lat = (f"{lat_r['incept_ms']:.1f} / {lat_r['ort_ms']:.1f} ms = {lat_r['ratio']:.2f}"
+               if "ratio" in lat_r else "not yet measured")
         rows.append(
             f"| {r['model']} | {r['params'] / 1e6:.1f} M | {', '.join(missing) or '-'} | {imports} | "
             f"{cell_match(s.get('reference'))} | {cell_match(s.get('jit'))} | "
@@ -384,11 +430,18 @@ def main():
     ap.add_argument("--bench-s", type=float, default=5.0, help="ONNX Runtime timing budget per model")
     ap.add_argument("--table", action="store_true", help="print the Markdown table of --results")
     ap.add_argument("--readme", type=Path, help="with --table: rewrite the table in this README")
+    ap.add_argument("--latency", action="store_true",
+                    help="only time incept and ONNX Runtime (1 thread, alternating rounds) for models "
+                         "that have a result, adding it to the result; run with the machine otherwise idle")
     a = ap.parse_args()
 
     if a.table:
         results = [json.loads(p.read_text()) for p in sorted(a.results.glob("*.json"))]
         table = render(results)
+        done = {r["model"] for r in results}
+        pending = [m for m in all_models() if m not in done]
+        if pending:
+            table += f"\nNot checked yet ({len(pending)} of {len(done) + len(pending)}): {', '.join(pending)}.\n"
         if a.readme:
             text = a.readme.read_text()
             start, end = "<!-- torchvision:start -->\n", "<!-- torchvision:end -->"
@@ -406,6 +459,16 @@ def main():
     a.results.mkdir(parents=True, exist_ok=True)
     for name in names:
         dest = a.results / f"{name}.json"
+        if a.latency:
+            if not dest.exists():
+                print(f"[skip] {name}: no result to add latency to", flush=True)
+                continue
+            r = json.loads(dest.read_text())
+            if "latency" in r and not a.force:
+                continue
+            r["latency"] = measure_latency(name, a, a.incept, lambda s: print(s, flush=True))
+            dest.write_text(json.dumps(r, indent=1, sort_keys=True) + "\n")
+            continue
         if dest.exists() and not a.force:
             print(f"[skip] {name}: {dest} exists", flush=True)
             continue
