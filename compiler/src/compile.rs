@@ -288,9 +288,10 @@ pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, C
     Ok((model, report))
 }
 
-fn runtime_dtype(d: DType) -> Result<incept_runtime::DType, CompileError> {
+/// The runtime's dtype of a graph input or output (`None`: one the runtime has no tensors of).
+fn runtime_dtype(d: DType) -> Option<incept_runtime::DType> {
     use incept_runtime::DType as R;
-    Ok(match d {
+    Some(match d {
         DType::F32 => R::F32,
         DType::F64 => R::F64,
         DType::I32 => R::I32,
@@ -302,7 +303,7 @@ fn runtime_dtype(d: DType) -> Result<incept_runtime::DType, CompileError> {
         DType::U16 => R::U16,
         DType::U32 => R::U32,
         DType::U64 => R::U64,
-        other => return Err(CompileError::Unsupported(format!("{other} graph inputs or outputs"))),
+        _ => return None,
     })
 }
 
@@ -346,9 +347,17 @@ fn assemble(
             check: s.check.clone(),
         })
         .collect();
-    let io = |v: &[lower::Io]| -> Result<Vec<IoSpec>, CompileError> {
+    let io = |v: &[lower::Io], role: &str| -> Result<Vec<IoSpec>, CompileError> {
         v.iter()
-            .map(|i| Ok(IoSpec { name: i.name.clone(), dtype: runtime_dtype(i.dtype)?, shape: i.shape.clone() }))
+            .map(|i| {
+                let dtype = runtime_dtype(i.dtype).ok_or_else(|| {
+                    CompileError::Unsupported(format!(
+                        "graph {role} '{}' is {}: compiled models take and return f32, f64, integer and bool tensors, not {}",
+                        i.name, i.dtype, i.dtype
+                    ))
+                })?;
+                Ok(IoSpec { name: i.name.clone(), dtype, shape: i.shape.clone() })
+            })
             .collect()
     };
     Ok(Plan {
@@ -358,8 +367,8 @@ fn assemble(
         weights: weights.into(),
         arena_size: arena.size + crate::lower::ARENA_OVERREAD,
         status: l.status.map(|b| arena.offsets[b]),
-        inputs: io(&l.inputs)?,
-        outputs: io(&l.outputs)?,
+        inputs: io(&l.inputs, "input")?,
+        outputs: io(&l.outputs, "output")?,
         features: vec![],
     })
 }

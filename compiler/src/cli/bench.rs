@@ -131,7 +131,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         let opts = a.backend.options()?;
         let spinner = crate::cli::progress::Spinner::start(format!("compiling {}", a.model.display()));
         let (m, r) = compile_with_report(a.model.as_path(), &opts)
-            .with_context(|| format!("cannot compile '{}'", a.model.display()))?;
+            .map_err(|e| crate::cli::compile::compile_error(e, &a.model))?;
         drop(spinner);
         (m, Some(r))
     };

@@ -95,6 +95,15 @@ pub fn summary(r: &CompileReport, timings: bool) -> String {
     s
 }
 
+/// A compile error in the words of the command line: "cannot compile 'MODEL'", unless the error
+/// names the file already (it could not be read).
+pub fn compile_error(e: incept_compiler::compile::CompileError, model: &std::path::Path) -> anyhow::Error {
+    match e {
+        incept_compiler::compile::CompileError::Import(incept_ir::Error::Io { .. }) => anyhow::Error::new(e),
+        e => anyhow::Error::new(e).context(format!("cannot compile '{}'", model.display())),
+    }
+}
+
 pub fn run(a: CompileArgs) -> Result<()> {
     let opts = a.backend.options()?;
     // Fail before compiling, not after, when the artifact cannot be written.
@@ -109,7 +118,7 @@ pub fn run(a: CompileArgs) -> Result<()> {
         // No empty artifact left behind.
         let _ = std::fs::remove_file(p);
     }
-    let (model, report) = compiled.with_context(|| format!("cannot compile '{}'", a.model.display()))?;
+    let (model, report) = compiled.map_err(|e| compile_error(e, &a.model))?;
     out(&summary(&report, a.timings))?;
     out(&format!("threads: {}\n", model.threads()))?;
     if let (Some(path), Some(mut file)) = (&a.output, file) {

@@ -104,7 +104,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
         a.cut.refuse_for_artifact(&a.model)?;
         return inspect_artifact(&a.model);
     }
-    let mut g = load_model(&a.model, &a.shapes, &[])?;
+    let mut g = load_model(&a.model, &a.shapes, &[], &[])?;
     a.cut.apply(&mut g)?;
     incept_ir::verify::verify(&g)?;
     let mut pm = a.opt.manager()?;
