@@ -668,3 +668,48 @@ fn errors_blame_the_right_thing() {
     assert!(e.contains("'Foo' is not an ONNX operator: it is a custom operator of domain 'com.acme'"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Each row of the pass table is that pass's own effect on the graph it first ran on (a pass
+/// that never fires shows the imported graph's 38 op nodes, not the last sweep's), and the last
+/// row adds them up to the pipeline's.
+#[test]
+fn pass_table_rows_are_each_pass_own_effect() {
+    let o = incept(&["inspect", &model("mini_resnet"), "--stats"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<String> = stdout(&o)
+        .lines()
+        .filter(|l| l.starts_with("; "))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    for want in [
+        "; remove-identity 0 38 -> 38 ",
+        "; fold-batchnorm 0 38 -> 38 ",
+        "; fold-affine 16 38 -> 22 ",
+        "; fold-pad 0 22 -> 22 ",
+        "; fuse-epilogue 9 22 -> 13 ",
+        "; (all passes) 25 38 -> 13 2.57M -> 2.57M ",
+    ] {
+        assert!(rows.iter().any(|r| r.starts_with(want)), "no row '{want}' in\n{}", rows.join("\n"));
+    }
+    // The imported graph has those 38 op nodes.
+    let o0 = stdout(&incept(&["inspect", &model("mini_resnet"), "-O0"]));
+    let ops =
+        o0.lines().filter(|l| l.trim_start().starts_with('%') && l.contains(" = ") && !l.contains(" = const ")).count();
+    assert_eq!(ops, 38, "{o0}");
+}
+
+/// `--print-after` refuses unknown pass names like `--disable-pass` does, and says so when the
+/// pass it names never changed the graph or is not in the pipeline, instead of printing nothing.
+#[test]
+fn print_after_names_are_checked_and_silence_is_explained() {
+    let m = model("mini_resnet");
+    let e = fails(&["inspect", &m, "--print-after", "fold-batchnrom"]);
+    assert!(e.contains("--print-after: unknown pass 'fold-batchnrom'") && e.contains("fold-batchnorm"), "{e}");
+    let s = stdout(&incept(&["inspect", &m, "--print-after", "fold-batchnorm"]));
+    assert!(s.contains("; --print-after fold-batchnorm: the pass never changed the graph"), "{s}");
+    let s = stdout(&incept(&["inspect", &m, "-O1", "--print-after", "fuse-epilogue"]));
+    assert!(s.contains("; --print-after fuse-epilogue: the pass is not in this pipeline"), "{s}");
+    // A pass that fired prints its IR and no such note.
+    let s = stdout(&incept(&["inspect", &m, "--print-after", "fold-affine"]));
+    assert!(s.contains("; IR after fold-affine\ngraph") && !s.contains("; --print-after"), "{s}");
+}

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use incept_ir::stats::Stats;
 use incept_ir::text;
@@ -23,8 +23,10 @@ enum Format {
 ///
 /// The IR shows every value with its dtype and shape, ops with their attributes in canonical form
 /// (defaults made explicit, auto_pad resolved), and large constants as a short content hash. The
-/// per-pass summary follows as `;` comment lines (pass, times applied, nodes and MACs before and
-/// after, milliseconds). Use -O0 to see the graph as imported.
+/// per-pass summary follows as `;` comment lines: pass, times applied, op nodes and MACs of the
+/// graph the pass first ran on and after its own changes (so each row is that pass's own
+/// effect), milliseconds, and a last row for all passes together, from the imported graph to the
+/// optimised one. Use -O0 to see the graph as imported.
 #[derive(Args)]
 pub struct InspectArgs {
     /// The ONNX model, or an `.incept` artifact (then: its header, inputs and outputs, sizes,
@@ -48,7 +50,9 @@ pub struct InspectArgs {
     cut: CutArgs,
     #[command(flatten)]
     opt: OptArgs,
-    /// Print the IR after this pass (or `all`) whenever it changes the graph (repeatable).
+    /// Print the IR after this pass (or `all`) whenever it changes the graph (repeatable). An
+    /// unknown name is an error; a pass that never changed the graph, or is not in the pipeline,
+    /// is reported as such.
     #[arg(long = "print-after", value_name = "PASS|all")]
     print_after: Vec<String>,
     /// Print what each pass changed, as a unified diff of the IR.
@@ -108,9 +112,28 @@ pub fn run(a: InspectArgs) -> Result<()> {
     a.cut.apply(&mut g)?;
     incept_ir::verify::verify(&g)?;
     let mut pm = a.opt.manager()?;
+    let known: Vec<&str> = incept_compiler::passes::all_passes().iter().map(|p| p.name()).collect();
+    for p in a.print_after.iter().filter(|p| *p != "all") {
+        if !known.contains(&p.as_str()) {
+            bail!("--print-after: unknown pass '{p}' (passes: {}, or all)", known.join(", "));
+        }
+    }
     pm.print_after = a.print_after.clone();
     pm.diff = a.diff;
     let opt = optimize(&mut g, &pm, &a.opt)?;
+    // Printing nothing for a pass that never fired would look like a broken flag.
+    let pipeline = pm.pass_names();
+    for p in a.print_after.iter().filter(|p| *p != "all") {
+        if !pipeline.contains(&p.as_str()) {
+            out(&format!(
+                "; --print-after {p}: the pass is not in this pipeline (see -O, --passes, --disable-pass)\n"
+            ))?;
+        } else if !opt.report.snapshots.iter().any(|s| s.pass == p) {
+            out(&format!(
+                "; --print-after {p}: the pass never changed the graph, so there is no IR to print after it\n"
+            ))?;
+        }
+    }
     for snap in &opt.report.snapshots {
         match &snap.before {
             Some(before) => {
