@@ -9,6 +9,7 @@ pub mod linalg;
 pub mod lower;
 pub mod passes;
 pub mod plan;
+pub mod table;
 
 pub use compile::{
     CompileOptions, CompileReport, Cpu, ValueProbe, artifact_info, compile, compile_graph, compile_with_report,

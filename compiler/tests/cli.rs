@@ -42,9 +42,15 @@ fn temp_dir(test: &str) -> PathBuf {
     dir
 }
 
-/// Writes a one-node ONNX model (opset 17) from input `x` to output `y`, both of element type
-/// `elem` (ONNX code) and shape [1, 4]; returns its path.
-fn one_node_model(dir: &Path, file: &str, op: &str, domain: &str, elem: i32) -> String {
+/// Writes an ONNX model (opset 17, plus `domain` at version 1 if not empty) from input `x` to
+/// output `y`, both of element type `elem` (ONNX code) and shape [1, 4]; returns its path.
+fn write_model(
+    dir: &Path,
+    file: &str,
+    nodes: Vec<incept_ir::onnx::proto::NodeProto>,
+    elem: i32,
+    domain: &str,
+) -> String {
     use incept_ir::onnx::proto::*;
     use prost::Message;
     let value = |name: &str| ValueInfoProto {
@@ -71,14 +77,7 @@ fn one_node_model(dir: &Path, file: &str, op: &str, domain: &str, elem: i32) -> 
         ir_version: 8,
         opset_import,
         graph: Some(GraphProto {
-            node: vec![NodeProto {
-                op_type: op.into(),
-                domain: domain.into(),
-                name: "n".into(),
-                input: vec!["x".into()],
-                output: vec!["y".into()],
-                ..Default::default()
-            }],
+            node: nodes,
             name: "g".into(),
             input: vec![value("x")],
             output: vec![value("y")],
@@ -89,6 +88,22 @@ fn one_node_model(dir: &Path, file: &str, op: &str, domain: &str, elem: i32) -> 
     let path = dir.join(file);
     std::fs::write(&path, m.encode_to_vec()).expect("write model");
     path.display().to_string()
+}
+
+fn node(op: &str, domain: &str, name: &str, input: &str, output: &str) -> incept_ir::onnx::proto::NodeProto {
+    incept_ir::onnx::proto::NodeProto {
+        op_type: op.into(),
+        domain: domain.into(),
+        name: name.into(),
+        input: vec![input.into()],
+        output: vec![output.into()],
+        ..Default::default()
+    }
+}
+
+/// A model of one node `n` of type `op` from `x` to `y`.
+fn one_node_model(dir: &Path, file: &str, op: &str, domain: &str, elem: i32) -> String {
+    write_model(dir, file, vec![node(op, domain, "n", "x", "y")], elem, domain)
 }
 
 #[test]
@@ -712,4 +727,84 @@ fn print_after_names_are_checked_and_silence_is_explained() {
     // A pass that fired prints its IR and no such note.
     let s = stdout(&incept(&["inspect", &m, "--print-after", "fold-affine"]));
     assert!(s.contains("; IR after fold-affine\ngraph") && !s.contains("; --print-after"), "{s}");
+}
+
+/// `bench` reports throughput in images/s (runs/s times the batch, the first input's leading
+/// dimension), and with `--json --profile` the JSON holds the profile instead of dropping it.
+#[test]
+fn bench_reports_images_per_second_and_json_profiles() {
+    let m = model("torch_resnet_mini");
+    let o = incept(&["bench", &m, "--dim", "N=4", "--iters", "3", "--warmup", "1", "--threads", "1"]);
+    let s = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = s.lines().find(|l| l.starts_with("latency ")).unwrap_or_default();
+    let number = |after: &str| -> f64 {
+        line.split(after).nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0.0)
+    };
+    let (images, runs) = (number("throughput "), number("images/s ("));
+    assert!(line.contains(" runs/s of batch 4)") && runs > 0.0, "{s}");
+    assert!((images / runs - 4.0).abs() < 0.01, "{images} images/s vs {runs} runs/s at batch 4: {line}");
+
+    let o = incept(&[
+        "bench",
+        &m,
+        "--dim",
+        "N=2",
+        "--iters",
+        "2",
+        "--warmup",
+        "0",
+        "--threads",
+        "1",
+        "--json",
+        "--profile",
+    ]);
+    let j = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(j.lines().count(), 1, "{j}");
+    assert!(j.contains("\"batch\": 2, \"images_per_s\": "), "{j}");
+    let profile = &j[j.find("\"profile\": {\"steps\": [{\"step\": 0, \"node\": \"").expect("a profile with steps")..];
+    // Every step of the plan, with its kernel and time, and the op families.
+    let steps = profile.matches("{\"step\": ").count();
+    let plan_steps = stdout(&incept(&["inspect", &m, "--dim", "N=2", "--memory"]))
+        .lines()
+        .last()
+        .and_then(|l| l.split("; ").nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0);
+    assert!(steps > 10 && steps == plan_steps, "{steps} steps in the JSON, {plan_steps} in the plan: {j}");
+    assert!(profile.contains("\"kernel\": \"gemm ") && profile.contains("\"by_op\": [{\"op\": "), "{j}");
+    assert!(j.trim_end().ends_with("]}}"), "{j}");
+}
+
+/// Names of 100+ characters (tf2onnx scopes) are shortened in tables, keeping head and tail, and
+/// kept whole in the IR text and in JSON.
+#[test]
+fn long_names_are_shortened_in_tables_only() {
+    use incept_compiler::table::{NAME_WIDTH, shorten};
+    let dir = temp_dir("long-names");
+    let long = |k: usize| format!("model/{}/block_{k}/conv2d_{k}/BiasAdd:0", "scope_with_a_long_name/".repeat(5));
+    let (a, b) = (long(1), long(2));
+    assert!(a.len() > 130);
+    let m =
+        write_model(&dir, "long.onnx", vec![node("Relu", "", &a, "x", &a), node("Sigmoid", "", &b, &a, "y")], 1, "");
+    let short = shorten(&a, NAME_WIDTH);
+    let tables = [
+        vec!["bench", &m, "-O0", "--iters", "1", "--warmup", "0", "--threads", "1", "--profile"],
+        vec!["inspect", &m, "-O0", "--memory"],
+    ];
+    for args in tables {
+        let o = incept(&args);
+        let s = stdout(&o);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        assert!(s.contains(&short) && !s.contains(&a), "{args:?}:\n{s}");
+        let widest = s.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+        assert!(widest <= 140, "{args:?}: a {widest}-column line:\n{s}");
+    }
+    let ir = stdout(&incept(&["inspect", &m, "-O0"]));
+    assert!(ir.contains(&a), "{ir}");
+    let j = stdout(&incept(&["bench", &m, "-O0", "--iters", "1", "--warmup", "0", "--json", "--profile"]));
+    assert!(j.contains(&format!("\"node\": \"{a}\"")), "{j}");
+    std::fs::remove_dir_all(&dir).ok();
 }

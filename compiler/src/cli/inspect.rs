@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
+use incept_compiler::table::{NAME_WIDTH, shorten};
 use incept_ir::stats::Stats;
 use incept_ir::text;
 
@@ -98,7 +99,13 @@ fn inspect_artifact(path: &std::path::Path) -> Result<()> {
     }
     s.push_str("steps:\n");
     for st in &plan.steps {
-        s.push_str(&format!("  {:<40} {:<16} kernel #{:<4} {:>6} tiles\n", st.name, st.op, st.kernel, st.tiles));
+        s.push_str(&format!(
+            "  {:<48} {:<16} kernel #{:<4} {:>6} tiles\n",
+            shorten(&st.name, NAME_WIDTH),
+            st.op,
+            st.kernel,
+            st.tiles
+        ));
     }
     out(&s)
 }
@@ -174,13 +181,14 @@ fn memory_table(g: &incept_ir::Graph) -> Result<String> {
     let (plan, steps, weights) = incept_compiler::plan_memory(g)?;
     let mut s = format!("{:>12} {:>12}  {:<11} buffer\n", "offset", "bytes", "steps");
     for p in &plan.placements {
-        let shares = p.shares.as_ref().map(|r| format!("  (in place of {r})")).unwrap_or_default();
+        let shares =
+            p.shares.as_ref().map(|r| format!("  (in place of {})", shorten(r, NAME_WIDTH))).unwrap_or_default();
         s.push_str(&format!(
             "{:>12} {:>12}  {:<11} {}{shares}\n",
             p.offset,
             p.bytes,
             format!("{}..{}", p.steps.0, p.steps.1),
-            p.name
+            shorten(&p.name, NAME_WIDTH)
         ));
     }
     let ratio = plan.size as f64 / plan.lower_bound.max(1) as f64;
