@@ -8,7 +8,7 @@ use incept_compiler::table::{NAME_WIDTH, shorten};
 use incept_ir::stats::Stats;
 use incept_ir::text;
 
-use crate::cli::optimize::{OptArgs, optimize};
+use crate::cli::optimize::{OptArgs, human, optimize};
 use crate::cli::out;
 use crate::cli::shapes::{CutArgs, ShapeArgs, load_model};
 
@@ -42,6 +42,16 @@ pub struct InspectArgs {
     /// place), then the arena size next to its lower bound (the most bytes alive at once).
     #[arg(long, conflicts_with = "stats")]
     memory: bool,
+    /// Print the compiled plan instead of the IR: every step (one kernel call) in execution order
+    /// with its node, what it computes, its kernel, the instruction set of its inner loop (tier:
+    /// avx2/avx512 for the assembler microkernels, f32x4 for Cranelift code), its tile count
+    /// (the unit of parallel work), its FLOPs and the node's input and output types. The model is
+    /// lowered, not compiled or run: `bench --profile` measures the same steps.
+    #[arg(long, conflicts_with_all = ["stats", "memory"])]
+    kernels: bool,
+    /// With --kernels: the CPU to plan for (native, baseline, avx2 or avx512, as for `compile`).
+    #[arg(long, default_value = "native", value_name = "CPU", requires = "kernels")]
+    cpu: incept_compiler::Cpu,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
@@ -159,6 +169,9 @@ pub fn run(a: InspectArgs) -> Result<()> {
     if a.memory {
         return out(&memory_table(&g)?);
     }
+    if a.kernels {
+        return out(&kernel_table(&g, a.cpu)?);
+    }
     if a.stats {
         let mut s = format!("model: {}\n", a.model.display());
         for v in g.input_values() {
@@ -174,6 +187,51 @@ pub fn run(a: InspectArgs) -> Result<()> {
     match a.format {
         Format::Text => out(&(text::print(&g)? + &summary)),
         Format::Dot => out(&text::dot::to_dot(&g)?),
+    }
+}
+
+/// The plan's steps, one row each, then their totals.
+fn kernel_table(g: &incept_ir::Graph, cpu: incept_compiler::Cpu) -> Result<String> {
+    let options = incept_compiler::CompileOptions { cpu, ..Default::default() };
+    let (steps, kernels) = incept_compiler::plan_steps(g, &options)?;
+    let mut s = format!(
+        "{:>4}  {:<48} {:<18} {:<36} {:<6} {:>6} {:>8}  shapes\n",
+        "step", "node", "op", "kernel", "tier", "tiles", "FLOPs"
+    );
+    for (i, st) in steps.iter().enumerate() {
+        let shapes = if st.outputs.is_empty() {
+            String::new()
+        } else {
+            format!("{} -> {}", st.inputs.join(", "), st.outputs.join(", "))
+        };
+        let flops = if st.flops > 0 { human(st.flops) } else { "-".into() };
+        s.push_str(&format!(
+            "{i:>4}  {:<48} {:<18} {:<36} {:<6} {:>6} {flops:>8}  {shapes}\n",
+            shorten(&st.node, NAME_WIDTH),
+            st.op,
+            st.kernel,
+            st.tier,
+            st.tiles
+        ));
+    }
+    let flops: u64 = steps.iter().map(|st| st.flops).sum();
+    s.push_str(&format!(
+        "{} steps, {kernels} distinct kernels, {} FLOPs per run; planned for --cpu {} (tier {})\n",
+        steps.len(),
+        human(flops),
+        cpu_name(cpu),
+        cpu.tier().name()
+    ));
+    Ok(s)
+}
+
+fn cpu_name(cpu: incept_compiler::Cpu) -> &'static str {
+    use incept_compiler::Cpu;
+    match cpu {
+        Cpu::Native => "native",
+        Cpu::Baseline => "baseline",
+        Cpu::Avx2 => "avx2",
+        Cpu::Avx512 => "avx512",
     }
 }
 

@@ -72,7 +72,8 @@ pub fn optimize(g: &mut Graph, pm: &PassManager, args: &OptArgs) -> Result<Optim
     Ok(Optimized { report, summary })
 }
 
-fn human(n: u64) -> String {
+/// A count with a k/M/G suffix (`2.57M`).
+pub fn human(n: u64) -> String {
     match n {
         n if n >= 1_000_000_000 => format!("{:.2}G", n as f64 / 1e9),
         n if n >= 1_000_000 => format!("{:.2}M", n as f64 / 1e6),
