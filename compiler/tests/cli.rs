@@ -325,12 +325,6 @@ fn check_passes_on_every_fixture() {
         assert!(o.status.success(), "{name}: {s}{}", stderr(&o));
         assert!(s.contains("output '") && s.contains("  ok\n") && s.contains("PASS"), "{name}: {s}");
     }
-    // A dynamic batch without inputs: say how to bind it.
-    let err = fails(&["check", &model("torch_resnet_mini")]);
-    assert!(err.contains("symbolic shape f32[N,3,64,64]") && err.contains("--dim N=1"), "{err}");
-    // The library names its option; the CLI adds the flag.
-    let err = fails(&["compile", &model("torch_resnet_mini")]);
-    assert!(err.contains("ImportOptions::dims") && err.contains("hint: bind symbolic dimensions with --dim"), "{err}");
     // Random inputs say which seed they came from.
     let o = incept(&["check", &model("mini_resnet"), "--seed", "7"]);
     assert!(o.status.success() && stdout(&o).starts_with("inputs: random, seed 7 ('input' f32[1, 3, 64, 64]"));
@@ -844,4 +838,42 @@ fn inspect_kernels_lists_the_plan() {
     assert!(s.lines().last().unwrap_or_default().starts_with(&format!("{steps} steps, ")), "{s}");
     let help = stdout(&incept(&["inspect", "--help"]));
     assert!(help.contains("--kernels") && help.contains("tier") && help.contains("--cpu <CPU>"), "{help}");
+}
+
+/// On the command line a symbolic dimension that neither a flag nor the data binds is bound to 1,
+/// with a one-line note; --dim overrides it, and `run` binds it from the data (no note). The
+/// library keeps refusing unbound dims (tests/tests/api.rs).
+#[test]
+fn symbolic_dims_bind_to_one_by_default_on_the_command_line() {
+    const NOTE: &str = "note: symbolic dimension N bound to 1; use --dim N=... to choose\n";
+    let dir = temp_dir("symbolic");
+    let m = model("torch_resnet_mini");
+    let art = dir.join("m.incept").display().to_string();
+    for args in [
+        vec!["compile", &m, "-o", &art],
+        vec!["bench", &m, "--iters", "1", "--warmup", "0"],
+        vec!["check", &m],
+        vec!["inspect", &m, "--kernels"],
+    ] {
+        let o = incept(&args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o).matches(NOTE).count(), 1, "{args:?}: {}", stderr(&o));
+    }
+    assert!(stdout(&incept(&["inspect", &art])).contains("inputs:\n  input : f32[1,3,64,64]"));
+    // --dim chooses, without a note; bench counts images of that batch.
+    let o = incept(&["bench", &m, "--dim", "N=3", "--iters", "1", "--warmup", "0"]);
+    assert!(o.status.success() && !stderr(&o).contains("note:"), "{}", stderr(&o));
+    assert!(stdout(&o).contains("runs/s of batch 3)"), "{}", stdout(&o));
+    // run binds the batch from its data: two images give two rows of scores.
+    let one = npy::read(&fixtures().join("torch_resnet_mini.input.npy")).expect("input");
+    let values: Vec<f32> = one.view::<f32>().expect("f32").iter().copied().collect();
+    let two = dir.join("two.npy");
+    npy::write(&two, &incept_ir::Tensor::from_vec(vec![2, 3, 64, 64], [values.clone(), values].concat())).expect("npy");
+    let o = incept(&["run", &m, "-i", &two.display().to_string()]);
+    assert!(o.status.success() && !stderr(&o).contains("note:"), "{}", stderr(&o));
+    assert!(stdout(&o).contains("output f32[2, 10]"), "{}", stdout(&o));
+    // The IR keeps the symbol: inspect shows the model as it is.
+    let o = incept(&["inspect", &m]);
+    assert!(stdout(&o).contains("input %input : f32[N,3,64,64]") && !stderr(&o).contains("note:"));
+    std::fs::remove_dir_all(&dir).ok();
 }

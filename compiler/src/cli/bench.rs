@@ -129,12 +129,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
         None => None,
     };
+    let files: Vec<(Option<String>, incept_ir::Tensor)> =
+        a.inputs.iter().map(|p| Ok((None, incept_ir::npy::read(p)?))).collect::<Result<_>>()?;
     let t0 = Instant::now();
     let (model, report) = if crate::cli::is_artifact(&a.model) {
         a.backend.cut.refuse_for_artifact(&a.model)?;
         (crate::cli::load_artifact(&a.model, a.backend.threads)?, None)
     } else {
-        let opts = a.backend.options()?;
+        // Symbolic dims bind to the given inputs' shapes, or to 1.
+        let opts = a.backend.options_for(&a.model, &files)?;
         let spinner = crate::cli::progress::Spinner::start(format!("compiling {}", a.model.display()));
         let (m, r) = compile_with_report(a.model.as_path(), &opts)
             .map_err(|e| crate::cli::compile::compile_error(e, &a.model))?;
@@ -152,9 +155,18 @@ pub fn run(a: BenchArgs) -> Result<()> {
             .map(|(k, s)| random_input(&s.shape, s.dtype, 1 + k as u64))
             .collect::<Result<_>>()?
     } else {
-        a.inputs
+        let specs = &model.plan().inputs;
+        if files.len() != specs.len() {
+            bail!("the model takes {} input(s), {} given", specs.len(), files.len());
+        }
+        files
             .iter()
-            .map(|p| incept_compiler::to_runtime(&incept_ir::npy::read(p)?).map_err(anyhow::Error::from))
+            .zip(&a.inputs)
+            .zip(specs)
+            .map(|(((_, t), path), spec)| {
+                crate::cli::check_input_file(&path.display().to_string(), t, spec, &a.model)?;
+                incept_compiler::to_runtime(t).map_err(anyhow::Error::from)
+            })
             .collect::<Result<_>>()?
     };
     for _ in 0..a.warmup {

@@ -64,7 +64,7 @@ pub fn run(a: CheckArgs) -> Result<()> {
         bail!("--onnx is for checking an .incept artifact; '{}' is not one", a.model.display());
     }
     let loaded = load_inputs(&a.inputs)?;
-    let mut g = load_model(&a.model, &a.backend.shapes, &loaded.inputs, &loaded.sources)?;
+    let mut g = load_model(&a.model, &a.backend.shapes, &loaded.inputs, &loaded.sources, true)?;
     // Cut before making random inputs, which follow the cut graph's inputs.
     a.backend.cut.apply(&mut g)?;
     let inputs = if loaded.inputs.is_empty() {

@@ -39,6 +39,19 @@ pub struct BackendArgs {
 }
 
 impl BackendArgs {
+    /// The options to compile the model file `model` with: symbolic dims that neither the flags
+    /// nor the shapes of `inputs` bind are bound to 1, with a note (see `bind_open_dims`).
+    pub fn options_for(
+        &self,
+        model: &std::path::Path,
+        inputs: &[(Option<String>, incept_ir::Tensor)],
+    ) -> Result<CompileOptions> {
+        let mut options = self.options()?;
+        options.import = crate::cli::shapes::options_for_file(model, &options.import, inputs);
+        Ok(options)
+    }
+
+    /// The options as the flags give them.
     pub fn options(&self) -> Result<CompileOptions> {
         Ok(CompileOptions {
             import: self.shapes.import_options()?,
@@ -105,7 +118,7 @@ pub fn compile_error(e: incept_compiler::compile::CompileError, model: &std::pat
 }
 
 pub fn run(a: CompileArgs) -> Result<()> {
-    let opts = a.backend.options()?;
+    let opts = a.backend.options_for(&a.model, &[])?;
     // Fail before compiling, not after, when the artifact cannot be written.
     let file = match &a.output {
         Some(p) => Some(std::fs::File::create(p).with_context(|| format!("cannot write '{}'", p.display()))?),

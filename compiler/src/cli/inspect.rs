@@ -125,7 +125,8 @@ pub fn run(a: InspectArgs) -> Result<()> {
         a.cut.refuse_for_artifact(&a.model)?;
         return inspect_artifact(&a.model);
     }
-    let mut g = load_model(&a.model, &a.shapes, &[], &[])?;
+    // The plan views need static shapes; the IR and statistics show symbolic dims as they are.
+    let mut g = load_model(&a.model, &a.shapes, &[], &[], a.kernels || a.memory)?;
     a.cut.apply(&mut g)?;
     incept_ir::verify::verify(&g)?;
     let mut pm = a.opt.manager()?;

@@ -193,7 +193,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         let (names, outs) = run_artifact(&a, loaded)?;
         return write_outputs(&a, &names, &outs, &expected);
     }
-    let mut g = load_model(&a.model, &a.shapes, &loaded.inputs, &loaded.sources)?;
+    let mut g = load_model(&a.model, &a.shapes, &loaded.inputs, &loaded.sources, true)?;
     a.cut.apply(&mut g)?;
     let opt = optimize(&mut g, &a.opt.manager()?, &a.opt)?;
     if a.opt.factorize_report || opt.report.factorizations.iter().any(|r| r.approximate && r.applied) {

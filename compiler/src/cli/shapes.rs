@@ -15,7 +15,9 @@ pub struct ShapeArgs {
     /// Fix the shape of a graph input, e.g. `--shape input=1,3,224,224` (repeatable).
     #[arg(long = "shape", value_name = "NAME=D0,D1,...")]
     pub shapes: Vec<String>,
-    /// Bind a symbolic dimension, e.g. `--dim N=1` for a dynamic batch (repeatable).
+    /// Bind a symbolic dimension, e.g. `--dim N=8` for a dynamic batch (repeatable). compile,
+    /// bench, check and run bind any left open to the shapes of their input data, else to 1
+    /// (with a note on stderr); inspect shows them as they are.
     #[arg(long = "dim", value_name = "SYMBOL=N")]
     pub dims: Vec<String>,
 }
@@ -237,14 +239,80 @@ fn check_input_files(
     Ok(())
 }
 
+/// Binds every symbolic dimension of the graph inputs that `opts` leaves open, so that a model
+/// with a dynamic batch compiles without flags: a symbol that an input of fixed shape (from
+/// --shape or from the data) has takes that size, any other takes 1 with a note on stderr
+/// saying how to choose. Only the command line does this; the library refuses unbound dims.
+pub fn bind_open_dims(model: &ModelProto, opts: &mut ImportOptions) {
+    let declared = declared_inputs(model);
+    // Sizes that inputs of fixed shape give their symbols.
+    for d in &declared {
+        let (Some(dims), Some(shape)) = (&d.dims, opts.input_shapes.get(&d.name)) else { continue };
+        for (dim, &n) in dims.iter().zip(shape) {
+            if let DeclaredDim::Symbol(sym) = dim {
+                opts.dims.entry(sym.clone()).or_insert(n);
+            }
+        }
+    }
+    for d in &declared {
+        let Some(dims) = &d.dims else { continue };
+        if opts.input_shapes.contains_key(&d.name) {
+            continue;
+        }
+        for dim in dims {
+            if let DeclaredDim::Symbol(sym) = dim
+                && !opts.dims.contains_key(sym)
+            {
+                opts.dims.insert(sym.clone(), 1);
+                eprintln!("note: symbolic dimension {sym} bound to 1; use --dim {sym}=... to choose");
+            }
+        }
+        if dims.contains(&DeclaredDim::Unnamed) {
+            // No symbol to bind: fix the whole shape.
+            let shape: Vec<usize> = dims
+                .iter()
+                .map(|dim| match dim {
+                    DeclaredDim::Known(n) => *n,
+                    DeclaredDim::Symbol(sym) => opts.dims.get(sym).copied().unwrap_or(1),
+                    DeclaredDim::Unnamed => 1,
+                })
+                .collect();
+            eprintln!(
+                "note: input '{}' {} has dimensions without a size or a name (?), bound to 1; use --shape {}=... to choose",
+                d.name,
+                d.type_text(),
+                d.name
+            );
+            opts.input_shapes.insert(d.name.clone(), shape);
+        }
+    }
+}
+
+/// The import options of a model file with its open symbolic dims bound (see
+/// [`bind_open_dims`]) given the user's options and the shapes of `inputs` (in order): what
+/// `compile` and `bench` import with. A file that cannot be read is left for the import to
+/// report.
+pub fn options_for_file(path: &Path, opts: &ImportOptions, inputs: &[(Option<String>, Tensor)]) -> ImportOptions {
+    match onnx::open(path) {
+        Ok((model, _)) => {
+            let mut opts = onnx::options_for_inputs(&model, opts, inputs);
+            bind_open_dims(&model, &mut opts);
+            opts
+        }
+        Err(_) => opts.clone(),
+    }
+}
+
 /// Loads a model with the user's shape options, plus the shapes of the given input tensors for
 /// inputs the user did not fix (so a dynamic batch binds to the data it runs on). `sources`
-/// names the file each input came from, for errors.
+/// names the file each input came from, for errors. With `bind_open`, symbolic dims still open
+/// after that are bound too (see [`bind_open_dims`]), for commands that need static shapes.
 pub fn load_model(
     path: &Path,
     shapes: &ShapeArgs,
     inputs: &[(Option<String>, Tensor)],
     sources: &[String],
+    bind_open: bool,
 ) -> Result<Graph> {
     let opts = shapes.import_options()?;
     let wrap = |e: incept_ir::Error| match e {
@@ -260,6 +328,9 @@ pub fn load_model(
         }
         return Err(data);
     }
-    let opts = onnx::options_for_inputs(&model, &opts, inputs);
+    let mut opts = onnx::options_for_inputs(&model, &opts, inputs);
+    if bind_open {
+        bind_open_dims(&model, &mut opts);
+    }
     onnx::import_model(&model, &ext, &opts).map_err(wrap)
 }
