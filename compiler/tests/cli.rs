@@ -51,6 +51,18 @@ fn write_model(
     elem: i32,
     domain: &str,
 ) -> String {
+    write_model_dims(dir, file, nodes, elem, domain, &[1, 4])
+}
+
+/// Like [`write_model`], with `x` and `y` of shape `dims` (a negative dim has no size or name).
+fn write_model_dims(
+    dir: &Path,
+    file: &str,
+    nodes: Vec<incept_ir::onnx::proto::NodeProto>,
+    elem: i32,
+    domain: &str,
+    dims: &[i64],
+) -> String {
     use incept_ir::onnx::proto::*;
     use prost::Message;
     let value = |name: &str| ValueInfoProto {
@@ -59,9 +71,12 @@ fn write_model(
             value: Some(TypeValue::TensorType(TypeTensor {
                 elem_type: elem,
                 shape: Some(TensorShapeProto {
-                    dim: [1, 4]
+                    dim: dims
                         .iter()
-                        .map(|&d| Dimension { value: Some(DimensionValue::DimValue(d)), denotation: String::new() })
+                        .map(|&d| Dimension {
+                            value: (d >= 0).then_some(DimensionValue::DimValue(d)),
+                            denotation: String::new(),
+                        })
                         .collect(),
                 }),
             })),
@@ -872,6 +887,17 @@ fn symbolic_dims_bind_to_one_by_default_on_the_command_line() {
     let o = incept(&["run", &m, "-i", &two.display().to_string()]);
     assert!(o.status.success() && !stderr(&o).contains("note:"), "{}", stderr(&o));
     assert!(stdout(&o).contains("output f32[2, 10]"), "{}", stdout(&o));
+    // A dimension with neither a size nor a name has no symbol for --dim: the note says --shape.
+    let unnamed = write_model_dims(&dir, "unnamed.onnx", vec![node("Relu", "", "r", "x", "y")], 1, "", &[-1, 4]);
+    let o = incept(&["compile", &unnamed]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "note: input 'x' f32[?,4] has dimensions without a size or a name (?), bound to 1; use --shape x=... to choose"
+        ),
+        "{}",
+        stderr(&o)
+    );
     // The IR keeps the symbol: inspect shows the model as it is.
     let o = incept(&["inspect", &m]);
     assert!(stdout(&o).contains("input %input : f32[N,3,64,64]") && !stderr(&o).contains("note:"));
