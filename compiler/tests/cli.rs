@@ -903,3 +903,36 @@ fn symbolic_dims_bind_to_one_by_default_on_the_command_line() {
     assert!(stdout(&o).contains("input %input : f32[N,3,64,64]") && !stderr(&o).contains("note:"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The README's install command installs this binary, and every `incept` command it shows uses
+/// a subcommand and flags that exist (each flag appears in that subcommand's --help).
+#[test]
+fn readme_commands_use_real_subcommands_and_flags() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let install = &readme[readme.find("## Install").expect("an Install section")..];
+    let install = &install[..install[3..].find("\n## ").map_or(install.len(), |i| i + 3)];
+    assert!(install.contains("\n    cargo install --path compiler --locked\n"), "{install}");
+    let manifest = std::fs::read_to_string(root.join("compiler/Cargo.toml")).expect("compiler/Cargo.toml");
+    assert!(manifest.contains("[[bin]]\nname = \"incept\""), "compiler/ does not build the `incept` binary");
+
+    let mut checked = 0;
+    let mut helps: std::collections::HashMap<String, String> = Default::default();
+    for line in readme.lines().filter_map(|l| l.strip_prefix("    incept ")) {
+        let words: Vec<&str> = line.split('#').next().unwrap_or_default().split_whitespace().collect();
+        let Some((sub, args)) = words.split_first() else { continue };
+        let help = helps.entry(sub.to_string()).or_insert_with(|| {
+            let o = incept(&[sub, "--help"]);
+            assert!(o.status.success(), "README: `incept {sub}` is not a subcommand: {}", stderr(&o));
+            stdout(&o)
+        });
+        for flag in args.iter().map(|a| a.trim_start_matches('[')).filter(|a| a.starts_with('-')) {
+            let flag = flag.split(['=', ']']).next().unwrap_or_default();
+            // Options are shown as `-O <LEVEL>`, `-i, --input <FILE>` or `--memory`.
+            let shown = help.split(|c: char| c.is_whitespace() || c == ',').any(|w| w == flag);
+            assert!(shown, "README: `incept {line}`: `incept {sub}` has no option {flag}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 30, "only {checked} flags found in the README's commands");
+}
