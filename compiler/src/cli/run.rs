@@ -36,7 +36,8 @@ pub struct RunArgs {
     #[arg(long = "input", short = 'i', value_name = "FILE|NAME=FILE|DIR")]
     inputs: Vec<String>,
     /// Where to write outputs as .npy: one path per output, or one existing folder that gets
-    /// OUTPUT_NAME.npy files. Without it, outputs are summarised on stdout.
+    /// OUTPUT_NAME.npy files (checked for writing before anything runs). Without it, outputs are
+    /// summarised on stdout.
     #[arg(long = "output", short = 'o', value_name = "PATH")]
     outputs: Vec<PathBuf>,
     #[command(flatten)]
