@@ -218,6 +218,71 @@ pub fn plan_memory(g: &Graph) -> Result<(ArenaPlan, Vec<String>, usize), Compile
     Ok((arena, steps, lowered.weights.len()))
 }
 
+/// One step of a lowered plan, as `incept inspect --kernels` shows it.
+#[derive(Clone, Debug)]
+pub struct PlannedStep {
+    /// The node of the optimised graph the step computes (or a part of it).
+    pub node: String,
+    /// What the step does: the node's op, or a part such as `Im2col` or `WinogradInput`.
+    pub op: String,
+    /// The kernel's name (several steps may share one kernel).
+    pub kernel: String,
+    /// The instruction set of its inner loop: the plan's wide tier (`avx2`, `avx512`) when the
+    /// step runs an assembler microkernel, else `f32x4` (Cranelift code).
+    pub tier: &'static str,
+    /// The types of the node's computed inputs and of its outputs (`f32[1,64,56,56]`); empty for
+    /// a step that is no node's (the copy into a graph output).
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    /// How many tiles the iteration space is split into (the unit of parallel work).
+    pub tiles: usize,
+    pub flops: u64,
+}
+
+/// Lowers an optimised graph for `options.cpu` and lists the plan's steps with their kernels,
+/// without generating code or running anything (for `inspect --kernels`). Also returns the
+/// number of distinct kernels.
+pub fn plan_steps(g: &Graph, options: &CompileOptions) -> Result<(Vec<PlannedStep>, usize), CompileError> {
+    let tier = options.cpu.tier();
+    let lowered = lower::lower_with(g, tier, options.fault.as_ref(), options.im2col_band_bytes, options.winograd_tile)?;
+    let nodes: std::collections::HashMap<&str, incept_ir::NodeId> =
+        g.node_ids().map(|id| (g.node(id).name.as_str(), id)).collect();
+    let ty = |v: incept_ir::ValueId| incept_ir::text::print::format_type(g.ty(v));
+    // Only assembler kernels have machine code before code generation; ask each spec once.
+    let is_asm: Vec<bool> = lowered.specs.iter().map(|s| s.machine_code().is_some()).collect();
+    let steps = lowered
+        .steps
+        .iter()
+        .map(|st| {
+            let called = st.operands.iter().filter_map(|o| match o {
+                LOperand::Kernel(k) => Some(*k),
+                _ => None,
+            });
+            let asm = std::iter::once(st.kernel).chain(called).any(|k| is_asm.get(k).copied().unwrap_or(false));
+            let (inputs, outputs) = match nodes.get(st.name.as_str()) {
+                Some(&id) => {
+                    let node = g.node(id);
+                    let computed = node.input_values().filter(|&v| g.const_value(v).is_none()).map(ty).collect();
+                    let outputs = (0..node.outputs.len()).map(|k| ty(incept_ir::ValueId::new(id, k))).collect();
+                    (computed, outputs)
+                }
+                None => (vec![], vec![]),
+            };
+            PlannedStep {
+                node: st.name.clone(),
+                op: st.op.clone(),
+                kernel: lowered.specs[st.kernel].name(),
+                tier: if asm { tier.name() } else { codegen::Tier::F32x4.name() },
+                inputs,
+                outputs,
+                tiles: st.tiles,
+                flops: st.flops,
+            }
+        })
+        .collect();
+    Ok((steps, lowered.specs.len()))
+}
+
 /// What an artifact written from a plan compiled with `options` records about its making: this
 /// compiler's version and the code generator's settings its machine code depends on.
 pub fn artifact_info(options: &CompileOptions) -> incept_runtime::artifact::ArtifactInfo {
@@ -293,9 +358,10 @@ pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, C
     Ok((model, report))
 }
 
-fn runtime_dtype(d: DType) -> Result<incept_runtime::DType, CompileError> {
+/// The runtime's dtype of a graph input or output (`None`: one the runtime has no tensors of).
+fn runtime_dtype(d: DType) -> Option<incept_runtime::DType> {
     use incept_runtime::DType as R;
-    Ok(match d {
+    Some(match d {
         DType::F32 => R::F32,
         DType::F64 => R::F64,
         DType::I32 => R::I32,
@@ -307,7 +373,7 @@ fn runtime_dtype(d: DType) -> Result<incept_runtime::DType, CompileError> {
         DType::U16 => R::U16,
         DType::U32 => R::U32,
         DType::U64 => R::U64,
-        other => return Err(CompileError::Unsupported(format!("{other} graph inputs or outputs"))),
+        _ => return None,
     })
 }
 
@@ -351,9 +417,17 @@ fn assemble(
             check: s.check.clone(),
         })
         .collect();
-    let io = |v: &[lower::Io]| -> Result<Vec<IoSpec>, CompileError> {
+    let io = |v: &[lower::Io], role: &str| -> Result<Vec<IoSpec>, CompileError> {
         v.iter()
-            .map(|i| Ok(IoSpec { name: i.name.clone(), dtype: runtime_dtype(i.dtype)?, shape: i.shape.clone() }))
+            .map(|i| {
+                let dtype = runtime_dtype(i.dtype).ok_or_else(|| {
+                    CompileError::Unsupported(format!(
+                        "graph {role} '{}' is {}: compiled models take and return f32, f64, integer and bool tensors, not {}",
+                        i.name, i.dtype, i.dtype
+                    ))
+                })?;
+                Ok(IoSpec { name: i.name.clone(), dtype, shape: i.shape.clone() })
+            })
             .collect()
     };
     Ok(Plan {
@@ -363,8 +437,8 @@ fn assemble(
         weights: weights.into(),
         arena_size: arena.size + crate::lower::ARENA_OVERREAD,
         status: l.status.map(|b| arena.offsets[b]),
-        inputs: io(&l.inputs)?,
-        outputs: io(&l.outputs)?,
+        inputs: io(&l.inputs, "input")?,
+        outputs: io(&l.outputs, "output")?,
         features: vec![],
     })
 }

@@ -9,10 +9,11 @@ pub mod linalg;
 pub mod lower;
 pub mod passes;
 pub mod plan;
+pub mod table;
 
 pub use compile::{
-    CompileOptions, CompileReport, Cpu, ValueProbe, artifact_info, compile, compile_graph, compile_with_report,
-    from_runtime, plan_memory, to_runtime,
+    CompileOptions, CompileReport, Cpu, PlannedStep, ValueProbe, artifact_info, compile, compile_graph,
+    compile_with_report, from_runtime, plan_memory, plan_steps, to_runtime,
 };
 pub use fault::Fault;
 pub use incept_ir as ir;

@@ -35,6 +35,92 @@ fn model(name: &str) -> String {
     fixtures().join(format!("{name}.onnx")).display().to_string()
 }
 
+/// A fresh temporary folder for one test.
+fn temp_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("incept-cli-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Writes an ONNX model (opset 17, plus `domain` at version 1 if not empty) from input `x` to
+/// output `y`, both of element type `elem` (ONNX code) and shape [1, 4]; returns its path.
+fn write_model(
+    dir: &Path,
+    file: &str,
+    nodes: Vec<incept_ir::onnx::proto::NodeProto>,
+    elem: i32,
+    domain: &str,
+) -> String {
+    write_model_dims(dir, file, nodes, elem, domain, &[1, 4])
+}
+
+/// Like [`write_model`], with `x` and `y` of shape `dims` (a negative dim has no size or name).
+fn write_model_dims(
+    dir: &Path,
+    file: &str,
+    nodes: Vec<incept_ir::onnx::proto::NodeProto>,
+    elem: i32,
+    domain: &str,
+    dims: &[i64],
+) -> String {
+    use incept_ir::onnx::proto::*;
+    use prost::Message;
+    let value = |name: &str| ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(TypeValue::TensorType(TypeTensor {
+                elem_type: elem,
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| Dimension {
+                            value: (d >= 0).then_some(DimensionValue::DimValue(d)),
+                            denotation: String::new(),
+                        })
+                        .collect(),
+                }),
+            })),
+            denotation: String::new(),
+        }),
+        doc_string: String::new(),
+    };
+    let mut opset_import = vec![OperatorSetIdProto { domain: String::new(), version: 17 }];
+    if !domain.is_empty() {
+        opset_import.push(OperatorSetIdProto { domain: domain.into(), version: 1 });
+    }
+    let m = ModelProto {
+        ir_version: 8,
+        opset_import,
+        graph: Some(GraphProto {
+            node: nodes,
+            name: "g".into(),
+            input: vec![value("x")],
+            output: vec![value("y")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let path = dir.join(file);
+    std::fs::write(&path, m.encode_to_vec()).expect("write model");
+    path.display().to_string()
+}
+
+fn node(op: &str, domain: &str, name: &str, input: &str, output: &str) -> incept_ir::onnx::proto::NodeProto {
+    incept_ir::onnx::proto::NodeProto {
+        op_type: op.into(),
+        domain: domain.into(),
+        name: name.into(),
+        input: vec![input.into()],
+        output: vec![output.into()],
+        ..Default::default()
+    }
+}
+
+/// A model of one node `n` of type `op` from `x` to `y`.
+fn one_node_model(dir: &Path, file: &str, op: &str, domain: &str, elem: i32) -> String {
+    write_model(dir, file, vec![node(op, domain, "n", "x", "y")], elem, domain)
+}
+
 #[test]
 fn inspect_prints_ir_stats_and_dot() {
     let o = incept(&["inspect", &model("mini_inception")]);
@@ -126,7 +212,7 @@ fn errors_are_clean() {
     let o = incept(&["run", &model("mini_resnet"), "-i", &input, "--threads", "1"]);
     assert!(o.status.success() && stderr(&o).contains("compiled in") && stdout(&o).contains("top-5"), "{}", stderr(&o));
     let e = fails(&["run", "--reference", &model("mini_inception"), "-i", &input]);
-    assert!(e.contains("input") && e.contains("fixed shape"), "{e}");
+    assert!(e.contains("has shape [1, 3, 64, 64], but input 'input'") && e.contains("f32[1,3,75,75]"), "{e}");
     let e = fails(&["run", "--reference", &model("mini_resnet")]);
     assert!(e.contains("1 input(s)") && e.contains("0 given"), "{e}");
     let e = fails(&["run", "--reference", &model("mini_resnet"), "-i", "/no/such.npy"]);
@@ -254,12 +340,6 @@ fn check_passes_on_every_fixture() {
         assert!(o.status.success(), "{name}: {s}{}", stderr(&o));
         assert!(s.contains("output '") && s.contains("  ok\n") && s.contains("PASS"), "{name}: {s}");
     }
-    // A dynamic batch without inputs: say how to bind it.
-    let err = fails(&["check", &model("torch_resnet_mini")]);
-    assert!(err.contains("symbolic shape f32[N,3,64,64]") && err.contains("--dim N=1"), "{err}");
-    // The library names its option; the CLI adds the flag.
-    let err = fails(&["compile", &model("torch_resnet_mini")]);
-    assert!(err.contains("ImportOptions::dims") && err.contains("hint: bind symbolic dimensions with --dim"), "{err}");
     // Random inputs say which seed they came from.
     let o = incept(&["check", &model("mini_resnet"), "--seed", "7"]);
     assert!(o.status.success() && stdout(&o).starts_with("inputs: random, seed 7 ('input' f32[1, 3, 64, 64]"));
@@ -540,4 +620,319 @@ fn readme_feature_extraction_runs() {
         .expect("run incept");
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("mini_resnet_1/avg_pool_1/Mean:0 f32[1, 32, 1, 1]"), "{}", stdout(&o));
+}
+
+/// Errors blame what is wrong: the data file (with the expected shape and a layout hint), an
+/// output path that cannot be written (before anything runs), a folder given as the model, an
+/// f16 graph input (naming the model), and an op that is not ONNX at all versus one incept lacks.
+#[test]
+fn errors_blame_the_right_thing() {
+    let dir = temp_dir("blame");
+    let m = model("mini_resnet");
+    let input = fixtures().join("mini_resnet.input.npy").display().to_string();
+
+    // NHWC data for an NCHW model: the file is named, with both shapes and how to transpose.
+    let nhwc = dir.join("nhwc.npy");
+    npy::write(&nhwc, &incept_ir::Tensor::from_vec(vec![1, 64, 64, 3], vec![0f32; 64 * 64 * 3])).expect("npy");
+    let nhwc = nhwc.display().to_string();
+    let e = fails(&["run", &m, "-i", &nhwc]);
+    assert!(
+        e.contains(&format!(
+            "input file '{nhwc}' has shape [1, 64, 64, 3], but input 'input' of '{m}' is f32[1,3,64,64]"
+        )) && e.contains("NHWC (channels-last) data for an NCHW model")
+            && e.contains("x.transpose(0, 3, 1, 2)")
+            && !e.contains("cannot load"),
+        "{e}"
+    );
+    // The same through an artifact, and a shape that is no permutation gets no layout hint.
+    let art = dir.join("m.incept").display().to_string();
+    assert!(incept(&["compile", &m, "-o", &art]).status.success());
+    let e = fails(&["run", &art, "-i", &nhwc]);
+    assert!(e.contains(&format!("input file '{nhwc}'")) && e.contains("NHWC"), "{e}");
+    let small = dir.join("small.npy");
+    npy::write(&small, &incept_ir::Tensor::from_vec(vec![1, 3, 32, 32], vec![0f32; 3 * 32 * 32])).expect("npy");
+    let e = fails(&["check", &m, "-i", &small.display().to_string()]);
+    assert!(e.contains("has shape [1, 3, 32, 32], but input 'input'") && !e.contains("NHWC"), "{e}");
+
+    // An output that cannot be written fails before the model is compiled and run.
+    let o = incept(&["run", &m, "-i", &input, "-o", "/nonexistent/dir/out.npy"]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(e.contains("cannot write '/nonexistent/dir/out.npy'") && !e.contains("compiled in"), "{e}");
+
+    // A folder instead of a model.
+    let folder = fixtures().display().to_string();
+    for sub in ["compile", "inspect", "bench"] {
+        let e = fails(&[sub, &folder]);
+        assert!(
+            e.contains(&format!("'{folder}': it is a directory, not an ONNX model file"))
+                && e.contains("mini_inception.onnx")
+                && !e.contains("No such device"),
+            "{sub}: {e}"
+        );
+    }
+
+    // An f16 graph input: the model file and the input are named.
+    const F16: i32 = 10;
+    let f16 = one_node_model(&dir, "f16.onnx", "Identity", "", F16);
+    for sub in ["check", "compile"] {
+        let e = fails(&[sub, &f16]);
+        assert!(e.contains(&f16) && e.contains("graph input 'x' is f16"), "{sub}: {e}");
+    }
+
+    // A real ONNX operator incept lacks, a typo, and a custom-domain op.
+    let einsum = one_node_model(&dir, "einsum.onnx", "Einsum", "", 1);
+    let e = fails(&["inspect", &einsum]);
+    assert!(e.contains("ONNX operator 'Einsum' (opset 17) is not supported by incept yet; nodes: 'n'"), "{e}");
+    let typo = one_node_model(&dir, "typo.onnx", "Rleu", "", 1);
+    let e = fails(&["compile", &typo]);
+    assert!(e.contains("'Rleu' is not an ONNX operator (did you mean 'Relu'?)"), "{e}");
+    let custom = one_node_model(&dir, "custom.onnx", "Foo", "com.acme", 1);
+    let e = fails(&["run", &custom, "-i", &input]);
+    assert!(e.contains("'Foo' is not an ONNX operator: it is a custom operator of domain 'com.acme'"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Each row of the pass table is that pass's own effect on the graph it first ran on (a pass
+/// that never fires shows the imported graph's 38 op nodes, not the last sweep's), and the last
+/// row adds them up to the pipeline's.
+#[test]
+fn pass_table_rows_are_each_pass_own_effect() {
+    let o = incept(&["inspect", &model("mini_resnet"), "--stats"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<String> = stdout(&o)
+        .lines()
+        .filter(|l| l.starts_with("; "))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    for want in [
+        "; remove-identity 0 38 -> 38 ",
+        "; fold-batchnorm 0 38 -> 38 ",
+        "; fold-affine 16 38 -> 22 ",
+        "; fold-pad 0 22 -> 22 ",
+        "; fuse-epilogue 9 22 -> 13 ",
+        "; (all passes) 25 38 -> 13 2.57M -> 2.57M ",
+    ] {
+        assert!(rows.iter().any(|r| r.starts_with(want)), "no row '{want}' in\n{}", rows.join("\n"));
+    }
+    // The imported graph has those 38 op nodes.
+    let o0 = stdout(&incept(&["inspect", &model("mini_resnet"), "-O0"]));
+    let ops =
+        o0.lines().filter(|l| l.trim_start().starts_with('%') && l.contains(" = ") && !l.contains(" = const ")).count();
+    assert_eq!(ops, 38, "{o0}");
+}
+
+/// `--print-after` refuses unknown pass names like `--disable-pass` does, and says so when the
+/// pass it names never changed the graph or is not in the pipeline, instead of printing nothing.
+#[test]
+fn print_after_names_are_checked_and_silence_is_explained() {
+    let m = model("mini_resnet");
+    let e = fails(&["inspect", &m, "--print-after", "fold-batchnrom"]);
+    assert!(e.contains("--print-after: unknown pass 'fold-batchnrom'") && e.contains("fold-batchnorm"), "{e}");
+    let s = stdout(&incept(&["inspect", &m, "--print-after", "fold-batchnorm"]));
+    assert!(s.contains("; --print-after fold-batchnorm: the pass never changed the graph"), "{s}");
+    let s = stdout(&incept(&["inspect", &m, "-O1", "--print-after", "fuse-epilogue"]));
+    assert!(s.contains("; --print-after fuse-epilogue: the pass is not in this pipeline"), "{s}");
+    // A pass that fired prints its IR and no such note.
+    let s = stdout(&incept(&["inspect", &m, "--print-after", "fold-affine"]));
+    assert!(s.contains("; IR after fold-affine\ngraph") && !s.contains("; --print-after"), "{s}");
+}
+
+/// `bench` reports throughput in images/s (runs/s times the batch, the first input's leading
+/// dimension), and with `--json --profile` the JSON holds the profile instead of dropping it.
+#[test]
+fn bench_reports_images_per_second_and_json_profiles() {
+    let m = model("torch_resnet_mini");
+    let o = incept(&["bench", &m, "--dim", "N=4", "--iters", "3", "--warmup", "1", "--threads", "1"]);
+    let s = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = s.lines().find(|l| l.starts_with("latency ")).unwrap_or_default();
+    let number = |after: &str| -> f64 {
+        line.split(after).nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0.0)
+    };
+    let (images, runs) = (number("throughput "), number("images/s ("));
+    assert!(line.contains(" runs/s of batch 4)") && runs > 0.0, "{s}");
+    assert!((images / runs - 4.0).abs() < 0.01, "{images} images/s vs {runs} runs/s at batch 4: {line}");
+
+    let o = incept(&[
+        "bench",
+        &m,
+        "--dim",
+        "N=2",
+        "--iters",
+        "2",
+        "--warmup",
+        "0",
+        "--threads",
+        "1",
+        "--json",
+        "--profile",
+    ]);
+    let j = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(j.lines().count(), 1, "{j}");
+    assert!(j.contains("\"batch\": 2, \"images_per_s\": "), "{j}");
+    let profile = &j[j.find("\"profile\": {\"steps\": [{\"step\": 0, \"node\": \"").expect("a profile with steps")..];
+    // Every step of the plan, with its kernel and time, and the op families.
+    let steps = profile.matches("{\"step\": ").count();
+    let plan_steps = stdout(&incept(&["inspect", &m, "--dim", "N=2", "--memory"]))
+        .lines()
+        .last()
+        .and_then(|l| l.split("; ").nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0);
+    assert!(steps > 10 && steps == plan_steps, "{steps} steps in the JSON, {plan_steps} in the plan: {j}");
+    assert!(profile.contains("\"kernel\": \"gemm ") && profile.contains("\"by_op\": [{\"op\": "), "{j}");
+    assert!(j.trim_end().ends_with("]}}"), "{j}");
+}
+
+/// Names of 100+ characters (tf2onnx scopes) are shortened in tables, keeping head and tail, and
+/// kept whole in the IR text and in JSON.
+#[test]
+fn long_names_are_shortened_in_tables_only() {
+    use incept_compiler::table::{NAME_WIDTH, shorten};
+    let dir = temp_dir("long-names");
+    let long = |k: usize| format!("model/{}/block_{k}/conv2d_{k}/BiasAdd:0", "scope_with_a_long_name/".repeat(5));
+    let (a, b) = (long(1), long(2));
+    assert!(a.len() > 130);
+    let m =
+        write_model(&dir, "long.onnx", vec![node("Relu", "", &a, "x", &a), node("Sigmoid", "", &b, &a, "y")], 1, "");
+    let short = shorten(&a, NAME_WIDTH);
+    let tables = [
+        vec!["bench", &m, "-O0", "--iters", "1", "--warmup", "0", "--threads", "1", "--profile"],
+        vec!["inspect", &m, "-O0", "--memory"],
+        vec!["inspect", &m, "-O0", "--kernels"],
+    ];
+    for args in tables {
+        let o = incept(&args);
+        let s = stdout(&o);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        assert!(s.contains(&short) && !s.contains(&a), "{args:?}:\n{s}");
+        let widest = s.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+        assert!(widest <= 160, "{args:?}: a {widest}-column line:\n{s}");
+    }
+    let ir = stdout(&incept(&["inspect", &m, "-O0"]));
+    assert!(ir.contains(&a), "{ir}");
+    let j = stdout(&incept(&["bench", &m, "-O0", "--iters", "1", "--warmup", "0", "--json", "--profile"]));
+    assert!(j.contains(&format!("\"node\": \"{a}\"")), "{j}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `inspect --kernels` lists the plan without compiling or running it: one row per step with its
+/// node, op, kernel, tier, tiles, FLOPs and shapes, the same steps the memory plan counts.
+#[test]
+fn inspect_kernels_lists_the_plan() {
+    let m = model("mini_resnet");
+    let o = incept(&["inspect", &m, "--kernels", "--cpu", "avx512"]);
+    let s = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(s.starts_with("step  node ") && s.lines().next().unwrap_or_default().ends_with("  shapes"), "{s}");
+    let rows: Vec<Vec<&str>> = s.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+    // The stem conv: packing, then its GEMM on the AVX-512 microkernel with 2*16*1024*147 FLOPs.
+    let stem: Vec<&Vec<&str>> = rows.iter().filter(|r| r.get(1) == Some(&"Conv__1")).collect();
+    assert_eq!(stem.len(), 2, "{s}");
+    assert_eq!(stem[0][..3], ["0", "Conv__1", "Im2col"], "{s}");
+    assert!(stem[0].contains(&"f32x4"), "{s}");
+    let gemm = stem[1].join(" ");
+    assert!(
+        gemm.starts_with("1 Conv__1 Conv gemm 16x1024x147 b1 avx512 avx512 ")
+            && gemm.ends_with(" 4.82M f32[1,3,64,64] -> f32[1,16,32,32]"),
+        "{gemm}"
+    );
+    let last = s.lines().last().unwrap_or_default();
+    assert!(last.contains(" steps, ") && last.ends_with("planned for --cpu avx512 (tier avx512)"), "{s}");
+
+    // At the baseline tier every step is Cranelift code, and the steps are the memory plan's.
+    let s = stdout(&incept(&["inspect", &m, "--kernels", "--cpu", "baseline"]));
+    let steps = s.lines().count() - 2;
+    assert!(s.lines().skip(1).take(steps).all(|l| l.split_whitespace().any(|w| w == "f32x4")), "{s}");
+    assert!(!s.contains("avx512 "), "{s}");
+    let memory = stdout(&incept(&["inspect", &m, "--memory"]));
+    assert!(memory.contains(&format!("; {steps} steps;")), "{steps} steps vs\n{memory}");
+    assert!(s.lines().last().unwrap_or_default().starts_with(&format!("{steps} steps, ")), "{s}");
+    let help = stdout(&incept(&["inspect", "--help"]));
+    assert!(help.contains("--kernels") && help.contains("tier") && help.contains("--cpu <CPU>"), "{help}");
+}
+
+/// On the command line a symbolic dimension that neither a flag nor the data binds is bound to 1,
+/// with a one-line note; --dim overrides it, and `run` binds it from the data (no note). The
+/// library keeps refusing unbound dims (tests/tests/api.rs).
+#[test]
+fn symbolic_dims_bind_to_one_by_default_on_the_command_line() {
+    const NOTE: &str = "note: symbolic dimension N bound to 1; use --dim N=... to choose\n";
+    let dir = temp_dir("symbolic");
+    let m = model("torch_resnet_mini");
+    let art = dir.join("m.incept").display().to_string();
+    for args in [
+        vec!["compile", &m, "-o", &art],
+        vec!["bench", &m, "--iters", "1", "--warmup", "0"],
+        vec!["check", &m],
+        vec!["inspect", &m, "--kernels"],
+    ] {
+        let o = incept(&args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o).matches(NOTE).count(), 1, "{args:?}: {}", stderr(&o));
+    }
+    assert!(stdout(&incept(&["inspect", &art])).contains("inputs:\n  input : f32[1,3,64,64]"));
+    // --dim chooses, without a note; bench counts images of that batch.
+    let o = incept(&["bench", &m, "--dim", "N=3", "--iters", "1", "--warmup", "0"]);
+    assert!(o.status.success() && !stderr(&o).contains("note:"), "{}", stderr(&o));
+    assert!(stdout(&o).contains("runs/s of batch 3)"), "{}", stdout(&o));
+    // run binds the batch from its data: two images give two rows of scores.
+    let one = npy::read(&fixtures().join("torch_resnet_mini.input.npy")).expect("input");
+    let values: Vec<f32> = one.view::<f32>().expect("f32").iter().copied().collect();
+    let two = dir.join("two.npy");
+    npy::write(&two, &incept_ir::Tensor::from_vec(vec![2, 3, 64, 64], [values.clone(), values].concat())).expect("npy");
+    let o = incept(&["run", &m, "-i", &two.display().to_string()]);
+    assert!(o.status.success() && !stderr(&o).contains("note:"), "{}", stderr(&o));
+    assert!(stdout(&o).contains("output f32[2, 10]"), "{}", stdout(&o));
+    // A dimension with neither a size nor a name has no symbol for --dim: the note says --shape.
+    let unnamed = write_model_dims(&dir, "unnamed.onnx", vec![node("Relu", "", "r", "x", "y")], 1, "", &[-1, 4]);
+    let o = incept(&["compile", &unnamed]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "note: input 'x' f32[?,4] has dimensions without a size or a name (?), bound to 1; use --shape x=... to choose"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    // The IR keeps the symbol: inspect shows the model as it is.
+    let o = incept(&["inspect", &m]);
+    assert!(stdout(&o).contains("input %input : f32[N,3,64,64]") && !stderr(&o).contains("note:"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The README's install command installs this binary, and every `incept` command it shows uses
+/// a subcommand and flags that exist (each flag appears in that subcommand's --help).
+#[test]
+fn readme_commands_use_real_subcommands_and_flags() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let install = &readme[readme.find("## Install").expect("an Install section")..];
+    let install = &install[..install[3..].find("\n## ").map_or(install.len(), |i| i + 3)];
+    assert!(install.contains("\n    cargo install --path compiler --locked\n"), "{install}");
+    let manifest = std::fs::read_to_string(root.join("compiler/Cargo.toml")).expect("compiler/Cargo.toml");
+    assert!(manifest.contains("[[bin]]\nname = \"incept\""), "compiler/ does not build the `incept` binary");
+
+    let mut checked = 0;
+    let mut helps: std::collections::HashMap<String, String> = Default::default();
+    for line in readme.lines().filter_map(|l| l.strip_prefix("    incept ")) {
+        let words: Vec<&str> = line.split('#').next().unwrap_or_default().split_whitespace().collect();
+        let Some((sub, args)) = words.split_first() else { continue };
+        let help = helps.entry(sub.to_string()).or_insert_with(|| {
+            let o = incept(&[sub, "--help"]);
+            assert!(o.status.success(), "README: `incept {sub}` is not a subcommand: {}", stderr(&o));
+            stdout(&o)
+        });
+        for flag in args.iter().map(|a| a.trim_start_matches('[')).filter(|a| a.starts_with('-')) {
+            let flag = flag.split(['=', ']']).next().unwrap_or_default();
+            // Options are shown as `-O <LEVEL>`, `-i, --input <FILE>` or `--memory`.
+            let shown = help.split(|c: char| c.is_whitespace() || c == ',').any(|w| w == flag);
+            assert!(shown, "README: `incept {line}`: `incept {sub}` has no option {flag}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 30, "only {checked} flags found in the README's commands");
 }

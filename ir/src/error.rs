@@ -28,7 +28,9 @@ macro_rules! invalid {
     ($($arg:tt)*) => { return Err($crate::error::OpError::Invalid(format!($($arg)*))) };
 }
 
-/// One unsupported op type found in a model, with every node that uses it.
+/// One unsupported op type found in a model, with every node that uses it. `reason` is a whole
+/// sentence naming the op: whether it is a standard ONNX operator incept lacks or not an ONNX
+/// operator at all.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UnsupportedOp {
     pub op_type: String,
@@ -40,13 +42,8 @@ pub struct UnsupportedOp {
 
 impl fmt::Display for UnsupportedOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let domain = if self.domain.is_empty() { "ai.onnx" } else { &self.domain };
-        write!(f, "{} (domain {domain}", self.op_type)?;
-        match self.opset {
-            Some(v) => write!(f, ", opset {v}")?,
-            None => write!(f, ", domain not imported")?,
-        }
-        write!(f, "): {}; nodes: ", self.reason)?;
+        // The reason names the op, its domain and opset where they matter.
+        write!(f, "{}; nodes: ", self.reason)?;
         const SHOWN: usize = 8;
         let names: Vec<String> = self.nodes.iter().take(SHOWN).map(|n| format!("'{n}'")).collect();
         f.write_str(&names.join(", "))?;
@@ -62,6 +59,8 @@ impl fmt::Display for UnsupportedOp {
 pub enum Error {
     #[error("cannot read '{}': {error}", path.display())]
     Io { path: PathBuf, error: std::io::Error },
+    #[error("cannot write '{}': {error}", path.display())]
+    Write { path: PathBuf, error: std::io::Error },
     #[error("not a valid ONNX model: protobuf decoding failed: {0}")]
     Decode(prost::DecodeError),
     #[error("{0}")]

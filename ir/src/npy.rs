@@ -52,5 +52,5 @@ pub fn to_bytes(t: &Tensor) -> Vec<u8> {
 
 /// Writes a tensor to a `.npy` file.
 pub fn write(path: &Path, t: &Tensor) -> Result<()> {
-    std::fs::write(path, to_bytes(t)).map_err(|error| Error::Io { path: path.to_path_buf(), error })
+    std::fs::write(path, to_bytes(t)).map_err(|error| Error::Write { path: path.to_path_buf(), error })
 }

@@ -19,6 +19,20 @@ pub fn fixtures_dir() -> PathBuf {
     repo_root().join("tests").join("fixtures")
 }
 
+/// The folder of the full-size zoo models (`bench/zoo/make_zoo.py --out DIR`), from
+/// `INCEPT_ZOO_DIR`. The zoo tests are `#[ignore]`d, so this runs only when someone asked for
+/// them with `--ignored`: then a missing folder fails loudly rather than passing without a run.
+pub fn zoo_dir() -> PathBuf {
+    match std::env::var_os("INCEPT_ZOO_DIR").map(PathBuf::from) {
+        Some(dir) if dir.is_dir() => dir,
+        Some(dir) => panic!("INCEPT_ZOO_DIR={} is not a folder", dir.display()),
+        None => panic!(
+            "set INCEPT_ZOO_DIR to the output folder of bench/zoo/make_zoo.py: \
+             INCEPT_ZOO_DIR=DIR cargo test --release -p incept-tests --test zoo --test optimized -- --ignored"
+        ),
+    }
+}
+
 /// The real-exporter fixture models (each has NAME.onnx, NAME.input.npy, NAME.ort_output.npy).
 pub const FIXTURES: [&str; 8] = [
     "mini_resnet",

@@ -1,6 +1,6 @@
 //! Differential tests of the optimisation pipeline: every fixture and every passing conformance
-//! case, interpreted before and after -O2, agree within 1e-5 relative; the zoo models (when
-//! present) also lose every BatchNormalization, Dropout, Identity and standalone per-channel
+//! case, interpreted before and after -O2, agree within 1e-5 relative; the zoo models (ignored
+//! tests: run them with INCEPT_ZOO_DIR set and `-- --ignored`) also lose every BatchNormalization, Dropout, Identity and standalone per-channel
 //! Mul/Add.
 
 use incept_compiler::passes::{PassManager, PassOptions, Pipeline};
@@ -108,17 +108,11 @@ fn batchnorm_carrying_fixtures_lose_it() {
 }
 
 #[test]
+#[ignore = "needs INCEPT_ZOO_DIR (bench/zoo/make_zoo.py); run with -- --ignored"]
 fn zoo_models_after_o2() {
-    let Some(dir) = std::env::var_os("INCEPT_ZOO_DIR").map(std::path::PathBuf::from).filter(|d| d.is_dir()) else {
-        println!("skipped: set INCEPT_ZOO_DIR to the output folder of bench/zoo/make_zoo.py");
-        return;
-    };
+    let dir = incept_tests::zoo_dir();
     for name in ["ResNet50", "InceptionV3", "Xception"] {
         let path = dir.join(format!("{name}.onnx"));
-        if !path.exists() {
-            println!("skipped {name}: not found");
-            continue;
-        }
         let g = onnx::load(&path, &Default::default()).expect("import");
         let o2 = optimize(&g);
         let left = leftovers(&o2);
@@ -133,16 +127,9 @@ fn zoo_models_after_o2() {
 }
 
 #[test]
+#[ignore = "needs INCEPT_ZOO_DIR (bench/zoo/make_zoo.py); run with -- --ignored"]
 fn zoo_inception_approximate_factorisation_report() {
-    let Some(dir) = std::env::var_os("INCEPT_ZOO_DIR").map(std::path::PathBuf::from).filter(|d| d.is_dir()) else {
-        println!("skipped: set INCEPT_ZOO_DIR to the output folder of bench/zoo/make_zoo.py");
-        return;
-    };
-    let path = dir.join("InceptionV3.onnx");
-    if !path.exists() {
-        println!("skipped: {} not found", path.display());
-        return;
-    }
+    let path = incept_tests::zoo_dir().join("InceptionV3.onnx");
     let g = onnx::load(&path, &Default::default()).expect("import");
     for tol in [1e-2, 1e-1] {
         let mut o = g.clone();

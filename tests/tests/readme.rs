@@ -29,3 +29,39 @@ fn ci_runs_the_readme_test_command() {
     let ci = std::fs::read_to_string(repo_root().join(".ci/run")).expect(".ci/run");
     assert!(ci.lines().any(|l| l.trim() == command), ".ci/run does not run `{command}`");
 }
+
+/// The zoo tests need 300 MB of generated models: they are `#[ignore]`d with a reason rather than
+/// passing without running, and the README says how to run them.
+#[test]
+fn zoo_tests_are_ignored_and_documented() {
+    let dir = repo_root().join("tests/tests");
+    let mut zoo_tests = 0;
+    for entry in std::fs::read_dir(&dir).expect("tests/tests") {
+        let path = entry.expect("entry").path();
+        // This file names the helpers it looks for.
+        if path.ends_with("readme.rs") {
+            continue;
+        }
+        let Ok(src) = std::fs::read_to_string(&path) else { continue };
+        // Each piece after a `#[test]` holds one test's attributes and body.
+        for test in src.split("#[test]\n").skip(1) {
+            if test.contains("zoo_dir()") || test.contains("zoo_models()") {
+                zoo_tests += 1;
+                assert!(
+                    test.starts_with("#[ignore = \"needs INCEPT_ZOO_DIR"),
+                    "{}: a test that needs the zoo is not ignored:\n{}",
+                    path.display(),
+                    test.lines().take(3).collect::<Vec<_>>().join("\n")
+                );
+            }
+        }
+    }
+    assert!(zoo_tests >= 5, "found only {zoo_tests} zoo tests");
+    let text = readme();
+    assert!(
+        text.contains(
+            "INCEPT_ZOO_DIR=DIR cargo test --release -p incept-tests --test zoo --test optimized -- --ignored"
+        ),
+        "README does not say how to run the ignored zoo tests"
+    );
+}

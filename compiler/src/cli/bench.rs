@@ -7,13 +7,15 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use incept_compiler::compile_with_report;
+use incept_compiler::table::{NAME_WIDTH, shorten};
 use incept_runtime::{DType, Tensor};
 
 use crate::cli::compile::BackendArgs;
 use crate::cli::out;
 
 /// Measure a compiled model: warm-up runs, then latency (min, median, p90) and throughput over
-/// `--iters` runs on a seeded random input (or the given .npy inputs).
+/// `--iters` runs on a seeded random input (or the given .npy inputs). Throughput is in images/s:
+/// runs/s times the batch size, the leading dimension of the first input.
 #[derive(Args)]
 pub struct BenchArgs {
     /// The ONNX model, or an `.incept` artifact from `incept compile -o` (then it is loaded, not
@@ -31,13 +33,17 @@ pub struct BenchArgs {
     #[arg(long = "input", short = 'i')]
     inputs: Vec<PathBuf>,
     /// Time every kernel call and print the most expensive steps (see --top) with their kernels,
-    /// GFLOP/s for convs and matrix products, and the time per op family.
+    /// GFLOP/s for convs and matrix products, and the time per op family. With --json, the
+    /// object gets a "profile" with every step (in plan order, full names) and every op family.
     #[arg(long)]
     profile: bool,
     /// How many of the slowest steps --profile lists
     #[arg(long, default_value_t = 20, requires = "profile")]
     top: usize,
-    /// Print one JSON object (median_ms, min_ms, p90_ms, threads, iters, ...) instead of text.
+    /// Print one JSON object instead of text: median_ms, min_ms, p90_ms, samples_ms, threads,
+    /// iters, throughput_per_s (runs), batch and images_per_s, compile_s, and with --profile a
+    /// "profile" object ({"steps": [{step, node, op, kernel, ms, share, tiles, flops, gflops}],
+    /// "by_op": [{op, ms, share}]}).
     #[arg(long)]
     json: bool,
     /// After the timed runs, trace one more run and write it as a Chrome trace-event file (open
@@ -123,15 +129,18 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
         None => None,
     };
+    let files: Vec<(Option<String>, incept_ir::Tensor)> =
+        a.inputs.iter().map(|p| Ok((None, incept_ir::npy::read(p)?))).collect::<Result<_>>()?;
     let t0 = Instant::now();
     let (model, report) = if crate::cli::is_artifact(&a.model) {
         a.backend.cut.refuse_for_artifact(&a.model)?;
         (crate::cli::load_artifact(&a.model, a.backend.threads)?, None)
     } else {
-        let opts = a.backend.options()?;
+        // Symbolic dims bind to the given inputs' shapes, or to 1.
+        let opts = a.backend.options_for(&a.model, &files)?;
         let spinner = crate::cli::progress::Spinner::start(format!("compiling {}", a.model.display()));
         let (m, r) = compile_with_report(a.model.as_path(), &opts)
-            .with_context(|| format!("cannot compile '{}'", a.model.display()))?;
+            .map_err(|e| crate::cli::compile::compile_error(e, &a.model))?;
         drop(spinner);
         (m, Some(r))
     };
@@ -146,9 +155,18 @@ pub fn run(a: BenchArgs) -> Result<()> {
             .map(|(k, s)| random_input(&s.shape, s.dtype, 1 + k as u64))
             .collect::<Result<_>>()?
     } else {
-        a.inputs
+        let specs = &model.plan().inputs;
+        if files.len() != specs.len() {
+            bail!("the model takes {} input(s), {} given", specs.len(), files.len());
+        }
+        files
             .iter()
-            .map(|p| incept_compiler::to_runtime(&incept_ir::npy::read(p)?).map_err(anyhow::Error::from))
+            .zip(&a.inputs)
+            .zip(specs)
+            .map(|(((_, t), path), spec)| {
+                crate::cli::check_input_file(&path.display().to_string(), t, spec, &a.model)?;
+                incept_compiler::to_runtime(t).map_err(anyhow::Error::from)
+            })
             .collect::<Result<_>>()?
     };
     for _ in 0..a.warmup {
@@ -187,24 +205,30 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
     let (min, median, p90) = (sorted[0], percentile(&sorted, 0.5), percentile(&sorted, 0.9));
-    let throughput = 1e3 / median;
+    let runs_per_s = 1e3 / median;
+    // A run computes a whole batch: its size is the leading dimension of the first input.
+    let batch = model.plan().inputs.first().and_then(|i| i.shape.first()).copied().unwrap_or(1);
+    let images_per_s = runs_per_s * batch as f64;
+    let profile = a.profile.then(|| Profile::of(model.plan(), &per_step, a.iters));
     if a.json {
+        let profile_json = profile.as_ref().map(|p| format!(", \"profile\": {}", p.json())).unwrap_or_default();
         out(&format!(
-            "{{\"model\": {:?}, \"threads\": {}, \"iters\": {}, \"min_ms\": {:.4}, \"median_ms\": {:.4}, \"p90_ms\": {:.4}, \"throughput_per_s\": {:.3}, \"compile_s\": {:.4}, \"samples_ms\": [{}]}}\n",
-            a.model.display().to_string(),
+            "{{\"model\": {}, \"threads\": {}, \"iters\": {}, \"min_ms\": {:.4}, \"median_ms\": {:.4}, \"p90_ms\": {:.4}, \"throughput_per_s\": {:.3}, \"batch\": {batch}, \"images_per_s\": {:.3}, \"compile_s\": {:.4}, \"samples_ms\": [{}]{profile_json}}}\n",
+            json_str(&a.model.display().to_string()),
             model.threads(),
             a.iters,
             min,
             median,
             p90,
-            throughput,
+            runs_per_s,
+            images_per_s,
             compile_s,
             times.iter().map(|t| format!("{t:.4}")).collect::<Vec<_>>().join(", ")
         ))?;
         return Ok(());
     }
     let mut s = format!(
-        "{}: {} threads, {} runs after {} warm-up\nlatency min {:.3} ms, median {:.3} ms, p90 {:.3} ms; throughput {:.2} runs/s\n",
+        "{}: {} threads, {} runs after {} warm-up\nlatency min {:.3} ms, median {:.3} ms, p90 {:.3} ms; throughput {:.2} images/s ({:.2} runs/s of batch {batch})\n",
         a.model.display(),
         model.threads(),
         a.iters,
@@ -212,7 +236,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         min,
         median,
         p90,
-        throughput
+        images_per_s,
+        runs_per_s
     );
     match &report {
         Some(r) => s.push_str(&crate::cli::compile::summary(r, false)),
@@ -229,40 +254,117 @@ pub fn run(a: BenchArgs) -> Result<()> {
             ));
         }
     }
-    if a.profile {
-        let plan = model.plan();
-        let total: f64 = per_step.iter().sum();
-        let mut order: Vec<usize> = (0..per_step.len()).collect();
-        order.sort_by(|&x, &y| per_step[y].total_cmp(&per_step[x]));
-        s.push_str(&format!("{:<44} {:<10} {:>9} {:>6} {:>9}  kernel\n", "step", "op", "ms/run", "share", "GFLOP/s"));
-        for &i in order.iter().take(a.top) {
-            let st = &plan.steps[i];
-            let ms = per_step[i] / a.iters as f64 * 1e3;
-            let gflops = if st.flops > 0 && ms > 0.0 {
-                format!("{:.1}", st.flops as f64 / (ms * 1e-3) / 1e9)
-            } else {
-                "-".into()
-            };
-            let name: String = st.name.chars().rev().take(44).collect::<Vec<_>>().into_iter().rev().collect();
-            s.push_str(&format!(
-                "{name:<44} {:<10} {ms:>9.3} {:>5.1}% {gflops:>9}  {}\n",
-                st.op,
-                100.0 * per_step[i] / total.max(1e-12),
-                plan.kernels[st.kernel].name
-            ));
-        }
-        // Per op family.
-        let mut fam: std::collections::BTreeMap<&str, f64> = Default::default();
-        for (i, st) in plan.steps.iter().enumerate() {
-            *fam.entry(st.op.as_str()).or_default() += per_step[i];
-        }
-        s.push_str("by op:");
-        let mut fams: Vec<_> = fam.into_iter().collect();
-        fams.sort_by(|a, b| b.1.total_cmp(&a.1));
-        for (op, t) in fams {
-            s.push_str(&format!(" {op} {:.1}%", 100.0 * t / total.max(1e-12)));
-        }
-        s.push('\n');
+    if let Some(p) = profile {
+        s.push_str(&p.text(a.top));
     }
     out(&s)
+}
+
+/// One profiled step: where the time of a run went.
+struct StepTime {
+    step: usize,
+    name: String,
+    op: String,
+    kernel: String,
+    ms: f64,
+    /// Of the time of all steps.
+    share: f64,
+    tiles: usize,
+    flops: u64,
+    gflops: Option<f64>,
+}
+
+/// `--profile`: time per step and per op family, averaged over the timed runs.
+struct Profile {
+    /// In plan order.
+    steps: Vec<StepTime>,
+    /// (op, ms per run, share), most expensive first.
+    by_op: Vec<(String, f64, f64)>,
+}
+
+impl Profile {
+    fn of(plan: &incept_runtime::Plan, per_step: &[f64], iters: usize) -> Profile {
+        let total = per_step.iter().sum::<f64>().max(1e-12);
+        let steps: Vec<StepTime> = plan
+            .steps
+            .iter()
+            .zip(per_step)
+            .enumerate()
+            .map(|(i, (st, &t))| {
+                let ms = t / iters as f64 * 1e3;
+                StepTime {
+                    step: i,
+                    name: st.name.clone(),
+                    op: st.op.clone(),
+                    kernel: plan.kernels.get(st.kernel).map_or_else(|| "?".into(), |k| k.name.clone()),
+                    ms,
+                    share: t / total,
+                    tiles: st.tiles,
+                    flops: st.flops,
+                    gflops: (st.flops > 0 && ms > 0.0).then(|| st.flops as f64 / (ms * 1e-3) / 1e9),
+                }
+            })
+            .collect();
+        let mut fam: std::collections::BTreeMap<&str, f64> = Default::default();
+        for st in &steps {
+            *fam.entry(st.op.as_str()).or_default() += st.ms;
+        }
+        let total_ms = steps.iter().map(|s| s.ms).sum::<f64>().max(1e-12);
+        let mut by_op: Vec<(String, f64, f64)> =
+            fam.into_iter().map(|(op, ms)| (op.to_string(), ms, ms / total_ms)).collect();
+        by_op.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Profile { steps, by_op }
+    }
+
+    /// The `top` slowest steps, then the share of each op family.
+    fn text(&self, top: usize) -> String {
+        let mut s = format!("{:<48} {:<10} {:>9} {:>6} {:>9}  kernel\n", "step", "op", "ms/run", "share", "GFLOP/s");
+        let mut order: Vec<&StepTime> = self.steps.iter().collect();
+        order.sort_by(|x, y| y.ms.total_cmp(&x.ms));
+        for st in order.into_iter().take(top) {
+            let gflops = st.gflops.map_or_else(|| "-".into(), |g| format!("{g:.1}"));
+            s.push_str(&format!(
+                "{:<48} {:<10} {:>9.3} {:>5.1}% {gflops:>9}  {}\n",
+                shorten(&st.name, NAME_WIDTH),
+                st.op,
+                st.ms,
+                100.0 * st.share,
+                st.kernel
+            ));
+        }
+        s.push_str("by op:");
+        for (op, _, share) in &self.by_op {
+            s.push_str(&format!(" {op} {:.1}%", 100.0 * share));
+        }
+        s.push('\n');
+        s
+    }
+
+    /// Every step in plan order with full names, and the op families.
+    fn json(&self) -> String {
+        let steps: Vec<String> = self
+            .steps
+            .iter()
+            .map(|st| {
+                format!(
+                    "{{\"step\": {}, \"node\": {}, \"op\": {}, \"kernel\": {}, \"ms\": {:.5}, \"share\": {:.5}, \"tiles\": {}, \"flops\": {}, \"gflops\": {}}}",
+                    st.step,
+                    json_str(&st.name),
+                    json_str(&st.op),
+                    json_str(&st.kernel),
+                    st.ms,
+                    st.share,
+                    st.tiles,
+                    st.flops,
+                    st.gflops.map_or_else(|| "null".into(), |g| format!("{g:.3}"))
+                )
+            })
+            .collect();
+        let by_op: Vec<String> = self
+            .by_op
+            .iter()
+            .map(|(op, ms, share)| format!("{{\"op\": {}, \"ms\": {ms:.5}, \"share\": {share:.5}}}", json_str(op)))
+            .collect();
+        format!("{{\"steps\": [{}], \"by_op\": [{}]}}", steps.join(", "), by_op.join(", "))
+    }
 }

@@ -64,7 +64,7 @@ pub fn run(a: CheckArgs) -> Result<()> {
         bail!("--onnx is for checking an .incept artifact; '{}' is not one", a.model.display());
     }
     let loaded = load_inputs(&a.inputs)?;
-    let mut g = load_model(&a.model, &a.backend.shapes, &loaded.inputs)?;
+    let mut g = load_model(&a.model, &a.backend.shapes, &loaded.inputs, &loaded.sources, true)?;
     // Cut before making random inputs, which follow the cut graph's inputs.
     a.backend.cut.apply(&mut g)?;
     let inputs = if loaded.inputs.is_empty() {
@@ -88,7 +88,7 @@ pub fn run(a: CheckArgs) -> Result<()> {
     let options = CheckOptions { compile, tolerance: a.tolerance, always_bisect: a.bisect };
     let spinner =
         crate::cli::progress::Spinner::start("compiling, then running the model and the reference interpreter");
-    let report = check(&g, &inputs, &options)?;
+    let report = check(&g, &inputs, &options).with_context(|| format!("cannot check '{}'", a.model.display()))?;
     drop(spinner);
     out(&format_report(&report))?;
     if !report.passed() {

@@ -39,6 +39,19 @@ pub struct BackendArgs {
 }
 
 impl BackendArgs {
+    /// The options to compile the model file `model` with: symbolic dims that neither the flags
+    /// nor the shapes of `inputs` bind are bound to 1, with a note (see `bind_open_dims`).
+    pub fn options_for(
+        &self,
+        model: &std::path::Path,
+        inputs: &[(Option<String>, incept_ir::Tensor)],
+    ) -> Result<CompileOptions> {
+        let mut options = self.options()?;
+        options.import = crate::cli::shapes::options_for_file(model, &options.import, inputs);
+        Ok(options)
+    }
+
+    /// The options as the flags give them.
     pub fn options(&self) -> Result<CompileOptions> {
         Ok(CompileOptions {
             import: self.shapes.import_options()?,
@@ -95,8 +108,17 @@ pub fn summary(r: &CompileReport, timings: bool) -> String {
     s
 }
 
+/// A compile error in the words of the command line: "cannot compile 'MODEL'", unless the error
+/// names the file already (it could not be read).
+pub fn compile_error(e: incept_compiler::compile::CompileError, model: &std::path::Path) -> anyhow::Error {
+    match e {
+        incept_compiler::compile::CompileError::Import(incept_ir::Error::Io { .. }) => anyhow::Error::new(e),
+        e => anyhow::Error::new(e).context(format!("cannot compile '{}'", model.display())),
+    }
+}
+
 pub fn run(a: CompileArgs) -> Result<()> {
-    let opts = a.backend.options()?;
+    let opts = a.backend.options_for(&a.model, &[])?;
     // Fail before compiling, not after, when the artifact cannot be written.
     let file = match &a.output {
         Some(p) => Some(std::fs::File::create(p).with_context(|| format!("cannot write '{}'", p.display()))?),
@@ -109,7 +131,7 @@ pub fn run(a: CompileArgs) -> Result<()> {
         // No empty artifact left behind.
         let _ = std::fs::remove_file(p);
     }
-    let (model, report) = compiled.with_context(|| format!("cannot compile '{}'", a.model.display()))?;
+    let (model, report) = compiled.map_err(|e| compile_error(e, &a.model))?;
     out(&summary(&report, a.timings))?;
     out(&format!("threads: {}\n", model.threads()))?;
     if let (Some(path), Some(mut file)) = (&a.output, file) {

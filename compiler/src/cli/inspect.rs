@@ -2,12 +2,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
+use incept_compiler::table::{NAME_WIDTH, shorten};
 use incept_ir::stats::Stats;
 use incept_ir::text;
 
-use crate::cli::optimize::{OptArgs, optimize};
+use crate::cli::optimize::{OptArgs, human, optimize};
 use crate::cli::out;
 use crate::cli::shapes::{CutArgs, ShapeArgs, load_model};
 
@@ -23,8 +24,10 @@ enum Format {
 ///
 /// The IR shows every value with its dtype and shape, ops with their attributes in canonical form
 /// (defaults made explicit, auto_pad resolved), and large constants as a short content hash. The
-/// per-pass summary follows as `;` comment lines (pass, times applied, nodes and MACs before and
-/// after, milliseconds). Use -O0 to see the graph as imported.
+/// per-pass summary follows as `;` comment lines: pass, times applied, op nodes and MACs of the
+/// graph the pass first ran on and after its own changes (so each row is that pass's own
+/// effect), milliseconds, and a last row for all passes together, from the imported graph to the
+/// optimised one. Use -O0 to see the graph as imported.
 #[derive(Args)]
 pub struct InspectArgs {
     /// The ONNX model, or an `.incept` artifact (then: its header, inputs and outputs, sizes,
@@ -39,6 +42,16 @@ pub struct InspectArgs {
     /// place), then the arena size next to its lower bound (the most bytes alive at once).
     #[arg(long, conflicts_with = "stats")]
     memory: bool,
+    /// Print the compiled plan instead of the IR: every step (one kernel call) in execution order
+    /// with its node, what it computes, its kernel, the instruction set of its inner loop (tier:
+    /// avx2/avx512 for the assembler microkernels, f32x4 for Cranelift code), its tile count
+    /// (the unit of parallel work), its FLOPs and the node's input and output types. The model is
+    /// lowered, not compiled or run: `bench --profile` measures the same steps.
+    #[arg(long, conflicts_with_all = ["stats", "memory"])]
+    kernels: bool,
+    /// With --kernels: the CPU to plan for (native, baseline, avx2 or avx512, as for `compile`).
+    #[arg(long, default_value = "native", value_name = "CPU", requires = "kernels")]
+    cpu: incept_compiler::Cpu,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
@@ -48,7 +61,9 @@ pub struct InspectArgs {
     cut: CutArgs,
     #[command(flatten)]
     opt: OptArgs,
-    /// Print the IR after this pass (or `all`) whenever it changes the graph (repeatable).
+    /// Print the IR after this pass (or `all`) whenever it changes the graph (repeatable). An
+    /// unknown name is an error; a pass that never changed the graph, or is not in the pipeline,
+    /// is reported as such.
     #[arg(long = "print-after", value_name = "PASS|all")]
     print_after: Vec<String>,
     /// Print what each pass changed, as a unified diff of the IR.
@@ -94,7 +109,13 @@ fn inspect_artifact(path: &std::path::Path) -> Result<()> {
     }
     s.push_str("steps:\n");
     for st in &plan.steps {
-        s.push_str(&format!("  {:<40} {:<16} kernel #{:<4} {:>6} tiles\n", st.name, st.op, st.kernel, st.tiles));
+        s.push_str(&format!(
+            "  {:<48} {:<16} kernel #{:<4} {:>6} tiles\n",
+            shorten(&st.name, NAME_WIDTH),
+            st.op,
+            st.kernel,
+            st.tiles
+        ));
     }
     out(&s)
 }
@@ -104,13 +125,33 @@ pub fn run(a: InspectArgs) -> Result<()> {
         a.cut.refuse_for_artifact(&a.model)?;
         return inspect_artifact(&a.model);
     }
-    let mut g = load_model(&a.model, &a.shapes, &[])?;
+    // The plan views need static shapes; the IR and statistics show symbolic dims as they are.
+    let mut g = load_model(&a.model, &a.shapes, &[], &[], a.kernels || a.memory)?;
     a.cut.apply(&mut g)?;
     incept_ir::verify::verify(&g)?;
     let mut pm = a.opt.manager()?;
+    let known: Vec<&str> = incept_compiler::passes::all_passes().iter().map(|p| p.name()).collect();
+    for p in a.print_after.iter().filter(|p| *p != "all") {
+        if !known.contains(&p.as_str()) {
+            bail!("--print-after: unknown pass '{p}' (passes: {}, or all)", known.join(", "));
+        }
+    }
     pm.print_after = a.print_after.clone();
     pm.diff = a.diff;
     let opt = optimize(&mut g, &pm, &a.opt)?;
+    // Printing nothing for a pass that never fired would look like a broken flag.
+    let pipeline = pm.pass_names();
+    for p in a.print_after.iter().filter(|p| *p != "all") {
+        if !pipeline.contains(&p.as_str()) {
+            out(&format!(
+                "; --print-after {p}: the pass is not in this pipeline (see -O, --passes, --disable-pass)\n"
+            ))?;
+        } else if !opt.report.snapshots.iter().any(|s| s.pass == p) {
+            out(&format!(
+                "; --print-after {p}: the pass never changed the graph, so there is no IR to print after it\n"
+            ))?;
+        }
+    }
     for snap in &opt.report.snapshots {
         match &snap.before {
             Some(before) => {
@@ -128,6 +169,9 @@ pub fn run(a: InspectArgs) -> Result<()> {
     let summary = opt.summary;
     if a.memory {
         return out(&memory_table(&g)?);
+    }
+    if a.kernels {
+        return out(&kernel_table(&g, a.cpu)?);
     }
     if a.stats {
         let mut s = format!("model: {}\n", a.model.display());
@@ -147,17 +191,63 @@ pub fn run(a: InspectArgs) -> Result<()> {
     }
 }
 
+/// The plan's steps, one row each, then their totals.
+fn kernel_table(g: &incept_ir::Graph, cpu: incept_compiler::Cpu) -> Result<String> {
+    let options = incept_compiler::CompileOptions { cpu, ..Default::default() };
+    let (steps, kernels) = incept_compiler::plan_steps(g, &options)?;
+    let mut s = format!(
+        "{:>4}  {:<48} {:<18} {:<36} {:<6} {:>6} {:>8}  shapes\n",
+        "step", "node", "op", "kernel", "tier", "tiles", "FLOPs"
+    );
+    for (i, st) in steps.iter().enumerate() {
+        let shapes = if st.outputs.is_empty() {
+            String::new()
+        } else {
+            format!("{} -> {}", st.inputs.join(", "), st.outputs.join(", "))
+        };
+        let flops = if st.flops > 0 { human(st.flops) } else { "-".into() };
+        s.push_str(&format!(
+            "{i:>4}  {:<48} {:<18} {:<36} {:<6} {:>6} {flops:>8}  {shapes}\n",
+            shorten(&st.node, NAME_WIDTH),
+            st.op,
+            st.kernel,
+            st.tier,
+            st.tiles
+        ));
+    }
+    let flops: u64 = steps.iter().map(|st| st.flops).sum();
+    s.push_str(&format!(
+        "{} steps, {kernels} distinct kernels, {} FLOPs per run; planned for --cpu {} (tier {})\n",
+        steps.len(),
+        human(flops),
+        cpu_name(cpu),
+        cpu.tier().name()
+    ));
+    Ok(s)
+}
+
+fn cpu_name(cpu: incept_compiler::Cpu) -> &'static str {
+    use incept_compiler::Cpu;
+    match cpu {
+        Cpu::Native => "native",
+        Cpu::Baseline => "baseline",
+        Cpu::Avx2 => "avx2",
+        Cpu::Avx512 => "avx512",
+    }
+}
+
 fn memory_table(g: &incept_ir::Graph) -> Result<String> {
     let (plan, steps, weights) = incept_compiler::plan_memory(g)?;
     let mut s = format!("{:>12} {:>12}  {:<11} buffer\n", "offset", "bytes", "steps");
     for p in &plan.placements {
-        let shares = p.shares.as_ref().map(|r| format!("  (in place of {r})")).unwrap_or_default();
+        let shares =
+            p.shares.as_ref().map(|r| format!("  (in place of {})", shorten(r, NAME_WIDTH))).unwrap_or_default();
         s.push_str(&format!(
             "{:>12} {:>12}  {:<11} {}{shares}\n",
             p.offset,
             p.bytes,
             format!("{}..{}", p.steps.0, p.steps.1),
-            p.name
+            shorten(&p.name, NAME_WIDTH)
         ));
     }
     let ratio = plan.size as f64 / plan.lower_bound.max(1) as f64;

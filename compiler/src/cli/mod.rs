@@ -30,6 +30,44 @@ pub fn load_artifact(path: &Path, threads: usize) -> anyhow::Result<incept_runti
         .with_context(|| format!("cannot load the artifact '{}'", path.display()))
 }
 
+/// Fails now if `path` cannot be written later (a missing folder, no permission), so that a
+/// long run does not end in that error. Leaves no file behind that was not there.
+pub fn check_writable(path: &Path) -> anyhow::Result<()> {
+    let existed = path.exists();
+    match std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path) {
+        Ok(_) => {
+            if !existed {
+                let _ = std::fs::remove_file(path);
+            }
+            Ok(())
+        }
+        Err(e) => anyhow::bail!("cannot write '{}': {e}", path.display()),
+    }
+}
+
+/// Checks a tensor read from `source` against the compiled model's input `spec`, so that a
+/// wrong shape or dtype is blamed on the file, with what the model expects (and a layout hint).
+pub fn check_input_file(
+    source: &str,
+    t: &incept_ir::Tensor,
+    spec: &incept_runtime::IoSpec,
+    model: &Path,
+) -> anyhow::Result<()> {
+    let want: Vec<shapes::DeclaredDim> = spec.shape.iter().map(|&d| shapes::DeclaredDim::Known(d)).collect();
+    let dims: Vec<String> = spec.shape.iter().map(|d| d.to_string()).collect();
+    let ty = format!("{}[{}]", spec.dtype.name(), dims.join(","));
+    shapes::check_data_shape(source, t.shape(), &spec.name, model, &ty, &want, &Default::default())?;
+    if t.dtype().name() != spec.dtype.name() {
+        anyhow::bail!(
+            "input file '{source}' holds {} data, but input '{}' of '{}' is {ty}",
+            t.dtype(),
+            spec.name,
+            model.display()
+        );
+    }
+    Ok(())
+}
+
 /// Writes text to stdout. A closed pipe (`incept inspect m.onnx | head`) ends the program quietly
 /// instead of failing, as other command-line tools do.
 pub fn out(text: &str) -> anyhow::Result<()> {

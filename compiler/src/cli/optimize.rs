@@ -72,7 +72,8 @@ pub fn optimize(g: &mut Graph, pm: &PassManager, args: &OptArgs) -> Result<Optim
     Ok(Optimized { report, summary })
 }
 
-fn human(n: u64) -> String {
+/// A count with a k/M/G suffix (`2.57M`).
+pub fn human(n: u64) -> String {
     match n {
         n if n >= 1_000_000_000 => format!("{:.2}G", n as f64 / 1e9),
         n if n >= 1_000_000 => format!("{:.2}M", n as f64 / 1e6),
@@ -81,20 +82,37 @@ fn human(n: u64) -> String {
     }
 }
 
-/// The per-pass summary as IR comment lines (`; ...`), so the printed IR still parses.
+/// The per-pass summary as IR comment lines (`; ...`), so the printed IR still parses. Each row
+/// is one pass's own effect: nodes and MACs of the graph it first ran on, and after its own
+/// changes; the last row adds them up, from the imported graph to the optimised one.
 pub fn summary(stats: &[PassStats]) -> String {
     let mut s = format!("; {:<22} {:>7} {:>13} {:>17} {:>9}\n", "pass", "applied", "nodes", "MACs", "ms");
-    for st in stats {
+    let row = |s: &mut String, name: &str, applied: usize, nodes: (usize, usize), macs: (u64, u64), ms: f64| {
         s.push_str(&format!(
             "; {:<22} {:>7} {:>6} -> {:<5} {:>7} -> {:<7} {:>9.2}\n",
-            st.name,
-            st.applied,
-            st.nodes_before,
-            st.nodes_after,
-            human(st.macs_before),
-            human(st.macs_after),
-            st.millis
+            name,
+            applied,
+            nodes.0,
+            nodes.1,
+            human(macs.0),
+            human(macs.1),
+            ms
         ));
+    };
+    for st in stats {
+        row(&mut s, st.name, st.applied, (st.nodes_before, st.nodes_after), (st.macs_before, st.macs_after), st.millis);
+    }
+    if let Some(first) = stats.first() {
+        // Every change is some pass's own, so the passes' effects add up to the pipeline's.
+        let nodes =
+            stats.iter().fold(first.nodes_before as i128, |n, st| n + st.nodes_after as i128 - st.nodes_before as i128);
+        let macs =
+            stats.iter().fold(first.macs_before as i128, |n, st| n + st.macs_after as i128 - st.macs_before as i128);
+        let applied = stats.iter().map(|st| st.applied).sum();
+        let ms = stats.iter().map(|st| st.millis).sum();
+        let clamp_nodes = nodes.clamp(0, usize::MAX as i128) as usize;
+        let clamp_macs = macs.clamp(0, u64::MAX as i128) as u64;
+        row(&mut s, "(all passes)", applied, (first.nodes_before, clamp_nodes), (first.macs_before, clamp_macs), ms);
     }
     s
 }

@@ -36,7 +36,8 @@ pub struct RunArgs {
     #[arg(long = "input", short = 'i', value_name = "FILE|NAME=FILE|DIR")]
     inputs: Vec<String>,
     /// Where to write outputs as .npy: one path per output, or one existing folder that gets
-    /// OUTPUT_NAME.npy files. Without it, outputs are summarised on stdout.
+    /// OUTPUT_NAME.npy files (checked for writing before anything runs). Without it, outputs are
+    /// summarised on stdout.
     #[arg(long = "output", short = 'o', value_name = "PATH")]
     outputs: Vec<PathBuf>,
     #[command(flatten)]
@@ -52,23 +53,27 @@ pub struct RunArgs {
 /// Tensors read from `--input` arguments, and expected outputs found beside them.
 pub(crate) struct Loaded {
     pub inputs: Vec<(Option<String>, Tensor)>,
+    /// The file each input came from, for errors that blame the data.
+    pub sources: Vec<String>,
     pub expected: Vec<Tensor>,
 }
 
-fn read_pb_dir(dir: &Path, prefix: &str) -> Result<Vec<(String, Tensor)>> {
+/// The tensors of `prefix_0.pb`, `prefix_1.pb`, ... in `dir`: (file, name, value).
+fn read_pb_dir(dir: &Path, prefix: &str) -> Result<Vec<(String, String, Tensor)>> {
     let mut out = vec![];
     for i in 0.. {
         let p = dir.join(format!("{prefix}_{i}.pb"));
         if !p.exists() {
             break;
         }
-        out.push(onnx::read_tensor_file(&p).with_context(|| format!("cannot read '{}'", p.display()))?);
+        let (name, t) = onnx::read_tensor_file(&p).with_context(|| format!("cannot read '{}'", p.display()))?;
+        out.push((p.display().to_string(), name, t));
     }
     Ok(out)
 }
 
 pub(crate) fn load_inputs(args: &[String]) -> Result<Loaded> {
-    let mut loaded = Loaded { inputs: vec![], expected: vec![] };
+    let mut loaded = Loaded { inputs: vec![], sources: vec![], expected: vec![] };
     for a in args {
         let (name, path) = match a.split_once('=') {
             Some((n, p)) if !Path::new(a).exists() => (Some(n.to_string()), PathBuf::from(p)),
@@ -79,13 +84,15 @@ pub(crate) fn load_inputs(args: &[String]) -> Result<Loaded> {
             if ins.is_empty() {
                 bail!("folder '{}' has no input_0.pb", path.display());
             }
-            for (n, t) in ins {
+            for (file, n, t) in ins {
                 loaded.inputs.push(((!n.is_empty()).then_some(n), t));
+                loaded.sources.push(file);
             }
-            loaded.expected.extend(read_pb_dir(&path, "output")?.into_iter().map(|(_, t)| t));
+            loaded.expected.extend(read_pb_dir(&path, "output")?.into_iter().map(|(_, _, t)| t));
         } else {
             let t = npy::read(&path)?;
             loaded.inputs.push((name, t));
+            loaded.sources.push(path.display().to_string());
         }
     }
     Ok(loaded)
@@ -156,6 +163,7 @@ fn run_artifact(a: &RunArgs, loaded: Loaded) -> Result<(Vec<String>, Vec<Tensor>
                 .with_context(|| format!("the artifact has no input '{n}' (inputs: {})", names.join(", ")))?,
             None => k,
         };
+        crate::cli::check_input_file(&loaded.sources[k], &t, &specs[slot], &a.model)?;
         if ordered[slot].replace(t).is_some() {
             bail!("input '{}' given twice", names[slot]);
         }
@@ -175,13 +183,18 @@ fn run_artifact(a: &RunArgs, loaded: Loaded) -> Result<(Vec<String>, Vec<Tensor>
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
+    // Fail now, not after a run that may take minutes, when an output cannot be written.
+    match a.outputs.as_slice() {
+        [dir] if dir.is_dir() => {}
+        paths => paths.iter().try_for_each(|p| crate::cli::check_writable(p))?,
+    }
     let loaded = load_inputs(&a.inputs)?;
     if crate::cli::is_artifact(&a.model) {
         let expected = loaded.expected.clone();
         let (names, outs) = run_artifact(&a, loaded)?;
         return write_outputs(&a, &names, &outs, &expected);
     }
-    let mut g = load_model(&a.model, &a.shapes, &loaded.inputs)?;
+    let mut g = load_model(&a.model, &a.shapes, &loaded.inputs, &loaded.sources, true)?;
     a.cut.apply(&mut g)?;
     let opt = optimize(&mut g, &a.opt.manager()?, &a.opt)?;
     if a.opt.factorize_report || opt.report.factorizations.iter().any(|r| r.approximate && r.applied) {
@@ -205,7 +218,8 @@ pub fn run(a: RunArgs) -> Result<()> {
         };
         let spinner = crate::cli::progress::Spinner::start("compiling");
         let start = Instant::now();
-        let (model, _) = incept_compiler::compile_graph(g.clone(), &options)?;
+        let (model, _) = incept_compiler::compile_graph(g.clone(), &options)
+            .with_context(|| format!("cannot compile '{}'", a.model.display()))?;
         let compiled = start.elapsed();
         drop(spinner);
         let rt: Vec<incept_runtime::Tensor> =

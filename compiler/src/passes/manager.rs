@@ -33,8 +33,10 @@ impl Pipeline {
     }
 }
 
-/// What one pass did over a whole run of the pipeline: `*_before` is the graph it first changed,
-/// `*_after` that plus its own changes (other passes' effects in between are not counted).
+/// What one pass did over a whole run of the pipeline: `*_before` is the graph the pass first ran
+/// on (for the first pass, the imported graph), `*_after` that plus the pass's own changes over
+/// every sweep (other passes' effects in between are not counted), so `after - before` is the
+/// pass's own effect and the effects of all passes add up to the pipeline's.
 #[derive(Clone, Debug, Default)]
 pub struct PassStats {
     pub name: &'static str,
@@ -143,6 +145,7 @@ impl PassManager {
         let mut stats: Vec<PassStats> =
             self.groups.iter().flatten().map(|p| PassStats { name: p.name(), ..PassStats::default() }).collect();
         let mut snapshots = vec![];
+        let mut seen = vec![false; stats.len()];
         let mut index = 0;
         for group in &self.groups {
             let base = index;
@@ -156,9 +159,10 @@ impl PassManager {
                     let start = Instant::now();
                     let applied = sweep(pass.as_ref(), g, &cx)?;
                     st.millis += start.elapsed().as_secs_f64() * 1e3;
-                    // Before/after count this pass's own changes, from the graph it first changed
-                    // (or first saw, if it never applied).
-                    if st.applied == 0 {
+                    // Before/after count this pass's own changes from the graph it first ran on;
+                    // a later sweep must not reset them (that showed the last sweep's count).
+                    if !seen[base + k] {
+                        seen[base + k] = true;
                         (st.nodes_before, st.macs_before, st.nodes_after, st.macs_after) = (nodes, macs, nodes, macs);
                     }
                     st.applied += applied;

@@ -10,6 +10,7 @@ use crate::graph::{Graph, ValueId};
 use crate::infer::KnownValues;
 use crate::onnx::functions::{FlatNode, flatten};
 use crate::onnx::legacy::Upgrade;
+use crate::onnx::onnx_ops;
 use crate::onnx::proto::{AttributeProto, ModelProto, TypeValue, ValueInfoProto, attribute_type as at};
 use crate::onnx::tensor::{ExternalData, tensor_from_proto};
 use crate::onnx::{ImportOptions, MAX_IR_VERSION, MIN_IR_VERSION};
@@ -115,17 +116,26 @@ fn check_supported(nodes: &[FlatNode]) -> Result<()> {
     for n in nodes {
         let p = &n.proto;
         let name = if p.name.is_empty() { p.output.first().cloned().unwrap_or_default() } else { p.name.clone() };
+        let op = &p.op_type;
         let reason = if is_default_domain(&p.domain) {
-            match (op_info(&p.op_type), n.opset) {
-                (None, _) => Some("not supported by incept".to_string()),
-                (Some(_), None) => Some("the ai.onnx domain is not imported".to_string()),
-                (Some(info), Some(v)) if info.since > v => {
-                    Some(format!("not defined in opset {v} (introduced in opset {})", info.since))
+            match (op_info(op), n.opset) {
+                (None, opset) => Some(onnx_ops::unsupported_reason(op, opset)),
+                (Some(_), None) => {
+                    Some(format!("ONNX operator '{op}' needs the ai.onnx domain, which is not imported"))
                 }
+                (Some(info), Some(v)) if info.since > v => Some(format!(
+                    "ONNX operator '{op}' is not defined in opset {v} (introduced in opset {})",
+                    info.since
+                )),
                 _ => None,
             }
+        } else if p.domain == "ai.onnx.ml" {
+            Some(format!("'{op}' is an ONNX-ML operator (domain ai.onnx.ml), which incept does not support"))
         } else {
-            Some(format!("domain '{}' is not supported", p.domain))
+            Some(format!(
+                "'{op}' is not an ONNX operator: it is a custom operator of domain '{}', and incept imports only ai.onnx",
+                p.domain
+            ))
         };
         if let Some(reason) = reason {
             let opset = if is_default_domain(&p.domain) { n.opset } else { n.domain_opset };

@@ -4,6 +4,7 @@
 pub mod functions;
 pub mod import;
 pub mod legacy;
+pub mod onnx_ops;
 pub mod proto;
 pub mod tensor;
 
@@ -40,6 +41,10 @@ pub fn decode(bytes: Bytes) -> Result<proto::ModelProto> {
 
 /// Decodes a model file (memory-mapped) and prepares external data resolution next to it.
 pub fn open(path: &Path) -> Result<(proto::ModelProto, ExternalData)> {
+    if path.is_dir() {
+        // Mapping a directory fails with "No such device", which says nothing useful.
+        return Err(Error::Io { path: path.to_path_buf(), error: directory_error(path) });
+    }
     let bytes = map_file(path)?;
     if bytes.is_empty() {
         return Err(Error::Model(format!("'{}' is empty", path.display())));
@@ -47,6 +52,27 @@ pub fn open(path: &Path) -> Result<(proto::ModelProto, ExternalData)> {
     let model = decode(bytes)?;
     let dir = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p }).map(Path::to_path_buf);
     Ok((model, ExternalData::new(dir)))
+}
+
+/// Says that `dir` is a directory where a model file was expected, and which models it holds.
+fn directory_error(dir: &Path) -> std::io::Error {
+    let mut models: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".onnx"))
+                .collect()
+        })
+        .unwrap_or_default();
+    models.sort();
+    const SHOWN: usize = 3;
+    let holds = match models.len() {
+        0 => String::new(),
+        n if n <= SHOWN => format!(" (it holds {})", models.join(", ")),
+        n => format!(" (it holds {} and {} more)", models[..SHOWN].join(", "), n - SHOWN),
+    };
+    std::io::Error::new(std::io::ErrorKind::IsADirectory, format!("it is a directory, not an ONNX model file{holds}"))
 }
 
 /// Loads a model file. External data files resolve relative to the file's folder.
@@ -64,7 +90,18 @@ pub fn load_for_inputs(
     inputs: &[(Option<String>, crate::tensor::Tensor)],
 ) -> Result<Graph> {
     let (model, ext) = open(path)?;
-    let names = graph_input_names(&model);
+    import_model(&model, &ext, &options_for_inputs(&model, opts, inputs))
+}
+
+/// What [`load_for_inputs`] imports with: `opts`, plus the shape of each given tensor for the
+/// graph input it binds to (by name when all are named, else by order) unless `opts` fixes that
+/// input's shape already.
+pub fn options_for_inputs(
+    model: &proto::ModelProto,
+    opts: &ImportOptions,
+    inputs: &[(Option<String>, crate::tensor::Tensor)],
+) -> ImportOptions {
+    let names = graph_input_names(model);
     let all_named = inputs.iter().all(|(n, _)| n.is_some());
     let mut opts = opts.clone();
     for (i, (name, t)) in inputs.iter().enumerate() {
@@ -73,7 +110,7 @@ pub fn load_for_inputs(
             opts.input_shapes.entry(name).or_insert_with(|| t.shape().to_vec());
         }
     }
-    import_model(&model, &ext, &opts)
+    opts
 }
 
 /// Names of the graph inputs that are not initializers, in order.

@@ -299,7 +299,12 @@ impl Op {
     /// Builds an op from its ONNX op type and attributes (in their current-opset form; the importer
     /// rewrites older forms first). Attributes the op does not know are an error.
     pub fn from_attrs(op_type: &str, mut attrs: Attrs) -> Result<Op, OpError> {
-        let info = op_info(op_type).ok_or_else(|| OpError::Unsupported(format!("op type '{op_type}'")))?;
+        let info = op_info(op_type).ok_or_else(|| {
+            OpError::Unsupported(match crate::onnx::onnx_ops::first_opset(op_type) {
+                Some(_) => format!("op type '{op_type}' (an ONNX operator incept does not support yet)"),
+                None => format!("op type '{op_type}' (not an ONNX operator)"),
+            })
+        })?;
         let op = (info.build)(&mut attrs)?;
         attrs.finish()?;
         Ok(op)

@@ -532,7 +532,7 @@ pub fn output_error(reference: &Graph, changed: &Graph, seed: u64) -> Result<f64
 pub fn report(records: &[FactorizeRecord], output_error: Option<f64>) -> String {
     let mut s = String::from("; factorisation\n");
     s.push_str(&format!(
-        "; {:<40} {:<10} {:>5} {:>12} {:>12} {:>12} {}\n",
+        "; {:<48} {:<10} {:>5} {:>12} {:>12} {:>12} {}\n",
         "conv", "form", "rank", "MACs before", "MACs after", "weight err", "status"
     ));
     for r in records {
@@ -542,8 +542,13 @@ pub fn report(records: &[FactorizeRecord], output_error: Option<f64>) -> String 
             format!("not applied: {}", r.note)
         };
         s.push_str(&format!(
-            "; {:<40} {:<10} {:>5} {:>12} {:>12} {:>12.3e} {status}\n",
-            r.node, r.form, r.rank, r.macs_before, r.macs_after, r.weight_error
+            "; {:<48} {:<10} {:>5} {:>12} {:>12} {:>12.3e} {status}\n",
+            crate::table::shorten(&r.node, crate::table::NAME_WIDTH),
+            r.form,
+            r.rank,
+            r.macs_before,
+            r.macs_after,
+            r.weight_error
         ));
     }
     let (before, after): (u64, u64) =
