@@ -133,8 +133,18 @@ pub(crate) struct Lowerer<'g> {
     tier: Tier,
     /// Packed conv panels above this size are built band by band.
     band_bytes: usize,
-    /// The Winograd tile forced where Winograd applies (a test knob).
-    winograd_tile: Option<usize>,
+    winograd: WinogradChoice,
+}
+
+/// How 3x3 convolutions choose their Winograd tile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WinogradChoice {
+    /// The tile forced wherever Winograd applies (a test knob).
+    pub forced: Option<usize>,
+    /// Let the cost model pick F(4x4, 3x3) where it is faster. Off by default: its rounding
+    /// error is several times F(2x2, 3x3)'s (InceptionV3's output moved 1.2e-4 of its scale
+    /// from the f64 reference with it, 2.1e-5 without), for 4-7% of latency.
+    pub f4: bool,
 }
 
 /// Bytes of the graph's constants.
@@ -149,18 +159,18 @@ fn constant_bytes(g: &Graph) -> usize {
 
 /// Lowers an optimised graph with static shapes, for the f32x4 tier.
 pub fn lower(g: &Graph) -> Result<Lowered, LowerError> {
-    lower_with(g, Tier::F32x4, None, None, None)
+    lower_with(g, Tier::F32x4, None, None, WinogradChoice::default())
 }
 
 /// Lowers for a kernel tier, with a deliberate miscompilation if asked (see [`Fault`]) and the
-/// size above which conv panels are packed in bands (None: the default), and the Winograd tile
-/// forced where Winograd applies (None: the cost model's).
+/// size above which conv panels are packed in bands (None: the default), and how Winograd tiles
+/// are chosen.
 pub fn lower_with(
     g: &Graph,
     tier: Tier,
     fault: Option<&Fault>,
     im2col_band_bytes: Option<usize>,
-    winograd_tile: Option<usize>,
+    winograd: WinogradChoice,
 ) -> Result<Lowered, LowerError> {
     // A fault aimed at no node would make the test that injects it pass vacuously.
     if let Some(Fault::Corrupt { node }) = fault
@@ -173,7 +183,7 @@ pub fn lower_with(
         fault: fault.cloned(),
         tier,
         band_bytes: im2col_band_bytes.unwrap_or(ops::IM2COL_BAND_BYTES),
-        winograd_tile,
+        winograd,
         out: Lowered {
             buffers: vec![],
             steps: vec![],

@@ -1097,9 +1097,7 @@ impl<'g> Lowerer<'g> {
             return Ok(ConvPath::Depthwise);
         }
         let constant = self.is_konst(wv);
-        if constant
-            && let Some(tile) = winograd_tile(&geom, g, cin_total / g, cout / g, n, xs.len(), self.winograd_tile)
-        {
+        if constant && let Some(tile) = winograd_tile(&geom, g, cin_total / g, cout / g, n, xs.len(), self.winograd) {
             return Ok(ConvPath::Winograd(tile));
         }
         Ok(ConvPath::Gemm)
@@ -2607,9 +2605,10 @@ fn balanced(mut spec: GemmSpec) -> GemmSpec {
 }
 
 /// Which Winograd tile computes a conv (2: F(2x2, 3x3), 4: F(4x4, 3x3)), or None for the
-/// im2col GEMM. `forced` (the test knob) overrides every choice but the conv's shape;
+/// im2col GEMM. `choice.forced` (the test knob) overrides every choice but the conv's shape;
 /// `INCEPT_WINOGRAD=0|2|4` in the environment (for measuring) overrides the cost model's pick
-/// among the tiles, where Winograd pays at all.
+/// among the tiles, where Winograd pays at all; F(4x4, 3x3) is the cost model's pick only with
+/// `choice.f4`.
 fn winograd_tile(
     geom: &Geom,
     groups: usize,
@@ -2617,8 +2616,9 @@ fn winograd_tile(
     mg: usize,
     n: usize,
     rank: usize,
-    forced: Option<usize>,
+    choice: super::WinogradChoice,
 ) -> Option<usize> {
+    let forced = choice.forced;
     let env = std::env::var("INCEPT_WINOGRAD").ok().and_then(|v| v.parse::<usize>().ok());
     if std::env::var_os("INCEPT_NO_WINOGRAD").is_some() || env == Some(0) {
         return None;
@@ -2649,7 +2649,7 @@ fn winograd_tile(
     if let Some(tile @ (2 | 4)) = env {
         return fits(tile).then_some(tile);
     }
-    if fits(4) && f4_pays(&f2, &wg(4), cg, mg) {
+    if choice.f4 && fits(4) && f4_pays(&f2, &wg(4), cg, mg) {
         return Some(4);
     }
     fits(2).then_some(2)
@@ -2712,13 +2712,18 @@ mod tests {
             (384, 384, 8, None, "im2col 7.06, 8.33 / 15.23"),
             (512, 512, 7, None, "ResNet50's layer 4"),
         ];
+        let f4 = crate::lower::WinogradChoice { forced: None, f4: true };
+        let forced4 = crate::lower::WinogradChoice { forced: Some(4), f4: false };
         for (c, m, hw, want, measured) in cases {
-            let got = winograd_tile(&same3x3(hw), 1, c, m, 1, 4, None);
+            let got = winograd_tile(&same3x3(hw), 1, c, m, 1, 4, f4);
             assert_eq!(got, want, "{c} -> {m} on {hw}x{hw} (measured {measured})");
+            // Without f4 the model never picks F(4x4, 3x3), and keeps Winograd where it paid.
+            let default = winograd_tile(&same3x3(hw), 1, c, m, 1, 4, crate::lower::WinogradChoice::default());
+            assert_eq!(default, want.map(|_| 2), "{c} -> {m} on {hw}x{hw} without f4");
         }
         // The test knob overrides the model; shapes Winograd cannot take stay declined.
-        assert_eq!(winograd_tile(&same3x3(7), 1, 512, 512, 1, 4, Some(4)), Some(4));
+        assert_eq!(winograd_tile(&same3x3(7), 1, 512, 512, 1, 4, forced4), Some(4));
         let strided = Geom { sh: 2, sw: 2, oh: 14, ow: 14, ..same3x3(28) };
-        assert_eq!(winograd_tile(&strided, 1, 64, 64, 1, 4, Some(4)), None);
+        assert_eq!(winograd_tile(&strided, 1, 64, 64, 1, 4, forced4), None);
     }
 }
