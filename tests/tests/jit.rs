@@ -825,3 +825,31 @@ fn winograd2_pads_maps_with_many_border_tiles() {
         assert!(err < 1e-5, "{hw}x{hw}: error {err:e}");
     }
 }
+
+/// F(4x4, 3x3) only when asked for: a 64-channel 3x3 conv on 56x56 (where the cost model
+/// prefers it) runs F(2x2, 3x3) by default and F(4x4, 3x3) with `winograd_f4`, both within
+/// rounding of the reference.
+#[test]
+fn winograd_f4_is_opt_in() {
+    use incept_ir::attrs::AttrValue;
+    let mut r = incept_tests::graphs::Gen::new(7);
+    let xin = r.input(&[1, 64, 56, 56]);
+    let w = r.weights(&[64, 64, 3, 3]);
+    let pads = AttrValue::Ints(vec![1, 1, 1, 1]);
+    let y = r.op("Conv", vec![("pads", pads)], vec![Some(xin), Some(w)]).expect("conv");
+    r.g.set_outputs(vec![y]);
+    let x = r.random(&[1, 64, 56, 56]);
+    let g = r.g;
+    let want = incept_ir::interp::run(&g, std::slice::from_ref(&x)).expect("interpreter");
+    for f4 in [false, true] {
+        let opts = CompileOptions { threads: 1, winograd_f4: f4, ..Default::default() };
+        let (model, _) = incept_compiler::compile_graph(g.clone(), &opts).expect("compile");
+        let kernels: Vec<&str> = model.plan().kernels.iter().map(|k| k.name.as_str()).collect();
+        let has4 = kernels.iter().any(|k| k.starts_with("winograd4"));
+        let has_winograd = kernels.iter().any(|k| k.contains("winograd"));
+        assert!(has_winograd && has4 == f4, "winograd_f4 {f4}: kernels {kernels:?}");
+        let got = model.run(&[incept_compiler::to_runtime(&x).expect("input")]).expect("run");
+        let got = incept_compiler::from_runtime(&got[0]).expect("output");
+        assert!(incept_tests::graphs::rel_err(&got, &want[0]) < 1e-5, "winograd_f4 {f4}");
+    }
+}
