@@ -297,7 +297,9 @@ def check_model(name, a, incept, supported, log):
     spread = float(ref.max() - ref.min())
     if spread == 0.0 or not np.isfinite(ref).all():
         raise SystemExit(f"{name}: degenerate torch output (spread {spread}); fix the initialisation")
-    r = {"model": name, "seed": seed, "input": [1, 3, size, size], "params": params,
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    r = {"model": name, "seed": seed, "input": [1, 3, size, size], "params": params, "incept_commit": commit,
          "bn_randomised": n_bn, "ln_randomised": n_ln,
          "versions": {m.__name__: m.__version__ for m in (torch, __import__("torchvision"),
                                                            __import__("onnx"),
