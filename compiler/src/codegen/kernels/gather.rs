@@ -41,25 +41,7 @@ impl KernelSpec for GatherSpec {
             let ip = kb.elem(idx, i, self.index_bytes as i64);
             let raw =
                 if self.index_bytes == 8 { kb.b.ins().load(I64, ro(), ip, 0) } else { kb.b.ins().sload32(ro(), ip, 0) };
-            // Negative indices count from the end.
-            let axis = kb.iconst(self.axis as i64);
-            let shifted = kb.b.ins().iadd(raw, axis);
-            let zero = kb.iconst(0);
-            let neg = kb.b.ins().icmp(IntCC::SignedLessThan, raw, zero);
-            let j = kb.b.ins().select(neg, shifted, raw);
-            let bad = {
-                let lo = kb.b.ins().icmp(IntCC::SignedLessThan, j, zero);
-                let hi = kb.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, j, axis);
-                kb.b.ins().bor(lo, hi)
-            };
-            kb.if_then(bad, |kb| {
-                let one = kb.iconst(1);
-                kb.b.ins().store(rw(), one, status, 0);
-            });
-            let j = {
-                let a = kb.b.ins().smax(j, zero);
-                kb.mini(a, self.axis as i64 - 1)
-            };
+            let j = checked_index(kb, raw, self.axis, status);
             let src = {
                 let a = kb.muli(o, self.axis as i64);
                 let r = kb.add(a, j);
@@ -73,6 +55,27 @@ impl KernelSpec for GatherSpec {
             copy_bytes(kb, src, dst, row);
         });
     }
+}
+
+/// An index into a dim of size `n`: a negative one counts from the end; one outside `[-n, n)`
+/// sets the status word and is clamped into the dim, so that the copy stays in bounds.
+fn checked_index(kb: &mut Kb, raw: Value, n: usize, status: Value) -> Value {
+    let nv = kb.iconst(n as i64);
+    let zero = kb.iconst(0);
+    let shifted = kb.b.ins().iadd(raw, nv);
+    let neg = kb.b.ins().icmp(IntCC::SignedLessThan, raw, zero);
+    let j = kb.b.ins().select(neg, shifted, raw);
+    let bad = {
+        let lo = kb.b.ins().icmp(IntCC::SignedLessThan, j, zero);
+        let hi = kb.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, j, nv);
+        kb.b.ins().bor(lo, hi)
+    };
+    kb.if_then(bad, |kb| {
+        let one = kb.iconst(1);
+        kb.b.ins().store(rw(), one, status, 0);
+    });
+    let a = kb.b.ins().smax(j, zero);
+    kb.mini(a, n as i64 - 1)
 }
 
 /// Copies `row` bytes from `src` to `dst`: 16 at a time in a loop, then the rest in decreasing
@@ -155,24 +158,7 @@ impl KernelSpec for IndexNdSpec {
                 };
                 let ip = kb.elem(idx, at, 8);
                 let raw = kb.b.ins().load(I64, ro(), ip, 0);
-                let nv = kb.iconst(n as i64);
-                let zero = kb.iconst(0);
-                let shifted = kb.b.ins().iadd(raw, nv);
-                let neg = kb.b.ins().icmp(IntCC::SignedLessThan, raw, zero);
-                let j = kb.b.ins().select(neg, shifted, raw);
-                let bad = {
-                    let lo = kb.b.ins().icmp(IntCC::SignedLessThan, j, zero);
-                    let hi = kb.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, j, nv);
-                    kb.b.ins().bor(lo, hi)
-                };
-                kb.if_then(bad, |kb| {
-                    let one = kb.iconst(1);
-                    kb.b.ins().store(rw(), one, status, 0);
-                });
-                let j = {
-                    let a = kb.b.ins().smax(j, zero);
-                    kb.mini(a, n as i64 - 1)
-                };
+                let j = checked_index(kb, raw, n, status);
                 let scaled = kb.muli(flat, n as i64);
                 flat = kb.add(scaled, j);
             }

@@ -3,14 +3,15 @@
 //! In vision models these mostly fold away as shape arithmetic; what remains is small.
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::types::{F32, F64, I8, I16, I32, I64};
-use cranelift_codegen::ir::{InstBuilder, Type, Value};
+use cranelift_codegen::ir::types::{F32, F64, I8, I64};
+use cranelift_codegen::ir::{InstBuilder, Value};
 use incept_ir::DType;
 use incept_ir::ops::{Compare, Logical};
 use incept_runtime::helpers::index as h;
 
 use crate::codegen::KernelSpec;
 use crate::codegen::builder::{Kb, ro, rw};
+use crate::codegen::kernels::typed::{clif, is_float};
 
 /// What the kernel computes per element.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,26 +47,6 @@ impl LogicSpec {
 
     pub fn needs_helpers(&self) -> bool {
         matches!(self.op, LogicOp::Mod { .. }) && is_float(self.dtypes[0])
-    }
-}
-
-fn is_float(d: DType) -> bool {
-    matches!(d, DType::F32 | DType::F64)
-}
-
-/// The Cranelift type of a dtype, and whether it is signed.
-fn clif(d: DType) -> (Type, bool) {
-    match d {
-        DType::I8 => (I8, true),
-        DType::U8 | DType::Bool => (I8, false),
-        DType::I16 => (I16, true),
-        DType::U16 => (I16, false),
-        DType::I32 => (I32, true),
-        DType::U32 => (I32, false),
-        DType::I64 => (I64, true),
-        DType::U64 => (I64, false),
-        DType::F64 => (F64, true),
-        _ => (F32, true),
     }
 }
 

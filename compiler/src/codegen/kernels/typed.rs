@@ -57,7 +57,7 @@ impl TypedElementwiseSpec {
 }
 
 /// The Cranelift type of a dtype, and whether it is signed.
-fn clif(d: DType) -> (Type, bool) {
+pub(crate) fn clif(d: DType) -> (Type, bool) {
     match d {
         DType::I8 => (I8, true),
         DType::U8 | DType::Bool => (I8, false),
@@ -72,7 +72,7 @@ fn clif(d: DType) -> (Type, bool) {
     }
 }
 
-fn is_float(d: DType) -> bool {
+pub(crate) fn is_float(d: DType) -> bool {
     matches!(d, DType::F32 | DType::F64)
 }
 
