@@ -78,7 +78,7 @@ impl Attention {
             let (Some(hq), Some(hk)) = (self.q_num_heads, self.kv_num_heads) else {
                 invalid!("3-D inputs need q_num_heads and kv_num_heads");
             };
-            if q[2] % hq != 0 || k[2] % hk != 0 || v[2] % hk != 0 {
+            if !q[2].is_multiple_of(hq) || !k[2].is_multiple_of(hk) || !v[2].is_multiple_of(hk) {
                 invalid!("hidden sizes {}, {}, {} do not split into {hq} and {hk} heads", q[2], k[2], v[2]);
             }
             (q[0], hq, q[1], q[2] / hq, hk, k[1], v[2] / hk)
