@@ -19,7 +19,7 @@ fn sweep() -> Vec<f32> {
         v.push(m);
         v.push(-m);
     }
-    while v.len() % 4 != 0 {
+    while !v.len().is_multiple_of(4) {
         v.push(0.5);
     }
     v

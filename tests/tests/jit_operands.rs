@@ -702,6 +702,242 @@ fn softmax_table() -> Table {
     )
 }
 
+/// Input values of a picking op: distinct, many ties (clipped at both ends), or with NaNs at
+/// some positions (added as a constant holding NaN there and 0 elsewhere).
+fn pick_values(g: &mut Gen, x: ValueId, shape: &[usize], form: &str) -> Option<ValueId> {
+    match form {
+        "ties" => {
+            let (lo, hi) = (g.konst(Tensor::scalar(-0.3f32)), g.konst(Tensor::scalar(0.3f32)));
+            g.op("Clip", vec![], vec![Some(x), Some(lo), Some(hi)])
+        }
+        "nan" => {
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> = (0..n).map(|_| if g.int(0, 3) == 0 { f32::NAN } else { 0.0 }).collect();
+            let c = g.konst(Tensor::from_vec(shape.to_vec(), v));
+            g.op("Add", vec![], vec![Some(x), Some(c)])
+        }
+        _ => Some(x),
+    }
+}
+
+fn select_table() -> Table {
+    let dims = vec![
+        Dim::new("op", &["ArgMax", "ArgMin", "TopK_largest", "TopK_smallest"]),
+        Dim::new("axis", &["omitted", "first", "last", "negative"]),
+        Dim::new("rank", &["1", "2", "3", "4"]),
+        Dim::new("dtype", &["f32", "f64"]),
+        Dim::new("values", &["distinct", "ties", "nan"]),
+        Dim::new("keepdims", &["omitted", "0", "1"]),
+        Dim::new("select_last_index", &["omitted", "0", "1"]),
+        Dim::new("k", &["1", "some", "all"]),
+    ];
+    Table::new(
+        "select",
+        dims,
+        |r| !(r.get("rank") == "1" && r.get("keepdims") == "0" && r.get("op").starts_with("Arg")),
+        |r, d| match d {
+            "keepdims" | "select_last_index" => r.get("op").starts_with("Arg"),
+            "k" => r.get("op").starts_with("TopK"),
+            _ => true,
+        },
+        |g, row| {
+            let rank: usize = row.get("rank").parse().ok()?;
+            let op = row.get("op");
+            let shape = dims_of(g, rank, 1, 6);
+            let axis: i64 = match row.get("axis") {
+                "omitted" if op.starts_with("Arg") => 0,
+                "omitted" | "last" => rank as i64 - 1,
+                "first" => 0,
+                _ => -1 - (g.int(0, rank - 1) as i64),
+            };
+            let a = if axis < 0 { (axis + rank as i64) as usize } else { axis as usize };
+            let mut shape = shape;
+            // Long enough along the axis for ties and a k between 1 and all.
+            shape[a] = g.int(3, 9);
+            let x = g.input(&shape);
+            let mut x = pick_values(g, x, &shape, row.get("values"))?;
+            if row.get("dtype") == "f64" {
+                x = g.op("Cast", vec![("to", AttrValue::Int(incept_ir::DType::F64 as i64))], vec![Some(x)])?;
+            }
+            let mut attrs = vec![];
+            if row.get("axis") != "omitted" {
+                attrs.push(("axis", AttrValue::Int(axis)));
+            }
+            if let Some(arg) = op.strip_prefix("Arg") {
+                for key in ["keepdims", "select_last_index"] {
+                    if let Ok(v) = row.get(key).parse::<i64>() {
+                        attrs.push((key, AttrValue::Int(v)));
+                    }
+                }
+                return g.op(&format!("Arg{arg}"), attrs, vec![Some(x)]);
+            }
+            if op == "TopK_smallest" {
+                attrs.push(("largest", AttrValue::Int(0)));
+            }
+            let k = match row.get("k") {
+                "1" => 1,
+                "all" => shape[a],
+                _ => g.int(2, shape[a] - 1),
+            };
+            let kv = g.konst(Tensor::from_vec(vec![1], vec![k as i64]));
+            let outs = g.op_n("TopK", attrs, vec![Some(x), Some(kv)], 2)?;
+            g.extra.push(outs[1]);
+            Some(outs[0])
+        },
+    )
+}
+
+fn gather_elements_table() -> Table {
+    let dims = vec![
+        Dim::new("axis", &["omitted", "last", "middle", "negative"]),
+        Dim::new("rank", &["1", "2", "3"]),
+        Dim::new("index_type", &["i64", "i32"]),
+        Dim::new("indices", &["const", "runtime"]),
+        Dim::new("index_shape", &["same", "smaller", "longer_axis"]),
+        Dim::new("negative", &["no", "yes"]),
+        Dim::new("dtype", &["f32", "i64"]),
+    ];
+    Table::new(
+        "gather_elements",
+        dims,
+        |r| !(r.get("rank") == "1" && r.get("index_shape") == "smaller"),
+        |_, _| true,
+        |g, row| {
+            let rank: usize = row.get("rank").parse().ok()?;
+            let shape = dims_of(g, rank, 2, 5);
+            let axis: i64 = match row.get("axis") {
+                "omitted" => 0,
+                "last" => rank as i64 - 1,
+                "middle" => (rank / 2) as i64,
+                _ => -1 - (g.int(0, rank - 1) as i64),
+            };
+            let a = if axis < 0 { (axis + rank as i64) as usize } else { axis as usize };
+            let mut ishape = shape.clone();
+            match row.get("index_shape") {
+                "smaller" => {
+                    // Smaller in some dim other than the axis.
+                    let d = (a + 1 + g.int(0, rank - 2)) % rank;
+                    ishape[d] -= 1;
+                }
+                "longer_axis" => ishape[a] += 2,
+                _ => {}
+            }
+            let n: usize = ishape.iter().product();
+            let neg = row.get("negative") == "yes";
+            let idx: Vec<i64> = (0..n)
+                .map(|_| {
+                    let i = g.int(0, shape[a] - 1) as i64;
+                    if neg && g.coin() { i - shape[a] as i64 } else { i }
+                })
+                .collect();
+            let i32s = row.get("index_type") == "i32";
+            let table = if i32s {
+                Tensor::from_vec(ishape.clone(), idx.iter().map(|&i| i as i32).collect::<Vec<i32>>())
+            } else {
+                Tensor::from_vec(ishape.clone(), idx)
+            };
+            let iv = if row.get("indices") == "runtime" {
+                // The table plus a zero computed from an input: no pass can fold it.
+                let dt = if i32s { incept_ir::DType::I32 } else { incept_ir::DType::I64 };
+                let t = g.konst(table);
+                let p = g.input(&[1]);
+                let z = g.konst(Tensor::scalar(0f32));
+                let p = g.op("Mul", vec![], vec![Some(p), Some(z)])?;
+                let p = g.op("Cast", vec![("to", AttrValue::Int(dt as i64))], vec![Some(p)])?;
+                g.op("Add", vec![], vec![Some(t), Some(p)])?
+            } else {
+                g.konst(table)
+            };
+            let x = if row.get("dtype") == "i64" { g.input_of(incept_ir::DType::I64, &shape) } else { g.input(&shape) };
+            let attrs = if row.get("axis") == "omitted" { vec![] } else { vec![("axis", AttrValue::Int(axis))] };
+            g.op("GatherElements", attrs, vec![Some(x), Some(iv)])
+        },
+    )
+}
+
+fn instance_norm_table() -> Table {
+    let dims = vec![
+        Dim::new("rank", &["3", "4", "5"]),
+        Dim::new("len_mod4", &["0", "1", "2", "3"]),
+        Dim::new("batch", &["1", "2"]),
+        Dim::new("params", &["const", "runtime"]),
+        Dim::new("epsilon", &["omitted", "given"]),
+    ];
+    Table::new(
+        "instance_norm",
+        dims,
+        |_| true,
+        |_, _| true,
+        |g, row| {
+            let rank: usize = row.get("rank").parse().ok()?;
+            let m: usize = row.get("len_mod4").parse().ok()?;
+            let c = g.int(1, 4);
+            let mut shape = vec![row.get("batch").parse().ok()?, c];
+            // Odd spatial dims before the last, then a last one giving the row length's residue.
+            let mut p = 1;
+            for _ in 2..rank - 1 {
+                let d = g.pick(&[1, 3, 5]);
+                p *= d;
+                shape.push(d);
+            }
+            let last = 4 * g.int(0, 2) + (m * p) % 4;
+            shape.push(if last == 0 { 4 } else { last });
+            let x = g.input(&shape);
+            // Centred away from 0, so that a wrong mean shows.
+            let k = g.konst(Tensor::scalar(1.5f32));
+            let x = g.op("Add", vec![], vec![Some(x), Some(k)])?;
+            let (scale, bias) = if row.get("params") == "runtime" {
+                (g.input(&[c]), g.input(&[c]))
+            } else {
+                (g.weights(&[c]), g.weights(&[c]))
+            };
+            let attrs = if row.get("epsilon") == "given" { vec![("epsilon", AttrValue::Float(1e-2))] } else { vec![] };
+            g.op("InstanceNormalization", attrs, vec![Some(x), Some(scale), Some(bias)])
+        },
+    )
+}
+
+fn tile_table() -> Table {
+    let dims = vec![
+        Dim::new("rank", &["1", "2", "3", "4"]),
+        Dim::new("repeats", &["ones", "one_dim", "all_dims"]),
+        Dim::new("dtype", &["f32", "i64", "bool"]),
+        Dim::new("after", &["input", "conv"]),
+    ];
+    Table::new(
+        "tile",
+        dims,
+        |r| r.get("after") == "input" || r.get("rank") == "4" && r.get("dtype") == "f32",
+        |_, _| true,
+        |g, row| {
+            let rank: usize = row.get("rank").parse().ok()?;
+            let shape = dims_of(g, rank, 1, 4);
+            let x = match (row.get("dtype"), row.get("after")) {
+                ("i64", _) => g.input_of(incept_ir::DType::I64, &shape),
+                ("bool", _) => g.input_of(incept_ir::DType::Bool, &shape),
+                (_, "conv") => {
+                    let mut s = shape.clone();
+                    s[1] = 2;
+                    let x = g.input(&s);
+                    let w = g.weights(&[shape[1], 2, 1, 1]);
+                    g.op("Conv", vec![], vec![Some(x), Some(w)])?
+                }
+                _ => g.input(&shape),
+            };
+            let reps: Vec<i64> = match row.get("repeats") {
+                "ones" => vec![1; rank],
+                "one_dim" => {
+                    let d = g.int(0, rank - 1);
+                    (0..rank).map(|i| if i == d { g.int(2, 3) as i64 } else { 1 }).collect()
+                }
+                _ => (0..rank).map(|_| g.int(2, 3) as i64).collect(),
+            };
+            let r = g.konst(Tensor::from_vec(vec![rank], reps));
+            g.op("Tile", vec![], vec![Some(x), Some(r)])
+        },
+    )
+}
+
 fn layer_norm_table() -> Table {
     let dims = vec![
         Dim::new("axis", &["omitted", "first", "middle", "negative"]),
@@ -1005,6 +1241,26 @@ fn gelu() {
     gelu_table().passes();
 }
 
+#[test]
+fn select() {
+    select_table().passes();
+}
+
+#[test]
+fn gather_elements() {
+    gather_elements_table().passes();
+}
+
+#[test]
+fn instance_norm() {
+    instance_norm_table().passes();
+}
+
+#[test]
+fn tile() {
+    tile_table().passes();
+}
+
 /// A check of the checks: with the output's producer corrupted on purpose, every row of every
 /// table must fail (a row that still passes could not catch a wrong value either).
 #[test]
@@ -1025,6 +1281,10 @@ fn every_row_catches_a_corrupted_output() {
         index_nd_table(),
         einsum_table(),
         attention_table(),
+        select_table(),
+        gather_elements_table(),
+        instance_norm_table(),
+        tile_table(),
     ] {
         let (n, _, passed) = table.run(true);
         assert!(

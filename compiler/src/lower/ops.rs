@@ -17,7 +17,7 @@ use crate::codegen::Tier;
 use crate::codegen::kernels::conv::{Col2ImSpec, DepthwiseSpec, DwStep, Geom, Im2colSpec};
 use crate::codegen::kernels::copy::CopySpec;
 use crate::codegen::kernels::elementwise::ElementwiseSpec;
-use crate::codegen::kernels::gather::{GatherSpec, IndexNdSpec, ScatterMode};
+use crate::codegen::kernels::gather::{GatherElementsSpec, GatherSpec, IndexNdSpec, ScatterMode};
 use crate::codegen::kernels::gemm::{GemmSpec, GemmStep, Mat};
 use crate::codegen::kernels::logic::{LogicOp, LogicSpec};
 use crate::codegen::kernels::math::{Bin, KExpr, act_needs_helpers};
@@ -26,6 +26,7 @@ use crate::codegen::kernels::norm::{LayerNormSpec, LrnSpec};
 use crate::codegen::kernels::pool::{GlobalPoolSpec, PoolSpec};
 use crate::codegen::kernels::reduce::{ReduceSpec, SoftmaxSpec};
 use crate::codegen::kernels::resample::{ResampleSpec, ResizeTapsSpec};
+use crate::codegen::kernels::select::{ArgSpec, TopKSpec};
 use crate::codegen::kernels::transposed::TransposedOutSpec;
 use crate::codegen::kernels::typed::{CastSpec, F64MatMulSpec, TypedElementwiseSpec, TypedOp};
 use crate::codegen::kernels::volume::{VolCol2ImSpec, VolGeom, VolIm2colSpec, VolPoolSpec};
@@ -83,9 +84,34 @@ impl<'g> Lowerer<'g> {
         LowerError::Unsupported { node: node.name.clone(), op: node.op.name().to_string(), what: what.into() }
     }
 
-    /// `Fault::Corrupt`: adds 0.25 to the node's first output after its own steps.
+    /// `Fault::Corrupt`: adds 0.25 to the node's first output after its own steps (1 to an
+    /// integer one).
     pub(super) fn corrupt(&mut self, id: NodeId) -> Result<(), LowerError> {
         let out = ValueId::new(id, 0);
+        let dt = self.g.ty(out).dtype;
+        if dt.is_int() {
+            let os = self.shape(out)?;
+            let r = os.len();
+            let (lead, cols) = if r == 0 { (vec![], 1) } else { (os[..r - 1].to_vec(), os[r - 1]) };
+            let lead_strides: Vec<usize> = contiguous(&os)[..r.saturating_sub(1)].iter().map(|&x| x as usize).collect();
+            let name = self.g.node(id).name.clone();
+            let mut one = vec![0u8; dt.size()];
+            one[0] = 1;
+            let one = self.weight(&one, &format!("{name}.fault"));
+            let spec = TypedElementwiseSpec {
+                dtype: dt,
+                dtypes: vec![dt, dt],
+                ops: vec![TypedOp::Add],
+                lead,
+                cols,
+                row_strides: vec![lead_strides, vec![0; r.saturating_sub(1)]],
+                col_strides: vec![1, 0],
+            };
+            let dst = self.value(out)?;
+            let tiles = spec.tiles();
+            self.step(Arc::new(spec), tiles, &[dst, one], &[dst], false, &name, "Fault", 0);
+            return Ok(());
+        }
         self.f32_only(id, out)?;
         let os = self.shape(out)?;
         let dst = self.value(out)?;
@@ -555,6 +581,36 @@ impl<'g> Lowerer<'g> {
                 let r = r.clone();
                 self.resize(id, &r)
             }
+            Op::InstanceNorm(inn) => {
+                let epsilon = inn.epsilon;
+                self.instance_norm(id, epsilon)
+            }
+            Op::Tile(_) => {
+                let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
+                let (s, o) = (self.shape(x)?, self.shape(out)?);
+                // The output as [repeat, dim] pairs: the repeat's stride is 0 in the input.
+                let istr = contiguous(&s);
+                let (mut dims, mut strides) = (vec![], vec![]);
+                for d in 0..s.len() {
+                    let reps = o[d].checked_div(s[d]).unwrap_or(1);
+                    dims.extend([reps, s[d]]);
+                    strides.extend([0, istr[d]]);
+                }
+                let src = self.value(x)?;
+                self.strided_copy(out, src, &dims, strides, 0, &name, "Tile")
+            }
+            Op::ArgReduce(a) => {
+                let a = a.clone();
+                self.arg_reduce(id, &a)
+            }
+            Op::TopK(t) => {
+                let largest = t.largest;
+                self.top_k(id, t.axis as usize, largest)
+            }
+            Op::GatherElements(ge) => {
+                let axis = ge.axis as usize;
+                self.gather_elements(id, axis)
+            }
             other => Err(self.unsupported(id, format!("{} yet", other.name()))),
         }
     }
@@ -687,7 +743,7 @@ impl<'g> Lowerer<'g> {
         };
         let scale = row(self, 1, "scale")?.ok_or_else(|| self.unsupported(id, "a missing scale"))?;
         let bias = row(self, 2, "bias")?;
-        let spec = LayerNormSpec { rows, len, epsilon: ln.epsilon, bias: bias.is_some(), stats };
+        let spec = LayerNormSpec { rows, len, epsilon: ln.epsilon, bias: bias.is_some(), stats, per_channel: None };
         let src = self.value(x)?;
         let mut writes = vec![self.define(ValueId::new(id, 0))?];
         if stats {
@@ -703,6 +759,100 @@ impl<'g> Lowerer<'g> {
         }
         let reads: Vec<BufRef> = [Some(src), Some(scale), bias].into_iter().flatten().collect();
         self.step(Arc::new(spec), rows, &reads, &writes, false, &name, "LayerNormalization", 0);
+        Ok(())
+    }
+
+    /// InstanceNormalization: the LayerNormalization kernel over rows of the spatial dims, with
+    /// one scale and bias per channel.
+    fn instance_norm(&mut self, id: NodeId, epsilon: f32) -> Result<(), LowerError> {
+        let name = self.g.node(id).name.clone();
+        let ins: Vec<Option<ValueId>> = (0..3).map(|i| self.in_val(id, i)).collect();
+        let [Some(x), Some(scale), Some(bias)] = ins[..] else { return Err(self.unsupported(id, "a missing input")) };
+        for v in [x, scale, bias] {
+            self.f32_only(id, v)?;
+        }
+        let xs = self.shape(x)?;
+        let (rows, len) = (xs[0] * xs[1], xs[2..].iter().product::<usize>());
+        if len == 0 || rows == 0 {
+            return Err(self.unsupported(id, "an empty input"));
+        }
+        let spec = LayerNormSpec { rows, len, epsilon, bias: true, stats: false, per_channel: Some(xs[1]) };
+        let reads = [self.value(x)?, self.value(scale)?, self.value(bias)?];
+        let dst = self.define(ValueId::new(id, 0))?;
+        self.step(Arc::new(spec), rows, &reads, &[dst], false, &name, "InstanceNormalization", 0);
+        Ok(())
+    }
+
+    /// The input of ArgMax/ArgMin/TopK as `[outer, len, inner]` around `axis`, and whether it is f64.
+    fn around_axis(&self, id: NodeId, x: ValueId, axis: usize) -> Result<(usize, usize, usize, bool), LowerError> {
+        let f64 = self.g.ty(x).dtype == DType::F64;
+        if !f64 {
+            self.f32_only(id, x)?;
+        }
+        let s = self.shape(x)?;
+        let (outer, len, inner) = incept_ir::ops::select::split_at_axis(&s, axis);
+        if len == 0 {
+            return Err(self.unsupported(id, "an empty axis"));
+        }
+        Ok((outer, len, inner, f64))
+    }
+
+    fn arg_reduce(&mut self, id: NodeId, a: &incept_ir::ops::ArgReduce) -> Result<(), LowerError> {
+        let name = self.g.node(id).name.clone();
+        let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
+        let (outer, len, inner, f64) = self.around_axis(id, x, a.axis as usize)?;
+        let groups = outer * inner;
+        let spec = ArgSpec { groups, len, inner, max: a.max, last: a.select_last_index, f64 };
+        let src = self.value(x)?;
+        let dst = self.define(ValueId::new(id, 0))?;
+        let op_name = self.g.node(id).op.name();
+        self.step(Arc::new(spec), groups, &[src], &[dst], false, &name, op_name, 0);
+        Ok(())
+    }
+
+    fn top_k(&mut self, id: NodeId, axis: usize, largest: bool) -> Result<(), LowerError> {
+        let name = self.g.node(id).name.clone();
+        let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
+        let (outer, len, inner, f64) = self.around_axis(id, x, axis)?;
+        let k = self.shape(ValueId::new(id, 0))?[axis];
+        let groups = outer * inner;
+        let spec = TopKSpec { groups, len, inner, k, largest, f64 };
+        let src = self.value(x)?;
+        let writes = [self.define(ValueId::new(id, 0))?, self.define(ValueId::new(id, 1))?];
+        if k > 0 {
+            self.step(Arc::new(spec), groups, &[src], &writes, false, &name, "TopK", 0);
+        }
+        Ok(())
+    }
+
+    fn gather_elements(&mut self, id: NodeId, axis: usize) -> Result<(), LowerError> {
+        let name = self.g.node(id).name.clone();
+        let (Some(x), Some(iv)) = (self.in_val(id, 0), self.in_val(id, 1)) else {
+            return Err(self.unsupported(id, "a missing input"));
+        };
+        let index_bytes = match self.g.ty(iv).dtype {
+            DType::I64 => 8,
+            DType::I32 => 4,
+            other => return Err(self.unsupported(id, format!("{other} indices"))),
+        };
+        let out = ValueId::new(id, 0);
+        let (data_dims, idx_dims) = (self.shape(x)?, self.shape(iv)?);
+        let dst = self.define(out)?;
+        if idx_dims.iter().product::<usize>() == 0 {
+            return Ok(());
+        }
+        if data_dims[axis] == 0 {
+            return Err(self.unsupported(id, "gathering from an empty axis"));
+        }
+        let what = format!("an index is outside [-{0}, {0})", data_dims[axis]);
+        let spec = GatherElementsSpec { data_dims, idx_dims, axis, elem: self.g.ty(out).dtype.size(), index_bytes };
+        let (src, idx) = (self.value(x)?, self.value(iv)?);
+        let status = self.status();
+        let tiles = spec.tiles();
+        self.step(Arc::new(spec), tiles, &[src, idx], &[dst, status], false, &name, "GatherElements", 0);
+        if let Some(step) = self.out.steps.last_mut() {
+            step.check = Some(what);
+        }
         Ok(())
     }
 

@@ -157,6 +157,11 @@ impl Upgrade<'_> {
                 self.ints_to_input(attr, 1)?;
             }
             "ReduceSum" if op < 13 => self.ints_to_input("axes", 1)?,
+            "TopK" if op < 10 => {
+                let k = self.attrs.opt_int("k")?.ok_or_else(|| OpError::Invalid("attribute 'k' is required".into()))?;
+                let c = self.add_const("k", Tensor::from_vec(vec![1], vec![k]))?;
+                self.set_input(1, Some(c));
+            }
             "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1" | "ReduceL2" | "ReduceSumSquare"
             | "ReduceLogSum" | "ReduceLogSumExp"
                 if op < 18 =>

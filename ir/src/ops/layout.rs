@@ -646,6 +646,63 @@ impl OpDef for Expand {
     }
 }
 
+/// The input repeated `repeats[i]` times along each dim i (input 1, one count per dim, known at
+/// compile time): `out[j] = in[j % in_dims]` per dim.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tile;
+
+impl Tile {
+    pub fn build(_: &mut Attrs) -> Result<Op, OpError> {
+        Ok(Op::Tile(Tile))
+    }
+
+    fn repeats(r: &[i64], rank: usize) -> Result<Vec<usize>, OpError> {
+        if r.len() != rank {
+            invalid!("repeats {r:?} must have one count per input dim ({rank})");
+        }
+        r.iter().map(|&n| if n < 0 { invalid!("repeats {r:?} has a negative count") } else { Ok(n as usize) }).collect()
+    }
+}
+
+impl OpDef for Tile {
+    fn name(&self) -> &'static str {
+        "Tile"
+    }
+    fn infer(&mut self, cx: &InferCx) -> Result<Vec<TensorType>, OpError> {
+        cx.arity(2, 2)?;
+        let x = cx.ty(0)?;
+        let reps = Tile::repeats(&cx.const_ints(1, "repeats")?.unwrap_or_default(), x.rank())?;
+        let shape = x
+            .shape
+            .iter()
+            .zip(&reps)
+            .map(|(d, &n)| match (d, n) {
+                (d, 1) => Ok(d.clone()),
+                (_, 0) => Ok(Dim::Known(0)),
+                (d, n) => {
+                    let d = need_known(d, "a repeated dim")?;
+                    d.checked_mul(n).map(Dim::Known).ok_or_else(|| OpError::Invalid("output is too large".into()))
+                }
+            })
+            .collect::<Result<Shape, OpError>>()?;
+        Ok(vec![TensorType::new(x.dtype, shape)])
+    }
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let xs = x.shape();
+        let reps = Tile::repeats(&input(inputs, 1)?.to_i64s()?, xs.len())?;
+        let out_shape: Vec<usize> = xs.iter().zip(&reps).map(|(d, n)| d * n).collect();
+        let n: usize = out_shape.iter().product();
+        let (xst, ost) = (strides_of(xs), strides_of(&out_shape));
+        let offs: Vec<usize> =
+            (0..n).map(|o| (0..xs.len()).map(|d| (o / ost[d] % out_shape[d]) % xs[d] * xst[d]).sum()).collect();
+        with_dtype!(x.dtype(), T => {
+            let v = raw_view::<T>(x)?;
+            Ok(vec![raw_tensor(x.dtype(), out_shape, offs.iter().map(|&o| v[o]).collect())?])
+        })
+    }
+}
+
 /// Moves blocks of channels into spatial blocks. `DCR` (depth-column-row, the default) or `CRD`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DepthToSpace {

@@ -24,6 +24,7 @@ pub mod pool;
 pub mod reduce;
 pub mod resize;
 pub mod scatter;
+pub mod select;
 pub mod shape_ops;
 pub mod softmax;
 
@@ -34,16 +35,17 @@ pub use einsum::Einsum;
 pub use elementwise::{Cast, Clip, Dropout, Identity, Unary};
 pub use fused::{Activation, Elementwise, Expr, Fused, Step};
 pub use layout::{
-    Concat, DepthToSpace, Expand, Flatten, Reshape, Slice, SpaceToDepth, Split, Squeeze, Transpose, Unsqueeze,
+    Concat, DepthToSpace, Expand, Flatten, Reshape, Slice, SpaceToDepth, Split, Squeeze, Tile, Transpose, Unsqueeze,
 };
 pub use logic::{Compare, Logical, Mod, Where};
 pub use matmul::{Gemm, MatMul};
-pub use norm::{BatchNorm, LayerNorm, Lrn};
+pub use norm::{BatchNorm, InstanceNorm, LayerNorm, Lrn};
 pub use pad::Pad;
 pub use pool::{GlobalPool, Pool, PoolKind};
 pub use reduce::{Reduce, ReduceKind};
 pub use resize::Resize;
-pub use scatter::{GatherNd, ScatterNd};
+pub use scatter::{GatherElements, GatherNd, ScatterNd};
+pub use select::{ArgReduce, TopK};
 pub use shape_ops::{ConstantOfShape, Gather, Range, ShapeOf};
 pub use softmax::Softmax;
 
@@ -242,6 +244,7 @@ op_enum! {
     ConvTranspose(ConvTranspose),
     BatchNorm(BatchNorm),
     LayerNorm(LayerNorm),
+    InstanceNorm(InstanceNorm),
     Lrn(Lrn),
     Pool(Pool),
     GlobalPool(GlobalPool),
@@ -259,6 +262,7 @@ op_enum! {
     Split(Split),
     Slice(Slice),
     Expand(Expand),
+    Tile(Tile),
     DepthToSpace(DepthToSpace),
     SpaceToDepth(SpaceToDepth),
     Pad(Pad),
@@ -266,6 +270,9 @@ op_enum! {
     Gather(Gather),
     GatherNd(GatherNd),
     ScatterNd(ScatterNd),
+    GatherElements(GatherElements),
+    ArgReduce(ArgReduce),
+    TopK(TopK),
     ConstantOfShape(ConstantOfShape),
     Range(Range),
     Reduce(Reduce),
@@ -341,6 +348,8 @@ registry! {
     "Abs", 6, "elementwise", "" => |a| Unary::build("Abs", a);
     "Add", 6, "binary", "numpy broadcasting (opset 6: broadcast/axis attributes)" => |a| Binary::build("Add", a);
     "And", 7, "logic", "bool" => |a| Logical::build("And", a);
+    "ArgMax", 1, "select", "any numeric type; NaN counts as the largest; keepdims, select_last_index" => |a| ArgReduce::build(true, a);
+    "ArgMin", 1, "select", "any numeric type; NaN counts as the largest; keepdims, select_last_index" => |a| ArgReduce::build(false, a);
     "Attention", 23, "attention", "masks (bool, float, shorter than the keys), causal, key/value cache, grouped-query heads, softcap, qk output modes" => Attention::build;
     "AveragePool", 1, "pool", "ceil_mode, count_include_pad, asymmetric pads, dilations" => |a| Pool::build(PoolKind::Avg, a);
     "BatchNormalization", 6, "norm", "inference mode only; old spatial = 0 form" => BatchNorm::build;
@@ -362,6 +371,7 @@ registry! {
     "Expand", 8, "layout", "" => Expand::build;
     "Flatten", 1, "layout", "" => Flatten::build;
     "Gather", 1, "shape", "" => Gather::build;
+    "GatherElements", 11, "scatter", "i32 or i64 indices, negative ones from the end" => GatherElements::build;
     "GatherND", 11, "scatter", "batch_dims = 0" => GatherNd::build;
     "Gelu", 20, "elementwise", "exact (erf) and tanh approximation" => |a| Unary::build("Gelu", a);
     "Gemm", 6, "matmul", "" => Gemm::build;
@@ -372,6 +382,7 @@ registry! {
     "HardSigmoid", 6, "elementwise", "" => |a| Unary::build("HardSigmoid", a);
     "HardSwish", 14, "elementwise", "" => |a| Unary::build("HardSwish", a);
     "Identity", 1, "elementwise", "" => |a| Identity::build(a);
+    "InstanceNormalization", 6, "norm", "" => InstanceNorm::build;
     "LRN", 1, "norm", "" => Lrn::build;
     "LayerNormalization", 17, "norm", "any axis; scale and bias broadcast; mean and inverse std outputs" => LayerNorm::build;
     "LeakyRelu", 6, "elementwise", "" => |a| Unary::build("LeakyRelu", a);
@@ -417,6 +428,8 @@ registry! {
     "Sub", 6, "binary", "numpy broadcasting (opset 6: broadcast/axis attributes)" => |a| Binary::build("Sub", a);
     "Sum", 6, "binary", "variadic, numpy broadcasting" => |a| Variadic::build("Sum", a);
     "Tanh", 6, "elementwise", "" => |a| Unary::build("Tanh", a);
+    "Tile", 6, "layout", "repeats known at compile time" => Tile::build;
+    "TopK", 1, "select", "K known at compile time; largest/smallest; NaN counts as the largest; always sorted" => TopK::build;
     "Transpose", 1, "layout", "" => Transpose::build;
     "Unsqueeze", 1, "layout", "" => Unsqueeze::build;
     "Upsample", 7, "resize", "deprecated; imported as Resize" => |_| invalid!("Upsample nodes become Resize at import");

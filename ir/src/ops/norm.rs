@@ -262,3 +262,67 @@ impl OpDef for LayerNorm {
         vec![("axis", AttrValue::Int(self.axis)), ("epsilon", AttrValue::Float(self.epsilon))]
     }
 }
+
+/// `y = (x - mean) / sqrt(var + epsilon) * scale[c] + bias[c]`, the mean and (biased) variance
+/// taken per sample and channel over the spatial dims (dim 2 onwards); scale and bias have shape
+/// `[C]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InstanceNorm {
+    pub epsilon: f32,
+}
+
+impl InstanceNorm {
+    pub fn build(a: &mut Attrs) -> Result<Op, OpError> {
+        Ok(Op::InstanceNorm(InstanceNorm { epsilon: a.float("epsilon", 1e-5)? }))
+    }
+}
+
+impl OpDef for InstanceNorm {
+    fn name(&self) -> &'static str {
+        "InstanceNormalization"
+    }
+
+    fn infer(&mut self, cx: &InferCx) -> Result<Vec<TensorType>, OpError> {
+        cx.arity(3, 3)?;
+        let x = cx.ty(0)?;
+        expect_float(x, "input")?;
+        if x.rank() < 3 {
+            invalid!("input must have rank >= 3 ([N, C, spatial...]), found {x}");
+        }
+        for (i, name) in [(1, "scale"), (2, "bias")] {
+            let p = cx.ty(i)?;
+            same_dtype(x, p, name)?;
+            if p.rank() != 1 || p.shape[0] != x.shape[1] {
+                invalid!("{name} {p} must have shape [C] for input {x}");
+            }
+        }
+        Ok(vec![x.clone()])
+    }
+
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let xs = x.shape();
+        let (scale, bias) = (input(inputs, 1)?.to_f64s()?, input(inputs, 2)?.to_f64s()?);
+        let c = xs[1];
+        let len: usize = xs[2..].iter().product();
+        let xv = x.to_f64s()?;
+        let mut out = vec![0f64; xv.len()];
+        for (r, (row, o)) in xv.chunks_exact(len.max(1)).zip(out.chunks_exact_mut(len.max(1))).enumerate() {
+            if len == 0 {
+                break;
+            }
+            let mean = row.iter().sum::<f64>() / len as f64;
+            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / len as f64;
+            let inv = 1.0 / (var + self.epsilon as f64).sqrt();
+            let ch = r % c;
+            for (o, v) in o.iter_mut().zip(row) {
+                *o = (v - mean) * inv * scale[ch] + bias[ch];
+            }
+        }
+        Ok(vec![from_f64(x.dtype(), xs.to_vec(), out)])
+    }
+
+    fn attrs(&self) -> AttrList {
+        vec![("epsilon", AttrValue::Float(self.epsilon))]
+    }
+}

@@ -1,5 +1,6 @@
-//! Indexing by index tuples: GatherND and ScatterND. The last dim of `indices` holds `k`
-//! coordinates into the leading `k` dims of `data`; each tuple names a slice of the remaining dims.
+//! Indexing by indices known only at run time: GatherND and ScatterND (the last dim of `indices`
+//! holds `k` coordinates into the leading `k` dims of `data`; each tuple names a slice of the
+//! remaining dims), and GatherElements (one index per output element).
 
 use crate::attrs::{AttrList, AttrValue, Attrs};
 use crate::dtype::DType;
@@ -196,5 +197,81 @@ impl OpDef for GatherNd {
             }
             Ok(vec![raw_tensor(x.dtype(), shape, out)?])
         })
+    }
+}
+
+/// `out[p] = data[p with p[axis] replaced by indices[p]]` for every position p of `indices` (i32
+/// or i64, the rank of data, each dim at most data's except along `axis`). Negative indices count
+/// from the end; out-of-range ones are an error. After inference `axis` is non-negative.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GatherElements {
+    pub axis: i64,
+}
+
+impl GatherElements {
+    pub fn build(a: &mut Attrs) -> Result<Op, OpError> {
+        Ok(Op::GatherElements(GatherElements { axis: a.int("axis", 0)? }))
+    }
+
+    /// The data offset each output element reads, given the (in-range) index values.
+    pub fn offsets(data: &[usize], idx_shape: &[usize], idx: &[i64], axis: usize) -> Result<Vec<usize>, OpError> {
+        let (ds, is) = (crate::ops::strides_of(data), crate::ops::strides_of(idx_shape));
+        let n = data[axis] as i64;
+        idx.iter()
+            .enumerate()
+            .map(|(p, &i)| {
+                let j = if i < 0 { i + n } else { i };
+                if j < 0 || j >= n {
+                    invalid!("index {i} is out of range for axis {axis} of size {n}");
+                }
+                Ok((0..data.len()).map(|d| if d == axis { j as usize } else { p / is[d] % idx_shape[d] } * ds[d]).sum())
+            })
+            .collect()
+    }
+}
+
+impl OpDef for GatherElements {
+    fn name(&self) -> &'static str {
+        "GatherElements"
+    }
+
+    fn infer(&mut self, cx: &InferCx) -> Result<Vec<TensorType>, OpError> {
+        cx.arity(2, 2)?;
+        let (x, idx) = (cx.ty(0)?, cx.ty(1)?);
+        if !matches!(idx.dtype, DType::I64 | DType::I32) {
+            invalid!("indices must be i32 or i64, found {idx}");
+        }
+        if idx.rank() != x.rank() || x.rank() == 0 {
+            invalid!("indices {idx} must have the rank of data {x} (at least 1)");
+        }
+        let axis = crate::ops::norm_axis(self.axis, x.rank())?;
+        self.axis = axis as i64;
+        for (d, (a, b)) in x.shape.iter().zip(&idx.shape).enumerate() {
+            if let (Some(a), Some(b)) = (a.known(), b.known())
+                && d != axis
+                && b > a
+            {
+                invalid!("indices {idx} are larger than data {x} in dim {d}");
+            }
+        }
+        Ok(vec![TensorType::new(x.dtype, idx.shape.clone())])
+    }
+
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let (x, idx) = (input(inputs, 0)?, input(inputs, 1)?);
+        let axis = crate::ops::norm_axis(self.axis, x.rank())?;
+        if idx.rank() != x.rank() || x.shape().iter().zip(idx.shape()).enumerate().any(|(d, (a, b))| d != axis && b > a)
+        {
+            invalid!("indices {:?} do not fit data {:?}", idx.shape(), x.shape());
+        }
+        let offs = GatherElements::offsets(x.shape(), idx.shape(), &idx.to_i64s()?, axis)?;
+        with_dtype!(x.dtype(), T => {
+            let v = raw_view::<T>(x)?;
+            Ok(vec![raw_tensor(x.dtype(), idx.shape().to_vec(), offs.iter().map(|&o| v[o]).collect())?])
+        })
+    }
+
+    fn attrs(&self) -> AttrList {
+        vec![("axis", AttrValue::Int(self.axis))]
     }
 }

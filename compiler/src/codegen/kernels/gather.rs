@@ -190,3 +190,72 @@ impl KernelSpec for IndexNdSpec {
         });
     }
 }
+
+/// GatherElements: `out[p] = data[p with p[axis] = idx[p]]` over the positions p of the indices
+/// (shape `idx_dims`, each dim at most data's except along `axis`), elements of `elem` bytes.
+/// Negative indices count from the end; an out-of-range one sets the status word and is clamped.
+/// Operands: DATA, INDICES (i32 or i64), OUT, STATUS. One tile per row of the indices' last dim.
+#[derive(Clone, Debug)]
+pub struct GatherElementsSpec {
+    pub data_dims: Vec<usize>,
+    pub idx_dims: Vec<usize>,
+    pub axis: usize,
+    pub elem: usize,
+    pub index_bytes: usize,
+}
+
+impl GatherElementsSpec {
+    pub fn tiles(&self) -> usize {
+        self.idx_dims[..self.idx_dims.len() - 1].iter().product()
+    }
+}
+
+impl KernelSpec for GatherElementsSpec {
+    fn name(&self) -> String {
+        format!("gatherelements {:?} axis {}", self.idx_dims, self.axis)
+    }
+
+    fn emit(&self, kb: &mut Kb) {
+        let [data, idx, out, status] = [kb.operand(0), kb.operand(1), kb.operand(2), kb.operand(3)];
+        let rank = self.idx_dims.len();
+        let last = rank - 1;
+        let cols = self.idx_dims[last] as i64;
+        let dstr = incept_ir::ops::strides_of(&self.data_dims);
+        let (begin, end) = (kb.begin, kb.end);
+        kb.for_range(begin, end, 1, |kb, t| {
+            // The data offset of the row's leading coordinates, without the axis's term.
+            let mut base = kb.iconst(0);
+            let mut rest = t;
+            for d in (0..last).rev() {
+                let (q, r) = kb.divmod(rest, self.idx_dims[d] as i64);
+                rest = q;
+                if d != self.axis {
+                    let term = kb.muli(r, dstr[d] as i64);
+                    base = kb.add(base, term);
+                }
+            }
+            kb.for_const(0, cols, 1, |kb, c| {
+                let p = {
+                    let a = kb.muli(t, cols);
+                    kb.add(a, c)
+                };
+                let ip = kb.elem(idx, p, self.index_bytes as i64);
+                let raw = if self.index_bytes == 8 {
+                    kb.b.ins().load(I64, ro(), ip, 0)
+                } else {
+                    kb.b.ins().sload32(ro(), ip, 0)
+                };
+                let j = checked_index(kb, raw, self.data_dims[self.axis], status);
+                let mut off = kb.muli(j, dstr[self.axis] as i64);
+                off = kb.add(base, off);
+                if last != self.axis {
+                    let col = kb.muli(c, dstr[last] as i64);
+                    off = kb.add(off, col);
+                }
+                let src = kb.elem(data, off, self.elem as i64);
+                let dst = kb.elem(out, p, self.elem as i64);
+                copy_bytes(kb, src, dst, self.elem as i64);
+            });
+        });
+    }
+}

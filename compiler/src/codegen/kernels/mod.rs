@@ -13,6 +13,7 @@ pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod resample;
+pub mod select;
 pub mod transposed;
 pub mod typed;
 pub mod volume;

@@ -101,7 +101,9 @@ impl KernelSpec for LrnSpec {
 /// variance of the row. The variance is a second pass over `x - mean` (E[x^2] - mean^2 cancels
 /// badly when the mean is large against the spread). Operands: X, scale (`len` floats),
 /// bias (`len` floats, when `bias`), Y, then with `stats` the per-row mean and
-/// `1 / sqrt(var + epsilon)` (LayerNormalization's optional outputs). One tile per row.
+/// `1 / sqrt(var + epsilon)` (LayerNormalization's optional outputs). With `per_channel = Some(c)`
+/// (InstanceNormalization) scale and bias hold one value per channel instead, row r using
+/// channel `r % c`. One tile per row.
 #[derive(Clone, Debug)]
 pub struct LayerNormSpec {
     pub rows: usize,
@@ -109,11 +111,13 @@ pub struct LayerNormSpec {
     pub epsilon: f32,
     pub bias: bool,
     pub stats: bool,
+    pub per_channel: Option<usize>,
 }
 
 impl KernelSpec for LayerNormSpec {
     fn name(&self) -> String {
-        format!("layernorm {}{}", self.len, if self.stats { " +stats" } else { "" })
+        let what = if self.per_channel.is_some() { "instancenorm" } else { "layernorm" };
+        format!("{what} {}{}", self.len, if self.stats { " +stats" } else { "" })
     }
 
     fn emit(&self, kb: &mut Kb) {
@@ -176,6 +180,18 @@ impl KernelSpec for LayerNormSpec {
                 kb.store_f32(mean, pm, 0);
                 kb.store_f32(inv, pi, 0);
             }
+            // Per channel: the row's scale and bias, as scalars and splats.
+            let channel = self.per_channel.map(|c| {
+                let (_, ch) = kb.divmod(t, c as i64);
+                let ps = kb.elem(scale, ch, 4);
+                let s = kb.load_f32(ps, 0, ro());
+                let b = bias.map(|b| {
+                    let pb = kb.elem(b, ch, 4);
+                    kb.load_f32(pb, 0, ro())
+                });
+                let (sv, bv) = (kb.splat(s), b.map(|b| kb.splat(b)));
+                (s, b, sv, bv)
+            });
             let write = |kb: &mut Kb, i: Value, vec: bool| {
                 let (ty, m, r) = if vec { (F32X4, mean_v, inv_v) } else { (F32, mean, inv) };
                 let off = kb.muli(i, 4);
@@ -183,14 +199,26 @@ impl KernelSpec for LayerNormSpec {
                 let v = kb.b.ins().load(ty, ro(), px, 0);
                 let d = kb.b.ins().fsub(v, m);
                 let n = kb.b.ins().fmul(d, r);
-                let ps = kb.add(scale, off);
-                let s = kb.b.ins().load(ty, ro(), ps, 0);
-                let o = match bias {
-                    Some(b) => {
-                        let pb = kb.add(b, off);
-                        let bv = kb.b.ins().load(ty, ro(), pb, 0);
-                        kb.fma(n, s, bv)
+                let (s, bv) = match channel {
+                    Some((s, b, sv, bv)) => {
+                        if vec {
+                            (sv, bv)
+                        } else {
+                            (s, b)
+                        }
                     }
+                    None => {
+                        let ps = kb.add(scale, off);
+                        let s = kb.b.ins().load(ty, ro(), ps, 0);
+                        let bv = bias.map(|b| {
+                            let pb = kb.add(b, off);
+                            kb.b.ins().load(ty, ro(), pb, 0)
+                        });
+                        (s, bv)
+                    }
+                };
+                let o = match bv {
+                    Some(bv) => kb.fma(n, s, bv),
                     None => kb.b.ins().fmul(n, s),
                 };
                 let py = kb.add(yr, off);
