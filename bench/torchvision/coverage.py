@@ -122,20 +122,40 @@ class mha_fastpath_off:
         torch.backends.mha.set_fastpath_enabled(self.was)
 
 
+def export_dir(work: Path, name: str, variant: str) -> Path:
+    d = work / f"{name}.{variant}.export"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def remove_exports(work: Path, name: str):
+    import shutil
+
+    for f in work.glob(f"{name}.*"):
+        if f.is_dir():
+            shutil.rmtree(f)
+        else:
+            f.unlink()
+
+
 def export_all(name, model, x, work: Path, log):
     """Writes the three exports; returns {variant: path or error text}."""
     import torch
 
     out = {}
     xt = torch.from_numpy(x)
+    # One directory per export: above 2 GB the TorchScript exporter writes every weight as its
+    # own external-data file named after the tensor, and two exports in one directory would
+    # overwrite each other's weights.
     specs = [
-        ("opset17", work / f"{name}.onnx", dict(dynamo=False, opset_version=17, do_constant_folding=True)),
-        ("dynamic", work / f"{name}.dyn.onnx",
+        ("opset17", f"{name}.onnx", dict(dynamo=False, opset_version=17, do_constant_folding=True)),
+        ("dynamic", f"{name}.dyn.onnx",
          dict(dynamo=False, opset_version=17, do_constant_folding=True,
               dynamic_axes={"input": {0: "N"}, "output": {0: "N"}})),
-        ("latest", work / f"{name}.latest.onnx", dict(dynamo=True, opset_version=LATEST_OPSET)),
+        ("latest", f"{name}.latest.onnx", dict(dynamo=True, opset_version=LATEST_OPSET)),
     ]
-    for variant, path, kw in specs:
+    for variant, file, kw in specs:
+        path = export_dir(work, name, variant) / file
         t0 = time.time()
         try:
             # The fused multi-head-attention fast path (eval mode, no grad) has no ONNX symbolic in
@@ -245,7 +265,7 @@ def measure_latency(name, a, incept, log):
     randomise(model, rng, torch.from_numpy(rng.standard_normal((2, 3, size, size)).astype("float32")))
     x = np.random.default_rng(seed + 1).standard_normal((1, 3, size, size)).astype("float32")
     a.work.mkdir(parents=True, exist_ok=True)
-    path = a.work / f"{name}.onnx"
+    path = export_dir(a.work, name, "latency") / f"{name}.onnx"
     with torch.no_grad(), warnings.catch_warnings(), mha_fastpath_off():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.from_numpy(x),), str(path), input_names=["input"],
@@ -262,8 +282,7 @@ def measure_latency(name, a, incept, log):
             return {"error": info}
         inc.append(json.loads(p.stdout)["median_ms"])
         orts.append(time_ort(sess, x, a.bench_s)[0])
-    for f in a.work.glob(f"{name}.*"):
-        f.unlink()
+    remove_exports(a.work, name)
     r = {"incept_ms": min(inc), "ort_ms": min(orts), "rounds": 3,
          "note": "min over 3 alternating rounds of each side's median, 1 thread"}
     r["ratio"] = round(r["incept_ms"] / r["ort_ms"], 3)
@@ -319,7 +338,7 @@ def check_model(name, a, incept, supported, log):
         if not isinstance(path, Path):
             v["export"] = path
             continue
-        v["onnx_mb"] = round(sum(f.stat().st_size for f in work.glob(f"{path.name}*")) / 1e6, 1)
+        v["onnx_mb"] = round(sum(f.stat().st_size for f in path.parent.iterdir()) / 1e6, 1)
         ops = op_types(path)
         v["ops"] = ops
         v["missing_ops"] = [o for o in ops if o not in supported]
@@ -368,8 +387,7 @@ def check_model(name, a, incept, supported, log):
     r["variants"] = variants
     r["seconds"] = round(time.time() - t0)
     if not a.keep:
-        for f in work.glob(f"{name}.*"):
-            f.unlink()
+        remove_exports(work, name)
     return r
 
 
