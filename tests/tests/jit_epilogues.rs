@@ -102,8 +102,21 @@ impl Family {
     }
 }
 
-const ACTIVATIONS: [&str; 10] =
-    ["relu", "leaky_relu", "sigmoid", "hard_sigmoid", "hard_swish", "tanh", "elu", "clip_0_6", "clip_min", "clip_max"];
+const ACTIVATIONS: [&str; 13] = [
+    "relu",
+    "leaky_relu",
+    "sigmoid",
+    "hard_sigmoid",
+    "hard_swish",
+    "tanh",
+    "elu",
+    "clip_0_6",
+    "clip_min",
+    "clip_max",
+    "silu",
+    "swish",
+    "gelu",
+];
 
 fn dims() -> Vec<Dim> {
     vec![
@@ -165,6 +178,13 @@ fn activation(r: &mut Gen, name: &str, y: ValueId) -> Option<ValueId> {
         "hard_swish" => r.op("HardSwish", vec![], vec![Some(y)]),
         "tanh" => r.op("Tanh", vec![], vec![Some(y)]),
         "elu" => r.op("Elu", vec![("alpha", f(0.7))], vec![Some(y)]),
+        // SiLU as exporters write it (fused into Swish), and Swish with its own alpha.
+        "silu" => {
+            let s = r.op("Sigmoid", vec![], vec![Some(y)])?;
+            r.op("Mul", vec![], vec![Some(y), Some(s)])
+        }
+        "swish" => r.op("Swish", vec![("alpha", f(1.7))], vec![Some(y)]),
+        "gelu" => r.op("Gelu", vec![], vec![Some(y)]),
         "clip_0_6" | "clip_min" | "clip_max" => {
             let lo =
                 (name != "clip_max").then(|| r.konst(Tensor::scalar(if name == "clip_min" { -0.1f32 } else { 0.0 })));

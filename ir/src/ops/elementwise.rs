@@ -46,6 +46,10 @@ pub enum Unary {
     Gelu {
         tanh: bool,
     },
+    /// `x * sigmoid(alpha * x)` (SiLU when alpha is 1).
+    Swish {
+        alpha: f32,
+    },
 }
 
 impl Unary {
@@ -64,6 +68,7 @@ impl Unary {
             "LeakyRelu" => Unary::LeakyRelu { alpha: a.float("alpha", 0.01)? },
             "Elu" => Unary::Elu { alpha: a.float("alpha", 1.0)? },
             "HardSigmoid" => Unary::HardSigmoid { alpha: a.float("alpha", 0.2)?, beta: a.float("beta", 0.5)? },
+            "Swish" => Unary::Swish { alpha: a.float("alpha", 1.0)? },
             "Gelu" => match a.string("approximate", "none")?.as_str() {
                 "none" => Unary::Gelu { tanh: false },
                 "tanh" => Unary::Gelu { tanh: true },
@@ -114,6 +119,7 @@ impl Unary {
                 let k = (2.0 / std::f64::consts::PI).sqrt();
                 0.5 * x * (1.0 + (k * (x + 0.044715 * x * x * x)).tanh())
             }
+            Unary::Swish { alpha } => x * Unary::Sigmoid.apply(alpha as f64 * x),
         }
     }
 }
@@ -135,6 +141,7 @@ impl OpDef for Unary {
             Unary::Elu { .. } => "Elu",
             Unary::HardSigmoid { .. } => "HardSigmoid",
             Unary::Gelu { .. } => "Gelu",
+            Unary::Swish { .. } => "Swish",
         }
     }
 
@@ -151,7 +158,9 @@ impl OpDef for Unary {
 
     fn attrs(&self) -> AttrList {
         match *self {
-            Unary::LeakyRelu { alpha } | Unary::Elu { alpha } => vec![("alpha", AttrValue::Float(alpha))],
+            Unary::LeakyRelu { alpha } | Unary::Elu { alpha } | Unary::Swish { alpha } => {
+                vec![("alpha", AttrValue::Float(alpha))]
+            }
             Unary::HardSigmoid { alpha, beta } => {
                 vec![("alpha", AttrValue::Float(alpha)), ("beta", AttrValue::Float(beta))]
             }

@@ -55,6 +55,8 @@ impl Activation {
                 Unary::Elu { alpha } => format!("elu({})", fmt_f32(*alpha)),
                 Unary::HardSigmoid { alpha, beta } => format!("hard_sigmoid({}, {})", fmt_f32(*alpha), fmt_f32(*beta)),
                 Unary::Gelu { tanh: true } => "gelu_tanh".into(),
+                // SiLU, the common case, prints bare.
+                Unary::Swish { alpha } if *alpha != 1.0 => format!("swish({})", fmt_f32(*alpha)),
                 u => snake(u.name()),
             },
         }
@@ -76,6 +78,7 @@ impl Activation {
             "elu" => Unary::Elu { alpha: p(0)? },
             "hard_sigmoid" => Unary::HardSigmoid { alpha: p(0)?, beta: p(1)? },
             "gelu_tanh" => Unary::Gelu { tanh: true },
+            "swish" => Unary::Swish { alpha: params.first().copied().flatten().unwrap_or(1.0) },
             other => UNARIES
                 .iter()
                 .find(|u| snake(u.name()) == other)

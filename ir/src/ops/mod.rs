@@ -427,6 +427,7 @@ registry! {
     "Squeeze", 1, "layout", "" => Squeeze::build;
     "Sub", 6, "binary", "numpy broadcasting (opset 6: broadcast/axis attributes)" => |a| Binary::build("Sub", a);
     "Sum", 6, "binary", "variadic, numpy broadcasting" => |a| Variadic::build("Sum", a);
+    "Swish", 24, "elementwise", "x * sigmoid(alpha x)" => |a| Unary::build("Swish", a);
     "Tanh", 6, "elementwise", "" => |a| Unary::build("Tanh", a);
     "Tile", 6, "layout", "repeats known at compile time" => Tile::build;
     "TopK", 1, "select", "K known at compile time; largest/smallest; NaN counts as the largest; always sorted" => TopK::build;

@@ -22,6 +22,7 @@ pub fn act_needs_helpers(a: &Activation) -> bool {
                 | Unary::Erf
                 | Unary::Elu { .. }
                 | Unary::Gelu { .. }
+                | Unary::Swish { .. }
         )
     )
 }
@@ -252,6 +253,15 @@ fn clamp(kb: &mut Kb, x: Value, lo: Option<f32>, hi: Option<f32>) -> Value {
     v
 }
 
+/// `1 / (1 + e^-x)`.
+fn sigmoid(kb: &mut Kb, x: Value, helpers: Option<Value>) -> Value {
+    let n = kb.b.ins().fneg(x);
+    let e = helper1(kb, helpers, h::EXP, n);
+    let one = konst(kb, x, 1.0);
+    let d = kb.b.ins().fadd(one, e);
+    kb.b.ins().fdiv(one, d)
+}
+
 /// Applies an activation.
 pub fn emit_act(kb: &mut Kb, a: &Activation, x: Value, helpers: Option<Value>) -> Value {
     match a {
@@ -279,12 +289,17 @@ pub fn emit_act(kb: &mut Kb, a: &Activation, x: Value, helpers: Option<Value>) -
                 let g = clamp(kb, y, Some(0.0), Some(1.0));
                 kb.b.ins().fmul(x, g)
             }
-            Unary::Sigmoid => {
-                let n = kb.b.ins().fneg(x);
-                let e = helper1(kb, helpers, h::EXP, n);
-                let one = konst(kb, x, 1.0);
-                let d = kb.b.ins().fadd(one, e);
-                kb.b.ins().fdiv(one, d)
+            Unary::Sigmoid => sigmoid(kb, x, helpers),
+            Unary::Swish { alpha } => {
+                // x * sigmoid(alpha x): for alpha = 1 the same operations as Mul(x, Sigmoid(x)).
+                let ax = if *alpha == 1.0 {
+                    x
+                } else {
+                    let a = konst(kb, x, *alpha);
+                    kb.b.ins().fmul(a, x)
+                };
+                let s = sigmoid(kb, ax, helpers);
+                kb.b.ins().fmul(x, s)
             }
             Unary::Tanh => helper1(kb, helpers, h::TANH, x),
             Unary::Exp => helper1(kb, helpers, h::EXP, x),
