@@ -283,7 +283,10 @@ def measure_latency(name, a, incept, log):
         inc.append(json.loads(p.stdout)["median_ms"])
         orts.append(time_ort(sess, x, a.bench_s)[0])
     remove_exports(a.work, name)
-    r = {"incept_ms": min(inc), "ort_ms": min(orts), "rounds": 3,
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    r = {"incept_ms": min(inc), "ort_ms": min(orts), "rounds": 3, "incept_iters": a.iters,
+         "ort_budget_s": a.bench_s, "incept_commit": commit,
          "note": "min over 3 alternating rounds of each side's median, 1 thread"}
     r["ratio"] = round(r["incept_ms"] / r["ort_ms"], 3)
     log(f"{name}: latency {r}")
