@@ -702,14 +702,11 @@ impl<'g> Lowerer<'g> {
         }
         let spec = IndexNdSpec { dims: xs[..k].to_vec(), inner, tuples, elem, scatter };
         let idx = self.value(iv)?;
-        let status = self.status();
         let tiles = spec.tiles();
         if tiles > 0 {
-            self.step(Arc::new(spec), tiles, &[upd.unwrap_or(src), idx], &[dst, status], false, &name, op_name, 0);
             let dims = xs[..k].iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
-            if let Some(step) = self.out.steps.last_mut() {
-                step.check = Some(format!("an index is outside the data's dims [{dims}]"));
-            }
+            let what = format!("an index is outside the data's dims [{dims}]");
+            self.checked_index_step(Arc::new(spec), tiles, &[upd.unwrap_or(src), idx], dst, &name, op_name, what);
         }
         Ok(())
     }
@@ -830,11 +827,7 @@ impl<'g> Lowerer<'g> {
         let (Some(x), Some(iv)) = (self.in_val(id, 0), self.in_val(id, 1)) else {
             return Err(self.unsupported(id, "a missing input"));
         };
-        let index_bytes = match self.g.ty(iv).dtype {
-            DType::I64 => 8,
-            DType::I32 => 4,
-            other => return Err(self.unsupported(id, format!("{other} indices"))),
-        };
+        let index_bytes = self.index_bytes(id, iv)?;
         let out = ValueId::new(id, 0);
         let (data_dims, idx_dims) = (self.shape(x)?, self.shape(iv)?);
         let dst = self.define(out)?;
@@ -847,12 +840,8 @@ impl<'g> Lowerer<'g> {
         let what = format!("an index is outside [-{0}, {0})", data_dims[axis]);
         let spec = GatherElementsSpec { data_dims, idx_dims, axis, elem: self.g.ty(out).dtype.size(), index_bytes };
         let (src, idx) = (self.value(x)?, self.value(iv)?);
-        let status = self.status();
         let tiles = spec.tiles();
-        self.step(Arc::new(spec), tiles, &[src, idx], &[dst, status], false, &name, "GatherElements", 0);
-        if let Some(step) = self.out.steps.last_mut() {
-            step.check = Some(what);
-        }
+        self.checked_index_step(Arc::new(spec), tiles, &[src, idx], dst, &name, "GatherElements", what);
         Ok(())
     }
 
@@ -2325,15 +2314,41 @@ impl<'g> Lowerer<'g> {
         Ok(())
     }
 
+    /// The byte width of indices read at run time (i32 or i64).
+    fn index_bytes(&self, id: NodeId, iv: ValueId) -> Result<usize, LowerError> {
+        match self.g.ty(iv).dtype {
+            DType::I64 => Ok(8),
+            DType::I32 => Ok(4),
+            other => Err(self.unsupported(id, format!("{other} indices"))),
+        }
+    }
+
+    /// A step whose kernel reads indices at run time and sets the status word when one is out
+    /// of range (its operands: `reads`, then `dst` and the status word); the run then fails with
+    /// `what`, naming the node.
+    #[allow(clippy::too_many_arguments)]
+    fn checked_index_step(
+        &mut self,
+        spec: Arc<dyn crate::codegen::KernelSpec>,
+        tiles: usize,
+        reads: &[BufRef],
+        dst: BufRef,
+        name: &str,
+        op: &str,
+        what: String,
+    ) {
+        let status = self.status();
+        self.step(spec, tiles, reads, &[dst, status], false, name, op, 0);
+        if let Some(step) = self.out.steps.last_mut() {
+            step.check = Some(what);
+        }
+    }
+
     /// Gather with indices computed at run time: a copy per output row, checked (see
     /// `GatherSpec`).
     fn gather_runtime(&mut self, id: NodeId, x: ValueId, iv: ValueId, axis: usize) -> Result<(), LowerError> {
         let name = self.g.node(id).name.clone();
-        let index_bytes = match self.g.ty(iv).dtype {
-            DType::I64 => 8,
-            DType::I32 => 4,
-            other => return Err(self.unsupported(id, format!("{other} indices"))),
-        };
+        let index_bytes = self.index_bytes(id, iv)?;
         let s = self.shape(x)?;
         let count: usize = self.shape(iv)?.iter().product();
         let out = ValueId::new(id, 0);
@@ -2350,13 +2365,9 @@ impl<'g> Lowerer<'g> {
         }
         let (src, idx) = (self.value(x)?, self.value(iv)?);
         let dst = self.define(out)?;
-        let status = self.status();
         let tiles = spec.tiles();
-        self.step(Arc::new(spec), tiles, &[src, idx], &[dst, status], false, &name, "Gather", 0);
         let what = format!("an index is outside [-{0}, {0})", s[axis]);
-        if let Some(step) = self.out.steps.last_mut() {
-            step.check = Some(what);
-        }
+        self.checked_index_step(Arc::new(spec), tiles, &[src, idx], dst, &name, "Gather", what);
         Ok(())
     }
 

@@ -153,6 +153,15 @@ impl OpDef for Lrn {
     }
 }
 
+/// The mean of a row and `1 / sqrt(var + epsilon)` of its biased variance: what LayerNorm and
+/// InstanceNorm normalise by.
+fn row_stats(row: &[f64], epsilon: f32) -> (f64, f64) {
+    let len = row.len() as f64;
+    let mean = row.iter().sum::<f64>() / len;
+    let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / len;
+    (mean, 1.0 / (var + epsilon as f64).sqrt())
+}
+
 /// `y = (x - mean) / sqrt(var + epsilon) * scale + bias`, the mean and (biased) variance taken
 /// over the axes from `axis` to the last. Scale and bias broadcast to those axes. The optional
 /// outputs are the mean and `1 / sqrt(var + epsilon)`, with the normalised axes kept as 1s.
@@ -237,9 +246,7 @@ impl OpDef for LayerNorm {
         let (mut means, mut inv_stds) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
         for r in 0..rows {
             let row = &xv[r * len..(r + 1) * len];
-            let mean = row.iter().sum::<f64>() / len as f64;
-            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / len as f64;
-            let inv = 1.0 / (var + self.epsilon as f64).sqrt();
+            let (mean, inv) = row_stats(row, self.epsilon);
             for (i, v) in row.iter().enumerate() {
                 let b = bias.as_ref().map_or(0.0, |b| b[i]);
                 out[r * len + i] = (v - mean) * inv * scale[i] + b;
@@ -307,13 +314,9 @@ impl OpDef for InstanceNorm {
         let len: usize = xs[2..].iter().product();
         let xv = x.to_f64s()?;
         let mut out = vec![0f64; xv.len()];
+        // An empty spatial extent leaves xv empty: no rows (chunks of 1 only to avoid size 0).
         for (r, (row, o)) in xv.chunks_exact(len.max(1)).zip(out.chunks_exact_mut(len.max(1))).enumerate() {
-            if len == 0 {
-                break;
-            }
-            let mean = row.iter().sum::<f64>() / len as f64;
-            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / len as f64;
-            let inv = 1.0 / (var + self.epsilon as f64).sqrt();
+            let (mean, inv) = row_stats(row, self.epsilon);
             let ch = r % c;
             for (o, v) in o.iter_mut().zip(row) {
                 *o = (v - mean) * inv * scale[ch] + bias[ch];

@@ -166,11 +166,11 @@ impl TopK {
         Ok(k as usize)
     }
 
-    /// Whether element `a` (at index `ia`) comes before element `b` (at `ib`) in the output.
-    pub fn before<T: PartialOrd + Copy>(&self, a: T, ia: usize, b: T, ib: usize) -> bool {
+    /// The output order of element `a` (at index `ia`) against element `b` (at `ib`).
+    pub fn cmp<T: PartialOrd + Copy>(&self, a: T, ia: usize, b: T, ib: usize) -> Ordering {
         let o = order(a, b);
         let o = if self.largest { o.reverse() } else { o };
-        o.then(ia.cmp(&ib)) == Ordering::Less
+        o.then(ia.cmp(&ib))
     }
 
     fn run<T: Element>(&self, x: &Tensor, axis: usize, k: usize) -> Result<(Vec<T>, Vec<i64>), OpError> {
@@ -183,15 +183,7 @@ impl TopK {
                 let at = |j: usize| v[(o * len + j) * inner + i];
                 order.clear();
                 order.extend(0..len);
-                order.sort_by(|&a, &b| {
-                    if self.before(at(a), a, at(b), b) {
-                        Ordering::Less
-                    } else if a == b {
-                        Ordering::Equal
-                    } else {
-                        Ordering::Greater
-                    }
-                });
+                order.sort_by(|&a, &b| self.cmp(at(a), a, at(b), b));
                 for (r, &j) in order[..k].iter().enumerate() {
                     let p = (o * k + r) * inner + i;
                     vals[p] = at(j);

@@ -38,6 +38,16 @@ fn group_base(kb: &mut Kb, g: Value, len: i64, inner: i64) -> Value {
     kb.add(a, r)
 }
 
+/// Element i of the group at `base` (elements `inner` apart).
+fn load_at(kb: &mut Kb, x: Value, base: Value, i: Value, inner: i64, ty: Type, size: i64) -> Value {
+    let off = {
+        let a = kb.muli(i, inner);
+        kb.add(base, a)
+    };
+    let p = kb.elem(x, off, size);
+    kb.b.ins().load(ty, ro(), p, 0)
+}
+
 /// The index (i64) of the largest (`max`) or smallest element of each group, the first one or
 /// the last with `last`, in f32 or f64. Operands: X, Y. One tile per group.
 #[derive(Clone, Debug)]
@@ -68,12 +78,7 @@ impl KernelSpec for ArgSpec {
             let zero = kb.iconst(0);
             let at = kb.var(I64, zero);
             kb.for_const(1, len, 1, |kb, i| {
-                let off = {
-                    let a = kb.muli(i, inner);
-                    kb.add(base, a)
-                };
-                let p = kb.elem(x, off, size);
-                let v = kb.b.ins().load(ty, ro(), p, 0);
+                let v = load_at(kb, x, base, i, inner, ty, size);
                 let b = kb.b.use_var(best);
                 // Replace when v is beyond the pick in the wanted direction, or ties with it
                 // and the last one is wanted.
@@ -136,15 +141,10 @@ impl KernelSpec for TopKSpec {
                 let cand_v = kb.var(ty, zf);
                 let cand_i = kb.var(I64, minus_one);
                 let (pv, pi) = (kb.b.use_var(prev_v), kb.b.use_var(prev_i));
+                let none = kb.b.ins().icmp_imm_s(IntCC::SignedLessThan, pi, 0);
                 kb.for_const(0, len, 1, |kb, i| {
-                    let off = {
-                        let a = kb.muli(i, inner);
-                        kb.add(base, a)
-                    };
-                    let p = kb.elem(x, off, size);
-                    let v = kb.b.ins().load(ty, ro(), p, 0);
+                    let v = load_at(kb, x, base, i, inner, ty, size);
                     // Eligible: after the previous output (any element for the first output).
-                    let none = kb.b.ins().icmp_imm_s(IntCC::SignedLessThan, pi, 0);
                     let behind = ahead(kb, pv, v);
                     let t = tie(kb, v, pv);
                     let later = kb.b.ins().icmp(IntCC::SignedGreaterThan, i, pi);
