@@ -259,7 +259,7 @@ pub fn plan_steps(g: &Graph, options: &CompileOptions) -> Result<(Vec<PlannedSte
     let lowered = lower::lower_with(g, tier, options.fault.as_ref(), options.im2col_band_bytes, options.winograd())?;
     let nodes: std::collections::HashMap<&str, incept_ir::NodeId> =
         g.node_ids().map(|id| (g.node(id).name.as_str(), id)).collect();
-    let ty = |v: incept_ir::ValueId| incept_ir::text::print::format_type(g.ty(v));
+    let ty = |v: incept_ir::ValueId| incept_ir::format::format_type(g.ty(v));
     // Only assembler kernels have machine code before code generation; ask each spec once.
     let is_asm: Vec<bool> = lowered.specs.iter().map(|s| s.machine_code().is_some()).collect();
     let steps = lowered

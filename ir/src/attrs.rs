@@ -4,6 +4,7 @@
 use std::fmt;
 
 use crate::error::OpError;
+use crate::format::{fmt_f32, format_const, quote};
 use crate::tensor::Tensor;
 
 /// One attribute value.
@@ -32,45 +33,6 @@ impl AttrValue {
     }
 }
 
-/// Formats a float so that parsing it back gives the same bits (and always shows it is a float).
-pub fn fmt_f32(v: f32) -> String {
-    if v.is_nan() {
-        "nan".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "inf".into() } else { "-inf".into() }
-    } else {
-        format!("{v:?}")
-    }
-}
-
-pub fn fmt_f64(v: f64) -> String {
-    if v.is_nan() {
-        "nan".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "inf".into() } else { "-inf".into() }
-    } else {
-        format!("{v:?}")
-    }
-}
-
-/// Writes a string as a double-quoted literal with escapes.
-pub fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 impl fmt::Display for AttrValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fn list<T>(f: &mut fmt::Formatter<'_>, items: &[T], show: impl Fn(&T) -> String) -> fmt::Result {
@@ -90,7 +52,7 @@ impl fmt::Display for AttrValue {
             AttrValue::Ints(v) => list(f, v, |x| x.to_string()),
             AttrValue::Floats(v) => list(f, v, |x| fmt_f32(*x)),
             AttrValue::Strs(v) => list(f, v, |x| quote(x)),
-            AttrValue::Tensor(t) => f.write_str(&crate::text::print::format_const(t, usize::MAX)),
+            AttrValue::Tensor(t) => f.write_str(&format_const(t, usize::MAX)),
         }
     }
 }

@@ -10,47 +10,14 @@
 //! in every CNN with one image input) the two agree.
 
 use std::collections::HashSet;
-use std::fmt;
 
-use crate::error::Result;
+use crate::error::{CutError, Result};
 use crate::graph::{Graph, ValueId};
 use crate::ops::Op;
 use crate::text::print::value_ref;
 
 /// How many similar names an unknown-name error lists.
 const CLOSEST: usize = 5;
-
-/// Why a graph cannot be cut at the given values.
-#[derive(Debug, thiserror::Error, Clone, PartialEq)]
-pub enum CutError {
-    #[error("no output names given")]
-    NoOutputs,
-    #[error("the model has no value '{name}'{}", Closest(.closest))]
-    UnknownValue {
-        name: String,
-        /// The most similar value names of the model, most similar first.
-        closest: Vec<String>,
-    },
-    #[error("'{0}' is a graph input, not a value the model computes")]
-    GraphInput(String),
-    #[error("'{0}' is a constant (an initializer) of the model, not a value it computes")]
-    Constant(String),
-    #[error("'{0}' is named twice among the outputs")]
-    Duplicate(String),
-}
-
-/// The "; closest: ..." tail of an unknown-name error.
-struct Closest<'a>(&'a [String]);
-
-impl fmt::Display for Closest<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
-            return Ok(());
-        }
-        let names: Vec<String> = self.0.iter().map(|n| format!("'{n}'")).collect();
-        write!(f, "; the closest names are {} (see `incept inspect -O0`)", names.join(", "))
-    }
-}
 
 /// Makes the values named `outputs` the graph's outputs, in that order, and removes every node
 /// they do not depend on, including graph inputs they do not read. A name is a value name as

@@ -78,7 +78,7 @@ pub enum Error {
     #[error("input '{name}': {msg}")]
     Input { name: String, msg: String },
     #[error(transparent)]
-    Cut(#[from] crate::cut::CutError),
+    Cut(#[from] CutError),
 }
 
 fn list_unsupported(ops: &[UnsupportedOp]) -> String {
@@ -99,3 +99,35 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a graph cannot be cut at the given values.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum CutError {
+    #[error("no output names given")]
+    NoOutputs,
+    #[error("the model has no value '{name}'{}", Closest(.closest))]
+    UnknownValue {
+        name: String,
+        /// The most similar value names of the model, most similar first.
+        closest: Vec<String>,
+    },
+    #[error("'{0}' is a graph input, not a value the model computes")]
+    GraphInput(String),
+    #[error("'{0}' is a constant (an initializer) of the model, not a value it computes")]
+    Constant(String),
+    #[error("'{0}' is named twice among the outputs")]
+    Duplicate(String),
+}
+
+/// The "; closest: ..." tail of an unknown-name error.
+struct Closest<'a>(&'a [String]);
+
+impl fmt::Display for Closest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = self.0.iter().map(|n| format!("'{n}'")).collect();
+        write!(f, "; the closest names are {} (see `incept inspect -O0`)", names.join(", "))
+    }
+}

@@ -133,38 +133,6 @@ impl Graph {
         Ok(id)
     }
 
-    /// Adds a node, inferring its output types from its inputs (constant inputs are visible to
-    /// inference). `output_names` gives the number of outputs.
-    pub fn add_node(
-        &mut self,
-        name: &str,
-        op: Op,
-        inputs: Vec<Option<ValueId>>,
-        output_names: Vec<String>,
-    ) -> Result<NodeId> {
-        self.add_node_known(name, op, inputs, output_names, &mut crate::infer::KnownValues::default())
-    }
-
-    /// Like [`Graph::add_node`], with values learned from earlier nodes visible to inference (and
-    /// this node's learned in turn), as when building a graph node by node.
-    pub fn add_node_known(
-        &mut self,
-        name: &str,
-        mut op: Op,
-        inputs: Vec<Option<ValueId>>,
-        output_names: Vec<String>,
-        known: &mut crate::infer::KnownValues,
-    ) -> Result<NodeId> {
-        let types = crate::infer::infer_op(self, &mut op, &inputs, output_names.len(), known)
-            .map_err(|e| Error::node(name, op.name(), e))?;
-        let outputs =
-            output_names.into_iter().zip(types.iter().cloned()).map(|(name, ty)| Value { name, ty }).collect();
-        let id = self.add_node_typed(name, op, inputs, outputs)?;
-        let node = &self.g[id];
-        crate::infer::learn_values(self, &node.op, node.inputs(), &types, id, known);
-        Ok(id)
-    }
-
     /// Adds a graph input.
     pub fn add_input(&mut self, name: &str, ty: TensorType) -> Result<ValueId> {
         let id = self.add_node_typed(name, Op::Input(InputOp), vec![], vec![Value { name: name.to_string(), ty }])?;
@@ -366,42 +334,6 @@ impl Graph {
         Ok(order)
     }
 
-    /// Binds symbolic dims (e.g. `N = 1`) in the graph inputs and re-runs shape inference.
-    pub fn bind_dims(&mut self, bindings: &HashMap<String, usize>) -> Result<()> {
-        for &id in &self.inputs.clone() {
-            let ty = self.g[id].outputs[0].ty.bind(bindings);
-            self.g[id].outputs[0].ty = ty;
-        }
-        self.infer_shapes()
-    }
-
-    /// Sets the shape of a graph input (by name) and re-runs shape inference.
-    pub fn set_input_shape(&mut self, name: &str, dims: &[usize]) -> Result<()> {
-        let id = *self.inputs.iter().find(|&&i| self.g[i].outputs[0].name == name).ok_or_else(|| Error::Input {
-            name: name.into(),
-            msg: format!("no such graph input (inputs: {})", self.input_names().join(", ")),
-        })?;
-        let old = self.g[id].outputs[0].ty.clone();
-        if old.rank() != dims.len() {
-            return Err(Error::Input {
-                name: name.into(),
-                msg: format!("has rank {}, the given shape {dims:?} has {}", old.rank(), dims.len()),
-            });
-        }
-        for (d, &n) in old.shape.iter().zip(dims) {
-            if let Dim::Known(k) = d
-                && *k != n
-            {
-                return Err(Error::Input {
-                    name: name.into(),
-                    msg: format!("has fixed shape {old}, cannot set {dims:?}"),
-                });
-            }
-        }
-        self.g[id].outputs[0].ty = TensorType::known(old.dtype, dims);
-        self.infer_shapes()
-    }
-
     pub fn input_names(&self) -> Vec<String> {
         self.inputs.iter().map(|&i| self.g[i].outputs[0].name.clone()).collect()
     }
@@ -419,28 +351,6 @@ impl Graph {
             }
         }
         out
-    }
-
-    /// Re-infers every node's output types in topological order (after inputs changed).
-    pub fn infer_shapes(&mut self) -> Result<()> {
-        let mut known = crate::infer::KnownValues::default();
-        for id in self.topo_order()? {
-            if matches!(self.g[id].op, Op::Input(_)) {
-                continue;
-            }
-            let mut op = self.g[id].op.clone();
-            let inputs = self.g[id].inputs.clone();
-            let n = self.g[id].outputs.len();
-            let types = crate::infer::infer_op(self, &mut op, &inputs, n, &known)
-                .map_err(|e| Error::node(&self.g[id].name, op.name(), e))?;
-            crate::infer::learn_values(self, &op, &inputs, &types, id, &mut known);
-            let node = &mut self.g[id];
-            node.op = op;
-            for (v, t) in node.outputs.iter_mut().zip(types) {
-                v.ty = t;
-            }
-        }
-        Ok(())
     }
 }
 

@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
+use crate::format::format_type;
 use crate::graph::{Graph, ValueId, node_error};
 use crate::ops::Op;
 use crate::shape::{Dim, TensorType};
 use crate::tensor::Tensor;
-use crate::text::print::format_type;
 
 /// Checks a tensor against a declared type, binding symbolic dims consistently.
 pub fn check_type(name: &str, t: &Tensor, want: &TensorType, syms: &mut HashMap<String, usize>) -> Result<()> {

@@ -9,6 +9,7 @@ pub mod attrs;
 pub mod cut;
 pub mod dtype;
 pub mod error;
+pub mod format;
 pub mod graph;
 pub mod infer;
 pub mod interp;

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::format::format_type;
 use crate::graph::Graph;
 use crate::ops::Op;
-use crate::text::print::format_type;
 
 /// Counts over a whole graph.
 #[derive(Debug, Default)]

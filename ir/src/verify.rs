@@ -7,10 +7,10 @@ use petgraph::Direction;
 use petgraph::visit::EdgeRef;
 
 use crate::error::{Error, Result};
+use crate::format::format_type;
 use crate::graph::{Graph, ValueId};
 use crate::infer::{KnownValues, infer_op, learn_values};
 use crate::ops::Op;
-use crate::text::print::format_type;
 
 /// Checks that the graph is acyclic, every input refers to an existing value, edges mirror input
 /// slots, value names are unique, and every node's recorded output types are what its op infers.

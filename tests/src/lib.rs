@@ -6,6 +6,7 @@ use incept_ir::Tensor;
 
 pub mod exercise;
 pub mod graphs;
+pub mod modgraph;
 pub mod mutate;
 pub mod pairwise;
 

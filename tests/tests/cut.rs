@@ -6,7 +6,7 @@ use incept_compiler::check::{CheckOptions, check};
 use incept_compiler::compile::CompileError;
 use incept_compiler::passes::Pipeline;
 use incept_compiler::{CompileOptions, compile_with_report, from_runtime, to_runtime};
-use incept_ir::cut::CutError;
+use incept_ir::error::CutError;
 use incept_ir::{Tensor, interp, npy, onnx};
 use incept_tests::{fixtures_dir, max_rel_err};
 

@@ -33,10 +33,10 @@ fn reference_interpreter_matches_onnx_runtime() {
 fn symbolic_batch_stays_symbolic_until_bound() {
     let g = onnx::load(&fixtures_dir().join("torch_resnet_mini.onnx"), &Default::default()).expect("import");
     let out = g.ty(g.outputs()[0]);
-    assert_eq!(text::print::format_type(out), "f32[N,10]");
+    assert_eq!(incept_ir::format::format_type(out), "f32[N,10]");
     let mut bound = g.clone();
     bound.bind_dims(&[("N".to_string(), 3)].into_iter().collect()).expect("bind");
-    assert_eq!(text::print::format_type(bound.ty(bound.outputs()[0])), "f32[3,10]");
+    assert_eq!(incept_ir::format::format_type(bound.ty(bound.outputs()[0])), "f32[3,10]");
     verify::verify(&bound).expect("verify after binding");
 }
 

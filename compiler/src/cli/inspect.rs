@@ -176,10 +176,10 @@ pub fn run(a: InspectArgs) -> Result<()> {
     if a.stats {
         let mut s = format!("model: {}\n", a.model.display());
         for v in g.input_values() {
-            s.push_str(&format!("input: {} {}\n", g.value(v).name, text::print::format_type(g.ty(v))));
+            s.push_str(&format!("input: {} {}\n", g.value(v).name, incept_ir::format::format_type(g.ty(v))));
         }
         for &v in g.outputs() {
-            s.push_str(&format!("output: {} {}\n", g.value(v).name, text::print::format_type(g.ty(v))));
+            s.push_str(&format!("output: {} {}\n", g.value(v).name, incept_ir::format::format_type(g.ty(v))));
         }
         s.push_str(&Stats::of(&g).to_string());
         s.push_str(&summary);

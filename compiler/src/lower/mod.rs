@@ -3,20 +3,34 @@
 //! Reshape-like ops become views of their input's buffer; weights are packed once here into the
 //! layout their kernel wants.
 
-mod ops;
-pub use ops::ARENA_OVERREAD;
+mod buffers;
+mod conv;
+mod elementwise;
+mod fault;
+mod gemm;
+mod index;
+mod layout;
+mod linear;
+mod norm;
+mod packing;
+mod pool;
+mod reduce;
+mod resize;
+mod winograd;
+pub use conv::ARENA_OVERREAD;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use incept_ir::graph::{Graph, NodeId, ValueId};
-use incept_ir::{DType, Op};
+use incept_ir::ops::PoolKind;
+use incept_ir::{DType, Op, Tensor};
 
-use crate::Fault;
-use crate::codegen::kernels::copy::CopySpec;
-use crate::codegen::kernels::nd::contiguous;
 use incept_runtime::buffer::AlignedBuf;
 
+use crate::Fault;
+use crate::codegen::kernels::logic::LogicOp;
 use crate::codegen::{KernelSpec, Tier};
 
 /// Errors of lowering, naming the node.
@@ -182,7 +196,7 @@ pub fn lower_with(
         g,
         fault: fault.cloned(),
         tier,
-        band_bytes: im2col_band_bytes.unwrap_or(ops::IM2COL_BAND_BYTES),
+        band_bytes: im2col_band_bytes.unwrap_or(conv::IM2COL_BAND_BYTES),
         winograd,
         out: Lowered {
             buffers: vec![],
@@ -247,250 +261,150 @@ pub fn lower_with(
 }
 
 impl<'g> Lowerer<'g> {
-    fn shape(&self, v: ValueId) -> Result<Vec<usize>, LowerError> {
+    pub(super) fn shape(&self, v: ValueId) -> Result<Vec<usize>, LowerError> {
         self.g.ty(v).static_dims().ok_or_else(|| LowerError::Symbolic(self.g.value(v).name.clone()))
     }
 
-    fn buffer(&mut self, bytes: usize, place: Place, name: &str) -> BufId {
-        self.out.buffers.push(Buffer { bytes, place, name: name.to_string() });
-        self.out.buffers.len() - 1
+    pub(super) fn unsupported(&self, id: NodeId, what: impl Into<String>) -> LowerError {
+        let node = self.g.node(id);
+        LowerError::Unsupported { node: node.name.clone(), op: node.op.name().to_string(), what: what.into() }
     }
 
-    /// A new arena buffer.
-    fn scratch(&mut self, bytes: usize, name: &str) -> BufRef {
-        BufRef { buf: self.buffer(bytes, Place::Arena, name), offset: 0 }
+    pub(super) fn in_val(&self, id: NodeId, i: usize) -> Option<ValueId> {
+        self.g.node(id).inputs().get(i).copied().flatten()
     }
 
-    /// The status word, created on first use.
-    fn status(&mut self) -> BufRef {
-        let buf = match self.out.status {
-            Some(b) => b,
-            None => {
-                let b = self.buffer(8, Place::Arena, "status");
-                self.out.status = Some(b);
-                b
+    pub(super) fn f32_only(&self, id: NodeId, v: ValueId) -> Result<(), LowerError> {
+        if self.g.ty(v).dtype != DType::F32 {
+            return Err(self.unsupported(id, format!("{} data (the JIT computes in f32)", self.g.ty(v).dtype)));
+        }
+        Ok(())
+    }
+
+    /// Refuses windows and filters with more taps than the kernels unroll into straight-line
+    /// code (`MAX_UNROLLED_TAPS`): beyond it, code size and compile time blow up (a 2^31-tap
+    /// pool that SAME padding made valid ran code generation out of memory).
+    pub(super) fn unrolled_taps(&self, id: NodeId, taps: usize) -> Result<(), LowerError> {
+        if taps > MAX_UNROLLED_TAPS {
+            return Err(
+                self.unsupported(id, format!("{taps} taps per output (the JIT unrolls at most {MAX_UNROLLED_TAPS})"))
+            );
+        }
+        Ok(())
+    }
+
+    /// The value of `v` when it is known at compile time: a constant, or a ConstantOfShape
+    /// (whose shape is static), evaluated by its reference semantics. Kernels that want constant
+    /// weights (packed GEMM panels, Winograd) ask here; const-folding leaves large
+    /// ConstantOfShape outputs unfolded so as not to bloat the model, and exporters build conv
+    /// weights that way.
+    pub(super) fn konst(&self, v: ValueId) -> Option<Cow<'g, Tensor>> {
+        let g: &'g incept_ir::Graph = self.g;
+        match &g.node(v.node).op {
+            Op::Const(_) => g.const_value(v).map(Cow::Borrowed),
+            Op::ConstantOfShape(c) => {
+                let dims: Vec<i64> = g.ty(v).static_dims()?.iter().map(|&d| d as i64).collect();
+                let shape = Tensor::from_vec(vec![dims.len()], dims);
+                use incept_ir::ops::OpDef;
+                c.eval(&[Some(&shape)]).ok()?.into_iter().next().map(Cow::Owned)
             }
-        };
-        BufRef { buf, offset: 0 }
+            _ => None,
+        }
     }
 
-    /// Appends `len` zero bytes to the weights, 64-byte aligned; their offset.
-    fn weight_space(&mut self, len: usize) -> usize {
-        let w = &mut self.out.weights;
-        let offset = w.len().next_multiple_of(64);
-        w.resize(offset + len);
-        offset
+    /// Whether [`Self::konst`] knows `v`, without evaluating it.
+    pub(super) fn is_konst(&self, v: ValueId) -> bool {
+        matches!(self.g.node(v.node).op, Op::Const(_) | Op::ConstantOfShape(_)) && self.g.ty(v).static_dims().is_some()
     }
 
-    /// Appends bytes to the weights, 64-byte aligned.
-    fn weight(&mut self, bytes: &[u8], name: &str) -> BufRef {
-        let offset = self.weight_space(bytes.len());
-        self.out.weights.as_mut_slice()[offset..].copy_from_slice(bytes);
-        let buf = self.buffer(bytes.len(), Place::Weight(offset), name);
-        BufRef { buf, offset: 0 }
-    }
-
-    fn weight_f32(&mut self, values: &[f32], name: &str) -> BufRef {
-        self.weight_f32_with(values.len(), name, |w| w.copy_from_slice(values))
-    }
-
-    /// `n` floats of weights (zero-initialised) that `fill` writes in place: packed weights go
-    /// straight to their final place, with no intermediate copy.
-    fn weight_f32_with(&mut self, n: usize, name: &str, fill: impl FnOnce(&mut [f32])) -> BufRef {
-        let offset = self.weight_space(n * 4);
-        let bytes = &mut self.out.weights.as_mut_slice()[offset..offset + n * 4];
-        // The offset is 64-byte aligned in a 64-byte aligned buffer.
-        fill(bytemuck::cast_slice_mut(bytes));
-        // The plan's weights are little-endian floats.
-        if cfg!(target_endian = "big") {
-            for w in bytemuck::cast_slice_mut::<u8, u32>(bytes) {
-                *w = w.to_le();
+    /// Lowers one node: the family that computes its op appends its steps.
+    pub(super) fn node(&mut self, id: NodeId) -> Result<(), LowerError> {
+        let node = self.g.node(id);
+        let out = ValueId::new(id, 0);
+        if let Some(taps) = window_taps(&node.op) {
+            self.unrolled_taps(id, taps)?;
+        }
+        match &node.op {
+            // Views: same bytes, another shape.
+            Op::Reshape(_) | Op::Flatten(_) | Op::Squeeze(_) | Op::Unsqueeze(_) | Op::Identity(_) | Op::Dropout(_) => {
+                self.view(id)
             }
-        }
-        let buf = self.buffer(n * 4, Place::Weight(offset), name);
-        BufRef { buf, offset: 0 }
-    }
-
-    /// Where a value's data is: a constant goes into the weights on first use.
-    fn value(&mut self, v: ValueId) -> Result<BufRef, LowerError> {
-        if let Some(&r) = self.values.get(&v) {
-            return Ok(r);
-        }
-        if let Some(r) = self.fill_constant(v)? {
-            return Ok(r);
-        }
-        let t = self.g.const_value(v).ok_or_else(|| LowerError::Unsupported {
-            node: self.g.value(v).name.clone(),
-            op: "?".into(),
-            what: "a value computed before it is used".into(),
-        })?;
-        let r = self.weight(&t.bytes().clone(), &self.g.value(v).name.clone());
-        self.values.insert(v, r);
-        Ok(r)
-    }
-
-    /// Concats whose inputs' slices are contiguous in the output (every dim before the axis is
-    /// 1, as at batch 1): each input that a kernel computes gets its slice as its buffer, so the
-    /// concat itself copies nothing. Consumers come before producers so nested concats nest.
-    fn place_concat_inputs(&mut self, order: &[NodeId]) -> Result<(), LowerError> {
-        for &id in order.iter().rev() {
-            let node = self.g.node(id);
-            let Op::Concat(c) = &node.op else { continue };
-            let out = ValueId::new(id, 0);
-            let s = self.shape(out)?;
-            let axis = c.axis as usize;
-            let elem = self.g.ty(out).dtype.size();
-            let dst = match self.placed.get(&out) {
-                Some(&r) => r,
-                None => {
-                    let bytes = s.iter().product::<usize>() * elem;
-                    let r = self.scratch(bytes.max(4), &self.g.value(out).name.clone());
-                    self.placed.insert(out, r);
-                    r
+            Op::Unary(_) | Op::Binary(_) | Op::Clip(_) | Op::Elementwise(_) | Op::Variadic(_) => self.elementwise(id),
+            // Written where it is first read as an activation (see `fill_constant`); kernels that
+            // want it as constant weights evaluate it at compile time (see `konst`).
+            Op::ConstantOfShape(_) => Ok(()),
+            Op::Cast(c) => self.cast(id, c.to),
+            Op::MatMul(_) if self.g.ty(out).dtype == DType::F64 => self.matmul_f64(id),
+            Op::Conv(_) | Op::ConvTranspose(_) | Op::Gemm(_) | Op::MatMul(_) => {
+                let all = node.inputs().len();
+                self.linear(id, &node.op.clone(), all, &[])
+            }
+            Op::Fused(f) => {
+                let f = f.clone();
+                let base = match self.fault {
+                    Some(Fault::EpilogueOperandAsBias) => node.inputs().len(),
+                    _ => f.base_operands(node.inputs()).len(),
+                };
+                self.linear(id, &f.base, base, &f.steps)
+            }
+            Op::Pool(p) => {
+                let p = p.clone();
+                if node.outputs.len() > 1 {
+                    return self.max_pool_with_indices(id, &p);
                 }
-            };
-            if s[..axis].iter().product::<usize>() != 1 {
-                continue;
+                self.pool(id, p.kind == PoolKind::Max, &p.window, p.count_include_pad)
             }
-            let inner: usize = s[axis + 1..].iter().product();
-            let mut at = 0;
-            for v in node.input_values() {
-                let is = self.shape(v)?;
-                let producer = &self.g.node(v.node).op;
-                let computed = !matches!(
-                    producer,
-                    Op::Input(_)
-                        | Op::Const(_)
-                        | Op::Reshape(_)
-                        | Op::Flatten(_)
-                        | Op::Squeeze(_)
-                        | Op::Unsqueeze(_)
-                        | Op::Identity(_)
-                        | Op::Dropout(_)
-                        | Op::Cast(_)
-                );
-                if computed && !self.placed.contains_key(&v) && !self.g.outputs().contains(&v) {
-                    self.placed.insert(v, BufRef { buf: dst.buf, offset: dst.offset + at * inner * elem });
-                }
-                at += is[axis];
-            }
-        }
-        Ok(())
-    }
-
-    /// The buffer for a node's output `v`: its planned place, else a fresh arena buffer.
-    fn define(&mut self, v: ValueId) -> Result<BufRef, LowerError> {
-        if let Some(&r) = self.placed.get(&v) {
-            self.values.insert(v, r);
-            return Ok(r);
-        }
-        let shape = self.shape(v)?;
-        let bytes = shape.iter().product::<usize>() * self.g.ty(v).dtype.size();
-        let r = self.scratch(bytes.max(4), &self.g.value(v).name.clone());
-        self.values.insert(v, r);
-        Ok(r)
-    }
-
-    /// Registers a kernel spec (equal specs share one kernel).
-    fn kernel(&mut self, spec: Arc<dyn KernelSpec>) -> usize {
-        let key = format!("{spec:?}");
-        if let Some(&k) = self.spec_keys.get(&key) {
-            return k;
-        }
-        self.out.specs.push(spec);
-        let k = self.out.specs.len() - 1;
-        self.spec_keys.insert(key, k);
-        k
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn step(
-        &mut self,
-        spec: Arc<dyn KernelSpec>,
-        tiles: usize,
-        reads: &[BufRef],
-        writes: &[BufRef],
-        helpers: bool,
-        node: &str,
-        op: &str,
-        flops: u64,
-    ) {
-        let kernel = self.kernel(spec);
-        let mut operands: Vec<LOperand> = reads.iter().chain(writes).map(|&r| LOperand::Buf(r)).collect();
-        if helpers {
-            operands.push(LOperand::Helpers);
-        }
-        self.out.steps.push(LStep {
-            kernel,
-            operands,
-            tiles,
-            name: node.to_string(),
-            op: op.to_string(),
-            flops,
-            reads: reads.iter().map(|r| r.buf).collect(),
-            writes: writes.iter().map(|r| r.buf).collect(),
-            in_place: vec![],
-            check: None,
-        });
-    }
-
-    /// Marks the last step as able to write `written` over `read` (see [`LStep::in_place`]); both
-    /// must start at offset 0 of equally sized buffers.
-    fn allow_in_place(&mut self, read: BufRef, written: BufRef) {
-        let same = read.offset == 0
-            && written.offset == 0
-            && read.buf != written.buf
-            && self.out.buffers[read.buf].bytes == self.out.buffers[written.buf].bytes;
-        if let (true, Some(step)) = (same, self.out.steps.last_mut()) {
-            step.in_place.push((read.buf, written.buf));
+            Op::GlobalPool(p) => self.global_pool(id, p.kind == PoolKind::Max),
+            Op::Softmax(sm) => self.softmax(id, &sm.clone()),
+            Op::Reduce(r) => self.reduce(id, &r.clone()),
+            Op::Concat(c) => self.concat(id, c.axis as usize),
+            Op::Split(sp) => self.split(id, sp.axis as usize),
+            Op::Transpose(t) => self.transpose(id, &t.perm.clone()),
+            Op::Expand(_) => self.expand(id),
+            Op::Slice(_) => self.slice(id),
+            Op::DepthToSpace(d) => self.depth_to_space(id, &d.clone()),
+            Op::SpaceToDepth(d) => self.space_to_depth(id, d.blocksize),
+            Op::Tile(_) => self.tile(id),
+            Op::Pad(p) => self.pad(id, &p.clone()),
+            Op::Gather(gt) => self.gather(id, gt.axis as usize),
+            Op::GatherNd(_) => self.index_nd(id, None),
+            Op::ScatterNd(sc) => self.scatter_nd(id, sc.reduction),
+            Op::GatherElements(ge) => self.gather_elements(id, ge.axis as usize),
+            Op::ArgReduce(a) => self.arg_reduce(id, &a.clone()),
+            Op::TopK(t) => self.top_k(id, t.axis as usize, t.largest),
+            Op::BatchNorm(bn) => self.batch_norm(id, bn.epsilon),
+            Op::LayerNorm(ln) => self.layer_norm(id, &ln.clone()),
+            Op::InstanceNorm(inn) => self.instance_norm(id, inn.epsilon),
+            Op::Lrn(l) => self.lrn(id, &l.clone()),
+            Op::Resize(r) => self.resize(id, &r.clone()),
+            Op::Compare(c) => self.logic(id, LogicOp::Compare(*c)),
+            Op::Logical(l) => self.logic(id, LogicOp::Logical(*l)),
+            Op::Where(_) => self.logic(id, LogicOp::Where),
+            Op::Mod(m) => self.logic(id, LogicOp::Mod { fmod: m.fmod }),
+            Op::Einsum(e) => Err(self.unsupported(
+                id,
+                format!(
+                    "the Einsum '{}' (the JIT runs one- and two-input forms without an ellipsis or a repeated label)",
+                    e.equation
+                ),
+            )),
+            other => Err(self.unsupported(id, format!("{} yet", other.name()))),
         }
     }
+}
 
-    /// Every graph output ends in its own output slot: a buffer produced here is retargeted there,
-    /// anything else (an input, a constant, a view at an offset, a repeated output) is copied.
-    fn outputs(&mut self) -> Result<(), LowerError> {
-        for (k, &v) in self.g.outputs().iter().enumerate() {
-            let shape = self.shape(v)?;
-            let dtype = self.g.ty(v).dtype;
-            let bytes = shape.iter().product::<usize>() * dtype.size();
-            let src = self.value(v)?;
-            let b = &mut self.out.buffers[src.buf];
-            let buf = if bytes == 0 {
-                self.buffer(0, Place::Output(k), &self.g.value(v).name.clone())
-            } else if b.place == Place::Arena && src.offset == 0 && b.bytes == bytes.max(4) {
-                b.place = Place::Output(k);
-                b.bytes = bytes;
-                src.buf
-            } else {
-                let dst = self.buffer(bytes, Place::Output(k), &self.g.value(v).name.clone());
-                let n = shape.iter().product::<usize>();
-                let spec = CopySpec::new(&[n], vec![1], vec![1], 0, 0, dtype.size());
-                let tiles = spec.tiles();
-                self.step(Arc::new(spec), tiles, &[src], &[BufRef { buf: dst, offset: 0 }], false, "output", "Copy", 0);
-                dst
-            };
-            self.out.outputs.push(Io { name: self.g.value(v).name.clone(), dtype, shape, buf });
-        }
-        Ok(())
-    }
+/// Most taps (kernel positions, resampling filter taps) a kernel unrolls: a 90x90 window. The
+/// ONNX tests' largest pool window (60x80) fits; a window of millions of taps (SAME padding
+/// allows any) would unroll into more code than memory holds.
+const MAX_UNROLLED_TAPS: usize = 8192;
 
-    /// Copies `src` (read with `in_strides` over `dims`) into a new buffer for `v`.
-    #[allow(clippy::too_many_arguments)]
-    fn strided_copy(
-        &mut self,
-        v: ValueId,
-        src: BufRef,
-        dims: &[usize],
-        in_strides: Vec<isize>,
-        in_offset: isize,
-        node: &str,
-        op: &str,
-    ) -> Result<(), LowerError> {
-        let elem = self.g.ty(v).dtype.size();
-        let dst = self.define(v)?;
-        let spec = CopySpec::new(dims, in_strides, contiguous(dims), in_offset, 0, elem);
-        let tiles = spec.tiles();
-        self.step(Arc::new(spec), tiles, &[src], &[dst], false, node, op, 0);
-        Ok(())
+/// Kernel positions of a windowed op (a fused op's base included).
+fn window_taps(op: &Op) -> Option<usize> {
+    match op {
+        Op::Conv(c) => Some(c.window.kernel_size()),
+        Op::ConvTranspose(c) => Some(c.window.kernel_size()),
+        Op::Pool(p) => Some(p.window.kernel_size()),
+        Op::Fused(f) => window_taps(&f.base),
+        _ => None,
     }
 }

@@ -115,9 +115,9 @@ impl Patch {
                 return Err(fail(format!(
                     "replaces {} ({}) with {} ({}), a different type",
                     g.value(old).name,
-                    incept_ir::text::print::format_type(g.ty(old)),
+                    incept_ir::format::format_type(g.ty(old)),
                     g.value(new).name,
-                    incept_ir::text::print::format_type(g.ty(new))
+                    incept_ir::format::format_type(g.ty(new))
                 )));
             }
             // A graph output keeps its name, and a value made by the patch takes over the name of

@@ -6,18 +6,18 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use crate::attrs::{AttrValue, Attrs};
 use crate::dtype::DType;
 use crate::error::{Error, OpError, Result, UnsupportedOp};
+use crate::format::format_type;
 use crate::graph::{Graph, ValueId};
 use crate::infer::KnownValues;
 use crate::onnx::functions::{FlatNode, flatten};
 use crate::onnx::legacy::Upgrade;
-use crate::onnx::onnx_ops;
 use crate::onnx::proto::{AttributeProto, ModelProto, TypeValue, ValueInfoProto, attribute_type as at};
 use crate::onnx::tensor::{ExternalData, tensor_from_proto};
 use crate::onnx::{ImportOptions, MAX_IR_VERSION, MIN_IR_VERSION};
+use crate::ops::onnx_ops;
 use crate::ops::{MAX_OPSET, MIN_OPSET, Op, op_info};
 use crate::shape::{Dim, TensorType};
 use crate::tensor::Tensor;
-use crate::text::print::format_type;
 
 fn is_default_domain(d: &str) -> bool {
     d.is_empty() || d == "ai.onnx"

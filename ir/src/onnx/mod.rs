@@ -4,7 +4,6 @@
 pub mod functions;
 pub mod import;
 pub mod legacy;
-pub mod onnx_ops;
 pub mod proto;
 pub mod tensor;
 

@@ -5,8 +5,9 @@
 //! Text form: `%y = Conv(%x, %w, %b) {...} epilogue(add %res, relu) : f32[..]` and
 //! `%y = Elementwise(%a, %s, %t) expr(relu(add(mul(%a, %s), %t))) : f32[..]`.
 
-use crate::attrs::{AttrList, fmt_f32};
+use crate::attrs::AttrList;
 use crate::error::OpError;
+use crate::format::fmt_f32;
 use crate::invalid;
 use crate::ops::binary::broadcast_shapes;
 use crate::ops::elementwise::map_float;

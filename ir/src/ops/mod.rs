@@ -19,6 +19,7 @@ pub mod layout;
 pub mod logic;
 pub mod matmul;
 pub mod norm;
+pub mod onnx_ops;
 pub mod pad;
 pub mod pool;
 pub mod reduce;
@@ -307,7 +308,7 @@ impl Op {
     /// rewrites older forms first). Attributes the op does not know are an error.
     pub fn from_attrs(op_type: &str, mut attrs: Attrs) -> Result<Op, OpError> {
         let info = op_info(op_type).ok_or_else(|| {
-            OpError::Unsupported(match crate::onnx::onnx_ops::first_opset(op_type) {
+            OpError::Unsupported(match onnx_ops::first_opset(op_type) {
                 Some(_) => format!("op type '{op_type}' (an ONNX operator incept does not support yet)"),
                 None => format!("op type '{op_type}' (not an ONNX operator)"),
             })

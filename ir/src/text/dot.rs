@@ -2,9 +2,9 @@
 
 use std::fmt::Write;
 
+use crate::format::format_type;
 use crate::graph::Graph;
 use crate::ops::Op;
-use crate::text::print::format_type;
 
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")

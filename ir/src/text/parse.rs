@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use crate::attrs::{AttrValue, Attrs};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::format::{format_type, short_hash};
 use crate::graph::{Graph, ValueId};
 use crate::ops::{Activation, Elementwise, Expr, Fused, Op, Step};
 use crate::shape::{Dim, TensorType};
 use crate::tensor::{Tensor, checked_numel};
-use crate::text::print::{format_type, short_hash};
 
 /// Constants that printed as a hash, by dtype, shape and hash.
 #[derive(Default)]

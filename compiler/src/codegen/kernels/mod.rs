@@ -18,4 +18,3 @@ pub mod transposed;
 pub mod typed;
 pub mod volume;
 pub mod winograd;
-pub mod winograd4;

@@ -15,7 +15,8 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 
 use crate::codegen::KernelSpec;
 use crate::codegen::builder::{I64, Kb, ro, rw};
-use crate::codegen::kernels::winograd::{E_SKEW, OutPlane, WinoGeom};
+
+use super::geom::{E_SKEW, OutPlane, WinoGeom};
 
 /// Values of a transformed tile: 6x6.
 pub const E: usize = 36;

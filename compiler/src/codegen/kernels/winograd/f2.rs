@@ -11,8 +11,8 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 
 use crate::codegen::KernelSpec;
 use crate::codegen::builder::{F32X4, I64, Kb, ro};
-use crate::codegen::kernels::conv::{DwStep, PlaneEpilogue};
-use crate::codegen::kernels::math::act_needs_helpers;
+
+use super::geom::{E_SKEW, OutPlane, WinoGeom};
 
 /// `G g G^T` for one 3x3 kernel (row-major), the 16 transformed weights, with
 /// `G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]` written out (ResNet50 has
@@ -35,52 +35,6 @@ pub fn transform_kernel(g: &[f32]) -> [f32; 16] {
         }
     }
     u
-}
-
-/// The tiling shared by the transforms: an image of `h` x `w` (output `oh` x `ow`, pads `ph`,
-/// `pw`) cut into `th` x `tw` tiles of `tile` x `tile` outputs (2 for F(2x2, 3x3), 4 for
-/// F(4x4, 3x3)).
-#[derive(Clone, Debug)]
-pub struct WinoGeom {
-    pub tile: usize,
-    pub n: usize,
-    pub h: usize,
-    pub w: usize,
-    pub ph: usize,
-    pub pw: usize,
-    pub oh: usize,
-    pub ow: usize,
-}
-
-impl WinoGeom {
-    pub fn th(&self) -> usize {
-        self.oh.div_ceil(self.tile)
-    }
-    pub fn tw(&self) -> usize {
-        self.ow.div_ceil(self.tile)
-    }
-    /// Tiles per image: the GEMM's N.
-    pub fn tiles(&self) -> usize {
-        self.th() * self.tw()
-    }
-    /// `nr`-wide panels of tiles.
-    pub fn panels(&self, nr: usize) -> usize {
-        self.tiles().div_ceil(nr)
-    }
-    /// The share of tiles whose patch crosses the input's border (F(2x2, 3x3)).
-    pub fn border_share(&self) -> f64 {
-        let (ty_lo, ty_hi) = WinoGeom::inside(self.h, self.ph, self.th());
-        let (tx_lo, tx_hi) = WinoGeom::inside(self.w, self.pw, self.tw());
-        1.0 - ((ty_hi - ty_lo) * (tx_hi - tx_lo)) as f64 / self.tiles().max(1) as f64
-    }
-
-    /// Tile rows (or columns) whose 4x4 patch lies wholly inside the input: `[lo, hi)`.
-    fn inside(n: usize, p: usize, tiles: usize) -> (usize, usize) {
-        let lo = p.div_ceil(2);
-        // Largest t with 2t - p + 3 <= n - 1.
-        let hi = if n + p >= 4 { ((n + p - 4) / 2 + 1).min(tiles) } else { 0 };
-        (lo.min(hi), hi)
-    }
 }
 
 /// The input transform: `V[img][e][j][c][lane] = (B^T d B)[e]` for tile `nr*j + lane` of channel
@@ -124,9 +78,6 @@ const ALL_INSIDE: i64 = (1 << Q) - 1;
 /// tiles, so that the f32x4 transform skips it.
 const GROUP: usize = 16;
 const GROUP_ROW: usize = 6;
-
-/// Bytes between consecutive transformed matrices beyond the matrix itself (see `e_stride`).
-pub const E_SKEW: usize = 64;
 
 impl WinoInputSpec {
     /// Tiles per image transformed.
@@ -505,89 +456,9 @@ fn input_transform(kb: &mut Kb, d: &[Value]) -> [Value; 4] {
     out
 }
 
-/// The output transform: `Y = A^T M A` per 2x2 tile from the 16 GEMM outputs `M[img*16 + e][m][t]`,
-/// plus the bias and the epilogue, written where the tile lies inside the output. Operands: M, Y,
-/// bias (if any), one per Add step (laid out like Y, or one value per channel), helpers (if
-/// needed). One tile per (image, output channel) plane.
-#[derive(Clone, Debug)]
-pub struct WinoOutputSpec {
-    pub g: WinoGeom,
-    pub m: usize,
-    pub bias: bool,
-    pub steps: Vec<DwStep>,
-    /// A band (None: the whole map): its tile rows, and whether it is the last (which holds
-    /// an odd output height's single last row). M holds only the band's tiles, and the output
-    /// and residual operands start at the band's first row, so bands of a size share the kernel.
-    pub band: Option<(usize, bool)>,
-}
-
-impl WinoOutputSpec {
-    pub fn needs_helpers(&self) -> bool {
-        self.steps.iter().any(|s| matches!(s, DwStep::Act(a) if act_needs_helpers(a)))
-    }
-}
-
-impl KernelSpec for WinoOutputSpec {
-    fn name(&self) -> String {
-        let band =
-            self.band.map(|(r, last)| format!(" band {r}{}", if last { " last" } else { "" })).unwrap_or_default();
-        let kind = if self.g.tile == 4 { "winograd4" } else { "winograd" };
-        format!("{kind} output m{} {}x{}{band}", self.m, self.g.oh, self.g.ow)
-    }
-
-    fn emit(&self, kb: &mut Kb) {
-        let adds = self.steps.iter().filter(|s| matches!(s, DwStep::Add { .. })).count();
-        let n_ops = 2 + self.bias as usize + adds;
-        let ops = kb.operands(n_ops);
-        let helpers = self.needs_helpers().then(|| kb.operand(n_ops));
-        let g = self.g.clone();
-        let (rows, last) = self.band.unwrap_or((g.th(), true));
-        let (tiles, m) = ((rows * g.tw()) as i64, self.m as i64);
-        let ohw = (g.oh * g.ow) as i64;
-        // Byte distance between the GEMM outputs of consecutive e (skewed, see `E_SKEW`).
-        let es = ((g.tile + 2) * (g.tile + 2)) as i64;
-        let e_stride = m * tiles * 4 + E_SKEW as i64;
-        assert!(e_stride * es <= i32::MAX as i64, "lowering checks the GEMM output fits i32 offsets");
-        let (begin, end) = (kb.begin, kb.end);
-        kb.for_range(begin, end, 1, |kb, t| {
-            let (img, oc) = kb.divmod(t, m);
-            let mp = {
-                let a = kb.muli(img, es * e_stride);
-                let b = kb.muli(oc, tiles * 4);
-                let o = kb.add(a, b);
-                kb.add(ops[0], o)
-            };
-            let yp = kb.elem(ops[1], t, ohw * 4);
-            let epi = PlaneEpilogue::new(kb, &ops[2..], self.bias, &self.steps, oc, t, g.oh * g.ow);
-            let plane = OutPlane { mp, yp, epi, helpers, steps: &self.steps, e_stride, rows, last };
-            if g.tile == 4 {
-                crate::codegen::kernels::winograd4::output_plane(kb, &g, &plane);
-            } else {
-                output_plane(kb, &g, &plane);
-            }
-        });
-    }
-}
-
-/// One output plane (image, channel) of a Winograd output transform: where its GEMM outputs M
-/// and its output start, its epilogue, and the band's tile rows (counted from the band's first,
-/// as the output and residual operands are).
-pub(super) struct OutPlane<'a> {
-    pub mp: Value,
-    pub yp: Value,
-    pub epi: PlaneEpilogue,
-    pub helpers: Option<Value>,
-    pub steps: &'a [DwStep],
-    /// Bytes from one e's GEMM outputs to the next.
-    pub e_stride: i64,
-    pub rows: usize,
-    /// Whether the band is the map's last (which holds a partial last tile row).
-    pub last: bool,
-}
-
 /// The F(2x2, 3x3) output transform of one plane: `A^T M A` per 2x2 tile, four tiles at a time
 /// where both output columns of all four lie inside.
-fn output_plane(kb: &mut Kb, g: &WinoGeom, p: &OutPlane) {
+pub(super) fn output_plane(kb: &mut Kb, g: &WinoGeom, p: &OutPlane) {
     let (mp, yp, tw, e_stride) = (p.mp, p.yp, g.tw(), p.e_stride);
     // Tile rows with both output rows inside (all of a band's but an odd height's last);
     // columns in groups of four tiles with both output columns inside.

@@ -1,0 +1,573 @@
+//! Conv and ConvTranspose: the choice among depthwise, Winograd and im2col GEMM paths, the
+//! im2col GEMM itself (whole, in bands, transposed, or reading a 1x1 conv's input in place),
+//! and the window geometry that pools share.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use incept_ir::graph::{NodeId, ValueId};
+use incept_ir::ops::Step;
+use incept_ir::ops::conv::Window;
+
+use super::linear::{AddLayout, ConvPath, balanced, even_bands, min_band_rows};
+use super::winograd::winograd_tile;
+use super::{BufRef, LowerError, Lowerer};
+use crate::codegen::Tier;
+use crate::codegen::kernels::conv::{Col2ImSpec, DepthwiseSpec, Geom, Im2colSpec};
+use crate::codegen::kernels::gemm::{GemmSpec, GemmStep, Mat};
+use crate::codegen::kernels::transposed::TransposedOutSpec;
+use crate::codegen::kernels::volume::{VolCol2ImSpec, VolGeom, VolIm2colSpec};
+use crate::codegen::kernels::winograd::geom::WinoGeom;
+
+impl<'g> Lowerer<'g> {
+    /// Which kernels compute a conv, from its geometry alone (never from its epilogue).
+    pub(super) fn conv_path(
+        &self,
+        id: NodeId,
+        c: &incept_ir::ops::Conv,
+        inputs: &[Option<ValueId>],
+    ) -> Result<ConvPath, LowerError> {
+        let x = inputs.first().copied().flatten().ok_or_else(|| self.unsupported(id, "a missing input"))?;
+        let wv = inputs.get(1).copied().flatten().ok_or_else(|| self.unsupported(id, "missing weights"))?;
+        let xs = self.shape(x)?;
+        let os = self.shape(ValueId::new(id, 0))?;
+        if xs.len() == 5 || xs.len() < 3 || os.len() != xs.len() {
+            return Ok(ConvPath::Gemm);
+        }
+        let geom = geom(&c.window, &xs, &os);
+        let (n, cin_total, cout, g) = (xs[0], xs[1], os[1], c.group);
+        if g == cin_total && g > 1 {
+            return Ok(ConvPath::Depthwise);
+        }
+        let constant = self.is_konst(wv);
+        if constant && let Some(tile) = winograd_tile(&geom, g, cin_total / g, cout / g, n, xs.len(), self.winograd) {
+            return Ok(ConvPath::Winograd(tile));
+        }
+        Ok(ConvPath::Gemm)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn conv(
+        &mut self,
+        id: NodeId,
+        c: &incept_ir::ops::Conv,
+        path: ConvPath,
+        inputs: &[Option<ValueId>],
+        steps: &[Step],
+        adds: &[(ValueId, AddLayout)],
+        dst: BufRef,
+    ) -> Result<(), LowerError> {
+        let nr = self.tier.nr();
+        let name = self.g.node(id).name.clone();
+        let (x, wv, w, bias) = self.conv_inputs(id, inputs)?;
+        let xs = self.shape(x)?;
+        let os = self.shape(ValueId::new(id, 0))?;
+        if xs.len() < 3 || xs.len() > 5 {
+            return Err(self.unsupported(id, format!("{}-D convolution", xs.len().saturating_sub(2))));
+        }
+        // 3-D convs take the general path (volumetric im2col + GEMM); `geom` is the 2-D view.
+        let vol = (xs.len() == 5).then(|| vol_geom(&c.window, &xs, &os));
+        let geom = if vol.is_some() { geom(&c.window, &xs[..4], &os[..4]) } else { geom(&c.window, &xs, &os) };
+        let (n, cin_total, cout) = (xs[0], xs[1], os[1]);
+        let g = c.group;
+        let (cg, mg) = (cin_total / g, cout / g);
+        let src = self.value(x)?;
+        let taps: usize = c.window.kernel.iter().product();
+        let out_sp: usize = os[2..].iter().product();
+        let flops = 2 * (n * cout * out_sp * cg * taps) as u64;
+        match (path, &w) {
+            (ConvPath::Depthwise, _) => {
+                let (dsteps, add_vals, helpers) = self.plane_steps(steps, adds);
+                let mult = cout / cin_total;
+                let wref = self.value(wv)?;
+                let bias_ref = bias.map(|b| self.value(b)).transpose()?;
+                let mut spec = DepthwiseSpec {
+                    n,
+                    c_in: cin_total,
+                    mult,
+                    g: geom,
+                    bias: bias_ref.is_some(),
+                    steps: dsteps,
+                    wide: false,
+                };
+                let row = (self.tier == Tier::Avx512).then(|| spec.wide_row()).flatten();
+                spec.wide = row.is_some();
+                let tiles = spec.tiles();
+                // Operands: X, W, Y, bias, adds: Y comes third.
+                let mut ops = vec![src, wref, dst];
+                ops.extend(bias_ref);
+                for v in add_vals {
+                    ops.push(self.value(v)?);
+                }
+                self.step_ordered(Arc::new(spec), tiles, &ops, 2, helpers, &name, "DepthwiseConv", flops);
+                if let Some(row) = row {
+                    let k = self.kernel(Arc::new(row));
+                    if let Some(step) = self.out.steps.last_mut() {
+                        step.operands.push(super::LOperand::Kernel(k));
+                    }
+                }
+                return Ok(());
+            }
+            (ConvPath::Winograd(tile), Some(wts)) => {
+                let (dsteps, add_vals, helpers) = self.plane_steps(steps, adds);
+                let add_refs = add_vals.iter().map(|&v| self.value(v)).collect::<Result<Vec<_>, _>>()?;
+                let bias_ref = bias.map(|b| self.value(b)).transpose()?;
+                let wg = WinoGeom { tile, n, h: geom.h, w: geom.w, ph: geom.ph, pw: geom.pw, oh: geom.oh, ow: geom.ow };
+                return self.winograd(&name, src, wts, bias_ref, &wg, cg, mg, dsteps, &add_refs, helpers, dst);
+            }
+            _ => {}
+        }
+        if let (None, Some(wts), 1) = (&vol, &w, g)
+            && self.transposed_pays(out_sp, cout)
+            && let Some(plane_adds) = self.plane_adds(adds, &os)?
+        {
+            return self.conv_transposed(&name, src, wts, bias, &geom, n, cin_total, cout, steps, &plane_adds, dst);
+        }
+        let (gsteps, add_vals, helpers) = self.gemm_steps(steps, adds);
+        let add_refs = add_vals.iter().map(|&v| self.value(v)).collect::<Result<Vec<_>, _>>()?;
+        // Dense or grouped: GEMM over im2col panels, one problem per (image, group).
+        let k = cg * taps;
+        let hw_out = out_sp;
+        let mr = self.tier.panel_rows(mg);
+        let (a_ref, a) = match &w {
+            // A: the weights of each group, [mg] x [k] row-major.
+            Some(w) => self.pack_a(&name, g, mg, k, mr, |gi, m, kk| w[(gi * mg + m) * k + kk]),
+            None => {
+                let a = Mat {
+                    rs: k as isize,
+                    cs: 1,
+                    panel_stride: (mr * k) as isize,
+                    batch_stride: (mg * k) as isize,
+                    batch_mod: g,
+                };
+                let src = self.value(wv)?;
+                match self.tier {
+                    Tier::F32x4 => (src, a),
+                    Tier::Avx2 | Tier::Avx512 => self.pack_a_at_run_time(&name, src, a, g, mg, k, mr),
+                }
+            }
+        };
+        // B: packed into nr-wide panels, except a wide tier's 1x1 convs of arena values (below).
+        // On the f32x4 tier, reading a 1x1 conv's input in place (rows of hw floats, one f32x4 per
+        // k step) measured slower than packing it first: ResNet50 196 vs 190 ms, Xception 460 vs
+        // 413 ms (one thread).
+        let bias_ref = bias.map(|b| self.value(b)).transpose()?;
+        let bias_mat = bias_ref.map(|_| Mat { rs: 1, cs: 0, panel_stride: 0, batch_stride: mg as isize, batch_mod: g });
+        let c_mat =
+            Mat { rs: hw_out as isize, cs: 1, panel_stride: 0, batch_stride: (mg * hw_out) as isize, batch_mod: 0 };
+        let b_mat = |pn: usize| Mat {
+            rs: nr as isize,
+            cs: 1,
+            panel_stride: (k * nr) as isize,
+            batch_stride: (pn * k * nr) as isize,
+            batch_mod: 0,
+        };
+        let gemm = |this: &Self, n_cols: usize, pn: usize| GemmSpec {
+            m: mg,
+            n: n_cols,
+            k,
+            batch: n * g,
+            a,
+            b: b_mat(pn),
+            c: c_mat,
+            alpha: 1.0,
+            bias: bias_mat,
+            steps: gsteps.clone(),
+            mr,
+            ..this.gemm_blocking()
+        };
+        let im2col = |band: Option<usize>| Im2colSpec {
+            batch: n * g,
+            groups: g,
+            c_total: cin_total,
+            cin: cg,
+            g: geom.clone(),
+            nr,
+            band,
+        };
+        // A 1x1 stride-1 conv of a value in the arena on a wide tier: B is the input itself, rows
+        // of a channel's positions read in place by the microkernel (no panel copies). The last
+        // panel's row reads run past the row into what follows in the arena (or its slack,
+        // `ARENA_OVERREAD`); those columns' sums are dropped.
+        // Only up to 64 output channels: each strided B row is then read by few row panels, and
+        // the copy it saves weighs more than the strided rows cost. Six 1x1 convs alternating
+        // 24/144 channels on 56x56: 1.29 -> 0.99 ms (the 144 -> 24 ones gain); in place, 728
+        // channels on 19x19 ran 15.0 -> 15.6 ms and Xception's 128 -> 128 on 147x147 7.9 -> 13.8
+        // ms (K rows a page or more apart, from memory), so those pack.
+        let pointwise = taps == 1 && geom.sh == 1 && geom.sw == 1 && geom.ph == 0 && geom.pw == 0;
+        if pointwise
+            && hw_out == geom.h * geom.w
+            && vol.is_none()
+            && g == 1
+            && mg <= DIRECT_MAX_CHANNELS
+            && self.tier.is_wide()
+            && self.in_arena(src)
+        {
+            let b = Mat {
+                rs: hw_out as isize,
+                cs: 1,
+                panel_stride: nr as isize,
+                batch_stride: (cin_total * hw_out) as isize,
+                batch_mod: 0,
+            };
+            let spec = balanced(GemmSpec { b, ..gemm(self, hw_out, hw_out.div_ceil(nr)) });
+            let mut ops = vec![a_ref, src, dst];
+            ops.extend(bias_ref);
+            ops.extend(add_refs.iter().copied());
+            let (tiles, spec) = (spec.tiles(), Arc::new(spec));
+            self.step_ordered(spec.clone(), tiles, &ops, 2, helpers, &name, "Conv", flops);
+            self.attach_microkernels(&spec);
+            self.gemm_in_place(&spec, &add_refs, dst);
+            return Ok(());
+        }
+        if let (None, Some(rows)) = (&vol, im2col_band_rows(n * g, k, &geom, nr, self.band_bytes)) {
+            // Packed panels bigger than the cache go out to memory and come back for the GEMM:
+            // pack and multiply a band of output rows at a time, through one band-sized buffer.
+            let band = |oy0: usize| im2col(Some(rows.min(geom.oh - oy0)));
+            let scratch = self.scratch(band(0).bytes(), &format!("{name}/im2col"));
+            for oy0 in (0..geom.oh).step_by(rows) {
+                let im = band(oy0);
+                let (cols, pn, tiles) = (im.n(), im.panels(), im.tiles());
+                let first = self.weight(&(oy0 as i64).to_le_bytes(), &format!("{name}/band_row"));
+                let mut ops = vec![src, scratch, first];
+                if im.band_unrolled() {
+                    ops.push(self.weight(&vec![0; im.zero_row_bytes()], &format!("{name}/zero_row")));
+                }
+                self.step_ordered(Arc::new(im), tiles, &ops, 1, false, &name, "Im2col", 0);
+                let spec = balanced(gemm(self, cols, pn));
+                // Operands laid out over columns start at the band's first column.
+                let col0 = oy0 * geom.ow;
+                let at = |r: BufRef, m: &Mat| BufRef { offset: r.offset + col0 * m.cs as usize * 4, ..r };
+                let mut ops = vec![a_ref, scratch, at(dst, &c_mat)];
+                ops.extend(bias_ref);
+                let add_mats = spec.steps.iter().filter_map(|s| match s {
+                    GemmStep::Add(m) => Some(*m),
+                    _ => None,
+                });
+                ops.extend(add_mats.zip(&add_refs).map(|(m, &r)| at(r, &m)));
+                let (tiles, band_flops) = (spec.tiles(), flops * cols as u64 / hw_out as u64);
+                let spec = Arc::new(spec);
+                self.step_ordered(spec.clone(), tiles, &ops, 2, helpers, &name, "Conv", band_flops);
+                self.attach_microkernels(&spec);
+            }
+            return Ok(());
+        }
+        let (im, bytes, tiles, pn): (Arc<dyn crate::codegen::KernelSpec>, usize, usize, usize) = match vol {
+            Some(v) => {
+                let im = VolIm2colSpec { batch: n * g, groups: g, c_total: cin_total, cin: cg, v, nr };
+                let (b, t, p) = (im.bytes(), im.tiles(), im.panels());
+                (Arc::new(im), b, t, p)
+            }
+            None => {
+                let im = im2col(None);
+                let (b, t, p) = (im.bytes(), im.tiles(), im.panels());
+                (Arc::new(im), b, t, p)
+            }
+        };
+        let scratch = self.scratch(bytes, &format!("{name}/im2col"));
+        self.step(im, tiles, &[src], &[scratch], false, &name, "Im2col", 0);
+        let spec = balanced(gemm(self, hw_out, pn));
+        let tiles = spec.tiles();
+        let mut ops = vec![a_ref, scratch, dst];
+        ops.extend(bias_ref);
+        ops.extend(add_refs.iter().copied());
+        let spec = Arc::new(spec);
+        self.step_ordered(spec.clone(), tiles, &ops, 2, helpers, &name, "Conv", flops);
+        self.attach_microkernels(&spec);
+        self.gemm_in_place(&spec, &add_refs, dst);
+        Ok(())
+    }
+
+    /// Whether `r` lies in the arena (not a graph input or output, nor a weight).
+    fn in_arena(&self, r: BufRef) -> bool {
+        matches!(self.out.buffers[r.buf].place, super::Place::Arena)
+    }
+
+    /// Whether a conv with `positions` outputs per channel and `channels` output channels runs
+    /// transposed (`conv_transposed`): on AVX-512, when the channels fill the GEMM's vector
+    /// lanes at least a tenth better than the positions do (ResNet50's 7x7 maps: 49 positions
+    /// fill 77% of two 32-lane panels, 512 channels all of sixteen) and make one whole row panel.
+    fn transposed_pays(&self, positions: usize, channels: usize) -> bool {
+        // Im2col fills panels four columns at a time: AVX2's six-row panels cannot hold them.
+        let mr = self.tier.panel_rows(positions);
+        if !self.tier.is_wide() || !mr.is_multiple_of(4) || positions < mr {
+            return false;
+        }
+        let nr = self.tier.nr();
+        // The share of the lanes a GEMM's columns fill: whole panels, then a half-width tail
+        // kernel for a remainder of up to nr / 2, else a whole panel.
+        let filled = |cols: usize| {
+            let rem = cols % nr;
+            let tail = if rem == 0 {
+                0
+            } else if rem <= nr / 2 {
+                nr / 2
+            } else {
+                nr
+            };
+            cols as f64 / (cols - rem + tail) as f64
+        };
+        filled(channels) >= filled(positions) + 0.1
+    }
+
+    /// A dense conv computed transposed: im2col panels `mr` positions wide as the GEMM's A, the
+    /// weights packed as B panels of `nr` output channels, so that `Ct[img][position][channel]`
+    /// comes out with the channels along the vector lanes; then `TransposedOutSpec` writes Y
+    /// from it with the bias and epilogue. Each output is the same sum in the same order as the
+    /// untransposed GEMM's, so the bits are the same.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_transposed(
+        &mut self,
+        name: &str,
+        src: BufRef,
+        w: &[f32],
+        bias: Option<ValueId>,
+        geom: &Geom,
+        n: usize,
+        cin: usize,
+        cout: usize,
+        steps: &[Step],
+        adds: &[(ValueId, AddLayout)],
+        dst: BufRef,
+    ) -> Result<(), LowerError> {
+        let (nr, mr) = (self.tier.nr(), self.tier.panel_rows(0));
+        let k = cin * geom.kh * geom.kw;
+        let positions = geom.oh * geom.ow;
+        let im = Im2colSpec { batch: n, groups: 1, c_total: cin, cin, g: geom.clone(), nr: mr, band: None };
+        let (pm, tiles) = (im.panels(), im.tiles());
+        let a_ref = self.scratch(im.bytes(), &format!("{name}/im2col"));
+        self.step(Arc::new(im), tiles, &[src], &[a_ref], false, name, "Im2col", 0);
+        let a = Mat {
+            rs: 1,
+            cs: mr as isize,
+            panel_stride: (k * mr) as isize,
+            batch_stride: (pm * k * mr) as isize,
+            batch_mod: 0,
+        };
+        let b_ref = self.pack_b(name, 1, cout, k, nr, |_, kk, co| w[co * k + kk]);
+        let b = Mat { rs: nr as isize, cs: 1, panel_stride: (k * nr) as isize, batch_stride: 0, batch_mod: 0 };
+        let ct = self.scratch(n * positions * cout * 4, &format!("{name}/transposed"));
+        let spec = balanced(GemmSpec {
+            m: positions,
+            n: cout,
+            k,
+            batch: n,
+            a,
+            b,
+            c: Mat::row_major(cout, positions * cout),
+            mr,
+            ..self.gemm_blocking()
+        });
+        let flops = 2 * (n * cout * positions * k) as u64;
+        let (gemm_tiles, spec) = (spec.tiles(), Arc::new(spec));
+        self.step_ordered(spec.clone(), gemm_tiles, &[a_ref, b_ref, ct], 2, false, name, "Conv", flops);
+        self.attach_microkernels(&spec);
+        let (dsteps, add_vals, helpers) = self.plane_steps(steps, adds);
+        let bias_ref = bias.map(|b| self.value(b)).transpose()?;
+        let out = TransposedOutSpec { batch: n, channels: cout, positions, bias: bias_ref.is_some(), steps: dsteps };
+        let mut ops = vec![ct, dst];
+        ops.extend(bias_ref);
+        for v in add_vals {
+            ops.push(self.value(v)?);
+        }
+        let tiles = out.tiles();
+        self.step_ordered(Arc::new(out), tiles, &ops, 1, helpers, name, "TransposedOutput", 0);
+        Ok(())
+    }
+
+    /// A conv's input, weights (with their values when constant: those are packed now, weights
+    /// computed at run time are read in place) and optional bias.
+    #[allow(clippy::type_complexity)]
+    fn conv_inputs(
+        &self,
+        id: NodeId,
+        inputs: &[Option<ValueId>],
+    ) -> Result<(ValueId, ValueId, Option<Cow<'g, [f32]>>, Option<ValueId>), LowerError> {
+        let x = inputs[0].ok_or_else(|| self.unsupported(id, "a missing input"))?;
+        let wv = inputs.get(1).copied().flatten().ok_or_else(|| self.unsupported(id, "missing weights"))?;
+        self.f32_only(id, wv)?;
+        // Weights in the model file are read where they are (no copy of 100 MB of weights).
+        let view_err = |e: incept_ir::tensor::TensorError| self.unsupported(id, e.to_string());
+        let w = match self.konst(wv) {
+            Some(Cow::Borrowed(t)) => Some(t.view::<f32>().map_err(view_err)?),
+            Some(Cow::Owned(t)) => Some(Cow::Owned(t.view::<f32>().map_err(view_err)?.into_owned())),
+            None => None,
+        };
+        let bias = inputs.get(2).copied().flatten();
+        if let Some(b) = bias {
+            self.f32_only(id, b)?;
+        }
+        Ok((x, wv, w, bias))
+    }
+
+    /// ConvTranspose as a GEMM that gives every input pixel's contribution to each kernel tap
+    /// (`cols = W^T X` per image and group), then a gather of those columns into the output.
+    pub(super) fn conv_transpose(
+        &mut self,
+        id: NodeId,
+        c: &incept_ir::ops::ConvTranspose,
+        inputs: &[Option<ValueId>],
+        dst: BufRef,
+    ) -> Result<(), LowerError> {
+        let nr = self.tier.nr();
+        let name = self.g.node(id).name.clone();
+        let (x, wv, w, bias) = self.conv_inputs(id, inputs)?;
+        let xs = self.shape(x)?;
+        let os = self.shape(ValueId::new(id, 0))?;
+        if !(3..=5).contains(&xs.len()) {
+            return Err(self.unsupported(id, format!("{}-D transposed convolution", xs.len().saturating_sub(2))));
+        }
+        let mut c = c.clone();
+        c.resolve(&xs[2..]).map_err(|e| self.unsupported(id, e.to_string()))?;
+        let (n, cin, m) = (xs[0], xs[1], os[1]);
+        let g = c.group;
+        let (cg, mg) = (cin / g, m / g);
+        let taps: usize = c.window.kernel.iter().product();
+        let (gm, gn, gk) = (mg * taps, xs[2..].iter().product::<usize>(), cg);
+        // A: W^T of each group, [M = (mo, ky, kx)] x [K = ci], in MR-row panels.
+        let mr = self.tier.panel_rows(gm);
+        let (a_ref, a) = match &w {
+            Some(w) => self.pack_a(&name, g, gm, gk, mr, |gi, row, ci| w[(gi * cg + ci) * gm + row]),
+            None => {
+                let a = Mat {
+                    rs: 1,
+                    cs: gm as isize,
+                    panel_stride: mr as isize,
+                    batch_stride: (cg * gm) as isize,
+                    batch_mod: g,
+                };
+                let src = self.value(wv)?;
+                match self.tier {
+                    Tier::F32x4 => (src, a),
+                    Tier::Avx2 | Tier::Avx512 => self.pack_a_at_run_time(&name, src, a, g, gm, gk, mr),
+                }
+            }
+        };
+        // B: the input of each image and group, packed into nr panels (a 1x1 im2col over the
+        // flattened spatial dims).
+        let unit = Geom { h: 1, w: gn, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1, oh: 1, ow: gn };
+        let im = Im2colSpec { batch: n * g, groups: g, c_total: cin, cin: cg, g: unit, nr: self.tier.nr(), band: None };
+        let src = self.value(x)?;
+        let packed_x = self.scratch(im.bytes(), &format!("{name}/packed_input"));
+        let tiles = im.tiles();
+        let pn = im.panels();
+        self.step(Arc::new(im), tiles, &[src], &[packed_x], false, &name, "Im2col", 0);
+        let b = Mat {
+            rs: nr as isize,
+            cs: 1,
+            panel_stride: (gk * nr) as isize,
+            batch_stride: (pn * gk * nr) as isize,
+            batch_mod: 0,
+        };
+        let cols = self.scratch(n * g * gm * gn * 4, &format!("{name}/cols"));
+        let spec = GemmSpec {
+            m: gm,
+            n: gn,
+            k: gk,
+            batch: n * g,
+            a,
+            b,
+            c: Mat { rs: gn as isize, cs: 1, panel_stride: 0, batch_stride: (gm * gn) as isize, batch_mod: 0 },
+            mr,
+            ..self.gemm_blocking()
+        };
+        let spec = balanced(spec);
+        let flops = spec.flops();
+        let tiles = spec.tiles();
+        let spec = Arc::new(spec);
+        self.step_ordered(spec.clone(), tiles, &[a_ref, packed_x, cols], 2, false, &name, "ConvTranspose", flops);
+        self.attach_microkernels(&spec);
+        let col2im: Arc<dyn crate::codegen::KernelSpec> = if xs.len() == 5 {
+            Arc::new(VolCol2ImSpec {
+                planes: n * m,
+                channels: m,
+                v: vol_geom(&c.window, &xs, &os),
+                bias: bias.is_some(),
+            })
+        } else {
+            Arc::new(Col2ImSpec { planes: n * m, channels: m, g: geom(&c.window, &xs, &os), bias: bias.is_some() })
+        };
+        let mut ops = vec![cols, dst];
+        if let Some(b) = bias {
+            ops.push(self.value(b)?);
+        }
+        self.step_ordered(col2im, n * m, &ops, 1, false, &name, "Col2im", 0);
+        Ok(())
+    }
+}
+
+/// Packed im2col panels up to this size are built whole; bigger ones band by band (see
+/// `im2col_band_rows`). Half of a 2 MiB L2 (a Zen 3 L2 is 512 KiB, but there the bands still
+/// stay in L3 instead of going out to memory).
+pub(super) const IM2COL_BAND_BYTES: usize = 1 << 20;
+
+/// The most output channels of a 1x1 conv that reads its input in place (see `conv`).
+const DIRECT_MAX_CHANNELS: usize = 64;
+
+/// Bytes past the arena's last buffer that kernels may read and ignore: a 1x1 conv reading its
+/// input in place reads the last row of a channel a whole panel (at most 32 floats) wide.
+pub const ARENA_OVERREAD: usize = 128;
+
+/// The output rows per band when a conv's packed panels (`problems` images and groups) are
+/// bigger than `limit` bytes, or None to pack them whole; at least two bands.
+fn im2col_band_rows(problems: usize, k: usize, g: &Geom, nr: usize, limit: usize) -> Option<usize> {
+    let row_bytes = problems * k * g.ow * 4;
+    let whole = problems * k * (g.oh * g.ow).div_ceil(nr) * nr * 4;
+    if whole <= limit {
+        return None;
+    }
+    // Eight panels of columns at least, and two such bands: InceptionV3's 17x17 convs (289
+    // columns, K up to 2592) ran slower in bands of 85-153 columns (Conv__53: 5.2 -> 6.1 ms).
+    let fewest = min_band_rows(g.ow, nr, 8);
+    if 2 * fewest > g.oh {
+        return None;
+    }
+    let rows = even_bands(g.oh, (limit / row_bytes).max(fewest));
+    (rows < g.oh).then_some(rows)
+}
+
+/// 2-D geometry of a window op (1-D ops become 2-D with height 1).
+pub(super) fn geom(w: &Window, xs: &[usize], os: &[usize]) -> Geom {
+    if xs.len() == 3 {
+        return Geom {
+            h: 1,
+            w: xs[2],
+            kh: 1,
+            kw: w.kernel[0],
+            sh: 1,
+            sw: w.strides[0],
+            ph: 0,
+            pw: w.pads[0],
+            dh: 1,
+            dw: w.dilations[0],
+            oh: 1,
+            ow: os[2],
+        };
+    }
+    Geom {
+        h: xs[2],
+        w: xs[3],
+        kh: w.kernel[0],
+        kw: w.kernel[1],
+        sh: w.strides[0],
+        sw: w.strides[1],
+        ph: w.pads[0],
+        pw: w.pads[1],
+        dh: w.dilations[0],
+        dw: w.dilations[1],
+        oh: os[2],
+        ow: os[3],
+    }
+}
+
+/// The 3-D geometry of a window op on [N, C, D, H, W].
+pub(super) fn vol_geom(w: &Window, xs: &[usize], os: &[usize]) -> VolGeom {
+    VolGeom {
+        dims: [xs[2], xs[3], xs[4]],
+        kernel: [w.kernel[0], w.kernel[1], w.kernel[2]],
+        strides: [w.strides[0], w.strides[1], w.strides[2]],
+        pads: [w.pads[0], w.pads[1], w.pads[2]],
+        dilations: [w.dilations[0], w.dilations[1], w.dilations[2]],
+        out: [os[2], os[3], os[4]],
+    }
+}

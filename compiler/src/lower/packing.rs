@@ -1,0 +1,188 @@
+//! GEMM operand packing: constant weights packed once at compile time into the panels their
+//! microkernel reads, and copy steps that pack operands computed at run time. A new precision
+//! adds its layouts here.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use super::{BufRef, Lowerer};
+use crate::codegen::kernels::copy::CopySpec;
+use crate::codegen::kernels::gemm::Mat;
+use crate::codegen::kernels::nd::contiguous;
+
+impl<'g> Lowerer<'g> {
+    /// Constant GEMM A matrices (one per group, `rows` x `k`, element `at(group, row, k)`) packed
+    /// once into MR-row panels `[group][panel][k][mr]`, and the `Mat` that reads them.
+    pub(super) fn pack_a(
+        &mut self,
+        name: &str,
+        groups: usize,
+        rows: usize,
+        k: usize,
+        mr: usize,
+        at: impl Fn(usize, usize, usize) -> f32 + Sync,
+    ) -> (BufRef, Mat) {
+        let pm = rows.div_ceil(mr);
+        let panel = k * mr;
+        // Straight into the weights, one panel per task; rows past `rows` stay zero.
+        let r = self.weight_f32_with(groups * pm * panel, &format!("{name}/packed_weights"), |packed| {
+            packed.par_chunks_mut(panel.max(1)).enumerate().for_each(|(p, dst)| {
+                let (gi, m0) = (p / pm, (p % pm) * mr);
+                for m in m0..(m0 + mr).min(rows) {
+                    for kk in 0..k {
+                        dst[kk * mr + m - m0] = at(gi, m, kk);
+                    }
+                }
+            });
+        });
+        let mat = Mat {
+            rs: 1,
+            cs: mr as isize,
+            panel_stride: (k * mr) as isize,
+            batch_stride: (pm * k * mr) as isize,
+            batch_mod: groups,
+        };
+        (r, mat)
+    }
+
+    /// Constant GEMM B matrices (`batches` of them, each `k` x `cols`, element
+    /// `at(batch, k, col)`) packed once into `nr`-column panels `[batch][panel][k][nr]`; columns
+    /// past `cols` stay zero.
+    pub(super) fn pack_b(
+        &mut self,
+        name: &str,
+        batches: usize,
+        cols: usize,
+        k: usize,
+        nr: usize,
+        at: impl Fn(usize, usize, usize) -> f32 + Sync,
+    ) -> BufRef {
+        let (pn, panel) = (cols.div_ceil(nr), k * nr);
+        self.weight_f32_with(batches * pn * panel, &format!("{name}/packed_weights"), |packed| {
+            packed.par_chunks_mut(panel.max(1)).enumerate().for_each(|(p, dst)| {
+                let (bi, j) = (p / pn, p % pn);
+                for col in j * nr..((j + 1) * nr).min(cols) {
+                    for kk in 0..k {
+                        dst[kk * nr + col - j * nr] = at(bi, kk, col);
+                    }
+                }
+            });
+        })
+    }
+
+    /// A GEMM B computed at run time (`k` x `n`, or `n` x `k` when `trans_b`) copied into whole
+    /// `nr`-wide panels `[batch][panel][k][nr]` by copy steps: one set per output batch when
+    /// `batches` gives the output's batch dims and B's element stride along each (0 where B
+    /// broadcasts), else one.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn pack_b_at_run_time(
+        &mut self,
+        name: &str,
+        src: BufRef,
+        batches: Option<(&[usize], &[isize])>,
+        k: usize,
+        n: usize,
+        nr: usize,
+        trans_b: bool,
+    ) -> BufRef {
+        let panel = n.div_ceil(nr) * k * nr;
+        let (bdims, bsi): (Vec<usize>, Vec<isize>) = match batches {
+            Some((dims, strides)) => (dims.to_vec(), strides.to_vec()),
+            None => (vec![1], vec![0]),
+        };
+        let count: usize = bdims.iter().product();
+        let bso: Vec<isize> = match batches {
+            Some(_) => contiguous(&bdims).iter().map(|&s| s * panel as isize).collect(),
+            None => vec![0],
+        };
+        let scratch = self.scratch(count * panel * 4, &format!("{name}/packed_b"));
+        let (ks, ns) = if trans_b { (1isize, k as isize) } else { (n as isize, 1isize) };
+        let with = |lead: &[isize], rest: &[isize]| -> Vec<isize> { lead.iter().chain(rest).copied().collect() };
+        // P[b][j][kk][c] = B_b(kk, j*nr + c): copy panels of full width, then the tail.
+        let full = n / nr;
+        if full > 0 {
+            let mut dims = bdims.clone();
+            dims.extend([full, k, nr]);
+            let spec = CopySpec::new(
+                &dims,
+                with(&bsi, &[nr as isize * ns, ks, ns]),
+                with(&bso, &[(k * nr) as isize, nr as isize, 1]),
+                0,
+                0,
+                4,
+            );
+            let tiles = spec.tiles();
+            self.step(Arc::new(spec), tiles, &[src], &[scratch], false, name, "PackB", 0);
+        }
+        if !n.is_multiple_of(nr) {
+            let mut dims = bdims;
+            dims.extend([k, n % nr]);
+            let spec = CopySpec::new(
+                &dims,
+                with(&bsi, &[ks, ns]),
+                with(&bso, &[nr as isize, 1]),
+                (full * nr) as isize * ns,
+                (full * k * nr) as isize,
+                4,
+            );
+            let tiles = spec.tiles();
+            self.step(Arc::new(spec), tiles, &[src], &[scratch], false, name, "PackB", 0);
+        }
+        scratch
+    }
+
+    /// A GEMM A computed at run time (`batches` matrices of `m` x `k`, read through `a`) copied
+    /// into `mr`-row panels `[batch][panel][k][mr]` by copy steps; the `Mat` that reads them keeps
+    /// `a`'s batch modulus.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn pack_a_at_run_time(
+        &mut self,
+        name: &str,
+        a_ref: BufRef,
+        a: Mat,
+        batches: usize,
+        m: usize,
+        k: usize,
+        mr: usize,
+    ) -> (BufRef, Mat) {
+        let (pm, full, rem) = (m.div_ceil(mr), m / mr, m % mr);
+        let per = pm * k * mr;
+        let scratch = self.scratch(batches * per * 4, &format!("{name}/packed_a"));
+        let (rs, cs, bs) = (a.rs, a.cs, a.batch_stride);
+        if full > 0 {
+            let spec = CopySpec::new(
+                &[batches, full, k, mr],
+                vec![bs, mr as isize * rs, cs, rs],
+                vec![per as isize, (k * mr) as isize, mr as isize, 1],
+                0,
+                0,
+                4,
+            );
+            let tiles = spec.tiles();
+            self.step(Arc::new(spec), tiles, &[a_ref], &[scratch], false, name, "PackA", 0);
+        }
+        if rem > 0 {
+            // The last panel's missing rows stay as the arena left them: the microkernels never
+            // store those rows, so their values do not matter.
+            let spec = CopySpec::new(
+                &[batches, k, rem],
+                vec![bs, cs, rs],
+                vec![per as isize, mr as isize, 1],
+                (full * mr) as isize * rs,
+                (full * k * mr) as isize,
+                4,
+            );
+            let tiles = spec.tiles();
+            self.step(Arc::new(spec), tiles, &[a_ref], &[scratch], false, name, "PackA", 0);
+        }
+        let packed = Mat {
+            rs: 1,
+            cs: mr as isize,
+            panel_stride: (k * mr) as isize,
+            batch_stride: if batches > 1 { per as isize } else { 0 },
+            batch_mod: a.batch_mod,
+        };
+        (scratch, packed)
+    }
+}
