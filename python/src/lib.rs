@@ -2,6 +2,10 @@
 //! numpy arrays, save and load compiled `.incept` artifacts.
 //!
 //! The native module is `incept._incept`; the `incept` package re-exports it (python/incept/).
+//! Everything here needs the `extension` feature (maturin turns it on): without it the crate is
+//! empty, so the workspace builds and tests without Python.
+
+#![cfg(feature = "extension")]
 
 mod compile;
 mod convert;

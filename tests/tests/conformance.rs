@@ -81,13 +81,14 @@ fn onnx_backend_cases() {
     for e in excluded.keys().chain(loose.keys()) {
         assert!(cases.contains(&e.as_str()), "exclusion {e} names no vendored case");
     }
-    println!(
+    let line = format!(
         "conformance: {passed} of {} vendored cases pass ({} at the ONNX default tolerance), {excluded_failed} excluded, {} unexpected failures, {} stale exclusions",
         cases.len(),
         loose.len(),
         unexpected.len(),
         stale.len()
     );
+    incept_tests::report("conformance", &line);
     assert!(unexpected.is_empty(), "{} unexpected failures:\n{}", unexpected.len(), unexpected.join("\n"));
     assert!(stale.is_empty(), "excluded cases that now pass (remove them from exclusions.txt):\n{}", stale.join("\n"));
 }

@@ -121,55 +121,77 @@ fn conformance_cases_through_the_jit() {
     let listed = |text: &str, case: &str| {
         text.lines().any(|l| l.split('|').next().map(|c| c.trim().trim_start_matches("~ ")) == Some(case))
     };
+    // Cases are independent: checked in parallel, tallied in case order.
+    use rayon::prelude::*;
+    enum Outcome {
+        Skipped,
+        Passed,
+        Excluded,
+        Stale(String),
+        Failed(String),
+    }
+    let outcomes: Vec<Outcome> = cases()
+        .into_par_iter()
+        .map(|case| {
+            if listed(&excluded_ref, &case) {
+                return Outcome::Skipped;
+            }
+            if std::env::var_os("INCEPT_TRACE_CASES").is_some() {
+                eprintln!("case {case}");
+            }
+            let dir = case_dir(&case);
+            let result = (|| -> Result<(), String> {
+                for set in test_sets(&dir)? {
+                    let inputs = read_set(&set, "input")?;
+                    let expected = read_set(&set, "output")?;
+                    let (g, inputs) = import_case(&dir.join("model.onnx"), inputs)?;
+                    // Every tier this CPU runs: the GEMM-based cases take each tier's kernels.
+                    for cpu in incept_tests::graphs::tiers() {
+                        let opts = CompileOptions { threads: 1, cpu, ..Default::default() };
+                        let (model, _) = incept_compiler::compile_graph(g.clone(), &opts)
+                            .map_err(|e| format!("compile ({cpu:?}): {e}"))?;
+                        let ins: Vec<incept_runtime::Tensor> = inputs
+                            .iter()
+                            .map(|t| incept_compiler::to_runtime(t).map_err(|e| e.to_string()))
+                            .collect::<Result<_, _>>()?;
+                        let outs = model.run(&ins).map_err(|e| format!("run: {e}"))?;
+                        for (k, (got, want)) in outs.iter().zip(&expected).enumerate() {
+                            let got = incept_compiler::from_runtime(got).map_err(|e| e.to_string())?;
+                            incept_tests::allclose(&got, want, 1e-4, 1e-5)
+                                .map_err(|e| format!("output {k} ({cpu:?}): {e}"))?;
+                        }
+                    }
+                }
+                Ok(())
+            })();
+            match (result, listed(&jit_excl, &case)) {
+                (Ok(()), false) => Outcome::Passed,
+                (Ok(()), true) => Outcome::Stale(case),
+                // An excluded case must be refused by the compiler, never run and come out wrong.
+                (Err(e), true) if e.starts_with("compile") => Outcome::Excluded,
+                (Err(e), true) => Outcome::Failed(format!("{case} (excluded, but it compiled and failed): {e}")),
+                (Err(e), false) => Outcome::Failed(format!("{case}: {e}")),
+            }
+        })
+        .collect();
     let (mut passed, mut excluded) = (0, 0);
     let mut failures = vec![];
     let mut stale = vec![];
-    for case in cases() {
-        if listed(&excluded_ref, &case) {
-            continue;
-        }
-        if std::env::var_os("INCEPT_TRACE_CASES").is_some() {
-            eprintln!("case {case}");
-        }
-        let dir = case_dir(&case);
-        let result = (|| -> Result<(), String> {
-            for set in test_sets(&dir)? {
-                let inputs = read_set(&set, "input")?;
-                let expected = read_set(&set, "output")?;
-                let (g, inputs) = import_case(&dir.join("model.onnx"), inputs)?;
-                // Every tier this CPU runs: the GEMM-based cases take each tier's kernels.
-                for cpu in incept_tests::graphs::tiers() {
-                    let opts = CompileOptions { threads: 1, cpu, ..Default::default() };
-                    let (model, _) = incept_compiler::compile_graph(g.clone(), &opts)
-                        .map_err(|e| format!("compile ({cpu:?}): {e}"))?;
-                    let ins: Vec<incept_runtime::Tensor> = inputs
-                        .iter()
-                        .map(|t| incept_compiler::to_runtime(t).map_err(|e| e.to_string()))
-                        .collect::<Result<_, _>>()?;
-                    let outs = model.run(&ins).map_err(|e| format!("run: {e}"))?;
-                    for (k, (got, want)) in outs.iter().zip(&expected).enumerate() {
-                        let got = incept_compiler::from_runtime(got).map_err(|e| e.to_string())?;
-                        incept_tests::allclose(&got, want, 1e-4, 1e-5)
-                            .map_err(|e| format!("output {k} ({cpu:?}): {e}"))?;
-                    }
-                }
-            }
-            Ok(())
-        })();
-        match (result, listed(&jit_excl, &case)) {
-            (Ok(()), false) => passed += 1,
-            (Ok(()), true) => stale.push(case.clone()),
-            // An excluded case must be refused by the compiler, never run and come out wrong.
-            (Err(e), true) if e.starts_with("compile") => excluded += 1,
-            (Err(e), true) => failures.push(format!("{case} (excluded, but it compiled and failed): {e}")),
-            (Err(e), false) => failures.push(format!("{case}: {e}")),
+    for o in outcomes {
+        match o {
+            Outcome::Skipped => {}
+            Outcome::Passed => passed += 1,
+            Outcome::Excluded => excluded += 1,
+            Outcome::Stale(case) => stale.push(case),
+            Outcome::Failed(f) => failures.push(f),
         }
     }
-    println!(
+    let line = format!(
         "JIT conformance: {passed} cases pass, {excluded} excluded, {} unexpected failures, {} stale exclusions",
         failures.len(),
         stale.len()
     );
+    incept_tests::report("jit_conformance", &line);
     assert!(failures.is_empty(), "{} JIT failures:\n{}", failures.len(), failures.join("\n"));
     assert!(stale.is_empty(), "JIT exclusions that now pass:\n{}", stale.join("\n"));
 }
