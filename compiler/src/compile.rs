@@ -370,25 +370,6 @@ pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, C
     Ok((model, report))
 }
 
-/// The runtime's dtype of a graph input or output (`None`: one the runtime has no tensors of).
-fn runtime_dtype(d: DType) -> Option<incept_runtime::DType> {
-    use incept_runtime::DType as R;
-    Some(match d {
-        DType::F32 => R::F32,
-        DType::F64 => R::F64,
-        DType::I32 => R::I32,
-        DType::I64 => R::I64,
-        DType::U8 => R::U8,
-        DType::I8 => R::I8,
-        DType::Bool => R::Bool,
-        DType::I16 => R::I16,
-        DType::U16 => R::U16,
-        DType::U32 => R::U32,
-        DType::U64 => R::U64,
-        _ => return None,
-    })
-}
-
 /// Where a buffer position is at run time.
 fn operand(l: &Lowered, arena: &ArenaPlan, r: lower::BufRef) -> Operand {
     match l.buffers[r.buf].place {
@@ -432,7 +413,7 @@ fn assemble(
     let io = |v: &[lower::Io], role: &str| -> Result<Vec<IoSpec>, CompileError> {
         v.iter()
             .map(|i| {
-                let dtype = runtime_dtype(i.dtype).ok_or_else(|| {
+                let dtype = incept_runtime::DType::try_from(i.dtype).map_err(|_| {
                     CompileError::Unsupported(format!(
                         "graph {role} '{}' is {}: compiled models take and return f32, f64, integer and bool tensors, not {}",
                         i.name, i.dtype, i.dtype

@@ -59,21 +59,6 @@ macro_rules! with_element {
     };
 }
 
-/// Every dtype the runtime takes, for matching a numpy dtype.
-const DTYPES: [DType; 11] = [
-    DType::F32,
-    DType::F64,
-    DType::I32,
-    DType::I64,
-    DType::U8,
-    DType::I8,
-    DType::Bool,
-    DType::I16,
-    DType::U16,
-    DType::U32,
-    DType::U64,
-];
-
 /// The numpy name of a runtime dtype ('float32'), as `str(array.dtype)` prints it.
 pub fn numpy_name(d: DType) -> &'static str {
     match d {
@@ -122,7 +107,7 @@ pub fn to_tensor(name: &str, value: &Bound<'_, PyAny>, expected: (DType, &[usize
         PyTypeError::new_err(format!("input '{name}': expected a numpy array, got {ty}"))
     })?;
     let descr = array.dtype();
-    let dtype = DTYPES.iter().copied().find(|&d| with_element!(d, T => descr.is_equiv_to(&numpy::dtype::<T>(py))));
+    let dtype = DType::ALL.into_iter().find(|&d| with_element!(d, T => descr.is_equiv_to(&numpy::dtype::<T>(py))));
     let got_dtype = descr.str().map(|s| s.to_string()).unwrap_or_else(|_| "?".into());
     let (want_dtype, want_shape) = expected;
     if dtype != Some(want_dtype) || array.shape() != want_shape {

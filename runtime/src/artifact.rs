@@ -125,20 +125,7 @@ fn dtype_code(d: DType) -> u8 {
 }
 
 fn dtype_of(code: u8) -> Option<DType> {
-    Some(match code {
-        1 => DType::F32,
-        2 => DType::F64,
-        3 => DType::I32,
-        4 => DType::I64,
-        5 => DType::U8,
-        6 => DType::I8,
-        7 => DType::Bool,
-        8 => DType::I16,
-        9 => DType::U16,
-        10 => DType::U32,
-        11 => DType::U64,
-        _ => return None,
-    })
+    DType::ALL.into_iter().find(|&d| dtype_code(d) == code)
 }
 
 /// Little-endian encoding of one section.

@@ -173,20 +173,7 @@ mod tests {
 
     #[test]
     fn round_trips_every_dtype_and_rank() {
-        let dtypes = [
-            DType::F32,
-            DType::F64,
-            DType::I32,
-            DType::I64,
-            DType::U8,
-            DType::I8,
-            DType::Bool,
-            DType::I16,
-            DType::U16,
-            DType::U32,
-            DType::U64,
-        ];
-        for d in dtypes {
+        for d in DType::ALL {
             for shape in [vec![], vec![3], vec![2, 3], vec![1, 2, 0, 4]] {
                 let n: usize = shape.iter().product();
                 let bytes: Vec<u8> = (0..n * d.size()).map(|i| (i % 2) as u8).collect();

@@ -21,6 +21,21 @@ pub enum DType {
 }
 
 impl DType {
+    /// Every element type, in declaration order.
+    pub const ALL: [DType; 11] = [
+        DType::F32,
+        DType::F64,
+        DType::I32,
+        DType::I64,
+        DType::U8,
+        DType::I8,
+        DType::Bool,
+        DType::I16,
+        DType::U16,
+        DType::U32,
+        DType::U64,
+    ];
+
     pub fn size(self) -> usize {
         match self {
             DType::F32 | DType::I32 | DType::U32 => 4,
@@ -303,5 +318,32 @@ impl<'a> TensorMut<'a> {
 
     pub fn type_string(&self) -> String {
         format!("{}[{}]", self.dtype, shape_text(self.shape))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DType;
+
+    /// `ALL` holds every variant once, in declaration order: a new variant does not compile here
+    /// until it is given a place, and the assertion then wants it in `ALL`.
+    #[test]
+    fn all_lists_every_dtype_once() {
+        let position = |d: DType| match d {
+            DType::F32 => 0,
+            DType::F64 => 1,
+            DType::I32 => 2,
+            DType::I64 => 3,
+            DType::U8 => 4,
+            DType::I8 => 5,
+            DType::Bool => 6,
+            DType::I16 => 7,
+            DType::U16 => 8,
+            DType::U32 => 9,
+            DType::U64 => 10,
+        };
+        for (i, d) in DType::ALL.into_iter().enumerate() {
+            assert_eq!(position(d), i, "{d:?}");
+        }
     }
 }

@@ -131,6 +131,7 @@ impl<'g> Lowerer<'g> {
         k
     }
 
+    /// A step that reads `reads` and writes `writes`, its operands in that order.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn step(
         &mut self,
@@ -143,8 +144,44 @@ impl<'g> Lowerer<'g> {
         op: &str,
         flops: u64,
     ) {
+        let operands: Vec<BufRef> = reads.iter().chain(writes).copied().collect();
+        let (reads, writes) = (reads.iter().map(|r| r.buf).collect(), writes.iter().map(|r| r.buf).collect());
+        self.push_step(spec, tiles, &operands, reads, writes, helpers, node, op, flops);
+    }
+
+    /// A step whose operand `out_index` is the one it writes (the others it reads).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn step_ordered(
+        &mut self,
+        spec: Arc<dyn KernelSpec>,
+        tiles: usize,
+        ops: &[BufRef],
+        out_index: usize,
+        helpers: bool,
+        node: &str,
+        op: &str,
+        flops: u64,
+    ) {
+        let reads = ops.iter().enumerate().filter(|(i, _)| *i != out_index).map(|(_, r)| r.buf).collect();
+        self.push_step(spec, tiles, ops, reads, vec![ops[out_index].buf], helpers, node, op, flops);
+    }
+
+    /// Appends a call of `spec`'s kernel on `operands` (then the helper table if `helpers`).
+    #[allow(clippy::too_many_arguments)]
+    fn push_step(
+        &mut self,
+        spec: Arc<dyn KernelSpec>,
+        tiles: usize,
+        operands: &[BufRef],
+        reads: Vec<BufId>,
+        writes: Vec<BufId>,
+        helpers: bool,
+        node: &str,
+        op: &str,
+        flops: u64,
+    ) {
         let kernel = self.kernel(spec);
-        let mut operands: Vec<LOperand> = reads.iter().chain(writes).map(|&r| LOperand::Buf(r)).collect();
+        let mut operands: Vec<LOperand> = operands.iter().map(|&r| LOperand::Buf(r)).collect();
         if helpers {
             operands.push(LOperand::Helpers);
         }
@@ -155,41 +192,8 @@ impl<'g> Lowerer<'g> {
             name: node.to_string(),
             op: op.to_string(),
             flops,
-            reads: reads.iter().map(|r| r.buf).collect(),
-            writes: writes.iter().map(|r| r.buf).collect(),
-            in_place: vec![],
-            check: None,
-        });
-    }
-
-    /// A step whose operand `out_index` is the one it writes (the others it reads).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn step_ordered(
-        &mut self,
-        spec: Arc<dyn crate::codegen::KernelSpec>,
-        tiles: usize,
-        ops: &[BufRef],
-        out_index: usize,
-        helpers: bool,
-        node: &str,
-        op: &str,
-        flops: u64,
-    ) {
-        let kernel = self.kernel(spec);
-        let mut operands: Vec<super::LOperand> = ops.iter().map(|&r| super::LOperand::Buf(r)).collect();
-        if helpers {
-            operands.push(super::LOperand::Helpers);
-        }
-        let reads = ops.iter().enumerate().filter(|(i, _)| *i != out_index).map(|(_, r)| r.buf).collect();
-        self.out.steps.push(super::LStep {
-            kernel,
-            operands,
-            tiles,
-            name: node.to_string(),
-            op: op.to_string(),
-            flops,
             reads,
-            writes: vec![ops[out_index].buf],
+            writes,
             in_place: vec![],
             check: None,
         });

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use incept_ir::graph::{NodeId, ValueId};
 use incept_ir::ops::Step;
-use incept_ir::ops::conv::Window;
+use incept_ir::ops::conv::{Window, Window3};
 
 use super::linear::{AddLayout, ConvPath, balanced, even_bands, min_band_rows};
 use super::winograd::winograd_tile;
@@ -65,9 +65,10 @@ impl<'g> Lowerer<'g> {
         if xs.len() < 3 || xs.len() > 5 {
             return Err(self.unsupported(id, format!("{}-D convolution", xs.len().saturating_sub(2))));
         }
-        // 3-D convs take the general path (volumetric im2col + GEMM); `geom` is the 2-D view.
+        // 3-D convs take the general path (volumetric im2col + GEMM); `geom` is the view of
+        // their last two dims, which that path does not read.
         let vol = (xs.len() == 5).then(|| vol_geom(&c.window, &xs, &os));
-        let geom = if vol.is_some() { geom(&c.window, &xs[..4], &os[..4]) } else { geom(&c.window, &xs, &os) };
+        let geom = geom(&c.window, &xs, &os);
         let (n, cin_total, cout) = (xs[0], xs[1], os[1]);
         let g = c.group;
         let (cg, mg) = (cin_total / g, cout / g);
@@ -141,10 +142,7 @@ impl<'g> Lowerer<'g> {
                     batch_mod: g,
                 };
                 let src = self.value(wv)?;
-                match self.tier {
-                    Tier::F32x4 => (src, a),
-                    Tier::Avx2 | Tier::Avx512 => self.pack_a_at_run_time(&name, src, a, g, mg, k, mr),
-                }
+                self.run_time_a(&name, src, a, g, mg, k, mr)
             }
         };
         // B: packed into nr-wide panels, except a wide tier's 1x1 convs of arena values (below).
@@ -437,10 +435,7 @@ impl<'g> Lowerer<'g> {
                     batch_mod: g,
                 };
                 let src = self.value(wv)?;
-                match self.tier {
-                    Tier::F32x4 => (src, a),
-                    Tier::Avx2 | Tier::Avx512 => self.pack_a_at_run_time(&name, src, a, g, gm, gk, mr),
-                }
+                self.run_time_a(&name, src, a, g, gm, gk, mr)
             }
         };
         // B: the input of each image and group, packed into nr panels (a 1x1 im2col over the
@@ -526,48 +521,31 @@ fn im2col_band_rows(problems: usize, k: usize, g: &Geom, nr: usize, limit: usize
     (rows < g.oh).then_some(rows)
 }
 
-/// 2-D geometry of a window op (1-D ops become 2-D with height 1).
-pub(super) fn geom(w: &Window, xs: &[usize], os: &[usize]) -> Geom {
-    if xs.len() == 3 {
-        return Geom {
-            h: 1,
-            w: xs[2],
-            kh: 1,
-            kw: w.kernel[0],
-            sh: 1,
-            sw: w.strides[0],
-            ph: 0,
-            pw: w.pads[0],
-            dh: 1,
-            dw: w.dilations[0],
-            oh: 1,
-            ow: os[2],
-        };
-    }
-    Geom {
-        h: xs[2],
-        w: xs[3],
-        kh: w.kernel[0],
-        kw: w.kernel[1],
-        sh: w.strides[0],
-        sw: w.strides[1],
-        ph: w.pads[0],
-        pw: w.pads[1],
-        dh: w.dilations[0],
-        dw: w.dilations[1],
-        oh: os[2],
-        ow: os[3],
-    }
+/// The 3-D kernel geometry of a window op on [N, C, spatial...] (1-D to 3-D, see `Window3`).
+pub(super) fn vol_geom(w: &Window, xs: &[usize], os: &[usize]) -> VolGeom {
+    vol_of(&w.in3(&xs[2..], &os[2..]))
 }
 
-/// The 3-D geometry of a window op on [N, C, D, H, W].
-pub(super) fn vol_geom(w: &Window, xs: &[usize], os: &[usize]) -> VolGeom {
-    VolGeom {
-        dims: [xs[2], xs[3], xs[4]],
-        kernel: [w.kernel[0], w.kernel[1], w.kernel[2]],
-        strides: [w.strides[0], w.strides[1], w.strides[2]],
-        pads: [w.pads[0], w.pads[1], w.pads[2]],
-        dilations: [w.dilations[0], w.dilations[1], w.dilations[2]],
-        out: [os[2], os[3], os[4]],
+/// The volumetric kernels' geometry of a window.
+pub(super) fn vol_of(g: &Window3) -> VolGeom {
+    VolGeom { dims: g.input, kernel: g.kernel, strides: g.strides, pads: g.pads, dilations: g.dilations, out: g.output }
+}
+
+/// The 2-D kernel geometry of a window op: its last two spatial dims (a 1-D op has height 1).
+pub(super) fn geom(w: &Window, xs: &[usize], os: &[usize]) -> Geom {
+    let g = w.in3(&xs[2..], &os[2..]);
+    Geom {
+        h: g.input[1],
+        w: g.input[2],
+        kh: g.kernel[1],
+        kw: g.kernel[2],
+        sh: g.strides[1],
+        sw: g.strides[2],
+        ph: g.pads[1],
+        pw: g.pads[2],
+        dh: g.dilations[1],
+        dw: g.dilations[2],
+        oh: g.output[1],
+        ow: g.output[2],
     }
 }

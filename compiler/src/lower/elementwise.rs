@@ -11,7 +11,7 @@ use super::{LowerError, Lowerer};
 use crate::codegen::kernels::elementwise::ElementwiseSpec;
 use crate::codegen::kernels::logic::{LogicOp, LogicSpec};
 use crate::codegen::kernels::math::{Bin, KExpr};
-use crate::codegen::kernels::nd::broadcast_strides;
+use crate::codegen::kernels::nd::BroadcastRows;
 use crate::codegen::kernels::typed::{CastSpec, TypedElementwiseSpec, TypedOp};
 
 impl<'g> Lowerer<'g> {
@@ -149,15 +149,8 @@ impl<'g> Lowerer<'g> {
         }
         let out = ValueId::new(id, 0);
         let os = self.shape(out)?;
-        let r = os.len();
-        let (lead, cols) = if r == 0 { (vec![], 1) } else { (os[..r - 1].to_vec(), os[r - 1]) };
-        let (mut row_strides, mut col_strides) = (vec![], vec![]);
-        for &v in ins {
-            let st = broadcast_strides(&self.shape(v)?, &os);
-            row_strides.push(st[..r.saturating_sub(1)].iter().map(|&x| x as usize).collect());
-            col_strides.push(if r == 0 { 0 } else { st[r - 1] as usize });
-        }
-        let spec = TypedElementwiseSpec { dtype, dtypes, ops, lead, cols, row_strides, col_strides };
+        let shapes = ins.iter().map(|&v| self.shape(v)).collect::<Result<Vec<_>, _>>()?;
+        let spec = TypedElementwiseSpec { dtype, dtypes, ops, rows: BroadcastRows::new(&shapes, &os) };
         let srcs = ins.iter().map(|&v| self.value(v)).collect::<Result<Vec<_>, _>>()?;
         let dst = self.define(out)?;
         let tiles = spec.tiles();
@@ -177,15 +170,9 @@ impl<'g> Lowerer<'g> {
         if let Some(d) = dtypes.iter().find(|d| matches!(d, DType::F16)) {
             return Err(self.unsupported(id, format!("{d} data")));
         }
-        let r = os.len();
-        let (lead, cols) = if r == 0 { (vec![], 1) } else { (os[..r - 1].to_vec(), os[r - 1]) };
-        let (mut row_strides, mut col_strides) = (vec![], vec![]);
-        for &v in &ins {
-            let st = broadcast_strides(&self.shape(v)?, &os);
-            row_strides.push(st[..r.saturating_sub(1)].iter().map(|&x| x as usize).collect());
-            col_strides.push(if r == 0 { 0 } else { st[r - 1] as usize });
-        }
-        let spec = LogicSpec { op, dtypes, out: self.g.ty(out).dtype, lead, cols, row_strides, col_strides };
+        let shapes = ins.iter().map(|&v| self.shape(v)).collect::<Result<Vec<_>, _>>()?;
+        let rows = BroadcastRows::new(&shapes, &os);
+        let spec = LogicSpec { op, dtypes, out: self.g.ty(out).dtype, rows };
         let srcs = ins.iter().map(|&v| self.value(v)).collect::<Result<Vec<_>, _>>()?;
         let dst = self.define(out)?;
         let (tiles, helpers) = (spec.tiles(), spec.needs_helpers());

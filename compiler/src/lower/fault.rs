@@ -8,7 +8,7 @@ use incept_ir::ops::Binary;
 use super::{LowerError, Lowerer};
 use crate::codegen::kernels::elementwise::ElementwiseSpec;
 use crate::codegen::kernels::math::{Bin, KExpr};
-use crate::codegen::kernels::nd::contiguous;
+use crate::codegen::kernels::nd::BroadcastRows;
 use crate::codegen::kernels::typed::{TypedElementwiseSpec, TypedOp};
 
 impl<'g> Lowerer<'g> {
@@ -19,9 +19,6 @@ impl<'g> Lowerer<'g> {
         let dt = self.g.ty(out).dtype;
         if dt.is_int() {
             let os = self.shape(out)?;
-            let r = os.len();
-            let (lead, cols) = if r == 0 { (vec![], 1) } else { (os[..r - 1].to_vec(), os[r - 1]) };
-            let lead_strides: Vec<usize> = contiguous(&os)[..r.saturating_sub(1)].iter().map(|&x| x as usize).collect();
             let name = self.g.node(id).name.clone();
             let mut one = vec![0u8; dt.size()];
             one[0] = 1;
@@ -30,10 +27,8 @@ impl<'g> Lowerer<'g> {
                 dtype: dt,
                 dtypes: vec![dt, dt],
                 ops: vec![TypedOp::Add],
-                lead,
-                cols,
-                row_strides: vec![lead_strides, vec![0; r.saturating_sub(1)]],
-                col_strides: vec![1, 0],
+                // The output, and one broadcast 1.
+                rows: BroadcastRows::new(&[os.clone(), vec![]], &os),
             };
             let dst = self.value(out)?;
             let tiles = spec.tiles();

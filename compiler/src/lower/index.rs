@@ -213,10 +213,7 @@ impl<'g> Lowerer<'g> {
 
     /// The input of ArgMax/ArgMin/TopK as `[outer, len, inner]` around `axis`, and whether it is f64.
     fn around_axis(&self, id: NodeId, x: ValueId, axis: usize) -> Result<(usize, usize, usize, bool), LowerError> {
-        let f64 = self.g.ty(x).dtype == DType::F64;
-        if !f64 {
-            self.f32_only(id, x)?;
-        }
+        let f64 = self.f32_or_f64(id, x)?;
         let s = self.shape(x)?;
         let (outer, len, inner) = incept_ir::ops::select::split_at_axis(&s, axis);
         if len == 0 {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use incept_ir::graph::{NodeId, ValueId};
-use incept_ir::ops::{Binary, Op, Step};
+use incept_ir::ops::{Activation, Binary, Op, Step};
 
 use super::{BufRef, LowerError, Lowerer};
 use crate::codegen::Tier;
@@ -189,34 +189,18 @@ impl<'g> Lowerer<'g> {
         Ok(Some(plane))
     }
 
-    /// The GEMM epilogue of `steps`, its operands and whether it calls helpers.
+    /// The GEMM epilogue of `steps`, its operands and whether it calls helpers. Only Gemm
+    /// layouts reach the GEMM path (see `linear`).
     pub(super) fn gemm_steps(
         &self,
         steps: &[Step],
         adds: &[(ValueId, AddLayout)],
     ) -> (Vec<GemmStep>, Vec<ValueId>, bool) {
-        let mut out = vec![];
-        let mut vals = vec![];
-        let mut k = 0;
-        let mut helpers = false;
-        for s in steps {
-            match s {
-                Step::Add { .. } => {
-                    let (v, l) = adds[k];
-                    k += 1;
-                    // Only Gemm layouts reach the GEMM path (see `linear`).
-                    if let AddLayout::Gemm(m) = l {
-                        out.push(GemmStep::Add(m));
-                        vals.push(v);
-                    }
-                }
-                Step::Act(a) => {
-                    helpers |= act_needs_helpers(a);
-                    out.push(GemmStep::Act(a.clone()));
-                }
-            }
-        }
-        (out, vals, helpers)
+        let add = |l| match l {
+            AddLayout::Gemm(m) => Some(GemmStep::Add(m)),
+            AddLayout::Plane(_) => None,
+        };
+        epilogue(steps, adds, add, GemmStep::Act)
     }
 
     /// The epilogue of `steps` for the plane kernels (depthwise, Winograd output), its operands
@@ -226,27 +210,11 @@ impl<'g> Lowerer<'g> {
         steps: &[Step],
         adds: &[(ValueId, AddLayout)],
     ) -> (Vec<DwStep>, Vec<ValueId>, bool) {
-        let mut out = vec![];
-        let mut vals = vec![];
-        let mut k = 0;
-        let mut helpers = false;
-        for s in steps {
-            match s {
-                Step::Add { .. } => {
-                    let (v, l) = adds[k];
-                    k += 1;
-                    if let AddLayout::Plane(per_channel) = l {
-                        out.push(DwStep::Add { per_channel });
-                        vals.push(v);
-                    }
-                }
-                Step::Act(a) => {
-                    helpers |= act_needs_helpers(a);
-                    out.push(DwStep::Act(a.clone()));
-                }
-            }
-        }
-        (out, vals, helpers)
+        let add = |l| match l {
+            AddLayout::Plane(per_channel) => Some(DwStep::Add { per_channel }),
+            AddLayout::Gemm(_) => None,
+        };
+        epilogue(steps, adds, add, DwStep::Act)
     }
 
     /// The GEMM's blocking for this tier, with every other field empty (complete with `..`).
@@ -351,4 +319,34 @@ pub(super) fn min_band_rows(row_len: usize, nr: usize, panels: usize) -> usize {
 /// no short last band (14 rows by at most 10: 7 + 7, not 10 + 4).
 pub(super) fn even_bands(rows: usize, most: usize) -> usize {
     rows.div_ceil(rows.div_ceil(most.max(1)))
+}
+
+/// A kernel's epilogue steps from the fused op's: each Add reads the next of `adds` where `add`
+/// gives the kernel a form for its layout; activations pass through. Also the operands the adds
+/// read, and whether any activation calls helpers.
+fn epilogue<S>(
+    steps: &[Step],
+    adds: &[(ValueId, AddLayout)],
+    add: impl Fn(AddLayout) -> Option<S>,
+    act: impl Fn(Activation) -> S,
+) -> (Vec<S>, Vec<ValueId>, bool) {
+    let (mut out, mut vals, mut helpers) = (vec![], vec![], false);
+    let mut next = adds.iter();
+    for s in steps {
+        match s {
+            Step::Add { .. } => {
+                if let Some(&(v, l)) = next.next()
+                    && let Some(step) = add(l)
+                {
+                    out.push(step);
+                    vals.push(v);
+                }
+            }
+            Step::Act(a) => {
+                helpers |= act_needs_helpers(a);
+                out.push(act(a.clone()));
+            }
+        }
+    }
+    (out, vals, helpers)
 }

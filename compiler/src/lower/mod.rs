@@ -281,6 +281,15 @@ impl<'g> Lowerer<'g> {
         Ok(())
     }
 
+    /// Whether `v` is f64, for kernels with an f64 form; anything but f32 and f64 is refused.
+    pub(super) fn f32_or_f64(&self, id: NodeId, v: ValueId) -> Result<bool, LowerError> {
+        let f64 = self.g.ty(v).dtype == DType::F64;
+        if !f64 {
+            self.f32_only(id, v)?;
+        }
+        Ok(f64)
+    }
+
     /// Refuses windows and filters with more taps than the kernels unroll into straight-line
     /// code (`MAX_UNROLLED_TAPS`): beyond it, code size and compile time blow up (a 2^31-tap
     /// pool that SAME padding made valid ran code generation out of memory).

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use super::{BufRef, Lowerer};
+use crate::codegen::Tier;
 use crate::codegen::kernels::copy::CopySpec;
 use crate::codegen::kernels::gemm::Mat;
 use crate::codegen::kernels::nd::contiguous;
@@ -130,6 +131,25 @@ impl<'g> Lowerer<'g> {
             self.step(Arc::new(spec), tiles, &[src], &[scratch], false, name, "PackB", 0);
         }
         scratch
+    }
+
+    /// A GEMM A computed at run time, as the tier's GEMM reads it: the f32x4 GEMM reads `a` in
+    /// place, the wide tiers' microkernels only packed panels (see `pack_a_at_run_time`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn run_time_a(
+        &mut self,
+        name: &str,
+        a_ref: BufRef,
+        a: Mat,
+        batches: usize,
+        m: usize,
+        k: usize,
+        mr: usize,
+    ) -> (BufRef, Mat) {
+        match self.tier {
+            Tier::F32x4 => (a_ref, a),
+            Tier::Avx2 | Tier::Avx512 => self.pack_a_at_run_time(name, a_ref, a, batches, m, k, mr),
+        }
     }
 
     /// A GEMM A computed at run time (`batches` matrices of `m` x `k`, read through `a`) copied

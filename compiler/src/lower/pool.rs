@@ -5,10 +5,10 @@ use std::sync::Arc;
 use incept_ir::graph::{NodeId, ValueId};
 use incept_ir::ops::conv::Window;
 
-use super::conv::{geom, vol_geom};
+use super::conv::{geom, vol_of};
 use super::{LowerError, Lowerer};
 use crate::codegen::kernels::pool::{GlobalPoolSpec, PoolSpec};
-use crate::codegen::kernels::volume::{VolGeom, VolPoolSpec};
+use crate::codegen::kernels::volume::VolPoolSpec;
 
 impl<'g> Lowerer<'g> {
     pub(super) fn pool(
@@ -24,8 +24,8 @@ impl<'g> Lowerer<'g> {
         let out = ValueId::new(id, 0);
         let (xs, os) = (self.shape(x)?, self.shape(out)?);
         if xs.len() == 5 {
-            let v = vol_geom(w, &xs, &os);
-            let ends = [w.pads[3], w.pads[4], w.pads[5]];
+            let w3 = w.in3(&xs[2..], &os[2..]);
+            let (v, ends) = (vol_of(&w3), w3.ends);
             let spec = VolPoolSpec { max, v, ends, count_include_pad, indices: None };
             let src = self.value(x)?;
             let dst = self.define(out)?;
@@ -36,8 +36,9 @@ impl<'g> Lowerer<'g> {
             return Err(self.unsupported(id, format!("{}-D pooling", xs.len().saturating_sub(2))));
         }
         let geom = geom(w, &xs, &os);
-        let nsp = xs.len() - 2;
-        let (pb, pr) = if nsp == 2 { (w.pads[2], w.pads[3]) } else { (0, w.pads[1]) };
+        // End pads of the last two dims.
+        let ends = w.in3(&xs[2..], &os[2..]).ends;
+        let (pb, pr) = (ends[1], ends[2]);
         let spec = PoolSpec { max, planes: xs[0] * xs[1], g: geom, pb, pr, count_include_pad };
         let src = self.value(x)?;
         let dst = self.define(out)?;
@@ -57,23 +58,9 @@ impl<'g> Lowerer<'g> {
         if !(1..=3).contains(&nsp) {
             return Err(self.unsupported(id, format!("{nsp}-D pooling")));
         }
-        // Spatial attributes padded in front to three dims.
-        let lead = 3 - nsp;
-        let pad3 = |v: &[usize], fill: usize| -> [usize; 3] {
-            let mut a = [fill; 3];
-            a[lead..].copy_from_slice(&v[..nsp]);
-            a
-        };
-        let w = &p.window;
-        let v = VolGeom {
-            dims: pad3(&xs[2..], 1),
-            kernel: pad3(&w.kernel, 1),
-            strides: pad3(&w.strides, 1),
-            pads: pad3(&w.pads[..nsp], 0),
-            dilations: pad3(&w.dilations, 1),
-            out: pad3(&os[2..], 1),
-        };
-        let ends = pad3(&w.pads[nsp..], 0);
+        // Any rank as three dims, padded in front.
+        let w3 = p.window.in3(&xs[2..], &os[2..]);
+        let (v, ends) = (vol_of(&w3), w3.ends);
         let spec = VolPoolSpec { max: true, v, ends, count_include_pad: false, indices: Some(p.column_major_indices) };
         let src = self.value(x)?;
         let dst = self.define(out)?;

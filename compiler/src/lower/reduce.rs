@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use incept_ir::DType;
 use incept_ir::graph::{NodeId, ValueId};
 
 use super::{LowerError, Lowerer};
@@ -18,10 +17,7 @@ impl<'g> Lowerer<'g> {
         let name = node.name.clone();
         let out = ValueId::new(id, 0);
         let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
-        let f64 = self.g.ty(x).dtype == DType::F64;
-        if !f64 {
-            self.f32_only(id, x)?;
-        }
+        let f64 = self.f32_or_f64(id, x)?;
         let s = self.shape(x)?;
         let given = match self.in_val(id, 1) {
             Some(a) => Some(
@@ -102,10 +98,7 @@ impl<'g> Lowerer<'g> {
         let name = node.name.clone();
         let out = ValueId::new(id, 0);
         let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
-        let f64 = self.g.ty(x).dtype == DType::F64;
-        if !f64 {
-            self.f32_only(id, x)?;
-        }
+        let f64 = self.f32_or_f64(id, x)?;
         let s = self.shape(x)?;
         let axis = sm.axis as usize;
         let n: usize = s.iter().product();

@@ -12,7 +12,7 @@ use crate::codegen::kernels::conv::{DwStep, Geom};
 use crate::codegen::kernels::gemm::{GemmSpec, Mat};
 use crate::codegen::kernels::winograd::f2::{WinoInputSpec, transform_kernel};
 use crate::codegen::kernels::winograd::f4::{self, Wino4InputSpec, WinoPadSpec};
-use crate::codegen::kernels::winograd::geom::{E_SKEW, WinoGeom};
+use crate::codegen::kernels::winograd::geom::{E_SKEW, WinoGeom, WinoInput};
 use crate::codegen::kernels::winograd::output::WinoOutputSpec;
 
 impl<'g> Lowerer<'g> {
@@ -75,11 +75,11 @@ impl<'g> Lowerer<'g> {
         };
         // The AVX-512 tier transforms groups of sixteen tiles in machine code (F(2x2, 3x3)).
         let wide = self.tier == Tier::Avx512 && !f4;
-        let v_bytes = if f4 {
-            Wino4InputSpec { g: wg.clone(), c: cg, nr, band_tiles: banded.then(|| band_tiles(0)) }.bytes()
-        } else {
-            WinoInputSpec { g: in_geom.clone(), c: cg, nr, band_tiles: banded.then(|| band_tiles(0)), wide }.bytes()
-        };
+        // V, the transformed input (F(4x4, 3x3) transforms read the padded planes by offsets
+        // into them, so its geometry stays the unpadded one).
+        let v_geom = if f4 { wg.clone() } else { in_geom.clone() };
+        let v_layout = |band: Option<usize>| WinoInput { g: v_geom.clone(), c: cg, nr, band_tiles: band };
+        let v_bytes = v_layout(banded.then(|| band_tiles(0))).bytes();
         let v = self.scratch(v_bytes, &format!("{name}/winograd_input"));
         // The F(4x4, 3x3) output transform reads a few floats past M's end (lanes it drops).
         let m_stride = |tiles: usize| mg * tiles + E_SKEW / 4;
@@ -87,18 +87,17 @@ impl<'g> Lowerer<'g> {
         let mbuf = self.scratch(m_bytes, &format!("{name}/winograd_products"));
         for ty0 in (0..wg.th()).step_by(band_rows) {
             let tiles = band_tiles(ty0);
-            let es_bytes = if f4 {
-                let input = Wino4InputSpec { g: wg.clone(), c: cg, nr, band_tiles: banded.then_some(tiles) };
+            let layout = v_layout(banded.then_some(tiles));
+            let (input_tiles, es_bytes) = (layout.tiles(), layout.e_stride());
+            if f4 {
+                let input = Wino4InputSpec { v: layout };
                 let table: Vec<u8> = input.table(ty0 * wg.tw()).iter().flat_map(|v| v.to_le_bytes()).collect();
                 let table = self.weight(&table, &format!("{name}/winograd_tiles"));
-                let (input_tiles, es_bytes) = (input.tiles(), input.e_stride());
                 self.step(Arc::new(input), input_tiles, &[src, table], &[v], false, name, "WinogradInput", 0);
-                es_bytes
             } else {
-                let input = WinoInputSpec { g: in_geom.clone(), c: cg, nr, band_tiles: banded.then_some(tiles), wide };
+                let input = WinoInputSpec { v: layout, wide };
                 let table: Vec<u8> = input.table(ty0 * wg.tw()).iter().flat_map(|v| v.to_le_bytes()).collect();
                 let table = self.weight(&table, &format!("{name}/winograd_tiles"));
-                let (input_tiles, es_bytes) = (input.tiles(), input.e_stride());
                 let kernel = wide.then(|| input.wide_kernel());
                 self.step(Arc::new(input), input_tiles, &[src, table], &[v], false, name, "WinogradInput", 0);
                 if let Some(k) = kernel {
@@ -107,8 +106,7 @@ impl<'g> Lowerer<'g> {
                         step.operands.push(super::LOperand::Kernel(k));
                     }
                 }
-                es_bytes
-            };
+            }
             let spec = GemmSpec {
                 m: mg,
                 n: tiles,
@@ -122,7 +120,7 @@ impl<'g> Lowerer<'g> {
                     batch_stride: (es_bytes / 4) as isize,
                     batch_mod: 0,
                 },
-                // Skewed by a line per matrix, like V (see `WinoInputSpec::e_stride`).
+                // Skewed by a line per matrix, like V (see `WinoInput::e_stride`).
                 c: Mat::row_major(tiles, m_stride(tiles)),
                 mr,
                 ..self.gemm_blocking()

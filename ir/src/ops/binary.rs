@@ -134,53 +134,15 @@ macro_rules! arith_int {
 arith_float!(f32, f64);
 arith_int!(i8, u8, i16, u16, i32, u32, i64, u64);
 
-/// Runs `$body` with `$T` bound to the element type of a numeric dtype.
+/// Runs `$body` with `$T` bound to the element type of a numeric dtype (bool and f16 are not).
 #[macro_export]
 macro_rules! with_numeric {
     ($dt:expr, $T:ident => $body:expr) => {{
-        use $crate::dtype::DType;
         match $dt {
-            DType::F32 => {
-                type $T = f32;
-                $body
+            d @ ($crate::dtype::DType::Bool | $crate::dtype::DType::F16) => {
+                Err($crate::error::OpError::Unsupported(format!("arithmetic on {d}")))
             }
-            DType::F64 => {
-                type $T = f64;
-                $body
-            }
-            DType::I8 => {
-                type $T = i8;
-                $body
-            }
-            DType::U8 => {
-                type $T = u8;
-                $body
-            }
-            DType::I16 => {
-                type $T = i16;
-                $body
-            }
-            DType::U16 => {
-                type $T = u16;
-                $body
-            }
-            DType::I32 => {
-                type $T = i32;
-                $body
-            }
-            DType::U32 => {
-                type $T = u32;
-                $body
-            }
-            DType::I64 => {
-                type $T = i64;
-                $body
-            }
-            DType::U64 => {
-                type $T = u64;
-                $body
-            }
-            d => Err($crate::error::OpError::Unsupported(format!("arithmetic on {d}"))),
+            d => $crate::with_dtype!(d, $T => $body),
         }
     }};
 }

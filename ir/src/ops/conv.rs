@@ -201,13 +201,45 @@ pub fn spatial_dims(x: &TensorType, what: &str) -> Result<Vec<usize>, OpError> {
     x.shape[2..].iter().enumerate().map(|(i, d)| need_known(d, &format!("spatial dim {i} of {what}"))).collect()
 }
 
-/// Pads a list of spatial sizes to 3 (depth, height, width) with leading 1s, so that one loop
-/// nest serves 1-D, 2-D and 3-D windows.
+/// Pads a list of spatial sizes to 3 (depth, height, width) with leading `fill`s, so that one
+/// loop nest serves 1-D, 2-D and 3-D windows.
 pub fn to3(v: &[usize], fill: usize) -> [usize; 3] {
     let mut out = [fill; 3];
     let off = 3 - v.len();
     out[off..].copy_from_slice(v);
     out
+}
+
+/// A resolved window on (depth, height, width): fewer spatial dims come first as size-1 dims with
+/// unit kernel, stride and dilation and no padding. The reference loops of conv, transposed conv
+/// and pools, and the compiler's kernel geometries, all read a window this way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window3 {
+    pub input: [usize; 3],
+    pub output: [usize; 3],
+    pub kernel: [usize; 3],
+    pub strides: [usize; 3],
+    pub dilations: [usize; 3],
+    /// Begin pads.
+    pub pads: [usize; 3],
+    /// End pads.
+    pub ends: [usize; 3],
+}
+
+impl Window {
+    /// The window (pads resolved) over the spatial `input` and `output` sizes, as [`Window3`].
+    pub fn in3(&self, input: &[usize], output: &[usize]) -> Window3 {
+        let nsp = input.len();
+        Window3 {
+            input: to3(input, 1),
+            output: to3(output, 1),
+            kernel: to3(&self.kernel, 1),
+            strides: to3(&self.strides, 1),
+            dilations: to3(&self.dilations, 1),
+            pads: to3(&self.pads[..nsp], 0),
+            ends: to3(&self.pads[nsp..], 0),
+        }
+    }
 }
 
 /// What Conv and ConvTranspose check alike about their input and weights.
@@ -294,15 +326,17 @@ impl OpDef for Conv {
         let b = opt_input(inputs, 2);
         let (xs, ws) = (x.shape(), w.shape());
         let (n, c, m) = (xs[0], xs[1], ws[0]);
-        let nsp = xs.len() - 2;
         let mut win = self.window.clone();
         let osp = win.resolve(&xs[2..], false)?;
-        let [id, ih, iw] = to3(&xs[2..], 1);
-        let [od, oh, ow] = to3(&osp, 1);
-        let [kd, kh, kw] = to3(&win.kernel, 1);
-        let [sd, sh, sw] = to3(&win.strides, 1);
-        let [dd, dh, dw] = to3(&win.dilations, 1);
-        let [pd, ph, pw] = to3(&win.pads[..nsp], 0);
+        let Window3 {
+            input: [id, ih, iw],
+            output: [od, oh, ow],
+            kernel: [kd, kh, kw],
+            strides: [sd, sh, sw],
+            dilations: [dd, dh, dw],
+            pads: [pd, ph, pw],
+            ..
+        } = win.in3(&xs[2..], &osp);
         let (xv, wv) = (x.to_f64s()?, w.to_f64s()?);
         let bv = match b {
             Some(b) => b.to_f64s()?,
@@ -495,7 +529,6 @@ impl OpDef for ConvTranspose {
         let (x, w) = (input(inputs, 0)?, input(inputs, 1)?);
         let b = opt_input(inputs, 2);
         let (xs, ws) = (x.shape(), w.shape());
-        let nsp = xs.len() - 2;
         let mut me = self.clone();
         let osp = me.resolve(&xs[2..])?;
         let win = &me.window;
@@ -503,12 +536,15 @@ impl OpDef for ConvTranspose {
         let mg = ws[1];
         let m = mg * me.group;
         let cg = c / me.group;
-        let [id, ih, iw] = to3(&xs[2..], 1);
-        let [od, oh, ow] = to3(&osp, 1);
-        let [kd, kh, kw] = to3(&win.kernel, 1);
-        let [sd, sh, sw] = to3(&win.strides, 1);
-        let [dd, dh, dw] = to3(&win.dilations, 1);
-        let [pd, ph, pw] = to3(&win.pads[..nsp], 0);
+        let Window3 {
+            input: [id, ih, iw],
+            output: [od, oh, ow],
+            kernel: [kd, kh, kw],
+            strides: [sd, sh, sw],
+            dilations: [dd, dh, dw],
+            pads: [pd, ph, pw],
+            ..
+        } = win.in3(&xs[2..], &osp);
         let (xv, wv) = (x.to_f64s()?, w.to_f64s()?);
         let bv = match b {
             Some(b) => b.to_f64s()?,

@@ -3,7 +3,7 @@
 use crate::attrs::{AttrList, AttrValue, Attrs};
 use crate::error::OpError;
 use crate::invalid;
-use crate::ops::conv::{Window, from_f64, spatial_dims, to3};
+use crate::ops::conv::{Window, Window3, from_f64, spatial_dims};
 use crate::ops::{InferCx, Op, OpDef, expect_float, input};
 use crate::shape::{Dim, TensorType};
 use crate::tensor::Tensor;
@@ -72,16 +72,17 @@ impl OpDef for Pool {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = input(inputs, 0)?;
         let xs = x.shape();
-        let nsp = xs.len() - 2;
         let mut win = self.window.clone();
         let osp = win.resolve(&xs[2..], self.ceil_mode)?;
-        let [id, ih, iw] = to3(&xs[2..], 1);
-        let [od, oh, ow] = to3(&osp, 1);
-        let [kd, kh, kw] = to3(&win.kernel, 1);
-        let [sd, sh, sw] = to3(&win.strides, 1);
-        let [dd, dh, dw] = to3(&win.dilations, 1);
-        let [pd, ph, pw] = to3(&win.pads[..nsp], 0);
-        let [qd, qh, qw] = to3(&win.pads[nsp..], 0);
+        let Window3 {
+            input: [id, ih, iw],
+            output: [od, oh, ow],
+            kernel: [kd, kh, kw],
+            strides: [sd, sh, sw],
+            dilations: [dd, dh, dw],
+            pads: [pd, ph, pw],
+            ends: [qd, qh, qw],
+        } = win.in3(&xs[2..], &osp);
         let xv = x.to_f64s()?;
         let planes = xs[0] * xs[1];
         let mut out = Vec::with_capacity(planes * od * oh * ow);

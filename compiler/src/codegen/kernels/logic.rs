@@ -11,6 +11,7 @@ use incept_runtime::helpers::index as h;
 
 use crate::codegen::KernelSpec;
 use crate::codegen::builder::{Kb, ro, rw};
+use crate::codegen::kernels::nd::BroadcastRows;
 use crate::codegen::kernels::typed::{clif, is_float};
 
 /// What the kernel computes per element.
@@ -25,24 +26,20 @@ pub enum LogicOp {
     },
 }
 
-/// `y = op(inputs)` elementwise. Input i has dtype `dtypes[i]` and reads element (row r, column
-/// c) at `sum_d idx_d(r) * row_strides[i][d] + c * col_strides[i]`; the output is
-/// `[rows, cols]` of `out`. Operands: the inputs, Y, and the helper table for float Mod.
+/// `y = op(inputs)` elementwise over broadcast inputs (see [`BroadcastRows`]). Input i has dtype
+/// `dtypes[i]`; the output is `out`. Operands: the inputs, Y, and the helper table for float Mod.
 /// One tile per row.
 #[derive(Clone, Debug)]
 pub struct LogicSpec {
     pub op: LogicOp,
     pub dtypes: Vec<DType>,
     pub out: DType,
-    pub lead: Vec<usize>,
-    pub cols: usize,
-    pub row_strides: Vec<Vec<usize>>,
-    pub col_strides: Vec<usize>,
+    pub rows: BroadcastRows,
 }
 
 impl LogicSpec {
     pub fn tiles(&self) -> usize {
-        self.lead.iter().product()
+        self.rows.tiles()
     }
 
     pub fn needs_helpers(&self) -> bool {
@@ -125,24 +122,14 @@ impl KernelSpec for LogicSpec {
         let out_size = self.out.size() as i64;
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, r| {
-            let mut starts: Vec<Value> = (0..n_in).map(|_| kb.iconst(0)).collect();
-            let mut rest = r;
-            for d in (0..self.lead.len()).rev() {
-                let (q, idx) = kb.divmod(rest, self.lead[d] as i64);
-                rest = q;
-                for (i, st) in starts.iter_mut().enumerate() {
-                    let m = kb.muli(idx, self.row_strides[i][d] as i64);
-                    *st = kb.add(*st, m);
-                }
-            }
-            let bases: Vec<Value> = (0..n_in).map(|i| kb.elem(ops[i], starts[i], sizes[i])).collect();
+            let bases = self.rows.emit_row_bases(kb, r, &ops, &sizes);
             let yrow = {
-                let o = kb.muli(r, self.cols as i64);
+                let o = kb.muli(r, self.rows.cols as i64);
                 kb.elem(ops[n_in], o, out_size)
             };
-            kb.for_const(0, self.cols as i64, 1, |kb, c| {
+            kb.for_const(0, self.rows.cols as i64, 1, |kb, c| {
                 let load = |kb: &mut Kb, i: usize| {
-                    let o = kb.muli(c, self.col_strides[i] as i64);
+                    let o = kb.muli(c, self.rows.col_strides[i] as i64);
                     let p = kb.elem(bases[i], o, sizes[i]);
                     kb.b.ins().load(clif(self.dtypes[i]).0, ro(), p, 0)
                 };

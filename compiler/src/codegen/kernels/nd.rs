@@ -73,3 +73,55 @@ pub fn emit_offsets(kb: &mut Kb, row: Value, dims: &[usize], strides: &[&[isize]
     }
     acc
 }
+
+/// The output of a scalar kernel over broadcast inputs as rows of its last dim: `lead` holds the
+/// other dims (the rows), `cols` the last. Input i reads row r, column c at
+/// `sum_d idx_d(r) * row_strides[i][d] + c * col_strides[i]` (element strides over the output's
+/// dims, 0 where it broadcasts). One tile per row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BroadcastRows {
+    pub lead: Vec<usize>,
+    pub cols: usize,
+    pub row_strides: Vec<Vec<usize>>,
+    pub col_strides: Vec<usize>,
+}
+
+impl BroadcastRows {
+    /// Inputs of shapes `inputs` broadcast (numpy rules) to `out`.
+    pub fn new(inputs: &[Vec<usize>], out: &[usize]) -> BroadcastRows {
+        let r = out.len();
+        let (lead, cols) = if r == 0 { (vec![], 1) } else { (out[..r - 1].to_vec(), out[r - 1]) };
+        let (mut row_strides, mut col_strides) = (vec![], vec![]);
+        for shape in inputs {
+            let st = broadcast_strides(shape, out);
+            row_strides.push(st[..r.saturating_sub(1)].iter().map(|&x| x as usize).collect());
+            col_strides.push(if r == 0 { 0 } else { st[r - 1] as usize });
+        }
+        BroadcastRows { lead, cols, row_strides, col_strides }
+    }
+
+    pub fn tiles(&self) -> usize {
+        self.lead.iter().product()
+    }
+
+    /// The address of row `r`'s start in every input (`ops`, of elements of `sizes` bytes).
+    pub fn emit_row_bases(&self, kb: &mut Kb, r: Value, ops: &[Value], sizes: &[i64]) -> Vec<Value> {
+        let starts = self.emit_row_starts(kb, r);
+        (0..starts.len()).map(|i| kb.elem(ops[i], starts[i], sizes[i])).collect()
+    }
+
+    /// The element offset of row `r`'s start in every input.
+    fn emit_row_starts(&self, kb: &mut Kb, r: Value) -> Vec<Value> {
+        let mut starts: Vec<Value> = (0..self.row_strides.len()).map(|_| kb.iconst(0)).collect();
+        let mut rest = r;
+        for d in (0..self.lead.len()).rev() {
+            let (q, idx) = kb.divmod(rest, self.lead[d] as i64);
+            rest = q;
+            for (i, st) in starts.iter_mut().enumerate() {
+                let m = kb.muli(idx, self.row_strides[i][d] as i64);
+                *st = kb.add(*st, m);
+            }
+        }
+        starts
+    }
+}

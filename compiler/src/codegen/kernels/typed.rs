@@ -12,6 +12,7 @@ use incept_runtime::helpers::index as h;
 
 use crate::codegen::KernelSpec;
 use crate::codegen::builder::{Kb, ro, rw};
+use crate::codegen::kernels::nd::BroadcastRows;
 
 /// The arithmetic of a typed elementwise chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,25 +31,20 @@ pub enum TypedOp {
 }
 
 /// `y = op_{n-1}(... op_1(op_0(x0, x1), x2) ..., xn)` over broadcast inputs. Input 0 and the
-/// running value have `dtype`; input i has `dtypes[i]` (the same but for Pow's exponent). The
-/// output is `[rows, cols]` (all but the last dim flattened into rows); input i reads row r,
-/// column c at `sum_d idx_d(r) * row_strides[i][d] + c * col_strides[i]` (element strides over
-/// the output's leading dims, 0 where broadcast). Operands: the inputs, Y, then the helper table
-/// when Pow is among the ops. One tile per row.
+/// running value have `dtype`; input i has `dtypes[i]` (the same but for Pow's exponent), read
+/// as [`BroadcastRows`] says. Operands: the inputs, Y, then the helper table when Pow is among
+/// the ops. One tile per row.
 #[derive(Clone, Debug)]
 pub struct TypedElementwiseSpec {
     pub dtype: DType,
     pub dtypes: Vec<DType>,
     pub ops: Vec<TypedOp>,
-    pub lead: Vec<usize>,
-    pub cols: usize,
-    pub row_strides: Vec<Vec<usize>>,
-    pub col_strides: Vec<usize>,
+    pub rows: BroadcastRows,
 }
 
 impl TypedElementwiseSpec {
     pub fn tiles(&self) -> usize {
-        self.lead.iter().product()
+        self.rows.tiles()
     }
 
     pub fn needs_helpers(&self) -> bool {
@@ -171,25 +167,14 @@ impl KernelSpec for TypedElementwiseSpec {
         let sizes: Vec<i64> = self.dtypes.iter().map(|d| d.size() as i64).collect();
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, r| {
-            // Row start of every input: decompose r over the leading dims.
-            let mut starts: Vec<Value> = (0..n_in).map(|_| kb.iconst(0)).collect();
-            let mut rest = r;
-            for d in (0..self.lead.len()).rev() {
-                let (q, idx) = kb.divmod(rest, self.lead[d] as i64);
-                rest = q;
-                for (i, st) in starts.iter_mut().enumerate() {
-                    let m = kb.muli(idx, self.row_strides[i][d] as i64);
-                    *st = kb.add(*st, m);
-                }
-            }
-            let bases: Vec<Value> = (0..n_in).map(|i| kb.elem(ops[i], starts[i], sizes[i])).collect();
+            let bases = self.rows.emit_row_bases(kb, r, &ops, &sizes);
             let yrow = {
-                let o = kb.muli(r, self.cols as i64);
+                let o = kb.muli(r, self.rows.cols as i64);
                 kb.elem(ops[n_in], o, size)
             };
-            kb.for_const(0, self.cols as i64, 1, |kb, c| {
+            kb.for_const(0, self.rows.cols as i64, 1, |kb, c| {
                 let load = |kb: &mut Kb, i: usize| {
-                    let o = kb.muli(c, self.col_strides[i] as i64);
+                    let o = kb.muli(c, self.rows.col_strides[i] as i64);
                     let p = kb.elem(bases[i], o, sizes[i]);
                     kb.b.ins().load(clif(self.dtypes[i]).0, ro(), p, 0)
                 };

@@ -12,7 +12,7 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 use crate::codegen::KernelSpec;
 use crate::codegen::builder::{F32X4, I64, Kb, ro};
 
-use super::geom::{E_SKEW, OutPlane, WinoGeom};
+use super::geom::{OutPlane, Q, WinoGeom, WinoInput};
 
 /// `G g G^T` for one 3x3 kernel (row-major), the 16 transformed weights, with
 /// `G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]` written out (ResNet50 has
@@ -37,32 +37,16 @@ pub fn transform_kernel(g: &[f32]) -> [f32; 16] {
     u
 }
 
-/// The input transform: `V[img][e][j][c][lane] = (B^T d B)[e]` for tile `nr*j + lane` of channel
-/// c, laid out as the GEMM's packed B (one batch per (img, e), panels `nr` tiles wide). Four tiles
-/// (a quad) are transformed together and transposed so that each e takes one vector store.
-/// Operands: X, the quad table (see [`WinoInputSpec::table`]), V. One tile per (image, panel of
-/// tiles, chunk of channels).
+/// The F(2x2, 3x3) input transform into `V` (see [`WinoInput`]). Four tiles (a quad) are
+/// transformed together and transposed so that each e takes one vector store. Operands: X, the
+/// quad table (see [`WinoInputSpec::table`]), V.
 #[derive(Clone, Debug)]
 pub struct WinoInputSpec {
-    pub g: WinoGeom,
-    pub c: usize,
-    /// Panel width: the GEMM tier's NR (a multiple of 4).
-    pub nr: usize,
-    /// Tiles per image of a band (None: all): a big map is transformed, multiplied and
-    /// transformed back a band of tile rows at a time, so that its buffers stay in cache. Where
-    /// the band lies is in the tile table alone, so bands of a size share the kernel.
-    pub band_tiles: Option<usize>,
+    pub v: WinoInput,
     /// Groups of sixteen tiles side by side inside the input go to the AVX-512 transform
     /// (`wide_kernel`), an operand after the table.
     pub wide: bool,
 }
-
-/// Tiles transformed together: one f32x4 per transformed row.
-const Q: usize = 4;
-
-/// Channels per step tile: a 28x28 map has 7 panels of 32 tiles, too few to share among
-/// threads; chunks of channels make more, and each chunk still writes contiguous lines.
-const CHANNEL_CHUNK: usize = 16;
 
 /// i64 entries per quad in the table: a mask of the tiles whose patch lies inside the input
 /// (bit l for tile l), then (iy0, ix0) for each of 4 tiles.
@@ -80,49 +64,14 @@ const GROUP: usize = 16;
 const GROUP_ROW: usize = 6;
 
 impl WinoInputSpec {
-    /// Tiles per image transformed.
-    pub fn tiles_per_image(&self) -> usize {
-        self.band_tiles.unwrap_or(self.g.tiles())
-    }
-
-    /// `nr`-wide panels of the band's tiles.
-    pub fn panels(&self) -> usize {
-        self.tiles_per_image().div_ceil(self.nr)
-    }
-
-    pub fn bytes(&self) -> usize {
-        self.g.n * 16 * self.e_stride()
-    }
-
-    /// Bytes from one transformed value's matrix to the next: a line more than the matrix, so
-    /// that the 16 stores of a quad land in 16 cache sets (at the matrix size, often a multiple
-    /// of 4 KiB, they fell into one set and evicted each other).
-    pub fn e_stride(&self) -> usize {
-        self.panels() * self.c * self.nr * 4 + E_SKEW
-    }
-
-    /// Step tiles: one per image, panel and chunk of channels.
-    pub fn tiles(&self) -> usize {
-        self.g.n * self.panels() * self.channel_chunks()
-    }
-
-    fn channel_chunks(&self) -> usize {
-        self.c.div_ceil(CHANNEL_CHUNK)
-    }
-
-    /// Quads of tiles: panels x nr / 4.
-    fn quads(&self) -> usize {
-        self.panels() * self.nr / Q
-    }
-
     /// The AVX-512 transform of a group of sixteen tiles, with this conv's strides.
     pub fn wide_kernel(&self) -> crate::codegen::wide_winograd::WideWinoInput {
-        let g = &self.g;
+        let g = &self.v.g;
         crate::codegen::wide_winograd::WideWinoInput {
             row_bytes: (g.w * 4) as i32,
             plane_bytes: (g.h * g.w * 4) as i32,
-            e_stride: self.e_stride() as i32,
-            channel_bytes: (self.nr * 4) as i32,
+            e_stride: self.v.e_stride() as i32,
+            channel_bytes: (self.v.nr * 4) as i32,
         }
     }
 
@@ -131,12 +80,12 @@ impl WinoInputSpec {
     /// last tile repeat it). Then, for the wide transform, per quad again: whether it takes the
     /// sixteen tiles from the quad's first, and that tile's position.
     pub fn table(&self, first: usize) -> Vec<i64> {
-        let g = &self.g;
-        let (tiles, tw) = (self.tiles_per_image(), g.tw());
+        let g = &self.v.g;
+        let (tiles, tw) = (self.v.tiles_per_image(), g.tw());
         let (ty_lo, ty_hi) = WinoGeom::inside(g.h, g.ph, g.th());
         let (tx_lo, tx_hi) = WinoGeom::inside(g.w, g.pw, tw);
-        let mut t = Vec::with_capacity(self.quads() * TABLE_ROW);
-        for j in 0..self.quads() {
+        let mut t = Vec::with_capacity(self.v.quads() * TABLE_ROW);
+        for j in 0..self.v.quads() {
             let lanes: Vec<(usize, usize)> = (0..Q)
                 .map(|l| {
                     let tile = first + (4 * j + l).min(tiles - 1);
@@ -154,9 +103,9 @@ impl WinoInputSpec {
             // Groups along each tile row's inside tiles: every sixteen from the first, and one
             // more ending at the last (overlapping the one before: those tiles are transformed
             // twice, to the same bits). At most one group starts in a quad.
-            let nr = self.nr;
-            let mut groups: Vec<Option<[i64; 5]>> = vec![None; self.quads()];
-            let mut covered = vec![false; self.quads() * Q];
+            let nr = self.v.nr;
+            let mut groups: Vec<Option<[i64; 5]>> = vec![None; self.v.quads()];
+            let mut covered = vec![false; self.v.quads() * Q];
             let rows = (first / tw..(first + tiles).div_ceil(tw)).filter(|ty| (ty_lo..ty_hi).contains(ty));
             for ty in rows {
                 if tx_hi < tx_lo + GROUP {
@@ -192,31 +141,23 @@ impl WinoInputSpec {
 
 impl KernelSpec for WinoInputSpec {
     fn name(&self) -> String {
-        let band = self.band_tiles.map(|t| format!(" band {t}")).unwrap_or_default();
-        format!("winograd input c{} {}x{}{band}", self.c, self.g.h, self.g.w)
+        let band = self.v.band_tiles.map(|t| format!(" band {t}")).unwrap_or_default();
+        format!("winograd input c{} {}x{}{band}", self.v.c, self.v.g.h, self.v.g.w)
     }
 
     fn emit(&self, kb: &mut Kb) {
         let [x, table, v] = [kb.operand(0), kb.operand(1), kb.operand(2)];
         let wide = self.wide.then(|| kb.operand(3));
-        assert!(!self.wide || self.nr.is_multiple_of(GROUP), "wide groups fill the panels");
-        let g = self.g.clone();
-        let (c, hw) = (self.c as i64, (g.h * g.w) as i64);
-        let nr = self.nr;
+        assert!(!self.wide || self.v.nr.is_multiple_of(GROUP), "wide groups fill the panels");
+        let g = self.v.g.clone();
+        let (c, hw) = (self.v.c as i64, (g.h * g.w) as i64);
+        let nr = self.v.nr;
         assert!(nr.is_multiple_of(Q) && nr > 0, "quads fill the panels");
-        let e_stride = self.e_stride() as i64;
+        let e_stride = self.v.e_stride() as i64;
         assert!(e_stride * 16 < i32::MAX as i64, "lowering checks the transformed input fits i32 offsets");
-        let pn = self.panels() as i64;
-        let chunks = self.channel_chunks() as i64;
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
-            let (rest, chunk) = kb.divmod(t, chunks);
-            let (img, panel) = kb.divmod(rest, pn);
-            let c_lo = kb.muli(chunk, CHANNEL_CHUNK as i64);
-            let c_hi = {
-                let e = kb.addi(c_lo, CHANNEL_CHUNK as i64);
-                kb.mini(e, c)
-            };
+            let (img, panel, c_lo, c_hi) = self.v.emit_step_tile(kb, t);
             let zero = kb.vconst(0.0);
             // vars[lane][r]: row r of the transformed tile of `lane`.
             let vars: Vec<Vec<_>> = (0..Q).map(|_| (0..4).map(|_| kb.var(F32X4, zero)).collect()).collect();
@@ -355,7 +296,7 @@ impl KernelSpec for WinoInputSpec {
                         };
                         let o = kb.muli(j, (GROUP_ROW * 8) as i64);
                         let at = kb.add(table, o);
-                        kb.addi(at, (self.quads() * TABLE_ROW * 8) as i64)
+                        kb.addi(at, (self.v.quads() * TABLE_ROW * 8) as i64)
                     };
                     let group = kb.b.ins().load(I64, ro(), row, 0);
                     let (after_b, next_b) = (kb.b.create_block(), kb.b.create_block());

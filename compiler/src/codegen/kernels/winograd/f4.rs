@@ -16,7 +16,7 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 use crate::codegen::KernelSpec;
 use crate::codegen::builder::{I64, Kb, ro, rw};
 
-use super::geom::{E_SKEW, OutPlane, WinoGeom};
+use super::geom::{OutPlane, Q, WinoGeom, WinoInput};
 
 /// Values of a transformed tile: 6x6.
 pub const E: usize = 36;
@@ -180,62 +180,22 @@ impl KernelSpec for WinoPadSpec {
     }
 }
 
-/// Channels per step tile of the input transform (as in F(2x2, 3x3)).
-const CHANNEL_CHUNK: usize = 16;
-
-/// Tiles per vector.
-const Q: usize = 4;
-
-/// The input transform: `V[img][e][j][c][lane] = (B^T d B)[e]` for tile `nr*j + lane` of channel
-/// c, laid out as the GEMM's packed B (one batch per (img, e), panels `nr` tiles wide), read from
-/// the padded planes. Operands: P, the quad table (per quad of a panel, each tile's patch corner
-/// as a float offset in the padded plane; lanes past the band's last tile repeat it), V. One
-/// tile per (image, panel of tiles, chunk of channels).
+/// The F(4x4, 3x3) input transform into `V` (see [`WinoInput`]), read from the padded planes.
+/// Operands: P, the quad table (per quad of a panel, each tile's patch corner as a float offset
+/// in the padded plane; lanes past the band's last tile repeat it), V.
 #[derive(Clone, Debug)]
 pub struct Wino4InputSpec {
-    pub g: WinoGeom,
-    pub c: usize,
-    /// Panel width: the GEMM tier's NR (a multiple of 4).
-    pub nr: usize,
-    /// Tiles per image of a band (None: all), as in F(2x2, 3x3).
-    pub band_tiles: Option<usize>,
+    pub v: WinoInput,
 }
 
 impl Wino4InputSpec {
-    pub fn tiles_per_image(&self) -> usize {
-        self.band_tiles.unwrap_or(self.g.tiles())
-    }
-
-    pub fn panels(&self) -> usize {
-        self.tiles_per_image().div_ceil(self.nr)
-    }
-
-    pub fn bytes(&self) -> usize {
-        self.g.n * E * self.e_stride()
-    }
-
-    /// Bytes from one transformed value's matrix to the next, skewed by a line as in
-    /// F(2x2, 3x3): a quad's 36 stores land in 36 cache sets.
-    pub fn e_stride(&self) -> usize {
-        self.panels() * self.c * self.nr * 4 + E_SKEW
-    }
-
-    /// Step tiles: one per image, panel and chunk of channels.
-    pub fn tiles(&self) -> usize {
-        self.g.n * self.panels() * self.c.div_ceil(CHANNEL_CHUNK)
-    }
-
-    fn quads(&self) -> usize {
-        self.panels() * self.nr / Q
-    }
-
     /// Per quad of the band starting at tile `first`: each of its four tiles' patch corner in
     /// the padded plane (a float offset).
     pub fn table(&self, first: usize) -> Vec<i64> {
-        let g = &self.g;
-        let (tiles, tw) = (self.tiles_per_image(), g.tw());
+        let g = &self.v.g;
+        let (tiles, tw) = (self.v.tiles_per_image(), g.tw());
         let wp = padded_dims(g).1;
-        (0..self.quads() * Q)
+        (0..self.v.quads() * Q)
             .map(|i| {
                 let tile = first + i.min(tiles - 1);
                 (4 * (tile / tw) * wp + 4 * (tile % tw)) as i64
@@ -246,30 +206,22 @@ impl Wino4InputSpec {
 
 impl KernelSpec for Wino4InputSpec {
     fn name(&self) -> String {
-        let band = self.band_tiles.map(|t| format!(" band {t}")).unwrap_or_default();
-        format!("winograd4 input c{} {}x{}{band}", self.c, self.g.h, self.g.w)
+        let band = self.v.band_tiles.map(|t| format!(" band {t}")).unwrap_or_default();
+        format!("winograd4 input c{} {}x{}{band}", self.v.c, self.v.g.h, self.v.g.w)
     }
 
     fn emit(&self, kb: &mut Kb) {
         let [p, table, v] = [kb.operand(0), kb.operand(1), kb.operand(2)];
-        let g = self.g.clone();
+        let g = self.v.g.clone();
         let (hp, wp) = padded_dims(&g);
-        let nr = self.nr;
+        let nr = self.v.nr;
         assert!(nr.is_multiple_of(Q) && nr > 0, "quads fill the panels");
-        let c = self.c as i64;
-        let e_stride = self.e_stride() as i64;
+        let c = self.v.c as i64;
+        let e_stride = self.v.e_stride() as i64;
         assert!(e_stride * E as i64 <= i32::MAX as i64, "lowering checks the transformed input fits i32 offsets");
-        let pn = self.panels() as i64;
-        let chunks = self.c.div_ceil(CHANNEL_CHUNK) as i64;
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
-            let (rest, chunk) = kb.divmod(t, chunks);
-            let (img, panel) = kb.divmod(rest, pn);
-            let c_lo = kb.muli(chunk, CHANNEL_CHUNK as i64);
-            let c_hi = {
-                let e = kb.addi(c_lo, CHANNEL_CHUNK as i64);
-                kb.mini(e, c)
-            };
+            let (img, panel, c_lo, c_hi) = self.v.emit_step_tile(kb, t);
             kb.for_range(c_lo, c_hi, 1, |kb, ch| {
                 let plane = {
                     let a = kb.muli(img, c);

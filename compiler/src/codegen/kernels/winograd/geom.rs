@@ -3,6 +3,8 @@
 
 use cranelift_codegen::ir::Value;
 
+use crate::codegen::builder::Kb;
+
 use crate::codegen::kernels::conv::{DwStep, PlaneEpilogue};
 
 /// The tiling shared by the transforms: an image of `h` x `w` (output `oh` x `ow`, pads `ph`,
@@ -68,4 +70,82 @@ pub(super) struct OutPlane<'a> {
     pub rows: usize,
     /// Whether the band is the map's last (which holds a partial last tile row).
     pub last: bool,
+}
+
+/// Tiles transformed together: one f32x4 lane each.
+pub const Q: usize = 4;
+
+/// Channels per step tile of an input transform: a 28x28 map has 7 panels of 32 tiles, too few
+/// to share among threads; chunks of channels make more, and each chunk still writes contiguous
+/// lines.
+const CHANNEL_CHUNK: usize = 16;
+
+/// What an input transform writes, for either tile: `V[img][e][j][c][lane] = (B^T d B)[e]` for
+/// tile `nr*j + lane` of channel c, laid out as the GEMM's packed B (one batch per (img, e),
+/// panels `nr` tiles wide). One step tile per (image, panel of tiles, chunk of channels).
+#[derive(Clone, Debug)]
+pub struct WinoInput {
+    pub g: WinoGeom,
+    pub c: usize,
+    /// Panel width: the GEMM tier's NR (a multiple of 4).
+    pub nr: usize,
+    /// Tiles per image of a band (None: all): a big map is transformed, multiplied and
+    /// transformed back a band of tile rows at a time, so that its buffers stay in cache. Where
+    /// the band lies is in the tile table alone, so bands of a size share the kernel.
+    pub band_tiles: Option<usize>,
+}
+
+impl WinoInput {
+    /// Tiles per image transformed.
+    pub fn tiles_per_image(&self) -> usize {
+        self.band_tiles.unwrap_or(self.g.tiles())
+    }
+
+    /// `nr`-wide panels of the band's tiles.
+    pub fn panels(&self) -> usize {
+        self.tiles_per_image().div_ceil(self.nr)
+    }
+
+    /// Transformed values per tile: 16 for F(2x2, 3x3), 36 for F(4x4, 3x3).
+    pub fn es(&self) -> usize {
+        (self.g.tile + 2) * (self.g.tile + 2)
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.g.n * self.es() * self.e_stride()
+    }
+
+    /// Bytes from one transformed value's matrix to the next: a line more than the matrix, so
+    /// that the stores of a quad land in as many cache sets as it has values (at the matrix
+    /// size, often a multiple of 4 KiB, they fell into one set and evicted each other).
+    pub fn e_stride(&self) -> usize {
+        self.panels() * self.c * self.nr * 4 + E_SKEW
+    }
+
+    /// Step tiles: one per image, panel and chunk of channels.
+    pub fn tiles(&self) -> usize {
+        self.g.n * self.panels() * self.channel_chunks()
+    }
+
+    /// Chunks of channels.
+    pub fn channel_chunks(&self) -> usize {
+        self.c.div_ceil(CHANNEL_CHUNK)
+    }
+
+    /// In the code, step tile `t`'s image, panel of tiles and channels `[c_lo, c_hi)`.
+    pub fn emit_step_tile(&self, kb: &mut Kb, t: Value) -> (Value, Value, Value, Value) {
+        let (rest, chunk) = kb.divmod(t, self.channel_chunks() as i64);
+        let (img, panel) = kb.divmod(rest, self.panels() as i64);
+        let c_lo = kb.muli(chunk, CHANNEL_CHUNK as i64);
+        let c_hi = {
+            let e = kb.addi(c_lo, CHANNEL_CHUNK as i64);
+            kb.mini(e, self.c as i64)
+        };
+        (img, panel, c_lo, c_hi)
+    }
+
+    /// Quads of tiles: panels x nr / 4.
+    pub fn quads(&self) -> usize {
+        self.panels() * self.nr / Q
+    }
 }
