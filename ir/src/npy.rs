@@ -50,7 +50,8 @@ pub fn to_bytes(t: &Tensor) -> Vec<u8> {
     out
 }
 
-/// Writes a tensor to a `.npy` file.
+/// Writes a tensor to a `.npy` file; a failure leaves whatever was at `path` untouched.
 pub fn write(path: &Path, t: &Tensor) -> Result<()> {
-    std::fs::write(path, to_bytes(t)).map_err(|error| Error::Write { path: path.to_path_buf(), error })
+    incept_runtime::file::write_atomic(path, &to_bytes(t))
+        .map_err(|error| Error::Write { path: path.to_path_buf(), error })
 }

@@ -182,9 +182,8 @@ impl Model {
         let model = Arc::clone(&self.inner);
         let info = self.info.clone();
         py.detach(move || {
-            // Written here rather than by Model::save, whose error says "cannot read".
-            std::fs::write(&path, artifact::encode(model.plan(), &info))
-                .map_err(|e| incept_error(format!("cannot write '{}': {e}", path.display())))
+            // A failure leaves whatever was at `path` untouched.
+            artifact::save(model.plan(), &info, &path).map_err(|e| incept_error(e.to_string()))
         })
     }
 

@@ -97,6 +97,12 @@ def test_save_and_load(model, x, tmp_path):
     again = tmp_path / "again.incept"
     loaded.save(str(again))
     assert again.read_bytes() == path.read_bytes()
+    # Saved over the very file it was loaded from (and still maps): the file is replaced whole,
+    # and the loaded model keeps running on the old one.
+    loaded.save(path)
+    assert path.read_bytes() == again.read_bytes()
+    np.testing.assert_array_equal(loaded.run({"input": x})["output"], model.run({"input": x})["output"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again.incept", "mini_resnet.incept"]
 
 
 def test_shapes_bind_a_symbolic_batch(model, x):
@@ -177,6 +183,11 @@ def test_load_errors(tmp_path):
 def test_save_error(model, tmp_path):
     with pytest.raises(incept.InceptError, match=r"cannot write '.*no_such_dir"):
         model.save(tmp_path / "no_such_dir" / "m.incept")
+    # A folder by the name: refused, and the folder stays as it was.
+    (tmp_path / "d.incept").mkdir()
+    with pytest.raises(incept.InceptError, match=r"cannot write"):
+        model.save(tmp_path / "d.incept")
+    assert (tmp_path / "d.incept").is_dir() and not any((tmp_path / "d.incept").iterdir())
 
 
 def test_missing_input(model):

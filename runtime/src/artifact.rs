@@ -323,9 +323,9 @@ pub fn encode(plan: &Plan, info: &ArtifactInfo) -> Vec<u8> {
     file
 }
 
-/// Writes `plan`'s artifact to `path`.
+/// Writes `plan`'s artifact to `path`; a failure leaves whatever was at `path` untouched.
 pub fn save(plan: &Plan, info: &ArtifactInfo, path: &Path) -> Result<(), ArtifactError> {
-    std::fs::write(path, encode(plan, info))
+    crate::file::write_atomic(path, &encode(plan, info))
         .map_err(|e| ArtifactError::Write { path: path.display().to_string(), reason: e.to_string() })
 }
 

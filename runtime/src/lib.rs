@@ -24,6 +24,7 @@ pub mod buffer;
 pub mod code;
 pub mod cpu;
 pub mod error;
+pub mod file;
 pub mod helpers;
 pub mod model;
 pub mod npy;

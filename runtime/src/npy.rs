@@ -157,10 +157,10 @@ pub fn read(path: impl AsRef<Path>) -> Result<Tensor, NpyError> {
     from_bytes(&data, &path.display().to_string())
 }
 
-/// Writes a tensor to a `.npy` file.
+/// Writes a tensor to a `.npy` file; a failure leaves whatever was at `path` untouched.
 pub fn write(path: impl AsRef<Path>, t: &Tensor) -> Result<(), NpyError> {
     let path = path.as_ref();
-    std::fs::write(path, to_bytes(t)).map_err(|source| NpyError::Io {
+    crate::file::write_atomic(path, &to_bytes(t)).map_err(|source| NpyError::Io {
         action: "write",
         path: path.to_path_buf(),
         source,

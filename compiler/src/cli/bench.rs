@@ -122,13 +122,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 pub fn run(a: BenchArgs) -> Result<()> {
     anyhow::ensure!(a.iters > 0, "--iters must be at least 1");
-    // Fail before the runs, not after them, when the trace cannot be written.
-    let trace_file = match &a.trace {
-        Some(p) => {
-            Some(std::fs::File::create(p).with_context(|| format!("cannot write the trace to '{}'", p.display()))?)
-        }
-        None => None,
-    };
+    // Fail before the runs, not after them, when the trace cannot be written (or would replace
+    // a file the command reads).
+    if let Some(p) = &a.trace {
+        let mut reads: Vec<(&str, &std::path::Path)> = vec![("the model", &a.model)];
+        reads.extend(a.inputs.iter().map(|i| ("the input", i.as_path())));
+        crate::cli::check_output(p, &reads)?;
+    }
     let files: Vec<(Option<String>, incept_ir::Tensor)> =
         a.inputs.iter().map(|p| Ok((None, incept_ir::npy::read(p)?))).collect::<Result<_>>()?;
     let t0 = Instant::now();
@@ -194,10 +194,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if show_progress {
         eprintln!();
     }
-    if let (Some(path), Some(mut file)) = (&a.trace, trace_file) {
+    if let Some(path) = &a.trace {
         let (_, events) = model.run_traced(&inputs)?;
-        file.write_all(trace_json(&model, &events).as_bytes())
-            .with_context(|| format!("cannot write the trace to '{}'", path.display()))?;
+        crate::cli::write_file(path, trace_json(&model, &events).as_bytes())?;
         if !a.json {
             eprintln!("wrote {} ({} slices of one run)", path.display(), events.len());
         }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use incept_compiler::passes::{PassOptions, Pipeline};
 use incept_compiler::{CompileOptions, CompileReport, Cpu, Fault, compile_with_report};
@@ -126,25 +126,20 @@ pub fn compile_error(e: incept_compiler::compile::CompileError, model: &std::pat
 
 pub fn run(a: CompileArgs) -> Result<()> {
     let opts = a.backend.options_for(&a.model, &[])?;
-    // Fail before compiling, not after, when the artifact cannot be written.
-    let file = match &a.output {
-        Some(p) => Some(std::fs::File::create(p).with_context(|| format!("cannot write '{}'", p.display()))?),
-        None => None,
-    };
+    // Fail before compiling, not after, when the artifact cannot be written (or would replace
+    // the model itself). A failed compile leaves whatever was at the output path.
+    if let Some(p) = &a.output {
+        crate::cli::check_output(p, &[("the model", &a.model)])?;
+    }
     let spinner = crate::cli::progress::Spinner::start(format!("compiling {}", a.model.display()));
     let compiled = compile_with_report(a.model.as_path(), &opts);
     drop(spinner);
-    if let (Err(_), Some(p)) = (&compiled, &a.output) {
-        // No empty artifact left behind.
-        let _ = std::fs::remove_file(p);
-    }
     let (model, report) = compiled.map_err(|e| compile_error(e, &a.model))?;
     out(&summary(&report, a.timings))?;
     out(&format!("threads: {}\n", model.threads()))?;
-    if let (Some(path), Some(mut file)) = (&a.output, file) {
-        use std::io::Write;
+    if let Some(path) = &a.output {
         let bytes = incept_runtime::artifact::encode(model.plan(), &incept_compiler::artifact_info(&opts));
-        file.write_all(&bytes).with_context(|| format!("cannot write '{}'", path.display()))?;
+        crate::cli::write_file(path, &bytes)?;
         out(&format!("wrote {} ({} bytes)\n", path.display(), bytes.len()))?;
     }
     Ok(())

@@ -30,19 +30,24 @@ pub fn load_artifact(path: &Path, threads: usize) -> anyhow::Result<incept_runti
         .with_context(|| format!("cannot load the artifact '{}'", path.display()))
 }
 
-/// Fails now if `path` cannot be written later (a missing folder, no permission), so that a
-/// long run does not end in that error. Leaves no file behind that was not there.
-pub fn check_writable(path: &Path) -> anyhow::Result<()> {
-    let existed = path.exists();
-    match std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path) {
-        Ok(_) => {
-            if !existed {
-                let _ = std::fs::remove_file(path);
-            }
-            Ok(())
-        }
-        Err(e) => anyhow::bail!("cannot write '{}': {e}", path.display()),
+/// Fails now if `path` cannot be written later (a missing folder, no permission, a folder by
+/// that name), or if it is one of the files the command reads (`reads`: (what it is, path)),
+/// so that nothing runs that would end in that error or write over its own input. Touches
+/// nothing: outputs are written whole or not at all (`incept_runtime::file`).
+pub fn check_output(path: &Path, reads: &[(&str, &Path)]) -> anyhow::Result<()> {
+    if let Some((what, read)) = reads.iter().find(|(_, r)| incept_runtime::file::same_file(path, r)) {
+        anyhow::bail!(
+            "the output '{}' is {what} '{}' of this command: write it elsewhere, or the input would be lost",
+            path.display(),
+            read.display()
+        );
     }
+    incept_runtime::file::check_writable(path).with_context(|| format!("cannot write '{}'", path.display()))
+}
+
+/// Writes `bytes` to `path` whole, or leaves what was there.
+pub fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    incept_runtime::file::write_atomic(path, bytes).with_context(|| format!("cannot write '{}'", path.display()))
 }
 
 /// Checks a tensor read from `source` against the compiled model's input `spec`, so that a

@@ -72,12 +72,39 @@ fn read_pb_dir(dir: &Path, prefix: &str) -> Result<Vec<(String, String, Tensor)>
     Ok(out)
 }
 
+/// The path an `--input` argument names (FILE, NAME=FILE or DIR).
+fn input_path(arg: &str) -> PathBuf {
+    match arg.split_once('=') {
+        Some((_, p)) if !Path::new(arg).exists() => PathBuf::from(p),
+        _ => PathBuf::from(arg),
+    }
+}
+
+/// Every file the command reads: the model, and each input (a test data folder's `.pb` files).
+fn read_paths(a: &RunArgs) -> Vec<(&'static str, PathBuf)> {
+    let mut reads = vec![("the model", a.model.clone())];
+    for path in a.inputs.iter().map(|arg| input_path(arg)) {
+        match std::fs::read_dir(&path) {
+            Ok(entries) => reads.extend(
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "pb"))
+                    .map(|p| ("the test data file", p)),
+            ),
+            Err(_) => reads.push(("the input", path)),
+        }
+    }
+    reads
+}
+
 pub(crate) fn load_inputs(args: &[String]) -> Result<Loaded> {
     let mut loaded = Loaded { inputs: vec![], sources: vec![], expected: vec![] };
     for a in args {
-        let (name, path) = match a.split_once('=') {
-            Some((n, p)) if !Path::new(a).exists() => (Some(n.to_string()), PathBuf::from(p)),
-            _ => (None, PathBuf::from(a)),
+        let path = input_path(a);
+        let name = match a.split_once('=') {
+            Some((n, _)) if !Path::new(a).exists() => Some(n.to_string()),
+            _ => None,
         };
         if path.is_dir() {
             let ins = read_pb_dir(&path, "input")?;
@@ -183,10 +210,14 @@ fn run_artifact(a: &RunArgs, loaded: Loaded) -> Result<(Vec<String>, Vec<Tensor>
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
-    // Fail now, not after a run that may take minutes, when an output cannot be written.
+    // Fail now, not after a run that may take minutes, when an output cannot be written or
+    // would replace a file the command reads (outputs into a folder are checked by name once the
+    // model's output names are known, still before anything is written).
+    let reads = read_paths(&a);
+    let reads: Vec<(&str, &Path)> = reads.iter().map(|(w, p)| (*w, p.as_path())).collect();
     match a.outputs.as_slice() {
         [dir] if dir.is_dir() => {}
-        paths => paths.iter().try_for_each(|p| crate::cli::check_writable(p))?,
+        paths => paths.iter().try_for_each(|p| crate::cli::check_output(p, &reads))?,
     }
     let loaded = load_inputs(&a.inputs)?;
     if crate::cli::is_artifact(&a.model) {
@@ -249,32 +280,42 @@ fn write_outputs(a: &RunArgs, names: &[String], outs: &[Tensor], expected: &[Ten
             out(&format!("{name}: max abs diff {abs:.3e}, relative {rel:.3e} vs the expected output\n"))?;
         }
     }
-    match a.outputs.as_slice() {
+    let targets: Vec<PathBuf> = match a.outputs.as_slice() {
         [] => {
             for (name, t) in names.iter().zip(outs) {
                 out(&format!("{name} {}{:?}: {}\n", t.dtype(), t.shape(), summary(t)))?;
             }
+            return Ok(());
         }
-        [dir] if dir.is_dir() => {
-            for (name, t) in names.iter().zip(outs) {
+        [dir] if dir.is_dir() => names
+            .iter()
+            .map(|name| {
                 let file: String = name
                     .chars()
                     .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' })
                     .collect();
-                let p = dir.join(format!("{file}.npy"));
-                npy::write(&p, t)?;
-                eprintln!("wrote {}", p.display());
-            }
-        }
+                dir.join(format!("{file}.npy"))
+            })
+            .collect(),
         paths => {
             if paths.len() != outs.len() {
                 bail!("{} output path(s) given for {} model output(s) ({})", paths.len(), outs.len(), names.join(", "));
             }
-            for (p, t) in paths.iter().zip(outs) {
-                npy::write(p, t)?;
-                eprintln!("wrote {}", p.display());
-            }
+            paths.to_vec()
         }
+    };
+    // Every target is checked before the first is written.
+    let reads = read_paths(a);
+    let reads: Vec<(&str, &Path)> = reads.iter().map(|(w, p)| (*w, p.as_path())).collect();
+    for (k, p) in targets.iter().enumerate() {
+        if targets[..k].iter().any(|q| q == p) {
+            bail!("two outputs would be written to '{}'", p.display());
+        }
+        crate::cli::check_output(p, &reads)?;
+    }
+    for (p, t) in targets.iter().zip(outs) {
+        npy::write(p, t)?;
+        eprintln!("wrote {}", p.display());
     }
     Ok(())
 }
