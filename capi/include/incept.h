@@ -112,7 +112,8 @@ const char *incept_last_error(void);
 /*
  Loads a compiled model (`incept compile model.onnx -o model.incept`): checks the file's header,
  digest, tables and this CPU's features, and starts `threads` worker threads (0: one per
- physical core; 1: run on the calling thread). On success `*out` holds a model to free with
+ physical core; 1: run on the calling thread; more than four per logical CPU is refused with
+ `INCEPT_STATUS_INVALID_ARGUMENT`). On success `*out` holds a model to free with
  `incept_model_free`; on failure it is set to NULL.
 
  # Safety

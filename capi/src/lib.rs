@@ -142,6 +142,7 @@ fn run_error(e: RunError) -> Fail {
         RunError::Artifact(_) | RunError::Plan(_) | RunError::Code(_) => InceptStatus::Artifact,
         RunError::CpuFeatures { .. } => InceptStatus::CpuFeatures,
         RunError::Check { .. } => InceptStatus::Run,
+        RunError::Threads { .. } => InceptStatus::InvalidArgument,
         _ => InceptStatus::Input,
     };
     (status, e.to_string())
@@ -169,7 +170,8 @@ pub extern "C" fn incept_last_error() -> *const c_char {
 
 /// Loads a compiled model (`incept compile model.onnx -o model.incept`): checks the file's header,
 /// digest, tables and this CPU's features, and starts `threads` worker threads (0: one per
-/// physical core; 1: run on the calling thread). On success `*out` holds a model to free with
+/// physical core; 1: run on the calling thread; more than four per logical CPU is refused with
+/// `INCEPT_STATUS_INVALID_ARGUMENT`). On success `*out` holds a model to free with
 /// `incept_model_free`; on failure it is set to NULL.
 ///
 /// # Safety

@@ -126,6 +126,10 @@ int main(void) {{
     if (m != NULL) {{ printf("FAIL: out not cleared\n"); return 1; }}
     EXPECT(incept_model_load(NULL, 1, &m), INCEPT_STATUS_INVALID_ARGUMENT, "path is null");
     EXPECT(incept_model_load("{readme}", 1, &m), INCEPT_STATUS_ARTIFACT, "not an incept artifact");
+    /* Thread counts past four per logical CPU are refused at once, not started. */
+    EXPECT(incept_model_load("{artifact}", (size_t)-1, &m), INCEPT_STATUS_INVALID_ARGUMENT, "worker threads asked for");
+    EXPECT(incept_model_load("{artifact}", 100000, &m), INCEPT_STATUS_INVALID_ARGUMENT, "at most");
+    if (m != NULL) {{ printf("FAIL: out not cleared after a refused thread count\n"); return 1; }}
     EXPECT(incept_model_load("{artifact}", 1, &m), INCEPT_STATUS_OK, "");
     if (incept_model_input_count(m) != 1 || incept_model_output_count(m) != 1) {{ printf("FAIL counts\n"); return 1; }}
     incept_tensor_info info;

@@ -171,6 +171,15 @@ pub enum CompileError {
     Runtime(#[from] incept_runtime::RunError),
     #[error("{0}")]
     Unsupported(String),
+    /// Options refused before any work (e.g. a thread count over the runtime's limit).
+    #[error(transparent)]
+    Options(incept_runtime::RunError),
+}
+
+/// A thread count the runtime would refuse, refused before compiling rather than after.
+fn check_threads(options: &CompileOptions) -> Result<(), CompileError> {
+    let run = incept_runtime::RunOptions { threads: options.threads };
+    run.worker_threads().map(|_| ()).map_err(CompileError::Options)
 }
 
 /// Time per stage and the size of what was produced.
@@ -210,6 +219,7 @@ pub fn compile_with_report<'a>(
     source: impl Into<Source<'a>>,
     options: &CompileOptions,
 ) -> Result<(Model, CompileReport), CompileError> {
+    check_threads(options)?;
     let start = Instant::now();
     let g = match source.into() {
         Source::Path(p) => onnx::load(p, &options.import)?,
@@ -313,6 +323,7 @@ pub fn artifact_info(options: &CompileOptions) -> incept_runtime::artifact::Arti
 /// Compiles an imported graph: cuts it at `options.outputs` when those are given, then runs the
 /// passes.
 pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, CompileReport), CompileError> {
+    check_threads(options)?;
     let mut report = CompileReport::default();
     let t = Instant::now();
     if !options.outputs.is_empty() {

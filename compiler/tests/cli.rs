@@ -936,3 +936,24 @@ fn readme_commands_use_real_subcommands_and_flags() {
     }
     assert!(checked > 30, "only {checked} flags found in the README's commands");
 }
+
+/// `--threads` past four per logical CPU is refused at once with the limit, on every path that
+/// starts workers (compile, run from ONNX and from an artifact, bench).
+#[test]
+fn thread_counts_are_bounded() {
+    let dir = temp_dir("threads");
+    let art = dir.join("m.incept").display().to_string();
+    let (m, x) = (model("mini_resnet"), fixtures().join("mini_resnet.input.npy").display().to_string());
+    assert!(incept(&["compile", &m, "-o", &art]).status.success());
+    for args in [
+        vec!["compile", &m, "--threads", "100000"],
+        vec!["run", &m, "-i", &x, "--threads", "100000"],
+        vec!["run", &art, "-i", &x, "--threads", "18446744073709551615"],
+        vec!["bench", &art, "--threads", "100000", "--iters", "1"],
+    ] {
+        let start = std::time::Instant::now();
+        let err = fails(&args);
+        assert!(err.contains("worker threads asked for; at most"), "{args:?}: {err}");
+        assert!(start.elapsed().as_secs_f64() < 1.0, "{args:?} took {:?}", start.elapsed());
+    }
+}

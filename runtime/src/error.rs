@@ -33,4 +33,8 @@ pub enum RunError {
     Check { name: String, op: String, what: String },
     #[error(transparent)]
     Artifact(#[from] crate::artifact::ArtifactError),
+    #[error(
+        "{requested} worker threads asked for; at most {limit} (four per logical CPU, {cpus} here, and no more than 1024)"
+    )]
+    Threads { requested: usize, limit: usize, cpus: usize },
 }

@@ -16,8 +16,29 @@ use crate::tensor::{DType, Tensor, TensorMut, TensorRef};
 /// How to run.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
-    /// Worker threads; 0 means the number of physical cores. 1 runs everything inline.
+    /// Worker threads; 0 means the number of physical cores. 1 runs everything inline. At most
+    /// [`RunOptions::max_threads`].
     pub threads: usize,
+}
+
+impl RunOptions {
+    /// The most worker threads a model takes: four per logical CPU, and never more than 1024. More
+    /// only adds scheduling and memory (each thread has its own stack), and a mistyped count
+    /// would otherwise start thousands of threads.
+    pub fn max_threads() -> usize {
+        (4 * num_cpus::get()).clamp(4, 1024)
+    }
+
+    /// The worker threads these options ask for (0: the physical cores), or the error that
+    /// names the limit.
+    pub fn worker_threads(&self) -> Result<usize, RunError> {
+        let limit = RunOptions::max_threads();
+        match self.threads {
+            0 => Ok(num_cpus::get_physical().clamp(1, limit)),
+            n if n > limit => Err(RunError::Threads { requested: n, limit, cpus: num_cpus::get() }),
+            n => Ok(n),
+        }
+    }
 }
 
 /// A copy of some bytes of a run's memory, taken right after a step (for debugging tools that
@@ -180,6 +201,7 @@ struct Scratch {
 impl Model {
     /// Loads a plan: validates it, maps its code executable and starts the thread pool.
     pub fn new(plan: Plan, options: &RunOptions) -> Result<Model, RunError> {
+        let threads = options.worker_threads()?;
         plan.validate().map_err(RunError::Plan)?;
         let missing: Vec<String> = plan.features.iter().filter(|f| !crate::cpu::has_feature(f)).cloned().collect();
         if !missing.is_empty() {
@@ -198,7 +220,6 @@ impl Model {
                 Ok(unsafe { std::mem::transmute::<*const u8, KernelFn>(addr) })
             })
             .collect::<Result<Vec<_>, RunError>>()?;
-        let threads = if options.threads == 0 { num_cpus::get_physical().max(1) } else { options.threads };
         let pool = if threads > 1 {
             Some(
                 rayon::ThreadPoolBuilder::new()
@@ -226,6 +247,8 @@ impl Model {
     /// header, digest, tables and CPU features, then maps its code executable. An artifact is
     /// native code: load only files you trust.
     pub fn load(path: impl AsRef<std::path::Path>, options: &RunOptions) -> Result<Model, RunError> {
+        // A bad thread count is refused before the file is read.
+        options.worker_threads()?;
         let (plan, _) = crate::artifact::load(path.as_ref())?;
         Model::new(plan, options)
     }
@@ -547,4 +570,25 @@ impl Model {
 /// "f32[1,3,224,224]"
 fn spec_string(dtype: DType, shape: &[usize]) -> String {
     format!("{dtype}[{}]", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_counts_are_bounded() {
+        let limit = RunOptions::max_threads();
+        assert!((4..=1024).contains(&limit));
+        assert_eq!(RunOptions { threads: limit }.worker_threads().unwrap(), limit);
+        assert_eq!(RunOptions { threads: 1 }.worker_threads().unwrap(), 1);
+        assert!(RunOptions { threads: 0 }.worker_threads().unwrap() >= 1);
+        for n in [limit + 1, 100_000, usize::MAX] {
+            let err = RunOptions { threads: n }.worker_threads().unwrap_err();
+            assert!(matches!(err, RunError::Threads { requested, .. } if requested == n), "{err}");
+        }
+        // Refused before the file is read: a missing file still reports the thread count.
+        let err = Model::load("/nonexistent.incept", &RunOptions { threads: usize::MAX }).err().expect("refused");
+        assert!(matches!(err, RunError::Threads { .. }), "{err}");
+    }
 }

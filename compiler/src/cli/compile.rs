@@ -13,7 +13,8 @@ use crate::cli::shapes::{CutArgs, ShapeArgs};
 /// Options shared by compile, run and bench.
 #[derive(Args, Clone, Debug)]
 pub struct BackendArgs {
-    /// Worker threads of the compiled model (0 = physical cores; 1 runs inline without a pool).
+    /// Worker threads of the compiled model (0 = physical cores; 1 runs inline without a pool;
+    /// at most four per logical CPU)
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub threads: usize,
     /// Optimisation level of the graph passes (0, 1 or 2; see `incept inspect`).

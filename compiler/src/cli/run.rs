@@ -26,7 +26,8 @@ pub struct RunArgs {
     /// what each op means. Without it the model is compiled to machine code and run.
     #[arg(long)]
     reference: bool,
-    /// Worker threads of the compiled model (0 = physical cores; 1 runs inline).
+    /// Worker threads of the compiled model (0 = physical cores; 1 runs inline; at most four per
+    /// logical CPU)
     #[arg(long, default_value_t = 0, value_name = "N")]
     threads: usize,
     /// The CPU to compile for: native, baseline (f32x4, any x86-64), avx2 or avx512.
