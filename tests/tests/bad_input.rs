@@ -629,3 +629,58 @@ fn mac_counts_saturate_instead_of_overflowing() {
     };
     assert!(e.contains("Conv") && e.contains("taps"), "{e}");
 }
+
+/// A chain of `n` ops (`Relu`, or `Add` of the running value and the graph input, which then has
+/// `n` readers).
+fn chain(op: &str, n: usize) -> incept_ir::onnx::proto::ModelProto {
+    let name = |i: usize| if i + 1 == n { "y".to_string() } else { format!("t{i}") };
+    let nodes = (0..n)
+        .map(|i| {
+            let prev = if i == 0 { "x".to_string() } else { name(i - 1) };
+            let ins: Vec<&str> = if op == "Add" { vec![&prev, "x"] } else { vec![&prev] };
+            node(op, &format!("n{i}"), &ins, &[&name(i)])
+        })
+        .collect();
+    model(nodes, vec![value("x", &[1, 16])], vec![value("y", &[1, 16])], vec![])
+}
+
+/// A 100,000-node chain imports, optimises and compiles in linear time with bounded depth:
+/// fusion starts a new Elementwise every `Expr::MAX_OPS` ops instead of growing (and cloning, and
+/// recursing through) one expression per node, and a value with 100,000 readers costs nothing
+/// per rewrite near it. The JIT's result matches the interpreter on the whole chain. (The time
+/// bound is a tripwire for a blow-up, minutes in the quadratic form, not a benchmark.)
+#[test]
+fn hundred_thousand_node_chains_compile_in_linear_time() {
+    use incept_compiler::passes::Pipeline;
+    use incept_compiler::{CompileOptions, compile_graph, from_runtime, to_runtime};
+    use incept_ir::ops::{Expr, Op};
+    for op in ["Relu", "Add"] {
+        let start = std::time::Instant::now();
+        let g = onnx::load_bytes(encode(&chain(op, 100_000)), &ImportOptions::default()).expect("import");
+        let mut optimised = g.clone();
+        incept_compiler::passes::PassManager::new(&Pipeline::Full, &[], Default::default())
+            .and_then(|m| m.run(&mut optimised))
+            .unwrap_or_else(|e| panic!("{op}: passes: {e}"));
+        let exprs: Vec<usize> = optimised
+            .node_ids()
+            .filter_map(|id| match &optimised.node(id).op {
+                Op::Elementwise(e) => Some(e.expr.ops()),
+                _ => None,
+            })
+            .collect();
+        assert!(exprs.iter().all(|&k| k <= Expr::MAX_OPS), "{op}: an expression over the cap");
+        assert!(exprs.len() >= 100_000 / Expr::MAX_OPS, "{op}: {} expressions", exprs.len());
+        let (model, _) = compile_graph(g.clone(), &CompileOptions { threads: 1, ..Default::default() })
+            .unwrap_or_else(|e| panic!("{op}: compile: {e}"));
+        let x = incept_ir::Tensor::from_vec(vec![1, 16], (0..16).map(|i| i as f32 / 16.0 - 0.5).collect::<Vec<f32>>());
+        let got = from_runtime(&model.run(&[to_runtime(&x).expect("input")]).expect("run")[0]).expect("output");
+        let want = incept_ir::interp::run(&g, &[x]).expect("interpreter");
+        assert!(
+            incept_tests::max_rel_err(&got, &want[0]).expect("compare") <= 1e-6,
+            "{op}: the chain's result differs"
+        );
+        let took = start.elapsed().as_secs_f64();
+        assert!(took < 120.0, "{op}: 100,000 nodes took {took:.1} s");
+        println!("{op}: 100,000 nodes imported, optimised, compiled and run twice in {took:.1} s");
+    }
+}

@@ -151,3 +151,20 @@ fn malformed_unicode_escapes_are_parse_errors() {
     let g = text::parse("graph \"\\u{41}b\" {\n  %c = const f32[1] [1.0]\n  output %c\n}").expect("a valid escape");
     assert_eq!(g.name, "Ab");
 }
+
+/// An Elementwise expression holds at most `Expr::MAX_OPS` ops: the parser takes that many and
+/// refuses more with an error, however deep the nesting (no input can recurse the parser, or any
+/// later walk over the expression, deeper than that).
+#[test]
+fn elementwise_expressions_are_bounded() {
+    let nested = |n: usize| {
+        let expr = format!("{}%x{}", "relu(".repeat(n), ")".repeat(n));
+        format!("graph g {{\n  input %x : f32[1,4]\n  %y = Elementwise(%x) expr({expr}) : f32[1,4]\n  output %y\n}}\n")
+    };
+    let max = incept_ir::ops::Expr::MAX_OPS;
+    incept_ir::text::parse(&nested(max)).expect("an expression of MAX_OPS ops parses");
+    for n in [max + 1, 100_000] {
+        let e = parse_err(&nested(n));
+        assert!(e.contains(&format!("more than {max} ops")), "{n}: {e}");
+    }
+}

@@ -92,6 +92,7 @@ impl Pass for FuseEpilogue {
         };
         let producer = g.node(x.node);
         let (base, base_inputs, mut steps) = match &producer.op {
+            Op::Fused(f) if f.steps.len() >= Fused::MAX_STEPS => return Ok(None),
             Op::Fused(f) => (f.base.clone(), f.base_inputs, f.steps.clone()),
             op => (Box::new(op.clone()), producer.inputs().len(), vec![]),
         };
@@ -164,6 +165,11 @@ impl Pass for FuseElementwise {
             return Ok(None);
         };
         let (inner_expr, inner_ins) = inner;
+        // A long chain fuses into several expressions of bounded size, each merge costing at most
+        // that size (see `Expr::MAX_OPS`).
+        if expr.ops() + inner_expr.ops() > Expr::MAX_OPS {
+            return Ok(None);
+        }
         // New inputs: this node's (without the merged one), then the producer's, deduplicated.
         let mut inputs: Vec<ValueId> = vec![];
         let index = |v: ValueId, inputs: &mut Vec<ValueId>| match inputs.iter().position(|&u| u == v) {

@@ -141,7 +141,7 @@ impl PassManager {
         g: &mut Graph,
         observe: &mut dyn FnMut(&'static str, &Graph),
     ) -> Result<RunReport, PassError> {
-        let cx = PassContext { options: &self.options, factorize: Default::default() };
+        let cx = PassContext { options: &self.options, factorize: Default::default(), consts: Default::default() };
         let mut stats: Vec<PassStats> =
             self.groups.iter().flatten().map(|p| PassStats { name: p.name(), ..PassStats::default() }).collect();
         let mut snapshots = vec![];

@@ -43,6 +43,9 @@ pub struct PassContext<'a> {
     pub options: &'a PassOptions,
     /// The factorisation passes' report and bookkeeping.
     pub factorize: factorize::FactorizeState,
+    /// The constants seen so far, by a cheap fingerprint (CSE finds a constant's twins here
+    /// instead of among every node).
+    pub consts: simplify::ConstIndex,
 }
 
 /// One rewrite rule.

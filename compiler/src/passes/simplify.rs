@@ -1,8 +1,10 @@
 //! Exact clean-ups: Identity and Dropout removal, dead code elimination, common subexpression
 //! elimination, constant folding (with the reference interpreter's op code).
 
+use std::collections::HashMap;
+
 use incept_ir::graph::{Graph, NodeId, ValueId};
-use incept_ir::{Op, OpError, Tensor};
+use incept_ir::{DType, Op, OpError, Tensor};
 
 use crate::passes::util::can_stand_in_for;
 use crate::passes::{Pass, PassContext, Patch};
@@ -74,6 +76,40 @@ fn op_key(op: &Op) -> Option<String> {
     }
 }
 
+/// Constants by a fingerprint that is cheap whatever their size (dtype, shape, first and last
+/// bytes): the constants that may equal a given one, without comparing it with every node. Filled
+/// as CSE visits constants; entries are checked against the graph when read.
+#[derive(Default)]
+pub struct ConstIndex(std::sync::Mutex<HashMap<ConstKey, Vec<NodeId>>>);
+
+type ConstKey = (DType, Vec<usize>, Vec<u8>, Vec<u8>);
+
+fn const_key(t: &Tensor) -> ConstKey {
+    let b = t.bytes();
+    let n = b.len().min(32);
+    (t.dtype(), t.shape().to_vec(), b[..n].to_vec(), b[b.len() - n..].to_vec())
+}
+
+impl ConstIndex {
+    /// Records `id` (a constant holding `value`) and returns the earliest-indexed other constant
+    /// of the graph with the same contents, if any is known.
+    fn twin(&self, g: &Graph, id: NodeId, value: &Tensor) -> Option<NodeId> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let bucket = map.entry(const_key(value)).or_default();
+        // Entries removed from the graph, or no longer constants, drop out as they are met.
+        bucket.retain(|&m| g.contains(m) && matches!(&g.node(m).op, Op::Const(_)));
+        if !bucket.contains(&id) {
+            bucket.push(id);
+        }
+        bucket
+            .iter()
+            .copied()
+            .filter(|&m| m.index() < id.index())
+            .filter(|&m| matches!(&g.node(m).op, Op::Const(d) if d.value.same_content(value)))
+            .min_by_key(|m| m.index())
+    }
+}
+
 /// Merges nodes that compute the same op on the same inputs, and equal constants.
 pub struct CommonSubexpr;
 
@@ -84,18 +120,19 @@ impl Pass for CommonSubexpr {
     fn description(&self) -> &'static str {
         "merge identical computations and identical constants"
     }
-    fn rewrite(&self, g: &Graph, id: NodeId, _: &PassContext) -> Result<Option<Patch>, OpError> {
+    fn rewrite(&self, g: &Graph, id: NodeId, cx: &PassContext) -> Result<Option<Patch>, OpError> {
         let node = g.node(id);
         let twin = match &node.op {
             Op::Input(_) => None,
-            Op::Const(c) => g.node_ids().filter(|&m| m.index() < id.index()).find(|&m| match &g.node(m).op {
-                Op::Const(d) => d.value.same_content(&c.value),
-                _ => false,
-            }),
+            Op::Const(c) => cx.consts.twin(g, id, &c.value),
             op => {
-                let Some(first) = node.inputs().iter().flatten().next() else { return Ok(None) };
+                // A twin reads every input of this node: look among the users of the input
+                // that has the fewest.
+                let Some(&fewest) = node.inputs().iter().flatten().min_by_key(|&&v| g.user_count(v)) else {
+                    return Ok(None);
+                };
                 let key = op_key(op);
-                g.users(*first).into_iter().map(|(m, _)| m).find(|&m| {
+                g.users(fewest).into_iter().map(|(m, _)| m).find(|&m| {
                     m.index() < id.index()
                         && g.node(m).inputs() == node.inputs()
                         && g.node(m).outputs.len() == node.outputs.len()

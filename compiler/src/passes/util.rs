@@ -10,10 +10,11 @@ pub fn single_user(g: &Graph, v: ValueId) -> Option<(NodeId, usize)> {
     if g.outputs().contains(&v) {
         return None;
     }
-    match g.users(v).as_slice() {
-        [one] => Some(*one),
-        _ => None,
+    // Counted first: a value read by many nodes is not copied out to learn that.
+    if g.user_count(v) != 1 {
+        return None;
     }
+    g.users(v).first().copied()
 }
 
 /// The value of a constant input, widened to f64, when it is f32 or f64.

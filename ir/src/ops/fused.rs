@@ -141,6 +141,10 @@ impl Fused {
     /// missing from the node's list, so the epilogue operands that follow start at
     /// `base_inputs`, not at the op's full arity: reading past this slice for an optional input
     /// would take an epilogue operand for it.
+    /// Most epilogue steps one fused op carries; fusion leaves the rest as separate ops (a
+    /// chain of activations after a conv stays linear to fuse).
+    pub const MAX_STEPS: usize = 16;
+
     pub fn base_operands<'a, T>(&self, inputs: &'a [T]) -> &'a [T] {
         &inputs[..self.base_inputs.min(inputs.len())]
     }
@@ -210,6 +214,11 @@ pub enum Expr {
 }
 
 impl Expr {
+    /// Most ops one expression holds. Fusion starts a new Elementwise past it (so a chain of
+    /// any length fuses in linear time), the text parser refuses deeper nesting, and every walk
+    /// over an expression (inference, evaluation, printing, code generation) stays this shallow.
+    pub const MAX_OPS: usize = 64;
+
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Tensor, OpError> {
         Ok(match self {
             Expr::Input(i) => input(inputs, *i)?.clone(),

@@ -454,8 +454,15 @@ impl Parser<'_> {
         }
     }
 
-    /// An elementwise expression over the node's inputs.
+    /// An elementwise expression over the node's inputs, of at most `Expr::MAX_OPS` ops.
     fn expr(&mut self, g: &Graph, inputs: &[Option<ValueId>]) -> Result<Expr> {
+        let mut ops = 0;
+        self.expr_within(g, inputs, &mut ops)
+    }
+
+    /// An expression, counting its ops into `ops` and refusing more than `Expr::MAX_OPS` before
+    /// nesting deeper (so no input can recurse further).
+    fn expr_within(&mut self, g: &Graph, inputs: &[Option<ValueId>], ops: &mut usize) -> Result<Expr> {
         if let Tok::Value(_) = self.peek() {
             let v = self.value_ref(g)?;
             return match inputs.iter().position(|i| *i == Some(v)) {
@@ -464,11 +471,15 @@ impl Parser<'_> {
             };
         }
         let Tok::Ident(name) = self.next() else { return self.err("expected a function or a %value") };
+        *ops += 1;
+        if *ops > Expr::MAX_OPS {
+            return self.err(format!("an expression of more than {} ops", Expr::MAX_OPS));
+        }
         self.expect('(')?;
-        let first = self.expr(g, inputs)?;
+        let first = self.expr_within(g, inputs, ops)?;
         if let Some(b) = crate::ops::fused::binary_from_text(&name) {
             self.expect(',')?;
-            let second = self.expr(g, inputs)?;
+            let second = self.expr_within(g, inputs, ops)?;
             self.expect(')')?;
             return Ok(Expr::Binary(b, Box::new(first), Box::new(second)));
         }
