@@ -9,6 +9,10 @@ are also run from each artifact at each thread count, and the output files must 
     python3 tools/identical.py OLD_INCEPT NEW_INCEPT [--zoo DIR] [--tiers baseline,avx2,avx512]
         [--threads 1,2] [--conformance]
 
+With --across-formats (when the artifact format itself changed), each binary runs the artifact it
+wrote, and the plans are compared by `incept inspect MODEL --kernels` (kernels, tiles, shapes of
+every step) instead of byte for byte.
+
 Models: tests/fixtures/*.onnx (with their .input.npy), the zoo's ResNet50/InceptionV3/Xception
 when --zoo is given (bench/zoo/make_zoo.py writes them), and with --conformance every vendored
 ONNX backend model (compiled only: their inputs are protobuf test data).
@@ -28,7 +32,12 @@ def run(cmd):
     return p.returncode, p.stderr
 
 
-def compile_both(old, new, model, tier, tmp):
+def plan_text(exe, model, tier):
+    p = subprocess.run([exe, "inspect", str(model), "--kernels", "--cpu", tier], capture_output=True, text=True)
+    return p.returncode, p.stdout if p.returncode == 0 else p.stderr
+
+
+def compile_both(old, new, model, tier, tmp, across_formats=False):
     outs = []
     for k, exe in enumerate([old, new]):
         art = tmp / f"{k}.incept"
@@ -40,9 +49,13 @@ def compile_both(old, new, model, tier, tmp):
         return f"compile differs: exit {rc0} vs {rc1}\n  old: {e0.strip()[:300]}\n  new: {e1.strip()[:300]}", None
     if rc0:
         return None, "failed"
+    if across_formats:
+        if plan_text(old, model, tier) != plan_text(new, model, tier):
+            return "plans differ", None
+        return None, (a0, a1)
     if a0.read_bytes() != a1.read_bytes():
         return "artifacts differ", None
-    return None, a0
+    return None, (a0, a0)
 
 
 def main():
@@ -53,6 +66,7 @@ def main():
     ap.add_argument("--tiers", default="baseline,avx2,avx512")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--conformance", action="store_true")
+    ap.add_argument("--across-formats", action="store_true")
     a = ap.parse_args()
     models = []
     for m in sorted((ROOT / "tests/fixtures").glob("*.onnx")):
@@ -69,7 +83,7 @@ def main():
         tmp = Path(d)
         for name, model, inp in models:
             for tier in a.tiers.split(","):
-                err, art = compile_both(a.old, a.new, model, tier, tmp)
+                err, art = compile_both(a.old, a.new, model, tier, tmp, a.across_formats)
                 compared += 1
                 if err:
                     failures.append(f"{name} [{tier}]: {err}")
@@ -85,7 +99,7 @@ def main():
                     for k, exe in enumerate([a.old, a.new]):
                         o = tmp / f"out{k}.npy"
                         o.unlink(missing_ok=True)
-                        rc, e = run([exe, "run", str(art), "-i", str(inp), "--threads", t, "-o", str(o)])
+                        rc, e = run([exe, "run", str(art[k]), "-i", str(inp), "--threads", t, "-o", str(o)])
                         outs.append(o.read_bytes() if rc == 0 else None)
                     runs += 1
                     if None in outs or outs[0] != outs[1]:

@@ -355,20 +355,23 @@ pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, C
     let weights = std::mem::take(&mut lowered.weights);
     let mut plan = assemble(&lowered, weights, &arena, blob)?;
     plan.features = tier.features().iter().map(|f| f.to_string()).collect();
+    plan.seal();
     report.values = lowered
         .values
         .iter()
-        .map(|v| ValueProbe {
-            name: g.value(v.value).name.clone(),
-            dtype: g.ty(v.value).dtype,
-            shape: g.ty(v.value).static_dims().unwrap_or_default(),
-            probe: incept_runtime::Probe {
-                after_step: v.ready - 1,
-                at: operand(&lowered, &arena, v.at),
-                bytes: v.bytes,
-            },
+        .map(|v| {
+            Ok(ValueProbe {
+                name: g.value(v.value).name.clone(),
+                dtype: g.ty(v.value).dtype,
+                shape: g.ty(v.value).static_dims().unwrap_or_default(),
+                probe: incept_runtime::Probe {
+                    after_step: v.ready - 1,
+                    at: operand(&lowered, &arena, v.at, false)?,
+                    bytes: v.bytes,
+                },
+            })
         })
-        .collect();
+        .collect::<Result<_, CompileError>>()?;
     report.kernels = plan.kernels.len();
     report.steps = plan.steps.len();
     report.code_bytes = plan.code.len();
@@ -381,14 +384,23 @@ pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, C
     Ok((model, report))
 }
 
-/// Where a buffer position is at run time.
-fn operand(l: &Lowered, arena: &ArenaPlan, r: lower::BufRef) -> Operand {
-    match l.buffers[r.buf].place {
-        Place::Arena => Operand { slot: Slot::Arena, offset: arena.offsets[r.buf] + r.offset },
-        Place::Weight(o) => Operand { slot: Slot::Weights, offset: o + r.offset },
-        Place::Input(k) => Operand { slot: Slot::Input(k), offset: r.offset },
-        Place::Output(k) => Operand { slot: Slot::Output(k), offset: r.offset },
-    }
+/// Where a buffer position is at run time, and the rest of its buffer from there (what the
+/// kernel may touch through it).
+fn operand(l: &Lowered, arena: &ArenaPlan, r: lower::BufRef, writes: bool) -> Result<Operand, CompileError> {
+    let b = &l.buffers[r.buf];
+    let extent = b.bytes.checked_sub(r.offset).ok_or_else(|| {
+        CompileError::Unsupported(format!(
+            "internal: an operand {} bytes into the {}-byte buffer '{}'",
+            r.offset, b.bytes, b.name
+        ))
+    })?;
+    let (slot, offset) = match b.place {
+        Place::Arena => (Slot::Arena, arena.offsets[r.buf] + r.offset),
+        Place::Weight(o) => (Slot::Weights, o + r.offset),
+        Place::Input(k) => (Slot::Input(k), r.offset),
+        Place::Output(k) => (Slot::Output(k), r.offset),
+    };
+    Ok(Operand { slot, offset, extent, writes })
 }
 
 /// The runtime plan: operands resolved to (slot, byte offset).
@@ -398,29 +410,56 @@ fn assemble(
     arena: &ArenaPlan,
     blob: codegen::CodeBlob,
 ) -> Result<Plan, CompileError> {
-    let kernels: Vec<Kernel> =
-        blob.offsets.iter().zip(&l.specs).map(|(&(offset, len), s)| Kernel { offset, len, name: s.name() }).collect();
+    let mut kernels: Vec<Kernel> = blob
+        .offsets
+        .iter()
+        .zip(&l.specs)
+        .map(|(&(offset, len), s)| Kernel { offset, len, name: s.name(), tiles: 0, operands: 0, calls: vec![] })
+        .collect();
+    // A kernel's iteration space, operand list and microkernels are its spec's: every step
+    // calling it agrees.
+    for s in &l.steps {
+        let calls: Vec<usize> = s
+            .operands
+            .iter()
+            .filter_map(|o| match o {
+                LOperand::Kernel(k) => Some(*k),
+                _ => None,
+            })
+            .collect();
+        let k = &mut kernels[s.kernel];
+        if k.operands != 0 && (k.tiles, k.operands, &k.calls) != (s.tiles, s.operands.len(), &calls) {
+            return Err(CompileError::Unsupported(format!(
+                "internal: the steps calling kernel {} disagree on its tiles, operands or microkernels",
+                k.name
+            )));
+        }
+        (k.tiles, k.operands, k.calls) = (s.tiles, s.operands.len(), calls);
+    }
     let steps = l
         .steps
         .iter()
-        .map(|s| Step {
-            kernel: s.kernel,
-            operands: s
+        .map(|s| {
+            let operands = s
                 .operands
                 .iter()
                 .map(|o| match *o {
-                    LOperand::Helpers => Operand { slot: Slot::Helpers, offset: 0 },
-                    LOperand::Kernel(k) => Operand { slot: Slot::Kernel(k), offset: 0 },
-                    LOperand::Buf(r) => operand(l, arena, r),
+                    LOperand::Helpers => Ok(Operand::entry(Slot::Helpers)),
+                    LOperand::Kernel(k) => Ok(Operand::entry(Slot::Kernel(k))),
+                    LOperand::Buf(r) => operand(l, arena, r, s.writes.contains(&r.buf)),
                 })
-                .collect(),
-            tiles: s.tiles,
-            name: s.name.clone(),
-            op: s.op.clone(),
-            flops: s.flops,
-            check: s.check.clone(),
+                .collect::<Result<_, _>>()?;
+            Ok(Step {
+                kernel: s.kernel,
+                operands,
+                tiles: s.tiles,
+                name: s.name.clone(),
+                op: s.op.clone(),
+                flops: s.flops,
+                check: s.check.clone(),
+            })
         })
-        .collect();
+        .collect::<Result<_, CompileError>>()?;
     let io = |v: &[lower::Io], role: &str| -> Result<Vec<IoSpec>, CompileError> {
         v.iter()
             .map(|i| {
@@ -444,6 +483,7 @@ fn assemble(
         inputs: io(&l.inputs, "input")?,
         outputs: io(&l.outputs, "output")?,
         features: vec![],
+        seal: [0; 32],
     })
 }
 

@@ -462,7 +462,7 @@ fn compiled_artifacts_run_and_bench() {
     let text = stdout(&o);
     assert!(o.status.success(), "{}", stderr(&o));
     for want in
-        ["format: 1.0", "written by: incept", "CPU features: sse3", "inputs:\n  input : f32[", "kernels:", "steps:"]
+        ["format: 2.0", "written by: incept", "CPU features: sse3", "inputs:\n  input : f32[", "kernels:", "steps:"]
     {
         assert!(text.contains(want), "inspect of an artifact lacks '{want}':\n{text}");
     }

@@ -32,7 +32,9 @@ use crate::plan::{IoSpec, Kernel, Operand, Plan, Slot, Step};
 use crate::tensor::DType;
 
 pub const MAGIC: [u8; 8] = *b"INCEPT\0\x1a";
-pub const FORMAT_MAJOR: u16 = 1;
+/// Format 2 records each kernel's tile and operand counts and each operand's extent and
+/// direction, which the loader checks the tables against (format 1 had neither).
+pub const FORMAT_MAJOR: u16 = 2;
 pub const FORMAT_MINOR: u16 = 0;
 
 const BYTE_ORDER: u32 = 0x0102_0304;
@@ -80,6 +82,10 @@ pub enum ArtifactError {
         "artifact format {major}.{minor} is newer than this runtime's {FORMAT_MAJOR}.{FORMAT_MINOR}: load it with a newer incept"
     )]
     NewerFormat { major: u16, minor: u16 },
+    #[error(
+        "artifact format {major}.{minor} is older than this runtime's {FORMAT_MAJOR}.{FORMAT_MINOR} (its tables lack what the loader checks): compile the model again"
+    )]
+    OlderFormat { major: u16, minor: u16 },
     #[error("the artifact was written for {file}, this machine is {host}")]
     Architecture { file: String, host: String },
     #[error("the artifact was written on a machine of the other byte order")]
@@ -247,6 +253,7 @@ pub fn encode(plan: &Plan, info: &ArtifactInfo) -> Vec<u8> {
         meta.str(f);
     }
     meta.usize(plan.arena_size);
+    meta.0.extend_from_slice(&plan.seal);
     match plan.status {
         Some(s) => {
             meta.u8(1);
@@ -259,6 +266,12 @@ pub fn encode(plan: &Plan, info: &ArtifactInfo) -> Vec<u8> {
     for k in &plan.kernels {
         kernels.usize(k.offset);
         kernels.usize(k.len);
+        kernels.usize(k.tiles);
+        kernels.usize(k.operands);
+        kernels.usize(k.calls.len());
+        for &c in &k.calls {
+            kernels.usize(c);
+        }
         kernels.str(&k.name);
     }
     let mut steps = Out::default();
@@ -282,6 +295,8 @@ pub fn encode(plan: &Plan, info: &ArtifactInfo) -> Vec<u8> {
             steps.u8(code);
             steps.usize(index);
             steps.usize(op.offset);
+            steps.usize(op.extent);
+            steps.u8(op.writes as u8);
         }
     }
     let mut io = Out::default();
@@ -388,6 +403,9 @@ fn check_header(bytes: &[u8]) -> Result<(), ArtifactError> {
     if major > FORMAT_MAJOR || major == FORMAT_MAJOR && minor > FORMAT_MINOR {
         return Err(ArtifactError::NewerFormat { major, minor });
     }
+    if major < FORMAT_MAJOR {
+        return Err(ArtifactError::OlderFormat { major, minor });
+    }
     if le_u32(bytes, 12) != BYTE_ORDER {
         return Err(ArtifactError::ByteOrder);
     }
@@ -465,6 +483,7 @@ fn decode_tables(
     let n = m.count(8, "feature count")?;
     let features = (0..n).map(|_| m.str("feature")).collect::<Result<Vec<_>, _>>()?;
     let arena_size = m.usize("arena size")?;
+    let seal: [u8; 32] = m.take(32, "seal")?.try_into().expect("32 bytes");
     let status = match m.u8("status flag")? {
         0 => None,
         1 => Some(m.usize("status offset")?),
@@ -475,14 +494,14 @@ fn decode_tables(
     let code = section(kind::CODE, "code")?.bytes.to_vec();
 
     let mut k = section(kind::KERNELS, "kernels")?;
-    let n = k.count(24, "kernel count")?;
+    let n = k.count(48, "kernel count")?;
     let kernels = (0..n)
         .map(|_| {
-            Ok(Kernel {
-                offset: k.usize("kernel offset")?,
-                len: k.usize("kernel length")?,
-                name: k.str("kernel name")?,
-            })
+            let (offset, len) = (k.usize("kernel offset")?, k.usize("kernel length")?);
+            let (tiles, operands) = (k.usize("kernel tiles")?, k.usize("kernel operand count")?);
+            let n_calls = k.count(8, "microkernel count")?;
+            let calls = (0..n_calls).map(|_| k.usize("microkernel")).collect::<Result<Vec<_>, _>>()?;
+            Ok(Kernel { offset, len, tiles, operands, calls, name: k.str("kernel name")? })
         })
         .collect::<Result<Vec<_>, ArtifactError>>()?;
     k.end()?;
@@ -501,12 +520,18 @@ fn decode_tables(
                 1 => Some(s.str("check message")?),
                 f => return Err(s.err(&format!("check flag {f}"))),
             };
-            let n_ops = s.count(17, "operand count")?;
+            let n_ops = s.count(26, "operand count")?;
             let operands = (0..n_ops)
                 .map(|_| {
                     let code = s.u8("operand slot")?;
                     let index = s.usize("operand slot index")?;
                     let offset = s.usize("operand offset")?;
+                    let extent = s.usize("operand extent")?;
+                    let writes = match s.u8("operand direction")? {
+                        0 => false,
+                        1 => true,
+                        d => return Err(s.err(&format!("operand direction {d}"))),
+                    };
                     let slot = match code {
                         0 => Slot::Arena,
                         1 => Slot::Weights,
@@ -516,7 +541,7 @@ fn decode_tables(
                         5 => Slot::Kernel(index),
                         c => return Err(s.err(&format!("operand slot {c}"))),
                     };
-                    Ok(Operand { slot, offset })
+                    Ok(Operand { slot, offset, extent, writes })
                 })
                 .collect::<Result<Vec<_>, ArtifactError>>()?;
             Ok(Step { kernel, operands, tiles, name, op, flops, check })
@@ -531,7 +556,7 @@ fn decode_tables(
 
     let weights =
         weights(found[kind::index(kind::WEIGHTS)].clone().ok_or_else(|| malformed("no weights section".into()))?);
-    let plan = Plan { code, kernels, steps, weights, arena_size, status, inputs, outputs, features };
+    let plan = Plan { code, kernels, steps, weights, arena_size, status, inputs, outputs, features, seal };
     plan.validate().map_err(|e| malformed(format!("the plan: {e}")))?;
     Ok((plan, ArtifactInfo { compiler, codegen }))
 }
@@ -542,21 +567,23 @@ mod tests {
 
     fn sample() -> Plan {
         let weights = AlignedBuf::from_bytes(&(0..300u32).flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>());
-        Plan {
-            code: (0..100u8).collect(),
+        let buf = |slot, offset, extent, writes| Operand { slot, offset, extent, writes };
+        let mut plan = Plan {
+            code: (0..148u8).collect(),
             kernels: vec![
-                Kernel { offset: 0, len: 60, name: "first".into() },
-                Kernel { offset: 60, len: 40, name: "second".into() },
+                Kernel { offset: 0, len: 60, name: "micro".into(), tiles: 0, operands: 0, calls: vec![] },
+                Kernel { offset: 64, len: 36, name: "conv".into(), tiles: 7, operands: 5, calls: vec![0] },
+                Kernel { offset: 128, len: 20, name: "copy".into(), tiles: 1, operands: 1, calls: vec![] },
             ],
             steps: vec![
                 Step {
                     kernel: 1,
                     operands: vec![
-                        Operand { slot: Slot::Input(0), offset: 0 },
-                        Operand { slot: Slot::Weights, offset: 64 },
-                        Operand { slot: Slot::Arena, offset: 128 },
-                        Operand { slot: Slot::Kernel(0), offset: 0 },
-                        Operand { slot: Slot::Helpers, offset: 0 },
+                        buf(Slot::Input(0), 0, 768, false),
+                        buf(Slot::Weights, 64, 1136, false),
+                        buf(Slot::Arena, 128, 256, true),
+                        Operand::entry(Slot::Kernel(0)),
+                        Operand::entry(Slot::Helpers),
                     ],
                     tiles: 7,
                     name: "conv".into(),
@@ -565,8 +592,8 @@ mod tests {
                     check: Some("indices out of range".into()),
                 },
                 Step {
-                    kernel: 0,
-                    operands: vec![Operand { slot: Slot::Output(0), offset: 0 }],
+                    kernel: 2,
+                    operands: vec![buf(Slot::Output(0), 0, 40, true)],
                     tiles: 1,
                     name: "copy".into(),
                     op: "Copy".into(),
@@ -575,12 +602,15 @@ mod tests {
                 },
             ],
             weights: weights.into(),
-            arena_size: 4096,
+            arena_size: 512,
             status: Some(8),
             inputs: vec![IoSpec { name: "x".into(), dtype: DType::F32, shape: vec![1, 3, 8, 8] }],
             outputs: vec![IoSpec { name: "y".into(), dtype: DType::I64, shape: vec![1, 5] }],
             features: vec!["avx2".into(), "fma".into()],
-        }
+            seal: [0; 32],
+        };
+        plan.seal();
+        plan
     }
 
     fn info() -> ArtifactInfo {
@@ -621,8 +651,11 @@ mod tests {
             assert!(decode(&bytes[..len]).is_err(), "truncated to {len} accepted");
         }
         let mut b = bytes.clone();
-        b[8] = 2;
-        assert!(matches!(decode(&b), Err(ArtifactError::NewerFormat { major: 2, .. })));
+        b[8] = 3;
+        assert!(matches!(decode(&b), Err(ArtifactError::NewerFormat { major: 3, .. })));
+        let mut b = bytes.clone();
+        b[8] = 1;
+        assert!(matches!(decode(&b), Err(ArtifactError::OlderFormat { major: 1, .. })));
         let mut b = bytes.clone();
         b[17] = 9;
         assert!(matches!(decode(&b), Err(ArtifactError::Architecture { .. })));

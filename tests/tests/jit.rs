@@ -801,6 +801,8 @@ fn plans_needing_missing_cpu_features_are_refused() {
     let mut plan = model.plan().clone();
     let missing = if incept_runtime::cpu::has_feature("avx512f") { "no-such-feature" } else { "avx512f" };
     plan.features.push(missing.into());
+    // As the compiler would have sealed it for that CPU.
+    plan.seal();
     let err = incept_runtime::Model::new(plan, &Default::default()).err().expect("refused");
     assert!(matches!(&err, incept_runtime::RunError::CpuFeatures { missing: m } if m == missing), "{err}");
     assert!(err.to_string().contains(missing) && err.to_string().contains("--cpu baseline"), "{err}");

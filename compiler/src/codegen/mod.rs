@@ -272,14 +272,21 @@ mod tests {
     #[test]
     fn a_compiled_kernel_runs_in_the_runtime() {
         let blob = compile_all(&Isas::host().expect("isa"), &[Arc::new(Affine)]).expect("compile");
-        let plan = Plan {
+        let mut plan = Plan {
             code: blob.code,
-            kernels: vec![Kernel { offset: blob.offsets[0].0, len: blob.offsets[0].1, name: "affine".into() }],
+            kernels: vec![Kernel {
+                offset: blob.offsets[0].0,
+                len: blob.offsets[0].1,
+                name: "affine".into(),
+                tiles: 3,
+                operands: 2,
+                calls: vec![],
+            }],
             steps: vec![Step {
                 kernel: 0,
                 operands: vec![
-                    Operand { slot: Slot::Input(0), offset: 0 },
-                    Operand { slot: Slot::Output(0), offset: 0 },
+                    Operand { slot: Slot::Input(0), offset: 0, extent: 48, writes: false },
+                    Operand { slot: Slot::Output(0), offset: 0, extent: 48, writes: true },
                 ],
                 tiles: 3,
                 name: "n".into(),
@@ -293,7 +300,9 @@ mod tests {
             inputs: vec![IoSpec { name: "x".into(), dtype: DType::F32, shape: vec![12] }],
             outputs: vec![IoSpec { name: "y".into(), dtype: DType::F32, shape: vec![12] }],
             features: vec![],
+            seal: [0; 32],
         };
+        plan.seal();
         for threads in [1, 2] {
             let model = Model::new(plan.clone(), &RunOptions { threads }).expect("load");
             let x: Vec<f32> = (0..12).map(|i| i as f32).collect();
@@ -563,12 +572,35 @@ fn run_step(
 ) -> Vec<f32> {
     use incept_runtime::{DType, IoSpec, Kernel, Model, Operand, Plan, RunOptions, Step, Tensor};
     let blob = compile_all(&Isas::host().expect("isa"), specs).expect("compile");
-    let plan = Plan {
+    let n_ops = operands.len();
+    let calls: Vec<usize> = operands
+        .iter()
+        .filter_map(|s| match s {
+            incept_runtime::Slot::Kernel(k) => Some(*k),
+            _ => None,
+        })
+        .collect();
+    // Kernel 0 is the step's; the others are microkernels it calls.
+    let kernels = blob
+        .offsets
+        .iter()
+        .enumerate()
+        .map(|(i, &(offset, len))| match i {
+            0 => Kernel { offset, len, name: "k".into(), tiles, operands: n_ops, calls: calls.clone() },
+            _ => Kernel { offset, len, name: "k".into(), tiles: 0, operands: 0, calls: vec![] },
+        })
+        .collect();
+    let operand = |slot| match slot {
+        incept_runtime::Slot::Input(k) => Operand { slot, offset: 0, extent: inputs[k].len() * 4, writes: false },
+        incept_runtime::Slot::Output(_) => Operand { slot, offset: 0, extent: out_len * 4, writes: true },
+        _ => Operand::entry(slot),
+    };
+    let mut plan = Plan {
         code: blob.code,
-        kernels: blob.offsets.iter().map(|&(offset, len)| Kernel { offset, len, name: "k".into() }).collect(),
+        kernels,
         steps: vec![Step {
             kernel: 0,
-            operands: operands.into_iter().map(|slot| Operand { slot, offset: 0 }).collect(),
+            operands: operands.into_iter().map(operand).collect(),
             tiles,
             name: "s".into(),
             op: "Test".into(),
@@ -586,7 +618,9 @@ fn run_step(
         outputs: vec![IoSpec { name: "out".into(), dtype: DType::F32, shape: vec![out_len] }],
         // Only kernels of the tiers this CPU runs are compiled here.
         features: vec![],
+        seal: [0; 32],
     };
+    plan.seal();
     let model = Model::new(plan, &RunOptions { threads: 2 }).expect("load");
     let ins: Vec<Tensor> = inputs.iter().map(|v| Tensor::from_f32(&[v.len()], v).expect("tensor")).collect();
     model.run(&ins).expect("run")[0].to_f32_vec().expect("f32")

@@ -57,12 +57,19 @@ impl KernelSpec for FmaLoop {
 pub fn fma_peak_gflops(iterations: i64, runs: usize) -> Result<f64, CodegenError> {
     let blob = compile_all(&Isas::host()?, &[Arc::new(FmaLoop { iterations })])?;
     let flops = (iterations as u64) * (CHAINS as u64) * 8;
-    let plan = Plan {
+    let mut plan = Plan {
         code: blob.code,
-        kernels: vec![Kernel { offset: blob.offsets[0].0, len: blob.offsets[0].1, name: "fma peak".into() }],
+        kernels: vec![Kernel {
+            offset: blob.offsets[0].0,
+            len: blob.offsets[0].1,
+            name: "fma peak".into(),
+            tiles: 1,
+            operands: 1,
+            calls: vec![],
+        }],
         steps: vec![Step {
             kernel: 0,
-            operands: vec![Operand { slot: Slot::Output(0), offset: 0 }],
+            operands: vec![Operand { slot: Slot::Output(0), offset: 0, extent: 16, writes: true }],
             tiles: 1,
             name: "peak".into(),
             op: "Fma".into(),
@@ -75,7 +82,9 @@ pub fn fma_peak_gflops(iterations: i64, runs: usize) -> Result<f64, CodegenError
         inputs: vec![],
         outputs: vec![IoSpec { name: "sum".into(), dtype: DType::F32, shape: vec![4] }],
         features: vec![],
+        seal: [0; 32],
     };
+    plan.seal();
     let model = Model::new(plan, &RunOptions { threads: 1 }).map_err(|e| CodegenError::Load(e.to_string()))?;
     let mut best = f64::INFINITY;
     for _ in 0..runs {
