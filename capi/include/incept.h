@@ -122,26 +122,28 @@ const char *incept_last_error(void);
 enum incept_status incept_model_load(const char *path, size_t threads, struct incept_model **out);
 
 /*
- Frees a model (NULL is ignored). No other call on it may be running.
+ Frees a model (NULL is ignored: `INCEPT_STATUS_OK`). No other call on it may be running. A
+ pointer that is not a live model (freed already, or never loaded) is left alone and reported
+ as `INCEPT_STATUS_INVALID_ARGUMENT`.
 
  # Safety
- `model` is null or a pointer returned by `incept_model_load`, freed at most once.
+ `model` is null or any pointer; only a live model is freed.
  */
-void incept_model_free(struct incept_model *model);
+enum incept_status incept_model_free(struct incept_model *model);
 
 /*
- The number of inputs (0 for a NULL model).
+ The number of inputs (0 for NULL or a pointer that is not a live model).
 
  # Safety
- `model` is null or a live model.
+ `model` is null or any pointer; only a live model is read.
  */
 size_t incept_model_input_count(const struct incept_model *model);
 
 /*
- The number of outputs (0 for a NULL model).
+ The number of outputs (0 for NULL or a pointer that is not a live model).
 
  # Safety
- `model` is null or a live model.
+ `model` is null or any pointer; only a live model is read.
  */
 size_t incept_model_output_count(const struct incept_model *model);
 

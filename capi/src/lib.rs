@@ -7,8 +7,10 @@
 //! is required are `INCEPT_STATUS_INVALID_ARGUMENT`, never a crash.
 
 use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
 
 use incept_runtime::artifact::ArtifactError;
 use incept_runtime::{DType, Model, RunError, RunOptions, TensorMut, TensorRef};
@@ -148,11 +150,27 @@ fn run_error(e: RunError) -> Fail {
     (status, e.to_string())
 }
 
+/// The addresses of the models `incept_model_load` returned and `incept_model_free` has not
+/// freed yet. Every call checks its handle here before touching it, so a freed, foreign or
+/// garbage pointer is an `INCEPT_STATUS_INVALID_ARGUMENT`, not a crash (a handle freed while
+/// another thread is inside a call on it is still undefined behaviour).
+static LIVE: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
+
+fn live() -> std::sync::MutexGuard<'static, BTreeSet<usize>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// # Safety
-/// `model` is null or a pointer returned by `incept_model_load` and not yet freed.
+/// `model` is null or any pointer: only one in [`LIVE`] is dereferenced.
 unsafe fn model_ref<'a>(model: *const InceptModel) -> Result<&'a InceptModel, Fail> {
-    // SAFETY: per the contract above, a non-null pointer is a live InceptModel.
-    unsafe { model.as_ref() }.ok_or_else(|| invalid("model is null"))
+    if model.is_null() {
+        return Err(invalid("model is null"));
+    }
+    if !live().contains(&(model as usize)) {
+        return Err(invalid("model is not a live handle (freed already, or not from incept_model_load)"));
+    }
+    // SAFETY: a live handle is a Box<InceptModel> from incept_model_load, not yet freed.
+    Ok(unsafe { &*model })
 }
 
 /// The version of this library, e.g. "0.1.0" (a static string).
@@ -208,46 +226,53 @@ pub unsafe extern "C" fn incept_model_load(
         let inputs = io(&model.plan().inputs)?;
         let outputs = io(&model.plan().outputs)?;
         let handle = Box::new(InceptModel { model, inputs, outputs });
+        let handle = Box::into_raw(handle);
+        live().insert(handle as usize);
         // SAFETY: as above.
-        unsafe { *out = Box::into_raw(handle) };
+        unsafe { *out = handle };
         Ok(())
     })
 }
 
-/// Frees a model (NULL is ignored). No other call on it may be running.
+/// Frees a model (NULL is ignored: `INCEPT_STATUS_OK`). No other call on it may be running. A
+/// pointer that is not a live model (freed already, or never loaded) is left alone and reported
+/// as `INCEPT_STATUS_INVALID_ARGUMENT`.
 ///
 /// # Safety
-/// `model` is null or a pointer returned by `incept_model_load`, freed at most once.
+/// `model` is null or any pointer; only a live model is freed.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn incept_model_free(model: *mut InceptModel) {
-    if !model.is_null() {
-        // Dropping joins no threads and cannot unwind in practice; a panic here would abort,
-        // which is why the drop is caught too.
-        let _ = catch_unwind(AssertUnwindSafe(|| {
-            // SAFETY: the pointer came from Box::into_raw in incept_model_load.
-            drop(unsafe { Box::from_raw(model) })
-        }));
-    }
+pub unsafe extern "C" fn incept_model_free(model: *mut InceptModel) -> InceptStatus {
+    guard(|| {
+        if model.is_null() {
+            return Ok(());
+        }
+        if !live().remove(&(model as usize)) {
+            return Err(invalid("model is not a live handle (freed twice, or not from incept_model_load)"));
+        }
+        // SAFETY: the pointer came from Box::into_raw in incept_model_load and was live until now.
+        drop(unsafe { Box::from_raw(model) });
+        Ok(())
+    })
 }
 
-/// The number of inputs (0 for a NULL model).
+/// The number of inputs (0 for NULL or a pointer that is not a live model).
 ///
 /// # Safety
-/// `model` is null or a live model.
+/// `model` is null or any pointer; only a live model is read.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn incept_model_input_count(model: *const InceptModel) -> usize {
-    // SAFETY: forwarded contract.
-    unsafe { model.as_ref() }.map_or(0, |m| m.inputs.len())
+    // SAFETY: model_ref dereferences live handles only.
+    unsafe { model_ref(model) }.map_or(0, |m| m.inputs.len())
 }
 
-/// The number of outputs (0 for a NULL model).
+/// The number of outputs (0 for NULL or a pointer that is not a live model).
 ///
 /// # Safety
-/// `model` is null or a live model.
+/// `model` is null or any pointer; only a live model is read.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn incept_model_output_count(model: *const InceptModel) -> usize {
-    // SAFETY: forwarded contract.
-    unsafe { model.as_ref() }.map_or(0, |m| m.outputs.len())
+    // SAFETY: model_ref dereferences live handles only.
+    unsafe { model_ref(model) }.map_or(0, |m| m.outputs.len())
 }
 
 fn info(io: &Io) -> InceptTensorInfo {

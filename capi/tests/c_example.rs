@@ -148,8 +148,19 @@ int main(void) {{
     EXPECT(incept_model_run(m, NULL, in_bytes, 1, out, out_bytes, 1), INCEPT_STATUS_INVALID_ARGUMENT, "null");
     EXPECT(incept_model_run(NULL, in, in_bytes, 1, out, out_bytes, 1), INCEPT_STATUS_INVALID_ARGUMENT, "model is null");
     EXPECT(incept_model_run(m, in, in_bytes, 1, out, out_bytes, 1), INCEPT_STATUS_OK, "");
-    incept_model_free(m);
-    incept_model_free(NULL);
+    /* A pointer that is not a live model is refused on every call, never followed. */
+    incept_model *foreign = (incept_model *)x;
+    EXPECT(incept_model_run(foreign, in, in_bytes, 1, out, out_bytes, 1), INCEPT_STATUS_INVALID_ARGUMENT, "not a live handle");
+    if (incept_model_input_count(foreign) != 0) {{ printf("FAIL foreign count\n"); return 1; }}
+    EXPECT(incept_model_free(foreign), INCEPT_STATUS_INVALID_ARGUMENT, "not a live handle");
+    EXPECT(incept_model_free(m), INCEPT_STATUS_OK, "");
+    /* Freed: every call on it, and a second free, is refused. */
+    EXPECT(incept_model_run(m, in, in_bytes, 1, out, out_bytes, 1), INCEPT_STATUS_INVALID_ARGUMENT, "not a live handle");
+    EXPECT(incept_model_input_info(m, 0, &info), INCEPT_STATUS_INVALID_ARGUMENT, "not a live handle");
+    EXPECT(incept_model_find_output(m, "output", &k), INCEPT_STATUS_INVALID_ARGUMENT, "not a live handle");
+    if (incept_model_output_count(m) != 0) {{ printf("FAIL freed count\n"); return 1; }}
+    EXPECT(incept_model_free(m), INCEPT_STATUS_INVALID_ARGUMENT, "freed twice");
+    EXPECT(incept_model_free(NULL), INCEPT_STATUS_OK, "");
     printf("ok %s\n", incept_version());
     return 0;
 }}
