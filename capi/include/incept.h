@@ -50,6 +50,11 @@ typedef enum incept_status {
    A bug in incept: a Rust panic was caught at the boundary.
    */
   INCEPT_STATUS_PANIC = 7,
+  /*
+   The artifact is not signed by a trusted key (`incept_model_load_trusted`), or its
+   signature does not match its contents.
+   */
+  INCEPT_STATUS_SIGNATURE = 8,
 } incept_status;
 
 /*
@@ -120,6 +125,19 @@ const char *incept_last_error(void);
  `path` is a NUL-terminated string; `out` points to writable storage for a pointer.
  */
 enum incept_status incept_model_load(const char *path, size_t threads, struct incept_model **out);
+
+/*
+ Like `incept_model_load`, but loads only an artifact signed by the key `public_key` (its 32
+ bytes: the 64 hex digits of the `.pub` file `incept keygen` wrote); an unsigned artifact, one
+ signed by another key or one whose signature does not match is `INCEPT_STATUS_SIGNATURE`.
+
+ # Safety
+ As `incept_model_load`; `public_key` is null (an error) or points to 32 readable bytes.
+ */
+enum incept_status incept_model_load_trusted(const char *path,
+                                             size_t threads,
+                                             const uint8_t *public_key,
+                                             struct incept_model **out);
 
 /*
  Frees a model (NULL is ignored: `INCEPT_STATUS_OK`). No other call on it may be running. A

@@ -35,6 +35,9 @@ pub enum InceptStatus {
     Run = 6,
     /// A bug in incept: a Rust panic was caught at the boundary.
     Panic = 7,
+    /// The artifact is not signed by a trusted key (`incept_model_load_trusted`), or its
+    /// signature does not match its contents.
+    Signature = 8,
 }
 
 /// Element types, numbered as ONNX's TensorProto.DataType.
@@ -141,6 +144,9 @@ fn invalid(msg: impl Into<String>) -> Fail {
 fn run_error(e: RunError) -> Fail {
     let status = match &e {
         RunError::Artifact(ArtifactError::Io { .. } | ArtifactError::Write { .. }) => InceptStatus::Io,
+        RunError::Artifact(
+            ArtifactError::Unsigned(_) | ArtifactError::Untrusted { .. } | ArtifactError::BadSignature,
+        ) => InceptStatus::Signature,
         RunError::Artifact(_) | RunError::Plan(_) | RunError::Code(_) => InceptStatus::Artifact,
         RunError::CpuFeatures { .. } => InceptStatus::CpuFeatures,
         RunError::Check { .. } => InceptStatus::Run,
@@ -200,6 +206,36 @@ pub unsafe extern "C" fn incept_model_load(
     threads: usize,
     out: *mut *mut InceptModel,
 ) -> InceptStatus {
+    // SAFETY: forwarded contract; no key is read.
+    unsafe { load(path, threads, None, out) }
+}
+
+/// Like `incept_model_load`, but loads only an artifact signed by the key `public_key` (its 32
+/// bytes: the 64 hex digits of the `.pub` file `incept keygen` wrote); an unsigned artifact, one
+/// signed by another key or one whose signature does not match is `INCEPT_STATUS_SIGNATURE`.
+///
+/// # Safety
+/// As `incept_model_load`; `public_key` is null (an error) or points to 32 readable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn incept_model_load_trusted(
+    path: *const c_char,
+    threads: usize,
+    public_key: *const u8,
+    out: *mut *mut InceptModel,
+) -> InceptStatus {
+    // SAFETY: forwarded contract.
+    unsafe { load(path, threads, Some(public_key), out) }
+}
+
+/// # Safety
+/// `path` is a NUL-terminated string; `out` points to writable storage for a pointer;
+/// `public_key`, when given, is null or points to 32 readable bytes.
+unsafe fn load(
+    path: *const c_char,
+    threads: usize,
+    public_key: Option<*const u8>,
+    out: *mut *mut InceptModel,
+) -> InceptStatus {
     guard(|| {
         if out.is_null() {
             return Err(invalid("out is null"));
@@ -212,7 +248,16 @@ pub unsafe extern "C" fn incept_model_load(
         // SAFETY: `path` is a NUL-terminated string (the caller's contract).
         let path = unsafe { CStr::from_ptr(path) };
         let path = path.to_str().map_err(|_| invalid("path is not UTF-8"))?;
-        let model = Model::load(path, &RunOptions { threads }).map_err(run_error)?;
+        let mut load = incept_runtime::artifact::LoadOptions::default();
+        if let Some(key) = public_key {
+            if key.is_null() {
+                return Err(invalid("public_key is null"));
+            }
+            // SAFETY: a non-null key points to 32 readable bytes (the caller's contract).
+            let bytes: [u8; 32] = unsafe { std::slice::from_raw_parts(key, 32) }.try_into().expect("32 bytes");
+            load.trusted_keys.push(incept_runtime::signature::PublicKey(bytes));
+        }
+        let model = Model::load_with(path, &RunOptions { threads }, &load).map_err(run_error)?;
         let io = |specs: &[incept_runtime::IoSpec]| -> Result<Vec<Io>, Fail> {
             specs
                 .iter()

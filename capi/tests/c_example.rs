@@ -235,3 +235,60 @@ int main(void) {{
     assert!(o.status.success() && stdout == "ok\n", "{stdout}{}", String::from_utf8_lossy(&o.stderr));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `incept_model_load_trusted` loads an artifact signed by the given key and refuses an unsigned
+/// one, one signed by another key and a wrong key with `INCEPT_STATUS_SIGNATURE`.
+#[test]
+fn the_c_api_loads_only_artifacts_signed_by_the_trusted_key() {
+    use incept_runtime::artifact;
+    use incept_runtime::signature::SecretKey;
+    let dir = temp_dir("signed");
+    let stored = repo().join("tests/fixtures/mini_resnet.baseline.incept");
+    let (plan, info) = artifact::decode(&std::fs::read(&stored).expect("artifact")).expect("decode");
+    let key = SecretKey::from_seed([5; 32]);
+    let signed = dir.join("signed.incept");
+    artifact::save_signed(&plan, &info, &signed, Some(&key)).expect("save");
+    let c_bytes = |k: [u8; 32]| k.iter().map(|b| format!("{b}")).collect::<Vec<_>>().join(", ");
+    let src = dir.join("signed.c");
+    std::fs::write(
+        &src,
+        format!(
+            r#"#include <stdio.h>
+#include <string.h>
+#include "incept.h"
+#define EXPECT(call, status, text) do {{ \
+    incept_status s_ = (call); \
+    if (s_ != (status) || strstr(incept_last_error(), (text)) == NULL) {{ \
+        printf("FAIL line %d: status %d, message '%s'\n", __LINE__, (int)s_, incept_last_error()); return 1; }} \
+    }} while (0)
+int main(void) {{
+    const uint8_t trusted[32] = {{{trusted}}}, other[32] = {{{other}}};
+    incept_model *m = NULL;
+    EXPECT(incept_model_load_trusted("{signed}", 1, trusted, &m), INCEPT_STATUS_OK, "");
+    if (incept_model_input_count(m) != 1) {{ printf("FAIL count\n"); return 1; }}
+    EXPECT(incept_model_free(m), INCEPT_STATUS_OK, "");
+    EXPECT(incept_model_load_trusted("{signed}", 1, other, &m), INCEPT_STATUS_SIGNATURE, "does not trust");
+    EXPECT(incept_model_load_trusted("{unsigned}", 1, trusted, &m), INCEPT_STATUS_SIGNATURE, "not signed");
+    EXPECT(incept_model_load_trusted("{signed}", 1, NULL, &m), INCEPT_STATUS_INVALID_ARGUMENT, "public_key is null");
+    if (m != NULL) {{ printf("FAIL: out not cleared\n"); return 1; }}
+    /* Without a demand, a signed artifact loads like any other. */
+    EXPECT(incept_model_load("{signed}", 1, &m), INCEPT_STATUS_OK, "");
+    incept_model_free(m);
+    printf("ok\n");
+    return 0;
+}}
+"#,
+            trusted = c_bytes(key.public().0),
+            other = c_bytes(SecretKey::from_seed([6; 32]).public().0),
+            signed = signed.display(),
+            unsigned = stored.display(),
+        ),
+    )
+    .expect("write C source");
+    let exe = dir.join("signed");
+    compile_c(&src, &exe);
+    let o = Command::new(&exe).output().expect("run");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && stdout.starts_with("ok"), "{stdout}{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -317,6 +317,7 @@ pub fn artifact_info(options: &CompileOptions) -> incept_runtime::artifact::Arti
             tier.cranelift_flags().join(","),
             tier.features().join(",")
         ),
+        signed_by: None,
     }
 }
 

@@ -55,8 +55,12 @@ class Model:
         input_feed: Mapping[str, npt.NDArray[np.generic]],
     ) -> List[npt.NDArray[np.generic]]:
         """onnxruntime's form: the outputs named (all of them when None), as a list in that order."""
-    def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
-        """Writes the compiled model as an `.incept` artifact, which `load` reads without compiling."""
+    def save(
+        self, path: Union[str, "os.PathLike[str]"], signing_key: Optional[Union[str, "os.PathLike[str]"]] = None
+    ) -> None:
+        """Writes the compiled model as an `.incept` artifact, which `load` reads without compiling;
+        signed with the secret key file `signing_key` (from `incept keygen`) when given. A failure
+        leaves whatever was at `path` untouched."""
 
 def compile(
     path: Union[str, "os.PathLike[str]", bytes],
@@ -75,8 +79,14 @@ def compile(
     opt_level: 0 (no graph passes), 1 (exact rewrites only) or 2 (all).
     Raises InceptError when the model cannot be read or compiled."""
 
-def load(path: Union[str, "os.PathLike[str]"], threads: int = 0) -> Model:
+def load(
+    path: Union[str, "os.PathLike[str]"],
+    threads: int = 0,
+    trusted_key: Optional[Union[str, "os.PathLike[str]", bytes]] = None,
+) -> Model:
     """Loads an `.incept` artifact written by `Model.save` or `incept compile -o`.
 
-    An artifact is native code: load only files you trust. Raises InceptError when the file
-    is missing, not an artifact, corrupted, or needs CPU features this machine lacks."""
+    An artifact is native code: load only files you trust. With `trusted_key` (the path of a
+    `.pub` file from `incept keygen`, or its 32 key bytes) only an artifact signed by that key
+    loads. Raises InceptError when the file is missing, not an artifact, corrupted, not signed
+    by the trusted key, or needs CPU features this machine lacks."""

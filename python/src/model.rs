@@ -177,13 +177,26 @@ impl Model {
     }
 
     /// Writes the compiled model as an `.incept` artifact, which `incept.load` (or any program
-    /// linking incept's runtime) loads without compiling.
-    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+    /// linking incept's runtime) loads without compiling; signed with the secret key file
+    /// `signing_key` (from `incept keygen`) when given.
+    #[pyo3(signature = (path, signing_key = None))]
+    fn save(&self, py: Python<'_>, path: PathBuf, signing_key: Option<PathBuf>) -> PyResult<()> {
+        let key = match signing_key {
+            Some(file) => {
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| incept_error(format!("cannot read the signing key '{}': {e}", file.display())))?;
+                Some(
+                    incept_runtime::signature::SecretKey::from_text(&text)
+                        .map_err(|e| incept_error(format!("'{}': {e}", file.display())))?,
+                )
+            }
+            None => None,
+        };
         let model = Arc::clone(&self.inner);
         let info = self.info.clone();
         py.detach(move || {
             // A failure leaves whatever was at `path` untouched.
-            artifact::save(model.plan(), &info, &path).map_err(|e| incept_error(e.to_string()))
+            artifact::save_signed(model.plan(), &info, &path, key.as_ref()).map_err(|e| incept_error(e.to_string()))
         })
     }
 
@@ -204,13 +217,33 @@ fn type_name(v: &Bound<'_, PyAny>) -> String {
     v.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
 }
 
-/// Loads a compiled `.incept` artifact. An artifact is native code: load only files you trust.
+/// Loads a compiled `.incept` artifact. An artifact is native code: load only files you trust;
+/// with `trusted_key` (the path of a `.pub` file from `incept keygen`, or its 32 key bytes), only
+/// an artifact signed by that key loads.
 #[pyfunction]
-#[pyo3(signature = (path, threads = 0))]
-pub fn load(py: Python<'_>, path: PathBuf, threads: i64) -> PyResult<Model> {
+#[pyo3(signature = (path, threads = 0, trusted_key = None))]
+pub fn load(py: Python<'_>, path: PathBuf, threads: i64, trusted_key: Option<&Bound<'_, PyAny>>) -> PyResult<Model> {
     let threads = crate::compile::count("threads", threads)?;
+    let mut options = artifact::LoadOptions::default();
+    if let Some(k) = trusted_key {
+        let key = if let Ok(bytes) = k.extract::<Vec<u8>>() {
+            let bytes: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
+                PyValueError::new_err(format!("trusted_key holds {} bytes; an Ed25519 public key has 32", b.len()))
+            })?;
+            incept_runtime::signature::PublicKey(bytes)
+        } else {
+            let file: PathBuf = k.extract().map_err(|_| {
+                PyTypeError::new_err("trusted_key must be the path of a .pub key file or its 32 key bytes")
+            })?;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| incept_error(format!("cannot read the key '{}': {e}", file.display())))?;
+            incept_runtime::signature::PublicKey::from_text(&text)
+                .map_err(|e| incept_error(format!("'{}': {e}", file.display())))?
+        };
+        options.trusted_keys.push(key);
+    }
     py.detach(move || {
-        let (plan, info) = artifact::load(&path).map_err(|e| match e {
+        let (plan, info) = artifact::load_with(&path, &options).map_err(|e| match e {
             // Already names the file.
             ArtifactError::Io { .. } => incept_error(e),
             e => incept_error(format!("cannot load '{}': {e}", path.display())),

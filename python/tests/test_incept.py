@@ -110,6 +110,29 @@ def test_save_and_load(model, x, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again.incept", "mini_resnet.incept"]
 
 
+def test_signed_artifacts(model, x, tmp_path):
+    # A key pair as `incept keygen` writes it (the secret key is the Ed25519 seed).
+    seed, public = bytes(range(32)), "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8"
+    (tmp_path / "k").write_text("incept-ed25519-secret-key " + seed.hex() + "\n")
+    (tmp_path / "k.pub").write_text("incept-ed25519-public-key " + public + "\n")
+    (tmp_path / "other.pub").write_text("incept-ed25519-public-key " + "d7" * 32 + "\n")
+    signed, unsigned = tmp_path / "s.incept", tmp_path / "u.incept"
+    model.save(signed, signing_key=tmp_path / "k")
+    model.save(unsigned)
+    want = model.run({"input": x})["output"]
+    for key in [tmp_path / "k.pub", str(tmp_path / "k.pub"), bytes.fromhex(public)]:
+        m = incept.load(signed, trusted_key=key)
+        np.testing.assert_array_equal(m.run({"input": x})["output"], want)
+    with pytest.raises(incept.InceptError, match="not signed"):
+        incept.load(unsigned, trusted_key=tmp_path / "k.pub")
+    with pytest.raises(incept.InceptError, match="does not trust"):
+        incept.load(signed, trusted_key=tmp_path / "other.pub")
+    with pytest.raises(ValueError, match="holds 3 bytes"):
+        incept.load(signed, trusted_key=b"abc")
+    with pytest.raises(incept.InceptError, match="not an incept public key"):
+        incept.load(signed, trusted_key=tmp_path / "k")
+
+
 def test_shapes_bind_a_symbolic_batch(model, x):
     flipped = np.ascontiguousarray(x[:, :, ::-1, :])
     batch = np.concatenate([x, flipped])

@@ -14,13 +14,16 @@
 //! 40   BLAKE3 of the file with these 32 bytes zero
 //! 72   section table: per section kind, reserved (u32, u32), offset, length (u64, u64)
 //! ...  sections; WEIGHTS starts on a 4096-byte boundary (so it can be used in place from a
-//!      memory map), every other section on a 64-byte boundary
+//!      memory map), every other section on a 64-byte boundary; a signed artifact ends with a
+//!      SIGNATURE section (the signer's Ed25519 public key and its signature of the digest),
+//!      which the digest reads as zeros
 //! ```
 //!
 //! A loader checks the magic, version, byte order, architecture, length and digest before it
-//! reads any table, then every table with checked arithmetic, then [`Plan::validate`]. An
-//! artifact is native code: load only files you trust. The digest catches corruption, not
-//! tampering.
+//! reads any table, then the signature (when there is one, or when [`LoadOptions`] requires
+//! one), then every table with checked arithmetic, then [`Plan::validate`]. An artifact is
+//! native code: load only files you trust. The digest catches corruption; a signature by a key
+//! the loader trusts catches files its build did not make.
 
 use std::path::Path;
 
@@ -29,6 +32,7 @@ use std::sync::Arc;
 
 use crate::buffer::{AlignedBuf, Weights};
 use crate::plan::{IoSpec, Kernel, Operand, Plan, Slot, Step};
+use crate::signature::{PublicKey, SecretKey};
 use crate::tensor::DType;
 
 pub const MAGIC: [u8; 8] = *b"INCEPT\0\x1a";
@@ -52,7 +56,8 @@ mod kind {
     pub const STEPS: u32 = 4;
     pub const IO: u32 = 5;
     pub const WEIGHTS: u32 = 6;
-    pub const ALL: [u32; 6] = [META, CODE, KERNELS, STEPS, IO, WEIGHTS];
+    pub const SIGNATURE: u32 = 7;
+    pub const ALL: [u32; 7] = [META, CODE, KERNELS, STEPS, IO, WEIGHTS, SIGNATURE];
 
     /// A known kind's slot among `ALL` (kinds are numbered from 1).
     pub fn index(kind: u32) -> usize {
@@ -67,6 +72,15 @@ pub struct ArtifactInfo {
     pub compiler: String,
     /// The code generator's settings that the machine code depends on, as `name=value` lines.
     pub codegen: String,
+    /// Who signed it (filled in when an artifact is read; writing takes the key separately).
+    pub signed_by: Option<PublicKey>,
+}
+
+/// What a loader demands of an artifact beyond its integrity.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// When not empty, only artifacts signed by one of these keys load.
+    pub trusted_keys: Vec<PublicKey>,
 }
 
 /// Why an artifact was refused.
@@ -96,6 +110,12 @@ pub enum ArtifactError {
     Corrupted,
     #[error("the artifact is malformed: {0}")]
     Malformed(String),
+    #[error("the artifact is not signed, and this loader requires a signature by {0}")]
+    Unsigned(String),
+    #[error("the artifact is signed by {signer}, which this loader does not trust (it trusts {trusted})")]
+    Untrusted { signer: String, trusted: String },
+    #[error("the artifact's signature does not match its contents")]
+    BadSignature,
 }
 
 fn arch_code(arch: &str) -> u8 {
@@ -243,8 +263,13 @@ fn decode_io(r: &mut In) -> Result<Vec<IoSpec>, ArtifactError> {
         .collect()
 }
 
-/// The artifact of `plan`, for the architecture this runtime runs on.
+/// The artifact of `plan`, for the architecture this runtime runs on, unsigned.
 pub fn encode(plan: &Plan, info: &ArtifactInfo) -> Vec<u8> {
+    encode_signed(plan, info, None)
+}
+
+/// The artifact of `plan`, signed with `key` when one is given.
+pub fn encode_signed(plan: &Plan, info: &ArtifactInfo, key: Option<&SecretKey>) -> Vec<u8> {
     let mut meta = Out::default();
     meta.str(&info.compiler);
     meta.str(&info.codegen);
@@ -302,7 +327,8 @@ pub fn encode(plan: &Plan, info: &ArtifactInfo) -> Vec<u8> {
     let mut io = Out::default();
     encode_io(&mut io, &plan.inputs);
     encode_io(&mut io, &plan.outputs);
-    let sections: [(u32, &[u8]); 6] = [
+    let unsigned = [0u8; crate::signature::SECTION_BYTES];
+    let mut sections: Vec<(u32, &[u8])> = vec![
         (kind::META, &meta.0),
         (kind::CODE, &plan.code),
         (kind::KERNELS, &kernels.0),
@@ -310,6 +336,9 @@ pub fn encode(plan: &Plan, info: &ArtifactInfo) -> Vec<u8> {
         (kind::IO, &io.0),
         (kind::WEIGHTS, plan.weights.as_slice()),
     ];
+    if key.is_some() {
+        sections.push((kind::SIGNATURE, &unsigned));
+    }
     let mut file = vec![0u8; HEADER + SECTION_ENTRY * sections.len()];
     let mut table = Vec::new();
     for (k, bytes) in sections {
@@ -333,14 +362,28 @@ pub fn encode(plan: &Plan, info: &ArtifactInfo) -> Vec<u8> {
         file[at + 8..at + 16].copy_from_slice(&(offset as u64).to_le_bytes());
         file[at + 16..at + 24].copy_from_slice(&(bytes as u64).to_le_bytes());
     }
-    let digest = digest(&file);
+    let hole = signature_range(&file).ok().flatten();
+    let digest = digest(&file, hole.clone());
     file[DIGEST_AT..DIGEST_AT + 32].copy_from_slice(&digest);
+    if let (Some(key), Some(range)) = (key, hole) {
+        file[range].copy_from_slice(&key.sign(&digest));
+    }
     file
 }
 
 /// Writes `plan`'s artifact to `path`; a failure leaves whatever was at `path` untouched.
 pub fn save(plan: &Plan, info: &ArtifactInfo, path: &Path) -> Result<(), ArtifactError> {
-    crate::file::write_atomic(path, &encode(plan, info))
+    save_signed(plan, info, path, None)
+}
+
+/// [`save`], signed with `key` when one is given.
+pub fn save_signed(
+    plan: &Plan,
+    info: &ArtifactInfo,
+    path: &Path,
+    key: Option<&SecretKey>,
+) -> Result<(), ArtifactError> {
+    crate::file::write_atomic(path, &encode_signed(plan, info, key))
         .map_err(|e| ArtifactError::Write { path: path.display().to_string(), reason: e.to_string() })
 }
 
@@ -348,6 +391,11 @@ pub fn save(plan: &Plan, info: &ArtifactInfo, path: &Path) -> Result<(), Artifac
 /// place from the map. Changing the file while a model uses it is undefined behaviour, as for
 /// any memory-mapped file.
 pub fn load(path: &Path) -> Result<(Plan, ArtifactInfo), ArtifactError> {
+    load_with(path, &LoadOptions::default())
+}
+
+/// [`load`] under a loader's demands (a required signature).
+pub fn load_with(path: &Path, options: &LoadOptions) -> Result<(Plan, ArtifactInfo), ArtifactError> {
     let io = |e: std::io::Error| ArtifactError::Io { path: path.display().to_string(), reason: e.to_string() };
     let file = std::fs::File::open(path).map_err(io)?;
     if file.metadata().map_err(io)?.is_dir() {
@@ -358,18 +406,59 @@ pub fn load(path: &Path) -> Result<(Plan, ArtifactInfo), ArtifactError> {
     // pages in one pass instead of one by one during the digest.
     let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(io)?;
     let map = Arc::new(map);
-    check_header(&map)?;
-    decode_tables(&map, |range| Weights::Mapped { map: map.clone(), offset: range.start, len: range.len() })
+    let signed_by = check_header(&map, options)?;
+    let (plan, info) =
+        decode_tables(&map, |range| Weights::Mapped { map: map.clone(), offset: range.start, len: range.len() })?;
+    Ok((plan, ArtifactInfo { signed_by, ..info }))
 }
 
-/// BLAKE3 of a file with its digest field read as zeros (SIMD and the rayon pool: ResNet50's
-/// 124 MB hash in a fraction of the SHA-256 time, 105 ms here).
-fn digest(file: &[u8]) -> [u8; 32] {
+/// BLAKE3 of a file with its digest field, and its signature section (`hole`) if any, read as
+/// zeros (SIMD and the rayon pool: ResNet50's 124 MB hash in a fraction of the SHA-256 time, 105
+/// ms here).
+fn digest(file: &[u8], hole: Option<Range<usize>>) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     h.update(&file[..DIGEST_AT]);
     h.update(&[0u8; 32]);
-    h.update_rayon(&file[DIGEST_AT + 32..]);
+    match hole {
+        Some(r) => {
+            h.update_rayon(&file[DIGEST_AT + 32..r.start]);
+            h.update(&vec![0u8; r.len()]);
+            h.update(&file[r.end..]);
+        }
+        None => {
+            h.update_rayon(&file[DIGEST_AT + 32..]);
+        }
+    }
     *h.finalize().as_bytes()
+}
+
+/// Where the signature section lies, if the section table names one: checked to lie inside the
+/// file, after the table and the digest, and to be exactly a signature long.
+fn signature_range(bytes: &[u8]) -> Result<Option<Range<usize>>, ArtifactError> {
+    let malformed = |what: String| ArtifactError::Malformed(what);
+    let count = le_u32(bytes, 24) as usize;
+    let table_end = count
+        .checked_mul(SECTION_ENTRY)
+        .and_then(|t| t.checked_add(HEADER))
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| malformed(format!("a table of {count} sections does not fit the file")))?;
+    let mut found = None;
+    for at in (HEADER..table_end).step_by(SECTION_ENTRY) {
+        if le_u32(bytes, at) != kind::SIGNATURE {
+            continue;
+        }
+        let (offset, len) = (le_u64(bytes, at + 8), le_u64(bytes, at + 16));
+        let range = usize::try_from(offset)
+            .ok()
+            .zip(usize::try_from(len).ok())
+            .and_then(|(o, l)| Some(o..o.checked_add(l)?))
+            .filter(|r| r.start >= table_end && r.end <= bytes.len() && r.len() == crate::signature::SECTION_BYTES)
+            .ok_or_else(|| malformed(format!("a signature section at {offset} (+{len})")))?;
+        if found.replace(range).is_some() {
+            return Err(malformed("two signature sections".into()));
+        }
+    }
+    Ok(found)
 }
 
 fn le_u16(b: &[u8], at: usize) -> u16 {
@@ -387,12 +476,20 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
 /// The plan in an artifact, after checking its header, digest, tables and the plan itself (its
 /// weights copied out of `bytes`).
 pub fn decode(bytes: &[u8]) -> Result<(Plan, ArtifactInfo), ArtifactError> {
-    check_header(bytes)?;
-    decode_verified(bytes)
+    decode_with(bytes, &LoadOptions::default())
 }
 
-/// The header's magic, version, byte order, architecture and length, and the digest.
-fn check_header(bytes: &[u8]) -> Result<(), ArtifactError> {
+/// [`decode`] under a loader's demands (a required signature).
+pub fn decode_with(bytes: &[u8], options: &LoadOptions) -> Result<(Plan, ArtifactInfo), ArtifactError> {
+    let signed_by = check_header(bytes, options)?;
+    let (plan, info) = decode_verified(bytes)?;
+    Ok((plan, ArtifactInfo { signed_by, ..info }))
+}
+
+/// The header's magic, version, byte order, architecture and length, the digest, and the
+/// signature: who signed the artifact, if anyone did (a signature that does not match is
+/// refused whether or not one is required).
+fn check_header(bytes: &[u8], options: &LoadOptions) -> Result<Option<PublicKey>, ArtifactError> {
     if bytes.len() < 8 || bytes[0..8] != MAGIC {
         return Err(ArtifactError::NotIncept);
     }
@@ -420,10 +517,25 @@ fn check_header(bytes: &[u8]) -> Result<(), ArtifactError> {
     if expected != bytes.len() as u64 {
         return Err(ArtifactError::Truncated { expected, got: bytes.len() as u64 });
     }
-    if digest(bytes) != bytes[DIGEST_AT..DIGEST_AT + 32] {
+    let hole = signature_range(bytes)?;
+    let digest = digest(bytes, hole.clone());
+    if digest != bytes[DIGEST_AT..DIGEST_AT + 32] {
         return Err(ArtifactError::Corrupted);
     }
-    Ok(())
+    let signer = match hole {
+        Some(r) => Some(crate::signature::verify(&bytes[r], &digest).ok_or(ArtifactError::BadSignature)?),
+        None => None,
+    };
+    let keys = |list: &[PublicKey]| list.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(" or ");
+    match signer {
+        _ if options.trusted_keys.is_empty() => {}
+        None => return Err(ArtifactError::Unsigned(keys(&options.trusted_keys))),
+        Some(s) if !options.trusted_keys.contains(&s) => {
+            return Err(ArtifactError::Untrusted { signer: s.to_string(), trusted: keys(&options.trusted_keys) });
+        }
+        Some(_) => {}
+    }
+    Ok(signer)
 }
 
 /// [`decode`] past the digest: the tables of an artifact whose header and digest were checked
@@ -558,7 +670,7 @@ fn decode_tables(
         weights(found[kind::index(kind::WEIGHTS)].clone().ok_or_else(|| malformed("no weights section".into()))?);
     let plan = Plan { code, kernels, steps, weights, arena_size, status, inputs, outputs, features, seal };
     plan.validate().map_err(|e| malformed(format!("the plan: {e}")))?;
-    Ok((plan, ArtifactInfo { compiler, codegen }))
+    Ok((plan, ArtifactInfo { compiler, codegen, signed_by: None }))
 }
 
 #[cfg(test)]
@@ -614,7 +726,7 @@ mod tests {
     }
 
     fn info() -> ArtifactInfo {
-        ArtifactInfo { compiler: "incept test".into(), codegen: "opt_level=speed".into() }
+        ArtifactInfo { compiler: "incept test".into(), codegen: "opt_level=speed".into(), signed_by: None }
     }
 
     fn same(a: &Plan, b: &Plan) {
@@ -688,5 +800,39 @@ mod tests {
         }
         // Names, flops, tile counts and padding bytes may change harmlessly; most changes not.
         assert!(accepted > 0, "no harmless change decoded: the test would not see a mis-decode");
+    }
+
+    /// A signed artifact loads under a loader that trusts its key and under one that asks for
+    /// nothing, and is refused (with what was wrong) by one that trusts another key; an unsigned
+    /// one is refused where a signature is required; a signature section that does not match,
+    /// or any byte of the file changed, is refused even where none is required.
+    #[test]
+    fn signatures_are_checked() {
+        let (key, other) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]));
+        let trust = |k: &SecretKey| LoadOptions { trusted_keys: vec![k.public()] };
+        let signed = encode_signed(&sample(), &info(), Some(&key));
+        let (plan, meta) = decode_with(&signed, &trust(&key)).expect("trusted");
+        same(&sample(), &plan);
+        assert_eq!(meta.signed_by, Some(key.public()));
+        assert_eq!(decode(&signed).expect("no demand").1.signed_by, Some(key.public()));
+        assert!(matches!(decode_with(&signed, &trust(&other)), Err(ArtifactError::Untrusted { .. })));
+        let unsigned = encode(&sample(), &info());
+        assert_eq!(decode(&unsigned).expect("unsigned").1.signed_by, None);
+        assert!(matches!(decode_with(&unsigned, &trust(&key)), Err(ArtifactError::Unsigned(_))));
+        // The signature covers the digest, which covers every other byte.
+        let sig_at = signature_range(&signed).unwrap().expect("a signature section");
+        let mut forged = signed.clone();
+        forged[sig_at.start + 40] ^= 1;
+        assert_eq!(decode(&forged).err(), Some(ArtifactError::BadSignature));
+        // Another key's signature over the same digest is a valid signature by that key.
+        let mut resigned = signed.clone();
+        let digest: [u8; 32] = signed[DIGEST_AT..DIGEST_AT + 32].try_into().unwrap();
+        resigned[sig_at.clone()].copy_from_slice(&other.sign(&digest));
+        assert!(matches!(decode_with(&resigned, &trust(&key)), Err(ArtifactError::Untrusted { .. })));
+        for at in (0..signed.len()).step_by(97) {
+            let mut b = signed.clone();
+            b[at] ^= 0x10;
+            assert!(decode_with(&b, &trust(&key)).is_err(), "flipped byte {at} accepted");
+        }
     }
 }

@@ -247,9 +247,19 @@ impl Model {
     /// header, digest, tables and CPU features, then maps its code executable. An artifact is
     /// native code: load only files you trust.
     pub fn load(path: impl AsRef<std::path::Path>, options: &RunOptions) -> Result<Model, RunError> {
+        Model::load_with(path, options, &Default::default())
+    }
+
+    /// [`Model::load`] under a loader's demands: with `load.trusted_keys` set, only an artifact
+    /// signed by one of those keys loads (see [`crate::signature`]).
+    pub fn load_with(
+        path: impl AsRef<std::path::Path>,
+        options: &RunOptions,
+        load: &crate::artifact::LoadOptions,
+    ) -> Result<Model, RunError> {
         // A bad thread count is refused before the file is read.
         options.worker_threads()?;
-        let (plan, _) = crate::artifact::load(path.as_ref())?;
+        let (plan, _) = crate::artifact::load_with(path.as_ref(), load)?;
         Model::new(plan, options)
     }
 

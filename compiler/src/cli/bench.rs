@@ -51,6 +51,8 @@ pub struct BenchArgs {
     /// a step's tiles, with its kernel, node, tiles and GFLOP/s.
     #[arg(long, value_name = "FILE.json")]
     trace: Option<PathBuf>,
+    #[command(flatten)]
+    trust: crate::cli::TrustArgs,
 }
 
 /// A JSON string literal.
@@ -122,6 +124,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 pub fn run(a: BenchArgs) -> Result<()> {
     anyhow::ensure!(a.iters > 0, "--iters must be at least 1");
+    // A key for an ONNX model, or one that cannot be read, is an error before anything runs.
+    a.trust.load_options(&a.model)?;
     // Fail before the runs, not after them, when the trace cannot be written (or would replace
     // a file the command reads).
     if let Some(p) = &a.trace {
@@ -134,7 +138,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let t0 = Instant::now();
     let (model, report) = if crate::cli::is_artifact(&a.model) {
         a.backend.cut.refuse_for_artifact(&a.model)?;
-        (crate::cli::load_artifact(&a.model, a.backend.threads)?, None)
+        (crate::cli::load_artifact(&a.model, a.backend.threads, &a.trust.load_options(&a.model)?)?, None)
     } else {
         // Symbolic dims bind to the given inputs' shapes, or to 1.
         let opts = a.backend.options_for(&a.model, &files)?;

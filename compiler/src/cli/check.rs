@@ -108,7 +108,7 @@ fn check_artifact(a: &CheckArgs) -> Result<()> {
     if !a.backend.cut.outputs.is_empty() {
         bail!("--outputs cuts a model when it is compiled; the artifact's outputs are fixed (compile with --outputs)");
     }
-    let model = crate::cli::load_artifact(&a.model, a.backend.threads)?;
+    let model = crate::cli::load_artifact(&a.model, a.backend.threads, &Default::default())?;
     let plan = model.plan();
     // The reference graph takes the artifact's input shapes and is cut to its outputs.
     let mut import = a.backend.shapes.import_options()?;

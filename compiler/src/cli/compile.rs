@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use incept_compiler::passes::{PassOptions, Pipeline};
 use incept_compiler::{CompileOptions, CompileReport, Cpu, Fault, compile_with_report};
@@ -93,6 +93,10 @@ pub struct CompileArgs {
     /// Print the time of every stage.
     #[arg(long)]
     timings: bool,
+    /// Sign the artifact with this secret key (from `incept keygen`), so that loaders that
+    /// trust its public key accept it (`run --trust KEY.pub`, `LoadOptions::trusted_keys`).
+    #[arg(long, value_name = "KEY", requires = "output")]
+    sign: Option<PathBuf>,
 }
 
 pub fn summary(r: &CompileReport, timings: bool) -> String {
@@ -132,6 +136,14 @@ pub fn run(a: CompileArgs) -> Result<()> {
     if let Some(p) = &a.output {
         crate::cli::check_output(p, &[("the model", &a.model)])?;
     }
+    let key = match &a.sign {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("cannot read the signing key '{}'", p.display()))?;
+            Some(incept_runtime::signature::SecretKey::from_text(&text).with_context(|| format!("'{}'", p.display()))?)
+        }
+        None => None,
+    };
     let spinner = crate::cli::progress::Spinner::start(format!("compiling {}", a.model.display()));
     let compiled = compile_with_report(a.model.as_path(), &opts);
     drop(spinner);
@@ -139,9 +151,13 @@ pub fn run(a: CompileArgs) -> Result<()> {
     out(&summary(&report, a.timings))?;
     out(&format!("threads: {}\n", model.threads()))?;
     if let Some(path) = &a.output {
-        let bytes = incept_runtime::artifact::encode(model.plan(), &incept_compiler::artifact_info(&opts));
+        let info = incept_compiler::artifact_info(&opts);
+        let bytes = incept_runtime::artifact::encode_signed(model.plan(), &info, key.as_ref());
         crate::cli::write_file(path, &bytes)?;
         out(&format!("wrote {} ({} bytes)\n", path.display(), bytes.len()))?;
+        if let Some(k) = &key {
+            out(&format!("signed by {}\n", k.public()))?;
+        }
     }
     Ok(())
 }

@@ -94,6 +94,10 @@ fn inspect_artifact(path: &std::path::Path) -> Result<()> {
         std::env::consts::ARCH,
         plan.features.join(", ")
     );
+    s.push_str(&match &info.signed_by {
+        Some(k) => format!("signed by: {k} (signature valid)\n"),
+        None => "signature: none\n".to_string(),
+    });
     s.push_str(&format!("inputs:\n{}outputs:\n{}", io(&plan.inputs), io(&plan.outputs)));
     s.push_str(&format!(
         "code {} bytes in {} kernels; weights {} bytes; arena {} bytes; {} steps\n",

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod check;
 pub mod compile;
 pub mod inspect;
+pub mod keygen;
 pub mod ops;
 pub mod optimize;
 pub mod passes;
@@ -24,10 +25,44 @@ pub fn is_artifact(path: &Path) -> bool {
         && magic == incept_runtime::artifact::MAGIC
 }
 
-/// Loads an `.incept` artifact to run with `threads` workers (0: physical cores).
-pub fn load_artifact(path: &Path, threads: usize) -> anyhow::Result<incept_runtime::Model> {
-    incept_runtime::Model::load(path, &incept_runtime::RunOptions { threads })
+/// Loads an `.incept` artifact to run with `threads` workers (0: physical cores), under the
+/// loader's demands (a required signature).
+pub fn load_artifact(
+    path: &Path,
+    threads: usize,
+    load: &incept_runtime::artifact::LoadOptions,
+) -> anyhow::Result<incept_runtime::Model> {
+    incept_runtime::Model::load_with(path, &incept_runtime::RunOptions { threads }, load)
         .with_context(|| format!("cannot load the artifact '{}'", path.display()))
+}
+
+/// Which artifact signers a command trusts.
+#[derive(clap::Args, Default)]
+pub struct TrustArgs {
+    /// Load the artifact only if it is signed by this public key (a FILE.pub from `incept
+    /// keygen`; repeatable: any of them). Without it, a signature is checked if present but
+    /// not required.
+    #[arg(long = "trust", value_name = "KEY.pub")]
+    pub trust: Vec<std::path::PathBuf>,
+}
+
+impl TrustArgs {
+    /// The loader's demands for `model`; a key given for an ONNX model is an error.
+    pub fn load_options(&self, model: &Path) -> anyhow::Result<incept_runtime::artifact::LoadOptions> {
+        if !self.trust.is_empty() && !is_artifact(model) {
+            anyhow::bail!("--trust applies to `.incept` artifacts; '{}' is not one", model.display());
+        }
+        let trusted_keys = self
+            .trust
+            .iter()
+            .map(|p| {
+                let text =
+                    std::fs::read_to_string(p).with_context(|| format!("cannot read the key '{}'", p.display()))?;
+                incept_runtime::signature::PublicKey::from_text(&text).with_context(|| format!("'{}'", p.display()))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(incept_runtime::artifact::LoadOptions { trusted_keys })
+    }
 }
 
 /// Fails now if `path` cannot be written later (a missing folder, no permission, a folder by

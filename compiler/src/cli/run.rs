@@ -49,6 +49,8 @@ pub struct RunArgs {
     /// pass by pass (-O0, --passes, --disable-pass).
     #[command(flatten)]
     opt: OptArgs,
+    #[command(flatten)]
+    trust: crate::cli::TrustArgs,
 }
 
 /// Tensors read from `--input` arguments, and expected outputs found beside them.
@@ -175,7 +177,7 @@ fn run_artifact(a: &RunArgs, loaded: Loaded) -> Result<(Vec<String>, Vec<Tensor>
     }
     a.cut.refuse_for_artifact(&a.model)?;
     let start = Instant::now();
-    let model = crate::cli::load_artifact(&a.model, a.threads)?;
+    let model = crate::cli::load_artifact(&a.model, a.threads, &a.trust.load_options(&a.model)?)?;
     let loaded_in = start.elapsed();
     let specs = &model.plan().inputs;
     let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
@@ -211,6 +213,8 @@ fn run_artifact(a: &RunArgs, loaded: Loaded) -> Result<(Vec<String>, Vec<Tensor>
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
+    // A key for an ONNX model, or one that cannot be read, is an error before anything runs.
+    a.trust.load_options(&a.model)?;
     // Fail now, not after a run that may take minutes, when an output cannot be written or
     // would replace a file the command reads (outputs into a folder are checked by name once the
     // model's output names are known, still before anything is written).
