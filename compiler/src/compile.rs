@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use incept_ir::onnx::{self, ImportOptions};
 use incept_ir::{DType, Graph};
-use incept_runtime::{IoSpec, Kernel, Model, Operand, Plan, RunOptions, Slot, Step};
+use incept_runtime::{IoSpec, Kernel, Model, Need, Operand, Plan, RunOptions, Slot, Step};
 
 use crate::codegen::{self, CodegenError};
 use crate::lower::{self, LOperand, LowerError, Lowered, Place};
@@ -415,28 +415,8 @@ fn assemble(
         .offsets
         .iter()
         .zip(&l.specs)
-        .map(|(&(offset, len), s)| Kernel { offset, len, name: s.name(), tiles: 0, operands: 0, calls: vec![] })
+        .map(|(&(offset, len), s)| Kernel { offset, len, name: s.name(), tiles: 0, operands: vec![], calls: vec![] })
         .collect();
-    // A kernel's iteration space, operand list and microkernels are its spec's: every step
-    // calling it agrees.
-    for s in &l.steps {
-        let calls: Vec<usize> = s
-            .operands
-            .iter()
-            .filter_map(|o| match o {
-                LOperand::Kernel(k) => Some(*k),
-                _ => None,
-            })
-            .collect();
-        let k = &mut kernels[s.kernel];
-        if k.operands != 0 && (k.tiles, k.operands, &k.calls) != (s.tiles, s.operands.len(), &calls) {
-            return Err(CompileError::Unsupported(format!(
-                "internal: the steps calling kernel {} disagree on its tiles, operands or microkernels",
-                k.name
-            )));
-        }
-        (k.tiles, k.operands, k.calls) = (s.tiles, s.operands.len(), calls);
-    }
     let steps = l
         .steps
         .iter()
@@ -444,10 +424,11 @@ fn assemble(
             let operands = s
                 .operands
                 .iter()
-                .map(|o| match *o {
+                .enumerate()
+                .map(|(i, o)| match *o {
                     LOperand::Helpers => Ok(Operand::entry(Slot::Helpers)),
                     LOperand::Kernel(k) => Ok(Operand::entry(Slot::Kernel(k))),
-                    LOperand::Buf(r) => operand(l, arena, r, s.writes.contains(&r.buf)),
+                    LOperand::Buf(r) => operand(l, arena, r, s.written.get(i).copied().unwrap_or(false)),
                 })
                 .collect::<Result<_, _>>()?;
             Ok(Step {
@@ -460,7 +441,40 @@ fn assemble(
                 check: s.check.clone(),
             })
         })
-        .collect::<Result<_, CompileError>>()?;
+        .collect::<Result<Vec<Step>, CompileError>>()?;
+    // A kernel's iteration space, operand directions and microkernels are its spec's: every step
+    // calling it agrees. What its code touches through each operand is at most what the
+    // smallest of them gives it there.
+    for s in &steps {
+        let calls: Vec<usize> = s
+            .operands
+            .iter()
+            .filter_map(|o| match o.slot {
+                Slot::Kernel(k) => Some(k),
+                _ => None,
+            })
+            .collect();
+        let k = &mut kernels[s.kernel];
+        let agree = k.operands.is_empty()
+            || (k.tiles == s.tiles
+                && k.calls == calls
+                && k.operands.len() == s.operands.len()
+                && k.operands.iter().zip(&s.operands).all(|(n, o)| n.writes == o.writes));
+        if !agree {
+            return Err(CompileError::Unsupported(format!(
+                "internal: the steps calling kernel {} disagree on its tiles, operands or microkernels",
+                k.name
+            )));
+        }
+        if k.operands.is_empty() {
+            k.operands = s.operands.iter().map(|o| Need { extent: o.extent, writes: o.writes }).collect();
+        } else {
+            for (n, o) in k.operands.iter_mut().zip(&s.operands) {
+                n.extent = n.extent.min(o.extent);
+            }
+        }
+        (k.tiles, k.calls) = (s.tiles, calls);
+    }
     let io = |v: &[lower::Io], role: &str| -> Result<Vec<IoSpec>, CompileError> {
         v.iter()
             .map(|i| {

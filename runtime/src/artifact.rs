@@ -31,7 +31,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::buffer::{AlignedBuf, Weights};
-use crate::plan::{IoSpec, Kernel, Operand, Plan, Slot, Step};
+use crate::plan::{IoSpec, Kernel, Need, Operand, Plan, Slot, Step};
 use crate::signature::{PublicKey, SecretKey};
 use crate::tensor::DType;
 
@@ -292,7 +292,11 @@ pub fn encode_signed(plan: &Plan, info: &ArtifactInfo, key: Option<&SecretKey>) 
         kernels.usize(k.offset);
         kernels.usize(k.len);
         kernels.usize(k.tiles);
-        kernels.usize(k.operands);
+        kernels.usize(k.operands.len());
+        for need in &k.operands {
+            kernels.usize(need.extent);
+            kernels.u8(need.writes as u8);
+        }
         kernels.usize(k.calls.len());
         for &c in &k.calls {
             kernels.usize(c);
@@ -610,7 +614,19 @@ fn decode_tables(
     let kernels = (0..n)
         .map(|_| {
             let (offset, len) = (k.usize("kernel offset")?, k.usize("kernel length")?);
-            let (tiles, operands) = (k.usize("kernel tiles")?, k.usize("kernel operand count")?);
+            let tiles = k.usize("kernel tiles")?;
+            let n_ops = k.count(9, "kernel operand count")?;
+            let operands = (0..n_ops)
+                .map(|_| {
+                    let extent = k.usize("operand extent")?;
+                    let writes = match k.u8("operand direction")? {
+                        0 => false,
+                        1 => true,
+                        d => return Err(k.err(&format!("operand direction {d}"))),
+                    };
+                    Ok(Need { extent, writes })
+                })
+                .collect::<Result<Vec<_>, ArtifactError>>()?;
             let n_calls = k.count(8, "microkernel count")?;
             let calls = (0..n_calls).map(|_| k.usize("microkernel")).collect::<Result<Vec<_>, _>>()?;
             Ok(Kernel { offset, len, tiles, operands, calls, name: k.str("kernel name")? })
@@ -683,9 +699,25 @@ mod tests {
         let mut plan = Plan {
             code: (0..148u8).collect(),
             kernels: vec![
-                Kernel { offset: 0, len: 60, name: "micro".into(), tiles: 0, operands: 0, calls: vec![] },
-                Kernel { offset: 64, len: 36, name: "conv".into(), tiles: 7, operands: 5, calls: vec![0] },
-                Kernel { offset: 128, len: 20, name: "copy".into(), tiles: 1, operands: 1, calls: vec![] },
+                Kernel { offset: 0, len: 60, name: "micro".into(), tiles: 0, operands: vec![], calls: vec![] },
+                Kernel {
+                    offset: 64,
+                    len: 36,
+                    name: "conv".into(),
+                    tiles: 7,
+                    operands: [(768, false), (1136, false), (256, true), (0, false), (0, false)]
+                        .map(|(extent, writes)| Need { extent, writes })
+                        .to_vec(),
+                    calls: vec![0],
+                },
+                Kernel {
+                    offset: 128,
+                    len: 20,
+                    name: "copy".into(),
+                    tiles: 1,
+                    operands: vec![Need { extent: 40, writes: true }],
+                    calls: vec![],
+                },
             ],
             steps: vec![
                 Step {

@@ -34,5 +34,5 @@ pub mod tensor;
 
 pub use error::RunError;
 pub use model::{Model, Outputs, Probe, RunOptions, StepTiming, TraceEvent};
-pub use plan::{IoSpec, Kernel, KernelFn, Operand, Plan, Slot, Step};
+pub use plan::{IoSpec, Kernel, KernelFn, Need, Operand, Plan, Slot, Step};
 pub use tensor::{DType, Element, Tensor, TensorError, TensorMut, TensorRef, top_k};

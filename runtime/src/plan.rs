@@ -73,11 +73,20 @@ pub struct Kernel {
     pub name: String,
     /// The tiles of its iteration space, which every step calling it covers.
     pub tiles: usize,
-    /// How many operand pointers a step passes it; 0 for a microkernel, which only other
-    /// kernels call (and no step may).
-    pub operands: usize,
+    /// What its code assumes of each operand pointer a step passes it, in order; none for a
+    /// microkernel, which only other kernels call (and no step may).
+    pub operands: Vec<Need>,
     /// The microkernels its code calls, in the order its steps pass their entries.
     pub calls: Vec<usize>,
+}
+
+/// What a kernel's code assumes of the operand at one position: how many bytes from the pointer
+/// it may touch (over all its tiles) and whether it writes through it. 0 and false for the
+/// helper table and called kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Need {
+    pub extent: usize,
+    pub writes: bool,
 }
 
 /// Where each kernel's code starts: the first multiple of this after the previous kernel's end.
@@ -138,8 +147,14 @@ impl Plan {
         h.update(&self.code);
         n(&mut h, self.kernels.len());
         for k in &self.kernels {
-            for v in [k.offset, k.len, k.tiles, k.operands, k.calls.len()].into_iter().chain(k.calls.iter().copied()) {
+            for v in
+                [k.offset, k.len, k.tiles, k.operands.len(), k.calls.len()].into_iter().chain(k.calls.iter().copied())
+            {
                 n(&mut h, v);
+            }
+            for need in &k.operands {
+                n(&mut h, need.extent);
+                n(&mut h, need.writes as usize);
             }
             s(&mut h, &k.name);
         }
@@ -249,13 +264,23 @@ impl Plan {
                     s.tiles, s.kernel, k.name, k.tiles
                 )));
             }
-            if k.operands == 0 || s.operands.len() != k.operands {
+            if k.operands.is_empty() || s.operands.len() != k.operands.len() {
                 return Err(step(format!(
                     "passes {} operands to kernel {} ({}), which takes {}",
                     s.operands.len(),
                     s.kernel,
                     k.name,
-                    k.operands
+                    k.operands.len()
+                )));
+            }
+            // Each operand as the code at its position assumes: the same direction, and at least
+            // the bytes it touches.
+            if let Some(i) = (0..s.operands.len())
+                .find(|&i| s.operands[i].writes != k.operands[i].writes || s.operands[i].extent < k.operands[i].extent)
+            {
+                return Err(step(format!(
+                    "operand {i} ({:?}) is not what kernel {} ({}) takes there ({:?})",
+                    s.operands[i], s.kernel, k.name, k.operands[i]
                 )));
             }
             // The microkernels passed are the ones the kernel's code was built to call.
@@ -288,7 +313,7 @@ impl Plan {
                         o.offset == 0
                             && o.extent == 0
                             && !o.writes
-                            && self.kernels.get(i).is_some_and(|m| m.operands == 0)
+                            && self.kernels.get(i).is_some_and(|m| m.operands.is_empty())
                     }
                 };
                 if !ok {

@@ -112,8 +112,27 @@ fn edits(plan: &Plan) -> Vec<Edit> {
         add(format!("kernel {k} is a byte shorter"), Box::new(move |p| p.kernels[k].len -= 1));
         add(format!("kernel {k} is a byte longer"), Box::new(move |p| p.kernels[k].len += 1));
         add(format!("kernel {k}'s tiles + 1"), Box::new(move |p| p.kernels[k].tiles += 1));
-        add(format!("kernel {k}'s operand count + 1"), Box::new(move |p| p.kernels[k].operands += 1));
-        add(format!("kernel {k}'s operand count 0"), Box::new(move |p| p.kernels[k].operands = 0));
+        add(
+            format!("kernel {k} takes one more operand"),
+            Box::new(move |p| p.kernels[k].operands.push(incept_runtime::Need { extent: 0, writes: false })),
+        );
+        add(format!("kernel {k} takes no operands"), Box::new(move |p| p.kernels[k].operands.clear()));
+        add(
+            format!("kernel {k}'s first operand needs a byte more"),
+            Box::new(move |p| {
+                if let Some(n) = p.kernels[k].operands.first_mut() {
+                    n.extent += 1
+                }
+            }),
+        );
+        add(
+            format!("kernel {k}'s first operand's direction flipped"),
+            Box::new(move |p| {
+                if let Some(n) = p.kernels[k].operands.first_mut() {
+                    n.writes = !n.writes
+                }
+            }),
+        );
     }
     add("no steps".into(), Box::new(|p| p.steps.clear()));
     add(

@@ -279,7 +279,10 @@ mod tests {
                 len: blob.offsets[0].1,
                 name: "affine".into(),
                 tiles: 3,
-                operands: 2,
+                operands: vec![
+                    incept_runtime::Need { extent: 48, writes: false },
+                    incept_runtime::Need { extent: 48, writes: true },
+                ],
                 calls: vec![],
             }],
             steps: vec![Step {
@@ -572,7 +575,14 @@ fn run_step(
 ) -> Vec<f32> {
     use incept_runtime::{DType, IoSpec, Kernel, Model, Operand, Plan, RunOptions, Step, Tensor};
     let blob = compile_all(&Isas::host().expect("isa"), specs).expect("compile");
-    let n_ops = operands.len();
+    let operand = |slot| match slot {
+        incept_runtime::Slot::Input(k) => Operand { slot, offset: 0, extent: inputs[k].len() * 4, writes: false },
+        incept_runtime::Slot::Output(_) => Operand { slot, offset: 0, extent: out_len * 4, writes: true },
+        _ => Operand::entry(slot),
+    };
+    let ops: Vec<Operand> = operands.iter().map(|&s| operand(s)).collect();
+    let needs: Vec<incept_runtime::Need> =
+        ops.iter().map(|o| incept_runtime::Need { extent: o.extent, writes: o.writes }).collect();
     let calls: Vec<usize> = operands
         .iter()
         .filter_map(|s| match s {
@@ -586,21 +596,17 @@ fn run_step(
         .iter()
         .enumerate()
         .map(|(i, &(offset, len))| match i {
-            0 => Kernel { offset, len, name: "k".into(), tiles, operands: n_ops, calls: calls.clone() },
-            _ => Kernel { offset, len, name: "k".into(), tiles: 0, operands: 0, calls: vec![] },
+            0 => Kernel { offset, len, name: "k".into(), tiles, operands: needs.clone(), calls: calls.clone() },
+            _ => Kernel { offset, len, name: "k".into(), tiles: 0, operands: vec![], calls: vec![] },
         })
         .collect();
-    let operand = |slot| match slot {
-        incept_runtime::Slot::Input(k) => Operand { slot, offset: 0, extent: inputs[k].len() * 4, writes: false },
-        incept_runtime::Slot::Output(_) => Operand { slot, offset: 0, extent: out_len * 4, writes: true },
-        _ => Operand::entry(slot),
-    };
+
     let mut plan = Plan {
         code: blob.code,
         kernels,
         steps: vec![Step {
             kernel: 0,
-            operands: operands.into_iter().map(operand).collect(),
+            operands: ops,
             tiles,
             name: "s".into(),
             op: "Test".into(),

@@ -145,8 +145,9 @@ impl<'g> Lowerer<'g> {
         flops: u64,
     ) {
         let operands: Vec<BufRef> = reads.iter().chain(writes).copied().collect();
+        let written: Vec<bool> = (0..operands.len()).map(|i| i >= reads.len()).collect();
         let (reads, writes) = (reads.iter().map(|r| r.buf).collect(), writes.iter().map(|r| r.buf).collect());
-        self.push_step(spec, tiles, &operands, reads, writes, helpers, node, op, flops);
+        self.push_step(spec, tiles, &operands, written, reads, writes, helpers, node, op, flops);
     }
 
     /// A step whose operand `out_index` is the one it writes (the others it reads).
@@ -163,16 +164,19 @@ impl<'g> Lowerer<'g> {
         flops: u64,
     ) {
         let reads = ops.iter().enumerate().filter(|(i, _)| *i != out_index).map(|(_, r)| r.buf).collect();
-        self.push_step(spec, tiles, ops, reads, vec![ops[out_index].buf], helpers, node, op, flops);
+        let written: Vec<bool> = (0..ops.len()).map(|i| i == out_index).collect();
+        self.push_step(spec, tiles, ops, written, reads, vec![ops[out_index].buf], helpers, node, op, flops);
     }
 
-    /// Appends a call of `spec`'s kernel on `operands` (then the helper table if `helpers`).
+    /// Appends a call of `spec`'s kernel on `operands` (then the helper table if `helpers`), of
+    /// which it writes those `written` marks.
     #[allow(clippy::too_many_arguments)]
     fn push_step(
         &mut self,
         spec: Arc<dyn KernelSpec>,
         tiles: usize,
         operands: &[BufRef],
+        written: Vec<bool>,
         reads: Vec<BufId>,
         writes: Vec<BufId>,
         helpers: bool,
@@ -194,6 +198,7 @@ impl<'g> Lowerer<'g> {
             flops,
             reads,
             writes,
+            written,
             in_place: vec![],
             check: None,
         });

@@ -92,6 +92,9 @@ pub struct LStep {
     /// Buffers the step reads and writes (for lifetimes).
     pub reads: Vec<BufId>,
     pub writes: Vec<BufId>,
+    /// Which operands (by position) the kernel writes through; operands past the end (the helper
+    /// table, called kernels) it only reads.
+    pub written: Vec<bool>,
     /// `(read, written)` buffer pairs the kernel may run in place on: it reads each element of
     /// `read` only for the element at the same offset of `written`, before writing it. The memory
     /// plan lets `written` take over `read`'s memory when `read` dies at this step.
