@@ -466,11 +466,19 @@ fn assemble(
                 k.name
             )));
         }
+        // A position every step fills from the weights holds constants (weights or tables).
+        let constant = |o: &Operand| o.slot == Slot::Weights;
         if k.operands.is_empty() {
-            k.operands = s.operands.iter().map(|o| Need { extent: o.extent, writes: o.writes }).collect();
+            let entry = |o: &Operand| matches!(o.slot, Slot::Helpers | Slot::Kernel(_));
+            k.operands = s
+                .operands
+                .iter()
+                .map(|o| Need { extent: o.extent, writes: o.writes, constant: constant(o), entry: entry(o) })
+                .collect();
         } else {
             for (n, o) in k.operands.iter_mut().zip(&s.operands) {
                 n.extent = n.extent.min(o.extent);
+                n.constant &= constant(o);
             }
         }
         (k.tiles, k.calls) = (s.tiles, calls);

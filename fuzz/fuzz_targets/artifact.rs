@@ -1,8 +1,9 @@
 //! Fuzzes the `.incept` artifact loader: any bytes must decode to a valid plan or give an
 //! error, never panic or read out of bounds. The tables are decoded both behind the digest
 //! check (what `Model::load` does) and past it (so the fuzzer reaches the table reader, which a
-//! random change would otherwise never get through the digest). Nothing decoded is run: an
-//! artifact is native code. Seed it with small artifacts:
+//! random change would otherwise never get through the digest; most changes then meet the
+//! compiler's seal: `artifact_run` fuzzes the table checks behind it). Nothing decoded is run:
+//! an artifact is native code. Seed it with small artifacts:
 //! `incept compile tests/fixtures/mini_resnet.onnx -o fuzz/corpus/artifact/mini_resnet.incept`.
 #![no_main]
 

@@ -295,7 +295,7 @@ pub fn encode_signed(plan: &Plan, info: &ArtifactInfo, key: Option<&SecretKey>) 
         kernels.usize(k.operands.len());
         for need in &k.operands {
             kernels.usize(need.extent);
-            kernels.u8(need.writes as u8);
+            kernels.u8(need.writes as u8 | (need.constant as u8) << 1 | (need.entry as u8) << 2);
         }
         kernels.usize(k.calls.len());
         for &c in &k.calls {
@@ -619,12 +619,11 @@ fn decode_tables(
             let operands = (0..n_ops)
                 .map(|_| {
                     let extent = k.usize("operand extent")?;
-                    let writes = match k.u8("operand direction")? {
-                        0 => false,
-                        1 => true,
-                        d => return Err(k.err(&format!("operand direction {d}"))),
-                    };
-                    Ok(Need { extent, writes })
+                    let flags = k.u8("operand flags")?;
+                    if flags > 7 {
+                        return Err(k.err(&format!("operand flags {flags}")));
+                    }
+                    Ok(Need { extent, writes: flags & 1 != 0, constant: flags & 2 != 0, entry: flags & 4 != 0 })
                 })
                 .collect::<Result<Vec<_>, ArtifactError>>()?;
             let n_calls = k.count(8, "microkernel count")?;
@@ -705,9 +704,15 @@ mod tests {
                     len: 36,
                     name: "conv".into(),
                     tiles: 7,
-                    operands: [(768, false), (1136, false), (256, true), (0, false), (0, false)]
-                        .map(|(extent, writes)| Need { extent, writes })
-                        .to_vec(),
+                    operands: [
+                        (768, false, false, false),
+                        (1136, false, true, false),
+                        (256, true, false, false),
+                        (0, false, false, true),
+                        (0, false, false, true),
+                    ]
+                    .map(|(extent, writes, constant, entry)| Need { extent, writes, constant, entry })
+                    .to_vec(),
                     calls: vec![0],
                 },
                 Kernel {
@@ -715,7 +720,7 @@ mod tests {
                     len: 20,
                     name: "copy".into(),
                     tiles: 1,
-                    operands: vec![Need { extent: 40, writes: true }],
+                    operands: vec![Need { extent: 40, writes: true, constant: false, entry: false }],
                     calls: vec![],
                 },
             ],

@@ -87,6 +87,12 @@ pub struct Kernel {
 pub struct Need {
     pub extent: usize,
     pub writes: bool,
+    /// The code reads constant data there (weights, or tables it addresses memory through, such
+    /// as Winograd tile positions and resampling taps): the operand must lie in the weights,
+    /// whose bytes the artifact's digest (and signature) vouch for.
+    pub constant: bool,
+    /// The code calls through it: the helper table or a microkernel, never data.
+    pub entry: bool,
 }
 
 /// Where each kernel's code starts: the first multiple of this after the previous kernel's end.
@@ -155,6 +161,8 @@ impl Plan {
             for need in &k.operands {
                 n(&mut h, need.extent);
                 n(&mut h, need.writes as usize);
+                n(&mut h, need.constant as usize);
+                n(&mut h, need.entry as usize);
             }
             s(&mut h, &k.name);
         }
@@ -275,9 +283,14 @@ impl Plan {
             }
             // Each operand as the code at its position assumes: the same direction, and at least
             // the bytes it touches.
-            if let Some(i) = (0..s.operands.len())
-                .find(|&i| s.operands[i].writes != k.operands[i].writes || s.operands[i].extent < k.operands[i].extent)
-            {
+            let fits = |o: &Operand, n: &Need| {
+                let entry = matches!(o.slot, Slot::Helpers | Slot::Kernel(_));
+                entry == n.entry
+                    && o.writes == n.writes
+                    && o.extent >= n.extent
+                    && (!n.constant || o.slot == Slot::Weights)
+            };
+            if let Some(i) = (0..s.operands.len()).find(|&i| !fits(&s.operands[i], &k.operands[i])) {
                 return Err(step(format!(
                     "operand {i} ({:?}) is not what kernel {} ({}) takes there ({:?})",
                     s.operands[i], s.kernel, k.name, k.operands[i]

@@ -114,7 +114,14 @@ fn edits(plan: &Plan) -> Vec<Edit> {
         add(format!("kernel {k}'s tiles + 1"), Box::new(move |p| p.kernels[k].tiles += 1));
         add(
             format!("kernel {k} takes one more operand"),
-            Box::new(move |p| p.kernels[k].operands.push(incept_runtime::Need { extent: 0, writes: false })),
+            Box::new(move |p| {
+                p.kernels[k].operands.push(incept_runtime::Need {
+                    extent: 0,
+                    writes: false,
+                    constant: false,
+                    entry: false,
+                })
+            }),
         );
         add(format!("kernel {k} takes no operands"), Box::new(move |p| p.kernels[k].operands.clear()));
         add(

@@ -280,8 +280,8 @@ mod tests {
                 name: "affine".into(),
                 tiles: 3,
                 operands: vec![
-                    incept_runtime::Need { extent: 48, writes: false },
-                    incept_runtime::Need { extent: 48, writes: true },
+                    incept_runtime::Need { extent: 48, writes: false, constant: false, entry: false },
+                    incept_runtime::Need { extent: 48, writes: true, constant: false, entry: false },
                 ],
                 calls: vec![],
             }],
@@ -581,8 +581,15 @@ fn run_step(
         _ => Operand::entry(slot),
     };
     let ops: Vec<Operand> = operands.iter().map(|&s| operand(s)).collect();
-    let needs: Vec<incept_runtime::Need> =
-        ops.iter().map(|o| incept_runtime::Need { extent: o.extent, writes: o.writes }).collect();
+    let needs: Vec<incept_runtime::Need> = ops
+        .iter()
+        .map(|o| incept_runtime::Need {
+            extent: o.extent,
+            writes: o.writes,
+            constant: false,
+            entry: matches!(o.slot, incept_runtime::Slot::Helpers | incept_runtime::Slot::Kernel(_)),
+        })
+        .collect();
     let calls: Vec<usize> = operands
         .iter()
         .filter_map(|s| match s {

@@ -64,7 +64,7 @@ pub fn fma_peak_gflops(iterations: i64, runs: usize) -> Result<f64, CodegenError
             len: blob.offsets[0].1,
             name: "fma peak".into(),
             tiles: 1,
-            operands: vec![incept_runtime::Need { extent: 16, writes: true }],
+            operands: vec![incept_runtime::Need { extent: 16, writes: true, constant: false, entry: false }],
             calls: vec![],
         }],
         steps: vec![Step {
