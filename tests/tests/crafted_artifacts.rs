@@ -77,6 +77,18 @@ fn edits(plan: &Plan) -> Vec<Edit> {
             }
         }
     }
+    // What the artifact_run fuzz target found: the helper table's operand made a data pointer,
+    // and a constant table (the last weights operand of a Winograd input step) moved to the arena.
+    if let Some((s, o)) = first(|s| matches!(s, Slot::Helpers)) {
+        add("the helper table moved to the arena".into(), Box::new(move |p| p.steps[s].operands[o].slot = Slot::Arena));
+    }
+    if let Some(s) = plan.steps.iter().position(|s| s.op == "WinogradInput") {
+        let o = plan.steps[s].operands.iter().rposition(|o| o.slot == Slot::Weights).expect("a tile table");
+        add(
+            "a Winograd tile table moved to the arena".into(),
+            Box::new(move |p| p.steps[s].operands[o].slot = Slot::Arena),
+        );
+    }
     if let Some((s, o)) = kernel_op {
         for k in 0..plan.kernels.len() {
             add(format!("called kernel {k}"), Box::new(move |p| p.steps[s].operands[o].slot = Slot::Kernel(k)));
