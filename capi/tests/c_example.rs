@@ -5,6 +5,18 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The start of the C programs that check calls: the headers and `EXPECT(call, status, text)`,
+/// which fails the program unless the call returns `status` with `text` in its message.
+const C_PRELUDE: &str = r#"#include <stdio.h>
+#include <string.h>
+#include "incept.h"
+#define EXPECT(call, status, text) do { \
+    incept_status s_ = (call); \
+    if (s_ != (status) || strstr(incept_last_error(), (text)) == NULL) { \
+        printf("FAIL line %d: status %d, message '%s'\n", __LINE__, (int)s_, incept_last_error()); return 1; } \
+    } while (0)
+"#;
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -112,15 +124,7 @@ fn the_c_api_refuses_bad_calls_with_status_and_message() {
     std::fs::write(
         &src,
         format!(
-            r#"#include <stdio.h>
-#include <string.h>
-#include "incept.h"
-#define EXPECT(call, status, text) do {{ \
-    incept_status s_ = (call); \
-    if (s_ != (status) || strstr(incept_last_error(), (text)) == NULL) {{ \
-        printf("FAIL line %d: status %d, message '%s'\n", __LINE__, (int)s_, incept_last_error()); return 1; }} \
-    }} while (0)
-int main(void) {{
+            r#"{prelude}int main(void) {{
     incept_model *m = (incept_model *)1;
     EXPECT(incept_model_load("/nonexistent.incept", 1, &m), INCEPT_STATUS_IO, "nonexistent");
     if (m != NULL) {{ printf("FAIL: out not cleared\n"); return 1; }}
@@ -165,6 +169,7 @@ int main(void) {{
     return 0;
 }}
 "#,
+            prelude = C_PRELUDE,
             readme = repo().join("README.md").display(),
             artifact = artifact.display()
         ),
@@ -253,15 +258,7 @@ fn the_c_api_loads_only_artifacts_signed_by_the_trusted_key() {
     std::fs::write(
         &src,
         format!(
-            r#"#include <stdio.h>
-#include <string.h>
-#include "incept.h"
-#define EXPECT(call, status, text) do {{ \
-    incept_status s_ = (call); \
-    if (s_ != (status) || strstr(incept_last_error(), (text)) == NULL) {{ \
-        printf("FAIL line %d: status %d, message '%s'\n", __LINE__, (int)s_, incept_last_error()); return 1; }} \
-    }} while (0)
-int main(void) {{
+            r#"{prelude}int main(void) {{
     const uint8_t trusted[32] = {{{trusted}}}, other[32] = {{{other}}};
     incept_model *m = NULL;
     EXPECT(incept_model_load_trusted("{signed}", 1, trusted, &m), INCEPT_STATUS_OK, "");
@@ -278,6 +275,7 @@ int main(void) {{
     return 0;
 }}
 "#,
+            prelude = C_PRELUDE,
             trusted = c_bytes(key.public().0),
             other = c_bytes(SecretKey::from_seed([6; 32]).public().0),
             signed = signed.display(),

@@ -226,17 +226,6 @@ impl<'a> In<'a> {
     }
 }
 
-fn slot_code(s: Slot) -> (u8, usize) {
-    match s {
-        Slot::Arena => (0, 0),
-        Slot::Weights => (1, 0),
-        Slot::Input(k) => (2, k),
-        Slot::Output(k) => (3, k),
-        Slot::Helpers => (4, 0),
-        Slot::Kernel(k) => (5, k),
-    }
-}
-
 fn encode_io(o: &mut Out, list: &[IoSpec]) {
     o.usize(list.len());
     for io in list {
@@ -320,7 +309,7 @@ pub fn encode_signed(plan: &Plan, info: &ArtifactInfo, key: Option<&SecretKey>) 
         }
         steps.usize(s.operands.len());
         for op in &s.operands {
-            let (code, index) = slot_code(op.slot);
+            let (code, index) = op.slot.code();
             steps.u8(code);
             steps.usize(index);
             steps.usize(op.offset);
@@ -436,28 +425,44 @@ fn digest(file: &[u8], hole: Option<Range<usize>>) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
+/// Where the section table ends (it must fit the file).
+fn table_end(bytes: &[u8]) -> Result<usize, ArtifactError> {
+    let count = le_u32(bytes, 24) as usize;
+    count
+        .checked_mul(SECTION_ENTRY)
+        .and_then(|t| t.checked_add(HEADER))
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| ArtifactError::Malformed(format!("a table of {count} sections does not fit the file")))
+}
+
+/// The bytes the section table entry at `at` names, if they lie inside the file after the table.
+fn entry_range(bytes: &[u8], at: usize, table_end: usize) -> Option<Range<usize>> {
+    let (offset, len) = (le_u64(bytes, at + 8), le_u64(bytes, at + 16));
+    let (o, l) = (usize::try_from(offset).ok()?, usize::try_from(len).ok()?);
+    Some(o..o.checked_add(l)?).filter(|r| r.start >= table_end && r.end <= bytes.len())
+}
+
+/// A section table entry's place, for errors.
+fn entry_text(bytes: &[u8], at: usize) -> String {
+    format!("at {} (+{})", le_u64(bytes, at + 8), le_u64(bytes, at + 16))
+}
+
 /// Where the signature section lies, if the section table names one: checked to lie inside the
 /// file, after the table and the digest, and to be exactly a signature long.
 fn signature_range(bytes: &[u8]) -> Result<Option<Range<usize>>, ArtifactError> {
     let malformed = |what: String| ArtifactError::Malformed(what);
-    let count = le_u32(bytes, 24) as usize;
-    let table_end = count
-        .checked_mul(SECTION_ENTRY)
-        .and_then(|t| t.checked_add(HEADER))
-        .filter(|&e| e <= bytes.len())
-        .ok_or_else(|| malformed(format!("a table of {count} sections does not fit the file")))?;
+    let table_end = table_end(bytes)?;
     let mut found = None;
     for at in (HEADER..table_end).step_by(SECTION_ENTRY) {
         if le_u32(bytes, at) != kind::SIGNATURE {
             continue;
         }
-        let (offset, len) = (le_u64(bytes, at + 8), le_u64(bytes, at + 16));
-        let range = usize::try_from(offset)
-            .ok()
-            .zip(usize::try_from(len).ok())
-            .and_then(|(o, l)| Some(o..o.checked_add(l)?))
-            .filter(|r| r.start >= table_end && r.end <= bytes.len() && r.len() == crate::signature::SECTION_BYTES)
-            .ok_or_else(|| malformed(format!("a signature section at {offset} (+{len})")))?;
+        let range = entry_range(bytes, at, table_end)
+            .filter(|r| r.len() == crate::signature::SECTION_BYTES)
+            .ok_or_else(|| {
+                let want = crate::signature::SECTION_BYTES;
+                malformed(format!("a signature section {}, not {want} bytes inside the file", entry_text(bytes, at)))
+            })?;
         if found.replace(range).is_some() {
             return Err(malformed("two signature sections".into()));
         }
@@ -558,22 +563,12 @@ fn decode_tables(
     if bytes.len() < HEADER {
         return Err(ArtifactError::Truncated { expected: HEADER as u64, got: bytes.len() as u64 });
     }
-    let count = le_u32(bytes, 24) as usize;
-    let table_end = count
-        .checked_mul(SECTION_ENTRY)
-        .and_then(|t| t.checked_add(HEADER))
-        .filter(|&e| e <= bytes.len())
-        .ok_or_else(|| malformed(format!("a table of {count} sections does not fit the file")))?;
+    let table_end = table_end(bytes)?;
     let mut found: [Option<Range<usize>>; kind::ALL.len()] = std::array::from_fn(|_| None);
     for at in (HEADER..table_end).step_by(SECTION_ENTRY) {
         let k = le_u32(bytes, at);
-        let (offset, len) = (le_u64(bytes, at + 8), le_u64(bytes, at + 16));
-        let range = usize::try_from(offset)
-            .ok()
-            .zip(usize::try_from(len).ok())
-            .and_then(|(o, l)| Some(o..o.checked_add(l)?))
-            .filter(|r| r.start >= table_end && r.end <= bytes.len())
-            .ok_or_else(|| malformed(format!("section {k} at {offset} (+{len}) lies outside the file")))?;
+        let range = entry_range(bytes, at, table_end)
+            .ok_or_else(|| malformed(format!("section {k} {} lies outside the file", entry_text(bytes, at))))?;
         // Unknown kinds are skipped: a later minor version may add sections.
         if kind::ALL.contains(&k) {
             let i = kind::index(k);
@@ -659,15 +654,7 @@ fn decode_tables(
                         1 => true,
                         d => return Err(s.err(&format!("operand direction {d}"))),
                     };
-                    let slot = match code {
-                        0 => Slot::Arena,
-                        1 => Slot::Weights,
-                        2 => Slot::Input(index),
-                        3 => Slot::Output(index),
-                        4 => Slot::Helpers,
-                        5 => Slot::Kernel(index),
-                        c => return Err(s.err(&format!("operand slot {c}"))),
-                    };
+                    let slot = Slot::from_code(code, index).ok_or_else(|| s.err(&format!("operand slot {code}")))?;
                     Ok(Operand { slot, offset, extent, writes })
                 })
                 .collect::<Result<Vec<_>, ArtifactError>>()?;

@@ -27,6 +27,33 @@ pub enum Slot {
     Kernel(usize),
 }
 
+impl Slot {
+    /// The slot as (kind, index): how artifacts store it and the seal hashes it.
+    pub fn code(self) -> (u8, usize) {
+        match self {
+            Slot::Arena => (0, 0),
+            Slot::Weights => (1, 0),
+            Slot::Input(k) => (2, k),
+            Slot::Output(k) => (3, k),
+            Slot::Helpers => (4, 0),
+            Slot::Kernel(k) => (5, k),
+        }
+    }
+
+    /// The slot of a (kind, index) pair, if the kind is one.
+    pub fn from_code(kind: u8, index: usize) -> Option<Slot> {
+        Some(match kind {
+            0 => Slot::Arena,
+            1 => Slot::Weights,
+            2 => Slot::Input(index),
+            3 => Slot::Output(index),
+            4 => Slot::Helpers,
+            5 => Slot::Kernel(index),
+            _ => return None,
+        })
+    }
+}
+
 /// An operand pointer: a slot's base address plus a byte offset, and what the kernel does
 /// through it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,15 +203,8 @@ impl Plan {
             s(&mut h, st.check.as_deref().unwrap_or(""));
             n(&mut h, st.check.is_some() as usize);
             for o in &st.operands {
-                let (code, index) = match o.slot {
-                    Slot::Arena => (0, 0),
-                    Slot::Weights => (1, 0),
-                    Slot::Input(k) => (2, k),
-                    Slot::Output(k) => (3, k),
-                    Slot::Helpers => (4, 0),
-                    Slot::Kernel(k) => (5, k),
-                };
-                for v in [code, index, o.offset, o.extent, o.writes as usize] {
+                let (code, index) = o.slot.code();
+                for v in [code as usize, index, o.offset, o.extent, o.writes as usize] {
                     n(&mut h, v);
                 }
             }
