@@ -25,10 +25,14 @@ pub enum RunError {
     Plan(String),
     #[error("cannot map executable code: {0}")]
     Code(String),
-    #[error(
-        "this CPU lacks features the compiled code needs: {missing} (compile with --cpu baseline for any x86-64 CPU with SSE4.2)"
-    )]
-    CpuFeatures { missing: String },
+    #[error("this CPU lacks features the compiled code needs: {missing}{detail} ({hint})")]
+    CpuFeatures {
+        missing: String,
+        /// Why a feature the CPU lists does not count (the OS withheld the AMX tile state).
+        detail: String,
+        /// How to compile for this CPU.
+        hint: String,
+    },
     #[error("node '{name}' ({op}): {what}")]
     Check { name: String, op: String, what: String },
     #[error(transparent)]

@@ -205,7 +205,7 @@ impl Model {
         plan.validate().map_err(RunError::Plan)?;
         let missing: Vec<String> = plan.features.iter().filter(|f| !crate::cpu::has_feature(f)).cloned().collect();
         if !missing.is_empty() {
-            return Err(RunError::CpuFeatures { missing: missing.join(", ") });
+            return Err(crate::cpu::missing_error(&missing));
         }
         let code = ExecutableCode::new(&plan.code)?;
         let kernels = plan

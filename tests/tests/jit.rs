@@ -804,7 +804,7 @@ fn plans_needing_missing_cpu_features_are_refused() {
     // As the compiler would have sealed it for that CPU.
     plan.seal();
     let err = incept_runtime::Model::new(plan, &Default::default()).err().expect("refused");
-    assert!(matches!(&err, incept_runtime::RunError::CpuFeatures { missing: m } if m == missing), "{err}");
+    assert!(matches!(&err, incept_runtime::RunError::CpuFeatures { missing: m, .. } if m == missing), "{err}");
     assert!(err.to_string().contains(missing) && err.to_string().contains("--cpu baseline"), "{err}");
 }
 

@@ -1,6 +1,7 @@
 //! Kernel plan -> machine code: each distinct kernel spec becomes one Cranelift function,
 //! compiled in parallel and laid out in one position-independent code blob.
 
+pub mod bf16;
 pub mod builder;
 pub mod kernels;
 pub mod peak;
@@ -407,6 +408,7 @@ mod gemm_tests {
                     m_panels: 2,
                     n_panels: 2,
                     tier: Tier::F32x4,
+                    bf16: None,
                 };
                 // Run with C as the output: operands A, B, C(out), bias, residual.
                 let got = run_gemm(&spec, &a_in, &b_in, &bias, &res);
@@ -418,17 +420,29 @@ mod gemm_tests {
 
     /// Each wide GEMM (loop nest + microkernels) against a plain product, with and without an
     /// epilogue, for row tails (m % MR), column tails of NR / 2 or fewer and of more (n % NR),
-    /// and K within one block, at a block edge and over several (the block is 256).
+    /// and K within one block, at a block edge and over several (the block is 256); in f32 on
+    /// every wide tier this CPU runs and in bf16 on every bf16 tier it runs (against the product
+    /// of the bf16-rounded operands, within the f32 rounding of the sums).
     #[test]
     fn wide_gemm_matches_naive_for_every_tail() {
+        use bf16::{Bf16Tier, round_bf16, to_bf16};
         use wide::host_wide_tiers;
         let tiers = host_wide_tiers();
         if tiers.len() < 2 {
             println!("skipped for the wide tiers this CPU lacks (has: {tiers:?})");
         }
+        let mut kinds: Vec<(Tier, Option<Bf16Tier>)> = tiers.iter().map(|&t| (t, None)).collect();
+        for t in Bf16Tier::ALL {
+            if t.runs_here() {
+                kinds.push((Tier::Avx512, Some(t)));
+            } else {
+                println!("skipped bf16 on {} (this CPU lacks it)", t.name());
+            }
+        }
         let mut checked = 0;
-        for tier in tiers.iter().copied() {
-            let (mr_w, nr_w) = (tier.panel_rows(1), tier.nr());
+        for &(tier, bf) in &kinds {
+            let nr_w = tier.nr();
+            let mr_w = bf.map_or(tier.panel_rows(1), |t| t.mr());
             for m in [1, mr_w, mr_w + 1, 2 * mr_w + 1] {
                 for n in [1, nr_w / 2, nr_w / 2 + 1, nr_w, nr_w + 1, 3 * nr_w + 1] {
                     for k in [1, 256, 257, 600] {
@@ -437,7 +451,11 @@ mod gemm_tests {
                         // the microkernel).
                         let variant = (m + n + k + tier as usize) % 4;
                         let epilogue = variant > 0;
-                        let (a, b) = (rand(m * k, 1), rand(k * n, 2));
+                        let (mut a, mut b) = (rand(m * k, 1), rand(k * n, 2));
+                        if bf.is_some() {
+                            // What the bf16 GEMM multiplies; the packer rounds B again (a no-op).
+                            a.iter_mut().chain(b.iter_mut()).for_each(|v| *v = round_bf16(*v));
+                        }
                         let (bias, res) = (rand(m, 3), rand(m * n, 4));
                         let mut want = vec![0f32; m * n];
                         for i in 0..m {
@@ -452,12 +470,43 @@ mod gemm_tests {
                             }
                         }
                         let pm = m.div_ceil(mr_w);
-                        let mut pa = vec![0f32; pm * k * mr_w];
-                        for i in 0..m {
-                            for p in 0..k {
-                                pa[((i / mr_w) * k + p) * mr_w + i % mr_w] = a[i * k + p];
+                        let (pa, a_mat) = match bf {
+                            None => {
+                                let mut pa = vec![0f32; pm * k * mr_w];
+                                for i in 0..m {
+                                    for p in 0..k {
+                                        pa[((i / mr_w) * k + p) * mr_w + i % mr_w] = a[i * k + p];
+                                    }
+                                }
+                                let mat = Mat {
+                                    rs: 1,
+                                    cs: mr_w as isize,
+                                    panel_stride: (k * mr_w) as isize,
+                                    batch_stride: 0,
+                                    batch_mod: 0,
+                                };
+                                (pa, mat)
                             }
-                        }
+                            Some(t) => {
+                                let len = t.a_panel_len(k);
+                                let mut h = vec![0u16; pm * len];
+                                for i in 0..m {
+                                    for p in 0..k {
+                                        h[(i / mr_w) * len + t.a_offset(i % mr_w, p)] = to_bf16(a[i * k + p]);
+                                    }
+                                }
+                                let pa =
+                                    h.chunks(2).map(|c| f32::from_bits(c[0] as u32 | (c[1] as u32) << 16)).collect();
+                                let mat = Mat {
+                                    rs: 1,
+                                    cs: t.a_cs(),
+                                    panel_stride: (len / 2) as isize,
+                                    batch_stride: 0,
+                                    batch_mod: 0,
+                                };
+                                (pa, mat)
+                            }
+                        };
                         let pn = n.div_ceil(nr_w);
                         let mut pb = vec![0f32; pn * k * nr_w];
                         for p in 0..k {
@@ -470,13 +519,7 @@ mod gemm_tests {
                             n,
                             k,
                             batch: 1,
-                            a: Mat {
-                                rs: 1,
-                                cs: mr_w as isize,
-                                panel_stride: (k * mr_w) as isize,
-                                batch_stride: 0,
-                                batch_mod: 0,
-                            },
+                            a: a_mat,
                             b: Mat {
                                 rs: nr_w as isize,
                                 cs: 1,
@@ -514,18 +557,19 @@ mod gemm_tests {
                             m_panels: 2,
                             n_panels: 2,
                             tier,
+                            bf16: bf,
                         };
                         assert_eq!(spec.wide_epilogue().is_some(), variant >= 2, "{spec:?}");
                         let mut specs: Vec<Arc<dyn KernelSpec>> = vec![Arc::new(spec.clone())];
-                        for kernel in spec.wide_kernels() {
-                            specs.push(Arc::new(kernel));
-                        }
+                        specs.extend(spec.called_kernels());
                         let extras = [0, 2, 1, 2][variant];
                         let got = run_specs(&specs, &spec, &pa, &pb, &bias, &res, extras);
+                        // f32: 1e-4 of the values, growing with sqrt(k); bf16 sums of exact
+                        // products: the same bound (the values are in [0, 1)).
                         for (idx, (g, w)) in got.iter().zip(&want).enumerate() {
                             assert!(
                                 (g - w).abs() <= 1e-4 * (1.0 + w.abs()) * (k as f32).sqrt(),
-                                "{tier:?} m {m} n {n} k {k} epilogue {variant}: C[{}][{}] = {g}, want {w}",
+                                "{tier:?} {bf:?} m {m} n {n} k {k} epilogue {variant}: C[{}][{}] = {g}, want {w}",
                                 idx / n,
                                 idx % n
                             );
@@ -535,7 +579,7 @@ mod gemm_tests {
                 }
             }
         }
-        assert_eq!(checked, 96 * tiers.len());
+        assert_eq!(checked, 96 * kinds.len());
     }
 
     /// Runs a GEMM spec (the first of `specs`; the rest are the microkernels it calls) on A, B

@@ -138,7 +138,8 @@ pub fn wide_microkernel_gflops(tier: Tier, kc: usize, calls: usize, runs: usize)
         return Ok(None);
     }
     let (mr, nr) = (tier.panel_rows(1), tier.nr());
-    let code = WideMicrokernel { tier, rows: mr, cols: nr, epilogue: None, b_row_bytes: None }.assemble()?;
+    let code =
+        WideMicrokernel { tier, rows: mr, cols: nr, epilogue: None, b_row_bytes: None, bf16: false }.assemble()?;
     let exec = incept_runtime::code::ExecutableCode::new(&code).map_err(|e| CodegenError::Load(e.to_string()))?;
     let addr = exec.address(0).ok_or_else(|| CodegenError::Load("empty code".into()))?;
     type Ukernel =

@@ -84,7 +84,7 @@ pub fn host_wide_tiers() -> Vec<Tier> {
     tiers
 }
 
-pub(super) fn asm_err(e: IcedError) -> CodegenError {
+pub(crate) fn asm_err(e: IcedError) -> CodegenError {
     CodegenError::Compile { kernel: "wide microkernel".into(), msg: e.to_string() }
 }
 
@@ -101,6 +101,10 @@ pub struct WideMicrokernel {
     /// Bytes from one K step's B row to the next when B is read in place (a 1x1 conv's input,
     /// rows of a channel's positions); `None`: a packed panel, NR floats per step.
     pub b_row_bytes: Option<i32>,
+    /// AVX512-BF16: A and B hold bf16 pairs of consecutive k (see `bf16.rs`) where the f32
+    /// kernel has one float, and each step is a VDPBF16PS over two k (`kc` still counts k; an
+    /// odd one pairs with the zero the packing put after it).
+    pub bf16: bool,
 }
 
 /// An epilogue inside the microkernel: bias per row, then activations in order.
@@ -171,6 +175,10 @@ impl WideMicrokernel {
         assert!(self.tier != Tier::F32x4, "the f32x4 tier has no machine-code microkernel");
         assert!((1..=isa.mr).contains(&rows), "a {} tile has 1 to {} rows", self.tier.name(), isa.mr);
         assert!(self.cols == isa.nr / 2 || self.cols == isa.nr, "a {} tile has NR or NR / 2 columns", self.tier.name());
+        assert!(
+            !self.bf16 || (self.tier == Tier::Avx512 && self.b_row_bytes.is_none()),
+            "bf16 tiles are AVX-512 over pair buffers"
+        );
         let vecs = if self.cols == isa.nr { 2 } else { 1 };
         let a_step = (isa.mr * 4) as i32;
         let b_step = self.b_row_bytes.unwrap_or((isa.nr * 4) as i32);
@@ -184,6 +192,12 @@ impl WideMicrokernel {
                 ops.zero(&mut x, 2 * r + v)?;
             }
         }
+        if self.bf16 {
+            // K steps to pair steps.
+            x.add(r8, 1).map_err(asm_err)?;
+            x.shr(r8, 1).map_err(asm_err)?;
+        }
+        let bf16 = self.bf16;
         // One K step at byte offsets (da, db) from rdi / rsi. The broadcasts rotate registers so
         // that a row's FMAs do not wait for the next row's broadcast.
         let step = |x: &mut CodeAssembler, da: i32, db: i32| -> Result<(), CodegenError> {
@@ -194,7 +208,11 @@ impl WideMicrokernel {
                 let s = nacc + 2 + r % nbcast;
                 ops.broadcast(x, s, rdi + da + 4 * r as i32)?;
                 for v in 0..vecs {
-                    ops.fma(x, 2 * r + v, nacc + v, s)?;
+                    if bf16 {
+                        x.vdpbf16ps(ZMM[2 * r + v], ZMM[nacc + v], ZMM[s]).map_err(asm_err)?;
+                    } else {
+                        ops.fma(x, 2 * r + v, nacc + v, s)?;
+                    }
                 }
             }
             Ok(())
@@ -364,7 +382,8 @@ impl Ops {
 impl KernelSpec for WideMicrokernel {
     fn name(&self) -> String {
         let b = self.b_row_bytes.map(|b| format!(" ldb {b}")).unwrap_or_default();
-        format!("{} microkernel {}x{}{b}", self.tier.name(), self.rows, self.cols)
+        let tier = if self.bf16 { "avx512bf16" } else { self.tier.name() };
+        format!("{tier} microkernel {}x{}{b}", self.rows, self.cols)
     }
 
     fn emit(&self, _: &mut super::builder::Kb) {
@@ -475,8 +494,9 @@ mod tests {
                     let residual_kind = epilogue.as_ref().is_some_and(|e| e.acts.contains(&WideAct::Add));
                     let b_row_bytes = ldb.map(|l| (l * 4) as i32);
                     let ldb = ldb.unwrap_or(nr);
-                    let code =
-                        WideMicrokernel { tier, rows, cols, epilogue, b_row_bytes }.assemble().expect("assemble");
+                    let code = WideMicrokernel { tier, rows, cols, epilogue, b_row_bytes, bf16: false }
+                        .assemble()
+                        .expect("assemble");
                     let exec = ExecutableCode::new(&code).expect("map");
                     // SAFETY: the code is a function with the documented signature.
                     let f: Ukernel = unsafe { std::mem::transmute(exec.address(0).expect("address")) };

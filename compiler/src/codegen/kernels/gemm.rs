@@ -10,6 +10,7 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 use cranelift_frontend::Variable;
 use incept_ir::ops::Activation;
 
+use crate::codegen::bf16::{Bf16Tier, PairPack};
 use crate::codegen::builder::{F32X4, I64, Kb, ro, rw};
 use crate::codegen::kernels::math::{act_needs_helpers, emit_act};
 use crate::codegen::{KernelSpec, Tier};
@@ -73,6 +74,11 @@ pub struct GemmSpec {
     /// the helper table: the `mr`-row one, then the one for the last `m % mr` rows if any) and
     /// applies the epilogue here.
     pub tier: Tier,
+    /// bf16 operands (the AVX-512 tier only): A packed in the bf16 tier's layout, B converted
+    /// to pairs per panel and K block by a `PairPack` (operands after the microkernels: the
+    /// full-width one, then the half-width one when the last panel takes the narrow kernel);
+    /// sums and epilogue in f32. See `codegen/bf16.rs`.
+    pub bf16: Option<Bf16Tier>,
 }
 
 impl GemmSpec {
@@ -95,6 +101,7 @@ impl GemmSpec {
             m_panels,
             n_panels,
             tier: Tier::F32x4,
+            bf16: None,
         }
     }
 
@@ -144,9 +151,10 @@ impl GemmSpec {
     /// The machine-code microkernels a wide GEMM calls, in operand order (see `microkernels`).
     pub fn wide_kernels(&self) -> Vec<crate::codegen::wide::WideMicrokernel> {
         let epilogue = self.wide_epilogue();
-        // B packed in panels steps NR floats per k; read in place, its row stride.
+        // B packed in panels steps NR floats per k; read in place, its row stride. A bf16
+        // microkernel reads the pair buffer.
         assert!(self.b.cs == 1, "a wide GEMM reads B rows of contiguous columns");
-        let b_row_bytes = (self.b.rs != self.tier.nr() as isize).then(|| (self.b.rs * 4) as i32);
+        let b_row_bytes = (self.b.rs != self.tier.nr() as isize && self.bf16.is_none()).then(|| (self.b.rs * 4) as i32);
         self.microkernels()
             .into_iter()
             .map(|(rows, cols)| crate::codegen::wide::WideMicrokernel {
@@ -155,8 +163,32 @@ impl GemmSpec {
                 cols,
                 epilogue: epilogue.clone(),
                 b_row_bytes,
+                bf16: self.bf16.is_some(),
             })
             .collect()
+    }
+
+    /// The pair packers a bf16 GEMM calls, in operand order (after the microkernels): the
+    /// panel's full width, then half of it when the last panel takes the narrow microkernel.
+    pub fn packers(&self) -> Vec<PairPack> {
+        let Some(t) = self.bf16 else { return vec![] };
+        let nr = self.tier.nr();
+        let narrow = self.microkernels().iter().any(|&(_, c)| c == nr / 2);
+        let pack = |cols| PairPack { cols, src_row_bytes: (self.b.rs * 4) as i32, pad: t.k_step() };
+        std::iter::once(pack(nr)).chain(narrow.then(|| pack(nr / 2))).collect()
+    }
+
+    /// Every machine-code kernel a wide GEMM calls, in operand order: microkernels, then
+    /// pair packers.
+    pub fn called_kernels(&self) -> Vec<std::sync::Arc<dyn KernelSpec>> {
+        let mut out: Vec<std::sync::Arc<dyn KernelSpec>> = vec![];
+        for k in self.wide_kernels() {
+            out.push(std::sync::Arc::new(k));
+        }
+        for p in self.packers() {
+            out.push(std::sync::Arc::new(p));
+        }
+        out
     }
 
     /// Whether the output needs more than the plain product.
@@ -189,6 +221,8 @@ struct WidePanel {
     c0: Value,
     scratch: Value,
     ukernel: Value,
+    /// A bf16 GEMM's pair buffer: what the microkernel reads instead of the B panel.
+    pairs: Option<Value>,
 }
 
 /// Pointer to element (r, c) of operand `base` for batch `bvalue`.
@@ -263,7 +297,8 @@ impl Microkernel {
 
 impl KernelSpec for GemmSpec {
     fn name(&self) -> String {
-        format!("gemm {}x{}x{} b{} {}", self.m, self.n, self.k, self.batch, self.tier.name())
+        let tier = self.bf16.map_or(self.tier.name(), |t| t.name());
+        format!("gemm {}x{}x{} b{} {tier}", self.m, self.n, self.k, self.batch)
     }
 
     /// `opt_level=speed` reorders the unrolled steps so that more B vectors stay live, and the
@@ -285,8 +320,14 @@ impl KernelSpec for GemmSpec {
             }
         };
         let kernels = self.microkernels();
+        let packers: Vec<Value> = {
+            let first = n_ops + helpers.is_some() as usize + ukernels.len();
+            (0..self.packers().len()).map(|i| kb.operand(first + i)).collect()
+        };
         let nr = self.tier.nr();
         let narrow_tail = kernels.iter().any(|&(_, c)| c == nr / 2);
+        // A bf16 GEMM's pair buffer: one K block of one column panel.
+        let pairs = self.bf16.map(|t| kb.stack_buffer(t.pair_bytes(self.kc.min(self.k)) as u32));
         // The microkernel for a row count and column count.
         let ukernel = |rows: usize, cols: usize| {
             ukernels[kernels.iter().position(|&k| k == (rows, cols)).expect("the GEMM lists its microkernels")]
@@ -345,6 +386,30 @@ impl KernelSpec for GemmSpec {
                 let first = kb.eqi(pc, 0);
                 let last = kb.eqi(pc, blocks - 1);
                 kb.for_range(j0, j1, 1, |kb, j| {
+                    // bf16: this panel's K block in pairs, shared by every row panel below.
+                    if let Some(buf) = pairs {
+                        let b_panel = {
+                            let pj = kb.muli(j, self.b.panel_stride as i64);
+                            let kk = kb.muli(k0, self.b.rs as i64);
+                            let o = kb.add(pj, kk);
+                            kb.elem(b0, o, 4)
+                        };
+                        if packers.len() > 1 {
+                            let is_tail = kb.eqi(j, pn as i64 - 1);
+                            let (tail_b, wide_b, join) =
+                                (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+                            kb.b.ins().brif(is_tail, tail_b, &[], wide_b, &[]);
+                            kb.b.switch_to_block(tail_b);
+                            kb.call_code(packers[1], &[b_panel, buf, kc]);
+                            kb.b.ins().jump(join, &[]);
+                            kb.b.switch_to_block(wide_b);
+                            kb.call_code(packers[0], &[b_panel, buf, kc]);
+                            kb.b.ins().jump(join, &[]);
+                            kb.b.switch_to_block(join);
+                        } else {
+                            kb.call_code(packers[0], &[b_panel, buf, kc]);
+                        }
+                    }
                     kb.for_range(i0, i1, 1, |kb, i| {
                         // Full panels take the MR-row kernel; the last, partial one its own.
                         let rows_full = mr;
@@ -352,8 +417,16 @@ impl KernelSpec for GemmSpec {
                         let emit_panel = |kb: &mut Kb, rows: usize| match (self.tier, scratch) {
                             (Tier::Avx2 | Tier::Avx512, Some(scratch)) => {
                                 let call = |kb: &mut Kb, cols: usize| {
-                                    let w =
-                                        WidePanel { first, last, a0, b0, c0, scratch, ukernel: ukernel(rows, cols) };
+                                    let w = WidePanel {
+                                        first,
+                                        last,
+                                        a0,
+                                        b0,
+                                        c0,
+                                        scratch,
+                                        ukernel: ukernel(rows, cols),
+                                        pairs,
+                                    };
                                     self.wide_panel(kb, rows, i, j, k0, kc, &w, bias0, &adds, helpers);
                                 };
                                 if narrow_tail {
@@ -536,11 +609,14 @@ impl GemmSpec {
             let o = kb.add(pi, kk);
             kb.elem(w.a0, o, 4)
         };
-        let b_panel = {
-            let pj = kb.muli(j, self.b.panel_stride as i64);
-            let kk = kb.muli(k0, self.b.rs as i64);
-            let o = kb.add(pj, kk);
-            kb.elem(w.b0, o, 4)
+        let b_panel = match w.pairs {
+            Some(p) => p,
+            None => {
+                let pj = kb.muli(j, self.b.panel_stride as i64);
+                let kk = kb.muli(k0, self.b.rs as i64);
+                let o = kb.add(pj, kk);
+                kb.elem(w.b0, o, 4)
+            }
         };
         let accumulate = {
             let f = kb.b.ins().uextend(I64, w.first);

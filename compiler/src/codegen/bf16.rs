@@ -1,0 +1,426 @@
+//! bf16 GEMMs: the instruction sets that multiply bf16 pairs into f32 sums, the layouts their
+//! operands take, and the machine code that converts f32 panels into those layouts.
+//!
+//! A bf16 GEMM keeps the f32 GEMM's loop nest, blocking and epilogue (`kernels/gemm.rs`); only
+//! its operands and innermost tile change:
+//! - A (constant weights) is rounded to bf16 once, at compile time, and packed for the tier
+//!   ([`Bf16Tier::a_offset`]): pairs of consecutive k per row for AVX512-BF16, 16-row x 32-k
+//!   tiles for AMX.
+//! - B stays the f32 panel the f32 GEMM reads (im2col panels, a 1x1 conv's input in place,
+//!   run-time copies). For each K block of each column panel the loop nest calls a
+//!   [`PairPack`] that rounds it to bf16 into a stack buffer in pair layout: row p holds
+//!   `(B[2p][c], B[2p+1][c])` side by side for the panel's 32 columns (128 bytes), zero rows
+//!   padding K to the tier's step. The conversion is paid once per panel and K block and shared
+//!   by every row panel of the tile.
+//! - Sums are f32 and the epilogue (bias, residual, activations) runs on them in f32, exactly as
+//!   in the f32 GEMM.
+//!
+//! Rounding is to nearest even, as VCVTNEPS2BF16 does (which also flushes denormals to zero; a
+//! bf16 denormal is below 1.2e-38, far under any tolerance bf16 is held to).
+
+use iced_x86::code_asm::*;
+
+use super::wide::asm_err;
+use super::{CodegenError, KernelSpec};
+
+/// An instruction set that multiplies bf16.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Bf16Tier {
+    /// VDPBF16PS on zmm registers (AVX512-BF16: Cooper Lake, Sapphire Rapids and later, Zen 4
+    /// and later): the AVX-512 tile (12 x 32) with a bf16 pair per lane.
+    Avx512Bf16,
+    /// AMX tiles (TDPBF16PS): 32 x 32 outputs in four 16 x 16 f32 accumulator tiles.
+    Amx,
+}
+
+/// Rows of the AMX register tile (two 16-row tiles) and of its A panels.
+pub const MR_AMX: usize = 32;
+/// Bytes of one row of a pair buffer: 32 columns of two bf16.
+pub const PAIR_ROW_BYTES: usize = 128;
+
+impl Bf16Tier {
+    pub const ALL: [Bf16Tier; 2] = [Bf16Tier::Avx512Bf16, Bf16Tier::Amx];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bf16Tier::Avx512Bf16 => "avx512bf16",
+            Bf16Tier::Amx => "amx",
+        }
+    }
+
+    /// CPU features its code needs on top of the AVX-512 tier's: the pair conversion uses
+    /// VCVTNEPS2BF16 (AVX512-BF16) and VPMOVZXWD on zmm (AVX512-BW).
+    pub fn features(self) -> &'static [&'static str] {
+        match self {
+            Bf16Tier::Avx512Bf16 => &["avx512bw", "avx512bf16"],
+            Bf16Tier::Amx => &["avx512bw", "avx512bf16", "amx-tile", "amx-bf16"],
+        }
+    }
+
+    /// Whether this CPU (and, for AMX, the OS) runs the tier.
+    pub fn runs_here(self) -> bool {
+        super::wide::host_has_avx512() && self.features().iter().all(|f| incept_runtime::cpu::has_feature(f))
+    }
+
+    /// The best bf16 tier this CPU runs.
+    pub fn host() -> Option<Bf16Tier> {
+        [Bf16Tier::Amx, Bf16Tier::Avx512Bf16].into_iter().find(|t| t.runs_here())
+    }
+
+    /// Rows of the register tile and of a packed A panel.
+    pub fn mr(self) -> usize {
+        match self {
+            Bf16Tier::Avx512Bf16 => super::wide::MR_512,
+            Bf16Tier::Amx => MR_AMX,
+        }
+    }
+
+    /// The K steps one step of the microkernel consumes: K blocks, A panels and pair buffers
+    /// are padded with zeros to a multiple of it.
+    pub fn k_step(self) -> usize {
+        match self {
+            Bf16Tier::Avx512Bf16 => 2,
+            Bf16Tier::Amx => 32,
+        }
+    }
+
+    /// bf16 values in one packed A panel of `k` steps.
+    pub fn a_panel_len(self, k: usize) -> usize {
+        k.next_multiple_of(self.k_step()) * self.mr()
+    }
+
+    /// Where A(r, k) of a panel (row r of the panel) lies in it, in bf16 values: pairs of
+    /// consecutive k per row for AVX512-BF16 (`[k / 2][r][k % 2]`), 16-row tiles 32 k wide for
+    /// AMX (`[k / 32][r][k % 32]`, each 16-row half a 1 KB tile).
+    pub fn a_offset(self, r: usize, k: usize) -> usize {
+        match self {
+            Bf16Tier::Avx512Bf16 => (k / 2) * self.mr() * 2 + r * 2 + k % 2,
+            Bf16Tier::Amx => (k / 32) * MR_AMX * 32 + r * 32 + k % 32,
+        }
+    }
+
+    /// The A panel's step per k, in the GEMM's 4-byte units (valid at every k the loop nest
+    /// starts a block at: multiples of `k_step`).
+    pub fn a_cs(self) -> isize {
+        (self.a_panel_len(self.k_step()) / self.k_step() / 2) as isize
+    }
+
+    /// Bytes of the pair buffer for a K block of `kc` steps.
+    pub fn pair_bytes(self, kc: usize) -> usize {
+        kc.next_multiple_of(self.k_step()) / 2 * PAIR_ROW_BYTES
+    }
+}
+
+/// f32 to bf16, rounding to nearest even; NaN stays NaN (quieted), as VCVTNEPS2BF16 does. Its
+/// flush of denormal inputs to zero is left out: compile-time weights keep them.
+pub fn to_bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    let round = 0x7fff + ((b >> 16) & 1);
+    (b.wrapping_add(round) >> 16) as u16
+}
+
+/// The f32 a bf16 stands for.
+pub fn from_bf16(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+/// f32 rounded to the nearest bf16, as an f32.
+pub fn round_bf16(x: f32) -> f32 {
+    from_bf16(to_bf16(x))
+}
+
+/// Converts `kc` rows of an f32 B panel (`cols` = 32 or 16 floats per row, rows
+/// `src_row_bytes` apart) into a pair buffer (see the module documentation), zero rows padding
+/// to a multiple of `pad` k:
+///
+/// ```text
+/// extern "sysv64" fn(src: *const f32, dst: *mut u16, kc: usize)
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PairPack {
+    pub cols: usize,
+    pub src_row_bytes: i32,
+    pub pad: usize,
+}
+
+impl PairPack {
+    pub fn assemble(&self) -> Result<Vec<u8>, CodegenError> {
+        assert!(self.cols == 16 || self.cols == 32, "a pair panel is 16 or 32 columns");
+        assert!(self.pad.is_power_of_two() && self.pad >= 2, "pairs pad K to a power of two");
+        let e = asm_err;
+        let srb = self.src_row_bytes;
+        let vecs = (self.cols / 16) as i32;
+        let mut x = CodeAssembler::new(64).map_err(e)?;
+        let (mut pairs, mut odd, mut pad) = (x.create_label(), x.create_label(), x.create_label());
+        x.mov(rax, rdx).map_err(e)?;
+        x.vpxord(zmm31, zmm31, zmm31).map_err(e)?;
+        x.cmp(rdx, 2).map_err(e)?;
+        x.jb(odd).map_err(e)?;
+        // Two rows at a time: row k's bf16 in the low half of each dword, row k + 1's in the high.
+        x.set_label(&mut pairs).map_err(e)?;
+        for v in 0..vecs {
+            x.vcvtneps2bf16(ymm0, zmmword_ptr(rdi + 64 * v)).map_err(e)?;
+            x.vcvtneps2bf16(ymm1, zmmword_ptr(rdi + srb + 64 * v)).map_err(e)?;
+            x.vpmovzxwd(zmm0, ymm0).map_err(e)?;
+            x.vpmovzxwd(zmm1, ymm1).map_err(e)?;
+            x.vpslld(zmm1, zmm1, 16).map_err(e)?;
+            x.vpord(zmm0, zmm0, zmm1).map_err(e)?;
+            x.vmovups(zmmword_ptr(rsi + 64 * v), zmm0).map_err(e)?;
+        }
+        x.add(rdi, 2 * srb).map_err(e)?;
+        x.add(rsi, PAIR_ROW_BYTES as i32).map_err(e)?;
+        x.sub(rdx, 2).map_err(e)?;
+        x.cmp(rdx, 2).map_err(e)?;
+        x.jae(pairs).map_err(e)?;
+        // An odd last row pairs with zero.
+        x.set_label(&mut odd).map_err(e)?;
+        x.test(rdx, rdx).map_err(e)?;
+        x.jz(pad).map_err(e)?;
+        for v in 0..vecs {
+            x.vcvtneps2bf16(ymm0, zmmword_ptr(rdi + 64 * v)).map_err(e)?;
+            x.vpmovzxwd(zmm0, ymm0).map_err(e)?;
+            x.vmovups(zmmword_ptr(rsi + 64 * v), zmm0).map_err(e)?;
+        }
+        x.add(rsi, PAIR_ROW_BYTES as i32).map_err(e)?;
+        // Zero rows up to the padded K: round_up(kc, pad) / 2 - ceil(kc / 2) of them.
+        x.set_label(&mut pad).map_err(e)?;
+        if self.pad > 2 {
+            let (mut zeros, mut done) = (x.create_label(), x.create_label());
+            x.lea(rcx, qword_ptr(rax + (self.pad as i32 - 1))).map_err(e)?;
+            x.and(rcx, -(self.pad as i32)).map_err(e)?;
+            x.shr(rcx, 1).map_err(e)?;
+            x.lea(rdx, qword_ptr(rax + 1)).map_err(e)?;
+            x.shr(rdx, 1).map_err(e)?;
+            x.sub(rcx, rdx).map_err(e)?;
+            x.jz(done).map_err(e)?;
+            x.set_label(&mut zeros).map_err(e)?;
+            x.vmovups(zmmword_ptr(rsi), zmm31).map_err(e)?;
+            x.vmovups(zmmword_ptr(rsi + 64), zmm31).map_err(e)?;
+            x.add(rsi, PAIR_ROW_BYTES as i32).map_err(e)?;
+            x.dec(rcx).map_err(e)?;
+            x.jnz(zeros).map_err(e)?;
+            x.set_label(&mut done).map_err(e)?;
+        }
+        x.vzeroupper().map_err(e)?;
+        x.ret().map_err(e)?;
+        x.assemble(0).map_err(e)
+    }
+}
+
+impl KernelSpec for PairPack {
+    fn name(&self) -> String {
+        format!("bf16 pairs {} ldb {} pad {}", self.cols, self.src_row_bytes, self.pad)
+    }
+    fn emit(&self, _: &mut super::builder::Kb) {
+        unreachable!("a pair packer is machine code (machine_code), not CLIF")
+    }
+    fn machine_code(&self) -> Option<Result<Vec<u8>, CodegenError>> {
+        Some(self.assemble())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use incept_runtime::code::ExecutableCode;
+
+    #[test]
+    fn rounding_is_to_nearest_even() {
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: even (1) wins; 1 + 3 * 2^-8 rounds up.
+        assert_eq!(round_bf16(1.0 + 1.0 / 256.0), 1.0);
+        assert_eq!(round_bf16(1.0 + 3.0 / 256.0), 1.0 + 4.0 / 256.0);
+        assert_eq!(round_bf16(1.0 + 1.5 / 256.0), 1.0 + 2.0 / 256.0);
+        assert_eq!(round_bf16(-2.5), -2.5);
+        assert!(round_bf16(f32::NAN).is_nan());
+        assert_eq!(round_bf16(f32::INFINITY), f32::INFINITY);
+        assert_eq!(round_bf16(f32::MAX), f32::INFINITY, "f32::MAX rounds past bf16's largest");
+        for i in 0..10_000u32 {
+            let x = f32::from_bits(0x3f80_0000 + i * 977);
+            let r = round_bf16(x);
+            assert!(((r - x) / x).abs() <= 1.0 / 256.0, "{x} -> {r}");
+        }
+    }
+
+    #[test]
+    fn a_layouts_place_every_element_once() {
+        for t in Bf16Tier::ALL {
+            for k in [1, 2, 3, 31, 32, 33, 70] {
+                let len = t.a_panel_len(k);
+                let mut seen = vec![false; len];
+                for r in 0..t.mr() {
+                    for kk in 0..k {
+                        let o = t.a_offset(r, kk);
+                        assert!(o < len && !seen[o], "{t:?} k {k}: A({r}, {kk}) at {o}");
+                        seen[o] = true;
+                    }
+                }
+                // A block starting at a multiple of the step starts at step * cs 4-byte units.
+                let step = t.k_step();
+                if step < k {
+                    assert_eq!(t.a_offset(0, step) * 2, step * t.a_cs() as usize * 4, "{t:?}");
+                }
+            }
+        }
+    }
+
+    type Pack = unsafe extern "sysv64" fn(*const f32, *mut u16, usize);
+
+    /// Every K count around the pad, both widths, a row stride wider than the panel, NaN and
+    /// halfway values: the packed pairs are the rounded inputs, the padding zero, and nothing
+    /// past the padded K is written.
+    #[test]
+    fn pair_packing_matches_the_layout() {
+        if !Bf16Tier::Avx512Bf16.runs_here() {
+            println!("skipped: this CPU has no AVX512-BF16");
+            return;
+        }
+        for pad in [2usize, 32] {
+            for cols in [16usize, 32] {
+                for kc in [1usize, 2, 3, 4, 5, 31, 32, 33, 63, 64, 65, 256] {
+                    let ld: usize = 40;
+                    let code = PairPack { cols, src_row_bytes: (ld * 4) as i32, pad }.assemble().expect("assemble");
+                    let exec = ExecutableCode::new(&code).expect("map");
+                    // SAFETY: the code is a function with the documented signature.
+                    let f: Pack = unsafe { std::mem::transmute(exec.address(0).expect("address")) };
+                    let mut s = incept_ir::text::parse::SplitMix(kc as u64);
+                    let mut src: Vec<f32> = (0..kc * ld).map(|_| s.uniform() as f32 * 8.0 - 4.0).collect();
+                    src[0] = f32::NAN;
+                    if kc > 1 {
+                        src[ld + 1] = 1.0 + 1.0 / 256.0;
+                    }
+                    let rows = kc.next_multiple_of(pad) / 2;
+                    let mut dst = vec![0xabcdu16; (rows + 2) * 64];
+                    // SAFETY: src holds kc rows of `ld` floats; dst more than the padded pairs.
+                    unsafe { f(src.as_ptr(), dst.as_mut_ptr(), kc) };
+                    for p in 0..rows + 2 {
+                        for c in 0..64 {
+                            let got = dst[p * 64 + c];
+                            let (col, half) = (c / 2, c % 2);
+                            let k = 2 * p + half;
+                            let want = if p >= rows {
+                                Some(0xabcd)
+                            } else if col >= cols {
+                                // Columns past a 16-wide panel: zero in padding rows, else untouched.
+                                if p >= kc.div_ceil(2) { Some(0) } else { Some(0xabcd) }
+                            } else if k < kc {
+                                Some(to_bf16(src[k * ld + col]))
+                            } else {
+                                Some(0)
+                            };
+                            let want = want.unwrap();
+                            let nan_ok = k < kc && col < cols && src[k * ld + col].is_nan() && from_bf16(got).is_nan();
+                            assert!(
+                                got == want || nan_ok,
+                                "pad {pad} cols {cols} kc {kc}: pair {p} lane {c} = {got:#x}, want {want:#x}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    type Ukernel =
+        unsafe extern "sysv64" fn(*const u16, *const u16, *mut f32, usize, usize, usize, *const f32, *const f32);
+
+    /// The bf16 microkernels of every tier this CPU runs, every row count, both widths, K
+    /// counts around the pair and tile steps, every flag, with and without the epilogue,
+    /// against the f64 product of the same bf16 values: within the f32 rounding of the sums.
+    #[test]
+    fn bf16_microkernels_match_the_product_of_their_bf16_inputs() {
+        use crate::codegen::Tier;
+        use crate::codegen::wide::{WideAct, WideEpilogue, WideMicrokernel};
+        let tiers: Vec<Bf16Tier> = Bf16Tier::ALL.into_iter().filter(|t| t.runs_here()).collect();
+        if tiers.is_empty() {
+            println!("skipped: this CPU runs no bf16 tier");
+        }
+        for t in tiers {
+            let (mr, nr) = (t.mr(), 32);
+            for (rows, cols) in (1..=mr).flat_map(|r| [(r, 16), (r, 32)]) {
+                for epilogue in [None, Some(WideEpilogue { bias: true, acts: vec![WideAct::Relu] })] {
+                    let code = match t {
+                        Bf16Tier::Avx512Bf16 => WideMicrokernel {
+                            tier: Tier::Avx512,
+                            rows,
+                            cols,
+                            epilogue: epilogue.clone(),
+                            b_row_bytes: None,
+                            bf16: true,
+                        }
+                        .assemble(),
+                        Bf16Tier::Amx => unreachable!("no AMX microkernel yet"),
+                    }
+                    .expect("assemble");
+                    let exec = ExecutableCode::new(&code).expect("map");
+                    // SAFETY: the code is a function with the documented signature.
+                    let f: Ukernel = unsafe { std::mem::transmute(exec.address(0).expect("address")) };
+                    for kc in [1usize, 2, 3, 7, 8, 9, 31, 32, 33, 64, 100] {
+                        let mut s = incept_ir::text::parse::SplitMix(kc as u64 * 7 + rows as u64);
+                        let mut val = || round_bf16(s.uniform() as f32 * 2.0 - 1.0);
+                        let a: Vec<Vec<f32>> = (0..mr).map(|_| (0..kc).map(|_| val()).collect()).collect();
+                        let b: Vec<Vec<f32>> = (0..kc).map(|_| (0..nr).map(|_| val()).collect()).collect();
+                        let mut pa = vec![0u16; t.a_panel_len(kc)];
+                        for (r, row) in a.iter().enumerate() {
+                            for (k, &v) in row.iter().enumerate() {
+                                pa[t.a_offset(r, k)] = to_bf16(v);
+                            }
+                        }
+                        let pairs = kc.next_multiple_of(t.k_step()) / 2;
+                        let mut pb = vec![0u16; pairs * 64];
+                        for (k, row) in b.iter().enumerate() {
+                            for (c, &v) in row.iter().enumerate() {
+                                pb[(k / 2) * 64 + c * 2 + k % 2] = to_bf16(v);
+                            }
+                        }
+                        let bias: Vec<f32> = (0..mr).map(|r| r as f32 * 0.25 - 2.0).collect();
+                        for flags in 0..4usize {
+                            let ldc = nr + 3;
+                            let c0: Vec<f32> = (0..(mr + 1) * ldc).map(|i| (i % 7) as f32 - 3.0).collect();
+                            let mut c = c0.clone();
+                            // SAFETY: the panels hold the padded K, C `mr + 1` rows of ldc floats.
+                            unsafe {
+                                f(
+                                    pa.as_ptr(),
+                                    pb.as_ptr(),
+                                    c.as_mut_ptr(),
+                                    ldc * 4,
+                                    kc,
+                                    flags,
+                                    bias.as_ptr(),
+                                    std::ptr::null(),
+                                )
+                            };
+                            for r in 0..=mr {
+                                for j in 0..ldc {
+                                    let (got, old) = (c[r * ldc + j], c0[r * ldc + j]);
+                                    if r >= rows || j >= cols {
+                                        assert_eq!(
+                                            got.to_bits(),
+                                            old.to_bits(),
+                                            "{t:?} {rows}x{cols}: C[{r}][{j}] written"
+                                        );
+                                        continue;
+                                    }
+                                    let dot: f64 = (0..kc).map(|k| a[r][k] as f64 * b[k][j] as f64).sum();
+                                    let mag: f64 = (0..kc).map(|k| (a[r][k] as f64 * b[k][j] as f64).abs()).sum();
+                                    let mut want = dot + if flags & 1 == 1 { old as f64 } else { 0.0 };
+                                    if epilogue.is_some() && flags & 2 == 2 {
+                                        want = (want + bias[r] as f64).max(0.0);
+                                    }
+                                    let tol = 2e-7 * (kc as f64 + 2.0) * (mag + old.abs() as f64 + 2.0);
+                                    assert!(
+                                        (got as f64 - want).abs() <= tol,
+                                        "{t:?} {rows}x{cols} kc {kc} flags {flags}: C[{r}][{j}] = {got}, want {want}"
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
