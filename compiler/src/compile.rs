@@ -91,6 +91,8 @@ pub struct CompileOptions {
     /// times the rounding error (InceptionV3's output moves 1e-4 of its scale from ONNX Runtime's
     /// with it). Off by default, so that outputs stay within 1e-4 of the reference.
     pub winograd_f4: bool,
+    /// The precision of convs with constant weights (f32 by default; see [`Precision`]).
+    pub precision: Precision,
 }
 
 impl CompileOptions {
@@ -113,6 +115,42 @@ impl Default for CompileOptions {
             im2col_band_bytes: None,
             winograd_tile: None,
             winograd_f4: false,
+            precision: Precision::F32,
+        }
+    }
+}
+
+/// The arithmetic of the linear ops.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// Everything in f32: results are f32 roundings of the reference, bit-stable.
+    #[default]
+    F32,
+    /// Convs (dense, grouped, 1x1, strided) with constant weights multiply in bf16: weights
+    /// rounded to bf16 (to nearest even) once at compile time, activations rounded while their
+    /// panels are packed, sums and the epilogue (bias, residual, activation) in f32. Everything
+    /// else stays f32. Needs a CPU with AVX512-BF16 or AMX-BF16 (`Cpu::bf16_tier`). Results move
+    /// by about 2^-9 of each product's size per rounding: `incept check --precision bf16`
+    /// measures what that does to a model's outputs.
+    Bf16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Precision, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            other => Err(format!("unknown precision '{other}' (f32, bf16)")),
         }
     }
 }
@@ -129,6 +167,11 @@ pub enum Cpu {
     Avx2,
     /// The AVX-512F tier (the plan then needs AVX-512F, AVX2 and FMA to load).
     Avx512,
+    /// The AVX-512 tier, with AVX512-BF16 kernels for bf16 (Zen 4, Cooper Lake and later).
+    Avx512Bf16,
+    /// The AVX-512 tier, with AMX tiles for bf16 (Sapphire Rapids and later; the plan then also
+    /// needs the OS to grant the tile state).
+    Amx,
 }
 
 impl Cpu {
@@ -138,8 +181,62 @@ impl Cpu {
             Cpu::Native => Tier::host(),
             Cpu::Baseline => Tier::F32x4,
             Cpu::Avx2 => Tier::Avx2,
-            Cpu::Avx512 => Tier::Avx512,
+            Cpu::Avx512 | Cpu::Avx512Bf16 | Cpu::Amx => Tier::Avx512,
         }
+    }
+
+    /// The instruction set of bf16 GEMMs: the one named, or for `native` the best this CPU runs
+    /// (AMX when the OS grants it, else AVX512-BF16); None for the tiers without bf16.
+    pub fn bf16_tier(self) -> Option<crate::codegen::bf16::Bf16Tier> {
+        use crate::codegen::bf16::Bf16Tier;
+        match self {
+            Cpu::Native if self.tier() == crate::codegen::Tier::Avx512 => Bf16Tier::host(),
+            Cpu::Avx512Bf16 => Some(Bf16Tier::Avx512Bf16),
+            Cpu::Amx => Some(Bf16Tier::Amx),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cpu::Native => "native",
+            Cpu::Baseline => "baseline",
+            Cpu::Avx2 => "avx2",
+            Cpu::Avx512 => "avx512",
+            Cpu::Avx512Bf16 => "avx512bf16",
+            Cpu::Amx => "amx",
+        }
+    }
+}
+
+impl CompileOptions {
+    /// The bf16 instruction set the options ask for: None in f32; in bf16, the CPU's, or an
+    /// error naming what the chosen CPU lacks.
+    pub fn bf16_tier(&self) -> Result<Option<crate::codegen::bf16::Bf16Tier>, CompileError> {
+        match self.precision {
+            Precision::F32 => Ok(None),
+            Precision::Bf16 => self.cpu.bf16_tier().map(Some).ok_or_else(|| {
+                CompileError::Precision(match self.cpu {
+                    Cpu::Native => format!(
+                        "--precision bf16 needs a CPU with AVX512-BF16 or AMX-BF16, and this one has neither (its widest tier is {}); compile with --cpu avx512bf16 or --cpu amx to build for another machine",
+                        self.cpu.tier().name()
+                    ),
+                    other => format!(
+                        "--precision bf16 needs --cpu avx512bf16, amx or native (on a CPU with bf16); --cpu {} has no bf16 instructions",
+                        other.name()
+                    ),
+                })
+            }),
+        }
+    }
+
+    /// CPU features a plan compiled with these options needs.
+    pub fn features(&self) -> Result<Vec<&'static str>, CompileError> {
+        let mut f = self.cpu.tier().features();
+        if let Some(t) = self.bf16_tier()? {
+            f.extend(t.features().iter().filter(|x| !f.contains(x)).copied().collect::<Vec<_>>());
+        }
+        Ok(f)
     }
 }
 
@@ -151,7 +248,9 @@ impl std::str::FromStr for Cpu {
             "baseline" => Ok(Cpu::Baseline),
             "avx2" => Ok(Cpu::Avx2),
             "avx512" => Ok(Cpu::Avx512),
-            other => Err(format!("unknown CPU '{other}' (native, baseline, avx2, avx512)")),
+            "avx512bf16" => Ok(Cpu::Avx512Bf16),
+            "amx" => Ok(Cpu::Amx),
+            other => Err(format!("unknown CPU '{other}' (native, baseline, avx2, avx512, avx512bf16, amx)")),
         }
     }
 }
@@ -174,6 +273,9 @@ pub enum CompileError {
     /// Options refused before any work (e.g. a thread count over the runtime's limit).
     #[error(transparent)]
     Options(incept_runtime::RunError),
+    /// A precision the chosen CPU cannot compute in.
+    #[error("{0}")]
+    Precision(String),
 }
 
 /// A thread count the runtime would refuse, refused before compiling rather than after.
@@ -250,8 +352,11 @@ pub struct PlannedStep {
     /// The kernel's name (several steps may share one kernel).
     pub kernel: String,
     /// The instruction set of its inner loop: the plan's wide tier (`avx2`, `avx512`) when the
-    /// step runs an assembler microkernel, else `f32x4` (Cranelift code).
+    /// step runs an assembler microkernel, else `f32x4` (Cranelift code); a bf16 GEMM's bf16
+    /// tier (`avx512bf16`, `amx`).
     pub tier: &'static str,
+    /// Whether the step multiplies in bf16.
+    pub bf16: bool,
     /// The types of the node's computed inputs and of its outputs (`f32[1,64,56,56]`); empty for
     /// a step that is no node's (the copy into a graph output).
     pub inputs: Vec<String>,
@@ -266,7 +371,14 @@ pub struct PlannedStep {
 /// number of distinct kernels.
 pub fn plan_steps(g: &Graph, options: &CompileOptions) -> Result<(Vec<PlannedStep>, usize), CompileError> {
     let tier = options.cpu.tier();
-    let lowered = lower::lower_with(g, tier, options.fault.as_ref(), options.im2col_band_bytes, options.winograd())?;
+    let lowered = lower::lower_with(
+        g,
+        tier,
+        options.bf16_tier()?,
+        options.fault.as_ref(),
+        options.im2col_band_bytes,
+        options.winograd(),
+    )?;
     let nodes: std::collections::HashMap<&str, incept_ir::NodeId> =
         g.node_ids().map(|id| (g.node(id).name.as_str(), id)).collect();
     let ty = |v: incept_ir::ValueId| incept_ir::format::format_type(g.ty(v));
@@ -290,11 +402,17 @@ pub fn plan_steps(g: &Graph, options: &CompileOptions) -> Result<(Vec<PlannedSte
                 }
                 None => (vec![], vec![]),
             };
+            let bf16 = lowered.specs[st.kernel].bf16();
             PlannedStep {
                 node: st.name.clone(),
                 op: st.op.clone(),
                 kernel: lowered.specs[st.kernel].name(),
-                tier: if asm { tier.name() } else { codegen::Tier::F32x4.name() },
+                tier: match bf16 {
+                    Some(t) => t.name(),
+                    None if asm => tier.name(),
+                    None => codegen::Tier::F32x4.name(),
+                },
+                bf16: bf16.is_some(),
                 inputs,
                 outputs,
                 tiles: st.tiles,
@@ -312,10 +430,14 @@ pub fn artifact_info(options: &CompileOptions) -> incept_runtime::artifact::Arti
     incept_runtime::artifact::ArtifactInfo {
         compiler: format!("incept {}", env!("CARGO_PKG_VERSION")),
         codegen: format!(
-            "tier={}\ncranelift isa flags={}\nfeatures={}",
+            "tier={}\nprecision={}\ncranelift isa flags={}\nfeatures={}",
             tier.name(),
+            match options.bf16_tier() {
+                Ok(Some(t)) => format!("bf16 ({})", t.name()),
+                _ => "f32".into(),
+            },
             tier.cranelift_flags().join(","),
-            tier.features().join(",")
+            options.features().unwrap_or_else(|_| tier.features()).join(",")
         ),
         signed_by: None,
     }
@@ -342,8 +464,14 @@ pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, C
     report.stages.push(("passes", t.elapsed()));
     let t = Instant::now();
     let tier = options.cpu.tier();
-    let mut lowered =
-        lower::lower_with(&g, tier, options.fault.as_ref(), options.im2col_band_bytes, options.winograd())?;
+    let mut lowered = lower::lower_with(
+        &g,
+        tier,
+        options.bf16_tier()?,
+        options.fault.as_ref(),
+        options.im2col_band_bytes,
+        options.winograd(),
+    )?;
     report.stages.push(("lowering", t.elapsed()));
     let t = Instant::now();
     let arena = plan_arena(&lowered);
@@ -355,7 +483,7 @@ pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, C
     let t = Instant::now();
     let weights = std::mem::take(&mut lowered.weights);
     let mut plan = assemble(&lowered, weights, &arena, blob)?;
-    plan.features = tier.features().iter().map(|f| f.to_string()).collect();
+    plan.features = options.features()?.iter().map(|f| f.to_string()).collect();
     plan.seal();
     report.values = lowered
         .values

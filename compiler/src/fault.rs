@@ -13,6 +13,8 @@ pub enum Fault {
     EpilogueOperandAsBias,
     /// Add 0.25 to every element of this node's first output, after its kernels ran.
     Corrupt { node: String },
+    /// Pack bf16 weights with each pair of consecutive k swapped (the pair layout mistaken).
+    Bf16SwappedPairs,
 }
 
 impl FromStr for Fault {
@@ -20,8 +22,9 @@ impl FromStr for Fault {
     fn from_str(s: &str) -> Result<Fault, String> {
         match s.split_once('=') {
             None if s == "epilogue-operand-as-bias" => Ok(Fault::EpilogueOperandAsBias),
+            None if s == "bf16-swapped-pairs" => Ok(Fault::Bf16SwappedPairs),
             Some(("corrupt", node)) if !node.is_empty() => Ok(Fault::Corrupt { node: node.to_string() }),
-            _ => Err(format!("unknown fault '{s}' (epilogue-operand-as-bias, corrupt=NODE)")),
+            _ => Err(format!("unknown fault '{s}' (epilogue-operand-as-bias, corrupt=NODE, bf16-swapped-pairs)")),
         }
     }
 }

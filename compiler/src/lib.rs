@@ -12,7 +12,7 @@ pub mod plan;
 pub mod table;
 
 pub use compile::{
-    CompileOptions, CompileReport, Cpu, PlannedStep, ValueProbe, artifact_info, compile, compile_graph,
+    CompileOptions, CompileReport, Cpu, PlannedStep, Precision, ValueProbe, artifact_info, compile, compile_graph,
     compile_with_report, from_runtime, plan_memory, plan_steps, to_runtime,
 };
 pub use fault::Fault;

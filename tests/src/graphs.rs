@@ -3,7 +3,7 @@
 //! it and compares every output with the reference interpreter.
 
 use incept_compiler::passes::Pipeline;
-use incept_compiler::{CompileOptions, Cpu, Fault, compile_graph, from_runtime, to_runtime};
+use incept_compiler::{CompileOptions, Cpu, Fault, Precision, compile_graph, from_runtime, to_runtime};
 use incept_ir::attrs::{AttrValue, Attrs};
 use incept_ir::graph::ValueId;
 use incept_ir::shape::TensorType;
@@ -197,9 +197,51 @@ pub fn ways() -> Vec<(Pipeline, usize, Cpu)> {
     w
 }
 
+/// The ways a graph is compiled and run in bf16: each bf16 tier this CPU runs (none: the bf16
+/// checks have nothing to run here), with and without passes, at 1 and 2 threads.
+pub fn bf16_ways() -> Vec<(Pipeline, usize, Cpu)> {
+    use incept_compiler::codegen::bf16::Bf16Tier;
+    let mut w = vec![];
+    for (t, cpu) in [(Bf16Tier::Amx, Cpu::Amx), (Bf16Tier::Avx512Bf16, Cpu::Avx512Bf16)] {
+        if t.runs_here() {
+            w.push((Pipeline::Full, 2, cpu));
+            w.push((Pipeline::Explicit(vec![]), 1, cpu));
+        }
+    }
+    w
+}
+
+/// The graph with every f32 constant and the f32 inputs rounded to bf16: what a bf16 plan of it
+/// multiplies exactly, so that the interpreter on it differs from the plan only by the order of
+/// f32 sums (the bf16 checks then hold the plan to the f32 tolerance: a misplaced pair, a tail
+/// read wrongly or a lost epilogue shows as in f32).
+pub fn rounded_to_bf16(g: &Graph, inputs: &[Tensor]) -> (Graph, Vec<Tensor>) {
+    use incept_compiler::codegen::bf16::round_bf16;
+    let round = |t: &Tensor| -> Tensor {
+        match t.view::<f32>() {
+            Ok(v) if t.dtype() == DType::F32 => {
+                Tensor::from_vec(t.shape().to_vec(), v.iter().map(|&x| round_bf16(x)).collect::<Vec<f32>>())
+            }
+            _ => t.clone(),
+        }
+    };
+    let mut g = g.clone();
+    let ids: Vec<_> = g.node_ids().collect();
+    for id in ids {
+        if let Op::Const(c) = &mut g.node_mut(id).op {
+            c.value = round(&c.value);
+        }
+    }
+    (g, inputs.iter().map(round).collect())
+}
+
 /// How a graph is checked.
 #[derive(Clone, Debug, Default)]
 pub struct CheckOptions {
+    /// f32, or bf16: the graph's constants and inputs rounded to bf16 (see `rounded_to_bf16`),
+    /// compiled in bf16 on each bf16 tier this CPU runs, and every conv the plan computes in bf16
+    /// named in `bf16_nodes` checked to be so.
+    pub precision: Precision,
     /// A deliberate miscompilation (mutation checks: the tests must then fail).
     pub fault: Option<Fault>,
     /// Step ops (as in profiles: "DepthwiseConv", "WinogradOutput", ...) of which at least one
@@ -212,6 +254,8 @@ pub struct CheckOptions {
     pub im2col_band_bytes: Option<usize>,
     /// Passed to the compiler: the Winograd tile (2 or 4) where Winograd applies.
     pub winograd_tile: Option<usize>,
+    /// In bf16: the plan must hold a bf16 GEMM (the family's op is one bf16 applies to).
+    pub expect_bf16: bool,
 }
 
 /// Compiles and runs `r`'s graph (output `out`) every way and compares with the interpreter;
@@ -230,6 +274,8 @@ pub fn check(mut r: Gen, out: ValueId, family: &str, case: &str, opts: &CheckOpt
             random_of(&mut r.rng, g.ty(v).dtype, dims)
         })
         .collect();
+    let bf16 = opts.precision == Precision::Bf16;
+    let (g, inputs) = if bf16 { rounded_to_bf16(&g, &inputs) } else { (g, inputs) };
     let text = incept_ir::text::print(&g).unwrap_or_default();
     let want = interp::run(&g, &inputs).map_err(|e| format!("{family} {case}: interpreter: {e}\n{text}"))?;
     let rt: Vec<_> = inputs.iter().map(|t| to_runtime(t).expect("input")).collect();
@@ -240,11 +286,13 @@ pub fn check(mut r: Gen, out: ValueId, family: &str, case: &str, opts: &CheckOpt
         Some(_) => Some(Fault::Corrupt { node: g.node(g.outputs()[0].node).name.clone() }),
         None => opts.fault.clone(),
     };
-    for (pipeline, threads, cpu) in ways() {
+    let ways = if bf16 { bf16_ways() } else { ways() };
+    for (pipeline, threads, cpu) in ways {
         let copts = CompileOptions {
             pipeline: pipeline.clone(),
             threads,
             cpu,
+            precision: opts.precision,
             fault: fault.clone(),
             im2col_band_bytes: opts.im2col_band_bytes,
             winograd_tile: opts.winograd_tile,
@@ -259,6 +307,13 @@ pub fn check(mut r: Gen, out: ValueId, family: &str, case: &str, opts: &CheckOpt
             }
             if let Some(f) = opts.forbid_step.iter().find(|f| ops.contains(f)) {
                 return Err(format!("{family} {case}: a {f} step in the plan: {ops:?}\n{text}"));
+            }
+            if bf16 && opts.expect_bf16 {
+                let tier = cpu.bf16_tier().expect("a bf16 CPU").name();
+                let plan = model.plan();
+                if !plan.steps.iter().any(|s| plan.kernels[s.kernel].name.ends_with(tier)) {
+                    return Err(format!("{family} {case}: no {tier} GEMM in the bf16 plan: {ops:?}\n{text}"));
+                }
             }
             // The widest tier's plan (the first of `ways`).
             if plan_ops.is_empty() {

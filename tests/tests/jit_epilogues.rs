@@ -12,7 +12,7 @@
 //! A mutation check reinjects the operand-numbering bug of issue 7 (a bias-free conv's residual
 //! read as its bias) and requires every family with a bias slot to fail.
 
-use incept_compiler::Fault;
+use incept_compiler::{Fault, Precision};
 use incept_ir::Tensor;
 use incept_ir::attrs::AttrValue;
 use incept_ir::graph::ValueId;
@@ -59,8 +59,10 @@ impl Family {
         }
     }
 
-    fn expect_step(self) -> &'static str {
+    fn expect_step(self, precision: Precision) -> &'static str {
         match self {
+            // In bf16, 3x3 convs with constant weights are bf16 GEMMs over im2col panels.
+            Family::Winograd if precision == Precision::Bf16 => "Conv",
             Family::Winograd => "WinogradOutput",
             Family::Depthwise => "DepthwiseConv",
             Family::ConvTranspose => "Col2im",
@@ -95,6 +97,11 @@ impl Family {
             _ => matches!(row.get("residual"), "full" | "channel"),
         };
         (self == Family::SmallMap && avx512 && plane).then_some("TransposedOutput")
+    }
+
+    /// Whether bf16 applies to the family's op (a conv with constant weights on the GEMM path).
+    fn takes_bf16(self) -> bool {
+        !matches!(self, Family::Depthwise | Family::ConvTranspose | Family::Gemm | Family::MatMul)
     }
 
     fn is_matrix(self) -> bool {
@@ -486,9 +493,27 @@ fn seed(family: Family, i: usize) -> u64 {
 /// Runs a family's table; the error of the first failing row (with its dimensions and seed).
 /// On success: the number of rows, and how many of them ran their epilogue as a separate pass.
 fn run_table(family: Family, fault: Option<Fault>, stop_at_first: bool) -> Result<(usize, usize), Vec<String>> {
+    run_table_in(family, Precision::F32, fault, stop_at_first)
+}
+
+/// [`run_table`] in a precision. In bf16 the graphs' constants and inputs are rounded to bf16
+/// first (see `graphs::rounded_to_bf16`), so the plan is held to the f32 tolerance.
+fn run_table_in(
+    family: Family,
+    precision: Precision,
+    fault: Option<Fault>,
+    stop_at_first: bool,
+) -> Result<(usize, usize), Vec<String>> {
     let dims = dims();
     let rows = table(&dims, family);
-    let opts = CheckOptions { fault, expect_step: vec![family.expect_step()], ..Default::default() };
+    let bf16 = precision == Precision::Bf16;
+    let opts = CheckOptions {
+        fault,
+        expect_step: vec![family.expect_step(precision)],
+        precision,
+        expect_bf16: bf16 && family.takes_bf16(),
+        ..Default::default()
+    };
     let mut failures = vec![];
     let mut separate = 0;
     for (i, row) in rows.iter().enumerate() {
@@ -522,6 +547,7 @@ fn run_table(family: Family, fault: Option<Fault>, stop_at_first: bool) -> Resul
         // A banded row with more than one row (of outputs; of 2x2 tiles for Winograd) must show
         // one pack (or input transform) per band.
         let (pack, rows_per_band) = match family {
+            Family::Winograd if bf16 => ("Im2col", 1),
             Family::Winograd if wino4 => ("WinogradInput", 4),
             Family::Winograd => ("WinogradInput", 2),
             _ => ("Im2col", 1),
@@ -529,7 +555,7 @@ fn run_table(family: Family, fault: Option<Fault>, stop_at_first: bool) -> Resul
         let conv_rows = conv_output_rows(&r, out);
         match check(r, out, family.name(), &case, &opts) {
             Ok(ops) => {
-                if let Some(step) = family.expect_widest(row)
+                if let Some(step) = family.expect_widest(row).filter(|_| !bf16)
                     && !ops.iter().any(|o| o == step)
                 {
                     failures.push(format!("{} {case}: no {step} step on the widest tier: {ops:?}", family.name()));
@@ -545,7 +571,8 @@ fn run_table(family: Family, fault: Option<Fault>, stop_at_first: bool) -> Resul
                     failures
                         .push(format!("{} {case}: a computed input packed, not read in place: {ops:?}", family.name()));
                 }
-                if !in_place && banded && conv_rows.is_some_and(|h| h > rows_per_band) && packs < 2 {
+                // (An empty plan list: bf16 on a CPU without bf16, nothing ran.)
+                if !in_place && banded && conv_rows.is_some_and(|h| h > rows_per_band) && packs < 2 && !ops.is_empty() {
                     failures.push(format!("{} {case}: banded, but {packs} im2col step(s): {ops:?}", family.name()));
                 }
                 separate += ops.iter().any(|o| o == "Epilogue") as usize
@@ -562,11 +589,103 @@ fn run_table(family: Family, fault: Option<Fault>, stop_at_first: bool) -> Resul
 }
 
 fn family_passes(family: Family) {
-    match run_table(family, None, false) {
-        Ok((n, separate)) => {
-            println!("{}: {n} rows (all pairs) checked, {separate} with the epilogue as a separate pass", family.name())
-        }
+    family_passes_in(family, Precision::F32)
+}
+
+fn family_passes_in(family: Family, precision: Precision) {
+    if precision == Precision::Bf16 && incept_tests::graphs::bf16_ways().is_empty() {
+        println!("{} in bf16: skipped, this CPU runs no bf16 tier", family.name());
+        return;
+    }
+    match run_table_in(family, precision, None, false) {
+        Ok((n, separate)) => println!(
+            "{} ({}): {n} rows (all pairs) checked, {separate} with the epilogue as a separate pass",
+            family.name(),
+            precision.name()
+        ),
         Err(f) => panic!("{} of the rows failed; first:\n{}", f.len(), f[0]),
+    }
+}
+
+/// Every family in bf16 on every bf16 tier this CPU runs (the convs as bf16 GEMMs, the rest in
+/// f32 beside them), against the interpreter on the bf16-rounded graph.
+mod bf16 {
+    use super::*;
+
+    #[test]
+    fn conv1x1() {
+        family_passes_in(Family::Conv1x1, Precision::Bf16);
+    }
+    #[test]
+    fn conv3x3_stride2() {
+        family_passes_in(Family::Conv3x3Stride2, Precision::Bf16);
+    }
+    #[test]
+    fn conv3x3() {
+        family_passes_in(Family::Winograd, Precision::Bf16);
+    }
+    #[test]
+    fn conv5x5() {
+        family_passes_in(Family::Conv5x5, Precision::Bf16);
+    }
+    #[test]
+    fn conv7x7_stride2() {
+        family_passes_in(Family::Conv7x7Stride2, Precision::Bf16);
+    }
+    #[test]
+    fn conv1x7() {
+        family_passes_in(Family::Conv1x7, Precision::Bf16);
+    }
+    #[test]
+    fn conv_small_map() {
+        family_passes_in(Family::SmallMap, Precision::Bf16);
+    }
+    #[test]
+    fn grouped() {
+        family_passes_in(Family::Grouped, Precision::Bf16);
+    }
+    #[test]
+    fn conv1d() {
+        family_passes_in(Family::Conv1d, Precision::Bf16);
+    }
+    #[test]
+    fn conv3d() {
+        family_passes_in(Family::Conv3d, Precision::Bf16);
+    }
+    /// The ops bf16 leaves in f32, compiled with --precision bf16 beside bf16 convs' kernels.
+    #[test]
+    fn f32_families_in_a_bf16_plan() {
+        for family in [Family::Depthwise, Family::ConvTranspose, Family::Gemm, Family::MatMul] {
+            family_passes_in(family, Precision::Bf16);
+        }
+    }
+
+    /// The bf16 tables must catch a misplaced pair: with the weights packed with each pair of
+    /// consecutive k swapped, every family that takes bf16 fails.
+    #[test]
+    fn mutation_swapped_pairs_are_caught() {
+        if incept_tests::graphs::bf16_ways().is_empty() {
+            println!("skipped: this CPU runs no bf16 tier");
+            return;
+        }
+        let mut missed = vec![];
+        for family in [
+            Family::Conv1x1,
+            Family::Conv3x3Stride2,
+            Family::Winograd,
+            Family::Conv5x5,
+            Family::Conv7x7Stride2,
+            Family::Conv1x7,
+            Family::SmallMap,
+            Family::Grouped,
+            Family::Conv1d,
+            Family::Conv3d,
+        ] {
+            if run_table_in(family, Precision::Bf16, Some(Fault::Bf16SwappedPairs), true).is_ok() {
+                missed.push(family.name());
+            }
+        }
+        assert!(missed.is_empty(), "swapped bf16 pairs pass the tables of {missed:?}");
     }
 }
 

@@ -28,11 +28,19 @@ pub struct BackendArgs {
     #[command(flatten)]
     pub cut: CutArgs,
     /// The CPU to compile for: native (the widest tier this CPU runs), baseline (f32x4 only, runs
-    /// on every x86-64 with SSE4.2), avx2 (x86-64-v3: AVX2 + FMA GEMM kernels) or avx512 (also
-    /// AVX-512F GEMM kernels); a plan for a tier this CPU lacks is refused when it loads, naming
-    /// the missing features.
+    /// on every x86-64 with SSE4.2), avx2 (x86-64-v3: AVX2 + FMA GEMM kernels), avx512 (also
+    /// AVX-512F GEMM kernels), avx512bf16 or amx (avx512, with those bf16 kernels for
+    /// --precision bf16); a plan for a tier this CPU lacks is refused when it loads, naming the
+    /// missing features.
     #[arg(long, default_value = "native", value_name = "CPU")]
     pub cpu: Cpu,
+    /// The arithmetic of convs with constant weights: f32 (the default: bit-stable, within f32
+    /// rounding of the reference) or bf16 (opt-in: weights rounded to bf16 at compile time,
+    /// activations while they are packed, sums and epilogues in f32; needs AVX512-BF16 or AMX,
+    /// see --cpu). bf16 changes results by about 2^-9 of each product: `incept check --precision
+    /// bf16` measures by how much on a model.
+    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
+    pub precision: incept_compiler::Precision,
     /// Let 3x3 convs use Winograd F(4x4, 3x3) where it is faster than F(2x2, 3x3): about 4-7%
     /// less latency on ResNet50 and InceptionV3 at one thread, for several times the rounding
     /// error (InceptionV3's output then differs from ONNX Runtime's by about 1e-4 of its scale).
@@ -72,6 +80,7 @@ impl BackendArgs {
             im2col_band_bytes: None,
             winograd_tile: None,
             winograd_f4: self.winograd_f4,
+            precision: self.precision,
         })
     }
 }

@@ -49,9 +49,13 @@ pub struct InspectArgs {
     /// lowered, not compiled or run: `bench --profile` measures the same steps.
     #[arg(long, conflicts_with_all = ["stats", "memory"])]
     kernels: bool,
-    /// With --kernels: the CPU to plan for (native, baseline, avx2 or avx512, as for `compile`).
+    /// With --kernels: the CPU to plan for (native, baseline, avx2, avx512, avx512bf16 or amx, as
+    /// for `compile`).
     #[arg(long, default_value = "native", value_name = "CPU", requires = "kernels")]
     cpu: incept_compiler::Cpu,
+    /// With --kernels: the precision to plan for (f32 or bf16, as for `compile`).
+    #[arg(long, default_value = "f32", value_name = "f32|bf16", requires = "kernels")]
+    precision: incept_compiler::Precision,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
@@ -175,7 +179,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
         return out(&memory_table(&g)?);
     }
     if a.kernels {
-        return out(&kernel_table(&g, a.cpu)?);
+        return out(&kernel_table(&g, a.cpu, a.precision)?);
     }
     if a.stats {
         let mut s = format!("model: {}\n", a.model.display());
@@ -196,8 +200,12 @@ pub fn run(a: InspectArgs) -> Result<()> {
 }
 
 /// The plan's steps, one row each, then their totals.
-fn kernel_table(g: &incept_ir::Graph, cpu: incept_compiler::Cpu) -> Result<String> {
-    let options = incept_compiler::CompileOptions { cpu, ..Default::default() };
+fn kernel_table(
+    g: &incept_ir::Graph,
+    cpu: incept_compiler::Cpu,
+    precision: incept_compiler::Precision,
+) -> Result<String> {
+    let options = incept_compiler::CompileOptions { cpu, precision, ..Default::default() };
     let (steps, kernels) = incept_compiler::plan_steps(g, &options)?;
     let mut s = format!(
         "{:>4}  {:<48} {:<18} {:<36} {:<6} {:>6} {:>8}  shapes\n",
@@ -220,24 +228,19 @@ fn kernel_table(g: &incept_ir::Graph, cpu: incept_compiler::Cpu) -> Result<Strin
         ));
     }
     let flops: u64 = steps.iter().map(|st| st.flops).sum();
+    let bf16_flops: u64 = steps.iter().filter(|st| st.bf16).map(|st| st.flops).sum();
     s.push_str(&format!(
-        "{} steps, {kernels} distinct kernels, {} FLOPs per run; planned for --cpu {} (tier {})\n",
+        "{} steps, {kernels} distinct kernels, {} FLOPs per run; planned for --cpu {} (tier {}){}\n",
         steps.len(),
         human(flops),
-        cpu_name(cpu),
-        cpu.tier().name()
+        cpu.name(),
+        cpu.tier().name(),
+        match options.bf16_tier()? {
+            Some(t) => format!(", precision bf16 ({}: {} of {} FLOPs)", t.name(), human(bf16_flops), human(flops)),
+            None => String::new(),
+        }
     ));
     Ok(s)
-}
-
-fn cpu_name(cpu: incept_compiler::Cpu) -> &'static str {
-    use incept_compiler::Cpu;
-    match cpu {
-        Cpu::Native => "native",
-        Cpu::Baseline => "baseline",
-        Cpu::Avx2 => "avx2",
-        Cpu::Avx512 => "avx512",
-    }
 }
 
 fn memory_table(g: &incept_ir::Graph) -> Result<String> {

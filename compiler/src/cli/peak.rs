@@ -44,5 +44,24 @@ pub fn run(a: PeakArgs) -> Result<()> {
             None => println!("{name} FMA peak: this CPU does not run the {} tier", tier.name()),
         }
     }
+    // bf16: two multiply-adds per f32 lane per instruction.
+    let f32_peak = peak::wide_peak_gflops(Tier::Avx512, a.iterations as usize, a.runs)?;
+    match peak::bf16_peak_gflops(a.iterations as usize, a.runs)? {
+        Some(b) => {
+            let ratio = f32_peak.map(|f| format!(", {:.2}x the AVX-512 f32 peak", b / f)).unwrap_or_default();
+            println!("AVX512-BF16 VDPBF16PS peak, one core: {b:.1} GFLOP/s (best of {} runs{ratio})", a.runs);
+            if let Some(u) = peak::bf16_microkernel_gflops(256, 20_000, a.runs)? {
+                println!(
+                    "AVX512-BF16 12x32 GEMM microkernel, panels in L1 (K = 256): {u:.1} GFLOP/s ({:.0}% of the AVX512-BF16 peak)",
+                    100.0 * u / b
+                );
+            }
+        }
+        None => println!("AVX512-BF16 peak: this CPU has no AVX512-BF16"),
+    }
+    match incept_runtime::cpu::tile_state() {
+        Ok(()) => println!("AMX: this CPU has AMX tiles; the AMX bf16 peak probe is not written yet"),
+        Err(why) => println!("AMX bf16 peak: no AMX here ({why})"),
+    }
     Ok(())
 }

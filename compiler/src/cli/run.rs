@@ -30,9 +30,14 @@ pub struct RunArgs {
     /// logical CPU)
     #[arg(long, default_value_t = 0, value_name = "N")]
     threads: usize,
-    /// The CPU to compile for: native, baseline (f32x4, any x86-64), avx2 or avx512.
+    /// The CPU to compile for: native, baseline (f32x4, any x86-64), avx2, avx512, avx512bf16 or
+    /// amx (see `incept compile --help`).
     #[arg(long, default_value = "native", value_name = "CPU")]
     cpu: incept_compiler::Cpu,
+    /// The arithmetic of convs with constant weights: f32 (default) or bf16 (opt-in, see `incept
+    /// compile --help`).
+    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
+    precision: incept_compiler::Precision,
     /// An input: FILE.npy, NAME=FILE.npy, or a test data folder with input_N.pb (repeatable).
     #[arg(long = "input", short = 'i', value_name = "FILE|NAME=FILE|DIR")]
     inputs: Vec<String>,
@@ -250,6 +255,7 @@ pub fn run(a: RunArgs) -> Result<()> {
             pipeline: incept_compiler::passes::Pipeline::None,
             threads: a.threads,
             cpu: a.cpu,
+            precision: a.precision,
             ..Default::default()
         };
         let spinner = crate::cli::progress::Spinner::start("compiling");

@@ -140,6 +140,10 @@ pub trait KernelSpec: Debug + Send + Sync {
     fn machine_code(&self) -> Option<Result<Vec<u8>, CodegenError>> {
         None
     }
+    /// The bf16 instruction set the kernel multiplies with, if it multiplies in bf16.
+    fn bf16(&self) -> Option<bf16::Bf16Tier> {
+        None
+    }
 }
 
 /// The host ISAs: `opt_level=speed` and `none` (for kernels that keep their emitted schedule).

@@ -99,11 +99,23 @@ pub fn fma_peak_gflops(iterations: i64, runs: usize) -> Result<f64, CodegenError
 /// The FMA peak of a wide tier in GFLOP/s (independent `vfmadd231ps` chains, best of `runs`),
 /// or `None` when this CPU does not run the tier.
 pub fn wide_peak_gflops(tier: Tier, iterations: usize, runs: usize) -> Result<Option<f64>, CodegenError> {
-    use super::wide::FmaLoop;
+    wide_probe(super::wide::FmaLoop { tier, bf16: false }, iterations, runs)
+}
+
+/// The VDPBF16PS peak (AVX512-BF16) in GFLOP/s (two multiply-adds per f32 lane), or `None`
+/// when this CPU lacks it.
+pub fn bf16_peak_gflops(iterations: usize, runs: usize) -> Result<Option<f64>, CodegenError> {
+    if !super::bf16::Bf16Tier::Avx512Bf16.runs_here() {
+        return Ok(None);
+    }
+    wide_probe(super::wide::FmaLoop { tier: Tier::Avx512, bf16: true }, iterations, runs)
+}
+
+fn wide_probe(probe: super::wide::FmaLoop, iterations: usize, runs: usize) -> Result<Option<f64>, CodegenError> {
+    let tier = probe.tier;
     if !runs_tier(tier) || iterations == 0 {
         return Ok(None);
     }
-    let probe = FmaLoop { tier };
     let code = probe.assemble()?;
     let exec = incept_runtime::code::ExecutableCode::new(&code).map_err(|e| CodegenError::Load(e.to_string()))?;
     let addr = exec.address(0).ok_or_else(|| CodegenError::Load("empty code".into()))?;
@@ -119,7 +131,7 @@ pub fn wide_peak_gflops(tier: Tier, iterations: usize, runs: usize) -> Result<Op
         best = best.min(t.elapsed().as_secs_f64());
         std::hint::black_box(&out);
     }
-    Ok(Some((iterations * probe.chains() * probe.lanes() * 2) as f64 / best / 1e9))
+    Ok(Some((iterations * probe.chains() * probe.flops_per_instruction()) as f64 / best / 1e9))
 }
 
 fn runs_tier(tier: Tier) -> bool {
@@ -133,13 +145,30 @@ fn runs_tier(tier: Tier) -> bool {
 /// GFLOP/s of a wide tier's whole-panel microkernel on panels that stay in L1 (K = `kc` per
 /// call), best of `runs` runs of `calls` calls: what the GEMM's inner loop can reach at most.
 pub fn wide_microkernel_gflops(tier: Tier, kc: usize, calls: usize, runs: usize) -> Result<Option<f64>, CodegenError> {
+    microkernel_probe(tier, false, kc, calls, runs)
+}
+
+/// The same for the AVX512-BF16 microkernel (12 x 32, bf16 pairs), or `None` without it.
+pub fn bf16_microkernel_gflops(kc: usize, calls: usize, runs: usize) -> Result<Option<f64>, CodegenError> {
+    if !super::bf16::Bf16Tier::Avx512Bf16.runs_here() {
+        return Ok(None);
+    }
+    microkernel_probe(Tier::Avx512, true, kc, calls, runs)
+}
+
+fn microkernel_probe(
+    tier: Tier,
+    bf16: bool,
+    kc: usize,
+    calls: usize,
+    runs: usize,
+) -> Result<Option<f64>, CodegenError> {
     use super::wide::WideMicrokernel;
     if !tier.is_wide() || !runs_tier(tier) || kc == 0 {
         return Ok(None);
     }
     let (mr, nr) = (tier.panel_rows(1), tier.nr());
-    let code =
-        WideMicrokernel { tier, rows: mr, cols: nr, epilogue: None, b_row_bytes: None, bf16: false }.assemble()?;
+    let code = WideMicrokernel { tier, rows: mr, cols: nr, epilogue: None, b_row_bytes: None, bf16 }.assemble()?;
     let exec = incept_runtime::code::ExecutableCode::new(&code).map_err(|e| CodegenError::Load(e.to_string()))?;
     let addr = exec.address(0).ok_or_else(|| CodegenError::Load("empty code".into()))?;
     type Ukernel =

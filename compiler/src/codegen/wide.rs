@@ -209,7 +209,7 @@ impl WideMicrokernel {
                 ops.broadcast(x, s, rdi + da + 4 * r as i32)?;
                 for v in 0..vecs {
                     if bf16 {
-                        x.vdpbf16ps(ZMM[2 * r + v], ZMM[nacc + v], ZMM[s]).map_err(asm_err)?;
+                        ops.dot_bf16(x, 2 * r + v, nacc + v, s)?;
                     } else {
                         ops.fma(x, 2 * r + v, nacc + v, s)?;
                     }
@@ -353,6 +353,11 @@ impl Ops {
         if self.wide { x.vfmadd231ps(ZMM[acc], ZMM[b], ZMM[s]) } else { x.vfmadd231ps(YMM[acc], YMM[b], YMM[s]) }
             .map_err(asm_err)
     }
+    /// `acc += b . s` over bf16 pairs (VDPBF16PS, zmm only).
+    pub(super) fn dot_bf16(&self, x: &mut CodeAssembler, acc: usize, b: usize, s: usize) -> Result<(), CodegenError> {
+        assert!(self.wide, "VDPBF16PS is used on zmm registers only");
+        x.vdpbf16ps(ZMM[acc], ZMM[b], ZMM[s]).map_err(asm_err)
+    }
     pub(super) fn add_reg(&self, x: &mut CodeAssembler, r: usize, s: usize) -> Result<(), CodegenError> {
         if self.wide { x.vaddps(ZMM[r], ZMM[r], ZMM[s]) } else { x.vaddps(YMM[r], YMM[r], YMM[s]) }.map_err(asm_err)
     }
@@ -401,6 +406,8 @@ impl KernelSpec for WideMicrokernel {
 #[derive(Clone, Debug)]
 pub struct FmaLoop {
     pub tier: Tier,
+    /// VDPBF16PS chains instead (AVX-512 only): two multiply-adds per lane.
+    pub bf16: bool,
 }
 
 impl FmaLoop {
@@ -411,6 +418,10 @@ impl FmaLoop {
     /// Floats per vector.
     pub fn lanes(&self) -> usize {
         if self.tier == Tier::Avx512 { 16 } else { 8 }
+    }
+    /// Flops of one instruction of a chain.
+    pub fn flops_per_instruction(&self) -> usize {
+        self.lanes() * if self.bf16 { 4 } else { 2 }
     }
 
     pub fn assemble(&self) -> Result<Vec<u8>, CodegenError> {
@@ -423,7 +434,11 @@ impl FmaLoop {
         let mut top = x.create_label();
         x.set_label(&mut top).map_err(asm_err)?;
         for r in 0..n {
-            ops.fma(&mut x, r, n, n + 1)?;
+            if self.bf16 {
+                ops.dot_bf16(&mut x, r, n, n + 1)?;
+            } else {
+                ops.fma(&mut x, r, n, n + 1)?;
+            }
         }
         x.dec(rsi).map_err(asm_err)?;
         x.jnz(top).map_err(asm_err)?;

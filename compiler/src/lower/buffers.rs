@@ -71,6 +71,21 @@ impl<'g> Lowerer<'g> {
         BufRef { buf, offset: 0 }
     }
 
+    /// `n` little-endian u16 (bf16 weights) in the weights, written by `fill`.
+    pub(super) fn weight_u16_with(&mut self, n: usize, name: &str, fill: impl FnOnce(&mut [u16])) -> BufRef {
+        let offset = self.weight_space(n * 2);
+        let bytes = &mut self.out.weights.as_mut_slice()[offset..offset + n * 2];
+        // The offset is 64-byte aligned in a 64-byte aligned buffer.
+        fill(bytemuck::cast_slice_mut(bytes));
+        if cfg!(target_endian = "big") {
+            for w in bytemuck::cast_slice_mut::<u8, u16>(bytes) {
+                *w = w.to_le();
+            }
+        }
+        let buf = self.buffer(n * 2, Place::Weight(offset), name);
+        BufRef { buf, offset: 0 }
+    }
+
     /// Where a value's data is: a constant goes into the weights on first use.
     pub(super) fn value(&mut self, v: ValueId) -> Result<BufRef, LowerError> {
         if let Some(&r) = self.values.get(&v) {

@@ -40,6 +40,13 @@ impl<'g> Lowerer<'g> {
             return Ok(ConvPath::Depthwise);
         }
         let constant = self.is_konst(wv);
+        // In bf16, a conv with constant weights is a bf16 GEMM over im2col panels: bf16
+        // multiplies at twice (AVX512-BF16) or many times (AMX) the f32 rate, which outruns
+        // Winograd's 2.25-4x fewer multiplies, and Winograd's transforms would amplify the bf16
+        // rounding.
+        if constant && self.bf16.is_some() {
+            return Ok(ConvPath::Gemm);
+        }
         if constant && let Some(tile) = winograd_tile(&geom, g, cin_total / g, cout / g, n, xs.len(), self.winograd) {
             return Ok(ConvPath::Winograd(tile));
         }
@@ -129,9 +136,14 @@ impl<'g> Lowerer<'g> {
         // Dense or grouped: GEMM over im2col panels, one problem per (image, group).
         let k = cg * taps;
         let hw_out = out_sp;
-        let mr = self.tier.panel_rows(mg);
+        // bf16 when asked for and the weights are constant (packed and rounded now).
+        let bf16 = self.bf16.filter(|_| w.is_some());
+        let mr = bf16.map_or(self.tier.panel_rows(mg), |t| t.mr());
         let (a_ref, a) = match &w {
             // A: the weights of each group, [mg] x [k] row-major.
+            Some(w) if let Some(t) = bf16 => {
+                self.pack_a_bf16(&name, g, mg, k, t, |gi, m, kk| w[(gi * mg + m) * k + kk])
+            }
             Some(w) => self.pack_a(&name, g, mg, k, mr, |gi, m, kk| w[(gi * mg + m) * k + kk]),
             None => {
                 let a = Mat {
@@ -172,6 +184,7 @@ impl<'g> Lowerer<'g> {
             bias: bias_mat,
             steps: gsteps.clone(),
             mr,
+            bf16,
             ..this.gemm_blocking()
         };
         let im2col = |band: Option<usize>| Im2colSpec {
@@ -287,7 +300,11 @@ impl<'g> Lowerer<'g> {
     /// fill 77% of two 32-lane panels, 512 channels all of sixteen) and make one whole row panel.
     fn transposed_pays(&self, positions: usize, channels: usize) -> bool {
         // Im2col fills panels four columns at a time: AVX2's six-row panels cannot hold them.
+        // In bf16 the weights are A (the transposed GEMM would put them in B).
         let mr = self.tier.panel_rows(positions);
+        if self.bf16.is_some() {
+            return false;
+        }
         if !self.tier.is_wide() || !mr.is_multiple_of(4) || positions < mr {
             return false;
         }

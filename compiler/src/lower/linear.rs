@@ -238,8 +238,11 @@ impl<'g> Lowerer<'g> {
         if !spec.tier.is_wide() {
             return;
         }
-        debug_assert!(spec.a.rs == 1 && spec.a.cs == spec.mr as isize, "a wide GEMM reads packed A panels");
-        let kernels: Vec<usize> = spec.wide_kernels().into_iter().map(|k| self.kernel(Arc::new(k))).collect();
+        debug_assert!(
+            spec.a.rs == 1 && (spec.a.cs == spec.mr as isize || spec.bf16.is_some()),
+            "a wide GEMM reads packed A panels"
+        );
+        let kernels: Vec<usize> = spec.called_kernels().into_iter().map(|k| self.kernel(k)).collect();
         if let Some(step) = self.out.steps.last_mut() {
             step.operands.extend(kernels.into_iter().map(super::LOperand::Kernel));
         }

@@ -30,6 +30,7 @@ use incept_ir::{DType, Op, Tensor};
 use incept_runtime::buffer::AlignedBuf;
 
 use crate::Fault;
+use crate::codegen::bf16::Bf16Tier;
 use crate::codegen::kernels::logic::LogicOp;
 use crate::codegen::{KernelSpec, Tier};
 
@@ -148,6 +149,8 @@ pub(crate) struct Lowerer<'g> {
     fault: Option<Fault>,
     /// The instruction set of the GEMM kernels (and the panel shapes that feed them).
     tier: Tier,
+    /// The instruction set of bf16 convs; None: everything in f32.
+    bf16: Option<Bf16Tier>,
     /// Packed conv panels above this size are built band by band.
     band_bytes: usize,
     winograd: WinogradChoice,
@@ -176,15 +179,16 @@ fn constant_bytes(g: &Graph) -> usize {
 
 /// Lowers an optimised graph with static shapes, for the f32x4 tier.
 pub fn lower(g: &Graph) -> Result<Lowered, LowerError> {
-    lower_with(g, Tier::F32x4, None, None, WinogradChoice::default())
+    lower_with(g, Tier::F32x4, None, None, None, WinogradChoice::default())
 }
 
-/// Lowers for a kernel tier, with a deliberate miscompilation if asked (see [`Fault`]) and the
+/// Lowers for a kernel tier (and a bf16 one for the convs that take bf16), with a deliberate miscompilation if asked (see [`Fault`]) and the
 /// size above which conv panels are packed in bands (None: the default), and how Winograd tiles
 /// are chosen.
 pub fn lower_with(
     g: &Graph,
     tier: Tier,
+    bf16: Option<Bf16Tier>,
     fault: Option<&Fault>,
     im2col_band_bytes: Option<usize>,
     winograd: WinogradChoice,
@@ -199,6 +203,7 @@ pub fn lower_with(
         g,
         fault: fault.cloned(),
         tier,
+        bf16,
         band_bytes: im2col_band_bytes.unwrap_or(conv::IM2COL_BAND_BYTES),
         winograd,
         out: Lowered {

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 
 use super::{BufRef, Lowerer};
 use crate::codegen::Tier;
+use crate::codegen::bf16::{Bf16Tier, to_bf16};
 use crate::codegen::kernels::copy::CopySpec;
 use crate::codegen::kernels::gemm::Mat;
 use crate::codegen::kernels::nd::contiguous;
@@ -44,6 +45,39 @@ impl<'g> Lowerer<'g> {
             batch_stride: (pm * k * mr) as isize,
             batch_mod: groups,
         };
+        (r, mat)
+    }
+
+    /// Constant GEMM A matrices as [`pack_a`] takes them, rounded to bf16 and packed in the bf16
+    /// tier's panels (`[group][panel][Bf16Tier::a_offset]`, rows and K steps past the matrix
+    /// zero), and the `Mat` that reads them (in the GEMM's 4-byte units).
+    pub(super) fn pack_a_bf16(
+        &mut self,
+        name: &str,
+        groups: usize,
+        rows: usize,
+        k: usize,
+        t: Bf16Tier,
+        at: impl Fn(usize, usize, usize) -> f32 + Sync,
+    ) -> (BufRef, Mat) {
+        let mr = t.mr();
+        let pm = rows.div_ceil(mr);
+        let panel = t.a_panel_len(k);
+        // The mutation the bf16 tests must catch: each pair of consecutive k swapped.
+        let swap = usize::from(self.fault == Some(crate::Fault::Bf16SwappedPairs));
+        let r = self.weight_u16_with(groups * pm * panel, &format!("{name}/packed_bf16_weights"), |packed| {
+            packed.par_chunks_mut(panel.max(1)).enumerate().for_each(|(p, dst)| {
+                let (gi, m0) = (p / pm, (p % pm) * mr);
+                for m in m0..(m0 + mr).min(rows) {
+                    for kk in 0..k {
+                        dst[t.a_offset(m - m0, kk ^ swap)] = to_bf16(at(gi, m, kk));
+                    }
+                }
+            });
+        });
+        let half = |v: usize| (v / 2) as isize;
+        let mat =
+            Mat { rs: 1, cs: t.a_cs(), panel_stride: half(panel), batch_stride: half(pm * panel), batch_mod: groups };
         (r, mat)
     }
 

@@ -301,6 +301,10 @@ impl KernelSpec for GemmSpec {
         format!("gemm {}x{}x{} b{} {tier}", self.m, self.n, self.k, self.batch)
     }
 
+    fn bf16(&self) -> Option<Bf16Tier> {
+        self.bf16
+    }
+
     /// `opt_level=speed` reorders the unrolled steps so that more B vectors stay live, and the
     /// loop spills (1024^3: 110 ms against 55 ms as emitted).
     fn optimize(&self) -> bool {
