@@ -122,11 +122,28 @@ pub enum Culprit {
     Rounding { worst: Option<Box<NodeMismatch>> },
 }
 
+/// What bf16 did at one node: the node's compiled output against the interpreter on the same
+/// (JIT-computed) inputs in f32, unrounded.
+#[derive(Clone, Debug)]
+pub struct Bf16Node {
+    pub node: String,
+    pub op: String,
+    /// The bf16 instruction set of its GEMM.
+    pub tier: &'static str,
+    pub error: Error,
+}
+
 /// Everything `check` found.
 #[derive(Clone, Debug)]
 pub struct CheckReport {
     pub outputs: Vec<OutputCheck>,
     pub tolerance: f64,
+    /// A bf16 plan: outputs differ from the reference by what bf16 rounding accumulates, so the
+    /// verdict is the nodes' (each bf16 node against the interpreter on its inputs rounded to
+    /// bf16 as its kernels round them, every other node as in f32); `bf16_nodes` lists the error
+    /// bf16 introduced at each bf16 node, largest first.
+    pub bf16: bool,
+    pub bf16_nodes: Vec<Bf16Node>,
     /// Present when an output is beyond the tolerance (or when asked for).
     pub culprit: Option<Culprit>,
     /// Time of each phase.
@@ -134,8 +151,12 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
-    /// Whether every output is within the tolerance.
+    /// Whether every output is within the tolerance; for a bf16 plan, whether every node's
+    /// kernels agree with the interpreter (see `bf16`).
     pub fn passed(&self) -> bool {
+        if self.bf16 {
+            return !matches!(self.culprit, Some(Culprit::Node { .. }));
+        }
         self.outputs.iter().all(|o| o.error.max_rel <= self.tolerance)
     }
 }
@@ -186,8 +207,10 @@ pub fn check(g: &Graph, inputs: &[Tensor], options: &CheckOptions) -> Result<Che
         let got = from_runtime(got)?;
         outputs.push(OutputCheck { name: name.clone(), error: Error::of(&got, want) });
     }
-    let mut result = CheckReport { outputs, tolerance: options.tolerance, culprit: None, timings };
-    if result.passed() && !options.always_bisect {
+    let bf16 = options.compile.bf16_tier()?.is_some();
+    let mut result =
+        CheckReport { outputs, tolerance: options.tolerance, bf16, bf16_nodes: vec![], culprit: None, timings };
+    if !bf16 && result.passed() && !options.always_bisect {
         return Ok(result);
     }
 
@@ -199,8 +222,17 @@ pub fn check(g: &Graph, inputs: &[Tensor], options: &CheckOptions) -> Result<Che
             jit.insert(v.name.as_str(), t);
         }
     }
-    let mismatches = local_mismatches(&opt, inputs, &jit, options.tolerance, &model);
+    let (mismatches, bf16_nodes) = local_mismatches(&opt, inputs, &jit, options.tolerance, &model);
+    result.bf16_nodes = bf16_nodes;
     result.timings.push(("node by node", t.elapsed()));
+    if bf16 {
+        // Outputs are not held to the f32 tolerance; the nodes are.
+        if let Some(first) = mismatches.iter().find(|m| m.local.max_rel > options.tolerance) {
+            let mismatched = mismatches.iter().filter(|m| m.local.max_rel > options.tolerance).count();
+            result.culprit = Some(Culprit::Node { first: Box::new(first.clone()), mismatched });
+        }
+        return Ok(result);
+    }
     let mismatched = mismatches.iter().filter(|m| m.local.max_rel > options.tolerance).count();
     result.culprit = Some(if let Some(first) = mismatches.iter().find(|m| m.local.max_rel > options.tolerance) {
         Culprit::Node { first: Box::new(first.clone()), mismatched }
@@ -224,15 +256,17 @@ pub fn check(g: &Graph, inputs: &[Tensor], options: &CheckOptions) -> Result<Che
 
 /// Every node of `g` evaluated by the interpreter on the JIT's values of its inputs, compared
 /// with the JIT's value of its outputs; in execution order, one entry per node output that could
-/// be compared.
+/// be compared. A node the plan multiplies in bf16 is evaluated on its input and weights rounded
+/// to bf16 (what its kernels multiply); the error of its output against the unrounded
+/// evaluation is the second list (what bf16 did there).
 fn local_mismatches(
     g: &Graph,
     inputs: &[Tensor],
     jit: &HashMap<&str, Tensor>,
     tolerance: f64,
     model: &incept_runtime::Model,
-) -> Vec<NodeMismatch> {
-    let Ok(order) = g.topo_order() else { return vec![] };
+) -> (Vec<NodeMismatch>, Vec<Bf16Node>) {
+    let Ok(order) = g.topo_order() else { return (vec![], vec![]) };
     let graph_inputs: HashMap<ValueId, &Tensor> = g.input_values().into_iter().zip(inputs).collect();
     let value_of = |v: ValueId| -> Option<Tensor> {
         if let Some(t) = graph_inputs.get(&v) {
@@ -243,12 +277,12 @@ fn local_mismatches(
         }
         jit.get(g.value(v).name.as_str()).cloned()
     };
-    let found: Vec<Vec<NodeMismatch>> = order
+    let found: Vec<(Vec<NodeMismatch>, Option<Bf16Node>)> = order
         .par_iter()
         .map(|&id| {
             let node = g.node(id);
             if matches!(node.op, Op::Input(_) | Op::Const(_)) {
-                return vec![];
+                return (vec![], None);
             }
             let mut args = vec![];
             for i in node.inputs() {
@@ -256,12 +290,34 @@ fn local_mismatches(
                     None => args.push(None),
                     Some(v) => match value_of(*v) {
                         Some(t) => args.push(Some(t)),
-                        None => return vec![],
+                        None => return (vec![], None),
                     },
                 }
             }
+            let steps = steps_of(model, &node.name);
+            let bf16 = steps.iter().find_map(|s| crate::codegen::bf16::Bf16Tier::of_kernel(&s.kernel));
+            let exact = bf16.and_then(|_| {
+                let refs: Vec<Option<&Tensor>> = args.iter().map(|a| a.as_ref()).collect();
+                node.op.eval(&refs).ok()
+            });
+            if bf16.is_some() {
+                // The conv's input and weights, as its kernels round them.
+                for a in args.iter_mut().take(2).flatten() {
+                    *a = round_bf16(a);
+                }
+            }
             let refs: Vec<Option<&Tensor>> = args.iter().map(|a| a.as_ref()).collect();
-            let Ok(want) = node.op.eval(&refs) else { return vec![] };
+            let Ok(want) = node.op.eval(&refs) else { return (vec![], None) };
+            let bf16_node = match (bf16, exact.as_ref().and_then(|e| e.first()), jit.get(node.outputs[0].name.as_str()))
+            {
+                (Some(t), Some(exact), Some(got)) => Some(Bf16Node {
+                    node: node.name.clone(),
+                    op: node.op.name().to_string(),
+                    tier: t.name(),
+                    error: Error::of(got, exact),
+                }),
+                _ => None,
+            };
             let mut out = vec![];
             for (k, (w, v)) in want.iter().zip(&node.outputs).enumerate() {
                 let Some(got) = jit.get(v.name.as_str()) else { continue };
@@ -272,16 +328,34 @@ fn local_mismatches(
                         node: node.name.clone(),
                         op: node.op.name().to_string(),
                         text: node_text(g, id),
-                        steps: steps_of(model, &node.name),
+                        steps: steps.clone(),
                         value: g.value(ValueId::new(id, k)).name.clone(),
                         local,
                     });
                 }
             }
-            out
+            (out, bf16_node)
         })
         .collect();
-    found.into_iter().flatten().collect()
+    let mut mismatches = vec![];
+    let mut bf16_nodes = vec![];
+    for (m, b) in found {
+        mismatches.extend(m);
+        bf16_nodes.extend(b);
+    }
+    bf16_nodes.sort_by(|a, b| b.error.max_rel.total_cmp(&a.error.max_rel));
+    (mismatches, bf16_nodes)
+}
+
+/// An f32 tensor rounded to bf16 (other types as they are).
+fn round_bf16(t: &Tensor) -> Tensor {
+    match t.view::<f32>() {
+        Ok(v) if t.dtype() == incept_ir::DType::F32 => Tensor::from_vec(
+            t.shape().to_vec(),
+            v.iter().map(|&x| crate::codegen::bf16::round_bf16(x)).collect::<Vec<f32>>(),
+        ),
+        _ => t.clone(),
+    }
 }
 
 /// The plan's steps that belong to a node.

@@ -266,8 +266,9 @@ pub enum CompileError {
     Lower(#[from] LowerError),
     #[error(transparent)]
     Codegen(#[from] CodegenError),
+    /// (Not a `source`: the message carries it, and error chains would print it twice.)
     #[error("loading the compiled plan: {0}")]
-    Runtime(#[from] incept_runtime::RunError),
+    Runtime(incept_runtime::RunError),
     #[error("{0}")]
     Unsupported(String),
     /// Options refused before any work (e.g. a thread count over the runtime's limit).
@@ -276,6 +277,12 @@ pub enum CompileError {
     /// A precision the chosen CPU cannot compute in.
     #[error("{0}")]
     Precision(String),
+}
+
+impl From<incept_runtime::RunError> for CompileError {
+    fn from(e: incept_runtime::RunError) -> CompileError {
+        CompileError::Runtime(e)
+    }
 }
 
 /// A thread count the runtime would refuse, refused before compiling rather than after.
@@ -331,6 +338,23 @@ pub fn compile_with_report<'a>(
     let (model, mut report) = compile_graph(g, options)?;
     report.stages.insert(0, ("import", import));
     Ok((model, report))
+}
+
+/// Imports and compiles to the sealed plan, without loading it (see [`compile_graph_to_plan`]).
+pub fn compile_plan_with_report<'a>(
+    source: impl Into<Source<'a>>,
+    options: &CompileOptions,
+) -> Result<(Plan, CompileReport), CompileError> {
+    check_threads(options)?;
+    let start = Instant::now();
+    let g = match source.into() {
+        Source::Path(p) => onnx::load(p, &options.import)?,
+        Source::Bytes(b) => onnx::load_bytes(b, &options.import)?,
+    };
+    let import = start.elapsed();
+    let (plan, mut report) = compile_graph_to_plan(g, options)?;
+    report.stages.insert(0, ("import", import));
+    Ok((plan, report))
 }
 
 /// Lowers an optimised graph and plans its memory, without generating code (for `inspect
@@ -445,7 +469,17 @@ pub fn artifact_info(options: &CompileOptions) -> incept_runtime::artifact::Arti
 
 /// Compiles an imported graph: cuts it at `options.outputs` when those are given, then runs the
 /// passes.
-pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, CompileReport), CompileError> {
+pub fn compile_graph(g: Graph, options: &CompileOptions) -> Result<(Model, CompileReport), CompileError> {
+    let (plan, mut report) = compile_graph_to_plan(g, options)?;
+    let t = Instant::now();
+    let model = Model::new(plan, &RunOptions { threads: options.threads })?;
+    report.stages.push(("load", t.elapsed()));
+    Ok((model, report))
+}
+
+/// [`compile_graph`] up to the sealed plan, without loading it: for artifacts written for
+/// another CPU than this one.
+pub fn compile_graph_to_plan(mut g: Graph, options: &CompileOptions) -> Result<(Plan, CompileReport), CompileError> {
     check_threads(options)?;
     let mut report = CompileReport::default();
     let t = Instant::now();
@@ -508,9 +542,8 @@ pub fn compile_graph(mut g: Graph, options: &CompileOptions) -> Result<(Model, C
     report.arena_bytes = arena.size;
     report.arena_lower_bound = arena.lower_bound;
     report.memory = arena.placements.clone();
-    let model = Model::new(plan, &RunOptions { threads: options.threads })?;
-    report.stages.push(("load", t.elapsed()));
-    Ok((model, report))
+    report.stages.push(("assembly", t.elapsed()));
+    Ok((plan, report))
 }
 
 /// Where a buffer position is at run time, and the rest of its buffer from there (what the

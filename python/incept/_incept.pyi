@@ -68,6 +68,7 @@ def compile(
     outputs: Optional[Sequence[str]] = None,
     shapes: Optional[Mapping[str, Union[int, Sequence[int]]]] = None,
     opt_level: int = 2,
+    precision: str = "f32",
 ) -> Model:
     """Compiles an ONNX model (a path, or the model's bytes) to machine code for this CPU.
 
@@ -77,7 +78,11 @@ def compile(
     shapes: an input name to its shape ({'input': [1, 3, 224, 224]}) or a symbolic dimension
         to its size ({'N': 1}), for models whose inputs are not fully static.
     opt_level: 0 (no graph passes), 1 (exact rewrites only) or 2 (all).
-    Raises InceptError when the model cannot be read or compiled."""
+    precision: "f32" (the default: within f32 rounding of the reference) or "bf16" (opt-in:
+        convs with constant weights multiply bf16-rounded weights and activations, summing in
+        f32; needs a CPU with AVX512-BF16 or AMX; `incept check --precision bf16` measures the
+        error on a model).
+    Raises InceptError when the model cannot be read or compiled (or the CPU has no bf16)."""
 
 def load(
     path: Union[str, "os.PathLike[str]"],

@@ -48,7 +48,7 @@ enum ModelSource {
 
 /// Compiles an ONNX model (a path or the model's bytes) to machine code for this CPU.
 #[pyfunction]
-#[pyo3(signature = (path, threads = 0, outputs = None, shapes = None, opt_level = 2))]
+#[pyo3(signature = (path, threads = 0, outputs = None, shapes = None, opt_level = 2, precision = "f32"))]
 pub fn compile(
     py: Python<'_>,
     path: &Bound<'_, PyAny>,
@@ -56,16 +56,20 @@ pub fn compile(
     outputs: Option<Vec<String>>,
     shapes: Option<&Bound<'_, PyDict>>,
     opt_level: i64,
+    precision: &str,
 ) -> PyResult<Model> {
     let level = match opt_level {
         0..=2 => opt_level as u8,
         _ => return Err(PyValueError::new_err(format!("opt_level must be 0, 1 or 2, got {opt_level}"))),
     };
+    let precision: incept_compiler::Precision =
+        precision.parse().map_err(|e: String| PyValueError::new_err(format!("precision: {e}")))?;
     let options = CompileOptions {
         import: import_options(shapes)?,
         pipeline: Pipeline::from_level(level),
         threads: count("threads", threads)?,
         outputs: outputs.unwrap_or_default(),
+        precision,
         ..CompileOptions::default()
     };
     let source = if let Ok(b) = path.cast::<PyBytes>() {

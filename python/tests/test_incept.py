@@ -311,3 +311,66 @@ def test_run_releases_the_gil(x):
         q = (t1 - t0) / 4
         inside = np.count_nonzero((ticks > t0 + q) & (ticks < t1 - q))
         assert inside >= 10, f"{inside} ticks in the middle of a {t1 - t0:.3f} s run: the run held the GIL"
+
+
+def bf16_model(**kwargs):
+    """The fixture compiled in bf16, or a skip when this CPU has no bf16 instructions."""
+    try:
+        return incept.compile(MODEL, precision="bf16", **kwargs)
+    except incept.InceptError as e:
+        if "needs a CPU with AVX512-BF16 or AMX-BF16" in str(e):
+            pytest.skip("this CPU runs no bf16 tier")
+        raise
+
+
+def test_bf16_precision(x, ort_output):
+    m = bf16_model()
+    y = m.run({"input": x})["output"]
+    # bf16 rounding moves the output by far more than f32 would, but not the answer.
+    scale = np.abs(ort_output).max()
+    assert np.abs(y - ort_output).max() <= 2e-2 * scale
+    assert np.argmax(y) == np.argmax(ort_output)
+    assert not np.array_equal(y, incept.compile(MODEL).run({"input": x})["output"])
+    with pytest.raises(ValueError, match=r"precision: unknown precision 'fp16' \(f32, bf16\)"):
+        incept.compile(MODEL, precision="fp16")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bf16_runs_survive_signals_from_several_threads(threads, x):
+    """Python handlers run on the thread's alternate signal stack, which faulthandler (on under
+    pytest) makes small; with AMX tiles live, a signal frame larger than it would kill the
+    process. Timer ticks every millisecond and SIGINTs while two threads run a bf16 model."""
+    import os
+    import signal
+
+    m = bf16_model(threads=threads)
+    expected = m.run({"input": x})["output"]
+    ticks = []
+    interrupts = []
+    old_alarm = signal.signal(signal.SIGALRM, lambda *_: ticks.append(1))
+    old_int = signal.signal(signal.SIGINT, lambda *_: interrupts.append(1))
+    failures = []
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
+
+        def worker():
+            for _ in range(200):
+                if not np.array_equal(m.run({"input": x})["output"], expected):
+                    failures.append(1)
+
+        workers = [threading.Thread(target=worker) for _ in range(2)]
+        for w in workers:
+            w.start()
+        for _ in range(20):
+            os.kill(os.getpid(), signal.SIGINT)
+            # The main thread runs the model too, so signals also land while it is in a run.
+            m.run({"input": x})
+        for w in workers:
+            w.join()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, old_alarm)
+        signal.signal(signal.SIGINT, old_int)
+    assert failures == []
+    assert len(interrupts) == 20
+    assert len(ticks) > 0

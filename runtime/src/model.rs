@@ -85,6 +85,8 @@ pub struct Model {
     kernels: Vec<KernelFn>,
     pool: Option<rayon::ThreadPool>,
     threads: usize,
+    /// The code uses AMX tiles (see `signal.rs`).
+    amx: bool,
     scratch: Mutex<Vec<Scratch>>,
     helpers: Box<[usize; helpers::COUNT]>,
     output_names: Arc<[String]>,
@@ -220,10 +222,17 @@ impl Model {
                 Ok(unsafe { std::mem::transmute::<*const u8, KernelFn>(addr) })
             })
             .collect::<Result<Vec<_>, RunError>>()?;
+        // AMX code needs room for the tile state in signal frames on every thread that runs it.
+        let amx = plan.features.iter().any(|f| f == "amx-tile");
         let pool = if threads > 1 {
             Some(
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
+                    .start_handler(move |_| {
+                        if amx {
+                            crate::signal::ensure_signal_stack()
+                        }
+                    })
                     .build()
                     .map_err(|e| RunError::Plan(e.to_string()))?,
             )
@@ -238,6 +247,7 @@ impl Model {
             kernels,
             pool,
             threads,
+            amx,
             scratch: Mutex::new(vec![]),
             helpers: Box::new(helpers::table()),
         })
@@ -537,7 +547,12 @@ impl Model {
             // pool instead of paying a cross-thread hand-off per step.
             match &self.pool {
                 Some(pool) => pool.install(steps),
-                None => steps(),
+                None => {
+                    if self.amx {
+                        crate::signal::ensure_signal_stack();
+                    }
+                    steps()
+                }
             }
         };
         if let Ok(mut pool) = self.scratch.lock() {

@@ -12,19 +12,26 @@ fn to_runtime(t: &incept_ir::Tensor) -> incept_runtime::Tensor {
     incept_compiler::to_runtime(t).expect("tensor")
 }
 
+/// In f32, and in bf16 where this CPU runs a bf16 tier.
 #[test]
 fn loaded_artifacts_match_the_compiled_plan_bit_for_bit() {
     let dir = std::env::temp_dir().join(format!("incept-artifact-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    for name in FIXTURES {
+    let mut precisions = vec![incept_compiler::Precision::F32];
+    if incept_compiler::Cpu::Native.bf16_tier().is_some() {
+        precisions.push(incept_compiler::Precision::Bf16);
+    } else {
+        println!("bf16 skipped: this CPU runs no bf16 tier");
+    }
+    for (name, precision) in FIXTURES.iter().flat_map(|n| precisions.iter().map(move |&p| (*n, p))) {
         let input = incept_ir::npy::read(&fixtures_dir().join(format!("{name}.input.npy"))).expect("input");
         let mut import = incept_ir::onnx::ImportOptions::default();
         import.input_shapes.insert("input".into(), input.shape().to_vec());
-        let opts = CompileOptions { import, threads: 1, ..Default::default() };
+        let opts = CompileOptions { import, threads: 1, precision, ..Default::default() };
         let path = fixtures_dir().join(format!("{name}.onnx"));
         let (model, _) = incept_compiler::compile_with_report(path.as_path(), &opts).expect("compile");
         let want = model.run(&[to_runtime(&input)]).expect("run");
-        let file = dir.join(format!("{name}.incept"));
+        let file = dir.join(format!("{name}.{}.incept", precision.name()));
         std::fs::write(&file, encode(model.plan(), &artifact_info(&opts))).expect("write");
         for threads in [1, 2] {
             let loaded = Model::load(&file, &RunOptions { threads }).unwrap_or_else(|e| panic!("{name}: {e}"));

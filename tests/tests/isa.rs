@@ -35,6 +35,10 @@ fn allowed(features: &[String]) -> Vec<CpuidFeature> {
             "bmi2" => vec![CpuidFeature::BMI2],
             "lzcnt" => vec![CpuidFeature::LZCNT],
             "avx512f" => vec![CpuidFeature::AVX512F],
+            "avx512bw" => vec![CpuidFeature::AVX512BW],
+            "avx512bf16" => vec![CpuidFeature::AVX512_BF16],
+            "amx-tile" => vec![CpuidFeature::AMX_TILE],
+            "amx-bf16" => vec![CpuidFeature::AMX_BF16],
             other => panic!("a plan records an unknown feature '{other}'"),
         });
     }
@@ -68,6 +72,97 @@ fn extra_graphs() -> Vec<(String, incept_ir::graph::Graph, Option<usize>)> {
         .collect()
 }
 
+/// Decodes every kernel of a plan; asserts each instruction's CPUID features are among those
+/// the plan records. The number of instructions decoded.
+fn check_plan(name: &str, cpu: Cpu, plan: &incept_runtime::Plan) -> usize {
+    let ok = allowed(&plan.features);
+    let mut checked = 0;
+    for k in &plan.kernels {
+        let code = &plan.code[k.offset..k.offset + k.len];
+        let mut decoder = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
+        let mut ins = Instruction::default();
+        while decoder.can_decode() {
+            decoder.decode_out(&mut ins);
+            if ins.is_invalid() {
+                break;
+            }
+            for f in ins.cpuid_features() {
+                assert!(
+                    ok.contains(f),
+                    "{name} ({cpu:?}), kernel '{}': {:?} at {:#x} needs {f:?}, the plan records {:?}",
+                    k.name,
+                    ins.code(),
+                    ins.ip(),
+                    plan.features
+                );
+            }
+            checked += 1;
+        }
+    }
+    checked
+}
+
+/// bf16 plans for each bf16 tier (compiled, not run: this CPU need not have the tier) use only
+/// the features they record, and hold the bf16 kernels: VDPBF16PS microkernels, the pair
+/// packers, and for AMX the tile configuration, TDPBF16PS microkernels and the release.
+#[test]
+fn bf16_plans_use_only_the_features_they_record() {
+    use iced_x86::Mnemonic;
+    for (cpu, kernels, mnemonics) in [
+        (
+            Cpu::Avx512Bf16,
+            vec!["avx512bf16 microkernel", "bf16 pairs"],
+            vec![Mnemonic::Vdpbf16ps, Mnemonic::Vcvtneps2bf16],
+        ),
+        (
+            Cpu::Amx,
+            vec!["amx microkernel", "bf16 pairs", "amx tile config", "amx tile release"],
+            vec![
+                Mnemonic::Tdpbf16ps,
+                Mnemonic::Ldtilecfg,
+                Mnemonic::Tileloadd,
+                Mnemonic::Tilestored,
+                Mnemonic::Tilerelease,
+            ],
+        ),
+    ] {
+        let mut checked = 0;
+        let mut names = vec![];
+        let mut seen = std::collections::HashSet::new();
+        for name in FIXTURES {
+            let path = fixtures_dir().join(format!("{name}.onnx"));
+            let input = incept_ir::npy::read(&fixtures_dir().join(format!("{name}.input.npy"))).expect("input");
+            let mut import = incept_ir::onnx::ImportOptions::default();
+            import.input_shapes.insert("input".into(), input.shape().to_vec());
+            let opts = CompileOptions {
+                cpu,
+                threads: 1,
+                import,
+                precision: incept_compiler::Precision::Bf16,
+                ..Default::default()
+            };
+            let (plan, _) = incept_compiler::compile::compile_plan_with_report(path.as_path(), &opts)
+                .unwrap_or_else(|e| panic!("{name} ({cpu:?}): {e}"));
+            assert!(plan.features.iter().any(|f| f == "avx512bf16"), "{:?}", plan.features);
+            checked += check_plan(name, cpu, &plan);
+            for k in &plan.kernels {
+                names.push(k.name.clone());
+                let mut decoder = Decoder::with_ip(64, &plan.code[k.offset..k.offset + k.len], 0, DecoderOptions::NONE);
+                for ins in decoder.iter() {
+                    seen.insert(ins.mnemonic());
+                }
+            }
+        }
+        assert!(checked > 10_000, "{cpu:?}: only {checked} instructions decoded");
+        for k in kernels {
+            assert!(names.iter().any(|n| n.contains(k)), "{cpu:?}: no '{k}' kernel among {names:?}");
+        }
+        for m in mnemonics {
+            assert!(seen.contains(&m), "{cpu:?}: no {m:?} in the bf16 plans");
+        }
+    }
+}
+
 #[test]
 fn plans_use_only_the_features_they_record() {
     for cpu in incept_tests::graphs::tiers() {
@@ -94,30 +189,7 @@ fn plans_use_only_the_features_they_record() {
             if cpu == Cpu::Baseline {
                 assert!(!plan.features.iter().any(|f| f.starts_with("avx") || f == "fma"), "{:?}", plan.features);
             }
-            let ok = allowed(&plan.features);
-            for k in &plan.kernels {
-                let code = &plan.code[k.offset..k.offset + k.len];
-                let mut decoder = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
-                let mut ins = Instruction::default();
-                while decoder.can_decode() {
-                    decoder.decode_out(&mut ins);
-                    if ins.is_invalid() {
-                        // Padding between kernels and constant pools after the code.
-                        break;
-                    }
-                    for f in ins.cpuid_features() {
-                        assert!(
-                            ok.contains(f),
-                            "{name} ({cpu:?}), kernel '{}': {:?} at {:#x} needs {f:?}, the plan records {:?}",
-                            k.name,
-                            ins.code(),
-                            ins.ip(),
-                            plan.features
-                        );
-                    }
-                    checked += 1;
-                }
-            }
+            checked += check_plan(name, cpu, plan);
         }
         assert!(checked > 10_000, "{cpu:?}: only {checked} instructions decoded");
         // The kernels the extra graphs are for were among those decoded.

@@ -49,6 +49,10 @@ pub struct CheckArgs {
     /// Look for the node with the largest error even when every output is within the tolerance.
     #[arg(long)]
     bisect: bool,
+    /// With --precision bf16: list the N bf16 nodes whose rounding moved their output most (each
+    /// on the compiled model's own inputs to it, against the same node in f32).
+    #[arg(long = "per-node", value_name = "N", default_value_t = 0)]
+    per_node: usize,
     #[command(flatten)]
     backend: BackendArgs,
 }
@@ -90,7 +94,7 @@ pub fn run(a: CheckArgs) -> Result<()> {
         crate::cli::progress::Spinner::start("compiling, then running the model and the reference interpreter");
     let report = check(&g, &inputs, &options).with_context(|| format!("cannot check '{}'", a.model.display()))?;
     drop(spinner);
-    out(&format_report(&report))?;
+    out(&format_report_with(&report, a.per_node))?;
     if !report.passed() {
         bail!("the compiled model disagrees with the reference interpreter");
     }
@@ -150,6 +154,8 @@ fn check_artifact(a: &CheckArgs) -> Result<()> {
             })
             .collect(),
         tolerance: a.tolerance,
+        bf16: false,
+        bf16_nodes: vec![],
         culprit: None,
         timings: vec![("interpreter", interp_time), ("artifact run", run_time)],
     };
@@ -178,9 +184,23 @@ fn mismatch_text(m: &NodeMismatch) -> String {
 }
 
 pub fn format_report(r: &CheckReport) -> String {
+    format_report_with(r, 0)
+}
+
+/// The report, with the `per_node` bf16 nodes whose rounding moved their outputs most.
+pub fn format_report_with(r: &CheckReport, per_node: usize) -> String {
     let mut s = String::new();
+    if r.bf16 {
+        s.push_str("precision bf16: outputs against the f64 reference (the error bf16 introduced):\n");
+    }
     for o in &r.outputs {
-        let verdict = if o.error.max_rel <= r.tolerance { "ok" } else { "MISMATCH" };
+        let verdict = if r.bf16 {
+            "(bf16)"
+        } else if o.error.max_rel <= r.tolerance {
+            "ok"
+        } else {
+            "MISMATCH"
+        };
         s.push_str(&format!(
             "output '{}': max abs error {:.3e}, relative {:.3e}  {verdict}\n",
             o.name, o.error.max_abs, o.error.max_rel
@@ -206,6 +226,41 @@ pub fn format_report(r: &CheckReport) -> String {
                 s.push_str(&format!("largest error of a single node:\n{}", mismatch_text(w)));
             }
         }
+    }
+    if r.bf16 {
+        let n = r.bf16_nodes.len();
+        if per_node > 0 {
+            s.push_str(&format!(
+                "bf16 nodes by the error their rounding introduced (on the JIT's own inputs, relative to the node output's largest magnitude), {} of {n}:\n",
+                per_node.min(n)
+            ));
+            for b in r.bf16_nodes.iter().take(per_node) {
+                s.push_str(&format!(
+                    "  {:.3e}  {} ({}, {})\n",
+                    b.error.max_rel,
+                    incept_compiler::table::shorten(&b.node, 60),
+                    b.op,
+                    b.tier
+                ));
+            }
+        } else if let Some(worst) = r.bf16_nodes.first() {
+            s.push_str(&format!(
+                "{n} node(s) in bf16; the largest error one introduced: {:.3e} at '{}' (--per-node N lists them)\n",
+                worst.error.max_rel, worst.node
+            ));
+        }
+        if r.passed() {
+            s.push_str(&format!(
+                "PASS: every node's kernels agree within {:e} with the interpreter (bf16 nodes on their inputs rounded to bf16)\n",
+                r.tolerance
+            ));
+        } else {
+            s.push_str(&format!(
+                "FAIL: a node's kernels differ from the interpreter by more than {:e} (bf16 nodes on their inputs rounded to bf16)\n",
+                r.tolerance
+            ));
+        }
+        return s;
     }
     if r.passed() {
         s.push_str(&format!("PASS: every output within {:e} of the reference interpreter\n", r.tolerance));

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use incept_compiler::passes::{PassOptions, Pipeline};
-use incept_compiler::{CompileOptions, CompileReport, Cpu, Fault, compile_with_report};
+use incept_compiler::{CompileOptions, CompileReport, Cpu, Fault};
 
 use crate::cli::out;
 use crate::cli::shapes::{CutArgs, ShapeArgs};
@@ -154,14 +154,29 @@ pub fn run(a: CompileArgs) -> Result<()> {
         None => None,
     };
     let spinner = crate::cli::progress::Spinner::start(format!("compiling {}", a.model.display()));
-    let compiled = compile_with_report(a.model.as_path(), &opts);
+    let compiled = incept_compiler::compile::compile_plan_with_report(a.model.as_path(), &opts);
     drop(spinner);
-    let (model, report) = compiled.map_err(|e| compile_error(e, &a.model))?;
-    out(&summary(&report, a.timings))?;
-    out(&format!("threads: {}\n", model.threads()))?;
-    if let Some(path) = &a.output {
+    let (plan, report) = compiled.map_err(|e| compile_error(e, &a.model))?;
+    let bytes = a.output.as_ref().map(|_| {
         let info = incept_compiler::artifact_info(&opts);
-        let bytes = incept_runtime::artifact::encode_signed(model.plan(), &info, key.as_ref());
+        incept_runtime::artifact::encode_signed(&plan, &info, key.as_ref())
+    });
+    // Loading checks the plan on this CPU; a plan for another CPU is still written.
+    let loaded = incept_runtime::Model::new(plan, &incept_runtime::RunOptions { threads: opts.threads });
+    out(&summary(&report, a.timings))?;
+    match &loaded {
+        Ok(model) => out(&format!("threads: {}\n", model.threads()))?,
+        Err(e @ incept_runtime::RunError::CpuFeatures { .. }) if a.output.is_some() => {
+            eprintln!("note: this CPU cannot run the compiled model ({e}); the artifact is for a CPU that can")
+        }
+        Err(_) => {}
+    }
+    let _model = match (loaded, &a.output) {
+        (Ok(m), _) => Some(m),
+        (Err(incept_runtime::RunError::CpuFeatures { .. }), Some(_)) => None,
+        (Err(e), _) => return Err(compile_error(e.into(), &a.model)),
+    };
+    if let (Some(path), Some(bytes)) = (&a.output, bytes) {
         crate::cli::write_file(path, &bytes)?;
         out(&format!("wrote {} ({} bytes)\n", path.display(), bytes.len()))?;
         if let Some(k) = &key {

@@ -57,6 +57,11 @@ impl Bf16Tier {
         }
     }
 
+    /// The bf16 tier of a kernel by its name (GEMM kernels end with the tier's name).
+    pub fn of_kernel(name: &str) -> Option<Bf16Tier> {
+        Bf16Tier::ALL.into_iter().find(|t| name.starts_with("gemm ") && name.ends_with(&format!(" {}", t.name())))
+    }
+
     /// Whether this CPU (and, for AMX, the OS) runs the tier.
     pub fn runs_here(self) -> bool {
         super::wide::host_has_avx512() && self.features().iter().all(|f| incept_runtime::cpu::has_feature(f))
@@ -216,6 +221,205 @@ impl KernelSpec for PairPack {
     }
     fn emit(&self, _: &mut super::builder::Kb) {
         unreachable!("a pair packer is machine code (machine_code), not CLIF")
+    }
+    fn machine_code(&self) -> Option<Result<Vec<u8>, CodegenError>> {
+        Some(self.assemble())
+    }
+}
+
+/// Loads the AMX tile configuration every AMX microkernel assumes (palette 1, all eight tiles
+/// 16 rows of 64 bytes), or releases the tile state (`release`): a bf16 GEMM on AMX calls the
+/// first before its tiles and the second after them, on the thread that runs them (the
+/// configuration is per thread). `extern "sysv64" fn()`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AmxTiles {
+    pub release: bool,
+}
+
+impl AmxTiles {
+    pub fn assemble(&self) -> Result<Vec<u8>, CodegenError> {
+        let e = asm_err;
+        let mut x = CodeAssembler::new(64).map_err(e)?;
+        if self.release {
+            x.tilerelease().map_err(e)?;
+        } else {
+            // The 64-byte configuration in the red zone (a leaf function).
+            for q in 0..8 {
+                x.mov(qword_ptr(rsp - 64 + 8 * q), 0).map_err(e)?;
+            }
+            x.mov(byte_ptr(rsp - 64), 1).map_err(e)?;
+            for t in 0..8 {
+                x.mov(word_ptr(rsp - 64 + 16 + 2 * t), 64).map_err(e)?;
+                x.mov(byte_ptr(rsp - 64 + 48 + t), 16).map_err(e)?;
+            }
+            x.ldtilecfg(ptr(rsp - 64)).map_err(e)?;
+        }
+        x.ret().map_err(e)?;
+        x.assemble(0).map_err(e)
+    }
+}
+
+impl KernelSpec for AmxTiles {
+    fn name(&self) -> String {
+        if self.release { "amx tile release".into() } else { "amx tile config".into() }
+    }
+    fn emit(&self, _: &mut super::builder::Kb) {
+        unreachable!("the AMX tile configuration is machine code (machine_code), not CLIF")
+    }
+    fn machine_code(&self) -> Option<Result<Vec<u8>, CodegenError>> {
+        Some(self.assemble())
+    }
+}
+
+/// The AMX register tile: `rows` (1..=32) x `cols` (16 or 32) outputs in up to four 16 x 16 f32
+/// accumulator tiles (tmm0-3; A tiles tmm4-5, B tiles tmm6-7), with the wide microkernel's ABI
+/// (see `wide.rs`): A at the block's first k in the AMX layout ([`Bf16Tier::a_offset`]), B a
+/// pair buffer, `kc` k steps (rounded up to 32: the packing zero-pads). The tiles go to a
+/// stack scratch, then each row goes through the f32 epilogue of the wide kernels (adding C
+/// when accumulating, bias, bounds, residual) into C. Needs the configuration of [`AmxTiles`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AmxMicrokernel {
+    pub rows: usize,
+    pub cols: usize,
+    pub epilogue: Option<super::wide::WideEpilogue>,
+}
+
+impl AmxMicrokernel {
+    // Column vector v lives in zmm v and at byte 64 v of a row: the index is both.
+    #[allow(clippy::needless_range_loop)]
+    pub fn assemble(&self) -> Result<Vec<u8>, CodegenError> {
+        use super::wide::ZMM;
+        assert!((1..=MR_AMX).contains(&self.rows), "an AMX tile has 1 to 32 rows");
+        assert!(self.cols == 16 || self.cols == 32, "an AMX tile has 16 or 32 columns");
+        let e = asm_err;
+        let (rt, ct) = (self.rows.div_ceil(16), self.cols / 16);
+        let acc = |i: usize, j: usize| [tmm0, tmm1, tmm2, tmm3][i * 2 + j];
+        let mut x = CodeAssembler::new(64).map_err(e)?;
+        x.push(rbp).map_err(e)?;
+        x.mov(rbp, rsp).map_err(e)?;
+        x.sub(rsp, 4096).map_err(e)?;
+        x.and(rsp, -64).map_err(e)?;
+        for i in 0..rt {
+            for j in 0..ct {
+                x.tilezero(acc(i, j)).map_err(e)?;
+            }
+        }
+        x.mov(r10, 64u64).map_err(e)?;
+        x.mov(r11, PAIR_ROW_BYTES as u64).map_err(e)?;
+        x.add(r8, 31).map_err(e)?;
+        x.shr(r8, 5).map_err(e)?;
+        let mut block = x.create_label();
+        x.set_label(&mut block).map_err(e)?;
+        // One 32-k block: A rows 0-15 (and 16-31) 1 KB apart, B columns 0-15 (and 16-31) of the
+        // pair rows (128 bytes per pair row).
+        x.tileloadd(tmm4, ptr(rdi + r10 * 1)).map_err(e)?;
+        if rt == 2 {
+            x.tileloadd(tmm5, ptr(rdi + r10 * 1 + 1024)).map_err(e)?;
+        }
+        x.tileloadd(tmm6, ptr(rsi + r11 * 1)).map_err(e)?;
+        if ct == 2 {
+            x.tileloadd(tmm7, ptr(rsi + r11 * 1 + 64)).map_err(e)?;
+        }
+        for i in 0..rt {
+            for j in 0..ct {
+                x.tdpbf16ps(acc(i, j), [tmm4, tmm5][i], [tmm6, tmm7][j]).map_err(e)?;
+            }
+        }
+        x.add(rdi, (MR_AMX * 64) as i32).map_err(e)?;
+        x.add(rsi, (16 * PAIR_ROW_BYTES) as i32).map_err(e)?;
+        x.dec(r8).map_err(e)?;
+        x.jnz(block).map_err(e)?;
+        // Row r of the scratch holds C's row r: tile (i, j) stored 128 bytes per row at i * 2048
+        // + j * 64.
+        for i in 0..rt {
+            for j in 0..ct {
+                x.tilestored(ptr(rsp + r11 * 1 + (i * 2048 + j * 64) as i32), acc(i, j)).map_err(e)?;
+            }
+        }
+        let epi = self.epilogue.clone().unwrap_or(super::wide::WideEpilogue { bias: false, acts: vec![] });
+        // Bounds splatted once (zmm16 on), the bias and residual pointers from the stack.
+        let mut bounds = vec![];
+        for a in &epi.acts {
+            if let Some((bits, max)) = a.bound() {
+                let r = 16 + bounds.len();
+                x.mov(dword_ptr(rsp - 8), bits).map_err(e)?;
+                x.vbroadcastss(ZMM[r], dword_ptr(rsp - 8)).map_err(e)?;
+                bounds.push((r, max));
+            }
+        }
+        x.mov(r10, qword_ptr(rbp + 16)).map_err(e)?;
+        x.mov(r11, qword_ptr(rbp + 24)).map_err(e)?;
+        x.mov(rax, rsp).map_err(e)?;
+        x.mov(r8, self.rows as u64).map_err(e)?;
+        let mut row = x.create_label();
+        x.set_label(&mut row).map_err(e)?;
+        for v in 0..ct {
+            x.vmovups(ZMM[v], zmmword_ptr(rax + 64 * v as i32)).map_err(e)?;
+        }
+        let mut no_acc = x.create_label();
+        x.test(r9, 1).map_err(e)?;
+        x.jz(no_acc).map_err(e)?;
+        for v in 0..ct {
+            x.vaddps(ZMM[v], ZMM[v], zmmword_ptr(rdx + 64 * v as i32)).map_err(e)?;
+        }
+        x.set_label(&mut no_acc).map_err(e)?;
+        if self.epilogue.is_some() {
+            let mut no_epi = x.create_label();
+            x.test(r9, 2).map_err(e)?;
+            x.jz(no_epi).map_err(e)?;
+            if epi.bias {
+                x.vbroadcastss(zmm8, dword_ptr(r10)).map_err(e)?;
+                for v in 0..ct {
+                    x.vaddps(ZMM[v], ZMM[v], zmm8).map_err(e)?;
+                }
+            }
+            let mut b = bounds.iter();
+            for a in &epi.acts {
+                match a.bound() {
+                    // The residual row, laid out like C; read before C's row is stored.
+                    None => {
+                        for v in 0..ct {
+                            x.vaddps(ZMM[v], ZMM[v], zmmword_ptr(r11 + 64 * v as i32)).map_err(e)?;
+                        }
+                    }
+                    Some(_) => {
+                        let &(r, max) = b.next().expect("a bound per bound step");
+                        for v in 0..ct {
+                            // vmaxps/vminps with the bound first: NaN and -0 as the reference.
+                            if max {
+                                x.vmaxps(ZMM[v], ZMM[r], ZMM[v]).map_err(e)?;
+                            } else {
+                                x.vminps(ZMM[v], ZMM[r], ZMM[v]).map_err(e)?;
+                            }
+                        }
+                    }
+                }
+            }
+            x.set_label(&mut no_epi).map_err(e)?;
+        }
+        for v in 0..ct {
+            x.vmovups(zmmword_ptr(rdx + 64 * v as i32), ZMM[v]).map_err(e)?;
+        }
+        x.add(rdx, rcx).map_err(e)?;
+        x.add(r11, rcx).map_err(e)?;
+        x.add(r10, 4).map_err(e)?;
+        x.add(rax, PAIR_ROW_BYTES as i32).map_err(e)?;
+        x.dec(r8).map_err(e)?;
+        x.jnz(row).map_err(e)?;
+        x.mov(rsp, rbp).map_err(e)?;
+        x.pop(rbp).map_err(e)?;
+        x.vzeroupper().map_err(e)?;
+        x.ret().map_err(e)?;
+        x.assemble(0).map_err(e)
+    }
+}
+
+impl KernelSpec for AmxMicrokernel {
+    fn name(&self) -> String {
+        format!("amx microkernel {}x{}", self.rows, self.cols)
+    }
+    fn emit(&self, _: &mut super::builder::Kb) {
+        unreachable!("an AMX microkernel is machine code (machine_code), not CLIF")
     }
     fn machine_code(&self) -> Option<Result<Vec<u8>, CodegenError>> {
         Some(self.assemble())

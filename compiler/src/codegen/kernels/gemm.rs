@@ -10,7 +10,7 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 use cranelift_frontend::Variable;
 use incept_ir::ops::Activation;
 
-use crate::codegen::bf16::{Bf16Tier, PairPack};
+use crate::codegen::bf16::{AmxMicrokernel, AmxTiles, Bf16Tier, PairPack};
 use crate::codegen::builder::{F32X4, I64, Kb, ro, rw};
 use crate::codegen::kernels::math::{act_needs_helpers, emit_act};
 use crate::codegen::{KernelSpec, Tier};
@@ -179,14 +179,25 @@ impl GemmSpec {
     }
 
     /// Every machine-code kernel a wide GEMM calls, in operand order: microkernels, then
-    /// pair packers.
+    /// pair packers, then (AMX) the tile configuration and release.
     pub fn called_kernels(&self) -> Vec<std::sync::Arc<dyn KernelSpec>> {
         let mut out: Vec<std::sync::Arc<dyn KernelSpec>> = vec![];
-        for k in self.wide_kernels() {
-            out.push(std::sync::Arc::new(k));
+        if self.bf16 == Some(Bf16Tier::Amx) {
+            let epilogue = self.wide_epilogue();
+            for (rows, cols) in self.microkernels() {
+                out.push(std::sync::Arc::new(AmxMicrokernel { rows, cols, epilogue: epilogue.clone() }));
+            }
+        } else {
+            for k in self.wide_kernels() {
+                out.push(std::sync::Arc::new(k));
+            }
         }
         for p in self.packers() {
             out.push(std::sync::Arc::new(p));
+        }
+        if self.bf16 == Some(Bf16Tier::Amx) {
+            out.push(std::sync::Arc::new(AmxTiles { release: false }));
+            out.push(std::sync::Arc::new(AmxTiles { release: true }));
         }
         out
     }
@@ -332,6 +343,14 @@ impl KernelSpec for GemmSpec {
         let narrow_tail = kernels.iter().any(|&(_, c)| c == nr / 2);
         // A bf16 GEMM's pair buffer: one K block of one column panel.
         let pairs = self.bf16.map(|t| kb.stack_buffer(t.pair_bytes(self.kc.min(self.k)) as u32));
+        // AMX: the tile configuration (per thread) around this call's tiles.
+        let amx = (self.bf16 == Some(Bf16Tier::Amx)).then(|| {
+            let first = n_ops + helpers.is_some() as usize + ukernels.len() + packers.len();
+            (kb.operand(first), kb.operand(first + 1))
+        });
+        if let Some((config, _)) = amx {
+            kb.call_code(config, &[]);
+        }
         // The microkernel for a row count and column count.
         let ukernel = |rows: usize, cols: usize| {
             ukernels[kernels.iter().position(|&k| k == (rows, cols)).expect("the GEMM lists its microkernels")]
@@ -470,6 +489,9 @@ impl KernelSpec for GemmSpec {
                 });
             });
         });
+        if let Some((_, release)) = amx {
+            kb.call_code(release, &[]);
+        }
     }
 }
 
