@@ -48,7 +48,7 @@ DEFAULT_OUT = Path("zoo")
 CORE = {"ResNet50": 224, "InceptionV3": 299, "Xception": 299}
 # Built only when named: InceptionResNetV2 has bias-free residual 1x1 convs followed by a scaled
 # add and ReLU (the shape of issue 7's bug); MobileNetV2 is in BENCHMARKS.md's reference table.
-EXTRA = {"InceptionResNetV2": 299, "MobileNetV2": 224}
+EXTRA = {"InceptionResNetV2": 299, "MobileNetV2": 224, "DenseNet121": 224}
 MODELS = {**CORE, **EXTRA}
 
 

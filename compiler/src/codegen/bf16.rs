@@ -227,6 +227,89 @@ impl KernelSpec for PairPack {
     }
 }
 
+/// A step kernel (`extern "C" fn(args, begin, end)`, args = [source, destination]) that
+/// converts f32 panels `[panel][k][w]` (w <= 16 floats per k) into bf16 pair panels
+/// `[panel][ceil(k / 2)][w][2]`, the A layout of the AVX512-BF16 microkernel for panels of w
+/// rows (an odd last k pairs with zero); one tile per panel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PairPanels {
+    pub k: usize,
+    pub w: usize,
+}
+
+impl PairPanels {
+    pub fn tiles(&self, panels: usize) -> usize {
+        panels
+    }
+    pub fn src_panel_bytes(&self) -> usize {
+        self.k * self.w * 4
+    }
+    pub fn dst_panel_bytes(&self) -> usize {
+        self.k.div_ceil(2) * self.w * 4
+    }
+
+    pub fn assemble(&self) -> Result<Vec<u8>, CodegenError> {
+        assert!((1..=16).contains(&self.w) && self.k >= 1, "pair panels are 1 to 16 floats wide");
+        let e = asm_err;
+        let w4 = (self.w * 4) as i32;
+        let mut x = CodeAssembler::new(64).map_err(e)?;
+        let (mut tile, mut done) = (x.create_label(), x.create_label());
+        x.cmp(rsi, rdx).map_err(e)?;
+        x.jae(done).map_err(e)?;
+        x.mov(r8, qword_ptr(rdi)).map_err(e)?;
+        x.mov(r9, qword_ptr(rdi + 8)).map_err(e)?;
+        x.mov(eax, ((1u32 << self.w) - 1) as u32).map_err(e)?;
+        x.kmovw(k1, eax).map_err(e)?;
+        x.imul_3(r10, rsi, self.src_panel_bytes() as i32).map_err(e)?;
+        x.add(r10, r8).map_err(e)?;
+        x.imul_3(r11, rsi, self.dst_panel_bytes() as i32).map_err(e)?;
+        x.add(r11, r9).map_err(e)?;
+        x.set_label(&mut tile).map_err(e)?;
+        if self.k >= 2 {
+            let mut pair = x.create_label();
+            x.mov(rcx, (self.k / 2) as u64).map_err(e)?;
+            x.set_label(&mut pair).map_err(e)?;
+            x.vcvtneps2bf16(ymm0.k1().z(), zmmword_ptr(r10)).map_err(e)?;
+            x.vcvtneps2bf16(ymm1.k1().z(), zmmword_ptr(r10 + w4)).map_err(e)?;
+            x.vpmovzxwd(zmm0, ymm0).map_err(e)?;
+            x.vpmovzxwd(zmm1, ymm1).map_err(e)?;
+            x.vpslld(zmm1, zmm1, 16).map_err(e)?;
+            x.vpord(zmm0, zmm0, zmm1).map_err(e)?;
+            x.vmovdqu32(zmmword_ptr(r11).k1(), zmm0).map_err(e)?;
+            x.add(r10, 2 * w4).map_err(e)?;
+            x.add(r11, w4).map_err(e)?;
+            x.dec(rcx).map_err(e)?;
+            x.jnz(pair).map_err(e)?;
+        }
+        if self.k % 2 == 1 {
+            x.vcvtneps2bf16(ymm0.k1().z(), zmmword_ptr(r10)).map_err(e)?;
+            x.vpmovzxwd(zmm0, ymm0).map_err(e)?;
+            x.vmovdqu32(zmmword_ptr(r11).k1(), zmm0).map_err(e)?;
+            x.add(r10, w4).map_err(e)?;
+            x.add(r11, w4).map_err(e)?;
+        }
+        x.inc(rsi).map_err(e)?;
+        x.cmp(rsi, rdx).map_err(e)?;
+        x.jb(tile).map_err(e)?;
+        x.set_label(&mut done).map_err(e)?;
+        x.vzeroupper().map_err(e)?;
+        x.ret().map_err(e)?;
+        x.assemble(0).map_err(e)
+    }
+}
+
+impl KernelSpec for PairPanels {
+    fn name(&self) -> String {
+        format!("bf16 pair panels k{} w{}", self.k, self.w)
+    }
+    fn emit(&self, _: &mut super::builder::Kb) {
+        unreachable!("pair panels are machine code (machine_code), not CLIF")
+    }
+    fn machine_code(&self) -> Option<Result<Vec<u8>, CodegenError>> {
+        Some(self.assemble())
+    }
+}
+
 /// Loads the AMX tile configuration every AMX microkernel assumes (palette 1, all eight tiles
 /// 16 rows of 64 bytes), or releases the tile state (`release`): a bf16 GEMM on AMX calls the
 /// first before its tiles and the second after them, on the thread that runs them (the
@@ -623,6 +706,46 @@ mod tests {
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+
+    type StepFn = unsafe extern "C" fn(*const *mut u8, usize, usize);
+
+    /// Odd and even K, every width, a tile range that skips the first panel: each converted
+    /// panel is the rounded source in pairs, and nothing outside the range is written.
+    #[test]
+    fn pair_panels_match_the_layout() {
+        if !Bf16Tier::Avx512Bf16.runs_here() {
+            println!("skipped: this CPU has no AVX512-BF16");
+            return;
+        }
+        for w in [1usize, 4, 12, 16] {
+            for k in [1usize, 2, 3, 8, 9] {
+                let spec = PairPanels { k, w };
+                let code = spec.assemble().expect("assemble");
+                let exec = ExecutableCode::new(&code).expect("map");
+                // SAFETY: the code is a step kernel with the documented operands.
+                let f: StepFn = unsafe { std::mem::transmute(exec.address(0).expect("address")) };
+                let panels = 3;
+                let mut s = incept_ir::text::parse::SplitMix((w * 31 + k) as u64);
+                let src: Vec<f32> = (0..panels * k * w).map(|_| s.uniform() as f32 * 4.0 - 2.0).collect();
+                let per = k.div_ceil(2) * w * 2;
+                let mut dst = vec![0x5555u16; panels * per + 8];
+                let args = [src.as_ptr() as *mut u8, dst.as_mut_ptr() as *mut u8];
+                // SAFETY: both buffers hold three panels (dst more); tiles 1..3.
+                unsafe { f(args.as_ptr(), 1, 3) };
+                for (i, &got) in dst.iter().enumerate() {
+                    let (p, rest) = (i / per, i % per);
+                    let want = if p == 0 || p >= panels {
+                        0x5555
+                    } else {
+                        let (pair, r, half) = (rest / (w * 2), (rest % (w * 2)) / 2, rest % 2);
+                        let kk = 2 * pair + half;
+                        if kk < k { to_bf16(src[(p * k + kk) * w + r]) } else { 0 }
+                    };
+                    assert_eq!(got, want, "w {w} k {k}: u16 {i}");
                 }
             }
         }

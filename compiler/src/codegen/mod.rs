@@ -413,6 +413,7 @@ mod gemm_tests {
                     n_panels: 2,
                     tier: Tier::F32x4,
                     bf16: None,
+                    b_pairs: false,
                 };
                 // Run with C as the output: operands A, B, C(out), bias, residual.
                 let got = run_gemm(&spec, &a_in, &b_in, &bias, &res);
@@ -562,6 +563,7 @@ mod gemm_tests {
                             n_panels: 2,
                             tier,
                             bf16: bf,
+                            b_pairs: false,
                         };
                         assert_eq!(spec.wide_epilogue().is_some(), variant >= 2, "{spec:?}");
                         let mut specs: Vec<Arc<dyn KernelSpec>> = vec![Arc::new(spec.clone())];

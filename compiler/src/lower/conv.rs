@@ -13,6 +13,7 @@ use super::linear::{AddLayout, ConvPath, balanced, even_bands, min_band_rows};
 use super::winograd::winograd_tile;
 use super::{BufRef, LowerError, Lowerer};
 use crate::codegen::Tier;
+use crate::codegen::bf16::{Bf16Tier, PairPanels};
 use crate::codegen::kernels::conv::{Col2ImSpec, DepthwiseSpec, Geom, Im2colSpec};
 use crate::codegen::kernels::gemm::{GemmSpec, GemmStep, Mat};
 use crate::codegen::kernels::transposed::TransposedOutSpec;
@@ -300,9 +301,9 @@ impl<'g> Lowerer<'g> {
     /// fill 77% of two 32-lane panels, 512 channels all of sixteen) and make one whole row panel.
     fn transposed_pays(&self, positions: usize, channels: usize) -> bool {
         // Im2col fills panels four columns at a time: AVX2's six-row panels cannot hold them.
-        // In bf16 the weights are A (the transposed GEMM would put them in B).
+        // In bf16 on AMX the weights stay A (no transposed AMX GEMM yet).
         let mr = self.tier.panel_rows(positions);
-        if self.bf16.is_some() {
+        if self.bf16 == Some(Bf16Tier::Amx) {
             return false;
         }
         if !self.tier.is_wide() || !mr.is_multiple_of(4) || positions < mr {
@@ -352,15 +353,38 @@ impl<'g> Lowerer<'g> {
         let (pm, tiles) = (im.panels(), im.tiles());
         let a_ref = self.scratch(im.bytes(), &format!("{name}/im2col"));
         self.step(Arc::new(im), tiles, &[src], &[a_ref], false, name, "Im2col", 0);
-        let a = Mat {
-            rs: 1,
-            cs: mr as isize,
-            panel_stride: (k * mr) as isize,
-            batch_stride: (pm * k * mr) as isize,
-            batch_mod: 0,
+        let bf16 = self.bf16;
+        let (a_ref, a, b_ref, b) = match bf16 {
+            // bf16: the position panels rounded into pairs, the weights packed in pairs now.
+            Some(_) => {
+                let pairs = PairPanels { k, w: mr };
+                let a_pairs = self.scratch(n * pm * pairs.dst_panel_bytes(), &format!("{name}/im2col_bf16"));
+                let tiles = pairs.tiles(n * pm);
+                self.step(Arc::new(pairs), tiles, &[a_ref], &[a_pairs], false, name, "PackBf16", 0);
+                let half = k.div_ceil(2) * mr;
+                let a = Mat {
+                    rs: 1,
+                    cs: (mr / 2) as isize,
+                    panel_stride: half as isize,
+                    batch_stride: (pm * half) as isize,
+                    batch_mod: 0,
+                };
+                let (b_ref, b) = self.pack_b_bf16(name, cout, k, nr, |kk, co| w[co * k + kk]);
+                (a_pairs, a, b_ref, b)
+            }
+            None => {
+                let a = Mat {
+                    rs: 1,
+                    cs: mr as isize,
+                    panel_stride: (k * mr) as isize,
+                    batch_stride: (pm * k * mr) as isize,
+                    batch_mod: 0,
+                };
+                let b_ref = self.pack_b(name, 1, cout, k, nr, |_, kk, co| w[co * k + kk]);
+                let b = Mat { rs: nr as isize, cs: 1, panel_stride: (k * nr) as isize, batch_stride: 0, batch_mod: 0 };
+                (a_ref, a, b_ref, b)
+            }
         };
-        let b_ref = self.pack_b(name, 1, cout, k, nr, |_, kk, co| w[co * k + kk]);
-        let b = Mat { rs: nr as isize, cs: 1, panel_stride: (k * nr) as isize, batch_stride: 0, batch_mod: 0 };
         let ct = self.scratch(n * positions * cout * 4, &format!("{name}/transposed"));
         let spec = balanced(GemmSpec {
             m: positions,
@@ -371,6 +395,8 @@ impl<'g> Lowerer<'g> {
             b,
             c: Mat::row_major(cout, positions * cout),
             mr,
+            bf16,
+            b_pairs: bf16.is_some(),
             ..self.gemm_blocking()
         });
         let flops = 2 * (n * cout * positions * k) as u64;

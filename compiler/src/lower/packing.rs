@@ -81,6 +81,34 @@ impl<'g> Lowerer<'g> {
         (r, mat)
     }
 
+    /// Constant GEMM B matrices as [`pack_b`] takes them, rounded to bf16 and packed in pair
+    /// panels `[batch][panel][ceil(k / 2)][nr][2]` (the layout the bf16 microkernels read B in),
+    /// and the `Mat` that reads them (in the GEMM's 4-byte units).
+    pub(super) fn pack_b_bf16(
+        &mut self,
+        name: &str,
+        cols: usize,
+        k: usize,
+        nr: usize,
+        at: impl Fn(usize, usize) -> f32 + Sync,
+    ) -> (BufRef, Mat) {
+        let (pn, panel) = (cols.div_ceil(nr), k.div_ceil(2) * nr * 2);
+        let swap = usize::from(self.fault == Some(crate::Fault::Bf16SwappedPairs));
+        let r = self.weight_u16_with(pn * panel, &format!("{name}/packed_bf16_weights"), |packed| {
+            packed.par_chunks_mut(panel.max(1)).enumerate().for_each(|(j, dst)| {
+                for col in j * nr..((j + 1) * nr).min(cols) {
+                    for kk in 0..k {
+                        let kp = kk ^ swap;
+                        dst[(kp / 2) * nr * 2 + (col - j * nr) * 2 + kp % 2] = to_bf16(at(kk, col));
+                    }
+                }
+            });
+        });
+        let mat =
+            Mat { rs: (nr / 2) as isize, cs: 1, panel_stride: (panel / 2) as isize, batch_stride: 0, batch_mod: 0 };
+        (r, mat)
+    }
+
     /// Constant GEMM B matrices (`batches` of them, each `k` x `cols`, element
     /// `at(batch, k, col)`) packed once into `nr`-column panels `[batch][panel][k][nr]`; columns
     /// past `cols` stay zero.

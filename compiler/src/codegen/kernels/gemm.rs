@@ -79,6 +79,9 @@ pub struct GemmSpec {
     /// full-width one, then the half-width one when the last panel takes the narrow kernel);
     /// sums and epilogue in f32. See `codegen/bf16.rs`.
     pub bf16: Option<Bf16Tier>,
+    /// bf16 with B already in pair panels (constant, packed at compile time: `rs` is the pair
+    /// row's half, NR / 2 units per k): no `PairPack`.
+    pub b_pairs: bool,
 }
 
 impl GemmSpec {
@@ -102,6 +105,7 @@ impl GemmSpec {
             n_panels,
             tier: Tier::F32x4,
             bf16: None,
+            b_pairs: false,
         }
     }
 
@@ -171,7 +175,7 @@ impl GemmSpec {
     /// The pair packers a bf16 GEMM calls, in operand order (after the microkernels): the
     /// panel's full width, then half of it when the last panel takes the narrow microkernel.
     pub fn packers(&self) -> Vec<PairPack> {
-        let Some(t) = self.bf16 else { return vec![] };
+        let Some(t) = self.bf16.filter(|_| !self.b_pairs) else { return vec![] };
         let nr = self.tier.nr();
         let narrow = self.microkernels().iter().any(|&(_, c)| c == nr / 2);
         let pack = |cols| PairPack { cols, src_row_bytes: (self.b.rs * 4) as i32, pad: t.k_step() };
@@ -342,7 +346,8 @@ impl KernelSpec for GemmSpec {
         let nr = self.tier.nr();
         let narrow_tail = kernels.iter().any(|&(_, c)| c == nr / 2);
         // A bf16 GEMM's pair buffer: one K block of one column panel.
-        let pairs = self.bf16.map(|t| kb.stack_buffer(t.pair_bytes(self.kc.min(self.k)) as u32));
+        let pairs =
+            self.bf16.filter(|_| !self.b_pairs).map(|t| kb.stack_buffer(t.pair_bytes(self.kc.min(self.k)) as u32));
         // AMX: the tile configuration (per thread) around this call's tiles.
         let amx = (self.bf16 == Some(Bf16Tier::Amx)).then(|| {
             let first = n_ops + helpers.is_some() as usize + ukernels.len() + packers.len();
