@@ -258,7 +258,7 @@ impl PairPanels {
         x.jae(done).map_err(e)?;
         x.mov(r8, qword_ptr(rdi)).map_err(e)?;
         x.mov(r9, qword_ptr(rdi + 8)).map_err(e)?;
-        x.mov(eax, ((1u32 << self.w) - 1) as u32).map_err(e)?;
+        x.mov(eax, (1u32 << self.w) - 1).map_err(e)?;
         x.kmovw(k1, eax).map_err(e)?;
         x.imul_3(r10, rsi, self.src_panel_bytes() as i32).map_err(e)?;
         x.add(r10, r8).map_err(e)?;
