@@ -211,7 +211,9 @@ impl<'g> Lowerer<'g> {
             && hw_out == geom.h * geom.w
             && vol.is_none()
             && g == 1
-            && mg <= DIRECT_MAX_CHANNELS
+            // In bf16 every B panel is rounded into a pair buffer per K block anyway (a packing
+            // of its own): the im2col copy would only be read once more.
+            && (mg <= DIRECT_MAX_CHANNELS || bf16.is_some())
             && self.tier.is_wide()
             && self.in_arena(src)
         {
