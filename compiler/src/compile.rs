@@ -126,10 +126,10 @@ pub enum Precision {
     /// Everything in f32: results are f32 roundings of the reference, bit-stable.
     #[default]
     F32,
-    /// Convs (dense, grouped, 1x1, strided) with constant weights multiply in bf16: weights
-    /// rounded to bf16 (to nearest even) once at compile time, activations rounded while their
-    /// panels are packed, sums and the epilogue (bias, residual, activation) in f32. Everything
-    /// else stays f32. Needs a CPU with AVX512-BF16 or AMX-BF16 (`Cpu::bf16_tier`). Results move
+    /// Convs (dense, grouped, 1x1, strided) with constant weights, and Gemm and MatMul with
+    /// constant weights (on AVX512-BF16), multiply in bf16: weights rounded to bf16 (to nearest
+    /// even) once at compile time, activations rounded while their panels are packed, sums and
+    /// the epilogue (bias, residual, activation) in f32. Everything else stays f32. Needs a CPU with AVX512-BF16 or AMX-BF16 (`Cpu::bf16_tier`). Results move
     /// by about 2^-9 of each product's size per rounding: `incept check --precision bf16`
     /// measures what that does to a model's outputs.
     Bf16,

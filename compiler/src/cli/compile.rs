@@ -34,8 +34,8 @@ pub struct BackendArgs {
     /// missing features.
     #[arg(long, default_value = "native", value_name = "CPU")]
     pub cpu: Cpu,
-    /// The arithmetic of convs with constant weights: f32 (the default: bit-stable, within f32
-    /// rounding of the reference) or bf16 (opt-in: weights rounded to bf16 at compile time,
+    /// The arithmetic of convs, Gemm and MatMul with constant weights: f32 (the default:
+    /// bit-stable, within f32 rounding of the reference) or bf16 (opt-in: weights rounded to bf16 at compile time,
     /// activations while they are packed, sums and epilogues in f32; needs AVX512-BF16 or AMX,
     /// see --cpu). bf16 changes results by about 2^-9 of each product: `incept check --precision
     /// bf16` measures by how much on a model.

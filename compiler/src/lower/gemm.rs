@@ -7,6 +7,7 @@ use incept_ir::ops::{Binary, Step};
 
 use super::linear::{AddLayout, balanced};
 use super::{BufRef, LowerError, Lowerer};
+use crate::codegen::bf16::Bf16Tier;
 use crate::codegen::kernels::copy::CopySpec;
 use crate::codegen::kernels::elementwise::ElementwiseSpec;
 use crate::codegen::kernels::gemm::{GemmSpec, Mat};
@@ -114,7 +115,18 @@ impl<'g> Lowerer<'g> {
             }
             off as usize
         };
+        // bf16 (AVX512-BF16) when the weights are constant and one matrix: B packed in pairs now,
+        // A (computed at run time) packed, then rounded into pair panels.
+        let bf16 = self.bf16.filter(|t| *t == Bf16Tier::Avx512Bf16 && b_count == 1 && self.is_konst(bv));
+        let mut b_mat = b;
         let b_ref = match self.konst(bv) {
+            Some(t) if bf16.is_some() => {
+                let w = t.view::<f32>().map_err(|e| self.unsupported(id, e.to_string()))?;
+                let (r, m) =
+                    self.pack_b_bf16(&name, n, k, nr, |kk, j| if trans_b { w[j * k + kk] } else { w[kk * n + j] });
+                b_mat = m;
+                r
+            }
             Some(t) => {
                 let w = t.view::<f32>().map_err(|e| self.unsupported(id, e.to_string()))?;
                 self.pack_b(&name, b_count, n, k, nr, |bi, kk, j| {
@@ -172,6 +184,9 @@ impl<'g> Lowerer<'g> {
         if (mr > 1 && !a_const) || self.tier.is_wide() {
             let a_batches = if a.batch_stride == 0 { 1 } else { nb };
             (a_ref, a) = self.pack_a_at_run_time(&name, a_ref, a, a_batches, m, k, mr);
+            if bf16.is_some() {
+                (a_ref, a) = self.pair_panels(&name, a_ref, a, a_batches * m.div_ceil(mr), k, mr);
+            }
         }
         let spec = GemmSpec {
             m,
@@ -179,12 +194,14 @@ impl<'g> Lowerer<'g> {
             k,
             batch: nb,
             a,
-            b,
+            b: b_mat,
             c: Mat::row_major(n, m * n),
             alpha,
             bias,
             steps: gsteps,
             mr,
+            bf16,
+            b_pairs: bf16.is_some(),
             ..self.gemm_blocking()
         };
         let spec = balanced(spec);

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::{BufRef, Lowerer};
 use crate::codegen::Tier;
-use crate::codegen::bf16::{Bf16Tier, to_bf16};
+use crate::codegen::bf16::{Bf16Tier, PairPanels, to_bf16};
 use crate::codegen::kernels::copy::CopySpec;
 use crate::codegen::kernels::gemm::Mat;
 use crate::codegen::kernels::nd::contiguous;
@@ -212,6 +212,28 @@ impl<'g> Lowerer<'g> {
             Tier::F32x4 => (a_ref, a),
             Tier::Avx2 | Tier::Avx512 => self.pack_a_at_run_time(name, a_ref, a, batches, m, k, mr),
         }
+    }
+
+    /// Packed f32 A panels (`panels` of `[k][mr]`, read through `a`) rounded into bf16 pair
+    /// panels `[panel][ceil(k / 2)][mr][2]` by a step, and the `Mat` that reads them.
+    pub(super) fn pair_panels(
+        &mut self,
+        name: &str,
+        a_ref: BufRef,
+        a: Mat,
+        panels: usize,
+        k: usize,
+        mr: usize,
+    ) -> (BufRef, Mat) {
+        let pairs = PairPanels { k, w: mr };
+        let dst = self.scratch(panels * pairs.dst_panel_bytes(), &format!("{name}/bf16_a"));
+        let tiles = pairs.tiles(panels);
+        self.step(Arc::new(pairs), tiles, &[a_ref], &[dst], false, name, "PackBf16", 0);
+        let half = (k.div_ceil(2) * mr) as isize;
+        let per_batch = if a.panel_stride > 0 { a.batch_stride / a.panel_stride * half } else { 0 };
+        let mat =
+            Mat { rs: 1, cs: (mr / 2) as isize, panel_stride: half, batch_stride: per_batch, batch_mod: a.batch_mod };
+        (dst, mat)
     }
 
     /// A GEMM A computed at run time (`batches` matrices of `m` x `k`, read through `a`) copied
