@@ -827,3 +827,21 @@ fn tables_are_pairwise_and_small() {
         }
     }
 }
+
+/// Two bf16 MatMuls with the same K over different row counts: their pair-panel steps must not
+/// share a kernel of another tile count (ResNet50's classifier and a small-map conv once did).
+#[test]
+fn bf16_pair_panels_of_different_sizes_in_one_plan() {
+    if incept_tests::graphs::bf16_ways().is_empty() {
+        println!("skipped: this CPU runs no bf16 tier");
+        return;
+    }
+    let src = "graph g {\n  input %a : f32[5,64]\n  input %b : f32[30,64]\n  %w = const f32[64,40] random(1)\n  %v = const f32[64,40] random(2)\n  %x = MatMul(%a, %w) : f32[5,40]\n  %y = MatMul(%b, %v) : f32[30,40]\n  output %x, %y\n}\n";
+    let g = incept_ir::text::parse(src).expect("parse");
+    for (_, threads, cpu) in incept_tests::graphs::bf16_ways() {
+        let opts = incept_compiler::CompileOptions { cpu, threads, precision: Precision::Bf16, ..Default::default() };
+        let (model, _) = incept_compiler::compile_graph(g.clone(), &opts).unwrap_or_else(|e| panic!("{cpu:?}: {e}"));
+        let plan = model.plan();
+        assert!(plan.steps.iter().filter(|s| s.op == "PackBf16").count() >= 2, "{cpu:?}: {:?}", plan.steps);
+    }
+}

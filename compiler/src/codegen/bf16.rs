@@ -235,11 +235,13 @@ impl KernelSpec for PairPack {
 pub struct PairPanels {
     pub k: usize,
     pub w: usize,
+    /// Panels converted (the tile count: a kernel's steps all have its tile count).
+    pub panels: usize,
 }
 
 impl PairPanels {
-    pub fn tiles(&self, panels: usize) -> usize {
-        panels
+    pub fn tiles(&self) -> usize {
+        self.panels
     }
     pub fn src_panel_bytes(&self) -> usize {
         self.k * self.w * 4
@@ -300,7 +302,7 @@ impl PairPanels {
 
 impl KernelSpec for PairPanels {
     fn name(&self) -> String {
-        format!("bf16 pair panels k{} w{}", self.k, self.w)
+        format!("bf16 pair panels k{} w{} x{}", self.k, self.w, self.panels)
     }
     fn emit(&self, _: &mut super::builder::Kb) {
         unreachable!("pair panels are machine code (machine_code), not CLIF")
@@ -723,7 +725,7 @@ mod tests {
         }
         for w in [1usize, 4, 12, 16] {
             for k in [1usize, 2, 3, 8, 9] {
-                let spec = PairPanels { k, w };
+                let spec = PairPanels { k, w, panels: 3 };
                 let code = spec.assemble().expect("assemble");
                 let exec = ExecutableCode::new(&code).expect("map");
                 // SAFETY: the code is a step kernel with the documented operands.

@@ -13,7 +13,7 @@ use super::linear::{AddLayout, ConvPath, balanced, even_bands, min_band_rows};
 use super::winograd::winograd_tile;
 use super::{BufRef, LowerError, Lowerer};
 use crate::codegen::Tier;
-use crate::codegen::bf16::{Bf16Tier, PairPanels};
+use crate::codegen::bf16::Bf16Tier;
 use crate::codegen::kernels::conv::{Col2ImSpec, DepthwiseSpec, Geom, Im2colSpec};
 use crate::codegen::kernels::gemm::{GemmSpec, GemmStep, Mat};
 use crate::codegen::kernels::transposed::TransposedOutSpec;
@@ -45,6 +45,9 @@ impl<'g> Lowerer<'g> {
         // multiplies at twice (AVX512-BF16) or many times (AMX) the f32 rate, which outruns
         // Winograd's 2.25-4x fewer multiplies, and Winograd's transforms would amplify the bf16
         // rounding.
+        // (Measured: bf16 GEMMs inside Winograd F(2x2, 3x3) were 3-13% faster on the zoo, but
+        // they round in the transform domain: InceptionV3's output error grew by a third and its
+        // top-1 class flipped on the stored input.)
         if constant && self.bf16.is_some() {
             return Ok(ConvPath::Gemm);
         }
@@ -359,18 +362,14 @@ impl<'g> Lowerer<'g> {
         let (a_ref, a, b_ref, b) = match bf16 {
             // bf16: the position panels rounded into pairs, the weights packed in pairs now.
             Some(_) => {
-                let pairs = PairPanels { k, w: mr };
-                let a_pairs = self.scratch(n * pm * pairs.dst_panel_bytes(), &format!("{name}/im2col_bf16"));
-                let tiles = pairs.tiles(n * pm);
-                self.step(Arc::new(pairs), tiles, &[a_ref], &[a_pairs], false, name, "PackBf16", 0);
-                let half = k.div_ceil(2) * mr;
-                let a = Mat {
+                let f32_panels = Mat {
                     rs: 1,
-                    cs: (mr / 2) as isize,
-                    panel_stride: half as isize,
-                    batch_stride: (pm * half) as isize,
+                    cs: mr as isize,
+                    panel_stride: (k * mr) as isize,
+                    batch_stride: (pm * k * mr) as isize,
                     batch_mod: 0,
                 };
+                let (a_pairs, a) = self.pair_panels(name, a_ref, f32_panels, n * pm, k, mr);
                 let (b_ref, b) = self.pack_b_bf16(name, cout, k, nr, |kk, co| w[co * k + kk]);
                 (a_pairs, a, b_ref, b)
             }

@@ -225,9 +225,9 @@ impl<'g> Lowerer<'g> {
         k: usize,
         mr: usize,
     ) -> (BufRef, Mat) {
-        let pairs = PairPanels { k, w: mr };
+        let pairs = PairPanels { k, w: mr, panels };
         let dst = self.scratch(panels * pairs.dst_panel_bytes(), &format!("{name}/bf16_a"));
-        let tiles = pairs.tiles(panels);
+        let tiles = pairs.tiles();
         self.step(Arc::new(pairs), tiles, &[a_ref], &[dst], false, name, "PackBf16", 0);
         let half = (k.div_ceil(2) * mr) as isize;
         let per_batch = if a.panel_stride > 0 { a.batch_stride / a.panel_stride * half } else { 0 };
