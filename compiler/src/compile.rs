@@ -93,11 +93,19 @@ pub struct CompileOptions {
     pub winograd_f4: bool,
     /// The precision of convs with constant weights (f32 by default; see [`Precision`]).
     pub precision: Precision,
+    /// The least share of lanes a bf16 implicit conv's rows must fill (None: the default, 0.85).
+    /// A test knob: 0 takes every stride-1 conv it applies to.
+    #[doc(hidden)]
+    pub implicit_min_fill: Option<f64>,
 }
 
 impl CompileOptions {
-    fn winograd(&self) -> lower::WinogradChoice {
-        lower::WinogradChoice { forced: self.winograd_tile, f4: self.winograd_f4 }
+    fn knobs(&self) -> lower::Knobs {
+        lower::Knobs {
+            im2col_band_bytes: self.im2col_band_bytes,
+            winograd: lower::WinogradChoice { forced: self.winograd_tile, f4: self.winograd_f4 },
+            implicit_min_fill: self.implicit_min_fill,
+        }
     }
 }
 
@@ -116,6 +124,7 @@ impl Default for CompileOptions {
             winograd_tile: None,
             winograd_f4: false,
             precision: Precision::F32,
+            implicit_min_fill: None,
         }
     }
 }
@@ -395,14 +404,7 @@ pub struct PlannedStep {
 /// number of distinct kernels.
 pub fn plan_steps(g: &Graph, options: &CompileOptions) -> Result<(Vec<PlannedStep>, usize), CompileError> {
     let tier = options.cpu.tier();
-    let lowered = lower::lower_with(
-        g,
-        tier,
-        options.bf16_tier()?,
-        options.fault.as_ref(),
-        options.im2col_band_bytes,
-        options.winograd(),
-    )?;
+    let lowered = lower::lower_with(g, tier, options.bf16_tier()?, options.fault.as_ref(), &options.knobs())?;
     let nodes: std::collections::HashMap<&str, incept_ir::NodeId> =
         g.node_ids().map(|id| (g.node(id).name.as_str(), id)).collect();
     let ty = |v: incept_ir::ValueId| incept_ir::format::format_type(g.ty(v));
@@ -498,14 +500,7 @@ pub fn compile_graph_to_plan(mut g: Graph, options: &CompileOptions) -> Result<(
     report.stages.push(("passes", t.elapsed()));
     let t = Instant::now();
     let tier = options.cpu.tier();
-    let mut lowered = lower::lower_with(
-        &g,
-        tier,
-        options.bf16_tier()?,
-        options.fault.as_ref(),
-        options.im2col_band_bytes,
-        options.winograd(),
-    )?;
+    let mut lowered = lower::lower_with(&g, tier, options.bf16_tier()?, options.fault.as_ref(), &options.knobs())?;
     report.stages.push(("lowering", t.elapsed()));
     let t = Instant::now();
     let arena = plan_arena(&lowered);

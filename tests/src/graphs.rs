@@ -256,6 +256,8 @@ pub struct CheckOptions {
     pub winograd_tile: Option<usize>,
     /// In bf16: the plan must hold a bf16 GEMM (the family's op is one bf16 applies to).
     pub expect_bf16: bool,
+    /// Passed to the compiler: the least row fill of a bf16 implicit conv (0: every one).
+    pub implicit_min_fill: Option<f64>,
 }
 
 /// Compiles and runs `r`'s graph (output `out`) every way and compares with the interpreter;
@@ -296,6 +298,7 @@ pub fn check(mut r: Gen, out: ValueId, family: &str, case: &str, opts: &CheckOpt
             fault: fault.clone(),
             im2col_band_bytes: opts.im2col_band_bytes,
             winograd_tile: opts.winograd_tile,
+            implicit_min_fill: opts.implicit_min_fill,
             ..Default::default()
         };
         let (model, _) = compile_graph(g.clone(), &copts)

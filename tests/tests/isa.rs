@@ -153,6 +153,15 @@ fn bf16_plans_use_only_the_features_they_record() {
                 }
             }
         }
+        // A wide-map 3x3 conv: on AVX512-BF16 an implicit conv (planes, tap-looping microkernels).
+        for (name, g, _) in extra_graphs() {
+            let opts =
+                CompileOptions { cpu, threads: 1, precision: incept_compiler::Precision::Bf16, ..Default::default() };
+            let (plan, _) = incept_compiler::compile::compile_graph_to_plan(g, &opts)
+                .unwrap_or_else(|e| panic!("{name} ({cpu:?}): {e}"));
+            checked += check_plan(&name, cpu, &plan);
+            names.extend(plan.kernels.iter().map(|k| k.name.clone()));
+        }
         assert!(checked > 10_000, "{cpu:?}: only {checked} instructions decoded");
         for k in kernels {
             assert!(names.iter().any(|n| n.contains(k)), "{cpu:?}: no '{k}' kernel among {names:?}");

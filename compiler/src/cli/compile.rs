@@ -81,6 +81,7 @@ impl BackendArgs {
             winograd_tile: None,
             winograd_f4: self.winograd_f4,
             precision: self.precision,
+            implicit_min_fill: None,
         })
     }
 }

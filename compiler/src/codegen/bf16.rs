@@ -312,6 +312,139 @@ impl KernelSpec for PairPanels {
     }
 }
 
+/// A step kernel (`extern "C" fn(args, begin, end)`, args = [source, destination]) that writes
+/// the padded bf16 planes an implicit conv reads: f32 images `[n][c][h][w]` into
+/// `[n][ceil(c / 2)][hp][wp][2]` bf16, channels 2p and 2p + 1 side by side (a missing odd channel
+/// zero), the image at row `ph` and column `pw` of its plane, zeros around it (every row past the
+/// image too: the GEMM's last column panel reads past its row into them). One tile per plane row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PadPairs {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub ph: usize,
+    pub pw: usize,
+    pub hp: usize,
+    pub wp: usize,
+}
+
+impl PadPairs {
+    pub fn pairs(&self) -> usize {
+        self.c.div_ceil(2)
+    }
+    pub fn tiles(&self) -> usize {
+        self.n * self.pairs() * self.hp
+    }
+    /// Bytes of one channel pair's plane.
+    pub fn plane_bytes(&self) -> usize {
+        self.hp * self.wp * 4
+    }
+    pub fn bytes(&self) -> usize {
+        self.n * self.pairs() * self.plane_bytes()
+    }
+
+    pub fn assemble(&self) -> Result<Vec<u8>, CodegenError> {
+        assert!(self.hp >= self.h + self.ph && self.wp >= self.w + self.pw, "the plane holds the image");
+        let e = asm_err;
+        let (hp, wp, h, w) = (self.hp as u64, self.wp as u64, self.h as u64, self.w as u64);
+        let chan = (self.h * self.w * 4) as i64;
+        let mut x = CodeAssembler::new(64).map_err(e)?;
+        let (mut tile, mut done, mut next) = (x.create_label(), x.create_label(), x.create_label());
+        x.cmp(rsi, rdx).map_err(e)?;
+        x.jae(done).map_err(e)?;
+        x.push(rbx).map_err(e)?;
+        x.push(r12).map_err(e)?;
+        x.push(r13).map_err(e)?;
+        x.mov(r13, rdx).map_err(e)?;
+        x.mov(r8, qword_ptr(rdi)).map_err(e)?;
+        x.mov(r9, qword_ptr(rdi + 8)).map_err(e)?;
+        x.vpxord(zmm31, zmm31, zmm31).map_err(e)?;
+        x.set_label(&mut tile).map_err(e)?;
+        // The destination row: tile * wp dwords.
+        x.mov(rax, rsi).map_err(e)?;
+        x.imul_3(rax, rax, (self.wp * 4) as i32).map_err(e)?;
+        x.lea(r10, qword_ptr(r9 + rax)).map_err(e)?;
+        // Zero the row (whole zmm stores, then a masked tail).
+        for q in 0..(wp / 16) as i32 {
+            x.vmovdqu32(zmmword_ptr(r10 + 64 * q), zmm31).map_err(e)?;
+        }
+        if wp % 16 != 0 {
+            x.mov(eax, (1u32 << (wp % 16)) - 1).map_err(e)?;
+            x.kmovw(k2, eax).map_err(e)?;
+            x.vmovdqu32(zmmword_ptr(r10 + 64 * (wp / 16) as i32).k2(), zmm31).map_err(e)?;
+        }
+        // tile = (image * pairs + pair) * hp + yp: the image row y = yp - ph, if inside.
+        x.mov(rax, rsi).map_err(e)?;
+        x.xor(edx, edx).map_err(e)?;
+        x.mov(rcx, hp).map_err(e)?;
+        x.div(rcx).map_err(e)?;
+        // rax = image * pairs + pair, rdx = yp.
+        x.sub(rdx, self.ph as i32).map_err(e)?;
+        x.cmp(rdx, h as i32).map_err(e)?;
+        x.jae(next).map_err(e)?; // also catches yp < ph (wrapped)
+        x.mov(rbx, rdx).map_err(e)?;
+        x.xor(edx, edx).map_err(e)?;
+        x.mov(rcx, self.pairs() as u64).map_err(e)?;
+        x.div(rcx).map_err(e)?;
+        // rax = image, rdx = pair: source row of channel 2 pair of the image.
+        x.imul_3(rax, rax, (self.c as i64 * chan) as i32).map_err(e)?;
+        x.imul_3(rdx, rdx, (2 * chan) as i32).map_err(e)?;
+        x.add(rax, rdx).map_err(e)?;
+        x.imul_3(rbx, rbx, (self.w * 4) as i32).map_err(e)?;
+        x.add(rax, rbx).map_err(e)?;
+        x.lea(r11, qword_ptr(r8 + rax)).map_err(e)?;
+        // Is there a second channel (an odd last one pairs with zero)?
+        x.mov(r12, rdx).map_err(e)?;
+        x.add(r10, (self.pw * 4) as i32).map_err(e)?;
+        let odd = self.c % 2 == 1;
+        let last_pair_offset = ((self.pairs() - 1) as i64 * 2 * chan) as i32;
+        let chunks: Vec<(u64, u64)> = (0..w.div_ceil(16)).map(|q| (q * 16, (w - q * 16).min(16))).collect();
+        for &(c0, len) in &chunks {
+            let off = (c0 * 4) as i32;
+            x.mov(eax, ((1u64 << len) - 1) as u32).map_err(e)?;
+            x.kmovw(k1, eax).map_err(e)?;
+            x.vcvtneps2bf16(ymm0.k1().z(), zmmword_ptr(r11 + off)).map_err(e)?;
+            x.vpmovzxwd(zmm0, ymm0).map_err(e)?;
+            // The last pair of an odd channel count has no second channel.
+            let mut store = x.create_label();
+            if odd {
+                x.cmp(r12, last_pair_offset).map_err(e)?;
+                x.je(store).map_err(e)?;
+            }
+            x.vcvtneps2bf16(ymm1.k1().z(), zmmword_ptr(r11 + off + chan as i32)).map_err(e)?;
+            x.vpmovzxwd(zmm1, ymm1).map_err(e)?;
+            x.vpslld(zmm1, zmm1, 16).map_err(e)?;
+            x.vpord(zmm0, zmm0, zmm1).map_err(e)?;
+            x.set_label(&mut store).map_err(e)?;
+            x.vmovdqu32(zmmword_ptr(r10 + off).k1(), zmm0).map_err(e)?;
+        }
+        x.set_label(&mut next).map_err(e)?;
+        x.inc(rsi).map_err(e)?;
+        x.cmp(rsi, r13).map_err(e)?;
+        x.jb(tile).map_err(e)?;
+        x.pop(r13).map_err(e)?;
+        x.pop(r12).map_err(e)?;
+        x.pop(rbx).map_err(e)?;
+        x.set_label(&mut done).map_err(e)?;
+        x.vzeroupper().map_err(e)?;
+        x.ret().map_err(e)?;
+        x.assemble(0).map_err(e)
+    }
+}
+
+impl KernelSpec for PadPairs {
+    fn name(&self) -> String {
+        format!("bf16 pair planes {}x{}x{} pad {}x{}", self.c, self.h, self.w, self.hp, self.wp)
+    }
+    fn emit(&self, _: &mut super::builder::Kb) {
+        unreachable!("pair planes are machine code (machine_code), not CLIF")
+    }
+    fn machine_code(&self) -> Option<Result<Vec<u8>, CodegenError>> {
+        Some(self.assemble())
+    }
+}
+
 /// Loads the AMX tile configuration every AMX microkernel assumes (palette 1, all eight tiles
 /// 16 rows of 64 bytes), or releases the tile state (`release`): a bf16 GEMM on AMX calls the
 /// first before its tiles and the second after them, on the thread that runs them (the
@@ -638,6 +771,7 @@ mod tests {
                             epilogue: epilogue.clone(),
                             b_row_bytes: None,
                             bf16: true,
+                            taps: None,
                         }
                         .assemble(),
                         Bf16Tier::Amx => unreachable!("no AMX microkernel yet"),
@@ -749,6 +883,49 @@ mod tests {
                     };
                     assert_eq!(got, want, "w {w} k {k}: u16 {i}");
                 }
+            }
+        }
+    }
+
+    /// Odd and even channel counts, widths around the 16-lane chunks, pads of 0 to 2, two
+    /// images, a tile range that skips the first row: every plane element is the rounded
+    /// channel pair or zero, rows outside the range untouched.
+    #[test]
+    fn pad_pairs_match_the_layout() {
+        if !Bf16Tier::Avx512Bf16.runs_here() {
+            println!("skipped: this CPU has no AVX512-BF16");
+            return;
+        }
+        for (c, h, w, ph, pw) in [(3, 4, 5, 1, 1), (4, 3, 16, 0, 0), (5, 6, 17, 2, 1), (2, 2, 33, 1, 2)] {
+            let (hp, wp, n) = (h + 2 * ph + 1, w + 2 * pw, 2);
+            let spec = PadPairs { n, c, h, w, ph, pw, hp, wp };
+            let code = spec.assemble().expect("assemble");
+            let exec = ExecutableCode::new(&code).expect("map");
+            // SAFETY: the code is a step kernel with the documented operands.
+            let f: StepFn = unsafe { std::mem::transmute(exec.address(0).expect("address")) };
+            let mut s = incept_ir::text::parse::SplitMix((c * 7 + w) as u64);
+            let src: Vec<f32> = (0..n * c * h * w).map(|_| s.uniform() as f32 * 4.0 - 2.0).collect();
+            let mut dst = vec![0x7777u16; spec.bytes() / 2];
+            let args = [src.as_ptr() as *mut u8, dst.as_mut_ptr() as *mut u8];
+            // SAFETY: src holds the images, dst the planes; tiles 1.. of all.
+            unsafe { f(args.as_ptr(), 1, spec.tiles()) };
+            for (i, &got) in dst.iter().enumerate() {
+                let (row, rest) = (i / (wp * 2), i % (wp * 2));
+                let (xp, half) = (rest / 2, rest % 2);
+                let (plane, yp) = (row / hp, row % hp);
+                let (img, pair) = (plane / spec.pairs(), plane % spec.pairs());
+                let chn = 2 * pair + half;
+                let want = if row == 0 {
+                    0x7777
+                } else if yp < ph || yp >= ph + h || xp < pw || xp >= pw + w || chn >= c {
+                    0
+                } else {
+                    to_bf16(src[((img * c + chn) * h + yp - ph) * w + xp - pw])
+                };
+                assert_eq!(
+                    got, want,
+                    "c {c} h {h} w {w} pads {ph},{pw}: u16 {i} (plane {plane} row {yp} col {xp} half {half})"
+                );
             }
         }
     }

@@ -414,6 +414,7 @@ mod gemm_tests {
                     tier: Tier::F32x4,
                     bf16: None,
                     b_pairs: false,
+                    b_taps: None,
                 };
                 // Run with C as the output: operands A, B, C(out), bias, residual.
                 let got = run_gemm(&spec, &a_in, &b_in, &bias, &res);
@@ -564,6 +565,7 @@ mod gemm_tests {
                             tier,
                             bf16: bf,
                             b_pairs: false,
+                            b_taps: None,
                         };
                         assert_eq!(spec.wide_epilogue().is_some(), variant >= 2, "{spec:?}");
                         let mut specs: Vec<Arc<dyn KernelSpec>> = vec![Arc::new(spec.clone())];

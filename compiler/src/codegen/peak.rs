@@ -168,7 +168,8 @@ fn microkernel_probe(
         return Ok(None);
     }
     let (mr, nr) = (tier.panel_rows(1), tier.nr());
-    let code = WideMicrokernel { tier, rows: mr, cols: nr, epilogue: None, b_row_bytes: None, bf16 }.assemble()?;
+    let code =
+        WideMicrokernel { tier, rows: mr, cols: nr, epilogue: None, b_row_bytes: None, bf16, taps: None }.assemble()?;
     let exec = incept_runtime::code::ExecutableCode::new(&code).map_err(|e| CodegenError::Load(e.to_string()))?;
     let addr = exec.address(0).ok_or_else(|| CodegenError::Load("empty code".into()))?;
     type Ukernel =

@@ -103,8 +103,21 @@ pub struct WideMicrokernel {
     pub b_row_bytes: Option<i32>,
     /// AVX512-BF16: A and B hold bf16 pairs of consecutive k (see `bf16.rs`) where the f32
     /// kernel has one float, and each step is a VDPBF16PS over two k (`kc` still counts k; an
-    /// odd one pairs with the zero the packing put after it).
+    /// odd one pairs with the zero the packing put after it); `b_row_bytes` then steps pair rows.
     pub bf16: bool,
+    /// bf16 only: an implicit conv's whole K in one call (see [`TapLoop`]).
+    pub taps: Option<TapLoop>,
+}
+
+/// The K loop of an implicit conv's microkernel: for each tap (ky, kx) of a `kh` x `kw` window,
+/// `pairs` pair steps (channel pairs, `b_row_bytes` apart) on B shifted by `ky * row_bytes + kx *
+/// 4` bytes; A runs on through the taps. The sums stay in registers over all of K.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TapLoop {
+    pub kh: usize,
+    pub kw: usize,
+    pub pairs: usize,
+    pub row_bytes: i32,
 }
 
 /// An epilogue inside the microkernel: bias per row, then activations in order.
@@ -175,10 +188,7 @@ impl WideMicrokernel {
         assert!(self.tier != Tier::F32x4, "the f32x4 tier has no machine-code microkernel");
         assert!((1..=isa.mr).contains(&rows), "a {} tile has 1 to {} rows", self.tier.name(), isa.mr);
         assert!(self.cols == isa.nr / 2 || self.cols == isa.nr, "a {} tile has NR or NR / 2 columns", self.tier.name());
-        assert!(
-            !self.bf16 || (self.tier == Tier::Avx512 && self.b_row_bytes.is_none()),
-            "bf16 tiles are AVX-512 over pair buffers"
-        );
+        assert!(!self.bf16 || self.tier == Tier::Avx512, "bf16 tiles are AVX-512");
         let vecs = if self.cols == isa.nr { 2 } else { 1 };
         let a_step = (isa.mr * 4) as i32;
         let b_step = self.b_row_bytes.unwrap_or((isa.nr * 4) as i32);
@@ -192,7 +202,7 @@ impl WideMicrokernel {
                 ops.zero(&mut x, 2 * r + v)?;
             }
         }
-        if self.bf16 {
+        if self.bf16 && self.taps.is_none() {
             // K steps to pair steps.
             x.add(r8, 1).map_err(asm_err)?;
             x.shr(r8, 1).map_err(asm_err)?;
@@ -221,14 +231,28 @@ impl WideMicrokernel {
         let mut tail = x.create_label();
         let mut tail_loop = x.create_label();
         let mut store = x.create_label();
+        // An implicit conv's taps: the pair loop below runs once per tap, on B shifted by the
+        // tap's row and column (`kc` is ignored: every tap has `pairs` pair steps).
+        let (mut ky_loop, mut kx_loop, mut tap_end) = (x.create_label(), x.create_label(), x.create_label());
+        let k_end = if self.taps.is_some() { tap_end } else { store };
+        if let Some(t) = self.taps {
+            x.mov(r10, rsi).map_err(asm_err)?;
+            x.mov(r11, t.kh as u64).map_err(asm_err)?;
+            x.set_label(&mut ky_loop).map_err(asm_err)?;
+            x.mov(rax, t.kw as u64).map_err(asm_err)?;
+            x.set_label(&mut kx_loop).map_err(asm_err)?;
+            x.mov(rsi, r10).map_err(asm_err)?;
+            x.mov(r8, t.pairs as u64).map_err(asm_err)?;
+        }
         // Main loop: four K steps per iteration while at least four remain.
         x.cmp(r8, 4).map_err(asm_err)?;
         x.jb(tail).map_err(asm_err)?;
         x.set_label(&mut main).map_err(asm_err)?;
         for u in 0..4 {
-            // Each line of B four iterations ahead is prefetched once.
+            // Each line of B four iterations ahead is prefetched once (not when B's rows are
+            // whole planes apart: that would touch a page per line, far past the block).
             let ahead = 16 * b_step + u * b_step;
-            for line in (0..(isa.nr * 4) as i32).step_by(64) {
+            for line in (0..(isa.nr * 4) as i32).step_by(64).filter(|_| !self.bf16 || b_step <= 4096) {
                 x.prefetcht0(byte_ptr(rsi + ahead + line)).map_err(asm_err)?;
             }
             // A streams from memory once (weights, used for few columns on small maps): the
@@ -248,13 +272,22 @@ impl WideMicrokernel {
         // Remaining K steps one at a time.
         x.set_label(&mut tail).map_err(asm_err)?;
         x.test(r8, r8).map_err(asm_err)?;
-        x.jz(store).map_err(asm_err)?;
+        x.jz(k_end).map_err(asm_err)?;
         x.set_label(&mut tail_loop).map_err(asm_err)?;
         step(&mut x, 0, 0)?;
         x.add(rdi, a_step).map_err(asm_err)?;
         x.add(rsi, b_step).map_err(asm_err)?;
         x.dec(r8).map_err(asm_err)?;
         x.jnz(tail_loop).map_err(asm_err)?;
+        if let Some(t) = self.taps {
+            x.set_label(&mut tap_end).map_err(asm_err)?;
+            x.add(r10, 4).map_err(asm_err)?;
+            x.dec(rax).map_err(asm_err)?;
+            x.jnz(kx_loop).map_err(asm_err)?;
+            x.add(r10, t.row_bytes - 4 * t.kw as i32).map_err(asm_err)?;
+            x.dec(r11).map_err(asm_err)?;
+            x.jnz(ky_loop).map_err(asm_err)?;
+        }
         // Add C when accumulating, then the epilogue when finishing, then store the tile.
         x.set_label(&mut store).map_err(asm_err)?;
         let mut overwrite = x.create_label();
@@ -388,7 +421,8 @@ impl KernelSpec for WideMicrokernel {
     fn name(&self) -> String {
         let b = self.b_row_bytes.map(|b| format!(" ldb {b}")).unwrap_or_default();
         let tier = if self.bf16 { "avx512bf16" } else { self.tier.name() };
-        format!("{tier} microkernel {}x{}{b}", self.rows, self.cols)
+        let taps = self.taps.map(|t| format!(" taps {}x{}x{}", t.kh, t.kw, t.pairs)).unwrap_or_default();
+        format!("{tier} microkernel {}x{}{b}{taps}", self.rows, self.cols)
     }
 
     fn emit(&self, _: &mut super::builder::Kb) {
@@ -509,7 +543,7 @@ mod tests {
                     let residual_kind = epilogue.as_ref().is_some_and(|e| e.acts.contains(&WideAct::Add));
                     let b_row_bytes = ldb.map(|l| (l * 4) as i32);
                     let ldb = ldb.unwrap_or(nr);
-                    let code = WideMicrokernel { tier, rows, cols, epilogue, b_row_bytes, bf16: false }
+                    let code = WideMicrokernel { tier, rows, cols, epilogue, b_row_bytes, bf16: false, taps: None }
                         .assemble()
                         .expect("assemble");
                     let exec = ExecutableCode::new(&code).expect("map");

@@ -13,9 +13,9 @@ use super::linear::{AddLayout, ConvPath, balanced, even_bands, min_band_rows};
 use super::winograd::winograd_tile;
 use super::{BufRef, LowerError, Lowerer};
 use crate::codegen::Tier;
-use crate::codegen::bf16::Bf16Tier;
+use crate::codegen::bf16::{Bf16Tier, PadPairs};
 use crate::codegen::kernels::conv::{Col2ImSpec, DepthwiseSpec, Geom, Im2colSpec};
-use crate::codegen::kernels::gemm::{GemmSpec, GemmStep, Mat};
+use crate::codegen::kernels::gemm::{GemmSpec, GemmStep, Mat, Taps};
 use crate::codegen::kernels::transposed::TransposedOutSpec;
 use crate::codegen::kernels::volume::{VolCol2ImSpec, VolGeom, VolIm2colSpec};
 use crate::codegen::kernels::winograd::geom::WinoGeom;
@@ -237,6 +237,17 @@ impl<'g> Lowerer<'g> {
             self.gemm_in_place(&spec, &add_refs, dst);
             return Ok(());
         }
+        // bf16, stride 1, one image: no im2col at all (see `conv_implicit`).
+        if let (Some(Bf16Tier::Avx512Bf16), Some(wts), None) = (bf16, &w, &vol)
+            && g == 1
+            && n == 1
+            && taps > 1
+            && (geom.sh, geom.sw, geom.dh, geom.dw) == (1, 1, 1, 1)
+            && row_fill(geom.ow, nr) >= self.implicit_min_fill
+        {
+            return self
+                .conv_implicit(&name, src, wts, &geom, cin_total, cout, bias_ref, gsteps, &add_refs, helpers, dst);
+        }
         if let (None, Some(rows)) = (&vol, im2col_band_rows(n * g, k, &geom, nr, self.band_bytes)) {
             // Packed panels bigger than the cache go out to memory and come back for the GEMM:
             // pack and multiply a band of output rows at a time, through one band-sized buffer.
@@ -292,6 +303,91 @@ impl<'g> Lowerer<'g> {
         self.step_ordered(spec.clone(), tiles, &ops, 2, helpers, &name, "Conv", flops);
         self.attach_microkernels(&spec);
         self.gemm_in_place(&spec, &add_refs, dst);
+        Ok(())
+    }
+
+    /// A stride-1 2-D conv of one image in bf16 without im2col: the input is written once into
+    /// padded bf16 planes of channel pairs (`PadPairs`), and the GEMM reads its B straight from
+    /// them: K runs over taps then channel pairs, so a K block's pair rows are whole planes
+    /// apart and a tap shifts them by a row and a column (`gemm::Taps`). Each output row is one
+    /// problem of the batch (its columns are a run of the padded row; the columns between rows
+    /// are never computed), the weights are packed for that K order.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_implicit(
+        &mut self,
+        name: &str,
+        src: BufRef,
+        w: &[f32],
+        geom: &Geom,
+        cin: usize,
+        cout: usize,
+        bias: Option<BufRef>,
+        steps: Vec<GemmStep>,
+        adds: &[BufRef],
+        helpers: bool,
+        dst: BufRef,
+    ) -> Result<(), LowerError> {
+        let t = Bf16Tier::Avx512Bf16;
+        let nr = self.tier.nr();
+        let taps = geom.kh * geom.kw;
+        let cpad = cin.next_multiple_of(2);
+        // Planes hold every row and column a window reads, and rows past them for the last
+        // column panel's reads beyond its row (their sums are dropped).
+        let wp = geom.ow + geom.kw - 1;
+        let hp = geom.oh + geom.kh - 1 + nr.div_ceil(wp) + 1;
+        let pad = PadPairs { n: 1, c: cin, h: geom.h, w: geom.w, ph: geom.ph, pw: geom.pw, hp, wp };
+        let planes = self.scratch(pad.bytes(), &format!("{name}/bf16_planes"));
+        let tiles = pad.tiles();
+        let plane_bytes = pad.plane_bytes() as i64;
+        self.step(Arc::new(pad), tiles, &[src], &[planes], false, name, "PackBf16", 0);
+        let k = taps * cpad;
+        let (a_ref, a) = self.pack_a_bf16(name, 1, cout, k, t, |_, m, kk| {
+            let (tap, c) = (kk / cpad, kk % cpad);
+            if c < cin { w[(m * cin + c) * taps + tap] } else { 0.0 }
+        });
+        // One K block: the microkernels run every tap with the sums in registers.
+        let kc = k;
+        // Operands laid out like the output move by a row per problem; per-channel ones do not.
+        let steps = steps
+            .into_iter()
+            .map(|s| match s {
+                GemmStep::Add(m) => {
+                    GemmStep::Add(Mat { batch_stride: if m.cs == 0 { 0 } else { geom.ow as isize }, batch_mod: 0, ..m })
+                }
+                other => other,
+            })
+            .collect();
+        let spec = balanced(GemmSpec {
+            m: cout,
+            n: geom.ow,
+            k,
+            batch: geom.oh,
+            a,
+            b: Mat { rs: 0, cs: 1, panel_stride: nr as isize, batch_stride: wp as isize, batch_mod: 0 },
+            c: Mat {
+                rs: (geom.oh * geom.ow) as isize,
+                cs: 1,
+                panel_stride: 0,
+                batch_stride: geom.ow as isize,
+                batch_mod: 0,
+            },
+            alpha: 1.0,
+            bias: bias.map(|_| Mat { rs: 1, cs: 0, panel_stride: 0, batch_stride: 0, batch_mod: 0 }),
+            steps,
+            mr: t.mr(),
+            kc,
+            bf16: Some(t),
+            b_pairs: true,
+            b_taps: Some(Taps { cpad, kw: geom.kw, row_bytes: (wp * 4) as i64, plane_bytes }),
+            ..self.gemm_blocking()
+        });
+        let flops = 2 * (cout * geom.oh * geom.ow * cin * taps) as u64;
+        let mut ops = vec![a_ref, planes, dst];
+        ops.extend(bias);
+        ops.extend(adds.iter().copied());
+        let (tiles, spec) = (spec.tiles(), Arc::new(spec));
+        self.step_ordered(spec.clone(), tiles, &ops, 2, helpers, name, "Conv", flops);
+        self.attach_microkernels(&spec);
         Ok(())
     }
 
@@ -592,4 +688,23 @@ pub(super) fn geom(w: &Window, xs: &[usize], os: &[usize]) -> Geom {
         oh: g.output[1],
         ow: g.output[2],
     }
+}
+
+/// The share of the microkernels' columns a bf16 implicit conv's rows must fill: each output row
+/// is one GEMM problem, cut into panels of `nr` columns and a half-width one for a remainder of
+/// up to `nr / 2`, where im2col panels run across rows (ResNet50's 56x56 3x3 convs, rows of 56
+/// in 64 columns: 0.64 ms through im2col, 0.57 ms implicit; its 14x14 ones, 14 in 16: 0.60 and
+/// 0.64 ms; InceptionV3, with rows of 35 in 48 and 17 in 32, 30.5 -> 33.6 ms all implicit).
+pub(super) const IMPLICIT_MIN_FILL: f64 = 0.85;
+
+/// The share of lanes rows of `w` columns fill in panels of `nr` (a remainder of up to `nr / 2`
+/// in a half panel).
+fn row_fill(w: usize, nr: usize) -> f64 {
+    let rem = w % nr;
+    let tail = match rem {
+        0 => 0,
+        r if r <= nr / 2 => nr / 2,
+        _ => nr,
+    };
+    w as f64 / (w - rem + tail) as f64
 }

@@ -154,6 +154,8 @@ pub(crate) struct Lowerer<'g> {
     /// Packed conv panels above this size are built band by band.
     band_bytes: usize,
     winograd: WinogradChoice,
+    /// The least row fill of a bf16 implicit conv.
+    implicit_min_fill: f64,
 }
 
 /// How 3x3 convolutions choose their Winograd tile.
@@ -165,6 +167,16 @@ pub struct WinogradChoice {
     /// error is several times F(2x2, 3x3)'s (InceptionV3's output moved 1.2e-4 of its scale
     /// from the f64 reference with it, 2.1e-5 without), for 4-7% of latency.
     pub f4: bool,
+}
+
+/// Lowering choices that options and tests may set.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Knobs {
+    /// Packed conv panels above this size are built band by band (None: 1 MiB).
+    pub im2col_band_bytes: Option<usize>,
+    pub winograd: WinogradChoice,
+    /// The least row fill of a bf16 implicit conv (None: `conv::IMPLICIT_MIN_FILL`).
+    pub implicit_min_fill: Option<f64>,
 }
 
 /// Bytes of the graph's constants.
@@ -179,7 +191,7 @@ fn constant_bytes(g: &Graph) -> usize {
 
 /// Lowers an optimised graph with static shapes, for the f32x4 tier.
 pub fn lower(g: &Graph) -> Result<Lowered, LowerError> {
-    lower_with(g, Tier::F32x4, None, None, None, WinogradChoice::default())
+    lower_with(g, Tier::F32x4, None, None, &Knobs::default())
 }
 
 /// Lowers for a kernel tier (and a bf16 one for the convs that take bf16), with a deliberate miscompilation if asked (see [`Fault`]) and the
@@ -190,8 +202,7 @@ pub fn lower_with(
     tier: Tier,
     bf16: Option<Bf16Tier>,
     fault: Option<&Fault>,
-    im2col_band_bytes: Option<usize>,
-    winograd: WinogradChoice,
+    knobs: &Knobs,
 ) -> Result<Lowered, LowerError> {
     // A fault aimed at no node would make the test that injects it pass vacuously.
     if let Some(Fault::Corrupt { node }) = fault
@@ -204,8 +215,9 @@ pub fn lower_with(
         fault: fault.cloned(),
         tier,
         bf16,
-        band_bytes: im2col_band_bytes.unwrap_or(conv::IM2COL_BAND_BYTES),
-        winograd,
+        band_bytes: knobs.im2col_band_bytes.unwrap_or(conv::IM2COL_BAND_BYTES),
+        winograd: knobs.winograd,
+        implicit_min_fill: knobs.implicit_min_fill.unwrap_or(conv::IMPLICIT_MIN_FILL),
         out: Lowered {
             buffers: vec![],
             steps: vec![],

@@ -82,6 +82,20 @@ pub struct GemmSpec {
     /// bf16 with B already in pair panels (constant, packed at compile time: `rs` is the pair
     /// row's half, NR / 2 units per k): no `PairPack`.
     pub b_pairs: bool,
+    /// bf16 with B read straight from padded planes of channel pairs (an implicit conv, see
+    /// [`Taps`]): `b_pairs` too; B's `panel_stride` steps NR columns and `batch_stride` a row.
+    pub b_taps: Option<Taps>,
+}
+
+/// How an implicit conv's B is addressed: K runs over taps, then channels (padded to even), in
+/// one K block (`kc` = K): its microkernels loop over the taps themselves (`wide::TapLoop`). Pair row (tap (ky, kx), channels 2p and 2p + 1) of output
+/// column c is at `p * plane_bytes + ky * row_bytes + (kx + c) * 4` from the problem's B.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Taps {
+    pub cpad: usize,
+    pub kw: usize,
+    pub row_bytes: i64,
+    pub plane_bytes: i64,
 }
 
 impl GemmSpec {
@@ -106,6 +120,7 @@ impl GemmSpec {
             tier: Tier::F32x4,
             bf16: None,
             b_pairs: false,
+            b_taps: None,
         }
     }
 
@@ -156,9 +171,12 @@ impl GemmSpec {
     pub fn wide_kernels(&self) -> Vec<crate::codegen::wide::WideMicrokernel> {
         let epilogue = self.wide_epilogue();
         // B packed in panels steps NR floats per k; read in place, its row stride. A bf16
-        // microkernel reads the pair buffer.
+        // microkernel reads the pair buffer, or an implicit conv's planes a plane per pair.
         assert!(self.b.cs == 1, "a wide GEMM reads B rows of contiguous columns");
-        let b_row_bytes = (self.b.rs != self.tier.nr() as isize && self.bf16.is_none()).then(|| (self.b.rs * 4) as i32);
+        let b_row_bytes = match self.b_taps {
+            Some(t) => Some(t.plane_bytes as i32),
+            None => (self.b.rs != self.tier.nr() as isize && self.bf16.is_none()).then(|| (self.b.rs * 4) as i32),
+        };
         self.microkernels()
             .into_iter()
             .map(|(rows, cols)| crate::codegen::wide::WideMicrokernel {
@@ -168,6 +186,12 @@ impl GemmSpec {
                 epilogue: epilogue.clone(),
                 b_row_bytes,
                 bf16: self.bf16.is_some(),
+                taps: self.b_taps.map(|t| crate::codegen::wide::TapLoop {
+                    kh: self.k / t.cpad / t.kw,
+                    kw: t.kw,
+                    pairs: t.cpad / 2,
+                    row_bytes: t.row_bytes as i32,
+                }),
             })
             .collect()
     }
@@ -416,12 +440,7 @@ impl KernelSpec for GemmSpec {
                 kb.for_range(j0, j1, 1, |kb, j| {
                     // bf16: this panel's K block in pairs, shared by every row panel below.
                     if let Some(buf) = pairs {
-                        let b_panel = {
-                            let pj = kb.muli(j, self.b.panel_stride as i64);
-                            let kk = kb.muli(k0, self.b.rs as i64);
-                            let o = kb.add(pj, kk);
-                            kb.elem(b0, o, 4)
-                        };
+                        let b_panel = self.b_block(kb, b0, j, k0);
                         if packers.len() > 1 {
                             let is_tail = kb.eqi(j, pn as i64 - 1);
                             let (tail_b, wide_b, join) =
@@ -501,6 +520,29 @@ impl KernelSpec for GemmSpec {
 }
 
 impl GemmSpec {
+    /// B's column panel `j` at the K block starting at `k0`.
+    fn b_block(&self, kb: &mut Kb, b0: Value, j: Value, k0: Value) -> Value {
+        let pj = kb.muli(j, self.b.panel_stride as i64);
+        let kk = match self.b_taps {
+            // Tap (ky, kx) and first channel c0 of the block (blocks never span taps).
+            Some(t) => {
+                let (tap, c0) = kb.divmod(k0, t.cpad as i64);
+                let (ky, kx) = kb.divmod(tap, t.kw as i64);
+                let pair = kb.divmod(c0, 2).0;
+                let a = kb.muli(pair, t.plane_bytes);
+                let b = kb.muli(ky, t.row_bytes);
+                let c = kb.muli(kx, 4);
+                let ab = kb.add(a, b);
+                let bytes = kb.add(ab, c);
+                // In the GEMM's 4-byte units (every term is a multiple of 4).
+                kb.divmod(bytes, 4).0
+            }
+            None => kb.muli(k0, self.b.rs as i64),
+        };
+        let o = kb.add(pj, kk);
+        kb.elem(b0, o, 4)
+    }
+
     /// One register tile: `rows` x NR outputs at panel (i, j), over the K block [k0, k0 + kc).
     #[allow(clippy::too_many_arguments)]
     fn panel(
@@ -642,12 +684,7 @@ impl GemmSpec {
         };
         let b_panel = match w.pairs {
             Some(p) => p,
-            None => {
-                let pj = kb.muli(j, self.b.panel_stride as i64);
-                let kk = kb.muli(k0, self.b.rs as i64);
-                let o = kb.add(pj, kk);
-                kb.elem(w.b0, o, 4)
-            }
+            None => self.b_block(kb, w.b0, j, k0),
         };
         let accumulate = {
             let f = kb.b.ins().uextend(I64, w.first);
