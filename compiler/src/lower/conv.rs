@@ -244,6 +244,7 @@ impl<'g> Lowerer<'g> {
             && taps > 1
             && (geom.sh, geom.sw, geom.dh, geom.dw) == (1, 1, 1, 1)
             && row_fill(geom.ow, nr) >= self.implicit_min_fill
+            && (geom.ow > nr / 2 || self.implicit_min_fill == 0.0)
         {
             return self
                 .conv_implicit(&name, src, wts, &geom, cin_total, cout, bias_ref, gsteps, &add_refs, helpers, dst);
@@ -694,7 +695,8 @@ pub(super) fn geom(w: &Window, xs: &[usize], os: &[usize]) -> Geom {
 /// is one GEMM problem, cut into panels of `nr` columns and a half-width one for a remainder of
 /// up to `nr / 2`, where im2col panels run across rows (ResNet50's 56x56 3x3 convs, rows of 56
 /// in 64 columns: 0.64 ms through im2col, 0.57 ms implicit; its 14x14 ones, 14 in 16: 0.60 and
-/// 0.64 ms; InceptionV3, with rows of 35 in 48 and 17 in 32, 30.5 -> 33.6 ms all implicit).
+/// 0.64 ms; InceptionV3, with rows of 35 in 48 and 17 in 32, 30.5 -> 33.6 ms all implicit). Rows
+/// that only the half-width microkernel covers stay with im2col (ResNet50 19.6 -> 19.1 ms).
 pub(super) const IMPLICIT_MIN_FILL: f64 = 0.85;
 
 /// The share of lanes rows of `w` columns fill in panels of `nr` (a remainder of up to `nr / 2`
