@@ -97,6 +97,15 @@ pub struct CompileOptions {
     /// A test knob: 0 takes every stride-1 conv it applies to.
     #[doc(hidden)]
     pub implicit_min_fill: Option<f64>,
+    /// With `Precision::Auto`: the largest output error (relative to each output's largest
+    /// magnitude, against the f64 reference on `auto_inputs`) bf16 may introduce.
+    pub auto_tolerance: f64,
+    /// With `Precision::Auto`: the inputs the error is measured on (empty: seeded standard
+    /// normal ones, as `incept check` makes).
+    pub auto_inputs: Vec<incept_ir::Tensor>,
+    /// In a bf16 plan, nodes of the optimised graph that stay f32 (what `Precision::Auto`
+    /// chose; also settable by hand).
+    pub f32_nodes: Vec<String>,
 }
 
 impl CompileOptions {
@@ -105,6 +114,7 @@ impl CompileOptions {
             im2col_band_bytes: self.im2col_band_bytes,
             winograd: lower::WinogradChoice { forced: self.winograd_tile, f4: self.winograd_f4 },
             implicit_min_fill: self.implicit_min_fill,
+            f32_nodes: self.f32_nodes.iter().cloned().collect(),
         }
     }
 }
@@ -125,6 +135,9 @@ impl Default for CompileOptions {
             winograd_f4: false,
             precision: Precision::F32,
             implicit_min_fill: None,
+            auto_tolerance: 1e-2,
+            auto_inputs: vec![],
+            f32_nodes: vec![],
         }
     }
 }
@@ -142,6 +155,10 @@ pub enum Precision {
     /// by about 2^-9 of each product's size per rounding: `incept check --precision bf16`
     /// measures what that does to a model's outputs.
     Bf16,
+    /// bf16 per node where the model's outputs stay within `CompileOptions::auto_tolerance` of
+    /// the f64 reference, measured on seeded (or given) inputs; the nodes whose rounding moves
+    /// the outputs most stay f32 (`CompileReport::auto` says which and why).
+    Auto,
 }
 
 impl Precision {
@@ -149,6 +166,7 @@ impl Precision {
         match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
+            Precision::Auto => "auto",
         }
     }
 }
@@ -159,7 +177,8 @@ impl std::str::FromStr for Precision {
         match s {
             "f32" => Ok(Precision::F32),
             "bf16" => Ok(Precision::Bf16),
-            other => Err(format!("unknown precision '{other}' (f32, bf16)")),
+            "auto" => Ok(Precision::Auto),
+            other => Err(format!("unknown precision '{other}' (f32, bf16, auto)")),
         }
     }
 }
@@ -224,14 +243,16 @@ impl CompileOptions {
     pub fn bf16_tier(&self) -> Result<Option<crate::codegen::bf16::Bf16Tier>, CompileError> {
         match self.precision {
             Precision::F32 => Ok(None),
-            Precision::Bf16 => self.cpu.bf16_tier().map(Some).ok_or_else(|| {
+            Precision::Bf16 | Precision::Auto => self.cpu.bf16_tier().map(Some).ok_or_else(|| {
                 CompileError::Precision(match self.cpu {
                     Cpu::Native => format!(
-                        "--precision bf16 needs a CPU with AVX512-BF16 or AMX-BF16, and this one has neither (its widest tier is {}); compile with --cpu avx512bf16 or --cpu amx to build for another machine",
+                        "--precision {} needs a CPU with AVX512-BF16 or AMX-BF16, and this one has neither (its widest tier is {}); compile with --cpu avx512bf16 or --cpu amx to build for another machine",
+                        self.precision.name(),
                         self.cpu.tier().name()
                     ),
                     other => format!(
-                        "--precision bf16 needs --cpu avx512bf16, amx or native (on a CPU with bf16); --cpu {} has no bf16 instructions",
+                        "--precision {} needs --cpu avx512bf16, amx or native (on a CPU with bf16); --cpu {} has no bf16 instructions",
+                        self.precision.name(),
                         other.name()
                     ),
                 })
@@ -314,6 +335,8 @@ pub struct CompileReport {
     pub memory: Vec<crate::plan::Placement>,
     /// Where every computed value of the compiled graph can be read during a run.
     pub values: Vec<ValueProbe>,
+    /// What `Precision::Auto` chose.
+    pub auto: Option<crate::auto::AutoReport>,
 }
 
 /// A computed value of the compiled graph and the probe that reads it during a run
@@ -459,7 +482,7 @@ pub fn artifact_info(options: &CompileOptions) -> incept_runtime::artifact::Arti
             "tier={}\nprecision={}\ncranelift isa flags={}\nfeatures={}",
             tier.name(),
             match options.bf16_tier() {
-                Ok(Some(t)) => format!("bf16 ({})", t.name()),
+                Ok(Some(t)) => format!("{} ({})", options.precision.name(), t.name()),
                 _ => "f32".into(),
             },
             tier.cranelift_flags().join(","),
@@ -483,6 +506,15 @@ pub fn compile_graph(g: Graph, options: &CompileOptions) -> Result<(Model, Compi
 /// another CPU than this one.
 pub fn compile_graph_to_plan(mut g: Graph, options: &CompileOptions) -> Result<(Plan, CompileReport), CompileError> {
     check_threads(options)?;
+    if options.precision == Precision::Auto {
+        let t = Instant::now();
+        let (f32_nodes, auto) = crate::auto::choose(&g, options)?;
+        let opts = CompileOptions { precision: Precision::Bf16, f32_nodes, ..options.clone() };
+        let (plan, mut report) = compile_graph_to_plan(g, &opts)?;
+        report.stages.insert(0, ("precision auto", t.elapsed()));
+        report.auto = Some(auto);
+        return Ok((plan, report));
+    }
     let mut report = CompileReport::default();
     let t = Instant::now();
     if !options.outputs.is_empty() {

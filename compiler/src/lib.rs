@@ -1,6 +1,7 @@
 //! incept's compiler: optimisation passes over the graph IR (this crate), then lowering and code
 //! generation, and the `incept` command-line tool.
 
+pub mod auto;
 pub mod check;
 pub mod codegen;
 pub mod compile;

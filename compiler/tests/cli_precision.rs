@@ -105,3 +105,37 @@ fn bf16_runs_inspects_and_checks() {
     let t = refused_with(&["check", &model, "--precision", "bf16", "--inject-fault", "bf16-swapped-pairs"], "");
     assert!(t.contains("FAIL") && t.contains("first node whose compiled kernels disagree"), "{t}");
 }
+
+/// `--precision auto`: within a loose tolerance every node stays bf16; within a tight one the
+/// nodes whose rounding moves the output most go back to f32, the measured error within it;
+/// a tolerance below f32's own error, or without auto, is refused.
+#[test]
+fn auto_precision_keeps_the_worst_nodes_in_f32() {
+    if !bf16_here() {
+        println!("skipped: this CPU runs no bf16 tier");
+        return;
+    }
+    let model = fixture("mini_resnet.onnx");
+    let loose = ok(&["compile", &model, "--precision", "auto", "--tolerance", "0.5"]);
+    assert!(loose.contains("0 kept in f32"), "{loose}");
+    let tight = ok(&["compile", &model, "--precision", "auto", "--tolerance", "5e-4"]);
+    let line = tight.lines().find(|l| l.starts_with("precision auto:")).expect("an auto report");
+    let kept: usize = line
+        .split(" kept in f32")
+        .next()
+        .and_then(|p| p.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("count");
+    assert!(kept >= 1 && tight.matches("  f32: ").count() == kept, "{tight}");
+    let err: f64 = line
+        .split("output error ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|e| e.parse().ok())
+        .expect("error");
+    assert!(err <= 5e-4, "{tight}");
+    let t = refused_with(&["compile", &model, "--precision", "auto", "--tolerance", "1e-12"], "");
+    assert!(t.contains("below what even f32 reaches"), "{t}");
+    let t = refused_with(&["compile", &model, "--tolerance", "1e-3"], "");
+    assert!(t.contains("--tolerance is the bound of --precision auto"), "{t}");
+}

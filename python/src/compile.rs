@@ -48,7 +48,9 @@ enum ModelSource {
 
 /// Compiles an ONNX model (a path or the model's bytes) to machine code for this CPU.
 #[pyfunction]
-#[pyo3(signature = (path, threads = 0, outputs = None, shapes = None, opt_level = 2, precision = "f32"))]
+#[pyo3(signature = (path, threads = 0, outputs = None, shapes = None, opt_level = 2, precision = "f32", tolerance = None))]
+// Python's keyword arguments, one parameter each.
+#[allow(clippy::too_many_arguments)]
 pub fn compile(
     py: Python<'_>,
     path: &Bound<'_, PyAny>,
@@ -57,6 +59,7 @@ pub fn compile(
     shapes: Option<&Bound<'_, PyDict>>,
     opt_level: i64,
     precision: &str,
+    tolerance: Option<f64>,
 ) -> PyResult<Model> {
     let level = match opt_level {
         0..=2 => opt_level as u8,
@@ -64,12 +67,16 @@ pub fn compile(
     };
     let precision: incept_compiler::Precision =
         precision.parse().map_err(|e: String| PyValueError::new_err(format!("precision: {e}")))?;
+    if tolerance.is_some() && precision != incept_compiler::Precision::Auto {
+        return Err(PyValueError::new_err("tolerance is the bound of precision=\"auto\""));
+    }
     let options = CompileOptions {
         import: import_options(shapes)?,
         pipeline: Pipeline::from_level(level),
         threads: count("threads", threads)?,
         outputs: outputs.unwrap_or_default(),
         precision,
+        auto_tolerance: tolerance.unwrap_or(1e-2),
         ..CompileOptions::default()
     };
     let source = if let Ok(b) = path.cast::<PyBytes>() {

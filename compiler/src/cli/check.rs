@@ -40,9 +40,6 @@ pub struct CheckArgs {
     /// Without inputs, seeded random ones are used.
     #[arg(long = "input", short = 'i', value_name = "FILE|NAME=FILE|DIR")]
     inputs: Vec<String>,
-    /// Largest accepted error, relative to the largest magnitude of each reference output.
-    #[arg(long, default_value_t = 1e-4, value_name = "T")]
-    tolerance: f64,
     /// Seed of the random inputs (when no input is given).
     #[arg(long, default_value_t = 0, value_name = "N")]
     seed: u64,
@@ -57,9 +54,17 @@ pub struct CheckArgs {
     backend: BackendArgs,
 }
 
+impl CheckArgs {
+    /// Largest accepted error, relative to the largest magnitude of each reference output
+    /// (`--tolerance`, default 1e-4; with --precision auto also the bound of its choice).
+    fn tolerance(&self) -> f64 {
+        self.backend.tolerance.unwrap_or(1e-4)
+    }
+}
+
 pub fn run(a: CheckArgs) -> Result<()> {
-    if a.tolerance.is_nan() || a.tolerance < 0.0 {
-        bail!("--tolerance must be a non-negative number, got {}", a.tolerance);
+    if a.tolerance().is_nan() || a.tolerance() < 0.0 {
+        bail!("--tolerance must be a non-negative number, got {}", a.tolerance());
     }
     if crate::cli::is_artifact(&a.model) {
         return check_artifact(&a);
@@ -88,8 +93,8 @@ pub fn run(a: CheckArgs) -> Result<()> {
         interp::bind_inputs(&g, loaded.inputs)?
     };
     // Already cut above.
-    let compile = incept_compiler::CompileOptions { outputs: vec![], ..a.backend.options()? };
-    let options = CheckOptions { compile, tolerance: a.tolerance, always_bisect: a.bisect };
+    let compile = incept_compiler::CompileOptions { outputs: vec![], ..a.backend.options_checking(true)? };
+    let options = CheckOptions { compile, tolerance: a.tolerance(), always_bisect: a.bisect };
     let spinner =
         crate::cli::progress::Spinner::start("compiling, then running the model and the reference interpreter");
     let report = check(&g, &inputs, &options).with_context(|| format!("cannot check '{}'", a.model.display()))?;
@@ -153,7 +158,7 @@ fn check_artifact(a: &CheckArgs) -> Result<()> {
                 error: incept_compiler::check::Error::of(&incept_ir::Tensor::from(t), want),
             })
             .collect(),
-        tolerance: a.tolerance,
+        tolerance: a.tolerance(),
         bf16: false,
         bf16_nodes: vec![],
         culprit: None,

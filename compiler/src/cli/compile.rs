@@ -39,8 +39,15 @@ pub struct BackendArgs {
     /// activations while they are packed, sums and epilogues in f32; needs AVX512-BF16 or AMX,
     /// see --cpu). bf16 changes results by about 2^-9 of each product: `incept check --precision
     /// bf16` measures by how much on a model.
-    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
+    /// `auto` keeps in f32 the nodes whose bf16 rounding moves the outputs beyond --tolerance
+    /// (measured against the f64 reference on seeded inputs, or the given ones) and reports them.
+    #[arg(long, default_value = "f32", value_name = "f32|bf16|auto")]
     pub precision: incept_compiler::Precision,
+    /// With --precision auto: the largest output error bf16 may introduce, relative to each
+    /// output's largest magnitude (default 1e-2). For `check`: the tolerance of the comparison
+    /// (default 1e-4).
+    #[arg(long, value_name = "T")]
+    pub tolerance: Option<f64>,
     /// Let 3x3 convs use Winograd F(4x4, 3x3) where it is faster than F(2x2, 3x3): about 4-7%
     /// less latency on ResNet50 and InceptionV3 at one thread, for several times the rounding
     /// error (InceptionV3's output then differs from ONNX Runtime's by about 1e-4 of its scale).
@@ -68,6 +75,15 @@ impl BackendArgs {
 
     /// The options as the flags give them.
     pub fn options(&self) -> Result<CompileOptions> {
+        self.options_checking(false)
+    }
+
+    /// The options; `check` has a `--tolerance` of its own use, every other command only with
+    /// `--precision auto`.
+    pub fn options_checking(&self, checking: bool) -> Result<CompileOptions> {
+        if self.tolerance.is_some() && !checking && self.precision != incept_compiler::Precision::Auto {
+            anyhow::bail!("--tolerance is the bound of --precision auto; give --precision auto with it");
+        }
         Ok(CompileOptions {
             import: self.shapes.import_options()?,
             outputs: self.cut.outputs.clone(),
@@ -82,6 +98,9 @@ impl BackendArgs {
             winograd_f4: self.winograd_f4,
             precision: self.precision,
             implicit_min_fill: None,
+            auto_tolerance: self.tolerance.unwrap_or(1e-2),
+            auto_inputs: vec![],
+            f32_nodes: vec![],
         })
     }
 }
@@ -165,6 +184,9 @@ pub fn run(a: CompileArgs) -> Result<()> {
     // Loading checks the plan on this CPU; a plan for another CPU is still written.
     let loaded = incept_runtime::Model::new(plan, &incept_runtime::RunOptions { threads: opts.threads });
     out(&summary(&report, a.timings))?;
+    if let Some(auto) = &report.auto {
+        out(&incept_compiler::auto::describe(auto))?;
+    }
     match &loaded {
         Ok(model) => out(&format!("threads: {}\n", model.threads()))?,
         Err(e @ incept_runtime::RunError::CpuFeatures { .. }) if a.output.is_some() => {

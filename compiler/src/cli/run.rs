@@ -34,10 +34,14 @@ pub struct RunArgs {
     /// amx (see `incept compile --help`).
     #[arg(long, default_value = "native", value_name = "CPU")]
     cpu: incept_compiler::Cpu,
-    /// The arithmetic of convs with constant weights: f32 (default) or bf16 (opt-in, see `incept
-    /// compile --help`).
-    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
+    /// The arithmetic of convs, Gemm and MatMul with constant weights: f32 (default), bf16 or auto
+    /// (opt-in, see `incept compile --help`).
+    #[arg(long, default_value = "f32", value_name = "f32|bf16|auto")]
     precision: incept_compiler::Precision,
+    /// With --precision auto: the largest output error bf16 may introduce (default 1e-2),
+    /// measured on the inputs given here.
+    #[arg(long, value_name = "T")]
+    tolerance: Option<f64>,
     /// An input: FILE.npy, NAME=FILE.npy, or a test data folder with input_N.pb (repeatable).
     #[arg(long = "input", short = 'i', value_name = "FILE|NAME=FILE|DIR")]
     inputs: Vec<String>,
@@ -250,18 +254,26 @@ pub fn run(a: RunArgs) -> Result<()> {
         eprintln!("reference interpreter: {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
         outs
     } else {
+        if a.tolerance.is_some() && a.precision != incept_compiler::Precision::Auto {
+            anyhow::bail!("--tolerance is the bound of --precision auto; give --precision auto with it");
+        }
         // The graph is already optimised: compile it as it is.
         let options = incept_compiler::CompileOptions {
             pipeline: incept_compiler::passes::Pipeline::None,
             threads: a.threads,
             cpu: a.cpu,
             precision: a.precision,
+            auto_tolerance: a.tolerance.unwrap_or(1e-2),
+            auto_inputs: inputs.clone(),
             ..Default::default()
         };
         let spinner = crate::cli::progress::Spinner::start("compiling");
         let start = Instant::now();
-        let (model, _) = incept_compiler::compile_graph(g.clone(), &options)
+        let (model, report) = incept_compiler::compile_graph(g.clone(), &options)
             .with_context(|| format!("cannot compile '{}'", a.model.display()))?;
+        if let Some(auto) = &report.auto {
+            eprint!("{}", incept_compiler::auto::describe(auto));
+        }
         let compiled = start.elapsed();
         drop(spinner);
         let rt: Vec<incept_runtime::Tensor> =

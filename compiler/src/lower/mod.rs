@@ -170,8 +170,10 @@ pub struct WinogradChoice {
 }
 
 /// Lowering choices that options and tests may set.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Knobs {
+    /// Nodes (of the optimised graph) that stay f32 in a bf16 plan.
+    pub f32_nodes: std::collections::HashSet<String>,
     /// Packed conv panels above this size are built band by band (None: 1 MiB).
     pub im2col_band_bytes: Option<usize>,
     pub winograd: WinogradChoice,
@@ -262,7 +264,14 @@ pub fn lower_with(
             }
             continue;
         }
-        l.node(id)?;
+        // Nodes kept in f32 (`--precision auto`) are lowered without the bf16 tier.
+        let bf16 = l.bf16;
+        if knobs.f32_nodes.contains(&node.name) {
+            l.bf16 = None;
+        }
+        let lowered = l.node(id);
+        l.bf16 = bf16;
+        lowered?;
         if let Some(Fault::Corrupt { node: name }) = &l.fault
             && *name == node.name
         {
