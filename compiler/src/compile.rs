@@ -198,7 +198,7 @@ pub enum Cpu {
     /// The AVX-512 tier, with AVX512-BF16 kernels for bf16 (Zen 4, Cooper Lake and later).
     Avx512Bf16,
     /// The AVX-512 tier, with AMX tiles for bf16 (Sapphire Rapids and later; the plan then also
-    /// needs the OS to grant the tile state).
+    /// needs the OS to grant the tile state). Experimental: not yet run on AMX hardware.
     Amx,
 }
 
@@ -213,8 +213,9 @@ impl Cpu {
         }
     }
 
-    /// The instruction set of bf16 GEMMs: the one named, or for `native` the best this CPU runs
-    /// (AMX when the OS grants it, else AVX512-BF16); None for the tiers without bf16.
+    /// The instruction set of bf16 GEMMs: the one named, or for `native` AVX512-BF16 when this
+    /// CPU has it (AMX only by name for now, see `Bf16Tier::host`); None for the tiers without
+    /// bf16.
     pub fn bf16_tier(self) -> Option<crate::codegen::bf16::Bf16Tier> {
         use crate::codegen::bf16::Bf16Tier;
         match self {
