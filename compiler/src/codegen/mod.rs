@@ -1,6 +1,8 @@
 //! Kernel plan -> machine code: each distinct kernel spec becomes one Cranelift function,
 //! compiled in parallel and laid out in one position-independent code blob.
 
+#[cfg(test)]
+mod amx_emulator;
 pub mod bf16;
 pub mod builder;
 pub mod kernels;
