@@ -62,6 +62,11 @@ fn bf16_artifacts_record_their_precision_and_are_refused_without_the_features() 
         let art = dir.join("mini_resnet.native.incept").display().to_string();
         ok(&["compile", &model, "--precision", "bf16", "-o", &art]);
         ok(&["run", &art, "-i", &input]);
+        // Checking a bf16 artifact needs a bound, and then holds its outputs to it.
+        let t = refused_with(&["check", &art, "--onnx", &model, "-i", &input], "");
+        assert!(t.contains("computes in bf16") && t.contains("--tolerance"), "{t}");
+        ok(&["check", &art, "--onnx", &model, "-i", &input, "--tolerance", "5e-2"]);
+        refused_with(&["check", &art, "--onnx", &model, "-i", &input, "--tolerance", "1e-7"], "");
     }
     std::fs::remove_dir_all(&dir).ok();
 }

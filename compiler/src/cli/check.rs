@@ -119,6 +119,15 @@ fn check_artifact(a: &CheckArgs) -> Result<()> {
     }
     let model = crate::cli::load_artifact(&a.model, a.backend.threads, &Default::default())?;
     let plan = model.plan();
+    // A bf16 artifact differs from the f64 reference by its rounding: only a bound the user
+    // gives can judge that (node by node needs the compiler: check the ONNX model instead).
+    if plan.features.iter().any(|f| f == "avx512bf16") && a.backend.tolerance.is_none() {
+        bail!(
+            "'{}' computes in bf16: its outputs differ from the reference by bf16 rounding; give --tolerance T to bound them, or run `incept check {} --precision bf16` to hold each node to its bf16 reference",
+            a.model.display(),
+            onnx.display()
+        );
+    }
     // The reference graph takes the artifact's input shapes and is cut to its outputs.
     let mut import = a.backend.shapes.import_options()?;
     for i in &plan.inputs {

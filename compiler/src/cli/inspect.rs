@@ -205,6 +205,11 @@ fn kernel_table(
     cpu: incept_compiler::Cpu,
     precision: incept_compiler::Precision,
 ) -> Result<String> {
+    if precision == incept_compiler::Precision::Auto {
+        anyhow::bail!(
+            "--precision auto chooses by running the model; `incept compile MODEL --precision auto` prints its choice"
+        );
+    }
     let options = incept_compiler::CompileOptions { cpu, precision, ..Default::default() };
     let (steps, kernels) = incept_compiler::plan_steps(g, &options)?;
     let mut s = format!(
