@@ -141,20 +141,27 @@ def main():
     print(meta)
     if a.write:
         cmd = "python3 bench/compare.py " + " ".join(sys.argv[1:])
-        block = f"<!-- compare:start -->\n    {cmd}\n\n{table}\n\n{meta}\n<!-- compare:end -->"
-        text = ""
-        if os.path.exists(a.write):
-            with open(a.write) as f:
-                text = f.read()
-        start, end = text.find("<!-- compare:start -->"), text.find("<!-- compare:end -->")
-        if start >= 0 and end > start:
-            # Replace the table, keep the rest of the file.
-            text = text[:start] + block + text[end + len("<!-- compare:end -->"):]
-        else:
-            text = ("# Benchmarks\n\nBatch-1 latency of incept against ONNX Runtime on the same machine in the "
-                    "same run (alternating), written by `bench/compare.py`:\n\n" + block + "\n")
-        with open(a.write, "w") as f:
-            f.write(text)
+        intro = ("# Benchmarks\n\nBatch-1 latency of incept against ONNX Runtime on the same machine in the "
+                 "same run (alternating), written by `bench/compare.py`:\n\n")
+        write_block(a.write, "compare", f"    {cmd}\n\n{table}\n\n{meta}", intro)
+
+
+def write_block(path, marker, body, intro):
+    """Puts `body` between `<!-- marker:start -->` and `<!-- marker:end -->` in the Markdown file
+    `path`, replacing what was there and keeping the rest; appends it (after `intro` in a new file,
+    or at the end) when the markers are missing."""
+    start_tag, end_tag = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    block = f"{start_tag}\n{body}\n{end_tag}"
+    text = open(path).read() if os.path.exists(path) else ""
+    start, end = text.find(start_tag), text.find(end_tag)
+    if start >= 0 and end > start:
+        text = text[:start] + block + text[end + len(end_tag):]
+    elif text:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    else:
+        text = intro + block + "\n"
+    with open(path, "w") as f:
+        f.write(text)
 
 if __name__ == "__main__":
     main()

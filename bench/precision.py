@@ -31,7 +31,7 @@ import onnxruntime as ort
 import openvino as ov
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import cpu_name, git_rev, ort_session, time_ort  # noqa: E402
+from compare import cpu_name, git_rev, ort_session, time_ort, write_block  # noqa: E402
 
 ZOO = ["ResNet50", "InceptionV3", "Xception", "MobileNetV2", "DenseNet121"]
 
@@ -163,15 +163,8 @@ def main():
     print(meta)
     if a.write:
         cmd = "python3 bench/precision.py " + " ".join(sys.argv[1:])
-        block = f"<!-- precision:start -->\n    {cmd}\n\n{table}\n\n{meta}\n<!-- precision:end -->"
-        text = open(a.write).read() if os.path.exists(a.write) else "# Benchmarks\n"
-        start, end = text.find("<!-- precision:start -->"), text.find("<!-- precision:end -->")
-        if start >= 0 and end > start:
-            text = text[:start] + block + text[end + len("<!-- precision:end -->"):]
-        else:
-            text = text.rstrip("\n") + "\n\n## bf16\n\nWritten by `bench/precision.py`:\n\n" + block + "\n"
-        with open(a.write, "w") as f:
-            f.write(text)
+        body = f"    {cmd}\n\n{table}\n\n{meta}"
+        write_block(a.write, "precision", body, "# Benchmarks\n\n## bf16\n\nWritten by `bench/precision.py`:\n\n")
 
 
 if __name__ == "__main__":

@@ -361,16 +361,8 @@ pub fn compile_with_report<'a>(
     source: impl Into<Source<'a>>,
     options: &CompileOptions,
 ) -> Result<(Model, CompileReport), CompileError> {
-    check_threads(options)?;
-    let start = Instant::now();
-    let g = match source.into() {
-        Source::Path(p) => onnx::load(p, &options.import)?,
-        Source::Bytes(b) => onnx::load_bytes(b, &options.import)?,
-    };
-    let import = start.elapsed();
-    let (model, mut report) = compile_graph(g, options)?;
-    report.stages.insert(0, ("import", import));
-    Ok((model, report))
+    let (plan, report) = compile_plan_with_report(source, options)?;
+    load(plan, report, options)
 }
 
 /// Imports and compiles to the sealed plan, without loading it (see [`compile_graph_to_plan`]).
@@ -388,6 +380,18 @@ pub fn compile_plan_with_report<'a>(
     let (plan, mut report) = compile_graph_to_plan(g, options)?;
     report.stages.insert(0, ("import", import));
     Ok((plan, report))
+}
+
+/// Loads a compiled plan on this CPU, timing it in the report.
+fn load(
+    plan: Plan,
+    mut report: CompileReport,
+    options: &CompileOptions,
+) -> Result<(Model, CompileReport), CompileError> {
+    let t = Instant::now();
+    let model = Model::new(plan, &RunOptions { threads: options.threads })?;
+    report.stages.push(("load", t.elapsed()));
+    Ok((model, report))
 }
 
 /// Lowers an optimised graph and plans its memory, without generating code (for `inspect
@@ -496,11 +500,8 @@ pub fn artifact_info(options: &CompileOptions) -> incept_runtime::artifact::Arti
 /// Compiles an imported graph: cuts it at `options.outputs` when those are given, then runs the
 /// passes.
 pub fn compile_graph(g: Graph, options: &CompileOptions) -> Result<(Model, CompileReport), CompileError> {
-    let (plan, mut report) = compile_graph_to_plan(g, options)?;
-    let t = Instant::now();
-    let model = Model::new(plan, &RunOptions { threads: options.threads })?;
-    report.stages.push(("load", t.elapsed()));
-    Ok((model, report))
+    let (plan, report) = compile_graph_to_plan(g, options)?;
+    load(plan, report, options)
 }
 
 /// [`compile_graph`] up to the sealed plan, without loading it: for artifacts written for

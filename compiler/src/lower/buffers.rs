@@ -57,32 +57,27 @@ impl<'g> Lowerer<'g> {
     /// `n` floats of weights (zero-initialised) that `fill` writes in place: packed weights go
     /// straight to their final place, with no intermediate copy.
     pub(super) fn weight_f32_with(&mut self, n: usize, name: &str, fill: impl FnOnce(&mut [f32])) -> BufRef {
-        let offset = self.weight_space(n * 4);
-        let bytes = &mut self.out.weights.as_mut_slice()[offset..offset + n * 4];
-        // The offset is 64-byte aligned in a 64-byte aligned buffer.
-        fill(bytemuck::cast_slice_mut(bytes));
-        // The plan's weights are little-endian floats.
-        if cfg!(target_endian = "big") {
-            for w in bytemuck::cast_slice_mut::<u8, u32>(bytes) {
-                *w = w.to_le();
-            }
-        }
-        let buf = self.buffer(n * 4, Place::Weight(offset), name);
-        BufRef { buf, offset: 0 }
+        self.weight_with(n, name, fill)
     }
 
     /// `n` little-endian u16 (bf16 weights) in the weights, written by `fill`.
     pub(super) fn weight_u16_with(&mut self, n: usize, name: &str, fill: impl FnOnce(&mut [u16])) -> BufRef {
-        let offset = self.weight_space(n * 2);
-        let bytes = &mut self.out.weights.as_mut_slice()[offset..offset + n * 2];
+        self.weight_with(n, name, fill)
+    }
+
+    /// `n` little-endian values of a plain type in the weights, written by `fill`.
+    fn weight_with<T: bytemuck::Pod + Swap>(&mut self, n: usize, name: &str, fill: impl FnOnce(&mut [T])) -> BufRef {
+        let size = n * std::mem::size_of::<T>();
+        let offset = self.weight_space(size);
+        let bytes = &mut self.out.weights.as_mut_slice()[offset..offset + size];
         // The offset is 64-byte aligned in a 64-byte aligned buffer.
-        fill(bytemuck::cast_slice_mut(bytes));
+        let values: &mut [T] = bytemuck::cast_slice_mut(bytes);
+        fill(values);
+        // The plan's weights are little-endian.
         if cfg!(target_endian = "big") {
-            for w in bytemuck::cast_slice_mut::<u8, u16>(bytes) {
-                *w = w.to_le();
-            }
+            values.iter_mut().for_each(|v| *v = v.to_le());
         }
-        let buf = self.buffer(n * 2, Place::Weight(offset), name);
+        let buf = self.buffer(size, Place::Weight(offset), name);
         BufRef { buf, offset: 0 }
     }
 
@@ -257,5 +252,22 @@ impl<'g> Lowerer<'g> {
             self.out.outputs.push(Io { name: self.g.value(v).name.clone(), dtype, shape, buf });
         }
         Ok(())
+    }
+}
+
+/// Values whose bytes a big-endian host swaps to little-endian.
+trait Swap {
+    fn to_le(self) -> Self;
+}
+
+impl Swap for f32 {
+    fn to_le(self) -> f32 {
+        f32::from_bits(self.to_bits().to_le())
+    }
+}
+
+impl Swap for u16 {
+    fn to_le(self) -> u16 {
+        u16::to_le(self)
     }
 }
