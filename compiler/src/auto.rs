@@ -12,25 +12,8 @@
 use incept_ir::{Graph, interp};
 
 use crate::check::{CheckOptions, Culprit, Error, check, random_inputs};
+pub use crate::compile::AutoReport;
 use crate::compile::{CompileError, CompileOptions, Precision, compile_graph, from_runtime, to_runtime};
-
-/// What `--precision auto` chose, and why.
-#[derive(Clone, Debug, Default)]
-pub struct AutoReport {
-    pub tolerance: f64,
-    /// Where the error was measured: "seeded" (standard normal, seed 0) or "given".
-    pub inputs: &'static str,
-    /// The largest output error (relative) of the all-bf16 plan and of the chosen one.
-    pub all_bf16_error: f64,
-    pub chosen_error: f64,
-    /// Nodes computed in bf16 in the chosen plan.
-    pub bf16_nodes: usize,
-    /// Nodes kept in f32, with the error their bf16 rounding introduced locally (relative to
-    /// the node output's largest magnitude), largest first.
-    pub f32_nodes: Vec<(String, f64)>,
-    /// Plans compiled and measured while choosing.
-    pub trials: usize,
-}
 
 /// Chooses the nodes that stay f32 (see the module documentation).
 pub fn choose(g: &Graph, options: &CompileOptions) -> Result<(Vec<String>, AutoReport), CompileError> {

@@ -322,6 +322,24 @@ fn check_threads(options: &CompileOptions) -> Result<(), CompileError> {
     run.worker_threads().map(|_| ()).map_err(CompileError::Options)
 }
 
+/// What `--precision auto` chose, and why (see `auto.rs`).
+#[derive(Clone, Debug, Default)]
+pub struct AutoReport {
+    pub tolerance: f64,
+    /// Where the error was measured: "seeded" (standard normal, seed 0) or "given".
+    pub inputs: &'static str,
+    /// The largest output error (relative) of the all-bf16 plan and of the chosen one.
+    pub all_bf16_error: f64,
+    pub chosen_error: f64,
+    /// Nodes computed in bf16 in the chosen plan.
+    pub bf16_nodes: usize,
+    /// Nodes kept in f32, with the error their bf16 rounding introduced locally (relative to
+    /// the node output's largest magnitude), largest first.
+    pub f32_nodes: Vec<(String, f64)>,
+    /// Plans compiled and measured while choosing.
+    pub trials: usize,
+}
+
 /// Time per stage and the size of what was produced.
 #[derive(Clone, Debug, Default)]
 pub struct CompileReport {
@@ -337,7 +355,7 @@ pub struct CompileReport {
     /// Where every computed value of the compiled graph can be read during a run.
     pub values: Vec<ValueProbe>,
     /// What `Precision::Auto` chose.
-    pub auto: Option<crate::auto::AutoReport>,
+    pub auto: Option<AutoReport>,
 }
 
 /// A computed value of the compiled graph and the probe that reads it during a run
@@ -370,16 +388,21 @@ pub fn compile_plan_with_report<'a>(
     source: impl Into<Source<'a>>,
     options: &CompileOptions,
 ) -> Result<(Plan, CompileReport), CompileError> {
+    let (g, import) = import(source, options)?;
+    let (plan, mut report) = compile_graph_to_plan(g, options)?;
+    report.stages.insert(0, ("import", import));
+    Ok((plan, report))
+}
+
+/// Imports a model for compiling, and the time it took.
+pub fn import<'a>(source: impl Into<Source<'a>>, options: &CompileOptions) -> Result<(Graph, Duration), CompileError> {
     check_threads(options)?;
     let start = Instant::now();
     let g = match source.into() {
         Source::Path(p) => onnx::load(p, &options.import)?,
         Source::Bytes(b) => onnx::load_bytes(b, &options.import)?,
     };
-    let import = start.elapsed();
-    let (plan, mut report) = compile_graph_to_plan(g, options)?;
-    report.stages.insert(0, ("import", import));
-    Ok((plan, report))
+    Ok((g, start.elapsed()))
 }
 
 /// Loads a compiled plan on this CPU, timing it in the report.
@@ -509,13 +532,10 @@ pub fn compile_graph(g: Graph, options: &CompileOptions) -> Result<(Model, Compi
 pub fn compile_graph_to_plan(mut g: Graph, options: &CompileOptions) -> Result<(Plan, CompileReport), CompileError> {
     check_threads(options)?;
     if options.precision == Precision::Auto {
-        let t = Instant::now();
-        let (f32_nodes, auto) = crate::auto::choose(&g, options)?;
-        let opts = CompileOptions { precision: Precision::Bf16, f32_nodes, ..options.clone() };
-        let (plan, mut report) = compile_graph_to_plan(g, &opts)?;
-        report.stages.insert(0, ("precision auto", t.elapsed()));
-        report.auto = Some(auto);
-        return Ok((plan, report));
+        // `driver` resolves auto into bf16 and the nodes kept in f32 before compiling.
+        return Err(CompileError::Precision(
+            "internal: --precision auto reached the compiler unresolved (use the crate-level compile functions)".into(),
+        ));
     }
     let mut report = CompileReport::default();
     let t = Instant::now();

@@ -5,6 +5,7 @@ pub mod auto;
 pub mod check;
 pub mod codegen;
 pub mod compile;
+pub mod driver;
 pub mod fault;
 pub mod linalg;
 pub mod lower;
@@ -13,8 +14,10 @@ pub mod plan;
 pub mod table;
 
 pub use compile::{
-    CompileOptions, CompileReport, Cpu, PlannedStep, Precision, ValueProbe, artifact_info, compile, compile_graph,
-    compile_with_report, from_runtime, plan_memory, plan_steps, to_runtime,
+    CompileOptions, CompileReport, Cpu, PlannedStep, Precision, ValueProbe, artifact_info, from_runtime, plan_memory,
+    plan_steps, to_runtime,
 };
+// The entry points resolve `Precision::Auto` (see `driver`).
+pub use driver::{compile, compile_graph, compile_graph_to_plan, compile_plan_with_report, compile_with_report};
 pub use fault::Fault;
 pub use incept_ir as ir;

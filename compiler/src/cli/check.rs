@@ -93,7 +93,18 @@ pub fn run(a: CheckArgs) -> Result<()> {
         interp::bind_inputs(&g, loaded.inputs)?
     };
     // Already cut above.
-    let compile = incept_compiler::CompileOptions { outputs: vec![], ..a.backend.options_checking(true)? };
+    let compile = incept_compiler::CompileOptions {
+        outputs: vec![],
+        auto_tolerance: a.tolerance(),
+        auto_inputs: inputs.clone(),
+        ..a.backend.options_checking(true)?
+    };
+    // --precision auto chooses on these inputs, then the chosen plan is checked.
+    let (compile, auto) = incept_compiler::driver::resolve(&g, &compile)
+        .with_context(|| format!("cannot check '{}'", a.model.display()))?;
+    if let Some(auto) = &auto {
+        out(&incept_compiler::auto::describe(auto))?;
+    }
     let options = CheckOptions { compile, tolerance: a.tolerance(), always_bisect: a.bisect };
     let spinner =
         crate::cli::progress::Spinner::start("compiling, then running the model and the reference interpreter");

@@ -175,7 +175,7 @@ pub fn run(a: CompileArgs) -> Result<()> {
         None => None,
     };
     let spinner = crate::cli::progress::Spinner::start(format!("compiling {}", a.model.display()));
-    let compiled = incept_compiler::compile::compile_plan_with_report(a.model.as_path(), &opts);
+    let compiled = incept_compiler::compile_plan_with_report(a.model.as_path(), &opts);
     drop(spinner);
     let (plan, report) = compiled.map_err(|e| compile_error(e, &a.model))?;
     let bytes = a.output.as_ref().map(|_| {
