@@ -113,3 +113,34 @@ fn zoo_models_pass_check_and_a_broken_node_is_named() {
         }
     }
 }
+
+/// bf16 on the zoo (where this CPU runs a bf16 tier): every node's kernels agree with the
+/// interpreter on its inputs rounded to bf16 (`check`), and the top-1 class of the stored input
+/// is ONNX Runtime's.
+#[test]
+#[ignore = "needs INCEPT_ZOO_DIR (bench/zoo/make_zoo.py); run with -- --ignored"]
+fn zoo_models_in_bf16_pass_check_and_keep_top1() {
+    use incept_compiler::check::{CheckOptions, check};
+    use incept_compiler::{CompileOptions, Precision};
+    if incept_compiler::Cpu::Native.bf16_tier().is_none() {
+        println!("skipped: this CPU runs no bf16 tier");
+        return;
+    }
+    for (name, path, input, want) in zoo_models() {
+        let g = onnx::load(&path, &Default::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let opts = CheckOptions {
+            compile: CompileOptions { precision: Precision::Bf16, ..Default::default() },
+            tolerance: 1e-4,
+            always_bisect: false,
+        };
+        let report = check(&g, std::slice::from_ref(&input), &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(report.bf16 && report.passed(), "{name}: a bf16 node disagrees: {:?}", report.culprit);
+        let (model, _) = incept_compiler::compile_graph(g, &opts.compile).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = model.run(&[incept_compiler::to_runtime(&input).expect("input")]).expect("run");
+        let got = incept_compiler::from_runtime(&got[0]).expect("output").to_f64s().expect("f64");
+        let want = want.to_f64s().expect("f64");
+        let argmax = |v: &[f64]| v.iter().enumerate().fold(0, |b, (i, x)| if *x > v[b] { i } else { b });
+        println!("{name}: bf16 output error {:.3e}", report.outputs[0].error.max_rel);
+        assert_eq!(argmax(&got), argmax(&want), "{name}: bf16 changed the top-1 class");
+    }
+}
