@@ -405,6 +405,23 @@ mod tests {
         assert_eq!(checked, 6 * 2 * 3 * 5 * 4);
     }
 
+    /// The AMX peak probe runs its loop and leaves the tiles released (on zero tiles: the sums
+    /// stay zero).
+    #[test]
+    fn the_amx_peak_probe_runs_and_releases() {
+        let code = crate::codegen::bf16::AmxPeak.assemble().expect("assemble");
+        let mut out = vec![1f32; 256];
+        let mut stack = vec![0u8; 64 << 10];
+        let mut cpu = Cpu::new(&mut stack);
+        cpu.set(Register::RDI, out.as_mut_ptr() as u64);
+        cpu.set(Register::RSI, 3);
+        // SAFETY: the probe stores 256 floats at rdi and configures tiles below rsp.
+        unsafe { cpu.run(&code) };
+        assert!(cpu.config.is_none(), "tiles not released");
+        assert!(out.iter().all(|&v| v == 0.0), "the accumulator tile was not stored");
+        assert!(cpu.steps > 3 * 6, "the loop did not run three times");
+    }
+
     /// The emulator catches what it must: a microkernel whose B tiles are read at the wrong
     /// stride gives other sums (so the test above could fail).
     #[test]

@@ -463,17 +463,56 @@ impl AmxTiles {
         if self.release {
             x.tilerelease().map_err(e)?;
         } else {
-            // The 64-byte configuration in the red zone (a leaf function).
-            for q in 0..8 {
-                x.mov(qword_ptr(rsp - 64 + 8 * q), 0).map_err(e)?;
-            }
-            x.mov(byte_ptr(rsp - 64), 1).map_err(e)?;
-            for t in 0..8 {
-                x.mov(word_ptr(rsp - 64 + 16 + 2 * t), 64).map_err(e)?;
-                x.mov(byte_ptr(rsp - 64 + 48 + t), 16).map_err(e)?;
-            }
-            x.ldtilecfg(ptr(rsp - 64)).map_err(e)?;
+            configure_tiles(&mut x)?;
         }
+        x.ret().map_err(e)?;
+        x.assemble(0).map_err(e)
+    }
+}
+
+/// LDTILECFG of the configuration every AMX kernel here assumes (palette 1, all eight tiles
+/// 16 rows of 64 bytes), built in the red zone (the callers are leaf functions).
+fn configure_tiles(x: &mut CodeAssembler) -> Result<(), CodegenError> {
+    let e = asm_err;
+    for q in 0..8 {
+        x.mov(qword_ptr(rsp - 64 + 8 * q), 0).map_err(e)?;
+    }
+    x.mov(byte_ptr(rsp - 64), 1).map_err(e)?;
+    for t in 0..8 {
+        x.mov(word_ptr(rsp - 64 + 16 + 2 * t), 64).map_err(e)?;
+        x.mov(byte_ptr(rsp - 64 + 48 + t), 16).map_err(e)?;
+    }
+    x.ldtilecfg(ptr(rsp - 64)).map_err(e)
+}
+
+/// The TDPBF16PS peak probe: `iterations` rounds of four independent tile products (the
+/// microkernel's 2x2 accumulators), as `extern "sysv64" fn(out: *mut f32, iterations: usize)`
+/// storing the first accumulator tile (256 floats) so the work is not dead. Configures and
+/// releases the tiles itself. Each TDPBF16PS is 16 x 16 x 32 multiply-adds.
+#[derive(Clone, Debug)]
+pub struct AmxPeak;
+
+impl AmxPeak {
+    pub const FLOPS_PER_ITERATION: usize = 4 * 16 * 16 * 32 * 2;
+
+    pub fn assemble(&self) -> Result<Vec<u8>, CodegenError> {
+        let e = asm_err;
+        let mut x = CodeAssembler::new(64).map_err(e)?;
+        configure_tiles(&mut x)?;
+        for t in [tmm0, tmm1, tmm2, tmm3, tmm4, tmm5, tmm6, tmm7] {
+            x.tilezero(t).map_err(e)?;
+        }
+        let mut top = x.create_label();
+        x.set_label(&mut top).map_err(e)?;
+        x.tdpbf16ps(tmm0, tmm4, tmm6).map_err(e)?;
+        x.tdpbf16ps(tmm1, tmm4, tmm7).map_err(e)?;
+        x.tdpbf16ps(tmm2, tmm5, tmm6).map_err(e)?;
+        x.tdpbf16ps(tmm3, tmm5, tmm7).map_err(e)?;
+        x.dec(rsi).map_err(e)?;
+        x.jnz(top).map_err(e)?;
+        x.mov(rax, 64u64).map_err(e)?;
+        x.tilestored(ptr(rdi + rax * 1), tmm0).map_err(e)?;
+        x.tilerelease().map_err(e)?;
         x.ret().map_err(e)?;
         x.assemble(0).map_err(e)
     }

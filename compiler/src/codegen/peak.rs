@@ -111,6 +111,31 @@ pub fn bf16_peak_gflops(iterations: usize, runs: usize) -> Result<Option<f64>, C
     wide_probe(super::wide::FmaLoop { tier: Tier::Avx512, bf16: true }, iterations, runs)
 }
 
+/// The AMX TDPBF16PS peak in GFLOP/s (four independent tile accumulators), or `None` when this
+/// CPU or OS does not run AMX tiles.
+pub fn amx_peak_gflops(iterations: usize, runs: usize) -> Result<Option<f64>, CodegenError> {
+    use super::bf16::{AmxPeak, Bf16Tier};
+    if !Bf16Tier::Amx.runs_here() || iterations == 0 {
+        return Ok(None);
+    }
+    let code = AmxPeak.assemble()?;
+    let exec = incept_runtime::code::ExecutableCode::new(&code).map_err(|e| CodegenError::Load(e.to_string()))?;
+    let addr = exec.address(0).ok_or_else(|| CodegenError::Load("empty code".into()))?;
+    // SAFETY: the code is `extern "sysv64" fn(*mut f32, usize)` (see AmxPeak) and this CPU and
+    // OS run AMX tiles (runs_here asked Linux for the tile state).
+    let f: unsafe extern "sysv64" fn(*mut f32, usize) = unsafe { std::mem::transmute(addr) };
+    let mut out = [0f32; 256];
+    let mut best = f64::INFINITY;
+    for _ in 0..runs {
+        let t = Instant::now();
+        // SAFETY: `out` holds the 256 floats the probe stores.
+        unsafe { f(out.as_mut_ptr(), iterations) };
+        best = best.min(t.elapsed().as_secs_f64());
+        std::hint::black_box(&out);
+    }
+    Ok(Some((iterations * AmxPeak::FLOPS_PER_ITERATION) as f64 / best / 1e9))
+}
+
 fn wide_probe(probe: super::wide::FmaLoop, iterations: usize, runs: usize) -> Result<Option<f64>, CodegenError> {
     let tier = probe.tier;
     if !runs_tier(tier) || iterations == 0 {
