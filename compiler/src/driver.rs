@@ -20,20 +20,29 @@ pub fn resolve(g: &Graph, options: &CompileOptions) -> Result<(CompileOptions, O
 
 /// Compiles an imported graph (see [`compile::compile_graph`]).
 pub fn compile_graph(g: Graph, options: &CompileOptions) -> Result<(Model, CompileReport), CompileError> {
-    let t = std::time::Instant::now();
-    let (resolved, auto) = resolve(&g, options)?;
-    let (model, mut report) = compile::compile_graph(g, &resolved)?;
-    with_auto(&mut report, auto, t);
-    Ok((model, report))
+    resolved(g, options, compile::compile_graph)
 }
 
 /// Compiles an imported graph to the sealed plan (see [`compile::compile_graph_to_plan`]).
 pub fn compile_graph_to_plan(g: Graph, options: &CompileOptions) -> Result<(Plan, CompileReport), CompileError> {
-    let t = std::time::Instant::now();
+    resolved(g, options, compile::compile_graph_to_plan)
+}
+
+/// `compile` on the graph with the options resolved, `auto`'s choice and time in its report.
+fn resolved<T>(
+    g: Graph,
+    options: &CompileOptions,
+    compile: impl FnOnce(Graph, &CompileOptions) -> Result<(T, CompileReport), CompileError>,
+) -> Result<(T, CompileReport), CompileError> {
+    let start = std::time::Instant::now();
     let (resolved, auto) = resolve(&g, options)?;
-    let (plan, mut report) = compile::compile_graph_to_plan(g, &resolved)?;
-    with_auto(&mut report, auto, t);
-    Ok((plan, report))
+    let (out, mut report) = compile(g, &resolved)?;
+    if auto.is_some() {
+        let compiled: std::time::Duration = report.stages.iter().map(|(_, d)| *d).sum();
+        report.stages.insert(0, ("precision auto", start.elapsed().saturating_sub(compiled)));
+    }
+    report.auto = auto;
+    Ok((out, report))
 }
 
 /// Imports and compiles, reporting each stage (see [`compile::compile_with_report`]).
@@ -61,12 +70,4 @@ pub fn compile_plan_with_report<'a>(
 /// Imports and compiles an ONNX model.
 pub fn compile<'a>(source: impl Into<Source<'a>>, options: &CompileOptions) -> Result<Model, CompileError> {
     Ok(compile_with_report(source, options)?.0)
-}
-
-fn with_auto(report: &mut CompileReport, auto: Option<AutoReport>, start: std::time::Instant) {
-    if auto.is_some() {
-        let compiled: std::time::Duration = report.stages.iter().map(|(_, d)| *d).sum();
-        report.stages.insert(0, ("precision auto", start.elapsed().saturating_sub(compiled)));
-    }
-    report.auto = auto;
 }

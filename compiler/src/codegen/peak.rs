@@ -118,22 +118,38 @@ pub fn amx_peak_gflops(iterations: usize, runs: usize) -> Result<Option<f64>, Co
     if !Bf16Tier::Amx.runs_here() || iterations == 0 {
         return Ok(None);
     }
-    let code = AmxPeak.assemble()?;
-    let exec = incept_runtime::code::ExecutableCode::new(&code).map_err(|e| CodegenError::Load(e.to_string()))?;
+    let flops = (iterations * AmxPeak::FLOPS_PER_ITERATION) as f64;
+    // SAFETY: the code is `extern "sysv64" fn(*mut f32, usize)` storing at most 256 floats (see
+    // AmxPeak), and this CPU and OS run AMX tiles (runs_here asked Linux for the tile state).
+    unsafe { time_probe(&AmxPeak.assemble()?, 256, iterations, runs, flops) }.map(Some)
+}
+
+/// The best GFLOP/s of `runs` calls of a probe `extern "sysv64" fn(out: *mut f32, iterations)`
+/// doing `flops` in all.
+///
+/// # Safety
+/// `code` must be such a function, storing at most `out_len` floats, that this CPU runs.
+unsafe fn time_probe(
+    code: &[u8],
+    out_len: usize,
+    iterations: usize,
+    runs: usize,
+    flops: f64,
+) -> Result<f64, CodegenError> {
+    let exec = incept_runtime::code::ExecutableCode::new(code).map_err(|e| CodegenError::Load(e.to_string()))?;
     let addr = exec.address(0).ok_or_else(|| CodegenError::Load("empty code".into()))?;
-    // SAFETY: the code is `extern "sysv64" fn(*mut f32, usize)` (see AmxPeak) and this CPU and
-    // OS run AMX tiles (runs_here asked Linux for the tile state).
+    // SAFETY: the caller's contract.
     let f: unsafe extern "sysv64" fn(*mut f32, usize) = unsafe { std::mem::transmute(addr) };
-    let mut out = [0f32; 256];
+    let mut out = vec![0f32; out_len];
     let mut best = f64::INFINITY;
     for _ in 0..runs {
         let t = Instant::now();
-        // SAFETY: `out` holds the 256 floats the probe stores.
+        // SAFETY: `out` holds the floats the probe may store.
         unsafe { f(out.as_mut_ptr(), iterations) };
         best = best.min(t.elapsed().as_secs_f64());
         std::hint::black_box(&out);
     }
-    Ok(Some((iterations * AmxPeak::FLOPS_PER_ITERATION) as f64 / best / 1e9))
+    Ok(flops / best / 1e9)
 }
 
 fn wide_probe(probe: super::wide::FmaLoop, iterations: usize, runs: usize) -> Result<Option<f64>, CodegenError> {
@@ -141,22 +157,10 @@ fn wide_probe(probe: super::wide::FmaLoop, iterations: usize, runs: usize) -> Re
     if !runs_tier(tier) || iterations == 0 {
         return Ok(None);
     }
-    let code = probe.assemble()?;
-    let exec = incept_runtime::code::ExecutableCode::new(&code).map_err(|e| CodegenError::Load(e.to_string()))?;
-    let addr = exec.address(0).ok_or_else(|| CodegenError::Load("empty code".into()))?;
-    // SAFETY: the code is `extern "sysv64" fn(*mut f32, usize)` (see FmaLoop) and this CPU runs
-    // the tier.
-    let f: unsafe extern "sysv64" fn(*mut f32, usize) = unsafe { std::mem::transmute(addr) };
-    let mut out = [0f32; 16];
-    let mut best = f64::INFINITY;
-    for _ in 0..runs {
-        let t = Instant::now();
-        // SAFETY: `out` holds the 16 floats the probe may store.
-        unsafe { f(out.as_mut_ptr(), iterations) };
-        best = best.min(t.elapsed().as_secs_f64());
-        std::hint::black_box(&out);
-    }
-    Ok(Some((iterations * probe.chains() * probe.flops_per_instruction()) as f64 / best / 1e9))
+    let flops = (iterations * probe.chains() * probe.flops_per_instruction()) as f64;
+    // SAFETY: the code is `extern "sysv64" fn(*mut f32, usize)` storing at most 16 floats (see
+    // FmaLoop), and this CPU runs the tier.
+    unsafe { time_probe(&probe.assemble()?, 16, iterations, runs, flops) }.map(Some)
 }
 
 fn runs_tier(tier: Tier) -> bool {

@@ -244,7 +244,6 @@ impl<'g> Lowerer<'g> {
             && taps > 1
             && (geom.sh, geom.sw, geom.dh, geom.dw) == (1, 1, 1, 1)
             && row_fill(geom.ow, nr) >= self.implicit_min_fill
-            && (geom.ow > nr / 2 || self.implicit_min_fill == 0.0)
         {
             return self
                 .conv_implicit(&name, src, wts, &geom, cin_total, cout, bias_ref, gsteps, &add_refs, helpers, dst);
@@ -456,28 +455,21 @@ impl<'g> Lowerer<'g> {
         let a_ref = self.scratch(im.bytes(), &format!("{name}/im2col"));
         self.step(Arc::new(im), tiles, &[src], &[a_ref], false, name, "Im2col", 0);
         let bf16 = self.bf16;
+        let a = Mat {
+            rs: 1,
+            cs: mr as isize,
+            panel_stride: (k * mr) as isize,
+            batch_stride: (pm * k * mr) as isize,
+            batch_mod: 0,
+        };
         let (a_ref, a, b_ref, b) = match bf16 {
             // bf16: the position panels rounded into pairs, the weights packed in pairs now.
             Some(_) => {
-                let f32_panels = Mat {
-                    rs: 1,
-                    cs: mr as isize,
-                    panel_stride: (k * mr) as isize,
-                    batch_stride: (pm * k * mr) as isize,
-                    batch_mod: 0,
-                };
-                let (a_pairs, a) = self.pair_panels(name, a_ref, f32_panels, n * pm, k, mr);
+                let (a_pairs, a) = self.pair_panels(name, a_ref, a, n * pm, k, mr);
                 let (b_ref, b) = self.pack_b_bf16(name, cout, k, nr, |kk, co| w[co * k + kk]);
                 (a_pairs, a, b_ref, b)
             }
             None => {
-                let a = Mat {
-                    rs: 1,
-                    cs: mr as isize,
-                    panel_stride: (k * mr) as isize,
-                    batch_stride: (pm * k * mr) as isize,
-                    batch_mod: 0,
-                };
                 let b_ref = self.pack_b(name, 1, cout, k, nr, |_, kk, co| w[co * k + kk]);
                 let b = Mat { rs: nr as isize, cs: 1, panel_stride: (k * nr) as isize, batch_stride: 0, batch_mod: 0 };
                 (a_ref, a, b_ref, b)
@@ -695,17 +687,18 @@ pub(super) fn geom(w: &Window, xs: &[usize], os: &[usize]) -> Geom {
 /// is one GEMM problem, cut into panels of `nr` columns and a half-width one for a remainder of
 /// up to `nr / 2`, where im2col panels run across rows (ResNet50's 56x56 3x3 convs, rows of 56
 /// in 64 columns: 0.64 ms through im2col, 0.57 ms implicit; its 14x14 ones, 14 in 16: 0.60 and
-/// 0.64 ms; InceptionV3, with rows of 35 in 48 and 17 in 32, 30.5 -> 33.6 ms all implicit). Rows
-/// that only the half-width microkernel covers stay with im2col (ResNet50 19.6 -> 19.1 ms).
+/// 0.64 ms; InceptionV3, with rows of 35 in 48 and 17 in 32, 30.5 -> 33.6 ms all implicit).
 pub(super) const IMPLICIT_MIN_FILL: f64 = 0.85;
 
 /// The share of lanes rows of `w` columns fill in panels of `nr` (a remainder of up to `nr / 2`
-/// in a half panel).
+/// in a half panel). A row that only a half panel covers counts against a whole one: the
+/// half-width microkernel keeps half the accumulators per load, so such rows stay with im2col
+/// (ResNet50's 14x14 3x3 convs: 19.6 -> 19.1 ms).
 fn row_fill(w: usize, nr: usize) -> f64 {
     let rem = w % nr;
     let tail = match rem {
         0 => 0,
-        r if r <= nr / 2 => nr / 2,
+        r if r <= nr / 2 && w > nr / 2 => nr / 2,
         _ => nr,
     };
     w as f64 / (w - rem + tail) as f64

@@ -29,14 +29,7 @@ impl<'g> Lowerer<'g> {
         let panel = k * mr;
         // Straight into the weights, one panel per task; rows past `rows` stay zero.
         let r = self.weight_f32_with(groups * pm * panel, &format!("{name}/packed_weights"), |packed| {
-            packed.par_chunks_mut(panel.max(1)).enumerate().for_each(|(p, dst)| {
-                let (gi, m0) = (p / pm, (p % pm) * mr);
-                for m in m0..(m0 + mr).min(rows) {
-                    for kk in 0..k {
-                        dst[kk * mr + m - m0] = at(gi, m, kk);
-                    }
-                }
-            });
+            fill_a_panels(packed, panel, mr, rows, k, |r, kk| kk * mr + r, at)
         });
         let mat = Mat {
             rs: 1,
@@ -66,14 +59,15 @@ impl<'g> Lowerer<'g> {
         // The mutation the bf16 tests must catch: each pair of consecutive k swapped.
         let swap = usize::from(self.fault == Some(crate::Fault::Bf16SwappedPairs));
         let r = self.weight_u16_with(groups * pm * panel, &format!("{name}/packed_bf16_weights"), |packed| {
-            packed.par_chunks_mut(panel.max(1)).enumerate().for_each(|(p, dst)| {
-                let (gi, m0) = (p / pm, (p % pm) * mr);
-                for m in m0..(m0 + mr).min(rows) {
-                    for kk in 0..k {
-                        dst[t.a_offset(m - m0, kk ^ swap)] = to_bf16(at(gi, m, kk));
-                    }
-                }
-            });
+            fill_a_panels(
+                packed,
+                panel,
+                mr,
+                rows,
+                k,
+                |r, kk| t.a_offset(r, kk ^ swap),
+                |gi, m, kk| to_bf16(at(gi, m, kk)),
+            )
         });
         let half = |v: usize| (v / 2) as isize;
         let mat =
@@ -289,4 +283,27 @@ impl<'g> Lowerer<'g> {
         };
         (scratch, packed)
     }
+}
+
+/// Fills packed A panels (`panel` values each, `mr` rows of the matrix per panel, groups of
+/// `rows.div_ceil(mr)` panels), one panel per task: row r of a panel and step k at `place(r, k)`,
+/// the value of (group, row, k) from `value`; rows past `rows` stay as they are (zero).
+fn fill_a_panels<T: Send>(
+    packed: &mut [T],
+    panel: usize,
+    mr: usize,
+    rows: usize,
+    k: usize,
+    place: impl Fn(usize, usize) -> usize + Sync,
+    value: impl Fn(usize, usize, usize) -> T + Sync,
+) {
+    let pm = rows.div_ceil(mr);
+    packed.par_chunks_mut(panel.max(1)).enumerate().for_each(|(p, dst)| {
+        let (gi, m0) = (p / pm, (p % pm) * mr);
+        for m in m0..(m0 + mr).min(rows) {
+            for kk in 0..k {
+                dst[place(m - m0, kk)] = value(gi, m, kk);
+            }
+        }
+    });
 }
