@@ -256,6 +256,9 @@ pub struct CheckOptions {
     pub winograd_tile: Option<usize>,
     /// In bf16: the plan must hold a bf16 GEMM (the family's op is one bf16 applies to).
     pub expect_bf16: bool,
+    /// A kernel whose name contains this must be in the fully optimised plan for the AVX-512
+    /// tier (where the CPU has it), so a family really reaches the machine code it is for.
+    pub expect_kernel: Option<&'static str>,
     /// Passed to the compiler: the least row fill of a bf16 implicit conv (0: every one).
     pub implicit_min_fill: Option<f64>,
 }
@@ -310,6 +313,12 @@ pub fn check(mut r: Gen, out: ValueId, family: &str, case: &str, opts: &CheckOpt
             }
             if let Some(f) = opts.forbid_step.iter().find(|f| ops.contains(f)) {
                 return Err(format!("{family} {case}: a {f} step in the plan: {ops:?}\n{text}"));
+            }
+            if let (Some(want), Cpu::Avx512) = (opts.expect_kernel, cpu) {
+                let plan = model.plan();
+                if !plan.kernels.iter().any(|k| k.name.contains(want)) {
+                    return Err(format!("{family} {case}: no '{want}' kernel in the plan: {ops:?}\n{text}"));
+                }
             }
             if bf16 && opts.expect_bf16 {
                 let tier = cpu.bf16_tier().expect("a bf16 CPU").name();

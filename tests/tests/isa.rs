@@ -46,7 +46,8 @@ fn allowed(features: &[String]) -> Vec<CpuidFeature> {
 }
 
 /// Graphs for the kernels the fixtures' small maps do not reach: Winograd of both tiles on a
-/// map with rows of sixteen tiles (the AVX-512 input groups), a depthwise conv on a wide map,
+/// map with rows of sixteen tiles (the AVX-512 input groups), depthwise convs on a wide map
+/// (rows) and a small one (whole planes),
 /// a 1x1 conv of a computed value (read in place), a conv on a 7x7 map (transposed).
 fn extra_graphs() -> Vec<(String, incept_ir::graph::Graph, Option<usize>)> {
     let conv = |c: usize, m: usize, h: usize, w: usize, k: usize, group: usize| {
@@ -60,6 +61,7 @@ fn extra_graphs() -> Vec<(String, incept_ir::graph::Graph, Option<usize>)> {
         ("winograd2", conv(16, 16, 40, 70, 3, 1), Some(2)),
         ("winograd4", conv(16, 16, 40, 70, 3, 1), Some(4)),
         ("depthwise", conv(32, 32, 56, 56, 3, 32), None),
+        ("depthwise_plane", conv(32, 32, 14, 14, 3, 32), None),
         ("conv1x1", conv(32, 48, 28, 28, 1, 1), None),
         ("small_map", conv(256, 256, 7, 7, 3, 1), None),
     ];
@@ -206,7 +208,12 @@ fn plans_use_only_the_features_they_record() {
             plans.iter().flat_map(|(_, m)| m.plan().kernels.iter().map(|k| k.name.as_str())).collect();
         let mut want = vec!["winograd input", "winograd4 input", "winograd4 output", "depthwise"];
         if cpu == Cpu::Avx512 {
-            want.extend(["avx512 winograd input x16", "avx512 depthwise row", "transposed output"]);
+            want.extend([
+                "avx512 winograd input x16",
+                "avx512 depthwise row",
+                "avx512 depthwise plane",
+                "transposed output",
+            ]);
         }
         for w in want {
             assert!(names.iter().any(|n| n.contains(w)), "{cpu:?}: no '{w}' kernel among {names:?}");

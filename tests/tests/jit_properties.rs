@@ -164,6 +164,67 @@ fn depthwise_convolutions() {
     });
 }
 
+/// Depthwise convs on small maps, which the AVX-512 tier computes a plane at a time (see
+/// `wide_depthwise_plane`): stride 1 with "same" padding and stride 2, 3x3 to 7x7 windows,
+/// dilation, every map from 1x1 up to 28 wide, depth multipliers, batches, and the epilogues
+/// it takes (bias, ReLU, ReLU6, a residual or per-channel add).
+#[test]
+fn depthwise_planes() {
+    let opts = CheckOptions { expect_kernel: Some("depthwise plane"), ..Default::default() };
+    family_with("depthwise_planes", 42, 50, &opts, |r| {
+        let n = r.int(1, 2);
+        // One channel is an ordinary conv (group 1).
+        let (c, mult) = (r.int(2, 6), if r.int(0, 3) == 0 { 2 } else { 1 });
+        let k = r.pick(&[3, 3, 5, 7]);
+        let s = r.int(1, 2);
+        let d = if k == 3 && r.int(0, 3) == 0 { 2 } else { 1 };
+        let span = (k - 1) * d;
+        // Pads that add up to the window's span: stride 1 keeps the map's size, stride 2 halves
+        // it (rounding up), so every input column lies in a phase of the output's width.
+        let (top, left) = (r.int(0, span), r.int(0, span));
+        let pads = [top, left, span - top, span - left];
+        // Planes the kernel unrolls whole (at most 512 vector-tap pairs).
+        let most = match k {
+            3 => 28,
+            5 => 17,
+            _ => 12,
+        };
+        let (h, w) = (r.int(1, most), r.int(1, most));
+        if s == 2 && (h + pads[0] + pads[2] < span + 1 || w + pads[1] + pads[3] < span + 1) {
+            return None;
+        }
+        let x = r.input(&[n, c, h, w]);
+        let wt = r.weights(&[c * mult, 1, k, k]);
+        let bias = if r.coin() { Some(r.weights(&[c * mult])) } else { None };
+        let attrs = vec![
+            ("kernel_shape", ints(&[k, k])),
+            ("strides", ints(&[s, s])),
+            ("pads", ints(&pads)),
+            ("dilations", ints(&[d, d])),
+            ("group", AttrValue::Int(c as i64)),
+        ];
+        let y = r.op("Conv", attrs, vec![Some(x), Some(wt), bias])?;
+        let ys = r.shape(y);
+        match r.int(0, 4) {
+            0 => Some(y),
+            1 => r.op("Relu", vec![], vec![Some(y)]),
+            2 => {
+                let (lo, hi) = (r.konst(Tensor::scalar(0f32)), r.konst(Tensor::scalar(6f32)));
+                r.op("Clip", vec![], vec![Some(y), Some(lo), Some(hi)])
+            }
+            3 => {
+                let res = r.input(&ys);
+                r.op("Add", vec![], vec![Some(y), Some(res)])
+            }
+            _ => {
+                let b = r.weights(&[1, ys[1], 1, 1]);
+                let a = r.op("Add", vec![], vec![Some(y), Some(b)])?;
+                r.op("Relu", vec![], vec![Some(a)])
+            }
+        }
+    });
+}
+
 /// 3-D convs and pools (volumetric im2col + GEMM, scalar pools).
 #[test]
 fn volumes() {
@@ -668,5 +729,83 @@ fn f64_kernels() {
         }
         let (a, b) = (r.input_of(F64, &ad), r.input_of(F64, &bd));
         r.op("MatMul", vec![], vec![Some(a), Some(b)])
+    });
+}
+
+/// Values read only at a stride (by 1x1 convs with strides, or strided Slices), which
+/// hoist-strides computes only where they are read: the producer a conv or pool at stride 1 or
+/// 2, with or without ceil mode, elementwise ops between (full-size operands that get a Slice
+/// of their own, per-channel and spatially broadcast ones), one to three readers with one step
+/// per dim or (sometimes) different ones, which must leave the graph alone.
+#[test]
+fn strided_readers() {
+    family("strided_readers", 41, 60, |r| {
+        let n = r.int(1, 2);
+        let c = r.int(1, 6);
+        let conv = r.int(0, 2) > 0;
+        let (kh, kw) = if conv { r.pick(&[(1, 1), (3, 3), (5, 5), (1, 3)]) } else { (r.int(2, 3), r.int(2, 3)) };
+        let (sh, sw) = (r.int(1, 2), r.int(1, 2));
+        let d = if conv { r.int(1, 2) } else { 1 };
+        let pads = [r.int(0, kh - 1), r.int(0, kw - 1), r.int(0, kh - 1), r.int(0, kw - 1)];
+        let h = extent(r, kh, sh, d, pads[0], pads[2]) + r.int(0, 6);
+        let w = extent(r, kw, sw, d, pads[1], pads[3]) + r.int(0, 20);
+        let x = r.input(&[n, c, h, w]);
+        let mut attrs = vec![("kernel_shape", ints(&[kh, kw])), ("strides", ints(&[sh, sw])), ("pads", ints(&pads))];
+        let mut y = if conv {
+            let m = r.int(1, 8);
+            let wt = r.weights(&[m, c, kh, kw]);
+            let bias = if r.coin() { Some(r.weights(&[m])) } else { None };
+            attrs.push(("dilations", ints(&[d, d])));
+            r.op("Conv", attrs, vec![Some(x), Some(wt), bias])?
+        } else {
+            attrs.push(("ceil_mode", AttrValue::Int(r.coin() as i64)));
+            let op = r.pick(&["MaxPool", "AveragePool"]);
+            r.op(op, attrs, vec![Some(x)])?
+        };
+        let ys = r.shape(y);
+        for _ in 0..r.int(0, 3) {
+            y = match r.int(0, 4) {
+                0 => r.op("Relu", vec![], vec![Some(y)])?,
+                1 => {
+                    let other = r.input(&ys);
+                    r.op("Add", vec![], vec![Some(y), Some(other)])?
+                }
+                2 => {
+                    let k = r.weights(&[1, ys[1], 1, 1]);
+                    r.op("Mul", vec![], vec![Some(y), Some(k)])?
+                }
+                3 => {
+                    let plane = r.input(&[1, 1, ys[2], ys[3]]);
+                    r.op("Sub", vec![], vec![Some(plane), Some(y)])?
+                }
+                _ => {
+                    let (lo, hi) = (r.konst(Tensor::scalar(-0.25f32)), r.konst(Tensor::scalar(0.5f32)));
+                    r.op("Clip", vec![], vec![Some(y), Some(lo), Some(hi)])?
+                }
+            };
+        }
+        let steps = r.pick(&[[2, 2], [2, 2], [2, 1], [1, 3], [3, 3]]);
+        let mut outs = vec![];
+        for i in 0..r.int(1, 3) {
+            let st = if i > 0 && r.int(0, 5) == 0 { [1, 2] } else { steps };
+            let o = if r.int(0, 3) == 0 {
+                let axes: &[i64] = if r.coin() { &[2, 3] } else { &[-2, -1] };
+                let (s0, e, a, s) = (
+                    r.ints(&[0, 0]),
+                    r.ints(&[i64::MAX, 1 << 20]),
+                    r.ints(axes),
+                    r.ints(&[st[0] as i64, st[1] as i64]),
+                );
+                r.op("Slice", vec![], vec![Some(y), Some(s0), Some(e), Some(a), Some(s)])?
+            } else {
+                let m = r.int(1, 5);
+                let wt = r.weights(&[m, ys[1], 1, 1]);
+                r.op("Conv", vec![("kernel_shape", ints(&[1, 1])), ("strides", ints(&st))], vec![Some(y), Some(wt)])?
+            };
+            outs.push(o);
+        }
+        let first = outs.remove(0);
+        r.extra.extend(outs);
+        Some(first)
     });
 }

@@ -102,6 +102,9 @@ fn parse_errors_point_at_the_problem() {
     assert!(e.contains("expected a statement"), "{e}");
     let e = parse_err("graph g {\n  %c = const f32[3] [1.0, 2.0]\n  output %c\n}");
     assert!(e.contains("needs 3 values"), "{e}");
+    // A second output line once replaced the first without a word.
+    let e = parse_err("graph g {\n  input %x : f32[2]\n  %y = Relu(%x) : f32[2]\n  output %x\n  output %y\n}");
+    assert!(e.contains("line 5") && e.contains("second 'output' line"), "{e}");
 }
 
 #[test]

@@ -9,6 +9,7 @@ pub mod kernels;
 pub mod peak;
 pub mod wide;
 pub mod wide_depthwise;
+pub mod wide_depthwise_plane;
 pub mod wide_winograd;
 
 use std::fmt::Debug;

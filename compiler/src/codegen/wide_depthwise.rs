@@ -91,46 +91,10 @@ impl WideDepthwiseRow {
         for i in 0..t {
             ops.broadcast(&mut x, i, rdx + 4 * i as i32)?;
         }
-        if self.bias {
-            ops.broadcast(&mut x, bias_r, r8 + 0)?;
-        }
-        let plane_add = self.steps.contains(&DwRowStep::Add { per_channel: false });
-        if self.steps.contains(&DwRowStep::Add { per_channel: true }) {
-            ops.broadcast(&mut x, add_r, r9 + 0)?;
-        }
-        // The bounds' registers, in step order.
-        let mut bound_regs = vec![];
-        for s in &self.steps {
-            if let DwRowStep::Bound(a) = *s {
-                let (bits, max) = a.bound().expect("fits: bounds only");
-                let r = BOUNDS + bound_regs.len();
-                ops.splat_bits(&mut x, r, bits)?;
-                bound_regs.push((r, max));
-            }
-        }
-        // The epilogue of accumulator `acc` for the outputs at byte offset `off` of the row
-        // (a masked tail reads its residual under k1).
-        let epilogue = |x: &mut CodeAssembler, acc: usize, off: i32, masked: bool| -> Result<(), CodegenError> {
-            if self.bias {
-                ops.add_reg(x, acc, bias_r)?;
-            }
-            let mut b = 0;
-            for s in &self.steps {
-                match *s {
-                    DwRowStep::Add { per_channel: true } => ops.add_reg(x, acc, add_r)?,
-                    DwRowStep::Add { per_channel: false } if masked => {
-                        x.vmovups(ZMM[SCRATCH].k1().z(), zmmword_ptr(r9 + off)).map_err(asm_err)?;
-                        ops.add_reg(x, acc, SCRATCH)?;
-                    }
-                    DwRowStep::Add { per_channel: false } => ops.add_mem(x, acc, r9 + off)?,
-                    DwRowStep::Bound(_) => {
-                        let (r, max) = bound_regs[b];
-                        ops.bound(x, acc, r, max)?;
-                        b += 1;
-                    }
-                }
-            }
-            Ok(())
+        let epi = DwEpilogue::load(&mut x, &ops, self.bias, &self.steps, bias_r, add_r)?;
+        let plane_add = epi.plane_add();
+        let epilogue = |x: &mut CodeAssembler, acc: usize, off: i32, masked: bool| {
+            epi.apply(x, &ops, acc, r9 + off, masked.then_some(1))
         };
         // `n` vectors of outputs from rdi / rsi, then advance.
         let block = |x: &mut CodeAssembler, n: usize| -> Result<(), CodegenError> {
@@ -214,6 +178,98 @@ impl WideDepthwiseRow {
         x.vzeroupper().map_err(asm_err)?;
         x.ret().map_err(asm_err)?;
         x.assemble(0).map_err(asm_err)
+    }
+}
+
+/// Register `r` under mask register k`k` (1..=7), merging.
+pub(super) fn masked(r: AsmRegisterZmm, k: usize) -> AsmRegisterZmm {
+    match k {
+        1 => r.k1(),
+        2 => r.k2(),
+        3 => r.k3(),
+        4 => r.k4(),
+        5 => r.k5(),
+        6 => r.k6(),
+        7 => r.k7(),
+        _ => unreachable!("mask registers are k1..k7"),
+    }
+}
+
+/// The epilogue of the depthwise kernels, in registers loaded once per call: the bias (from
+/// r8), a per-channel add (from r9), the bounds; then per vector of outputs the steps in order.
+pub(super) struct DwEpilogue {
+    bias: Option<usize>,
+    add_r: usize,
+    steps: Vec<DwRowStep>,
+    bounds: Vec<(usize, bool)>,
+}
+
+impl DwEpilogue {
+    /// Loads the bias into `bias_r` and a per-channel add into `add_r`, and splats the bounds
+    /// into the registers from `BOUNDS` up.
+    pub(super) fn load(
+        x: &mut CodeAssembler,
+        ops: &Ops,
+        bias: bool,
+        steps: &[DwRowStep],
+        bias_r: usize,
+        add_r: usize,
+    ) -> Result<DwEpilogue, CodegenError> {
+        if bias {
+            ops.broadcast(x, bias_r, r8 + 0)?;
+        }
+        if steps.contains(&DwRowStep::Add { per_channel: true }) {
+            ops.broadcast(x, add_r, r9 + 0)?;
+        }
+        let mut bounds = vec![];
+        for s in steps {
+            if let DwRowStep::Bound(a) = *s {
+                let (bits, max) = a.bound().expect("fits: bounds only");
+                let r = BOUNDS + bounds.len();
+                ops.splat_bits(x, r, bits)?;
+                bounds.push((r, max));
+            }
+        }
+        Ok(DwEpilogue { bias: bias.then_some(bias_r), add_r, steps: steps.to_vec(), bounds })
+    }
+
+    /// Whether an add reads an operand laid out like the output (through r9).
+    pub(super) fn plane_add(&self) -> bool {
+        self.steps.contains(&DwRowStep::Add { per_channel: false })
+    }
+
+    /// The epilogue of accumulator `acc`, whose residual (if any) is at `res`; a partial vector
+    /// reads it under `tail`.
+    pub(super) fn apply(
+        &self,
+        x: &mut CodeAssembler,
+        ops: &Ops,
+        acc: usize,
+        res: AsmMemoryOperand,
+        tail: Option<usize>,
+    ) -> Result<(), CodegenError> {
+        if let Some(b) = self.bias {
+            ops.add_reg(x, acc, b)?;
+        }
+        let mut b = 0;
+        for s in &self.steps {
+            match *s {
+                DwRowStep::Add { per_channel: true } => ops.add_reg(x, acc, self.add_r)?,
+                DwRowStep::Add { per_channel: false } => match tail {
+                    Some(k) => {
+                        x.vmovups(masked(ZMM[SCRATCH], k).z(), zmmword_ptr(res)).map_err(asm_err)?;
+                        ops.add_reg(x, acc, SCRATCH)?;
+                    }
+                    None => ops.add_mem(x, acc, res)?,
+                },
+                DwRowStep::Bound(_) => {
+                    let (r, max) = self.bounds[b];
+                    ops.bound(x, acc, r, max)?;
+                    b += 1;
+                }
+            }
+        }
+        Ok(())
     }
 }
 

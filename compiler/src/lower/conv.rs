@@ -101,9 +101,13 @@ impl<'g> Lowerer<'g> {
                     bias: bias_ref.is_some(),
                     steps: dsteps,
                     wide: false,
+                    plane: false,
                 };
-                let row = (self.tier == Tier::Avx512).then(|| spec.wide_row()).flatten();
-                spec.wide = row.is_some();
+                let wide = self.tier == Tier::Avx512;
+                let plane = wide.then(|| spec.wide_plane()).flatten();
+                let row = wide.then(|| spec.wide_row()).flatten().filter(|_| plane.is_none());
+                spec.wide = row.is_some() || plane.is_some();
+                spec.plane = plane.is_some();
                 let tiles = spec.tiles();
                 // Operands: X, W, Y, bias, adds: Y comes third.
                 let mut ops = vec![src, wref, dst];
@@ -112,8 +116,13 @@ impl<'g> Lowerer<'g> {
                     ops.push(self.value(v)?);
                 }
                 self.step_ordered(Arc::new(spec), tiles, &ops, 2, helpers, &name, "DepthwiseConv", flops);
-                if let Some(row) = row {
-                    let k = self.kernel(Arc::new(row));
+                let machine: Option<Arc<dyn crate::codegen::KernelSpec>> = match (plane, row) {
+                    (Some(p), _) => Some(Arc::new(p)),
+                    (None, Some(r)) => Some(Arc::new(r)),
+                    (None, None) => None,
+                };
+                if let Some(m) = machine {
+                    let k = self.kernel(m);
                     if let Some(step) = self.out.steps.last_mut() {
                         step.operands.push(super::LOperand::Kernel(k));
                     }

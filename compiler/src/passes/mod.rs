@@ -13,6 +13,7 @@ pub mod manager;
 pub mod pad;
 pub mod patch;
 pub mod simplify;
+pub mod strides;
 pub mod transpose;
 pub mod util;
 
@@ -88,6 +89,7 @@ pub fn all_passes() -> Vec<Box<dyn Pass>> {
         Box::new(fold::FoldAffineBefore),
         Box::new(pad::FoldPad),
         Box::new(transpose::FoldTranspose),
+        Box::new(strides::HoistStrides),
         Box::new(factorize::Factorize),
         Box::new(factorize::FactorizeApprox),
         Box::new(fuse::FuseEpilogue),
@@ -110,6 +112,7 @@ pub fn declutter_names() -> Vec<&'static str> {
         "fold-affine-before-conv",
         "fold-pad",
         "fold-transpose",
+        "hoist-strides",
         "factorize",
     ]
 }

@@ -34,6 +34,9 @@ pub struct Patch {
     nodes: Vec<NewNode>,
     replacements: Vec<(ValueId, PatchValue)>,
     removals: Vec<NodeId>,
+    /// New values that take an old value's name once the old one is gone (the old one has
+    /// another type, so it cannot be a replacement).
+    successors: Vec<(ValueId, PatchValue)>,
 }
 
 impl Patch {
@@ -67,6 +70,12 @@ impl Patch {
     /// Every use of `old` (and a graph output that is `old`) switches to `new`.
     pub fn replace(&mut self, old: ValueId, new: impl Into<PatchValue>) {
         self.replacements.push((old, new.into()));
+    }
+
+    /// `new` takes over `old`'s name if the patch leaves `old` dead: a value the rewrite changed
+    /// (say, in shape) without a use of it being replaced.
+    pub fn succeed(&mut self, old: ValueId, new: PatchValue) {
+        self.successors.push((old, new));
     }
 
     /// Removes a node (only if nothing uses it by the end of the patch).
@@ -129,7 +138,20 @@ impl Patch {
             g.replace_uses(old, new);
             candidates.push(old.node);
         }
+        let successors = self
+            .successors
+            .iter()
+            .map(|&(old, new)| Ok((old, resolve(&created, new)?, g.value(old).name.clone())))
+            .collect::<Result<Vec<_>, PassError>>()?;
         remove_dead(g, candidates);
+        // A successor's name comes before the names of the values it replaces.
+        let mut first: Vec<(ValueId, String, bool)> = successors
+            .into_iter()
+            .filter(|(old, _, _)| !g.contains(old.node))
+            .map(|(_, new, name)| (new, name, false))
+            .collect();
+        first.append(&mut renames);
+        let mut renames = first;
         // Output names win over the others; each value is renamed once.
         renames.sort_by_key(|r| std::cmp::Reverse(r.2));
         let mut renamed = std::collections::HashSet::new();

@@ -265,6 +265,9 @@ impl Parser<'_> {
                     g.add_input(&v, ty).or_else(|e| self.err(e.to_string()))?;
                 }
                 Tok::Ident(k) if k == "output" => {
+                    if outputs_set {
+                        return self.err("a second 'output' line: list every output in one (output %a, %b)");
+                    }
                     self.next();
                     let mut outs = vec![];
                     loop {

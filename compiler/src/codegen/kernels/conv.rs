@@ -9,6 +9,7 @@ use crate::codegen::builder::{I64, Kb, ro, rw};
 use crate::codegen::kernels::math::{act_needs_helpers, emit_act};
 use crate::codegen::wide::WideAct;
 use crate::codegen::wide_depthwise::{DwRowStep, WideDepthwiseRow};
+use crate::codegen::wide_depthwise_plane::WideDepthwisePlane;
 
 /// 2-D window geometry (after padding resolution).
 #[derive(Clone, Debug, PartialEq)]
@@ -822,6 +823,9 @@ pub struct DepthwiseSpec {
     pub steps: Vec<DwStep>,
     /// Interior rows call the AVX-512 row kernel (`wide_row`), an operand after the helpers.
     pub wide: bool,
+    /// With `wide`: the operand is the whole-plane kernel (`wide_plane`), which computes each
+    /// tile's plane on its own.
+    pub plane: bool,
 }
 
 impl DepthwiseSpec {
@@ -844,6 +848,12 @@ impl DepthwiseSpec {
         }
         let taps =
             (0..g.kh).flat_map(|ky| (0..g.kw).map(move |kx| ((ky * g.dh * g.w + kx * g.dw) * 4) as i32)).collect();
+        let row = WideDepthwiseRow { taps, stride: g.sw, bias: self.bias, steps: self.machine_steps()? };
+        row.fits().then_some(row)
+    }
+
+    /// The epilogue as the machine-code kernels take it, when they can.
+    fn machine_steps(&self) -> Option<Vec<DwRowStep>> {
         let mut steps = vec![];
         for s in &self.steps {
             match s {
@@ -851,8 +861,30 @@ impl DepthwiseSpec {
                 DwStep::Act(a) => steps.extend(WideAct::of(a)?.into_iter().map(DwRowStep::Bound)),
             }
         }
-        let row = WideDepthwiseRow { taps, stride: g.sw, bias: self.bias, steps };
-        row.fits().then_some(row)
+        Some(steps)
+    }
+
+    /// The AVX-512 kernel for whole planes, when it applies (small maps; see
+    /// `wide_depthwise_plane`): the row kernel's epilogue rules, one stride along both dims,
+    /// any number of taps.
+    pub fn wide_plane(&self) -> Option<WideDepthwisePlane> {
+        let g = &self.g;
+        let plane = WideDepthwisePlane {
+            h: g.h,
+            w: g.w,
+            oh: g.oh,
+            ow: g.ow,
+            kh: g.kh,
+            kw: g.kw,
+            stride: g.sh,
+            ph: g.ph,
+            pw: g.pw,
+            dh: g.dh,
+            dw: g.dw,
+            bias: self.bias,
+            steps: self.machine_steps()?,
+        };
+        (g.sh == g.sw && plane.fits()).then_some(plane)
     }
 }
 
@@ -889,6 +921,27 @@ impl KernelSpec for DepthwiseSpec {
                 let o = kb.muli(t, ohw as i64);
                 kb.elem(ops[2], o, 4)
             };
+            if let (Some(f), true) = (wide, self.plane) {
+                let bias_ptr = if self.bias { kb.elem(ops[3], oc, 4) } else { kb.iconst(0) };
+                let add_op = ops.get(3 + self.bias as usize).copied();
+                let add = match (
+                    self.steps.iter().find_map(|s| match s {
+                        DwStep::Add { per_channel } => Some(*per_channel),
+                        _ => None,
+                    }),
+                    add_op,
+                ) {
+                    (Some(true), Some(a)) => kb.elem(a, oc, 4),
+                    (Some(false), Some(a)) => {
+                        let p = kb.muli(t, ohw as i64);
+                        kb.elem(a, p, 4)
+                    }
+                    _ => kb.iconst(0),
+                };
+                let zero = kb.iconst(0);
+                kb.call_code(f, &[xplane, yplane, wrow, zero, bias_ptr, add]);
+                return;
+            }
             let epi = PlaneEpilogue::new(kb, &ops[3..], self.bias, &self.steps, oc, t, ohw);
             let ws: Vec<Value> = (0..taps).map(|i| kb.load_f32(wrow, (i * 4) as i32, ro())).collect();
             // The splat weights go to a stack buffer that the vector loop reloads at each use:
