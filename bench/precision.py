@@ -13,7 +13,9 @@ count, each round runs `incept bench --json` in f32 and in bf16 (fresh processes
 timed runs of ONNX Runtime (f32), OpenVINO with INFERENCE_PRECISION_HINT f32, and OpenVINO at its
 default precision (bf16 on CPUs with AVX512-BF16 or AMX); medians and minimums are over all
 rounds' samples. Errors are against ONNX Runtime's f32 output on the stored input:
-max |y - y_ort| / max |y_ort|, and whether the top-1 class is the same.
+max |y - y_ort| / max |y_ort|, and whether the top-1 class is the same; and (--seeds N, default 6)
+the median of the same measure over N seeded standard-normal inputs on the logits (the model
+without its final Softmax: the probabilities' error is set by the few largest classes).
 """
 
 import argparse
@@ -73,6 +75,41 @@ def time_ov(req, x, iters):
     return out
 
 
+def logits_model(path, tmp):
+    """The model with a final Softmax removed (its input becomes the output), or the model itself:
+    errors in probabilities are dominated by the few largest ones, the logits show every class."""
+    import onnx
+    m = onnx.load(path)
+    last = m.graph.node[-1]
+    if last.op_type != "Softmax" or len(m.graph.output) != 1 or last.output[0] != m.graph.output[0].name:
+        return path
+    m.graph.node.remove(last)
+    del m.graph.output[:]
+    m.graph.output.append(onnx.helper.make_tensor_value_info(last.input[0], onnx.TensorProto.FLOAT, None))
+    out = os.path.join(tmp, os.path.basename(path))
+    onnx.save(m, out)
+    return out
+
+
+def seeded_errors(incept, core, path, seeds):
+    """Median over `seeds` standard-normal inputs of the logits error of incept bf16 and of OpenVINO
+    at its default precision, both against ONNX Runtime f32 on the same input."""
+    with tempfile.TemporaryDirectory() as d:
+        lp = logits_model(path, d)
+        sess = ort_session(lp, 1)
+        inp = sess.get_inputs()[0]
+        _, req = ov_request(core, lp, 1, None)
+        ours, theirs = [], []
+        for seed in range(seeds):
+            x = np.random.default_rng(seed).standard_normal(inp.shape).astype(np.float32)
+            ref = sess.run(None, {inp.name: x})[0]
+            xp = os.path.join(d, "x.npy")
+            np.save(xp, x)
+            ours.append(error(incept_output(incept, lp, xp, "bf16"), ref)[0])
+            theirs.append(error(list(req.infer({0: x}).values())[0], ref)[0])
+        return statistics.median(ours), statistics.median(theirs), sum(o <= t for o, t in zip(ours, theirs))
+
+
 def error(y, ref):
     y, ref = np.asarray(y, np.float64).ravel(), np.asarray(ref, np.float64).ravel()
     return float(np.abs(y - ref).max() / np.abs(ref).max()), bool(y.argmax() == ref.argmax())
@@ -88,6 +125,8 @@ def main():
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap.add_argument("--incept", default=os.path.join(repo, "target", "release", "incept"))
     ap.add_argument("--write", help="also write the tables to this Markdown file")
+    ap.add_argument("--seeds", type=int, default=6,
+                    help="seeded random inputs for the logits error columns (0: leave them out)")
     a = ap.parse_args()
     core = ov.Core()
     models = [m for m in a.models if os.path.exists(os.path.join(a.zoo, f"{m}.onnx"))]
@@ -107,6 +146,8 @@ def main():
             compiled, req = ov_request(core, path, 1, hint)
             row[label] = error(list(req.infer({0: x}).values())[0], ref)
             row[f"{label} precision"] = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        if a.seeds:
+            row["seeded"] = seeded_errors(a.incept, core, path, a.seeds)
         errors.append(row)
         print(f"{name} errors: {row}", file=sys.stderr)
         for threads in a.threads:
@@ -141,23 +182,31 @@ def main():
     for name, t, s in speed:
         cells = " | ".join(f"{s[c][0]:.1f} ({s[c][1]:.1f})" for c in cols)
         lines.append(f"| {name} | {t} | {cells} | {s['incept bf16'][0] / s['OV default'][0]:.2f} |")
+    seeded = f" | logits error over {a.seeds} seeded inputs, median: incept bf16 / OpenVINO default (incept lower or equal)" if a.seeds else ""
     lines += [
         "",
-        "| model | incept f32 error | incept bf16 error (top-1 same) | OpenVINO f32 error | OpenVINO default error (top-1 same), its precision |",
-        "|---|---|---|---|---|",
+        "| model | incept f32 error | incept bf16 error (top-1 same) | OpenVINO f32 error | OpenVINO default error (top-1 same), its precision"
+        + seeded + " |",
+        "|---|---|---|---|---|" + ("---|" if a.seeds else ""),
     ]
     for r in errors:
+        cell = ""
+        if a.seeds:
+            o, t, wins = r["seeded"]
+            cell = f" | {o:.1e} / {t:.1e} ({wins} of {a.seeds})"
         lines.append(
             f"| {r['model']} | {r['incept f32'][0]:.1e} | {r['incept bf16'][0]:.1e} ({'yes' if r['incept bf16'][1] else 'NO'}) "
             f"| {r['OpenVINO f32'][0]:.1e} | {r['OpenVINO default'][0]:.1e} ({'yes' if r['OpenVINO default'][1] else 'NO'}), "
-            f"{r['OpenVINO default precision']} |"
+            f"{r['OpenVINO default precision']}{cell} |"
         )
     table = "\n".join(lines)
     machine = f"{cpu_name()}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}"
     meta = (
         f"Measured {datetime.date.today().isoformat()} on {machine}; incept {git_rev(repo)}, onnxruntime "
         f"{ort.__version__}, OpenVINO {ov.__version__}; batch 1, median (min) over {a.rounds} alternating rounds of "
-        f"{a.iters} runs; errors max |y - y_ORT f32| / max |y_ORT f32| on the stored input."
+        f"{a.iters} runs; errors max |y - y_ORT f32| / max |y_ORT f32| on the stored input (the model's output, "
+        f"softmax probabilities for these models) and, last column, on the logits (the model without its final "
+        f"Softmax) over seeded standard-normal inputs."
     )
     print(table)
     print(meta)
