@@ -29,6 +29,7 @@ pub mod helpers;
 pub mod model;
 pub mod npy;
 pub mod plan;
+pub mod pool;
 pub mod signal;
 pub mod signature;
 pub mod tensor;

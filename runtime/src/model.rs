@@ -4,8 +4,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rayon::prelude::*;
-
 use crate::buffer::AlignedBuf;
 use crate::code::ExecutableCode;
 use crate::error::RunError;
@@ -83,7 +81,7 @@ pub struct Model {
     // Keeps the executable mapping alive for as long as `kernels` may be called.
     _code: ExecutableCode,
     kernels: Vec<KernelFn>,
-    pool: Option<rayon::ThreadPool>,
+    pool: Option<crate::pool::Pool>,
     threads: usize,
     /// The code uses AMX tiles (see `signal.rs`).
     amx: bool,
@@ -225,16 +223,10 @@ impl Model {
         // AMX code needs room for the tile state in signal frames on every thread that runs it.
         let amx = plan.features.iter().any(|f| f == "amx-tile");
         let pool = if threads > 1 {
+            let on_start: fn() = if amx { crate::signal::ensure_signal_stack } else { || {} };
             Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .start_handler(move |_| {
-                        if amx {
-                            crate::signal::ensure_signal_stack()
-                        }
-                    })
-                    .build()
-                    .map_err(|e| RunError::Plan(e.to_string()))?,
+                crate::pool::Pool::new(threads, on_start)
+                    .map_err(|e| RunError::Plan(format!("cannot start threads: {e}")))?,
             )
         } else {
             None
@@ -313,9 +305,8 @@ impl Model {
 
     /// Runs the model on caller-owned buffers: inputs are read in place and the outputs written
     /// into `outputs` (in the model's output order, each of its exact dtype and shape), so a
-    /// serving loop allocates nothing per run: after a model's first run, a call on a model
-    /// with `threads: 1` makes no heap allocation at all (tested); with a pool, only what rayon
-    /// needs to hand the run to its threads. Buffers of any alignment work.
+    /// serving loop allocates nothing per run: after a model's first run, a call makes no heap
+    /// allocation at all on the calling thread, with or without helper threads (tested). Buffers of any alignment work.
     pub fn run_into(&self, inputs: &[TensorRef<'_>], outputs: &mut [TensorMut<'_>]) -> Result<(), RunError> {
         self.check_inputs(inputs.iter().map(|t| (t.dtype(), t.shape())))?;
         let specs = &self.plan.outputs;
@@ -494,6 +485,7 @@ impl Model {
             let bases = Args(bases);
             // Only the thread running the steps touches the list; the tiles see `Args`.
             let args: &mut Ptrs = args;
+            let session = self.pool.as_ref().and_then(|p| p.session());
             let mut steps = || -> Result<(), RunError> {
                 let bases = &bases;
                 let status = self.plan.status.map(|o| bases.0[0].wrapping_add(o) as *const i64);
@@ -510,7 +502,8 @@ impl Model {
                         base.wrapping_add(o.offset)
                     }));
                     let start = timings.is_some().then(Instant::now);
-                    self.call(self.kernels[step.kernel], &Args(operands), step.tiles, tracer.map(|t| (t, i)));
+                    let pool = session.as_ref();
+                    self.call(pool, self.kernels[step.kernel], &Args(operands), step.tiles, tracer.map(|t| (t, i)));
                     if let (Some(t), Some(start)) = (timings.as_deref_mut(), start) {
                         t.push(StepTiming { step: i, time: start.elapsed() });
                     }
@@ -543,17 +536,12 @@ impl Model {
                 }
                 Ok(())
             };
-            // The whole plan runs on a pool thread, so each step's tiles fork and join inside the
-            // pool instead of paying a cross-thread hand-off per step.
-            match &self.pool {
-                Some(pool) => pool.install(steps),
-                None => {
-                    if self.amx {
-                        crate::signal::ensure_signal_stack();
-                    }
-                    steps()
-                }
+            // The caller runs the steps and forks each one's tiles to the pool's helpers (when
+            // no other run holds them: that run's caller then works alone).
+            if self.amx {
+                crate::signal::ensure_signal_stack();
             }
+            steps()
         };
         if let Ok(mut pool) = self.scratch.lock() {
             pool.push(scratch);
@@ -562,8 +550,15 @@ impl Model {
     }
 
     /// Calls a kernel over `tiles` tiles: inline, or in contiguous chunks on the pool.
-    fn call(&self, f: KernelFn, args: &Args, tiles: usize, trace: Option<(&Tracer, usize)>) {
-        let run = |lo: usize, hi: usize| {
+    fn call(
+        &self,
+        pool: Option<&crate::pool::Session>,
+        f: KernelFn,
+        args: &Args,
+        tiles: usize,
+        trace: Option<(&Tracer, usize)>,
+    ) {
+        let run = |lo: usize, hi: usize, thread: usize| {
             let t0 = trace.map(|_| Instant::now());
             // SAFETY: the operands were laid out by the compiler for exactly this kernel, point
             // into live buffers of the right sizes (checked when the plan was validated and the
@@ -573,7 +568,7 @@ impl Model {
                 let event = TraceEvent {
                     step,
                     tiles: (lo, hi),
-                    thread: rayon::current_thread_index().unwrap_or(0),
+                    thread,
                     start: t0.duration_since(tracer.start),
                     duration: t0.elapsed(),
                 };
@@ -582,12 +577,12 @@ impl Model {
                 }
             }
         };
-        match &self.pool {
-            Some(_) if tiles > 1 => {
+        match pool {
+            Some(pool) if tiles > 1 => {
                 let chunks = tiles.min(self.threads * 4);
-                (0..chunks).into_par_iter().for_each(|c| run(c * tiles / chunks, (c + 1) * tiles / chunks));
+                pool.run(chunks, &|c, thread| run(c * tiles / chunks, (c + 1) * tiles / chunks, thread));
             }
-            _ => run(0, tiles),
+            _ => run(0, tiles, 0),
         }
     }
 }

@@ -79,14 +79,15 @@ fn run_into_writes_caller_buffers_of_any_alignment_with_the_same_bits() {
     }
 }
 
-/// A serving loop on one thread: after the first run, `run_into` allocates nothing at all.
+/// A serving loop: after the first run, `run_into` allocates nothing at all on the calling
+/// thread, with or without helper threads.
 #[test]
 fn run_into_allocates_nothing_after_the_first_run() {
-    for name in FIXTURES {
+    for (name, threads) in FIXTURES.iter().flat_map(|n| [(n, 1), (n, 2)]) {
         let input = npy::read(fixtures_dir().join(format!("{name}.input.npy"))).expect("input");
         let mut import = incept_ir::onnx::ImportOptions::default();
         import.input_shapes.insert("input".into(), input.shape().to_vec());
-        let opts = CompileOptions { import, threads: 1, ..Default::default() };
+        let opts = CompileOptions { import, threads, ..Default::default() };
         let model = compile(&fixtures_dir().join(format!("{name}.onnx")), &opts).expect("compile");
         let spec = model.plan().outputs[0].clone();
         let mut out = Tensor::zeros(spec.dtype, &spec.shape);
@@ -98,7 +99,7 @@ fn run_into_allocates_nothing_after_the_first_run() {
             model.run_into(&x, &mut y).expect("run");
         }
         let allocated = ALLOCATIONS.with(|c| c.get()) - before;
-        assert_eq!(allocated, 0, "{name}: {allocated} allocations in 5 runs");
+        assert_eq!(allocated, 0, "{name} at {threads} threads: {allocated} allocations in 5 runs");
         assert_eq!(out.bytes(), model.run(std::slice::from_ref(&input)).expect("run")[0].bytes());
     }
 }
