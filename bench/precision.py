@@ -48,6 +48,16 @@ def time_incept(incept, path, input_npy, threads, iters, precision):
     return json.loads(res.stdout)["samples_ms"]
 
 
+def round_trip(incept):
+    """A cache line's round trip between two threads (`incept peak --core-to-core`), in ns: a few
+    hundred when the two CPUs share no L3, which slows every run at two threads."""
+    res = subprocess.run([incept, "peak", "--core-to-core", "--runs", "5"], capture_output=True, text=True)
+    if res.returncode != 0:
+        sys.exit(f"incept peak --core-to-core failed:\n{res.stderr}")
+    import re
+    return float(re.search(r"threads (\d+) ns", res.stdout).group(1))
+
+
 def incept_output(incept, path, input_npy, precision):
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "out.npy")
@@ -158,7 +168,10 @@ def main():
             for r in ovs.values():
                 time_ov(r, x, 3)
             samples = {k: [] for k in ["incept f32", "incept bf16", "ORT f32", "OV f32", "OV default"]}
+            trips = []
             for r in range(a.rounds):
+                if threads > 1:
+                    trips.append(round_trip(a.incept))
                 for p in ["f32", "bf16"]:
                     samples[f"incept {p}"] += time_incept(a.incept, path, input_npy, threads, a.iters, p)
                     time.sleep(0.2)
@@ -172,16 +185,17 @@ def main():
                 print(f"{name} {threads}t round {r + 1}/{a.rounds}: " +
                       ", ".join(f"{k} {v:.1f}" for k, v in med.items()), file=sys.stderr)
             del sess, ovs
-            speed.append((name, threads, {k: (statistics.median(v), min(v)) for k, v in samples.items()}))
+            stats = {k: (statistics.median(v), min(v)) for k, v in samples.items()}
+            speed.append((name, threads, stats, f"{min(trips):.0f}-{max(trips):.0f}" if trips else ""))
 
     cols = ["incept f32", "incept bf16", "ORT f32", "OV f32", "OV default"]
     lines = [
-        "| model | threads | " + " | ".join(f"{c} ms" for c in cols) + " | incept bf16 / OV default |",
-        "|---|---|" + "---|" * len(cols) + "---|",
+        "| model | threads | " + " | ".join(f"{c} ms" for c in cols) + " | incept bf16 / OV default | core to core ns |",
+        "|---|---|" + "---|" * len(cols) + "---|---|",
     ]
-    for name, t, s in speed:
+    for name, t, s, trip in speed:
         cells = " | ".join(f"{s[c][0]:.1f} ({s[c][1]:.1f})" for c in cols)
-        lines.append(f"| {name} | {t} | {cells} | {s['incept bf16'][0] / s['OV default'][0]:.2f} |")
+        lines.append(f"| {name} | {t} | {cells} | {s['incept bf16'][0] / s['OV default'][0]:.2f} | {trip} |")
     seeded = f" | logits error over {a.seeds} seeded inputs, median: incept bf16 / OpenVINO default (incept lower or equal)" if a.seeds else ""
     lines += [
         "",
@@ -204,7 +218,7 @@ def main():
     meta = (
         f"Measured {datetime.date.today().isoformat()} on {machine}; incept {git_rev(repo)}, onnxruntime "
         f"{ort.__version__}, OpenVINO {ov.__version__}; batch 1, median (min) over {a.rounds} alternating rounds of "
-        f"{a.iters} runs; errors max |y - y_ORT f32| / max |y_ORT f32| on the stored input (the model's output, "
+        f"{a.iters} runs (core to core: the range of `incept peak --core-to-core` over the rounds at two threads); errors max |y - y_ORT f32| / max |y_ORT f32| on the stored input (the model's output, "
         f"softmax probabilities for these models) and, last column, on the logits (the model without its final "
         f"Softmax) over seeded standard-normal inputs."
     )

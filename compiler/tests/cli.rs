@@ -236,7 +236,17 @@ fn peak_reports_gflops() {
     let o = incept(&["peak", "--iterations", "100000", "--runs", "2"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).starts_with("f32x4 FMA peak, one core: "), "{}", stdout(&o));
+    assert!(stdout(&o).contains("core to core: a cache line's round trip"), "{}", stdout(&o));
     assert!(fails(&["peak", "--runs", "0"]).contains("must be positive"));
+    // Just the round trip: a positive number of nanoseconds.
+    let o = stdout(&incept(&["peak", "--core-to-core", "--runs", "3"]));
+    let ns: f64 = o
+        .split("threads ")
+        .nth(1)
+        .and_then(|r| r.split(" ns").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no round trip in {o}"));
+    assert!(ns > 0.0 && o.lines().count() == 1, "{o}");
 }
 
 /// The README's main-job command (`cargo run ... -- ARGS`) works and prints the top classes.

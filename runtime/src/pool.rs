@@ -159,12 +159,28 @@ impl Session<'_> {
             work(c, 0);
         }
         let helpers = self.pool.helpers.len();
+        let mut polls = 0u32;
         while sh.acks.load(Ordering::Acquire) < helpers {
-            std::hint::spin_loop();
+            pause(&mut polls);
         }
         if sh.panicked.load(Ordering::Relaxed) {
             panic!("a worker thread panicked while running a step");
         }
+    }
+}
+
+/// Polls before a waiting thread yields its CPU at each poll: about 20 us of spinning.
+const SPIN_POLLS: u32 = 2000;
+
+/// One poll of a wait: a spin hint, and past `SPIN_POLLS` a yield, so that threads waiting on
+/// a CPU that others need (more threads than CPUs, several models at once) give it up instead
+/// of burning their time slices while the thread they wait for cannot run.
+fn pause(polls: &mut u32) {
+    *polls = polls.wrapping_add(1);
+    if *polls > SPIN_POLLS {
+        std::thread::yield_now();
+    } else {
+        std::hint::spin_loop();
     }
 }
 
@@ -205,10 +221,9 @@ fn helper(sh: &Shared, thread: usize) {
             if sh.stop.load(Ordering::Relaxed) {
                 return;
             }
-            std::hint::spin_loop();
-            polls = polls.wrapping_add(1);
-            // The clock is read every few thousand polls only.
-            if polls.is_multiple_of(4096) && idle.elapsed() > SPIN {
+            pause(&mut polls);
+            // The clock is read every few hundred polls only.
+            if polls.is_multiple_of(256) && idle.elapsed() > SPIN {
                 sh.sleepers.fetch_add(1, Ordering::SeqCst);
                 let mut g = sh.sleep.lock().unwrap_or_else(|p| p.into_inner());
                 while sh.generation.load(Ordering::SeqCst) == seen && !sh.stop.load(Ordering::SeqCst) {
