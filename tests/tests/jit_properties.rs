@@ -809,3 +809,45 @@ fn strided_readers() {
         Some(first)
     });
 }
+
+/// bf16 convs whose output rows are too narrow for a problem each (14, 17, 35 wide and the
+/// like), computed as one problem over the padded planes' rows end to end and copied out
+/// without the columns between rows: kernels 3x3, 5x5, 7x1 and 1x3, odd channel counts, bias
+/// or not, activations; against the interpreter on the bf16-rounded graph, where this CPU runs
+/// bf16.
+#[test]
+fn bf16_implicit_rows_end_to_end() {
+    use incept_compiler::Precision;
+    let opts = CheckOptions {
+        precision: Precision::Bf16,
+        expect_step: vec!["ImplicitRows"],
+        expect_bf16: true,
+        ..Default::default()
+    };
+    family_with("bf16_implicit_rows", 43, 30, &opts, |r| {
+        let (kh, kw) = r.pick(&[(3, 3), (3, 3), (5, 5), (7, 1), (1, 3)]);
+        let (c, m) = (r.int(1, 40), r.int(1, 40));
+        // Rows that fill 32-lane panels badly, but whose padded rows (kw - 1 columns more)
+        // are mostly outputs.
+        let w = match kw {
+            1 => r.pick(&[5, 7, 14, 17, 35]),
+            3 => r.pick(&[12, 13, 14, 17, 19, 35, 37]),
+            _ => r.pick(&[23, 25, 35, 37]),
+        };
+        let h = r.int(1, 12);
+        let (ph, pw) = (kh / 2, kw / 2);
+        let x = r.input(&[1, c, h, w]);
+        let wt = r.weights(&[m, c, kh, kw]);
+        let bias = if r.coin() { Some(r.weights(&[m])) } else { None };
+        let attrs = vec![("kernel_shape", ints(&[kh, kw])), ("pads", ints(&[ph, pw, kh - 1 - ph, kw - 1 - pw]))];
+        let y = r.op("Conv", attrs, vec![Some(x), Some(wt), bias])?;
+        match r.int(0, 2) {
+            0 => Some(y),
+            1 => r.op("Relu", vec![], vec![Some(y)]),
+            _ => {
+                let (lo, hi) = (r.konst(Tensor::scalar(0f32)), r.konst(Tensor::scalar(0.5f32)));
+                r.op("Clip", vec![], vec![Some(y), Some(lo), Some(hi)])
+            }
+        }
+    });
+}

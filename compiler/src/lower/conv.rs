@@ -15,7 +15,9 @@ use super::{BufRef, LowerError, Lowerer};
 use crate::codegen::Tier;
 use crate::codegen::bf16::{Bf16Tier, PadPairs};
 use crate::codegen::kernels::conv::{Col2ImSpec, DepthwiseSpec, Geom, Im2colSpec};
+use crate::codegen::kernels::copy::CopySpec;
 use crate::codegen::kernels::gemm::{GemmSpec, GemmStep, Mat, Taps};
+use crate::codegen::kernels::nd::contiguous;
 use crate::codegen::kernels::transposed::TransposedOutSpec;
 use crate::codegen::kernels::volume::{VolCol2ImSpec, VolGeom, VolIm2colSpec};
 use crate::codegen::kernels::winograd::geom::WinoGeom;
@@ -252,10 +254,18 @@ impl<'g> Lowerer<'g> {
             && n == 1
             && taps > 1
             && (geom.sh, geom.sw, geom.dh, geom.dw) == (1, 1, 1, 1)
-            && row_fill(geom.ow, nr) >= self.implicit_min_fill
         {
-            return self
-                .conv_implicit(&name, src, wts, &geom, cin_total, cout, bias_ref, gsteps, &add_refs, helpers, dst);
+            let wp = geom.ow + geom.kw - 1;
+            // Rows that fill the lanes are a problem each; narrower ones run as one problem over
+            // the padded planes' rows end to end, computing the kw - 1 columns between rows too
+            // (dropped when the result is copied out), which residual adds cannot take.
+            let (row, flat) = (row_fill(geom.ow, nr), geom.ow as f64 / wp as f64);
+            let flat = add_refs.is_empty() && flat >= self.implicit_min_fill && flat > row;
+            if row >= self.implicit_min_fill || flat {
+                return self.conv_implicit(
+                    &name, src, wts, &geom, cin_total, cout, bias_ref, gsteps, &add_refs, helpers, dst, flat,
+                );
+            }
         }
         if let (None, Some(rows)) = (&vol, im2col_band_rows(n * g, k, &geom, nr, self.band_bytes)) {
             // Packed panels bigger than the cache go out to memory and come back for the GEMM:
@@ -320,7 +330,10 @@ impl<'g> Lowerer<'g> {
     /// them: K runs over taps then channel pairs, so a K block's pair rows are whole planes
     /// apart and a tap shifts them by a row and a column (`gemm::Taps`). Each output row is one
     /// problem of the batch (its columns are a run of the padded row; the columns between rows
-    /// are never computed), the weights are packed for that K order.
+    /// are never computed), the weights are packed for that K order. With `flat`, the whole map
+    /// is one problem over the planes' rows end to end (the columns between rows are computed
+    /// into a scratch output and dropped when it is copied to `dst`): for rows too narrow to
+    /// fill the lanes (14, 17 or 35 wide).
     #[allow(clippy::too_many_arguments)]
     fn conv_implicit(
         &mut self,
@@ -335,6 +348,7 @@ impl<'g> Lowerer<'g> {
         adds: &[BufRef],
         helpers: bool,
         dst: BufRef,
+        flat: bool,
     ) -> Result<(), LowerError> {
         let t = Bf16Tier::Avx512Bf16;
         let nr = self.tier.nr();
@@ -366,15 +380,20 @@ impl<'g> Lowerer<'g> {
                 other => other,
             })
             .collect();
+        // Flat: output (oy, ox) is column oy * wp + ox of one problem, whose B addresses are then
+        // the same as a row's (planes are wp wide); C has that pitch too, in a scratch buffer.
+        let (n_cols, batch, c_pitch) =
+            if flat { ((geom.oh - 1) * wp + geom.ow, 1, wp) } else { (geom.ow, geom.oh, geom.ow) };
+        let c_ref = if flat { self.scratch(cout * geom.oh * wp * 4, &format!("{name}/rows")) } else { dst };
         let spec = balanced(GemmSpec {
             m: cout,
-            n: geom.ow,
+            n: n_cols,
             k,
-            batch: geom.oh,
+            batch,
             a,
             b: Mat { rs: 0, cs: 1, panel_stride: nr as isize, batch_stride: wp as isize, batch_mod: 0 },
             c: Mat {
-                rs: (geom.oh * geom.ow) as isize,
+                rs: (geom.oh * c_pitch) as isize,
                 cs: 1,
                 panel_stride: 0,
                 batch_stride: geom.ow as isize,
@@ -391,12 +410,19 @@ impl<'g> Lowerer<'g> {
             ..self.gemm_blocking()
         });
         let flops = 2 * (cout * geom.oh * geom.ow * cin * taps) as u64;
-        let mut ops = vec![a_ref, planes, dst];
+        let mut ops = vec![a_ref, planes, c_ref];
         ops.extend(bias);
         ops.extend(adds.iter().copied());
         let (tiles, spec) = (spec.tiles(), Arc::new(spec));
         self.step_ordered(spec.clone(), tiles, &ops, 2, helpers, name, "Conv", flops);
         self.attach_microkernels(&spec);
+        if flat {
+            let dims = [cout, geom.oh, geom.ow];
+            let strides = vec![(geom.oh * wp) as isize, wp as isize, 1];
+            let copy = CopySpec::new(&dims, strides, contiguous(&dims), 0, 0, 4);
+            let tiles = copy.tiles();
+            self.step(Arc::new(copy), tiles, &[c_ref], &[dst], false, name, "ImplicitRows", 0);
+        }
         Ok(())
     }
 
