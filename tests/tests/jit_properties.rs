@@ -851,3 +851,44 @@ fn bf16_implicit_rows_end_to_end() {
         }
     });
 }
+
+/// bf16 stride-2 convs on one to four input channels (stems), which run as stride-1 implicit
+/// convs over the input's four phases: kernels 2x2 to 7x7 (odd and even, so some phase taps
+/// fall past the window), asymmetric pads, odd and even sizes, bias or not, activations and
+/// residual adds (per-row problems), against the interpreter on the bf16-rounded graph; every
+/// one must skip im2col.
+#[test]
+fn bf16_stride2_stems_over_phases() {
+    use incept_compiler::Precision;
+    let opts = CheckOptions {
+        precision: Precision::Bf16,
+        expect_step: vec!["PackBf16"],
+        forbid_step: vec!["Im2col"],
+        expect_bf16: true,
+        ..Default::default()
+    };
+    family_with("bf16_stems", 44, 30, &opts, |r| {
+        let (kh, kw) = r.pick(&[(7, 7), (3, 3), (5, 5), (2, 2), (3, 1), (1, 3)]);
+        let (c, m) = (r.int(1, 4), r.int(1, 40));
+        let pads = [r.int(0, kh - 1), r.int(0, kw - 1), r.int(0, kh - 1), r.int(0, kw - 1)];
+        let h = extent(r, kh, 2, 1, pads[0], pads[2]) + r.int(0, 20);
+        // Output rows that fill the lanes as per-row implicit convs need (residual adds take
+        // that form only): the input width solved for one of them.
+        let ow = r.pick(&[28usize, 30, 31, 32, 56, 60, 64, 112]);
+        let w = (2 * (ow - 1) + kw + r.int(0, 1)).saturating_sub(pads[1] + pads[3]).max(1);
+        let x = r.input(&[1, c, h, w]);
+        let wt = r.weights(&[m, c, kh, kw]);
+        let bias = if r.coin() { Some(r.weights(&[m])) } else { None };
+        let attrs = vec![("kernel_shape", ints(&[kh, kw])), ("strides", ints(&[2, 2])), ("pads", ints(&pads))];
+        let y = r.op("Conv", attrs, vec![Some(x), Some(wt), bias])?;
+        let ys = r.shape(y);
+        match r.int(0, 2) {
+            0 => Some(y),
+            1 => r.op("Relu", vec![], vec![Some(y)]),
+            _ => {
+                let res = r.input(&ys);
+                r.op("Add", vec![], vec![Some(y), Some(res)])
+            }
+        }
+    });
+}

@@ -363,41 +363,46 @@ impl PadPairs {
         x.mov(r9, qword_ptr(rdi + 8)).map_err(e)?;
         x.vpxord(zmm31, zmm31, zmm31).map_err(e)?;
         x.set_label(&mut tile).map_err(e)?;
-        // The destination row: tile * wp dwords.
+        // tile = (image * hp + yp) * pairs + pair: consecutive tiles are the pairs of one padded
+        // row, so a thread's run of tiles is a band of rows, as the GEMMs before and after this
+        // step split their work (positions), and it mostly reads and writes its own rows.
         x.mov(rax, rsi).map_err(e)?;
-        x.imul_3(rax, rax, (self.wp * 4) as i32).map_err(e)?;
-        x.lea(r10, qword_ptr(r9 + rax)).map_err(e)?;
+        x.xor(edx, edx).map_err(e)?;
+        x.mov(rcx, self.pairs() as u64).map_err(e)?;
+        x.div(rcx).map_err(e)?;
+        x.mov(r12, rdx).map_err(e)?;
+        x.xor(edx, edx).map_err(e)?;
+        x.mov(rcx, hp).map_err(e)?;
+        x.div(rcx).map_err(e)?;
+        // rax = image, rdx = yp, r12 = pair. The destination row: ((image * pairs + pair) * hp
+        // + yp) * wp dwords.
+        x.imul_3(rbx, rax, self.pairs() as i32).map_err(e)?;
+        x.add(rbx, r12).map_err(e)?;
+        x.imul_3(rbx, rbx, self.hp as i32).map_err(e)?;
+        x.add(rbx, rdx).map_err(e)?;
+        x.imul_3(rbx, rbx, (self.wp * 4) as i32).map_err(e)?;
+        x.lea(r10, qword_ptr(r9 + rbx)).map_err(e)?;
         // Zero the row (whole zmm stores, then a masked tail).
         for q in 0..(wp / 16) as i32 {
             x.vmovdqu32(zmmword_ptr(r10 + 64 * q), zmm31).map_err(e)?;
         }
         if wp % 16 != 0 {
-            x.mov(eax, (1u32 << (wp % 16)) - 1).map_err(e)?;
-            x.kmovw(k2, eax).map_err(e)?;
+            x.mov(ecx, (1u32 << (wp % 16)) - 1).map_err(e)?;
+            x.kmovw(k2, ecx).map_err(e)?;
             x.vmovdqu32(zmmword_ptr(r10 + 64 * (wp / 16) as i32).k2(), zmm31).map_err(e)?;
         }
-        // tile = (image * pairs + pair) * hp + yp: the image row y = yp - ph, if inside.
-        x.mov(rax, rsi).map_err(e)?;
-        x.xor(edx, edx).map_err(e)?;
-        x.mov(rcx, hp).map_err(e)?;
-        x.div(rcx).map_err(e)?;
-        // rax = image * pairs + pair, rdx = yp.
+        // The image row y = yp - ph, if inside.
         x.sub(rdx, self.ph as i32).map_err(e)?;
         x.cmp(rdx, h as i32).map_err(e)?;
         x.jae(next).map_err(e)?; // also catches yp < ph (wrapped)
-        x.mov(rbx, rdx).map_err(e)?;
-        x.xor(edx, edx).map_err(e)?;
-        x.mov(rcx, self.pairs() as u64).map_err(e)?;
-        x.div(rcx).map_err(e)?;
-        // rax = image, rdx = pair: source row of channel 2 pair of the image.
+        // Source row y of channel 2 * pair of the image.
         x.imul_3(rax, rax, (self.c as i64 * chan) as i32).map_err(e)?;
-        x.imul_3(rdx, rdx, (2 * chan) as i32).map_err(e)?;
+        x.imul_3(r12, r12, (2 * chan) as i32).map_err(e)?;
+        x.add(rax, r12).map_err(e)?;
+        x.imul_3(rdx, rdx, (self.w * 4) as i32).map_err(e)?;
         x.add(rax, rdx).map_err(e)?;
-        x.imul_3(rbx, rbx, (self.w * 4) as i32).map_err(e)?;
-        x.add(rax, rbx).map_err(e)?;
         x.lea(r11, qword_ptr(r8 + rax)).map_err(e)?;
-        // Is there a second channel (an odd last one pairs with zero)?
-        x.mov(r12, rdx).map_err(e)?;
+        // Is there a second channel (an odd last one pairs with zero)? r12 = pair * 2 * chan.
         x.add(r10, (self.pw * 4) as i32).map_err(e)?;
         let odd = self.c % 2 == 1;
         let last_pair_offset = ((self.pairs() - 1) as i64 * 2 * chan) as i32;

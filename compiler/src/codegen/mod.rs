@@ -4,6 +4,7 @@
 #[cfg(test)]
 mod amx_emulator;
 pub mod bf16;
+pub mod bf16_phase;
 pub mod builder;
 pub mod kernels;
 pub mod peak;

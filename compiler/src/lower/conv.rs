@@ -14,6 +14,7 @@ use super::winograd::winograd_tile;
 use super::{BufRef, LowerError, Lowerer};
 use crate::codegen::Tier;
 use crate::codegen::bf16::{Bf16Tier, PadPairs};
+use crate::codegen::bf16_phase::PhasePairs;
 use crate::codegen::kernels::conv::{Col2ImSpec, DepthwiseSpec, Geom, Im2colSpec};
 use crate::codegen::kernels::copy::CopySpec;
 use crate::codegen::kernels::gemm::{GemmSpec, GemmStep, Mat, Taps};
@@ -248,22 +249,29 @@ impl<'g> Lowerer<'g> {
             self.gemm_in_place(&spec, &add_refs, dst);
             return Ok(());
         }
-        // bf16, stride 1, one image: no im2col at all (see `conv_implicit`).
+        // bf16, stride 1, one image: no im2col at all (see `conv_implicit`). Stride 2 on a few
+        // input channels (a stem) too, as a stride-1 conv over the input's phases: its window
+        // and K grow (7x7 on 3 channels: K 147 -> 192), but the im2col panels it saves were as
+        // long as its GEMM (see `codegen/bf16_phase.rs`).
+        let phase =
+            (geom.sh, geom.sw, geom.dh, geom.dw) == (2, 2, 1, 1) && cin_total <= PHASE_MAX_CHANNELS && geom.pw < 16;
         if let (Some(Bf16Tier::Avx512Bf16), Some(wts), None) = (bf16, &w, &vol)
             && g == 1
             && n == 1
             && taps > 1
-            && (geom.sh, geom.sw, geom.dh, geom.dw) == (1, 1, 1, 1)
+            && ((geom.sh, geom.sw, geom.dh, geom.dw) == (1, 1, 1, 1) || phase)
         {
-            let wp = geom.ow + geom.kw - 1;
+            let kw = if phase { geom.kw.div_ceil(2) } else { geom.kw };
+            let wp = geom.ow + kw - 1;
             // Rows that fill the lanes are a problem each; narrower ones run as one problem over
             // the padded planes' rows end to end, computing the kw - 1 columns between rows too
             // (dropped when the result is copied out), which residual adds cannot take.
             let (row, flat) = (row_fill(geom.ow, nr), geom.ow as f64 / wp as f64);
             let flat = add_refs.is_empty() && flat >= self.implicit_min_fill && flat > row;
             if row >= self.implicit_min_fill || flat {
+                let form = Implicit { flat, phase };
                 return self.conv_implicit(
-                    &name, src, wts, &geom, cin_total, cout, bias_ref, gsteps, &add_refs, helpers, dst, flat,
+                    &name, src, wts, &geom, cin_total, cout, bias_ref, gsteps, &add_refs, helpers, dst, form,
                 );
             }
         }
@@ -348,25 +356,48 @@ impl<'g> Lowerer<'g> {
         adds: &[BufRef],
         helpers: bool,
         dst: BufRef,
-        flat: bool,
+        form: Implicit,
     ) -> Result<(), LowerError> {
+        let Implicit { flat, phase } = form;
         let t = Bf16Tier::Avx512Bf16;
         let nr = self.tier.nr();
-        let taps = geom.kh * geom.kw;
-        let cpad = cin.next_multiple_of(2);
+        // The stride-1 conv that runs: the original, or the one over the phases (channels
+        // (c, a, b), window halved).
+        let (kh, kw, cin_run) =
+            if phase { (geom.kh.div_ceil(2), geom.kw.div_ceil(2), 4 * cin) } else { (geom.kh, geom.kw, cin) };
+        let taps = kh * kw;
+        let cpad = cin_run.next_multiple_of(2);
         // Planes hold every row and column a window reads, and rows past them for the last
         // column panel's reads beyond its row (their sums are dropped).
-        let wp = geom.ow + geom.kw - 1;
-        let hp = geom.oh + geom.kh - 1 + nr.div_ceil(wp) + 1;
-        let pad = PadPairs { n: 1, c: cin, h: geom.h, w: geom.w, ph: geom.ph, pw: geom.pw, hp, wp };
-        let planes = self.scratch(pad.bytes(), &format!("{name}/bf16_planes"));
-        let tiles = pad.tiles();
-        let plane_bytes = pad.plane_bytes() as i64;
-        self.step(Arc::new(pad), tiles, &[src], &[planes], false, name, "PackBf16", 0);
+        let wp = geom.ow + kw - 1;
+        let hp = geom.oh + kh - 1 + nr.div_ceil(wp) + 1;
+        let (plane_bytes, planes) = if phase {
+            let pp = PhasePairs { c: cin, h: geom.h, w: geom.w, pt: geom.ph, pl: geom.pw, hp, wp };
+            let planes = self.scratch(pp.bytes(), &format!("{name}/bf16_planes"));
+            let (tiles, bytes) = (pp.tiles(), pp.plane_bytes() as i64);
+            self.step(Arc::new(pp), tiles, &[src], &[planes], false, name, "PackBf16", 0);
+            (bytes, planes)
+        } else {
+            let pad = PadPairs { n: 1, c: cin, h: geom.h, w: geom.w, ph: geom.ph, pw: geom.pw, hp, wp };
+            let planes = self.scratch(pad.bytes(), &format!("{name}/bf16_planes"));
+            let (tiles, bytes) = (pad.tiles(), pad.plane_bytes() as i64);
+            self.step(Arc::new(pad), tiles, &[src], &[planes], false, name, "PackBf16", 0);
+            (bytes, planes)
+        };
         let k = taps * cpad;
+        let (gkh, gkw) = (geom.kh, geom.kw);
         let (a_ref, a) = self.pack_a_bf16(name, 1, cout, k, t, |_, m, kk| {
             let (tap, c) = (kk / cpad, kk % cpad);
-            if c < cin { w[(m * cin + c) * taps + tap] } else { 0.0 }
+            if phase {
+                // Channel (c, a, b) at tap (u, v) is the original tap (2u + a, 2v + b).
+                let (u, v) = (tap / kw, tap % kw);
+                let (ch, ky, kx) = (c / 4, 2 * u + (c / 2) % 2, 2 * v + c % 2);
+                if ky < gkh && kx < gkw { w[((m * cin + ch) * gkh + ky) * gkw + kx] } else { 0.0 }
+            } else if c < cin {
+                w[(m * cin + c) * taps + tap]
+            } else {
+                0.0
+            }
         });
         // One K block: the microkernels run every tap with the sums in registers.
         let kc = k;
@@ -406,10 +437,10 @@ impl<'g> Lowerer<'g> {
             kc,
             bf16: Some(t),
             b_pairs: true,
-            b_taps: Some(Taps { cpad, kw: geom.kw, row_bytes: (wp * 4) as i64, plane_bytes }),
+            b_taps: Some(Taps { cpad, kw, row_bytes: (wp * 4) as i64, plane_bytes }),
             ..self.gemm_blocking()
         });
-        let flops = 2 * (cout * geom.oh * geom.ow * cin * taps) as u64;
+        let flops = 2 * (cout * geom.oh * geom.ow * cin * geom.kh * geom.kw) as u64;
         let mut ops = vec![a_ref, planes, c_ref];
         ops.extend(bias);
         ops.extend(adds.iter().copied());
@@ -729,6 +760,18 @@ pub(super) const IMPLICIT_MIN_FILL: f64 = 0.85;
 /// in a half panel). A row that only a half panel covers counts against a whole one: the
 /// half-width microkernel keeps half the accumulators per load, so such rows stay with im2col
 /// (ResNet50's 14x14 3x3 convs: 19.6 -> 19.1 ms).
+/// How an implicit conv runs: `flat`, one problem over the planes' rows end to end (else a
+/// problem per output row); `phase`, a stride-2 conv as a stride-1 one over the input's phases.
+#[derive(Clone, Copy, Debug)]
+struct Implicit {
+    flat: bool,
+    phase: bool,
+}
+
+/// The most input channels a stride-2 conv has to run over its phases (a stem's 3 or 4; with
+/// more, the window's growth costs more than its im2col).
+const PHASE_MAX_CHANNELS: usize = 4;
+
 fn row_fill(w: usize, nr: usize) -> f64 {
     let rem = w % nr;
     let tail = match rem {
