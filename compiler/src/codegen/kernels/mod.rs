@@ -3,6 +3,7 @@
 
 pub mod conv;
 pub mod copy;
+pub mod depthwise;
 pub mod elementwise;
 pub mod gather;
 pub mod gemm;
