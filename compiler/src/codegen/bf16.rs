@@ -351,93 +351,113 @@ impl PadPairs {
         let e = asm_err;
         let (hp, wp, h, w) = (self.hp as u64, self.wp as u64, self.h as u64, self.w as u64);
         let chan = (self.h * self.w * 4) as i64;
-        let mut x = CodeAssembler::new(64).map_err(e)?;
-        let (mut tile, mut done, mut next) = (x.create_label(), x.create_label(), x.create_label());
-        x.cmp(rsi, rdx).map_err(e)?;
-        x.jae(done).map_err(e)?;
-        x.push(rbx).map_err(e)?;
-        x.push(r12).map_err(e)?;
-        x.push(r13).map_err(e)?;
-        x.mov(r13, rdx).map_err(e)?;
-        x.mov(r8, qword_ptr(rdi)).map_err(e)?;
-        x.mov(r9, qword_ptr(rdi + 8)).map_err(e)?;
-        x.vpxord(zmm31, zmm31, zmm31).map_err(e)?;
-        x.set_label(&mut tile).map_err(e)?;
-        // tile = (image * hp + yp) * pairs + pair: consecutive tiles are the pairs of one padded
-        // row, so a thread's run of tiles is a band of rows, as the GEMMs before and after this
-        // step split their work (positions), and it mostly reads and writes its own rows.
-        x.mov(rax, rsi).map_err(e)?;
-        x.xor(edx, edx).map_err(e)?;
-        x.mov(rcx, self.pairs() as u64).map_err(e)?;
-        x.div(rcx).map_err(e)?;
-        x.mov(r12, rdx).map_err(e)?;
-        x.xor(edx, edx).map_err(e)?;
-        x.mov(rcx, hp).map_err(e)?;
-        x.div(rcx).map_err(e)?;
-        // rax = image, rdx = yp, r12 = pair. The destination row: ((image * pairs + pair) * hp
-        // + yp) * wp dwords.
-        x.imul_3(rbx, rax, self.pairs() as i32).map_err(e)?;
-        x.add(rbx, r12).map_err(e)?;
-        x.imul_3(rbx, rbx, self.hp as i32).map_err(e)?;
-        x.add(rbx, rdx).map_err(e)?;
-        x.imul_3(rbx, rbx, (self.wp * 4) as i32).map_err(e)?;
-        x.lea(r10, qword_ptr(r9 + rbx)).map_err(e)?;
-        // Zero the row (whole zmm stores, then a masked tail).
-        for q in 0..(wp / 16) as i32 {
-            x.vmovdqu32(zmmword_ptr(r10 + 64 * q), zmm31).map_err(e)?;
-        }
-        if wp % 16 != 0 {
-            x.mov(ecx, (1u32 << (wp % 16)) - 1).map_err(e)?;
-            x.kmovw(k2, ecx).map_err(e)?;
-            x.vmovdqu32(zmmword_ptr(r10 + 64 * (wp / 16) as i32).k2(), zmm31).map_err(e)?;
-        }
-        // The image row y = yp - ph, if inside.
-        x.sub(rdx, self.ph as i32).map_err(e)?;
-        x.cmp(rdx, h as i32).map_err(e)?;
-        x.jae(next).map_err(e)?; // also catches yp < ph (wrapped)
-        // Source row y of channel 2 * pair of the image.
-        x.imul_3(rax, rax, (self.c as i64 * chan) as i32).map_err(e)?;
-        x.imul_3(r12, r12, (2 * chan) as i32).map_err(e)?;
-        x.add(rax, r12).map_err(e)?;
-        x.imul_3(rdx, rdx, (self.w * 4) as i32).map_err(e)?;
-        x.add(rax, rdx).map_err(e)?;
-        x.lea(r11, qword_ptr(r8 + rax)).map_err(e)?;
-        // Is there a second channel (an odd last one pairs with zero)? r12 = pair * 2 * chan.
-        x.add(r10, (self.pw * 4) as i32).map_err(e)?;
-        let odd = self.c % 2 == 1;
-        let last_pair_offset = ((self.pairs() - 1) as i64 * 2 * chan) as i32;
-        let chunks: Vec<(u64, u64)> = (0..w.div_ceil(16)).map(|q| (q * 16, (w - q * 16).min(16))).collect();
-        for &(c0, len) in &chunks {
-            let off = (c0 * 4) as i32;
-            x.mov(eax, ((1u64 << len) - 1) as u32).map_err(e)?;
-            x.kmovw(k1, eax).map_err(e)?;
-            x.vcvtneps2bf16(ymm0.k1().z(), zmmword_ptr(r11 + off)).map_err(e)?;
-            x.vpmovzxwd(zmm0, ymm0).map_err(e)?;
-            // The last pair of an odd channel count has no second channel.
-            let mut store = x.create_label();
-            if odd {
-                x.cmp(r12, last_pair_offset).map_err(e)?;
-                x.je(store).map_err(e)?;
+        plane_rows_kernel(|x, next| {
+            // tile = (image * hp + yp) * pairs + pair: consecutive tiles are the pairs of one padded
+            // row, so a thread's run of tiles is a band of rows, as the GEMMs before and after this
+            // step split their work (positions), and it mostly reads and writes its own rows.
+            x.mov(rax, rsi).map_err(e)?;
+            x.xor(edx, edx).map_err(e)?;
+            x.mov(rcx, self.pairs() as u64).map_err(e)?;
+            x.div(rcx).map_err(e)?;
+            x.mov(r12, rdx).map_err(e)?;
+            x.xor(edx, edx).map_err(e)?;
+            x.mov(rcx, hp).map_err(e)?;
+            x.div(rcx).map_err(e)?;
+            // rax = image, rdx = yp, r12 = pair. The destination row: ((image * pairs + pair) * hp
+            // + yp) * wp dwords.
+            x.imul_3(rbx, rax, self.pairs() as i32).map_err(e)?;
+            x.add(rbx, r12).map_err(e)?;
+            x.imul_3(rbx, rbx, self.hp as i32).map_err(e)?;
+            x.add(rbx, rdx).map_err(e)?;
+            x.imul_3(rbx, rbx, (self.wp * 4) as i32).map_err(e)?;
+            x.lea(r10, qword_ptr(r9 + rbx)).map_err(e)?;
+            zero_dwords(x, r10, wp)?;
+            // The image row y = yp - ph, if inside.
+            x.sub(rdx, self.ph as i32).map_err(e)?;
+            x.cmp(rdx, h as i32).map_err(e)?;
+            x.jae(next).map_err(e)?; // also catches yp < ph (wrapped)
+            // Source row y of channel 2 * pair of the image.
+            x.imul_3(rax, rax, (self.c as i64 * chan) as i32).map_err(e)?;
+            x.imul_3(r12, r12, (2 * chan) as i32).map_err(e)?;
+            x.add(rax, r12).map_err(e)?;
+            x.imul_3(rdx, rdx, (self.w * 4) as i32).map_err(e)?;
+            x.add(rax, rdx).map_err(e)?;
+            x.lea(r11, qword_ptr(r8 + rax)).map_err(e)?;
+            // Is there a second channel (an odd last one pairs with zero)? r12 = pair * 2 * chan.
+            x.add(r10, (self.pw * 4) as i32).map_err(e)?;
+            let odd = self.c % 2 == 1;
+            let last_pair_offset = ((self.pairs() - 1) as i64 * 2 * chan) as i32;
+            let chunks: Vec<(u64, u64)> = (0..w.div_ceil(16)).map(|q| (q * 16, (w - q * 16).min(16))).collect();
+            for &(c0, len) in &chunks {
+                let off = (c0 * 4) as i32;
+                x.mov(eax, ((1u64 << len) - 1) as u32).map_err(e)?;
+                x.kmovw(k1, eax).map_err(e)?;
+                x.vcvtneps2bf16(ymm0.k1().z(), zmmword_ptr(r11 + off)).map_err(e)?;
+                x.vpmovzxwd(zmm0, ymm0).map_err(e)?;
+                // The last pair of an odd channel count has no second channel.
+                let mut store = x.create_label();
+                if odd {
+                    x.cmp(r12, last_pair_offset).map_err(e)?;
+                    x.je(store).map_err(e)?;
+                }
+                x.vcvtneps2bf16(ymm1.k1().z(), zmmword_ptr(r11 + off + chan as i32)).map_err(e)?;
+                x.vpmovzxwd(zmm1, ymm1).map_err(e)?;
+                x.vpslld(zmm1, zmm1, 16).map_err(e)?;
+                x.vpord(zmm0, zmm0, zmm1).map_err(e)?;
+                x.set_label(&mut store).map_err(e)?;
+                x.vmovdqu32(zmmword_ptr(r10 + off).k1(), zmm0).map_err(e)?;
             }
-            x.vcvtneps2bf16(ymm1.k1().z(), zmmword_ptr(r11 + off + chan as i32)).map_err(e)?;
-            x.vpmovzxwd(zmm1, ymm1).map_err(e)?;
-            x.vpslld(zmm1, zmm1, 16).map_err(e)?;
-            x.vpord(zmm0, zmm0, zmm1).map_err(e)?;
-            x.set_label(&mut store).map_err(e)?;
-            x.vmovdqu32(zmmword_ptr(r10 + off).k1(), zmm0).map_err(e)?;
-        }
-        x.set_label(&mut next).map_err(e)?;
-        x.inc(rsi).map_err(e)?;
-        x.cmp(rsi, r13).map_err(e)?;
-        x.jb(tile).map_err(e)?;
-        x.pop(r13).map_err(e)?;
-        x.pop(r12).map_err(e)?;
-        x.pop(rbx).map_err(e)?;
-        x.set_label(&mut done).map_err(e)?;
-        x.vzeroupper().map_err(e)?;
-        x.ret().map_err(e)?;
-        x.assemble(0).map_err(e)
+            Ok(())
+        })
     }
+}
+
+/// A step kernel over plane rows (`extern "C" fn(args, begin, end)`): r8 = args[0] (the
+/// source), r9 = args[1] (the destination), zmm31 = 0, and `row` emitted once for the tile in
+/// rsi (it may jump to `next` to end the tile early; rax, rcx, rdx, rbx, r10-r12, zmm0-zmm30
+/// and k1-k2 are its own).
+pub(super) fn plane_rows_kernel(
+    row: impl FnOnce(&mut CodeAssembler, CodeLabel) -> Result<(), CodegenError>,
+) -> Result<Vec<u8>, CodegenError> {
+    let e = asm_err;
+    let mut x = CodeAssembler::new(64).map_err(e)?;
+    let (mut tile, mut done, mut next) = (x.create_label(), x.create_label(), x.create_label());
+    x.cmp(rsi, rdx).map_err(e)?;
+    x.jae(done).map_err(e)?;
+    x.push(rbx).map_err(e)?;
+    x.push(r12).map_err(e)?;
+    x.push(r13).map_err(e)?;
+    x.mov(r13, rdx).map_err(e)?;
+    x.mov(r8, qword_ptr(rdi)).map_err(e)?;
+    x.mov(r9, qword_ptr(rdi + 8)).map_err(e)?;
+    x.vpxord(zmm31, zmm31, zmm31).map_err(e)?;
+    x.set_label(&mut tile).map_err(e)?;
+    row(&mut x, next)?;
+    x.set_label(&mut next).map_err(e)?;
+    x.inc(rsi).map_err(e)?;
+    x.cmp(rsi, r13).map_err(e)?;
+    x.jb(tile).map_err(e)?;
+    x.pop(r13).map_err(e)?;
+    x.pop(r12).map_err(e)?;
+    x.pop(rbx).map_err(e)?;
+    x.set_label(&mut done).map_err(e)?;
+    x.vzeroupper().map_err(e)?;
+    x.ret().map_err(e)?;
+    x.assemble(0).map_err(e)
+}
+
+/// Zeroes `dwords` dwords at `dst` (zmm stores of zmm31, then a masked tail through k2).
+pub(super) fn zero_dwords(x: &mut CodeAssembler, dst: AsmRegister64, dwords: u64) -> Result<(), CodegenError> {
+    let e = asm_err;
+    for q in 0..(dwords / 16) as i32 {
+        x.vmovdqu32(zmmword_ptr(dst + 64 * q), zmm31).map_err(e)?;
+    }
+    if !dwords.is_multiple_of(16) {
+        x.mov(ecx, (1u32 << (dwords % 16)) - 1).map_err(e)?;
+        x.kmovw(k2, ecx).map_err(e)?;
+        x.vmovdqu32(zmmword_ptr(dst + 64 * (dwords / 16) as i32).k2(), zmm31).map_err(e)?;
+    }
+    Ok(())
 }
 
 impl KernelSpec for PadPairs {

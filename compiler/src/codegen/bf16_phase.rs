@@ -12,6 +12,7 @@
 
 use iced_x86::code_asm::*;
 
+use super::bf16::{plane_rows_kernel, zero_dwords};
 use super::wide::asm_err;
 use super::{CodegenError, KernelSpec};
 
@@ -53,90 +54,63 @@ impl PhasePairs {
         let e = asm_err;
         let wp = self.wp as u64;
         let chan = (self.h * self.w * 4) as i32;
-        let mut x = CodeAssembler::new(64).map_err(e)?;
-        let (mut tile, mut done, mut next) = (x.create_label(), x.create_label(), x.create_label());
-        x.cmp(rsi, rdx).map_err(e)?;
-        x.jae(done).map_err(e)?;
-        x.push(rbx).map_err(e)?;
-        x.push(r12).map_err(e)?;
-        x.push(r13).map_err(e)?;
-        x.mov(r13, rdx).map_err(e)?;
-        x.mov(r8, qword_ptr(rdi)).map_err(e)?;
-        x.mov(r9, qword_ptr(rdi + 8)).map_err(e)?;
-        x.vpxord(zmm31, zmm31, zmm31).map_err(e)?;
-        x.set_label(&mut tile).map_err(e)?;
-        // tile = i * pairs + pair, pair = c * 2 + a.
-        x.mov(rax, rsi).map_err(e)?;
-        x.xor(edx, edx).map_err(e)?;
-        x.mov(rcx, self.pairs() as u64).map_err(e)?;
-        x.div(rcx).map_err(e)?;
-        // rax = i, rdx = pair. The destination row: (pair * hp + i) * wp dwords.
-        x.imul_3(rbx, rdx, self.hp as i32).map_err(e)?;
-        x.add(rbx, rax).map_err(e)?;
-        x.imul_3(rbx, rbx, (self.wp * 4) as i32).map_err(e)?;
-        x.lea(r10, qword_ptr(r9 + rbx)).map_err(e)?;
-        for q in 0..(wp / 16) as i32 {
-            x.vmovdqu32(zmmword_ptr(r10 + 64 * q), zmm31).map_err(e)?;
-        }
-        if !wp.is_multiple_of(16) {
-            x.mov(ecx, (1u32 << (wp % 16)) - 1).map_err(e)?;
-            x.kmovw(k2, ecx).map_err(e)?;
-            x.vmovdqu32(zmmword_ptr(r10 + 64 * (wp / 16) as i32).k2(), zmm31).map_err(e)?;
-        }
-        // The input row r = 2i + a - pt of channel c = pair / 2, a = pair % 2, if inside.
-        x.mov(r12, rdx).map_err(e)?;
-        x.shr(r12, 1).map_err(e)?;
-        x.and(edx, 1).map_err(e)?;
-        x.lea(rax, qword_ptr(rdx + rax * 2)).map_err(e)?;
-        x.sub(rax, self.pt as i32).map_err(e)?;
-        x.cmp(rax, self.h as i32).map_err(e)?;
-        x.jae(next).map_err(e)?; // also catches r < 0 (wrapped)
-        x.imul_3(rax, rax, (self.w * 4) as i32).map_err(e)?;
-        x.imul_3(r12, r12, chan).map_err(e)?;
-        x.add(rax, r12).map_err(e)?;
-        x.lea(r11, qword_ptr(r8 + rax)).map_err(e)?;
-        // Padded column t = input column t - pl: 32 at a time into 16 dwords, the loads masked to
-        // the row (columns before 0 and from w on are zeros); stores stop at wp dwords.
-        let padded = (self.w + self.pl) as i64;
-        let mut t0 = 0i64;
-        while t0 < padded && ((t0 / 2) as u64) < wp {
-            for half in 0..2i64 {
-                let lo = t0 + 16 * half;
-                let lanes: u32 = (0..16)
-                    .filter(|&l| {
-                        let col = lo + l - self.pl as i64;
-                        (0..self.w as i64).contains(&col)
-                    })
-                    .fold(0, |m, l| m | (1 << l));
-                let reg = if half == 0 { zmm0 } else { zmm1 };
-                if lanes == 0 {
-                    x.vpxord(reg, reg, reg).map_err(e)?;
-                } else {
-                    x.mov(ecx, lanes).map_err(e)?;
-                    x.kmovw(k1, ecx).map_err(e)?;
-                    let off = ((lo - self.pl as i64) * 4) as i32;
-                    x.vmovups(reg.k1().z(), zmmword_ptr(r11 + off)).map_err(e)?;
+        plane_rows_kernel(|x, next| {
+            // tile = i * pairs + pair, pair = c * 2 + a.
+            x.mov(rax, rsi).map_err(e)?;
+            x.xor(edx, edx).map_err(e)?;
+            x.mov(rcx, self.pairs() as u64).map_err(e)?;
+            x.div(rcx).map_err(e)?;
+            // rax = i, rdx = pair. The destination row: (pair * hp + i) * wp dwords.
+            x.imul_3(rbx, rdx, self.hp as i32).map_err(e)?;
+            x.add(rbx, rax).map_err(e)?;
+            x.imul_3(rbx, rbx, (self.wp * 4) as i32).map_err(e)?;
+            x.lea(r10, qword_ptr(r9 + rbx)).map_err(e)?;
+            zero_dwords(x, r10, wp)?;
+            // The input row r = 2i + a - pt of channel c = pair / 2, a = pair % 2, if inside.
+            x.mov(r12, rdx).map_err(e)?;
+            x.shr(r12, 1).map_err(e)?;
+            x.and(edx, 1).map_err(e)?;
+            x.lea(rax, qword_ptr(rdx + rax * 2)).map_err(e)?;
+            x.sub(rax, self.pt as i32).map_err(e)?;
+            x.cmp(rax, self.h as i32).map_err(e)?;
+            x.jae(next).map_err(e)?; // also catches r < 0 (wrapped)
+            x.imul_3(rax, rax, (self.w * 4) as i32).map_err(e)?;
+            x.imul_3(r12, r12, chan).map_err(e)?;
+            x.add(rax, r12).map_err(e)?;
+            x.lea(r11, qword_ptr(r8 + rax)).map_err(e)?;
+            // Padded column t = input column t - pl: 32 at a time into 16 dwords, the loads masked to
+            // the row (columns before 0 and from w on are zeros); stores stop at wp dwords.
+            let padded = (self.w + self.pl) as i64;
+            let mut t0 = 0i64;
+            while t0 < padded && ((t0 / 2) as u64) < wp {
+                for half in 0..2i64 {
+                    let lo = t0 + 16 * half;
+                    let lanes: u32 = (0..16)
+                        .filter(|&l| {
+                            let col = lo + l - self.pl as i64;
+                            (0..self.w as i64).contains(&col)
+                        })
+                        .fold(0, |m, l| m | (1 << l));
+                    let reg = if half == 0 { zmm0 } else { zmm1 };
+                    if lanes == 0 {
+                        x.vpxord(reg, reg, reg).map_err(e)?;
+                    } else {
+                        x.mov(ecx, lanes).map_err(e)?;
+                        x.kmovw(k1, ecx).map_err(e)?;
+                        let off = ((lo - self.pl as i64) * 4) as i32;
+                        x.vmovups(reg.k1().z(), zmmword_ptr(r11 + off)).map_err(e)?;
+                    }
                 }
+                // Sixteen bf16 from zmm0 then sixteen from zmm1, in column order.
+                x.vcvtne2ps2bf16(zmm2, zmm1, zmm0).map_err(e)?;
+                let dwords = (wp - (t0 / 2) as u64).min(16) as u32;
+                x.mov(ecx, if dwords == 16 { 0xffff } else { (1u32 << dwords) - 1 }).map_err(e)?;
+                x.kmovw(k1, ecx).map_err(e)?;
+                x.vmovdqu32(zmmword_ptr(r10 + (t0 * 2) as i32).k1(), zmm2).map_err(e)?;
+                t0 += 32;
             }
-            // Sixteen bf16 from zmm0 then sixteen from zmm1, in column order.
-            x.vcvtne2ps2bf16(zmm2, zmm1, zmm0).map_err(e)?;
-            let dwords = (wp - (t0 / 2) as u64).min(16) as u32;
-            x.mov(ecx, if dwords == 16 { 0xffff } else { (1u32 << dwords) - 1 }).map_err(e)?;
-            x.kmovw(k1, ecx).map_err(e)?;
-            x.vmovdqu32(zmmword_ptr(r10 + (t0 * 2) as i32).k1(), zmm2).map_err(e)?;
-            t0 += 32;
-        }
-        x.set_label(&mut next).map_err(e)?;
-        x.inc(rsi).map_err(e)?;
-        x.cmp(rsi, r13).map_err(e)?;
-        x.jb(tile).map_err(e)?;
-        x.pop(r13).map_err(e)?;
-        x.pop(r12).map_err(e)?;
-        x.pop(rbx).map_err(e)?;
-        x.set_label(&mut done).map_err(e)?;
-        x.vzeroupper().map_err(e)?;
-        x.ret().map_err(e)?;
-        x.assemble(0).map_err(e)
+            Ok(())
+        })
     }
 }
 

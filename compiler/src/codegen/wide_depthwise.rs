@@ -287,6 +287,33 @@ impl KernelSpec for WideDepthwiseRow {
     }
 }
 
+/// The epilogue in plain Rust, as the depthwise kernels apply it after the taps' sum `acc`:
+/// the bias, then each step (`chan` a per-channel add's value, `res` the residual's element).
+/// The tests' reference.
+#[cfg(test)]
+pub(super) fn reference_epilogue(mut acc: f32, bias: Option<f32>, steps: &[DwRowStep], chan: f32, res: f32) -> f32 {
+    if let Some(b) = bias {
+        acc += b;
+    }
+    for s in steps {
+        acc = match *s {
+            DwRowStep::Add { per_channel: true } => acc + chan,
+            DwRowStep::Add { per_channel: false } => acc + res,
+            DwRowStep::Bound(a) => match a.bound().expect("a bound") {
+                (lo, true) => {
+                    let lo = f32::from_bits(lo);
+                    if acc < lo { lo } else { acc }
+                }
+                (hi, false) => {
+                    let hi = f32::from_bits(hi);
+                    if hi < acc { hi } else { acc }
+                }
+            },
+        };
+    }
+    acc
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,26 +379,7 @@ mod tests {
                                 for (i, &off) in taps.iter().enumerate() {
                                     acc = x[off as usize / 4 + stride * o].mul_add(weights[i], acc);
                                 }
-                                if bias {
-                                    acc += b;
-                                }
-                                for s in steps {
-                                    acc = match *s {
-                                        DwRowStep::Add { per_channel: true } => acc + chan,
-                                        DwRowStep::Add { per_channel: false } => acc + res[o],
-                                        DwRowStep::Bound(a) => match a.bound().expect("a bound") {
-                                            (lo, true) => {
-                                                let lo = f32::from_bits(lo);
-                                                if acc < lo { lo } else { acc }
-                                            }
-                                            (hi, false) => {
-                                                let hi = f32::from_bits(hi);
-                                                if hi < acc { hi } else { acc }
-                                            }
-                                        },
-                                    };
-                                }
-                                acc
+                                reference_epilogue(acc, bias.then_some(b), steps, chan, res[o])
                             };
                             let got = y[o];
                             assert!(

@@ -269,6 +269,7 @@ impl KernelSpec for WideDepthwisePlane {
 mod tests {
     use super::*;
     use crate::codegen::wide::{WideAct, host_has_avx512};
+    use crate::codegen::wide_depthwise::reference_epilogue;
     use incept_runtime::code::ExecutableCode;
 
     type Plane = unsafe extern "sysv64" fn(*const f32, *mut f32, *const f32, usize, *const f32, *const f32);
@@ -305,6 +306,7 @@ mod tests {
             vec![],
             vec![DwRowStep::Add { per_channel: false }, DwRowStep::Bound(WideAct::Max(0f32.to_bits()))],
             vec![DwRowStep::Bound(WideAct::Max((-0.1f32).to_bits())), DwRowStep::Add { per_channel: true }],
+            vec![DwRowStep::Bound(WideAct::Max(0f32.to_bits())), DwRowStep::Bound(WideAct::Min(0.3f32.to_bits()))],
         ];
         let sizes: Vec<(usize, usize)> = (1..=16).flat_map(|h| [(h, h), (h, 17 - h)]).chain([(28, 28)]).collect();
         let mut checked = 0;
@@ -362,21 +364,7 @@ mod tests {
                                     }
                                 }
                             }
-                            if bias {
-                                acc += b;
-                            }
-                            for st in steps {
-                                acc = match *st {
-                                    DwRowStep::Add { per_channel: true } => acc + chan,
-                                    DwRowStep::Add { per_channel: false } => acc + res[o],
-                                    DwRowStep::Bound(a) => {
-                                        let (lo, _) = a.bound().expect("a bound");
-                                        let lo = f32::from_bits(lo);
-                                        if acc < lo { lo } else { acc }
-                                    }
-                                };
-                            }
-                            acc
+                            reference_epilogue(acc, bias.then_some(b), steps, chan, res[o])
                         };
                         let got = y[o];
                         assert!(

@@ -96,6 +96,29 @@ impl DepthwiseSpec {
     }
 }
 
+impl DepthwiseSpec {
+    /// The bias and add pointers the machine-code kernels take (r8, r9) for tile `t` (channel
+    /// `oc`): the channel's bias, and the channel's add value or the residual at element `at`
+    /// of the tile's plane (0 where there is none).
+    fn machine_ptrs(&self, kb: &mut Kb, ops: &[Value], oc: Value, t: Value, at: Value) -> (Value, Value) {
+        let bias = if self.bias { kb.elem(ops[3], oc, 4) } else { kb.iconst(0) };
+        let per_channel = self.steps.iter().find_map(|s| match s {
+            DwStep::Add { per_channel } => Some(*per_channel),
+            _ => None,
+        });
+        let add = match (per_channel, ops.get(3 + self.bias as usize).copied()) {
+            (Some(true), Some(a)) => kb.elem(a, oc, 4),
+            (Some(false), Some(a)) => {
+                let p = kb.muli(t, (self.g.oh * self.g.ow) as i64);
+                let i = kb.add(p, at);
+                kb.elem(a, i, 4)
+            }
+            _ => kb.iconst(0),
+        };
+        (bias, add)
+    }
+}
+
 impl KernelSpec for DepthwiseSpec {
     fn name(&self) -> String {
         let g = &self.g;
@@ -130,23 +153,8 @@ impl KernelSpec for DepthwiseSpec {
                 kb.elem(ops[2], o, 4)
             };
             if let (Some(f), true) = (wide, self.plane) {
-                let bias_ptr = if self.bias { kb.elem(ops[3], oc, 4) } else { kb.iconst(0) };
-                let add_op = ops.get(3 + self.bias as usize).copied();
-                let add = match (
-                    self.steps.iter().find_map(|s| match s {
-                        DwStep::Add { per_channel } => Some(*per_channel),
-                        _ => None,
-                    }),
-                    add_op,
-                ) {
-                    (Some(true), Some(a)) => kb.elem(a, oc, 4),
-                    (Some(false), Some(a)) => {
-                        let p = kb.muli(t, ohw as i64);
-                        kb.elem(a, p, 4)
-                    }
-                    _ => kb.iconst(0),
-                };
                 let zero = kb.iconst(0);
+                let (bias_ptr, add) = self.machine_ptrs(kb, &ops, oc, t, zero);
                 kb.call_code(f, &[xplane, yplane, wrow, zero, bias_ptr, add]);
                 return;
             }
@@ -249,12 +257,6 @@ impl KernelSpec for DepthwiseSpec {
             match wide {
                 Some(f) => {
                     // Interior rows: the border columns here, the rest in the row kernel.
-                    let bias_ptr = if self.bias { kb.elem(ops[3], oc, 4) } else { kb.iconst(0) };
-                    let add_base = self.steps.iter().find_map(|s| match s {
-                        DwStep::Add { per_channel } => Some(*per_channel),
-                        _ => None,
-                    });
-                    let add_op = ops.get(3 + self.bias as usize).copied();
                     kb.for_const(y_lo as i64, y_hi as i64, 1, |kb, oy| {
                         for ox in (0..x_lo).chain(x_hi..g.ow) {
                             let c = kb.iconst(ox as i64);
@@ -268,15 +270,7 @@ impl KernelSpec for DepthwiseSpec {
                                 kb.addi(r, x_lo as i64)
                             };
                             let dst = kb.elem(yplane, first, 4);
-                            let add = match (add_base, add_op) {
-                                (Some(true), Some(a)) => kb.elem(a, oc, 4),
-                                (Some(false), Some(a)) => {
-                                    let p = kb.muli(t, ohw as i64);
-                                    let i = kb.add(p, first);
-                                    kb.elem(a, i, 4)
-                                }
-                                _ => kb.iconst(0),
-                            };
+                            let (bias_ptr, add) = self.machine_ptrs(kb, &ops, oc, t, first);
                             let count = kb.iconst((x_hi - x_lo) as i64);
                             kb.call_code(f, &[src, dst, wrow, count, bias_ptr, add]);
                         }
