@@ -261,6 +261,9 @@ pub struct CheckOptions {
     pub expect_kernel: Option<&'static str>,
     /// Passed to the compiler: the least row fill of a bf16 implicit conv (0: every one).
     pub implicit_min_fill: Option<f64>,
+    /// f32 outputs must equal the interpreter's bit for bit (the family's kernels compute as the
+    /// reference does, e.g. dequantizing), not merely within the relative bound.
+    pub exact: bool,
 }
 
 /// Compiles and runs `r`'s graph (output `out`) every way and compares with the interpreter;
@@ -344,7 +347,9 @@ pub fn check(mut r: Gen, out: ValueId, family: &str, case: &str, opts: &CheckOpt
                 a.len() == b.len()
                     && a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits() || x.is_nan() && y.is_nan())
             };
-            let err = if want.dtype() == DType::F64 && got.dtype() == DType::F64 {
+            let err = if (want.dtype() == DType::F64 && got.dtype() == DType::F64)
+                || (opts.exact && want.dtype() == DType::F32)
+            {
                 if same_f64() { 0.0 } else { f64::INFINITY }
             } else if want.dtype().is_float() {
                 rel_err(&got, want)

@@ -9,6 +9,7 @@ pub mod graphs;
 pub mod modgraph;
 pub mod mutate;
 pub mod pairwise;
+pub mod tables;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {

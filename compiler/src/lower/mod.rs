@@ -14,6 +14,7 @@ mod linear;
 mod norm;
 mod packing;
 mod pool;
+mod quant;
 mod reduce;
 mod resize;
 mod winograd;
@@ -419,6 +420,13 @@ impl<'g> Lowerer<'g> {
             Op::Logical(l) => self.logic(id, LogicOp::Logical(*l)),
             Op::Where(_) => self.logic(id, LogicOp::Where),
             Op::Mod(m) => self.logic(id, LogicOp::Mod { fmod: m.fmod }),
+            Op::QuantizeLinear(q) => self.quant(id, true, q.axis),
+            Op::DequantizeLinear(d) => self.quant(id, false, d.axis),
+            Op::QLinearConv(q) => self.int_conv(id, true, &q.conv.window.clone(), q.conv.group),
+            Op::ConvInteger(q) => self.int_conv(id, false, &q.conv.window.clone(), q.conv.group),
+            Op::QLinearMatMul(_) => self.int_matmul(id, true),
+            Op::MatMulInteger(_) => self.int_matmul(id, false),
+            Op::QGemm(q) => self.qgemm(id, q.alpha, q.trans_a, q.trans_b),
             Op::Einsum(e) => Err(self.unsupported(
                 id,
                 format!(

@@ -15,7 +15,7 @@ use crate::onnx::proto::{AttributeProto, ModelProto, TypeValue, ValueInfoProto, 
 use crate::onnx::tensor::{ExternalData, tensor_from_proto};
 use crate::onnx::{ImportOptions, MAX_IR_VERSION, MIN_IR_VERSION};
 use crate::ops::onnx_ops;
-use crate::ops::{MAX_OPSET, MIN_OPSET, Op, op_info};
+use crate::ops::{MAX_OPSET, MIN_OPSET, MS_DOMAIN, MS_OPS, Op, domain_op_info};
 use crate::shape::{Dim, TensorType};
 use crate::tensor::Tensor;
 
@@ -118,7 +118,7 @@ fn check_supported(nodes: &[FlatNode]) -> Result<()> {
         let name = if p.name.is_empty() { p.output.first().cloned().unwrap_or_default() } else { p.name.clone() };
         let op = &p.op_type;
         let reason = if is_default_domain(&p.domain) {
-            match (op_info(op), n.opset) {
+            match (domain_op_info("", op), n.opset) {
                 (None, opset) => Some(onnx_ops::unsupported_reason(op, opset)),
                 (Some(_), None) => {
                     Some(format!("ONNX operator '{op}' needs the ai.onnx domain, which is not imported"))
@@ -128,6 +128,15 @@ fn check_supported(nodes: &[FlatNode]) -> Result<()> {
                     info.since
                 )),
                 _ => None,
+            }
+        } else if p.domain == MS_DOMAIN {
+            match domain_op_info(MS_DOMAIN, op) {
+                Some(_) => None,
+                None => Some(format!(
+                    "'{op}' is not an ONNX operator: it is a custom operator of domain '{MS_DOMAIN}' (ONNX \
+                     Runtime's contrib operators), of which incept imports only the quantized ones: {}",
+                    MS_OPS.iter().map(|o| o.name).collect::<Vec<_>>().join(", ")
+                )),
             }
         } else if p.domain == "ai.onnx.ml" {
             Some(format!("'{op}' is an ONNX-ML operator (domain ai.onnx.ml), which incept does not support"))
@@ -308,9 +317,14 @@ fn import_node(g: &mut Graph, n: &FlatNode, ext: &ExternalData, known: &mut Know
     let mut inputs: Vec<Option<ValueId>> =
         p.input.iter().map(|s| if s.is_empty() { None } else { g.value_by_name(s) }).collect();
     let opset = n.opset.unwrap_or(MAX_OPSET);
-    let op_type = Upgrade { graph: g, node: &name, opset, attrs: &mut attrs, inputs: &mut inputs }
-        .run(&p.op_type)
-        .map_err(wrap)?;
+    // Older ai.onnx forms are rewritten to the current one; com.microsoft ops have one form.
+    let op_type = if p.domain == MS_DOMAIN {
+        p.op_type.as_str()
+    } else {
+        Upgrade { graph: g, node: &name, opset, attrs: &mut attrs, inputs: &mut inputs }
+            .run(&p.op_type)
+            .map_err(wrap)?
+    };
     while inputs.last().is_some_and(|i| i.is_none()) {
         inputs.pop();
     }

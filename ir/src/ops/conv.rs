@@ -243,15 +243,15 @@ impl Window {
 }
 
 /// What Conv and ConvTranspose check alike about their input and weights.
-struct ConvInputs<'a> {
-    x: &'a TensorType,
-    w: &'a TensorType,
+pub(crate) struct ConvInputs<'a> {
+    pub(crate) x: &'a TensorType,
+    pub(crate) w: &'a TensorType,
     /// Static weight dims.
-    ws: Vec<usize>,
+    pub(crate) ws: Vec<usize>,
     /// Static spatial dims of the input.
-    spatial: Vec<usize>,
+    pub(crate) spatial: Vec<usize>,
     /// Input channels.
-    c: usize,
+    pub(crate) c: usize,
 }
 
 impl<'a> ConvInputs<'a> {
@@ -261,6 +261,11 @@ impl<'a> ConvInputs<'a> {
         let (x, w) = (cx.ty(0)?, cx.ty(1)?);
         expect_float(x, "input")?;
         same_dtype(x, w, "input and weights")?;
+        ConvInputs::shapes(x, w, window)
+    }
+
+    /// The checks that do not depend on the element types (the integer convs share them).
+    pub(crate) fn shapes(x: &'a TensorType, w: &'a TensorType, window: &mut Window) -> Result<ConvInputs<'a>, OpError> {
         let spatial = spatial_dims(x, "input")?;
         let ws = w.static_dims().ok_or_else(|| OpError::DynamicShape("weights with symbolic shape".into()))?;
         if ws.len() != x.rank() {
@@ -301,30 +306,71 @@ impl OpDef for Conv {
     }
 
     fn infer(&mut self, cx: &InferCx) -> Result<Vec<TensorType>, OpError> {
-        let ConvInputs { x, w, ws, spatial, c } = ConvInputs::check(cx, &mut self.window)?;
-        let m = ws[0];
+        let inputs = ConvInputs::check(cx, &mut self.window)?;
+        if let Some(b) = cx.opt_ty(2) {
+            same_dtype(inputs.x, b, "input and bias")?;
+        }
+        let shape = self.output_shape(&inputs, cx.opt_ty(2))?;
+        Ok(vec![TensorType::new(inputs.x.dtype, shape)])
+    }
+
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let (x, w) = (input(inputs, 0)?, input(inputs, 1)?);
+        let bias = match opt_input(inputs, 2) {
+            Some(b) => b.to_f64s()?,
+            None => vec![0.0; w.shape()[0]],
+        };
+        let (out, shape) = self.sums(&x.to_f64s()?, x.shape(), &w.to_f64s()?, w.shape(), &bias)?;
+        Ok(vec![from_f64(x.dtype(), shape, out)])
+    }
+
+    fn attrs(&self) -> AttrList {
+        let mut out = vec![];
+        self.window.write_attrs(&mut out);
+        out.push(("group", AttrValue::Int(self.group as i64)));
+        out
+    }
+
+    fn macs(&self, inputs: &[Option<&TensorType>], outputs: &[TensorType]) -> u64 {
+        let (Some(Some(w)), Some(o)) = (inputs.get(1), outputs.first()) else { return 0 };
+        let per_out: usize = w.static_dims().map(|d| d[1..].iter().product()).unwrap_or(0);
+        (o.numel().unwrap_or(0) * per_out) as u64
+    }
+}
+
+impl Conv {
+    /// The output shape from checked inputs and the bias type (its dtype is the caller's to check).
+    pub(crate) fn output_shape(&mut self, inputs: &ConvInputs, bias: Option<&TensorType>) -> Result<Vec<Dim>, OpError> {
+        let ConvInputs { x, w, ws, spatial, c } = inputs;
+        let (m, c) = (ws[0], *c);
         if c != ws[1] * self.group {
             invalid!("input has {c} channels but weights {w} with group {} expect {}", self.group, ws[1] * self.group);
         }
         if m % self.group != 0 {
             invalid!("{m} output channels are not divisible by group {}", self.group);
         }
-        if let Some(b) = cx.opt_ty(2) {
-            same_dtype(x, b, "input and bias")?;
-            if b.shape != [Dim::Known(m)] {
-                invalid!("bias {b} must have shape [{m}]");
-            }
+        if let Some(b) = bias
+            && b.shape != [Dim::Known(m)]
+        {
+            invalid!("bias {b} must have shape [{m}]");
         }
-        let out = self.window.resolve(&spatial, false)?;
+        let out = self.window.resolve(spatial, false)?;
         let mut shape = vec![x.shape[0].clone(), Dim::Known(m)];
         shape.extend(out.into_iter().map(Dim::Known));
-        Ok(vec![TensorType::new(x.dtype, shape)])
+        Ok(shape)
     }
 
-    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
-        let (x, w) = (input(inputs, 0)?, input(inputs, 1)?);
-        let b = opt_input(inputs, 2);
-        let (xs, ws) = (x.shape(), w.shape());
+    /// The convolution's sums in f64, bias first: the reference of Conv, and exact for the
+    /// integer convs (their products and sums stay far below 2^53). Returns the output and its
+    /// shape.
+    pub(crate) fn sums(
+        &self,
+        xv: &[f64],
+        xs: &[usize],
+        wv: &[f64],
+        ws: &[usize],
+        bv: &[f64],
+    ) -> Result<(Vec<f64>, Vec<usize>), OpError> {
         let (n, c, m) = (xs[0], xs[1], ws[0]);
         let mut win = self.window.clone();
         let osp = win.resolve(&xs[2..], false)?;
@@ -337,11 +383,6 @@ impl OpDef for Conv {
             pads: [pd, ph, pw],
             ..
         } = win.in3(&xs[2..], &osp);
-        let (xv, wv) = (x.to_f64s()?, w.to_f64s()?);
-        let bv = match b {
-            Some(b) => b.to_f64s()?,
-            None => vec![0.0; m],
-        };
         let cg = c / self.group;
         let mg = m / self.group;
         let plane = od * oh * ow;
@@ -392,20 +433,7 @@ impl OpDef for Conv {
         });
         let mut shape = vec![n, m];
         shape.extend(osp);
-        Ok(vec![from_f64(x.dtype(), shape, out)])
-    }
-
-    fn attrs(&self) -> AttrList {
-        let mut out = vec![];
-        self.window.write_attrs(&mut out);
-        out.push(("group", AttrValue::Int(self.group as i64)));
-        out
-    }
-
-    fn macs(&self, inputs: &[Option<&TensorType>], outputs: &[TensorType]) -> u64 {
-        let (Some(Some(w)), Some(o)) = (inputs.get(1), outputs.first()) else { return 0 };
-        let per_out: usize = w.static_dims().map(|d| d[1..].iter().product()).unwrap_or(0);
-        (o.numel().unwrap_or(0) * per_out) as u64
+        Ok((out, shape))
     }
 }
 

@@ -162,18 +162,42 @@ impl OpDef for MatMul {
 
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let (a, b) = (input(inputs, 0)?, input(inputs, 1)?);
+        let (res, out) = MatMul::sums(&a.to_f64s()?, a.shape(), &b.to_f64s()?, b.shape())?;
+        Ok(vec![from_f64(a.dtype(), out, res)])
+    }
+
+    fn macs(&self, inputs: &[Option<&TensorType>], outputs: &[TensorType]) -> u64 {
+        let (Some(Some(a)), Some(o)) = (inputs.first(), outputs.first()) else { return 0 };
+        let k = a.shape.last().and_then(Dim::known).unwrap_or(0);
+        (o.numel().unwrap_or(0) * k) as u64
+    }
+}
+
+impl MatMul {
+    /// The output shape of operands of these dims (any element types: the integer MatMuls share it).
+    pub(crate) fn output_shape(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, OpError> {
+        Ok(MatMul::plan(a, b)?.0)
+    }
+
+    /// The products' sums in f64: the reference of MatMul, and exact for the integer MatMuls
+    /// (their sums stay far below 2^53). Returns the output and its shape.
+    pub(crate) fn sums(
+        av: &[f64],
+        ashape: &[usize],
+        bv: &[f64],
+        bshape: &[usize],
+    ) -> Result<(Vec<f64>, Vec<usize>), OpError> {
         let ks = |s: &[usize]| crate::shape::known_shape(s);
-        let (out, batch, [m, k, n]) = MatMul::plan(&ks(a.shape()), &ks(b.shape()))?;
+        let (out, batch, [m, k, n]) = MatMul::plan(&ks(ashape), &ks(bshape))?;
         let known = |d: &Dim| need_known(d, "dim");
         let (m, k, n) = (known(&m)?, known(&k)?, known(&n)?);
         let batch: Vec<usize> = batch.iter().map(known).collect::<Result<_, _>>()?;
         let out: Vec<usize> = out.iter().map(known).collect::<Result<_, _>>()?;
         // Batch offsets of each operand (in units of whole matrices).
-        let abatch = if a.rank() > 2 { &a.shape()[..a.rank() - 2] } else { &[][..] };
-        let bbatch = if b.rank() > 2 { &b.shape()[..b.rank() - 2] } else { &[][..] };
+        let abatch = if ashape.len() > 2 { &ashape[..ashape.len() - 2] } else { &[][..] };
+        let bbatch = if bshape.len() > 2 { &bshape[..bshape.len() - 2] } else { &[][..] };
         let oa = broadcast_offsets(abatch, &batch);
         let ob = broadcast_offsets(bbatch, &batch);
-        let (av, bv) = (a.to_f64s()?, b.to_f64s()?);
         let nb: usize = batch.iter().product();
         let mut res = vec![0f64; nb * m * n];
         // Rows are independent and each is summed in the same order on any thread.
@@ -187,12 +211,6 @@ impl OpDef for MatMul {
                 }
             }
         });
-        Ok(vec![from_f64(a.dtype(), out, res)])
-    }
-
-    fn macs(&self, inputs: &[Option<&TensorType>], outputs: &[TensorType]) -> u64 {
-        let (Some(Some(a)), Some(o)) = (inputs.first(), outputs.first()) else { return 0 };
-        let k = a.shape.last().and_then(Dim::known).unwrap_or(0);
-        (o.numel().unwrap_or(0) * k) as u64
+        Ok((res, out))
     }
 }

@@ -22,6 +22,8 @@ pub mod norm;
 pub mod onnx_ops;
 pub mod pad;
 pub mod pool;
+pub mod qlinear;
+pub mod quant;
 pub mod reduce;
 pub mod resize;
 pub mod scatter;
@@ -43,6 +45,13 @@ pub use matmul::{Gemm, MatMul};
 pub use norm::{BatchNorm, InstanceNorm, LayerNorm, Lrn};
 pub use pad::Pad;
 pub use pool::{GlobalPool, Pool, PoolKind};
+pub use qlinear::{
+    QBinaryKind, QGemm, QLinearAveragePool, QLinearBinary, QLinearConcat, QLinearGlobalAveragePool, QLinearLookup,
+    QLinearSoftmax,
+};
+pub use quant::{
+    ConvInteger, DequantizeLinear, DynamicQuantizeLinear, MatMulInteger, QLinearConv, QLinearMatMul, QuantizeLinear,
+};
 pub use reduce::{Reduce, ReduceKind};
 pub use resize::Resize;
 pub use scatter::{GatherElements, GatherNd, ScatterNd};
@@ -280,6 +289,20 @@ op_enum! {
     Resize(Resize),
     Fused(Fused),
     Elementwise(Elementwise),
+    QuantizeLinear(QuantizeLinear),
+    DequantizeLinear(DequantizeLinear),
+    DynamicQuantizeLinear(DynamicQuantizeLinear),
+    QLinearConv(QLinearConv),
+    QLinearMatMul(QLinearMatMul),
+    ConvInteger(ConvInteger),
+    MatMulInteger(MatMulInteger),
+    QLinearBinary(QLinearBinary),
+    QLinearLookup(QLinearLookup),
+    QLinearConcat(QLinearConcat),
+    QLinearGlobalAveragePool(QLinearGlobalAveragePool),
+    QLinearAveragePool(QLinearAveragePool),
+    QLinearSoftmax(QLinearSoftmax),
+    QGemm(QGemm),
 }
 
 impl Op {
@@ -360,10 +383,13 @@ registry! {
     "Constant", 1, "const", "value, value_float(s), value_int(s)" => |_| invalid!("Constant nodes become constants at import");
     "ConstantOfShape", 9, "shape", "" => ConstantOfShape::build;
     "Conv", 1, "conv", "any group count, strides, dilations, pads, auto_pad" => Conv::build;
+    "ConvInteger", 10, "quant", "u8/i8 inputs, zero points per tensor (input) and per output channel (weights); i32 sums wrap" => ConvInteger::build;
     "ConvTranspose", 1, "conv", "groups, strides, dilations, output_padding, output_shape" => ConvTranspose::build;
     "DepthToSpace", 1, "layout", "DCR and CRD modes" => DepthToSpace::build;
+    "DequantizeLinear", 10, "quant", "i8, u8, i16, u16, i32 inputs; per tensor or per axis; f32 output; not blocked (block_size 0)" => DequantizeLinear::build;
     "Div", 6, "binary", "numpy broadcasting (opset 6: broadcast/axis attributes)" => |a| Binary::build("Div", a);
     "Dropout", 6, "elementwise", "inference: identity, mask of ones" => Dropout::build;
+    "DynamicQuantizeLinear", 11, "quant", "u8 output; an all-zero input gives scale 1 (as ONNX Runtime)" => DynamicQuantizeLinear::build;
     "Einsum", 12, "einsum", "any equation (ellipsis, implicit output, diagonals); two-input forms compile to MatMul" => Einsum::build;
     "Elu", 6, "elementwise", "" => |a| Unary::build("Elu", a);
     "Equal", 7, "logic", "numbers and bools; NaN is unequal" => |a| Compare::build("Equal", a);
@@ -392,8 +418,9 @@ registry! {
     "Log", 6, "elementwise", "" => |a| Unary::build("Log", a);
     "LogSoftmax", 1, "softmax", "2-D coercion before opset 13" => |a| Softmax::build(true, a);
     "MatMul", 1, "matmul", "batched, numpy broadcasting" => MatMul::build;
+    "MatMulInteger", 10, "quant", "u8/i8; zero points per tensor, per row of A, per column of B; i32 sums wrap" => MatMulInteger::build;
     "Max", 6, "binary", "variadic, numpy broadcasting" => |a| Variadic::build("Max", a);
-    "MaxPool", 1, "pool", "ceil_mode, dilations, asymmetric pads, Indices output" => |a| Pool::build(PoolKind::Max, a);
+    "MaxPool", 1, "pool", "ceil_mode, dilations, asymmetric pads, Indices output; u8 and i8 inputs (the JIT runs f32)" => |a| Pool::build(PoolKind::Max, a);
     "Min", 6, "binary", "variadic, numpy broadcasting" => |a| Variadic::build("Min", a);
     "Mod", 10, "logic", "fmod 0 (integers, divisor's sign) and 1 (dividend's sign)" => Mod::build;
     "Mul", 6, "binary", "numpy broadcasting (opset 6: broadcast/axis attributes)" => |a| Binary::build("Mul", a);
@@ -403,6 +430,9 @@ registry! {
     "PRelu", 6, "binary", "slope broadcast to the input" => |a| Binary::build("PRelu", a);
     "Pad", 2, "pad", "constant, reflect, edge" => Pad::build;
     "Pow", 1, "binary", "numpy broadcasting; exponent may have another numeric type" => |a| Binary::build("Pow", a);
+    "QLinearConv", 10, "quant", "u8/i8; weight scales per tensor or per output channel; i32 bias; requantised in f32, rounded half to even" => QLinearConv::build;
+    "QLinearMatMul", 10, "quant", "u8/i8; B scales per tensor or per column; requantised in f32, rounded half to even" => QLinearMatMul::build;
+    "QuantizeLinear", 10, "quant", "f32 input to i8, u8, i16, u16; per tensor or per axis; x / scale rounded half to even, saturated; not blocked" => QuantizeLinear::build;
     "Range", 11, "shape", "" => Range::build;
     "ReduceL1", 1, "reduce", "" => |a| Reduce::build(ReduceKind::L1, a);
     "ReduceL2", 1, "reduce", "" => |a| Reduce::build(ReduceKind::L2, a);
@@ -439,9 +469,86 @@ registry! {
     "Xor", 7, "logic", "bool" => |a| Logical::build("Xor", a);
 }
 
-/// Looks up a supported op type.
+/// The domain of ONNX Runtime's contrib operators.
+pub const MS_DOMAIN: &str = "com.microsoft";
+
+/// Supported operators of domain `com.microsoft` (ONNX Runtime's contrib operators that its
+/// QOperator quantization writes); `since` is that domain's opset.
+pub static MS_OPS: &[OpInfo] = &[
+    OpInfo {
+        name: "QGemm",
+        since: 1,
+        family: "qlinear",
+        notes: "A u8/i8, B u8/i8 (per tensor or per column), i32 C; f32 or quantized output",
+        build: QGemm::build,
+    },
+    OpInfo {
+        name: "QLinearAdd",
+        since: 1,
+        family: "qlinear",
+        notes: "u8/i8, per-tensor; ONNX Runtime's AVX2 arithmetic (fused multiply-adds)",
+        build: |a| QLinearBinary::build(QBinaryKind::Add, a),
+    },
+    OpInfo {
+        name: "QLinearAveragePool",
+        since: 1,
+        family: "qlinear",
+        notes: "u8/i8, per-tensor; channels_last; no dilations",
+        build: QLinearAveragePool::build,
+    },
+    OpInfo {
+        name: "QLinearConcat",
+        since: 1,
+        family: "qlinear",
+        notes: "u8/i8, per-tensor; each input requantised to the output's scale",
+        build: QLinearConcat::build,
+    },
+    OpInfo {
+        name: "QLinearGlobalAveragePool",
+        since: 1,
+        family: "qlinear",
+        notes: "u8/i8, per-tensor; channels_last; integer sums",
+        build: QLinearGlobalAveragePool::build,
+    },
+    OpInfo {
+        name: "QLinearLeakyRelu",
+        since: 1,
+        family: "qlinear",
+        notes: "u8/i8, per-tensor; 256-entry table",
+        build: QLinearLookup::build_leaky_relu,
+    },
+    OpInfo {
+        name: "QLinearMul",
+        since: 1,
+        family: "qlinear",
+        notes: "u8/i8, per-tensor",
+        build: |a| QLinearBinary::build(QBinaryKind::Mul, a),
+    },
+    OpInfo {
+        name: "QLinearSigmoid",
+        since: 1,
+        family: "qlinear",
+        notes: "u8/i8, per-tensor; 256-entry table of the exact sigmoid (ONNX Runtime's approximation may differ by one step)",
+        build: QLinearLookup::build_sigmoid,
+    },
+    OpInfo {
+        name: "QLinearSoftmax",
+        since: 1,
+        family: "qlinear",
+        notes: "u8/i8; opset attribute (2-D coercion below 13)",
+        build: QLinearSoftmax::build,
+    },
+];
+
+/// Looks up a supported op type (of ai.onnx or com.microsoft: the names do not overlap).
 pub fn op_info(name: &str) -> Option<&'static OpInfo> {
-    OPS.iter().find(|o| o.name == name)
+    OPS.iter().chain(MS_OPS).find(|o| o.name == name)
+}
+
+/// Looks up a supported op type of one domain (`""`/`ai.onnx` or [`MS_DOMAIN`]).
+pub fn domain_op_info(domain: &str, name: &str) -> Option<&'static OpInfo> {
+    let table = if domain == MS_DOMAIN { MS_OPS } else { OPS };
+    table.iter().find(|o| o.name == name)
 }
 
 /// Normalises a possibly negative axis against a rank.
@@ -586,6 +693,11 @@ pub fn markdown_table() -> String {
     for o in OPS {
         let from = o.since.max(MIN_OPSET);
         s.push_str(&format!("| {} | {from}-{MAX_OPSET} | {} |\n", o.name, o.notes));
+    }
+    s.push_str(&format!("\nONNX Runtime's quantized operators of domain `{MS_DOMAIN}` (opset 1):\n\n"));
+    s.push_str("| op | notes |\n|---|---|\n");
+    for o in MS_OPS {
+        s.push_str(&format!("| {} | {} |\n", o.name, o.notes));
     }
     s
 }

@@ -57,7 +57,11 @@ impl OpDef for Pool {
             invalid!("has at most {max_outputs} output(s), found {}", cx.n_outputs);
         }
         let x = cx.ty(0)?;
-        expect_float(x, "input")?;
+        // MaxPool takes quantized tensors too (opset 12): their maximum is theirs.
+        let int8 = matches!(x.dtype, crate::dtype::DType::U8 | crate::dtype::DType::I8);
+        if !(self.kind == PoolKind::Max && int8) {
+            expect_float(x, "input")?;
+        }
         let spatial = spatial_dims(x, "input")?;
         let out = self.window.resolve(&spatial, self.ceil_mode)?;
         let mut shape = x.shape[..2].to_vec();
@@ -148,7 +152,14 @@ impl OpDef for Pool {
         }
         let mut shape = xs[..2].to_vec();
         shape.extend(osp);
-        let mut outs = vec![from_f64(x.dtype(), shape.clone(), out)];
+        let values = if x.dtype().is_int() {
+            // Integer inputs: every maximum is one of them, exact in f64.
+            let f = Tensor::from_vec(shape.clone(), out);
+            crate::ops::Cast { to: x.dtype() }.eval(&[Some(&f)])?.remove(0)
+        } else {
+            from_f64(x.dtype(), shape.clone(), out)
+        };
+        let mut outs = vec![values];
         if self.kind == PoolKind::Max {
             outs.push(Tensor::from_vec(shape, indices));
         }
