@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use incept_ir::DType;
+
 use incept_ir::graph::{NodeId, ValueId};
 use incept_ir::ops::Op;
 
@@ -241,7 +243,10 @@ impl<'g> Lowerer<'g> {
         let name = self.g.node(id).name.clone();
         let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
         let out = ValueId::new(id, 0);
-        self.f32_only(id, out)?;
+        let dtype = self.g.ty(out).dtype;
+        if dtype != DType::F32 && !(dtype.is_int() && op.mode == incept_ir::ops::pad::PadMode::Constant) {
+            self.f32_only(id, out)?;
+        }
         let (s, os) = (self.shape(x)?, self.shape(out)?);
         let ints = |i: usize, what: &str| -> Result<Option<Vec<i64>>, LowerError> {
             match self.in_val(id, i) {
@@ -271,6 +276,9 @@ impl<'g> Lowerer<'g> {
             },
             None => Ok(0.0),
         };
+        if dtype != DType::F32 {
+            return self.integer_pad(id, x, &s, &os, &pads);
+        }
         if op.mode == incept_ir::ops::pad::PadMode::Constant {
             return self.constant_pad(id, x, &s, &os, &pads, value);
         }
@@ -314,6 +322,64 @@ impl<'g> Lowerer<'g> {
     }
 
     /// Constant padding: fill, then copy the input (cropped where pads are negative) into place.
+    /// Constant padding of integers (quantized tensors pad with their zero point): the value,
+    /// which must be a constant, copied everywhere, then the input into its place.
+    fn integer_pad(
+        &mut self,
+        id: NodeId,
+        x: ValueId,
+        s: &[usize],
+        os: &[usize],
+        pads: &[(i64, i64)],
+    ) -> Result<(), LowerError> {
+        let name = self.g.node(id).name.clone();
+        let out = ValueId::new(id, 0);
+        let size = self.g.ty(out).dtype.size();
+        let value: Vec<u8> = match self.in_val(id, 2) {
+            Some(v) => match self.konst(v) {
+                Some(t) => t.bytes()[..size].to_vec(),
+                None => return Err(self.unsupported(id, "an integer pad value computed at run time")),
+            },
+            None => vec![0; size],
+        };
+        let one = self.weight(&value, &format!("{name}.value"));
+        let dst = self.define(out)?;
+        let fill = CopySpec::new(os, vec![0; os.len()], contiguous(os), 0, 0, size);
+        let tiles = fill.tiles();
+        self.step(Arc::new(fill), tiles, &[one], &[dst], false, &name, "PadFill", 0);
+        self.pad_copy(x, s, os, pads, dst, size, &name)
+    }
+
+    /// Copies the kept part of `x` into the padded output `dst` (negative pads crop).
+    #[allow(clippy::too_many_arguments)]
+    fn pad_copy(
+        &mut self,
+        x: ValueId,
+        s: &[usize],
+        os: &[usize],
+        pads: &[(i64, i64)],
+        dst: BufRef,
+        size: usize,
+        name: &str,
+    ) -> Result<(), LowerError> {
+        let (ostr, istr) = (contiguous(os), contiguous(s));
+        let mut dims = vec![];
+        let (mut in_off, mut out_off) = (0isize, 0isize);
+        for (d, &(b, e)) in pads.iter().enumerate() {
+            let keep = s[d] as i64 + b.min(0) + e.min(0);
+            dims.push(keep.max(0) as usize);
+            in_off += (-b).max(0) as isize * istr[d];
+            out_off += b.max(0) as isize * ostr[d];
+        }
+        if dims.iter().all(|&d| d > 0) {
+            let src = self.value(x)?;
+            let spec = CopySpec::new(&dims, istr, ostr, in_off, out_off, size);
+            let tiles = spec.tiles();
+            self.step(Arc::new(spec), tiles, &[src], &[dst], false, name, "Pad", 0);
+        }
+        Ok(())
+    }
+
     fn constant_pad(
         &mut self,
         id: NodeId,
@@ -332,23 +398,7 @@ impl<'g> Lowerer<'g> {
         };
         let tiles = fill.tiles();
         self.step(Arc::new(fill), tiles, &reads, &[dst], false, &name, "PadFill", 0);
-        let ostr = contiguous(os);
-        let istr = contiguous(s);
-        let mut dims = vec![];
-        let (mut in_off, mut out_off) = (0isize, 0isize);
-        for (d, &(b, e)) in pads.iter().enumerate() {
-            let keep = s[d] as i64 + b.min(0) + e.min(0);
-            dims.push(keep.max(0) as usize);
-            in_off += (-b).max(0) as isize * istr[d];
-            out_off += b.max(0) as isize * ostr[d];
-        }
-        if dims.iter().all(|&d| d > 0) {
-            let src = self.value(x)?;
-            let spec = CopySpec::new(&dims, istr, ostr, in_off, out_off, 4);
-            let tiles = spec.tiles();
-            self.step(Arc::new(spec), tiles, &[src], &[dst], false, &name, "Pad", 0);
-        }
-        Ok(())
+        self.pad_copy(x, s, os, pads, dst, 4, &name)
     }
 
     /// Copies `src` (read with `in_strides` over `dims`) into a new buffer for `v`.

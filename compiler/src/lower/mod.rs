@@ -14,6 +14,7 @@ mod linear;
 mod norm;
 mod packing;
 mod pool;
+mod qlinear;
 mod quant;
 mod reduce;
 mod resize;
@@ -386,6 +387,10 @@ impl<'g> Lowerer<'g> {
                 };
                 self.linear(id, &f.base, base, &f.steps)
             }
+            Op::Pool(p) if p.kind == PoolKind::Max && self.g.ty(out).dtype != DType::F32 && node.outputs.len() == 1 => {
+                let p = p.clone();
+                self.qlinear_pool(id, &p.window, true, false, false)
+            }
             Op::Pool(p) => {
                 let p = p.clone();
                 if node.outputs.len() > 1 {
@@ -427,6 +432,16 @@ impl<'g> Lowerer<'g> {
             Op::QLinearMatMul(_) => self.int_matmul(id, true),
             Op::MatMulInteger(_) => self.int_matmul(id, false),
             Op::QGemm(q) => self.qgemm(id, q.alpha, q.trans_a, q.trans_b),
+            Op::QLinearBinary(q) => self.qlinear_binary(id, &q.clone()),
+            Op::QLinearLookup(q) => self.qlinear_lookup(id, &q.clone()),
+            Op::QLinearConcat(q) => self.qlinear_concat(id, q.axis),
+            Op::QLinearGlobalAveragePool(q) => self.qlinear_global_pool(id, q.channels_last),
+            Op::QLinearAveragePool(q) => {
+                let q = q.clone();
+                self.qlinear_pool(id, &q.window, false, q.count_include_pad, q.channels_last)
+            }
+            Op::QLinearSoftmax(q) => self.qlinear_softmax(id, &q.clone()),
+            Op::DynamicQuantizeLinear(_) => self.dynamic_quantize(id),
             Op::Einsum(e) => Err(self.unsupported(
                 id,
                 format!(

@@ -71,7 +71,7 @@ fn range(d: DType) -> Result<(i32, i32), OpError> {
 }
 
 /// `f32` rounded half to even, saturated (NaN gives the low end, as ONNX Runtime's conversion).
-fn saturate(v: f32, (lo, hi): (i32, i32)) -> i32 {
+pub fn saturate(v: f32, (lo, hi): (i32, i32)) -> i32 {
     if v.is_nan() {
         return lo;
     }
@@ -129,39 +129,47 @@ impl OpDef for QLinearBinary {
             broadcast_shapes(&known(a.shape()), &known(b.shape()))?.iter().map(|d| d.known().unwrap_or(0)).collect();
         let (oa, ob) = (broadcast_offsets(a.shape(), &out), broadcast_offsets(b.shape(), &out));
         let (av, bv) = (ints(a)?, ints(b)?);
-        let r = range(a.dtype())?;
-        let y: Vec<i32> = match self.kind {
+        let swap = QLinearBinary::swaps(a.shape(), b.shape(), &out);
+        let q = QParams { a: (sa, za), b: (sb, zb), c: (sc, zc), range: range(a.dtype())? };
+        let y: Vec<i32> = oa.iter().zip(&ob).map(|(&i, &j)| self.value(av[i], bv[j], &q, swap)).collect();
+        Ok(vec![tensor_of(a.dtype(), out, &y)?])
+    }
+}
+
+/// The per-tensor parameters of a quantized binary op: (scale, zero point) of A, B and the
+/// output, and the output's range.
+#[derive(Clone, Copy, Debug)]
+pub struct QParams {
+    pub a: (f32, i32),
+    pub b: (f32, i32),
+    pub c: (f32, i32),
+    pub range: (i32, i32),
+}
+
+impl QLinearBinary {
+    /// Whether A takes B's inner place in QLinearAdd's fused sum: A alone is constant along the
+    /// innermost dim of the output.
+    pub fn swaps(a: &[usize], b: &[usize], out: &[usize]) -> bool {
+        let inner = |s: &[usize]| s.last().copied().unwrap_or(1);
+        inner(a) == 1 && inner(b) != 1 && inner(out) != 1
+    }
+
+    /// The output for one pair of input integers.
+    pub fn value(&self, x: i32, y: i32, q: &QParams, swap: bool) -> i32 {
+        let ((sa, za), (sb, zb), (sc, zc)) = (q.a, q.b, q.c);
+        match self.kind {
             QBinaryKind::Add => {
                 let (ra, rb) = (sa / sc, sb / sc);
-                // A alone constant along the innermost dim takes B's place in the fused sum.
-                let inner = |s: &[usize]| s.last().copied().unwrap_or(1);
-                let swap = inner(a.shape()) == 1 && inner(b.shape()) != 1 && inner(&out) != 1;
                 let fixed = zc as f32 - ra.mul_add(za as f32, rb * zb as f32);
-                oa.iter()
-                    .zip(&ob)
-                    .map(|(&i, &j)| {
-                        let (x, y) = (av[i] as f32, bv[j] as f32);
-                        let v = if swap {
-                            y.mul_add(rb, x.mul_add(ra, fixed))
-                        } else {
-                            x.mul_add(ra, y.mul_add(rb, fixed))
-                        };
-                        saturate(v, r)
-                    })
-                    .collect()
+                let (x, y) = (x as f32, y as f32);
+                let v = if swap { y.mul_add(rb, x.mul_add(ra, fixed)) } else { x.mul_add(ra, y.mul_add(rb, fixed)) };
+                saturate(v, q.range)
             }
             QBinaryKind::Mul => {
-                let m = (sa * sb) / sc;
-                oa.iter()
-                    .zip(&ob)
-                    .map(|(&i, &j)| {
-                        let p = (av[i] - za).wrapping_mul(bv[j] - zb);
-                        saturate(p as f32 * m + zc as f32, r)
-                    })
-                    .collect()
+                let p = (x - za).wrapping_mul(y - zb);
+                saturate(p as f32 * ((sa * sb) / sc) + zc as f32, q.range)
             }
-        };
-        Ok(vec![tensor_of(a.dtype(), out, &y)?])
+        }
     }
 }
 
@@ -354,7 +362,7 @@ impl QLinearGlobalAveragePool {
 }
 
 /// The integer global average of `s` values summing to `sum` (see QLinearGlobalAveragePool).
-fn global_average(sum: i64, s: usize, (xs, xz): (f32, i32), (ys, yz): (f32, i32), r: (i32, i32)) -> i32 {
+pub fn global_average(sum: i64, s: usize, (xs, xz): (f32, i32), (ys, yz): (f32, i32), r: (i32, i32)) -> i32 {
     let acc = (sum - xz as i64 * s as i64) as i32;
     let scale = xs / (ys * s as f32);
     saturate((acc as f32 * scale).round_ties_even() + yz as f32, r)
@@ -574,6 +582,25 @@ impl QLinearSoftmax {
     }
 }
 
+impl QLinearSoftmax {
+    /// `f32(exp((-i + B) * xs))` for i = 0..=255 (an element i below its row's maximum), with
+    /// `B = max(0, ln(f32::MAX / d) - 5) / xs`, the exponent in f64.
+    pub fn exps(xs: f32, d: usize) -> Vec<f32> {
+        let bias = ((f32::MAX as f64 / d.max(1) as f64).ln() - 5.0).max(0.0) / xs as f64;
+        (0..256).map(|i| ((-(i as f64) + bias) * xs as f64).exp() as f32).collect()
+    }
+
+    /// The row length, and the elements between a row's consecutive elements.
+    pub fn rows(&self, shape: &[usize]) -> Result<(usize, usize), OpError> {
+        let ax = norm_axis(self.axis, shape.len())?;
+        Ok(if self.opset < 13 {
+            (shape[ax..].iter().product::<usize>(), 1)
+        } else {
+            (shape[ax], shape[ax + 1..].iter().product::<usize>())
+        })
+    }
+}
+
 impl OpDef for QLinearSoftmax {
     fn name(&self) -> &'static str {
         "QLinearSoftmax"
@@ -593,23 +620,18 @@ impl OpDef for QLinearSoftmax {
         let (ys, yz) = params(inputs, 3, 4)?;
         let r = range(x.dtype())?;
         let shape = x.shape();
-        let ax = norm_axis(self.axis, shape.len())?;
-        // Rows of length d, `stride` apart element to element, `outer` x `inner` of them.
-        let (d, inner) = if self.opset < 13 {
-            (shape[ax..].iter().product::<usize>(), 1)
-        } else {
-            (shape[ax], shape[ax + 1..].iter().product::<usize>())
-        };
+        // Rows of length d, `inner` apart element to element, `outer` x `inner` of them.
+        let (d, inner) = self.rows(shape)?;
         let xv = ints(x)?;
         let mut y = vec![0i32; xv.len()];
         let outer = xv.len().checked_div(d * inner).unwrap_or(0);
-        let bias = ((f32::MAX as f64 / d.max(1) as f64).ln() - 5.0).max(0.0) / xs as f64;
+        let table = QLinearSoftmax::exps(xs, d);
         let yse = (1.0f32 / ys).floor();
         for o in 0..outer {
             for i in 0..inner {
                 let idx = |k: usize| (o * d + k) * inner + i;
                 let m = (0..d).map(|k| xv[idx(k)]).max().unwrap_or(0);
-                let v: Vec<f32> = (0..d).map(|k| (((xv[idx(k)] - m) as f64 + bias) * xs as f64).exp() as f32).collect();
+                let v: Vec<f32> = (0..d).map(|k| table[(m - xv[idx(k)]) as usize]).collect();
                 let sum = v.iter().fold(0f32, |s, &e| s + e);
                 let scale = (1.0f32 / sum) * yse;
                 for k in 0..d {

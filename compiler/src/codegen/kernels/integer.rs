@@ -4,14 +4,14 @@
 //! wrap-around, then the op's output: the i32 sum, `f32(sum) * scale`, or that rounded half to
 //! even plus a zero point and saturated. Every tier runs them; they are exact, not fast.
 
-use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, I32};
 use cranelift_codegen::ir::{InstBuilder, Value};
 use incept_ir::DType;
-use incept_ir::ops::quant::qrange;
 
 use crate::codegen::KernelSpec;
 use crate::codegen::builder::{Kb, ro, rw};
+use crate::codegen::kernels::quant::saturate;
 use crate::codegen::kernels::typed::clif;
 
 /// Where a per-tensor or per-index parameter comes from: an operand buffer of `len` values (1:
@@ -107,15 +107,7 @@ fn store_out(kb: &mut Kb, out: &IntOut, y: Value, at: Value, sum: Value, row: Va
             let z = param_i32(kb, *zero, i);
             let zf = kb.b.ins().fcvt_from_sint(F32, z);
             let r = kb.b.ins().fadd(r, zf);
-            let q = kb.b.ins().fcvt_to_sint_sat(I32, r);
-            let (lo, hi) = qrange(*dtype).expect("a quantized type");
-            let (l, h) = (kb.b.ins().iconst(I32, lo as i64), kb.b.ins().iconst(I32, hi as i64));
-            let q = kb.b.ins().smax(q, l);
-            let q = kb.b.ins().smin(q, h);
-            let nan = kb.b.ins().fcmp(FloatCC::Unordered, r, r);
-            let q = kb.b.ins().select(nan, l, q);
-            let (ty, _) = clif(*dtype);
-            let q = kb.b.ins().ireduce(ty, q);
+            let q = saturate(kb, r, *dtype);
             let p = kb.elem(y, at, dtype.size() as i64);
             kb.b.ins().store(rw(), q, p, 0);
         }

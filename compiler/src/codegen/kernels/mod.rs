@@ -13,6 +13,7 @@ pub mod math;
 pub mod nd;
 pub mod norm;
 pub mod pool;
+pub mod qlinear;
 pub mod quant;
 pub mod reduce;
 pub mod resample;

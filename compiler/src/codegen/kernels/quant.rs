@@ -3,9 +3,9 @@
 //! the zero point and saturates (NaN giving the type's low end); dequantizing converts
 //! `q - zero_point` (an i32) to f32 and multiplies by the scale.
 
-use cranelift_codegen::ir::InstBuilder;
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::types::{F32, I32};
+use cranelift_codegen::ir::{InstBuilder, Value};
 use incept_ir::DType;
 use incept_ir::ops::quant::qrange;
 
@@ -80,15 +80,7 @@ impl KernelSpec for QuantSpec {
                     let r = kb.b.ins().nearest(d);
                     let zf = kb.b.ins().fcvt_from_sint(F32, z);
                     let r = kb.b.ins().fadd(r, zf);
-                    // Saturating conversion, then the type's range; NaN gives the low end.
-                    let q = kb.b.ins().fcvt_to_sint_sat(I32, r);
-                    let (lo, hi) = qrange(self.int).expect("a quantized type");
-                    let (l, h) = (kb.b.ins().iconst(I32, lo as i64), kb.b.ins().iconst(I32, hi as i64));
-                    let q = kb.b.ins().smax(q, l);
-                    let q = kb.b.ins().smin(q, h);
-                    let nan = kb.b.ins().fcmp(FloatCC::Unordered, r, r);
-                    let q = kb.b.ins().select(nan, l, q);
-                    let q = kb.b.ins().ireduce(ity, q);
+                    let q = saturate(kb, r, self.int);
                     let yp = kb.elem(y, i, isz);
                     kb.b.ins().store(rw(), q, yp, 0);
                 } else {
@@ -112,4 +104,18 @@ fn widen32(kb: &mut Kb, v: cranelift_codegen::ir::Value, signed: bool) -> cranel
         return v;
     }
     if signed { kb.b.ins().sextend(I32, v) } else { kb.b.ins().uextend(I32, v) }
+}
+
+/// An f32 holding an integer value (already rounded) as the integer type `to` (i8, u8, i16,
+/// u16): saturated to its range, NaN giving the low end, as the reference's `saturate`.
+pub fn saturate(kb: &mut Kb, r: Value, to: DType) -> Value {
+    let q = kb.b.ins().fcvt_to_sint_sat(I32, r);
+    let (lo, hi) = qrange(to).expect("a quantized type");
+    let (l, h) = (kb.b.ins().iconst(I32, lo as i64), kb.b.ins().iconst(I32, hi as i64));
+    let q = kb.b.ins().smax(q, l);
+    let q = kb.b.ins().smin(q, h);
+    let nan = kb.b.ins().fcmp(FloatCC::Unordered, r, r);
+    let q = kb.b.ins().select(nan, l, q);
+    let (ty, _) = clif(to);
+    kb.b.ins().ireduce(ty, q)
 }

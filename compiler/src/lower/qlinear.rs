@@ -1,0 +1,246 @@
+//! ONNX Runtime's QOperator ops, MaxPool of integers and DynamicQuantizeLinear: scalar steps
+//! (see `codegen/kernels/qlinear.rs`). Their scales and zero points must be constants: the
+//! tables and constants the kernels read are computed from them at compile time, with the
+//! reference's own arithmetic.
+
+use std::sync::Arc;
+
+use incept_ir::DType;
+use incept_ir::graph::{NodeId, ValueId};
+use incept_ir::ops::conv::Window;
+use incept_ir::ops::norm_axis;
+use incept_ir::ops::qlinear::{QLinearBinary, QLinearLookup, QLinearSoftmax, QParams};
+use incept_ir::ops::quant::{qrange, quantize};
+
+use super::{LowerError, Lowerer};
+use crate::codegen::kernels::nd::broadcast_strides;
+use crate::codegen::kernels::qlinear::{
+    DynQuantSpec, PairTableSpec, QGlobalPoolSpec, QPoolSpec, QSoftmaxSpec, Span, TableSpec,
+};
+
+/// The integer behind table index (byte) `b` of a u8 or i8 tensor.
+fn byte_value(b: usize, dtype: DType) -> i32 {
+    if dtype == DType::I8 { b as u8 as i8 as i32 } else { b as i32 }
+}
+
+impl<'g> Lowerer<'g> {
+    /// A per-tensor scale and zero point that must be constants (an absent zero point is 0).
+    fn const_params(&self, id: NodeId, scale: usize, zero: Option<usize>) -> Result<(f32, i32), LowerError> {
+        let refuse =
+            |s: &Self| s.unsupported(id, "scales or zero points computed at run time (the JIT needs them constant)");
+        let sv = self.in_val(id, scale).ok_or_else(|| self.unsupported(id, "a missing scale"))?;
+        let s = self.konst(sv).ok_or_else(|| refuse(self))?;
+        let s = s.view::<f32>().map_err(|e| self.unsupported(id, e.to_string()))?[0];
+        let z = match zero.and_then(|z| self.in_val(id, z)) {
+            Some(zv) => {
+                let z = self.konst(zv).ok_or_else(|| refuse(self))?;
+                z.to_i64s().map_err(|e| self.unsupported(id, e.to_string()))?[0] as i32
+            }
+            None => 0,
+        };
+        Ok((s, z))
+    }
+
+    fn range_of(&self, id: NodeId, dtype: DType) -> Result<(i32, i32), LowerError> {
+        qrange(dtype).ok_or_else(|| self.unsupported(id, format!("quantized values of type {dtype}")))
+    }
+
+    /// QLinearSigmoid and QLinearLeakyRelu: a 256-byte table.
+    pub(super) fn qlinear_lookup(&mut self, id: NodeId, op: &QLinearLookup) -> Result<(), LowerError> {
+        let name = self.g.node(id).name.clone();
+        let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
+        let dtype = self.g.ty(x).dtype;
+        let ((xs, xz), (ys, yz)) = (self.const_params(id, 1, Some(2))?, self.const_params(id, 3, Some(4))?);
+        let r = self.range_of(id, dtype)?;
+        let table: Vec<u8> =
+            (0..256).map(|b| quantize(op.apply(xs * (byte_value(b, dtype) - xz) as f32), ys, yz, r) as u8).collect();
+        let n: usize = self.shape(x)?.iter().product();
+        self.table_step(id, x, &table, TableSpec { outer: 1, chunk: n, total: n, offset: 0 }, &name)
+    }
+
+    fn table_step(
+        &mut self,
+        id: NodeId,
+        x: ValueId,
+        table: &[u8],
+        spec: TableSpec,
+        name: &str,
+    ) -> Result<(), LowerError> {
+        let t = self.weight(table, &format!("{name}.table"));
+        let src = self.value(x)?;
+        let dst = self.value(ValueId::new(id, 0))?;
+        let tiles = spec.tiles();
+        self.step(Arc::new(spec), tiles, &[src, t], &[dst], false, name, self.g.node(id).op.name(), 0);
+        Ok(())
+    }
+
+    /// QLinearConcat: each input through its own requantising table into its place.
+    pub(super) fn qlinear_concat(&mut self, id: NodeId, axis: i64) -> Result<(), LowerError> {
+        let name = self.g.node(id).name.clone();
+        let out = ValueId::new(id, 0);
+        let os = self.shape(out)?;
+        let dtype = self.g.ty(out).dtype;
+        let ax = norm_axis(axis, os.len()).map_err(|e| self.unsupported(id, e.to_string()))?;
+        let (ys, yz) = self.const_params(id, 0, Some(1))?;
+        let r = self.range_of(id, dtype)?;
+        self.define(out)?;
+        let outer: usize = os[..ax].iter().product();
+        let total: usize = os[ax..].iter().product();
+        let mut offset = 0;
+        let inputs = self.g.node(id).inputs().len();
+        for k in 0..(inputs - 2) / 3 {
+            let x = self.in_val(id, 2 + 3 * k).ok_or_else(|| self.unsupported(id, "a missing input"))?;
+            let (xs, xz) = self.const_params(id, 3 + 3 * k, Some(4 + 3 * k))?;
+            let table: Vec<u8> =
+                (0..256).map(|b| quantize(xs * (byte_value(b, dtype) - xz) as f32, ys, yz, r) as u8).collect();
+            let chunk: usize = self.shape(x)?[ax..].iter().product();
+            self.table_step(id, x, &table, TableSpec { outer, chunk, total, offset }, &name)?;
+            offset += chunk;
+        }
+        Ok(())
+    }
+
+    /// QLinearAdd and QLinearMul: a 256 x 256 table of outputs by input pair.
+    pub(super) fn qlinear_binary(&mut self, id: NodeId, op: &QLinearBinary) -> Result<(), LowerError> {
+        let name = self.g.node(id).name.clone();
+        let missing = |s: &Self| s.unsupported(id, "a missing input");
+        let (a, b) =
+            (self.in_val(id, 0).ok_or_else(|| missing(self))?, self.in_val(id, 3).ok_or_else(|| missing(self))?);
+        let out = ValueId::new(id, 0);
+        let dtype = self.g.ty(out).dtype;
+        let (as_, bs, os) = (self.shape(a)?, self.shape(b)?, self.shape(out)?);
+        let q = QParams {
+            a: self.const_params(id, 1, Some(2))?,
+            b: self.const_params(id, 4, Some(5))?,
+            c: self.const_params(id, 6, Some(7))?,
+            range: self.range_of(id, dtype)?,
+        };
+        let swap = QLinearBinary::swaps(&as_, &bs, &os);
+        let table: Vec<u8> = (0..65536)
+            .map(|i| op.value(byte_value(i / 256, dtype), byte_value(i % 256, dtype), &q, swap) as u8)
+            .collect();
+        let t = self.weight(&table, &format!("{name}.table"));
+        let spec =
+            PairTableSpec { a_strides: broadcast_strides(&as_, &os), b_strides: broadcast_strides(&bs, &os), dims: os };
+        let (sa, sb) = (self.value(a)?, self.value(b)?);
+        let dst = self.define(out)?;
+        let tiles = spec.tiles();
+        self.step(Arc::new(spec), tiles, &[sa, sb, t], &[dst], false, &name, op_name(self, id), 0);
+        Ok(())
+    }
+
+    /// QLinearGlobalAveragePool, and QLinearAveragePool whose window is the whole unpadded input.
+    pub(super) fn qlinear_global_pool(&mut self, id: NodeId, channels_last: bool) -> Result<(), LowerError> {
+        let name = self.g.node(id).name.clone();
+        let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
+        let xs_shape = self.shape(x)?;
+        let dtype = self.g.ty(x).dtype;
+        let ((xs, xz), (ys, yz)) = (self.const_params(id, 1, Some(2))?, self.const_params(id, 3, Some(4))?);
+        let c = if channels_last { xs_shape[xs_shape.len() - 1] } else { xs_shape[1] };
+        let s: usize = xs_shape.iter().product::<usize>() / (xs_shape[0] * c).max(1);
+        // The reference's scale: xs / (ys * S), in f32.
+        let scale = xs / (ys * s as f32);
+        self.range_of(id, dtype)?;
+        let spec = QGlobalPoolSpec { n: xs_shape[0], c, s, channels_last, dtype, x_zero: xz, scale, y_zero: yz };
+        let src = self.value(x)?;
+        let dst = self.define(ValueId::new(id, 0))?;
+        let tiles = spec.tiles();
+        self.step(Arc::new(spec), tiles, &[src], &[dst], false, &name, op_name(self, id), 0);
+        Ok(())
+    }
+
+    /// QLinearAveragePool (channel-first, 1-D or 2-D), or MaxPool of u8/i8 (`max`).
+    pub(super) fn qlinear_pool(
+        &mut self,
+        id: NodeId,
+        window: &Window,
+        max: bool,
+        count_include_pad: bool,
+        channels_last: bool,
+    ) -> Result<(), LowerError> {
+        let name = self.g.node(id).name.clone();
+        let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
+        let out = ValueId::new(id, 0);
+        let (xs_shape, os) = (self.shape(x)?, self.shape(out)?);
+        let dtype = self.g.ty(x).dtype;
+        if channels_last {
+            return Err(self.unsupported(id, "a channels-last QLinearAveragePool"));
+        }
+        if !(3..=4).contains(&xs_shape.len()) || window.dilations.iter().any(|&d| d != 1) {
+            return Err(self.unsupported(id, "an integer pool other than 1-D or 2-D without dilations"));
+        }
+        if !max && window.kernel == xs_shape[2..] && window.pads.iter().all(|&p| p == 0) {
+            return self.qlinear_global_pool(id, false);
+        }
+        let w3 = window.in3(&xs_shape[2..], &os[2..]);
+        let span = |i: usize| Span {
+            input: w3.input[i],
+            output: w3.output[i],
+            kernel: w3.kernel[i],
+            stride: w3.strides[i],
+            dilation: w3.dilations[i],
+            pad: w3.pads[i],
+            end_pad: w3.ends[i],
+        };
+        let ((xs, xz), (ys, yz)) = if max {
+            ((1.0, 0), (1.0, 0))
+        } else {
+            (self.const_params(id, 1, Some(2))?, self.const_params(id, 3, Some(4))?)
+        };
+        self.range_of(id, dtype)?;
+        let spec = QPoolSpec {
+            planes: xs_shape[0] * xs_shape[1],
+            h: span(1),
+            w: span(2),
+            max,
+            count_include_pad,
+            dtype,
+            y_scale: ys,
+            y_zero: yz,
+        };
+        let mut reads = vec![self.value(x)?];
+        if !max {
+            let deq: Vec<f32> = (0..256).map(|b| xs * (byte_value(b, dtype) - xz) as f32).collect();
+            reads.push(self.weight_f32(&deq, &format!("{name}.dequantized")));
+        }
+        let dst = self.define(out)?;
+        let tiles = spec.tiles();
+        self.step(Arc::new(spec), tiles, &reads, &[dst], false, &name, op_name(self, id), 0);
+        Ok(())
+    }
+
+    pub(super) fn qlinear_softmax(&mut self, id: NodeId, op: &QLinearSoftmax) -> Result<(), LowerError> {
+        let name = self.g.node(id).name.clone();
+        let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
+        let shape = self.shape(x)?;
+        let dtype = self.g.ty(x).dtype;
+        let (xs, _) = self.const_params(id, 1, None)?;
+        let (ys, yz) = self.const_params(id, 3, Some(4))?;
+        self.range_of(id, dtype)?;
+        let (d, inner) = op.rows(&shape).map_err(|e| self.unsupported(id, e.to_string()))?;
+        let n: usize = shape.iter().product();
+        let outer = n.checked_div(d * inner).unwrap_or(0);
+        let e = self.weight_f32(&QLinearSoftmax::exps(xs, d), &format!("{name}.exps"));
+        let spec = QSoftmaxSpec { outer, d, inner, dtype, yse: (1.0f32 / ys).floor(), y_zero: yz };
+        let src = self.value(x)?;
+        let dst = self.define(ValueId::new(id, 0))?;
+        let tiles = spec.tiles();
+        self.step(Arc::new(spec), tiles, &[src, e], &[dst], false, &name, "QLinearSoftmax", 0);
+        Ok(())
+    }
+
+    pub(super) fn dynamic_quantize(&mut self, id: NodeId) -> Result<(), LowerError> {
+        let name = self.g.node(id).name.clone();
+        let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
+        let spec = DynQuantSpec { n: self.shape(x)?.iter().product() };
+        let src = self.value(x)?;
+        let outs = [0, 1, 2].map(|i| self.define(ValueId::new(id, i)));
+        let outs: Vec<_> = outs.into_iter().collect::<Result<_, _>>()?;
+        self.step(Arc::new(spec), 1, &[src], &outs, false, &name, "DynamicQuantizeLinear", 0);
+        Ok(())
+    }
+}
+
+fn op_name(l: &Lowerer, id: NodeId) -> &'static str {
+    l.g.node(id).op.name()
+}
