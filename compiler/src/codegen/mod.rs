@@ -6,6 +6,7 @@ mod amx_emulator;
 pub mod bf16;
 pub mod bf16_phase;
 pub mod builder;
+pub mod int8;
 pub mod kernels;
 pub mod peak;
 pub mod wide;
