@@ -115,6 +115,7 @@ impl CompileOptions {
             winograd: lower::WinogradChoice { forced: self.winograd_tile, f4: self.winograd_f4 },
             implicit_min_fill: self.implicit_min_fill,
             f32_nodes: self.f32_nodes.iter().cloned().collect(),
+            int8_vnni: self.cpu.int8_vnni(),
         }
     }
 }
@@ -197,6 +198,9 @@ pub enum Cpu {
     Avx512,
     /// The AVX-512 tier, with AVX512-BF16 kernels for bf16 (Zen 4, Cooper Lake and later).
     Avx512Bf16,
+    /// The AVX-512 tier, with AVX512-VNNI kernels for int8 convs (Cascade Lake, Ice Lake and
+    /// later, Zen 4 and later; the plan then also needs AVX512-BW and AVX512-VNNI to load).
+    Avx512Vnni,
     /// The AVX-512 tier, with AMX tiles for bf16 (Sapphire Rapids and later; the plan then also
     /// needs the OS to grant the tile state). Experimental: not yet run on AMX hardware.
     Amx,
@@ -209,7 +213,7 @@ impl Cpu {
             Cpu::Native => Tier::host(),
             Cpu::Baseline => Tier::F32x4,
             Cpu::Avx2 => Tier::Avx2,
-            Cpu::Avx512 | Cpu::Avx512Bf16 | Cpu::Amx => Tier::Avx512,
+            Cpu::Avx512 | Cpu::Avx512Bf16 | Cpu::Avx512Vnni | Cpu::Amx => Tier::Avx512,
         }
     }
 
@@ -226,6 +230,15 @@ impl Cpu {
         }
     }
 
+    /// Whether int8 convs run on the AVX512-VNNI tile: named, or `native` on a CPU that has it.
+    pub fn int8_vnni(self) -> bool {
+        match self {
+            Cpu::Avx512Vnni => true,
+            Cpu::Native => self.tier() == crate::codegen::Tier::Avx512 && crate::codegen::int8::host_has_vnni(),
+            _ => false,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Cpu::Native => "native",
@@ -233,6 +246,7 @@ impl Cpu {
             Cpu::Avx2 => "avx2",
             Cpu::Avx512 => "avx512",
             Cpu::Avx512Bf16 => "avx512bf16",
+            Cpu::Avx512Vnni => "avx512vnni",
             Cpu::Amx => "amx",
         }
     }
@@ -280,8 +294,11 @@ impl std::str::FromStr for Cpu {
             "avx2" => Ok(Cpu::Avx2),
             "avx512" => Ok(Cpu::Avx512),
             "avx512bf16" => Ok(Cpu::Avx512Bf16),
+            "avx512vnni" => Ok(Cpu::Avx512Vnni),
             "amx" => Ok(Cpu::Amx),
-            other => Err(format!("unknown CPU '{other}' (native, baseline, avx2, avx512, avx512bf16, amx)")),
+            other => {
+                Err(format!("unknown CPU '{other}' (native, baseline, avx2, avx512, avx512bf16, avx512vnni, amx)"))
+            }
         }
     }
 }
@@ -567,6 +584,14 @@ pub fn compile_graph_to_plan(mut g: Graph, options: &CompileOptions) -> Result<(
     let weights = std::mem::take(&mut lowered.weights);
     let mut plan = assemble(&lowered, weights, &arena, blob)?;
     plan.features = options.features()?.iter().map(|f| f.to_string()).collect();
+    // Features of the kernels the plan holds beyond its tier's (the int8 VNNI tile).
+    for spec in &lowered.specs {
+        for f in spec.features() {
+            if !plan.features.iter().any(|x| x == f) {
+                plan.features.push(f.to_string());
+            }
+        }
+    }
     plan.seal();
     report.values = lowered
         .values

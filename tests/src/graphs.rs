@@ -158,8 +158,8 @@ pub fn random_of(rng: &mut SplitMix, dtype: DType, dims: Vec<usize>) -> Tensor {
     }
 }
 
-/// Every kernel tier this CPU runs: the f32x4 baseline, and AVX2 and AVX-512 where the CPU has
-/// them (widest last).
+/// Every kernel tier this CPU runs: the f32x4 baseline, and AVX2, AVX-512 and AVX-512 with VNNI
+/// where the CPU has them (widest last).
 pub fn tiers() -> Vec<Cpu> {
     use incept_compiler::codegen::Tier;
     let mut t = vec![Cpu::Baseline];
@@ -169,6 +169,10 @@ pub fn tiers() -> Vec<Cpu> {
     }
     if host == Tier::Avx512 {
         t.push(Cpu::Avx512);
+    }
+    // The AVX-512 tier with the VNNI int8 convs: the same as avx512 but for quantized convs.
+    if host == Tier::Avx512 && incept_compiler::codegen::int8::host_has_vnni() {
+        t.push(Cpu::Avx512Vnni);
     }
     t
 }

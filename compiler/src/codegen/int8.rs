@@ -271,3 +271,276 @@ mod tests {
         }
     }
 }
+
+/// The machine-code tile as a kernel spec (called by [`Int8GemmSpec`]).
+impl super::KernelSpec for VnniMicrokernel {
+    fn name(&self) -> String {
+        format!("avx512vnni microkernel {}x{} {:?}", self.rows, self.cols, self.out)
+    }
+    fn emit(&self, _: &mut super::builder::Kb) {
+        unreachable!("the VNNI tile is machine code (machine_code), not CLIF")
+    }
+    fn machine_code(&self) -> Option<Result<Vec<u8>, CodegenError>> {
+        Some(self.assemble())
+    }
+    fn features(&self) -> &'static [&'static str] {
+        &["avx512bw", "avx512vnni"]
+    }
+}
+
+/// A conv's input as quad panels (im2col in quads): for image i, column panel p (32 output
+/// positions) and quad q of K (`c_in * kh * kw`, channel-major then window), the 128 bytes at
+/// `((i * panels + p) * quads + q) * 128` hold, for each column c, the four bytes of k = 4q ..
+/// 4q + 4 at output position 32p + c: the input byte (its top bit flipped for i8, so the tile
+/// multiplies it as u8), or `fill` (the flipped zero point: zero after the bias's correction)
+/// in the padding, past K and past the last position. Operands: X, panels. One tile per
+/// (image, panel).
+#[derive(Clone, Debug)]
+pub struct QuadIm2colSpec {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub dh: usize,
+    pub dw: usize,
+    pub ph: usize,
+    pub pw: usize,
+    pub flip: bool,
+    pub fill: u8,
+}
+
+impl QuadIm2colSpec {
+    pub fn k(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+    pub fn quads(&self) -> usize {
+        self.k().div_ceil(4)
+    }
+    pub fn panels(&self) -> usize {
+        (self.oh * self.ow).div_ceil(32)
+    }
+    /// Bytes of one image's panels.
+    pub fn image_bytes(&self) -> usize {
+        self.panels() * self.quads() * QUAD_ROW_BYTES
+    }
+    pub fn tiles(&self) -> usize {
+        self.n * self.panels()
+    }
+}
+
+impl super::KernelSpec for QuadIm2colSpec {
+    fn name(&self) -> String {
+        format!("quad im2col {}x{} {}x{} s{}x{} c{}", self.kh, self.kw, self.oh, self.ow, self.sh, self.sw, self.c)
+    }
+
+    fn emit(&self, kb: &mut super::builder::Kb) {
+        use cranelift_codegen::ir::InstBuilder;
+        use cranelift_codegen::ir::condcodes::IntCC;
+        use cranelift_codegen::ir::types::I8;
+
+        use super::builder::{ro, rw};
+        let [x, y] = [kb.operand(0), kb.operand(1)];
+        let (k, quads, panels, npos) = (self.k(), self.quads(), self.panels(), self.oh * self.ow);
+        let taps = self.kh * self.kw;
+        let (begin, end) = (kb.begin, kb.end);
+        kb.for_range(begin, end, 1, |kb, t| {
+            let (img, p) = kb.divmod(t, panels as i64);
+            let dst = {
+                let o = kb.muli(t, (quads * QUAD_ROW_BYTES) as i64);
+                kb.elem(y, o, 1)
+            };
+            let src = {
+                let o = kb.muli(img, (self.c * self.h * self.w) as i64);
+                kb.elem(x, o, 1)
+            };
+            let first = kb.muli(p, 32);
+            kb.for_const(0, (quads * 4) as i64, 1, |kb, kk| {
+                let (q, lane) = kb.divmod(kk, 4);
+                let (ci, tap) = kb.divmod(kk, taps as i64);
+                let (ky, kx) = kb.divmod(tap, self.kw as i64);
+                let in_k = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, kk, k as i64);
+                let row = {
+                    let o = kb.muli(q, QUAD_ROW_BYTES as i64);
+                    let o = kb.add(o, lane);
+                    kb.elem(dst, o, 1)
+                };
+                let plane = kb.muli(ci, (self.h * self.w) as i64);
+                let off_y = {
+                    let v = kb.muli(ky, self.dh as i64);
+                    kb.addi(v, -(self.ph as i64))
+                };
+                let off_x = {
+                    let v = kb.muli(kx, self.dw as i64);
+                    kb.addi(v, -(self.pw as i64))
+                };
+                kb.for_const(0, 32, 1, |kb, col| {
+                    let pos = kb.add(first, col);
+                    let in_n = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, pos, npos as i64);
+                    let (oy, ox) = kb.divmod(pos, self.ow as i64);
+                    let iy = {
+                        let v = kb.muli(oy, self.sh as i64);
+                        kb.add(v, off_y)
+                    };
+                    let ix = {
+                        let v = kb.muli(ox, self.sw as i64);
+                        kb.add(v, off_x)
+                    };
+                    let in_y = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, iy, self.h as i64);
+                    let in_x = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, ix, self.w as i64);
+                    let inside = kb.b.ins().band(in_y, in_x);
+                    let inside = kb.b.ins().band(inside, in_n);
+                    let inside = kb.b.ins().band(inside, in_k);
+                    let at = {
+                        let r = kb.muli(iy, self.w as i64);
+                        let r = kb.add(r, ix);
+                        let r = kb.add(plane, r);
+                        let zero = kb.iconst(0);
+                        kb.b.ins().select(inside, r, zero)
+                    };
+                    let a = kb.elem(src, at, 1);
+                    let v = kb.b.ins().load(I8, ro(), a, 0);
+                    let v = if self.flip { kb.b.ins().bxor_imm_u(v, 0x80) } else { v };
+                    let fill = kb.b.ins().iconst(I8, self.fill as i64);
+                    let v = kb.b.ins().select(inside, v, fill);
+                    let o = kb.muli(col, 4);
+                    let d = kb.elem(row, o, 1);
+                    kb.b.ins().store(rw(), v, d, 0);
+                });
+            });
+        });
+    }
+}
+
+/// The int8 conv GEMM: for image i, column panel p and each 12-row panel r of the output
+/// channels, the VNNI tile over the quad panel of (i, p) and r's weight panel, writing the
+/// requantised bytes of C[i][12r ..][32p ..] (row stride `n` positions); a last panel narrower
+/// than 32 goes through a stack tile and is copied out. Operands: A (packed weights), B (quad
+/// panels), bias (i32 per row, padded to whole panels), multiplier (f32 per row, padded),
+/// consts (see [`VnniMicrokernel`]), C, then the tiles: 12 rows, and `m % 12` rows if any. One
+/// tile per (image, column panel).
+#[derive(Clone, Debug)]
+pub struct Int8GemmSpec {
+    pub images: usize,
+    pub m: usize,
+    pub n: usize,
+    pub quads: usize,
+    pub signed: bool,
+}
+
+impl Int8GemmSpec {
+    pub fn panels(&self) -> usize {
+        self.n.div_ceil(32)
+    }
+    pub fn tiles(&self) -> usize {
+        self.images * self.panels()
+    }
+    /// The machine-code tiles it calls, in operand order.
+    pub fn microkernels(&self) -> Vec<VnniMicrokernel> {
+        let out = Int8Out::Requant { signed: self.signed };
+        let mut v = vec![VnniMicrokernel { rows: MR_INT8.min(self.m), cols: 32, out }];
+        if self.m > MR_INT8 && !self.m.is_multiple_of(MR_INT8) {
+            v.push(VnniMicrokernel { rows: self.m % MR_INT8, cols: 32, out });
+        }
+        v
+    }
+    pub fn flops(&self) -> u64 {
+        2 * (self.images * self.m * self.n * self.quads * 4) as u64
+    }
+}
+
+impl super::KernelSpec for Int8GemmSpec {
+    fn name(&self) -> String {
+        format!("int8 gemm {}x{}x{} avx512vnni", self.m, self.n, self.quads * 4)
+    }
+
+    fn emit(&self, kb: &mut super::builder::Kb) {
+        use cranelift_codegen::ir::InstBuilder;
+        use cranelift_codegen::ir::types::I8;
+
+        use super::builder::rw;
+        let ops: Vec<_> = (0..6).map(|i| kb.operand(i)).collect();
+        let (a, b, bias, mult, consts, c) = (ops[0], ops[1], ops[2], ops[3], ops[4], ops[5]);
+        let kernels = self.microkernels();
+        let uk: Vec<_> = (0..kernels.len()).map(|i| kb.operand(6 + i)).collect();
+        let panels = self.panels();
+        let (pm, rem) = (self.m.div_ceil(MR_INT8), self.m % MR_INT8);
+        let a_panel = (self.quads * MR_INT8 * 4) as i64;
+        let b_panel = (self.quads * QUAD_ROW_BYTES) as i64;
+        let narrow = self.n % 32;
+        let stage = (narrow != 0).then(|| kb.stack_buffer((MR_INT8 * 32) as u32));
+        let (begin, end) = (kb.begin, kb.end);
+        kb.for_range(begin, end, 1, |kb, t| {
+            let (img, p) = kb.divmod(t, panels as i64);
+            let bpan = {
+                let o = kb.muli(t, b_panel);
+                kb.elem(b, o, 1)
+            };
+            let cimg = {
+                let o = kb.muli(img, (self.m * self.n) as i64);
+                kb.elem(c, o, 1)
+            };
+            let col = kb.muli(p, 32);
+            let quads = kb.iconst(self.quads as i64);
+            // Full panels store into C; the narrow last one into the stage, then copies out.
+            let call_rows = |kb: &mut super::builder::Kb, out: cranelift_codegen::ir::Value, ldc: i64, staged: bool| {
+                for r in 0..pm {
+                    let rows = if r == pm - 1 && rem != 0 { rem } else { MR_INT8.min(self.m) };
+                    let f = uk[if rows == MR_INT8.min(self.m) { 0 } else { 1 }];
+                    let ao = kb.iconst(r as i64 * a_panel);
+                    let aptr = kb.elem(a, ao, 1);
+                    let cptr = if staged {
+                        out
+                    } else {
+                        let o = kb.iconst((r * MR_INT8 * self.n) as i64);
+                        kb.elem(out, o, 1)
+                    };
+                    let bi = kb.iconst((r * MR_INT8 * 4) as i64);
+                    let bias_p = kb.elem(bias, bi, 1);
+                    let mult_p = kb.elem(mult, bi, 1);
+                    let ldc_v = kb.iconst(ldc);
+                    kb.call_code(f, &[aptr, bpan, cptr, ldc_v, quads, bias_p, mult_p, consts]);
+                    if staged {
+                        // Copy the valid columns of these rows out of the stage.
+                        for rr in 0..rows {
+                            for cc in 0..narrow {
+                                let s = kb.iconst((rr * 32 + cc) as i64);
+                                let sptr = kb.elem(out, s, 1);
+                                // Not `ro`: the next tile call rewrites the stage.
+                                let v = kb.b.ins().load(I8, rw(), sptr, 0);
+                                let o = kb.iconst((((r * MR_INT8 + rr) * self.n) + cc) as i64);
+                                let o = kb.add(o, col);
+                                let dp = kb.elem(cimg, o, 1);
+                                kb.b.ins().store(rw(), v, dp, 0);
+                            }
+                        }
+                    }
+                }
+            };
+            match stage {
+                None => {
+                    let cptr = kb.elem(cimg, col, 1);
+                    call_rows(kb, cptr, self.n as i64, false);
+                }
+                Some(st) => {
+                    let last = kb.eqi(p, panels as i64 - 1);
+                    let (staged_b, direct_b, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+                    kb.b.ins().brif(last, staged_b, &[], direct_b, &[]);
+                    kb.b.switch_to_block(staged_b);
+                    call_rows(kb, st, 32, true);
+                    kb.b.ins().jump(join, &[]);
+                    kb.b.switch_to_block(direct_b);
+                    let cptr = kb.elem(cimg, col, 1);
+                    call_rows(kb, cptr, self.n as i64, false);
+                    kb.b.ins().jump(join, &[]);
+                    kb.b.switch_to_block(join);
+                }
+            }
+        });
+    }
+}

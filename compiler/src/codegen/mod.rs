@@ -149,6 +149,10 @@ pub trait KernelSpec: Debug + Send + Sync {
     fn bf16(&self) -> Option<bf16::Bf16Tier> {
         None
     }
+    /// CPU features the kernel needs beyond its tier's (a plan that holds it records them).
+    fn features(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// The host ISAs: `opt_level=speed` and `none` (for kernels that keep their emitted schedule).

@@ -268,6 +268,9 @@ impl<'g> Lowerer<'g> {
                     Ok(t.to_f64s().map_err(|e| self.unsupported(id, e.to_string()))?.first().copied().unwrap_or(0.0)
                         as f32)
                 }
+                None if dtype != DType::F32 => {
+                    return Err(self.unsupported(id, "an integer pad value computed at run time"));
+                }
                 None if self.shape(v)?.iter().product::<usize>() == 1 => {
                     self.f32_only(id, v)?;
                     Err(v)

@@ -158,6 +158,8 @@ pub(crate) struct Lowerer<'g> {
     winograd: WinogradChoice,
     /// The least row fill of a bf16 implicit conv.
     implicit_min_fill: f64,
+    /// int8 convs may run on the AVX512-VNNI tile.
+    int8_vnni: bool,
 }
 
 /// How 3x3 convolutions choose their Winograd tile.
@@ -181,6 +183,8 @@ pub struct Knobs {
     pub winograd: WinogradChoice,
     /// The least row fill of a bf16 implicit conv (None: `conv::IMPLICIT_MIN_FILL`).
     pub implicit_min_fill: Option<f64>,
+    /// int8 convs may run on the AVX512-VNNI tile.
+    pub int8_vnni: bool,
 }
 
 /// Bytes of the graph's constants.
@@ -222,6 +226,7 @@ pub fn lower_with(
         band_bytes: knobs.im2col_band_bytes.unwrap_or(conv::IM2COL_BAND_BYTES),
         winograd: knobs.winograd,
         implicit_min_fill: knobs.implicit_min_fill.unwrap_or(conv::IMPLICIT_MIN_FILL),
+        int8_vnni: knobs.int8_vnni && tier == Tier::Avx512,
         out: Lowered {
             buffers: vec![],
             steps: vec![],

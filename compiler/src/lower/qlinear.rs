@@ -55,6 +55,7 @@ impl<'g> Lowerer<'g> {
         let table: Vec<u8> =
             (0..256).map(|b| quantize(op.apply(xs * (byte_value(b, dtype) - xz) as f32), ys, yz, r) as u8).collect();
         let n: usize = self.shape(x)?.iter().product();
+        self.define(ValueId::new(id, 0))?;
         self.table_step(id, x, &table, TableSpec { outer: 1, chunk: n, total: n, offset: 0 }, &name)
     }
 

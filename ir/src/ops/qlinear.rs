@@ -26,6 +26,18 @@ fn expect_q(ty: &TensorType, what: &str) -> Result<(), OpError> {
     }
 }
 
+/// Checks the input count and that the slots in `required` are present (the others, zero points,
+/// may be given as empty names).
+fn slots(cx: &InferCx, min: usize, max: usize, required: &[usize]) -> Result<(), OpError> {
+    if cx.len() < min || cx.len() > max {
+        invalid!("expects {min} to {max} inputs, found {}", cx.len());
+    }
+    for &i in required {
+        cx.ty(i)?;
+    }
+    Ok(())
+}
+
 /// A per-tensor scale (f32) and its optional zero point of type `of`.
 fn expect_params(cx: &InferCx, scale: usize, zero: Option<usize>, of: DType, what: &str) -> Result<(), OpError> {
     let one = |t: &TensorType| t.rank() == 0 || (t.rank() == 1 && t.shape[0] == Dim::Known(1));
@@ -110,7 +122,7 @@ impl OpDef for QLinearBinary {
         }
     }
     fn infer(&mut self, cx: &InferCx) -> Result<Vec<TensorType>, OpError> {
-        cx.arity(7, 8)?;
+        slots(cx, 7, 8, &[0, 1, 3, 4, 6])?;
         let (a, b) = (cx.ty(0)?, cx.ty(3)?);
         expect_q(a, "A")?;
         if b.dtype != a.dtype {
@@ -222,7 +234,7 @@ impl OpDef for QLinearLookup {
         }
     }
     fn infer(&mut self, cx: &InferCx) -> Result<Vec<TensorType>, OpError> {
-        cx.arity(4, 5)?;
+        slots(cx, 4, 5, &[0, 1, 3])?;
         let x = cx.ty(0)?;
         expect_q(x, "X")?;
         expect_params(cx, 1, Some(2), x.dtype, "X")?;
@@ -452,7 +464,7 @@ impl OpDef for QLinearAveragePool {
         "QLinearAveragePool"
     }
     fn infer(&mut self, cx: &InferCx) -> Result<Vec<TensorType>, OpError> {
-        cx.arity(4, 5)?;
+        slots(cx, 4, 5, &[0, 1, 3])?;
         let x = cx.ty(0)?;
         expect_q(x, "X")?;
         expect_params(cx, 1, Some(2), x.dtype, "X")?;
@@ -606,7 +618,7 @@ impl OpDef for QLinearSoftmax {
         "QLinearSoftmax"
     }
     fn infer(&mut self, cx: &InferCx) -> Result<Vec<TensorType>, OpError> {
-        cx.arity(5, 5)?;
+        slots(cx, 4, 5, &[0, 1, 3, 4])?;
         let x = cx.ty(0)?;
         expect_q(x, "X")?;
         expect_params(cx, 1, Some(2), x.dtype, "X")?;
