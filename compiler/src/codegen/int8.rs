@@ -360,58 +360,67 @@ impl super::KernelSpec for QuadIm2colSpec {
                 kb.elem(x, o, 1)
             };
             let first = kb.muli(p, 32);
-            kb.for_const(0, (quads * 4) as i64, 1, |kb, kk| {
-                let (q, lane) = kb.divmod(kk, 4);
-                let (ci, tap) = kb.divmod(kk, taps as i64);
-                let (ky, kx) = kb.divmod(tap, self.kw as i64);
-                let in_k = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, kk, k as i64);
-                let row = {
-                    let o = kb.muli(q, QUAD_ROW_BYTES as i64);
-                    let o = kb.add(o, lane);
-                    kb.elem(dst, o, 1)
-                };
-                let plane = kb.muli(ci, (self.h * self.w) as i64);
-                let off_y = {
-                    let v = kb.muli(ky, self.dh as i64);
+            // Column by column: its output position once, then every k of it in order.
+            kb.for_const(0, 32, 1, |kb, col| {
+                let pos = kb.add(first, col);
+                let in_n = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, pos, npos as i64);
+                let (oy, ox) = kb.divmod(pos, self.ow as i64);
+                let iy0 = {
+                    let v = kb.muli(oy, self.sh as i64);
                     kb.addi(v, -(self.ph as i64))
                 };
-                let off_x = {
-                    let v = kb.muli(kx, self.dw as i64);
+                let ix0 = {
+                    let v = kb.muli(ox, self.sw as i64);
                     kb.addi(v, -(self.pw as i64))
                 };
-                kb.for_const(0, 32, 1, |kb, col| {
-                    let pos = kb.add(first, col);
-                    let in_n = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, pos, npos as i64);
-                    let (oy, ox) = kb.divmod(pos, self.ow as i64);
-                    let iy = {
-                        let v = kb.muli(oy, self.sh as i64);
-                        kb.add(v, off_y)
-                    };
-                    let ix = {
-                        let v = kb.muli(ox, self.sw as i64);
-                        kb.add(v, off_x)
-                    };
-                    let in_y = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, iy, self.h as i64);
-                    let in_x = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, ix, self.w as i64);
-                    let inside = kb.b.ins().band(in_y, in_x);
-                    let inside = kb.b.ins().band(inside, in_n);
-                    let inside = kb.b.ins().band(inside, in_k);
-                    let at = {
-                        let r = kb.muli(iy, self.w as i64);
-                        let r = kb.add(r, ix);
-                        let r = kb.add(plane, r);
-                        let zero = kb.iconst(0);
-                        kb.b.ins().select(inside, r, zero)
-                    };
-                    let a = kb.elem(src, at, 1);
-                    let v = kb.b.ins().load(I8, ro(), a, 0);
-                    let v = if self.flip { kb.b.ins().bxor_imm_u(v, 0x80) } else { v };
-                    let fill = kb.b.ins().iconst(I8, self.fill as i64);
-                    let v = kb.b.ins().select(inside, v, fill);
+                let column = {
                     let o = kb.muli(col, 4);
-                    let d = kb.elem(row, o, 1);
+                    kb.elem(dst, o, 1)
+                };
+                let fill = kb.b.ins().iconst(I8, self.fill as i64);
+                // Byte k of the column sits at (k / 4) * 128 + k % 4.
+                let store_k = |kb: &mut super::builder::Kb, kk: cranelift_codegen::ir::Value, v| {
+                    let q = kb.b.ins().ushr_imm_u(kk, 2);
+                    let q = kb.muli(q, QUAD_ROW_BYTES as i64);
+                    let lane = kb.b.ins().band_imm_u(kk, 3);
+                    let o = kb.add(q, lane);
+                    let d = kb.elem(column, o, 1);
                     kb.b.ins().store(rw(), v, d, 0);
+                };
+                kb.for_const(0, self.c as i64, 1, |kb, ci| {
+                    let plane = {
+                        let o = kb.muli(ci, (self.h * self.w) as i64);
+                        kb.elem(src, o, 1)
+                    };
+                    let kbase = kb.muli(ci, taps as i64);
+                    for ky in 0..self.kh {
+                        let iy = kb.addi(iy0, (ky * self.dh) as i64);
+                        let in_y = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, iy, self.h as i64);
+                        let in_y = kb.b.ins().band(in_y, in_n);
+                        let row = kb.muli(iy, self.w as i64);
+                        for kx in 0..self.kw {
+                            let ix = kb.addi(ix0, (kx * self.dw) as i64);
+                            let in_x = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, ix, self.w as i64);
+                            let inside = kb.b.ins().band(in_y, in_x);
+                            let at = {
+                                let r = kb.add(row, ix);
+                                let zero = kb.iconst(0);
+                                kb.b.ins().select(inside, r, zero)
+                            };
+                            let a = kb.elem(plane, at, 1);
+                            let v = kb.b.ins().load(I8, ro(), a, 0);
+                            let v = if self.flip { kb.b.ins().bxor_imm_u(v, 0x80) } else { v };
+                            let v = kb.b.ins().select(inside, v, fill);
+                            let kk = kb.addi(kbase, (ky * self.kw + kx) as i64);
+                            store_k(kb, kk, v);
+                        }
+                    }
                 });
+                // K padded to whole quads.
+                for kk in k..quads * 4 {
+                    let kv = kb.iconst(kk as i64);
+                    store_k(kb, kv, fill);
+                }
             });
         });
     }
