@@ -46,10 +46,10 @@ fn steps_apart(got: &Tensor, want: &Tensor, step: f32) -> (f32, bool) {
 
 fn check(what: &str, got: &Tensor, want: &Tensor, step: f32) {
     let (worst, top1) = steps_apart(got, want, step);
-    println!("{what}: {worst:.2} steps from ONNX Runtime, top-1 {}", if top1 { "equal" } else { "DIFFERENT" });
+    println!("{what}: {worst:.2} steps apart, top-1 {}", if top1 { "equal" } else { "DIFFERENT" });
     // A hair above one step: the difference of two multiples of the step in f32.
-    assert!(worst <= 1.0 + 1e-3, "{what}: {worst} output steps from ONNX Runtime");
-    assert!(top1, "{what}: top-1 differs from ONNX Runtime");
+    assert!(worst <= 1.0 + 1e-3, "{what}: {worst} output steps apart");
+    assert!(top1, "{what}: top-1 differs");
 }
 
 /// The interpreter on every form. QOperator graphs compute with integer sums and ONNX
@@ -132,6 +132,35 @@ fn quantized_graphs_print_and_parse_back() {
         let a = interp::run(&g, std::slice::from_ref(&input)).expect("run original");
         let b = interp::run(&parsed, &[input]).expect("run parsed");
         assert_eq!(a[0].bytes(), b[0].bytes(), "{name}: parsed graph computes something else");
+    }
+}
+
+/// fuse-qdq turns every QDQ conv and add of the fixtures into QLinearConv and QLinearAdd, and the
+/// fused graph stays within one output step of the literal one (the interpreter on both).
+#[test]
+fn qdq_groups_become_integer_ops() {
+    use incept_compiler::passes::{PassManager, PassOptions, Pipeline};
+    let count = |g: &incept_ir::Graph, name: &str| g.node_ids().filter(|&id| g.node(id).op.name() == name).count();
+    for (model, form) in MODELS.iter().flat_map(|m| ["qdq", "qdq_pc"].map(move |f| (*m, f))) {
+        let name = format!("{model}.{form}");
+        let input = npy::read(&fixtures_dir().join(format!("{model}.input.npy"))).expect("input");
+        let g = onnx::load_for_inputs(
+            &quant_dir().join(format!("{name}.onnx")),
+            &Default::default(),
+            &[(None, input.clone())],
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut fused = g.clone();
+        let only = Pipeline::Explicit(vec!["fuse-qdq".into(), "dead-code".into()]);
+        PassManager::new(&only, &[], PassOptions::default()).expect("passes").run(&mut fused).expect("run");
+        let (convs, adds) = (count(&g, "Conv"), count(&g, "Add"));
+        assert!(convs > 0, "{name}: no conv to fuse");
+        assert_eq!(count(&fused, "Conv"), 0, "{name}: a conv was left in f32");
+        assert_eq!(count(&fused, "QLinearConv"), convs, "{name}");
+        assert_eq!(count(&fused, "QLinearAdd") + count(&fused, "Add"), adds, "{name}");
+        let literal = interp::run(&g, std::slice::from_ref(&input)).expect("run literal");
+        let integer = interp::run(&fused, &[input]).expect("run fused");
+        check(&format!("{name} fused vs literal"), &integer[0], &literal[0], output_step(&g));
     }
 }
 

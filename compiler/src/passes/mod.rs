@@ -12,6 +12,7 @@ pub mod fuse;
 pub mod manager;
 pub mod pad;
 pub mod patch;
+pub mod qdq;
 pub mod simplify;
 pub mod strides;
 pub mod transpose;
@@ -77,6 +78,7 @@ pub enum PassError {
 /// Every pass, by name, in the order the default pipelines run them.
 pub fn all_passes() -> Vec<Box<dyn Pass>> {
     vec![
+        Box::new(qdq::FuseQdq),
         Box::new(simplify::RemoveIdentity),
         Box::new(simplify::ConstantFold),
         Box::new(simplify::DeadCode),
@@ -100,6 +102,8 @@ pub fn all_passes() -> Vec<Box<dyn Pass>> {
 /// The passes of the `declutter` stage (-O1).
 pub fn declutter_names() -> Vec<&'static str> {
     vec![
+        // Before const-fold, which would turn the weights' DequantizeLinear into f32 weights.
+        "fuse-qdq",
         "remove-identity",
         "const-fold",
         "dead-code",

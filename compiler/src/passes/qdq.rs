@@ -1,0 +1,187 @@
+//! QDQ groups into integer ops. A QDQ model (what `quantize_static` writes by default) wraps f32
+//! ops in DequantizeLinear inputs and a QuantizeLinear output; read literally it dequantizes,
+//! computes in f32 and quantizes again. The group `Q(Conv(DQ(x), DQ(w), DQ(b)))` is the integer
+//! conv QLinearConv defines, and `Q(Add(DQ(a), DQ(b)))` is QLinearAdd, which ONNX Runtime's QDQ
+//! fusion runs too.
+//!
+//! The rewrite changes rounding only: the integer op sums exactly where the literal reading
+//! rounds each dequantized value and each partial sum to f32, so an output lying within that
+//! rounding of a halfway point between two integers can come out one step apart; nothing else
+//! changes. The convs then run on the integer kernels (on AVX512-VNNI, the int8 tile).
+
+use incept_ir::graph::{Graph, NodeId, ValueId};
+use incept_ir::ops::qlinear::{QBinaryKind, QLinearBinary};
+use incept_ir::ops::{Binary, Op, QLinearConv};
+use incept_ir::{DType, OpError, Tensor};
+
+use crate::passes::util::single_user;
+use crate::passes::{Pass, PassContext, Patch, PatchValue};
+
+pub struct FuseQdq;
+
+/// A dequantized value: the integer tensor, its scale and its zero point (None: absent).
+struct Dq {
+    q: ValueId,
+    scale: ValueId,
+    zero: Option<ValueId>,
+}
+
+fn input(g: &Graph, node: NodeId, i: usize) -> Option<ValueId> {
+    g.node(node).inputs().get(i).copied().flatten()
+}
+
+fn is_const(g: &Graph, v: ValueId) -> bool {
+    g.const_value(v).is_some()
+}
+
+/// `v` made by a DequantizeLinear with constant parameters, per tensor (`per_axis` None) or
+/// per tensor or along `per_axis` (the weights' output channels).
+fn dequantized(g: &Graph, v: ValueId, per_axis: Option<usize>) -> Option<Dq> {
+    let node = g.node(v.node);
+    let Op::DequantizeLinear(d) = &node.op else { return None };
+    let (q, scale, zero) = (input(g, v.node, 0)?, input(g, v.node, 1)?, input(g, v.node, 2));
+    let scale_t = g.const_value(scale)?;
+    if zero.is_some_and(|z| !is_const(g, z)) {
+        return None;
+    }
+    let one = scale_t.numel() == 1;
+    let rank = g.ty(q).rank() as i64;
+    let axis_ok = per_axis.is_some_and(|a| (d.axis == a as i64 || d.axis == a as i64 - rank) && scale_t.rank() == 1);
+    (one || axis_ok).then_some(Dq { q, scale, zero })
+}
+
+/// A zero point input: the given one, or a new constant 0 of `dtype` shaped like `like`.
+fn zero_of(p: &mut Patch, g: &Graph, zero: Option<ValueId>, dtype: DType, like: ValueId, name: &str) -> PatchValue {
+    match zero {
+        Some(z) => PatchValue::Old(z),
+        None => {
+            let n: usize = g.ty(like).static_dims().map(|d| d.iter().product()).unwrap_or(1);
+            let shape = g.ty(like).static_dims().unwrap_or_default();
+            let t = match dtype {
+                DType::I8 => Tensor::from_vec(shape, vec![0i8; n]),
+                _ => Tensor::from_vec(shape, vec![0u8; n]),
+            };
+            p.add_const(name, t)
+        }
+    }
+}
+
+impl FuseQdq {
+    /// `Q(Conv(DQ(x), DQ(w), DQ(b)?))` with constant integer weights and an i32 bias whose scale
+    /// is the product of the input's and the weights' scales.
+    fn conv(g: &Graph, q_node: NodeId, conv: NodeId) -> Option<Patch> {
+        let Op::Conv(c) = &g.node(conv).op else { return None };
+        let x = dequantized(g, input(g, conv, 0)?, None)?;
+        let w = dequantized(g, input(g, conv, 1)?, Some(0))?;
+        let int8 = |v: ValueId| matches!(g.ty(v).dtype, DType::U8 | DType::I8);
+        if !int8(x.q) || !int8(w.q) || !is_const(g, w.q) {
+            return None;
+        }
+        let bias = match input(g, conv, 2) {
+            None => None,
+            Some(b) => {
+                let bq = dequantized(g, b, Some(0))?;
+                if g.ty(bq.q).dtype != DType::I32 || !is_const(g, bq.q) {
+                    return None;
+                }
+                if let Some(z) = bq.zero
+                    && g.const_value(z)?.to_i64s().ok()?.iter().any(|&v| v != 0)
+                {
+                    return None;
+                }
+                // The bias must be in units of x_scale * w_scale, as QLinearConv adds it.
+                let xs = g.const_value(x.scale)?.view::<f32>().ok()?[0];
+                let ws = g.const_value(w.scale)?.view::<f32>().ok()?.into_owned();
+                let bs = g.const_value(bq.scale)?.view::<f32>().ok()?.into_owned();
+                let m = g.ty(bq.q).numel()?;
+                let at = |v: &[f32], i: usize| v[if v.len() == 1 { 0 } else { i }];
+                if (0..m).any(|i| at(&bs, i).to_bits() != (xs * at(&ws, i)).to_bits()) {
+                    return None;
+                }
+                Some(bq.q)
+            }
+        };
+        let (ys, yz) = (input(g, q_node, 1)?, input(g, q_node, 2));
+        if !is_const(g, ys) || yz.is_some_and(|z| !is_const(g, z)) {
+            return None;
+        }
+        let out = ValueId::new(q_node, 0);
+        let name = &g.node(q_node).name;
+        let mut p = Patch::new();
+        let xz = zero_of(&mut p, g, x.zero, g.ty(x.q).dtype, x.scale, &format!("{name}/x_zero"));
+        let wz = zero_of(&mut p, g, w.zero, g.ty(w.q).dtype, w.scale, &format!("{name}/w_zero"));
+        let yz = zero_of(&mut p, g, yz, g.ty(out).dtype, ys, &format!("{name}/y_zero"));
+        let mut inputs = vec![
+            Some(PatchValue::Old(x.q)),
+            Some(PatchValue::Old(x.scale)),
+            Some(xz),
+            Some(PatchValue::Old(w.q)),
+            Some(PatchValue::Old(w.scale)),
+            Some(wz),
+            Some(PatchValue::Old(ys)),
+            Some(yz),
+        ];
+        inputs.extend(bias.map(|b| Some(PatchValue::Old(b))));
+        let fused = p.add_node(name, Op::QLinearConv(QLinearConv { conv: c.clone() }), inputs, 1)[0];
+        p.replace(out, fused);
+        Some(p)
+    }
+
+    /// `Q(Add(DQ(a), DQ(b)))` of one integer type throughout, per-tensor parameters.
+    fn add(g: &Graph, q_node: NodeId, add: NodeId) -> Option<Patch> {
+        let (a, b) = (dequantized(g, input(g, add, 0)?, None)?, dequantized(g, input(g, add, 1)?, None)?);
+        let out = ValueId::new(q_node, 0);
+        let t = g.ty(out).dtype;
+        if g.ty(a.q).dtype != t || g.ty(b.q).dtype != t || !matches!(t, DType::U8 | DType::I8) {
+            return None;
+        }
+        let (cs, cz) = (input(g, q_node, 1)?, input(g, q_node, 2));
+        if !is_const(g, cs) || cz.is_some_and(|z| !is_const(g, z)) || g.const_value(cs)?.numel() != 1 {
+            return None;
+        }
+        let name = &g.node(q_node).name;
+        let mut p = Patch::new();
+        let az = zero_of(&mut p, g, a.zero, t, a.scale, &format!("{name}/a_zero"));
+        let bz = zero_of(&mut p, g, b.zero, t, b.scale, &format!("{name}/b_zero"));
+        let cz = zero_of(&mut p, g, cz, t, cs, &format!("{name}/c_zero"));
+        let inputs = vec![
+            Some(PatchValue::Old(a.q)),
+            Some(PatchValue::Old(a.scale)),
+            Some(az),
+            Some(PatchValue::Old(b.q)),
+            Some(PatchValue::Old(b.scale)),
+            Some(bz),
+            Some(PatchValue::Old(cs)),
+            Some(cz),
+        ];
+        let op = Op::QLinearBinary(QLinearBinary { kind: QBinaryKind::Add });
+        let fused = p.add_node(name, op, inputs, 1)[0];
+        p.replace(out, fused);
+        Some(p)
+    }
+}
+
+impl Pass for FuseQdq {
+    fn name(&self) -> &'static str {
+        "fuse-qdq"
+    }
+    fn description(&self) -> &'static str {
+        "QDQ groups into integer ops: Q(Conv(DQ, DQ, DQ)) -> QLinearConv, Q(Add(DQ, DQ)) -> QLinearAdd (exact integer sums: an output within f32 rounding of a halfway point can move one step)"
+    }
+    fn rewrite(&self, g: &Graph, node: NodeId, _: &PassContext) -> Result<Option<Patch>, OpError> {
+        let Op::QuantizeLinear(q) = &g.node(node).op else { return Ok(None) };
+        let Some(y) = input(g, node, 0) else { return Ok(None) };
+        // Per-tensor output parameters, and the f32 value read by this Q alone.
+        if q.to.is_none() || g.outputs().contains(&y) || single_user(g, y).is_none() {
+            return Ok(None);
+        }
+        if input(g, node, 1).and_then(|s| g.const_value(s)).is_none_or(|s| s.numel() != 1) {
+            return Ok(None);
+        }
+        Ok(match &g.node(y.node).op {
+            Op::Conv(_) => FuseQdq::conv(g, node, y.node),
+            Op::Binary(Binary::Add) => FuseQdq::add(g, node, y.node),
+            _ => None,
+        })
+    }
+}
