@@ -723,3 +723,66 @@ fn integer_convolutions() {
 fn integer_matrix_products() {
     matmul_table().passes();
 }
+
+/// QLinearConv on the VNNI tile at the sizes where its packing takes the vector path (pointwise
+/// convs with whole 32-position panels and whole channel quads, both input signs, channel counts
+/// around a quad, a partial last panel): the plan must hold the tile, and every output byte must
+/// equal the interpreter's.
+#[test]
+fn vnni_convs_match_the_interpreter() {
+    use incept_compiler::{CompileOptions, Cpu};
+    if !incept_compiler::codegen::int8::host_has_vnni() {
+        println!("skipped: this CPU has no AVX512-VNNI");
+        return;
+    }
+    let mut cases = 0;
+    for (x_type, c, hw, m, k) in [
+        (DType::U8, 8, 8, 16, 1),
+        (DType::I8, 8, 8, 13, 1),
+        (DType::U8, 7, 9, 12, 1),
+        (DType::I8, 12, 11, 24, 1),
+        (DType::U8, 5, 7, 16, 3),
+        (DType::I8, 6, 10, 14, 3),
+    ] {
+        let mut s = SplitMix(c as u64 * 131 + hw as u64);
+        let mut graph = Gen::new(c as u64 + 7);
+        let g = &mut graph;
+        let x = g.input_of(x_type, &[1, c, hw, hw]);
+        let weights: Vec<i8> = (0..m * c * k * k).map(|_| (s.next_u64() % 256) as u8 as i8).collect();
+        let w = g.konst(Tensor::from_vec(vec![m, c, k, k], weights));
+        let xz = if x_type == DType::U8 { typed(x_type, vec![], &[3]) } else { typed(x_type, vec![], &[-5]) };
+        let bias: Vec<i32> = (0..m).map(|i| i as i32 * 977 - 4000).collect();
+        let ins = vec![
+            Some(x),
+            Some(g.konst(Tensor::scalar(0.0625f32))),
+            Some(g.konst(xz)),
+            Some(w),
+            Some(g.konst(Tensor::from_vec(vec![m], (0..m).map(|i| 0.001 * (1 + i % 5) as f32).collect::<Vec<_>>()))),
+            Some(g.konst(Tensor::from_vec(vec![m], vec![0i8; m]))),
+            Some(g.konst(Tensor::scalar(0.25f32))),
+            Some(g.konst(typed(DType::U8, vec![], &[128]))),
+            Some(g.konst(Tensor::from_vec(vec![m], bias))),
+        ];
+        let pads = vec![(k / 2) as i64; 4];
+        let out = g.op("QLinearConv", vec![("pads", AttrValue::Ints(pads))], ins).expect("a valid conv");
+        g.g.set_outputs(vec![out]);
+        let input = {
+            let v: Vec<i64> = (0..c * hw * hw)
+                .map(|_| (s.next_u64() % 256) as i64 + if x_type == DType::I8 { -128 } else { 0 })
+                .collect();
+            typed(x_type, vec![1, c, hw, hw], &v)
+        };
+        let want = interp::run(&g.g, std::slice::from_ref(&input)).expect("interpreter");
+        for threads in [1, 2] {
+            let opts = CompileOptions { cpu: Cpu::Avx512Vnni, threads, ..Default::default() };
+            let (model, _) = incept_compiler::compile_graph(g.g.clone(), &opts).expect("compile");
+            let plan = model.plan();
+            assert!(plan.steps.iter().any(|st| st.op == "QuadIm2col"), "{c}x{hw} {x_type}: not on the VNNI tile");
+            let got = model.run(&[incept_compiler::to_runtime(&input).expect("input")]).expect("run");
+            let got = incept_compiler::from_runtime(&got[0]).expect("output");
+            assert_eq!(got.bytes(), want[0].bytes(), "{x_type} c {c} {hw}x{hw} m {m} k {k} at {threads} threads");
+        }
+        cases += 1;
+    }
+    println!("{cases} VNNI convs checked");
+}

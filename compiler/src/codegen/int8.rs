@@ -332,6 +332,67 @@ impl QuadIm2colSpec {
     pub fn tiles(&self) -> usize {
         self.n * self.panels()
     }
+    /// A 1x1 conv at stride 1 without padding: each k is a channel plane read in place.
+    fn pointwise(&self) -> bool {
+        (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw) == (1, 1, 1, 1, 0, 0)
+    }
+
+    /// The first `quads` quad rows of a full panel of a pointwise conv: channel rows 4q .. 4q + 4
+    /// at `src` (32 positions each, `h * w` apart) interleaved byte by byte into 128 bytes at
+    /// `dst + 128 q`.
+    fn interleave_quads(
+        &self,
+        kb: &mut super::builder::Kb,
+        src: cranelift_codegen::ir::Value,
+        dst: cranelift_codegen::ir::Value,
+        quads: usize,
+    ) {
+        use cranelift_codegen::ir::types::I8X16;
+        use cranelift_codegen::ir::{ConstantData, InstBuilder};
+
+        use super::builder::{ro, rw};
+        let plane = (self.h * self.w) as i64;
+        let mask = |kb: &mut super::builder::Kb, m: [u8; 16]| kb.b.func.dfg.immediates.push(ConstantData::from(&m[..]));
+        // Bytes of a and b alternating (low or high halves), then 16-bit pairs of two such.
+        let lo8: [u8; 16] = std::array::from_fn(|i| (i / 2 + 16 * (i % 2)) as u8);
+        let hi8: [u8; 16] = std::array::from_fn(|i| (8 + i / 2 + 16 * (i % 2)) as u8);
+        let lo16: [u8; 16] = std::array::from_fn(|i| ((i / 4) * 2 + i % 2 + 16 * ((i / 2) % 2)) as u8);
+        let hi16: [u8; 16] = std::array::from_fn(|i| (8 + (i / 4) * 2 + i % 2 + 16 * ((i / 2) % 2)) as u8);
+        let (m_lo8, m_hi8, m_lo16, m_hi16) = (mask(kb, lo8), mask(kb, hi8), mask(kb, lo16), mask(kb, hi16));
+        let flip = self.flip.then(|| {
+            let b = kb.b.ins().iconst(cranelift_codegen::ir::types::I8, 0x80);
+            kb.b.ins().splat(I8X16, b)
+        });
+        kb.for_const(0, quads as i64, 1, |kb, q| {
+            let base = kb.muli(q, 4 * plane);
+            let row0 = kb.elem(src, base, 1);
+            let out = {
+                let o = kb.muli(q, QUAD_ROW_BYTES as i64);
+                kb.elem(dst, o, 1)
+            };
+            for half in 0..2i32 {
+                let r: Vec<_> = (0..4)
+                    .map(|c| {
+                        let v = kb.b.ins().load(I8X16, ro(), row0, (c * plane) as i32 + 16 * half);
+                        match flip {
+                            Some(f) => kb.b.ins().bxor(v, f),
+                            None => v,
+                        }
+                    })
+                    .collect();
+                // (c0, c1) and (c2, c3) byte pairs, then the pairs of pairs: 16 positions x 4.
+                let p01 = [kb.b.ins().shuffle(r[0], r[1], m_lo8), kb.b.ins().shuffle(r[0], r[1], m_hi8)];
+                let p23 = [kb.b.ins().shuffle(r[2], r[3], m_lo8), kb.b.ins().shuffle(r[2], r[3], m_hi8)];
+                for (h, (a, b)) in p01.into_iter().zip(p23).enumerate() {
+                    let lo = kb.b.ins().shuffle(a, b, m_lo16);
+                    let hi = kb.b.ins().shuffle(a, b, m_hi16);
+                    let at = 64 * half + 32 * h as i32;
+                    kb.b.ins().store(rw(), lo, out, at);
+                    kb.b.ins().store(rw(), hi, out, at + 16);
+                }
+            }
+        });
+    }
 }
 
 impl super::KernelSpec for QuadIm2colSpec {
@@ -360,6 +421,25 @@ impl super::KernelSpec for QuadIm2colSpec {
                 kb.elem(x, o, 1)
             };
             let first = kb.muli(p, 32);
+            // A pointwise conv's full panels: four channel rows of 32 positions interleaved into
+            // a quad row with byte shuffles, the channels past the last whole quad below.
+            let vector_quads = if self.pointwise() { self.c / 4 } else { 0 };
+            let ci_from = if vector_quads > 0 {
+                let full = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, p, (npos / 32) as i64);
+                let (vec_b, join) = (kb.b.create_block(), kb.b.create_block());
+                kb.b.append_block_param(join, cranelift_codegen::ir::types::I64);
+                let zero = kb.iconst(0);
+                kb.b.ins().brif(full, vec_b, &[], join, &[zero.into()]);
+                kb.b.switch_to_block(vec_b);
+                let plane0 = kb.elem(src, first, 1);
+                self.interleave_quads(kb, plane0, dst, vector_quads);
+                let from = kb.iconst((vector_quads * 4) as i64);
+                kb.b.ins().jump(join, &[from.into()]);
+                kb.b.switch_to_block(join);
+                kb.b.block_params(join)[0]
+            } else {
+                kb.iconst(0)
+            };
             // Column by column: its output position once, then every k of it in order.
             kb.for_const(0, 32, 1, |kb, col| {
                 let pos = kb.add(first, col);
@@ -387,7 +467,8 @@ impl super::KernelSpec for QuadIm2colSpec {
                     let d = kb.elem(column, o, 1);
                     kb.b.ins().store(rw(), v, d, 0);
                 };
-                kb.for_const(0, self.c as i64, 1, |kb, ci| {
+                let c_end = kb.iconst(self.c as i64);
+                kb.for_range(ci_from, c_end, 1, |kb, ci| {
                     let plane = {
                         let o = kb.muli(ci, (self.h * self.w) as i64);
                         kb.elem(src, o, 1)

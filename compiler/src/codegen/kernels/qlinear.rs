@@ -107,9 +107,13 @@ impl KernelSpec for PairTableSpec {
                 let e = kb.addi(lo, TILE as i64);
                 kb.mini(e, n)
             };
+            // Operands of the output's own shape are read at the output's index.
+            let plain = crate::codegen::kernels::nd::broadcast_strides(&self.dims, &self.dims);
+            let (a_plain, b_plain) = (self.a_strides == plain, self.b_strides == plain);
             kb.for_range(lo, hi, 1, |kb, i| {
                 let refs = [self.a_strides.as_slice(), self.b_strides.as_slice()];
-                let offs = emit_offsets(kb, i, &self.dims, &refs, &[0, 0]);
+                let offs =
+                    if a_plain && b_plain { vec![i, i] } else { emit_offsets(kb, i, &self.dims, &refs, &[0, 0]) };
                 let x = byte_index(kb, a, offs[0]);
                 let z = byte_index(kb, b, offs[1]);
                 let row = kb.muli(x, 256);
