@@ -144,6 +144,8 @@ pub struct CheckReport {
     /// bf16 introduced at each bf16 node, largest first.
     pub bf16: bool,
     pub bf16_nodes: Vec<Bf16Node>,
+    /// The plan's precision (int8 plans are judged like bf16 ones: by their nodes).
+    pub precision: crate::Precision,
     /// Present when an output is beyond the tolerance (or when asked for).
     pub culprit: Option<Culprit>,
     /// Time of each phase.
@@ -207,9 +209,21 @@ pub fn check(g: &Graph, inputs: &[Tensor], options: &CheckOptions) -> Result<Che
         let got = from_runtime(got)?;
         outputs.push(OutputCheck { name: name.clone(), error: Error::of(&got, want) });
     }
-    let bf16 = options.compile.bf16_tier()?.is_some();
-    let mut result =
-        CheckReport { outputs, tolerance: options.tolerance, bf16, bf16_nodes: vec![], culprit: None, timings };
+    // A reduced-precision plan (bf16, or int8's integer QDQ groups), or a quantized graph (its
+    // QuantizeLinear nodes turn an f32 rounding at a halfway point into a whole step): outputs
+    // differ from the reference by what it rounds, so the verdict is the nodes'.
+    let quantized = g.node_ids().any(|id| matches!(g.node(id).op, incept_ir::Op::QuantizeLinear(_)));
+    let bf16 =
+        options.compile.bf16_tier()?.is_some() || options.compile.precision == crate::Precision::Int8 || quantized;
+    let mut result = CheckReport {
+        outputs,
+        tolerance: options.tolerance,
+        bf16,
+        bf16_nodes: vec![],
+        precision: options.compile.precision,
+        culprit: None,
+        timings,
+    };
     if !bf16 && result.passed() && !options.always_bisect {
         return Ok(result);
     }

@@ -160,6 +160,11 @@ pub enum Precision {
     /// the f64 reference, measured on seeded (or given) inputs; the nodes whose rounding moves
     /// the outputs most stay f32 (`CompileReport::auto` says which and why).
     Auto,
+    /// A QDQ model's groups run as the integer ops they stand for (the `fuse-qdq` pass: QLinearConv,
+    /// QLinearAdd), as ONNX Runtime runs them: exact integer sums where the literal QDQ reading
+    /// rounds in f32, so outputs can move by a quantisation step or two from it (`incept check
+    /// --precision int8` measures it). QOperator models are integer ops already, in any precision.
+    Int8,
 }
 
 impl Precision {
@@ -168,6 +173,7 @@ impl Precision {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
             Precision::Auto => "auto",
+            Precision::Int8 => "int8",
         }
     }
 }
@@ -179,7 +185,8 @@ impl std::str::FromStr for Precision {
             "f32" => Ok(Precision::F32),
             "bf16" => Ok(Precision::Bf16),
             "auto" => Ok(Precision::Auto),
-            other => Err(format!("unknown precision '{other}' (f32, bf16, auto)")),
+            "int8" => Ok(Precision::Int8),
+            other => Err(format!("unknown precision '{other}' (f32, bf16, auto, int8)")),
         }
     }
 }
@@ -257,7 +264,7 @@ impl CompileOptions {
     /// error naming what the chosen CPU lacks.
     pub fn bf16_tier(&self) -> Result<Option<crate::codegen::bf16::Bf16Tier>, CompileError> {
         match self.precision {
-            Precision::F32 => Ok(None),
+            Precision::F32 | Precision::Int8 => Ok(None),
             Precision::Bf16 | Precision::Auto => self.cpu.bf16_tier().map(Some).ok_or_else(|| {
                 CompileError::Precision(match self.cpu {
                     Cpu::Native => format!(
@@ -561,7 +568,8 @@ pub fn compile_graph_to_plan(mut g: Graph, options: &CompileOptions) -> Result<(
         report.stages.push(("cut", t.elapsed()));
     }
     let t = Instant::now();
-    let pm = PassManager::new(&options.pipeline, &options.disabled_passes, options.passes.clone())?;
+    let passes = PassOptions { fuse_qdq: options.precision == Precision::Int8, ..options.passes.clone() };
+    let pm = PassManager::new(&options.pipeline, &options.disabled_passes, passes)?;
     pm.run(&mut g)?;
     // The backend has no kernel for some composite ops: they are rewritten whatever the pipeline.
     if g.node_ids().any(|id| matches!(g.node(id).op, incept_ir::Op::Einsum(_) | incept_ir::Op::Attention(_))) {

@@ -968,3 +968,20 @@ fn thread_counts_are_bounded() {
         assert!(start.elapsed().as_secs_f64() < 1.0, "{args:?} took {:?}", start.elapsed());
     }
 }
+
+/// `check` judges a quantized graph by its nodes (a QuantizeLinear turns an f32 rounding at a
+/// halfway point into a whole step), in f32 and with --precision int8, and says so.
+#[test]
+fn check_passes_quantized_models_by_their_nodes() {
+    let m = fixtures().join("quant/mini_resnet.qdq.onnx").display().to_string();
+    for extra in [&[][..], &["--precision", "int8"][..]] {
+        let mut args = vec!["check", m.as_str()];
+        args.extend_from_slice(extra);
+        let o = incept(&args);
+        let text = stdout(&o);
+        assert!(o.status.success(), "{args:?}: {}\n{text}", stderr(&o));
+        assert!(text.contains("PASS: every node's kernels agree"), "{args:?}: {text}");
+        let header = if extra.is_empty() { "quantized graph:" } else { "precision int8:" };
+        assert!(text.contains(header), "{args:?}: {text}");
+    }
+}

@@ -40,8 +40,12 @@ fn factorize(g: &Graph, tolerance: Option<f64>) -> (Graph, RunReport) {
     if tolerance.is_some() {
         passes.push("factorize-approx".into());
     }
-    let pm = PassManager::new(&Pipeline::Explicit(passes), &[], PassOptions { factorize_tolerance: tolerance })
-        .expect("pipeline");
+    let pm = PassManager::new(
+        &Pipeline::Explicit(passes),
+        &[],
+        PassOptions { factorize_tolerance: tolerance, ..PassOptions::default() },
+    )
+    .expect("pipeline");
     let report = pm.run(&mut after).unwrap_or_else(|e| panic!("{e}"));
     verify::verify(&after).expect("verify");
     (after, report)

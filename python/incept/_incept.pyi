@@ -83,7 +83,9 @@ def compile(
         convs with constant weights multiply bf16-rounded weights and activations, summing in
         f32; needs a CPU with AVX512-BF16 or AMX; `incept check --precision bf16` measures the
         error on a model) or "auto" (bf16 except the nodes whose rounding would move the outputs
-        by more than `tolerance`, default 1e-2, measured on seeded inputs against the reference).
+        by more than `tolerance`, default 1e-2, measured on seeded inputs against the reference)
+        or "int8" (opt-in: a QDQ model's groups run as integer ops, as ONNX Runtime runs them;
+        outputs can move by a quantisation step from the literal QDQ reading).
     Raises InceptError when the model cannot be read or compiled (or the CPU has no bf16)."""
 
 def load(

@@ -133,8 +133,12 @@ fn zoo_inception_approximate_factorisation_report() {
     let g = onnx::load(&path, &Default::default()).expect("import");
     for tol in [1e-2, 1e-1] {
         let mut o = g.clone();
-        let pm =
-            PassManager::new(&Pipeline::Full, &[], PassOptions { factorize_tolerance: Some(tol) }).expect("pipeline");
+        let pm = PassManager::new(
+            &Pipeline::Full,
+            &[],
+            PassOptions { factorize_tolerance: Some(tol), ..PassOptions::default() },
+        )
+        .expect("pipeline");
         let report = pm.run(&mut o).expect("run");
         verify::verify(&o).expect("verify");
         // Every 5x5 conv is considered and reported, with its error and MACs.

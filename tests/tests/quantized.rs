@@ -7,7 +7,7 @@
 //! runs it, dequantizes and convolves in floats: a sum that lands within rounding of a halfway
 //! point can requantise one step apart. Top-1 must agree.
 
-use incept_compiler::{CompileOptions, artifact_info};
+use incept_compiler::{CompileOptions, Precision, artifact_info};
 use incept_ir::ops::Op;
 use incept_ir::{Tensor, interp, npy, onnx, verify};
 use incept_runtime::artifact::encode;
@@ -86,12 +86,21 @@ fn the_jit_matches_onnx_runtime() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         verify::verify(&g).unwrap_or_else(|e| panic!("{name}: {e}"));
         let step = output_step(&g);
-        for cpu in incept_tests::graphs::tiers() {
+        // QDQ forms also as integer ops (--precision int8); QOperator ones are integer already.
+        let precisions: &[Precision] =
+            if form == "qop" { &[Precision::F32] } else { &[Precision::F32, Precision::Int8] };
+        for (cpu, &precision) in
+            incept_tests::graphs::tiers().into_iter().flat_map(|c| precisions.iter().map(move |p| (c, p)))
+        {
             let mut import = incept_ir::onnx::ImportOptions::default();
             import.input_shapes.insert("input".into(), input.shape().to_vec());
-            let opts = CompileOptions { import, threads: 1, cpu, ..Default::default() };
+            let opts = CompileOptions { import, threads: 1, cpu, precision, ..Default::default() };
+            let name = format!("{name} {}", precision.name());
             let (compiled, _) = incept_compiler::compile_with_report(path.as_path(), &opts)
                 .unwrap_or_else(|e| panic!("{name} ({cpu:?}): {e}"));
+            if precision == Precision::Int8 {
+                assert!(compiled.plan().steps.iter().any(|st| st.op == "QLinearConv"), "{name}: no integer conv");
+            }
             let file = dir.join(format!("{name}.incept"));
             std::fs::write(&file, encode(compiled.plan(), &artifact_info(&opts))).expect("write");
             let x = incept_compiler::to_runtime(&input).expect("input");
@@ -152,7 +161,12 @@ fn qdq_groups_become_integer_ops() {
         .unwrap_or_else(|e| panic!("{name}: {e}"));
         let mut fused = g.clone();
         let only = Pipeline::Explicit(vec!["fuse-qdq".into(), "dead-code".into()]);
-        PassManager::new(&only, &[], PassOptions::default()).expect("passes").run(&mut fused).expect("run");
+        // In f32 the pass leaves the literal QDQ graph alone; --precision int8 turns it on.
+        let mut literal = g.clone();
+        PassManager::new(&only, &[], PassOptions::default()).expect("passes").run(&mut literal).expect("run");
+        assert_eq!(count(&literal, "Conv"), count(&g, "Conv"), "{name}: fused without int8");
+        let int8 = PassOptions { fuse_qdq: true, ..PassOptions::default() };
+        PassManager::new(&only, &[], int8).expect("passes").run(&mut fused).expect("run");
         let (convs, adds) = (count(&g, "Conv"), count(&g, "Add"));
         assert!(convs > 0, "{name}: no conv to fuse");
         assert_eq!(count(&fused, "Conv"), 0, "{name}: a conv was left in f32");

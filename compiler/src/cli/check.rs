@@ -181,6 +181,7 @@ fn check_artifact(a: &CheckArgs) -> Result<()> {
         tolerance: a.tolerance(),
         bf16: false,
         bf16_nodes: vec![],
+        precision: incept_compiler::Precision::F32,
         culprit: None,
         timings: vec![("interpreter", interp_time), ("artifact run", run_time)],
     };
@@ -216,11 +217,20 @@ pub fn format_report(r: &CheckReport) -> String {
 pub fn format_report_with(r: &CheckReport, per_node: usize) -> String {
     let mut s = String::new();
     if r.bf16 {
-        s.push_str("precision bf16: outputs against the f64 reference (the error bf16 introduced):\n");
+        s.push_str(&match r.precision {
+            incept_compiler::Precision::F32 => {
+                "quantized graph: outputs against the f64 reference (an f32 rounding at a halfway point is a whole step after QuantizeLinear):\n".to_string()
+            }
+            p => format!("precision {}: outputs against the f64 reference (the error it introduced):\n", p.name()),
+        });
     }
     for o in &r.outputs {
+        let reduced = match r.precision {
+            incept_compiler::Precision::F32 => "(quantized)".to_string(),
+            p => format!("({})", p.name()),
+        };
         let verdict = if r.bf16 {
-            "(bf16)"
+            reduced.as_str()
         } else if o.error.max_rel <= r.tolerance {
             "ok"
         } else {
@@ -276,7 +286,7 @@ pub fn format_report_with(r: &CheckReport, per_node: usize) -> String {
         }
         if r.passed() {
             s.push_str(&format!(
-                "PASS: every node's kernels agree within {:e} with the interpreter (bf16 nodes on their inputs rounded to bf16)\n",
+                "PASS: every node's kernels agree within {:e} with the interpreter on the node's inputs (bf16 nodes on them rounded to bf16)\n",
                 r.tolerance
             ));
         } else {

@@ -43,7 +43,11 @@ pub struct BackendArgs {
     /// bf16` measures by how much on a model.
     /// `auto` keeps in f32 the nodes whose bf16 rounding moves the outputs beyond --tolerance
     /// (measured against the f64 reference on seeded inputs, or the given ones) and reports them.
-    #[arg(long, default_value = "f32", value_name = "f32|bf16|auto")]
+    /// `int8` (opt-in) runs a QDQ model's groups as the integer ops they stand for, as ONNX Runtime
+    /// does (on the VNNI tile where the CPU has it): outputs can move by a quantisation step or two
+    /// from the literal f32 reading of the QDQ graph; `incept check --precision int8` measures it.
+    /// QOperator models (QLinearConv, ...) compute in integers in every precision.
+    #[arg(long, default_value = "f32", value_name = "f32|bf16|auto|int8")]
     pub precision: incept_compiler::Precision,
     /// With --precision auto: the largest output error bf16 may introduce, relative to each
     /// output's largest magnitude (default 1e-2). For `check`: the tolerance of the comparison

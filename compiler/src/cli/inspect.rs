@@ -53,7 +53,8 @@ pub struct InspectArgs {
     /// for `compile`).
     #[arg(long, default_value = "native", value_name = "CPU", requires = "kernels")]
     cpu: incept_compiler::Cpu,
-    /// With --kernels: the precision to plan for (f32 or bf16, as for `compile`).
+    /// The precision to plan for (f32, bf16, auto or int8, as for `compile`; int8 also fuses a QDQ
+    /// model's groups into integer ops in the printed graph).
     #[arg(long, default_value = "f32", value_name = "f32|bf16", requires = "kernels")]
     precision: incept_compiler::Precision,
     /// Output format.
@@ -137,7 +138,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
     let mut g = load_model(&a.model, &a.shapes, &[], &[], a.kernels || a.memory)?;
     a.cut.apply(&mut g)?;
     incept_ir::verify::verify(&g)?;
-    let mut pm = a.opt.manager()?;
+    let mut pm = a.opt.manager(a.precision)?;
     let known: Vec<&str> = incept_compiler::passes::all_passes().iter().map(|p| p.name()).collect();
     for p in a.print_after.iter().filter(|p| *p != "all") {
         if !known.contains(&p.as_str()) {

@@ -30,7 +30,8 @@ pub struct OptArgs {
 }
 
 impl OptArgs {
-    pub fn manager(&self) -> Result<PassManager> {
+    /// The pass manager of these options; `precision` int8 turns on the QDQ fusion.
+    pub fn manager(&self, precision: incept_compiler::Precision) -> Result<PassManager> {
         if let Some(t) = self.factorize_tolerance {
             anyhow::ensure!(t > 0.0 && t < 1.0, "--factorize-tolerance must be between 0 and 1, got {t}");
         }
@@ -38,7 +39,10 @@ impl OptArgs {
             Some(list) => Pipeline::Explicit(list.clone()),
             None => Pipeline::from_level(self.level),
         };
-        let options = PassOptions { factorize_tolerance: self.factorize_tolerance };
+        let options = PassOptions {
+            factorize_tolerance: self.factorize_tolerance,
+            fuse_qdq: precision == incept_compiler::Precision::Int8,
+        };
         Ok(PassManager::new(&pipeline, &self.disable, options)?)
     }
 }

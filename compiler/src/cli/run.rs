@@ -241,7 +241,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     }
     let mut g = load_model(&a.model, &a.shapes, &loaded.inputs, &loaded.sources, true)?;
     a.cut.apply(&mut g)?;
-    let opt = optimize(&mut g, &a.opt.manager()?, &a.opt)?;
+    let opt = optimize(&mut g, &a.opt.manager(a.precision)?, &a.opt)?;
     if a.opt.factorize_report || opt.report.factorizations.iter().any(|r| r.approximate && r.applied) {
         eprint!("{}", opt.summary);
     }

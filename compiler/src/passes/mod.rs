@@ -38,6 +38,8 @@ pub enum Exactness {
 pub struct PassOptions {
     /// Relative weight error allowed for approximate factorisation (`None`: exact only).
     pub factorize_tolerance: Option<f64>,
+    /// QDQ groups become integer ops (`--precision int8`).
+    pub fuse_qdq: bool,
 }
 
 /// What passes see besides the graph.
@@ -102,7 +104,8 @@ pub fn all_passes() -> Vec<Box<dyn Pass>> {
 /// The passes of the `declutter` stage (-O1).
 pub fn declutter_names() -> Vec<&'static str> {
     vec![
-        // Before const-fold, which would turn the weights' DequantizeLinear into f32 weights.
+        // Before const-fold, which would turn the weights' DequantizeLinear into f32 weights
+        // (it applies only with --precision int8).
         "fuse-qdq",
         "remove-identity",
         "const-fold",

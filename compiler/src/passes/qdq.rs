@@ -4,10 +4,12 @@
 //! conv QLinearConv defines, and `Q(Add(DQ(a), DQ(b)))` is QLinearAdd, which ONNX Runtime's QDQ
 //! fusion runs too.
 //!
-//! The rewrite changes rounding only: the integer op sums exactly where the literal reading
-//! rounds each dequantized value and each partial sum to f32, so an output lying within that
-//! rounding of a halfway point between two integers can come out one step apart; nothing else
-//! changes. The convs then run on the integer kernels (on AVX512-VNNI, the int8 tile).
+//! The integer op sums exactly where the literal reading rounds each dequantized value and each
+//! partial sum to f32, so a value lying within that rounding of a halfway point between two
+//! integers comes out one step apart, and such steps can add up over layers (ResNet50's outputs
+//! move by up to two): beyond f32 rounding, so it is opt-in (`--precision int8`, which sets
+//! `PassOptions::fuse_qdq`) and `incept check --precision int8` reports what it moved. The convs
+//! then run on the integer kernels (on AVX512-VNNI, the int8 tile).
 
 use incept_ir::graph::{Graph, NodeId, ValueId};
 use incept_ir::ops::qlinear::{QBinaryKind, QLinearBinary};
@@ -15,7 +17,7 @@ use incept_ir::ops::{Binary, Op, QLinearConv};
 use incept_ir::{DType, OpError, Tensor};
 
 use crate::passes::util::single_user;
-use crate::passes::{Pass, PassContext, Patch, PatchValue};
+use crate::passes::{Exactness, Pass, PassContext, Patch, PatchValue};
 
 pub struct FuseQdq;
 
@@ -166,9 +168,15 @@ impl Pass for FuseQdq {
         "fuse-qdq"
     }
     fn description(&self) -> &'static str {
-        "QDQ groups into integer ops: Q(Conv(DQ, DQ, DQ)) -> QLinearConv, Q(Add(DQ, DQ)) -> QLinearAdd (exact integer sums: an output within f32 rounding of a halfway point can move one step)"
+        "QDQ groups into integer ops, with --precision int8: Q(Conv(DQ, DQ, DQ)) -> QLinearConv, Q(Add(DQ, DQ)) -> QLinearAdd (exact integer sums: outputs move by quantisation steps from the f32 reading)"
     }
-    fn rewrite(&self, g: &Graph, node: NodeId, _: &PassContext) -> Result<Option<Patch>, OpError> {
+    fn exactness(&self) -> Exactness {
+        Exactness::Approximate
+    }
+    fn rewrite(&self, g: &Graph, node: NodeId, cx: &PassContext) -> Result<Option<Patch>, OpError> {
+        if !cx.options.fuse_qdq {
+            return Ok(None);
+        }
         let Op::QuantizeLinear(q) = &g.node(node).op else { return Ok(None) };
         let Some(y) = input(g, node, 0) else { return Ok(None) };
         // Per-tensor output parameters, and the f32 value read by this Q alone.
