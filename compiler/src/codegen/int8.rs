@@ -634,3 +634,156 @@ impl super::KernelSpec for Int8GemmSpec {
         });
     }
 }
+
+/// A stride-1 conv's input as a byte matrix `[image][k][position]` (k = channel, then window
+/// row and column; positions row-major): row k of output row oy is the input row the tap reads,
+/// shifted by the tap's column, a contiguous copy, with `fill` (the zero point) where the
+/// window leaves the input. [`QuadIm2colSpec`] then interleaves it as a pointwise conv would.
+/// Operands: X, the matrix. One tile per (image, k).
+#[derive(Clone, Debug)]
+pub struct Im2colBytesSpec {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub dh: usize,
+    pub dw: usize,
+    pub ph: usize,
+    pub pw: usize,
+    pub fill: u8,
+}
+
+impl Im2colBytesSpec {
+    pub fn k(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+    pub fn bytes(&self) -> usize {
+        self.n * self.k() * self.oh * self.ow
+    }
+    pub fn tiles(&self) -> usize {
+        self.n * self.k()
+    }
+    /// The output columns whose input column lies inside the input, for window column kx.
+    fn inside(&self, kx: usize) -> (usize, usize) {
+        let shift = (kx * self.dw) as i64 - self.pw as i64;
+        let lo = (-shift).clamp(0, self.ow as i64) as usize;
+        let hi = (self.w as i64 - shift).clamp(lo as i64, self.ow as i64) as usize;
+        (lo, hi)
+    }
+}
+
+/// Stores `len` bytes of `fill` at `dst` (16 at a time, then one at a time).
+fn fill_bytes(kb: &mut super::builder::Kb, dst: cranelift_codegen::ir::Value, len: usize, fill: u8) {
+    use cranelift_codegen::ir::InstBuilder;
+    use cranelift_codegen::ir::types::{I8, I8X16};
+
+    use super::builder::rw;
+    let b = kb.b.ins().iconst(I8, fill as i64);
+    let v = kb.b.ins().splat(I8X16, b);
+    for o in (0..len / 16).map(|i| 16 * i) {
+        kb.b.ins().store(rw(), v, dst, o as i32);
+    }
+    for o in len / 16 * 16..len {
+        kb.b.ins().store(rw(), b, dst, o as i32);
+    }
+}
+
+/// Copies `len` bytes from `src` to `dst` (16 at a time, then one at a time).
+fn copy_bytes(
+    kb: &mut super::builder::Kb,
+    src: cranelift_codegen::ir::Value,
+    dst: cranelift_codegen::ir::Value,
+    len: usize,
+) {
+    use cranelift_codegen::ir::InstBuilder;
+    use cranelift_codegen::ir::types::{I8, I8X16};
+
+    use super::builder::{ro, rw};
+    for o in (0..len / 16).map(|i| 16 * i as i32) {
+        let v = kb.b.ins().load(I8X16, ro(), src, o);
+        kb.b.ins().store(rw(), v, dst, o);
+    }
+    for o in (len / 16 * 16..len).map(|o| o as i32) {
+        let v = kb.b.ins().load(I8, ro(), src, o);
+        kb.b.ins().store(rw(), v, dst, o);
+    }
+}
+
+impl super::KernelSpec for Im2colBytesSpec {
+    fn name(&self) -> String {
+        format!("im2col bytes {}x{} {}x{} c{}", self.kh, self.kw, self.oh, self.ow, self.c)
+    }
+
+    fn emit(&self, kb: &mut super::builder::Kb) {
+        use cranelift_codegen::ir::InstBuilder;
+        use cranelift_codegen::ir::condcodes::IntCC;
+        let [x, y] = [kb.operand(0), kb.operand(1)];
+        let (k, taps, npos) = (self.k(), self.kh * self.kw, self.oh * self.ow);
+        let (begin, end) = (kb.begin, kb.end);
+        kb.for_range(begin, end, 1, |kb, t| {
+            let (img, kk) = kb.divmod(t, k as i64);
+            let (ci, tap) = kb.divmod(kk, taps as i64);
+            let (ky, kx) = kb.divmod(tap, self.kw as i64);
+            let row0 = {
+                let o = kb.muli(t, npos as i64);
+                kb.elem(y, o, 1)
+            };
+            let plane = {
+                let c = kb.muli(img, self.c as i64);
+                let c = kb.add(c, ci);
+                let o = kb.muli(c, (self.h * self.w) as i64);
+                kb.elem(x, o, 1)
+            };
+            let dy = {
+                let v = kb.muli(ky, self.dh as i64);
+                kb.addi(v, -(self.ph as i64))
+            };
+            // One branch per window column: the copied span is a constant there.
+            for col in 0..self.kw {
+                let (lo, hi) = self.inside(col);
+                let this = kb.eqi(kx, col as i64);
+                let (body, next) = (kb.b.create_block(), kb.b.create_block());
+                kb.b.ins().brif(this, body, &[], next, &[]);
+                kb.b.switch_to_block(body);
+                kb.for_const(0, self.oh as i64, 1, |kb, oy| {
+                    let out = {
+                        let o = kb.muli(oy, self.ow as i64);
+                        kb.elem(row0, o, 1)
+                    };
+                    let iy = kb.add(oy, dy);
+                    let in_y = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, iy, self.h as i64);
+                    let (copy_b, fill_b, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+                    kb.b.ins().brif(in_y, copy_b, &[], fill_b, &[]);
+                    kb.b.switch_to_block(copy_b);
+                    fill_bytes(kb, out, lo, self.fill);
+                    let src = {
+                        let r = kb.muli(iy, self.w as i64);
+                        let r = kb.addi(r, lo as i64 + (col * self.dw) as i64 - self.pw as i64);
+                        kb.elem(plane, r, 1)
+                    };
+                    let dst = {
+                        let o = kb.iconst(lo as i64);
+                        kb.elem(out, o, 1)
+                    };
+                    copy_bytes(kb, src, dst, hi - lo);
+                    let tail = {
+                        let o = kb.iconst(hi as i64);
+                        kb.elem(out, o, 1)
+                    };
+                    fill_bytes(kb, tail, self.ow - hi, self.fill);
+                    kb.b.ins().jump(join, &[]);
+                    kb.b.switch_to_block(fill_b);
+                    fill_bytes(kb, out, self.ow, self.fill);
+                    kb.b.ins().jump(join, &[]);
+                    kb.b.switch_to_block(join);
+                });
+                kb.b.ins().jump(next, &[]);
+                kb.b.switch_to_block(next);
+            }
+        });
+    }
+}

@@ -13,7 +13,7 @@ use incept_ir::ops::quant::qrange;
 
 use super::{BufRef, LowerError, Lowerer};
 use crate::codegen::KernelSpec;
-use crate::codegen::int8::{Int8GemmSpec, MR_INT8, QuadIm2colSpec, pack_quad_a};
+use crate::codegen::int8::{Im2colBytesSpec, Int8GemmSpec, MR_INT8, QuadIm2colSpec, pack_quad_a};
 use crate::codegen::kernels::integer::{IntConvSpec, IntMatMulSpec, IntOut, Param};
 use crate::codegen::kernels::nd::broadcast_strides;
 use crate::codegen::kernels::quant::QuantSpec;
@@ -187,7 +187,51 @@ impl<'g> Lowerer<'g> {
         let mult_ref = self.weight_f32(&mult, &format!("{name}.multipliers"));
         let consts_ref = self.weight(&consts, &format!("{name}.requant"));
         let panels = self.scratch(quads_in.n * quads_in.image_bytes(), &format!("{name}/quads"));
-        let src = self.value(xv)?;
+        let mut src = self.value(xv)?;
+        // A windowed stride-1 conv: row copies into a byte matrix first, which the quad packing
+        // then interleaves as it does a pointwise conv's input (vectors both ways).
+        let windowed = (quads_in.kh, quads_in.kw, quads_in.ph, quads_in.pw) != (1, 1, 0, 0);
+        let quads_in = if windowed && (quads_in.sh, quads_in.sw) == (1, 1) {
+            let rows = Im2colBytesSpec {
+                n: quads_in.n,
+                c: quads_in.c,
+                h: quads_in.h,
+                w: quads_in.w,
+                oh: quads_in.oh,
+                ow: quads_in.ow,
+                kh: quads_in.kh,
+                kw: quads_in.kw,
+                dh: quads_in.dh,
+                dw: quads_in.dw,
+                ph: quads_in.ph,
+                pw: quads_in.pw,
+                // Raw bytes: the packing flips them all.
+                fill: x_zero as u8,
+            };
+            let matrix = self.scratch(rows.bytes(), &format!("{name}/im2col"));
+            let tiles = rows.tiles();
+            let n_pos = quads_in.oh * quads_in.ow;
+            self.step(Arc::new(rows), tiles, &[src], &[matrix], false, &name, "Im2colBytes", 0);
+            src = matrix;
+            QuadIm2colSpec {
+                c: k,
+                h: 1,
+                w: n_pos,
+                oh: 1,
+                ow: n_pos,
+                kh: 1,
+                kw: 1,
+                sh: 1,
+                sw: 1,
+                dh: 1,
+                dw: 1,
+                ph: 0,
+                pw: 0,
+                ..quads_in
+            }
+        } else {
+            quads_in
+        };
         let gemm = Int8GemmSpec {
             images: quads_in.n,
             m,
