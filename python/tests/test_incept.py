@@ -331,7 +331,7 @@ def test_bf16_precision(x, ort_output):
     assert np.abs(y - ort_output).max() <= 2e-2 * scale
     assert np.argmax(y) == np.argmax(ort_output)
     assert not np.array_equal(y, incept.compile(MODEL).run({"input": x})["output"])
-    with pytest.raises(ValueError, match=r"precision: unknown precision 'fp16' \(f32, bf16, auto\)"):
+    with pytest.raises(ValueError, match=r"precision: unknown precision 'fp16' \(f32, bf16, auto, int8\)"):
         incept.compile(MODEL, precision="fp16")
     with pytest.raises(ValueError, match="tolerance is the bound of precision"):
         incept.compile(MODEL, tolerance=1e-3)
