@@ -20,6 +20,7 @@
 use iced_x86::code_asm::*;
 
 use super::CodegenError;
+use super::kernels::conv::Geom;
 use super::wide::{MR_512, ZMM, asm_err};
 
 /// Rows of the int8 register tile (as the f32 and bf16 AVX-512 tiles).
@@ -299,31 +300,20 @@ impl super::KernelSpec for VnniMicrokernel {
 pub struct QuadIm2colSpec {
     pub n: usize,
     pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub oh: usize,
-    pub ow: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub sh: usize,
-    pub sw: usize,
-    pub dh: usize,
-    pub dw: usize,
-    pub ph: usize,
-    pub pw: usize,
+    pub g: Geom,
     pub flip: bool,
     pub fill: u8,
 }
 
 impl QuadIm2colSpec {
     pub fn k(&self) -> usize {
-        self.c * self.kh * self.kw
+        self.c * self.g.kh * self.g.kw
     }
     pub fn quads(&self) -> usize {
         self.k().div_ceil(4)
     }
     pub fn panels(&self) -> usize {
-        (self.oh * self.ow).div_ceil(32)
+        (self.g.oh * self.g.ow).div_ceil(32)
     }
     /// Bytes of one image's panels.
     pub fn image_bytes(&self) -> usize {
@@ -334,7 +324,7 @@ impl QuadIm2colSpec {
     }
     /// A 1x1 conv at stride 1 without padding: each k is a channel plane read in place.
     fn pointwise(&self) -> bool {
-        (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw) == (1, 1, 1, 1, 0, 0)
+        (self.g.kh, self.g.kw, self.g.sh, self.g.sw, self.g.ph, self.g.pw) == (1, 1, 1, 1, 0, 0)
     }
 
     /// The first `quads` quad rows of a full panel of a pointwise conv: channel rows 4q .. 4q + 4
@@ -351,7 +341,7 @@ impl QuadIm2colSpec {
         use cranelift_codegen::ir::{ConstantData, InstBuilder};
 
         use super::builder::{ro, rw};
-        let plane = (self.h * self.w) as i64;
+        let plane = (self.g.h * self.g.w) as i64;
         let mask = |kb: &mut super::builder::Kb, m: [u8; 16]| kb.b.func.dfg.immediates.push(ConstantData::from(&m[..]));
         // Bytes of a and b alternating (low or high halves), then 16-bit pairs of two such.
         let lo8: [u8; 16] = std::array::from_fn(|i| (i / 2 + 16 * (i % 2)) as u8);
@@ -397,7 +387,10 @@ impl QuadIm2colSpec {
 
 impl super::KernelSpec for QuadIm2colSpec {
     fn name(&self) -> String {
-        format!("quad im2col {}x{} {}x{} s{}x{} c{}", self.kh, self.kw, self.oh, self.ow, self.sh, self.sw, self.c)
+        format!(
+            "quad im2col {}x{} {}x{} s{}x{} c{}",
+            self.g.kh, self.g.kw, self.g.oh, self.g.ow, self.g.sh, self.g.sw, self.c
+        )
     }
 
     fn emit(&self, kb: &mut super::builder::Kb) {
@@ -407,8 +400,8 @@ impl super::KernelSpec for QuadIm2colSpec {
 
         use super::builder::{ro, rw};
         let [x, y] = [kb.operand(0), kb.operand(1)];
-        let (k, quads, panels, npos) = (self.k(), self.quads(), self.panels(), self.oh * self.ow);
-        let taps = self.kh * self.kw;
+        let (k, quads, panels, npos) = (self.k(), self.quads(), self.panels(), self.g.oh * self.g.ow);
+        let taps = self.g.kh * self.g.kw;
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
             let (img, p) = kb.divmod(t, panels as i64);
@@ -417,7 +410,7 @@ impl super::KernelSpec for QuadIm2colSpec {
                 kb.elem(y, o, 1)
             };
             let src = {
-                let o = kb.muli(img, (self.c * self.h * self.w) as i64);
+                let o = kb.muli(img, (self.c * self.g.h * self.g.w) as i64);
                 kb.elem(x, o, 1)
             };
             let first = kb.muli(p, 32);
@@ -444,14 +437,14 @@ impl super::KernelSpec for QuadIm2colSpec {
             kb.for_const(0, 32, 1, |kb, col| {
                 let pos = kb.add(first, col);
                 let in_n = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, pos, npos as i64);
-                let (oy, ox) = kb.divmod(pos, self.ow as i64);
+                let (oy, ox) = kb.divmod(pos, self.g.ow as i64);
                 let iy0 = {
-                    let v = kb.muli(oy, self.sh as i64);
-                    kb.addi(v, -(self.ph as i64))
+                    let v = kb.muli(oy, self.g.sh as i64);
+                    kb.addi(v, -(self.g.ph as i64))
                 };
                 let ix0 = {
-                    let v = kb.muli(ox, self.sw as i64);
-                    kb.addi(v, -(self.pw as i64))
+                    let v = kb.muli(ox, self.g.sw as i64);
+                    kb.addi(v, -(self.g.pw as i64))
                 };
                 let column = {
                     let o = kb.muli(col, 4);
@@ -470,18 +463,18 @@ impl super::KernelSpec for QuadIm2colSpec {
                 let c_end = kb.iconst(self.c as i64);
                 kb.for_range(ci_from, c_end, 1, |kb, ci| {
                     let plane = {
-                        let o = kb.muli(ci, (self.h * self.w) as i64);
+                        let o = kb.muli(ci, (self.g.h * self.g.w) as i64);
                         kb.elem(src, o, 1)
                     };
                     let kbase = kb.muli(ci, taps as i64);
-                    for ky in 0..self.kh {
-                        let iy = kb.addi(iy0, (ky * self.dh) as i64);
-                        let in_y = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, iy, self.h as i64);
+                    for ky in 0..self.g.kh {
+                        let iy = kb.addi(iy0, (ky * self.g.dh) as i64);
+                        let in_y = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, iy, self.g.h as i64);
                         let in_y = kb.b.ins().band(in_y, in_n);
-                        let row = kb.muli(iy, self.w as i64);
-                        for kx in 0..self.kw {
-                            let ix = kb.addi(ix0, (kx * self.dw) as i64);
-                            let in_x = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, ix, self.w as i64);
+                        let row = kb.muli(iy, self.g.w as i64);
+                        for kx in 0..self.g.kw {
+                            let ix = kb.addi(ix0, (kx * self.g.dw) as i64);
+                            let in_x = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, ix, self.g.w as i64);
                             let inside = kb.b.ins().band(in_y, in_x);
                             let at = {
                                 let r = kb.add(row, ix);
@@ -492,7 +485,7 @@ impl super::KernelSpec for QuadIm2colSpec {
                             let v = kb.b.ins().load(I8, ro(), a, 0);
                             let v = if self.flip { kb.b.ins().bxor_imm_u(v, 0x80) } else { v };
                             let v = kb.b.ins().select(inside, v, fill);
-                            let kk = kb.addi(kbase, (ky * self.kw + kx) as i64);
+                            let kk = kb.addi(kbase, (ky * self.g.kw + kx) as i64);
                             store_k(kb, kk, v);
                         }
                     }
@@ -644,34 +637,26 @@ impl super::KernelSpec for Int8GemmSpec {
 pub struct Im2colBytesSpec {
     pub n: usize,
     pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub oh: usize,
-    pub ow: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub dh: usize,
-    pub dw: usize,
-    pub ph: usize,
-    pub pw: usize,
+    /// Strides are 1.
+    pub g: Geom,
     pub fill: u8,
 }
 
 impl Im2colBytesSpec {
     pub fn k(&self) -> usize {
-        self.c * self.kh * self.kw
+        self.c * self.g.kh * self.g.kw
     }
     pub fn bytes(&self) -> usize {
-        self.n * self.k() * self.oh * self.ow
+        self.n * self.k() * self.g.oh * self.g.ow
     }
     pub fn tiles(&self) -> usize {
         self.n * self.k()
     }
     /// The output columns whose input column lies inside the input, for window column kx.
     fn inside(&self, kx: usize) -> (usize, usize) {
-        let shift = (kx * self.dw) as i64 - self.pw as i64;
-        let lo = (-shift).clamp(0, self.ow as i64) as usize;
-        let hi = (self.w as i64 - shift).clamp(lo as i64, self.ow as i64) as usize;
+        let shift = (kx * self.g.dw) as i64 - self.g.pw as i64;
+        let lo = (-shift).clamp(0, self.g.ow as i64) as usize;
+        let hi = (self.g.w as i64 - shift).clamp(lo as i64, self.g.ow as i64) as usize;
         (lo, hi)
     }
 }
@@ -715,19 +700,19 @@ fn copy_bytes(
 
 impl super::KernelSpec for Im2colBytesSpec {
     fn name(&self) -> String {
-        format!("im2col bytes {}x{} {}x{} c{}", self.kh, self.kw, self.oh, self.ow, self.c)
+        format!("im2col bytes {}x{} {}x{} c{}", self.g.kh, self.g.kw, self.g.oh, self.g.ow, self.c)
     }
 
     fn emit(&self, kb: &mut super::builder::Kb) {
         use cranelift_codegen::ir::InstBuilder;
         use cranelift_codegen::ir::condcodes::IntCC;
         let [x, y] = [kb.operand(0), kb.operand(1)];
-        let (k, taps, npos) = (self.k(), self.kh * self.kw, self.oh * self.ow);
+        let (k, taps, npos) = (self.k(), self.g.kh * self.g.kw, self.g.oh * self.g.ow);
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
             let (img, kk) = kb.divmod(t, k as i64);
             let (ci, tap) = kb.divmod(kk, taps as i64);
-            let (ky, kx) = kb.divmod(tap, self.kw as i64);
+            let (ky, kx) = kb.divmod(tap, self.g.kw as i64);
             let row0 = {
                 let o = kb.muli(t, npos as i64);
                 kb.elem(y, o, 1)
@@ -735,34 +720,34 @@ impl super::KernelSpec for Im2colBytesSpec {
             let plane = {
                 let c = kb.muli(img, self.c as i64);
                 let c = kb.add(c, ci);
-                let o = kb.muli(c, (self.h * self.w) as i64);
+                let o = kb.muli(c, (self.g.h * self.g.w) as i64);
                 kb.elem(x, o, 1)
             };
             let dy = {
-                let v = kb.muli(ky, self.dh as i64);
-                kb.addi(v, -(self.ph as i64))
+                let v = kb.muli(ky, self.g.dh as i64);
+                kb.addi(v, -(self.g.ph as i64))
             };
             // One branch per window column: the copied span is a constant there.
-            for col in 0..self.kw {
+            for col in 0..self.g.kw {
                 let (lo, hi) = self.inside(col);
                 let this = kb.eqi(kx, col as i64);
                 let (body, next) = (kb.b.create_block(), kb.b.create_block());
                 kb.b.ins().brif(this, body, &[], next, &[]);
                 kb.b.switch_to_block(body);
-                kb.for_const(0, self.oh as i64, 1, |kb, oy| {
+                kb.for_const(0, self.g.oh as i64, 1, |kb, oy| {
                     let out = {
-                        let o = kb.muli(oy, self.ow as i64);
+                        let o = kb.muli(oy, self.g.ow as i64);
                         kb.elem(row0, o, 1)
                     };
                     let iy = kb.add(oy, dy);
-                    let in_y = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, iy, self.h as i64);
+                    let in_y = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, iy, self.g.h as i64);
                     let (copy_b, fill_b, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
                     kb.b.ins().brif(in_y, copy_b, &[], fill_b, &[]);
                     kb.b.switch_to_block(copy_b);
                     fill_bytes(kb, out, lo, self.fill);
                     let src = {
-                        let r = kb.muli(iy, self.w as i64);
-                        let r = kb.addi(r, lo as i64 + (col * self.dw) as i64 - self.pw as i64);
+                        let r = kb.muli(iy, self.g.w as i64);
+                        let r = kb.addi(r, lo as i64 + (col * self.g.dw) as i64 - self.g.pw as i64);
                         kb.elem(plane, r, 1)
                     };
                     let dst = {
@@ -774,10 +759,10 @@ impl super::KernelSpec for Im2colBytesSpec {
                         let o = kb.iconst(hi as i64);
                         kb.elem(out, o, 1)
                     };
-                    fill_bytes(kb, tail, self.ow - hi, self.fill);
+                    fill_bytes(kb, tail, self.g.ow - hi, self.fill);
                     kb.b.ins().jump(join, &[]);
                     kb.b.switch_to_block(fill_b);
-                    fill_bytes(kb, out, self.ow, self.fill);
+                    fill_bytes(kb, out, self.g.ow, self.fill);
                     kb.b.ins().jump(join, &[]);
                     kb.b.switch_to_block(join);
                 });

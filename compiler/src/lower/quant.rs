@@ -11,9 +11,11 @@ use incept_ir::ops::conv::Window;
 use incept_ir::ops::norm_axis;
 use incept_ir::ops::quant::qrange;
 
+use super::conv::geom;
 use super::{BufRef, LowerError, Lowerer};
 use crate::codegen::KernelSpec;
 use crate::codegen::int8::{Im2colBytesSpec, Int8GemmSpec, MR_INT8, QuadIm2colSpec, pack_quad_a};
+use crate::codegen::kernels::conv::Geom;
 use crate::codegen::kernels::integer::{IntConvSpec, IntMatMulSpec, IntOut, Param};
 use crate::codegen::kernels::nd::broadcast_strides;
 use crate::codegen::kernels::quant::QuantSpec;
@@ -139,26 +141,13 @@ impl<'g> Lowerer<'g> {
         let y_zero = ints(7).map_err(err)?.unwrap_or_default()[0] as i32;
         let m = os[1];
         let bias_in = ints(8).map_err(err)?.unwrap_or_else(|| vec![0; m]);
-        let two = xs_shape.len() == 4;
-        let nsp = xs_shape.len() - 2;
-        let first = |v: &[usize], one: usize| if two { v[0] } else { one };
         let flip = x_type == DType::I8;
         let shift = if flip { 128 } else { 0 };
         let quads_in = QuadIm2colSpec {
             n: xs_shape[0],
             c: xs_shape[1],
-            h: if two { xs_shape[2] } else { 1 },
-            w: xs_shape[xs_shape.len() - 1],
-            oh: if two { os[2] } else { 1 },
-            ow: os[os.len() - 1],
-            kh: first(&window.kernel, 1),
-            kw: window.kernel[nsp - 1],
-            sh: first(&window.strides, 1),
-            sw: window.strides[nsp - 1],
-            dh: first(&window.dilations, 1),
-            dw: window.dilations[nsp - 1],
-            ph: first(&window.pads, 0),
-            pw: window.pads[nsp - 1],
+            // 1-D convs as height 1.
+            g: geom(window, &xs_shape, &os),
             flip,
             // The zero point as the tile sees it: padding then adds nothing.
             fill: (x_zero + shift) as u8,
@@ -190,52 +179,25 @@ impl<'g> Lowerer<'g> {
         let mut src = self.value(xv)?;
         // A windowed stride-1 conv: row copies into a byte matrix first, which the quad packing
         // then interleaves as it does a pointwise conv's input (vectors both ways).
-        let windowed = (quads_in.kh, quads_in.kw, quads_in.ph, quads_in.pw) != (1, 1, 0, 0);
-        let quads_in = if windowed && (quads_in.sh, quads_in.sw) == (1, 1) {
-            let rows = Im2colBytesSpec {
-                n: quads_in.n,
-                c: quads_in.c,
-                h: quads_in.h,
-                w: quads_in.w,
-                oh: quads_in.oh,
-                ow: quads_in.ow,
-                kh: quads_in.kh,
-                kw: quads_in.kw,
-                dh: quads_in.dh,
-                dw: quads_in.dw,
-                ph: quads_in.ph,
-                pw: quads_in.pw,
-                // Raw bytes: the packing flips them all.
-                fill: x_zero as u8,
-            };
+        let windowed = (quads_in.g.kh, quads_in.g.kw, quads_in.g.ph, quads_in.g.pw) != (1, 1, 0, 0);
+        let quads_in = if windowed && (quads_in.g.sh, quads_in.g.sw) == (1, 1) {
+            // Raw bytes: the packing flips them all.
+            let rows = Im2colBytesSpec { n: quads_in.n, c: quads_in.c, g: quads_in.g.clone(), fill: x_zero as u8 };
             let matrix = self.scratch(rows.bytes(), &format!("{name}/im2col"));
             let tiles = rows.tiles();
-            let n_pos = quads_in.oh * quads_in.ow;
+            let n_pos = quads_in.g.oh * quads_in.g.ow;
             self.step(Arc::new(rows), tiles, &[src], &[matrix], false, &name, "Im2colBytes", 0);
             src = matrix;
-            QuadIm2colSpec {
-                c: k,
-                h: 1,
-                w: n_pos,
-                oh: 1,
-                ow: n_pos,
-                kh: 1,
-                kw: 1,
-                sh: 1,
-                sw: 1,
-                dh: 1,
-                dw: 1,
-                ph: 0,
-                pw: 0,
-                ..quads_in
-            }
+            // The matrix as a pointwise conv's input: k channels of n_pos positions.
+            let g = Geom { h: 1, w: n_pos, oh: 1, ow: n_pos, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1 };
+            QuadIm2colSpec { c: k, g, ..quads_in }
         } else {
             quads_in
         };
         let gemm = Int8GemmSpec {
             images: quads_in.n,
             m,
-            n: quads_in.oh * quads_in.ow,
+            n: quads_in.g.oh * quads_in.g.ow,
             quads: quads_in.quads(),
             signed: y_type == DType::I8,
         };
@@ -316,34 +278,12 @@ impl<'g> Lowerer<'g> {
                         self.unsupported(id, format!("a {}-D integer convolution", ash.len().saturating_sub(2)))
                     );
                 }
-                // 1-D convs as height 1.
-                let two = ash.len() == 4;
-                let at = |v: &[usize], i: usize, one: usize| {
-                    if two {
-                        v[i]
-                    } else if i == 0 {
-                        one
-                    } else {
-                        v[i - 1]
-                    }
-                };
-                let nsp = ash.len() - 2;
                 let spec = IntConvSpec {
                     n: ash[0],
                     c: ash[1],
-                    h: if two { ash[2] } else { 1 },
-                    w: ash[ash.len() - 1],
                     m: osh[1],
-                    oh: if two { osh[2] } else { 1 },
-                    ow: osh[osh.len() - 1],
-                    kh: at(&window.kernel, 0, 1),
-                    kw: window.kernel[nsp - 1],
-                    sh: at(&window.strides, 0, 1),
-                    sw: window.strides[nsp - 1],
-                    dh: at(&window.dilations, 0, 1),
-                    dw: window.dilations[nsp - 1],
-                    ph: at(&window.pads, 0, 0),
-                    pw: window.pads[nsp - 1],
+                    // 1-D convs as height 1.
+                    g: geom(window, &ash, &osh),
                     groups,
                     x_type: a_type,
                     w_type: b_type,

@@ -31,7 +31,7 @@ impl Gemm {
     }
 
     /// (M, K, N) from the shapes of A and B.
-    fn dims(&self, a: &[Dim], b: &[Dim]) -> Result<(Dim, Dim, Dim), OpError> {
+    pub(crate) fn dims(&self, a: &[Dim], b: &[Dim]) -> Result<(Dim, Dim, Dim), OpError> {
         if a.len() != 2 || b.len() != 2 {
             invalid!("A and B must be matrices, found ranks {} and {}", a.len(), b.len());
         }

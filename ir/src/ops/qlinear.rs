@@ -13,7 +13,7 @@ use crate::error::OpError;
 use crate::invalid;
 use crate::ops::binary::{broadcast_offsets, broadcast_shapes};
 use crate::ops::conv::{Window, Window3, spatial_dims};
-use crate::ops::quant::{qrange, quantize};
+use crate::ops::quant::{ints, qrange, quantize, saturate, tensor_of};
 use crate::ops::{InferCx, Op, OpDef, input, norm_axis, opt_input};
 use crate::shape::{Dim, TensorType};
 use crate::tensor::Tensor;
@@ -66,28 +66,8 @@ fn params(inputs: &[Option<&Tensor>], scale: usize, zero: usize) -> Result<(f32,
     Ok((s, z))
 }
 
-fn ints(t: &Tensor) -> Result<Vec<i32>, OpError> {
-    Ok(t.to_i64s()?.into_iter().map(|v| v as i32).collect())
-}
-
-fn tensor_of(dtype: DType, shape: Vec<usize>, v: &[i32]) -> Result<Tensor, OpError> {
-    Ok(match dtype {
-        DType::I8 => Tensor::from_vec(shape, v.iter().map(|&x| x as i8).collect::<Vec<_>>()),
-        DType::U8 => Tensor::from_vec(shape, v.iter().map(|&x| x as u8).collect::<Vec<_>>()),
-        d => return Err(OpError::Unsupported(format!("quantized values of type {d}"))),
-    })
-}
-
 fn range(d: DType) -> Result<(i32, i32), OpError> {
     qrange(d).ok_or_else(|| OpError::Unsupported(format!("quantized values of type {d}")))
-}
-
-/// `f32` rounded half to even, saturated (NaN gives the low end, as ONNX Runtime's conversion).
-pub fn saturate(v: f32, (lo, hi): (i32, i32)) -> i32 {
-    if v.is_nan() {
-        return lo;
-    }
-    (v.round_ties_even() as i32).clamp(lo, hi)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -679,17 +659,10 @@ impl QGemm {
         }))
     }
 
-    /// (M, K, N) from A's and B's dims.
+    /// (M, K, N) from A's and B's dims, as Gemm's.
     fn dims(&self, a: &[Dim], b: &[Dim]) -> Result<(Dim, Dim, Dim), OpError> {
-        if a.len() != 2 || b.len() != 2 {
-            invalid!("A and B must be matrices, found ranks {} and {}", a.len(), b.len());
-        }
-        let (m, ka) = if self.trans_a { (&a[1], &a[0]) } else { (&a[0], &a[1]) };
-        let (kb, n) = if self.trans_b { (&b[1], &b[0]) } else { (&b[0], &b[1]) };
-        if ka != kb {
-            invalid!("inner dimensions differ ({ka} vs {kb})");
-        }
-        Ok((m.clone(), ka.clone(), n.clone()))
+        let gemm = crate::ops::Gemm { alpha: self.alpha, beta: 1.0, trans_a: self.trans_a, trans_b: self.trans_b };
+        gemm.dims(a, b)
     }
 }
 

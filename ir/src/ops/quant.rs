@@ -35,33 +35,33 @@ pub fn qrange(d: DType) -> Option<(i32, i32)> {
     })
 }
 
-/// Quantizes one value: `x / scale` rounded half to even, plus the zero point, saturated; NaN
-/// gives the type's low end (ONNX leaves it undefined; ONNX Runtime's conversion does this).
-pub fn quantize(x: f32, scale: f32, zero: i32, (lo, hi): (i32, i32)) -> i32 {
-    let v = (x / scale).round_ties_even() + zero as f32;
+/// An f32 rounded half to even and saturated to `(lo, hi)`; NaN gives the low end (ONNX leaves
+/// it undefined; ONNX Runtime's conversion does this).
+pub fn saturate(v: f32, (lo, hi): (i32, i32)) -> i32 {
     if v.is_nan() {
         return lo;
     }
     // `as` saturates infinities.
-    (v as i32).clamp(lo, hi)
+    (v.round_ties_even() as i32).clamp(lo, hi)
+}
+
+/// Quantizes one value: `x / scale` rounded half to even, plus the zero point, saturated.
+pub fn quantize(x: f32, scale: f32, zero: i32, range: (i32, i32)) -> i32 {
+    saturate((x / scale).round_ties_even() + zero as f32, range)
 }
 
 /// Requantises an i32 sum: `acc * multiplier` in f32, rounded half to even, plus the zero
 /// point, saturated (NaN, from a NaN or infinite multiplier, gives the low end).
-pub fn requantize(acc: i32, multiplier: f32, zero: i32, (lo, hi): (i32, i32)) -> i32 {
-    let v = (acc as f32 * multiplier).round_ties_even() + zero as f32;
-    if v.is_nan() {
-        return lo;
-    }
-    (v as i32).clamp(lo, hi)
+pub fn requantize(acc: i32, multiplier: f32, zero: i32, range: (i32, i32)) -> i32 {
+    saturate((acc as f32 * multiplier).round_ties_even() + zero as f32, range)
 }
 
 /// Integer elements of a quantized tensor (or a zero point) as i32.
-fn ints(t: &Tensor) -> Result<Vec<i32>, OpError> {
+pub(crate) fn ints(t: &Tensor) -> Result<Vec<i32>, OpError> {
     Ok(t.to_i64s()?.into_iter().map(|v| v as i32).collect())
 }
 
-fn tensor_of(dtype: DType, shape: Vec<usize>, v: &[i32]) -> Result<Tensor, OpError> {
+pub(crate) fn tensor_of(dtype: DType, shape: Vec<usize>, v: &[i32]) -> Result<Tensor, OpError> {
     Ok(match dtype {
         DType::I8 => Tensor::from_vec(shape, v.iter().map(|&x| x as i8).collect::<Vec<_>>()),
         DType::U8 => Tensor::from_vec(shape, v.iter().map(|&x| x as u8).collect::<Vec<_>>()),

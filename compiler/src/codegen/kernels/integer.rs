@@ -11,6 +11,7 @@ use incept_ir::DType;
 
 use crate::codegen::KernelSpec;
 use crate::codegen::builder::{Kb, ro, rw};
+use crate::codegen::kernels::conv::Geom;
 use crate::codegen::kernels::quant::saturate;
 use crate::codegen::kernels::typed::clif;
 
@@ -122,19 +123,8 @@ fn store_out(kb: &mut Kb, out: &IntOut, y: Value, at: Value, sum: Value, row: Va
 pub struct IntConvSpec {
     pub n: usize,
     pub c: usize,
-    pub h: usize,
-    pub w: usize,
     pub m: usize,
-    pub oh: usize,
-    pub ow: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub sh: usize,
-    pub sw: usize,
-    pub dh: usize,
-    pub dw: usize,
-    pub ph: usize,
-    pub pw: usize,
+    pub g: Geom,
     pub groups: usize,
     pub x_type: DType,
     pub w_type: DType,
@@ -147,7 +137,7 @@ pub struct IntConvSpec {
 
 impl IntConvSpec {
     pub fn tiles(&self) -> usize {
-        self.n * self.m * self.oh
+        self.n * self.m * self.g.oh
     }
 }
 
@@ -155,14 +145,14 @@ impl KernelSpec for IntConvSpec {
     fn name(&self) -> String {
         format!(
             "int conv {}x{} {}->{} {}x{} s{}x{} g{} {}",
-            self.kh,
-            self.kw,
+            self.g.kh,
+            self.g.kw,
             self.c,
             self.m,
-            self.oh,
-            self.ow,
-            self.sh,
-            self.sw,
+            self.g.oh,
+            self.g.ow,
+            self.g.sh,
+            self.g.sw,
             self.groups,
             match &self.out {
                 IntOut::Sums => "i32".to_string(),
@@ -177,7 +167,7 @@ impl KernelSpec for IntConvSpec {
         let (cg, mg) = (self.c / self.groups, self.m / self.groups);
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
-            let (nm, oy) = kb.divmod(t, self.oh as i64);
+            let (nm, oy) = kb.divmod(t, self.g.oh as i64);
             let (img, m) = kb.divmod(nm, self.m as i64);
             let g = kb.divmod(m, mg as i64).0;
             let xz = match self.x_zero {
@@ -201,37 +191,37 @@ impl KernelSpec for IntConvSpec {
                 let ni = kb.muli(img, self.c as i64);
                 kb.add(ni, gi)
             };
-            let iy0 = kb.muli(oy, self.sh as i64);
-            kb.for_const(0, self.ow as i64, 1, |kb, ox| {
+            let iy0 = kb.muli(oy, self.g.sh as i64);
+            kb.for_const(0, self.g.ow as i64, 1, |kb, ox| {
                 let acc = kb.var(I32, b0);
-                let ix0 = kb.muli(ox, self.sw as i64);
+                let ix0 = kb.muli(ox, self.g.sw as i64);
                 kb.for_const(0, cg as i64, 1, |kb, ci| {
                     let plane = {
                         let c = kb.add(c0, ci);
-                        kb.muli(c, (self.h * self.w) as i64)
+                        kb.muli(c, (self.g.h * self.g.w) as i64)
                     };
                     let wrow = {
                         let mc = kb.muli(m, cg as i64);
                         let mc = kb.add(mc, ci);
-                        kb.muli(mc, (self.kh * self.kw) as i64)
+                        kb.muli(mc, (self.g.kh * self.g.kw) as i64)
                     };
-                    for ky in 0..self.kh {
-                        for kx in 0..self.kw {
+                    for ky in 0..self.g.kh {
+                        for kx in 0..self.g.kw {
                             // Input position; outside the input the tap adds nothing.
-                            let iy = kb.addi(iy0, (ky * self.dh) as i64 - self.ph as i64);
-                            let ix = kb.addi(ix0, (kx * self.dw) as i64 - self.pw as i64);
-                            let in_y = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, iy, self.h as i64);
-                            let in_x = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, ix, self.w as i64);
+                            let iy = kb.addi(iy0, (ky * self.g.dh) as i64 - self.g.ph as i64);
+                            let ix = kb.addi(ix0, (kx * self.g.dw) as i64 - self.g.pw as i64);
+                            let in_y = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, iy, self.g.h as i64);
+                            let in_x = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, ix, self.g.w as i64);
                             let inside = kb.b.ins().band(in_y, in_x);
                             let at = {
-                                let r = kb.muli(iy, self.w as i64);
+                                let r = kb.muli(iy, self.g.w as i64);
                                 let r = kb.add(r, ix);
                                 let r = kb.add(plane, r);
                                 let zero = kb.iconst(0);
                                 kb.b.ins().select(inside, r, zero)
                             };
                             let xv = load_i32(kb, x, at, self.x_type);
-                            let widx = kb.addi(wrow, (ky * self.kw + kx) as i64);
+                            let widx = kb.addi(wrow, (ky * self.g.kw + kx) as i64);
                             let wv = load_i32(kb, w, widx, self.w_type);
                             let xc = kb.b.ins().isub(xv, xz);
                             let wc = kb.b.ins().isub(wv, wz);
@@ -246,7 +236,7 @@ impl KernelSpec for IntConvSpec {
                 });
                 let sum = kb.b.use_var(acc);
                 let at = {
-                    let r = kb.muli(t, self.ow as i64);
+                    let r = kb.muli(t, self.g.ow as i64);
                     kb.add(r, ox)
                 };
                 store_out(kb, &self.out, y, at, sum, m, ox);
