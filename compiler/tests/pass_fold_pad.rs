@@ -76,3 +76,41 @@ fn max_pool_folds_only_non_negative_input() {
     let (_, after, _) = run_passes(&src, &["fold-pad"]);
     assert_eq!(count(&after, "Pad"), 1);
 }
+
+/// A u8 map quantized from the f32 input, padded with `pad_value`, into a QLinearConv whose
+/// input zero point is 7.
+fn qconv_src(pad_value: u8) -> String {
+    let w: Vec<String> = (0..36).map(|i| ((i * 37) % 255 - 127).to_string()).collect();
+    format!(
+        r#"graph g {{
+  input %x : f32[1,2,5,5]
+  %s = const f32[] 0.01
+  %z = const u8[] 7
+  %q = QuantizeLinear(%x, %s, %z) : u8[1,2,5,5]
+  %pads = const i64[8] [0, 0, 1, 2, 0, 0, 1, 0]
+  %v = const u8[] {pad_value}
+  %p = Pad(%q, %pads, %v) {{mode="constant"}} : u8[1,2,7,7]
+  %w = const i8[2,2,3,3] [{}]
+  %ws = const f32[] 0.02
+  %wz = const i8[] 0
+  %ys = const f32[] 0.05
+  %yz = const u8[] 100
+  %y = QLinearConv(%p, %s, %z, %w, %ws, %wz, %ys, %yz) {{pads=[0,1,0,1]}} : u8[1,2,5,7]
+  output %y
+}}
+"#,
+        w.join(", ")
+    )
+}
+
+#[test]
+fn zero_point_pad_merges_into_qlinear_conv() {
+    let (before, after, _) = run_passes(&qconv_src(7), &["fold-pad"]);
+    assert_same(&before, &after, 0.0);
+    assert_eq!(count(&after, "Pad"), 0);
+    assert!(print(&after).contains("pads=[1, 3, 1, 1]"), "{}", print(&after));
+    // Any other value is not what the conv's own padding adds.
+    let (before, after, stats) = run_passes(&qconv_src(0), &["fold-pad"]);
+    assert_eq!(stats[0].applied, 0);
+    assert_eq!(print(&before), print(&after));
+}

@@ -135,6 +135,8 @@ fn qbinary_table() -> Table {
         // (A [.., 1] against B [W]).
         Dim::new("bcast", &["same", "scalar", "channel", "a_bcast", "both"]),
         Dim::new("rank", &["1", "2", "4"]),
+        // A short innermost dim, or one of 17 to 40 (rows of a vector and a partial one).
+        Dim::new("size", &["short", "long"]),
         // Every zero point 0, or not; or A's and B's not 0 and C's omitted (the interpreter
         // requires A's and B's, which ONNX Runtime takes as optional).
         Dim::new("zero", &["zero", "nonzero", "c_omitted"]),
@@ -161,7 +163,7 @@ fn build_qbinary(g: &mut Gen, row: &Row) -> Option<ValueId> {
     let rank: usize = row.get("rank").parse().ok()?;
     // The innermost dim is at least 2, so that a broadcast along it is one.
     let mut s: Vec<usize> = (0..rank).map(|_| g.int(1, 4)).collect();
-    s[rank - 1] = g.int(2, 6);
+    s[rank - 1] = if row.get("size") == "long" { g.int(17, 40) } else { g.int(2, 6) };
     let inner_one = |s: &[usize]| {
         let mut t = s.to_vec();
         *t.last_mut().expect("rank >= 1") = 1;
@@ -205,6 +207,88 @@ fn build_qbinary(g: &mut Gen, row: &Row) -> Option<ValueId> {
 #[test]
 fn qlinear_add_and_mul() {
     qbinary_table().passes();
+}
+
+/// QLinearAdd and QLinearMul on the AVX-512 kernel: rows longer than a tile's chunk (8192) with
+/// same shapes and per-channel B; and every pair of byte values, A along rows against B along
+/// columns and the other way round (QLinearAdd's two orders of its fused sums), with scales whose
+/// ratios are inexact (ties to round depend on the order). The interpreter's bytes, at 1 and 2 threads, on the kernel.
+#[test]
+fn qlinear_add_and_mul_on_the_vector_kernel() {
+    use incept_compiler::Cpu;
+    if !std::arch::is_x86_feature_detected!("avx512f") {
+        println!("skipped: this CPU has no AVX-512");
+        return;
+    }
+    let map = vec![1, 3, 97, 101];
+    let (rows, cols) = (vec![256, 1], vec![256]);
+    let cases = [
+        ("QLinearAdd", DType::U8, map.clone(), map.clone(), [0.1f32, 0.2, 0.9]),
+        ("QLinearMul", DType::I8, map.clone(), vec![3, 1, 1], [0.1, 0.2, 30.0]),
+        ("QLinearAdd", DType::I8, map.clone(), vec![3, 1, 1], [0.1, 0.2, 0.9]),
+        ("QLinearMul", DType::U8, map.clone(), map.clone(), [0.1, 0.2, 30.0]),
+        // ra = 1/3 and rb = 1/6 rounded: (2x + y) / 6 falls on a half often, where the order of
+        // the roundings decides.
+        ("QLinearAdd", DType::U8, rows.clone(), cols.clone(), [1.0, 0.5, 3.0]),
+        ("QLinearAdd", DType::U8, cols.clone(), rows.clone(), [1.0, 0.5, 3.0]),
+        ("QLinearAdd", DType::I8, rows.clone(), cols.clone(), [0.37, 0.11, 0.013]),
+        ("QLinearAdd", DType::I8, cols.clone(), rows.clone(), [0.37, 0.11, 0.013]),
+        ("QLinearMul", DType::U8, rows.clone(), cols.clone(), [0.3, 0.7, 11.0]),
+        ("QLinearMul", DType::I8, cols.clone(), rows.clone(), [0.3, 0.7, 11.0]),
+    ];
+    let mut checked = 0;
+    for (i, (op, d, a_shape, b_shape, [sa, sb, sc])) in cases.into_iter().enumerate() {
+        let mut graph = Gen::new(i as u64 + 40);
+        let g = &mut graph;
+        let a = g.input_of(d, &a_shape);
+        let b = g.input_of(d, &b_shape);
+        let (za, zb, zc) = (some_zero(g, d), some_zero(g, d), some_zero(g, d));
+        let ins = vec![
+            Some(a),
+            Some(scale_node(g, sa)),
+            Some(zero_node(g, d, za)),
+            Some(b),
+            Some(scale_node(g, sb)),
+            Some(zero_node(g, d, zb)),
+            Some(scale_node(g, sc)),
+            Some(zero_node(g, d, zc)),
+        ];
+        let out = g.op(op, vec![], ins).expect("a valid op");
+        g.g.set_outputs(vec![out]);
+        // 7919 is prime to 256: any 256 consecutive elements hold every byte value.
+        let inputs: Vec<Tensor> = g
+            .g
+            .input_values()
+            .into_iter()
+            .map(|v| {
+                let shape = g.g.ty(v).shape.iter().map(|d| d.known().expect("static")).collect::<Vec<_>>();
+                let n: usize = shape.iter().product();
+                let vals: Vec<i64> =
+                    (0..n).map(|k| ((k * 7919 + i * 31) % 256) as i64 - if d == DType::I8 { 128 } else { 0 }).collect();
+                typed(d, shape, &vals)
+            })
+            .collect();
+        let want = interp::run(&g.g, &inputs).expect("interpreter");
+        for threads in [1, 2] {
+            let opts = CompileOptions { cpu: Cpu::Avx512, threads, ..Default::default() };
+            let (model, _) = incept_compiler::compile_graph(g.g.clone(), &opts).expect("compile");
+            assert!(
+                model.plan().kernels.iter().any(|k| k.name.starts_with("int8 binary rows")),
+                "{op} {d} {a_shape:?} by {b_shape:?}: not on the vector kernel"
+            );
+            let rt: Vec<_> = inputs.iter().map(|t| incept_compiler::to_runtime(t).expect("input")).collect();
+            let got = model.run(&rt).expect("run");
+            let got = incept_compiler::from_runtime(&got[0]).expect("output");
+            let (got, want) = (got.bytes(), want[0].bytes());
+            let first = got.iter().zip(want).position(|(a, b)| a != b);
+            assert!(
+                got.len() == want.len() && first.is_none(),
+                "{op} {d} {a_shape:?} by {b_shape:?} at {threads} threads: first difference at byte {first:?}"
+            );
+        }
+        checked += 1;
+    }
+    println!("{checked} vector QLinearAdd/Mul cases checked");
 }
 
 // ---------------------------------------------------------------------------------------------

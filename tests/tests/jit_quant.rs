@@ -786,3 +786,122 @@ fn vnni_convs_match_the_interpreter() {
     }
     println!("{cases} VNNI convs checked");
 }
+
+/// Depthwise QLinearConvs on the AVX-512 plane kernel: both input types and output types,
+/// strides 1 and 2 (and 3), 3x3, 5x5 and 7x7 windows, dilation, asymmetric pads, channel
+/// multiplier 2, weight zero points per tensor and per channel, u8 weights, maps from 1x1 to
+/// 40x40 (flat vectors that cross output rows, partial last vectors), batch 2: the interpreter's
+/// bytes, at 1 and 2 threads, and on the kernel (not the scalar fallback).
+#[test]
+fn int8_depthwise_convs_match_the_interpreter() {
+    use incept_compiler::{CompileOptions, Cpu};
+    if !std::arch::is_x86_feature_detected!("avx512f") {
+        println!("skipped: this CPU has no AVX-512");
+        return;
+    }
+    struct Case {
+        x: DType,
+        w: DType,
+        y: DType,
+        n: usize,
+        c: usize,
+        mult: usize,
+        hw: (usize, usize),
+        k: (usize, usize),
+        s: usize,
+        d: usize,
+        pads: [i64; 4],
+        per_channel: bool,
+    }
+    let (u8_, i8_) = (DType::U8, DType::I8);
+    let base = Case {
+        x: u8_,
+        w: i8_,
+        y: u8_,
+        n: 1,
+        c: 5,
+        mult: 1,
+        hw: (14, 14),
+        k: (3, 3),
+        s: 1,
+        d: 1,
+        pads: [1, 1, 1, 1],
+        per_channel: true,
+    };
+    let cases = vec![
+        Case { ..base },
+        Case { x: i8_, y: i8_, hw: (7, 7), ..base },
+        Case { s: 2, hw: (15, 16), pads: [0, 0, 1, 1], ..base },
+        Case { x: i8_, s: 2, hw: (40, 40), ..base },
+        Case { k: (5, 5), pads: [2, 2, 2, 2], hw: (7, 9), y: i8_, ..base },
+        Case { k: (7, 7), pads: [3, 3, 3, 3], hw: (12, 12), per_channel: false, ..base },
+        Case { k: (3, 3), d: 2, pads: [2, 1, 2, 3], hw: (10, 11), ..base },
+        Case { w: u8_, mult: 2, hw: (6, 5), per_channel: false, ..base },
+        Case { w: u8_, x: i8_, n: 2, c: 3, hw: (9, 9), s: 3, pads: [1, 0, 0, 1], ..base },
+        Case { k: (1, 3), pads: [0, 1, 0, 1], hw: (1, 33), ..base },
+        Case { hw: (1, 1), ..base },
+        Case { s: 2, k: (5, 5), pads: [2, 2, 1, 1], hw: (28, 28), x: i8_, y: i8_, ..base },
+    ];
+    let mut checked = 0;
+    for (ci, case) in cases.iter().enumerate() {
+        let mut s = SplitMix(ci as u64 * 7919 + 3);
+        let mut graph = Gen::new(ci as u64 + 11);
+        let g = &mut graph;
+        let (c, m) = (case.c, case.c * case.mult);
+        let (kh, kw) = case.k;
+        let x = g.input_of(case.x, &[case.n, c, case.hw.0, case.hw.1]);
+        let w_vals: Vec<i64> =
+            (0..m * kh * kw).map(|_| (s.next_u64() % 256) as i64 - (case.w == i8_) as i64 * 128).collect();
+        let w = g.konst(typed(case.w, vec![m, 1, kh, kw], &w_vals));
+        let zero_of = |d: DType, v: i64| if d == u8_ { v + 128 } else { v };
+        let x_zero = g.konst(typed(case.x, vec![], &[zero_of(case.x, -7)]));
+        let nz = if case.per_channel { m } else { 1 };
+        let w_zero_vals: Vec<i64> = (0..nz).map(|i| zero_of(case.w, (i as i64 % 3) - 1)).collect();
+        let w_zero = g.konst(typed(case.w, if case.per_channel { vec![m] } else { vec![] }, &w_zero_vals));
+        let w_scale: Vec<f32> = (0..nz).map(|i| 0.002 * (1 + i % 4) as f32).collect();
+        let w_scale = g.konst(Tensor::from_vec(if case.per_channel { vec![m] } else { vec![] }, w_scale));
+        let bias: Vec<i32> = (0..m).map(|i| i as i32 * 1301 - 2500).collect();
+        let ins = vec![
+            Some(x),
+            Some(g.konst(Tensor::scalar(0.05f32))),
+            Some(x_zero),
+            Some(w),
+            Some(w_scale),
+            Some(w_zero),
+            Some(g.konst(Tensor::scalar(0.11f32))),
+            Some(g.konst(typed(case.y, vec![], &[zero_of(case.y, 5)]))),
+            Some(g.konst(Tensor::from_vec(vec![m], bias))),
+        ];
+        let ints = |v: Vec<i64>| AttrValue::Ints(v);
+        let attrs = vec![
+            ("group", AttrValue::Int(c as i64)),
+            ("strides", ints(vec![case.s as i64; 2])),
+            ("dilations", ints(vec![case.d as i64; 2])),
+            ("pads", ints(case.pads.to_vec())),
+            ("kernel_shape", ints(vec![kh as i64, kw as i64])),
+        ];
+        let out = g.op("QLinearConv", attrs, ins).expect("a valid conv");
+        g.g.set_outputs(vec![out]);
+        let input = {
+            let n = case.n * c * case.hw.0 * case.hw.1;
+            let v: Vec<i64> = (0..n).map(|_| (s.next_u64() % 256) as i64 - (case.x == i8_) as i64 * 128).collect();
+            typed(case.x, vec![case.n, c, case.hw.0, case.hw.1], &v)
+        };
+        let want = interp::run(&g.g, std::slice::from_ref(&input)).expect("interpreter");
+        for threads in [1, 2] {
+            let opts = CompileOptions { cpu: Cpu::Avx512, threads, ..Default::default() };
+            let (model, _) = incept_compiler::compile_graph(g.g.clone(), &opts).expect("compile");
+            let plan = model.plan();
+            assert!(
+                plan.kernels.iter().any(|k| k.name.starts_with("int8 depthwise plane")),
+                "case {ci}: not on the int8 depthwise kernel"
+            );
+            let got = model.run(&[incept_compiler::to_runtime(&input).expect("input")]).expect("run");
+            let got = incept_compiler::from_runtime(&got[0]).expect("output");
+            assert_eq!(got.shape(), want[0].shape(), "case {ci}");
+            assert_eq!(got.bytes(), want[0].bytes(), "case {ci} at {threads} threads");
+        }
+        checked += 1;
+    }
+    println!("{checked} int8 depthwise convs checked");
+}

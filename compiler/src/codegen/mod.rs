@@ -7,6 +7,8 @@ pub mod bf16;
 pub mod bf16_phase;
 pub mod builder;
 pub mod int8;
+pub mod int8_depthwise;
+pub mod int8_elementwise;
 pub mod kernels;
 pub mod peak;
 pub mod wide;

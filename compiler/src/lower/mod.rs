@@ -9,6 +9,7 @@ mod elementwise;
 mod fault;
 mod gemm;
 mod index;
+mod int8;
 mod layout;
 mod linear;
 mod norm;

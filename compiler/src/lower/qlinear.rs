@@ -9,10 +9,12 @@ use incept_ir::DType;
 use incept_ir::graph::{NodeId, ValueId};
 use incept_ir::ops::conv::Window;
 use incept_ir::ops::norm_axis;
-use incept_ir::ops::qlinear::{QLinearBinary, QLinearLookup, QLinearSoftmax, QParams};
+use incept_ir::ops::qlinear::{QBinaryKind, QLinearBinary, QLinearLookup, QLinearSoftmax, QParams};
 use incept_ir::ops::quant::{qrange, quantize};
 
 use super::{LowerError, Lowerer};
+use crate::codegen::Tier;
+use crate::codegen::int8_elementwise::{QBinaryKernel, QBinaryOp, QBinaryRows, QBinarySpec};
 use crate::codegen::kernels::nd::broadcast_strides;
 use crate::codegen::kernels::qlinear::{
     DynQuantSpec, PairTableSpec, QGlobalPoolSpec, QPoolSpec, QSoftmaxSpec, Span, TableSpec,
@@ -117,12 +119,44 @@ impl<'g> Lowerer<'g> {
             range: self.range_of(id, dtype)?,
         };
         let swap = QLinearBinary::swaps(&as_, &bs, &os);
+        let (a_strides, b_strides) = (broadcast_strides(&as_, &os), broadcast_strides(&bs, &os));
+        if self.tier == Tier::Avx512
+            && let Some(rows) = QBinaryRows::of(&os, &a_strides, &b_strides)
+        {
+            let kernel = QBinaryKernel {
+                op: match op.kind {
+                    QBinaryKind::Add => QBinaryOp::Add { swap },
+                    QBinaryKind::Mul => QBinaryOp::Mul,
+                },
+                signed: dtype == DType::I8,
+                a_scalar: rows.a_scalar,
+                b_scalar: rows.b_scalar,
+            };
+            let (ra, rb, fixed) = q.add_coefficients();
+            let floats = [ra, rb, fixed, q.mul_multiplier(), q.c.1 as f32, q.range.0 as f32, q.range.1 as f32];
+            let consts: Vec<u8> = floats
+                .iter()
+                .map(|f| f.to_bits())
+                .chain([q.a.1 as u32, q.b.1 as u32])
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            let c = self.weight(&consts, &format!("{name}.consts"));
+            let (sa, sb) = (self.value(a)?, self.value(b)?);
+            let dst = self.define(out)?;
+            let k = self.kernel(Arc::new(kernel.clone()));
+            let spec = QBinarySpec { rows, kernel };
+            let tiles = spec.rows.tiles();
+            self.step(Arc::new(spec), tiles, &[sa, sb, c], &[dst], false, &name, op_name(self, id), 0);
+            if let Some(step) = self.out.steps.last_mut() {
+                step.operands.push(super::LOperand::Kernel(k));
+            }
+            return Ok(());
+        }
         let table: Vec<u8> = (0..65536)
             .map(|i| op.value(byte_value(i / 256, dtype), byte_value(i % 256, dtype), &q, swap) as u8)
             .collect();
         let t = self.weight(&table, &format!("{name}.table"));
-        let spec =
-            PairTableSpec { a_strides: broadcast_strides(&as_, &os), b_strides: broadcast_strides(&bs, &os), dims: os };
+        let spec = PairTableSpec { a_strides, b_strides, dims: os };
         let (sa, sb) = (self.value(a)?, self.value(b)?);
         let dst = self.define(out)?;
         let tiles = spec.tiles();

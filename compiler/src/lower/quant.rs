@@ -4,21 +4,17 @@
 
 use std::sync::Arc;
 
-use incept_ir::DType;
 use incept_ir::graph::{NodeId, ValueId};
 use incept_ir::ops::binary::broadcast_dims;
 use incept_ir::ops::conv::Window;
 use incept_ir::ops::norm_axis;
-use incept_ir::ops::quant::qrange;
 
 use super::conv::geom;
 use super::{BufRef, LowerError, Lowerer};
-use crate::codegen::KernelSpec;
-use crate::codegen::int8::{Im2colBytesSpec, Int8GemmSpec, MR_INT8, QuadIm2colSpec, pack_quad_a};
-use crate::codegen::kernels::conv::Geom;
 use crate::codegen::kernels::integer::{IntConvSpec, IntMatMulSpec, IntOut, Param};
 use crate::codegen::kernels::nd::broadcast_strides;
 use crate::codegen::kernels::quant::QuantSpec;
+use crate::codegen::{KernelSpec, Tier};
 
 impl<'g> Lowerer<'g> {
     /// Q (`quantize`) or DQ along `axis` (per-axis when the scale has more than one value).
@@ -91,129 +87,11 @@ impl<'g> Lowerer<'g> {
         window: &Window,
         groups: usize,
     ) -> Result<(), LowerError> {
-        if qlinear && self.int8_vnni && self.vnni_conv(id, window, groups)? {
+        if qlinear && self.tier == Tier::Avx512 && self.int8_conv(id, window, groups)? {
             return Ok(());
         }
         self.integer(id, IntOp::Conv { qlinear }, Some((window, groups)))
     }
-    /// A constant input as a tensor, or None (absent inputs are None too).
-    fn const_input(&self, id: NodeId, i: usize) -> Option<incept_ir::Tensor> {
-        self.in_val(id, i).and_then(|v| self.konst(v)).map(|t| t.into_owned())
-    }
-
-    /// QLinearConv on the AVX512-VNNI tile (see `codegen/int8.rs`): an ungrouped 1-D or 2-D conv
-    /// of u8 or i8 input with constant i8 weights of zero point 0 and constant scales, zero
-    /// points and bias. The input goes into quad panels, the weights into quad panels at compile
-    /// time, and the zero points into a per-row bias. Returns false (nothing emitted) when the
-    /// conv does not qualify.
-    fn vnni_conv(&mut self, id: NodeId, window: &Window, groups: usize) -> Result<bool, LowerError> {
-        let (Some(xv), Some(wt)) = (self.in_val(id, 0), self.const_input(id, 3)) else { return Ok(false) };
-        let out = ValueId::new(id, 0);
-        let (xs_shape, os) = (self.shape(xv)?, self.shape(out)?);
-        let (x_type, y_type) = (self.g.ty(xv).dtype, self.g.ty(out).dtype);
-        let int8 = |d: DType| matches!(d, DType::U8 | DType::I8);
-        if groups != 1
-            || !(3..=4).contains(&xs_shape.len())
-            || !int8(x_type)
-            || !int8(y_type)
-            || wt.dtype() != DType::I8
-        {
-            return Ok(false);
-        }
-        let params: Vec<Option<incept_ir::Tensor>> = (0..9).map(|i| self.const_input(id, i)).collect();
-        let present = |i: usize| self.in_val(id, i).is_some();
-        // Every scale, zero point and the bias constant (or absent where optional).
-        if [1, 4, 6, 7].iter().any(|&i| params[i].is_none())
-            || [2, 5, 8].iter().any(|&i| present(i) && params[i].is_none())
-        {
-            return Ok(false);
-        }
-        let err = |e: incept_ir::tensor::TensorError| self.unsupported(id, e.to_string());
-        let ints = |i: usize| params[i].as_ref().map(|t| t.to_i64s()).transpose();
-        let floats = |i: usize| params[i].as_ref().map(|t| t.view::<f32>().map(|v| v.into_owned())).transpose();
-        if ints(5).map_err(err)?.unwrap_or_default().iter().any(|&z| z != 0) {
-            return Ok(false);
-        }
-        let x_zero = ints(2).map_err(err)?.map_or(0, |z| z[0]) as i32;
-        let x_scale = floats(1).map_err(err)?.unwrap_or_default()[0];
-        let w_scale = floats(4).map_err(err)?.unwrap_or_default();
-        let y_scale = floats(6).map_err(err)?.unwrap_or_default()[0];
-        let y_zero = ints(7).map_err(err)?.unwrap_or_default()[0] as i32;
-        let m = os[1];
-        let bias_in = ints(8).map_err(err)?.unwrap_or_else(|| vec![0; m]);
-        let flip = x_type == DType::I8;
-        let shift = if flip { 128 } else { 0 };
-        let quads_in = QuadIm2colSpec {
-            n: xs_shape[0],
-            c: xs_shape[1],
-            // 1-D convs as height 1.
-            g: geom(window, &xs_shape, &os),
-            flip,
-            // The zero point as the tile sees it: padding then adds nothing.
-            fill: (x_zero + shift) as u8,
-        };
-        let k = quads_in.k();
-        let w: Vec<i8> = wt.view::<i8>().map_err(err)?.into_owned();
-        let rows = m.div_ceil(MR_INT8) * MR_INT8;
-        // The zero points' correction: sum (x - zx) w = sum x' w - (zx + shift) sum w.
-        let mut bias: Vec<i32> = vec![0; rows];
-        let mut mult: Vec<f32> = vec![0.0; rows];
-        for r in 0..m {
-            let sum_w: i32 = w[r * k..(r + 1) * k].iter().map(|&v| v as i32).sum();
-            bias[r] = (bias_in[r] as i32).wrapping_sub((x_zero + shift).wrapping_mul(sum_w));
-            mult[r] = (x_scale * w_scale[if w_scale.len() == 1 { 0 } else { r }]) / y_scale;
-        }
-        let (lo, hi) = qrange(y_type).expect("u8 or i8");
-        let consts: Vec<u8> = [((lo - y_zero) as f32).to_bits(), ((hi - y_zero) as f32).to_bits(), y_zero as u32]
-            .iter()
-            .flat_map(|b| b.to_le_bytes())
-            .collect();
-        let name = self.g.node(id).name.clone();
-        let packed: Vec<u8> = pack_quad_a(&w, m, k).iter().map(|&v| v as u8).collect();
-        let a_ref = self.weight(&packed, &format!("{name}.packed"));
-        let bias_bytes: Vec<u8> = bias.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let bias_ref = self.weight(&bias_bytes, &format!("{name}.bias"));
-        let mult_ref = self.weight_f32(&mult, &format!("{name}.multipliers"));
-        let consts_ref = self.weight(&consts, &format!("{name}.requant"));
-        let panels = self.scratch(quads_in.n * quads_in.image_bytes(), &format!("{name}/quads"));
-        let mut src = self.value(xv)?;
-        // A windowed stride-1 conv: row copies into a byte matrix first, which the quad packing
-        // then interleaves as it does a pointwise conv's input (vectors both ways).
-        let windowed = (quads_in.g.kh, quads_in.g.kw, quads_in.g.ph, quads_in.g.pw) != (1, 1, 0, 0);
-        let quads_in = if windowed && (quads_in.g.sh, quads_in.g.sw) == (1, 1) {
-            // Raw bytes: the packing flips them all.
-            let rows = Im2colBytesSpec { n: quads_in.n, c: quads_in.c, g: quads_in.g.clone(), fill: x_zero as u8 };
-            let matrix = self.scratch(rows.bytes(), &format!("{name}/im2col"));
-            let tiles = rows.tiles();
-            let n_pos = quads_in.g.oh * quads_in.g.ow;
-            self.step(Arc::new(rows), tiles, &[src], &[matrix], false, &name, "Im2colBytes", 0);
-            src = matrix;
-            // The matrix as a pointwise conv's input: k channels of n_pos positions.
-            let g = Geom { h: 1, w: n_pos, oh: 1, ow: n_pos, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1 };
-            QuadIm2colSpec { c: k, g, ..quads_in }
-        } else {
-            quads_in
-        };
-        let gemm = Int8GemmSpec {
-            images: quads_in.n,
-            m,
-            n: quads_in.g.oh * quads_in.g.ow,
-            quads: quads_in.quads(),
-            signed: y_type == DType::I8,
-        };
-        let tiles = quads_in.tiles();
-        self.step(Arc::new(quads_in), tiles, &[src], &[panels], false, &name, "QuadIm2col", 0);
-        let dst = self.define(out)?;
-        let (tiles, flops) = (gemm.tiles(), gemm.flops());
-        let kernels: Vec<usize> = gemm.microkernels().into_iter().map(|k| self.kernel(Arc::new(k))).collect();
-        let reads = [a_ref, panels, bias_ref, mult_ref, consts_ref];
-        self.step(Arc::new(gemm), tiles, &reads, &[dst], false, &name, "QLinearConv", flops);
-        if let Some(step) = self.out.steps.last_mut() {
-            step.operands.extend(kernels.into_iter().map(super::LOperand::Kernel));
-        }
-        Ok(true)
-    }
-
     /// MatMulInteger and QLinearMatMul.
     pub(super) fn int_matmul(&mut self, id: NodeId, qlinear: bool) -> Result<(), LowerError> {
         self.integer(id, IntOp::MatMul { qlinear }, None)

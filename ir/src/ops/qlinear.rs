@@ -146,22 +146,37 @@ impl QLinearBinary {
         inner(a) == 1 && inner(b) != 1 && inner(out) != 1
     }
 
-    /// The output for one pair of input integers.
+    /// The output for one pair of input integers: QLinearAdd `x ra + (y rb + fixed)` fused (or
+    /// with the operands' places swapped), QLinearMul `f32((x - za)(y - zb)) m + zc`, saturated
+    /// (the coefficients are [`QParams::add_coefficients`] and [`QParams::mul_multiplier`]).
     pub fn value(&self, x: i32, y: i32, q: &QParams, swap: bool) -> i32 {
-        let ((sa, za), (sb, zb), (sc, zc)) = (q.a, q.b, q.c);
         match self.kind {
             QBinaryKind::Add => {
-                let (ra, rb) = (sa / sc, sb / sc);
-                let fixed = zc as f32 - ra.mul_add(za as f32, rb * zb as f32);
+                let (ra, rb, fixed) = q.add_coefficients();
                 let (x, y) = (x as f32, y as f32);
                 let v = if swap { y.mul_add(rb, x.mul_add(ra, fixed)) } else { x.mul_add(ra, y.mul_add(rb, fixed)) };
                 saturate(v, q.range)
             }
             QBinaryKind::Mul => {
-                let p = (x - za).wrapping_mul(y - zb);
-                saturate(p as f32 * ((sa * sb) / sc) + zc as f32, q.range)
+                let p = (x - q.a.1).wrapping_mul(y - q.b.1);
+                saturate(p as f32 * q.mul_multiplier() + q.c.1 as f32, q.range)
             }
         }
+    }
+}
+
+impl QParams {
+    /// QLinearAdd's `(ra, rb, fixed)`: `sa / sc`, `sb / sc` and `zc - (ra za + rb zb)` (one
+    /// fused multiply-add), as ONNX Runtime's kernel computes them.
+    pub fn add_coefficients(&self) -> (f32, f32, f32) {
+        let ((sa, za), (sb, zb), (sc, zc)) = (self.a, self.b, self.c);
+        let (ra, rb) = (sa / sc, sb / sc);
+        (ra, rb, zc as f32 - ra.mul_add(za as f32, rb * zb as f32))
+    }
+
+    /// QLinearMul's multiplier `(sa sb) / sc`.
+    pub fn mul_multiplier(&self) -> f32 {
+        (self.a.0 * self.b.0) / self.c.0
     }
 }
 

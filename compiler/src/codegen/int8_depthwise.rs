@@ -1,0 +1,339 @@
+//! The int8 depthwise conv on AVX-512: exact i32 sums sixteen outputs at a time, requantised
+//! as the VNNI tile's epilogue does.
+//!
+//! A depthwise conv has one input channel per output, so there is no K to feed VPDPBUSD; each
+//! tap instead widens sixteen input bytes to i32 (VPMOVZXBD), multiplies them by the tap's
+//! weight (VPMULLD, exact: a byte times a weight less its zero point is at most 255 x 255) and
+//! adds. Two things make every tap one load at a constant offset:
+//! - The input plane is first copied to the stack as `sh x sw` phase planes (phase (py, px)
+//!   holds padded rows `sh i + py` and columns `sw j + px`), the padding filled with the zero
+//!   point (i8 inputs flipped to u8 by their top bit, the zero point with them). Tap (ky, kx)
+//!   then reads phase `(ky dh % sh, kx dw % sw)` at row `ky dh / sh` and column `kx dw / sw`,
+//!   whatever the stride.
+//! - Outputs are computed on the phase planes' row pitch `wq` (flat index `oy wq + ox`), so a
+//!   vector runs across output rows; the columns past `ow` are computed and dropped. Results go
+//!   to a stack stage and the valid `ow` bytes of each row are copied out.
+//!
+//! With the padding equal to the zero point, `sum (x - zx)(w - zw)` equals `sum x (w - zw)`
+//! less `zx` times the sum of `(w - zw)` everywhere, so the weights less their zero point are
+//! the taps and the second term folds into the per-channel bias: the sums equal the
+//! reference's, as i32 arithmetic wraps.
+
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value};
+use iced_x86::code_asm::*;
+
+use super::CodegenError;
+use super::builder::{Kb, rw};
+use super::kernels::conv::Geom;
+use super::wide::{ZMM, asm_err};
+
+/// Vectors of outputs in flight (independent accumulators).
+const GROUP: usize = 4;
+/// Bytes past the phase planes and the stage that the last vector may read or write.
+const SLACK: usize = 64;
+/// The largest stack the phase planes and the stage may take; larger planes stay scalar.
+pub const MAX_STACK: usize = 160 * 1024;
+
+/// The machine code for one plane: `vectors` vectors of 16 outputs from the phase planes
+/// (taps at byte offsets `taps`), into the stage.
+///
+/// `extern "sysv64" fn(phases: *const u8, stage: *mut u8, w: *const i32, bias: *const i32,
+/// mult: *const f32, consts: *const f32)`: `w` the channel's taps (weights less their zero
+/// point), `bias` and `mult` the channel's, `consts` as the VNNI tile's (the output bounds less
+/// the zero point, f32, then the zero point, i32).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct QDwPlaneKernel {
+    pub vectors: usize,
+    pub taps: Vec<i32>,
+}
+
+impl QDwPlaneKernel {
+    pub fn assemble(&self) -> Result<Vec<u8>, CodegenError> {
+        let mut x = CodeAssembler::new(64).map_err(asm_err)?;
+        let acc = |v: usize| ZMM[v];
+        let tmp = |v: usize| ZMM[GROUP + v];
+        let (bias, mult, lo, hi, zp) = (ZMM[16], ZMM[17], ZMM[18], ZMM[19], ZMM[20]);
+        x.vpbroadcastd(bias, dword_ptr(rcx)).map_err(asm_err)?;
+        x.vbroadcastss(mult, dword_ptr(r8)).map_err(asm_err)?;
+        x.vbroadcastss(lo, dword_ptr(r9)).map_err(asm_err)?;
+        x.vbroadcastss(hi, dword_ptr(r9 + 4)).map_err(asm_err)?;
+        x.vpbroadcastd(zp, dword_ptr(r9 + 8)).map_err(asm_err)?;
+        let body = |x: &mut CodeAssembler, n: usize| -> Result<(), CodegenError> {
+            for (t, &off) in self.taps.iter().enumerate() {
+                for v in 0..n {
+                    let at = off + 16 * v as i32;
+                    // The first tap starts the sum.
+                    let dst = if t == 0 { acc(v) } else { tmp(v) };
+                    x.vpmovzxbd(dst, xmmword_ptr(rdi + at)).map_err(asm_err)?;
+                    x.vpmulld(dst, dst, dword_bcst(rdx + 4 * t as i32)).map_err(asm_err)?;
+                    if t > 0 {
+                        x.vpaddd(acc(v), acc(v), tmp(v)).map_err(asm_err)?;
+                    }
+                }
+            }
+            for v in 0..n {
+                let a = acc(v);
+                x.vpaddd(a, a, bias).map_err(asm_err)?;
+                x.vcvtdq2ps(a, a).map_err(asm_err)?;
+                x.vmulps(a, a, mult).map_err(asm_err)?;
+                // vmaxps returns its second source when either is NaN: the low bound.
+                x.vmaxps(a, a, lo).map_err(asm_err)?;
+                x.vminps(a, a, hi).map_err(asm_err)?;
+                x.vcvtps2dq(a, a).map_err(asm_err)?;
+                x.vpaddd(a, a, zp).map_err(asm_err)?;
+                x.vpmovdb(xmmword_ptr(rsi + 16 * v as i32), a).map_err(asm_err)?;
+            }
+            Ok(())
+        };
+        let (full, rest) = (self.vectors / GROUP, self.vectors % GROUP);
+        if full > 0 {
+            let mut top = x.create_label();
+            x.mov(r10, full as u64).map_err(asm_err)?;
+            x.set_label(&mut top).map_err(asm_err)?;
+            body(&mut x, GROUP)?;
+            x.add(rdi, (16 * GROUP) as i32).map_err(asm_err)?;
+            x.add(rsi, (16 * GROUP) as i32).map_err(asm_err)?;
+            x.dec(r10).map_err(asm_err)?;
+            x.jnz(top).map_err(asm_err)?;
+        }
+        if rest > 0 {
+            body(&mut x, rest)?;
+        }
+        x.vzeroupper().map_err(asm_err)?;
+        x.ret().map_err(asm_err)?;
+        x.assemble(0).map_err(asm_err)
+    }
+}
+
+impl super::KernelSpec for QDwPlaneKernel {
+    fn name(&self) -> String {
+        format!("int8 depthwise plane {} vectors {} taps avx512", self.vectors, self.taps.len())
+    }
+    fn emit(&self, _: &mut Kb) {
+        unreachable!("the int8 depthwise plane is machine code (machine_code), not CLIF")
+    }
+    fn machine_code(&self) -> Option<Result<Vec<u8>, CodegenError>> {
+        Some(self.assemble())
+    }
+}
+
+/// The depthwise QLinearConv: output channel oc reads input channel oc / mult. Per tile (image,
+/// output channel): the input plane into phase planes on the stack, the plane kernel into the
+/// stage, the stage's rows out. Operands: X, taps (i32, [M][kh kw]), bias (i32 per channel,
+/// the zero points' correction folded in), multipliers (f32 per channel), consts (see
+/// [`QDwPlaneKernel`]), Y, the plane kernel.
+#[derive(Clone, Debug)]
+pub struct QDepthwiseSpec {
+    pub n: usize,
+    pub c: usize,
+    pub mult: usize,
+    pub g: Geom,
+    /// i8 input: flip each byte's top bit (and the fill is the flipped zero point).
+    pub flip: bool,
+    pub fill: u8,
+}
+
+impl QDepthwiseSpec {
+    pub fn m(&self) -> usize {
+        self.c * self.mult
+    }
+    pub fn tiles(&self) -> usize {
+        self.n * self.m()
+    }
+    /// Rows and columns of a phase plane.
+    fn phase_dims(&self) -> (usize, usize) {
+        let g = &self.g;
+        (g.oh + (g.kh - 1) * g.dh / g.sh, g.ow + (g.kw - 1) * g.dw / g.sw)
+    }
+    fn phase_bytes(&self) -> usize {
+        let (hq, wq) = self.phase_dims();
+        hq * wq
+    }
+    fn vectors(&self) -> usize {
+        (self.g.oh * self.phase_dims().1).div_ceil(16)
+    }
+    fn stack_bytes(&self) -> (usize, usize) {
+        let phases = self.g.sh * self.g.sw * self.phase_bytes() + self.phase_dims().1 + SLACK;
+        (phases, 16 * self.vectors() + SLACK)
+    }
+    /// Whether the stack takes this conv's planes.
+    pub fn fits(&self) -> bool {
+        let (a, b) = self.stack_bytes();
+        a + b <= MAX_STACK
+    }
+    pub fn kernel(&self) -> QDwPlaneKernel {
+        let g = &self.g;
+        let (_, wq) = self.phase_dims();
+        let taps = (0..g.kh)
+            .flat_map(|ky| (0..g.kw).map(move |kx| (ky * g.dh, kx * g.dw)))
+            .map(|(row, col)| {
+                let phase = (row % g.sh) * g.sw + col % g.sw;
+                (phase * self.phase_bytes() + (row / g.sh) * wq + col / g.sw) as i32
+            })
+            .collect();
+        QDwPlaneKernel { vectors: self.vectors(), taps }
+    }
+    pub fn flops(&self) -> u64 {
+        2 * (self.tiles() * self.g.oh * self.g.ow * self.g.kh * self.g.kw) as u64
+    }
+
+    /// Phase row `i` of phase (py, px) from input row `iy` of `plane` (or all fill when the row
+    /// is padding).
+    fn phase_rows(&self, kb: &mut Kb, plane: Value, phases: Value, py: usize, px: usize) {
+        let g = &self.g;
+        let (hq, wq) = self.phase_dims();
+        let base = (py * g.sw + px) * self.phase_bytes();
+        // Columns j whose input column sw j + px - pw lies inside the input.
+        let first = |j: usize| (g.sw * j + px) as i64 - g.pw as i64;
+        let lo = (0..wq).find(|&j| first(j) >= 0).unwrap_or(wq);
+        let hi = (lo..wq).find(|&j| first(j) >= g.w as i64).unwrap_or(wq);
+        kb.for_const(0, hq as i64, 1, |kb, i| {
+            let out = {
+                let o = kb.muli(i, wq as i64);
+                let o = kb.addi(o, base as i64);
+                kb.elem(phases, o, 1)
+            };
+            let iy = {
+                let r = kb.muli(i, g.sh as i64);
+                kb.addi(r, py as i64 - g.ph as i64)
+            };
+            let inside = {
+                use cranelift_codegen::ir::condcodes::IntCC;
+                kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, iy, g.h as i64)
+            };
+            let (copy_b, fill_b, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+            kb.b.ins().brif(inside, copy_b, &[], fill_b, &[]);
+            kb.b.switch_to_block(copy_b);
+            fill(kb, out, 0, lo, self.fill);
+            let src = {
+                let r = kb.muli(iy, g.w as i64);
+                let r = kb.addi(r, first(lo));
+                kb.elem(plane, r, 1)
+            };
+            if hi > lo {
+                gather(kb, src, out, lo, hi - lo, g.sw, g.w as i64 - first(lo), self.flip);
+            }
+            fill(kb, out, hi, wq - hi, self.fill);
+            kb.b.ins().jump(join, &[]);
+            kb.b.switch_to_block(fill_b);
+            fill(kb, out, 0, wq, self.fill);
+            kb.b.ins().jump(join, &[]);
+            kb.b.switch_to_block(join);
+        });
+    }
+}
+
+fn flags() -> MemFlagsData {
+    rw()
+}
+
+/// Stores `len` bytes of `value` at `dst + at`.
+fn fill(kb: &mut Kb, dst: Value, at: usize, len: usize, value: u8) {
+    use cranelift_codegen::ir::types::{I8, I8X16};
+    let b = kb.b.ins().iconst(I8, value as i64);
+    let v = kb.b.ins().splat(I8X16, b);
+    for o in (0..len / 16).map(|i| at + 16 * i) {
+        kb.b.ins().store(flags(), v, dst, o as i32);
+    }
+    for o in at + len / 16 * 16..at + len {
+        kb.b.ins().store(flags(), b, dst, o as i32);
+    }
+}
+
+/// Writes `len` bytes at `dst + at`: every `stride`-th byte from `src` (whose row has `avail`
+/// bytes from `src` on), top bits flipped if asked. Sixteen at a time where the loads stay in
+/// the row (two loads and a byte shuffle for stride 2), else one by one.
+#[allow(clippy::too_many_arguments)]
+fn gather(kb: &mut Kb, src: Value, dst: Value, at: usize, len: usize, stride: usize, avail: i64, flip: bool) {
+    use cranelift_codegen::ir::types::{I8, I8X16};
+    let (sb, sv) = {
+        let b = kb.b.ins().iconst(I8, 0x80);
+        (b, kb.b.ins().splat(I8X16, b))
+    };
+    let mut done = 0;
+    if stride <= 2 {
+        let even = {
+            let mask: Vec<u8> = (0..16).map(|i| 2 * i as u8).collect();
+            kb.b.func.dfg.immediates.push(cranelift_codegen::ir::ConstantData::from(&mask[..]))
+        };
+        while done + 16 <= len && ((done + 16) * stride) as i64 <= avail {
+            let s = (done * stride) as i32;
+            let mut v = kb.b.ins().load(I8X16, flags(), src, s);
+            if stride == 2 {
+                let w = kb.b.ins().load(I8X16, flags(), src, s + 16);
+                v = kb.b.ins().shuffle(v, w, even);
+            }
+            if flip {
+                v = kb.b.ins().bxor(v, sv);
+            }
+            kb.b.ins().store(flags(), v, dst, (at + done) as i32);
+            done += 16;
+        }
+    }
+    for j in done..len {
+        let mut v = kb.b.ins().load(I8, flags(), src, (j * stride) as i32);
+        if flip {
+            v = kb.b.ins().bxor(v, sb);
+        }
+        kb.b.ins().store(flags(), v, dst, (at + j) as i32);
+    }
+}
+
+impl super::KernelSpec for QDepthwiseSpec {
+    fn name(&self) -> String {
+        let g = &self.g;
+        format!(
+            "int8 depthwise {}x{} s{}x{} {}x{} -> {}x{} x{} avx512",
+            g.kh, g.kw, g.sh, g.sw, g.h, g.w, g.oh, g.ow, self.mult
+        )
+    }
+
+    fn emit(&self, kb: &mut Kb) {
+        let ops: Vec<_> = (0..7).map(|i| kb.operand(i)).collect();
+        let (x, taps, bias, mult, consts, y, plane_kernel) = (ops[0], ops[1], ops[2], ops[3], ops[4], ops[5], ops[6]);
+        let g = self.g.clone();
+        let (phase_len, stage_len) = self.stack_bytes();
+        let phases = kb.stack_buffer(phase_len as u32);
+        let stage = kb.stack_buffer(stage_len as u32);
+        let (_, wq) = self.phase_dims();
+        let ntaps = (g.kh * g.kw) as i64;
+        let (begin, end) = (kb.begin, kb.end);
+        kb.for_range(begin, end, 1, |kb, t| {
+            let (img, oc) = kb.divmod(t, self.m() as i64);
+            let plane = {
+                let (ci, _) = kb.divmod(oc, self.mult as i64);
+                let c = kb.muli(img, self.c as i64);
+                let c = kb.add(c, ci);
+                let o = kb.muli(c, (g.h * g.w) as i64);
+                kb.elem(x, o, 1)
+            };
+            for py in 0..g.sh {
+                for px in 0..g.sw {
+                    self.phase_rows(kb, plane, phases, py, px);
+                }
+            }
+            let w = {
+                let o = kb.muli(oc, ntaps * 4);
+                kb.elem(taps, o, 1)
+            };
+            let b = kb.elem(bias, oc, 4);
+            let m = kb.elem(mult, oc, 4);
+            kb.call_code(plane_kernel, &[phases, stage, w, b, m, consts]);
+            let out = {
+                let o = kb.muli(t, (g.oh * g.ow) as i64);
+                kb.elem(y, o, 1)
+            };
+            kb.for_const(0, g.oh as i64, 1, |kb, oy| {
+                let s = {
+                    let o = kb.muli(oy, wq as i64);
+                    kb.elem(stage, o, 1)
+                };
+                let d = {
+                    let o = kb.muli(oy, g.ow as i64);
+                    kb.elem(out, o, 1)
+                };
+                gather(kb, s, d, 0, g.ow, 1, wq as i64, false);
+            });
+        });
+    }
+}

@@ -1,0 +1,245 @@
+//! QLinearAdd and QLinearMul on AVX-512: sixteen bytes at a time, in the reference's own f32
+//! arithmetic (`incept_ir::ops::qlinear::QLinearBinary::value`).
+//!
+//! Add: `x ra + (y rb + fixed)` as two fused multiply-adds (or `y rb + (x ra + fixed)` where
+//! the reference swaps the operands' places); Mul: `f32((x - za)(y - zb)) m + zc`, a multiply
+//! and an add, each rounded as the scalar code rounds them. Then the reference's saturation:
+//! clamp to the type's bounds (NaN to the low one), round half to even, keep the byte. The
+//! same operations in the same order on the same f32 values give the same bits.
+//!
+//! Broadcasting: the output is a set of rows of `inner` contiguous elements over which each
+//! operand is either contiguous too or one value (a per-channel constant over an NCHW map);
+//! the outer dims are walked per tile as any broadcast is.
+
+use cranelift_codegen::ir::Value;
+use iced_x86::code_asm::*;
+
+use super::CodegenError;
+use super::builder::Kb;
+use super::wide::{ZMM, asm_err};
+
+/// Elements a tile covers at most (rows longer than this are split).
+const CHUNK: usize = 8192;
+
+/// What the kernel computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QBinaryOp {
+    /// QLinearAdd; `swap`: A takes B's inner place (see `QLinearBinary::swaps`).
+    Add {
+        swap: bool,
+    },
+    Mul,
+}
+
+/// `extern "sysv64" fn(a: *const u8, b: *const u8, y: *mut u8, n: usize, consts: *const f32)`:
+/// `n` outputs from `a` and `b` (each `n` contiguous bytes, or one byte when `*_scalar`).
+/// `consts`: f32 ra, rb, fixed, m, zc, low bound, high bound; then i32 za, zb.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct QBinaryKernel {
+    pub op: QBinaryOp,
+    pub signed: bool,
+    pub a_scalar: bool,
+    pub b_scalar: bool,
+}
+
+impl QBinaryKernel {
+    pub fn assemble(&self) -> Result<Vec<u8>, CodegenError> {
+        let mut x = CodeAssembler::new(64).map_err(asm_err)?;
+        let (ra, rb, fixed, m, zc, lo, hi, za, zb) =
+            (ZMM[16], ZMM[17], ZMM[18], ZMM[19], ZMM[20], ZMM[21], ZMM[22], ZMM[23], ZMM[24]);
+        // The scalar operands' values (i32), loaded once.
+        let (sa, sb) = (ZMM[25], ZMM[26]);
+        for (i, r) in [ra, rb, fixed, m, zc, lo, hi].into_iter().enumerate() {
+            x.vbroadcastss(r, dword_ptr(r8 + 4 * i as i32)).map_err(asm_err)?;
+        }
+        x.vpbroadcastd(za, dword_ptr(r8 + 28)).map_err(asm_err)?;
+        x.vpbroadcastd(zb, dword_ptr(r8 + 32)).map_err(asm_err)?;
+        for (scalar, src, dst) in [(self.a_scalar, rdi, sa), (self.b_scalar, rsi, sb)] {
+            if scalar {
+                if self.signed {
+                    x.movsx(eax, byte_ptr(src)).map_err(asm_err)?;
+                } else {
+                    x.movzx(eax, byte_ptr(src)).map_err(asm_err)?;
+                }
+                x.vpbroadcastd(dst, eax).map_err(asm_err)?;
+            }
+        }
+        // One vector: `masked` loads and stores the lanes of k1 only.
+        let vector = |x: &mut CodeAssembler, masked: bool| -> Result<(), CodegenError> {
+            let (va, vb, t) = (ZMM[0], ZMM[1], ZMM[2]);
+            for (scalar, src, held, v) in [(self.a_scalar, rdi, sa, va), (self.b_scalar, rsi, sb, vb)] {
+                if scalar {
+                    x.vmovdqa32(v, held).map_err(asm_err)?;
+                    continue;
+                }
+                let dst = if masked { v.k1().z() } else { v };
+                if self.signed {
+                    x.vpmovsxbd(dst, xmmword_ptr(src)).map_err(asm_err)?;
+                } else {
+                    x.vpmovzxbd(dst, xmmword_ptr(src)).map_err(asm_err)?;
+                }
+            }
+            match self.op {
+                QBinaryOp::Add { swap } => {
+                    x.vcvtdq2ps(va, va).map_err(asm_err)?;
+                    x.vcvtdq2ps(vb, vb).map_err(asm_err)?;
+                    x.vmovaps(t, fixed).map_err(asm_err)?;
+                    // The inner product first, then the outer one, each fused with the sum.
+                    let order = if swap { [(va, ra), (vb, rb)] } else { [(vb, rb), (va, ra)] };
+                    for (v, r) in order {
+                        x.vfmadd231ps(t, v, r).map_err(asm_err)?;
+                    }
+                }
+                QBinaryOp::Mul => {
+                    x.vpsubd(va, va, za).map_err(asm_err)?;
+                    x.vpsubd(vb, vb, zb).map_err(asm_err)?;
+                    x.vpmulld(t, va, vb).map_err(asm_err)?;
+                    x.vcvtdq2ps(t, t).map_err(asm_err)?;
+                    x.vmulps(t, t, m).map_err(asm_err)?;
+                    x.vaddps(t, t, zc).map_err(asm_err)?;
+                }
+            }
+            // vmaxps returns its second source when either is NaN: the low bound.
+            x.vmaxps(t, t, lo).map_err(asm_err)?;
+            x.vminps(t, t, hi).map_err(asm_err)?;
+            x.vcvtps2dq(t, t).map_err(asm_err)?;
+            if masked {
+                x.vpmovdb(xmmword_ptr(rdx).k1(), t).map_err(asm_err)?;
+            } else {
+                x.vpmovdb(xmmword_ptr(rdx), t).map_err(asm_err)?;
+            }
+            Ok(())
+        };
+        let (mut top, mut tail, mut done) = (x.create_label(), x.create_label(), x.create_label());
+        x.cmp(rcx, 16).map_err(asm_err)?;
+        x.jb(tail).map_err(asm_err)?;
+        x.set_label(&mut top).map_err(asm_err)?;
+        vector(&mut x, false)?;
+        for (scalar, r) in [(self.a_scalar, rdi), (self.b_scalar, rsi), (false, rdx)] {
+            if !scalar {
+                x.add(r, 16).map_err(asm_err)?;
+            }
+        }
+        x.sub(rcx, 16).map_err(asm_err)?;
+        x.cmp(rcx, 16).map_err(asm_err)?;
+        x.jae(top).map_err(asm_err)?;
+        x.set_label(&mut tail).map_err(asm_err)?;
+        x.test(rcx, rcx).map_err(asm_err)?;
+        x.jz(done).map_err(asm_err)?;
+        // k1 = (1 << n) - 1 for the last 1..15 outputs.
+        x.mov(eax, 1).map_err(asm_err)?;
+        x.shl(eax, cl).map_err(asm_err)?;
+        x.dec(eax).map_err(asm_err)?;
+        x.kmovw(k1, eax).map_err(asm_err)?;
+        vector(&mut x, true)?;
+        x.set_label(&mut done).map_err(asm_err)?;
+        x.vzeroupper().map_err(asm_err)?;
+        x.ret().map_err(asm_err)?;
+        x.assemble(0).map_err(asm_err)
+    }
+}
+
+impl super::KernelSpec for QBinaryKernel {
+    fn name(&self) -> String {
+        let form = |s: bool| if s { "scalar" } else { "vector" };
+        format!("int8 {:?} {} x {} avx512", self.op, form(self.a_scalar), form(self.b_scalar))
+    }
+    fn emit(&self, _: &mut Kb) {
+        unreachable!("the int8 binary kernel is machine code (machine_code), not CLIF")
+    }
+    fn machine_code(&self) -> Option<Result<Vec<u8>, CodegenError>> {
+        Some(self.assemble())
+    }
+}
+
+/// The rows of a broadcast binary op: `outer` dims (with each operand's element strides, 0
+/// where it broadcasts) of rows of `inner` elements, over which A and B are contiguous or one
+/// value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QBinaryRows {
+    pub outer: Vec<usize>,
+    pub a_strides: Vec<isize>,
+    pub b_strides: Vec<isize>,
+    pub inner: usize,
+    pub a_scalar: bool,
+    pub b_scalar: bool,
+}
+
+impl QBinaryRows {
+    /// The longest rows for an output of `dims` and the operands' element strides over them
+    /// (0 where broadcast), or None if they are shorter than one vector.
+    pub fn of(dims: &[usize], a: &[isize], b: &[isize]) -> Option<QBinaryRows> {
+        let plain = super::kernels::nd::broadcast_strides(dims, dims);
+        // Where the suffix from k is contiguous (the output's own strides) or all broadcast.
+        let form = |s: &[isize], k: usize| {
+            if s[k..] == plain[k..] {
+                Some(false)
+            } else if s[k..].iter().zip(&dims[k..]).all(|(&st, &d)| st == 0 || d == 1) {
+                Some(true)
+            } else {
+                None
+            }
+        };
+        let k = (0..dims.len()).find(|&k| form(a, k).is_some() && form(b, k).is_some())?;
+        let inner: usize = dims[k..].iter().product();
+        let (a_scalar, b_scalar) = (form(a, k)?, form(b, k)?);
+        (inner >= 16 && !(a_scalar && b_scalar)).then(|| QBinaryRows {
+            outer: dims[..k].to_vec(),
+            a_strides: a[..k].to_vec(),
+            b_strides: b[..k].to_vec(),
+            inner,
+            a_scalar,
+            b_scalar,
+        })
+    }
+    fn chunks(&self) -> usize {
+        self.inner.div_ceil(CHUNK)
+    }
+    pub fn tiles(&self) -> usize {
+        self.outer.iter().product::<usize>() * self.chunks()
+    }
+}
+
+/// The broadcast walk around [`QBinaryKernel`]: per tile (row, chunk of up to `CHUNK`
+/// elements) the operands' offsets, then one call. Operands: A, B, consts, Y, the kernel.
+#[derive(Clone, Debug)]
+pub struct QBinarySpec {
+    pub rows: QBinaryRows,
+    /// The kernel it calls (steps share a spec only when they call the same one).
+    pub kernel: QBinaryKernel,
+}
+
+impl super::KernelSpec for QBinarySpec {
+    fn name(&self) -> String {
+        let r = &self.rows;
+        format!("int8 binary rows {:?} x {} (scalar a {}, b {})", r.outer, r.inner, r.a_scalar, r.b_scalar)
+    }
+
+    fn emit(&self, kb: &mut Kb) {
+        let [a, b, consts, y, kernel] = [0, 1, 2, 3, 4].map(|i| kb.operand(i));
+        let r = &self.rows;
+        let chunks = r.chunks() as i64;
+        let (begin, end) = (kb.begin, kb.end);
+        kb.for_range(begin, end, 1, |kb, t| {
+            let (row, part) = kb.divmod(t, chunks);
+            let offs = super::kernels::nd::emit_offsets(kb, row, &r.outer, &[&r.a_strides, &r.b_strides], &[0, 0]);
+            let start = kb.muli(part, CHUNK as i64);
+            let at = |kb: &mut Kb, base: Value, off: Value, scalar: bool| {
+                let o = if scalar { off } else { kb.add(off, start) };
+                kb.elem(base, o, 1)
+            };
+            let pa = at(kb, a, offs[0], r.a_scalar);
+            let pb = at(kb, b, offs[1], r.b_scalar);
+            let py = {
+                let o = kb.muli(row, r.inner as i64);
+                let o = kb.add(o, start);
+                kb.elem(y, o, 1)
+            };
+            let n = {
+                let left = kb.rsubi(r.inner as i64, start);
+                kb.mini(left, CHUNK as i64)
+            };
+            kb.call_code(kernel, &[pa, pb, py, n, consts]);
+        });
+    }
+}

@@ -1,0 +1,238 @@
+//! QLinearConv on the AVX-512 int8 kernels: ungrouped convs on the VNNI tile
+//! (`codegen/int8.rs`), depthwise ones on the plane kernel (`codegen/int8_depthwise.rs`). Both
+//! take constant weights, scales, zero points and bias, folded at compile time.
+
+use std::sync::Arc;
+
+use incept_ir::graph::{NodeId, ValueId};
+use incept_ir::ops::conv::Window;
+use incept_ir::ops::quant::qrange;
+use incept_ir::{DType, Tensor};
+
+use super::conv::geom;
+use super::{BufRef, LowerError, Lowerer};
+use crate::codegen::int8::{Im2colBytesSpec, Int8GemmSpec, MR_INT8, QuadIm2colSpec, pack_quad_a};
+use crate::codegen::int8_depthwise::QDepthwiseSpec;
+use crate::codegen::kernels::conv::Geom;
+
+/// A QLinearConv's operands when everything but the input is constant.
+struct QConv {
+    x: ValueId,
+    x_shape: Vec<usize>,
+    y_shape: Vec<usize>,
+    x_type: DType,
+    y_type: DType,
+    x_zero: i32,
+    weights: Tensor,
+    /// One value, or one per output channel.
+    w_zero: Vec<i64>,
+    /// The requantising multiplier per output channel, `(x_scale * w_scale) / y_scale` as the
+    /// reference computes it.
+    mult: Vec<f32>,
+    y_zero: i32,
+    bias: Vec<i64>,
+}
+
+impl QConv {
+    /// The low and high output bounds less the zero point (f32) and the zero point (i32 bits):
+    /// the kernels' `consts`.
+    fn consts(&self) -> Vec<u8> {
+        let (lo, hi) = qrange(self.y_type).expect("u8 or i8");
+        [((lo - self.y_zero) as f32).to_bits(), ((hi - self.y_zero) as f32).to_bits(), self.y_zero as u32]
+            .iter()
+            .flat_map(|b| b.to_le_bytes())
+            .collect()
+    }
+}
+
+impl<'g> Lowerer<'g> {
+    /// A constant input as a tensor, or None (absent inputs are None too).
+    fn const_input(&self, id: NodeId, i: usize) -> Option<Tensor> {
+        self.in_val(id, i).and_then(|v| self.konst(v)).map(|t| t.into_owned())
+    }
+
+    /// The QLinearConv's operands, or None when the input or output is not 8-bit, the conv is
+    /// not 1-D or 2-D, or any operand but the input is computed at run time.
+    fn qconv(&self, id: NodeId) -> Result<Option<QConv>, LowerError> {
+        let (Some(x), Some(weights)) = (self.in_val(id, 0), self.const_input(id, 3)) else { return Ok(None) };
+        let out = ValueId::new(id, 0);
+        let (x_shape, y_shape) = (self.shape(x)?, self.shape(out)?);
+        let (x_type, y_type) = (self.g.ty(x).dtype, self.g.ty(out).dtype);
+        let int8 = |d: DType| matches!(d, DType::U8 | DType::I8);
+        if !(3..=4).contains(&x_shape.len()) || !int8(x_type) || !int8(y_type) || !int8(weights.dtype()) {
+            return Ok(None);
+        }
+        let params: Vec<Option<Tensor>> = (0..9).map(|i| self.const_input(id, i)).collect();
+        let present = |i: usize| self.in_val(id, i).is_some();
+        // Every scale, zero point and the bias constant (or absent where optional).
+        if [1, 4, 6, 7].iter().any(|&i| params[i].is_none())
+            || [2, 5, 8].iter().any(|&i| present(i) && params[i].is_none())
+        {
+            return Ok(None);
+        }
+        let err = |e: incept_ir::tensor::TensorError| self.unsupported(id, e.to_string());
+        let ints = |i: usize| params[i].as_ref().map(|t| t.to_i64s()).transpose();
+        let floats = |i: usize| params[i].as_ref().map(|t| t.view::<f32>().map(|v| v.into_owned())).transpose();
+        let m = y_shape[1];
+        let x_scale = floats(1).map_err(err)?.unwrap_or_default()[0];
+        let w_scale = floats(4).map_err(err)?.unwrap_or_default();
+        let y_scale = floats(6).map_err(err)?.unwrap_or_default()[0];
+        let mult = (0..m).map(|r| (x_scale * w_scale[if w_scale.len() == 1 { 0 } else { r }]) / y_scale).collect();
+        Ok(Some(QConv {
+            x,
+            x_shape,
+            y_shape,
+            x_type,
+            y_type,
+            x_zero: ints(2).map_err(err)?.map_or(0, |z| z[0]) as i32,
+            weights,
+            w_zero: ints(5).map_err(err)?.unwrap_or_else(|| vec![0]),
+            mult,
+            y_zero: ints(7).map_err(err)?.unwrap_or_default()[0] as i32,
+            bias: ints(8).map_err(err)?.unwrap_or_else(|| vec![0; m]),
+        }))
+    }
+
+    /// The per-channel weights' constants, shared by both kernels: the multipliers and the
+    /// requantisation bounds.
+    fn requant_weights(&mut self, q: &QConv, name: &str) -> (BufRef, BufRef) {
+        let mut mult = q.mult.clone();
+        mult.resize(q.mult.len().div_ceil(MR_INT8) * MR_INT8, 0.0);
+        (self.weight_f32(&mult, &format!("{name}.multipliers")), self.weight(&q.consts(), &format!("{name}.requant")))
+    }
+
+    /// QLinearConv on an AVX-512 int8 kernel where one applies (see the module doc); false
+    /// (nothing emitted) where none does.
+    pub(super) fn int8_conv(&mut self, id: NodeId, window: &Window, groups: usize) -> Result<bool, LowerError> {
+        let Some(q) = self.qconv(id)? else { return Ok(false) };
+        let c = q.x_shape[1];
+        if groups == 1 && self.int8_vnni {
+            return self.vnni_conv(id, window, &q);
+        }
+        if groups == c && groups > 1 {
+            return self.depthwise_conv(id, window, &q);
+        }
+        Ok(false)
+    }
+
+    /// An ungrouped conv with i8 weights of zero point 0 on the VNNI tile. The input goes into
+    /// quad panels, the weights into quad panels at compile time, and the zero points into a
+    /// per-row bias.
+    fn vnni_conv(&mut self, id: NodeId, window: &Window, q: &QConv) -> Result<bool, LowerError> {
+        if q.weights.dtype() != DType::I8 || q.w_zero.iter().any(|&z| z != 0) {
+            return Ok(false);
+        }
+        let (xs_shape, os) = (&q.x_shape, &q.y_shape);
+        let m = os[1];
+        let flip = q.x_type == DType::I8;
+        let shift = if flip { 128 } else { 0 };
+        let quads_in = QuadIm2colSpec {
+            n: xs_shape[0],
+            c: xs_shape[1],
+            // 1-D convs as height 1.
+            g: geom(window, xs_shape, os),
+            flip,
+            // The zero point as the tile sees it: padding then adds nothing.
+            fill: (q.x_zero + shift) as u8,
+        };
+        let k = quads_in.k();
+        let w: Vec<i8> = q.weights.view::<i8>().map_err(|e| self.unsupported(id, e.to_string()))?.into_owned();
+        let rows = m.div_ceil(MR_INT8) * MR_INT8;
+        // The zero points' correction: sum (x - zx) w = sum x' w - (zx + shift) sum w.
+        let mut bias: Vec<i32> = vec![0; rows];
+        for r in 0..m {
+            let sum_w: i32 = w[r * k..(r + 1) * k].iter().map(|&v| v as i32).sum();
+            bias[r] = (q.bias[r] as i32).wrapping_sub((q.x_zero + shift).wrapping_mul(sum_w));
+        }
+        let name = self.g.node(id).name.clone();
+        let packed: Vec<u8> = pack_quad_a(&w, m, k).iter().map(|&v| v as u8).collect();
+        let a_ref = self.weight(&packed, &format!("{name}.packed"));
+        let bias_bytes: Vec<u8> = bias.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let bias_ref = self.weight(&bias_bytes, &format!("{name}.bias"));
+        let (mult_ref, consts_ref) = self.requant_weights(q, &name);
+        let panels = self.scratch(quads_in.n * quads_in.image_bytes(), &format!("{name}/quads"));
+        let mut src = self.value(q.x)?;
+        // A windowed stride-1 conv: row copies into a byte matrix first, which the quad packing
+        // then interleaves as it does a pointwise conv's input (vectors both ways).
+        let windowed = (quads_in.g.kh, quads_in.g.kw, quads_in.g.ph, quads_in.g.pw) != (1, 1, 0, 0);
+        let quads_in = if windowed && (quads_in.g.sh, quads_in.g.sw) == (1, 1) {
+            // Raw bytes: the packing flips them all.
+            let rows = Im2colBytesSpec { n: quads_in.n, c: quads_in.c, g: quads_in.g.clone(), fill: q.x_zero as u8 };
+            let matrix = self.scratch(rows.bytes(), &format!("{name}/im2col"));
+            let tiles = rows.tiles();
+            let n_pos = quads_in.g.oh * quads_in.g.ow;
+            self.step(Arc::new(rows), tiles, &[src], &[matrix], false, &name, "Im2colBytes", 0);
+            src = matrix;
+            // The matrix as a pointwise conv's input: k channels of n_pos positions.
+            let g = Geom { h: 1, w: n_pos, oh: 1, ow: n_pos, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1 };
+            QuadIm2colSpec { c: k, g, ..quads_in }
+        } else {
+            quads_in
+        };
+        let gemm = Int8GemmSpec {
+            images: quads_in.n,
+            m,
+            n: quads_in.g.oh * quads_in.g.ow,
+            quads: quads_in.quads(),
+            signed: q.y_type == DType::I8,
+        };
+        let tiles = quads_in.tiles();
+        self.step(Arc::new(quads_in), tiles, &[src], &[panels], false, &name, "QuadIm2col", 0);
+        let dst = self.define(ValueId::new(id, 0))?;
+        let (tiles, flops) = (gemm.tiles(), gemm.flops());
+        let kernels: Vec<usize> = gemm.microkernels().into_iter().map(|k| self.kernel(Arc::new(k))).collect();
+        let reads = [a_ref, panels, bias_ref, mult_ref, consts_ref];
+        self.step(Arc::new(gemm), tiles, &reads, &[dst], false, &name, "QLinearConv", flops);
+        if let Some(step) = self.out.steps.last_mut() {
+            step.operands.extend(kernels.into_iter().map(super::LOperand::Kernel));
+        }
+        Ok(true)
+    }
+
+    /// A depthwise conv (one input channel per group, any channel multiplier, any weight zero
+    /// point) on the AVX-512 plane kernel, when its planes fit the stack.
+    fn depthwise_conv(&mut self, id: NodeId, window: &Window, q: &QConv) -> Result<bool, LowerError> {
+        let (c, m) = (q.x_shape[1], q.y_shape[1]);
+        let flip = q.x_type == DType::I8;
+        let shift = if flip { 128 } else { 0 };
+        let spec = QDepthwiseSpec {
+            n: q.x_shape[0],
+            c,
+            mult: m / c,
+            g: geom(window, &q.x_shape, &q.y_shape),
+            flip,
+            fill: (q.x_zero + shift) as u8,
+        };
+        if !spec.fits() || m % c != 0 {
+            return Ok(false);
+        }
+        let taps = spec.g.kh * spec.g.kw;
+        let w = q.weights.to_i64s().map_err(|e| self.unsupported(id, e.to_string()))?;
+        // The taps: weights less their zero point; the bias: the reference's less (zx + shift)
+        // times the taps' sum (see `codegen/int8_depthwise.rs`).
+        let mut tap_bytes = Vec::with_capacity(m * taps * 4);
+        let mut bias = vec![0i32; m];
+        for oc in 0..m {
+            let zw = q.w_zero[if q.w_zero.len() == 1 { 0 } else { oc }];
+            let row: Vec<i32> = w[oc * taps..(oc + 1) * taps].iter().map(|&v| (v - zw) as i32).collect();
+            let sum: i32 = row.iter().sum();
+            bias[oc] = (q.bias[oc] as i32).wrapping_sub((q.x_zero + shift).wrapping_mul(sum));
+            tap_bytes.extend(row.iter().flat_map(|v| v.to_le_bytes()));
+        }
+        let name = self.g.node(id).name.clone();
+        let taps_ref = self.weight(&tap_bytes, &format!("{name}.taps"));
+        let bias_bytes: Vec<u8> = bias.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let bias_ref = self.weight(&bias_bytes, &format!("{name}.bias"));
+        let (mult_ref, consts_ref) = self.requant_weights(q, &name);
+        let src = self.value(q.x)?;
+        let dst = self.define(ValueId::new(id, 0))?;
+        let kernel = self.kernel(Arc::new(spec.kernel()));
+        let (tiles, flops) = (spec.tiles(), spec.flops());
+        let reads = [src, taps_ref, bias_ref, mult_ref, consts_ref];
+        self.step(Arc::new(spec), tiles, &reads, &[dst], false, &name, "QLinearConv", flops);
+        if let Some(step) = self.out.steps.last_mut() {
+            step.operands.push(super::LOperand::Kernel(kernel));
+        }
+        Ok(true)
+    }
+}
