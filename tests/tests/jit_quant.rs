@@ -55,6 +55,8 @@ fn quant_table() -> Table {
         Dim::new("scale", &["const", "input"]),
         Dim::new("values", &["ties", "wide", "special"]),
         Dim::new("rank", &["1", "2", "4"]),
+        // Dims of 2 to 5, or a last dim of 17 to 40 (whole vectors and a partial one).
+        Dim::new("size", &["short", "long"]),
     ];
     Table::new(
         "quant",
@@ -75,7 +77,10 @@ fn quant_table() -> Table {
 
 fn build(g: &mut Gen, row: &Row) -> Option<ValueId> {
     let rank: usize = row.get("rank").parse().ok()?;
-    let shape: Vec<usize> = (0..rank).map(|_| g.int(2, 5)).collect();
+    let mut shape: Vec<usize> = (0..rank).map(|_| g.int(2, 5)).collect();
+    if row.get("size") == "long" {
+        shape[rank - 1] = g.int(17, 40);
+    }
     let d = dtype(row.get("type"));
     let quantize = row.get("op") == "quantize";
     let (axis, n): (i64, usize) = match row.get("params") {
@@ -904,4 +909,83 @@ fn int8_depthwise_convs_match_the_interpreter() {
         checked += 1;
     }
     println!("{checked} int8 depthwise convs checked");
+}
+
+/// QuantizeLinear and DequantizeLinear of u8 and i8 on the AVX-512 kernel: per tensor and per
+/// channel (rows of 35), with and without a zero point, over whole vectors and a partial one;
+/// the quantized values at halves of the scale (ties), far out of range, NaN, infinities and
+/// -0. The interpreter's bits, at 1 and 2 threads, on the kernel.
+#[test]
+fn int8_quantize_and_dequantize_on_the_vector_kernel() {
+    use incept_compiler::{CompileOptions, Cpu};
+    if !std::arch::is_x86_feature_detected!("avx512f") {
+        println!("skipped: this CPU has no AVX-512");
+        return;
+    }
+    let shape = vec![2, 3, 5, 7];
+    let n: usize = shape.iter().product();
+    let mut checked = 0;
+    for quantize in [true, false] {
+        for d in [DType::U8, DType::I8] {
+            for per_channel in [false, true] {
+                for with_zero in [true, false] {
+                    let mut graph = Gen::new(checked as u64 + 90);
+                    let g = &mut graph;
+                    let x = g.input_of(if quantize { DType::F32 } else { d }, &shape);
+                    let c = if per_channel { 3 } else { 1 };
+                    let scales: Vec<f32> = (0..c).map(|i| 0.037 * (1 + i) as f32).collect();
+                    let pshape = if per_channel { vec![3] } else { vec![] };
+                    let s = g.konst(Tensor::from_vec(pshape.clone(), scales.clone()));
+                    let zeros: Vec<i64> =
+                        (0..c).map(|i| [3, 250, 128][i] - if d == DType::I8 { 128 } else { 0 }).collect();
+                    let mut ins = vec![Some(x), Some(s)];
+                    if with_zero {
+                        ins.push(Some(g.konst(typed(d, pshape, &zeros))));
+                    }
+                    let mut attrs = vec![("axis", AttrValue::Int(1))];
+                    if quantize && !with_zero {
+                        attrs.push(("output_dtype", AttrValue::Int(d as i64)));
+                    }
+                    let op = if quantize { "QuantizeLinear" } else { "DequantizeLinear" };
+                    let out = g.op(op, attrs, ins).expect("a valid node");
+                    g.g.set_outputs(vec![out]);
+                    let input = if quantize {
+                        let special = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 1e30, -1e30];
+                        let v: Vec<f32> = (0..n)
+                            .map(|i| {
+                                let s = scales[if per_channel { (i / 35) % 3 } else { 0 }];
+                                if i % 17 == 5 {
+                                    special[(i / 17) % special.len()]
+                                } else {
+                                    (i as f32 - 300.0) * s / 2.0
+                                }
+                            })
+                            .collect();
+                        Tensor::from_vec(shape.clone(), v)
+                    } else {
+                        let v: Vec<i64> =
+                            (0..n).map(|i| ((i * 7919) % 256) as i64 - if d == DType::I8 { 128 } else { 0 }).collect();
+                        typed(d, shape.clone(), &v)
+                    };
+                    let what = format!("{op} {d} per channel {per_channel} zero {with_zero}");
+                    let want =
+                        interp::run(&g.g, std::slice::from_ref(&input)).unwrap_or_else(|e| panic!("{what}: {e}"));
+                    for threads in [1, 2] {
+                        let opts = CompileOptions { cpu: Cpu::Avx512, threads, ..Default::default() };
+                        let (model, _) = incept_compiler::compile_graph(g.g.clone(), &opts).expect("compile");
+                        assert!(
+                            model.plan().kernels.iter().any(|k| k.name.contains("quantize rows")),
+                            "{what}: not on the vector kernel"
+                        );
+                        let got = model.run(&[incept_compiler::to_runtime(&input).expect("input")]).expect("run");
+                        let got = incept_compiler::from_runtime(&got[0]).expect("output");
+                        let first = got.bytes().iter().zip(want[0].bytes()).position(|(a, b)| a != b);
+                        assert!(first.is_none(), "{what} at {threads} threads: first difference at byte {first:?}");
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    println!("{checked} vector Q/DQ cases checked");
 }

@@ -243,3 +243,171 @@ impl super::KernelSpec for QBinarySpec {
         });
     }
 }
+
+/// QuantizeLinear (f32 to u8/i8) or DequantizeLinear (u8/i8 to f32) of `n` contiguous
+/// elements sharing one scale and zero point, sixteen at a time, in the reference's arithmetic
+/// (`incept_ir::ops::quant::{quantize, dequantize}`): `x / s` (a division, as the reference
+/// divides), rounded half to even as an f32, plus the zero point in f32, clamped to the type's
+/// bounds (NaN to the low one) and converted; or `f32(q - z) * s`.
+///
+/// `extern "sysv64" fn(x: *const u8, y: *mut u8, n: usize, scale: *const f32, zero: *const u8)`
+/// (`zero` unread without `zero`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct QuantKernel {
+    pub quantize: bool,
+    pub signed: bool,
+    pub zero: bool,
+}
+
+impl QuantKernel {
+    pub fn assemble(&self) -> Result<Vec<u8>, CodegenError> {
+        let mut x = CodeAssembler::new(64).map_err(asm_err)?;
+        let (scale, zi, zf, lo, hi) = (ZMM[16], ZMM[17], ZMM[18], ZMM[19], ZMM[20]);
+        x.vbroadcastss(scale, dword_ptr(rcx)).map_err(asm_err)?;
+        if self.zero {
+            if self.signed {
+                x.movsx(eax, byte_ptr(r8)).map_err(asm_err)?;
+            } else {
+                x.movzx(eax, byte_ptr(r8)).map_err(asm_err)?;
+            }
+        } else {
+            x.xor(eax, eax).map_err(asm_err)?;
+        }
+        x.vpbroadcastd(zi, eax).map_err(asm_err)?;
+        x.vcvtdq2ps(zf, zi).map_err(asm_err)?;
+        let (l, h) = if self.signed { (-128f32, 127f32) } else { (0f32, 255f32) };
+        for (r, v) in [(lo, l), (hi, h)] {
+            x.mov(eax, v.to_bits()).map_err(asm_err)?;
+            x.vpbroadcastd(r, eax).map_err(asm_err)?;
+        }
+        let (in_step, out_step) = if self.quantize { (64, 16) } else { (16, 64) };
+        let vector = |x: &mut CodeAssembler, masked: bool| -> Result<(), CodegenError> {
+            let v = ZMM[0];
+            let load = if masked { v.k1().z() } else { v };
+            if self.quantize {
+                x.vmovups(load, zmmword_ptr(rdi)).map_err(asm_err)?;
+                x.vdivps(v, v, scale).map_err(asm_err)?;
+                // Round to nearest even, as an f32 (imm 8: that mode, no precision exception).
+                x.vrndscaleps(v, v, 8).map_err(asm_err)?;
+                x.vaddps(v, v, zf).map_err(asm_err)?;
+                // vmaxps returns its second source when either is NaN: the low bound.
+                x.vmaxps(v, v, lo).map_err(asm_err)?;
+                x.vminps(v, v, hi).map_err(asm_err)?;
+                x.vcvtps2dq(v, v).map_err(asm_err)?;
+                if masked {
+                    x.vpmovdb(xmmword_ptr(rsi).k1(), v).map_err(asm_err)?;
+                } else {
+                    x.vpmovdb(xmmword_ptr(rsi), v).map_err(asm_err)?;
+                }
+            } else {
+                if self.signed {
+                    x.vpmovsxbd(load, xmmword_ptr(rdi)).map_err(asm_err)?;
+                } else {
+                    x.vpmovzxbd(load, xmmword_ptr(rdi)).map_err(asm_err)?;
+                }
+                x.vpsubd(v, v, zi).map_err(asm_err)?;
+                x.vcvtdq2ps(v, v).map_err(asm_err)?;
+                x.vmulps(v, v, scale).map_err(asm_err)?;
+                if masked {
+                    x.vmovups(zmmword_ptr(rsi).k1(), v).map_err(asm_err)?;
+                } else {
+                    x.vmovups(zmmword_ptr(rsi), v).map_err(asm_err)?;
+                }
+            }
+            Ok(())
+        };
+        let (mut top, mut tail, mut done) = (x.create_label(), x.create_label(), x.create_label());
+        x.cmp(rdx, 16).map_err(asm_err)?;
+        x.jb(tail).map_err(asm_err)?;
+        x.set_label(&mut top).map_err(asm_err)?;
+        vector(&mut x, false)?;
+        x.add(rdi, in_step).map_err(asm_err)?;
+        x.add(rsi, out_step).map_err(asm_err)?;
+        x.sub(rdx, 16).map_err(asm_err)?;
+        x.cmp(rdx, 16).map_err(asm_err)?;
+        x.jae(top).map_err(asm_err)?;
+        x.set_label(&mut tail).map_err(asm_err)?;
+        x.test(rdx, rdx).map_err(asm_err)?;
+        x.jz(done).map_err(asm_err)?;
+        // k1 = (1 << n) - 1 for the last 1..15 elements.
+        x.mov(ecx, edx).map_err(asm_err)?;
+        x.mov(eax, 1).map_err(asm_err)?;
+        x.shl(eax, cl).map_err(asm_err)?;
+        x.dec(eax).map_err(asm_err)?;
+        x.kmovw(k1, eax).map_err(asm_err)?;
+        vector(&mut x, true)?;
+        x.set_label(&mut done).map_err(asm_err)?;
+        x.vzeroupper().map_err(asm_err)?;
+        x.ret().map_err(asm_err)?;
+        x.assemble(0).map_err(asm_err)
+    }
+}
+
+impl super::KernelSpec for QuantKernel {
+    fn name(&self) -> String {
+        let what = if self.quantize { "quantize" } else { "dequantize" };
+        format!("int8 {what} signed {} zero {} avx512", self.signed, self.zero)
+    }
+    fn emit(&self, _: &mut Kb) {
+        unreachable!("the int8 quantize kernel is machine code (machine_code), not CLIF")
+    }
+    fn machine_code(&self) -> Option<Result<Vec<u8>, CodegenError>> {
+        Some(self.assemble())
+    }
+}
+
+/// Q or DQ by rows around [`QuantKernel`]: `rows` rows of `inner` contiguous elements, row r
+/// taking parameter `r % channels`; per tile (row, chunk of up to `CHUNK` elements) one call.
+/// Operands: X, scale (f32), the zero point when the kernel reads one, Y, the kernel.
+#[derive(Clone, Debug)]
+pub struct QuantRowsSpec {
+    pub rows: usize,
+    pub inner: usize,
+    pub channels: usize,
+    pub kernel: QuantKernel,
+}
+
+impl QuantRowsSpec {
+    fn chunks(&self) -> usize {
+        self.inner.div_ceil(CHUNK)
+    }
+    pub fn tiles(&self) -> usize {
+        self.rows * self.chunks()
+    }
+}
+
+impl super::KernelSpec for QuantRowsSpec {
+    fn name(&self) -> String {
+        let what = if self.kernel.quantize { "quantize" } else { "dequantize" };
+        format!("int8 {what} rows {} x {} ({} params)", self.rows, self.inner, self.channels)
+    }
+
+    fn emit(&self, kb: &mut Kb) {
+        let zero = self.kernel.zero;
+        let (x, scale) = (kb.operand(0), kb.operand(1));
+        let z = if zero { kb.operand(2) } else { scale };
+        let (y, kernel) = (kb.operand(2 + zero as usize), kb.operand(3 + zero as usize));
+        let (in_size, out_size) = if self.kernel.quantize { (4, 1) } else { (1, 4) };
+        let chunks = self.chunks() as i64;
+        let (begin, end) = (kb.begin, kb.end);
+        kb.for_range(begin, end, 1, |kb, t| {
+            let (row, part) = kb.divmod(t, chunks);
+            let start = {
+                let r = kb.muli(row, self.inner as i64);
+                let p = kb.muli(part, CHUNK as i64);
+                kb.add(r, p)
+            };
+            let px = kb.elem(x, start, in_size);
+            let py = kb.elem(y, start, out_size);
+            let c = if self.channels == 1 { kb.iconst(0) } else { kb.divmod(row, self.channels as i64).1 };
+            let ps = kb.elem(scale, c, 4);
+            let pz = if zero { kb.elem(z, c, 1) } else { ps };
+            let n = {
+                let done = kb.muli(part, CHUNK as i64);
+                let left = kb.rsubi(self.inner as i64, done);
+                kb.mini(left, CHUNK as i64)
+            };
+            kb.call_code(kernel, &[px, py, n, ps, pz]);
+        });
+    }
+}

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use incept_ir::DType;
 use incept_ir::graph::{NodeId, ValueId};
 use incept_ir::ops::binary::broadcast_dims;
 use incept_ir::ops::conv::Window;
@@ -11,6 +12,7 @@ use incept_ir::ops::norm_axis;
 
 use super::conv::geom;
 use super::{BufRef, LowerError, Lowerer};
+use crate::codegen::int8_elementwise::{QuantKernel, QuantRowsSpec};
 use crate::codegen::kernels::integer::{IntConvSpec, IntMatMulSpec, IntOut, Param};
 use crate::codegen::kernels::nd::broadcast_strides;
 use crate::codegen::kernels::quant::QuantSpec;
@@ -34,6 +36,27 @@ impl<'g> Lowerer<'g> {
             1
         };
         let int = if quantize { self.g.ty(out).dtype } else { self.g.ty(x).dtype };
+        let n: usize = shape.iter().product();
+        // 8-bit types on AVX-512: whole rows of one parameter sixteen at a time.
+        let rows_inner = if channels == 1 { n } else { inner };
+        if self.tier == Tier::Avx512 && matches!(int, DType::U8 | DType::I8) && (channels == 1 || inner >= 16) {
+            let kernel = QuantKernel { quantize, signed: int == DType::I8, zero: zero.is_some() };
+            let spec =
+                QuantRowsSpec { rows: n / rows_inner.max(1), inner: rows_inner, channels, kernel: kernel.clone() };
+            let mut reads = vec![self.value(x)?, self.value(scale)?];
+            if let Some(z) = zero {
+                reads.push(self.value(z)?);
+            }
+            let dst = self.define(out)?;
+            let k = self.kernel(Arc::new(kernel));
+            let tiles = spec.tiles();
+            let op = if quantize { "QuantizeLinear" } else { "DequantizeLinear" };
+            self.step(Arc::new(spec), tiles, &reads, &[dst], false, &name, op, 0);
+            if let Some(step) = self.out.steps.last_mut() {
+                step.operands.push(super::LOperand::Kernel(k));
+            }
+            return Ok(());
+        }
         let spec = QuantSpec { quantize, int, n: shape.iter().product(), channels, inner, zero: zero.is_some() };
         let mut reads = vec![self.value(x)?, self.value(scale)?];
         if let Some(z) = zero {
