@@ -6,7 +6,9 @@ NAME.qop.onnx, beside NAME.input.npy), each round runs ONNX Runtime (CPUExecutio
 given intra-op threads, default graph optimisations) and then `incept bench` (QDQ forms with
 `--precision int8`, which runs their groups as integer ops as ONNX Runtime does; `--fp` keeps
 incept's default f32 reading instead), and prints the median and minimum ms of each, per round,
-and the median over rounds.
+and the median over rounds. Then, per model and form, how far incept's output is from ONNX
+Runtime's on the same input, in quantisation steps of the output (the scale of the graph's last
+DequantizeLinear), and whether the top-1 classes agree.
 
     python bench/int8.py --zoo DIR [--models ResNet50 MobileNetV2] [--forms qop qdq] \
         [--threads 1] [--rounds 2] [--runs 20] [--incept target/release/incept]
@@ -18,8 +20,39 @@ import statistics
 import subprocess
 import time
 
+import tempfile
+
 import numpy as np
+import onnx
 import onnxruntime as ort
+
+
+def output_step(path):
+    """The scale of the DequantizeLinear that makes the graph's output (None if another op does)."""
+    g = onnx.load(path, load_external_data=False).graph
+    made_by = {o: n for n in g.node for o in n.output}
+    n = made_by.get(g.output[0].name)
+    if n is None or n.op_type != "DequantizeLinear":
+        return None
+    init = {t.name: t for t in g.initializer}
+    return float(onnx.numpy_helper.to_array(init[n.input[1]]).reshape(-1)[0])
+
+
+def agreement(binary, path, inp, x, int8):
+    """(largest distance in output steps, top-1 equal) of incept's output against ORT's."""
+    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    want = s.run(None, {s.get_inputs()[0].name: x})[0]
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "out.npy")
+        cmd = [binary, "run", path, "-i", inp, "-o", out]
+        if int8:
+            cmd += ["--precision", "int8"]
+        subprocess.run(cmd, check=True, capture_output=True)
+        got = np.load(out)
+    step = output_step(path)
+    worst = float(np.abs(got.astype(np.float64) - want).max())
+    steps = worst / step if step else float("nan")
+    return steps, bool((got.reshape(got.shape[0], -1).argmax(1) == want.reshape(want.shape[0], -1).argmax(1)).all())
 
 
 def ort_times(path, x, threads, runs):
@@ -68,16 +101,20 @@ def main():
                 o = ort_times(path, x, a.threads, a.runs)
                 i = incept_times(a.incept, path, inp, a.threads, a.runs, f != "qop" and not a.fp)
                 key = (m, f)
-                rows.setdefault(key, {"ort": [], "incept": []})
+                if key not in rows:
+                    steps, top1 = agreement(a.incept, path, inp, x, f != "qop" and not a.fp)
+                    rows[key] = {"ort": [], "incept": [], "steps": steps, "top1": top1}
                 rows[key]["ort"].append(statistics.median(o))
                 rows[key]["incept"].append(statistics.median(i))
                 print(f"round {r}: {m}.{f}: incept median {statistics.median(i):.1f} min {min(i):.1f}, "
                       f"ORT median {statistics.median(o):.1f} min {min(o):.1f}", flush=True)
-    print(f"\n| model | form | incept ms | ONNX Runtime ms | ratio |  ({a.threads} thread(s), medians over {a.rounds} rounds)")
-    print("|---|---|---|---|---|")
+    print(f"\n| model | form | incept ms | ONNX Runtime ms | ratio | steps from ORT | top-1 |"
+          f"  ({a.threads} thread(s), medians over {a.rounds} rounds)")
+    print("|---|---|---|---|---|---|---|")
     for (m, f), v in rows.items():
         i, o = statistics.median(v["incept"]), statistics.median(v["ort"])
-        print(f"| {m} | {f} | {i:.1f} | {o:.1f} | {i / o:.2f} |")
+        top1 = "equal" if v["top1"] else "DIFFERENT"
+        print(f"| {m} | {f} | {i:.1f} | {o:.1f} | {i / o:.2f} | {v['steps']:.2f} | {top1} |")
 
 
 if __name__ == "__main__":

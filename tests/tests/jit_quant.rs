@@ -741,13 +741,19 @@ fn vnni_convs_match_the_interpreter() {
         return;
     }
     let mut cases = 0;
-    for (x_type, c, hw, m, k) in [
-        (DType::U8, 8, 8, 16, 1),
-        (DType::I8, 8, 8, 13, 1),
-        (DType::U8, 7, 9, 12, 1),
-        (DType::I8, 12, 11, 24, 1),
-        (DType::U8, 5, 7, 16, 3),
-        (DType::I8, 6, 10, 14, 3),
+    for (x_type, c, hw, m, k, stride) in [
+        (DType::U8, 8, 8, 16, 1, 1),
+        (DType::I8, 8, 8, 13, 1, 1),
+        (DType::U8, 7, 9, 12, 1, 1),
+        (DType::I8, 12, 11, 24, 1, 1),
+        (DType::U8, 5, 7, 16, 3, 1),
+        (DType::I8, 6, 10, 14, 3, 1),
+        // Strided: a 1x1 projection, a 3x3, and a stem-like 7x7 on three channels, through the
+        // strided byte gather (odd sizes leave partial vectors and border columns).
+        (DType::U8, 9, 15, 16, 1, 2),
+        (DType::I8, 6, 21, 13, 3, 2),
+        (DType::U8, 3, 45, 12, 7, 2),
+        (DType::I8, 3, 23, 8, 5, 3),
     ] {
         let mut s = SplitMix(c as u64 * 131 + hw as u64);
         let mut graph = Gen::new(c as u64 + 7);
@@ -769,7 +775,8 @@ fn vnni_convs_match_the_interpreter() {
             Some(g.konst(Tensor::from_vec(vec![m], bias))),
         ];
         let pads = vec![(k / 2) as i64; 4];
-        let out = g.op("QLinearConv", vec![("pads", AttrValue::Ints(pads))], ins).expect("a valid conv");
+        let attrs = vec![("pads", AttrValue::Ints(pads)), ("strides", AttrValue::Ints(vec![stride as i64; 2]))];
+        let out = g.op("QLinearConv", attrs, ins).expect("a valid conv");
         g.g.set_outputs(vec![out]);
         let input = {
             let v: Vec<i64> = (0..c * hw * hw)
@@ -783,9 +790,15 @@ fn vnni_convs_match_the_interpreter() {
             let (model, _) = incept_compiler::compile_graph(g.g.clone(), &opts).expect("compile");
             let plan = model.plan();
             assert!(plan.steps.iter().any(|st| st.op == "QuadIm2col"), "{c}x{hw} {x_type}: not on the VNNI tile");
+            let gathered = plan.steps.iter().any(|st| st.op == "Im2colBytes");
+            assert_eq!(gathered, k > 1 || stride > 1, "{c}x{hw} {x_type} k {k} s {stride}: the byte matrix");
             let got = model.run(&[incept_compiler::to_runtime(&input).expect("input")]).expect("run");
             let got = incept_compiler::from_runtime(&got[0]).expect("output");
-            assert_eq!(got.bytes(), want[0].bytes(), "{x_type} c {c} {hw}x{hw} m {m} k {k} at {threads} threads");
+            assert_eq!(
+                got.bytes(),
+                want[0].bytes(),
+                "{x_type} c {c} {hw}x{hw} m {m} k {k} s {stride} at {threads} threads"
+            );
         }
         cases += 1;
     }

@@ -628,16 +628,16 @@ impl super::KernelSpec for Int8GemmSpec {
     }
 }
 
-/// A stride-1 conv's input as a byte matrix `[image][k][position]` (k = channel, then window
-/// row and column; positions row-major): row k of output row oy is the input row the tap reads,
-/// shifted by the tap's column, a contiguous copy, with `fill` (the zero point) where the
-/// window leaves the input. [`QuadIm2colSpec`] then interleaves it as a pointwise conv would.
-/// Operands: X, the matrix. One tile per (image, k).
+/// A conv's input as a byte matrix `[image][k][position]` (k = channel, then window row and
+/// column; positions row-major): row k of output row oy is the input row the tap reads, from
+/// the tap's column on, every `sw`-th byte (a contiguous copy at stride 1, two loads and a
+/// shuffle per 16 at stride 2), with `fill` (the zero point) where the window leaves the input.
+/// [`QuadIm2colSpec`] then interleaves it as a pointwise conv would. Operands: X, the matrix.
+/// One tile per (image, k).
 #[derive(Clone, Debug)]
 pub struct Im2colBytesSpec {
     pub n: usize,
     pub c: usize,
-    /// Strides are 1.
     pub g: Geom,
     pub fill: u8,
 }
@@ -652,12 +652,14 @@ impl Im2colBytesSpec {
     pub fn tiles(&self) -> usize {
         self.n * self.k()
     }
-    /// The output columns whose input column lies inside the input, for window column kx.
+    /// The output columns whose input column `ox sw + kx dw - pw` lies inside the input, for
+    /// window column kx.
     fn inside(&self, kx: usize) -> (usize, usize) {
-        let shift = (kx * self.g.dw) as i64 - self.g.pw as i64;
-        let lo = (-shift).clamp(0, self.g.ow as i64) as usize;
-        let hi = (self.g.w as i64 - shift).clamp(lo as i64, self.g.ow as i64) as usize;
-        (lo, hi)
+        let (shift, sw) = ((kx * self.g.dw) as i64 - self.g.pw as i64, self.g.sw as i64);
+        // The first ox with ox sw + shift >= bound.
+        let first = |bound: i64| ((bound - shift).max(0) as u64).div_ceil(sw as u64).min(self.g.ow as u64) as i64;
+        let lo = first(0);
+        (lo as usize, first(self.g.w as i64).max(lo) as usize)
     }
 }
 
@@ -674,27 +676,6 @@ fn fill_bytes(kb: &mut super::builder::Kb, dst: cranelift_codegen::ir::Value, le
     }
     for o in len / 16 * 16..len {
         kb.b.ins().store(rw(), b, dst, o as i32);
-    }
-}
-
-/// Copies `len` bytes from `src` to `dst` (16 at a time, then one at a time).
-fn copy_bytes(
-    kb: &mut super::builder::Kb,
-    src: cranelift_codegen::ir::Value,
-    dst: cranelift_codegen::ir::Value,
-    len: usize,
-) {
-    use cranelift_codegen::ir::InstBuilder;
-    use cranelift_codegen::ir::types::{I8, I8X16};
-
-    use super::builder::{ro, rw};
-    for o in (0..len / 16).map(|i| 16 * i as i32) {
-        let v = kb.b.ins().load(I8X16, ro(), src, o);
-        kb.b.ins().store(rw(), v, dst, o);
-    }
-    for o in (len / 16 * 16..len).map(|o| o as i32) {
-        let v = kb.b.ins().load(I8, ro(), src, o);
-        kb.b.ins().store(rw(), v, dst, o);
     }
 }
 
@@ -739,22 +720,25 @@ impl super::KernelSpec for Im2colBytesSpec {
                         let o = kb.muli(oy, self.g.ow as i64);
                         kb.elem(row0, o, 1)
                     };
-                    let iy = kb.add(oy, dy);
+                    let iy = {
+                        let r = kb.muli(oy, self.g.sh as i64);
+                        kb.add(r, dy)
+                    };
                     let in_y = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, iy, self.g.h as i64);
                     let (copy_b, fill_b, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
                     kb.b.ins().brif(in_y, copy_b, &[], fill_b, &[]);
                     kb.b.switch_to_block(copy_b);
                     fill_bytes(kb, out, lo, self.fill);
+                    let first = (lo * self.g.sw + col * self.g.dw) as i64 - self.g.pw as i64;
                     let src = {
                         let r = kb.muli(iy, self.g.w as i64);
-                        let r = kb.addi(r, lo as i64 + (col * self.g.dw) as i64 - self.g.pw as i64);
+                        let r = kb.addi(r, first);
                         kb.elem(plane, r, 1)
                     };
-                    let dst = {
-                        let o = kb.iconst(lo as i64);
-                        kb.elem(out, o, 1)
-                    };
-                    copy_bytes(kb, src, dst, hi - lo);
+                    if hi > lo {
+                        let avail = self.g.w as i64 - first;
+                        super::int8_depthwise::gather(kb, src, out, lo, hi - lo, self.g.sw, avail, false);
+                    }
                     let tail = {
                         let o = kb.iconst(hi as i64);
                         kb.elem(out, o, 1)

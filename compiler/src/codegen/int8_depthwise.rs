@@ -244,7 +244,16 @@ fn fill(kb: &mut Kb, dst: Value, at: usize, len: usize, value: u8) {
 /// bytes from `src` on), top bits flipped if asked. Sixteen at a time where the loads stay in
 /// the row (two loads and a byte shuffle for stride 2), else one by one.
 #[allow(clippy::too_many_arguments)]
-fn gather(kb: &mut Kb, src: Value, dst: Value, at: usize, len: usize, stride: usize, avail: i64, flip: bool) {
+pub(super) fn gather(
+    kb: &mut Kb,
+    src: Value,
+    dst: Value,
+    at: usize,
+    len: usize,
+    stride: usize,
+    avail: i64,
+    flip: bool,
+) {
     use cranelift_codegen::ir::types::{I8, I8X16};
     let (sb, sv) = {
         let b = kb.b.ins().iconst(I8, 0x80);

@@ -152,10 +152,11 @@ impl<'g> Lowerer<'g> {
         let (mult_ref, consts_ref) = self.requant_weights(q, &name);
         let panels = self.scratch(quads_in.n * quads_in.image_bytes(), &format!("{name}/quads"));
         let mut src = self.value(q.x)?;
-        // A windowed stride-1 conv: row copies into a byte matrix first, which the quad packing
-        // then interleaves as it does a pointwise conv's input (vectors both ways).
+        // A windowed or strided conv: row copies (or strided gathers) into a byte matrix first,
+        // which the quad packing then interleaves as it does a pointwise conv's input.
         let windowed = (quads_in.g.kh, quads_in.g.kw, quads_in.g.ph, quads_in.g.pw) != (1, 1, 0, 0);
-        let quads_in = if windowed && (quads_in.g.sh, quads_in.g.sw) == (1, 1) {
+        let strided = (quads_in.g.sh, quads_in.g.sw) != (1, 1);
+        let quads_in = if windowed || strided {
             // Raw bytes: the packing flips them all.
             let rows = Im2colBytesSpec { n: quads_in.n, c: quads_in.c, g: quads_in.g.clone(), fill: q.x_zero as u8 };
             let matrix = self.scratch(rows.bytes(), &format!("{name}/im2col"));

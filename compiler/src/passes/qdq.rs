@@ -1,8 +1,9 @@
 //! QDQ groups into integer ops. A QDQ model (what `quantize_static` writes by default) wraps f32
 //! ops in DequantizeLinear inputs and a QuantizeLinear output; read literally it dequantizes,
 //! computes in f32 and quantizes again. The group `Q(Conv(DQ(x), DQ(w), DQ(b)))` is the integer
-//! conv QLinearConv defines, and `Q(Add(DQ(a), DQ(b)))` is QLinearAdd, which ONNX Runtime's QDQ
-//! fusion runs too.
+//! conv QLinearConv defines, and `Q(Add(DQ(a), DQ(b)))` is QLinearAdd (`Mul`: QLinearMul), which
+//! ONNX Runtime's QDQ fusion runs too. A Pad between a DQ and a Q of the same parameters pads
+//! the integers themselves.
 //!
 //! The integer op sums exactly where the literal reading rounds each dequantized value and each
 //! partial sum to f32, so a value lying within that rounding of a halfway point between two
@@ -12,7 +13,9 @@
 //! then run on the integer kernels (on AVX512-VNNI, the int8 tile).
 
 use incept_ir::graph::{Graph, NodeId, ValueId};
+use incept_ir::ops::pad::PadMode;
 use incept_ir::ops::qlinear::{QBinaryKind, QLinearBinary};
+use incept_ir::ops::quant::{qrange, quantize};
 use incept_ir::ops::{Binary, Op, QLinearConv};
 use incept_ir::{DType, OpError, Tensor};
 
@@ -129,8 +132,9 @@ impl FuseQdq {
         Some(p)
     }
 
-    /// `Q(Add(DQ(a), DQ(b)))` of one integer type throughout, per-tensor parameters.
-    fn add(g: &Graph, q_node: NodeId, add: NodeId) -> Option<Patch> {
+    /// `Q(Add(DQ(a), DQ(b)))` or `Q(Mul(..))` of one integer type throughout, per-tensor
+    /// parameters: QLinearAdd or QLinearMul.
+    fn binary(g: &Graph, q_node: NodeId, add: NodeId, kind: QBinaryKind) -> Option<Patch> {
         let (a, b) = (dequantized(g, input(g, add, 0)?, None)?, dequantized(g, input(g, add, 1)?, None)?);
         let out = ValueId::new(q_node, 0);
         let t = g.ty(out).dtype;
@@ -156,9 +160,58 @@ impl FuseQdq {
             Some(PatchValue::Old(cs)),
             Some(cz),
         ];
-        let op = Op::QLinearBinary(QLinearBinary { kind: QBinaryKind::Add });
+        let op = Op::QLinearBinary(QLinearBinary { kind });
         let fused = p.add_node(name, op, inputs, 1)[0];
         p.replace(out, fused);
+        Some(p)
+    }
+}
+
+impl FuseQdq {
+    /// `Q(Pad(DQ(x), pads, v))` in constant mode with the same parameters on both sides is
+    /// `Pad(x, pads, Q(v))`: `Q(DQ(x))` is x again (the f32 round trip of an 8-bit value is
+    /// within far less than half a step of it, for a normal scale), so this one is exact.
+    fn pad(g: &Graph, q_node: NodeId, pad: NodeId) -> Option<Patch> {
+        let x = dequantized(g, input(g, pad, 0)?, None)?;
+        let t = g.ty(ValueId::new(q_node, 0)).dtype;
+        let (qs, qz) = (input(g, q_node, 1)?, input(g, q_node, 2));
+        if g.ty(x.q).dtype != t || !matches!(t, DType::U8 | DType::I8) {
+            return None;
+        }
+        let scale = g.const_value(x.scale)?.view::<f32>().ok()?[0];
+        let same_scale = g.const_value(qs)?.view::<f32>().ok()?[0].to_bits() == scale.to_bits();
+        let zero = |z: Option<ValueId>| -> Option<i64> {
+            match z {
+                Some(z) => g.const_value(z)?.to_i64s().ok()?.first().copied(),
+                None => Some(0),
+            }
+        };
+        let z = zero(x.zero)?;
+        if !same_scale || zero(qz)? != z || !scale.is_normal() || scale < 1e-30 {
+            return None;
+        }
+        // The pads operand (and axes, if any) as they are; the value quantized.
+        let value = match input(g, pad, 2) {
+            Some(v) => g.const_value(v)?.to_f64s().ok()?.first().copied()? as f32,
+            None => 0.0,
+        };
+        let range = qrange(t)?;
+        let qv = quantize(value, scale, z as i32, range);
+        let qt = match t {
+            DType::I8 => Tensor::from_vec(vec![], vec![qv as i8]),
+            _ => Tensor::from_vec(vec![], vec![qv as u8]),
+        };
+        let name = &g.node(q_node).name;
+        let mut p = Patch::new();
+        let value = p.add_const(&format!("{name}/pad_value"), qt);
+        let mut inputs: Vec<Option<PatchValue>> = g.node(pad).inputs().iter().map(|i| i.map(PatchValue::Old)).collect();
+        inputs[0] = Some(PatchValue::Old(x.q));
+        if inputs.len() < 3 {
+            inputs.resize(3, None);
+        }
+        inputs[2] = Some(value);
+        let fused = p.add_node(name, g.node(pad).op.clone(), inputs, 1)[0];
+        p.replace(ValueId::new(q_node, 0), fused);
         Some(p)
     }
 }
@@ -168,7 +221,7 @@ impl Pass for FuseQdq {
         "fuse-qdq"
     }
     fn description(&self) -> &'static str {
-        "QDQ groups into integer ops, with --precision int8: Q(Conv(DQ, DQ, DQ)) -> QLinearConv, Q(Add(DQ, DQ)) -> QLinearAdd (exact integer sums: outputs move by quantisation steps from the f32 reading)"
+        "QDQ groups into integer ops, with --precision int8: Q(Conv(DQ, DQ, DQ)) -> QLinearConv, Q(Add(DQ, DQ)) -> QLinearAdd, Q(Mul(DQ, DQ)) -> QLinearMul (exact integer sums: outputs move by quantisation steps from the f32 reading), Q(Pad(DQ)) -> Pad of the integers"
     }
     fn exactness(&self) -> Exactness {
         Exactness::Approximate
@@ -188,7 +241,9 @@ impl Pass for FuseQdq {
         }
         Ok(match &g.node(y.node).op {
             Op::Conv(_) => FuseQdq::conv(g, node, y.node),
-            Op::Binary(Binary::Add) => FuseQdq::add(g, node, y.node),
+            Op::Binary(Binary::Add) => FuseQdq::binary(g, node, y.node, QBinaryKind::Add),
+            Op::Binary(Binary::Mul) => FuseQdq::binary(g, node, y.node, QBinaryKind::Mul),
+            Op::Pad(p) if p.mode == PadMode::Constant => FuseQdq::pad(g, node, y.node),
             _ => None,
         })
     }

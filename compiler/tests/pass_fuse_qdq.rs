@@ -1,0 +1,73 @@
+//! fuse-qdq on small QDQ groups: Mul becomes QLinearMul (within a step of the literal f32
+//! reading), Pad between equal parameters pads the integers (exactly), and nothing is fused
+//! without `fuse_qdq`.
+
+mod common;
+use common::*;
+use incept_compiler::passes::PassOptions;
+use incept_ir::interp;
+
+fn int8() -> PassOptions {
+    PassOptions { fuse_qdq: true, ..PassOptions::default() }
+}
+
+/// x quantized to u8 (scale 0.02, zero point 9), through `body` (which reads %dq and writes
+/// %f), quantized with `out_scale` and `out_zero`, dequantized as the graph output.
+fn qdq(body: &str, shape_out: &str, out_scale: &str, out_zero: &str) -> String {
+    format!(
+        r#"graph g {{
+  input %x : f32[1,3,4,5]
+  %s = const f32[] 0.02
+  %z = const u8[] 9
+  %q = QuantizeLinear(%x, %s, %z) : u8[1,3,4,5]
+  %dq = DequantizeLinear(%q, %s, %z) : f32[1,3,4,5]
+{body}  %os = const f32[] {out_scale}
+  %oz = const u8[] {out_zero}
+  %q2 = QuantizeLinear(%f, %os, %oz) : u8[{shape_out}]
+  %y = DequantizeLinear(%q2, %os, %oz) : f32[{shape_out}]
+  output %y
+}}
+"#
+    )
+}
+
+/// The largest distance between the two graphs' outputs in steps of `step`.
+fn steps(before: &incept_ir::Graph, after: &incept_ir::Graph, step: f64) -> f64 {
+    let mut worst = 0f64;
+    for seed in [1, 2, 3] {
+        let inputs = random_inputs(before, seed);
+        let a = interp::run(before, &inputs).expect("run before");
+        let b = interp::run(after, &inputs).expect("run after");
+        let (a, b) = (a[0].to_f64s().expect("f32"), b[0].to_f64s().expect("f32"));
+        worst = a.iter().zip(&b).fold(worst, |m, (p, q)| m.max((p - q).abs() / step));
+    }
+    worst
+}
+
+#[test]
+fn mul_becomes_qlinear_mul() {
+    let body = "  %cq = const u8[3,1,1] [200, 3, 77]\n  %cs = const f32[] 0.01\n  %cz = const u8[] 100\n  %c = DequantizeLinear(%cq, %cs, %cz) : f32[3,1,1]\n  %f = Mul(%dq, %c) : f32[1,3,4,5]\n";
+    let src = qdq(body, "1,3,4,5", "0.004", "128");
+    let (before, after, _) = run_with(&src, &["fuse-qdq", "dead-code"], int8());
+    assert_eq!((count(&after, "QLinearMul"), count(&after, "Mul")), (1, 0), "{}", print(&after));
+    let worst = steps(&before, &after, 0.004);
+    assert!(worst <= 1.0 + 1e-6, "moved by {worst} steps");
+    // Without --precision int8 the literal graph stays.
+    let (_, after, stats) = run_passes(&src, &["fuse-qdq"]);
+    assert_eq!((stats[0].applied, count(&after, "QLinearMul")), (0, 0));
+}
+
+#[test]
+fn pad_between_equal_parameters_pads_the_integers() {
+    // The padding value 0.1 is five steps of 0.02 above the zero point: 14.
+    let body = "  %pads = const i64[8] [0, 0, 1, 2, 0, 0, 1, 0]\n  %v = const f32[] 0.1\n  %f = Pad(%dq, %pads, %v) {mode=\"constant\"} : f32[1,3,6,7]\n";
+    let src = qdq(body, "1,3,6,7", "0.02", "9");
+    let (before, after, _) = run_with(&src, &["fuse-qdq", "dead-code"], int8());
+    assert_eq!(count(&after, "QuantizeLinear"), 1, "{}", print(&after));
+    assert!(print(&after).contains("const u8[] 14"), "{}", print(&after));
+    assert_same(&before, &after, 0.0);
+    // Other parameters on the two sides: the Pad stays in f32.
+    let src = qdq(body, "1,3,6,7", "0.03", "9");
+    let (_, after, _) = run_with(&src, &["fuse-qdq", "dead-code"], int8());
+    assert_eq!(count(&after, "QuantizeLinear"), 2, "{}", print(&after));
+}
