@@ -538,6 +538,88 @@ fn qlinear_pools() {
     qpool_table().passes();
 }
 
+/// MaxPool of u8/i8 and QLinearAveragePool on the AVX-512 plane kernel: both types over every
+/// byte value, 2x2 and 3x3 windows, strides 1 and 2, symmetric and asymmetric pads, ceil mode,
+/// the count with and without padding, maps of 9x11 to 35x35 (vectors across rows and partial
+/// ones). The interpreter's bytes, at 1 and 2 threads, on the kernel.
+#[test]
+fn integer_pools_on_the_plane_kernel() {
+    use incept_compiler::Cpu;
+    if !std::arch::is_x86_feature_detected!("avx512f") {
+        println!("skipped: this CPU has no AVX-512");
+        return;
+    }
+    let mut checked = 0;
+    for (i, (max, d, k, s, pads, ceil, count_pad, hw)) in [
+        (true, DType::U8, 3, 2, [1, 1, 1, 1], false, false, (35, 35)),
+        (true, DType::I8, 3, 1, [1, 0, 0, 1], false, false, (9, 11)),
+        (true, DType::I8, 2, 2, [0, 0, 0, 0], true, false, (17, 15)),
+        (true, DType::U8, 3, 2, [0, 0, 0, 0], true, false, (16, 16)),
+        (false, DType::U8, 3, 1, [1, 1, 1, 1], false, false, (17, 17)),
+        (false, DType::I8, 3, 1, [1, 1, 1, 1], false, true, (12, 13)),
+        (false, DType::U8, 3, 2, [1, 0, 1, 0], true, false, (35, 35)),
+        (false, DType::I8, 2, 2, [0, 0, 1, 1], false, true, (9, 11)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut graph = Gen::new(i as u64 + 70);
+        let g = &mut graph;
+        let shape = vec![2, 3, hw.0, hw.1];
+        let x = g.input_of(d, &shape);
+        let mut attrs = vec![
+            ("kernel_shape", ints(&[k, k])),
+            ("strides", ints(&[s, s])),
+            ("pads", ints(&pads)),
+            ("ceil_mode", AttrValue::Int(ceil as i64)),
+        ];
+        let out = if max {
+            g.op("MaxPool", attrs, vec![Some(x)])
+        } else {
+            attrs.push(("count_include_pad", AttrValue::Int(count_pad as i64)));
+            let (xz, yz) = (some_zero(g, d), some_zero(g, d));
+            let ins = vec![
+                Some(x),
+                Some(scale_node(g, 0.1)),
+                Some(zero_node(g, d, xz)),
+                Some(scale_node(g, 0.07)),
+                Some(zero_node(g, d, yz)),
+            ];
+            g.op("QLinearAveragePool", attrs, ins)
+        }
+        .expect("a valid pool");
+        g.g.set_outputs(vec![out]);
+        let n: usize = shape.iter().product();
+        // 7919 is prime to 256: every byte value in every run of 256 elements.
+        let vals: Vec<i64> = (0..n).map(|k| ((k * 7919) % 256) as i64 - if d == DType::I8 { 128 } else { 0 }).collect();
+        let input = typed(d, shape.clone(), &vals);
+        let want = interp::run(&g.g, std::slice::from_ref(&input)).expect("interpreter");
+        let what = format!(
+            "case {i}: {} {d} {k}x{k} s{s} pads {pads:?} ceil {ceil} count_pad {count_pad} {hw:?}",
+            if max { "max" } else { "average" }
+        );
+        for threads in [1, 2] {
+            let opts = CompileOptions { cpu: Cpu::Avx512, threads, ..Default::default() };
+            let (model, _) = incept_compiler::compile_graph(g.g.clone(), &opts).expect("compile");
+            assert!(
+                model
+                    .plan()
+                    .kernels
+                    .iter()
+                    .any(|k| k.name.contains(if max { "Max" } else { "Average" }) && k.name.contains("plane")),
+                "{what}: not on the plane kernel"
+            );
+            let got = model.run(&[incept_compiler::to_runtime(&input).expect("input")]).expect("run");
+            let got = incept_compiler::from_runtime(&got[0]).expect("output");
+            assert_eq!(got.shape(), want[0].shape(), "{what}");
+            let first = got.bytes().iter().zip(want[0].bytes()).position(|(a, b)| a != b);
+            assert!(first.is_none(), "{what} at {threads} threads: first difference at byte {first:?}");
+        }
+        checked += 1;
+    }
+    println!("{checked} integer pools checked");
+}
+
 // ---------------------------------------------------------------------------------------------
 // QLinearSoftmax.
 

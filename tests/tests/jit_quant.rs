@@ -911,7 +911,7 @@ fn int8_depthwise_convs_match_the_interpreter() {
             let (model, _) = incept_compiler::compile_graph(g.g.clone(), &opts).expect("compile");
             let plan = model.plan();
             assert!(
-                plan.kernels.iter().any(|k| k.name.starts_with("int8 depthwise plane")),
+                plan.kernels.iter().any(|k| k.name.starts_with("int8 Conv plane")),
                 "case {ci}: not on the int8 depthwise kernel"
             );
             let got = model.run(&[incept_compiler::to_runtime(&input).expect("input")]).expect("run");

@@ -1,5 +1,6 @@
-//! The int8 depthwise conv on AVX-512: exact i32 sums sixteen outputs at a time, requantised
-//! as the VNNI tile's epilogue does.
+//! Window ops on one int8 plane at a time on AVX-512: the depthwise conv (exact i32 sums
+//! sixteen outputs at a time, requantised as the VNNI tile's epilogue does), QLinearAveragePool
+//! (the reference's f32 sums, sixteen at a time) and MaxPool of u8/i8 (64 bytes at a time).
 //!
 //! A depthwise conv has one input channel per output, so there is no K to feed VPDPBUSD; each
 //! tap instead widens sixteen input bytes to i32 (VPMOVZXBD), multiplies them by the tap's
@@ -18,6 +19,11 @@
 //! less `zx` times the sum of `(w - zw)` everywhere, so the weights less their zero point are
 //! the taps and the second term folds into the per-channel bias: the sums equal the
 //! reference's, as i32 arithmetic wraps.
+//!
+//! The pools use the same phase planes. The average pads with the zero point, whose dequantized
+//! value 0 adds nothing to the reference's f32 sum, and divides by a per-output count computed
+//! at compile time (`incept_ir::ops::qlinear::span`); the max pads with the type's low end,
+//! which is also the reference's result for a window of padding alone.
 
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value};
 use iced_x86::code_asm::*;
@@ -30,19 +36,41 @@ use super::wide::{ZMM, asm_err};
 /// Vectors of outputs in flight (independent accumulators).
 const GROUP: usize = 4;
 /// Bytes past the phase planes and the stage that the last vector may read or write.
-const SLACK: usize = 64;
+const SLACK: usize = 128;
 /// The largest stack the phase planes and the stage may take; larger planes stay scalar.
 pub const MAX_STACK: usize = 160 * 1024;
 
-/// The machine code for one plane: `vectors` vectors of 16 outputs from the phase planes
-/// (taps at byte offsets `taps`), into the stage.
+/// What a plane kernel computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PlaneOp {
+    /// The depthwise QLinearConv.
+    Conv,
+    /// QLinearAveragePool.
+    Average,
+    /// MaxPool of i8 (`signed`) or u8.
+    Max { signed: bool },
+}
+
+impl PlaneOp {
+    /// Outputs per vector.
+    fn lanes(self) -> usize {
+        if let PlaneOp::Max { .. } = self { 64 } else { 16 }
+    }
+}
+
+/// The machine code for one plane: `vectors` vectors of outputs from the phase planes (taps at
+/// byte offsets `taps`), into the stage.
 ///
-/// `extern "sysv64" fn(phases: *const u8, stage: *mut u8, w: *const i32, bias: *const i32,
-/// mult: *const f32, consts: *const f32)`: `w` the channel's taps (weights less their zero
-/// point), `bias` and `mult` the channel's, `consts` as the VNNI tile's (the output bounds less
-/// the zero point, f32, then the zero point, i32).
+/// `extern "sysv64" fn(phases: *const u8, stage: *mut u8, a, b, c, d)`:
+/// - Conv: `a` the channel's taps (i32, weights less their zero point), `b` and `c` its bias
+///   (i32) and multiplier (f32), `d` the consts as the VNNI tile's (the output bounds less the
+///   zero point, f32, then the zero point, i32).
+/// - Average: `a` the counts (f32, one per output on the stage's pitch), `b` the consts: f32
+///   x_scale, y_scale, y_zero, low and high bound, then the padding zero point (i32).
+/// - Max: none.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct QDwPlaneKernel {
+    pub op: PlaneOp,
     pub vectors: usize,
     pub taps: Vec<i32>,
 }
@@ -52,36 +80,97 @@ impl QDwPlaneKernel {
         let mut x = CodeAssembler::new(64).map_err(asm_err)?;
         let acc = |v: usize| ZMM[v];
         let tmp = |v: usize| ZMM[GROUP + v];
-        let (bias, mult, lo, hi, zp) = (ZMM[16], ZMM[17], ZMM[18], ZMM[19], ZMM[20]);
-        x.vpbroadcastd(bias, dword_ptr(rcx)).map_err(asm_err)?;
-        x.vbroadcastss(mult, dword_ptr(r8)).map_err(asm_err)?;
-        x.vbroadcastss(lo, dword_ptr(r9)).map_err(asm_err)?;
-        x.vbroadcastss(hi, dword_ptr(r9 + 4)).map_err(asm_err)?;
-        x.vpbroadcastd(zp, dword_ptr(r9 + 8)).map_err(asm_err)?;
+        let (c0, c1, c2, c3, c4, c5) = (ZMM[16], ZMM[17], ZMM[18], ZMM[19], ZMM[20], ZMM[21]);
+        match self.op {
+            PlaneOp::Conv => {
+                // bias, multiplier, low, high, zero point
+                x.vpbroadcastd(c0, dword_ptr(rcx)).map_err(asm_err)?;
+                x.vbroadcastss(c1, dword_ptr(r8)).map_err(asm_err)?;
+                x.vbroadcastss(c2, dword_ptr(r9)).map_err(asm_err)?;
+                x.vbroadcastss(c3, dword_ptr(r9 + 4)).map_err(asm_err)?;
+                x.vpbroadcastd(c4, dword_ptr(r9 + 8)).map_err(asm_err)?;
+            }
+            PlaneOp::Average => {
+                // x scale, y scale, y zero, low, high, padding zero point
+                for (i, r) in [c0, c1, c2, c3, c4].into_iter().enumerate() {
+                    x.vbroadcastss(r, dword_ptr(rcx + 4 * i as i32)).map_err(asm_err)?;
+                }
+                x.vpbroadcastd(c5, dword_ptr(rcx + 20)).map_err(asm_err)?;
+            }
+            PlaneOp::Max { .. } => {}
+        }
+        let lanes = self.op.lanes() as i32;
         let body = |x: &mut CodeAssembler, n: usize| -> Result<(), CodegenError> {
-            for (t, &off) in self.taps.iter().enumerate() {
-                for v in 0..n {
-                    let at = off + 16 * v as i32;
-                    // The first tap starts the sum.
-                    let dst = if t == 0 { acc(v) } else { tmp(v) };
-                    x.vpmovzxbd(dst, xmmword_ptr(rdi + at)).map_err(asm_err)?;
-                    x.vpmulld(dst, dst, dword_bcst(rdx + 4 * t as i32)).map_err(asm_err)?;
-                    if t > 0 {
-                        x.vpaddd(acc(v), acc(v), tmp(v)).map_err(asm_err)?;
+            match self.op {
+                PlaneOp::Conv => {
+                    for (t, &off) in self.taps.iter().enumerate() {
+                        for v in 0..n {
+                            let at = off + 16 * v as i32;
+                            // The first tap starts the sum.
+                            let dst = if t == 0 { acc(v) } else { tmp(v) };
+                            x.vpmovzxbd(dst, xmmword_ptr(rdi + at)).map_err(asm_err)?;
+                            x.vpmulld(dst, dst, dword_bcst(rdx + 4 * t as i32)).map_err(asm_err)?;
+                            if t > 0 {
+                                x.vpaddd(acc(v), acc(v), tmp(v)).map_err(asm_err)?;
+                            }
+                        }
+                    }
+                    for v in 0..n {
+                        let a = acc(v);
+                        x.vpaddd(a, a, c0).map_err(asm_err)?;
+                        x.vcvtdq2ps(a, a).map_err(asm_err)?;
+                        x.vmulps(a, a, c1).map_err(asm_err)?;
+                        // vmaxps returns its second source when either is NaN: the low bound.
+                        x.vmaxps(a, a, c2).map_err(asm_err)?;
+                        x.vminps(a, a, c3).map_err(asm_err)?;
+                        x.vcvtps2dq(a, a).map_err(asm_err)?;
+                        x.vpaddd(a, a, c4).map_err(asm_err)?;
+                        x.vpmovdb(xmmword_ptr(rsi + 16 * v as i32), a).map_err(asm_err)?;
                     }
                 }
-            }
-            for v in 0..n {
-                let a = acc(v);
-                x.vpaddd(a, a, bias).map_err(asm_err)?;
-                x.vcvtdq2ps(a, a).map_err(asm_err)?;
-                x.vmulps(a, a, mult).map_err(asm_err)?;
-                // vmaxps returns its second source when either is NaN: the low bound.
-                x.vmaxps(a, a, lo).map_err(asm_err)?;
-                x.vminps(a, a, hi).map_err(asm_err)?;
-                x.vcvtps2dq(a, a).map_err(asm_err)?;
-                x.vpaddd(a, a, zp).map_err(asm_err)?;
-                x.vpmovdb(xmmword_ptr(rsi + 16 * v as i32), a).map_err(asm_err)?;
+                PlaneOp::Average => {
+                    for (t, &off) in self.taps.iter().enumerate() {
+                        for v in 0..n {
+                            let at = off + 16 * v as i32;
+                            // The reference's `sum += xs * (x - xz)`, from the first tap on.
+                            let dst = if t == 0 { acc(v) } else { tmp(v) };
+                            x.vpmovzxbd(dst, xmmword_ptr(rdi + at)).map_err(asm_err)?;
+                            x.vpsubd(dst, dst, c5).map_err(asm_err)?;
+                            x.vcvtdq2ps(dst, dst).map_err(asm_err)?;
+                            x.vmulps(dst, dst, c0).map_err(asm_err)?;
+                            if t > 0 {
+                                x.vaddps(acc(v), acc(v), tmp(v)).map_err(asm_err)?;
+                            }
+                        }
+                    }
+                    for v in 0..n {
+                        let a = acc(v);
+                        // sum / count / y_scale + y_zero, then the saturation.
+                        x.vdivps(a, a, zmmword_ptr(rdx + 64 * v as i32)).map_err(asm_err)?;
+                        x.vdivps(a, a, c1).map_err(asm_err)?;
+                        x.vaddps(a, a, c2).map_err(asm_err)?;
+                        x.vmaxps(a, a, c3).map_err(asm_err)?;
+                        x.vminps(a, a, c4).map_err(asm_err)?;
+                        x.vcvtps2dq(a, a).map_err(asm_err)?;
+                        x.vpmovdb(xmmword_ptr(rsi + 16 * v as i32), a).map_err(asm_err)?;
+                    }
+                }
+                PlaneOp::Max { signed } => {
+                    for (t, &off) in self.taps.iter().enumerate() {
+                        for v in 0..n {
+                            let src = zmmword_ptr(rdi + off + 64 * v as i32);
+                            match (t, signed) {
+                                (0, _) => x.vmovdqu8(acc(v), src),
+                                (_, true) => x.vpmaxsb(acc(v), acc(v), src),
+                                (_, false) => x.vpmaxub(acc(v), acc(v), src),
+                            }
+                            .map_err(asm_err)?;
+                        }
+                    }
+                    for v in 0..n {
+                        x.vmovdqu8(zmmword_ptr(rsi + 64 * v as i32), acc(v)).map_err(asm_err)?;
+                    }
+                }
             }
             Ok(())
         };
@@ -91,8 +180,11 @@ impl QDwPlaneKernel {
             x.mov(r10, full as u64).map_err(asm_err)?;
             x.set_label(&mut top).map_err(asm_err)?;
             body(&mut x, GROUP)?;
-            x.add(rdi, (16 * GROUP) as i32).map_err(asm_err)?;
-            x.add(rsi, (16 * GROUP) as i32).map_err(asm_err)?;
+            x.add(rdi, lanes * GROUP as i32).map_err(asm_err)?;
+            x.add(rsi, lanes * GROUP as i32).map_err(asm_err)?;
+            if self.op == PlaneOp::Average {
+                x.add(rdx, 64 * GROUP as i32).map_err(asm_err)?;
+            }
             x.dec(r10).map_err(asm_err)?;
             x.jnz(top).map_err(asm_err)?;
         }
@@ -107,7 +199,7 @@ impl QDwPlaneKernel {
 
 impl super::KernelSpec for QDwPlaneKernel {
     fn name(&self) -> String {
-        format!("int8 depthwise plane {} vectors {} taps avx512", self.vectors, self.taps.len())
+        format!("int8 {:?} plane {} vectors {} taps avx512", self.op, self.vectors, self.taps.len())
     }
     fn emit(&self, _: &mut Kb) {
         unreachable!("the int8 depthwise plane is machine code (machine_code), not CLIF")
@@ -117,19 +209,22 @@ impl super::KernelSpec for QDwPlaneKernel {
     }
 }
 
-/// The depthwise QLinearConv: output channel oc reads input channel oc / mult. Per tile (image,
-/// output channel): the input plane into phase planes on the stack, the plane kernel into the
-/// stage, the stage's rows out. Operands: X, taps (i32, [M][kh kw]), bias (i32 per channel,
-/// the zero points' correction folded in), multipliers (f32 per channel), consts (see
-/// [`QDwPlaneKernel`]), Y, the plane kernel.
+/// A window op per plane: output channel oc reads input channel oc / mult (1 for the pools).
+/// Per tile (image, output channel): the input plane into phase planes on the stack, the plane
+/// kernel into the stage, the stage's rows out. Operands: X, then for Conv the taps (i32,
+/// [M][kh kw]), bias (i32 per channel, the zero points' correction folded in), multipliers (f32
+/// per channel) and consts, for Average the counts and consts (see [`QDwPlaneKernel`]), then Y
+/// and the plane kernel.
 #[derive(Clone, Debug)]
 pub struct QDepthwiseSpec {
+    pub op: PlaneOp,
     pub n: usize,
     pub c: usize,
     pub mult: usize,
     pub g: Geom,
     /// i8 input: flip each byte's top bit (and the fill is the flipped zero point).
     pub flip: bool,
+    /// The padding byte (as the kernel sees it).
     pub fill: u8,
 }
 
@@ -150,11 +245,16 @@ impl QDepthwiseSpec {
         hq * wq
     }
     fn vectors(&self) -> usize {
-        (self.g.oh * self.phase_dims().1).div_ceil(16)
+        (self.g.oh * self.phase_dims().1).div_ceil(self.op.lanes())
     }
     fn stack_bytes(&self) -> (usize, usize) {
         let phases = self.g.sh * self.g.sw * self.phase_bytes() + self.phase_dims().1 + SLACK;
-        (phases, 16 * self.vectors() + SLACK)
+        (phases, self.op.lanes() * self.vectors() + SLACK)
+    }
+    /// Outputs on the stage's pitch (`oy wq + ox`), padded to whole vectors: for the average's
+    /// counts.
+    pub fn stage_outputs(&self) -> (usize, usize) {
+        (self.phase_dims().1, self.op.lanes() * self.vectors())
     }
     /// Whether the stack takes this conv's planes.
     pub fn fits(&self) -> bool {
@@ -171,7 +271,7 @@ impl QDepthwiseSpec {
                 (phase * self.phase_bytes() + (row / g.sh) * wq + col / g.sw) as i32
             })
             .collect();
-        QDwPlaneKernel { vectors: self.vectors(), taps }
+        QDwPlaneKernel { op: self.op, vectors: self.vectors(), taps }
     }
     pub fn flops(&self) -> u64 {
         2 * (self.tiles() * self.g.oh * self.g.ow * self.g.kh * self.g.kw) as u64
@@ -292,14 +392,21 @@ impl super::KernelSpec for QDepthwiseSpec {
     fn name(&self) -> String {
         let g = &self.g;
         format!(
-            "int8 depthwise {}x{} s{}x{} {}x{} -> {}x{} x{} avx512",
-            g.kh, g.kw, g.sh, g.sw, g.h, g.w, g.oh, g.ow, self.mult
+            "int8 {:?} {}x{} s{}x{} {}x{} -> {}x{} x{} avx512",
+            self.op, g.kh, g.kw, g.sh, g.sw, g.h, g.w, g.oh, g.ow, self.mult
         )
     }
 
     fn emit(&self, kb: &mut Kb) {
-        let ops: Vec<_> = (0..7).map(|i| kb.operand(i)).collect();
-        let (x, taps, bias, mult, consts, y, plane_kernel) = (ops[0], ops[1], ops[2], ops[3], ops[4], ops[5], ops[6]);
+        // The operands between X and Y: the kernel's arguments.
+        let args = match self.op {
+            PlaneOp::Conv => 4,
+            PlaneOp::Average => 2,
+            PlaneOp::Max { .. } => 0,
+        };
+        let x = kb.operand(0);
+        let params: Vec<Value> = (1..=args).map(|i| kb.operand(i)).collect();
+        let (y, plane_kernel) = (kb.operand(args + 1), kb.operand(args + 2));
         let g = self.g.clone();
         let (phase_len, stage_len) = self.stack_bytes();
         let phases = kb.stack_buffer(phase_len as u32);
@@ -321,13 +428,19 @@ impl super::KernelSpec for QDepthwiseSpec {
                     self.phase_rows(kb, plane, phases, py, px);
                 }
             }
-            let w = {
-                let o = kb.muli(oc, ntaps * 4);
-                kb.elem(taps, o, 1)
-            };
-            let b = kb.elem(bias, oc, 4);
-            let m = kb.elem(mult, oc, 4);
-            kb.call_code(plane_kernel, &[phases, stage, w, b, m, consts]);
+            let mut call = vec![phases, stage];
+            if self.op == PlaneOp::Conv {
+                let w = {
+                    let o = kb.muli(oc, ntaps * 4);
+                    kb.elem(params[0], o, 1)
+                };
+                let b = kb.elem(params[1], oc, 4);
+                let m = kb.elem(params[2], oc, 4);
+                call.extend([w, b, m, params[3]]);
+            } else {
+                call.extend(&params);
+            }
+            kb.call_code(plane_kernel, &call);
             let out = {
                 let o = kb.muli(t, (g.oh * g.ow) as i64);
                 kb.elem(y, o, 1)

@@ -12,7 +12,7 @@ use incept_ir::{DType, Tensor};
 use super::conv::geom;
 use super::{BufRef, LowerError, Lowerer};
 use crate::codegen::int8::{Im2colBytesSpec, Int8GemmSpec, MR_INT8, QuadIm2colSpec, pack_quad_a};
-use crate::codegen::int8_depthwise::QDepthwiseSpec;
+use crate::codegen::int8_depthwise::{PlaneOp, QDepthwiseSpec};
 use crate::codegen::kernels::conv::Geom;
 
 /// A QLinearConv's operands when everything but the input is constant.
@@ -197,6 +197,7 @@ impl<'g> Lowerer<'g> {
         let flip = q.x_type == DType::I8;
         let shift = if flip { 128 } else { 0 };
         let spec = QDepthwiseSpec {
+            op: PlaneOp::Conv,
             n: q.x_shape[0],
             c,
             mult: m / c,

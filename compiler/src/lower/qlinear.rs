@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use incept_ir::DType;
+use incept_ir::{DType, Op};
 use incept_ir::graph::{NodeId, ValueId};
 use incept_ir::ops::conv::Window;
 use incept_ir::ops::norm_axis;
@@ -14,6 +14,7 @@ use incept_ir::ops::quant::{qrange, quantize};
 
 use super::{LowerError, Lowerer};
 use crate::codegen::Tier;
+use crate::codegen::int8_depthwise::{PlaneOp, QDepthwiseSpec};
 use crate::codegen::int8_elementwise::{QBinaryKernel, QBinaryOp, QBinaryRows, QBinarySpec};
 use crate::codegen::kernels::nd::broadcast_strides;
 use crate::codegen::kernels::qlinear::{
@@ -222,7 +223,10 @@ impl<'g> Lowerer<'g> {
         } else {
             (self.const_params(id, 1, Some(2))?, self.const_params(id, 3, Some(4))?)
         };
-        self.range_of(id, dtype)?;
+        let range = self.range_of(id, dtype)?;
+        if self.tier == Tier::Avx512 && self.plane_pool(id, window, max, ((xs, xz), (ys, yz)), range)? {
+            return Ok(());
+        }
         let spec = QPoolSpec {
             planes: xs_shape[0] * xs_shape[1],
             h: span(1),
@@ -242,6 +246,71 @@ impl<'g> Lowerer<'g> {
         let tiles = spec.tiles();
         self.step(Arc::new(spec), tiles, &reads, &[dst], false, &name, op_name(self, id), 0);
         Ok(())
+    }
+
+    /// An integer max pool or QLinearAveragePool on the AVX-512 plane kernel (see
+    /// `codegen/int8_depthwise.rs`) when its planes fit the stack; false (nothing emitted)
+    /// otherwise.
+    fn plane_pool(
+        &mut self,
+        id: NodeId,
+        window: &Window,
+        max: bool,
+        ((xs, xz), (ys, yz)): ((f32, i32), (f32, i32)),
+        (lo, hi): (i32, i32),
+    ) -> Result<bool, LowerError> {
+        let name = self.g.node(id).name.clone();
+        let x = self.in_val(id, 0).ok_or_else(|| self.unsupported(id, "a missing input"))?;
+        let out = ValueId::new(id, 0);
+        let (xs_shape, os) = (self.shape(x)?, self.shape(out)?);
+        let dtype = self.g.ty(x).dtype;
+        let signed = dtype == DType::I8;
+        // The max compares signed bytes as they are and pads with the low end; the average
+        // widens unsigned bytes (i8 flipped) and pads with the zero point.
+        let (op, flip, fill) = if max {
+            (PlaneOp::Max { signed }, false, if signed { 0x80 } else { 0 })
+        } else {
+            (PlaneOp::Average, signed, (xz + if signed { 128 } else { 0 }) as u8)
+        };
+        let g = super::conv::geom(window, &xs_shape, &os);
+        let spec = QDepthwiseSpec { op, n: xs_shape[0], c: xs_shape[1], mult: 1, g, flip, fill };
+        if !spec.fits() {
+            return Ok(false);
+        }
+        let mut reads = vec![self.value(x)?];
+        if !max {
+            let Op::QLinearAveragePool(pool) = &self.g.node(id).op else {
+                return Err(self.unsupported(id, "an average pool that is not QLinearAveragePool"));
+            };
+            let w3 = window.in3(&xs_shape[2..], &os[2..]);
+            let span = |i: usize, o: usize| {
+                incept_ir::ops::qlinear::span(o, w3.strides[i], w3.kernel[i], w3.pads[i], w3.ends[i], w3.input[i])
+            };
+            let (pitch, len) = spec.stage_outputs();
+            let mut counts = vec![1f32; len];
+            for oy in 0..spec.g.oh {
+                for ox in 0..spec.g.ow {
+                    counts[oy * pitch + ox] = pool.count([span(0, 0), span(1, oy), span(2, ox)]) as f32;
+                }
+            }
+            let consts: Vec<u8> = [xs, ys, yz as f32, lo as f32, hi as f32]
+                .iter()
+                .map(|f| f.to_bits())
+                // The zero point as the kernel widens it: the byte, unsigned.
+                .chain([fill as u32])
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            reads.push(self.weight_f32(&counts, &format!("{name}.counts")));
+            reads.push(self.weight(&consts, &format!("{name}.consts")));
+        }
+        let dst = self.define(out)?;
+        let kernel = self.kernel(Arc::new(spec.kernel()));
+        let tiles = spec.tiles();
+        self.step(Arc::new(spec), tiles, &reads, &[dst], false, &name, op_name(self, id), 0);
+        if let Some(step) = self.out.steps.last_mut() {
+            step.operands.push(super::LOperand::Kernel(kernel));
+        }
+        Ok(true)
     }
 
     pub(super) fn qlinear_softmax(&mut self, id: NodeId, op: &QLinearSoftmax) -> Result<(), LowerError> {

@@ -454,6 +454,28 @@ impl QLinearAveragePool {
     }
 }
 
+/// The window of output `o` along one dim (stride `s`, kernel `k`, pads `p` before and `q`
+/// after, input `n`): its first and end real input positions, and how many of its positions lie
+/// in the padded input.
+pub fn span(o: usize, s: usize, k: usize, p: usize, q: usize, n: usize) -> (usize, usize, usize) {
+    let start = (o * s) as i64 - p as i64;
+    let end = start + k as i64;
+    let padded = end.min((n + q) as i64) - start.max(-(p as i64));
+    (start.max(0) as usize, end.min(n as i64).max(0) as usize, padded.max(0) as usize)
+}
+
+impl QLinearAveragePool {
+    /// The divisor of a window from its spans along each dim (see [`span`]): its real positions,
+    /// or with `count_include_pad` its positions in the padded input.
+    pub fn count(&self, spans: [(usize, usize, usize); 3]) -> usize {
+        if self.count_include_pad {
+            spans.iter().map(|s| s.2).product()
+        } else {
+            spans.iter().map(|s| s.1.saturating_sub(s.0)).product()
+        }
+    }
+}
+
 impl OpDef for QLinearAveragePool {
     fn name(&self) -> &'static str {
         "QLinearAveragePool"
@@ -517,13 +539,6 @@ impl OpDef for QLinearAveragePool {
             for oz in 0..od {
                 for oy in 0..oh {
                     for ox in 0..ow {
-                        // Window bounds in input coordinates, and clipped to the (padded) input.
-                        let span = |o: usize, s: usize, k: usize, p: usize, q: usize, n: usize| {
-                            let start = (o * s) as i64 - p as i64;
-                            let end = start + k as i64;
-                            let padded = end.min((n + q) as i64) - start.max(-(p as i64));
-                            (start.max(0) as usize, end.min(n as i64).max(0) as usize, padded.max(0) as usize)
-                        };
                         let (z0, z1, pz) = span(oz, sd, kd, pd, qd, id);
                         let (y0, y1, py) = span(oy, sh, kh, ph, qh, ih);
                         let (x0, x1, px) = span(ox, sw, kw, pw, qw, iw);
@@ -535,8 +550,7 @@ impl OpDef for QLinearAveragePool {
                                 }
                             }
                         }
-                        let real = (z1.saturating_sub(z0)) * (y1.saturating_sub(y0)) * (x1.saturating_sub(x0));
-                        let count = if self.count_include_pad { pz * py * px } else { real };
+                        let count = self.count([(z0, z1, pz), (y0, y1, py), (x0, x1, px)]);
                         out.push(saturate(sum / count as f32 / ys + yz as f32, r));
                     }
                 }
