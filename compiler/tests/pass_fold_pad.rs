@@ -114,3 +114,32 @@ fn zero_point_pad_merges_into_qlinear_conv() {
     assert_eq!(stats[0].applied, 0);
     assert_eq!(print(&before), print(&after));
 }
+
+/// A u8 map padded with `pad_value` into a 3x3 stride-2 MaxPool.
+fn int_max_src(pad_value: u8) -> String {
+    format!(
+        r#"graph g {{
+  input %x : f32[1,2,5,5]
+  %s = const f32[] 0.01
+  %z = const u8[] 40
+  %q = QuantizeLinear(%x, %s, %z) : u8[1,2,5,5]
+  %pads = const i64[8] [0, 0, 1, 2, 0, 0, 1, 0]
+  %v = const u8[] {pad_value}
+  %p = Pad(%q, %pads, %v) {{mode="constant"}} : u8[1,2,7,7]
+  %y = MaxPool(%p) {{kernel_shape=[3,3], strides=[2,2]}} : u8[1,2,3,3]
+  output %y
+}}
+"#
+    )
+}
+
+#[test]
+fn low_end_pad_merges_into_integer_max_pool() {
+    // Inputs in [-1, 1) with zero point 40: many below the zero point, none below 0.
+    let (before, after, _) = run_passes(&int_max_src(0), &["fold-pad"]);
+    assert_same(&before, &after, 0.0);
+    assert_eq!(count(&after, "Pad"), 0, "{}", print(&after));
+    // Padding with the zero point can win a max over smaller values: it stays.
+    let (_, after, stats) = run_passes(&int_max_src(40), &["fold-pad"]);
+    assert_eq!((stats[0].applied, count(&after, "Pad")), (0, 1));
+}

@@ -1002,3 +1002,67 @@ fn int8_quantize_and_dequantize_on_the_vector_kernel() {
     }
     println!("{checked} vector Q/DQ cases checked");
 }
+
+/// One-row QLinearMatMuls (classifier heads) on the VNNI tile as pointwise convs: u8 and i8 A
+/// of shape [K] and [1, K], scales per tensor and per column, output widths around the 12-row
+/// panels. The interpreter's bytes, at 1 and 2 threads, on the tile.
+#[test]
+fn vnni_row_matmuls_match_the_interpreter() {
+    use incept_compiler::{CompileOptions, Cpu};
+    if !incept_compiler::codegen::int8::host_has_vnni() {
+        println!("skipped: this CPU has no AVX512-VNNI");
+        return;
+    }
+    let mut checked = 0;
+    for (i, (a_type, rank, k, n, per_column)) in [
+        (DType::U8, 2, 64, 24, true),
+        (DType::I8, 1, 37, 13, false),
+        (DType::U8, 1, 130, 1000, false),
+        (DType::I8, 2, 257, 25, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut s = SplitMix(i as u64 + 500);
+        let mut graph = Gen::new(i as u64 + 501);
+        let g = &mut graph;
+        let a_shape = if rank == 1 { vec![k] } else { vec![1, k] };
+        let a = g.input_of(a_type, &a_shape);
+        let b: Vec<i8> = (0..k * n).map(|_| (s.next_u64() % 256) as u8 as i8).collect();
+        let b = g.konst(Tensor::from_vec(vec![k, n], b));
+        let a_zero = if a_type == DType::U8 { 131 } else { -9 };
+        let b_scale = if per_column {
+            Tensor::from_vec(vec![n], (0..n).map(|j| 0.0005 * (1 + j % 7) as f32).collect::<Vec<_>>())
+        } else {
+            Tensor::scalar(0.002f32)
+        };
+        let ins = vec![
+            Some(a),
+            Some(g.konst(Tensor::scalar(0.05f32))),
+            Some(g.konst(typed(a_type, vec![], &[a_zero]))),
+            Some(b),
+            Some(g.konst(b_scale)),
+            Some(g.konst(if per_column { Tensor::from_vec(vec![n], vec![0i8; n]) } else { Tensor::scalar(0i8) })),
+            Some(g.konst(Tensor::scalar(0.3f32))),
+            Some(g.konst(typed(DType::U8, vec![], &[100]))),
+        ];
+        let out = g.op("QLinearMatMul", vec![], ins).expect("a valid matmul");
+        g.g.set_outputs(vec![out]);
+        let vals: Vec<i64> =
+            (0..k).map(|_| (s.next_u64() % 256) as i64 - if a_type == DType::I8 { 128 } else { 0 }).collect();
+        let input = typed(a_type, a_shape.clone(), &vals);
+        let want = interp::run(&g.g, std::slice::from_ref(&input)).expect("interpreter");
+        for threads in [1, 2] {
+            let opts = CompileOptions { cpu: Cpu::Avx512Vnni, threads, ..Default::default() };
+            let (model, _) = incept_compiler::compile_graph(g.g.clone(), &opts).expect("compile");
+            let on_tile = model.plan().steps.iter().any(|st| st.op == "QuadIm2col");
+            assert!(on_tile, "case {i}: not on the VNNI tile");
+            let got = model.run(&[incept_compiler::to_runtime(&input).expect("input")]).expect("run");
+            let got = incept_compiler::from_runtime(&got[0]).expect("output");
+            assert_eq!(got.shape(), want[0].shape(), "case {i}");
+            assert_eq!(got.bytes(), want[0].bytes(), "case {i} ({a_type} [{k}] x [{k}, {n}]) at {threads} threads");
+        }
+        checked += 1;
+    }
+    println!("{checked} VNNI row matmuls checked");
+}

@@ -107,7 +107,8 @@ impl<'g> Lowerer<'g> {
         let Some(q) = self.qconv(id)? else { return Ok(false) };
         let c = q.x_shape[1];
         if groups == 1 && self.int8_vnni {
-            return self.vnni_conv(id, window, &q);
+            let g = geom(window, &q.x_shape, &q.y_shape);
+            return self.vnni_conv(id, g, &q);
         }
         if groups == c && groups > 1 {
             return self.depthwise_conv(id, window, &q);
@@ -118,7 +119,7 @@ impl<'g> Lowerer<'g> {
     /// An ungrouped conv with i8 weights of zero point 0 on the VNNI tile. The input goes into
     /// quad panels, the weights into quad panels at compile time, and the zero points into a
     /// per-row bias.
-    fn vnni_conv(&mut self, id: NodeId, window: &Window, q: &QConv) -> Result<bool, LowerError> {
+    fn vnni_conv(&mut self, id: NodeId, g: Geom, q: &QConv) -> Result<bool, LowerError> {
         if q.weights.dtype() != DType::I8 || q.w_zero.iter().any(|&z| z != 0) {
             return Ok(false);
         }
@@ -129,8 +130,7 @@ impl<'g> Lowerer<'g> {
         let quads_in = QuadIm2colSpec {
             n: xs_shape[0],
             c: xs_shape[1],
-            // 1-D convs as height 1.
-            g: geom(window, xs_shape, os),
+            g,
             flip,
             // The zero point as the tile sees it: padding then adds nothing.
             fill: (q.x_zero + shift) as u8,
@@ -188,6 +188,60 @@ impl<'g> Lowerer<'g> {
             step.operands.extend(kernels.into_iter().map(super::LOperand::Kernel));
         }
         Ok(true)
+    }
+
+    /// QLinearMatMul of one row (`[.., 1, K]` or `[K]` by constant i8 `[K, N]` of zero point 0)
+    /// on the VNNI tile, as the pointwise conv it is: B transposed is the weights (N output
+    /// channels of K), A the input (K channels of one position), and the one-row output is the
+    /// conv's output in memory. False (nothing emitted) where it does not apply.
+    pub(super) fn int8_matmul(&mut self, id: NodeId) -> Result<bool, LowerError> {
+        if !self.int8_vnni {
+            return Ok(false);
+        }
+        let (Some(a), Some(b)) = (self.in_val(id, 0), self.const_input(id, 3)) else { return Ok(false) };
+        let out = ValueId::new(id, 0);
+        let a_shape = self.shape(a)?;
+        let (a_type, y_type) = (self.g.ty(a).dtype, self.g.ty(out).dtype);
+        let int8 = |d: DType| matches!(d, DType::U8 | DType::I8);
+        let rows: usize = a_shape[..a_shape.len().saturating_sub(1)].iter().product();
+        if b.rank() != 2 || b.dtype() != DType::I8 || rows != 1 || !int8(a_type) || !int8(y_type) {
+            return Ok(false);
+        }
+        let (k, n) = (b.shape()[0], b.shape()[1]);
+        let params: Vec<Option<Tensor>> = (0..8).map(|i| self.const_input(id, i)).collect();
+        let present = |i: usize| self.in_val(id, i).is_some();
+        if [1, 4, 6, 7].iter().any(|&i| params[i].is_none())
+            || [2, 5].iter().any(|&i| present(i) && params[i].is_none())
+        {
+            return Ok(false);
+        }
+        let err = |e: incept_ir::tensor::TensorError| self.unsupported(id, e.to_string());
+        let ints = |i: usize| params[i].as_ref().map(|t| t.to_i64s()).transpose();
+        let floats = |i: usize| params[i].as_ref().map(|t| t.view::<f32>().map(|v| v.into_owned())).transpose();
+        let a_zero = ints(2).map_err(err)?.unwrap_or_else(|| vec![0]);
+        if a_zero.len() != 1 || ints(5).map_err(err)?.unwrap_or_default().iter().any(|&z| z != 0) {
+            return Ok(false);
+        }
+        let xs = floats(1).map_err(err)?.unwrap_or_default()[0];
+        let ws = floats(4).map_err(err)?.unwrap_or_default();
+        let ys = floats(6).map_err(err)?.unwrap_or_default()[0];
+        let bv: Vec<i8> = b.view::<i8>().map_err(err)?.into_owned();
+        let transposed: Vec<i8> = (0..n * k).map(|i| bv[(i % k) * n + i / k]).collect();
+        let q = QConv {
+            x: a,
+            x_shape: vec![1, k, 1, 1],
+            y_shape: vec![1, n, 1, 1],
+            x_type: a_type,
+            y_type,
+            x_zero: a_zero[0] as i32,
+            weights: Tensor::from_vec(vec![n, k], transposed),
+            w_zero: vec![0],
+            mult: (0..n).map(|j| (xs * ws[if ws.len() == 1 { 0 } else { j }]) / ys).collect(),
+            y_zero: ints(7).map_err(err)?.unwrap_or_default()[0] as i32,
+            bias: vec![0; n],
+        };
+        let g = Geom { h: 1, w: 1, oh: 1, ow: 1, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1 };
+        self.vnni_conv(id, g, &q)
     }
 
     /// A depthwise conv (one input channel per group, any channel multiplier, any weight zero

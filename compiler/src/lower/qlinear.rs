@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use incept_ir::{DType, Op};
 use incept_ir::graph::{NodeId, ValueId};
 use incept_ir::ops::conv::Window;
 use incept_ir::ops::norm_axis;
 use incept_ir::ops::qlinear::{QBinaryKind, QLinearBinary, QLinearLookup, QLinearSoftmax, QParams};
 use incept_ir::ops::quant::{qrange, quantize};
+use incept_ir::{DType, Op};
 
 use super::{LowerError, Lowerer};
 use crate::codegen::Tier;

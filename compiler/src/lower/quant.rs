@@ -117,6 +117,9 @@ impl<'g> Lowerer<'g> {
     }
     /// MatMulInteger and QLinearMatMul.
     pub(super) fn int_matmul(&mut self, id: NodeId, qlinear: bool) -> Result<(), LowerError> {
+        if qlinear && self.tier == Tier::Avx512 && self.int8_matmul(id)? {
+            return Ok(());
+        }
         self.integer(id, IntOp::MatMul { qlinear }, None)
     }
 

@@ -1,10 +1,11 @@
 //! Folding an explicit constant Pad into the following Conv, AveragePool or MaxPool (zeros),
-//! or QLinearConv and ConvInteger (their input's zero point, which is what their own padding
-//! adds).
+//! QLinearConv and ConvInteger (their input's zero point, which is what their own padding
+//! adds), or an integer MaxPool (the type's low end, which its own padding acts as).
 
 use incept_ir::OpError;
 use incept_ir::graph::{Graph, NodeId, ValueId};
 use incept_ir::ops::pad::PadMode;
+use incept_ir::ops::quant::qrange;
 use incept_ir::ops::{Op, PoolKind, Unary};
 
 use crate::passes::util::{const_f64, single_user};
@@ -89,9 +90,17 @@ impl Pass for FoldPad {
         }
         let Some((extra, value)) = spatial_pads(g, pv.node) else { return Ok(None) };
         let Some(x) = g.node(pv.node).inputs()[0] else { return Ok(None) };
-        // The integer convs pad with their input's zero point; the others with zeros.
-        let integer = matches!(node.op, Op::QLinearConv(_) | Op::ConvInteger(_));
-        if value != if integer { input_zero(g, id).unwrap_or(f64::NAN) } else { 0.0 } {
+        // The integer convs pad with their input's zero point; an integer max pool ignores its
+        // padding, as the type's low end would (also the reference's result for a window of
+        // padding alone); the others pad with zeros.
+        let low_end = qrange(g.ty(x).dtype).map(|(lo, _)| lo as f64);
+        let int_max = matches!(&node.op, Op::Pool(p) if p.kind == PoolKind::Max) && low_end.is_some();
+        let expected = match node.op {
+            Op::QLinearConv(_) | Op::ConvInteger(_) => input_zero(g, id).unwrap_or(f64::NAN),
+            _ if int_max => low_end.unwrap_or(f64::NAN),
+            _ => 0.0,
+        };
+        if value != expected {
             return Ok(None);
         }
         let add = |pads: &[usize]| -> Vec<usize> { pads.iter().zip(&extra).map(|(a, b)| a + b).collect() };
@@ -127,7 +136,7 @@ impl Pass for FoldPad {
                                 && extra[i] + p.window.pads[i] < p.window.kernel[i]
                                 && extra[n + i] + p.window.pads[n + i] < p.window.kernel[i]
                         });
-                        if !non_negative(g, x) || !fits || g.node(id).outputs.len() > 1 {
+                        if g.node(id).outputs.len() > 1 || (!int_max && (!non_negative(g, x) || !fits)) {
                             return Ok(None);
                         }
                     }
