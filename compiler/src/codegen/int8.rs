@@ -414,20 +414,30 @@ impl super::KernelSpec for QuadIm2colSpec {
                 kb.elem(x, o, 1)
             };
             let first = kb.muli(p, 32);
-            // A pointwise conv's full panels: four channel rows of 32 positions interleaved into
-            // a quad row with byte shuffles, the channels past the last whole quad below.
+            // A pointwise conv's panels: four channel rows of 32 positions interleaved into a
+            // quad row with byte shuffles, the channels past the last whole quad below. The last,
+            // partial panel reads past its rows' ends into the next rows (its columns past the
+            // positions are never stored), so only rows whose 32 bytes stay inside the tensor:
+            // row r ends its read by (r + 1) npos + 31.
             let vector_quads = if self.pointwise() { self.c / 4 } else { 0 };
+            let last_row = self.c as i64 - 1 - 31u64.div_ceil(npos as u64) as i64;
+            // Quads q with 4q + 3 <= last_row.
+            let partial_quads = if npos % 32 == 0 || last_row < 3 { 0 } else { ((last_row - 3) / 4 + 1) as usize };
+            let partial_quads = partial_quads.min(vector_quads);
             let ci_from = if vector_quads > 0 {
                 let full = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, p, (npos / 32) as i64);
-                let (vec_b, join) = (kb.b.create_block(), kb.b.create_block());
+                let (vec_b, part_b, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
                 kb.b.append_block_param(join, cranelift_codegen::ir::types::I64);
-                let zero = kb.iconst(0);
-                kb.b.ins().brif(full, vec_b, &[], join, &[zero.into()]);
-                kb.b.switch_to_block(vec_b);
-                let plane0 = kb.elem(src, first, 1);
-                self.interleave_quads(kb, plane0, dst, vector_quads);
-                let from = kb.iconst((vector_quads * 4) as i64);
-                kb.b.ins().jump(join, &[from.into()]);
+                kb.b.ins().brif(full, vec_b, &[], part_b, &[]);
+                for (block, n) in [(vec_b, vector_quads), (part_b, partial_quads)] {
+                    kb.b.switch_to_block(block);
+                    if n > 0 {
+                        let plane0 = kb.elem(src, first, 1);
+                        self.interleave_quads(kb, plane0, dst, n);
+                    }
+                    let from = kb.iconst((n * 4) as i64);
+                    kb.b.ins().jump(join, &[from.into()]);
+                }
                 kb.b.switch_to_block(join);
                 kb.b.block_params(join)[0]
             } else {
