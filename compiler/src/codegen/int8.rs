@@ -515,8 +515,13 @@ impl super::KernelSpec for QuadIm2colSpec {
 /// requantised bytes of C[i][12r ..][32p ..] (row stride `n` positions); a last panel narrower
 /// than 32 goes through a stack tile and is copied out. Operands: A (packed weights), B (quad
 /// panels), bias (i32 per row, padded to whole panels), multiplier (f32 per row, padded),
-/// consts (see [`VnniMicrokernel`]), C, then the tiles: 12 rows, and `m % 12` rows if any. One
-/// tile per (image, column panel).
+/// consts (see [`VnniMicrokernel`]), C, then the tiles: 12 rows, and `m % 12` rows if any.
+///
+/// One tile per (image, column panel), each running every row panel: the weights stream once
+/// per column panel while its quad panel stays in cache. When the weights outweigh the quad
+/// panels (`by_rows`: the deep layers' small maps, where the weights are megabytes and the
+/// positions a few panels), one tile per (image, row panel) instead, each running every
+/// column panel: the weights stream once.
 #[derive(Clone, Debug)]
 pub struct Int8GemmSpec {
     pub images: usize,
@@ -524,14 +529,24 @@ pub struct Int8GemmSpec {
     pub n: usize,
     pub quads: usize,
     pub signed: bool,
+    pub by_rows: bool,
 }
 
 impl Int8GemmSpec {
     pub fn panels(&self) -> usize {
         self.n.div_ceil(32)
     }
+    fn row_panels(&self) -> usize {
+        self.m.div_ceil(MR_INT8)
+    }
     pub fn tiles(&self) -> usize {
-        self.images * self.panels()
+        self.images * if self.by_rows { self.row_panels() } else { self.panels() }
+    }
+    /// Whether the weights (all row panels) outweigh an image's quad panels: then `by_rows`.
+    pub fn weights_dominate(m: usize, n: usize, quads: usize) -> bool {
+        let weights = m.div_ceil(MR_INT8) * MR_INT8 * quads * 4;
+        let panels = n.div_ceil(32) * quads * QUAD_ROW_BYTES;
+        weights > panels
     }
     /// The machine-code tiles it calls, in operand order.
     pub fn microkernels(&self) -> Vec<VnniMicrokernel> {
@@ -549,92 +564,131 @@ impl Int8GemmSpec {
 
 impl super::KernelSpec for Int8GemmSpec {
     fn name(&self) -> String {
-        format!("int8 gemm {}x{}x{} avx512vnni", self.m, self.n, self.quads * 4)
+        let order = if self.by_rows { " by rows" } else { "" };
+        format!("int8 gemm {}x{}x{}{order} avx512vnni", self.m, self.n, self.quads * 4)
     }
 
     fn emit(&self, kb: &mut super::builder::Kb) {
-        use cranelift_codegen::ir::InstBuilder;
         use cranelift_codegen::ir::types::I8;
+        use cranelift_codegen::ir::{InstBuilder, Value};
 
         use super::builder::rw;
         let ops: Vec<_> = (0..6).map(|i| kb.operand(i)).collect();
         let (a, b, bias, mult, consts, c) = (ops[0], ops[1], ops[2], ops[3], ops[4], ops[5]);
         let kernels = self.microkernels();
         let uk: Vec<_> = (0..kernels.len()).map(|i| kb.operand(6 + i)).collect();
-        let panels = self.panels();
-        let (pm, rem) = (self.m.div_ceil(MR_INT8), self.m % MR_INT8);
+        let (panels, pm, rem) = (self.panels(), self.row_panels(), self.m % MR_INT8);
         let a_panel = (self.quads * MR_INT8 * 4) as i64;
         let b_panel = (self.quads * QUAD_ROW_BYTES) as i64;
         let narrow = self.n % 32;
         let stage = (narrow != 0).then(|| kb.stack_buffer((MR_INT8 * 32) as u32));
-        let (begin, end) = (kb.begin, kb.end);
-        kb.for_range(begin, end, 1, |kb, t| {
-            let (img, p) = kb.divmod(t, panels as i64);
+        let full_rows = MR_INT8.min(self.m);
+        // One tile call: row panel r (a constant or a value) of image img by column panel p,
+        // into C, or into the stage and copied out (the narrow last panel).
+        let call = |kb: &mut super::builder::Kb, img: Value, r: Value, r_rows: usize, p: Value, staged: bool| {
+            let f = uk[if r_rows == full_rows { 0 } else { 1 }];
             let bpan = {
+                let t = kb.muli(img, panels as i64);
+                let t = kb.add(t, p);
                 let o = kb.muli(t, b_panel);
                 kb.elem(b, o, 1)
             };
+            let aptr = {
+                let o = kb.muli(r, a_panel);
+                kb.elem(a, o, 1)
+            };
+            let row0 = kb.muli(r, MR_INT8 as i64);
             let cimg = {
                 let o = kb.muli(img, (self.m * self.n) as i64);
                 kb.elem(c, o, 1)
             };
             let col = kb.muli(p, 32);
-            let quads = kb.iconst(self.quads as i64);
-            // Full panels store into C; the narrow last one into the stage, then copies out.
-            let call_rows = |kb: &mut super::builder::Kb, out: cranelift_codegen::ir::Value, ldc: i64, staged: bool| {
-                for r in 0..pm {
-                    let rows = if r == pm - 1 && rem != 0 { rem } else { MR_INT8.min(self.m) };
-                    let f = uk[if rows == MR_INT8.min(self.m) { 0 } else { 1 }];
-                    let ao = kb.iconst(r as i64 * a_panel);
-                    let aptr = kb.elem(a, ao, 1);
-                    let cptr = if staged {
-                        out
-                    } else {
-                        let o = kb.iconst((r * MR_INT8 * self.n) as i64);
-                        kb.elem(out, o, 1)
-                    };
-                    let bi = kb.iconst((r * MR_INT8 * 4) as i64);
-                    let bias_p = kb.elem(bias, bi, 1);
-                    let mult_p = kb.elem(mult, bi, 1);
-                    let ldc_v = kb.iconst(ldc);
-                    kb.call_code(f, &[aptr, bpan, cptr, ldc_v, quads, bias_p, mult_p, consts]);
-                    if staged {
-                        // Copy the valid columns of these rows out of the stage.
-                        for rr in 0..rows {
-                            for cc in 0..narrow {
-                                let s = kb.iconst((rr * 32 + cc) as i64);
-                                let sptr = kb.elem(out, s, 1);
-                                // Not `ro`: the next tile call rewrites the stage.
-                                let v = kb.b.ins().load(I8, rw(), sptr, 0);
-                                let o = kb.iconst((((r * MR_INT8 + rr) * self.n) + cc) as i64);
-                                let o = kb.add(o, col);
-                                let dp = kb.elem(cimg, o, 1);
-                                kb.b.ins().store(rw(), v, dp, 0);
-                            }
-                        }
-                    }
+            let (cptr, ldc) = match (staged, stage) {
+                (true, Some(st)) => (st, 32),
+                _ => {
+                    let o = kb.muli(row0, self.n as i64);
+                    let o = kb.add(o, col);
+                    (kb.elem(cimg, o, 1), self.n as i64)
                 }
             };
-            match stage {
-                None => {
-                    let cptr = kb.elem(cimg, col, 1);
-                    call_rows(kb, cptr, self.n as i64, false);
+            let bias_p = kb.elem(bias, row0, 4);
+            let mult_p = kb.elem(mult, row0, 4);
+            let ldc_v = kb.iconst(ldc);
+            let quads = kb.iconst(self.quads as i64);
+            kb.call_code(f, &[aptr, bpan, cptr, ldc_v, quads, bias_p, mult_p, consts]);
+            if staged {
+                // Copy the valid columns of these rows out of the stage.
+                for rr in 0..r_rows {
+                    for cc in 0..narrow {
+                        let s = kb.iconst((rr * 32 + cc) as i64);
+                        let sptr = kb.elem(cptr, s, 1);
+                        // Not `ro`: the next tile call rewrites the stage.
+                        let v = kb.b.ins().load(I8, rw(), sptr, 0);
+                        let o = kb.addi(row0, rr as i64);
+                        let o = kb.muli(o, self.n as i64);
+                        let o = kb.addi(o, cc as i64);
+                        let o = kb.add(o, col);
+                        let dp = kb.elem(cimg, o, 1);
+                        kb.b.ins().store(rw(), v, dp, 0);
+                    }
                 }
-                Some(st) => {
+            }
+        };
+        let (begin, end) = (kb.begin, kb.end);
+        let full_panels = (self.n / 32) as i64;
+        if self.by_rows {
+            kb.for_range(begin, end, 1, |kb, t| {
+                let (img, r) = kb.divmod(t, pm as i64);
+                // The last row panel may be short: its own tile.
+                let short = rem != 0 && self.m > MR_INT8;
+                let body = |kb: &mut super::builder::Kb, rows: usize| {
+                    kb.for_const(0, full_panels, 1, |kb, p| call(kb, img, r, rows, p, false));
+                    if narrow != 0 {
+                        let p = kb.iconst(full_panels);
+                        call(kb, img, r, rows, p, true);
+                    }
+                };
+                if short {
+                    let last = kb.eqi(r, pm as i64 - 1);
+                    let (short_b, full_b, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+                    kb.b.ins().brif(last, short_b, &[], full_b, &[]);
+                    kb.b.switch_to_block(short_b);
+                    body(kb, rem);
+                    kb.b.ins().jump(join, &[]);
+                    kb.b.switch_to_block(full_b);
+                    body(kb, full_rows);
+                    kb.b.ins().jump(join, &[]);
+                    kb.b.switch_to_block(join);
+                } else {
+                    body(kb, full_rows);
+                }
+            });
+        } else {
+            kb.for_range(begin, end, 1, |kb, t| {
+                let (img, p) = kb.divmod(t, panels as i64);
+                let rows_of = |r: usize| if r == pm - 1 && rem != 0 && self.m > MR_INT8 { rem } else { full_rows };
+                let all_rows = |kb: &mut super::builder::Kb, staged: bool| {
+                    for r in 0..pm {
+                        let rv = kb.iconst(r as i64);
+                        call(kb, img, rv, rows_of(r), p, staged);
+                    }
+                };
+                if narrow == 0 {
+                    all_rows(kb, false);
+                } else {
                     let last = kb.eqi(p, panels as i64 - 1);
                     let (staged_b, direct_b, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
                     kb.b.ins().brif(last, staged_b, &[], direct_b, &[]);
                     kb.b.switch_to_block(staged_b);
-                    call_rows(kb, st, 32, true);
+                    all_rows(kb, true);
                     kb.b.ins().jump(join, &[]);
                     kb.b.switch_to_block(direct_b);
-                    let cptr = kb.elem(cimg, col, 1);
-                    call_rows(kb, cptr, self.n as i64, false);
+                    all_rows(kb, false);
                     kb.b.ins().jump(join, &[]);
                     kb.b.switch_to_block(join);
                 }
-            }
-        });
+            });
+        }
     }
 }
 

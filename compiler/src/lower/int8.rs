@@ -170,12 +170,14 @@ impl<'g> Lowerer<'g> {
         } else {
             quads_in
         };
+        let (n, quads) = (quads_in.g.oh * quads_in.g.ow, quads_in.quads());
         let gemm = Int8GemmSpec {
             images: quads_in.n,
             m,
-            n: quads_in.g.oh * quads_in.g.ow,
-            quads: quads_in.quads(),
+            n,
+            quads,
             signed: q.y_type == DType::I8,
+            by_rows: Int8GemmSpec::weights_dominate(m, n, quads),
         };
         let tiles = quads_in.tiles();
         self.step(Arc::new(quads_in), tiles, &[src], &[panels], false, &name, "QuadIm2col", 0);
