@@ -210,11 +210,12 @@ impl super::KernelSpec for QDwPlaneKernel {
 }
 
 /// A window op per plane: output channel oc reads input channel oc / mult (1 for the pools).
-/// Per tile (image, output channel): the input plane into phase planes on the stack, the plane
-/// kernel into the stage, the stage's rows out. Operands: X, then for Conv the taps (i32,
-/// [M][kh kw]), bias (i32 per channel, the zero points' correction folded in), multipliers (f32
-/// per channel) and consts, for Average the counts and consts (see [`QDwPlaneKernel`]), then Y
-/// and the plane kernel.
+/// Per tile (image, output channel): the input plane into phase planes on the stack (by
+/// [`PlaneFillKernel`] where it applies), the plane kernel into the stage, the stage's rows out
+/// ([`RowsCopyKernel`]). Operands: X, then for Conv the taps (i32, [M][kh kw]), bias (i32 per
+/// channel, the zero points' correction folded in), multipliers (f32 per channel) and consts,
+/// for Average the counts and consts (see [`QDwPlaneKernel`]), then Y, the plane kernel, the
+/// copy kernel and the fill kernel if any.
 #[derive(Clone, Debug)]
 pub struct QDepthwiseSpec {
     pub op: PlaneOp,
@@ -275,6 +276,14 @@ impl QDepthwiseSpec {
     }
     pub fn flops(&self) -> u64 {
         2 * (self.tiles() * self.g.oh * self.g.ow * self.g.kh * self.g.kw) as u64
+    }
+    /// The machine-code phase fill, for column strides 1 and 2 (others fill in CLIF).
+    pub fn fill_kernel(&self) -> Option<PlaneFillKernel> {
+        (self.g.sw <= 2).then(|| PlaneFillKernel { spec: self.clone() })
+    }
+    /// The copy of the stage's rows into the output plane.
+    pub fn copy_kernel(&self) -> RowsCopyKernel {
+        RowsCopyKernel { rows: self.g.oh, len: self.g.ow, from: self.phase_dims().1, to: self.g.ow }
     }
 
     /// Phase row `i` of phase (py, px) from input row `iy` of `plane` (or all fill when the row
@@ -406,12 +415,12 @@ impl super::KernelSpec for QDepthwiseSpec {
         };
         let x = kb.operand(0);
         let params: Vec<Value> = (1..=args).map(|i| kb.operand(i)).collect();
-        let (y, plane_kernel) = (kb.operand(args + 1), kb.operand(args + 2));
+        let (y, plane_kernel, copy_kernel) = (kb.operand(args + 1), kb.operand(args + 2), kb.operand(args + 3));
+        let fill_kernel = self.fill_kernel().map(|_| kb.operand(args + 4));
         let g = self.g.clone();
         let (phase_len, stage_len) = self.stack_bytes();
         let phases = kb.stack_buffer(phase_len as u32);
         let stage = kb.stack_buffer(stage_len as u32);
-        let (_, wq) = self.phase_dims();
         let ntaps = (g.kh * g.kw) as i64;
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
@@ -423,9 +432,14 @@ impl super::KernelSpec for QDepthwiseSpec {
                 let o = kb.muli(c, (g.h * g.w) as i64);
                 kb.elem(x, o, 1)
             };
-            for py in 0..g.sh {
-                for px in 0..g.sw {
-                    self.phase_rows(kb, plane, phases, py, px);
+            match fill_kernel {
+                Some(f) => kb.call_code(f, &[plane, phases]),
+                None => {
+                    for py in 0..g.sh {
+                        for px in 0..g.sw {
+                            self.phase_rows(kb, plane, phases, py, px);
+                        }
+                    }
                 }
             }
             let mut call = vec![phases, stage];
@@ -445,17 +459,195 @@ impl super::KernelSpec for QDepthwiseSpec {
                 let o = kb.muli(t, (g.oh * g.ow) as i64);
                 kb.elem(y, o, 1)
             };
-            kb.for_const(0, g.oh as i64, 1, |kb, oy| {
-                let s = {
-                    let o = kb.muli(oy, wq as i64);
-                    kb.elem(stage, o, 1)
-                };
-                let d = {
-                    let o = kb.muli(oy, g.ow as i64);
-                    kb.elem(out, o, 1)
-                };
-                gather(kb, s, d, 0, g.ow, 1, wq as i64, false);
-            });
+            kb.call_code(copy_kernel, &[stage, out]);
         });
+    }
+}
+
+/// `mov rax, mask; kmovq k, rax`: the low `n` (0..=64) bits set.
+fn byte_mask(x: &mut CodeAssembler, k: AsmRegisterK, n: usize) -> Result<(), CodegenError> {
+    let bits = if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
+    x.mov(rax, bits).map_err(asm_err)?;
+    x.kmovq(k, rax).map_err(asm_err)
+}
+
+/// Fills the phase planes from one input plane, in machine code (column stride 1 or 2):
+/// per phase row, the fill byte over the row (masked stores), then the input bytes the row
+/// holds (masked loads; at stride 2 the even bytes of a 64-byte load, by VPMOVWB), top bits
+/// flipped if asked. `extern "sysv64" fn(plane: *const u8, phases: *mut u8)`.
+#[derive(Clone, Debug)]
+pub struct PlaneFillKernel {
+    pub spec: QDepthwiseSpec,
+}
+
+impl PlaneFillKernel {
+    pub fn assemble(&self) -> Result<Vec<u8>, CodegenError> {
+        let s = &self.spec;
+        let g = &s.g;
+        assert!(g.sw <= 2, "the machine-code fill takes column strides 1 and 2");
+        let (hq, wq) = s.phase_dims();
+        let mut x = CodeAssembler::new(64).map_err(asm_err)?;
+        let (fill, flip, v, half) = (ZMM[31], ZMM[30], ZMM[0], ymm1);
+        x.mov(eax, s.fill as u32).map_err(asm_err)?;
+        x.vpbroadcastb(fill, eax).map_err(asm_err)?;
+        if s.flip {
+            x.mov(eax, 0x80u32).map_err(asm_err)?;
+            x.vpbroadcastb(flip, eax).map_err(asm_err)?;
+        }
+        // The fill over `wq` bytes at `at`.
+        let fill_row = |x: &mut CodeAssembler, at: AsmMemoryOperand| -> Result<(), CodegenError> {
+            for c in 0..wq.div_ceil(64) {
+                byte_mask(x, k1, (wq - 64 * c).min(64))?;
+                x.vmovdqu8((at + 64 * c as i32).k1(), fill).map_err(asm_err)?;
+            }
+            Ok(())
+        };
+        for py in 0..g.sh {
+            for px in 0..g.sw {
+                let base = ((py * g.sw + px) * s.phase_bytes()) as i32;
+                // Rows i whose input row sh i + py - ph lies inside the input.
+                let row_of = |i: usize| (g.sh * i + py) as i64 - g.ph as i64;
+                let i_lo = (0..hq).find(|&i| row_of(i) >= 0).unwrap_or(hq);
+                let i_hi = (i_lo..hq).find(|&i| row_of(i) >= g.h as i64).unwrap_or(hq);
+                // Columns j whose input column sw j + px - pw lies inside the input.
+                let col_of = |j: usize| (g.sw * j + px) as i64 - g.pw as i64;
+                let lo = (0..wq).find(|&j| col_of(j) >= 0).unwrap_or(wq);
+                let hi = (lo..wq).find(|&j| col_of(j) >= g.w as i64).unwrap_or(wq);
+                for i in (0..i_lo).chain(i_hi..hq) {
+                    fill_row(&mut x, zmmword_ptr(rsi + base + (i * wq) as i32))?;
+                }
+                if i_hi <= i_lo {
+                    continue;
+                }
+                let len = hi.saturating_sub(lo);
+                let first = row_of(i_lo) * g.w as i64 + if len > 0 { col_of(lo) } else { 0 };
+                x.lea(r10, ptr(rdi + first as i32)).map_err(asm_err)?;
+                x.lea(r11, ptr(rsi + base + (i_lo * wq) as i32)).map_err(asm_err)?;
+                x.mov(rcx, (i_hi - i_lo) as u64).map_err(asm_err)?;
+                let mut top = x.create_label();
+                x.set_label(&mut top).map_err(asm_err)?;
+                if lo > 0 || hi < wq {
+                    fill_row(&mut x, zmmword_ptr(r11))?;
+                }
+                if g.sw == 1 {
+                    for c in 0..len.div_ceil(64) {
+                        byte_mask(&mut x, k1, (len - 64 * c).min(64))?;
+                        x.vmovdqu8(v.k1().z(), zmmword_ptr(r10 + 64 * c as i32)).map_err(asm_err)?;
+                        if s.flip {
+                            x.vpxord(v, v, flip).map_err(asm_err)?;
+                        }
+                        x.vmovdqu8(zmmword_ptr(r11 + (lo + 64 * c) as i32).k1(), v).map_err(asm_err)?;
+                    }
+                } else {
+                    for c in 0..len.div_ceil(32) {
+                        let n = (len - 32 * c).min(32);
+                        // The n even bytes of 2n - 1 input bytes.
+                        byte_mask(&mut x, k1, 2 * n - 1)?;
+                        x.vmovdqu8(v.k1().z(), zmmword_ptr(r10 + 64 * c as i32)).map_err(asm_err)?;
+                        x.vpmovwb(half, v).map_err(asm_err)?;
+                        if s.flip {
+                            x.vpxord(half, half, ymm30).map_err(asm_err)?;
+                        }
+                        byte_mask(&mut x, k2, n)?;
+                        x.vmovdqu8(ymmword_ptr(r11 + (lo + 32 * c) as i32).k2(), half).map_err(asm_err)?;
+                    }
+                }
+                x.add(r10, (g.sh * g.w) as i32).map_err(asm_err)?;
+                x.add(r11, wq as i32).map_err(asm_err)?;
+                x.dec(rcx).map_err(asm_err)?;
+                x.jnz(top).map_err(asm_err)?;
+            }
+        }
+        x.vzeroupper().map_err(asm_err)?;
+        x.ret().map_err(asm_err)?;
+        x.assemble(0).map_err(asm_err)
+    }
+}
+
+impl super::KernelSpec for PlaneFillKernel {
+    fn name(&self) -> String {
+        let g = &self.spec.g;
+        format!("int8 phase fill {}x{} s{}x{} p{}x{} of {}x{} avx512bw", g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.h, g.w)
+    }
+    fn emit(&self, _: &mut Kb) {
+        unreachable!("the phase fill is machine code (machine_code), not CLIF")
+    }
+    fn machine_code(&self) -> Option<Result<Vec<u8>, CodegenError>> {
+        Some(self.assemble())
+    }
+    fn features(&self) -> &'static [&'static str] {
+        &["avx512bw"]
+    }
+}
+
+/// Copies `rows` rows of `len` bytes from pitch `from` to pitch `to`, by masked 64-byte moves
+/// (nothing written past a row). `extern "sysv64" fn(src: *const u8, dst: *mut u8)`.
+#[derive(Clone, Debug)]
+pub struct RowsCopyKernel {
+    pub rows: usize,
+    pub len: usize,
+    pub from: usize,
+    pub to: usize,
+}
+
+impl RowsCopyKernel {
+    pub fn assemble(&self) -> Result<Vec<u8>, CodegenError> {
+        let mut x = CodeAssembler::new(64).map_err(asm_err)?;
+        let v = ZMM[0];
+        let chunks = self.len.div_ceil(64);
+        for c in 0..chunks {
+            let k = [k1, k2, k3, k4, k5, k6, k7][c.min(6)];
+            byte_mask(&mut x, k, (self.len - 64 * c).min(64))?;
+        }
+        if self.rows > 0 && chunks <= 7 {
+            let mut top = x.create_label();
+            x.mov(rcx, self.rows as u64).map_err(asm_err)?;
+            x.set_label(&mut top).map_err(asm_err)?;
+            for c in 0..chunks {
+                let k = |r: AsmRegisterZmm| match c {
+                    0 => r.k1(),
+                    1 => r.k2(),
+                    2 => r.k3(),
+                    3 => r.k4(),
+                    4 => r.k5(),
+                    5 => r.k6(),
+                    _ => r.k7(),
+                };
+                x.vmovdqu8(k(v).z(), zmmword_ptr(rdi + 64 * c as i32)).map_err(asm_err)?;
+                let dst = zmmword_ptr(rsi + 64 * c as i32);
+                let dst = match c {
+                    0 => dst.k1(),
+                    1 => dst.k2(),
+                    2 => dst.k3(),
+                    3 => dst.k4(),
+                    4 => dst.k5(),
+                    5 => dst.k6(),
+                    _ => dst.k7(),
+                };
+                x.vmovdqu8(dst, v).map_err(asm_err)?;
+            }
+            x.add(rdi, self.from as i32).map_err(asm_err)?;
+            x.add(rsi, self.to as i32).map_err(asm_err)?;
+            x.dec(rcx).map_err(asm_err)?;
+            x.jnz(top).map_err(asm_err)?;
+        }
+        x.vzeroupper().map_err(asm_err)?;
+        x.ret().map_err(asm_err)?;
+        x.assemble(0).map_err(asm_err)
+    }
+}
+
+impl super::KernelSpec for RowsCopyKernel {
+    fn name(&self) -> String {
+        format!("int8 rows copy {} x {} ({} -> {}) avx512bw", self.rows, self.len, self.from, self.to)
+    }
+    fn emit(&self, _: &mut Kb) {
+        unreachable!("the rows copy is machine code (machine_code), not CLIF")
+    }
+    fn machine_code(&self) -> Option<Result<Vec<u8>, CodegenError>> {
+        Some(self.assemble())
+    }
+    fn features(&self) -> &'static [&'static str] {
+        &["avx512bw"]
     }
 }

@@ -284,13 +284,29 @@ impl<'g> Lowerer<'g> {
         let (mult_ref, consts_ref) = self.requant_weights(q, &name);
         let src = self.value(q.x)?;
         let dst = self.define(ValueId::new(id, 0))?;
-        let kernel = self.kernel(Arc::new(spec.kernel()));
-        let (tiles, flops) = (spec.tiles(), spec.flops());
-        let reads = [src, taps_ref, bias_ref, mult_ref, consts_ref];
-        self.step(Arc::new(spec), tiles, &reads, &[dst], false, &name, "QLinearConv", flops);
-        if let Some(step) = self.out.steps.last_mut() {
-            step.operands.push(super::LOperand::Kernel(kernel));
-        }
+        let flops = spec.flops();
+        self.plane_step(spec, &[src, taps_ref, bias_ref, mult_ref, consts_ref], dst, &name, "QLinearConv", flops);
         Ok(true)
+    }
+
+    /// The step of a plane op (see `QDepthwiseSpec`) with its machine-code kernels.
+    pub(super) fn plane_step(
+        &mut self,
+        spec: QDepthwiseSpec,
+        reads: &[BufRef],
+        dst: BufRef,
+        name: &str,
+        op: &str,
+        flops: u64,
+    ) {
+        let mut kernels = vec![self.kernel(Arc::new(spec.kernel())), self.kernel(Arc::new(spec.copy_kernel()))];
+        if let Some(f) = spec.fill_kernel() {
+            kernels.push(self.kernel(Arc::new(f)));
+        }
+        let tiles = spec.tiles();
+        self.step(Arc::new(spec), tiles, reads, &[dst], false, name, op, flops);
+        if let Some(step) = self.out.steps.last_mut() {
+            step.operands.extend(kernels.into_iter().map(super::LOperand::Kernel));
+        }
     }
 }

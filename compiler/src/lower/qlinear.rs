@@ -304,12 +304,7 @@ impl<'g> Lowerer<'g> {
             reads.push(self.weight(&consts, &format!("{name}.consts")));
         }
         let dst = self.define(out)?;
-        let kernel = self.kernel(Arc::new(spec.kernel()));
-        let tiles = spec.tiles();
-        self.step(Arc::new(spec), tiles, &reads, &[dst], false, &name, op_name(self, id), 0);
-        if let Some(step) = self.out.steps.last_mut() {
-            step.operands.push(super::LOperand::Kernel(kernel));
-        }
+        self.plane_step(spec, &reads, dst, &name, op_name(self, id), 0);
         Ok(true)
     }
 
