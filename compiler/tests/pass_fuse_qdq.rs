@@ -71,3 +71,17 @@ fn pad_between_equal_parameters_pads_the_integers() {
     let (_, after, _) = run_with(&src, &["fuse-qdq", "dead-code"], int8());
     assert_eq!(count(&after, "QuantizeLinear"), 2, "{}", print(&after));
 }
+
+#[test]
+fn max_pool_between_equal_parameters_pools_the_integers() {
+    let body = "  %f = MaxPool(%dq) {kernel_shape=[3,3], strides=[1,2], pads=[1,1,1,1]} : f32[1,3,4,3]\n";
+    let src = qdq(body, "1,3,4,3", "0.02", "9");
+    let (before, after, _) = run_with(&src, &["fuse-qdq", "dead-code"], int8());
+    assert_eq!(count(&after, "QuantizeLinear"), 1, "{}", print(&after));
+    assert!(print(&after).contains("MaxPool(%q)"), "{}", print(&after));
+    assert_same(&before, &after, 0.0);
+    // Other parameters after the pool: it stays in f32.
+    let src = qdq(body, "1,3,4,3", "0.02", "10");
+    let (_, after, _) = run_with(&src, &["fuse-qdq", "dead-code"], int8());
+    assert_eq!(count(&after, "QuantizeLinear"), 2, "{}", print(&after));
+}

@@ -2,8 +2,8 @@
 //! ops in DequantizeLinear inputs and a QuantizeLinear output; read literally it dequantizes,
 //! computes in f32 and quantizes again. The group `Q(Conv(DQ(x), DQ(w), DQ(b)))` is the integer
 //! conv QLinearConv defines, and `Q(Add(DQ(a), DQ(b)))` is QLinearAdd (`Mul`: QLinearMul), which
-//! ONNX Runtime's QDQ fusion runs too. A Pad between a DQ and a Q of the same parameters pads
-//! the integers themselves.
+//! ONNX Runtime's QDQ fusion runs too. A Pad or MaxPool between a DQ and a Q of the same
+//! parameters pads or pools the integers themselves (exactly).
 //!
 //! The integer op sums exactly where the literal reading rounds each dequantized value and each
 //! partial sum to f32, so a value lying within that rounding of a halfway point between two
@@ -16,7 +16,7 @@ use incept_ir::graph::{Graph, NodeId, ValueId};
 use incept_ir::ops::pad::PadMode;
 use incept_ir::ops::qlinear::{QBinaryKind, QLinearBinary};
 use incept_ir::ops::quant::{qrange, quantize};
-use incept_ir::ops::{Binary, Op, QLinearConv};
+use incept_ir::ops::{Binary, Op, PoolKind, QLinearConv};
 use incept_ir::{DType, OpError, Tensor};
 
 use crate::passes::util::single_user;
@@ -172,24 +172,7 @@ impl FuseQdq {
     /// `Pad(x, pads, Q(v))`: `Q(DQ(x))` is x again (the f32 round trip of an 8-bit value is
     /// within far less than half a step of it, for a normal scale), so this one is exact.
     fn pad(g: &Graph, q_node: NodeId, pad: NodeId) -> Option<Patch> {
-        let x = dequantized(g, input(g, pad, 0)?, None)?;
-        let t = g.ty(ValueId::new(q_node, 0)).dtype;
-        let (qs, qz) = (input(g, q_node, 1)?, input(g, q_node, 2));
-        if g.ty(x.q).dtype != t || !matches!(t, DType::U8 | DType::I8) {
-            return None;
-        }
-        let scale = g.const_value(x.scale)?.view::<f32>().ok()?[0];
-        let same_scale = g.const_value(qs)?.view::<f32>().ok()?[0].to_bits() == scale.to_bits();
-        let zero = |z: Option<ValueId>| -> Option<i64> {
-            match z {
-                Some(z) => g.const_value(z)?.to_i64s().ok()?.first().copied(),
-                None => Some(0),
-            }
-        };
-        let z = zero(x.zero)?;
-        if !same_scale || zero(qz)? != z || !scale.is_normal() || scale < 1e-30 {
-            return None;
-        }
+        let (x, t, scale, z) = same_params(g, input(g, pad, 0)?, q_node)?;
         // The pads operand (and axes, if any) as they are; the value quantized.
         let value = match input(g, pad, 2) {
             Some(v) => g.const_value(v)?.to_f64s().ok()?.first().copied()? as f32,
@@ -216,12 +199,48 @@ impl FuseQdq {
     }
 }
 
+/// The DQ making `v` and the Q `q_node` when they have the same per-tensor 8-bit parameters
+/// and a positive normal scale, so that `Q(DQ(x))` is x: the DQ, the type, the scale and the
+/// zero point.
+fn same_params(g: &Graph, v: ValueId, q_node: NodeId) -> Option<(Dq, DType, f32, i64)> {
+    let x = dequantized(g, v, None)?;
+    let t = g.ty(ValueId::new(q_node, 0)).dtype;
+    let (qs, qz) = (input(g, q_node, 1)?, input(g, q_node, 2));
+    if g.ty(x.q).dtype != t || !matches!(t, DType::U8 | DType::I8) {
+        return None;
+    }
+    let scale = g.const_value(x.scale)?.view::<f32>().ok()?[0];
+    let same_scale = g.const_value(qs)?.view::<f32>().ok()?[0].to_bits() == scale.to_bits();
+    let zero = |z: Option<ValueId>| -> Option<i64> {
+        match z {
+            Some(z) => g.const_value(z)?.to_i64s().ok()?.first().copied(),
+            None => Some(0),
+        }
+    };
+    let z = zero(x.zero)?;
+    (same_scale && zero(qz)? == z && scale.is_normal() && scale >= 1e-30).then_some((x, t, scale, z))
+}
+
+impl FuseQdq {
+    /// `Q(MaxPool(DQ(x)))` with the same parameters on both sides is `MaxPool(x)`: the
+    /// dequantization is increasing, so the largest value is the largest integer's, and
+    /// `Q(DQ(x))` is x. Exact, as ONNX Runtime's QDQ handling drops such pairs too.
+    fn max_pool(g: &Graph, q_node: NodeId, pool: NodeId) -> Option<Patch> {
+        let (x, ..) = same_params(g, input(g, pool, 0)?, q_node)?;
+        let name = &g.node(q_node).name;
+        let mut p = Patch::new();
+        let fused = p.add_node(name, g.node(pool).op.clone(), vec![Some(PatchValue::Old(x.q))], 1)[0];
+        p.replace(ValueId::new(q_node, 0), fused);
+        Some(p)
+    }
+}
+
 impl Pass for FuseQdq {
     fn name(&self) -> &'static str {
         "fuse-qdq"
     }
     fn description(&self) -> &'static str {
-        "QDQ groups into integer ops, with --precision int8: Q(Conv(DQ, DQ, DQ)) -> QLinearConv, Q(Add(DQ, DQ)) -> QLinearAdd, Q(Mul(DQ, DQ)) -> QLinearMul (exact integer sums: outputs move by quantisation steps from the f32 reading), Q(Pad(DQ)) -> Pad of the integers"
+        "QDQ groups into integer ops, with --precision int8: Q(Conv(DQ, DQ, DQ)) -> QLinearConv, Q(Add(DQ, DQ)) -> QLinearAdd, Q(Mul(DQ, DQ)) -> QLinearMul (exact integer sums: outputs move by quantisation steps from the f32 reading), Q(Pad(DQ)) and Q(MaxPool(DQ)) -> Pad and MaxPool of the integers (exact)"
     }
     fn exactness(&self) -> Exactness {
         Exactness::Approximate
@@ -244,6 +263,9 @@ impl Pass for FuseQdq {
             Op::Binary(Binary::Add) => FuseQdq::binary(g, node, y.node, QBinaryKind::Add),
             Op::Binary(Binary::Mul) => FuseQdq::binary(g, node, y.node, QBinaryKind::Mul),
             Op::Pad(p) if p.mode == PadMode::Constant => FuseQdq::pad(g, node, y.node),
+            Op::Pool(p) if p.kind == PoolKind::Max && g.node(y.node).outputs.len() == 1 => {
+                FuseQdq::max_pool(g, node, y.node)
+            }
             _ => None,
         })
     }
