@@ -97,6 +97,15 @@ impl Kb<'_> {
         v
     }
 
+    /// The pointer in operand slot `first + index` for a run-time index (a kernel picked per
+    /// tile from a run of kernel operands).
+    pub fn operand_at(&mut self, first: usize, index: Value) -> Value {
+        let off = self.muli(index, 8);
+        let off = self.addi(off, (first * 8) as i64);
+        let at = self.b.ins().iadd(self.args, off);
+        self.b.ins().load(I64, rw(), at, 0)
+    }
+
     /// Loads every operand pointer up front (call in the entry block so they dominate all uses).
     pub fn operands(&mut self, n: usize) -> Vec<Value> {
         (0..n).map(|i| self.operand(i)).collect()

@@ -743,6 +743,20 @@ fn fill_bytes(kb: &mut super::builder::Kb, dst: cranelift_codegen::ir::Value, le
     }
 }
 
+impl Im2colBytesSpec {
+    /// The machine-code tap rows it calls, one per window tap in order (column strides 1 and
+    /// 2; wider strides copy in CLIF).
+    pub fn tap_kernels(&self) -> Vec<super::int8_depthwise::TapRowsKernel> {
+        if self.g.sw > 2 {
+            return vec![];
+        }
+        (0..self.g.kh)
+            .flat_map(|ky| (0..self.g.kw).map(move |kx| (ky, kx)))
+            .map(|(ky, kx)| super::int8_depthwise::TapRowsKernel { g: self.g.clone(), ky, kx, fill: self.fill })
+            .collect()
+    }
+}
+
 impl super::KernelSpec for Im2colBytesSpec {
     fn name(&self) -> String {
         format!("im2col bytes {}x{} {}x{} c{}", self.g.kh, self.g.kw, self.g.oh, self.g.ow, self.c)
@@ -753,11 +767,11 @@ impl super::KernelSpec for Im2colBytesSpec {
         use cranelift_codegen::ir::condcodes::IntCC;
         let [x, y] = [kb.operand(0), kb.operand(1)];
         let (k, taps, npos) = (self.k(), self.g.kh * self.g.kw, self.g.oh * self.g.ow);
+        let machine = !self.tap_kernels().is_empty();
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
             let (img, kk) = kb.divmod(t, k as i64);
             let (ci, tap) = kb.divmod(kk, taps as i64);
-            let (ky, kx) = kb.divmod(tap, self.g.kw as i64);
             let row0 = {
                 let o = kb.muli(t, npos as i64);
                 kb.elem(y, o, 1)
@@ -768,6 +782,13 @@ impl super::KernelSpec for Im2colBytesSpec {
                 let o = kb.muli(c, (self.g.h * self.g.w) as i64);
                 kb.elem(x, o, 1)
             };
+            if machine {
+                // The tap's kernel, from the run of them after Y.
+                let f = kb.operand_at(2, tap);
+                kb.call_code(f, &[plane, row0]);
+                return;
+            }
+            let (ky, kx) = kb.divmod(tap, self.g.kw as i64);
             let dy = {
                 let v = kb.muli(ky, self.g.dh as i64);
                 kb.addi(v, -(self.g.ph as i64))

@@ -487,80 +487,168 @@ impl PlaneFillKernel {
         assert!(g.sw <= 2, "the machine-code fill takes column strides 1 and 2");
         let (hq, wq) = s.phase_dims();
         let mut x = CodeAssembler::new(64).map_err(asm_err)?;
-        let (fill, flip, v, half) = (ZMM[31], ZMM[30], ZMM[0], ymm1);
-        x.mov(eax, s.fill as u32).map_err(asm_err)?;
-        x.vpbroadcastb(fill, eax).map_err(asm_err)?;
-        if s.flip {
-            x.mov(eax, 0x80u32).map_err(asm_err)?;
-            x.vpbroadcastb(flip, eax).map_err(asm_err)?;
-        }
-        // The fill over `wq` bytes at `at`.
-        let fill_row = |x: &mut CodeAssembler, at: AsmMemoryOperand| -> Result<(), CodegenError> {
-            for c in 0..wq.div_ceil(64) {
-                byte_mask(x, k1, (wq - 64 * c).min(64))?;
-                x.vmovdqu8((at + 64 * c as i32).k1(), fill).map_err(asm_err)?;
-            }
-            Ok(())
-        };
+        shifted_prologue(&mut x, s.fill, s.flip)?;
         for py in 0..g.sh {
             for px in 0..g.sw {
                 let base = ((py * g.sw + px) * s.phase_bytes()) as i32;
-                // Rows i whose input row sh i + py - ph lies inside the input.
-                let row_of = |i: usize| (g.sh * i + py) as i64 - g.ph as i64;
-                let i_lo = (0..hq).find(|&i| row_of(i) >= 0).unwrap_or(hq);
-                let i_hi = (i_lo..hq).find(|&i| row_of(i) >= g.h as i64).unwrap_or(hq);
-                // Columns j whose input column sw j + px - pw lies inside the input.
-                let col_of = |j: usize| (g.sw * j + px) as i64 - g.pw as i64;
-                let lo = (0..wq).find(|&j| col_of(j) >= 0).unwrap_or(wq);
-                let hi = (lo..wq).find(|&j| col_of(j) >= g.w as i64).unwrap_or(wq);
-                for i in (0..i_lo).chain(i_hi..hq) {
-                    fill_row(&mut x, zmmword_ptr(rsi + base + (i * wq) as i32))?;
-                }
-                if i_hi <= i_lo {
-                    continue;
-                }
-                let len = hi.saturating_sub(lo);
-                let first = row_of(i_lo) * g.w as i64 + if len > 0 { col_of(lo) } else { 0 };
-                x.lea(r10, ptr(rdi + first as i32)).map_err(asm_err)?;
-                x.lea(r11, ptr(rsi + base + (i_lo * wq) as i32)).map_err(asm_err)?;
-                x.mov(rcx, (i_hi - i_lo) as u64).map_err(asm_err)?;
-                let mut top = x.create_label();
-                x.set_label(&mut top).map_err(asm_err)?;
-                if lo > 0 || hi < wq {
-                    fill_row(&mut x, zmmword_ptr(r11))?;
-                }
-                if g.sw == 1 {
-                    for c in 0..len.div_ceil(64) {
-                        byte_mask(&mut x, k1, (len - 64 * c).min(64))?;
-                        x.vmovdqu8(v.k1().z(), zmmword_ptr(r10 + 64 * c as i32)).map_err(asm_err)?;
-                        if s.flip {
-                            x.vpxord(v, v, flip).map_err(asm_err)?;
-                        }
-                        x.vmovdqu8(zmmword_ptr(r11 + (lo + 64 * c) as i32).k1(), v).map_err(asm_err)?;
-                    }
-                } else {
-                    for c in 0..len.div_ceil(32) {
-                        let n = (len - 32 * c).min(32);
-                        // The n even bytes of 2n - 1 input bytes.
-                        byte_mask(&mut x, k1, 2 * n - 1)?;
-                        x.vmovdqu8(v.k1().z(), zmmword_ptr(r10 + 64 * c as i32)).map_err(asm_err)?;
-                        x.vpmovwb(half, v).map_err(asm_err)?;
-                        if s.flip {
-                            x.vpxord(half, half, ymm30).map_err(asm_err)?;
-                        }
-                        byte_mask(&mut x, k2, n)?;
-                        x.vmovdqu8(ymmword_ptr(r11 + (lo + 32 * c) as i32).k2(), half).map_err(asm_err)?;
-                    }
-                }
-                x.add(r10, (g.sh * g.w) as i32).map_err(asm_err)?;
-                x.add(r11, wq as i32).map_err(asm_err)?;
-                x.dec(rcx).map_err(asm_err)?;
-                x.jnz(top).map_err(asm_err)?;
+                let rows = Shifted { rows: hq, cols: wq, row0: py as i64 - g.ph as i64, col0: px as i64 - g.pw as i64 };
+                shifted_rows(&mut x, g, &rows, base, s.flip)?;
             }
         }
         x.vzeroupper().map_err(asm_err)?;
         x.ret().map_err(asm_err)?;
         x.assemble(0).map_err(asm_err)
+    }
+}
+
+/// A matrix of `rows` x `cols` bytes whose (i, j) is the input plane's byte at row `sh i +
+/// row0`, column `sw j + col0`, or the fill outside the plane: a phase plane, or a tap's row
+/// of the im2col byte matrix.
+struct Shifted {
+    rows: usize,
+    cols: usize,
+    row0: i64,
+    col0: i64,
+}
+
+/// The fill byte in zmm31 and, to flip, 0x80 in zmm30.
+fn shifted_prologue(x: &mut CodeAssembler, fill: u8, flip: bool) -> Result<(), CodegenError> {
+    x.mov(eax, fill as u32).map_err(asm_err)?;
+    x.vpbroadcastb(ZMM[31], eax).map_err(asm_err)?;
+    if flip {
+        x.mov(eax, 0x80u32).map_err(asm_err)?;
+        x.vpbroadcastb(ZMM[30], eax).map_err(asm_err)?;
+    }
+    Ok(())
+}
+
+/// Writes a [`Shifted`] matrix at `rsi + base` from the plane at `rdi` (clobbers rax, rcx,
+/// r10, r11, k1-k6, zmm0, zmm1): per row the fill (masked stores), then the bytes inside
+/// (masked loads; at column stride 2 the even bytes of a 64-byte load, by VPMOVWB).
+fn shifted_rows(x: &mut CodeAssembler, g: &Geom, m: &Shifted, base: i32, flip: bool) -> Result<(), CodegenError> {
+    assert!(g.sw <= 2, "the machine-code gather takes column strides 1 and 2");
+    let (fill, v, half) = (ZMM[31], ZMM[0], ymm1);
+    let wq = m.cols;
+    // Rows and columns whose input row / column lies inside the plane.
+    let row_of = |i: usize| (g.sh * i) as i64 + m.row0;
+    let col_of = |j: usize| (g.sw * j) as i64 + m.col0;
+    let i_lo = (0..m.rows).find(|&i| row_of(i) >= 0).unwrap_or(m.rows);
+    let i_hi = (i_lo..m.rows).find(|&i| row_of(i) >= g.h as i64).unwrap_or(m.rows);
+    let lo = (0..wq).find(|&j| col_of(j) >= 0).unwrap_or(wq);
+    let hi = (lo..wq).find(|&j| col_of(j) >= g.w as i64).unwrap_or(wq);
+    let len = hi.saturating_sub(lo);
+    // The masks, set once: k1/k2 a whole / the last chunk of a row's fill, k3/k4 of the bytes
+    // loaded, k5/k6 of the bytes stored (chunks of 64 loaded bytes; 32 stored at stride 2).
+    let per = if g.sw == 1 { 64 } else { 32 };
+    let chunks = len.div_ceil(per);
+    let last = len - per * chunks.saturating_sub(1);
+    let loaded = |n: usize| if g.sw == 1 { n } else { 2 * n - 1 };
+    for (k, bits) in [
+        (k1, 64),
+        (k2, wq - 64 * (wq.div_ceil(64) - 1)),
+        (k3, loaded(per)),
+        (k4, if len > 0 { loaded(last) } else { 0 }),
+        (k5, per),
+        (k6, last),
+    ] {
+        byte_mask(x, k, bits)?;
+    }
+    let fill_row = |x: &mut CodeAssembler, at: AsmMemoryOperand| -> Result<(), CodegenError> {
+        let n = wq.div_ceil(64);
+        for c in 0..n {
+            let at = at + 64 * c as i32;
+            x.vmovdqu8(if c + 1 == n { at.k2() } else { at.k1() }, fill).map_err(asm_err)?;
+        }
+        Ok(())
+    };
+    for i in (0..i_lo).chain(i_hi..m.rows) {
+        fill_row(x, zmmword_ptr(rsi + base + (i * wq) as i32))?;
+    }
+    if i_hi <= i_lo {
+        return Ok(());
+    }
+    let first = row_of(i_lo) * g.w as i64 + if len > 0 { col_of(lo) } else { 0 };
+    x.mov(rax, first as u64).map_err(asm_err)?;
+    x.lea(r10, ptr(rdi + rax)).map_err(asm_err)?;
+    x.lea(r11, ptr(rsi + base + (i_lo * wq) as i32)).map_err(asm_err)?;
+    x.mov(rcx, (i_hi - i_lo) as u64).map_err(asm_err)?;
+    let mut top = x.create_label();
+    x.set_label(&mut top).map_err(asm_err)?;
+    if lo > 0 || hi < wq {
+        fill_row(x, zmmword_ptr(r11))?;
+    }
+    for c in 0..chunks {
+        let final_chunk = c + 1 == chunks;
+        let src = zmmword_ptr(r10 + 64 * c as i32);
+        x.vmovdqu8(if final_chunk { v.k4().z() } else { v.k3().z() }, src).map_err(asm_err)?;
+        if g.sw == 1 {
+            if flip {
+                x.vpxord(v, v, ZMM[30]).map_err(asm_err)?;
+            }
+            let dst = zmmword_ptr(r11 + (lo + 64 * c) as i32);
+            x.vmovdqu8(if final_chunk { dst.k6() } else { dst.k5() }, v).map_err(asm_err)?;
+        } else {
+            // The even bytes.
+            x.vpmovwb(half, v).map_err(asm_err)?;
+            if flip {
+                x.vpxord(half, half, ymm30).map_err(asm_err)?;
+            }
+            let dst = ymmword_ptr(r11 + (lo + 32 * c) as i32);
+            x.vmovdqu8(if final_chunk { dst.k6() } else { dst.k5() }, half).map_err(asm_err)?;
+        }
+    }
+    x.add(r10, (g.sh * g.w) as i32).map_err(asm_err)?;
+    x.add(r11, wq as i32).map_err(asm_err)?;
+    x.dec(rcx).map_err(asm_err)?;
+    x.jnz(top).map_err(asm_err)?;
+    Ok(())
+}
+
+/// One tap's rows of the im2col byte matrix ([`super::int8::Im2colBytesSpec`]): output
+/// position (oy, ox) takes the plane's byte at row `sh oy + ky dh - ph`, column `sw ox + kx dw
+/// - pw`, or the fill. `extern "sysv64" fn(plane: *const u8, rows: *mut u8)`.
+#[derive(Clone, Debug)]
+pub struct TapRowsKernel {
+    pub g: Geom,
+    pub ky: usize,
+    pub kx: usize,
+    pub fill: u8,
+}
+
+impl TapRowsKernel {
+    pub fn assemble(&self) -> Result<Vec<u8>, CodegenError> {
+        let g = &self.g;
+        let mut x = CodeAssembler::new(64).map_err(asm_err)?;
+        shifted_prologue(&mut x, self.fill, false)?;
+        let m = Shifted {
+            rows: g.oh,
+            cols: g.ow,
+            row0: (self.ky * g.dh) as i64 - g.ph as i64,
+            col0: (self.kx * g.dw) as i64 - g.pw as i64,
+        };
+        shifted_rows(&mut x, g, &m, 0, false)?;
+        x.vzeroupper().map_err(asm_err)?;
+        x.ret().map_err(asm_err)?;
+        x.assemble(0).map_err(asm_err)
+    }
+}
+
+impl super::KernelSpec for TapRowsKernel {
+    fn name(&self) -> String {
+        let g = &self.g;
+        format!(
+            "int8 tap rows ({}, {}) of {}x{} s{}x{} p{}x{} -> {}x{} avx512bw",
+            self.ky, self.kx, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.oh, g.ow
+        )
+    }
+    fn emit(&self, _: &mut Kb) {
+        unreachable!("the tap rows are machine code (machine_code), not CLIF")
+    }
+    fn machine_code(&self) -> Option<Result<Vec<u8>, CodegenError>> {
+        Some(self.assemble())
+    }
+    fn features(&self) -> &'static [&'static str] {
+        &["avx512bw"]
     }
 }
 

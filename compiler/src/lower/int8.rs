@@ -162,7 +162,11 @@ impl<'g> Lowerer<'g> {
             let matrix = self.scratch(rows.bytes(), &format!("{name}/im2col"));
             let tiles = rows.tiles();
             let n_pos = quads_in.g.oh * quads_in.g.ow;
+            let taps: Vec<usize> = rows.tap_kernels().into_iter().map(|k| self.kernel(Arc::new(k))).collect();
             self.step(Arc::new(rows), tiles, &[src], &[matrix], false, &name, "Im2colBytes", 0);
+            if let Some(step) = self.out.steps.last_mut() {
+                step.operands.extend(taps.into_iter().map(super::LOperand::Kernel));
+            }
             src = matrix;
             // The matrix as a pointwise conv's input: k channels of n_pos positions.
             let g = Geom { h: 1, w: n_pos, oh: 1, ow: n_pos, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1 };
