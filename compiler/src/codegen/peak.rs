@@ -220,3 +220,39 @@ fn microkernel_probe(
     }
     Ok(Some((calls * kc * mr * nr * 2) as f64 / best / 1e9))
 }
+
+/// Operations per second (2 per multiply-add, in G) of the AVX512-VNNI int8 tile (12 x 32,
+/// u8 by s8 quads, requantising epilogue) on panels that stay in L1 (K = `kc` per call), best
+/// of `runs` runs of `calls` calls; `None` without AVX512-VNNI.
+pub fn vnni_microkernel_gops(kc: usize, calls: usize, runs: usize) -> Result<Option<f64>, CodegenError> {
+    use super::int8::{Int8Out, MR_INT8, QUAD_ROW_BYTES, VnniMicrokernel, host_has_vnni};
+    if !host_has_vnni() || kc == 0 {
+        return Ok(None);
+    }
+    let quads = kc.div_ceil(4);
+    let code = VnniMicrokernel { rows: MR_INT8, cols: 32, out: Int8Out::Requant { signed: false } }.assemble()?;
+    let exec = incept_runtime::code::ExecutableCode::new(&code).map_err(|e| CodegenError::Load(e.to_string()))?;
+    let addr = exec.address(0).ok_or_else(|| CodegenError::Load("empty code".into()))?;
+    type Tile = unsafe extern "sysv64" fn(*const i8, *const u8, *mut u8, usize, usize, *const i32, *const f32, *const f32);
+    // SAFETY: the code has the tile's documented signature and this CPU runs AVX512-VNNI.
+    let f: Tile = unsafe { std::mem::transmute(addr) };
+    let a = vec![3i8; quads * MR_INT8 * 4];
+    let b = vec![5u8; quads * QUAD_ROW_BYTES];
+    let bias = vec![0i32; MR_INT8];
+    let mult = vec![1e-4f32; MR_INT8];
+    let consts = [0f32, 255.0, 0.0];
+    let mut c = vec![0u8; MR_INT8 * 32];
+    let mut best = f64::INFINITY;
+    for _ in 0..runs {
+        let t = Instant::now();
+        for _ in 0..calls {
+            // SAFETY: the panels hold `quads` quad steps and C one 12 x 32 tile of bytes.
+            unsafe {
+                f(a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), 32, quads, bias.as_ptr(), mult.as_ptr(), consts.as_ptr())
+            };
+        }
+        best = best.min(t.elapsed().as_secs_f64());
+        std::hint::black_box(&c);
+    }
+    Ok(Some((calls * quads * 4 * MR_INT8 * 32 * 2) as f64 / best / 1e9))
+}
