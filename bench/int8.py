@@ -6,12 +6,15 @@ NAME.qop.onnx, beside NAME.input.npy), each round runs ONNX Runtime (CPUExecutio
 given intra-op threads, default graph optimisations) and then `incept bench` (QDQ forms with
 `--precision int8`, which runs their groups as integer ops as ONNX Runtime does; `--fp` keeps
 incept's default f32 reading instead), and prints the median and minimum ms of each, per round,
-and the median over rounds. Then, per model and form, how far incept's output is from ONNX
+and the median over rounds; with --openvino also OpenVINO on the QDQ forms (its default
+precision and the given threads, PERFORMANCE_HINT LATENCY: it runs a QDQ model's groups in
+int8 itself; it refuses the QOperator files, whose com.microsoft ops it lacks). Then, per
+model and form, how far incept's output is from ONNX
 Runtime's on the same input, in quantisation steps of the output (the scale of the graph's last
 DequantizeLinear), and whether the top-1 classes agree.
 
     python bench/int8.py --zoo DIR [--models ResNet50 MobileNetV2] [--forms qop qdq] \
-        [--threads 1] [--rounds 2] [--runs 20] [--incept target/release/incept]
+        [--threads 1] [--rounds 2] [--runs 20] [--incept target/release/incept] [--openvino]
 """
 import argparse
 import json
@@ -70,6 +73,20 @@ def ort_times(path, x, threads, runs):
     return t
 
 
+def ov_times(path, x, threads, runs):
+    import openvino as ov
+    cfg = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+    req = ov.Core().compile_model(path, "CPU", cfg).create_infer_request()
+    for _ in range(5):
+        req.infer({0: x})
+    t = []
+    for _ in range(runs):
+        a = time.perf_counter()
+        req.infer({0: x})
+        t.append((time.perf_counter() - a) * 1e3)
+    return t
+
+
 def incept_times(binary, path, inp, threads, runs, int8):
     cmd = [binary, "bench", path, "-i", inp, "--threads", str(threads), "--iters", str(runs), "--json"]
     if int8:
@@ -88,6 +105,7 @@ def main():
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--incept", default="target/release/incept")
     p.add_argument("--fp", action="store_true", help="QDQ forms in incept's default f32 reading")
+    p.add_argument("--openvino", action="store_true", help="also time OpenVINO on the QDQ forms")
     a = p.parse_args()
     rows = {}
     for r in range(a.rounds):
@@ -103,18 +121,21 @@ def main():
                 key = (m, f)
                 if key not in rows:
                     steps, top1 = agreement(a.incept, path, inp, x, f != "qop" and not a.fp)
-                    rows[key] = {"ort": [], "incept": [], "steps": steps, "top1": top1}
+                    rows[key] = {"ort": [], "incept": [], "ov": [], "steps": steps, "top1": top1}
                 rows[key]["ort"].append(statistics.median(o))
                 rows[key]["incept"].append(statistics.median(i))
+                if a.openvino and f != "qop":
+                    rows[key]["ov"].append(statistics.median(ov_times(path, x, a.threads, a.runs)))
                 print(f"round {r}: {m}.{f}: incept median {statistics.median(i):.1f} min {min(i):.1f}, "
                       f"ORT median {statistics.median(o):.1f} min {min(o):.1f}", flush=True)
-    print(f"\n| model | form | incept ms | ONNX Runtime ms | ratio | steps from ORT | top-1 |"
+    print(f"\n| model | form | incept ms | ONNX Runtime ms | ratio | OpenVINO ms | steps from ORT | top-1 |"
           f"  ({a.threads} thread(s), medians over {a.rounds} rounds)")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for (m, f), v in rows.items():
         i, o = statistics.median(v["incept"]), statistics.median(v["ort"])
+        ov_ms = f"{statistics.median(v['ov']):.1f}" if v["ov"] else "-"
         top1 = "equal" if v["top1"] else "DIFFERENT"
-        print(f"| {m} | {f} | {i:.1f} | {o:.1f} | {i / o:.2f} | {v['steps']:.2f} | {top1} |")
+        print(f"| {m} | {f} | {i:.1f} | {o:.1f} | {i / o:.2f} | {ov_ms} | {v['steps']:.2f} | {top1} |")
 
 
 if __name__ == "__main__":

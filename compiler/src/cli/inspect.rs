@@ -54,8 +54,9 @@ pub struct InspectArgs {
     #[arg(long, default_value = "native", value_name = "CPU", requires = "kernels")]
     cpu: incept_compiler::Cpu,
     /// The precision to plan for (f32, bf16, auto or int8, as for `compile`; int8 also fuses a QDQ
-    /// model's groups into integer ops in the printed graph).
-    #[arg(long, default_value = "f32", value_name = "f32|bf16", requires = "kernels")]
+    /// model's groups into integer ops in the printed graph, with their scales and zero points as
+    /// the constants they read, and in --stats and --kernels).
+    #[arg(long, default_value = "f32", value_name = "f32|bf16|auto|int8")]
     precision: incept_compiler::Precision,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]

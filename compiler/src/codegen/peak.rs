@@ -233,13 +233,14 @@ pub fn vnni_microkernel_gops(kc: usize, calls: usize, runs: usize) -> Result<Opt
     let code = VnniMicrokernel { rows: MR_INT8, cols: 32, out: Int8Out::Requant { signed: false } }.assemble()?;
     let exec = incept_runtime::code::ExecutableCode::new(&code).map_err(|e| CodegenError::Load(e.to_string()))?;
     let addr = exec.address(0).ok_or_else(|| CodegenError::Load("empty code".into()))?;
-    type Tile = unsafe extern "sysv64" fn(*const i8, *const u8, *mut u8, usize, usize, *const i32, *const f32, *const f32);
+    type Tile =
+        unsafe extern "sysv64" fn(*const i8, *const u8, *mut u8, usize, usize, *const i32, *const f32, *const f32);
     // SAFETY: the code has the tile's documented signature and this CPU runs AVX512-VNNI.
     let f: Tile = unsafe { std::mem::transmute(addr) };
     let a = vec![3i8; quads * MR_INT8 * 4];
     let b = vec![5u8; quads * QUAD_ROW_BYTES];
-    let bias = vec![0i32; MR_INT8];
-    let mult = vec![1e-4f32; MR_INT8];
+    let bias = [0i32; MR_INT8];
+    let mult = [1e-4f32; MR_INT8];
     let consts = [0f32, 255.0, 0.0];
     let mut c = vec![0u8; MR_INT8 * 32];
     let mut best = f64::INFINITY;
