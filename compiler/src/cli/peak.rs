@@ -66,15 +66,19 @@ pub fn run(a: PeakArgs) -> Result<()> {
         }
         None => println!("AVX512-BF16 peak: this CPU has no AVX512-BF16"),
     }
-    match peak::vnni_microkernel_gops(256, 20_000, a.runs)? {
-        Some(g) => {
-            let ratio = f32_peak.map(|f| format!(", {:.2}x the AVX-512 f32 FMA peak", g / f)).unwrap_or_default();
-            println!(
-                "AVX512-VNNI 12x32 int8 GEMM microkernel, panels in L1 (K = 256): {g:.1} GOP/s (2 per multiply-add{ratio}; \
-                 `bench --profile` reports the int8 GEMMs' GFLOP/s on the same count)"
-            );
+    match peak::vnni_peak_gops(a.iterations as usize, a.runs)? {
+        Some(p) => {
+            let ratio = f32_peak.map(|f| format!(", {:.2}x the AVX-512 f32 FMA peak", p / f)).unwrap_or_default();
+            println!("AVX512-VNNI VPDPBUSD peak, one core: {p:.1} GOP/s (2 per multiply-add{ratio})");
+            if let Some(g) = peak::vnni_microkernel_gops(256, 20_000, a.runs)? {
+                println!(
+                    "AVX512-VNNI 12x32 int8 GEMM microkernel, panels in L1 (K = 256): {g:.1} GOP/s ({:.0}% of the VPDPBUSD \
+                     peak; `bench --profile` reports the int8 GEMMs' GFLOP/s on the same count)",
+                    100.0 * g / p
+                );
+            }
         }
-        None => println!("AVX512-VNNI int8 microkernel: this CPU has no AVX512-VNNI"),
+        None => println!("AVX512-VNNI peak: this CPU has no AVX512-VNNI"),
     }
     // Each iteration is four tile products of 16 x 16 x 32 multiply-adds: far fewer are needed.
     match peak::amx_peak_gflops((a.iterations as usize / 64).max(1), a.runs)? {

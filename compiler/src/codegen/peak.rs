@@ -257,3 +257,33 @@ pub fn vnni_microkernel_gops(kc: usize, calls: usize, runs: usize) -> Result<Opt
     }
     Ok(Some((calls * quads * 4 * MR_INT8 * 32 * 2) as f64 / best / 1e9))
 }
+
+/// VPDPBUSD's own peak in GOP/s (2 per multiply-add): 24 independent zmm accumulators, each
+/// taking one instruction per iteration of `iterations`; `None` without AVX512-VNNI.
+pub fn vnni_peak_gops(iterations: usize, runs: usize) -> Result<Option<f64>, CodegenError> {
+    use iced_x86::code_asm::*;
+    if !super::int8::host_has_vnni() || iterations == 0 {
+        return Ok(None);
+    }
+    let asm = |e: IcedError| CodegenError::Load(e.to_string());
+    let mut x = CodeAssembler::new(64).map_err(asm)?;
+    let zmm = super::wide::ZMM;
+    for r in zmm.iter().take(26) {
+        x.vpxord(*r, *r, *r).map_err(asm)?;
+    }
+    let mut top = x.create_label();
+    x.set_label(&mut top).map_err(asm)?;
+    for acc in zmm.iter().take(24) {
+        x.vpdpbusd(*acc, zmm[24], zmm[25]).map_err(asm)?;
+    }
+    x.dec(rsi).map_err(asm)?;
+    x.jnz(top).map_err(asm)?;
+    x.vmovups(zmmword_ptr(rdi), zmm[0]).map_err(asm)?;
+    x.vzeroupper().map_err(asm)?;
+    x.ret().map_err(asm)?;
+    let code = x.assemble(0).map_err(asm)?;
+    let ops = (iterations * 24 * 64 * 2) as f64;
+    // SAFETY: the code is `extern "sysv64" fn(*mut f32, usize)` storing 16 floats, and this CPU
+    // runs AVX512-VNNI.
+    unsafe { time_probe(&code, 16, iterations, runs, ops) }.map(Some)
+}
