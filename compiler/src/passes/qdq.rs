@@ -14,9 +14,9 @@
 
 use incept_ir::graph::{Graph, NodeId, ValueId};
 use incept_ir::ops::pad::PadMode;
-use incept_ir::ops::qlinear::{QBinaryKind, QLinearBinary};
+use incept_ir::ops::qlinear::{QBinaryKind, QLinearAveragePool, QLinearBinary, QLinearConcat};
 use incept_ir::ops::quant::{qrange, quantize};
-use incept_ir::ops::{Binary, Op, PoolKind, QLinearConv};
+use incept_ir::ops::{Binary, Op, Pool, PoolKind, QLinearConv, QLinearMatMul};
 use incept_ir::{DType, OpError, Tensor};
 
 use crate::passes::util::single_user;
@@ -132,6 +132,114 @@ impl FuseQdq {
         Some(p)
     }
 
+    /// `Q(MatMul(DQ(a), DQ(b)))` with constant 8-bit B of two dims (scales per tensor or per
+    /// column) and per-tensor A: QLinearMatMul, as ONNX Runtime's QDQ fusion makes it.
+    fn matmul(g: &Graph, q_node: NodeId, mm: NodeId) -> Option<Patch> {
+        let a = dequantized(g, input(g, mm, 0)?, None)?;
+        let bv = input(g, mm, 1)?;
+        if g.ty(bv).rank() != 2 {
+            return None;
+        }
+        let b = dequantized(g, bv, Some(1))?;
+        let int8 = |v: ValueId| matches!(g.ty(v).dtype, DType::U8 | DType::I8);
+        let out = ValueId::new(q_node, 0);
+        if !int8(a.q) || !int8(b.q) || !is_const(g, b.q) || !int8(out) {
+            return None;
+        }
+        let (ys, yz) = (input(g, q_node, 1)?, input(g, q_node, 2));
+        if !is_const(g, ys) || yz.is_some_and(|z| !is_const(g, z)) {
+            return None;
+        }
+        let name = &g.node(q_node).name;
+        let mut p = Patch::new();
+        let az = zero_of(&mut p, g, a.zero, g.ty(a.q).dtype, a.scale, &format!("{name}/a_zero"));
+        let bz = zero_of(&mut p, g, b.zero, g.ty(b.q).dtype, b.scale, &format!("{name}/b_zero"));
+        let yz = zero_of(&mut p, g, yz, g.ty(out).dtype, ys, &format!("{name}/y_zero"));
+        let inputs = vec![
+            Some(PatchValue::Old(a.q)),
+            Some(PatchValue::Old(a.scale)),
+            Some(az),
+            Some(PatchValue::Old(b.q)),
+            Some(PatchValue::Old(b.scale)),
+            Some(bz),
+            Some(PatchValue::Old(ys)),
+            Some(yz),
+        ];
+        let fused = p.add_node(name, Op::QLinearMatMul(QLinearMatMul), inputs, 1)[0];
+        p.replace(out, fused);
+        Some(p)
+    }
+
+    /// `Q(Concat(DQ(a), DQ(b), ..))` of one 8-bit type throughout, per-tensor parameters:
+    /// ONNX Runtime's QLinearConcat (each input requantised to the output's parameters).
+    fn concat(g: &Graph, q_node: NodeId, cat: NodeId, axis: i64) -> Option<Patch> {
+        let out = ValueId::new(q_node, 0);
+        let t = g.ty(out).dtype;
+        if !matches!(t, DType::U8 | DType::I8) {
+            return None;
+        }
+        let parts: Vec<Dq> = g.node(cat).inputs().iter().map(|i| dequantized(g, (*i)?, None)).collect::<Option<_>>()?;
+        if parts.iter().any(|d| g.ty(d.q).dtype != t) {
+            return None;
+        }
+        let (ys, yz) = (input(g, q_node, 1)?, input(g, q_node, 2));
+        if !is_const(g, ys) || yz.is_some_and(|z| !is_const(g, z)) {
+            return None;
+        }
+        let name = &g.node(q_node).name;
+        let mut p = Patch::new();
+        let yz = zero_of(&mut p, g, yz, t, ys, &format!("{name}/y_zero"));
+        let mut inputs = vec![Some(PatchValue::Old(ys)), Some(yz)];
+        for (i, d) in parts.iter().enumerate() {
+            let z = zero_of(&mut p, g, d.zero, t, d.scale, &format!("{name}/zero_{i}"));
+            inputs.extend([Some(PatchValue::Old(d.q)), Some(PatchValue::Old(d.scale)), Some(z)]);
+        }
+        let fused = p.add_node(name, Op::QLinearConcat(QLinearConcat { axis }), inputs, 1)[0];
+        p.replace(out, fused);
+        Some(p)
+    }
+
+    /// `Q(AveragePool(DQ(x)))` of one 8-bit type, per-tensor parameters, 1-D or 2-D, no dilations:
+    /// ONNX Runtime's QLinearAveragePool.
+    fn average_pool(g: &Graph, q_node: NodeId, pool: NodeId, p: &Pool) -> Option<Patch> {
+        let x = dequantized(g, input(g, pool, 0)?, None)?;
+        let out = ValueId::new(q_node, 0);
+        let t = g.ty(out).dtype;
+        // 1-D and 2-D pools, which the integer kernels take.
+        let rank = g.ty(x.q).rank();
+        if g.ty(x.q).dtype != t
+            || !matches!(t, DType::U8 | DType::I8)
+            || p.window.dilations.iter().any(|&d| d != 1)
+            || !(3..=4).contains(&rank)
+        {
+            return None;
+        }
+        let (ys, yz) = (input(g, q_node, 1)?, input(g, q_node, 2));
+        if !is_const(g, ys) || yz.is_some_and(|z| !is_const(g, z)) {
+            return None;
+        }
+        let name = &g.node(q_node).name;
+        let mut patch = Patch::new();
+        let xz = zero_of(&mut patch, g, x.zero, t, x.scale, &format!("{name}/x_zero"));
+        let yz = zero_of(&mut patch, g, yz, t, ys, &format!("{name}/y_zero"));
+        let op = Op::QLinearAveragePool(QLinearAveragePool {
+            window: p.window.clone(),
+            ceil_mode: p.ceil_mode,
+            count_include_pad: p.count_include_pad,
+            channels_last: false,
+        });
+        let inputs = vec![
+            Some(PatchValue::Old(x.q)),
+            Some(PatchValue::Old(x.scale)),
+            Some(xz),
+            Some(PatchValue::Old(ys)),
+            Some(yz),
+        ];
+        let fused = patch.add_node(name, op, inputs, 1)[0];
+        patch.replace(out, fused);
+        Some(patch)
+    }
+
     /// `Q(Add(DQ(a), DQ(b)))` or `Q(Mul(..))` of one integer type throughout, per-tensor
     /// parameters: QLinearAdd or QLinearMul.
     fn binary(g: &Graph, q_node: NodeId, add: NodeId, kind: QBinaryKind) -> Option<Patch> {
@@ -240,7 +348,7 @@ impl Pass for FuseQdq {
         "fuse-qdq"
     }
     fn description(&self) -> &'static str {
-        "QDQ groups into integer ops, with --precision int8: Q(Conv(DQ, DQ, DQ)) -> QLinearConv, Q(Add(DQ, DQ)) -> QLinearAdd, Q(Mul(DQ, DQ)) -> QLinearMul (exact integer sums: outputs move by quantisation steps from the f32 reading), Q(Pad(DQ)) and Q(MaxPool(DQ)) -> Pad and MaxPool of the integers (exact)"
+        "QDQ groups into integer ops, with --precision int8: Q(Conv(DQ, DQ, DQ)) -> QLinearConv, Q(Add(DQ, DQ)) -> QLinearAdd, Q(Mul(DQ, DQ)) -> QLinearMul, Q(MatMul(DQ, DQ)) -> QLinearMatMul, Q(Concat(DQ..)) -> QLinearConcat, Q(AveragePool(DQ)) -> QLinearAveragePool (exact integer sums: outputs move by quantisation steps from the f32 reading), Q(Pad(DQ)) and Q(MaxPool(DQ)) -> Pad and MaxPool of the integers (exact)"
     }
     fn exactness(&self) -> Exactness {
         Exactness::Approximate
@@ -260,6 +368,9 @@ impl Pass for FuseQdq {
         }
         Ok(match &g.node(y.node).op {
             Op::Conv(_) => FuseQdq::conv(g, node, y.node),
+            Op::MatMul(_) => FuseQdq::matmul(g, node, y.node),
+            Op::Concat(c) => FuseQdq::concat(g, node, y.node, c.axis),
+            Op::Pool(p) if p.kind == PoolKind::Avg => FuseQdq::average_pool(g, node, y.node, p),
             Op::Binary(Binary::Add) => FuseQdq::binary(g, node, y.node, QBinaryKind::Add),
             Op::Binary(Binary::Mul) => FuseQdq::binary(g, node, y.node, QBinaryKind::Mul),
             Op::Pad(p) if p.mode == PadMode::Constant => FuseQdq::pad(g, node, y.node),
