@@ -411,3 +411,140 @@ impl super::KernelSpec for QuantRowsSpec {
         });
     }
 }
+
+/// One QLinearConcat input into its place, sixteen bytes at a time in the reference's
+/// arithmetic (`quantize(x_scale * (x - x_zero), y_scale, y_zero)`: a multiply, a division,
+/// round half to even as an f32, the zero point in f32, the saturation).
+///
+/// `extern "sysv64" fn(x: *const u8, y: *mut u8, n: usize, consts: *const f32)`; consts: f32
+/// x_scale, y_scale, y_zero, low and high bound, then the input zero point (i32).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RequantKernel {
+    pub signed: bool,
+}
+
+impl RequantKernel {
+    pub fn assemble(&self) -> Result<Vec<u8>, CodegenError> {
+        let mut x = CodeAssembler::new(64).map_err(asm_err)?;
+        let (xs, ys, yz, lo, hi, xz) = (ZMM[16], ZMM[17], ZMM[18], ZMM[19], ZMM[20], ZMM[21]);
+        for (i, r) in [xs, ys, yz, lo, hi].into_iter().enumerate() {
+            x.vbroadcastss(r, dword_ptr(rcx + 4 * i as i32)).map_err(asm_err)?;
+        }
+        x.vpbroadcastd(xz, dword_ptr(rcx + 20)).map_err(asm_err)?;
+        let vector = |x: &mut CodeAssembler, masked: bool| -> Result<(), CodegenError> {
+            let v = ZMM[0];
+            let load = if masked { v.k1().z() } else { v };
+            if self.signed {
+                x.vpmovsxbd(load, xmmword_ptr(rdi)).map_err(asm_err)?;
+            } else {
+                x.vpmovzxbd(load, xmmword_ptr(rdi)).map_err(asm_err)?;
+            }
+            x.vpsubd(v, v, xz).map_err(asm_err)?;
+            x.vcvtdq2ps(v, v).map_err(asm_err)?;
+            x.vmulps(v, v, xs).map_err(asm_err)?;
+            x.vdivps(v, v, ys).map_err(asm_err)?;
+            // Round to nearest even, as an f32 (imm 8: that mode, no precision exception).
+            x.vrndscaleps(v, v, 8).map_err(asm_err)?;
+            x.vaddps(v, v, yz).map_err(asm_err)?;
+            // vmaxps returns its second source when either is NaN: the low bound.
+            x.vmaxps(v, v, lo).map_err(asm_err)?;
+            x.vminps(v, v, hi).map_err(asm_err)?;
+            x.vcvtps2dq(v, v).map_err(asm_err)?;
+            if masked {
+                x.vpmovdb(xmmword_ptr(rsi).k1(), v).map_err(asm_err)?;
+            } else {
+                x.vpmovdb(xmmword_ptr(rsi), v).map_err(asm_err)?;
+            }
+            Ok(())
+        };
+        let (mut top, mut tail, mut done) = (x.create_label(), x.create_label(), x.create_label());
+        x.cmp(rdx, 16).map_err(asm_err)?;
+        x.jb(tail).map_err(asm_err)?;
+        x.set_label(&mut top).map_err(asm_err)?;
+        vector(&mut x, false)?;
+        x.add(rdi, 16).map_err(asm_err)?;
+        x.add(rsi, 16).map_err(asm_err)?;
+        x.sub(rdx, 16).map_err(asm_err)?;
+        x.cmp(rdx, 16).map_err(asm_err)?;
+        x.jae(top).map_err(asm_err)?;
+        x.set_label(&mut tail).map_err(asm_err)?;
+        x.test(rdx, rdx).map_err(asm_err)?;
+        x.jz(done).map_err(asm_err)?;
+        // k1 = (1 << n) - 1 for the last 1..15 elements.
+        x.mov(ecx, edx).map_err(asm_err)?;
+        x.mov(eax, 1).map_err(asm_err)?;
+        x.shl(eax, cl).map_err(asm_err)?;
+        x.dec(eax).map_err(asm_err)?;
+        x.kmovw(k1, eax).map_err(asm_err)?;
+        vector(&mut x, true)?;
+        x.set_label(&mut done).map_err(asm_err)?;
+        x.vzeroupper().map_err(asm_err)?;
+        x.ret().map_err(asm_err)?;
+        x.assemble(0).map_err(asm_err)
+    }
+}
+
+impl super::KernelSpec for RequantKernel {
+    fn name(&self) -> String {
+        format!("int8 requantize signed {} avx512", self.signed)
+    }
+    fn emit(&self, _: &mut Kb) {
+        unreachable!("the int8 requantize kernel is machine code (machine_code), not CLIF")
+    }
+    fn machine_code(&self) -> Option<Result<Vec<u8>, CodegenError>> {
+        Some(self.assemble())
+    }
+}
+
+/// A QLinearConcat input by rows around [`RequantKernel`]: `y[o * total + offset + e] =
+/// requant(x[o * chunk + e])`, per tile (row o, part of up to `CHUNK` elements) one call.
+/// Operands: X, consts, Y, the kernel.
+#[derive(Clone, Debug)]
+pub struct RequantRowsSpec {
+    pub outer: usize,
+    pub chunk: usize,
+    pub total: usize,
+    pub offset: usize,
+    pub kernel: RequantKernel,
+}
+
+impl RequantRowsSpec {
+    fn parts(&self) -> usize {
+        self.chunk.div_ceil(CHUNK)
+    }
+    pub fn tiles(&self) -> usize {
+        self.outer * self.parts()
+    }
+}
+
+impl super::KernelSpec for RequantRowsSpec {
+    fn name(&self) -> String {
+        format!("int8 requantize rows {}x{} into {} at {}", self.outer, self.chunk, self.total, self.offset)
+    }
+
+    fn emit(&self, kb: &mut Kb) {
+        let [x, consts, y, kernel] = [0, 1, 2, 3].map(|i| kb.operand(i));
+        let parts = self.parts() as i64;
+        let (begin, end) = (kb.begin, kb.end);
+        kb.for_range(begin, end, 1, |kb, t| {
+            let (row, part) = kb.divmod(t, parts);
+            let start = kb.muli(part, CHUNK as i64);
+            let px = {
+                let o = kb.muli(row, self.chunk as i64);
+                let o = kb.add(o, start);
+                kb.elem(x, o, 1)
+            };
+            let py = {
+                let o = kb.muli(row, self.total as i64);
+                let o = kb.add(o, start);
+                let o = kb.addi(o, self.offset as i64);
+                kb.elem(y, o, 1)
+            };
+            let n = {
+                let left = kb.rsubi(self.chunk as i64, start);
+                kb.mini(left, CHUNK as i64)
+            };
+            kb.call_code(kernel, &[px, py, n, consts]);
+        });
+    }
+}

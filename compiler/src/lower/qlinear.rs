@@ -15,7 +15,9 @@ use incept_ir::{DType, Op};
 use super::{LowerError, Lowerer};
 use crate::codegen::Tier;
 use crate::codegen::int8_depthwise::{PlaneOp, QDepthwiseSpec};
-use crate::codegen::int8_elementwise::{QBinaryKernel, QBinaryOp, QBinaryRows, QBinarySpec};
+use crate::codegen::int8_elementwise::{
+    QBinaryKernel, QBinaryOp, QBinaryRows, QBinarySpec, RequantKernel, RequantRowsSpec,
+};
 use crate::codegen::kernels::nd::broadcast_strides;
 use crate::codegen::kernels::qlinear::{
     DynQuantSpec, PairTableSpec, QGlobalPoolSpec, QPoolSpec, QSoftmaxSpec, Span, TableSpec,
@@ -95,9 +97,29 @@ impl<'g> Lowerer<'g> {
         for k in 0..(inputs - 2) / 3 {
             let x = self.in_val(id, 2 + 3 * k).ok_or_else(|| self.unsupported(id, "a missing input"))?;
             let (xs, xz) = self.const_params(id, 3 + 3 * k, Some(4 + 3 * k))?;
+            let chunk: usize = self.shape(x)?[ax..].iter().product();
+            if self.tier == Tier::Avx512 {
+                let consts: Vec<u8> = [xs, ys, yz as f32, r.0 as f32, r.1 as f32]
+                    .iter()
+                    .map(|f| f.to_bits())
+                    .chain([xz as u32])
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect();
+                let c = self.weight(&consts, &format!("{name}.consts{k}"));
+                let kernel = RequantKernel { signed: dtype == DType::I8 };
+                let spec = RequantRowsSpec { outer, chunk, total, offset, kernel: kernel.clone() };
+                let (src, dst) = (self.value(x)?, self.value(out)?);
+                let kr = self.kernel(Arc::new(kernel));
+                let tiles = spec.tiles();
+                self.step(Arc::new(spec), tiles, &[src, c], &[dst], false, &name, self.g.node(id).op.name(), 0);
+                if let Some(step) = self.out.steps.last_mut() {
+                    step.operands.push(super::LOperand::Kernel(kr));
+                }
+                offset += chunk;
+                continue;
+            }
             let table: Vec<u8> =
                 (0..256).map(|b| quantize(xs * (byte_value(b, dtype) - xz) as f32, ys, yz, r) as u8).collect();
-            let chunk: usize = self.shape(x)?[ax..].iter().product();
             self.table_step(id, x, &table, TableSpec { outer, chunk, total, offset }, &name)?;
             offset += chunk;
         }
