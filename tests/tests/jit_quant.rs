@@ -814,7 +814,8 @@ fn vnni_convs_match_the_interpreter() {
 /// Depthwise QLinearConvs on the AVX-512 plane kernel: both input types and output types,
 /// strides 1 and 2 (and 3), 3x3, 5x5 and 7x7 windows, dilation, asymmetric pads, channel
 /// multiplier 2, weight zero points per tensor and per channel, u8 weights, maps from 1x1 to
-/// 40x40 (flat vectors that cross output rows, partial last vectors), batch 2: the interpreter's
+/// 40x40 and rows of 500 and 1001 (flat vectors that cross output rows, partial last vectors,
+/// rows of many 64-byte chunks), batch 2: the interpreter's
 /// bytes, at 1 and 2 threads, and on the kernel (not the scalar fallback).
 #[test]
 fn int8_depthwise_convs_match_the_interpreter() {
@@ -865,6 +866,9 @@ fn int8_depthwise_convs_match_the_interpreter() {
         Case { k: (1, 3), pads: [0, 1, 0, 1], hw: (1, 33), ..base },
         Case { hw: (1, 1), ..base },
         Case { s: 2, k: (5, 5), pads: [2, 2, 1, 1], hw: (28, 28), x: i8_, y: i8_, ..base },
+        // Rows wider than seven 64-byte chunks (the row copies), at both strides.
+        Case { hw: (3, 500), c: 2, ..base },
+        Case { s: 2, hw: (4, 1001), c: 2, x: i8_, ..base },
     ];
     let mut checked = 0;
     for (ci, case) in cases.iter().enumerate() {

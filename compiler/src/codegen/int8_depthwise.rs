@@ -683,36 +683,19 @@ impl RowsCopyKernel {
         let mut x = CodeAssembler::new(64).map_err(asm_err)?;
         let v = ZMM[0];
         let chunks = self.len.div_ceil(64);
-        for c in 0..chunks {
-            let k = [k1, k2, k3, k4, k5, k6, k7][c.min(6)];
-            byte_mask(&mut x, k, (self.len - 64 * c).min(64))?;
-        }
-        if self.rows > 0 && chunks <= 7 {
+        // k1 the whole chunks, k2 the last one.
+        byte_mask(&mut x, k1, 64)?;
+        byte_mask(&mut x, k2, self.len - 64 * chunks.saturating_sub(1))?;
+        if self.rows > 0 && chunks > 0 {
             let mut top = x.create_label();
             x.mov(rcx, self.rows as u64).map_err(asm_err)?;
             x.set_label(&mut top).map_err(asm_err)?;
             for c in 0..chunks {
-                let k = |r: AsmRegisterZmm| match c {
-                    0 => r.k1(),
-                    1 => r.k2(),
-                    2 => r.k3(),
-                    3 => r.k4(),
-                    4 => r.k5(),
-                    5 => r.k6(),
-                    _ => r.k7(),
-                };
-                x.vmovdqu8(k(v).z(), zmmword_ptr(rdi + 64 * c as i32)).map_err(asm_err)?;
+                let last = c + 1 == chunks;
+                let src = zmmword_ptr(rdi + 64 * c as i32);
+                x.vmovdqu8(if last { v.k2().z() } else { v.k1().z() }, src).map_err(asm_err)?;
                 let dst = zmmword_ptr(rsi + 64 * c as i32);
-                let dst = match c {
-                    0 => dst.k1(),
-                    1 => dst.k2(),
-                    2 => dst.k3(),
-                    3 => dst.k4(),
-                    4 => dst.k5(),
-                    5 => dst.k6(),
-                    _ => dst.k7(),
-                };
-                x.vmovdqu8(dst, v).map_err(asm_err)?;
+                x.vmovdqu8(if last { dst.k2() } else { dst.k1() }, v).map_err(asm_err)?;
             }
             x.add(rdi, self.from as i32).map_err(asm_err)?;
             x.add(rsi, self.to as i32).map_err(asm_err)?;
