@@ -18,6 +18,41 @@ use super::CodegenError;
 use super::builder::Kb;
 use super::wide::{ZMM, asm_err};
 
+/// The loop of the sixteen-lane kernels: `count` elements, `vector(masked)` per sixteen, then
+/// the pointers advanced by their steps; the last 1..15 once more with k1 = (1 << n) - 1 (the
+/// vector loads and stores under k1 when `masked`). Clobbers rax and rcx; ends the function.
+fn sixteen_at_a_time(
+    mut x: CodeAssembler,
+    count: AsmRegister64,
+    steps: &[(AsmRegister64, i32)],
+    vector: impl Fn(&mut CodeAssembler, bool) -> Result<(), CodegenError>,
+) -> Result<Vec<u8>, CodegenError> {
+    let (mut top, mut tail, mut done) = (x.create_label(), x.create_label(), x.create_label());
+    x.cmp(count, 16).map_err(asm_err)?;
+    x.jb(tail).map_err(asm_err)?;
+    x.set_label(&mut top).map_err(asm_err)?;
+    vector(&mut x, false)?;
+    for &(r, step) in steps {
+        x.add(r, step).map_err(asm_err)?;
+    }
+    x.sub(count, 16).map_err(asm_err)?;
+    x.cmp(count, 16).map_err(asm_err)?;
+    x.jae(top).map_err(asm_err)?;
+    x.set_label(&mut tail).map_err(asm_err)?;
+    x.test(count, count).map_err(asm_err)?;
+    x.jz(done).map_err(asm_err)?;
+    x.mov(rcx, count).map_err(asm_err)?;
+    x.mov(eax, 1).map_err(asm_err)?;
+    x.shl(eax, cl).map_err(asm_err)?;
+    x.dec(eax).map_err(asm_err)?;
+    x.kmovw(k1, eax).map_err(asm_err)?;
+    vector(&mut x, true)?;
+    x.set_label(&mut done).map_err(asm_err)?;
+    x.vzeroupper().map_err(asm_err)?;
+    x.ret().map_err(asm_err)?;
+    x.assemble(0).map_err(asm_err)
+}
+
 /// Elements a tile covers at most (rows longer than this are split).
 const CHUNK: usize = 8192;
 
@@ -110,32 +145,12 @@ impl QBinaryKernel {
             }
             Ok(())
         };
-        let (mut top, mut tail, mut done) = (x.create_label(), x.create_label(), x.create_label());
-        x.cmp(rcx, 16).map_err(asm_err)?;
-        x.jb(tail).map_err(asm_err)?;
-        x.set_label(&mut top).map_err(asm_err)?;
-        vector(&mut x, false)?;
-        for (scalar, r) in [(self.a_scalar, rdi), (self.b_scalar, rsi), (false, rdx)] {
-            if !scalar {
-                x.add(r, 16).map_err(asm_err)?;
-            }
-        }
-        x.sub(rcx, 16).map_err(asm_err)?;
-        x.cmp(rcx, 16).map_err(asm_err)?;
-        x.jae(top).map_err(asm_err)?;
-        x.set_label(&mut tail).map_err(asm_err)?;
-        x.test(rcx, rcx).map_err(asm_err)?;
-        x.jz(done).map_err(asm_err)?;
-        // k1 = (1 << n) - 1 for the last 1..15 outputs.
-        x.mov(eax, 1).map_err(asm_err)?;
-        x.shl(eax, cl).map_err(asm_err)?;
-        x.dec(eax).map_err(asm_err)?;
-        x.kmovw(k1, eax).map_err(asm_err)?;
-        vector(&mut x, true)?;
-        x.set_label(&mut done).map_err(asm_err)?;
-        x.vzeroupper().map_err(asm_err)?;
-        x.ret().map_err(asm_err)?;
-        x.assemble(0).map_err(asm_err)
+        let steps: Vec<(AsmRegister64, i32)> = [(self.a_scalar, rdi), (self.b_scalar, rsi), (false, rdx)]
+            .into_iter()
+            .filter(|&(scalar, _)| !scalar)
+            .map(|(_, r)| (r, 16))
+            .collect();
+        sixteen_at_a_time(x, rcx, &steps, vector)
     }
 }
 
@@ -316,30 +331,7 @@ impl QuantKernel {
             }
             Ok(())
         };
-        let (mut top, mut tail, mut done) = (x.create_label(), x.create_label(), x.create_label());
-        x.cmp(rdx, 16).map_err(asm_err)?;
-        x.jb(tail).map_err(asm_err)?;
-        x.set_label(&mut top).map_err(asm_err)?;
-        vector(&mut x, false)?;
-        x.add(rdi, in_step).map_err(asm_err)?;
-        x.add(rsi, out_step).map_err(asm_err)?;
-        x.sub(rdx, 16).map_err(asm_err)?;
-        x.cmp(rdx, 16).map_err(asm_err)?;
-        x.jae(top).map_err(asm_err)?;
-        x.set_label(&mut tail).map_err(asm_err)?;
-        x.test(rdx, rdx).map_err(asm_err)?;
-        x.jz(done).map_err(asm_err)?;
-        // k1 = (1 << n) - 1 for the last 1..15 elements.
-        x.mov(ecx, edx).map_err(asm_err)?;
-        x.mov(eax, 1).map_err(asm_err)?;
-        x.shl(eax, cl).map_err(asm_err)?;
-        x.dec(eax).map_err(asm_err)?;
-        x.kmovw(k1, eax).map_err(asm_err)?;
-        vector(&mut x, true)?;
-        x.set_label(&mut done).map_err(asm_err)?;
-        x.vzeroupper().map_err(asm_err)?;
-        x.ret().map_err(asm_err)?;
-        x.assemble(0).map_err(asm_err)
+        sixteen_at_a_time(x, rdx, &[(rdi, in_step), (rsi, out_step)], vector)
     }
 }
 
@@ -457,30 +449,7 @@ impl RequantKernel {
             }
             Ok(())
         };
-        let (mut top, mut tail, mut done) = (x.create_label(), x.create_label(), x.create_label());
-        x.cmp(rdx, 16).map_err(asm_err)?;
-        x.jb(tail).map_err(asm_err)?;
-        x.set_label(&mut top).map_err(asm_err)?;
-        vector(&mut x, false)?;
-        x.add(rdi, 16).map_err(asm_err)?;
-        x.add(rsi, 16).map_err(asm_err)?;
-        x.sub(rdx, 16).map_err(asm_err)?;
-        x.cmp(rdx, 16).map_err(asm_err)?;
-        x.jae(top).map_err(asm_err)?;
-        x.set_label(&mut tail).map_err(asm_err)?;
-        x.test(rdx, rdx).map_err(asm_err)?;
-        x.jz(done).map_err(asm_err)?;
-        // k1 = (1 << n) - 1 for the last 1..15 elements.
-        x.mov(ecx, edx).map_err(asm_err)?;
-        x.mov(eax, 1).map_err(asm_err)?;
-        x.shl(eax, cl).map_err(asm_err)?;
-        x.dec(eax).map_err(asm_err)?;
-        x.kmovw(k1, eax).map_err(asm_err)?;
-        vector(&mut x, true)?;
-        x.set_label(&mut done).map_err(asm_err)?;
-        x.vzeroupper().map_err(asm_err)?;
-        x.ret().map_err(asm_err)?;
-        x.assemble(0).map_err(asm_err)
+        sixteen_at_a_time(x, rdx, &[(rdi, 16), (rsi, 16)], vector)
     }
 }
 

@@ -55,6 +55,13 @@ fn dequantized(g: &Graph, v: ValueId, per_axis: Option<usize>) -> Option<Dq> {
     (one || axis_ok).then_some(Dq { q, scale, zero })
 }
 
+/// The Q's scale and zero point (None: absent) when they are constants. (`rewrite` already
+/// took only per-tensor output scales.)
+fn output_params(g: &Graph, q_node: NodeId) -> Option<(ValueId, Option<ValueId>)> {
+    let (s, z) = (input(g, q_node, 1)?, input(g, q_node, 2));
+    (is_const(g, s) && z.is_none_or(|z| is_const(g, z))).then_some((s, z))
+}
+
 /// A zero point input: the given one, or a new constant 0 of `dtype` shaped like `like`.
 fn zero_of(p: &mut Patch, g: &Graph, zero: Option<ValueId>, dtype: DType, like: ValueId, name: &str) -> PatchValue {
     match zero {
@@ -106,10 +113,7 @@ impl FuseQdq {
                 Some(bq.q)
             }
         };
-        let (ys, yz) = (input(g, q_node, 1)?, input(g, q_node, 2));
-        if !is_const(g, ys) || yz.is_some_and(|z| !is_const(g, z)) {
-            return None;
-        }
+        let (ys, yz) = output_params(g, q_node)?;
         let out = ValueId::new(q_node, 0);
         let name = &g.node(q_node).name;
         let mut p = Patch::new();
@@ -146,10 +150,7 @@ impl FuseQdq {
         if !int8(a.q) || !int8(b.q) || !is_const(g, b.q) || !int8(out) {
             return None;
         }
-        let (ys, yz) = (input(g, q_node, 1)?, input(g, q_node, 2));
-        if !is_const(g, ys) || yz.is_some_and(|z| !is_const(g, z)) {
-            return None;
-        }
+        let (ys, yz) = output_params(g, q_node)?;
         let name = &g.node(q_node).name;
         let mut p = Patch::new();
         let az = zero_of(&mut p, g, a.zero, g.ty(a.q).dtype, a.scale, &format!("{name}/a_zero"));
@@ -182,10 +183,7 @@ impl FuseQdq {
         if parts.iter().any(|d| g.ty(d.q).dtype != t) {
             return None;
         }
-        let (ys, yz) = (input(g, q_node, 1)?, input(g, q_node, 2));
-        if !is_const(g, ys) || yz.is_some_and(|z| !is_const(g, z)) {
-            return None;
-        }
+        let (ys, yz) = output_params(g, q_node)?;
         let name = &g.node(q_node).name;
         let mut p = Patch::new();
         let yz = zero_of(&mut p, g, yz, t, ys, &format!("{name}/y_zero"));
@@ -214,10 +212,7 @@ impl FuseQdq {
         {
             return None;
         }
-        let (ys, yz) = (input(g, q_node, 1)?, input(g, q_node, 2));
-        if !is_const(g, ys) || yz.is_some_and(|z| !is_const(g, z)) {
-            return None;
-        }
+        let (ys, yz) = output_params(g, q_node)?;
         let name = &g.node(q_node).name;
         let mut patch = Patch::new();
         let xz = zero_of(&mut patch, g, x.zero, t, x.scale, &format!("{name}/x_zero"));
@@ -249,10 +244,7 @@ impl FuseQdq {
         if g.ty(a.q).dtype != t || g.ty(b.q).dtype != t || !matches!(t, DType::U8 | DType::I8) {
             return None;
         }
-        let (cs, cz) = (input(g, q_node, 1)?, input(g, q_node, 2));
-        if !is_const(g, cs) || cz.is_some_and(|z| !is_const(g, z)) || g.const_value(cs)?.numel() != 1 {
-            return None;
-        }
+        let (cs, cz) = output_params(g, q_node)?;
         let name = &g.node(q_node).name;
         let mut p = Patch::new();
         let az = zero_of(&mut p, g, a.zero, t, a.scale, &format!("{name}/a_zero"));
