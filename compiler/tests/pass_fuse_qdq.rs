@@ -126,3 +126,56 @@ fn concat_and_average_pool_become_qlinear_ops() {
     let worst = steps(&before, &after, 0.01);
     assert!(worst <= 1.0 + 1e-4, "moved by {worst} steps");
 }
+
+/// A conv group with `act` (reading %cv, writing %f) between the conv and its Q: u8 output of
+/// zero point `out_zero` and scale 0.01.
+fn conv_act(act: &str, out_zero: &str) -> String {
+    let body = format!(
+        "  %w = const i8[4,3,3,3] [{}]\n  %ws = const f32[4] [0.01, 0.02, 0.005, 0.03]\n  %wz = const i8[4] [0, 0, 0, 0]\n  %wd = DequantizeLinear(%w, %ws, %wz) {{axis=0}} : f32[4,3,3,3]\n  %cv = Conv(%dq, %wd) {{pads=[1,1,1,1]}} : f32[1,4,4,5]\n{act}",
+        (0..108).map(|i| ((i * 37 % 255) as i64 - 127).to_string()).collect::<Vec<_>>().join(", ")
+    );
+    qdq(&body, "1,4,4,5", "0.01", out_zero)
+}
+
+#[test]
+fn relu_and_clip_before_the_q_clamp_the_qlinear_conv() {
+    // (activation, output zero point, the clamp fused, or None where it is the whole range)
+    let cases = [
+        ("  %f = Relu(%cv) : f32[1,4,4,5]\n", "30", Some("[30, 255]")),
+        // Zero point 0: Relu is what saturating to u8 does anyway.
+        ("  %f = Relu(%cv) : f32[1,4,4,5]\n", "0", None),
+        // Clip(-0.2, 0.3) at scale 0.01 around 100: [80, 130].
+        (
+            "  %lo = const f32[] -0.2\n  %hi = const f32[] 0.3\n  %f = Clip(%cv, %lo, %hi) : f32[1,4,4,5]\n",
+            "100",
+            Some("[80, 130]"),
+        ),
+        // Only a lower bound.
+        ("  %lo = const f32[] -0.5\n  %f = Clip(%cv, %lo) : f32[1,4,4,5]\n", "100", Some("[50, 255]")),
+    ];
+    for (act, zero, clamp) in cases {
+        let src = conv_act(act, zero);
+        let (before, after, _) = run_with(&src, &["fuse-qdq", "dead-code"], int8());
+        let text = print(&after);
+        assert_eq!(count(&after, "QLinearConv"), 1, "{text}");
+        assert_eq!(count(&after, "Relu") + count(&after, "Clip") + count(&after, "Conv"), 0, "{text}");
+        match clamp {
+            Some(c) => assert!(text.contains(&format!("incept_clamp={c}")), "{text}"),
+            None => assert!(!text.contains("incept_clamp"), "{text}"),
+        }
+        // The clamp prints and parses back (the weights are elided in the text: drop them).
+        let line = text.lines().find(|l| l.contains("QLinearConv")).expect("the conv").trim().to_string();
+        let one = format!(
+            "graph g {{\n  input %q : u8[1,3,4,5]\n  input %w : i8[4,3,3,3]\n  %s = const f32[] 0.02\n  %z = const u8[] 9\n  %ws = const f32[4] [0.01, 0.02, 0.005, 0.03]\n  %wz = const i8[4] [0, 0, 0, 0]\n  %os = const f32[] 0.01\n  %oz = const u8[] {zero}\n  {line}\n  output %q2\n}}\n"
+        );
+        let reparsed = incept_ir::text::parse(&one).unwrap_or_else(|e| panic!("{e}\n{one}"));
+        assert!(print(&reparsed).contains(&line), "{}", print(&reparsed));
+        let worst = steps(&before, &after, 0.01);
+        assert!(worst <= 1.0 + 1e-4, "{act}: moved by {worst} steps");
+    }
+    // A bound computed at run time: the Clip stays in f32 and the conv group does not fuse
+    // through it.
+    let src = conv_act("  %mn = ReduceMin(%x) {keepdims=0} : f32[]\n  %f = Clip(%cv, %mn) : f32[1,4,4,5]\n", "100");
+    let (_, after, _) = run_with(&src, &["fuse-qdq", "dead-code"], int8());
+    assert_eq!((count(&after, "Clip"), count(&after, "QLinearConv")), (1, 0), "{}", print(&after));
+}

@@ -59,7 +59,7 @@ pub fn cover<'a>(dims: &'a [Dim], valid: impl Fn(&Row) -> bool, active: impl Fn(
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
     let total: usize = dims.iter().map(|d| d.levels.len()).product();
-    assert!(total <= 2_000_000, "a table of {total} rows is too large to enumerate");
+    assert!(total <= 6_000_000, "a table of {total} rows is too large to enumerate");
     // Dense ids: one per (dimension, level), one per pair of them across two dimensions.
     let level_base: Vec<usize> = dims
         .iter()
@@ -165,7 +165,7 @@ mod tests {
         active: impl Fn(&Row, &str) -> bool,
     ) -> Vec<Row<'a>> {
         let total: usize = dims.iter().map(|d| d.levels.len()).product();
-        assert!(total <= 2_000_000, "a table of {total} rows is too large to enumerate");
+        assert!(total <= 6_000_000, "a table of {total} rows is too large to enumerate");
         let mut candidates: Vec<(Row, Vec<Pair>)> = vec![];
         for mut index in 0..total {
             let mut levels = vec![0; dims.len()];

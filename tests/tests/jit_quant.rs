@@ -423,6 +423,8 @@ fn conv_table() -> Table {
         Dim::new("bias", &["absent", "present"]),
         Dim::new("y_type", &["u8", "i8"]),
         Dim::new("y_scale", &["fit", "ties"]),
+        // A fused Relu or Clip (fuse-qdq's `incept_clamp`): the output saturates inside its range.
+        Dim::new("clamp", &["none", "relu", "clip"]),
         Dim::new("kernel", &["1x1", "3x3", "1d"]),
         Dim::new("stride", &["1", "2"]),
         Dim::new("pads", &["0", "1", "asym", "same_lower"]),
@@ -438,7 +440,7 @@ fn conv_table() -> Table {
 /// The output's parameters are QLinearConv's; a 1x1 kernel has no dilation.
 fn conv_active(r: &Row, d: &str) -> bool {
     match d {
-        "bias" | "y_type" | "y_scale" => r.get("op") == "qlinear",
+        "bias" | "y_type" | "y_scale" | "clamp" => r.get("op") == "qlinear",
         "dilation" => r.get("kernel") != "1x1",
         _ => true,
     }
@@ -556,7 +558,16 @@ fn build_conv(g: &mut Gen, row: &Row) -> Option<ValueId> {
     if row.get("bias") == "present" {
         ins.push(Some(g.konst(typed(DType::I32, vec![m], &bias(true)))));
     }
-    g.op("QLinearConv", geo.attrs, ins)
+    // Bounds inside the outputs' spread, so that both ends clip some of them.
+    let (lo, hi) = qrange(yt)?;
+    let clamp = match row.get("clamp") {
+        "relu" => Some((yz, hi as i64)),
+        "clip" => Some(((yz - g.int(1, 20) as i64).max(lo as i64), (yz + g.int(1, 40) as i64).min(hi as i64))),
+        _ => None,
+    };
+    let mut attrs = geo.attrs;
+    attrs.extend(clamp.map(|(a, b)| ("incept_clamp", AttrValue::Ints(vec![a, b]))));
+    g.op("QLinearConv", attrs, ins)
 }
 
 fn matmul_table() -> Table {

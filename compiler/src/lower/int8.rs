@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use incept_ir::graph::{NodeId, ValueId};
+use incept_ir::ops::Op;
 use incept_ir::ops::conv::Window;
 use incept_ir::ops::quant::qrange;
 use incept_ir::{DType, Tensor};
@@ -31,13 +32,15 @@ struct QConv {
     mult: Vec<f32>,
     y_zero: i32,
     bias: Vec<i64>,
+    /// The output's range (narrowed by a fused Relu or Clip).
+    range: (i32, i32),
 }
 
 impl QConv {
     /// The low and high output bounds less the zero point (f32) and the zero point (i32 bits):
     /// the kernels' `consts`.
     fn consts(&self) -> Vec<u8> {
-        let (lo, hi) = qrange(self.y_type).expect("u8 or i8");
+        let (lo, hi) = self.range;
         [((lo - self.y_zero) as f32).to_bits(), ((hi - self.y_zero) as f32).to_bits(), self.y_zero as u32]
             .iter()
             .flat_map(|b| b.to_le_bytes())
@@ -78,6 +81,11 @@ impl<'g> Lowerer<'g> {
         let w_scale = floats(4).map_err(err)?.unwrap_or_default();
         let y_scale = floats(6).map_err(err)?.unwrap_or_default()[0];
         let mult = (0..m).map(|r| (x_scale * w_scale[if w_scale.len() == 1 { 0 } else { r }]) / y_scale).collect();
+        let range = match &self.g.node(id).op {
+            Op::QLinearConv(q) => q.out_range(y_type),
+            _ => qrange(y_type),
+        };
+        let Some(range) = range else { return Ok(None) };
         Ok(Some(QConv {
             x,
             x_shape,
@@ -90,6 +98,7 @@ impl<'g> Lowerer<'g> {
             mult,
             y_zero: ints(7).map_err(err)?.unwrap_or_default()[0] as i32,
             bias: ints(8).map_err(err)?.unwrap_or_else(|| vec![0; m]),
+            range,
         }))
     }
 
@@ -245,6 +254,7 @@ impl<'g> Lowerer<'g> {
             mult: (0..n).map(|j| (xs * ws[if ws.len() == 1 { 0 } else { j }]) / ys).collect(),
             y_zero: ints(7).map_err(err)?.unwrap_or_default()[0] as i32,
             bias: vec![0; n],
+            range: qrange(y_type).expect("u8 or i8"),
         };
         let g = Geom { h: 1, w: 1, oh: 1, ow: 1, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1 };
         self.vnni_conv(id, g, &q)

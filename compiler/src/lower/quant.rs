@@ -8,7 +8,8 @@ use incept_ir::DType;
 use incept_ir::graph::{NodeId, ValueId};
 use incept_ir::ops::binary::broadcast_dims;
 use incept_ir::ops::conv::Window;
-use incept_ir::ops::norm_axis;
+use incept_ir::ops::quant::qrange;
+use incept_ir::ops::{Op, norm_axis};
 
 use super::conv::geom;
 use super::{BufRef, LowerError, Lowerer};
@@ -157,7 +158,14 @@ impl<'g> Lowerer<'g> {
             let alpha = if let IntOp::QGemm { alpha, .. } = op { alpha } else { 1.0 };
             let zero_slot = 7 + matches!(op, IntOp::QGemm { .. }) as usize;
             match self.int_param(id, zero_slot, &mut reads)? {
-                Some(zero) => IntOut::Quantized { scales, alpha, divide, per_col, zero, dtype: out_type },
+                Some(zero) => {
+                    let range = match &self.g.node(id).op {
+                        Op::QLinearConv(q) => q.out_range(out_type),
+                        _ => qrange(out_type),
+                    }
+                    .ok_or_else(|| self.unsupported(id, format!("outputs of type {out_type}")))?;
+                    IntOut::Quantized { scales, alpha, divide, per_col, zero, dtype: out_type, range }
+                }
                 None if matches!(op, IntOp::QGemm { .. }) => IntOut::Scaled { scales, alpha, divide, per_col },
                 None => return Err(self.unsupported(id, "a missing output zero point")),
             }

@@ -1,7 +1,7 @@
 //! QDQ groups into integer ops. A QDQ model (what `quantize_static` writes by default) wraps f32
 //! ops in DequantizeLinear inputs and a QuantizeLinear output; read literally it dequantizes,
 //! computes in f32 and quantizes again. The group `Q(Conv(DQ(x), DQ(w), DQ(b)))` is the integer
-//! conv QLinearConv defines, and `Q(Add(DQ(a), DQ(b)))` is QLinearAdd (`Mul`: QLinearMul), which
+//! conv QLinearConv defines (with a Relu or Clip before the Q, one whose output is clamped), and `Q(Add(DQ(a), DQ(b)))` is QLinearAdd (`Mul`: QLinearMul), which
 //! ONNX Runtime's QDQ fusion runs too. A Pad or MaxPool between a DQ and a Q of the same
 //! parameters pads or pools the integers themselves (exactly).
 //!
@@ -16,7 +16,7 @@ use incept_ir::graph::{Graph, NodeId, ValueId};
 use incept_ir::ops::pad::PadMode;
 use incept_ir::ops::qlinear::{QBinaryKind, QLinearAveragePool, QLinearBinary, QLinearConcat};
 use incept_ir::ops::quant::{qrange, quantize};
-use incept_ir::ops::{Binary, Op, Pool, PoolKind, QLinearConv, QLinearMatMul};
+use incept_ir::ops::{Binary, Op, Pool, PoolKind, QLinearConv, QLinearMatMul, Unary};
 use incept_ir::{DType, OpError, Tensor};
 
 use crate::passes::util::single_user;
@@ -81,7 +81,7 @@ fn zero_of(p: &mut Patch, g: &Graph, zero: Option<ValueId>, dtype: DType, like: 
 impl FuseQdq {
     /// `Q(Conv(DQ(x), DQ(w), DQ(b)?))` with constant integer weights and an i32 bias whose scale
     /// is the product of the input's and the weights' scales.
-    fn conv(g: &Graph, q_node: NodeId, conv: NodeId) -> Option<Patch> {
+    fn conv(g: &Graph, q_node: NodeId, conv: NodeId, clamp: Option<(i32, i32)>) -> Option<Patch> {
         let Op::Conv(c) = &g.node(conv).op else { return None };
         let x = dequantized(g, input(g, conv, 0)?, None)?;
         let w = dequantized(g, input(g, conv, 1)?, Some(0))?;
@@ -131,9 +131,54 @@ impl FuseQdq {
             Some(yz),
         ];
         inputs.extend(bias.map(|b| Some(PatchValue::Old(b))));
-        let fused = p.add_node(name, Op::QLinearConv(QLinearConv { conv: c.clone() }), inputs, 1)[0];
+        let fused = p.add_node(name, Op::QLinearConv(QLinearConv { conv: c.clone(), clamp }), inputs, 1)[0];
         p.replace(out, fused);
         Some(p)
+    }
+
+    /// `Q(Relu(Conv(..)))` or `Q(Clip(Conv(..), min, max))` with constant bounds: the conv
+    /// group with its output clamped to the quantized bounds, `[Q(0), max]` for Relu and
+    /// `[Q(min), Q(max)]` for Clip (an absent bound: the type's end). Quantising is increasing
+    /// (positive scale), so `Q(clip(y, a, b)) = clip(Q(y), Q(a), Q(b))`: the clamp adds no
+    /// error of its own. ONNX Runtime drops such a Relu or Clip when the clamp is the whole
+    /// range; a QAT export keeps them in front of its Q.
+    fn activated_conv(g: &Graph, q_node: NodeId, act: NodeId) -> Option<Patch> {
+        let y = input(g, act, 0)?;
+        if !matches!(g.node(y.node).op, Op::Conv(_)) || single_user(g, y).is_none() || g.outputs().contains(&y) {
+            return None;
+        }
+        let out = g.ty(ValueId::new(q_node, 0)).dtype;
+        let range = qrange(out)?;
+        let scale = g.const_value(input(g, q_node, 1)?)?.view::<f32>().ok()?[0];
+        if !(scale.is_normal() && scale > 0.0) {
+            return None;
+        }
+        let zero = match input(g, q_node, 2) {
+            Some(z) => g.const_value(z)?.to_i64s().ok()?.first().copied()? as i32,
+            None => 0,
+        };
+        let q = |v: f32| quantize(v, scale, zero, range);
+        let bound = |i: usize| -> Option<Option<f32>> {
+            match input(g, act, i) {
+                None => Some(None),
+                Some(b) => {
+                    let v = g.const_value(b)?.to_f64s().ok()?.first().copied()? as f32;
+                    (!v.is_nan()).then_some(Some(v))
+                }
+            }
+        };
+        let clamp = match &g.node(act).op {
+            Op::Unary(Unary::Relu) => (q(0.0), range.1),
+            Op::Clip(_) => {
+                let (a, b) = (bound(1)?, bound(2)?);
+                (a.map_or(range.0, q), b.map_or(range.1, q))
+            }
+            _ => return None,
+        };
+        if clamp.0 > clamp.1 {
+            return None;
+        }
+        FuseQdq::conv(g, q_node, y.node, (clamp != range).then_some(clamp))
     }
 
     /// `Q(MatMul(DQ(a), DQ(b)))` with constant 8-bit B of two dims (scales per tensor or per
@@ -340,7 +385,7 @@ impl Pass for FuseQdq {
         "fuse-qdq"
     }
     fn description(&self) -> &'static str {
-        "QDQ groups into integer ops, with --precision int8: Q(Conv(DQ, DQ, DQ)) -> QLinearConv, Q(Add(DQ, DQ)) -> QLinearAdd, Q(Mul(DQ, DQ)) -> QLinearMul, Q(MatMul(DQ, DQ)) -> QLinearMatMul, Q(Concat(DQ..)) -> QLinearConcat, Q(AveragePool(DQ)) -> QLinearAveragePool (exact integer sums: outputs move by quantisation steps from the f32 reading), Q(Pad(DQ)) and Q(MaxPool(DQ)) -> Pad and MaxPool of the integers (exact)"
+        "QDQ groups into integer ops, with --precision int8: Q(Conv(DQ, DQ, DQ)) -> QLinearConv (a Relu or Clip before the Q: its output clamped), Q(Add(DQ, DQ)) -> QLinearAdd, Q(Mul(DQ, DQ)) -> QLinearMul, Q(MatMul(DQ, DQ)) -> QLinearMatMul, Q(Concat(DQ..)) -> QLinearConcat, Q(AveragePool(DQ)) -> QLinearAveragePool (exact integer sums: outputs move by quantisation steps from the f32 reading), Q(Pad(DQ)) and Q(MaxPool(DQ)) -> Pad and MaxPool of the integers (exact)"
     }
     fn exactness(&self) -> Exactness {
         Exactness::Approximate
@@ -359,7 +404,8 @@ impl Pass for FuseQdq {
             return Ok(None);
         }
         Ok(match &g.node(y.node).op {
-            Op::Conv(_) => FuseQdq::conv(g, node, y.node),
+            Op::Conv(_) => FuseQdq::conv(g, node, y.node, None),
+            Op::Unary(Unary::Relu) | Op::Clip(_) => FuseQdq::activated_conv(g, node, y.node),
             Op::MatMul(_) => FuseQdq::matmul(g, node, y.node),
             Op::Concat(c) => FuseQdq::concat(g, node, y.node, c.axis),
             Op::Pool(p) if p.kind == PoolKind::Avg => FuseQdq::average_pool(g, node, y.node, p),

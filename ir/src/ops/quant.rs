@@ -425,16 +425,42 @@ fn integer_conv(
 /// Convolution of quantized tensors with a quantized output: inputs x, x_scale, x_zero_point,
 /// w, w_scale, w_zero_point, y_scale, y_zero_point, optional i32 bias (in units of
 /// `x_scale * w_scale`). Weight scales and zero points per tensor or per output channel.
+///
+/// `clamp` is incept's own extension (attribute `incept_clamp = [lo, hi]`, written by the
+/// `fuse-qdq` pass for a Relu or Clip between a QDQ conv and its QuantizeLinear): the output
+/// saturates to `[lo, hi]` within its type's range instead of to the whole range. Clamping
+/// after quantising is what quantising the clipped value gives, because quantising is
+/// increasing: `Q(clip(y, a, b)) = clip(Q(y), Q(a), Q(b))`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QLinearConv {
     pub conv: Conv,
+    pub clamp: Option<(i32, i32)>,
 }
 
 impl QLinearConv {
+    pub const CLAMP_ATTR: &'static str = "incept_clamp";
+
     pub fn build(a: &mut Attrs) -> Result<Op, OpError> {
+        let clamp = match a.opt_ints(Self::CLAMP_ATTR)? {
+            None => None,
+            Some(v) if v.len() == 2 && v[0] <= v[1] && v.iter().all(|&b| i32::try_from(b).is_ok()) => {
+                Some((v[0] as i32, v[1] as i32))
+            }
+            Some(v) => invalid!("{} must be two integers [lo, hi] with lo <= hi, not {v:?}", Self::CLAMP_ATTR),
+        };
         match Conv::build(a)? {
-            Op::Conv(conv) => Ok(Op::QLinearConv(QLinearConv { conv })),
+            Op::Conv(conv) => Ok(Op::QLinearConv(QLinearConv { conv, clamp })),
             _ => unreachable!("Conv::build builds a Conv"),
+        }
+    }
+
+    /// The range the output saturates to: its type's, narrowed by `clamp`; None for a type that
+    /// is not quantized or a clamp outside the type's range.
+    pub fn out_range(&self, y_type: DType) -> Option<(i32, i32)> {
+        let (lo, hi) = qrange(y_type)?;
+        match self.clamp {
+            None => Some((lo, hi)),
+            Some((a, b)) => (a.max(lo) <= b.min(hi)).then_some((a.max(lo), b.min(hi))),
         }
     }
 }
@@ -457,6 +483,9 @@ impl OpDef for QLinearConv {
         check_params(cx.ty(6)?, Some(y_zero), None, "output")?;
         zero_type(cx.opt_ty(2), x, "input")?;
         zero_type(cx.opt_ty(5), w, "weights")?;
+        if self.out_range(y_zero.dtype).is_none() {
+            invalid!("{} {:?} leaves no {} output value", Self::CLAMP_ATTR, self.clamp, y_zero.dtype);
+        }
         let bias = cx.opt_ty(8);
         if let Some(b) = bias
             && b.dtype != DType::I32
@@ -476,7 +505,7 @@ impl OpDef for QLinearConv {
         let m = shape[1];
         let plane: usize = shape[2..].iter().product();
         let multipliers = multipliers(xp.scale[0], &wp.scale, yp.scale[0], m)?;
-        let range = qrange(yt).ok_or_else(|| OpError::Unsupported(format!("outputs of type {yt}")))?;
+        let range = self.out_range(yt).ok_or_else(|| OpError::Unsupported(format!("outputs of type {yt}")))?;
         let q: Vec<i32> = acc
             .iter()
             .enumerate()
@@ -485,7 +514,11 @@ impl OpDef for QLinearConv {
         Ok(vec![tensor_of(yt, shape, &q)?])
     }
     fn attrs(&self) -> AttrList {
-        self.conv.attrs()
+        let mut out = self.conv.attrs();
+        if let Some((lo, hi)) = self.clamp {
+            out.push((Self::CLAMP_ATTR, AttrValue::Ints(vec![lo as i64, hi as i64])));
+        }
+        out
     }
     fn macs(&self, inputs: &[Option<&TensorType>], outputs: &[TensorType]) -> u64 {
         self.conv.macs(&[inputs.first().copied().flatten(), inputs.get(3).copied().flatten()], outputs)

@@ -8,11 +8,12 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, I32};
 use cranelift_codegen::ir::{InstBuilder, Value};
 use incept_ir::DType;
+use incept_ir::ops::quant::qrange;
 
 use crate::codegen::KernelSpec;
 use crate::codegen::builder::{Kb, ro, rw};
 use crate::codegen::kernels::conv::Geom;
-use crate::codegen::kernels::quant::saturate;
+use crate::codegen::kernels::quant::saturate_to;
 use crate::codegen::kernels::typed::clif;
 
 /// Where a per-tensor or per-index parameter comes from: an operand buffer of `len` values (1:
@@ -34,7 +35,16 @@ pub enum IntOut {
     Scaled { scales: Vec<Param>, alpha: f32, divide: Option<Param>, per_col: bool },
     /// The scaled value rounded half to even plus the zero point, saturated to `dtype` (NaN
     /// gives the low end).
-    Quantized { scales: Vec<Param>, alpha: f32, divide: Option<Param>, per_col: bool, zero: Param, dtype: DType },
+    Quantized {
+        scales: Vec<Param>,
+        alpha: f32,
+        divide: Option<Param>,
+        per_col: bool,
+        zero: Param,
+        dtype: DType,
+        /// Within `dtype`'s range (narrower for a QLinearConv's fused Relu or Clip).
+        range: (i32, i32),
+    },
 }
 
 /// An integer of at most 32 bits loaded as i32 (sign- or zero-extended).
@@ -99,7 +109,7 @@ fn store_out(kb: &mut Kb, out: &IntOut, y: Value, at: Value, sum: Value, row: Va
             let p = kb.elem(y, at, 4);
             kb.b.ins().store(rw(), v, p, 0);
         }
-        IntOut::Quantized { scales, alpha, divide, per_col, zero, dtype } => {
+        IntOut::Quantized { scales, alpha, divide, per_col, zero, dtype, range } => {
             let i = if *per_col { col } else { row };
             let s = scale(kb, scales, *alpha, *divide, i);
             let f = kb.b.ins().fcvt_from_sint(F32, sum);
@@ -108,7 +118,7 @@ fn store_out(kb: &mut Kb, out: &IntOut, y: Value, at: Value, sum: Value, row: Va
             let z = param_i32(kb, *zero, i);
             let zf = kb.b.ins().fcvt_from_sint(F32, z);
             let r = kb.b.ins().fadd(r, zf);
-            let q = saturate(kb, r, *dtype);
+            let q = saturate_to(kb, r, *dtype, *range);
             let p = kb.elem(y, at, dtype.size() as i64);
             kb.b.ins().store(rw(), q, p, 0);
         }
@@ -141,6 +151,11 @@ impl IntConvSpec {
     }
 }
 
+/// The output type, with its range where a fused Relu or Clip narrows it (`u8[12,255]`).
+fn clamped_name(dtype: DType, range: (i32, i32)) -> String {
+    if qrange(dtype) == Some(range) { dtype.to_string() } else { format!("{dtype}[{},{}]", range.0, range.1) }
+}
+
 impl KernelSpec for IntConvSpec {
     fn name(&self) -> String {
         format!(
@@ -157,7 +172,7 @@ impl KernelSpec for IntConvSpec {
             match &self.out {
                 IntOut::Sums => "i32".to_string(),
                 IntOut::Scaled { .. } => "f32".to_string(),
-                IntOut::Quantized { dtype, .. } => dtype.to_string(),
+                IntOut::Quantized { dtype, range, .. } => clamped_name(*dtype, *range),
             }
         )
     }

@@ -109,8 +109,12 @@ fn widen32(kb: &mut Kb, v: cranelift_codegen::ir::Value, signed: bool) -> cranel
 /// An f32 holding an integer value (already rounded) as the integer type `to` (i8, u8, i16,
 /// u16): saturated to its range, NaN giving the low end, as the reference's `saturate`.
 pub fn saturate(kb: &mut Kb, r: Value, to: DType) -> Value {
+    saturate_to(kb, r, to, qrange(to).expect("a quantized type"))
+}
+
+/// [`saturate`] to `(lo, hi)`, a range within `to`'s (a QLinearConv's narrowed output range).
+pub fn saturate_to(kb: &mut Kb, r: Value, to: DType, (lo, hi): (i32, i32)) -> Value {
     let q = kb.b.ins().fcvt_to_sint_sat(I32, r);
-    let (lo, hi) = qrange(to).expect("a quantized type");
     let (l, h) = (kb.b.ins().iconst(I32, lo as i64), kb.b.ins().iconst(I32, hi as i64));
     let q = kb.b.ins().smax(q, l);
     let q = kb.b.ins().smin(q, h);
