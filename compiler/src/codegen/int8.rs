@@ -551,14 +551,28 @@ impl Int8GemmSpec {
         let panels = n.div_ceil(32) * quads * QUAD_ROW_BYTES;
         weights > panels
     }
-    /// The machine-code tiles it calls, in operand order.
+    /// The machine-code tiles it calls, in operand order: full and short row panels by 32
+    /// columns, then, where the last column panel has at most 16 columns, the same by 16 (half
+    /// the work there: a 14x14 map's 196 positions leave 4 in the last panel, a classifier's
+    /// one row 1).
     pub fn microkernels(&self) -> Vec<VnniMicrokernel> {
         let out = Int8Out::Requant { signed: self.signed };
-        let mut v = vec![VnniMicrokernel { rows: MR_INT8.min(self.m), cols: 32, out }];
-        if self.m > MR_INT8 && !self.m.is_multiple_of(MR_INT8) {
-            v.push(VnniMicrokernel { rows: self.m % MR_INT8, cols: 32, out });
+        let short = self.m > MR_INT8 && !self.m.is_multiple_of(MR_INT8);
+        let mut v = vec![];
+        for cols in [32, 16] {
+            if cols == 16 && !self.half_last_panel() {
+                break;
+            }
+            v.push(VnniMicrokernel { rows: MR_INT8.min(self.m), cols, out });
+            if short {
+                v.push(VnniMicrokernel { rows: self.m % MR_INT8, cols, out });
+            }
         }
         v
+    }
+    /// Whether the last column panel is narrow enough for the 16-column tile.
+    fn half_last_panel(&self) -> bool {
+        (1..=16).contains(&(self.n % 32))
     }
     pub fn flops(&self) -> u64 {
         2 * (self.images * self.m * self.n * self.quads * 4) as u64
@@ -588,8 +602,11 @@ impl super::KernelSpec for Int8GemmSpec {
         let full_rows = MR_INT8.min(self.m);
         // One tile call: row panel r (a constant or a value) of image img by column panel p,
         // into C, or into the stage and copied out (the narrow last panel).
+        let per_width = kernels.len() / if self.half_last_panel() { 2 } else { 1 };
         let call = |kb: &mut super::builder::Kb, img: Value, r: Value, r_rows: usize, p: Value, staged: bool| {
-            let f = uk[if r_rows == full_rows { 0 } else { 1 }];
+            // Staged is the narrow last panel: the 16-column tiles where they were made.
+            let half = staged && self.half_last_panel();
+            let f = uk[if r_rows == full_rows { 0 } else { 1 } + if half { per_width } else { 0 }];
             let bpan = {
                 let t = kb.muli(img, panels as i64);
                 let t = kb.add(t, p);
