@@ -61,7 +61,8 @@ pub enum Int8Out {
     Requant { signed: bool },
 }
 
-/// The register tile: `rows` (1..=12) x `cols` (16 or 32) outputs.
+/// The register tile: `rows` (1..=12) x `cols` (16 or 32) outputs, of which the first
+/// `valid` columns are stored (masked stores: a narrow last panel writes C directly).
 ///
 /// `extern "sysv64" fn(a: *const i8, b: *const u8, c: *mut u8, ldc: usize, quads: usize,
 /// bias: *const i32, mult: *const f32, consts: *const f32)`: `quads` quad steps of K; `bias`
@@ -71,6 +72,7 @@ pub enum Int8Out {
 pub struct VnniMicrokernel {
     pub rows: usize,
     pub cols: usize,
+    pub valid: usize,
     pub out: Int8Out,
 }
 
@@ -79,7 +81,10 @@ impl VnniMicrokernel {
         let rows = self.rows;
         assert!((1..=MR_INT8).contains(&rows), "an int8 tile has 1 to {MR_INT8} rows");
         assert!(self.cols == 16 || self.cols == 32, "an int8 tile has 16 or 32 columns");
+        assert!((1..=self.cols).contains(&self.valid), "an int8 tile stores 1 to {} columns", self.cols);
         let vecs = self.cols / 16;
+        // Lanes stored per vector; k1 / k2 mask the first / second vector's where short.
+        let lanes = |v: usize| self.valid.saturating_sub(16 * v).min(16);
         let a_step = (MR_INT8 * 4) as i32;
         let b_step = QUAD_ROW_BYTES as i32;
         let mut x = CodeAssembler::new(64).map_err(asm_err)?;
@@ -134,6 +139,12 @@ impl VnniMicrokernel {
         x.dec(r8).map_err(asm_err)?;
         x.jnz(tail_loop).map_err(asm_err)?;
         x.set_label(&mut store).map_err(asm_err)?;
+        for (v, k) in [k1, k2].into_iter().enumerate().take(vecs) {
+            if lanes(v) > 0 && lanes(v) < 16 {
+                x.mov(eax, (1u32 << lanes(v)) - 1).map_err(asm_err)?;
+                x.kmovw(k, eax).map_err(asm_err)?;
+            }
+        }
         // The bias, per row, in both output forms.
         for r in 0..rows {
             for v in 0..vecs {
@@ -143,8 +154,10 @@ impl VnniMicrokernel {
         match self.out {
             Int8Out::Sums => {
                 for r in 0..rows {
-                    for v in 0..vecs {
-                        x.vmovdqu32(zmmword_ptr(rdx + 64 * v as i32), acc(r, v)).map_err(asm_err)?;
+                    for v in (0..vecs).filter(|&v| lanes(v) > 0) {
+                        let at = zmmword_ptr(rdx + 64 * v as i32);
+                        let at = if lanes(v) < 16 { if v == 0 { at.k1() } else { at.k2() } } else { at };
+                        x.vmovdqu32(at, acc(r, v)).map_err(asm_err)?;
                     }
                     x.add(rdx, rcx).map_err(asm_err)?;
                 }
@@ -157,7 +170,7 @@ impl VnniMicrokernel {
                 x.vpbroadcastd(zp, dword_ptr(rax + 8)).map_err(asm_err)?;
                 x.mov(rax, qword_ptr(rsp + 8)).map_err(asm_err)?;
                 for r in 0..rows {
-                    for v in 0..vecs {
+                    for v in (0..vecs).filter(|&v| lanes(v) > 0) {
                         let a = acc(r, v);
                         x.vcvtdq2ps(a, a).map_err(asm_err)?;
                         x.vmulps(a, a, dword_bcst(rax + 4 * r as i32)).map_err(asm_err)?;
@@ -167,7 +180,9 @@ impl VnniMicrokernel {
                         x.vcvtps2dq(a, a).map_err(asm_err)?;
                         x.vpaddd(a, a, zp).map_err(asm_err)?;
                         // In range now: keeping the low byte is the conversion.
-                        x.vpmovdb(xmmword_ptr(rdx + 16 * v as i32), a).map_err(asm_err)?;
+                        let at = xmmword_ptr(rdx + 16 * v as i32);
+                        let at = if lanes(v) < 16 { if v == 0 { at.k1() } else { at.k2() } } else { at };
+                        x.vpmovdb(at, a).map_err(asm_err)?;
                     }
                     x.add(rdx, rcx).map_err(asm_err)?;
                 }
@@ -200,9 +215,13 @@ mod tests {
             return;
         }
         let mut s = incept_ir::text::parse::SplitMix(7);
-        for (rows, cols) in (1..=MR_INT8).flat_map(|r| [(r, 16), (r, 32)]) {
+        // Every row count by both widths, and short stores: 1, 5, 16 of 16 and 1, 16, 17, 31 of 32.
+        let shapes = (1..=MR_INT8)
+            .flat_map(|r| [(r, 16, 16), (r, 32, 32)])
+            .chain([(12, 16, 1), (5, 16, 5), (12, 32, 1), (7, 32, 16), (12, 32, 17), (3, 32, 31)].into_iter());
+        for (rows, cols, valid) in shapes {
             for out in [Int8Out::Sums, Int8Out::Requant { signed: false }, Int8Out::Requant { signed: true }] {
-                let code = VnniMicrokernel { rows, cols, out }.assemble().expect("assemble");
+                let code = VnniMicrokernel { rows, cols, valid, out }.assemble().expect("assemble");
                 let exec = ExecutableCode::new(&code).expect("map");
                 // SAFETY: the code is a function with the documented signature.
                 let f: Tile = unsafe { std::mem::transmute(exec.address(0).expect("address")) };
@@ -246,11 +265,11 @@ mod tests {
                     for r in 0..=MR_INT8 {
                         for j in 0..ldc / elem {
                             let at = r * ldc + j * elem;
-                            if r >= rows || j >= cols {
+                            if r >= rows || j >= valid {
                                 assert_eq!(
                                     c[at..at + elem],
                                     before[at..at + elem],
-                                    "{rows}x{cols} {out:?}: C[{r}][{j}] written"
+                                    "{rows}x{cols} ({valid} stored) {out:?}: C[{r}][{j}] written"
                                 );
                                 continue;
                             }
@@ -279,7 +298,7 @@ mod tests {
 /// The machine-code tile as a kernel spec (called by [`Int8GemmSpec`]).
 impl super::KernelSpec for VnniMicrokernel {
     fn name(&self) -> String {
-        format!("avx512vnni microkernel {}x{} {:?}", self.rows, self.cols, self.out)
+        format!("avx512vnni microkernel {}x{} ({} stored) {:?}", self.rows, self.cols, self.valid, self.out)
     }
     fn emit(&self, _: &mut super::builder::Kb) {
         unreachable!("the VNNI tile is machine code (machine_code), not CLIF")
@@ -558,21 +577,18 @@ impl Int8GemmSpec {
     pub fn microkernels(&self) -> Vec<VnniMicrokernel> {
         let out = Int8Out::Requant { signed: self.signed };
         let short = self.m > MR_INT8 && !self.m.is_multiple_of(MR_INT8);
+        let narrow = self.n % 32;
         let mut v = vec![];
-        for cols in [32, 16] {
-            if cols == 16 && !self.half_last_panel() {
+        for (cols, valid) in [(32, 32), (if narrow <= 16 { 16 } else { 32 }, narrow)] {
+            if valid == 0 {
                 break;
             }
-            v.push(VnniMicrokernel { rows: MR_INT8.min(self.m), cols, out });
+            v.push(VnniMicrokernel { rows: MR_INT8.min(self.m), cols, valid, out });
             if short {
-                v.push(VnniMicrokernel { rows: self.m % MR_INT8, cols, out });
+                v.push(VnniMicrokernel { rows: self.m % MR_INT8, cols, valid, out });
             }
         }
         v
-    }
-    /// Whether the last column panel is narrow enough for the 16-column tile.
-    fn half_last_panel(&self) -> bool {
-        (1..=16).contains(&(self.n % 32))
     }
     pub fn flops(&self) -> u64 {
         2 * (self.images * self.m * self.n * self.quads * 4) as u64
@@ -586,10 +602,8 @@ impl super::KernelSpec for Int8GemmSpec {
     }
 
     fn emit(&self, kb: &mut super::builder::Kb) {
-        use cranelift_codegen::ir::types::I8;
         use cranelift_codegen::ir::{InstBuilder, Value};
 
-        use super::builder::rw;
         let ops: Vec<_> = (0..6).map(|i| kb.operand(i)).collect();
         let (a, b, bias, mult, consts, c) = (ops[0], ops[1], ops[2], ops[3], ops[4], ops[5]);
         let kernels = self.microkernels();
@@ -598,15 +612,13 @@ impl super::KernelSpec for Int8GemmSpec {
         let a_panel = (self.quads * MR_INT8 * 4) as i64;
         let b_panel = (self.quads * QUAD_ROW_BYTES) as i64;
         let narrow = self.n % 32;
-        let stage = (narrow != 0).then(|| kb.stack_buffer((MR_INT8 * 32) as u32));
         let full_rows = MR_INT8.min(self.m);
+        // Tiles per column width: full and short row panels (see `microkernels`).
+        let per_width = if self.m > MR_INT8 && rem != 0 { 2 } else { 1 };
         // One tile call: row panel r (a constant or a value) of image img by column panel p,
-        // into C, or into the stage and copied out (the narrow last panel).
-        let per_width = kernels.len() / if self.half_last_panel() { 2 } else { 1 };
-        let call = |kb: &mut super::builder::Kb, img: Value, r: Value, r_rows: usize, p: Value, staged: bool| {
-            // Staged is the narrow last panel: the 16-column tiles where they were made.
-            let half = staged && self.half_last_panel();
-            let f = uk[if r_rows == full_rows { 0 } else { 1 } + if half { per_width } else { 0 }];
+        // into C (the narrow last panel by its own tile, which stores only its columns).
+        let call = |kb: &mut super::builder::Kb, img: Value, r: Value, r_rows: usize, p: Value, last: bool| {
+            let f = uk[if r_rows == full_rows { 0 } else { 1 } + if last { per_width } else { 0 }];
             let bpan = {
                 let t = kb.muli(img, panels as i64);
                 let t = kb.add(t, p);
@@ -618,41 +630,19 @@ impl super::KernelSpec for Int8GemmSpec {
                 kb.elem(a, o, 1)
             };
             let row0 = kb.muli(r, MR_INT8 as i64);
-            let cimg = {
+            let cptr = {
                 let o = kb.muli(img, (self.m * self.n) as i64);
-                kb.elem(c, o, 1)
-            };
-            let col = kb.muli(p, 32);
-            let (cptr, ldc) = match (staged, stage) {
-                (true, Some(st)) => (st, 32),
-                _ => {
-                    let o = kb.muli(row0, self.n as i64);
-                    let o = kb.add(o, col);
-                    (kb.elem(cimg, o, 1), self.n as i64)
-                }
+                let cimg = kb.elem(c, o, 1);
+                let col = kb.muli(p, 32);
+                let o = kb.muli(row0, self.n as i64);
+                let o = kb.add(o, col);
+                kb.elem(cimg, o, 1)
             };
             let bias_p = kb.elem(bias, row0, 4);
             let mult_p = kb.elem(mult, row0, 4);
-            let ldc_v = kb.iconst(ldc);
+            let ldc_v = kb.iconst(self.n as i64);
             let quads = kb.iconst(self.quads as i64);
             kb.call_code(f, &[aptr, bpan, cptr, ldc_v, quads, bias_p, mult_p, consts]);
-            if staged {
-                // Copy the valid columns of these rows out of the stage.
-                for rr in 0..r_rows {
-                    for cc in 0..narrow {
-                        let s = kb.iconst((rr * 32 + cc) as i64);
-                        let sptr = kb.elem(cptr, s, 1);
-                        // Not `ro`: the next tile call rewrites the stage.
-                        let v = kb.b.ins().load(I8, rw(), sptr, 0);
-                        let o = kb.addi(row0, rr as i64);
-                        let o = kb.muli(o, self.n as i64);
-                        let o = kb.addi(o, cc as i64);
-                        let o = kb.add(o, col);
-                        let dp = kb.elem(cimg, o, 1);
-                        kb.b.ins().store(rw(), v, dp, 0);
-                    }
-                }
-            }
         };
         let (begin, end) = (kb.begin, kb.end);
         let full_panels = (self.n / 32) as i64;
@@ -687,22 +677,22 @@ impl super::KernelSpec for Int8GemmSpec {
             kb.for_range(begin, end, 1, |kb, t| {
                 let (img, p) = kb.divmod(t, panels as i64);
                 let rows_of = |r: usize| if r == pm - 1 && rem != 0 && self.m > MR_INT8 { rem } else { full_rows };
-                let all_rows = |kb: &mut super::builder::Kb, staged: bool| {
+                let all_rows = |kb: &mut super::builder::Kb, last: bool| {
                     for r in 0..pm {
                         let rv = kb.iconst(r as i64);
-                        call(kb, img, rv, rows_of(r), p, staged);
+                        call(kb, img, rv, rows_of(r), p, last);
                     }
                 };
                 if narrow == 0 {
                     all_rows(kb, false);
                 } else {
                     let last = kb.eqi(p, panels as i64 - 1);
-                    let (staged_b, direct_b, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
-                    kb.b.ins().brif(last, staged_b, &[], direct_b, &[]);
-                    kb.b.switch_to_block(staged_b);
+                    let (last_b, full_b, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
+                    kb.b.ins().brif(last, last_b, &[], full_b, &[]);
+                    kb.b.switch_to_block(last_b);
                     all_rows(kb, true);
                     kb.b.ins().jump(join, &[]);
-                    kb.b.switch_to_block(direct_b);
+                    kb.b.switch_to_block(full_b);
                     all_rows(kb, false);
                     kb.b.ins().jump(join, &[]);
                     kb.b.switch_to_block(join);
