@@ -115,7 +115,7 @@ impl CompileOptions {
             winograd: lower::WinogradChoice { forced: self.winograd_tile, f4: self.winograd_f4 },
             implicit_min_fill: self.implicit_min_fill,
             f32_nodes: self.f32_nodes.iter().cloned().collect(),
-            int8_vnni: self.cpu.int8_vnni(),
+            int8_isa: self.cpu.int8_isa(),
         }
     }
 }
@@ -208,6 +208,9 @@ pub enum Cpu {
     /// The AVX-512 tier, with AVX512-VNNI kernels for int8 convs (Cascade Lake, Ice Lake and
     /// later, Zen 4 and later; the plan then also needs AVX512-BW and AVX512-VNNI to load).
     Avx512Vnni,
+    /// The AVX2 tier, with AVX-VNNI kernels for int8 convs (Alder Lake and later clients; the
+    /// plan then also needs AVX-VNNI to load).
+    AvxVnni,
     /// The AVX-512 tier, with AMX tiles for bf16 (Sapphire Rapids and later; the plan then also
     /// needs the OS to grant the tile state). Experimental: not yet run on AMX hardware.
     Amx,
@@ -219,7 +222,7 @@ impl Cpu {
         match self {
             Cpu::Native => Tier::host(),
             Cpu::Baseline => Tier::F32x4,
-            Cpu::Avx2 => Tier::Avx2,
+            Cpu::Avx2 | Cpu::AvxVnni => Tier::Avx2,
             Cpu::Avx512 | Cpu::Avx512Bf16 | Cpu::Avx512Vnni | Cpu::Amx => Tier::Avx512,
         }
     }
@@ -237,12 +240,23 @@ impl Cpu {
         }
     }
 
-    /// Whether int8 convs run on the AVX512-VNNI tile: named, or `native` on a CPU that has it.
-    pub fn int8_vnni(self) -> bool {
+    /// The int8 tile of ungrouped convs: AVX512-VNNI or AVX-VNNI where named (or `native` on a
+    /// CPU that has them, AVX-512 first), else AVX2's exact VPMADDWD form on the tiers that
+    /// have AVX2; None on the baseline tier (a scalar integer conv).
+    pub fn int8_isa(self) -> Option<crate::codegen::int8::Int8Isa> {
+        use crate::codegen::Tier;
+        use crate::codegen::int8::Int8Isa;
         match self {
-            Cpu::Avx512Vnni => true,
-            Cpu::Native => self.tier() == crate::codegen::Tier::Avx512 && crate::codegen::int8::host_has_vnni(),
-            _ => false,
+            Cpu::Avx512Vnni => Some(Int8Isa::Avx512Vnni),
+            Cpu::AvxVnni => Some(Int8Isa::AvxVnni),
+            Cpu::Baseline => None,
+            Cpu::Native => match self.tier() {
+                Tier::Avx512 if Int8Isa::Avx512Vnni.on_host() => Some(Int8Isa::Avx512Vnni),
+                Tier::Avx2 | Tier::Avx512 if Int8Isa::AvxVnni.on_host() => Some(Int8Isa::AvxVnni),
+                Tier::Avx2 | Tier::Avx512 => Some(Int8Isa::Avx2),
+                _ => None,
+            },
+            Cpu::Avx2 | Cpu::Avx512 | Cpu::Avx512Bf16 | Cpu::Amx => Some(Int8Isa::Avx2),
         }
     }
 
@@ -254,6 +268,7 @@ impl Cpu {
             Cpu::Avx512 => "avx512",
             Cpu::Avx512Bf16 => "avx512bf16",
             Cpu::Avx512Vnni => "avx512vnni",
+            Cpu::AvxVnni => "avxvnni",
             Cpu::Amx => "amx",
         }
     }
@@ -302,10 +317,11 @@ impl std::str::FromStr for Cpu {
             "avx512" => Ok(Cpu::Avx512),
             "avx512bf16" => Ok(Cpu::Avx512Bf16),
             "avx512vnni" => Ok(Cpu::Avx512Vnni),
+            "avxvnni" => Ok(Cpu::AvxVnni),
             "amx" => Ok(Cpu::Amx),
-            other => {
-                Err(format!("unknown CPU '{other}' (native, baseline, avx2, avx512, avx512bf16, avx512vnni, amx)"))
-            }
+            other => Err(format!(
+                "unknown CPU '{other}' (native, baseline, avx2, avxvnni, avx512, avx512bf16, avx512vnni, amx)"
+            )),
         }
     }
 }

@@ -59,6 +59,7 @@ pub fn has_feature(name: &str) -> bool {
             "avx512bw" => std::arch::is_x86_feature_detected!("avx512bw"),
             "avx512bf16" => std::arch::is_x86_feature_detected!("avx512bf16"),
             "avx512vnni" => std::arch::is_x86_feature_detected!("avx512vnni"),
+            "avxvnni" => std::arch::is_x86_feature_detected!("avxvnni"),
             "amx-tile" | "amx-bf16" => amx_cpuid(name) && tile_state().is_ok(),
             _ => false,
         }
@@ -158,10 +159,13 @@ pub(crate) fn missing_error(missing: &[String]) -> crate::RunError {
         _ => String::new(),
     };
     let vnni = missing.iter().any(|f| f == "avx512vnni");
+    let avx_vnni = missing.iter().any(|f| f == "avxvnni");
     let hint = if amx && !bf16 && has_feature("avx512bf16") {
         "compile with --cpu avx512bf16 for bf16 without AMX, or with --precision f32".to_string()
     } else if vnni && !amx && !bf16 && has_feature("avx512f") {
         "compile with --cpu avx512 for int8 convs without VNNI".to_string()
+    } else if avx_vnni && missing.len() == 1 && has_feature("avx2") {
+        "compile with --cpu avx2 for int8 convs without AVX-VNNI".to_string()
     } else if amx || bf16 {
         "compile with --precision f32 for this CPU".to_string()
     } else {

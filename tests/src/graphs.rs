@@ -167,6 +167,10 @@ pub fn tiers() -> Vec<Cpu> {
     if matches!(host, Tier::Avx2 | Tier::Avx512) {
         t.push(Cpu::Avx2);
     }
+    // The AVX2 tier with the AVX-VNNI int8 tile (the plain avx2 tier runs the VPMADDWD one).
+    if matches!(host, Tier::Avx2 | Tier::Avx512) && incept_compiler::codegen::int8::Int8Isa::AvxVnni.on_host() {
+        t.push(Cpu::AvxVnni);
+    }
     if host == Tier::Avx512 {
         t.push(Cpu::Avx512);
     }

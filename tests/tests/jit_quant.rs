@@ -746,11 +746,25 @@ fn integer_matrix_products() {
 /// equal the interpreter's.
 #[test]
 fn vnni_convs_match_the_interpreter() {
-    use incept_compiler::{CompileOptions, Cpu};
-    if !incept_compiler::codegen::int8::host_has_vnni() {
-        println!("skipped: this CPU has no AVX512-VNNI");
-        return;
+    use incept_compiler::Cpu;
+    use incept_compiler::codegen::int8::Int8Isa;
+    let mut ran = 0;
+    for (isa, cpu) in
+        [(Int8Isa::Avx512Vnni, Cpu::Avx512Vnni), (Int8Isa::AvxVnni, Cpu::AvxVnni), (Int8Isa::Avx2, Cpu::Avx2)]
+    {
+        if !isa.on_host() {
+            println!("skipped the {} tile: not on this CPU", isa.name());
+            continue;
+        }
+        int8_tile_convs(isa, cpu);
+        ran += 1;
     }
+    assert!(ran > 0 || !std::arch::is_x86_feature_detected!("avx2"), "no int8 tile ran");
+}
+
+/// The convs of `vnni_convs_match_the_interpreter` on one tile.
+fn int8_tile_convs(isa: incept_compiler::codegen::int8::Int8Isa, cpu: incept_compiler::Cpu) {
+    use incept_compiler::CompileOptions;
     let (mut cases, mut by_rows) = (0, 0);
     for (x_type, c, hw, m, k, stride) in [
         (DType::U8, 8, 8, 16, 1, 1),
@@ -801,10 +815,11 @@ fn vnni_convs_match_the_interpreter() {
         };
         let want = interp::run(&g.g, std::slice::from_ref(&input)).expect("interpreter");
         for threads in [1, 2] {
-            let opts = CompileOptions { cpu: Cpu::Avx512Vnni, threads, ..Default::default() };
+            let opts = CompileOptions { cpu, threads, ..Default::default() };
             let (model, _) = incept_compiler::compile_graph(g.g.clone(), &opts).expect("compile");
             let plan = model.plan();
-            assert!(plan.steps.iter().any(|st| st.op == "QuadIm2col"), "{c}x{hw} {x_type}: not on the VNNI tile");
+            let tile = format!("{} int8 microkernel", isa.name());
+            assert!(plan.kernels.iter().any(|k| k.name.contains(&tile)), "{c}x{hw} {x_type}: not on the {tile}");
             by_rows += plan.kernels.iter().filter(|k| k.name.contains("by rows")).count();
             let gathered = plan.steps.iter().any(|st| st.op == "Im2colBytes");
             assert_eq!(gathered, k > 1 || stride > 1, "{c}x{hw} {x_type} k {k} s {stride}: the byte matrix");
@@ -813,13 +828,14 @@ fn vnni_convs_match_the_interpreter() {
             assert_eq!(
                 got.bytes(),
                 want[0].bytes(),
-                "{x_type} c {c} {hw}x{hw} m {m} k {k} s {stride} at {threads} threads"
+                "{} {x_type} c {c} {hw}x{hw} m {m} k {k} s {stride} at {threads} threads",
+                isa.name()
             );
         }
         cases += 1;
     }
     assert!(by_rows > 0, "no conv ran its GEMM by row panels");
-    println!("{cases} VNNI convs checked ({by_rows} plans by row panels)");
+    println!("{cases} convs checked on the {} tile ({by_rows} plans by row panels)", isa.name());
 }
 
 /// Depthwise QLinearConvs on the AVX-512 plane kernel: both input types and output types,

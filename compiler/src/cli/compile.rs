@@ -28,10 +28,11 @@ pub struct BackendArgs {
     #[command(flatten)]
     pub cut: CutArgs,
     /// The CPU to compile for: native (the widest tier this CPU runs), baseline (f32x4 only, runs
-    /// on every x86-64 with SSE4.2), avx2 (x86-64-v3: AVX2 + FMA GEMM kernels), avx512 (also
-    /// AVX-512F GEMM kernels), avx512bf16 or amx (avx512, with those bf16 kernels for
+    /// on every x86-64 with SSE4.2), avx2 (x86-64-v3: AVX2 + FMA GEMM kernels; int8 convs on an
+    /// exact VPMADDWD tile), avxvnni (avx2, with AVX-VNNI int8 conv kernels: Alder Lake and later),
+    /// avx512 (also AVX-512F GEMM kernels), avx512bf16 or amx (avx512, with those bf16 kernels for
     /// --precision bf16; native uses avx512bf16 where the CPU has it), avx512vnni (avx512, with
-    /// the VNNI int8 conv kernels for quantized models; native uses them where the CPU has it); amx is experimental: its
+    /// the VNNI int8 conv kernels for quantized models; native uses the widest int8 kernels the CPU has); amx is experimental: its
     /// kernels have not yet run on AMX hardware); a plan for a tier this CPU lacks is refused when
     /// it loads, naming the missing features.
     #[arg(long, default_value = "native", value_name = "CPU")]

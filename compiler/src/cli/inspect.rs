@@ -49,7 +49,7 @@ pub struct InspectArgs {
     /// lowered, not compiled or run: `bench --profile` measures the same steps.
     #[arg(long, conflicts_with_all = ["stats", "memory"])]
     kernels: bool,
-    /// With --kernels: the CPU to plan for (native, baseline, avx2, avx512, avx512bf16, avx512vnni or amx, as
+    /// With --kernels: the CPU to plan for (native, baseline, avx2, avxvnni, avx512, avx512bf16, avx512vnni or amx, as
     /// for `compile`).
     #[arg(long, default_value = "native", value_name = "CPU", requires = "kernels")]
     cpu: incept_compiler::Cpu,

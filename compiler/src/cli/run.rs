@@ -30,7 +30,7 @@ pub struct RunArgs {
     /// logical CPU)
     #[arg(long, default_value_t = 0, value_name = "N")]
     threads: usize,
-    /// The CPU to compile for: native, baseline (f32x4, any x86-64), avx2, avx512, avx512bf16, avx512vnni or
+    /// The CPU to compile for: native, baseline (f32x4, any x86-64), avx2, avxvnni, avx512, avx512bf16, avx512vnni or
     /// amx (see `incept compile --help`).
     #[arg(long, default_value = "native", value_name = "CPU")]
     cpu: incept_compiler::Cpu,

@@ -20,13 +20,9 @@
 use iced_x86::code_asm::*;
 
 use super::CodegenError;
+pub use super::int8_layout::{Int8Out, MR_INT8, QUAD_ROW_BYTES, pack_quad_a, quad_a_offset};
 use super::kernels::conv::Geom;
-use super::wide::{MR_512, ZMM, asm_err};
-
-/// Rows of the int8 register tile (as the f32 and bf16 AVX-512 tiles).
-pub const MR_INT8: usize = MR_512;
-/// Bytes of one quad row of a B panel: 32 columns of four bytes.
-pub const QUAD_ROW_BYTES: usize = 128;
+use super::wide::{ZMM, asm_err};
 
 /// Whether this CPU runs the VNNI tile (AVX-512 F and BW, and AVX512-VNNI).
 pub fn host_has_vnni() -> bool {
@@ -35,30 +31,50 @@ pub fn host_has_vnni() -> bool {
         && std::arch::is_x86_feature_detected!("avx512vnni")
 }
 
-/// The byte offset of A's (row r, k) in a packed panel of `k` (any) columns.
-pub fn quad_a_offset(r: usize, k: usize) -> usize {
-    (k / 4) * MR_INT8 * 4 + r * 4 + k % 4
+/// The instruction set of the int8 tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Int8Isa {
+    /// 512-bit VPDPBUSD (AVX512-VNNI; 12 rows by 32 columns in registers).
+    Avx512Vnni,
+    /// 256-bit VEX VPDPBUSD (AVX-VNNI; `int8_avx2.rs`).
+    AvxVnni,
+    /// 256-bit VPMADDWD on 16-bit halves (AVX2 alone; `int8_avx2.rs`): A packed as pairs.
+    Avx2,
 }
 
-/// Packs rows of s8 weights (`rows` x `k`, row-major) into quad panels.
-pub fn pack_quad_a(w: &[i8], rows: usize, k: usize) -> Vec<i8> {
-    let panel = k.div_ceil(4) * MR_INT8 * 4;
-    let mut out = vec![0i8; rows.div_ceil(MR_INT8) * panel];
-    for r in 0..rows {
-        for kk in 0..k {
-            out[(r / MR_INT8) * panel + quad_a_offset(r % MR_INT8, kk)] = w[r * k + kk];
+impl Int8Isa {
+    pub fn name(self) -> &'static str {
+        match self {
+            Int8Isa::Avx512Vnni => "avx512vnni",
+            Int8Isa::AvxVnni => "avxvnni",
+            Int8Isa::Avx2 => "avx2",
         }
     }
-    out
-}
-
-/// What the tile writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Int8Out {
-    /// The i32 sums (ldc in bytes, rows of i32).
-    Sums,
-    /// Requantised bytes, signed (i8) or unsigned (u8).
-    Requant { signed: bool },
+    /// The CPU features its code needs.
+    pub fn features(self) -> &'static [&'static str] {
+        match self {
+            Int8Isa::Avx512Vnni => &["avx512bw", "avx512vnni"],
+            Int8Isa::AvxVnni => &["avx2", "avxvnni"],
+            Int8Isa::Avx2 => &["avx2"],
+        }
+    }
+    /// Whether this CPU runs it.
+    pub fn on_host(self) -> bool {
+        match self {
+            Int8Isa::Avx512Vnni => host_has_vnni(),
+            Int8Isa::AvxVnni => {
+                std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("avxvnni")
+            }
+            Int8Isa::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+        }
+    }
+    /// A's packed panels for this tile, from rows of s8 weights.
+    pub fn pack_a(self, w: &[i8], rows: usize, k: usize) -> Vec<u8> {
+        match self {
+            Int8Isa::Avx2 => super::int8_layout::pack_pair_a(w, rows, k),
+            _ => pack_quad_a(w, rows, k).iter().map(|&v| v as u8).collect(),
+        }
+    }
 }
 
 /// The register tile: `rows` (1..=12) x `cols` (16 or 32) outputs, of which the first
@@ -74,10 +90,15 @@ pub struct VnniMicrokernel {
     pub cols: usize,
     pub valid: usize,
     pub out: Int8Out,
+    pub isa: Int8Isa,
 }
 
 impl VnniMicrokernel {
     pub fn assemble(&self) -> Result<Vec<u8>, CodegenError> {
+        if self.isa != Int8Isa::Avx512Vnni {
+            // The 256-bit tiles always cover a panel's 32 columns, storing the valid ones.
+            return super::int8_avx2::assemble(self.rows, self.valid, self.out, self.isa == Int8Isa::AvxVnni);
+        }
         let rows = self.rows;
         assert!((1..=MR_INT8).contains(&rows), "an int8 tile has 1 to {MR_INT8} rows");
         assert!(self.cols == 16 || self.cols == 32, "an int8 tile has 16 or 32 columns");
@@ -205,30 +226,69 @@ mod tests {
     type Tile =
         unsafe extern "sysv64" fn(*const i8, *const u8, *mut u8, usize, usize, *const i32, *const f32, *const f32);
 
-    /// Every row count, both widths, K around the quad and unroll steps, both output forms and
-    /// signs, against exact i32 sums and the reference's `requantize`: equal, byte for byte, and
-    /// nothing written outside the tile.
+    const ISAS: [Int8Isa; 3] = [Int8Isa::Avx512Vnni, Int8Isa::AvxVnni, Int8Isa::Avx2];
+
+    /// Every tile this CPU runs: every row count, both widths (the 512-bit tile's), short
+    /// stores, K around the quad and unroll steps, both output forms and signs, against exact
+    /// i32 sums and the reference's `requantize`: equal, byte for byte, and nothing written
+    /// outside the tile.
     #[test]
-    fn vnni_tiles_match_exact_sums_and_the_reference_requantisation() {
-        if !host_has_vnni() {
-            println!("skipped: this CPU has no AVX512-VNNI");
-            return;
+    fn int8_tiles_match_exact_sums_and_the_reference_requantisation() {
+        let mut ran = 0;
+        for isa in ISAS {
+            if !isa.on_host() {
+                println!("skipped {}: not on this CPU", isa.name());
+                continue;
+            }
+            ran += tile_cases(isa);
         }
+        assert!(ran > 0 || !std::arch::is_x86_feature_detected!("avx2"), "no int8 tile ran");
+    }
+
+    /// The 256-bit tiles hold only VEX encodings (an EVEX form would fault on AVX2 CPUs).
+    #[test]
+    fn int8_tiles_of_256_bits_are_vex_only() {
+        use iced_x86::{Decoder, DecoderOptions, EncodingKind};
+        for isa in [Int8Isa::AvxVnni, Int8Isa::Avx2] {
+            for out in [Int8Out::Sums, Int8Out::Requant { signed: true }] {
+                let code = VnniMicrokernel { rows: 7, cols: 32, valid: 19, out, isa }.assemble().expect("assemble");
+                let mut d = Decoder::new(64, &code, DecoderOptions::NONE);
+                while d.can_decode() {
+                    let i = d.decode();
+                    assert!(!i.is_invalid(), "{}: undecodable bytes", isa.name());
+                    assert_ne!(i.encoding(), EncodingKind::EVEX, "{}: {:?} is EVEX", isa.name(), i.mnemonic());
+                }
+            }
+        }
+    }
+
+    fn tile_cases(isa: Int8Isa) -> usize {
+        let mut cases = 0;
         let mut s = incept_ir::text::parse::SplitMix(7);
-        // Every row count by both widths, and short stores: 1, 5, 16 of 16 and 1, 16, 17, 31 of 32.
-        let shapes = (1..=MR_INT8)
-            .flat_map(|r| [(r, 16, 16), (r, 32, 32)])
-            .chain([(12, 16, 1), (5, 16, 5), (12, 32, 1), (7, 32, 16), (12, 32, 17), (3, 32, 31)].into_iter());
+        // Every row count by both widths, and short stores: 1, 5, 16 of 16 and 1, 16, 17, 31 of
+        // 32 (the 256-bit tiles: 32 columns, short stores inside and across their vectors).
+        let shapes: Vec<(usize, usize, usize)> = if isa == Int8Isa::Avx512Vnni {
+            (1..=MR_INT8)
+                .flat_map(|r| [(r, 16, 16), (r, 32, 32)])
+                .chain([(12, 16, 1), (5, 16, 5), (12, 32, 1), (7, 32, 16), (12, 32, 17), (3, 32, 31)])
+                .collect()
+        } else {
+            (1..=MR_INT8)
+                .map(|r| (r, 32, 32))
+                .chain([(12, 32, 1), (5, 32, 7), (7, 32, 8), (2, 32, 9), (12, 32, 17), (3, 32, 31)])
+                .collect()
+        };
         for (rows, cols, valid) in shapes {
             for out in [Int8Out::Sums, Int8Out::Requant { signed: false }, Int8Out::Requant { signed: true }] {
-                let code = VnniMicrokernel { rows, cols, valid, out }.assemble().expect("assemble");
+                cases += 1;
+                let code = VnniMicrokernel { rows, cols, valid, out, isa }.assemble().expect("assemble");
                 let exec = ExecutableCode::new(&code).expect("map");
                 // SAFETY: the code is a function with the documented signature.
                 let f: Tile = unsafe { std::mem::transmute(exec.address(0).expect("address")) };
                 for k in [1usize, 3, 4, 5, 15, 16, 17, 33, 64, 130] {
                     let a: Vec<i8> = (0..MR_INT8 * k).map(|_| (s.next_u64() % 256) as u8 as i8).collect();
                     let b: Vec<u8> = (0..k * 32).map(|_| (s.next_u64() % 256) as u8).collect();
-                    let pa = pack_quad_a(&a, MR_INT8, k);
+                    let pa = isa.pack_a(&a, MR_INT8, k);
                     let quads = k.div_ceil(4);
                     let mut pb = vec![0u8; quads * QUAD_ROW_BYTES];
                     for kk in 0..k {
@@ -252,7 +312,7 @@ mod tests {
                     // SAFETY: the panels hold the padded K; C has MR + 1 rows of ldc bytes.
                     unsafe {
                         f(
-                            pa.as_ptr(),
+                            pa.as_ptr().cast(),
                             pb.as_ptr(),
                             c.as_mut_ptr(),
                             ldc,
@@ -269,7 +329,8 @@ mod tests {
                                 assert_eq!(
                                     c[at..at + elem],
                                     before[at..at + elem],
-                                    "{rows}x{cols} ({valid} stored) {out:?}: C[{r}][{j}] written"
+                                    "{} {rows}x{cols} ({valid} stored) {out:?}: C[{r}][{j}] written",
+                                    isa.name()
                                 );
                                 continue;
                             }
@@ -279,12 +340,17 @@ mod tests {
                             match out {
                                 Int8Out::Sums => {
                                     let got = i32::from_le_bytes(c[at..at + 4].try_into().expect("4 bytes"));
-                                    assert_eq!(got, sum, "{rows}x{cols} k {k}: C[{r}][{j}]");
+                                    assert_eq!(got, sum, "{} {rows}x{cols} k {k}: C[{r}][{j}]", isa.name());
                                 }
                                 Int8Out::Requant { signed } => {
                                     let want = requantize(sum, mult[r], zp, (lo, hi));
                                     let got = if signed { c[at] as i8 as i32 } else { c[at] as i32 };
-                                    assert_eq!(got, want, "{rows}x{cols} k {k} {out:?}: C[{r}][{j}] (sum {sum})");
+                                    assert_eq!(
+                                        got,
+                                        want,
+                                        "{} {rows}x{cols} k {k} {out:?}: C[{r}][{j}] (sum {sum})",
+                                        isa.name()
+                                    );
                                 }
                             }
                         }
@@ -292,13 +358,21 @@ mod tests {
                 }
             }
         }
+        cases
     }
 }
 
 /// The machine-code tile as a kernel spec (called by [`Int8GemmSpec`]).
 impl super::KernelSpec for VnniMicrokernel {
     fn name(&self) -> String {
-        format!("avx512vnni microkernel {}x{} ({} stored) {:?}", self.rows, self.cols, self.valid, self.out)
+        format!(
+            "{} int8 microkernel {}x{} ({} stored) {:?}",
+            self.isa.name(),
+            self.rows,
+            self.cols,
+            self.valid,
+            self.out
+        )
     }
     fn emit(&self, _: &mut super::builder::Kb) {
         unreachable!("the VNNI tile is machine code (machine_code), not CLIF")
@@ -307,7 +381,7 @@ impl super::KernelSpec for VnniMicrokernel {
         Some(self.assemble())
     }
     fn features(&self) -> &'static [&'static str] {
-        &["avx512bw", "avx512vnni"]
+        self.isa.features()
     }
 }
 
@@ -552,6 +626,7 @@ pub struct Int8GemmSpec {
     pub quads: usize,
     pub signed: bool,
     pub by_rows: bool,
+    pub isa: Int8Isa,
 }
 
 impl Int8GemmSpec {
@@ -579,13 +654,16 @@ impl Int8GemmSpec {
         let short = self.m > MR_INT8 && !self.m.is_multiple_of(MR_INT8);
         let narrow = self.n % 32;
         let mut v = vec![];
-        for (cols, valid) in [(32, 32), (if narrow <= 16 { 16 } else { 32 }, narrow)] {
+        let isa = self.isa;
+        // The 16-column form is the 512-bit tile's.
+        let half = narrow <= 16 && isa == Int8Isa::Avx512Vnni;
+        for (cols, valid) in [(32, 32), (if half { 16 } else { 32 }, narrow)] {
             if valid == 0 {
                 break;
             }
-            v.push(VnniMicrokernel { rows: MR_INT8.min(self.m), cols, valid, out });
+            v.push(VnniMicrokernel { rows: MR_INT8.min(self.m), cols, valid, out, isa });
             if short {
-                v.push(VnniMicrokernel { rows: self.m % MR_INT8, cols, valid, out });
+                v.push(VnniMicrokernel { rows: self.m % MR_INT8, cols, valid, out, isa });
             }
         }
         v
@@ -598,7 +676,7 @@ impl Int8GemmSpec {
 impl super::KernelSpec for Int8GemmSpec {
     fn name(&self) -> String {
         let order = if self.by_rows { " by rows" } else { "" };
-        format!("int8 gemm {}x{}x{}{order} avx512vnni", self.m, self.n, self.quads * 4)
+        format!("int8 gemm {}x{}x{}{order} {}", self.m, self.n, self.quads * 4, self.isa.name())
     }
 
     fn emit(&self, kb: &mut super::builder::Kb) {
@@ -609,7 +687,7 @@ impl super::KernelSpec for Int8GemmSpec {
         let kernels = self.microkernels();
         let uk: Vec<_> = (0..kernels.len()).map(|i| kb.operand(6 + i)).collect();
         let (panels, pm, rem) = (self.panels(), self.row_panels(), self.m % MR_INT8);
-        let a_panel = (self.quads * MR_INT8 * 4) as i64;
+        let a_panel = (self.quads * MR_INT8 * if self.isa == Int8Isa::Avx2 { 8 } else { 4 }) as i64;
         let b_panel = (self.quads * QUAD_ROW_BYTES) as i64;
         let narrow = self.n % 32;
         let full_rows = MR_INT8.min(self.m);
@@ -714,6 +792,8 @@ pub struct Im2colBytesSpec {
     pub c: usize,
     pub g: Geom,
     pub fill: u8,
+    /// Whether the machine-code tap rows (AVX512-BW) may run; else the CLIF copy.
+    pub avx512: bool,
 }
 
 impl Im2colBytesSpec {
@@ -757,7 +837,7 @@ impl Im2colBytesSpec {
     /// The machine-code tap rows it calls, one per window tap in order (column strides 1 and
     /// 2; wider strides copy in CLIF).
     pub fn tap_kernels(&self) -> Vec<super::int8_depthwise::TapRowsKernel> {
-        if self.g.sw > 2 {
+        if self.g.sw > 2 || !self.avx512 {
             return vec![];
         }
         (0..self.g.kh)

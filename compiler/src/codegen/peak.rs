@@ -230,8 +230,14 @@ pub fn vnni_microkernel_gops(kc: usize, calls: usize, runs: usize) -> Result<Opt
         return Ok(None);
     }
     let quads = kc.div_ceil(4);
-    let code =
-        VnniMicrokernel { rows: MR_INT8, cols: 32, valid: 32, out: Int8Out::Requant { signed: false } }.assemble()?;
+    let code = VnniMicrokernel {
+        rows: MR_INT8,
+        cols: 32,
+        valid: 32,
+        out: Int8Out::Requant { signed: false },
+        isa: crate::codegen::int8::Int8Isa::Avx512Vnni,
+    }
+    .assemble()?;
     let exec = incept_runtime::code::ExecutableCode::new(&code).map_err(|e| CodegenError::Load(e.to_string()))?;
     let addr = exec.address(0).ok_or_else(|| CodegenError::Load("empty code".into()))?;
     type Tile =

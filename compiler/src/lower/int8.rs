@@ -12,7 +12,8 @@ use incept_ir::{DType, Tensor};
 
 use super::conv::geom;
 use super::{BufRef, LowerError, Lowerer};
-use crate::codegen::int8::{Im2colBytesSpec, Int8GemmSpec, MR_INT8, QuadIm2colSpec, pack_quad_a};
+use crate::codegen::Tier;
+use crate::codegen::int8::{Im2colBytesSpec, Int8GemmSpec, Int8Isa, MR_INT8, QuadIm2colSpec};
 use crate::codegen::int8_depthwise::{PlaneOp, QDepthwiseSpec};
 use crate::codegen::kernels::conv::Geom;
 
@@ -115,11 +116,11 @@ impl<'g> Lowerer<'g> {
     pub(super) fn int8_conv(&mut self, id: NodeId, window: &Window, groups: usize) -> Result<bool, LowerError> {
         let Some(q) = self.qconv(id)? else { return Ok(false) };
         let c = q.x_shape[1];
-        if groups == 1 && self.int8_vnni {
+        if let (1, Some(isa)) = (groups, self.int8_isa) {
             let g = geom(window, &q.x_shape, &q.y_shape);
-            return self.vnni_conv(id, g, &q);
+            return self.vnni_conv(id, g, &q, isa);
         }
-        if groups == c && groups > 1 {
+        if groups == c && groups > 1 && self.tier == Tier::Avx512 {
             return self.depthwise_conv(id, window, &q);
         }
         Ok(false)
@@ -128,7 +129,7 @@ impl<'g> Lowerer<'g> {
     /// An ungrouped conv with i8 weights of zero point 0 on the VNNI tile. The input goes into
     /// quad panels, the weights into quad panels at compile time, and the zero points into a
     /// per-row bias.
-    fn vnni_conv(&mut self, id: NodeId, g: Geom, q: &QConv) -> Result<bool, LowerError> {
+    fn vnni_conv(&mut self, id: NodeId, g: Geom, q: &QConv, isa: Int8Isa) -> Result<bool, LowerError> {
         if q.weights.dtype() != DType::I8 || q.w_zero.iter().any(|&z| z != 0) {
             return Ok(false);
         }
@@ -154,7 +155,7 @@ impl<'g> Lowerer<'g> {
             bias[r] = (q.bias[r] as i32).wrapping_sub((q.x_zero + shift).wrapping_mul(sum_w));
         }
         let name = self.g.node(id).name.clone();
-        let packed: Vec<u8> = pack_quad_a(&w, m, k).iter().map(|&v| v as u8).collect();
+        let packed = isa.pack_a(&w, m, k);
         let a_ref = self.weight(&packed, &format!("{name}.packed"));
         let bias_bytes: Vec<u8> = bias.iter().flat_map(|v| v.to_le_bytes()).collect();
         let bias_ref = self.weight(&bias_bytes, &format!("{name}.bias"));
@@ -167,7 +168,13 @@ impl<'g> Lowerer<'g> {
         let strided = (quads_in.g.sh, quads_in.g.sw) != (1, 1);
         let quads_in = if windowed || strided {
             // Raw bytes: the packing flips them all.
-            let rows = Im2colBytesSpec { n: quads_in.n, c: quads_in.c, g: quads_in.g.clone(), fill: q.x_zero as u8 };
+            let rows = Im2colBytesSpec {
+                n: quads_in.n,
+                c: quads_in.c,
+                g: quads_in.g.clone(),
+                fill: q.x_zero as u8,
+                avx512: self.tier == Tier::Avx512,
+            };
             let matrix = self.scratch(rows.bytes(), &format!("{name}/im2col"));
             let tiles = rows.tiles();
             let n_pos = quads_in.g.oh * quads_in.g.ow;
@@ -191,6 +198,7 @@ impl<'g> Lowerer<'g> {
             quads,
             signed: q.y_type == DType::I8,
             by_rows: Int8GemmSpec::weights_dominate(m, n, quads),
+            isa,
         };
         let tiles = quads_in.tiles();
         self.step(Arc::new(quads_in), tiles, &[src], &[panels], false, &name, "QuadIm2col", 0);
@@ -210,9 +218,7 @@ impl<'g> Lowerer<'g> {
     /// channels of K), A the input (K channels of one position), and the one-row output is the
     /// conv's output in memory. False (nothing emitted) where it does not apply.
     pub(super) fn int8_matmul(&mut self, id: NodeId) -> Result<bool, LowerError> {
-        if !self.int8_vnni {
-            return Ok(false);
-        }
+        let Some(isa) = self.int8_isa else { return Ok(false) };
         let (Some(a), Some(b)) = (self.in_val(id, 0), self.const_input(id, 3)) else { return Ok(false) };
         let out = ValueId::new(id, 0);
         let a_shape = self.shape(a)?;
@@ -257,7 +263,7 @@ impl<'g> Lowerer<'g> {
             range: qrange(y_type).expect("u8 or i8"),
         };
         let g = Geom { h: 1, w: 1, oh: 1, ow: 1, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1 };
-        self.vnni_conv(id, g, &q)
+        self.vnni_conv(id, g, &q, isa)
     }
 
     /// A depthwise conv (one input channel per group, any channel multiplier, any weight zero

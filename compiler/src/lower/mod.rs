@@ -160,7 +160,7 @@ pub(crate) struct Lowerer<'g> {
     /// The least row fill of a bf16 implicit conv.
     implicit_min_fill: f64,
     /// int8 convs may run on the AVX512-VNNI tile.
-    int8_vnni: bool,
+    int8_isa: Option<crate::codegen::int8::Int8Isa>,
 }
 
 /// How 3x3 convolutions choose their Winograd tile.
@@ -185,7 +185,7 @@ pub struct Knobs {
     /// The least row fill of a bf16 implicit conv (None: `conv::IMPLICIT_MIN_FILL`).
     pub implicit_min_fill: Option<f64>,
     /// int8 convs may run on the AVX512-VNNI tile.
-    pub int8_vnni: bool,
+    pub int8_isa: Option<crate::codegen::int8::Int8Isa>,
 }
 
 /// Bytes of the graph's constants.
@@ -227,7 +227,11 @@ pub fn lower_with(
         band_bytes: knobs.im2col_band_bytes.unwrap_or(conv::IM2COL_BAND_BYTES),
         winograd: knobs.winograd,
         implicit_min_fill: knobs.implicit_min_fill.unwrap_or(conv::IMPLICIT_MIN_FILL),
-        int8_vnni: knobs.int8_vnni && tier == Tier::Avx512,
+        // The 512-bit tile on the AVX-512 tier; the 256-bit ones on it or the AVX2 tier.
+        int8_isa: knobs.int8_isa.filter(|i| match i {
+            crate::codegen::int8::Int8Isa::Avx512Vnni => tier == Tier::Avx512,
+            _ => matches!(tier, Tier::Avx2 | Tier::Avx512),
+        }),
         out: Lowered {
             buffers: vec![],
             steps: vec![],

@@ -111,14 +111,14 @@ impl<'g> Lowerer<'g> {
         window: &Window,
         groups: usize,
     ) -> Result<(), LowerError> {
-        if qlinear && self.tier == Tier::Avx512 && self.int8_conv(id, window, groups)? {
+        if qlinear && matches!(self.tier, Tier::Avx2 | Tier::Avx512) && self.int8_conv(id, window, groups)? {
             return Ok(());
         }
         self.integer(id, IntOp::Conv { qlinear }, Some((window, groups)))
     }
     /// MatMulInteger and QLinearMatMul.
     pub(super) fn int_matmul(&mut self, id: NodeId, qlinear: bool) -> Result<(), LowerError> {
-        if qlinear && self.tier == Tier::Avx512 && self.int8_matmul(id)? {
+        if qlinear && self.int8_isa.is_some() && self.int8_matmul(id)? {
             return Ok(());
         }
         self.integer(id, IntOp::MatMul { qlinear }, None)
