@@ -486,7 +486,8 @@ fn build_qpool(g: &mut Gen, row: &Row) -> Option<ValueId> {
         }
     };
     if op == "global" {
-        let spatial: Vec<usize> = (0..nsp).map(|_| g.int(1, 5)).collect();
+        // Planes past 16 and 32 elements too (the channel-first kernel sums sixteen at a time).
+        let spatial: Vec<usize> = (0..nsp).map(|_| g.int(1, if nsp == 1 { 40 } else { 7 })).collect();
         let last = row.get("layout") == "nhwc";
         let shape = if last { [vec![n], spatial, vec![c]].concat() } else { [vec![n, c], spatial].concat() };
         let x = operand(g, d, &shape, values)?;

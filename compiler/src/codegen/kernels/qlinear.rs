@@ -5,7 +5,7 @@
 //! the softmax and DynamicQuantizeLinear follow the reference's order of operations.
 
 use cranelift_codegen::ir::condcodes::FloatCC;
-use cranelift_codegen::ir::types::{F32, I8, I32, I64};
+use cranelift_codegen::ir::types::{F32, I8, I8X16, I32, I32X4, I64};
 use cranelift_codegen::ir::{InstBuilder, Value};
 use incept_ir::DType;
 
@@ -158,11 +158,50 @@ impl KernelSpec for QGlobalPoolSpec {
         let [x, y] = [kb.operand(0), kb.operand(1)];
         let (ty, signed) = clif(self.dtype);
         let (begin, end) = (kb.begin, kb.end);
+        // Channel-first planes are contiguous: sixteen bytes at a time into four i32 lanes,
+        // wrapping as the reference's i64 sum does once it is cut to i32.
+        let chunks = if self.channels_last { 0 } else { self.s / 16 };
         kb.for_range(begin, end, 1, |kb, p| {
             let (img, ch) = kb.divmod(p, self.c as i64);
             let zero = kb.b.ins().iconst(I64, 0);
             let sum = kb.var(I64, zero);
-            kb.for_const(0, self.s as i64, 1, |kb, k| {
+            if chunks > 0 {
+                let z32 = kb.b.ins().iconst(I32, 0);
+                let zv = kb.b.ins().splat(I32X4, z32);
+                let lanes = kb.var(I32X4, zv);
+                let plane = {
+                    let o = kb.muli(p, self.s as i64);
+                    kb.elem(x, o, 1)
+                };
+                kb.for_const(0, chunks as i64, 1, |kb, i| {
+                    let o = kb.muli(i, 16);
+                    let a = kb.elem(plane, o, 1);
+                    let v = kb.b.ins().load(I8X16, ro(), a, 0);
+                    let halves = if signed {
+                        [kb.b.ins().swiden_low(v), kb.b.ins().swiden_high(v)]
+                    } else {
+                        [kb.b.ins().uwiden_low(v), kb.b.ins().uwiden_high(v)]
+                    };
+                    let mut t = kb.b.use_var(lanes);
+                    for h in halves {
+                        // 16-bit values of either sign: sign-extending keeps them.
+                        let lo = kb.b.ins().swiden_low(h);
+                        let hi = kb.b.ins().swiden_high(h);
+                        t = kb.b.ins().iadd(t, lo);
+                        t = kb.b.ins().iadd(t, hi);
+                    }
+                    kb.b.def_var(lanes, t);
+                });
+                let t = kb.b.use_var(lanes);
+                let mut total = kb.b.ins().extractlane(t, 0);
+                for l in 1..4u8 {
+                    let e = kb.b.ins().extractlane(t, l);
+                    total = kb.b.ins().iadd(total, e);
+                }
+                let total = kb.b.ins().sextend(I64, total);
+                kb.b.def_var(sum, total);
+            }
+            kb.for_const((chunks * 16) as i64, self.s as i64, 1, |kb, k| {
                 let at = if self.channels_last {
                     let r = kb.muli(img, self.s as i64);
                     let r = kb.add(r, k);
