@@ -20,7 +20,7 @@
 use iced_x86::code_asm::*;
 
 use super::CodegenError;
-pub use super::int8_layout::{Int8Out, MR_INT8, QUAD_ROW_BYTES, pack_quad_a, quad_a_offset};
+pub use super::int8_layout::{Int8Out, MR_INT8, QUAD_ROW_BYTES, QuadRowsKernel, pack_quad_a, quad_a_offset};
 use super::kernels::conv::Geom;
 use super::wide::{ZMM, asm_err};
 
@@ -399,6 +399,9 @@ pub struct QuadIm2colSpec {
     pub g: Geom,
     pub flip: bool,
     pub fill: u8,
+    /// Whether whole quads of a pointwise conv's panels interleave in AVX2 machine code
+    /// ([`QuadRowsKernel`]); else in 128-bit CLIF.
+    pub avx2: bool,
 }
 
 impl QuadIm2colSpec {
@@ -421,6 +424,32 @@ impl QuadIm2colSpec {
     /// A 1x1 conv at stride 1 without padding: each k is a channel plane read in place.
     fn pointwise(&self) -> bool {
         (self.g.kh, self.g.kw, self.g.sh, self.g.sw, self.g.ph, self.g.pw) == (1, 1, 1, 1, 0, 0)
+    }
+    /// Quads interleaved by vectors in a full panel and in the last, partial one (see `emit`).
+    fn vector_quads(&self) -> (usize, usize) {
+        let npos = self.g.oh * self.g.ow;
+        let vector_quads = if self.pointwise() { self.c / 4 } else { 0 };
+        // The last, partial panel reads past its rows' ends into the next rows (its columns
+        // past the positions are never stored), so only rows whose 32 bytes stay inside the
+        // tensor: row r ends its read by (r + 1) npos + 31.
+        let last_row = self.c as i64 - 1 - 31u64.div_ceil(npos as u64) as i64;
+        // Quads q with 4q + 3 <= last_row.
+        let partial_quads = if npos % 32 == 0 || last_row < 3 { 0 } else { ((last_row - 3) / 4 + 1) as usize };
+        (vector_quads, partial_quads.min(vector_quads))
+    }
+    /// The machine-code interleaves it calls (full panels', then the partial one's), in
+    /// operand order after Y.
+    pub fn quad_kernels(&self) -> Vec<QuadRowsKernel> {
+        if !self.avx2 {
+            return vec![];
+        }
+        let (full, partial) = self.vector_quads();
+        let plane = self.g.h * self.g.w;
+        [full, partial]
+            .into_iter()
+            .filter(|&q| q > 0)
+            .map(|quads| QuadRowsKernel { quads, plane, flip: self.flip })
+            .collect()
     }
 
     /// The first `quads` quad rows of a full panel of a pointwise conv: channel rows 4q .. 4q + 4
@@ -511,25 +540,26 @@ impl super::KernelSpec for QuadIm2colSpec {
             };
             let first = kb.muli(p, 32);
             // A pointwise conv's panels: four channel rows of 32 positions interleaved into a
-            // quad row with byte shuffles, the channels past the last whole quad below. The last,
-            // partial panel reads past its rows' ends into the next rows (its columns past the
-            // positions are never stored), so only rows whose 32 bytes stay inside the tensor:
-            // row r ends its read by (r + 1) npos + 31.
-            let vector_quads = if self.pointwise() { self.c / 4 } else { 0 };
-            let last_row = self.c as i64 - 1 - 31u64.div_ceil(npos as u64) as i64;
-            // Quads q with 4q + 3 <= last_row.
-            let partial_quads = if npos % 32 == 0 || last_row < 3 { 0 } else { ((last_row - 3) / 4 + 1) as usize };
-            let partial_quads = partial_quads.min(vector_quads);
+            // quad row with byte shuffles (machine code where `avx2`), the channels past the
+            // last whole quad below.
+            let (vector_quads, partial_quads) = self.vector_quads();
+            let machine = self.quad_kernels().len();
             let ci_from = if vector_quads > 0 {
                 let full = kb.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, p, (npos / 32) as i64);
                 let (vec_b, part_b, join) = (kb.b.create_block(), kb.b.create_block(), kb.b.create_block());
                 kb.b.append_block_param(join, cranelift_codegen::ir::types::I64);
                 kb.b.ins().brif(full, vec_b, &[], part_b, &[]);
-                for (block, n) in [(vec_b, vector_quads), (part_b, partial_quads)] {
+                for (i, (block, n)) in [(vec_b, vector_quads), (part_b, partial_quads)].into_iter().enumerate() {
                     kb.b.switch_to_block(block);
                     if n > 0 {
                         let plane0 = kb.elem(src, first, 1);
-                        self.interleave_quads(kb, plane0, dst, n);
+                        if machine > 0 {
+                            // Operands X, Y, then the kernels: the full panels', the partial one's.
+                            let f = kb.operand(2 + i);
+                            kb.call_code(f, &[plane0, dst]);
+                        } else {
+                            self.interleave_quads(kb, plane0, dst, n);
+                        }
                     }
                     let from = kb.iconst((n * 4) as i64);
                     kb.b.ins().jump(join, &[from.into()]);

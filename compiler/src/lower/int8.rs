@@ -144,6 +144,7 @@ impl<'g> Lowerer<'g> {
             flip,
             // The zero point as the tile sees it: padding then adds nothing.
             fill: (q.x_zero + shift) as u8,
+            avx2: matches!(self.tier, Tier::Avx2 | Tier::Avx512),
         };
         let k = quads_in.k();
         let w: Vec<i8> = q.weights.view::<i8>().map_err(|e| self.unsupported(id, e.to_string()))?.into_owned();
@@ -201,7 +202,11 @@ impl<'g> Lowerer<'g> {
             isa,
         };
         let tiles = quads_in.tiles();
+        let interleaves: Vec<usize> = quads_in.quad_kernels().into_iter().map(|k| self.kernel(Arc::new(k))).collect();
         self.step(Arc::new(quads_in), tiles, &[src], &[panels], false, &name, "QuadIm2col", 0);
+        if let Some(step) = self.out.steps.last_mut() {
+            step.operands.extend(interleaves.into_iter().map(super::LOperand::Kernel));
+        }
         let dst = self.define(ValueId::new(id, 0))?;
         let (tiles, flops) = (gemm.tiles(), gemm.flops());
         let kernels: Vec<usize> = gemm.microkernels().into_iter().map(|k| self.kernel(Arc::new(k))).collect();
