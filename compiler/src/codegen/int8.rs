@@ -434,7 +434,7 @@ impl QuadIm2colSpec {
         // tensor: row r ends its read by (r + 1) npos + 31.
         let last_row = self.c as i64 - 1 - 31u64.div_ceil(npos as u64) as i64;
         // Quads q with 4q + 3 <= last_row.
-        let partial_quads = if npos % 32 == 0 || last_row < 3 { 0 } else { ((last_row - 3) / 4 + 1) as usize };
+        let partial_quads = if npos.is_multiple_of(32) || last_row < 3 { 0 } else { ((last_row - 3) / 4 + 1) as usize };
         (vector_quads, partial_quads.min(vector_quads))
     }
     /// The machine-code interleaves it calls (full panels', then the partial one's), in
