@@ -814,10 +814,15 @@ fn int8_tile_convs(isa: incept_compiler::codegen::int8::Int8Isa, cpu: incept_com
             typed(x_type, vec![1, c, hw, hw], &v)
         };
         let want = interp::run(&g.g, std::slice::from_ref(&input)).expect("interpreter");
-        for threads in [1, 2] {
-            let opts = CompileOptions { cpu, threads, ..Default::default() };
+        // Whole, and (windowed or strided ones) in bands of output rows: a limit of 64 bytes
+        // leaves two or more bands.
+        for (threads, band) in [(1, None), (2, None), (1, Some(64)), (2, Some(64))] {
+            let opts = CompileOptions { cpu, threads, im2col_band_bytes: band, ..Default::default() };
             let (model, _) = incept_compiler::compile_graph(g.g.clone(), &opts).expect("compile");
             let plan = model.plan();
+            let gemms = plan.steps.iter().filter(|st| st.op == "QLinearConv").count();
+            let banded = band.is_some() && (k > 1 || stride > 1);
+            assert_eq!(gemms > 1, banded, "{c}x{hw} k {k} s {stride} band {band:?}: {gemms} GEMM steps");
             let tile = format!("{} int8 microkernel", isa.name());
             assert!(plan.kernels.iter().any(|k| k.name.contains(&tile)), "{c}x{hw} {x_type}: not on the {tile}");
             by_rows += plan.kernels.iter().filter(|k| k.name.contains("by rows")).count();
@@ -828,7 +833,7 @@ fn int8_tile_convs(isa: incept_compiler::codegen::int8::Int8Isa, cpu: incept_com
             assert_eq!(
                 got.bytes(),
                 want[0].bytes(),
-                "{} {x_type} c {c} {hw}x{hw} m {m} k {k} s {stride} at {threads} threads",
+                "{} {x_type} c {c} {hw}x{hw} m {m} k {k} s {stride} at {threads} threads, band {band:?}",
                 isa.name()
             );
         }

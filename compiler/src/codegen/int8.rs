@@ -654,6 +654,8 @@ pub struct Int8GemmSpec {
     pub m: usize,
     pub n: usize,
     pub quads: usize,
+    /// Columns between rows of C (n, or the whole output's for a band of its columns).
+    pub ldc: usize,
     pub signed: bool,
     pub by_rows: bool,
     pub isa: Int8Isa,
@@ -739,16 +741,16 @@ impl super::KernelSpec for Int8GemmSpec {
             };
             let row0 = kb.muli(r, MR_INT8 as i64);
             let cptr = {
-                let o = kb.muli(img, (self.m * self.n) as i64);
+                let o = kb.muli(img, (self.m * self.ldc) as i64);
                 let cimg = kb.elem(c, o, 1);
                 let col = kb.muli(p, 32);
-                let o = kb.muli(row0, self.n as i64);
+                let o = kb.muli(row0, self.ldc as i64);
                 let o = kb.add(o, col);
                 kb.elem(cimg, o, 1)
             };
             let bias_p = kb.elem(bias, row0, 4);
             let mult_p = kb.elem(mult, row0, 4);
-            let ldc_v = kb.iconst(self.n as i64);
+            let ldc_v = kb.iconst(self.ldc as i64);
             let quads = kb.iconst(self.quads as i64);
             kb.call_code(f, &[aptr, bpan, cptr, ldc_v, quads, bias_p, mult_p, consts]);
         };
@@ -820,7 +822,11 @@ impl super::KernelSpec for Int8GemmSpec {
 pub struct Im2colBytesSpec {
     pub n: usize,
     pub c: usize,
+    /// The output rows it makes and the input rows they read (a band of a conv: its rows from
+    /// the band's first input row on, `g.h` of them, with the padding that leaves).
     pub g: Geom,
+    /// Bytes from one input channel plane to the next (the whole input's `h * w`).
+    pub plane: usize,
     pub fill: u8,
     /// Whether the machine-code tap rows (AVX512-BW) may run; else the CLIF copy.
     pub avx512: bool,
@@ -899,7 +905,7 @@ impl super::KernelSpec for Im2colBytesSpec {
             let plane = {
                 let c = kb.muli(img, self.c as i64);
                 let c = kb.add(c, ci);
-                let o = kb.muli(c, (self.g.h * self.g.w) as i64);
+                let o = kb.muli(c, self.plane as i64);
                 kb.elem(x, o, 1)
             };
             if machine {

@@ -161,61 +161,111 @@ impl<'g> Lowerer<'g> {
         let bias_bytes: Vec<u8> = bias.iter().flat_map(|v| v.to_le_bytes()).collect();
         let bias_ref = self.weight(&bias_bytes, &format!("{name}.bias"));
         let (mult_ref, consts_ref) = self.requant_weights(q, &name);
-        let panels = self.scratch(quads_in.n * quads_in.image_bytes(), &format!("{name}/quads"));
-        let mut src = self.value(q.x)?;
+        let src = self.value(q.x)?;
+        let dst = self.define(ValueId::new(id, 0))?;
+        let signed = q.y_type == DType::I8;
+        let consts = [a_ref, bias_ref, mult_ref, consts_ref];
         // A windowed or strided conv: row copies (or strided gathers) into a byte matrix first,
         // which the quad packing then interleaves as it does a pointwise conv's input.
         let windowed = (quads_in.g.kh, quads_in.g.kw, quads_in.g.ph, quads_in.g.pw) != (1, 1, 0, 0);
         let strided = (quads_in.g.sh, quads_in.g.sw) != (1, 1);
-        let quads_in = if windowed || strided {
-            // Raw bytes: the packing flips them all.
+        let npos = quads_in.g.oh * quads_in.g.ow;
+        if !(windowed || strided) {
+            let panels = self.scratch(quads_in.n * quads_in.image_bytes(), &format!("{name}/quads"));
+            let band = Band { src, panels, dst, cols: npos };
+            self.quads_and_gemm(&name, quads_in, band, m, signed, isa, consts);
+            return Ok(true);
+        }
+        // Band by band of output rows where the byte matrix would not stay in L2: each band's
+        // matrix and panels are packed and multiplied before the next band overwrites them.
+        let (img, g) = (quads_in.n, quads_in.g.clone());
+        let bands = int8_bands(img * k * g.ow, &g, self.band_bytes / 2);
+        let most = bands.iter().map(|(a, b)| b - a).max().unwrap_or(g.oh) * g.ow;
+        let matrix = self.scratch(img * k * most, &format!("{name}/im2col"));
+        let pointwise = |n_pos: usize| Geom {
+            h: 1,
+            w: n_pos,
+            oh: 1,
+            ow: n_pos,
+            kh: 1,
+            kw: 1,
+            sh: 1,
+            sw: 1,
+            ph: 0,
+            pw: 0,
+            dh: 1,
+            dw: 1,
+        };
+        let biggest = QuadIm2colSpec { c: k, g: pointwise(most), ..quads_in.clone() };
+        let panels = self.scratch(img * biggest.image_bytes(), &format!("{name}/quads"));
+        for (oy0, oy1) in bands {
+            // The band reads the input from row `start` on, as a conv of its own: rows past the
+            // input's end and above its start are padding.
+            let first = (oy0 * g.sh) as i64 - g.ph as i64;
+            let start = first.max(0) as usize;
+            let gb = Geom { h: g.h - start.min(g.h), oh: oy1 - oy0, ph: (start as i64 - first) as usize, ..g.clone() };
             let rows = Im2colBytesSpec {
-                n: quads_in.n,
+                n: img,
                 c: quads_in.c,
-                g: quads_in.g.clone(),
+                g: gb,
+                plane: g.h * g.w,
+                // Raw bytes: the packing flips them all.
                 fill: q.x_zero as u8,
                 avx512: self.tier == Tier::Avx512,
             };
-            let matrix = self.scratch(rows.bytes(), &format!("{name}/im2col"));
+            let band_src = BufRef { offset: src.offset + start * g.w, ..src };
             let tiles = rows.tiles();
-            let n_pos = quads_in.g.oh * quads_in.g.ow;
             let taps: Vec<usize> = rows.tap_kernels().into_iter().map(|k| self.kernel(Arc::new(k))).collect();
-            self.step(Arc::new(rows), tiles, &[src], &[matrix], false, &name, "Im2colBytes", 0);
+            self.step(Arc::new(rows), tiles, &[band_src], &[matrix], false, &name, "Im2colBytes", 0);
             if let Some(step) = self.out.steps.last_mut() {
                 step.operands.extend(taps.into_iter().map(super::LOperand::Kernel));
             }
-            src = matrix;
-            // The matrix as a pointwise conv's input: k channels of n_pos positions.
-            let g = Geom { h: 1, w: n_pos, oh: 1, ow: n_pos, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1 };
-            QuadIm2colSpec { c: k, g, ..quads_in }
-        } else {
-            quads_in
-        };
-        let (n, quads) = (quads_in.g.oh * quads_in.g.ow, quads_in.quads());
+            // The matrix as a pointwise conv's input: k channels of the band's positions.
+            let n_pos = (oy1 - oy0) * g.ow;
+            let spec = QuadIm2colSpec { c: k, g: pointwise(n_pos), ..quads_in.clone() };
+            let band = Band { src: matrix, panels, dst: BufRef { offset: dst.offset + oy0 * g.ow, ..dst }, cols: npos };
+            self.quads_and_gemm(&name, spec, band, m, signed, isa, consts);
+        }
+        Ok(true)
+    }
+
+    /// The quad packing of `band.src` into `band.panels`, then the GEMM into `band.dst` (rows of
+    /// C `band.cols` apart): the steps every conv on the int8 tile ends with.
+    #[allow(clippy::too_many_arguments)]
+    fn quads_and_gemm(
+        &mut self,
+        name: &str,
+        spec: QuadIm2colSpec,
+        band: Band,
+        m: usize,
+        signed: bool,
+        isa: Int8Isa,
+        [a_ref, bias_ref, mult_ref, consts_ref]: [BufRef; 4],
+    ) {
+        let (n, quads) = (spec.g.oh * spec.g.ow, spec.quads());
         let gemm = Int8GemmSpec {
-            images: quads_in.n,
+            images: spec.n,
             m,
             n,
             quads,
-            signed: q.y_type == DType::I8,
+            ldc: band.cols,
+            signed,
             by_rows: Int8GemmSpec::weights_dominate(m, n, quads),
             isa,
         };
-        let tiles = quads_in.tiles();
-        let interleaves: Vec<usize> = quads_in.quad_kernels().into_iter().map(|k| self.kernel(Arc::new(k))).collect();
-        self.step(Arc::new(quads_in), tiles, &[src], &[panels], false, &name, "QuadIm2col", 0);
+        let tiles = spec.tiles();
+        let interleaves: Vec<usize> = spec.quad_kernels().into_iter().map(|k| self.kernel(Arc::new(k))).collect();
+        self.step(Arc::new(spec), tiles, &[band.src], &[band.panels], false, name, "QuadIm2col", 0);
         if let Some(step) = self.out.steps.last_mut() {
             step.operands.extend(interleaves.into_iter().map(super::LOperand::Kernel));
         }
-        let dst = self.define(ValueId::new(id, 0))?;
         let (tiles, flops) = (gemm.tiles(), gemm.flops());
         let kernels: Vec<usize> = gemm.microkernels().into_iter().map(|k| self.kernel(Arc::new(k))).collect();
-        let reads = [a_ref, panels, bias_ref, mult_ref, consts_ref];
-        self.step(Arc::new(gemm), tiles, &reads, &[dst], false, &name, "QLinearConv", flops);
+        let reads = [a_ref, band.panels, bias_ref, mult_ref, consts_ref];
+        self.step(Arc::new(gemm), tiles, &reads, &[band.dst], false, name, "QLinearConv", flops);
         if let Some(step) = self.out.steps.last_mut() {
             step.operands.extend(kernels.into_iter().map(super::LOperand::Kernel));
         }
-        Ok(true)
     }
 
     /// QLinearMatMul of one row (`[.., 1, K]` or `[K]` by constant i8 `[K, N]` of zero point 0)
@@ -334,4 +384,26 @@ impl<'g> Lowerer<'g> {
             step.operands.extend(kernels.into_iter().map(super::LOperand::Kernel));
         }
     }
+}
+
+/// Where one band of an int8 conv reads and writes.
+struct Band {
+    src: BufRef,
+    panels: BufRef,
+    dst: BufRef,
+    /// Columns of the output's rows (all positions, not the band's).
+    cols: usize,
+}
+
+/// Output row bands `[first, end)` for a byte matrix of `row_bytes` per output row: one band
+/// when the whole matrix fits `limit`, else bands as even as they come of at most `limit`
+/// bytes, each at least eight 32-position panels wide (where the map has rows for two such).
+fn int8_bands(row_bytes: usize, g: &Geom, limit: usize) -> Vec<(usize, usize)> {
+    if row_bytes * g.oh <= limit || g.oh < 2 {
+        return vec![(0, g.oh)];
+    }
+    let fewest = 256usize.div_ceil(g.ow).min(g.oh.div_ceil(2));
+    let rows = (limit / row_bytes.max(1)).max(fewest).max(1);
+    let count = g.oh.div_ceil(rows);
+    (0..count).map(|b| (b * g.oh / count, (b + 1) * g.oh / count)).collect()
 }
