@@ -546,8 +546,16 @@ fn qlinear_pools() {
 #[test]
 fn integer_pools_on_the_plane_kernel() {
     use incept_compiler::Cpu;
-    if !std::arch::is_x86_feature_detected!("avx512f") {
-        println!("skipped: this CPU has no AVX-512");
+    // The AVX-512 kernels and the AVX2 ones, where the CPU has them.
+    let mut cpus = vec![];
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        cpus.push((Cpu::Avx512, "avx512"));
+    }
+    if std::arch::is_x86_feature_detected!("avx2") {
+        cpus.push((Cpu::Avx2, "avx2"));
+    }
+    if cpus.is_empty() {
+        println!("skipped: this CPU has no AVX2");
         return;
     }
     let mut checked = 0;
@@ -599,22 +607,20 @@ fn integer_pools_on_the_plane_kernel() {
             "case {i}: {} {d} {k}x{k} s{s} pads {pads:?} ceil {ceil} count_pad {count_pad} {hw:?}",
             if max { "max" } else { "average" }
         );
-        for threads in [1, 2] {
-            let opts = CompileOptions { cpu: Cpu::Avx512, threads, ..Default::default() };
+        for (threads, &(cpu, isa)) in [1, 2].into_iter().flat_map(|t| cpus.iter().map(move |c| (t, c))) {
+            let opts = CompileOptions { cpu, threads, ..Default::default() };
             let (model, _) = incept_compiler::compile_graph(g.g.clone(), &opts).expect("compile");
             assert!(
-                model
-                    .plan()
-                    .kernels
-                    .iter()
-                    .any(|k| k.name.contains(if max { "Max" } else { "Average" }) && k.name.contains("plane")),
-                "{what}: not on the plane kernel"
+                model.plan().kernels.iter().any(|k| k.name.contains(if max { "Max" } else { "Average" })
+                    && k.name.contains("plane")
+                    && k.name.ends_with(isa)),
+                "{what}: not on the {isa} plane kernel"
             );
             let got = model.run(&[incept_compiler::to_runtime(&input).expect("input")]).expect("run");
             let got = incept_compiler::from_runtime(&got[0]).expect("output");
             assert_eq!(got.shape(), want[0].shape(), "{what}");
             let first = got.bytes().iter().zip(want[0].bytes()).position(|(a, b)| a != b);
-            assert!(first.is_none(), "{what} at {threads} threads: first difference at byte {first:?}");
+            assert!(first.is_none(), "{what} at {threads} threads on {isa}: first difference at byte {first:?}");
         }
         checked += 1;
     }

@@ -852,8 +852,17 @@ fn int8_tile_convs(isa: incept_compiler::codegen::int8::Int8Isa, cpu: incept_com
 #[test]
 fn int8_depthwise_convs_match_the_interpreter() {
     use incept_compiler::{CompileOptions, Cpu};
-    if !std::arch::is_x86_feature_detected!("avx512f") {
-        println!("skipped: this CPU has no AVX-512");
+    // The AVX-512 kernels and the AVX2 ones, where the CPU has them.
+    let cpus: Vec<(Cpu, &str)> = [(Cpu::Avx512, "avx512f", "avx512"), (Cpu::Avx2, "avx2", "avx2")]
+        .into_iter()
+        .filter(|(_, f, _)| {
+            std::arch::is_x86_feature_detected!("avx2")
+                && (*f == "avx2" || std::arch::is_x86_feature_detected!("avx512f"))
+        })
+        .map(|(c, _, n)| (c, n))
+        .collect();
+    if cpus.is_empty() {
+        println!("skipped: this CPU has no AVX2");
         return;
     }
     struct Case {
@@ -948,18 +957,18 @@ fn int8_depthwise_convs_match_the_interpreter() {
             typed(case.x, vec![case.n, c, case.hw.0, case.hw.1], &v)
         };
         let want = interp::run(&g.g, std::slice::from_ref(&input)).expect("interpreter");
-        for threads in [1, 2] {
-            let opts = CompileOptions { cpu: Cpu::Avx512, threads, ..Default::default() };
+        for (threads, &(cpu, isa)) in [1, 2].into_iter().flat_map(|t| cpus.iter().map(move |c| (t, c))) {
+            let opts = CompileOptions { cpu, threads, ..Default::default() };
             let (model, _) = incept_compiler::compile_graph(g.g.clone(), &opts).expect("compile");
             let plan = model.plan();
             assert!(
-                plan.kernels.iter().any(|k| k.name.starts_with("int8 Conv plane")),
-                "case {ci}: not on the int8 depthwise kernel"
+                plan.kernels.iter().any(|k| k.name.starts_with("int8 Conv plane") && k.name.ends_with(isa)),
+                "case {ci}: not on the {isa} int8 depthwise kernel"
             );
             let got = model.run(&[incept_compiler::to_runtime(&input).expect("input")]).expect("run");
             let got = incept_compiler::from_runtime(&got[0]).expect("output");
             assert_eq!(got.shape(), want[0].shape(), "case {ci}");
-            assert_eq!(got.bytes(), want[0].bytes(), "case {ci} at {threads} threads");
+            assert_eq!(got.bytes(), want[0].bytes(), "case {ci} at {threads} threads on {isa}");
         }
         checked += 1;
     }

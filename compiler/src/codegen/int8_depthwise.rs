@@ -73,10 +73,17 @@ pub struct QDwPlaneKernel {
     pub op: PlaneOp,
     pub vectors: usize,
     pub taps: Vec<i32>,
+    /// In 256-bit AVX2 code (`int8_plane_avx2.rs`), narrowing Conv and Average outputs to i8
+    /// (`signed`) or u8; else AVX-512.
+    pub avx2: bool,
+    pub signed: bool,
 }
 
 impl QDwPlaneKernel {
     pub fn assemble(&self) -> Result<Vec<u8>, CodegenError> {
+        if self.avx2 {
+            return super::int8_plane_avx2::assemble_plane(self.op, self.vectors, &self.taps, self.signed);
+        }
         let mut x = CodeAssembler::new(64).map_err(asm_err)?;
         let acc = |v: usize| ZMM[v];
         let tmp = |v: usize| ZMM[GROUP + v];
@@ -199,13 +206,17 @@ impl QDwPlaneKernel {
 
 impl super::KernelSpec for QDwPlaneKernel {
     fn name(&self) -> String {
-        format!("int8 {:?} plane {} vectors {} taps avx512", self.op, self.vectors, self.taps.len())
+        let isa = if self.avx2 { if self.signed { "i8 avx2" } else { "u8 avx2" } } else { "avx512" };
+        format!("int8 {:?} plane {} vectors {} taps {isa}", self.op, self.vectors, self.taps.len())
     }
     fn emit(&self, _: &mut Kb) {
         unreachable!("the int8 depthwise plane is machine code (machine_code), not CLIF")
     }
     fn machine_code(&self) -> Option<Result<Vec<u8>, CodegenError>> {
         Some(self.assemble())
+    }
+    fn features(&self) -> &'static [&'static str] {
+        if self.avx2 { &["avx2"] } else { &["avx512bw"] }
     }
 }
 
@@ -227,6 +238,10 @@ pub struct QDepthwiseSpec {
     pub flip: bool,
     /// The padding byte (as the kernel sees it).
     pub fill: u8,
+    /// 256-bit AVX2 kernels (the fill in CLIF) instead of AVX-512 ones.
+    pub avx2: bool,
+    /// An i8 output (Conv, Average; the 256-bit kernels narrow by the type's packs).
+    pub signed: bool,
 }
 
 impl QDepthwiseSpec {
@@ -272,18 +287,19 @@ impl QDepthwiseSpec {
                 (phase * self.phase_bytes() + (row / g.sh) * wq + col / g.sw) as i32
             })
             .collect();
-        QDwPlaneKernel { op: self.op, vectors: self.vectors(), taps }
+        QDwPlaneKernel { op: self.op, vectors: self.vectors(), taps, avx2: self.avx2, signed: self.signed }
     }
     pub fn flops(&self) -> u64 {
         2 * (self.tiles() * self.g.oh * self.g.ow * self.g.kh * self.g.kw) as u64
     }
     /// The machine-code phase fill, for column strides 1 and 2 (others fill in CLIF).
     pub fn fill_kernel(&self) -> Option<PlaneFillKernel> {
-        (self.g.sw <= 2).then(|| PlaneFillKernel { spec: self.clone() })
+        (self.g.sw <= 2 && !self.avx2).then(|| PlaneFillKernel { spec: self.clone() })
     }
     /// The copy of the stage's rows into the output plane.
     pub fn copy_kernel(&self) -> RowsCopyKernel {
-        RowsCopyKernel { rows: self.g.oh, len: self.g.ow, from: self.phase_dims().1, to: self.g.ow }
+        let (rows, len, from, to) = (self.g.oh, self.g.ow, self.phase_dims().1, self.g.ow);
+        RowsCopyKernel { rows, len, from, to, avx2: self.avx2 }
     }
 
     /// Phase row `i` of phase (py, px) from input row `iy` of `plane` (or all fill when the row
@@ -400,8 +416,9 @@ pub(super) fn gather(
 impl super::KernelSpec for QDepthwiseSpec {
     fn name(&self) -> String {
         let g = &self.g;
+        let isa = if self.avx2 { "avx2" } else { "avx512" };
         format!(
-            "int8 {:?} {}x{} s{}x{} {}x{} -> {}x{} x{} avx512",
+            "int8 {:?} {}x{} s{}x{} {}x{} -> {}x{} x{} {isa}",
             self.op, g.kh, g.kw, g.sh, g.sw, g.h, g.w, g.oh, g.ow, self.mult
         )
     }
@@ -676,10 +693,15 @@ pub struct RowsCopyKernel {
     pub len: usize,
     pub from: usize,
     pub to: usize,
+    /// In 256-bit AVX2 code (`int8_plane_avx2.rs`) instead of AVX-512 masked moves.
+    pub avx2: bool,
 }
 
 impl RowsCopyKernel {
     pub fn assemble(&self) -> Result<Vec<u8>, CodegenError> {
+        if self.avx2 {
+            return super::int8_plane_avx2::assemble_rows_copy(self.rows, self.len, self.from, self.to);
+        }
         let mut x = CodeAssembler::new(64).map_err(asm_err)?;
         let v = ZMM[0];
         let chunks = self.len.div_ceil(64);
@@ -710,7 +732,8 @@ impl RowsCopyKernel {
 
 impl super::KernelSpec for RowsCopyKernel {
     fn name(&self) -> String {
-        format!("int8 rows copy {} x {} ({} -> {}) avx512bw", self.rows, self.len, self.from, self.to)
+        let isa = if self.avx2 { "avx2" } else { "avx512bw" };
+        format!("int8 rows copy {} x {} ({} -> {}) {isa}", self.rows, self.len, self.from, self.to)
     }
     fn emit(&self, _: &mut Kb) {
         unreachable!("the rows copy is machine code (machine_code), not CLIF")
@@ -719,6 +742,6 @@ impl super::KernelSpec for RowsCopyKernel {
         Some(self.assemble())
     }
     fn features(&self) -> &'static [&'static str] {
-        &["avx512bw"]
+        if self.avx2 { &["avx2"] } else { &["avx512bw"] }
     }
 }

@@ -120,7 +120,7 @@ impl<'g> Lowerer<'g> {
             let g = geom(window, &q.x_shape, &q.y_shape);
             return self.vnni_conv(id, g, &q, isa);
         }
-        if groups == c && groups > 1 && self.tier == Tier::Avx512 {
+        if groups == c && groups > 1 && matches!(self.tier, Tier::Avx2 | Tier::Avx512) {
             return self.depthwise_conv(id, window, &q);
         }
         Ok(false)
@@ -322,7 +322,7 @@ impl<'g> Lowerer<'g> {
     }
 
     /// A depthwise conv (one input channel per group, any channel multiplier, any weight zero
-    /// point) on the AVX-512 plane kernel, when its planes fit the stack.
+    /// point) on the AVX-512 or AVX2 plane kernel, when its planes fit the stack.
     fn depthwise_conv(&mut self, id: NodeId, window: &Window, q: &QConv) -> Result<bool, LowerError> {
         let (c, m) = (q.x_shape[1], q.y_shape[1]);
         let flip = q.x_type == DType::I8;
@@ -335,6 +335,8 @@ impl<'g> Lowerer<'g> {
             g: geom(window, &q.x_shape, &q.y_shape),
             flip,
             fill: (q.x_zero + shift) as u8,
+            avx2: self.tier == Tier::Avx2,
+            signed: q.y_type == DType::I8,
         };
         if !spec.fits() || m % c != 0 {
             return Ok(false);

@@ -246,7 +246,9 @@ impl<'g> Lowerer<'g> {
             (self.const_params(id, 1, Some(2))?, self.const_params(id, 3, Some(4))?)
         };
         let range = self.range_of(id, dtype)?;
-        if self.tier == Tier::Avx512 && self.plane_pool(id, window, max, ((xs, xz), (ys, yz)), range)? {
+        if matches!(self.tier, Tier::Avx2 | Tier::Avx512)
+            && self.plane_pool(id, window, max, ((xs, xz), (ys, yz)), range)?
+        {
             return Ok(());
         }
         let spec = QPoolSpec {
@@ -270,7 +272,7 @@ impl<'g> Lowerer<'g> {
         Ok(())
     }
 
-    /// An integer max pool or QLinearAveragePool on the AVX-512 plane kernel (see
+    /// An integer max pool or QLinearAveragePool on the AVX-512 or AVX2 plane kernel (see
     /// `codegen/int8_depthwise.rs`) when its planes fit the stack; false (nothing emitted)
     /// otherwise.
     fn plane_pool(
@@ -295,7 +297,8 @@ impl<'g> Lowerer<'g> {
             (PlaneOp::Average, signed, (xz + if signed { 128 } else { 0 }) as u8)
         };
         let g = super::conv::geom(window, &xs_shape, &os);
-        let spec = QDepthwiseSpec { op, n: xs_shape[0], c: xs_shape[1], mult: 1, g, flip, fill };
+        let (n, c, avx2) = (xs_shape[0], xs_shape[1], self.tier == Tier::Avx2);
+        let spec = QDepthwiseSpec { op, n, c, mult: 1, g, flip, fill, avx2, signed };
         if !spec.fits() {
             return Ok(false);
         }
