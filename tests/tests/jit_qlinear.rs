@@ -216,8 +216,16 @@ fn qlinear_add_and_mul() {
 #[test]
 fn qlinear_add_and_mul_on_the_vector_kernel() {
     use incept_compiler::Cpu;
-    if !std::arch::is_x86_feature_detected!("avx512f") {
-        println!("skipped: this CPU has no AVX-512");
+    // The AVX-512 kernel and the AVX2 one, where the CPU has them.
+    let mut cpus = vec![];
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        cpus.push((Cpu::Avx512, "avx512"));
+    }
+    if std::arch::is_x86_feature_detected!("avx2") {
+        cpus.push((Cpu::Avx2, "avx2"));
+    }
+    if cpus.is_empty() {
+        println!("skipped: this CPU has no AVX2");
         return;
     }
     let map = vec![1, 3, 97, 101];
@@ -269,12 +277,13 @@ fn qlinear_add_and_mul_on_the_vector_kernel() {
             })
             .collect();
         let want = interp::run(&g.g, &inputs).expect("interpreter");
-        for threads in [1, 2] {
-            let opts = CompileOptions { cpu: Cpu::Avx512, threads, ..Default::default() };
+        for (threads, &(cpu, isa)) in [1, 2].into_iter().flat_map(|t| cpus.iter().map(move |c| (t, c))) {
+            let opts = CompileOptions { cpu, threads, ..Default::default() };
             let (model, _) = incept_compiler::compile_graph(g.g.clone(), &opts).expect("compile");
+            let on = |k: &str| (k.starts_with("int8 Add") || k.starts_with("int8 Mul")) && k.ends_with(isa);
             assert!(
-                model.plan().kernels.iter().any(|k| k.name.starts_with("int8 binary rows")),
-                "{op} {d} {a_shape:?} by {b_shape:?}: not on the vector kernel"
+                model.plan().kernels.iter().any(|k| on(&k.name)),
+                "{op} {d} {a_shape:?} by {b_shape:?}: not on the {isa} vector kernel"
             );
             let rt: Vec<_> = inputs.iter().map(|t| incept_compiler::to_runtime(t).expect("input")).collect();
             let got = model.run(&rt).expect("run");
@@ -283,7 +292,7 @@ fn qlinear_add_and_mul_on_the_vector_kernel() {
             let first = got.iter().zip(want).position(|(a, b)| a != b);
             assert!(
                 got.len() == want.len() && first.is_none(),
-                "{op} {d} {a_shape:?} by {b_shape:?} at {threads} threads: first difference at byte {first:?}"
+                "{op} {d} {a_shape:?} by {b_shape:?} at {threads} threads on {isa}: first difference at byte {first:?}"
             );
         }
         checked += 1;

@@ -75,10 +75,15 @@ pub struct QBinaryKernel {
     pub signed: bool,
     pub a_scalar: bool,
     pub b_scalar: bool,
+    /// In 256-bit AVX2 code (`int8_elementwise_avx2.rs`) instead of AVX-512.
+    pub avx2: bool,
 }
 
 impl QBinaryKernel {
     pub fn assemble(&self) -> Result<Vec<u8>, CodegenError> {
+        if self.avx2 {
+            return super::int8_elementwise_avx2::assemble_binary(self.op, self.signed, self.a_scalar, self.b_scalar);
+        }
         let mut x = CodeAssembler::new(64).map_err(asm_err)?;
         let (ra, rb, fixed, m, zc, lo, hi, za, zb) =
             (ZMM[16], ZMM[17], ZMM[18], ZMM[19], ZMM[20], ZMM[21], ZMM[22], ZMM[23], ZMM[24]);
@@ -157,13 +162,17 @@ impl QBinaryKernel {
 impl super::KernelSpec for QBinaryKernel {
     fn name(&self) -> String {
         let form = |s: bool| if s { "scalar" } else { "vector" };
-        format!("int8 {:?} {} x {} avx512", self.op, form(self.a_scalar), form(self.b_scalar))
+        let isa = if self.avx2 { "avx2" } else { "avx512" };
+        format!("int8 {:?} {} x {} {isa}", self.op, form(self.a_scalar), form(self.b_scalar))
     }
     fn emit(&self, _: &mut Kb) {
         unreachable!("the int8 binary kernel is machine code (machine_code), not CLIF")
     }
     fn machine_code(&self) -> Option<Result<Vec<u8>, CodegenError>> {
         Some(self.assemble())
+    }
+    fn features(&self) -> &'static [&'static str] {
+        if self.avx2 { &["avx2", "fma"] } else { &["avx512bw"] }
     }
 }
 

@@ -10,6 +10,7 @@ pub mod int8;
 pub mod int8_avx2;
 pub mod int8_depthwise;
 pub mod int8_elementwise;
+pub mod int8_elementwise_avx2;
 pub mod int8_layout;
 pub mod int8_plane_avx2;
 pub mod kernels;

@@ -143,7 +143,7 @@ impl<'g> Lowerer<'g> {
         };
         let swap = QLinearBinary::swaps(&as_, &bs, &os);
         let (a_strides, b_strides) = (broadcast_strides(&as_, &os), broadcast_strides(&bs, &os));
-        if self.tier == Tier::Avx512
+        if matches!(self.tier, Tier::Avx2 | Tier::Avx512)
             && let Some(rows) = QBinaryRows::of(&os, &a_strides, &b_strides)
         {
             let kernel = QBinaryKernel {
@@ -154,6 +154,7 @@ impl<'g> Lowerer<'g> {
                 signed: dtype == DType::I8,
                 a_scalar: rows.a_scalar,
                 b_scalar: rows.b_scalar,
+                avx2: self.tier == Tier::Avx2,
             };
             let (ra, rb, fixed) = q.add_coefficients();
             let floats = [ra, rb, fixed, q.mul_multiplier(), q.c.1 as f32, q.range.0 as f32, q.range.1 as f32];
