@@ -33,6 +33,8 @@ const XMM: [AsmRegisterXmm; 16] =
 /// The plane kernel of `op` over `vectors` vectors with taps at byte offsets `taps`; outputs
 /// of Conv and Average narrow to i8 (`signed`) or u8. Signature and operands as
 /// [`super::int8_depthwise::QDwPlaneKernel`].
+// `h` picks both a half's register and its offset.
+#[allow(clippy::needless_range_loop)]
 pub fn assemble_plane(op: PlaneOp, vectors: usize, taps: &[i32], signed: bool) -> Result<Vec<u8>, CodegenError> {
     let mut x = CodeAssembler::new(64).map_err(asm_err)?;
     // ymm0/1 the halves' sums, ymm2 a tap's widened bytes, ymm3 a weight, ymm8.. the consts.
