@@ -159,7 +159,7 @@ pub fn assemble_rows_copy(rows: usize, len: usize, from: usize, to: usize) -> Re
             x.vmovdqu(ymm0, ymmword_ptr(rdi + 32 * c as i32)).map_err(asm_err)?;
             x.vmovdqu(ymmword_ptr(rsi + 32 * c as i32), ymm0).map_err(asm_err)?;
         }
-        if len % 32 != 0 {
+        if !len.is_multiple_of(32) {
             if len >= 32 {
                 let last = (len - 32) as i32;
                 x.vmovdqu(ymm0, ymmword_ptr(rdi + last)).map_err(asm_err)?;
