@@ -30,6 +30,7 @@ use iced_x86::code_asm::*;
 
 use super::CodegenError;
 use super::builder::{Kb, rw};
+pub use super::int8_layout::PlaneOp;
 use super::kernels::conv::Geom;
 use super::wide::{ZMM, asm_err};
 
@@ -39,24 +40,6 @@ const GROUP: usize = 4;
 const SLACK: usize = 128;
 /// The largest stack the phase planes and the stage may take; larger planes stay scalar.
 pub const MAX_STACK: usize = 160 * 1024;
-
-/// What a plane kernel computes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PlaneOp {
-    /// The depthwise QLinearConv.
-    Conv,
-    /// QLinearAveragePool.
-    Average,
-    /// MaxPool of i8 (`signed`) or u8.
-    Max { signed: bool },
-}
-
-impl PlaneOp {
-    /// Outputs per vector.
-    fn lanes(self) -> usize {
-        if let PlaneOp::Max { .. } = self { 64 } else { 16 }
-    }
-}
 
 /// The machine code for one plane: `vectors` vectors of outputs from the phase planes (taps at
 /// byte offsets `taps`), into the stage.
@@ -743,5 +726,54 @@ impl super::KernelSpec for RowsCopyKernel {
     }
     fn features(&self) -> &'static [&'static str] {
         if self.avx2 { &["avx2"] } else { &["avx512bw"] }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use incept_runtime::code::ExecutableCode;
+
+    use super::RowsCopyKernel;
+
+    /// Both rows copies (AVX2 here, AVX-512 where the CPU has it): every row length from 1 to
+    /// 100 and some long ones, from a wider pitch to the row length, the bytes copied and
+    /// nothing written past the rows (guards after the last one).
+    #[test]
+    fn rows_copies_write_the_rows_and_nothing_past_them() {
+        type Copy = unsafe extern "sysv64" fn(*const u8, *mut u8);
+        let mut ran = 0;
+        for avx2 in [true, false] {
+            let has = if avx2 {
+                std::arch::is_x86_feature_detected!("avx2")
+            } else {
+                std::arch::is_x86_feature_detected!("avx512bw")
+            };
+            if !has {
+                continue;
+            }
+            for len in (1..=100).chain([127, 128, 129, 500, 1001]) {
+                for rows in [1, 3] {
+                    let from = len + 7;
+                    let k = RowsCopyKernel { rows, len, from, to: len, avx2 };
+                    let code = k.assemble().expect("assemble");
+                    let exec = ExecutableCode::new(&code).expect("map");
+                    // SAFETY: the code is a function with the documented signature.
+                    let f: Copy = unsafe { std::mem::transmute(exec.address(0).expect("address")) };
+                    let src: Vec<u8> = (0..rows * from + 64).map(|i| (i * 7 + 3) as u8).collect();
+                    let mut dst = vec![0xEEu8; rows * len + 64];
+                    // SAFETY: src holds rows of `from` bytes, dst rows of `len` and 64 guards.
+                    unsafe { f(src.as_ptr(), dst.as_mut_ptr()) };
+                    for r in 0..rows {
+                        assert_eq!(dst[r * len..(r + 1) * len], src[r * from..r * from + len], "avx2 {avx2} len {len}");
+                    }
+                    assert!(
+                        dst[rows * len..].iter().all(|&b| b == 0xEE),
+                        "avx2 {avx2} len {len}: written past the rows"
+                    );
+                    ran += 1;
+                }
+            }
+        }
+        assert!(ran > 0 || !std::arch::is_x86_feature_detected!("avx2"));
     }
 }

@@ -16,6 +16,7 @@ use iced_x86::code_asm::*;
 
 use super::CodegenError;
 use super::builder::Kb;
+pub use super::int8_layout::QBinaryOp;
 use super::wide::{ZMM, asm_err};
 
 /// The loop of the sixteen-lane kernels: `count` elements, `vector(masked)` per sixteen, then
@@ -55,16 +56,6 @@ fn sixteen_at_a_time(
 
 /// Elements a tile covers at most (rows longer than this are split).
 const CHUNK: usize = 8192;
-
-/// What the kernel computes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum QBinaryOp {
-    /// QLinearAdd; `swap`: A takes B's inner place (see `QLinearBinary::swaps`).
-    Add {
-        swap: bool,
-    },
-    Mul,
-}
 
 /// `extern "sysv64" fn(a: *const u8, b: *const u8, y: *mut u8, n: usize, consts: *const f32)`:
 /// `n` outputs from `a` and `b` (each `n` contiguous bytes, or one byte when `*_scalar`).

@@ -1,11 +1,11 @@
-//! QLinearAdd and QLinearMul rows (`int8_elementwise.rs`'s [`super::int8_elementwise::QBinaryKernel`])
+//! QLinearAdd and QLinearMul rows (`int8_elementwise.rs`'s `QBinaryKernel`)
 //! in 256-bit AVX2 code: eight lanes at a time in the same f32 arithmetic, the last few one at
 //! a time through lane 0 of the same code (AVX2 has no masked loads of bytes).
 
 use iced_x86::code_asm::*;
 
 use super::CodegenError;
-use super::int8_elementwise::QBinaryOp;
+use super::int8_layout::QBinaryOp;
 use super::wide::{YMM, asm_err};
 
 /// `extern "sysv64" fn(a, b, c, count, consts)` as the AVX-512 kernel's; `a_scalar` /

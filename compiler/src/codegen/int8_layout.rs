@@ -1,6 +1,7 @@
-//! The int8 tiles' shared contract (`int8.rs`, `int8_avx2.rs`): the rows of a tile, the
-//! packed layouts of A (quads for VPDPBUSD, 16-bit pairs for VPMADDWD) and of B's quad panels,
-//! and what a tile writes.
+//! What the int8 kernels of both widths share (`int8.rs` and `int8_avx2.rs`, the plane and
+//! elementwise kernels and their AVX2 forms): the rows of a tile, the packed layouts of A
+//! (quads for VPDPBUSD, 16-bit pairs for VPMADDWD) and of B's quad panels, what a tile writes,
+//! and what a plane or binary kernel computes.
 
 use super::wide::MR_512;
 
@@ -137,4 +138,32 @@ impl super::KernelSpec for QuadRowsKernel {
     fn features(&self) -> &'static [&'static str] {
         &["avx2"]
     }
+}
+
+/// What a plane kernel computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PlaneOp {
+    /// The depthwise QLinearConv.
+    Conv,
+    /// QLinearAveragePool.
+    Average,
+    /// MaxPool of i8 (`signed`) or u8.
+    Max { signed: bool },
+}
+
+impl PlaneOp {
+    /// Outputs per vector.
+    pub fn lanes(self) -> usize {
+        if let PlaneOp::Max { .. } = self { 64 } else { 16 }
+    }
+}
+
+/// What a QLinearAdd/Mul rows kernel computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QBinaryOp {
+    /// QLinearAdd; `swap`: A takes B's inner place (see `QLinearBinary::swaps`).
+    Add {
+        swap: bool,
+    },
+    Mul,
 }

@@ -8,7 +8,7 @@
 use iced_x86::code_asm::*;
 
 use super::CodegenError;
-use super::int8_depthwise::PlaneOp;
+use super::int8_layout::PlaneOp;
 use super::wide::{YMM, asm_err};
 
 /// Narrows the eight in-range i32 of `a` to bytes in its low quadword (of the signed or
@@ -32,7 +32,7 @@ const XMM: [AsmRegisterXmm; 16] =
 
 /// The plane kernel of `op` over `vectors` vectors with taps at byte offsets `taps`; outputs
 /// of Conv and Average narrow to i8 (`signed`) or u8. Signature and operands as
-/// [`super::int8_depthwise::QDwPlaneKernel`].
+/// `int8_depthwise.rs`'s `QDwPlaneKernel`.
 // `h` picks both a half's register and its offset.
 #[allow(clippy::needless_range_loop)]
 pub fn assemble_plane(op: PlaneOp, vectors: usize, taps: &[i32], signed: bool) -> Result<Vec<u8>, CodegenError> {
@@ -58,10 +58,7 @@ pub fn assemble_plane(op: PlaneOp, vectors: usize, taps: &[i32], signed: bool) -
         }
         PlaneOp::Max { .. } => {}
     }
-    let lanes = match op {
-        PlaneOp::Max { .. } => 64,
-        _ => 16,
-    };
+    let lanes = op.lanes() as i32;
     let mut top = x.create_label();
     x.mov(r10, vectors as u64).map_err(asm_err)?;
     x.set_label(&mut top).map_err(asm_err)?;
@@ -183,53 +180,4 @@ pub fn assemble_rows_copy(rows: usize, len: usize, from: usize, to: usize) -> Re
     x.vzeroupper().map_err(asm_err)?;
     x.ret().map_err(asm_err)?;
     x.assemble(0).map_err(asm_err)
-}
-
-#[cfg(test)]
-mod tests {
-    use incept_runtime::code::ExecutableCode;
-
-    use crate::codegen::int8_depthwise::RowsCopyKernel;
-
-    /// Both rows copies (AVX2 here, AVX-512 where the CPU has it): every row length from 1 to
-    /// 100 and some long ones, from a wider pitch to the row length, the bytes copied and
-    /// nothing written past the rows (guards after the last one).
-    #[test]
-    fn rows_copies_write_the_rows_and_nothing_past_them() {
-        type Copy = unsafe extern "sysv64" fn(*const u8, *mut u8);
-        let mut ran = 0;
-        for avx2 in [true, false] {
-            let has = if avx2 {
-                std::arch::is_x86_feature_detected!("avx2")
-            } else {
-                std::arch::is_x86_feature_detected!("avx512bw")
-            };
-            if !has {
-                continue;
-            }
-            for len in (1..=100).chain([127, 128, 129, 500, 1001]) {
-                for rows in [1, 3] {
-                    let from = len + 7;
-                    let k = RowsCopyKernel { rows, len, from, to: len, avx2 };
-                    let code = k.assemble().expect("assemble");
-                    let exec = ExecutableCode::new(&code).expect("map");
-                    // SAFETY: the code is a function with the documented signature.
-                    let f: Copy = unsafe { std::mem::transmute(exec.address(0).expect("address")) };
-                    let src: Vec<u8> = (0..rows * from + 64).map(|i| (i * 7 + 3) as u8).collect();
-                    let mut dst = vec![0xEEu8; rows * len + 64];
-                    // SAFETY: src holds rows of `from` bytes, dst rows of `len` and 64 guards.
-                    unsafe { f(src.as_ptr(), dst.as_mut_ptr()) };
-                    for r in 0..rows {
-                        assert_eq!(dst[r * len..(r + 1) * len], src[r * from..r * from + len], "avx2 {avx2} len {len}");
-                    }
-                    assert!(
-                        dst[rows * len..].iter().all(|&b| b == 0xEE),
-                        "avx2 {avx2} len {len}: written past the rows"
-                    );
-                    ran += 1;
-                }
-            }
-        }
-        assert!(ran > 0 || !std::arch::is_x86_feature_detected!("avx2"));
-    }
 }
