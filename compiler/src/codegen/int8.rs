@@ -187,15 +187,11 @@ impl VnniMicrokernel {
                 x.vpbroadcastd(zp, dword_ptr(rax + 8)).map_err(asm_err)?;
                 x.mov(rax, qword_ptr(rsp + 8)).map_err(asm_err)?;
                 for r in 0..rows {
+                    let mult = ZMM[29];
+                    x.vbroadcastss(mult, dword_ptr(rax + 4 * r as i32)).map_err(asm_err)?;
                     for v in (0..vecs).filter(|&v| lanes(v) > 0) {
                         let a = acc(r, v);
-                        x.vcvtdq2ps(a, a).map_err(asm_err)?;
-                        x.vmulps(a, a, dword_bcst(rax + 4 * r as i32)).map_err(asm_err)?;
-                        // vmaxps returns its second source when either is NaN: the low bound.
-                        x.vmaxps(a, a, lo).map_err(asm_err)?;
-                        x.vminps(a, a, hi).map_err(asm_err)?;
-                        x.vcvtps2dq(a, a).map_err(asm_err)?;
-                        x.vpaddd(a, a, zp).map_err(asm_err)?;
+                        super::int8_arith::requantize(&mut x, a, [mult, lo, hi, zp])?;
                         // In range now: keeping the low byte is the conversion.
                         let at = xmmword_ptr(rdx + 16 * v as i32);
                         let at = if lanes(v) < 16 { if v == 0 { at.k1() } else { at.k2() } } else { at };

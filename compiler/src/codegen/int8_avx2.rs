@@ -157,13 +157,7 @@ fn epilogue(x: &mut CodeAssembler, r0: usize, rr: usize, valid: usize, out: Int8
                 x.vbroadcastss(tmp, dword_ptr(rdi + 4 * (r0 + r) as i32)).map_err(asm_err)?;
                 for v in (0..4).filter(|&v| lanes(v) > 0) {
                     let a = acc(r, v);
-                    x.vcvtdq2ps(a, a).map_err(asm_err)?;
-                    x.vmulps(a, a, tmp).map_err(asm_err)?;
-                    // vmaxps returns its second source when either is NaN: the low bound.
-                    x.vmaxps(a, a, lo).map_err(asm_err)?;
-                    x.vminps(a, a, hi).map_err(asm_err)?;
-                    x.vcvtps2dq(a, a).map_err(asm_err)?;
-                    x.vpaddd(a, a, zp).map_err(asm_err)?;
+                    super::int8_arith::requantize(x, a, [tmp, lo, hi, zp])?;
                     // In range now, so the saturating packs only narrow: dwords to words within
                     // each 128-bit lane, the two lanes' quads together, words to bytes.
                     let xa = XMM[4 * r + v];

@@ -108,13 +108,7 @@ impl QDwPlaneKernel {
                     for v in 0..n {
                         let a = acc(v);
                         x.vpaddd(a, a, c0).map_err(asm_err)?;
-                        x.vcvtdq2ps(a, a).map_err(asm_err)?;
-                        x.vmulps(a, a, c1).map_err(asm_err)?;
-                        // vmaxps returns its second source when either is NaN: the low bound.
-                        x.vmaxps(a, a, c2).map_err(asm_err)?;
-                        x.vminps(a, a, c3).map_err(asm_err)?;
-                        x.vcvtps2dq(a, a).map_err(asm_err)?;
-                        x.vpaddd(a, a, c4).map_err(asm_err)?;
+                        super::int8_arith::requantize(x, a, [c1, c2, c3, c4])?;
                         x.vpmovdb(xmmword_ptr(rsi + 16 * v as i32), a).map_err(asm_err)?;
                     }
                 }

@@ -16,6 +16,7 @@ use iced_x86::code_asm::*;
 
 use super::CodegenError;
 use super::builder::Kb;
+use super::int8_arith::{BinaryConsts, qbinary};
 pub use super::int8_layout::QBinaryOp;
 use super::wide::{ZMM, asm_err};
 
@@ -110,30 +111,8 @@ impl QBinaryKernel {
                     x.vpmovzxbd(dst, xmmword_ptr(src)).map_err(asm_err)?;
                 }
             }
-            match self.op {
-                QBinaryOp::Add { swap } => {
-                    x.vcvtdq2ps(va, va).map_err(asm_err)?;
-                    x.vcvtdq2ps(vb, vb).map_err(asm_err)?;
-                    x.vmovaps(t, fixed).map_err(asm_err)?;
-                    // The inner product first, then the outer one, each fused with the sum.
-                    let order = if swap { [(va, ra), (vb, rb)] } else { [(vb, rb), (va, ra)] };
-                    for (v, r) in order {
-                        x.vfmadd231ps(t, v, r).map_err(asm_err)?;
-                    }
-                }
-                QBinaryOp::Mul => {
-                    x.vpsubd(va, va, za).map_err(asm_err)?;
-                    x.vpsubd(vb, vb, zb).map_err(asm_err)?;
-                    x.vpmulld(t, va, vb).map_err(asm_err)?;
-                    x.vcvtdq2ps(t, t).map_err(asm_err)?;
-                    x.vmulps(t, t, m).map_err(asm_err)?;
-                    x.vaddps(t, t, zc).map_err(asm_err)?;
-                }
-            }
-            // vmaxps returns its second source when either is NaN: the low bound.
-            x.vmaxps(t, t, lo).map_err(asm_err)?;
-            x.vminps(t, t, hi).map_err(asm_err)?;
-            x.vcvtps2dq(t, t).map_err(asm_err)?;
+            let consts = BinaryConsts { ra, rb, fixed, m, zc, lo, hi, za, zb };
+            qbinary(x, self.op, [va, vb, t], &consts)?;
             if masked {
                 x.vpmovdb(xmmword_ptr(rdx).k1(), t).map_err(asm_err)?;
             } else {

@@ -5,6 +5,7 @@
 use iced_x86::code_asm::*;
 
 use super::CodegenError;
+use super::int8_arith::{BinaryConsts, qbinary};
 use super::int8_layout::QBinaryOp;
 use super::wide::{YMM, asm_err};
 
@@ -46,30 +47,7 @@ pub fn assemble_binary(op: QBinaryOp, signed: bool, a_scalar: bool, b_scalar: bo
                 x.vpmovzxbd(v, qword_ptr(src)).map_err(asm_err)?;
             }
         }
-        match op {
-            QBinaryOp::Add { swap } => {
-                x.vcvtdq2ps(va, va).map_err(asm_err)?;
-                x.vcvtdq2ps(vb, vb).map_err(asm_err)?;
-                x.vmovaps(t, fixed).map_err(asm_err)?;
-                // The inner product first, then the outer one, each fused with the sum.
-                let order = if swap { [(va, ra), (vb, rb)] } else { [(vb, rb), (va, ra)] };
-                for (v, r) in order {
-                    x.vfmadd231ps(t, v, r).map_err(asm_err)?;
-                }
-            }
-            QBinaryOp::Mul => {
-                x.vpsubd(va, va, za).map_err(asm_err)?;
-                x.vpsubd(vb, vb, zb).map_err(asm_err)?;
-                x.vpmulld(t, va, vb).map_err(asm_err)?;
-                x.vcvtdq2ps(t, t).map_err(asm_err)?;
-                x.vmulps(t, t, m).map_err(asm_err)?;
-                x.vaddps(t, t, zc).map_err(asm_err)?;
-            }
-        }
-        // vmaxps returns its second source when either is NaN: the low bound.
-        x.vmaxps(t, t, lo).map_err(asm_err)?;
-        x.vminps(t, t, hi).map_err(asm_err)?;
-        x.vcvtps2dq(t, t).map_err(asm_err)?;
+        qbinary(x, op, [va, vb, t], &BinaryConsts { ra, rb, fixed, m, zc, lo, hi, za, zb })?;
         if one {
             x.vmovd(eax, xmm2).map_err(asm_err)?;
             return x.mov(byte_ptr(rdx), al).map_err(asm_err);

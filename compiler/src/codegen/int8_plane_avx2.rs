@@ -80,13 +80,7 @@ pub fn assemble_plane(op: PlaneOp, vectors: usize, taps: &[i32], signed: bool) -
             for h in 0..2 {
                 let a = YMM[h];
                 x.vpaddd(a, a, c0).map_err(asm_err)?;
-                x.vcvtdq2ps(a, a).map_err(asm_err)?;
-                x.vmulps(a, a, c1).map_err(asm_err)?;
-                // vmaxps returns its second source when either is NaN: the low bound.
-                x.vmaxps(a, a, c2).map_err(asm_err)?;
-                x.vminps(a, a, c3).map_err(asm_err)?;
-                x.vcvtps2dq(a, a).map_err(asm_err)?;
-                x.vpaddd(a, a, c4).map_err(asm_err)?;
+                super::int8_arith::requantize(&mut x, a, [c1, c2, c3, c4])?;
                 store_bytes(&mut x, h, signed, qword_ptr(rsi + 8 * h as i32))?;
             }
         }

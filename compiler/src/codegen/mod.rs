@@ -7,6 +7,7 @@ pub mod bf16;
 pub mod bf16_phase;
 pub mod builder;
 pub mod int8;
+pub mod int8_arith;
 pub mod int8_avx2;
 pub mod int8_depthwise;
 pub mod int8_elementwise;
