@@ -62,6 +62,24 @@ fn output_params(g: &Graph, q_node: NodeId) -> Option<(ValueId, Option<ValueId>)
     (is_const(g, s) && z.is_none_or(|z| is_const(g, z))).then_some((s, z))
 }
 
+/// `op` of two dequantized operands and the Q's parameters, replacing the Q: inputs a, a_scale,
+/// a_zero, b, b_scale, b_zero, y_scale, y_zero as QLinearMatMul and QLinearAdd/Mul take them
+/// (absent zero points made zeros of their operand's type).
+fn two_operands(g: &Graph, q_node: NodeId, [a, b]: [&Dq; 2], op: Op) -> Option<Patch> {
+    let out = ValueId::new(q_node, 0);
+    let (ys, yz) = output_params(g, q_node)?;
+    let name = &g.node(q_node).name;
+    let mut p = Patch::new();
+    let az = zero_of(&mut p, g, a.zero, g.ty(a.q).dtype, a.scale, &format!("{name}/a_zero"));
+    let bz = zero_of(&mut p, g, b.zero, g.ty(b.q).dtype, b.scale, &format!("{name}/b_zero"));
+    let yz = zero_of(&mut p, g, yz, g.ty(out).dtype, ys, &format!("{name}/y_zero"));
+    let old = |v: ValueId| Some(PatchValue::Old(v));
+    let inputs = vec![old(a.q), old(a.scale), Some(az), old(b.q), old(b.scale), Some(bz), old(ys), Some(yz)];
+    let fused = p.add_node(name, op, inputs, 1)[0];
+    p.replace(out, fused);
+    Some(p)
+}
+
 /// A zero point input: the given one, or a new constant 0 of `dtype` shaped like `like`.
 fn zero_of(p: &mut Patch, g: &Graph, zero: Option<ValueId>, dtype: DType, like: ValueId, name: &str) -> PatchValue {
     match zero {
@@ -195,25 +213,7 @@ impl FuseQdq {
         if !int8(a.q) || !int8(b.q) || !is_const(g, b.q) || !int8(out) {
             return None;
         }
-        let (ys, yz) = output_params(g, q_node)?;
-        let name = &g.node(q_node).name;
-        let mut p = Patch::new();
-        let az = zero_of(&mut p, g, a.zero, g.ty(a.q).dtype, a.scale, &format!("{name}/a_zero"));
-        let bz = zero_of(&mut p, g, b.zero, g.ty(b.q).dtype, b.scale, &format!("{name}/b_zero"));
-        let yz = zero_of(&mut p, g, yz, g.ty(out).dtype, ys, &format!("{name}/y_zero"));
-        let inputs = vec![
-            Some(PatchValue::Old(a.q)),
-            Some(PatchValue::Old(a.scale)),
-            Some(az),
-            Some(PatchValue::Old(b.q)),
-            Some(PatchValue::Old(b.scale)),
-            Some(bz),
-            Some(PatchValue::Old(ys)),
-            Some(yz),
-        ];
-        let fused = p.add_node(name, Op::QLinearMatMul(QLinearMatMul), inputs, 1)[0];
-        p.replace(out, fused);
-        Some(p)
+        two_operands(g, q_node, [&a, &b], Op::QLinearMatMul(QLinearMatMul))
     }
 
     /// `Q(Concat(DQ(a), DQ(b), ..))` of one 8-bit type throughout, per-tensor parameters:
@@ -289,26 +289,7 @@ impl FuseQdq {
         if g.ty(a.q).dtype != t || g.ty(b.q).dtype != t || !matches!(t, DType::U8 | DType::I8) {
             return None;
         }
-        let (cs, cz) = output_params(g, q_node)?;
-        let name = &g.node(q_node).name;
-        let mut p = Patch::new();
-        let az = zero_of(&mut p, g, a.zero, t, a.scale, &format!("{name}/a_zero"));
-        let bz = zero_of(&mut p, g, b.zero, t, b.scale, &format!("{name}/b_zero"));
-        let cz = zero_of(&mut p, g, cz, t, cs, &format!("{name}/c_zero"));
-        let inputs = vec![
-            Some(PatchValue::Old(a.q)),
-            Some(PatchValue::Old(a.scale)),
-            Some(az),
-            Some(PatchValue::Old(b.q)),
-            Some(PatchValue::Old(b.scale)),
-            Some(bz),
-            Some(PatchValue::Old(cs)),
-            Some(cz),
-        ];
-        let op = Op::QLinearBinary(QLinearBinary { kind });
-        let fused = p.add_node(name, op, inputs, 1)[0];
-        p.replace(out, fused);
-        Some(p)
+        two_operands(g, q_node, [&a, &b], Op::QLinearBinary(QLinearBinary { kind }))
     }
 }
 
