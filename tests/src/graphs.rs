@@ -181,6 +181,19 @@ pub fn tiers() -> Vec<Cpu> {
     t
 }
 
+/// The tiers with vector int8 plane and elementwise kernels this CPU runs, each with the suffix
+/// of its kernels' names: AVX-512 and AVX2.
+pub fn int8_vector_tiers() -> Vec<(Cpu, &'static str)> {
+    let mut t = vec![];
+    if std::arch::is_x86_feature_detected!("avx512bw") {
+        t.push((Cpu::Avx512, "avx512"));
+    }
+    if std::arch::is_x86_feature_detected!("avx2") {
+        t.push((Cpu::Avx2, "avx2"));
+    }
+    t
+}
+
 /// The ways each graph is compiled and run: all pairs of (full passes or none) x (1 or 2
 /// threads) x (each tier this CPU runs), in as few runs as cover them.
 pub fn ways() -> Vec<(Pipeline, usize, Cpu)> {

@@ -215,15 +215,7 @@ fn qlinear_add_and_mul() {
 /// ratios are inexact (ties to round depend on the order). The interpreter's bytes, at 1 and 2 threads, on the kernel.
 #[test]
 fn qlinear_add_and_mul_on_the_vector_kernel() {
-    use incept_compiler::Cpu;
-    // The AVX-512 kernel and the AVX2 one, where the CPU has them.
-    let mut cpus = vec![];
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        cpus.push((Cpu::Avx512, "avx512"));
-    }
-    if std::arch::is_x86_feature_detected!("avx2") {
-        cpus.push((Cpu::Avx2, "avx2"));
-    }
+    let cpus = incept_tests::graphs::int8_vector_tiers();
     if cpus.is_empty() {
         println!("skipped: this CPU has no AVX2");
         return;
@@ -554,15 +546,7 @@ fn qlinear_pools() {
 /// ones). The interpreter's bytes, at 1 and 2 threads, on the kernel.
 #[test]
 fn integer_pools_on_the_plane_kernel() {
-    use incept_compiler::Cpu;
-    // The AVX-512 kernels and the AVX2 ones, where the CPU has them.
-    let mut cpus = vec![];
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        cpus.push((Cpu::Avx512, "avx512"));
-    }
-    if std::arch::is_x86_feature_detected!("avx2") {
-        cpus.push((Cpu::Avx2, "avx2"));
-    }
+    let cpus = incept_tests::graphs::int8_vector_tiers();
     if cpus.is_empty() {
         println!("skipped: this CPU has no AVX2");
         return;

@@ -851,16 +851,8 @@ fn int8_tile_convs(isa: incept_compiler::codegen::int8::Int8Isa, cpu: incept_com
 /// bytes, at 1 and 2 threads, and on the kernel (not the scalar fallback).
 #[test]
 fn int8_depthwise_convs_match_the_interpreter() {
-    use incept_compiler::{CompileOptions, Cpu};
-    // The AVX-512 kernels and the AVX2 ones, where the CPU has them.
-    let cpus: Vec<(Cpu, &str)> = [(Cpu::Avx512, "avx512f", "avx512"), (Cpu::Avx2, "avx2", "avx2")]
-        .into_iter()
-        .filter(|(_, f, _)| {
-            std::arch::is_x86_feature_detected!("avx2")
-                && (*f == "avx2" || std::arch::is_x86_feature_detected!("avx512f"))
-        })
-        .map(|(c, _, n)| (c, n))
-        .collect();
+    use incept_compiler::CompileOptions;
+    let cpus = incept_tests::graphs::int8_vector_tiers();
     if cpus.is_empty() {
         println!("skipped: this CPU has no AVX2");
         return;
