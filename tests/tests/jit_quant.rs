@@ -765,6 +765,7 @@ fn vnni_convs_match_the_interpreter() {
 /// The convs of `vnni_convs_match_the_interpreter` on one tile.
 fn int8_tile_convs(isa: incept_compiler::codegen::int8::Int8Isa, cpu: incept_compiler::Cpu) {
     use incept_compiler::CompileOptions;
+    use incept_compiler::codegen::int8::Int8Isa;
     let (mut cases, mut by_rows) = (0, 0);
     for (x_type, c, hw, m, k, stride) in [
         (DType::U8, 8, 8, 16, 1, 1),
@@ -821,13 +822,21 @@ fn int8_tile_convs(isa: incept_compiler::codegen::int8::Int8Isa, cpu: incept_com
             let (model, _) = incept_compiler::compile_graph(g.g.clone(), &opts).expect("compile");
             let plan = model.plan();
             let gemms = plan.steps.iter().filter(|st| st.op == "QLinearConv").count();
-            let banded = band.is_some() && (k > 1 || stride > 1);
+            // Stride-1 windowed convs on the 512-bit tile run over quad planes: no byte matrix,
+            // no bands (`jit_quant_planes.rs` tests them at length).
+            let planes = isa == Int8Isa::Avx512Vnni && k > 1 && stride == 1;
+            let banded = band.is_some() && (k > 1 || stride > 1) && !planes;
             assert_eq!(gemms > 1, banded, "{c}x{hw} k {k} s {stride} band {band:?}: {gemms} GEMM steps");
             let tile = format!("{} int8 microkernel", isa.name());
             assert!(plan.kernels.iter().any(|k| k.name.contains(&tile)), "{c}x{hw} {x_type}: not on the {tile}");
             by_rows += plan.kernels.iter().filter(|k| k.name.contains("by rows")).count();
             let gathered = plan.steps.iter().any(|st| st.op == "Im2colBytes");
-            assert_eq!(gathered, k > 1 || stride > 1, "{c}x{hw} {x_type} k {k} s {stride}: the byte matrix");
+            assert_eq!(
+                gathered,
+                (k > 1 || stride > 1) && !planes,
+                "{c}x{hw} {x_type} k {k} s {stride}: the byte matrix"
+            );
+            assert_eq!(plan.steps.iter().any(|st| st.op == "QuadPlanes"), planes, "{c}x{hw} k {k}: quad planes");
             let got = model.run(&[incept_compiler::to_runtime(&input).expect("input")]).expect("run");
             let got = incept_compiler::from_runtime(&got[0]).expect("output");
             assert_eq!(

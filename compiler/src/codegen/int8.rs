@@ -21,6 +21,7 @@ use iced_x86::code_asm::*;
 
 use super::CodegenError;
 pub use super::int8_layout::{Int8Out, MR_INT8, QUAD_ROW_BYTES, QuadRowsKernel, pack_quad_a, quad_a_offset};
+use super::int8_planes::{PlanesWalk, planes_walk};
 use super::kernels::conv::Geom;
 use super::wide::{ZMM, asm_err};
 
@@ -91,11 +92,15 @@ pub struct VnniMicrokernel {
     pub valid: usize,
     pub out: Int8Out,
     pub isa: Int8Isa,
+    /// B in quad planes (the implicit GEMM, `int8_planes.rs`) instead of a packed panel; the
+    /// `quads` argument is then unused (the walk knows K). AVX512-VNNI only.
+    pub walk: Option<PlanesWalk>,
 }
 
 impl VnniMicrokernel {
     pub fn assemble(&self) -> Result<Vec<u8>, CodegenError> {
         if self.isa != Int8Isa::Avx512Vnni {
+            assert!(self.walk.is_none(), "quad planes are the 512-bit tile's");
             // The 256-bit tiles always cover a panel's 32 columns, storing the valid ones.
             return super::int8_avx2::assemble(self.rows, self.valid, self.out, self.isa == Int8Isa::AvxVnni);
         }
@@ -118,10 +123,26 @@ impl VnniMicrokernel {
                 x.vmovdqa32(acc(r, 1), acc(r, 0)).map_err(asm_err)?;
             }
         }
-        let step = |x: &mut CodeAssembler, da: i32, db: i32| -> Result<(), CodegenError> {
-            x.vmovdqu8(b0, zmmword_ptr(rsi + db)).map_err(asm_err)?;
-            if vecs == 2 {
-                x.vmovdqu8(b1, zmmword_ptr(rsi + db + 64)).map_err(asm_err)?;
+        // One quad step: B's columns at rsi + db, or (`shift` > 0) `shift` dwords past there,
+        // put together from aligned loads by VALIGND (a load across two cache lines costs
+        // more: quad planes' taps sit 4 bytes apart).
+        let step_at = |x: &mut CodeAssembler, da: i32, db: i32, shift: u32| -> Result<(), CodegenError> {
+            if shift == 0 {
+                x.vmovdqu8(b0, zmmword_ptr(rsi + db)).map_err(asm_err)?;
+                if vecs == 2 {
+                    x.vmovdqu8(b1, zmmword_ptr(rsi + db + 64)).map_err(asm_err)?;
+                }
+            } else {
+                let b2 = ZMM[26];
+                x.vmovdqa32(b0, zmmword_ptr(rsi + db)).map_err(asm_err)?;
+                x.vmovdqa32(b1, zmmword_ptr(rsi + db + 64)).map_err(asm_err)?;
+                if vecs == 2 {
+                    x.vmovdqa32(b2, zmmword_ptr(rsi + db + 128)).map_err(asm_err)?;
+                }
+                x.valignd(b0, b1, b0, shift).map_err(asm_err)?;
+                if vecs == 2 {
+                    x.valignd(b1, b2, b1, shift).map_err(asm_err)?;
+                }
             }
             for r in 0..rows {
                 for (v, b) in [b0, b1].into_iter().enumerate().take(vecs) {
@@ -130,37 +151,43 @@ impl VnniMicrokernel {
             }
             Ok(())
         };
-        let (mut main, mut tail, mut tail_loop, mut store) =
-            (x.create_label(), x.create_label(), x.create_label(), x.create_label());
-        x.cmp(r8, 4).map_err(asm_err)?;
-        x.jb(tail).map_err(asm_err)?;
-        x.set_label(&mut main).map_err(asm_err)?;
-        // Both panels prefetched 48 quad steps ahead (B 6 KB, A 2.3 KB): measured on ResNet50's
-        // QOperator convs against 16 steps (the first choice), 3-5% faster at one thread; 32 and
-        // 64 steps within the noise of 48.
-        const AHEAD: i32 = 48;
-        for u in 0..4 {
-            x.prefetcht0(byte_ptr(rsi + AHEAD * b_step + u * b_step)).map_err(asm_err)?;
-            x.prefetcht0(byte_ptr(rsi + AHEAD * b_step + u * b_step + 64)).map_err(asm_err)?;
-            if u * 64 < 4 * a_step {
-                x.prefetcht0(byte_ptr(rdi + AHEAD * a_step + u * 64)).map_err(asm_err)?;
+        let step = |x: &mut CodeAssembler, da: i32, db: i32| step_at(x, da, db, 0);
+        let mut store = x.create_label();
+        match self.walk {
+            None => {
+                let (mut main, mut tail, mut tail_loop) = (x.create_label(), x.create_label(), x.create_label());
+                x.cmp(r8, 4).map_err(asm_err)?;
+                x.jb(tail).map_err(asm_err)?;
+                x.set_label(&mut main).map_err(asm_err)?;
+                // Both panels prefetched 48 quad steps ahead (B 6 KB, A 2.3 KB): measured on ResNet50's
+                // QOperator convs against 16 steps (the first choice), 3-5% faster at one thread; 32 and
+                // 64 steps within the noise of 48.
+                const AHEAD: i32 = 48;
+                for u in 0..4 {
+                    x.prefetcht0(byte_ptr(rsi + AHEAD * b_step + u * b_step)).map_err(asm_err)?;
+                    x.prefetcht0(byte_ptr(rsi + AHEAD * b_step + u * b_step + 64)).map_err(asm_err)?;
+                    if u * 64 < 4 * a_step {
+                        x.prefetcht0(byte_ptr(rdi + AHEAD * a_step + u * 64)).map_err(asm_err)?;
+                    }
+                    step(&mut x, u * a_step, u * b_step)?;
+                }
+                x.add(rdi, 4 * a_step).map_err(asm_err)?;
+                x.add(rsi, 4 * b_step).map_err(asm_err)?;
+                x.sub(r8, 4).map_err(asm_err)?;
+                x.cmp(r8, 4).map_err(asm_err)?;
+                x.jae(main).map_err(asm_err)?;
+                x.set_label(&mut tail).map_err(asm_err)?;
+                x.test(r8, r8).map_err(asm_err)?;
+                x.jz(store).map_err(asm_err)?;
+                x.set_label(&mut tail_loop).map_err(asm_err)?;
+                step(&mut x, 0, 0)?;
+                x.add(rdi, a_step).map_err(asm_err)?;
+                x.add(rsi, b_step).map_err(asm_err)?;
+                x.dec(r8).map_err(asm_err)?;
+                x.jnz(tail_loop).map_err(asm_err)?;
             }
-            step(&mut x, u * a_step, u * b_step)?;
+            Some(w) => planes_walk(&mut x, &w, a_step, step_at)?,
         }
-        x.add(rdi, 4 * a_step).map_err(asm_err)?;
-        x.add(rsi, 4 * b_step).map_err(asm_err)?;
-        x.sub(r8, 4).map_err(asm_err)?;
-        x.cmp(r8, 4).map_err(asm_err)?;
-        x.jae(main).map_err(asm_err)?;
-        x.set_label(&mut tail).map_err(asm_err)?;
-        x.test(r8, r8).map_err(asm_err)?;
-        x.jz(store).map_err(asm_err)?;
-        x.set_label(&mut tail_loop).map_err(asm_err)?;
-        step(&mut x, 0, 0)?;
-        x.add(rdi, a_step).map_err(asm_err)?;
-        x.add(rsi, b_step).map_err(asm_err)?;
-        x.dec(r8).map_err(asm_err)?;
-        x.jnz(tail_loop).map_err(asm_err)?;
         x.set_label(&mut store).map_err(asm_err)?;
         for (v, k) in [k1, k2].into_iter().enumerate().take(vecs) {
             if lanes(v) > 0 && lanes(v) < 16 {
@@ -243,7 +270,9 @@ mod tests {
         use iced_x86::{Decoder, DecoderOptions, EncodingKind};
         for isa in [Int8Isa::AvxVnni, Int8Isa::Avx2] {
             for out in [Int8Out::Sums, Int8Out::Requant { signed: true }] {
-                let code = VnniMicrokernel { rows: 7, cols: 32, valid: 19, out, isa }.assemble().expect("assemble");
+                let code = VnniMicrokernel { rows: 7, cols: 32, valid: 19, out, isa, walk: None }
+                    .assemble()
+                    .expect("assemble");
                 let mut d = Decoder::new(64, &code, DecoderOptions::NONE);
                 while d.can_decode() {
                     let i = d.decode();
@@ -273,7 +302,7 @@ mod tests {
         for (rows, cols, valid) in shapes {
             for out in [Int8Out::Sums, Int8Out::Requant { signed: false }, Int8Out::Requant { signed: true }] {
                 cases += 1;
-                let code = VnniMicrokernel { rows, cols, valid, out, isa }.assemble().expect("assemble");
+                let code = VnniMicrokernel { rows, cols, valid, out, isa, walk: None }.assemble().expect("assemble");
                 let exec = ExecutableCode::new(&code).expect("map");
                 // SAFETY: the code is a function with the documented signature.
                 let f: Tile = unsafe { std::mem::transmute(exec.address(0).expect("address")) };
@@ -357,8 +386,12 @@ mod tests {
 /// The machine-code tile as a kernel spec (called by [`Int8GemmSpec`]).
 impl super::KernelSpec for VnniMicrokernel {
     fn name(&self) -> String {
+        let walk = match self.walk {
+            Some(w) => format!(" over {} planes of {}x{} taps", w.planes, w.kh, w.kw),
+            None => String::new(),
+        };
         format!(
-            "{} int8 microkernel {}x{} ({} stored) {:?}",
+            "{} int8 microkernel {}x{} ({} stored) {:?}{walk}",
             self.isa.name(),
             self.rows,
             self.cols,
@@ -651,6 +684,9 @@ pub struct Int8GemmSpec {
     pub signed: bool,
     pub by_rows: bool,
     pub isa: Int8Isa,
+    /// B in quad planes (`int8_planes.rs`): column panel p starts 32 positions further into
+    /// them, and the tiles walk the planes.
+    pub walk: Option<PlanesWalk>,
 }
 
 impl Int8GemmSpec {
@@ -685,9 +721,10 @@ impl Int8GemmSpec {
             if valid == 0 {
                 break;
             }
-            v.push(VnniMicrokernel { rows: MR_INT8.min(self.m), cols, valid, out, isa });
+            let walk = self.walk;
+            v.push(VnniMicrokernel { rows: MR_INT8.min(self.m), cols, valid, out, isa, walk });
             if short {
-                v.push(VnniMicrokernel { rows: self.m % MR_INT8, cols, valid, out, isa });
+                v.push(VnniMicrokernel { rows: self.m % MR_INT8, cols, valid, out, isa, walk });
             }
         }
         v
@@ -700,7 +737,8 @@ impl Int8GemmSpec {
 impl super::KernelSpec for Int8GemmSpec {
     fn name(&self) -> String {
         let order = if self.by_rows { " by rows" } else { "" };
-        format!("int8 gemm {}x{}x{}{order} {}", self.m, self.n, self.quads * 4, self.isa.name())
+        let planes = if self.walk.is_some() { " in planes" } else { "" };
+        format!("int8 gemm {}x{}x{}{order}{planes} {}", self.m, self.n, self.quads * 4, self.isa.name())
     }
 
     fn emit(&self, kb: &mut super::builder::Kb) {
@@ -712,7 +750,11 @@ impl super::KernelSpec for Int8GemmSpec {
         let uk: Vec<_> = (0..kernels.len()).map(|i| kb.operand(6 + i)).collect();
         let (panels, pm, rem) = (self.panels(), self.row_panels(), self.m % MR_INT8);
         let a_panel = (self.quads * MR_INT8 * if self.isa == Int8Isa::Avx2 { 8 } else { 4 }) as i64;
-        let b_panel = (self.quads * QUAD_ROW_BYTES) as i64;
+        // A panel's bytes, an image's, and from one column panel to the next.
+        let (b_image, b_panel) = match self.walk {
+            Some(w) => (w.image_bytes() as i64, QUAD_ROW_BYTES as i64),
+            None => ((panels * self.quads * QUAD_ROW_BYTES) as i64, (self.quads * QUAD_ROW_BYTES) as i64),
+        };
         let narrow = self.n % 32;
         let full_rows = MR_INT8.min(self.m);
         // Tiles per column width: full and short row panels (see `microkernels`).
@@ -722,9 +764,9 @@ impl super::KernelSpec for Int8GemmSpec {
         let call = |kb: &mut super::builder::Kb, img: Value, r: Value, r_rows: usize, p: Value, last: bool| {
             let f = uk[if r_rows == full_rows { 0 } else { 1 } + if last { per_width } else { 0 }];
             let bpan = {
-                let t = kb.muli(img, panels as i64);
-                let t = kb.add(t, p);
-                let o = kb.muli(t, b_panel);
+                let i = kb.muli(img, b_image);
+                let o = kb.muli(p, b_panel);
+                let o = kb.add(i, o);
                 kb.elem(b, o, 1)
             };
             let aptr = {

@@ -14,6 +14,7 @@ pub mod int8_elementwise;
 pub mod int8_elementwise_avx2;
 pub mod int8_layout;
 pub mod int8_plane_avx2;
+pub mod int8_planes;
 pub mod kernels;
 pub mod peak;
 pub mod wide;

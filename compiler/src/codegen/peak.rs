@@ -236,6 +236,7 @@ pub fn vnni_microkernel_gops(kc: usize, calls: usize, runs: usize) -> Result<Opt
         valid: 32,
         out: Int8Out::Requant { signed: false },
         isa: crate::codegen::int8::Int8Isa::Avx512Vnni,
+        walk: None,
     }
     .assemble()?;
     let exec = incept_runtime::code::ExecutableCode::new(&code).map_err(|e| CodegenError::Load(e.to_string()))?;

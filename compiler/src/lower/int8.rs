@@ -15,6 +15,7 @@ use super::{BufRef, LowerError, Lowerer};
 use crate::codegen::Tier;
 use crate::codegen::int8::{Im2colBytesSpec, Int8GemmSpec, Int8Isa, MR_INT8, QuadIm2colSpec};
 use crate::codegen::int8_depthwise::{PlaneOp, QDepthwiseSpec};
+use crate::codegen::int8_planes::{PlanesCopyOutSpec, QuadPlanes, QuadPlanesSpec};
 use crate::codegen::kernels::conv::Geom;
 
 /// A QLinearConv's operands when everything but the input is constant.
@@ -156,14 +157,21 @@ impl<'g> Lowerer<'g> {
             bias[r] = (q.bias[r] as i32).wrapping_sub((q.x_zero + shift).wrapping_mul(sum_w));
         }
         let name = self.g.node(id).name.clone();
-        let packed = isa.pack_a(&w, m, k);
-        let a_ref = self.weight(&packed, &format!("{name}.packed"));
         let bias_bytes: Vec<u8> = bias.iter().flat_map(|v| v.to_le_bytes()).collect();
         let bias_ref = self.weight(&bias_bytes, &format!("{name}.bias"));
         let (mult_ref, consts_ref) = self.requant_weights(q, &name);
         let src = self.value(q.x)?;
         let dst = self.define(ValueId::new(id, 0))?;
         let signed = q.y_type == DType::I8;
+        if isa == Int8Isa::Avx512Vnni && QuadPlanes::applies(&quads_in.g) {
+            let planes = QuadPlanes { n: quads_in.n, c: quads_in.c, g: quads_in.g.clone(), flip, fill: quads_in.fill };
+            let packed = isa.pack_a(&planes.reorder_weights(&w, m), m, planes.walk().quads() * 4);
+            let a_ref = self.weight(&packed, &format!("{name}.packed"));
+            self.planes_conv(&name, planes, src, dst, m, signed, [a_ref, bias_ref, mult_ref, consts_ref]);
+            return Ok(true);
+        }
+        let packed = isa.pack_a(&w, m, k);
+        let a_ref = self.weight(&packed, &format!("{name}.packed"));
         let consts = [a_ref, bias_ref, mult_ref, consts_ref];
         // A windowed or strided conv: row copies (or strided gathers) into a byte matrix first,
         // which the quad packing then interleaves as it does a pointwise conv's input.
@@ -229,6 +237,61 @@ impl<'g> Lowerer<'g> {
         Ok(true)
     }
 
+    /// A stride-1 windowed conv as an implicit GEMM (`codegen/int8_planes.rs`): the input into
+    /// quad planes, the tile over them into rows of padded positions, and those rows' first `ow`
+    /// columns out to Y.
+    #[allow(clippy::too_many_arguments)]
+    fn planes_conv(
+        &mut self,
+        name: &str,
+        planes: QuadPlanes,
+        src: BufRef,
+        dst: BufRef,
+        m: usize,
+        signed: bool,
+        [a_ref, bias_ref, mult_ref, consts_ref]: [BufRef; 4],
+    ) {
+        let (walk, images, cols, g) = (planes.walk(), planes.n, planes.cols(), planes.g.clone());
+        let quad_planes = self.scratch(images * walk.image_bytes(), &format!("{name}/planes"));
+        let padded = self.scratch(images * m * cols, &format!("{name}/padded"));
+        let pack = QuadPlanesSpec { q: planes.clone() };
+        let kernels: Vec<usize> = planes.kernels().into_iter().map(|k| self.kernel(Arc::new(k))).collect();
+        self.step(Arc::new(pack.clone()), pack.tiles(), &[src], &[quad_planes], false, name, "QuadPlanes", 0);
+        if let Some(step) = self.out.steps.last_mut() {
+            step.operands.extend(kernels.into_iter().map(super::LOperand::Kernel));
+        }
+        // By rows where the weights outweigh the planes (each row panel then reads the planes
+        // from cache; the weights stream once).
+        let weights = m.div_ceil(MR_INT8) * MR_INT8 * walk.quads() * 4;
+        let gemm = Int8GemmSpec {
+            images,
+            m,
+            n: cols,
+            quads: walk.quads(),
+            ldc: cols,
+            signed,
+            by_rows: weights > walk.image_bytes(),
+            isa: Int8Isa::Avx512Vnni,
+            walk: Some(walk),
+        };
+        // The conv's work, not the tile's (which includes the dropped columns).
+        let flops = 2 * (images * m * g.oh * g.ow * planes.c * g.kh * g.kw) as u64;
+        let tiles = gemm.tiles();
+        let tile_kernels: Vec<usize> = gemm.microkernels().into_iter().map(|k| self.kernel(Arc::new(k))).collect();
+        let reads = [a_ref, quad_planes, bias_ref, mult_ref, consts_ref];
+        self.step(Arc::new(gemm), tiles, &reads, &[padded], false, name, "QLinearConv", flops);
+        if let Some(step) = self.out.steps.last_mut() {
+            step.operands.extend(tile_kernels.into_iter().map(super::LOperand::Kernel));
+        }
+        let out = PlanesCopyOutSpec { images, m, oh: g.oh, ow: g.ow, wp: planes.wp() };
+        let copy = self.kernel(Arc::new(out.kernel()));
+        let tiles = out.tiles();
+        self.step(Arc::new(out), tiles, &[padded], &[dst], false, name, "PlanesCopyOut", 0);
+        if let Some(step) = self.out.steps.last_mut() {
+            step.operands.push(super::LOperand::Kernel(copy));
+        }
+    }
+
     /// The quad packing of `band.src` into `band.panels`, then the GEMM into `band.dst` (rows of
     /// C `band.cols` apart): the steps every conv on the int8 tile ends with.
     #[allow(clippy::too_many_arguments)]
@@ -252,6 +315,7 @@ impl<'g> Lowerer<'g> {
             signed,
             by_rows: Int8GemmSpec::weights_dominate(m, n, quads),
             isa,
+            walk: None,
         };
         let tiles = spec.tiles();
         let interleaves: Vec<usize> = spec.quad_kernels().into_iter().map(|k| self.kernel(Arc::new(k))).collect();
