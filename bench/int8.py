@@ -11,7 +11,10 @@ precision and the given threads, PERFORMANCE_HINT LATENCY: it runs a QDQ model's
 int8 itself; it refuses the QOperator files, whose com.microsoft ops it lacks). Then, per
 model and form, how far incept's output is from ONNX
 Runtime's on the same input, in quantisation steps of the output (the scale of the graph's last
-DequantizeLinear), and whether the top-1 classes agree.
+DequantizeLinear): from ORT as it runs by default, from ORT running the graph as written (graph
+optimisations off: every QDQ pair in f32, the ONNX definition), and ORT's two runs from each other
+(its fused integer kernels round differently from the graph as written); and whether the top-1
+classes agree.
 
     python bench/int8.py --zoo DIR [--models ResNet50 MobileNetV2] [--forms qop qdq] \
         [--threads 1] [--rounds 2] [--runs 20] [--incept target/release/incept] [--openvino]
@@ -41,21 +44,31 @@ def output_step(path):
     return float(onnx.numpy_helper.to_array(init[n.input[1]]).reshape(-1)[0])
 
 
+def ort_output(path, x, level):
+    so = ort.SessionOptions()
+    so.graph_optimization_level = level
+    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: x})[0].astype(np.float64)
+
+
 def agreement(binary, path, inp, x, int8):
-    """(largest distance in output steps, top-1 equal) of incept's output against ORT's."""
-    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    want = s.run(None, {s.get_inputs()[0].name: x})[0]
+    """Distances in output steps (largest over the output) of incept from ONNX Runtime as it
+    runs by default, of incept from ONNX Runtime running the graph as written (no graph
+    optimisations: each QDQ pair in f32, as ONNX defines it), and of the two ONNX Runtimes from
+    each other; and whether incept's top-1 classes equal ORT's."""
+    want = ort_output(path, x, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    literal = ort_output(path, x, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "out.npy")
         cmd = [binary, "run", path, "-i", inp, "-o", out]
         if int8:
             cmd += ["--precision", "int8"]
         subprocess.run(cmd, check=True, capture_output=True)
-        got = np.load(out)
+        got = np.load(out).astype(np.float64)
     step = output_step(path)
-    worst = float(np.abs(got.astype(np.float64) - want).max())
-    steps = worst / step if step else float("nan")
-    return steps, bool((got.reshape(got.shape[0], -1).argmax(1) == want.reshape(want.shape[0], -1).argmax(1)).all())
+    dist = lambda a, b: float(np.abs(a - b).max()) / step if step else float("nan")
+    top = lambda v: v.reshape(v.shape[0], -1).argmax(1)
+    return (dist(got, want), dist(got, literal), dist(want, literal)), bool((top(got) == top(want)).all())
 
 
 def ort_times(path, x, threads, runs):
@@ -128,14 +141,16 @@ def main():
                     rows[key]["ov"].append(statistics.median(ov_times(path, x, a.threads, a.runs)))
                 print(f"round {r}: {m}.{f}: incept median {statistics.median(i):.1f} min {min(i):.1f}, "
                       f"ORT median {statistics.median(o):.1f} min {min(o):.1f}", flush=True)
-    print(f"\n| model | form | incept ms | ONNX Runtime ms | ratio | OpenVINO ms | steps from ORT | top-1 |"
-          f"  ({a.threads} thread(s), medians over {a.rounds} rounds)")
+    print(f"\n| model | form | incept ms | ONNX Runtime ms | ratio | OpenVINO ms | steps from ORT "
+          f"(as written; ORT from itself) | top-1 |  ({a.threads} thread(s), medians over {a.rounds} rounds)")
     print("|---|---|---|---|---|---|---|---|")
     for (m, f), v in rows.items():
         i, o = statistics.median(v["incept"]), statistics.median(v["ort"])
         ov_ms = f"{statistics.median(v['ov']):.1f}" if v["ov"] else "-"
         top1 = "equal" if v["top1"] else "DIFFERENT"
-        print(f"| {m} | {f} | {i:.1f} | {o:.1f} | {i / o:.2f} | {ov_ms} | {v['steps']:.2f} | {top1} |")
+        by_default, as_written, ort_itself = v["steps"]
+        steps = f"{by_default:.0f} ({as_written:.0f}; {ort_itself:.0f})"
+        print(f"| {m} | {f} | {i:.1f} | {o:.1f} | {i / o:.2f} | {ov_ms} | {steps} | {top1} |")
 
 
 if __name__ == "__main__":
