@@ -240,9 +240,10 @@ impl Cpu {
         }
     }
 
-    /// The int8 tile of ungrouped convs: AVX512-VNNI or AVX-VNNI where named (or `native` on a
-    /// CPU that has them, AVX-512 first), else AVX2's exact VPMADDWD form on the tiers that
-    /// have AVX2; None on the baseline tier (a scalar integer conv).
+    /// The int8 tile of ungrouped convs: AVX512-VNNI or AVX-VNNI where named (or implied, by
+    /// avx512bf16 and amx; or `native` on a CPU that has them, AVX-512 first), else AVX2's
+    /// exact VPMADDWD form on the tiers that have AVX2; None on the baseline tier (a scalar
+    /// integer conv).
     pub fn int8_isa(self) -> Option<crate::codegen::int8::Int8Isa> {
         use crate::codegen::Tier;
         use crate::codegen::int8::Int8Isa;
@@ -256,7 +257,10 @@ impl Cpu {
                 Tier::Avx2 | Tier::Avx512 => Some(Int8Isa::Avx2),
                 _ => None,
             },
-            Cpu::Avx2 | Cpu::Avx512 | Cpu::Avx512Bf16 | Cpu::Amx => Some(Int8Isa::Avx2),
+            // Every CPU with AVX512-BF16 or AMX also has AVX512-VNNI (Cooper Lake, Sapphire
+            // Rapids, Zen 4 and later).
+            Cpu::Avx512Bf16 | Cpu::Amx => Some(Int8Isa::Avx512Vnni),
+            Cpu::Avx2 | Cpu::Avx512 => Some(Int8Isa::Avx2),
         }
     }
 
