@@ -97,6 +97,11 @@ pub struct CompileOptions {
     /// A test knob: 0 takes every stride-1 conv it applies to.
     #[doc(hidden)]
     pub implicit_min_fill: Option<f64>,
+    /// Stride-1 windowed int8 convs on the AVX512-VNNI tile over quad planes wherever they
+    /// apply (true), never (false), or where their dropped columns cost less than the byte
+    /// matrix (None, the default). A test knob.
+    #[doc(hidden)]
+    pub int8_planes: Option<bool>,
     /// With `Precision::Auto`: the largest output error (relative to each output's largest
     /// magnitude, against the f64 reference on `auto_inputs`) bf16 may introduce.
     pub auto_tolerance: f64,
@@ -114,6 +119,7 @@ impl CompileOptions {
             im2col_band_bytes: self.im2col_band_bytes,
             winograd: lower::WinogradChoice { forced: self.winograd_tile, f4: self.winograd_f4 },
             implicit_min_fill: self.implicit_min_fill,
+            int8_planes: self.int8_planes,
             f32_nodes: self.f32_nodes.iter().cloned().collect(),
             int8_isa: self.cpu.int8_isa(),
         }
@@ -136,6 +142,7 @@ impl Default for CompileOptions {
             winograd_f4: false,
             precision: Precision::F32,
             implicit_min_fill: None,
+            int8_planes: None,
             auto_tolerance: 1e-2,
             auto_inputs: vec![],
             f32_nodes: vec![],

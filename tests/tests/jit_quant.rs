@@ -822,9 +822,11 @@ fn int8_tile_convs(isa: incept_compiler::codegen::int8::Int8Isa, cpu: incept_com
             let (model, _) = incept_compiler::compile_graph(g.g.clone(), &opts).expect("compile");
             let plan = model.plan();
             let gemms = plan.steps.iter().filter(|st| st.op == "QLinearConv").count();
-            // Stride-1 windowed convs on the 512-bit tile run over quad planes: no byte matrix,
-            // no bands (`jit_quant_planes.rs` tests them at length).
-            let planes = isa == Int8Isa::Avx512Vnni && k > 1 && stride == 1;
+            // Stride-1 windowed convs on the 512-bit tile run over quad planes where their
+            // dropped columns cost less than the byte matrix: no byte matrix, no bands
+            // (`jit_quant_planes.rs` tests them at length).
+            let planes = plan.steps.iter().any(|st| st.op == "QuadPlanes");
+            assert!(!planes || (isa == Int8Isa::Avx512Vnni && k > 1 && stride == 1), "{c}x{hw} k {k}: planes");
             let banded = band.is_some() && (k > 1 || stride > 1) && !planes;
             assert_eq!(gemms > 1, banded, "{c}x{hw} k {k} s {stride} band {band:?}: {gemms} GEMM steps");
             let tile = format!("{} int8 microkernel", isa.name());
@@ -836,7 +838,6 @@ fn int8_tile_convs(isa: incept_compiler::codegen::int8::Int8Isa, cpu: incept_com
                 (k > 1 || stride > 1) && !planes,
                 "{c}x{hw} {x_type} k {k} s {stride}: the byte matrix"
             );
-            assert_eq!(plan.steps.iter().any(|st| st.op == "QuadPlanes"), planes, "{c}x{hw} k {k}: quad planes");
             let got = model.run(&[incept_compiler::to_runtime(&input).expect("input")]).expect("run");
             let got = incept_compiler::from_runtime(&got[0]).expect("output");
             assert_eq!(
@@ -850,6 +851,70 @@ fn int8_tile_convs(isa: incept_compiler::codegen::int8::Int8Isa, cpu: incept_com
     }
     assert!(by_rows > 0, "no conv ran its GEMM by row panels");
     println!("{cases} convs checked on the {} tile ({by_rows} plans by row panels)", isa.name());
+}
+
+/// Pointwise QLinearConvs whose last column panel splits into the 16-column tile and 1 to 3
+/// columns on the column kernel (`codegen/int8_columns.rs`; 49, 50 and 51 positions), by column
+/// and by row panels, with a short last row panel, both signs: the interpreter's bytes.
+#[test]
+fn vnni_column_splits_match_the_interpreter() {
+    use incept_compiler::codegen::int8::Int8Isa;
+    use incept_compiler::{CompileOptions, Cpu};
+    if !Int8Isa::Avx512Vnni.on_host() {
+        println!("skipped: this CPU has no AVX512-VNNI");
+        return;
+    }
+    let mut cases = 0;
+    for (x_type, y_type, c, (h, w), m) in [
+        (DType::U8, DType::U8, 8, (7, 7), 16),
+        (DType::I8, DType::I8, 12, (5, 10), 13),
+        (DType::U8, DType::I8, 5, (3, 17), 30),
+        (DType::I8, DType::U8, 40, (7, 7), 100),
+        (DType::U8, DType::U8, 64, (3, 17), 12),
+    ] {
+        let mut s = SplitMix(c as u64 * 17 + m as u64);
+        let mut graph = Gen::new(c as u64 + 11);
+        let g = &mut graph;
+        let x = g.input_of(x_type, &[1, c, h, w]);
+        let weights: Vec<i8> = (0..m * c).map(|_| (s.next_u64() % 256) as u8 as i8).collect();
+        let wv = g.konst(Tensor::from_vec(vec![m, c, 1, 1], weights));
+        let xz = typed(x_type, vec![], &[if x_type == DType::U8 { 3 } else { -5 }]);
+        let yz = typed(y_type, vec![], &[if y_type == DType::U8 { 128 } else { -3 }]);
+        let w_scales: Vec<f32> = (0..m).map(|i| 0.002 * (1 + i % 5) as f32).collect();
+        let bias: Vec<i32> = (0..m).map(|i| i as i32 * 577 - 3000).collect();
+        let ins = vec![
+            Some(x),
+            Some(g.konst(Tensor::scalar(0.0625f32))),
+            Some(g.konst(xz)),
+            Some(wv),
+            Some(g.konst(Tensor::from_vec(vec![m], w_scales))),
+            Some(g.konst(Tensor::from_vec(vec![m], vec![0i8; m]))),
+            Some(g.konst(Tensor::scalar(0.25f32))),
+            Some(g.konst(yz)),
+            Some(g.konst(Tensor::from_vec(vec![m], bias))),
+        ];
+        let out = g.op("QLinearConv", vec![], ins).expect("a valid conv");
+        g.g.set_outputs(vec![out]);
+        let input = {
+            let v: Vec<i64> = (0..c * h * w)
+                .map(|_| (s.next_u64() % 256) as i64 + if x_type == DType::I8 { -128 } else { 0 })
+                .collect();
+            typed(x_type, vec![1, c, h, w], &v)
+        };
+        let want = interp::run(&g.g, std::slice::from_ref(&input)).expect("interpreter");
+        for threads in [1, 2] {
+            let opts = CompileOptions { cpu: Cpu::Avx512Vnni, threads, ..Default::default() };
+            let (model, _) = incept_compiler::compile_graph(g.g.clone(), &opts).expect("compile");
+            let what = format!("{x_type}->{y_type} c {c} {h}x{w} m {m} at {threads} threads");
+            let split = model.plan().kernels.iter().any(|k| k.name.contains("int8 columns"));
+            assert!(split, "{what}: no column kernel");
+            let got = model.run(&[incept_compiler::to_runtime(&input).expect("input")]).expect("run");
+            let got = incept_compiler::from_runtime(&got[0]).expect("output");
+            assert_eq!(got.bytes(), want[0].bytes(), "{what}");
+        }
+        cases += 1;
+    }
+    println!("{cases} split convs checked");
 }
 
 /// Depthwise QLinearConvs on the AVX-512 plane kernel: both input types and output types,

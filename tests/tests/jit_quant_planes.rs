@@ -120,7 +120,8 @@ fn planes_convs_match_the_interpreter() {
             typed(x_type, vec![n, c, geo.h, geo.w], &v)
         };
         let want = interp::run(&g.g, std::slice::from_ref(&input)).expect("interpreter");
-        let opts = CompileOptions { cpu: Cpu::Avx512Vnni, threads, ..Default::default() };
+        // Quad planes even where the byte matrix would cost less (small maps).
+        let opts = CompileOptions { cpu: Cpu::Avx512Vnni, threads, int8_planes: Some(true), ..Default::default() };
         let (model, _) = incept_compiler::compile_graph(g.g.clone(), &opts).expect("compile");
         let plan = model.plan();
         let what = r.describe();
@@ -131,4 +132,47 @@ fn planes_convs_match_the_interpreter() {
         assert_eq!(got.bytes(), want[0].bytes(), "{what}");
     }
     println!("{} convs in quad planes checked", rows.len());
+}
+
+/// The lowering's choice without the knob: quad planes where their dropped columns cost about
+/// what the byte matrix's packing does or less (3x3 convs on 14x14 and 28x28 maps: 224 padded
+/// columns against 196 positions' 208 columns of work, 840 against 784), the byte matrix on a
+/// 7x7 map (63 padded columns cost 64 columns of work, 49 positions 32 + 16 + one); both exact.
+#[test]
+fn planes_where_they_pay() {
+    if !Int8Isa::Avx512Vnni.on_host() {
+        println!("skipped: this CPU has no AVX512-VNNI");
+        return;
+    }
+    for (hw, planes) in [(7, false), (14, true), (28, true)] {
+        let (c, m) = (8, 16);
+        let mut s = SplitMix(hw as u64);
+        let mut graph = Gen::new(hw as u64);
+        let g = &mut graph;
+        let x = g.input_of(DType::U8, &[1, c, hw, hw]);
+        let weights: Vec<i8> = (0..m * c * 9).map(|_| (s.next_u64() % 256) as u8 as i8).collect();
+        let w = g.konst(Tensor::from_vec(vec![m, c, 3, 3], weights));
+        let ins = vec![
+            Some(x),
+            Some(g.konst(Tensor::scalar(0.0625f32))),
+            Some(g.konst(typed(DType::U8, vec![], &[7]))),
+            Some(w),
+            Some(g.konst(Tensor::scalar(0.001f32))),
+            Some(g.konst(Tensor::from_vec(vec![], vec![0i8]))),
+            Some(g.konst(Tensor::scalar(0.25f32))),
+            Some(g.konst(typed(DType::U8, vec![], &[100]))),
+            None,
+        ];
+        let out = g.op("QLinearConv", vec![("pads", ints(&[1, 1, 1, 1]))], ins).expect("a valid conv");
+        g.g.set_outputs(vec![out]);
+        let input =
+            typed(DType::U8, vec![1, c, hw, hw], &(0..c * hw * hw).map(|i| (i * 31 % 256) as i64).collect::<Vec<_>>());
+        let want = interp::run(&g.g, std::slice::from_ref(&input)).expect("interpreter");
+        let opts = CompileOptions { cpu: Cpu::Avx512Vnni, ..Default::default() };
+        let (model, _) = incept_compiler::compile_graph(g.g.clone(), &opts).expect("compile");
+        let took = model.plan().steps.iter().any(|st| st.op == "QuadPlanes");
+        assert_eq!(took, planes, "{hw}x{hw}: quad planes");
+        let got = model.run(&[incept_compiler::to_runtime(&input).expect("input")]).expect("run");
+        assert_eq!(incept_compiler::from_runtime(&got[0]).expect("output").bytes(), want[0].bytes(), "{hw}x{hw}");
+    }
 }

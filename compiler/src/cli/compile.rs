@@ -105,6 +105,7 @@ impl BackendArgs {
             winograd_f4: self.winograd_f4,
             precision: self.precision,
             implicit_min_fill: None,
+            int8_planes: None,
             auto_tolerance: self.tolerance.unwrap_or(1e-2),
             auto_inputs: vec![],
             f32_nodes: vec![],

@@ -20,6 +20,7 @@
 use iced_x86::code_asm::*;
 
 use super::CodegenError;
+use super::int8_columns::{MAX_COLUMNS, VnniColumns};
 pub use super::int8_layout::{Int8Out, MR_INT8, QUAD_ROW_BYTES, QuadRowsKernel, pack_quad_a, quad_a_offset};
 use super::int8_planes::{PlanesWalk, planes_walk};
 use super::kernels::conv::Geom;
@@ -715,8 +716,9 @@ impl Int8GemmSpec {
         let narrow = self.n % 32;
         let mut v = vec![];
         let isa = self.isa;
-        // The 16-column form is the 512-bit tile's.
-        let half = narrow <= 16 && isa == Int8Isa::Avx512Vnni;
+        // The 16-column form is the 512-bit tile's (also the first half of a split panel).
+        let half = (narrow <= 16 || self.split() > 0) && isa == Int8Isa::Avx512Vnni;
+        let narrow = if self.split() > 0 { 16 } else { narrow };
         for (cols, valid) in [(32, 32), (if half { 16 } else { 32 }, narrow)] {
             if valid == 0 {
                 break;
@@ -726,6 +728,28 @@ impl Int8GemmSpec {
             if short {
                 v.push(VnniMicrokernel { rows: self.m % MR_INT8, cols, valid, out, isa, walk });
             }
+        }
+        v
+    }
+    /// Columns of the last panel past its first 16 that go to the column kernel
+    /// ([`VnniColumns`]; the 16 to the 16-column tile): where the panel has 17 to 16 +
+    /// `MAX_COLUMNS` columns (a 7x7 map's 49 positions leave 17), on the 512-bit tile over
+    /// packed panels; else 0.
+    pub fn split(&self) -> usize {
+        let r = self.n % 32;
+        let fits = r > 16 && r - 16 <= MAX_COLUMNS;
+        if fits && self.isa == Int8Isa::Avx512Vnni && self.walk.is_none() { r - 16 } else { 0 }
+    }
+    /// The column kernels it calls after the tiles (full and short row panels), where it splits.
+    pub fn column_kernels(&self) -> Vec<VnniColumns> {
+        let cols = self.split();
+        if cols == 0 {
+            return vec![];
+        }
+        let out = Int8Out::Requant { signed: self.signed };
+        let mut v = vec![VnniColumns { rows: MR_INT8.min(self.m), cols, out }];
+        if self.m > MR_INT8 && !self.m.is_multiple_of(MR_INT8) {
+            v.push(VnniColumns { rows: self.m % MR_INT8, cols, out });
         }
         v
     }
@@ -746,8 +770,8 @@ impl super::KernelSpec for Int8GemmSpec {
 
         let ops: Vec<_> = (0..6).map(|i| kb.operand(i)).collect();
         let (a, b, bias, mult, consts, c) = (ops[0], ops[1], ops[2], ops[3], ops[4], ops[5]);
-        let kernels = self.microkernels();
-        let uk: Vec<_> = (0..kernels.len()).map(|i| kb.operand(6 + i)).collect();
+        let (tiles, split) = (self.microkernels().len(), self.split());
+        let uk: Vec<_> = (0..tiles + self.column_kernels().len()).map(|i| kb.operand(6 + i)).collect();
         let (panels, pm, rem) = (self.panels(), self.row_panels(), self.m % MR_INT8);
         let a_panel = (self.quads * MR_INT8 * if self.isa == Int8Isa::Avx2 { 8 } else { 4 }) as i64;
         // A panel's bytes, an image's, and from one column panel to the next.
@@ -787,6 +811,12 @@ impl super::KernelSpec for Int8GemmSpec {
             let ldc_v = kb.iconst(self.ldc as i64);
             let quads = kb.iconst(self.quads as i64);
             kb.call_code(f, &[aptr, bpan, cptr, ldc_v, quads, bias_p, mult_p, consts]);
+            if last && split > 0 {
+                // The columns past the 16-column tile's: B 64 bytes on in each quad row.
+                let g = uk[tiles + if r_rows == full_rows { 0 } else { 1 }];
+                let (b16, c16) = (kb.addi(bpan, 64), kb.addi(cptr, 16));
+                kb.call_code(g, &[aptr, b16, c16, ldc_v, quads, bias_p, mult_p, consts]);
+            }
         };
         let (begin, end) = (kb.begin, kb.end);
         let full_panels = (self.n / 32) as i64;

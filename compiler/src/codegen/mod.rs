@@ -9,6 +9,7 @@ pub mod builder;
 pub mod int8;
 pub mod int8_arith;
 pub mod int8_avx2;
+pub mod int8_columns;
 pub mod int8_depthwise;
 pub mod int8_elementwise;
 pub mod int8_elementwise_avx2;

@@ -14,6 +14,7 @@ use super::conv::geom;
 use super::{BufRef, LowerError, Lowerer};
 use crate::codegen::Tier;
 use crate::codegen::int8::{Im2colBytesSpec, Int8GemmSpec, Int8Isa, MR_INT8, QuadIm2colSpec};
+use crate::codegen::int8_columns::column_work;
 use crate::codegen::int8_depthwise::{PlaneOp, QDepthwiseSpec};
 use crate::codegen::int8_planes::{PlanesCopyOutSpec, QuadPlanes, QuadPlanesSpec};
 use crate::codegen::kernels::conv::Geom;
@@ -163,8 +164,14 @@ impl<'g> Lowerer<'g> {
         let src = self.value(q.x)?;
         let dst = self.define(ValueId::new(id, 0))?;
         let signed = q.y_type == DType::I8;
-        if isa == Int8Isa::Avx512Vnni && QuadPlanes::applies(&quads_in.g) {
-            let planes = QuadPlanes { n: quads_in.n, c: quads_in.c, g: quads_in.g.clone(), flip, fill: quads_in.fill };
+        let planes = QuadPlanes { n: quads_in.n, c: quads_in.c, g: quads_in.g.clone(), flip, fill: quads_in.fill };
+        // Over quad planes, unless its dropped columns cost more than the byte matrix's packing
+        // (taken as a tenth of the GEMM): a 7x7 map's 3x3 conv is 63 padded columns (64 columns'
+        // work) against 49 positions (32 + 16 + a column).
+        let planes_pay = self
+            .int8_planes
+            .unwrap_or_else(|| column_work(planes.cols()) * 10 <= column_work(quads_in.g.oh * quads_in.g.ow) * 11);
+        if isa == Int8Isa::Avx512Vnni && QuadPlanes::applies(&quads_in.g) && planes_pay {
             let packed = isa.pack_a(&planes.reorder_weights(&w, m), m, planes.walk().quads() * 4);
             let a_ref = self.weight(&packed, &format!("{name}.packed"));
             self.planes_conv(&name, planes, src, dst, m, signed, [a_ref, bias_ref, mult_ref, consts_ref]);
@@ -324,7 +331,8 @@ impl<'g> Lowerer<'g> {
             step.operands.extend(interleaves.into_iter().map(super::LOperand::Kernel));
         }
         let (tiles, flops) = (gemm.tiles(), gemm.flops());
-        let kernels: Vec<usize> = gemm.microkernels().into_iter().map(|k| self.kernel(Arc::new(k))).collect();
+        let mut kernels: Vec<usize> = gemm.microkernels().into_iter().map(|k| self.kernel(Arc::new(k))).collect();
+        kernels.extend(gemm.column_kernels().into_iter().map(|k| self.kernel(Arc::new(k))));
         let reads = [a_ref, band.panels, bias_ref, mult_ref, consts_ref];
         self.step(Arc::new(gemm), tiles, &reads, &[band.dst], false, name, "QLinearConv", flops);
         if let Some(step) = self.out.steps.last_mut() {

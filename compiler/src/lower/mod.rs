@@ -161,6 +161,8 @@ pub(crate) struct Lowerer<'g> {
     implicit_min_fill: f64,
     /// int8 convs may run on the AVX512-VNNI tile.
     int8_isa: Option<crate::codegen::int8::Int8Isa>,
+    /// Quad planes forced on or off (None: by cost).
+    int8_planes: Option<bool>,
 }
 
 /// How 3x3 convolutions choose their Winograd tile.
@@ -186,6 +188,8 @@ pub struct Knobs {
     pub implicit_min_fill: Option<f64>,
     /// int8 convs may run on the AVX512-VNNI tile.
     pub int8_isa: Option<crate::codegen::int8::Int8Isa>,
+    /// Stride-1 windowed int8 convs over quad planes always or never (None: by cost).
+    pub int8_planes: Option<bool>,
 }
 
 /// Bytes of the graph's constants.
@@ -228,6 +232,7 @@ pub fn lower_with(
         winograd: knobs.winograd,
         implicit_min_fill: knobs.implicit_min_fill.unwrap_or(conv::IMPLICIT_MIN_FILL),
         // The 512-bit tile on the AVX-512 tier; the 256-bit ones on it or the AVX2 tier.
+        int8_planes: knobs.int8_planes,
         int8_isa: knobs.int8_isa.filter(|i| match i {
             crate::codegen::int8::Int8Isa::Avx512Vnni => tier == Tier::Avx512,
             _ => matches!(tier, Tier::Avx2 | Tier::Avx512),
