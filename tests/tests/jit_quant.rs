@@ -853,9 +853,10 @@ fn int8_tile_convs(isa: incept_compiler::codegen::int8::Int8Isa, cpu: incept_com
     println!("{cases} convs checked on the {} tile ({by_rows} plans by row panels)", isa.name());
 }
 
-/// Pointwise QLinearConvs whose last column panel splits into the 16-column tile and 1 to 3
-/// columns on the column kernel (`codegen/int8_columns.rs`; 49, 50 and 51 positions), by column
-/// and by row panels, with a short last row panel, both signs: the interpreter's bytes.
+/// Pointwise QLinearConvs whose last column panel goes to the column kernel
+/// (`codegen/int8_columns.rs`): 1 to 4 columns alone (1, 4, 33 and 196 positions) or after the
+/// 16-column tile (49, 50, 51 and 52), by column and by row panels, with a short last row panel,
+/// both signs: the interpreter's bytes.
 #[test]
 fn vnni_column_splits_match_the_interpreter() {
     use incept_compiler::codegen::int8::Int8Isa;
@@ -871,6 +872,11 @@ fn vnni_column_splits_match_the_interpreter() {
         (DType::U8, DType::I8, 5, (3, 17), 30),
         (DType::I8, DType::U8, 40, (7, 7), 100),
         (DType::U8, DType::U8, 64, (3, 17), 12),
+        (DType::I8, DType::U8, 24, (4, 13), 25),
+        (DType::U8, DType::U8, 16, (1, 1), 40),
+        (DType::I8, DType::I8, 9, (2, 2), 14),
+        (DType::U8, DType::I8, 20, (3, 11), 12),
+        (DType::U8, DType::U8, 32, (14, 14), 50),
     ] {
         let mut s = SplitMix(c as u64 * 17 + m as u64);
         let mut graph = Gen::new(c as u64 + 11);

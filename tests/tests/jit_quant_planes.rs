@@ -134,10 +134,11 @@ fn planes_convs_match_the_interpreter() {
     println!("{} convs in quad planes checked", rows.len());
 }
 
-/// The lowering's choice without the knob: quad planes where their dropped columns cost about
-/// what the byte matrix's packing does or less (3x3 convs on 14x14 and 28x28 maps: 224 padded
-/// columns against 196 positions' 208 columns of work, 840 against 784), the byte matrix on a
-/// 7x7 map (63 padded columns cost 64 columns of work, 49 positions 32 + 16 + one); both exact.
+/// The lowering's choice without the knob: quad planes where their dropped columns cost at most
+/// what the byte matrix and its packing do (3x3 convs on 14x14 and 28x28 maps: 224 padded
+/// columns' work against 196 positions' 200 and the packing, 840 against 784 and it), the byte
+/// matrix on a 7x7 map (63 padded columns cost 64 columns of work, 49 positions 32 + 16 + one);
+/// both exact.
 #[test]
 fn planes_where_they_pay() {
     if !Int8Isa::Avx512Vnni.on_host() {

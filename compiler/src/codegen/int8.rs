@@ -716,9 +716,10 @@ impl Int8GemmSpec {
         let narrow = self.n % 32;
         let mut v = vec![];
         let isa = self.isa;
-        // The 16-column form is the 512-bit tile's (also the first half of a split panel).
-        let half = (narrow <= 16 || self.split() > 0) && isa == Int8Isa::Avx512Vnni;
-        let narrow = if self.split() > 0 { 16 } else { narrow };
+        // The last panel's tile columns: none or 16 where the column kernel takes the rest.
+        let narrow = self.split().map_or(narrow, |(lead, _)| lead);
+        // The 16-column form is the 512-bit tile's.
+        let half = narrow <= 16 && isa == Int8Isa::Avx512Vnni;
         for (cols, valid) in [(32, 32), (if half { 16 } else { 32 }, narrow)] {
             if valid == 0 {
                 break;
@@ -731,21 +732,24 @@ impl Int8GemmSpec {
         }
         v
     }
-    /// Columns of the last panel past its first 16 that go to the column kernel
-    /// ([`VnniColumns`]; the 16 to the 16-column tile): where the panel has 17 to 16 +
-    /// `MAX_COLUMNS` columns (a 7x7 map's 49 positions leave 17), on the 512-bit tile over
-    /// packed panels; else 0.
-    pub fn split(&self) -> usize {
-        let r = self.n % 32;
-        let fits = r > 16 && r - 16 <= MAX_COLUMNS;
-        if fits && self.isa == Int8Isa::Avx512Vnni && self.walk.is_none() { r - 16 } else { 0 }
+    /// Where the last, partial column panel goes to the column kernel ([`VnniColumns`]):
+    /// `(lead, cols)`, the 16-column tile taking the first `lead` (0 or 16) columns and the
+    /// kernel the `cols` after them. Where the panel has 1 to `MAX_COLUMNS` columns (a
+    /// classifier's one row, a 17x17 map's 289 positions) or 16 more (a 7x7 map's 49), on the
+    /// 512-bit tile over packed panels; else None (the tile takes the panel).
+    pub fn split(&self) -> Option<(usize, usize)> {
+        if self.isa != Int8Isa::Avx512Vnni || self.walk.is_some() {
+            return None;
+        }
+        match self.n % 32 {
+            r @ 1..=MAX_COLUMNS => Some((0, r)),
+            r if r > 16 && r - 16 <= MAX_COLUMNS => Some((16, r - 16)),
+            _ => None,
+        }
     }
     /// The column kernels it calls after the tiles (full and short row panels), where it splits.
     pub fn column_kernels(&self) -> Vec<VnniColumns> {
-        let cols = self.split();
-        if cols == 0 {
-            return vec![];
-        }
+        let Some((_, cols)) = self.split() else { return vec![] };
         let out = Int8Out::Requant { signed: self.signed };
         let mut v = vec![VnniColumns { rows: MR_INT8.min(self.m), cols, out }];
         if self.m > MR_INT8 && !self.m.is_multiple_of(MR_INT8) {
@@ -786,7 +790,6 @@ impl super::KernelSpec for Int8GemmSpec {
         // One tile call: row panel r (a constant or a value) of image img by column panel p,
         // into C (the narrow last panel by its own tile, which stores only its columns).
         let call = |kb: &mut super::builder::Kb, img: Value, r: Value, r_rows: usize, p: Value, last: bool| {
-            let f = uk[if r_rows == full_rows { 0 } else { 1 } + if last { per_width } else { 0 }];
             let bpan = {
                 let i = kb.muli(img, b_image);
                 let o = kb.muli(p, b_panel);
@@ -810,12 +813,21 @@ impl super::KernelSpec for Int8GemmSpec {
             let mult_p = kb.elem(mult, row0, 4);
             let ldc_v = kb.iconst(self.ldc as i64);
             let quads = kb.iconst(self.quads as i64);
-            kb.call_code(f, &[aptr, bpan, cptr, ldc_v, quads, bias_p, mult_p, consts]);
-            if last && split > 0 {
-                // The columns past the 16-column tile's: B 64 bytes on in each quad row.
-                let g = uk[tiles + if r_rows == full_rows { 0 } else { 1 }];
-                let (b16, c16) = (kb.addi(bpan, 64), kb.addi(cptr, 16));
-                kb.call_code(g, &[aptr, b16, c16, ldc_v, quads, bias_p, mult_p, consts]);
+            let args = [aptr, bpan, cptr, ldc_v, quads, bias_p, mult_p, consts];
+            match (last, split) {
+                (true, Some((lead, _))) => {
+                    if lead > 0 {
+                        kb.call_code(uk[if r_rows == full_rows { 0 } else { 1 } + per_width], &args);
+                    }
+                    // The columns past the tile's: B 4 bytes a column on in each quad row.
+                    let g = uk[tiles + if r_rows == full_rows { 0 } else { 1 }];
+                    let (b_cols, c_cols) = (kb.addi(bpan, 4 * lead as i64), kb.addi(cptr, lead as i64));
+                    kb.call_code(g, &[aptr, b_cols, c_cols, ldc_v, quads, bias_p, mult_p, consts]);
+                }
+                _ => {
+                    let f = uk[if r_rows == full_rows { 0 } else { 1 } + if last { per_width } else { 0 }];
+                    kb.call_code(f, &args);
+                }
             }
         };
         let (begin, end) = (kb.begin, kb.end);

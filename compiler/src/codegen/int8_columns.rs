@@ -5,7 +5,9 @@
 //! one column leaves the column: here one register holds the column's sums for the panel's 12
 //! rows, VPDPBUSD taking the column's four B bytes broadcast (unsigned) by the 12 rows' quads of
 //! A as one vector (signed: the packed panel holds them side by side). One VPDPBUSD a quad
-//! instead of twelve, so a 7x7 conv costs 32 + 16 + about 2 columns' work, not 64.
+//! instead of twelve, so a 7x7 conv costs 32 + 16 + about 2 columns' work, not 64. Where a
+//! panel has 1 to 4 columns the kernel takes them all (a classifier's single row, a 14x14
+//! map's last 4 of 196 positions).
 
 use iced_x86::code_asm::*;
 
@@ -15,9 +17,9 @@ use super::int8_layout::{Int8Out, MR_INT8, QUAD_ROW_BYTES};
 use super::wide::{ZMM, asm_err};
 
 /// Most columns the kernel takes (more go to the tiles).
-pub const MAX_COLUMNS: usize = 3;
+pub const MAX_COLUMNS: usize = 4;
 
-/// `cols` (1..=3) columns of `rows` (1..=12) outputs, with the VNNI tile's ABI
+/// `cols` (1..=4) columns of `rows` (1..=12) outputs, with the VNNI tile's ABI
 /// ([`super::int8::VnniMicrokernel`]): A a packed 12-row panel, B a quad panel at the first
 /// column's four bytes (rows 128 bytes apart), C at the first column's byte of the first row.
 /// The sums start at the bias, are requantised with each row's multiplier, and each row's byte
@@ -127,15 +129,16 @@ impl super::KernelSpec for VnniColumns {
 }
 
 /// Columns' work of an int8 GEMM of `n` columns on the 512-bit tiles, in tile columns: whole
-/// 32-column panels, and the last one as 16 (the 16-column tile), 16 and a few columns (about
-/// two each: a column costs one VPDPBUSD a quad for its rows, against the tile's twelve for
-/// sixteen columns, and a broadcast), or 32.
+/// 32-column panels, and the last one as a few columns (about two each: a column costs one
+/// VPDPBUSD a quad for its rows, against the tile's twelve for sixteen columns, and a
+/// broadcast), 16 (the 16-column tile), 16 and a few columns, or 32.
 pub fn column_work(n: usize) -> usize {
     let r = n % 32;
     n / 32 * 32
         + match r {
             0 => 0,
-            1..=16 => 16,
+            1..=MAX_COLUMNS => 2 * r,
+            _ if r <= 16 => 16,
             _ if r - 16 <= MAX_COLUMNS => 16 + 2 * (r - 16),
             _ => 32,
         }
@@ -153,7 +156,7 @@ mod tests {
     type Kernel =
         unsafe extern "sysv64" fn(*const i8, *const u8, *mut u8, usize, usize, *const i32, *const f32, *const f32);
 
-    /// Every row count by 1-3 columns, K around the unrolled four quad steps, both output signs,
+    /// Every row count by 1-4 columns, K around the unrolled four quad steps, both output signs,
     /// the columns 16 on in a 32-column panel: every stored byte the reference's requantisation
     /// of the exact sum, nothing else in C written.
     #[test]
@@ -192,7 +195,7 @@ mod tests {
                         let before = vec![0xA5u8; (MR_INT8 + 1) * ldc];
                         let mut c = before.clone();
                         // SAFETY: the panels hold the padded K; C has MR + 1 rows of ldc bytes,
-                        // the kernel's columns 16 .. 19 of them.
+                        // the kernel's columns 16 .. 20 of them.
                         unsafe {
                             f(
                                 pa.as_ptr(),
@@ -228,14 +231,17 @@ mod tests {
         println!("{cases} column kernels checked");
     }
 
-    /// The work estimate the lowering compares: whole panels, 16, 16 and two a column, 32.
+    /// The work estimate the lowering compares: whole panels, two a column, 16, 16 and two a
+    /// column, 32.
     #[test]
     fn column_work_counts_the_split_panel() {
         assert_eq!(column_work(64), 64);
         assert_eq!(column_work(49), 32 + 16 + 2);
         assert_eq!(column_work(51), 32 + 16 + 6);
-        assert_eq!(column_work(52), 64);
-        assert_eq!(column_work(196), 192 + 16);
+        assert_eq!(column_work(53), 64);
+        assert_eq!(column_work(1), 2);
+        assert_eq!(column_work(196), 192 + 8);
+        assert_eq!(column_work(201), 192 + 16);
         assert_eq!(column_work(63), 64);
     }
 }

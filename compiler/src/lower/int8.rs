@@ -165,12 +165,13 @@ impl<'g> Lowerer<'g> {
         let dst = self.define(ValueId::new(id, 0))?;
         let signed = q.y_type == DType::I8;
         let planes = QuadPlanes { n: quads_in.n, c: quads_in.c, g: quads_in.g.clone(), flip, fill: quads_in.fill };
-        // Over quad planes, unless its dropped columns cost more than the byte matrix's packing
-        // (taken as a tenth of the GEMM): a 7x7 map's 3x3 conv is 63 padded columns (64 columns'
-        // work) against 49 positions (32 + 16 + a column).
+        // Over quad planes, unless their dropped columns cost more than the byte matrix and its
+        // packing (taken as 15% of the GEMM: 13% measured on ResNet50's 14x14 3x3 convs, whose
+        // planes then win, 224 columns' work against 200): a 7x7 map's 3x3 conv is 63 padded
+        // columns (64 columns' work) against 49 positions (32 + 16 + a column).
         let planes_pay = self
             .int8_planes
-            .unwrap_or_else(|| column_work(planes.cols()) * 10 <= column_work(quads_in.g.oh * quads_in.g.ow) * 11);
+            .unwrap_or_else(|| column_work(planes.cols()) * 100 <= column_work(quads_in.g.oh * quads_in.g.ow) * 115);
         if isa == Int8Isa::Avx512Vnni && QuadPlanes::applies(&quads_in.g) && planes_pay {
             let packed = isa.pack_a(&planes.reorder_weights(&w, m), m, planes.walk().quads() * 4);
             let a_ref = self.weight(&packed, &format!("{name}.packed"));
