@@ -31,6 +31,8 @@ error is recorded too.
 Usage (in a venv with requirements.txt, from the repo root, after `cargo build --release`):
   python bench/torchvision/coverage.py --work /tmp/tv --results bench/torchvision/results [NAME ...]
   python bench/torchvision/coverage.py --results bench/torchvision/results --table --readme README.md
+  python bench/torchvision/coverage.py --export-only --work /tmp/tv NAME ...   (models for
+      bench/compare.py --model /tmp/tv/NAME.onnx, the same seeds as the checks)
 """
 import argparse
 import json
@@ -253,17 +255,8 @@ def measure_latency(name, a, incept, log):
     back, alternating rounds (run this with the machine otherwise idle)."""
     import numpy as np
     import torch
-    from torchvision import models
 
-    seed = model_seed(a.seed, name)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = models.get_model(name, weights=None)
-    size = input_size(name)
-    randomise(model, rng, torch.from_numpy(rng.standard_normal((2, 3, size, size)).astype("float32")))
-    x = np.random.default_rng(seed + 1).standard_normal((1, 3, size, size)).astype("float32")
+    model, x, _, _ = seeded(name, model_seed(a.seed, name))
     a.work.mkdir(parents=True, exist_ok=True)
     path = export_dir(a.work, name, "latency") / f"{name}.onnx"
     with torch.no_grad(), warnings.catch_warnings(), mha_fastpath_off():
@@ -293,18 +286,15 @@ def measure_latency(name, a, incept, log):
     return r
 
 
-def check_model(name, a, incept, supported, log):
+def seeded(name, seed):
+    """The model with its seeded random weights (see `randomise`), its input, and how many
+    BatchNorm and LayerNorm layers were randomised."""
     import numpy as np
     import torch
-
-    work = a.work
-    work.mkdir(parents=True, exist_ok=True)
-    seed = model_seed(a.seed, name)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
     from torchvision import models
 
-    t0 = time.time()
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = models.get_model(name, weights=None)
@@ -312,6 +302,36 @@ def check_model(name, a, incept, supported, log):
     calib = torch.from_numpy(rng.standard_normal((2, 3, size, size)).astype("float32"))
     n_bn, n_ln = randomise(model, rng, calib)
     x = np.random.default_rng(seed + 1).standard_normal((1, 3, size, size)).astype("float32")
+    return model, x, n_bn, n_ln
+
+
+def export_for_bench(name, a, log):
+    """--export-only: WORK/NAME.onnx (the opset-17 TorchScript export) and WORK/NAME.input.npy, as
+    `bench/compare.py --model` takes them."""
+    import numpy as np
+    import torch
+
+    a.work.mkdir(parents=True, exist_ok=True)
+    model, x, _, _ = seeded(name, model_seed(a.seed, name))
+    path = a.work / f"{name}.onnx"
+    with warnings.catch_warnings(), mha_fastpath_off():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.from_numpy(x),), str(path), input_names=["input"],
+                          output_names=["output"], dynamo=False, opset_version=17, do_constant_folding=True)
+    np.save(a.work / f"{name}.input.npy", x)
+    log(f"{name}: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+def check_model(name, a, incept, supported, log):
+    import numpy as np
+    import torch
+
+    work = a.work
+    work.mkdir(parents=True, exist_ok=True)
+    seed = model_seed(a.seed, name)
+    t0 = time.time()
+    model, x, n_bn, n_ln = seeded(name, seed)
+    size = input_size(name)
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     params = sum(p.numel() for p in model.parameters())
@@ -467,6 +487,9 @@ def main():
     ap.add_argument("--bench-s", type=float, default=5.0, help="ONNX Runtime timing budget per model")
     ap.add_argument("--table", action="store_true", help="print the Markdown table of --results")
     ap.add_argument("--readme", type=Path, help="with --table: rewrite the table in this README")
+    ap.add_argument("--export-only", action="store_true",
+                    help="only write WORK/NAME.onnx (the opset-17 export) and WORK/NAME.input.npy, for "
+                         "bench/compare.py --model; no checks, no results")
     ap.add_argument("--latency", action="store_true",
                     help="only time incept and ONNX Runtime (1 thread, alternating rounds) for models "
                          "that have a result, adding it to the result; run with the machine otherwise idle")
@@ -492,9 +515,12 @@ def main():
 
     torch.set_num_threads(2)
     names = a.models or all_models()
-    supported = supported_ops(a.incept)
+    supported = None if a.export_only else supported_ops(a.incept)
     a.results.mkdir(parents=True, exist_ok=True)
     for name in names:
+        if a.export_only:
+            export_for_bench(name, a, lambda s: print(s, flush=True))
+            continue
         dest = a.results / f"{name}.json"
         if a.latency:
             if not dest.exists():
