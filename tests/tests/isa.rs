@@ -64,6 +64,8 @@ fn extra_graphs() -> Vec<(String, incept_ir::graph::Graph, Option<usize>)> {
         ("depthwise_plane", conv(32, 32, 14, 14, 3, 32), None),
         ("conv1x1", conv(32, 48, 28, 28, 1, 1), None),
         ("small_map", conv(256, 256, 7, 7, 3, 1), None),
+        // Activation chains: exp, erf, tanh, selects and divisions on the AVX-512 row kernel.
+        ("elementwise", "graph g {\n  input %x : f32[1,3,20,21]\n  %a = Gelu(%x) : f32[1,3,20,21]\n  %b = Sigmoid(%a) : f32[1,3,20,21]\n  %c = Tanh(%b) : f32[1,3,20,21]\n  %d = Mul(%a, %c) : f32[1,3,20,21]\n  %e = Abs(%d) : f32[1,3,20,21]\n  %y = Sqrt(%e) : f32[1,3,20,21]\n  output %y\n}\n".to_string(), None),
     ];
     cases
         .into_iter()

@@ -21,6 +21,7 @@ pub mod peak;
 pub mod wide;
 pub mod wide_depthwise;
 pub mod wide_depthwise_plane;
+pub mod wide_expr;
 pub mod wide_winograd;
 
 use std::fmt::Debug;

@@ -7,7 +7,8 @@ use incept_ir::DType;
 use incept_ir::graph::{NodeId, ValueId};
 use incept_ir::ops::{Activation, Binary, Op, Variadic};
 
-use super::{LowerError, Lowerer};
+use super::{BufRef, LowerError, Lowerer};
+use crate::codegen::Tier;
 use crate::codegen::kernels::elementwise::ElementwiseSpec;
 use crate::codegen::kernels::logic::{LogicOp, LogicSpec};
 use crate::codegen::kernels::math::{Bin, KExpr};
@@ -83,10 +84,9 @@ impl<'g> Lowerer<'g> {
         let helpers = spec.needs_helpers();
         let srcs = inputs.iter().map(|&v| self.value(v)).collect::<Result<Vec<_>, _>>()?;
         let dst = self.define(out)?;
-        let tiles = spec.tiles();
         let name = self.g.node(id).name.clone();
         let op = self.g.node(id).op.name().to_string();
-        self.step(Arc::new(spec), tiles, &srcs, &[dst], helpers, &name, &op, 0);
+        self.elementwise_step(spec, &srcs, dst, helpers, &name, &op);
         // Element i of an operand of the output's shape is read only for output element i.
         for (src, shape) in srcs.iter().zip(shapes) {
             if *shape == os {
@@ -94,6 +94,27 @@ impl<'g> Lowerer<'g> {
             }
         }
         Ok(())
+    }
+
+    /// The step of an f32 elementwise kernel: its rows on the AVX-512 row kernel where the tier
+    /// has it and the kernel computes the expression (`codegen/wide_expr.rs`).
+    pub(super) fn elementwise_step(
+        &mut self,
+        mut spec: ElementwiseSpec,
+        srcs: &[BufRef],
+        dst: BufRef,
+        helpers: bool,
+        name: &str,
+        op: &str,
+    ) {
+        let wide = if self.tier == Tier::Avx512 { spec.wide_kernel() } else { None };
+        let kernel = wide.map(|k| self.kernel(Arc::new(k)));
+        spec.wide = kernel.is_some();
+        let tiles = spec.tiles();
+        self.step(Arc::new(spec), tiles, srcs, &[dst], helpers, name, op, 0);
+        if let (Some(k), Some(step)) = (kernel, self.out.steps.last_mut()) {
+            step.operands.push(super::LOperand::Kernel(k));
+        }
     }
 
     /// Integer and f64 arithmetic, and Pow with an integer operand (see `TypedElementwiseSpec`).

@@ -2,8 +2,6 @@
 //! operands a kernel reads directly, the GEMM's blocking per tier, its microkernels, and the
 //! balance of its tiles over threads. The ops themselves are in `conv.rs` and `gemm.rs`.
 
-use std::sync::Arc;
-
 use incept_ir::graph::{NodeId, ValueId};
 use incept_ir::ops::{Activation, Binary, Op, Step};
 
@@ -96,8 +94,7 @@ impl<'g> Lowerer<'g> {
             let spec = ElementwiseSpec::new(&os, &shapes, expr);
             let helpers = spec.needs_helpers();
             let srcs = ins.iter().map(|&v| self.value(v)).collect::<Result<Vec<_>, _>>()?;
-            let tiles = spec.tiles();
-            self.step(Arc::new(spec), tiles, &srcs, &[dst], helpers, &name, "Epilogue", 0);
+            self.elementwise_step(spec, &srcs, dst, helpers, &name, "Epilogue");
         }
         Ok(())
     }

@@ -7,12 +7,13 @@ use crate::codegen::KernelSpec;
 use crate::codegen::builder::{Kb, ro};
 use crate::codegen::kernels::math::{KExpr, emit_expr, expr_needs_helpers};
 use crate::codegen::kernels::nd::{broadcast_strides, collapse, contiguous, emit_offsets};
+use crate::codegen::wide_expr::WideExprKernel;
 
 /// Columns per tile, so that long rows still spread over threads.
 const CHUNK: usize = 4096;
 
 /// `out = expr(inputs...)` with numpy broadcasting. Operands: the inputs, the output, then the
-/// helper table when the expression needs it.
+/// helper table when the expression needs it, then the AVX-512 row kernel where `wide`.
 #[derive(Debug)]
 pub struct ElementwiseSpec {
     /// Collapsed output dims.
@@ -20,6 +21,9 @@ pub struct ElementwiseSpec {
     /// Per input, element strides over `dims` (0 where broadcast).
     pub strides: Vec<Vec<isize>>,
     pub expr: KExpr,
+    /// Rows run [`WideExprKernel`] (16 lanes) instead of the CLIF loop (4 lanes and a scalar
+    /// tail); see [`ElementwiseSpec::wide_kernel`].
+    pub wide: bool,
 }
 
 impl ElementwiseSpec {
@@ -28,7 +32,16 @@ impl ElementwiseSpec {
         all.push(contiguous(out));
         let (dims, mut strides) = collapse(out, &all);
         strides.pop();
-        ElementwiseSpec { dims, strides, expr }
+        ElementwiseSpec { dims, strides, expr, wide: false }
+    }
+
+    /// The AVX-512 row kernel, where it computes this expression: every input contiguous or
+    /// one scalar along a row.
+    pub fn wide_kernel(&self) -> Option<WideExprKernel> {
+        let last: Vec<isize> = self.strides.iter().map(|s| s[s.len() - 1]).collect();
+        let rows_ok = last.iter().all(|&s| s == 0 || s == 1);
+        (rows_ok && WideExprKernel::supports(&self.expr, last.len()))
+            .then(|| WideExprKernel { expr: self.expr.clone(), bcast: last.iter().map(|&s| s == 0).collect() })
     }
 
     pub fn needs_helpers(&self) -> bool {
@@ -63,6 +76,7 @@ impl KernelSpec for ElementwiseSpec {
         all.push(contiguous(&self.dims)[..self.dims.len() - 1].to_vec());
         let last: Vec<isize> = self.strides.iter().map(|s| s[s.len() - 1]).collect();
         let vector = last.iter().all(|&s| s == 0 || s == 1);
+        let wide = self.wide.then(|| kb.operand(n + 1 + helpers.is_some() as usize));
         let (begin, end) = (kb.begin, kb.end);
         kb.for_range(begin, end, 1, |kb, t| {
             let (row, chunk) = kb.divmod(t, chunks as i64);
@@ -79,7 +93,20 @@ impl KernelSpec for ElementwiseSpec {
                 let p = kb.elem(bases[k], idx, 4);
                 kb.load_f32(p, 0, ro())
             };
-            if vector {
+            if let Some(f) = wide {
+                // The row's chunk in machine code: output, count, then each input at the
+                // chunk's first column (a broadcast one at its scalar).
+                let out = kb.elem(bases[n], c0, 4);
+                let count = kb.b.ins().isub(c1, c0);
+                let mut args = vec![out, count];
+                for k in 0..n {
+                    args.push(if last[k] == 0 { bases[k] } else { kb.elem(bases[k], c0, 4) });
+                }
+                while args.len() < 6 {
+                    args.push(out);
+                }
+                kb.call_code(f, &args);
+            } else if vector {
                 // Broadcast scalars are loaded once per tile.
                 let splats: Vec<Option<Value>> = (0..n)
                     .map(|k| {
