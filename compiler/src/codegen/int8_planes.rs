@@ -23,6 +23,9 @@ use super::int8_depthwise::RowsCopyKernel;
 use super::kernels::conv::Geom;
 use super::wide::{ZMM, asm_err};
 
+/// Bytes a quad plane stays under: four of them are one displacement of the tile's walk.
+const PLANE_LIMIT: usize = (i32::MAX / 8) as usize;
+
 /// How the tile walks B in quad planes: for each tap row, each tap column, each plane (K's
 /// order), 32 columns of 4 bytes at the tap's offset in the plane.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +66,11 @@ impl QuadPlanes {
     /// panel already).
     pub fn applies(g: &Geom) -> bool {
         (g.sh, g.sw) == (1, 1) && (g.kh, g.kw, g.ph, g.pw) != (1, 1, 0, 0)
+    }
+    /// Whether the tile's walk can address the planes (displacements of four planes in i32): a
+    /// map too large for that keeps the byte matrix.
+    pub fn addressable(&self) -> bool {
+        self.walk().plane_bytes < PLANE_LIMIT
     }
     /// Positions in a padded row, and padded rows.
     pub fn wp(&self) -> usize {
@@ -379,7 +387,8 @@ pub fn planes_walk(
     a_step: i32,
     step: impl Fn(&mut CodeAssembler, i32, i32, u32) -> Result<(), CodegenError>,
 ) -> Result<(), CodegenError> {
-    let pb = i32::try_from(w.plane_bytes).ok().filter(|&b| b < i32::MAX / 8).expect("quad planes under 256 MB");
+    assert!(w.plane_bytes < PLANE_LIMIT, "quad planes the lowering checked (`QuadPlanes::addressable`)");
+    let pb = w.plane_bytes as i32;
     assert!(pb % 64 == 0, "quad planes start on cache lines");
     let (whole, rest) = (w.planes / 4, w.planes % 4);
     // A streams; prefetched as the packed panel's tile does (B's planes are the input's size

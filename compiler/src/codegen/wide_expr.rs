@@ -56,21 +56,30 @@ impl WideExprKernel {
         inputs <= MAX_INPUTS && ok(expr)
     }
 
+    /// Whether the expression's values fit the registers (a dry run that keeps no constant, so
+    /// at least as many temporaries as the kernel needs): else the CLIF kernel computes it.
+    pub fn fits(&self) -> bool {
+        self.constants().is_ok()
+    }
+
+    /// The constants the expression uses, most used first (a dry run of the emitter).
+    fn constants(&self) -> Result<Vec<(u32, usize)>, CodegenError> {
+        let mut scratch = CodeAssembler::new(64).map_err(asm_err)?;
+        let mut e = Em::new(&mut scratch, Consts::default(), &self.bcast);
+        e.count = Some(HashMap::new());
+        e.expr(&self.expr)?;
+        let mut seen: Vec<(u32, usize)> = e.count.take().unwrap_or_default().into_iter().collect();
+        seen.sort_by_key(|&(bits, n)| (std::cmp::Reverse(n), bits));
+        Ok(seen)
+    }
+
     pub fn assemble(&self) -> Result<Vec<u8>, CodegenError> {
         assert!(Self::supports(&self.expr, self.bcast.len()), "an expression the wide kernel computes");
         let mut x = CodeAssembler::new(64).map_err(asm_err)?;
         let ins = [rdx, rcx, r8, r9];
         // Constants counted in a dry run: the eight most used kept in zmm24-31 over the row,
         // the others broadcast from a pool after the code where used.
-        let seen = {
-            let mut scratch = CodeAssembler::new(64).map_err(asm_err)?;
-            let mut e = Em::new(&mut scratch, Consts::default(), &self.bcast);
-            e.count = Some(HashMap::new());
-            e.expr(&self.expr)?;
-            let mut seen: Vec<(u32, usize)> = e.count.take().unwrap_or_default().into_iter().collect();
-            seen.sort_by_key(|&(bits, n)| (std::cmp::Reverse(n), bits));
-            seen
-        };
+        let seen = self.constants()?;
         let mut consts = Consts::default();
         for (i, &(bits, _)) in seen.iter().enumerate() {
             if i < KEPT {
@@ -540,10 +549,15 @@ impl<'a> Em<'a> {
         let pe = self.mul(poly, e)?;
         let one = self.konst(1.0)?;
         let y = self.sub(one, pe)?;
+        self.odd_sign(xa, y)
+    }
+
+    /// `x < 0 ? -y : y`: an odd function from its value at |x|.
+    fn odd_sign(&mut self, x: V, y: V) -> R {
         let y2 = self.keep(y)?;
         let ny = self.neg(y2)?;
         let zero = self.konst(0.0)?;
-        self.select_lt(xa, zero, ny, y)
+        self.select_lt(x, zero, ny, y)
     }
 
     /// `kernels/math.rs`'s `vtanh`.
@@ -569,10 +583,7 @@ impl<'a> Em<'a> {
         let q = self.div(two, d)?;
         let one = self.konst(1.0)?;
         let y = self.sub(one, q)?;
-        let y2 = self.keep(y)?;
-        let ny = self.neg(y2)?;
-        let zero = self.konst(0.0)?;
-        self.select_lt(xa, zero, ny, y)
+        self.odd_sign(xa, y)
     }
 }
 
@@ -588,5 +599,29 @@ impl super::KernelSpec for WideExprKernel {
     }
     fn features(&self) -> &'static [&'static str] {
         &["avx512f"]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An expression whose values outgrow the registers is left to the CLIF kernel (`fits`
+    /// false, so the lowering does not take the row kernel), not a compile error; an activation
+    /// chain as deep as GELU's fits.
+    #[test]
+    fn expressions_past_the_registers_do_not_fit() {
+        // in0 + (in0 + (in0 + ...)): every left operand stays live while the right is computed.
+        let mut deep = KExpr::In(0);
+        for _ in 0..TEMPS + 2 {
+            deep = KExpr::bin(Bin::Ir(Binary::Add), KExpr::In(0), deep);
+        }
+        let k = WideExprKernel { expr: deep, bcast: vec![false] };
+        assert!(!k.fits());
+        assert!(k.assemble().is_err());
+        let gelu = KExpr::act(Activation::Unary(Unary::Gelu { tanh: false }), KExpr::In(0));
+        let k = WideExprKernel { expr: KExpr::act(Activation::Unary(Unary::Sigmoid), gelu), bcast: vec![false] };
+        assert!(k.fits());
+        assert!(k.assemble().is_ok());
     }
 }

@@ -172,7 +172,7 @@ impl<'g> Lowerer<'g> {
         let planes_pay = self
             .int8_planes
             .unwrap_or_else(|| column_work(planes.cols()) * 100 <= column_work(quads_in.g.oh * quads_in.g.ow) * 115);
-        if isa == Int8Isa::Avx512Vnni && QuadPlanes::applies(&quads_in.g) && planes_pay {
+        if isa == Int8Isa::Avx512Vnni && QuadPlanes::applies(&quads_in.g) && planes.addressable() && planes_pay {
             let packed = isa.pack_a(&planes.reorder_weights(&w, m), m, planes.walk().quads() * 4);
             let a_ref = self.weight(&packed, &format!("{name}.packed"));
             self.planes_conv(&name, planes, src, dst, m, signed, [a_ref, bias_ref, mult_ref, consts_ref]);

@@ -40,8 +40,8 @@ impl ElementwiseSpec {
     pub fn wide_kernel(&self) -> Option<WideExprKernel> {
         let last: Vec<isize> = self.strides.iter().map(|s| s[s.len() - 1]).collect();
         let rows_ok = last.iter().all(|&s| s == 0 || s == 1);
-        (rows_ok && WideExprKernel::supports(&self.expr, last.len()))
-            .then(|| WideExprKernel { expr: self.expr.clone(), bcast: last.iter().map(|&s| s == 0).collect() })
+        let k = WideExprKernel { expr: self.expr.clone(), bcast: last.iter().map(|&s| s == 0).collect() };
+        (rows_ok && WideExprKernel::supports(&self.expr, last.len()) && k.fits()).then_some(k)
     }
 
     pub fn needs_helpers(&self) -> bool {
